@@ -1,0 +1,56 @@
+# flowmark — thin wrapper over CMake presets. `make run` and `make test` work on a fresh
+# Debian 12 machine as root: they install what they need first (scripts/install-deps.sh).
+SHELL := /bin/bash
+JOBS ?= $(shell nproc)
+
+.PHONY: all deps build build-asan build-fuzz run test test-unit test-asan test-integration \
+        fuzz bench lint format clean
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh
+
+build: deps
+	@cmake --preset release >/dev/null
+	@cmake --build --preset release -j $(JOBS)
+
+build-asan: deps
+	@cmake --preset asan >/dev/null
+	@cmake --build --preset asan -j $(JOBS)
+
+build-fuzz: deps
+	@cmake --preset fuzz >/dev/null
+	@cmake --build --preset fuzz -j $(JOBS)
+
+# The main job on a built-in default: a multicast demo between two network namespaces.
+run: build
+	@./scripts/demo.sh build/release
+
+# Everything: unit and integration tests (release), unit tests under ASan+UBSan, and a
+# short run of every fuzz target.
+test: build build-asan build-fuzz
+	@ctest --test-dir build/release --output-on-failure -j 1
+	@ctest --test-dir build/asan --output-on-failure -L unit -j $(JOBS)
+	@./scripts/fuzz.sh build/fuzz 20
+
+test-unit: build
+	@ctest --test-dir build/release --output-on-failure -L unit -j $(JOBS)
+
+test-integration: build
+	@ctest --test-dir build/release --output-on-failure -L integration
+
+fuzz: build-fuzz
+	@./scripts/fuzz.sh build/fuzz $${FUZZ_SECONDS:-300}
+
+bench: build
+	@./bench/run.sh build/release
+
+lint: build
+	@./scripts/lint.sh build/release
+
+format:
+	@clang-format -i $$(git ls-files '*.cpp' '*.hpp' '*.h')
+
+clean:
+	rm -rf build

@@ -1,0 +1,54 @@
+// flowmark — observe, mark and announce network flows; multicast messaging.
+//
+//   flowmark mcast say|recv|hear …   (also: `multicast SAY|RECV|HEAR …`)
+#include <cstring>
+#include <string_view>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "flowmark/mcast/options.hpp"
+#include "mcast_cli.hpp"
+
+namespace {
+
+std::string_view basename_of(const char* path) {
+  std::string_view p(path);
+  auto slash = p.rfind('/');
+  return slash == std::string_view::npos ? p : p.substr(slash + 1);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using flowmark::apps::McastInvocation;
+  // Installed as `multicast` too: then the seed's grammar is the whole command line.
+  if (argc >= 1 && basename_of(argv[0]) == "multicast") return flowmark::apps::multicast_main(argc, argv);
+  if (argc >= 2 && std::strcmp(argv[1], "multicast") == 0)
+    return flowmark::apps::multicast_main(argc - 1, argv + 1);
+
+  CLI::App app{"flowmark: observe, mark and announce network flows; UDP multicast messaging",
+               "flowmark"};
+  app.set_version_flag("--version", "flowmark " FLOWMARK_VERSION);
+  app.require_subcommand(1);
+  McastInvocation inv;
+  auto* mcast = app.add_subcommand("mcast", "send, receive and answer UDP multicast datagrams "
+                                            "(also as `multicast SAY|RECV|HEAR`)");
+  flowmark::apps::add_mcast_verbs(*mcast, inv);
+  app.add_subcommand("multicast", "the seed's grammar: multicast SAY|RECV|HEAR [options]");
+  app.footer("Run 'flowmark <command> --help' for a command's options.");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    fmt::print(stderr, "flowmark: error: {}\nRun 'flowmark --help' for usage.\n", e.what());
+    return flowmark::mcast::kExitUsage;
+  }
+  if (mcast->parsed()) return flowmark::apps::run_mcast(inv);
+  return flowmark::mcast::kExitUsage;
+}

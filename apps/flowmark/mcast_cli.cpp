@@ -1,0 +1,142 @@
+#include "mcast_cli.hpp"
+
+#include <fmt/format.h>
+
+#include "flowmark/core/log.hpp"
+#include "flowmark/mcast/commands.hpp"
+
+namespace flowmark::apps {
+namespace {
+
+constexpr const char* kEnvHelp =
+    "Environment (a flag beats the environment, which beats the default):\n"
+    "  MULTICAST_GROUP        group (default 224.0.0.1)\n"
+    "  MULTICAST_PORT         port (default 59559)\n"
+    "  MULTICAST_TTL          TTL / hop limit, 0..255 (default 1)\n"
+    "  MULTICAST_IFACE        interface: name, index or address\n"
+    "  MULTICAST_BIND_ADDR    local address to bind\n"
+    "  MULTICAST_BUFFER_SIZE  largest datagram read whole (default 65536)\n";
+
+void opt(CLI::App& app, const std::string& names, std::optional<std::string>& dst,
+         const std::string& help) {
+  app.add_option_function<std::string>(
+      names, [&dst](const std::string& v) { dst = v; }, help);
+}
+
+void add_common(CLI::App& sub, McastInvocation& inv, McastVerb verb) {
+  auto& r = inv.raw;
+  const bool say = verb == McastVerb::kSay;
+  opt(sub, "--group,--bind-group,--mcast-group", r.group,
+      say ? "group to send to (224.0.0.1)" : "bind group: joined, and HEAR's forwarding target");
+  opt(sub, "--port", r.port, "UDP port (59559)");
+  opt(sub, "--iface", r.iface, "interface by name, index or address");
+  opt(sub, "--ttl", r.ttl, "multicast TTL / hop limit, 0..255 (1)");
+  opt(sub, "--bind", r.bind, "local address to bind");
+  opt(sub, "--buffer-size", r.buffer_size,
+      say ? "chunk size for --pipe --binary" : "largest datagram read whole (65536)");
+  opt(sub, "--timeout", r.timeout,
+      say ? "seconds to wait for replies with --wait-reply (1)"
+          : "give up after this many seconds without a datagram (exit 1 if none came)");
+  sub.add_flag("--no-loop", r.no_loop, "do not loop our sends back to this host");
+  sub.add_flag("--json", r.json, "one JSON object per datagram");
+  sub.add_flag("--use-std", r.use_std, "print payloads on standard output");
+  sub.add_flag("--daemon", r.daemon, say ? "no effect on SAY" : "keep going until interrupted");
+  sub.add_flag("--verbose", inv.verbose, "log debugging detail");
+  if (say) {
+    sub.add_option("-m,--message", r.message, "the message (several words: joined by spaces)")
+        ->expected(1, CLI::detail::expected_max_vector_size);
+    sub.add_flag("--pipe", r.pipe, "send standard input, one datagram per line");
+    sub.add_flag("--binary", r.binary, "with --pipe: one datagram per chunk, not per line");
+    opt(sub, "--count", r.count, "send the message this many times, sequenced");
+    opt(sub, "--interval", r.interval, "seconds between sequenced datagrams (0)");
+    opt(sub, "--size", r.size, "pad each datagram to this many bytes");
+    sub.add_flag("--sequence", r.sequence, "add the stream header (sequence, send time)");
+    sub.add_flag("--wait-reply", r.wait_reply, "print HEAR replies until --timeout");
+  } else {
+    sub.add_option("--groups,--join-mcast-groups", r.groups, "groups to join (default: --group)")
+        ->expected(1, CLI::detail::expected_max_vector_size);
+    sub.add_option("--source", r.sources, "source-specific join (S, G) for each group");
+    opt(sub, "--count", r.count, "stop after this many datagrams");
+    opt(sub, "--rcvbuf", r.rcvbuf, "socket receive buffer in bytes (16 MiB)");
+    sub.add_flag("--stats", r.stats,
+                 "at the end, JSON loss/duplicate/reorder/delay statistics per sender and group");
+    if (verb == McastVerb::kHear)
+      sub.add_flag("--allow-stop", r.allow_stop, "a datagram saying STOP ends the run (exit 0)");
+  }
+  sub.footer(std::string(kEnvHelp) + "\n" + std::string(mcast::exit_code_help()));
+}
+
+}  // namespace
+
+void add_mcast_verbs(CLI::App& app, McastInvocation& inv) {
+  struct VerbDef {
+    const char* name;
+    McastVerb verb;
+    const char* help;
+  };
+  static constexpr VerbDef kVerbs[] = {
+      {"say", McastVerb::kSay, "send datagrams to a group"},
+      {"recv", McastVerb::kRecv, "join groups and receive (one datagram, or --daemon)"},
+      {"hear", McastVerb::kHear,
+       "receive, acknowledge each datagram to its sender, and forward other groups' "
+       "datagrams to the bind group"},
+      {"noop", McastVerb::kNoop, "do nothing (exit 0)"},
+  };
+  for (const auto& v : kVerbs) {
+    auto* sub = app.add_subcommand(v.name, v.help)->ignore_case();
+    if (v.verb != McastVerb::kNoop) add_common(*sub, inv, v.verb);
+    sub->callback([&inv, verb = v.verb] { inv.verb = verb; });
+  }
+  app.require_subcommand(1);
+}
+
+int run_mcast(const McastInvocation& inv) {
+  init_logging("flowmark", inv.verbose ? LogLevel::kDebug : LogLevel::kInfo);
+  switch (inv.verb) {
+    case McastVerb::kNoop: return mcast::kExitOk;
+    case McastVerb::kSay: {
+      auto o = mcast::resolve_say(inv.raw, mcast::getenv_lookup);
+      if (!o) {
+        spdlog::error("{}", o.error().message());
+        return mcast::exit_code_for(o.error());
+      }
+      return mcast::run_say(*o, stdin, stdout);
+    }
+    case McastVerb::kRecv:
+    case McastVerb::kHear: {
+      auto o = mcast::resolve_recv(inv.raw, mcast::getenv_lookup);
+      if (!o) {
+        spdlog::error("{}", o.error().message());
+        return mcast::exit_code_for(o.error());
+      }
+      return inv.verb == McastVerb::kRecv ? mcast::run_recv(*o, stdout)
+                                          : mcast::run_hear(*o, stdout);
+    }
+  }
+  return mcast::kExitSoftware;
+}
+
+int multicast_main(int argc, char** argv) {
+  CLI::App app{"multicast: send (SAY), receive (RECV) and answer (HEAR) UDP multicast "
+               "datagrams — flowmark's implementation of the multicast tool",
+               "multicast"};
+  app.set_version_flag("-v,--version", "multicast (flowmark) " FLOWMARK_VERSION);
+  McastInvocation inv;
+  add_mcast_verbs(app, inv);
+  app.footer(std::string(mcast::exit_code_help()));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    fmt::print(stderr, "multicast: error: {}\nRun 'multicast --help' for usage.\n", e.what());
+    return mcast::kExitUsage;
+  }
+  return run_mcast(inv);
+}
+
+}  // namespace flowmark::apps

@@ -1,0 +1,26 @@
+// The `flowmark mcast` command and its `multicast` twin: argument parsing only; the work
+// is in flowmark::mcast.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include "flowmark/mcast/options.hpp"
+
+namespace flowmark::apps {
+
+enum class McastVerb { kSay, kRecv, kHear, kNoop };
+
+struct McastInvocation {
+  mcast::RawOptions raw;
+  McastVerb verb = McastVerb::kNoop;
+  bool verbose = false;
+};
+
+// Adds say/recv/hear/noop (case-insensitive, so SAY|RECV|HEAR|NOOP work too) under `app`.
+void add_mcast_verbs(CLI::App& app, McastInvocation& inv);
+// Runs the parsed verb; returns the exit code.
+int run_mcast(const McastInvocation& inv);
+// `multicast SAY|RECV|HEAR|NOOP ...` — the seed's grammar as a whole program.
+int multicast_main(int argc, char** argv);
+
+}  // namespace flowmark::apps

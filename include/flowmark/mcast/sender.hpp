@@ -1,0 +1,56 @@
+// flowmark::mcast — sending datagrams to a multicast group.
+//
+// One socket for the sender's life. send() is one sendto; send_batch() hands many
+// datagrams to the kernel in as few sendmmsg calls as possible (64 per call).
+//
+//   FM_TRY(auto tx, Sender::open({.group = {group, 59559}, .send = {.ttl = 1}}));
+//   FM_TRY_VOID(tx.send(std::as_bytes(std::span(text))));
+#pragma once
+
+#include <sys/socket.h>
+
+#include <span>
+#include <vector>
+
+#include "flowmark/core/address.hpp"
+#include "flowmark/core/fd.hpp"
+#include "flowmark/mcast/socket.hpp"
+
+namespace flowmark::mcast {
+
+struct SenderConfig {
+  Endpoint group;                   // destination group and port
+  SendOptions send;                 // interface, TTL, loopback
+  std::optional<IpAddress> bind;    // local source address (default: the kernel picks)
+  std::uint16_t bind_port = 0;      // local source port (0: ephemeral)
+  int sndbuf = 0;                   // SO_SNDBUF in bytes (0: kernel default)
+};
+
+class Sender {
+ public:
+  static constexpr std::size_t kBatch = 64;
+
+  static Result<Sender> open(const SenderConfig& config);
+
+  // One datagram (one sendto). A payload over the UDP maximum is Errc::kInvalidArgument.
+  Result<void> send(std::span<const std::byte> payload);
+  // Every payload in order; returns how many the kernel accepted (all, unless an error
+  // stopped the batch part-way — then the error).
+  Result<std::size_t> send_batch(std::span<const std::span<const std::byte>> payloads);
+
+  int fd() const noexcept { return fd_.get(); }
+  const Endpoint& group() const noexcept { return group_; }
+  // The bound local endpoint (after the first send, when the port was ephemeral).
+  Endpoint local() const;
+
+ private:
+  Sender() = default;
+  UniqueFd fd_;
+  Endpoint group_;
+  sockaddr_storage dst_{};
+  socklen_t dst_len_ = 0;
+  std::vector<mmsghdr> msgs_;
+  std::vector<iovec> iov_;
+};
+
+}  // namespace flowmark::mcast

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs every Debian package flowmark needs to build, test, fuzz, lint and benchmark.
+# Idempotent: when everything is present it only runs dpkg-query and exits.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  build-essential cmake ninja-build pkg-config git
+  # libraries
+  libfmt-dev libspdlog-dev libcli11-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev python3
+  # integration tests: namespaces, veth, tc netem, multicast routing
+  iproute2 iputils-ping procps kmod nftables
+  # fuzzing (libFuzzer) and lint
+  clang-19 libclang-rt-19-dev clang-format clang-tidy
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+  [[ "$status" == "installed" ]] || missing+=("$p")
+done
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps: missing packages: ${missing[*]}" >&2
+  echo "install-deps: run as root (or: sudo apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Refresh the package lists only when they are absent or older than a day.
+if [[ -z $(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -n 1) ]]; then
+  apt-get update -qq
+fi
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
