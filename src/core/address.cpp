@@ -52,6 +52,8 @@ Result<IpAddress> IpAddress::parse(std::string_view text) {
     if (scope.empty())
       return fail(Errc::kInvalidArgument, fmt::format("'{}%': empty scope after '%'", text));
   }
+  if (text.size() > INET6_ADDRSTRLEN)
+    return fail(Errc::kInvalidArgument, fmt::format("'{}' is too long for an IP address", text));
   char buf[INET6_ADDRSTRLEN + 1];
   std::memcpy(buf, text.data(), text.size());
   buf[text.size()] = '\0';

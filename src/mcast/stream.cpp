@@ -60,8 +60,8 @@ void StreamStats::add(std::uint64_t seq, std::int64_t delay_ns) noexcept {
     if (advance >= kWindow) {
       std::fill(window_.begin(), window_.end(), 0);
     } else {
-      for (std::uint64_t s = highest_ + 1; s <= seq; ++s) {
-        const std::uint64_t bit = s % kWindow;
+      for (std::uint64_t i = 1; i <= advance; ++i) {
+        const std::uint64_t bit = (highest_ + i) % kWindow;
         window_[bit / 64] &= ~(std::uint64_t{1} << (bit % 64));
       }
     }

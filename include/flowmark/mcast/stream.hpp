@@ -53,7 +53,11 @@ class StreamStats {
   std::uint64_t duplicates() const noexcept { return duplicates_; }
   std::uint64_t reordered() const noexcept { return reordered_; }  // arrived after a later one
   // Sequences between the lowest and highest seen that never arrived.
-  std::uint64_t expected() const noexcept { return received_ ? highest_ - lowest_ + 1 : 0; }
+  std::uint64_t expected() const noexcept {
+    if (received_ == 0) return 0;
+    const std::uint64_t span = highest_ - lowest_;
+    return span == UINT64_MAX ? span : span + 1;  // saturates instead of wrapping to 0
+  }
   std::uint64_t lost() const noexcept { return expected() - unique_; }
   std::uint64_t first_sequence() const noexcept { return lowest_; }
   std::uint64_t last_sequence() const noexcept { return highest_; }

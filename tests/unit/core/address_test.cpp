@@ -1,0 +1,125 @@
+#include "flowmark/core/address.hpp"
+
+#include <gtest/gtest.h>
+
+namespace flowmark {
+namespace {
+
+TEST(IpAddress, ParsesIpv4) {
+  auto a = IpAddress::parse("239.1.2.3");
+  ASSERT_TRUE(a.has_value());
+  EXPECT_TRUE(a->is_v4());
+  EXPECT_TRUE(a->is_multicast());
+  EXPECT_FALSE(a->is_ssm());
+  EXPECT_EQ(a->to_string(), "239.1.2.3");
+  EXPECT_EQ(*a, IpAddress::v4(0xef010203));
+}
+
+TEST(IpAddress, ParsesIpv6WithNumericScope) {
+  auto a = IpAddress::parse("ff02::1:77%1");
+  ASSERT_TRUE(a.has_value());
+  EXPECT_TRUE(a->is_v6());
+  EXPECT_TRUE(a->is_multicast());
+  EXPECT_TRUE(a->is_link_scoped_multicast());
+  EXPECT_EQ(a->scope_id(), 1u);
+  EXPECT_EQ(a->to_string(), "ff02::1:77");
+  EXPECT_EQ(a->to_string_scoped(), "ff02::1:77%lo");  // index 1 is lo in every namespace
+}
+
+TEST(IpAddress, ParsesScopeByInterfaceName) {
+  auto a = IpAddress::parse("fe80::1%lo");
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->scope_id(), 1u);
+}
+
+TEST(IpAddress, RejectsWithReason) {
+  auto bad = IpAddress::parse("239.1.2");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code(), Errc::kInvalidArgument);
+  EXPECT_NE(bad.error().message().find("239.1.2"), std::string::npos);
+  EXPECT_FALSE(IpAddress::parse("").has_value());
+  EXPECT_FALSE(IpAddress::parse("ff02::1%").has_value());
+  EXPECT_FALSE(IpAddress::parse("10.0.0.1%lo").has_value());
+  EXPECT_FALSE(IpAddress::parse("1:2:3:4:5:6:7:8:9").has_value());
+  auto noif = IpAddress::parse("ff02::1%nosuchif0");
+  ASSERT_FALSE(noif.has_value());
+  EXPECT_EQ(noif.error().code(), Errc::kNotFound);
+  EXPECT_FALSE(IpAddress::parse(std::string(200, '1')).has_value());
+}
+
+TEST(IpAddress, Classification) {
+  EXPECT_TRUE(IpAddress::parse("232.1.1.1")->is_ssm());
+  EXPECT_TRUE(IpAddress::parse("ff3e::8000:1")->is_ssm());
+  EXPECT_FALSE(IpAddress::parse("ff0e::1")->is_ssm());
+  EXPECT_FALSE(IpAddress::parse("ff05::1")->is_link_scoped_multicast());
+  EXPECT_TRUE(IpAddress::parse("ff01::1")->is_link_scoped_multicast());
+  EXPECT_FALSE(IpAddress::parse("10.0.0.1")->is_multicast());
+  EXPECT_FALSE(IpAddress::parse("2001:db8::1")->is_multicast());
+  EXPECT_TRUE(IpAddress::parse("127.0.0.1")->is_loopback());
+  EXPECT_TRUE(IpAddress::parse("::1")->is_loopback());
+  EXPECT_TRUE(IpAddress::parse("::")->is_unspecified());
+  EXPECT_TRUE(IpAddress::parse("0.0.0.0")->is_unspecified());
+}
+
+TEST(IpAddress, OrdersByFamilyThenBytes) {
+  auto a = *IpAddress::parse("10.0.0.1");
+  auto b = *IpAddress::parse("10.0.0.2");
+  auto c = *IpAddress::parse("::1");
+  EXPECT_LT(a, b);
+  EXPECT_LT(b, c);
+}
+
+TEST(Endpoint, ParsesForms) {
+  auto e = Endpoint::parse("192.0.2.1:10514");
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->port, 10514);
+  EXPECT_EQ(e->to_string(), "192.0.2.1:10514");
+  auto v6 = Endpoint::parse("[2001:db8::1]:80");
+  ASSERT_TRUE(v6.has_value());
+  EXPECT_EQ(v6->address.to_string(), "2001:db8::1");
+  EXPECT_EQ(v6->to_string(), "[2001:db8::1]:80");
+  auto bare6 = Endpoint::parse("2001:db8::1", 10514);
+  ASSERT_TRUE(bare6.has_value());
+  EXPECT_EQ(bare6->port, 10514);
+  EXPECT_FALSE(Endpoint::parse("192.0.2.1").has_value());  // port required
+  EXPECT_FALSE(Endpoint::parse("192.0.2.1:0").has_value());
+  EXPECT_FALSE(Endpoint::parse("192.0.2.1:65536").has_value());
+  EXPECT_FALSE(Endpoint::parse("[2001:db8::1").has_value());
+  EXPECT_FALSE(Endpoint::parse("[2001:db8::1]x80").has_value());
+}
+
+TEST(Endpoint, SockaddrRoundTrip) {
+  for (const char* text : {"192.0.2.1:5000", "[ff02::1%1]:59559"}) {
+    auto e = *Endpoint::parse(text);
+    sockaddr_storage ss{};
+    socklen_t len = e.to_sockaddr(ss);
+    EXPECT_GT(len, 0u);
+    auto back = Endpoint::from_sockaddr(ss);
+    EXPECT_EQ(back, e);
+    EXPECT_EQ(back.address.scope_id(), e.address.scope_id());
+  }
+}
+
+TEST(Port, Range) {
+  EXPECT_EQ(*parse_port("59559"), 59559);
+  EXPECT_FALSE(parse_port("0").has_value());
+  EXPECT_EQ(*parse_port("0", true), 0);
+  EXPECT_FALSE(parse_port("65536").has_value());
+  EXPECT_FALSE(parse_port("-1").has_value());
+  EXPECT_FALSE(parse_port("80x").has_value());
+  EXPECT_FALSE(parse_port("").has_value());
+}
+
+}  // namespace
+}  // namespace flowmark
+
+namespace flowmark {
+namespace {
+// Found by fuzz_address: 50 characters before a '%' overflowed the text buffer.
+TEST(IpAddress, LongTextBeforeScopeIsRejected) {
+  auto r = IpAddress::parse(std::string(50, '6') + "%1");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message().find("too long"), std::string::npos);
+}
+}  // namespace
+}  // namespace flowmark
