@@ -10,10 +10,10 @@ PACKAGES=(
   libfmt-dev libspdlog-dev libcli11-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3
-  # integration tests: namespaces, veth, tc netem, multicast routing
+  # integration tests: namespaces, veth, nftables (loss injection; no sch_netem here), ss
   iproute2 iputils-ping procps kmod nftables
   # fuzzing (libFuzzer) and lint
-  clang-19 libclang-rt-19-dev clang-format clang-tidy
+  clang-19 libclang-rt-19-dev clang-format-19 clang-tidy-19
 )
 
 missing=()

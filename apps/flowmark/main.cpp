@@ -4,8 +4,8 @@
 #include <cstring>
 #include <string_view>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "flowmark/mcast/options.hpp"
 #include "mcast_cli.hpp"
@@ -20,10 +20,11 @@ std::string_view basename_of(const char* path) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int flowmark_main(int argc, char** argv) {
   using flowmark::apps::McastInvocation;
   // Installed as `multicast` too: then the seed's grammar is the whole command line.
-  if (argc >= 1 && basename_of(argv[0]) == "multicast") return flowmark::apps::multicast_main(argc, argv);
+  if (argc >= 1 && basename_of(argv[0]) == "multicast")
+    return flowmark::apps::multicast_main(argc, argv);
   if (argc >= 2 && std::strcmp(argv[1], "multicast") == 0)
     return flowmark::apps::multicast_main(argc - 1, argv + 1);
 
@@ -32,8 +33,9 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "flowmark " FLOWMARK_VERSION);
   app.require_subcommand(1);
   McastInvocation inv;
-  auto* mcast = app.add_subcommand("mcast", "send, receive and answer UDP multicast datagrams "
-                                            "(also as `multicast SAY|RECV|HEAR`)");
+  auto* mcast = app.add_subcommand("mcast",
+                                   "send, receive and answer UDP multicast datagrams "
+                                   "(also as `multicast SAY|RECV|HEAR`)");
   flowmark::apps::add_mcast_verbs(*mcast, inv);
   app.add_subcommand("multicast", "the seed's grammar: multicast SAY|RECV|HEAR [options]");
   app.footer("Run 'flowmark <command> --help' for a command's options.");
@@ -51,4 +53,13 @@ int main(int argc, char** argv) {
   }
   if (mcast->parsed()) return flowmark::apps::run_mcast(inv);
   return flowmark::mcast::kExitUsage;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return flowmark_main(argc, argv);
+  } catch (const std::exception& e) {  // a bug, not an input error: say so and exit 70
+    fmt::print(stderr, "flowmark: internal error: {}\n", e.what());
+    return flowmark::mcast::kExitSoftware;
+  }
 }

@@ -19,8 +19,7 @@ constexpr const char* kEnvHelp =
 
 void opt(CLI::App& app, const std::string& names, std::optional<std::string>& dst,
          const std::string& help) {
-  app.add_option_function<std::string>(
-      names, [&dst](const std::string& v) { dst = v; }, help);
+  app.add_option_function<std::string>(names, [&dst](const std::string& v) { dst = v; }, help);
 }
 
 void add_common(CLI::App& sub, McastInvocation& inv, McastVerb verb) {
@@ -117,9 +116,10 @@ int run_mcast(const McastInvocation& inv) {
 }
 
 int multicast_main(int argc, char** argv) {
-  CLI::App app{"multicast: send (SAY), receive (RECV) and answer (HEAR) UDP multicast "
-               "datagrams — flowmark's implementation of the multicast tool",
-               "multicast"};
+  CLI::App app{
+      "multicast: send (SAY), receive (RECV) and answer (HEAR) UDP multicast "
+      "datagrams — flowmark's implementation of the multicast tool",
+      "multicast"};
   app.set_version_flag("-v,--version", "multicast (flowmark) " FLOWMARK_VERSION);
   McastInvocation inv;
   add_mcast_verbs(app, inv);

@@ -34,9 +34,8 @@ Error&& Error::with_context(std::string_view context) && {
 }
 
 std::unexpected<Error> fail_errno(std::string_view what, int err) {
-  return std::unexpected(
-      Error(std::error_code(err, std::system_category()),
-            fmt::format("{}: {}", what, std::strerror(err))));
+  return std::unexpected(Error(std::error_code(err, std::system_category()),
+                               fmt::format("{}: {}", what, std::strerror(err))));
 }
 
 std::unexpected<Error> fail(Errc code, std::string message) {

@@ -62,8 +62,8 @@ Result<Interface> resolve_interface(std::string_view spec) {
   if (ec == std::errc() && p == spec.data() + spec.size()) {
     char name[IF_NAMESIZE];
     if (if_indextoname(index, name) == nullptr)
-      return fail(Errc::kNotFound, fmt::format("no interface with index {} (interfaces: {})",
-                                               spec, known_interfaces()));
+      return fail(Errc::kNotFound, fmt::format("no interface with index {} (interfaces: {})", spec,
+                                               known_interfaces()));
     return describe(index, name);
   }
   if (spec.find_first_of(".:") != std::string_view::npos) {
@@ -74,9 +74,8 @@ Result<Interface> resolve_interface(std::string_view spec) {
         if (auto a = address_of(q); a && *a == *addr)
           return describe(if_nametoindex(q->ifa_name), q->ifa_name);
       }
-      return fail(Errc::kNotFound,
-                  fmt::format("no local interface has address {} (interfaces: {})", spec,
-                              known_interfaces()));
+      return fail(Errc::kNotFound, fmt::format("no local interface has address {} (interfaces: {})",
+                                               spec, known_interfaces()));
     }
   }
   if (spec.size() >= IF_NAMESIZE)

@@ -28,13 +28,13 @@ namespace {
 
 std::int64_t realtime_ns() noexcept {
   timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
+  (void)clock_gettime(CLOCK_REALTIME, &ts);  // cannot fail with a valid clock and pointer
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
 std::int64_t monotonic_ns() noexcept {
   timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  (void)clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
@@ -55,8 +55,9 @@ int report(const Error& e) {
 
 void write_all(std::FILE* out, const std::string& s) {
   if (s.empty()) return;
-  std::fwrite(s.data(), 1, s.size(), out);
-  std::fflush(out);
+  // A closed stdout ends the process by SIGPIPE, like any filter; nothing to recover here.
+  (void)std::fwrite(s.data(), 1, s.size(), out);
+  (void)std::fflush(out);
 }
 
 // Interface names by index, looked up once per index.
@@ -224,8 +225,8 @@ std::string hear_reply(std::string_view payload, const Endpoint& from, const IpA
   const std::string tail = fmt::format(" SAID ('{}', {}) ] from {}", from.address.to_string(),
                                        from.port, group.to_string());
   std::string reply = "HEAR [ ";
-  const std::size_t room = limit > reply.size() + tail.size() ? limit - reply.size() - tail.size()
-                                                              : 0;
+  const std::size_t room =
+      limit > reply.size() + tail.size() ? limit - reply.size() - tail.size() : 0;
   for (char c : payload.substr(0, room))
     reply.push_back(c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c);
   reply += tail;
@@ -289,8 +290,8 @@ int run_say(const SayOptions& o, std::FILE* in, std::FILE* out) {
         std::string_view body(line, static_cast<std::size_t>(n));
         if (!body.empty() && body.back() == '\n') body.remove_suffix(1);
         if (body.size() + header > limit) {
-          spdlog::warn("line of {} bytes is longer than a datagram ({}); sent cut",
-                       body.size(), limit - header);
+          spdlog::warn("line of {} bytes is longer than a datagram ({}); sent cut", body.size(),
+                       limit - header);
         }
         r = queue(body);
       }
@@ -314,6 +315,16 @@ int run_say(const SayOptions& o, std::FILE* in, std::FILE* out) {
   if (r) r = flush();
   if (!r) return report(r.error());
   spdlog::debug("sent {} datagram(s) to {}", seq, tx->group().to_string());
+  if (tx->refused() > 0) {
+    auto why = fail_errno(fmt::format("{} of {} datagram(s) to {} refused by the local kernel "
+                                      "(a firewall rule or a full queue?)",
+                                      tx->refused(), seq, tx->group().to_string()),
+                          tx->last_refusal_errno())
+                   .error();
+    if (tx->refused() == seq) return report(why);  // nothing went out at all
+    spdlog::warn("{}", why.message());
+    return kExitNothing;
+  }
 
   if (!o.wait_reply) return kExitOk;
   // Wait for HEAR replies (unicast to our source port) until the timeout.

@@ -34,7 +34,8 @@ int exit_code_for(const Error& e) noexcept {
 std::string_view exit_code_help() noexcept {
   return "Exit codes:\n"
          "  0    success\n"
-         "  1    completed without success (nothing received before the timeout, no reply)\n"
+         "  1    completed without full success: nothing received before the timeout, no\n"
+         "       reply, or some datagrams refused by the local kernel (a warning says)\n"
          "  2    usage error: bad flag or value (group, port, TTL, interval, size ...)\n"
          "  68   the named interface does not exist\n"
          "  69   the kernel refused: a join, a bind (address in use / not local)\n"
@@ -183,18 +184,19 @@ Result<SayOptions> resolve_say(const RawOptions& raw, const EnvLookup& env) {
   }
   o.sequence = raw.sequence || raw.count.has_value() || raw.interval.has_value();
   if (raw.count) {
-    FM_TRY(o.count, parse_uint(Sourced{*raw.count, "--count " + *raw.count}, 1,
-                               std::uint64_t{1} << 62));
+    FM_TRY(o.count,
+           parse_uint(Sourced{*raw.count, "--count " + *raw.count}, 1, std::uint64_t{1} << 62));
   }
   if (raw.interval) {
     FM_TRY(o.interval, parse_seconds(Sourced{*raw.interval, "--interval " + *raw.interval}, true));
   }
   if (o.pipe && raw.count)
-    return fail(Errc::kInvalidArgument, "--count repeats --message; with --pipe every line "
-                                        "(or chunk) is sent once");
+    return fail(Errc::kInvalidArgument,
+                "--count repeats --message; with --pipe every line "
+                "(or chunk) is sent once");
   if (raw.size) {
-    FM_TRY(auto size, parse_uint(Sourced{*raw.size, "--size " + *raw.size}, 1,
-                                 max_payload(o.group.family())));
+    FM_TRY(auto size,
+           parse_uint(Sourced{*raw.size, "--size " + *raw.size}, 1, max_payload(o.group.family())));
     o.size = size;
     if (o.sequence && *o.size < kStreamHeaderSize)
       return fail(Errc::kInvalidArgument,
@@ -233,8 +235,8 @@ Result<RecvOptions> resolve_recv(const RawOptions& raw, const EnvLookup& env) {
   o.stats = raw.stats;
   o.allow_stop = raw.allow_stop;
   if (raw.count) {
-    FM_TRY(o.count, parse_uint(Sourced{*raw.count, "--count " + *raw.count}, 1,
-                               std::uint64_t{1} << 62));
+    FM_TRY(o.count,
+           parse_uint(Sourced{*raw.count, "--count " + *raw.count}, 1, std::uint64_t{1} << 62));
     o.daemon = true;  // --count N: keep receiving until N datagrams
   }
   if (raw.rcvbuf) {

@@ -39,10 +39,11 @@ Result<std::span<const Datagram>> DatagramReader::read(int fd) {
   }
   out_.clear();
   // MSG_TRUNC: msg_len is the datagram's real length even when it did not fit.
-  int n = ::recvmmsg(fd, msgs_.data(), static_cast<unsigned>(batch), MSG_DONTWAIT | MSG_TRUNC,
-                     nullptr);
+  int n =
+      ::recvmmsg(fd, msgs_.data(), static_cast<unsigned>(batch), MSG_DONTWAIT | MSG_TRUNC, nullptr);
   if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return std::span<const Datagram>{};
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+      return std::span<const Datagram>{};
     return fail_errno("recvmmsg");
   }
   for (int i = 0; i < n; ++i) {
@@ -52,7 +53,8 @@ Result<std::span<const Datagram>> DatagramReader::read(int fd) {
     d.size = msgs_[i].msg_len;
     d.truncated = (h.msg_flags & MSG_TRUNC) != 0 || d.size > buffer_size_;
     d.payload = {data_.data() + i * buffer_size_, std::min(d.size, buffer_size_)};
-    for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(const_cast<msghdr*>(&h), c)) {
+    for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr;
+         c = CMSG_NXTHDR(const_cast<msghdr*>(&h), c)) {
       if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
         in_pktinfo pi;
         std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
@@ -102,9 +104,9 @@ Result<Receiver> Receiver::open(const ReceiverConfig& config) {
   }
   for (const auto& s : config.sources) {
     if (s.family() != family || s.is_multicast() || s.is_unspecified())
-      return fail(Errc::kInvalidArgument,
-                  fmt::format("source {} must be a unicast address of the groups' family",
-                              s.to_string()));
+      return fail(
+          Errc::kInvalidArgument,
+          fmt::format("source {} must be a unicast address of the groups' family", s.to_string()));
   }
   Receiver r(config);
   r.family_ = family;
@@ -118,9 +120,8 @@ Result<Receiver> Receiver::open(const ReceiverConfig& config) {
   FM_TRY_VOID(set_receive_buffer(fd, config.rcvbuf));
   FM_TRY_VOID(apply_send_options(fd, family, config.send));
   if (config.bind && config.bind->family() != family)
-    return fail(Errc::kInvalidArgument,
-                fmt::format("bind address {} is not of the groups' family",
-                            config.bind->to_string()));
+    return fail(Errc::kInvalidArgument, fmt::format("bind address {} is not of the groups' family",
+                                                    config.bind->to_string()));
   Endpoint local{config.bind.value_or(IpAddress::any(family)), config.port};
   sockaddr_storage ss{};
   socklen_t len = local.to_sockaddr(ss);

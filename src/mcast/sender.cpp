@@ -37,8 +37,8 @@ Result<Sender> Sender::open(const SenderConfig& config) {
 Result<void> Sender::send(std::span<const std::byte> payload) {
   if (payload.size() > max_payload(group_.address.family()))
     return fail(Errc::kInvalidArgument,
-                fmt::format("a datagram of {} bytes is larger than UDP allows ({})",
-                            payload.size(), max_payload(group_.address.family())));
+                fmt::format("a datagram of {} bytes is larger than UDP allows ({})", payload.size(),
+                            max_payload(group_.address.family())));
   ssize_t n;
   do {
     n = ::sendto(fd_.get(), payload.data(), payload.size(), 0,
@@ -51,14 +51,15 @@ Result<void> Sender::send(std::span<const std::byte> payload) {
 Result<std::size_t> Sender::send_batch(std::span<const std::span<const std::byte>> payloads) {
   const std::size_t limit = max_payload(group_.address.family());
   std::size_t done = 0;
+  std::size_t accepted = 0;
   while (done < payloads.size()) {
     const std::size_t n = std::min(kBatch, payloads.size() - done);
     for (std::size_t i = 0; i < n; ++i) {
       const auto& p = payloads[done + i];
       if (p.size() > limit)
-        return fail(Errc::kInvalidArgument,
-                    fmt::format("a datagram of {} bytes is larger than UDP allows ({})",
-                                p.size(), limit));
+        return fail(
+            Errc::kInvalidArgument,
+            fmt::format("a datagram of {} bytes is larger than UDP allows ({})", p.size(), limit));
       iov_[i].iov_base = const_cast<std::byte*>(p.data());
       iov_[i].iov_len = p.size();
       msghdr& h = msgs_[i].msg_hdr;
@@ -73,13 +74,22 @@ Result<std::size_t> Sender::send_batch(std::span<const std::span<const std::byte
       int r = ::sendmmsg(fd_.get(), msgs_.data() + sent, static_cast<unsigned>(n - sent), 0);
       if (r < 0) {
         if (errno == EINTR) continue;
+        // The kernel refused this one datagram (a firewall rule, a full queue): count it
+        // and go on with the rest, as a lossy network would.
+        if (errno == EPERM || errno == ENOBUFS || errno == EAGAIN) {
+          ++refused_;
+          last_refusal_ = errno;
+          ++sent;
+          continue;
+        }
         return fail_errno(fmt::format("cannot send to {}", group_.to_string()));
       }
       sent += static_cast<std::size_t>(r);
+      accepted += static_cast<std::size_t>(r);
     }
     done += n;
   }
-  return done;
+  return accepted;
 }
 
 Endpoint Sender::local() const {

@@ -110,13 +110,11 @@ Result<void> join_group(int fd, const IpAddress& group, const IpAddress* source,
   }
   if (rc == 0) return {};
   const int err = errno;
-  std::string what = source == nullptr
-                         ? fmt::format("cannot join {}", group.to_string())
-                         : fmt::format("cannot join ({}, {})", source->to_string(),
-                                       group.to_string());
+  std::string what = source == nullptr ? fmt::format("cannot join {}", group.to_string())
+                                       : fmt::format("cannot join ({}, {})", source->to_string(),
+                                                     group.to_string());
   char name[IF_NAMESIZE];
-  if (ifindex != 0 && if_indextoname(ifindex, name) != nullptr)
-    what += fmt::format(" on {}", name);
+  if (ifindex != 0 && if_indextoname(ifindex, name) != nullptr) what += fmt::format(" on {}", name);
   std::string hint;
   switch (err) {
     case ENODEV:
@@ -126,15 +124,12 @@ Result<void> join_group(int fd, const IpAddress& group, const IpAddress* source,
                             "multicast on)";
       break;
     case EADDRINUSE: hint = " — already joined on this socket"; break;
-    case ENOBUFS:
-      hint = " — too many memberships (raise net.ipv4.igmp_max_memberships)";
-      break;
+    case ENOBUFS: hint = " — too many memberships (raise net.ipv4.igmp_max_memberships)"; break;
     case EPERM:
     case EACCES: hint = " — not permitted"; break;
     default: break;
   }
-  return fail(Errc::kRefused,
-              fmt::format("{}: {} ({}){}", what, std::strerror(err), op, hint));
+  return fail(Errc::kRefused, fmt::format("{}: {} ({}){}", what, std::strerror(err), op, hint));
 }
 
 Result<void> set_receive_buffer(int fd, int bytes) {

@@ -36,8 +36,7 @@ inline std::error_code make_error_code(Errc e) noexcept {
 
 class Error {
  public:
-  Error(std::error_code code, std::string message)
-      : code_(code), message_(std::move(message)) {}
+  Error(std::error_code code, std::string message) : code_(code), message_(std::move(message)) {}
 
   const std::error_code& code() const noexcept { return code_; }
   // The message for the user, e.g. "cannot join 239.1.1.1 on eth0: No such device".
@@ -65,10 +64,12 @@ struct std::is_error_code_enum<flowmark::Errc> : std::true_type {};
 
 #define FM_CONCAT_INNER(a, b) a##b
 #define FM_CONCAT(a, b) FM_CONCAT_INNER(a, b)
-#define FM_TRY_IMPL(tmp, decl, expr)                                \
-  auto tmp = (expr);                                                \
-  if (!tmp) return std::unexpected(std::move(tmp).error());         \
+// NOLINTBEGIN(bugprone-macro-parentheses): `decl` is a declaration, not an expression.
+#define FM_TRY_IMPL(tmp, decl, expr)                        \
+  auto tmp = (expr);                                        \
+  if (!tmp) return std::unexpected(std::move(tmp).error()); \
   decl = std::move(*tmp)
+// NOLINTEND(bugprone-macro-parentheses)
 // FM_TRY(auto x, call()) — declares x from a Result, or returns its error.
 #define FM_TRY(decl, expr) FM_TRY_IMPL(FM_CONCAT(fm_try_, __LINE__), decl, expr)
 // FM_TRY_VOID(call()) — returns the error of a Result<void>, if any.

@@ -25,7 +25,8 @@ namespace flowmark::mcast {
 // Exit codes (documented in `--help` and flowmark-mcast(1)).
 enum ExitCode : int {
   kExitOk = 0,             // success
-  kExitNothing = 1,        // completed without success: nothing received / no reply
+  kExitNothing = 1,        // completed without full success: nothing received, no reply,
+                           // or some datagrams refused by the local kernel
   kExitUsage = 2,          // bad flag or value (group, port, TTL, size …)
   kExitNoInterface = 68,   // the named interface does not exist
   kExitUnavailable = 69,   // the kernel refused (a join, a bind)
@@ -40,12 +41,12 @@ std::string_view exit_code_help() noexcept;
 
 // The command line as given: an empty optional / vector means "not given".
 struct RawOptions {
-  std::optional<std::string> group;    // --group / --bind-group / --mcast-group
-  std::vector<std::string> groups;     // --groups / --join-mcast-groups
-  std::vector<std::string> sources;    // --source (SSM)
+  std::optional<std::string> group;  // --group / --bind-group / --mcast-group
+  std::vector<std::string> groups;   // --groups / --join-mcast-groups
+  std::vector<std::string> sources;  // --source (SSM)
   std::optional<std::string> port, iface, ttl, bind, buffer_size, rcvbuf;
   std::optional<std::string> count, interval, timeout, size;
-  std::vector<std::string> message;    // --message words, joined by spaces
+  std::vector<std::string> message;  // --message words, joined by spaces
   bool pipe = false, binary = false, sequence = false, wait_reply = false;
   bool use_std = false, daemon = false, json = false, stats = false;
   bool no_loop = false, allow_stop = false;
@@ -56,26 +57,26 @@ using EnvLookup = std::function<std::optional<std::string>(std::string_view name
 std::optional<std::string> getenv_lookup(std::string_view name);
 
 struct CommonOptions {
-  IpAddress group;                 // SAY: the destination; RECV/HEAR: the bind group
+  IpAddress group;  // SAY: the destination; RECV/HEAR: the bind group
   std::uint16_t port = 0;
   std::optional<Interface> iface;
   int ttl = 1;
   bool loop = true;
   std::optional<IpAddress> bind;
-  std::size_t buffer_size = 0;     // largest datagram read (RECV/HEAR) or chunk sent (SAY)
+  std::size_t buffer_size = 0;  // largest datagram read (RECV/HEAR) or chunk sent (SAY)
   bool json = false;
   std::optional<std::chrono::nanoseconds> timeout;
 };
 
 struct SayOptions : CommonOptions {
   std::string message;
-  bool pipe = false;               // datagrams from stdin
-  bool binary = false;             // stdin in chunks rather than lines
-  bool sequence = false;           // prepend the stream header
+  bool pipe = false;      // datagrams from stdin
+  bool binary = false;    // stdin in chunks rather than lines
+  bool sequence = false;  // prepend the stream header
   std::uint64_t count = 1;
   std::chrono::nanoseconds interval{0};
-  std::optional<std::size_t> size; // pad each datagram to this many bytes
-  bool wait_reply = false;         // wait for HEAR replies (up to timeout, default 1 s)
+  std::optional<std::size_t> size;  // pad each datagram to this many bytes
+  bool wait_reply = false;          // wait for HEAR replies (up to timeout, default 1 s)
 };
 
 struct RecvOptions : CommonOptions {
@@ -86,7 +87,7 @@ struct RecvOptions : CommonOptions {
   bool stats = false;
   std::optional<std::uint64_t> count;  // stop after this many datagrams
   int rcvbuf = 0;
-  bool allow_stop = false;         // HEAR: a "STOP" datagram ends the run (exit 0)
+  bool allow_stop = false;  // HEAR: a "STOP" datagram ends the run (exit 0)
 };
 
 Result<SayOptions> resolve_say(const RawOptions& raw, const EnvLookup& env);

@@ -28,10 +28,10 @@ namespace flowmark::mcast {
 // next read.
 struct Datagram {
   Endpoint source;
-  IpAddress destination;        // the group (or the local unicast address) it was sent to
-  std::uint32_t ifindex = 0;    // the interface it arrived on
+  IpAddress destination;      // the group (or the local unicast address) it was sent to
+  std::uint32_t ifindex = 0;  // the interface it arrived on
   std::span<const std::byte> payload;
-  std::size_t size = 0;         // the datagram's real size (> payload.size() if truncated)
+  std::size_t size = 0;  // the datagram's real size (> payload.size() if truncated)
   bool truncated = false;
   std::int64_t rx_time_ns = 0;  // kernel receive time, CLOCK_REALTIME
 };

@@ -19,11 +19,11 @@
 namespace flowmark::mcast {
 
 struct SenderConfig {
-  Endpoint group;                   // destination group and port
-  SendOptions send;                 // interface, TTL, loopback
-  std::optional<IpAddress> bind;    // local source address (default: the kernel picks)
-  std::uint16_t bind_port = 0;      // local source port (0: ephemeral)
-  int sndbuf = 0;                   // SO_SNDBUF in bytes (0: kernel default)
+  Endpoint group;                 // destination group and port
+  SendOptions send;               // interface, TTL, loopback
+  std::optional<IpAddress> bind;  // local source address (default: the kernel picks)
+  std::uint16_t bind_port = 0;    // local source port (0: ephemeral)
+  int sndbuf = 0;                 // SO_SNDBUF in bytes (0: kernel default)
 };
 
 class Sender {
@@ -34,9 +34,13 @@ class Sender {
 
   // One datagram (one sendto). A payload over the UDP maximum is Errc::kInvalidArgument.
   Result<void> send(std::span<const std::byte> payload);
-  // Every payload in order; returns how many the kernel accepted (all, unless an error
-  // stopped the batch part-way — then the error).
+  // Every payload in order; returns how many the kernel accepted. A datagram the kernel
+  // refuses on its own (EPERM from a firewall rule, ENOBUFS) is counted in refused() and
+  // skipped; any other error stops the batch and is returned.
   Result<std::size_t> send_batch(std::span<const std::span<const std::byte>> payloads);
+
+  std::uint64_t refused() const noexcept { return refused_; }
+  int last_refusal_errno() const noexcept { return last_refusal_; }
 
   int fd() const noexcept { return fd_.get(); }
   const Endpoint& group() const noexcept { return group_; }
@@ -51,6 +55,8 @@ class Sender {
   socklen_t dst_len_ = 0;
   std::vector<mmsghdr> msgs_;
   std::vector<iovec> iov_;
+  std::uint64_t refused_ = 0;
+  int last_refusal_ = 0;
 };
 
 }  // namespace flowmark::mcast

@@ -48,8 +48,8 @@ class StreamStats {
   // delay_ns: receive time minus send time (meaningful when both clocks agree).
   void add(std::uint64_t sequence, std::int64_t delay_ns) noexcept;
 
-  std::uint64_t received() const noexcept { return received_; }   // every datagram
-  std::uint64_t unique() const noexcept { return unique_; }       // distinct sequences
+  std::uint64_t received() const noexcept { return received_; }  // every datagram
+  std::uint64_t unique() const noexcept { return unique_; }      // distinct sequences
   std::uint64_t duplicates() const noexcept { return duplicates_; }
   std::uint64_t reordered() const noexcept { return reordered_; }  // arrived after a later one
   // Sequences between the lowest and highest seen that never arrived.

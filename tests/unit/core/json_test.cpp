@@ -7,13 +7,13 @@ namespace {
 
 TEST(Json, Utf8Validation) {
   EXPECT_TRUE(is_valid_utf8("Hello World!"));
-  EXPECT_TRUE(is_valid_utf8("gr\xc3\xbc\xc3\x9f"));           // grüß
-  EXPECT_TRUE(is_valid_utf8("\xf0\x9f\x8e\x89"));             // 🎉
+  EXPECT_TRUE(is_valid_utf8("gr\xc3\xbc\xc3\x9f"));  // grüß
+  EXPECT_TRUE(is_valid_utf8("\xf0\x9f\x8e\x89"));    // 🎉
   EXPECT_FALSE(is_valid_utf8("\xff"));
-  EXPECT_FALSE(is_valid_utf8("\xc3"));                        // cut short
-  EXPECT_FALSE(is_valid_utf8("\xc0\xaf"));                    // overlong '/'
-  EXPECT_FALSE(is_valid_utf8("\xed\xa0\x80"));                // surrogate
-  EXPECT_FALSE(is_valid_utf8("\xf4\x90\x80\x80"));            // > U+10FFFF
+  EXPECT_FALSE(is_valid_utf8("\xc3"));              // cut short
+  EXPECT_FALSE(is_valid_utf8("\xc0\xaf"));          // overlong '/'
+  EXPECT_FALSE(is_valid_utf8("\xed\xa0\x80"));      // surrogate
+  EXPECT_FALSE(is_valid_utf8("\xf4\x90\x80\x80"));  // > U+10FFFF
 }
 
 TEST(Json, Escapes) {

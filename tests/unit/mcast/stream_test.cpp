@@ -62,7 +62,7 @@ TEST(StreamStats, WindowReusedAfterLongRuns) {
   EXPECT_EQ(s.duplicates(), 0u);
   s.add(n - 5, 1);  // a recent duplicate is still recognised
   EXPECT_EQ(s.duplicates(), 1u);
-  s.add(n + 2 * StreamStats::kWindow, 1);  // a jump past the whole window
+  s.add(n + 2 * StreamStats::kWindow, 1);         // a jump past the whole window
   EXPECT_EQ(s.lost(), 2 * StreamStats::kWindow);  // n .. n + 2W - 1 never came
 }
 
