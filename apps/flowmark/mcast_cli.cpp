@@ -90,7 +90,7 @@ void add_mcast_verbs(CLI::App& app, McastInvocation& inv) {
 }
 
 int run_mcast(const McastInvocation& inv) {
-  init_logging("flowmark", inv.verbose ? LogLevel::kDebug : LogLevel::kInfo);
+  init_logging(inv.program, inv.verbose ? LogLevel::kDebug : LogLevel::kInfo);
   switch (inv.verb) {
     case McastVerb::kNoop: return mcast::kExitOk;
     case McastVerb::kSay: {
@@ -122,6 +122,7 @@ int multicast_main(int argc, char** argv) {
       "multicast"};
   app.set_version_flag("-v,--version", "multicast (flowmark) " FLOWMARK_VERSION);
   McastInvocation inv;
+  inv.program = "multicast";
   add_mcast_verbs(app, inv);
   app.footer(std::string(mcast::exit_code_help()));
   try {

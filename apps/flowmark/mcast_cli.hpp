@@ -14,6 +14,7 @@ struct McastInvocation {
   mcast::RawOptions raw;
   McastVerb verb = McastVerb::kNoop;
   bool verbose = false;
+  const char* program = "flowmark";  // prefix of log lines
 };
 
 // Adds say/recv/hear/noop (case-insensitive, so SAY|RECV|HEAR|NOOP work too) under `app`.
