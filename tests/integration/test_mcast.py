@@ -529,17 +529,24 @@ class TestHear(McastTestCase):
 
 # ---- 7: loss statistics ------------------------------------------------------------------
 class TestLossStats(McastTestCase):
+    def drop_every_tenth(self, ns, hook, table, port):
+        """An nftables rule in `ns` on `hook` dropping the 6th, 16th, 26th ... UDP datagram
+        to `port`; returns the nft command prefix for that namespace."""
+        nft = ["ip", "netns", "exec", ns, "nft"]
+        _sh(nft + ["add", "table", "inet", table])
+        self.addCleanup(_sh, nft + ["delete", "table", "inet", table], check=False)
+        _sh(nft + ["add", "chain", "inet", table, "c",
+                   f"{{ type filter hook {hook} priority 0; }}"])
+        _sh(nft + ["add", "rule", "inet", table, "c", "udp", "dport", str(port),
+                   "numgen", "inc", "mod", "10", "==", "5", "counter", "drop"])
+        return nft
+
     def test_every_tenth_dropped(self):
         group, port = "239.7.7.7", 45001
         # In B's input path (a drop on A's output hook would fail the sender's sendmmsg with
         # EPERM): the 6th, 16th, 26th ... datagram, i.e. sequences 5, 15, ..., 995 are
         # dropped; sequences 0 and 999 arrive, so expected = 1000 and lost = 100 exactly.
-        nft = ["ip", "netns", "exec", self.B, "nft"]
-        _sh(nft + ["add", "table", "inet", "fmloss"])
-        _sh(nft + ["add", "chain", "inet", "fmloss", "in",
-                   "{ type filter hook input priority 0; }"])
-        _sh(nft + ["add", "rule", "inet", "fmloss", "in", "udp", "dport", str(port),
-                   "numgen", "inc", "mod", "10", "==", "5", "counter", "drop"])
+        nft = self.drop_every_tenth(self.B, "input", "fmloss", port)
         r = self.spawn(self.B, [FLOWMARK, "mcast", "recv", "--group", group, "--port", str(port),
                                 "--daemon", "--stats", "--timeout", "2"])
         self.wait_ready(self.B, r, port, IF_B, [group])
@@ -579,13 +586,7 @@ class TestLossStats(McastTestCase):
         group, port = "239.7.7.8", 45002
         # A firewall rule on A's own output path refuses every 10th datagram (EPERM from
         # sendmmsg). SAY goes on with the rest, warns with the count and exits 1.
-        nft = ["ip", "netns", "exec", self.A, "nft"]
-        _sh(nft + ["add", "table", "inet", "fmrefuse"])
-        self.addCleanup(_sh, nft + ["delete", "table", "inet", "fmrefuse"], check=False)
-        _sh(nft + ["add", "chain", "inet", "fmrefuse", "out",
-                   "{ type filter hook output priority 0; }"])
-        _sh(nft + ["add", "rule", "inet", "fmrefuse", "out", "udp", "dport", str(port),
-                   "numgen", "inc", "mod", "10", "==", "5", "counter", "drop"])
+        self.drop_every_tenth(self.A, "output", "fmrefuse", port)
         r = self.spawn(self.B, [FLOWMARK, "mcast", "recv", "--group", group, "--port", str(port),
                                 "--daemon", "--stats", "--timeout", "1"])
         self.wait_ready(self.B, r, port, IF_B, [group])
