@@ -10,13 +10,17 @@
 //   <call>: sendto   — Sender::send, one sendto per datagram
 //           sendmmsg — Sender::send_batch, 64 datagrams per sendmmsg
 //           sendmmsg_connected_raw — not the library: a connect()ed socket and sendmmsg
-//                                without destination addresses, to show what a cached
-//                                route would gain
+//                                without destination addresses (the route is cached)
+//           sendmsg_gso_raw — not the library: UDP_SEGMENT, one sendmsg per 64 datagrams
+//                                (fewer for 1400 bytes: 65,507 bytes per call at most)
 // Each iteration sends 64 datagrams. Counters: items_per_second (wall time), cpu_ns/msg
 // (the sending thread's CPU time per datagram: its syscalls and, on loopback, the
 // delivery softirq that runs in its context), and for SAY_RECV rx_cpu_ns/msg, recv_ratio,
-// loss_pct and rcvbuf_drops (the namespace's UDP RcvbufErrors).
-// Micro-benchmarks: encode/decode_stream_header, StreamStats::add, StatsTable::add.
+// loss_pct (sent, never received) and rcvbuf_drops (the namespace's UDP RcvbufErrors).
+// The sending thread is pinned to the first CPU the process may use, the receiving thread
+// to the second; the label says where they ran.
+// Micro-benchmarks: encode/decode_stream_header, StreamStats::add, StatsTable::add, and
+// DatagramReader::read with 0, 1, 8 or 64 datagrams waiting (on 127.0.0.1).
 //
 // Sockets need a private network namespace whose loopback does multicast:
 //   ip netns add X; ip -n X link set lo up; ip -n X link set lo multicast on
@@ -24,6 +28,7 @@
 // (bench/run.sh does this). Anywhere else it stops at once with a message saying so.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/socket.h>
@@ -47,6 +52,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include "flowmark/core/fd.hpp"
 #include "flowmark/core/interface.hpp"
 #include "flowmark/mcast/receiver.hpp"
 #include "flowmark/mcast/sender.hpp"
@@ -59,7 +65,7 @@ using namespace flowmark::mcast;
 
 constexpr const char* kProbeGroup = "239.9.9.9";
 constexpr std::size_t kPerIteration = Sender::kBatch;  // datagrams per benchmark iteration
-constexpr int kRcvbuf = 64 << 20;                       // as run.sh's RECV --rcvbuf 67108864
+constexpr int kRcvbuf = 64 << 20;                      // as run.sh's RECV --rcvbuf 67108864
 
 std::atomic<std::uint16_t> g_next_port{42000};
 std::uint16_t fresh_port() { return g_next_port++; }
@@ -194,13 +200,17 @@ void check_environment() {
 
 // ---- CPU placement ---------------------------------------------------------------------
 
-// Pins the calling thread to `cpu` for its scope (if the machine has that CPU), then
+// The CPUs the process may use, as it started (threads inherit their creator's pinning,
+// so this is what a thread may be pinned to).
+cpu_set_t g_allowed;
+
+// Pins the calling thread to `cpu` for its scope (if the process may use that CPU), then
 // restores its previous affinity.
 class PinThread {
  public:
   explicit PinThread(int cpu) {
     if (sched_getaffinity(0, sizeof old_, &old_) != 0) return;
-    if (!CPU_ISSET(cpu, &old_)) return;
+    if (!CPU_ISSET(cpu, &g_allowed)) return;
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(cpu, &one);
@@ -217,10 +227,20 @@ class PinThread {
   bool pinned_ = false;
 };
 
-int online_cpus() { return static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)); }
-// The sender on CPU 0, the receiver on CPU 1 (when there are two).
-constexpr int kSenderCpu = 0;
-constexpr int kReceiverCpu = 1;
+int online_cpus() { return CPU_COUNT(&g_allowed); }
+// The n-th CPU the process may use (the first if there are fewer).
+int allowed_cpu(int n) {
+  int first = -1;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (!CPU_ISSET(c, &g_allowed)) continue;
+    if (first < 0) first = c;
+    if (n-- == 0) return c;
+  }
+  return first < 0 ? 0 : first;
+}
+// The sender on the first CPU, the receiver on the second (when there are two).
+int sender_cpu() { return allowed_cpu(0); }
+int receiver_cpu() { return allowed_cpu(1); }
 
 // ---- the receiving side ----------------------------------------------------------------
 
@@ -261,14 +281,16 @@ class DrainThread {
     thread_.join();
   }
   std::uint64_t received() const { return received_.load(); }
-  std::uint64_t lost() const { return stats_.lost(); }
+  std::uint64_t unique() const { return stats_.unique(); }
   std::int64_t cpu_ns() const { return cpu_ns_; }
+  int cpu() const { return cpu_; }
 
  private:
   void run() {
     std::optional<PinThread> pin;
-    if (online_cpus() > 1) pin.emplace(kReceiverCpu);
+    if (online_cpus() > 1) pin.emplace(receiver_cpu());
     const std::int64_t cpu0 = thread_cpu_ns();
+    cpu_ = sched_getcpu();
     started_.store(true);
     while (!stop_.load(std::memory_order_relaxed)) {
       pollfd p{rx_->fd(), POLLIN, 0};
@@ -292,17 +314,19 @@ class DrainThread {
   std::atomic<bool> started_{false}, stop_{false};
   std::atomic<std::uint64_t> received_{0};
   std::int64_t cpu_ns_ = 0;
+  int cpu_ = -1;
 };
 
 // ---- the sending side ------------------------------------------------------------------
 
-enum class Call { kSendto, kSendmmsg, kSendmmsgConnectedRaw };
+enum class Call { kSendto, kSendmmsg, kSendmmsgConnectedRaw, kGsoRaw };
 
 const char* call_name(Call c) {
   switch (c) {
     case Call::kSendto: return "sendto";
     case Call::kSendmmsg: return "sendmmsg";
     case Call::kSendmmsgConnectedRaw: return "sendmmsg_connected_raw";
+    case Call::kGsoRaw: return "sendmsg_gso_raw";
   }
   return "?";
 }
@@ -310,8 +334,8 @@ const char* call_name(Call c) {
 // 64 datagram slots with a stream header each, as SAY --count builds them.
 class Payloads {
  public:
-  explicit Payloads(std::size_t size) : size_(std::max(size, kStreamHeaderSize)),
-                                        data_(size_ * kPerIteration, std::byte{'.'}) {
+  explicit Payloads(std::size_t size)
+      : size_(std::max(size, kStreamHeaderSize)), data_(size_ * kPerIteration, std::byte{'.'}) {
     for (std::size_t i = 0; i < kPerIteration; ++i) spans_[i] = {data_.data() + i * size_, size_};
   }
   // Stamps sequence numbers seq .. seq+63 and one send time.
@@ -363,6 +387,46 @@ class ConnectedRaw {
   std::array<mmsghdr, kPerIteration> msgs_{};
 };
 
+// The other raw comparison: UDP generic segmentation offload. One sendmsg carries up to 64
+// equal-sized datagrams (one iovec each) and UDP_SEGMENT tells the kernel where they
+// split: the stack is walked once per call, and the datagrams are cut apart at the last
+// moment (on loopback: when queued to the receiving socket).
+class GsoRaw {
+ public:
+  GsoRaw(int fd, const Endpoint& group, const Payloads& p, std::size_t size) : fd_(fd) {
+    dst_len_ = group.to_sockaddr(dst_);
+    for (std::size_t i = 0; i < kPerIteration; ++i)
+      iov_[i] = {const_cast<std::byte*>(p[i].data()), p[i].size()};
+    // A UDP datagram (all segments together) holds at most 65507 bytes.
+    per_call_ = std::min<std::size_t>(kPerIteration, kMaxPayloadV4 / size);
+    const int gso = static_cast<int>(size);
+    if (setsockopt(fd, SOL_UDP, UDP_SEGMENT, &gso, sizeof gso) != 0)
+      die(std::string("setsockopt(UDP_SEGMENT): ") + std::strerror(errno));
+  }
+  void send() {
+    for (std::size_t done = 0; done < kPerIteration;) {
+      const std::size_t n = std::min(per_call_, kPerIteration - done);
+      msghdr h{};
+      h.msg_name = &dst_;
+      h.msg_namelen = dst_len_;
+      h.msg_iov = &iov_[done];
+      h.msg_iovlen = n;
+      if (::sendmsg(fd_, &h, 0) < 0) {
+        if (errno == EINTR) continue;
+        die(std::string("sendmsg with UDP_SEGMENT: ") + std::strerror(errno));
+      }
+      done += n;
+    }
+  }
+
+ private:
+  int fd_;
+  sockaddr_storage dst_{};
+  socklen_t dst_len_ = 0;
+  std::size_t per_call_ = 1;
+  std::array<iovec, kPerIteration> iov_{};
+};
+
 struct SayArgs {
   Call call;
   std::size_t size;
@@ -375,7 +439,7 @@ void BM_Say(benchmark::State& state, SayArgs a) {
   const IpAddress group = group_address(a.group);
   const std::uint16_t port = fresh_port();
   std::optional<PinThread> pin;
-  if (online_cpus() > 1) pin.emplace(kSenderCpu);
+  if (online_cpus() > 1) pin.emplace(sender_cpu());
   std::optional<DrainThread> drain;
   if (a.receiver) drain.emplace(group, port);
   auto tx = Sender::open(sender_config(group, port));
@@ -383,6 +447,8 @@ void BM_Say(benchmark::State& state, SayArgs a) {
   Payloads payloads(a.size);
   std::optional<ConnectedRaw> raw;
   if (a.call == Call::kSendmmsgConnectedRaw) raw.emplace(tx->fd(), tx->group(), payloads);
+  std::optional<GsoRaw> gso;
+  if (a.call == Call::kGsoRaw) gso.emplace(tx->fd(), tx->group(), payloads, a.size);
 
   const std::int64_t drops0 = udp_rcvbuf_errors();
   const std::int64_t period_ns =
@@ -399,7 +465,8 @@ void BM_Say(benchmark::State& state, SayArgs a) {
     if (period_ns) {
       const std::int64_t due = start + static_cast<std::int64_t>(seq / kPerIteration) * period_ns;
       if (monotonic_ns() < due) {
-        timespec ts{static_cast<time_t>(due / 1'000'000'000), static_cast<long>(due % 1'000'000'000)};
+        timespec ts{static_cast<time_t>(due / 1'000'000'000),
+                    static_cast<long>(due % 1'000'000'000)};
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
         }
       }
@@ -415,11 +482,11 @@ void BM_Say(benchmark::State& state, SayArgs a) {
         }
         break;
       case Call::kSendmmsg:
-        if (auto r = tx->send_batch(payloads.all()); !r) state.SkipWithError(r.error().message().c_str());
+        if (auto r = tx->send_batch(payloads.all()); !r)
+          state.SkipWithError(r.error().message().c_str());
         break;
-      case Call::kSendmmsgConnectedRaw:
-        raw->send();
-        break;
+      case Call::kSendmmsgConnectedRaw: raw->send(); break;
+      case Call::kGsoRaw: gso->send(); break;
     }
     seq += kPerIteration;
   }
@@ -432,11 +499,15 @@ void BM_Say(benchmark::State& state, SayArgs a) {
     drain->finish(seq);
     const auto got = static_cast<double>(drain->received());
     state.counters["recv_ratio"] = got / static_cast<double>(sent);
-    state.counters["loss_pct"] = 100.0 * static_cast<double>(drain->lost()) / static_cast<double>(sent);
+    // Lost: sent and never received (tail losses included, duplicates not counted).
+    state.counters["loss_pct"] = 100.0 * static_cast<double>(seq - std::min(seq, drain->unique())) /
+                                 static_cast<double>(sent);
     state.counters["rx_cpu_ns/msg"] = got > 0 ? static_cast<double>(drain->cpu_ns()) / got : 0.0;
     state.counters["rcvbuf_drops"] = static_cast<double>(udp_rcvbuf_errors() - drops0);
   }
-  state.SetLabel(online_cpus() > 1 ? (a.receiver ? "tx cpu0, rx cpu1" : "tx cpu0") : "one cpu");
+  std::string label = "tx cpu" + std::to_string(sched_getcpu());
+  if (drain) label += ", rx cpu" + std::to_string(drain->cpu());
+  state.SetLabel(label);
 }
 
 // ---- micro-benchmarks ------------------------------------------------------------------
@@ -492,36 +563,93 @@ void BM_StatsTableAdd(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+// DatagramReader::read on a unicast UDP socket on lo (64 headers, 64 KiB buffers, as a
+// Receiver reads): range(0) datagrams are put in its queue first (sendmmsg to itself,
+// timed too), then one read takes them. With 0 it is the read that finds nothing — what
+// every drain ends with.
+void BM_ReaderRead(benchmark::State& state) {
+  const auto waiting = static_cast<std::size_t>(state.range(0));
+  UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, IPPROTO_UDP));
+  sockaddr_in self{};
+  self.sin_family = AF_INET;
+  self.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof self;
+  if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&self), len) != 0 ||
+      getsockname(fd.get(), reinterpret_cast<sockaddr*>(&self), &len) != 0 ||
+      ::connect(fd.get(), reinterpret_cast<sockaddr*>(&self), len) != 0)
+    die(std::string("a UDP socket on 127.0.0.1: ") + std::strerror(errno));
+  if (auto r = enable_packet_info(fd.get(), Family::kV4); !r) die(r.error().message());
+  DatagramReader reader(65536, 64);
+  Payloads payloads(64);
+  payloads.stamp(0, 0);
+  std::array<iovec, kPerIteration> iov{};
+  std::array<mmsghdr, kPerIteration> msgs{};
+  for (std::size_t i = 0; i < kPerIteration; ++i) {
+    iov[i] = {const_cast<std::byte*>(payloads[i].data()), payloads[i].size()};
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  std::uint64_t got = 0;
+  for (auto _ : state) {
+    if (waiting > 0 && ::sendmmsg(fd.get(), msgs.data(), static_cast<unsigned>(waiting), 0) !=
+                           static_cast<int>(waiting))
+      die(std::string("sendmmsg to 127.0.0.1: ") + std::strerror(errno));
+    auto batch = reader.read(fd.get());
+    if (!batch) die(batch.error().message());
+    got += batch->size();
+  }
+  if (got != waiting * state.iterations()) die("DatagramReader::read missed datagrams");
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+  state.SetLabel(waiting ? "incl. sendmmsg of the datagrams" : "nothing waiting");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (sched_getaffinity(0, sizeof g_allowed, &g_allowed) != 0) {
+    CPU_ZERO(&g_allowed);
+    CPU_SET(0, &g_allowed);
+  }
+  // Listing needs no network; anything that runs does. (Before Initialize, which takes
+  // the --benchmark_* flags out of argv.)
+  bool listing = false;
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--benchmark_list_tests") == 0 ||
+        std::strcmp(argv[i], "--benchmark_list_tests=true") == 0)
+      listing = true;
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
 
   benchmark::RegisterBenchmark("stream/encode_header", BM_EncodeStreamHeader);
   benchmark::RegisterBenchmark("stream/decode_header", BM_DecodeStreamHeader)->Arg(1)->Arg(0);
-  benchmark::RegisterBenchmark("stream/StreamStats::add", BM_StreamStatsAdd)->Arg(0)->Arg(1)->Arg(2);
+  benchmark::RegisterBenchmark("stream/StreamStats::add", BM_StreamStatsAdd)
+      ->Arg(0)
+      ->Arg(1)
+      ->Arg(2);
   benchmark::RegisterBenchmark("stream/StatsTable::add", BM_StatsTableAdd);
+  benchmark::RegisterBenchmark("recv/DatagramReader::read", BM_ReaderRead)
+      ->Arg(0)
+      ->Arg(1)
+      ->Arg(8)
+      ->Arg(64);
 
   int group = 10;
   auto add = [&](const char* kind, SayArgs a) {
     a.group = group++;
     std::string name = std::string(kind) + "/" + call_name(a.call) + "/" + std::to_string(a.size);
     if (a.rate) name += "/" + std::to_string(a.rate) + "_per_s";
-    benchmark::RegisterBenchmark(name.c_str(), BM_Say, a)->UseRealTime()->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(name.c_str(), BM_Say, a)
+        ->UseRealTime()
+        ->Unit(benchmark::kMicrosecond);
   };
   for (std::size_t size : {64, 1400}) {
-    for (Call c : {Call::kSendto, Call::kSendmmsg, Call::kSendmmsgConnectedRaw})
+    for (Call c : {Call::kSendto, Call::kSendmmsg, Call::kSendmmsgConnectedRaw, Call::kGsoRaw})
       add("SAY", {c, size, false, 0, 0});
-    for (Call c : {Call::kSendto, Call::kSendmmsg, Call::kSendmmsgConnectedRaw})
+    for (Call c : {Call::kSendto, Call::kSendmmsg, Call::kSendmmsgConnectedRaw, Call::kGsoRaw})
       add("SAY_RECV", {c, size, true, 0, 0});
     add("SAY_RECV_PACED", {Call::kSendmmsg, size, true, 500'000, 0});
   }
 
-  // Listing needs no network; anything that runs does.
-  bool listing = false;
-  for (int i = 1; i < argc; ++i)
-    if (std::strncmp(argv[i], "--benchmark_list_tests", 22) == 0) listing = true;
   if (!listing) check_environment();
 
   benchmark::RunSpecifiedBenchmarks();

@@ -14,6 +14,8 @@ PACKAGES=(
   iproute2 iputils-ping procps kmod nftables
   # fuzzing (libFuzzer) and lint
   clang-19 libclang-rt-19-dev clang-format-19 clang-tidy-19
+  # benchmarks: GNU time (CPU per process), iperf2 (a peer to compare with)
+  time iperf
 )
 
 missing=()

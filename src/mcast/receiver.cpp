@@ -25,7 +25,14 @@ DatagramReader::DatagramReader(std::size_t buffer_size, std::size_t batch)
 
 Result<std::span<const Datagram>> DatagramReader::read(int fd) {
   const std::size_t batch = msgs_.size();
-  for (std::size_t i = 0; i < batch; ++i) {
+  // recvmmsg writes back only the lengths and flags of the headers it filled, so after
+  // the first read only those of the previous read (out_.size()) need setting up again:
+  // a read often returns a few datagrams, or none. All of them are set up on the first
+  // read, after a failed one, and in a copy of a reader (whose headers still point into
+  // the original's buffers).
+  const bool ready = batch > 0 && msgs_[0].msg_hdr.msg_iov == iov_.data();
+  const std::size_t setup = ready ? out_.size() : batch;
+  for (std::size_t i = 0; i < setup; ++i) {
     iov_[i].iov_base = data_.data() + i * buffer_size_;
     iov_[i].iov_len = buffer_size_;
     msghdr& h = msgs_[i].msg_hdr;
@@ -44,6 +51,7 @@ Result<std::span<const Datagram>> DatagramReader::read(int fd) {
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
       return std::span<const Datagram>{};
+    if (batch > 0) msgs_[0].msg_hdr.msg_iov = nullptr;  // set every header up next time
     return fail_errno("recvmmsg");
   }
   for (int i = 0; i < n; ++i) {
