@@ -11,8 +11,9 @@
 //           sendmmsg — Sender::send_batch, 64 datagrams per sendmmsg
 //           sendmmsg_connected_raw — not the library: a connect()ed socket and sendmmsg
 //                                without destination addresses (the route is cached)
-//           sendmsg_gso_raw — not the library: UDP_SEGMENT, one sendmsg per 64 datagrams
-//                                (fewer for 1400 bytes: 65,507 bytes per call at most)
+//           sendmsg_gso — Sender::send_batch with SenderConfig::gso: UDP_SEGMENT, one
+//                                sendmsg per 64 datagrams (fewer for 1400 bytes: 65,507
+//                                bytes per call at most)
 // Each iteration sends 64 datagrams. Counters: items_per_second (wall time), cpu_ns/msg
 // (the sending thread's CPU time per datagram: its syscalls and, on loopback, the
 // delivery softirq that runs in its context), and for SAY_RECV rx_cpu_ns/msg, recv_ratio,
@@ -319,14 +320,14 @@ class DrainThread {
 
 // ---- the sending side ------------------------------------------------------------------
 
-enum class Call { kSendto, kSendmmsg, kSendmmsgConnectedRaw, kGsoRaw };
+enum class Call { kSendto, kSendmmsg, kSendmmsgConnectedRaw, kGso };
 
 const char* call_name(Call c) {
   switch (c) {
     case Call::kSendto: return "sendto";
     case Call::kSendmmsg: return "sendmmsg";
     case Call::kSendmmsgConnectedRaw: return "sendmmsg_connected_raw";
-    case Call::kGsoRaw: return "sendmsg_gso_raw";
+    case Call::kGso: return "sendmsg_gso";
   }
   return "?";
 }
@@ -387,46 +388,6 @@ class ConnectedRaw {
   std::array<mmsghdr, kPerIteration> msgs_{};
 };
 
-// The other raw comparison: UDP generic segmentation offload. One sendmsg carries up to 64
-// equal-sized datagrams (one iovec each) and UDP_SEGMENT tells the kernel where they
-// split: the stack is walked once per call, and the datagrams are cut apart at the last
-// moment (on loopback: when queued to the receiving socket).
-class GsoRaw {
- public:
-  GsoRaw(int fd, const Endpoint& group, const Payloads& p, std::size_t size) : fd_(fd) {
-    dst_len_ = group.to_sockaddr(dst_);
-    for (std::size_t i = 0; i < kPerIteration; ++i)
-      iov_[i] = {const_cast<std::byte*>(p[i].data()), p[i].size()};
-    // A UDP datagram (all segments together) holds at most 65507 bytes.
-    per_call_ = std::min<std::size_t>(kPerIteration, kMaxPayloadV4 / size);
-    const int gso = static_cast<int>(size);
-    if (setsockopt(fd, SOL_UDP, UDP_SEGMENT, &gso, sizeof gso) != 0)
-      die(std::string("setsockopt(UDP_SEGMENT): ") + std::strerror(errno));
-  }
-  void send() {
-    for (std::size_t done = 0; done < kPerIteration;) {
-      const std::size_t n = std::min(per_call_, kPerIteration - done);
-      msghdr h{};
-      h.msg_name = &dst_;
-      h.msg_namelen = dst_len_;
-      h.msg_iov = &iov_[done];
-      h.msg_iovlen = n;
-      if (::sendmsg(fd_, &h, 0) < 0) {
-        if (errno == EINTR) continue;
-        die(std::string("sendmsg with UDP_SEGMENT: ") + std::strerror(errno));
-      }
-      done += n;
-    }
-  }
-
- private:
-  int fd_;
-  sockaddr_storage dst_{};
-  socklen_t dst_len_ = 0;
-  std::size_t per_call_ = 1;
-  std::array<iovec, kPerIteration> iov_{};
-};
-
 struct SayArgs {
   Call call;
   std::size_t size;
@@ -442,13 +403,13 @@ void BM_Say(benchmark::State& state, SayArgs a) {
   if (online_cpus() > 1) pin.emplace(sender_cpu());
   std::optional<DrainThread> drain;
   if (a.receiver) drain.emplace(group, port);
-  auto tx = Sender::open(sender_config(group, port));
+  SenderConfig config = sender_config(group, port);
+  config.gso = a.call == Call::kGso;
+  auto tx = Sender::open(config);
   if (!tx) die("cannot open the sender: " + tx.error().message());
   Payloads payloads(a.size);
   std::optional<ConnectedRaw> raw;
   if (a.call == Call::kSendmmsgConnectedRaw) raw.emplace(tx->fd(), tx->group(), payloads);
-  std::optional<GsoRaw> gso;
-  if (a.call == Call::kGsoRaw) gso.emplace(tx->fd(), tx->group(), payloads, a.size);
 
   const std::int64_t drops0 = udp_rcvbuf_errors();
   const std::int64_t period_ns =
@@ -482,11 +443,11 @@ void BM_Say(benchmark::State& state, SayArgs a) {
         }
         break;
       case Call::kSendmmsg:
+      case Call::kGso:
         if (auto r = tx->send_batch(payloads.all()); !r)
           state.SkipWithError(r.error().message().c_str());
         break;
       case Call::kSendmmsgConnectedRaw: raw->send(); break;
-      case Call::kGsoRaw: gso->send(); break;
     }
     seq += kPerIteration;
   }
@@ -643,9 +604,9 @@ int main(int argc, char** argv) {
         ->Unit(benchmark::kMicrosecond);
   };
   for (std::size_t size : {64, 1400}) {
-    for (Call c : {Call::kSendto, Call::kSendmmsg, Call::kSendmmsgConnectedRaw, Call::kGsoRaw})
+    for (Call c : {Call::kSendto, Call::kSendmmsg, Call::kSendmmsgConnectedRaw, Call::kGso})
       add("SAY", {c, size, false, 0, 0});
-    for (Call c : {Call::kSendto, Call::kSendmmsg, Call::kSendmmsgConnectedRaw, Call::kGsoRaw})
+    for (Call c : {Call::kSendto, Call::kSendmmsg, Call::kSendmmsgConnectedRaw, Call::kGso})
       add("SAY_RECV", {c, size, true, 0, 0});
     add("SAY_RECV_PACED", {Call::kSendmmsg, size, true, 500'000, 0});
   }

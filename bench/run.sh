@@ -113,6 +113,8 @@ in_ns "$BENCH" "${bench_args[@]}"
 # Appends one JSON object to $OUT/cli.jsonl.
 run_cli() {
   local name=$1 interval=$2 with_rx=$3
+  shift 3
+  local extra=("$@")
   local port=$((PORT++)) rx_pid=""
   local drops0 drops1 b0 b1 t0 t1
   drops0=$(udp_rcvbuf_errors)
@@ -128,6 +130,7 @@ run_cli() {
   fi
   local say=("$FLOWMARK" mcast say --group "$GROUP" --port "$port" --count "$COUNT" --size 64)
   if [[ -n $interval ]]; then say+=(--interval "$interval"); fi
+  say+=("${extra[@]}")
   echo "-- $name: ${say[*]#"$BUILD/"}"
   b0=$(busy_ticks)
   t0=$(now_ns)
@@ -184,6 +187,8 @@ echo "== whole processes: $COUNT datagrams of 64 bytes to $GROUP, SAY on CPU $TX
 run_cli paced_500k 0.000002 1
 run_cli unpaced "" 1
 run_cli unpaced_no_receiver "" 0
+run_cli unpaced_gso "" 1 --gso
+run_cli unpaced_gso_no_receiver "" 0 --gso
 
 # ---- 3. iperf2 -----------------------------------------------------------------------
 : >"$OUT/iperf.json"
@@ -334,14 +339,20 @@ target_rate("64 B sent from one core: Sender::send_batch, to a receiver", g("SAY
             loss("SAY_RECV/sendmmsg/64"))
 target_rate("64 B sent from one core: Sender::send, to a receiver", g("SAY_RECV/sendto/64"),
             loss("SAY_RECV/sendto/64"))
-target_rate("  (prototype, not the library) UDP GSO sendmsg, to a receiver",
-            g("SAY_RECV/sendmsg_gso_raw/64"), loss("SAY_RECV/sendmsg_gso_raw/64"))
+target_rate("64 B sent from one core: Sender::send_batch with GSO, to a receiver",
+            g("SAY_RECV/sendmsg_gso/64"), loss("SAY_RECV/sendmsg_gso/64"))
 if "unpaced_no_receiver" in cli:
     target_rate("64 B sent from one core: flowmark say, nobody listening",
                 cli["unpaced_no_receiver"]["rate"])
 if "unpaced" in cli:
     target_rate("64 B sent from one core: flowmark say, to flowmark recv", cli["unpaced"]["rate"],
                 cli["unpaced"]["loss_pct"])
+if "unpaced_gso_no_receiver" in cli:
+    target_rate("64 B sent from one core: flowmark say --gso, nobody listening",
+                cli["unpaced_gso_no_receiver"]["rate"])
+if "unpaced_gso" in cli:
+    target_rate("64 B sent from one core: flowmark say --gso, to flowmark recv",
+                cli["unpaced_gso"]["rate"], cli["unpaced_gso"]["loss_pct"])
 def target_loss(label, rate, lost, pct):
     if rate is None:
         return

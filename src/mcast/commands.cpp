@@ -238,6 +238,7 @@ int run_say(const SayOptions& o, std::FILE* in, std::FILE* out) {
   c.group = {o.group, o.port};
   c.send = {o.iface, o.ttl, o.loop};
   c.bind = o.bind;
+  c.gso = o.gso;
   auto tx = Sender::open(c);
   if (!tx) return report(tx.error());
 

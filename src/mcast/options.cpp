@@ -210,6 +210,7 @@ Result<SayOptions> resolve_say(const RawOptions& raw, const EnvLookup& env) {
                 fmt::format("the message is {} bytes; a UDP datagram holds at most {}",
                             o.message.size() + overhead, max_payload(o.group.family())));
   o.wait_reply = raw.wait_reply;
+  o.gso = raw.gso;
   return o;
 }
 

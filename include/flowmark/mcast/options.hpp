@@ -47,7 +47,7 @@ struct RawOptions {
   std::optional<std::string> port, iface, ttl, bind, buffer_size, rcvbuf;
   std::optional<std::string> count, interval, timeout, size;
   std::vector<std::string> message;  // --message words, joined by spaces
-  bool pipe = false, binary = false, sequence = false, wait_reply = false;
+  bool pipe = false, binary = false, sequence = false, wait_reply = false, gso = false;
   bool use_std = false, daemon = false, json = false, stats = false;
   bool no_loop = false, allow_stop = false;
 };
@@ -77,6 +77,7 @@ struct SayOptions : CommonOptions {
   std::chrono::nanoseconds interval{0};
   std::optional<std::size_t> size;  // pad each datagram to this many bytes
   bool wait_reply = false;          // wait for HEAR replies (up to timeout, default 1 s)
+  bool gso = false;                 // UDP GSO for runs of equal-sized datagrams
 };
 
 struct RecvOptions : CommonOptions {
