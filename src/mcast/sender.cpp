@@ -98,8 +98,7 @@ Result<std::size_t> Sender::send_batch(std::span<const std::span<const std::byte
 std::size_t Sender::gso_run(std::span<const std::span<const std::byte>> payloads) const noexcept {
   const std::size_t size = payloads.front().size();
   if (size == 0 || size >= gso_max_size_) return 1;
-  const std::size_t most =
-      std::min(kGsoSegments, max_payload(group_.address.family()) / size);
+  const std::size_t most = std::min(kGsoSegments, max_payload(group_.address.family()) / size);
   std::size_t n = 1;
   while (n < payloads.size() && n < most && payloads[n].size() == size) ++n;
   return n;
