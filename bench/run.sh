@@ -9,6 +9,7 @@
 #   3. iperf2 (if installed) on the same namespace, 64-byte UDP multicast, for comparison.
 #   4. A summary of the figures against the issue's targets. Nothing is asserted: the exit
 #      status only says whether the runs could be made.
+#   5. bench/firefly_listen.sh: whole-process throughput of `flowmark firefly listen`.
 #
 # Needs root (ip netns), taskset, GNU time (/usr/bin/time) and python3: `make deps`.
 # Environment: MCAST_BENCH_COUNT   datagrams per whole-process run (2000000)
@@ -376,3 +377,8 @@ table("Targets (issue)", ["what", "target", "measured", "verdict"], rows)
 print(f"\nBackground load before the runs: {background:.2f} of {ncpu} CPUs busy"
       + ("  <-- other processes were running: figures are low" if background > 0.1 else ""))
 EOF
+
+# ---- 5. firefly listen (its own namespace and summary) ----------------------------------
+echo
+"$(dirname "${BASH_SOURCE[0]}")/firefly_listen.sh" "$BUILD" ||
+  echo "bench/run.sh: bench/firefly_listen.sh failed" >&2

@@ -3,10 +3,12 @@
 //   flowmark mcast say|recv|hear …   (also: `multicast SAY|RECV|HEAR …`)
 #include <cstring>
 #include <string_view>
+#include <vector>
 
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include "command.hpp"
 #include "flowmark/mcast/options.hpp"
 #include "mcast_cli.hpp"
 
@@ -38,6 +40,11 @@ static int flowmark_main(int argc, char** argv) {
                                    "(also as `multicast SAY|RECV|HEAR`)");
   flowmark::apps::add_mcast_verbs(*mcast, inv);
   app.add_subcommand("multicast", "the seed's grammar: multicast SAY|RECV|HEAR [options]");
+  // The one list of the other commands; each file adds its own subcommand.
+  std::vector<flowmark::apps::Command> commands;
+  commands.push_back(flowmark::apps::add_registry_command(app));
+  commands.push_back(flowmark::apps::add_label_command(app));
+  commands.push_back(flowmark::apps::add_firefly_command(app));
   app.footer("Run 'flowmark <command> --help' for a command's options.");
   try {
     app.parse(argc, argv);
@@ -52,6 +59,8 @@ static int flowmark_main(int argc, char** argv) {
     return flowmark::mcast::kExitUsage;
   }
   if (mcast->parsed()) return flowmark::apps::run_mcast(inv);
+  for (const auto& c : commands)
+    if (c.app->parsed()) return c.run();
   return flowmark::mcast::kExitUsage;
 }
 

@@ -1,0 +1,68 @@
+// flowmark::scitags — sending fireflies: one UDP datagram per event to the flow's
+// destination (port 10514) and to any collectors, which may be IPv4 or IPv6 unicast
+// addresses or multicast groups (TTL and interface apply to the groups).
+//
+// One socket per address family, opened on first use and kept.
+//
+//   FM_TRY(auto to, resolve_destination("collector.example.org", kFireflyPort));
+//   FireflySender tx({.ttl = 4});
+//   FM_TRY_VOID(tx.send(to, wire));
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "flowmark/core/address.hpp"
+#include "flowmark/core/fd.hpp"
+#include "flowmark/core/interface.hpp"
+#include "flowmark/core/result.hpp"
+
+namespace flowmark::scitags {
+
+struct FireflySenderConfig {
+  int ttl = 1;                     // TTL / hop limit for multicast groups, 0..255
+  std::optional<Interface> iface;  // outgoing interface for multicast groups
+  int sndbuf = 0;                  // SO_SNDBUF in bytes (0: kernel default)
+};
+
+class FireflySender {
+ public:
+  static constexpr std::size_t kBatch = 64;  // datagrams per sendmmsg
+
+  explicit FireflySender(FireflySenderConfig config = {});
+
+  // Checks a destination before anything is sent: a multicast group must be usable with
+  // the configured interface (link-scoped IPv6 groups need one), the port not 0. Returns
+  // the destination as it will be used (scope id filled in from the interface).
+  Result<Endpoint> prepare(const Endpoint& to) const;
+
+  // One datagram to `to` (a prepared destination).
+  Result<void> send(const Endpoint& to, std::string_view datagram);
+
+  // The same datagram `count` times to `to`, by sendmmsg in batches of kBatch, paced at
+  // `rate` datagrams a second (0: as fast as the kernel takes them). Returns how many the
+  // kernel accepted; datagrams it refuses on its own (ENOBUFS, EPERM from a firewall) are
+  // skipped and counted in refused(). For benchmarks.
+  Result<std::uint64_t> send_repeated(const Endpoint& to, std::string_view datagram,
+                                      std::uint64_t count, double rate);
+
+  std::uint64_t refused() const noexcept { return refused_; }
+
+ private:
+  Result<int> socket_for(Family family);
+
+  FireflySenderConfig config_;
+  UniqueFd fd4_, fd6_;
+  std::uint64_t refused_ = 0;
+};
+
+// "192.0.2.1", "192.0.2.1:10514", "2001:db8::1", "[2001:db8::1]:10514", "ff02::1%eth0",
+// or a host name ("collector.example.org[:port]", resolved now; the first address wins).
+// The port defaults to `default_port`. The error names the text and what was wrong.
+Result<Endpoint> resolve_destination(std::string_view text, std::uint16_t default_port);
+
+}  // namespace flowmark::scitags

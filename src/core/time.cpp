@@ -1,0 +1,157 @@
+#include "flowmark/core/time.hpp"
+
+#include <cstring>
+#include <ctime>
+
+#include <fmt/format.h>
+
+namespace flowmark {
+namespace {
+
+// Days since 1970-01-01 for a proleptic Gregorian date (H. Hinnant's algorithm).
+constexpr std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) noexcept {
+  y -= m <= 2;
+  const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const auto yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<std::int64_t>(doe) - 719468;
+}
+
+struct Civil {
+  std::int64_t y;
+  unsigned m, d;
+};
+constexpr Civil civil_from_days(std::int64_t z) noexcept {
+  z += 719468;
+  const std::int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const auto doe = static_cast<unsigned>(z - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const std::int64_t y = static_cast<std::int64_t>(yoe) + era * 400;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  const unsigned d = doy - (153 * mp + 2) / 5 + 1;
+  const unsigned m = mp < 10 ? mp + 3 : mp - 9;
+  return {y + (m <= 2), m, d};
+}
+
+void put2(char* p, unsigned v) noexcept {
+  p[0] = static_cast<char>('0' + v / 10);
+  p[1] = static_cast<char>('0' + v % 10);
+}
+
+constexpr unsigned days_in_month(std::int64_t y, unsigned m) noexcept {
+  constexpr unsigned kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  return m == 2 && leap ? 29 : kDays[m - 1];
+}
+
+// Reads exactly n digits at text[pos]; false if any is not a digit.
+bool digits(std::string_view text, std::size_t pos, std::size_t n, unsigned& out) noexcept {
+  if (pos + n > text.size()) return false;
+  unsigned v = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const char c = text[pos + i];
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<unsigned>(c - '0');
+  }
+  out = v;
+  return true;
+}
+
+}  // namespace
+
+Micros now_micros() noexcept {
+  timespec ts{};
+  (void)clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<Micros>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+}
+
+void format_rfc3339_micros(char* out, Micros t) noexcept {
+  constexpr Micros kMin = -62167219200LL * 1'000'000;           // 0000-01-01
+  constexpr Micros kMax = 253402300799LL * 1'000'000 + 999'999;  // 9999-12-31T23:59:59.999999
+  if (t < kMin) t = kMin;
+  if (t > kMax) t = kMax;
+  std::int64_t secs = t / 1'000'000;
+  std::int64_t us = t % 1'000'000;
+  if (us < 0) {
+    us += 1'000'000;
+    --secs;
+  }
+  std::int64_t days = secs / 86400;
+  std::int64_t sod = secs % 86400;
+  if (sod < 0) {
+    sod += 86400;
+    --days;
+  }
+  const Civil c = civil_from_days(days);
+  const auto y = static_cast<unsigned>(c.y);
+  put2(out, y / 100);
+  put2(out + 2, y % 100);
+  out[4] = '-';
+  put2(out + 5, c.m);
+  out[7] = '-';
+  put2(out + 8, c.d);
+  out[10] = 'T';
+  put2(out + 11, static_cast<unsigned>(sod / 3600));
+  out[13] = ':';
+  put2(out + 14, static_cast<unsigned>(sod / 60 % 60));
+  out[16] = ':';
+  put2(out + 17, static_cast<unsigned>(sod % 60));
+  out[19] = '.';
+  auto u = static_cast<unsigned>(us);
+  for (int i = 25; i >= 20; --i) {
+    out[i] = static_cast<char>('0' + u % 10);
+    u /= 10;
+  }
+  std::memcpy(out + 26, "+00:00", 6);
+}
+
+Result<Micros> parse_rfc3339(std::string_view s) {
+  auto bad = [&](std::string_view what) {
+    return fail(Errc::kMalformed, fmt::format("'{}' is not an RFC 3339 date-time: {}", s, what));
+  };
+  unsigned y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
+  if (!digits(s, 0, 4, y) || s.size() < 5 || s[4] != '-' || !digits(s, 5, 2, mo) ||
+      s.size() < 8 || s[7] != '-' || !digits(s, 8, 2, d))
+    return bad("expected YYYY-MM-DD");
+  if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo)) return bad("no such date");
+  if (s.size() < 11 || (s[10] != 'T' && s[10] != 't' && s[10] != ' '))
+    return bad("expected 'T' after the date");
+  if (!digits(s, 11, 2, h) || s.size() < 14 || s[13] != ':' || !digits(s, 14, 2, mi) ||
+      s.size() < 17 || s[16] != ':' || !digits(s, 17, 2, sec))
+    return bad("expected hh:mm:ss");
+  if (h > 23 || mi > 59 || sec > 60) return bad("time out of range");  // 60: leap second
+  std::size_t pos = 19;
+  Micros frac = 0;
+  if (pos < s.size() && s[pos] == '.') {
+    ++pos;
+    const std::size_t start = pos;
+    Micros scale = 100'000;
+    while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9') {
+      frac += (s[pos] - '0') * scale;
+      scale /= 10;
+      ++pos;
+    }
+    if (pos == start) return bad("empty fraction");
+  }
+  std::int64_t offset = 0;
+  if (pos < s.size() && (s[pos] == 'Z' || s[pos] == 'z')) {
+    ++pos;
+  } else if (pos < s.size() && (s[pos] == '+' || s[pos] == '-')) {
+    unsigned oh = 0, om = 0;
+    if (!digits(s, pos + 1, 2, oh) || s.size() < pos + 4 || s[pos + 3] != ':' ||
+        !digits(s, pos + 4, 2, om) || oh > 23 || om > 59)
+      return bad("bad offset (expected Z or +hh:mm)");
+    offset = (s[pos] == '-' ? -1 : 1) * static_cast<std::int64_t>(oh * 3600 + om * 60);
+    pos += 6;
+  } else {
+    return bad("missing time zone (Z or +hh:mm)");
+  }
+  if (pos != s.size()) return bad("trailing characters");
+  const std::int64_t days = days_from_civil(y, mo, d);
+  const std::int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - offset;
+  return secs * 1'000'000 + frac;
+}
+
+}  // namespace flowmark

@@ -1,0 +1,247 @@
+#include "flowmark/scitags/firefly_listener.hpp"
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cstring>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "flowmark/core/fd.hpp"
+#include "flowmark/mcast/receiver.hpp"
+#include "flowmark/mcast/socket.hpp"
+
+namespace flowmark::scitags {
+
+std::uint64_t ListenerCounts::rejected_total() const noexcept {
+  std::uint64_t n = 0;
+  for (auto r : rejected) n += r;
+  return n;
+}
+
+void ListenerCounts::append_json(std::string& out) const {
+  fmt::format_to(std::back_inserter(out), R"({{"type":"stats","received":{},"accepted":{},)",
+                 received, accepted);
+  out += R"("rejected":{)";
+  for (std::size_t i = 0; i < kRejectKinds; ++i) {
+    if (i > 0) out.push_back(',');
+    fmt::format_to(std::back_inserter(out), R"("{}":{})", to_string(static_cast<Reject>(i)),
+                   rejected[i]);
+  }
+  out += "}}";
+}
+
+namespace {
+
+// Every datagram is read whole: a firefly may be up to FireflyDecoder::kMaxSize bytes, and
+// that is more than any UDP payload, so nothing is ever truncated.
+constexpr std::size_t kBufferSize = FireflyDecoder::kMaxSize;
+
+std::int64_t monotonic_ns() noexcept {
+  timespec ts{};
+  (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+// A unicast socket bound to `local` with a large receive buffer. No packet info and no
+// timestamps: nothing here uses them, and the kernel's cmsg work is not free.
+Result<UniqueFd> open_unicast(const Endpoint& local, int rcvbuf) {
+  FM_TRY(UniqueFd fd, mcast::open_udp_socket(local.address.family()));
+  FM_TRY_VOID(mcast::set_receive_buffer(fd.get(), rcvbuf));
+  sockaddr_storage ss{};
+  const socklen_t len = local.to_sockaddr(ss);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    const int err = errno;
+    return std::unexpected(
+        Error(std::error_code(err, std::system_category()),
+              fmt::format("cannot listen on {}: {}{}", local.to_string(), std::strerror(err),
+                          err == EADDRINUSE ? " — another collector (flowd?) already uses the port"
+                          : err == EADDRNOTAVAIL ? " — not a local address"
+                          : err == EACCES ? " — ports below 1024 need root or CAP_NET_BIND_SERVICE"
+                                          : "")));
+  }
+  return fd;
+}
+
+Endpoint local_endpoint(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
+  return Endpoint::from_sockaddr(ss);
+}
+
+}  // namespace
+
+struct FireflyListener::Impl {
+  // Either plain sockets with their readers, or one multicast receiver.
+  struct Socket {
+    UniqueFd fd;
+    mcast::DatagramReader reader;
+  };
+  std::vector<Socket> sockets;
+  std::optional<mcast::Receiver> receiver;
+  FireflyDecoder decoder;
+  ListenerCounts counts;
+  bool stop_requested = false;
+
+  explicit Impl(const DecoderOptions& options) : decoder(options) {}
+
+  Result<std::span<const mcast::Datagram>> read(std::size_t i) {
+    if (receiver) return receiver->receive();
+    return sockets[i].reader.read(sockets[i].fd.get());
+  }
+  std::size_t socket_count() const { return receiver ? 1 : sockets.size(); }
+  int fd(std::size_t i) const { return receiver ? receiver->fd() : sockets[i].fd.get(); }
+
+  // Decodes and delivers one batch; stops early when the sink asked to.
+  void deliver(std::span<const mcast::Datagram> batch, FireflySink& sink) {
+    for (const mcast::Datagram& d : batch) {
+      if (stop_requested) break;
+      ++counts.received;
+      const std::string_view text(reinterpret_cast<const char*>(d.payload.data()),
+                                  d.payload.size());
+      auto f = decoder.decode(text);
+      if (f) {
+        ++counts.accepted;
+        sink.on_firefly(d.source, **f);
+      } else {
+        ++counts.rejected[static_cast<std::size_t>(f.error().reason)];
+        sink.on_reject(d.source, f.error());
+      }
+    }
+    sink.on_batch_end();
+  }
+};
+
+FireflyListener::FireflyListener(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+FireflyListener::FireflyListener(FireflyListener&&) noexcept = default;
+FireflyListener& FireflyListener::operator=(FireflyListener&&) noexcept = default;
+FireflyListener::~FireflyListener() = default;
+
+Result<FireflyListener> FireflyListener::open(const ListenerConfig& config) {
+  if (config.batch == 0) return fail(Errc::kInvalidArgument, "batch must be at least 1");
+  auto impl = std::make_unique<Impl>(config.decoder);
+  if (config.group) {
+    mcast::ReceiverConfig rc;
+    rc.groups = {*config.group};
+    rc.sources = config.sources;
+    rc.port = config.port;
+    rc.iface = config.iface;
+    rc.bind = config.bind;
+    rc.rcvbuf = config.rcvbuf;
+    rc.buffer_size = kBufferSize;
+    rc.batch = config.batch;
+    auto rx = mcast::Receiver::open(rc);
+    if (!rx) return std::unexpected(std::move(rx.error()));
+    impl->receiver.emplace(std::move(*rx));
+    return FireflyListener(std::move(impl));
+  }
+  if (!config.sources.empty())
+    return fail(Errc::kInvalidArgument, "a source-specific join (--source) needs a --group");
+  if (config.bind) {
+    FM_TRY(UniqueFd fd, open_unicast({*config.bind, config.port}, config.rcvbuf));
+    impl->sockets.push_back({std::move(fd), mcast::DatagramReader(kBufferSize, config.batch)});
+    return FireflyListener(std::move(impl));
+  }
+  // Both families. IPv4 first; with port 0 the IPv6 socket takes the same port, so that
+  // one port number serves both.
+  FM_TRY(UniqueFd fd4, open_unicast({IpAddress::any(Family::kV4), config.port}, config.rcvbuf));
+  const std::uint16_t port = local_endpoint(fd4.get()).port;
+  impl->sockets.push_back({std::move(fd4), mcast::DatagramReader(kBufferSize, config.batch)});
+  auto fd6 = open_unicast({IpAddress::any(Family::kV6), port}, config.rcvbuf);
+  if (fd6) {
+    impl->sockets.push_back({std::move(*fd6), mcast::DatagramReader(kBufferSize, config.batch)});
+  } else if (fd6.error().code() == std::errc::address_family_not_supported) {
+    spdlog::info("IPv6 is not available here: listening on IPv4 only");
+  } else {
+    return std::unexpected(std::move(fd6.error()));
+  }
+  return FireflyListener(std::move(impl));
+}
+
+Result<std::size_t> FireflyListener::drain(FireflySink& sink, std::size_t max_batches) {
+  Impl& s = *impl_;
+  std::size_t total = 0;
+  for (std::size_t i = 0; i < s.socket_count(); ++i) {
+    for (std::size_t round = 0; round < max_batches && !s.stop_requested; ++round) {
+      FM_TRY(auto batch, s.read(i));
+      if (batch.empty()) break;
+      total += batch.size();
+      s.deliver(batch, sink);
+    }
+  }
+  sink.on_idle();
+  return total;
+}
+
+Result<void> FireflyListener::add_to(EventLoop& loop, FireflySink& sink) {
+  Impl* s = impl_.get();
+  for (std::size_t i = 0; i < s->socket_count(); ++i) {
+    FM_TRY_VOID(loop.add_fd(s->fd(i), EPOLLIN, [s, i, &loop, &sink](std::uint32_t) {
+      // Bounded rounds so that signals and timers are still seen under load.
+      for (int round = 0; round < 64 && !loop.stopped() && !s->stop_requested; ++round) {
+        auto batch = s->read(i);
+        if (!batch) {
+          sink.on_error(batch.error());
+          return;
+        }
+        if (batch->empty()) break;
+        s->deliver(*batch, sink);
+      }
+      sink.on_idle();
+    }));
+  }
+  return {};
+}
+
+void FireflyListener::stop_after_current() noexcept { impl_->stop_requested = true; }
+
+const ListenerCounts& FireflyListener::counts() const noexcept { return impl_->counts; }
+
+std::vector<Endpoint> FireflyListener::local_endpoints() const {
+  std::vector<Endpoint> out;
+  out.reserve(impl_->socket_count());
+  for (std::size_t i = 0; i < impl_->socket_count(); ++i)
+    out.push_back(local_endpoint(impl_->fd(i)));
+  return out;
+}
+
+std::vector<int> FireflyListener::fds() const {
+  std::vector<int> out;
+  out.reserve(impl_->socket_count());
+  for (std::size_t i = 0; i < impl_->socket_count(); ++i) out.push_back(impl_->fd(i));
+  return out;
+}
+
+void RejectLog::log(const Endpoint& sender, const Rejection& r) {
+  const std::int64_t now = monotonic_ns();
+  if (window_start_ns_ == 0 || now - window_start_ns_ >= 1'000'000'000) {
+    flush();
+    window_start_ns_ = now;
+    shown_ = 0;
+  }
+  if (shown_ < per_second_) {
+    ++shown_;
+    // The detail may quote bytes of the datagram: no control characters on the terminal.
+    std::string detail = r.detail;
+    for (char& c : detail)
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    spdlog::warn("rejected datagram from {}: {}: {}", sender.to_string(), to_string(r.reason),
+                 detail);
+  } else {
+    ++suppressed_;
+  }
+}
+
+void RejectLog::flush() {
+  if (suppressed_ == 0) return;
+  spdlog::warn(
+      "{} more rejected datagram(s) not shown (at most {} a second are logged; "
+      "--stats counts them all by reason)",
+      suppressed_, per_second_);
+  suppressed_ = 0;
+}
+
+}  // namespace flowmark::scitags

@@ -1,0 +1,160 @@
+#include "flowmark/scitags/firefly_sender.hpp"
+
+#include <netdb.h>
+#include <time.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "flowmark/mcast/socket.hpp"
+
+namespace flowmark::scitags {
+namespace {
+
+std::int64_t monotonic_ns() noexcept {
+  timespec ts{};
+  (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+void sleep_until_monotonic(std::int64_t t) noexcept {
+  timespec ts{static_cast<time_t>(t / 1'000'000'000), static_cast<long>(t % 1'000'000'000)};
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+  }
+}
+
+// Errors the kernel reports for one datagram that are worth skipping rather than stopping
+// for: a full queue, a local firewall rule.
+bool is_refusal(int err) noexcept { return err == ENOBUFS || err == EPERM || err == EAGAIN; }
+
+bool looks_like_address(std::string_view host) noexcept {
+  if (host.find(':') != std::string_view::npos) return true;
+  return std::all_of(host.begin(), host.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
+}
+
+}  // namespace
+
+FireflySender::FireflySender(FireflySenderConfig config) : config_(std::move(config)) {}
+
+Result<Endpoint> FireflySender::prepare(const Endpoint& to) const {
+  Endpoint out = to;
+  if (to.port == 0)
+    return fail(Errc::kInvalidArgument,
+                fmt::format("{}: port 0 is not a destination", to.to_string()));
+  if (to.address.is_unspecified())
+    return fail(Errc::kInvalidArgument,
+                fmt::format("{} is the unspecified address, not a destination", to.to_string()));
+  if (to.address.is_multicast()) {
+    FM_TRY_VOID(mcast::check_group(to.address, config_.iface));
+    FM_TRY_VOID(mcast::check_ttl(config_.ttl));
+    if (to.address.is_v6() && to.address.scope_id() == 0 && config_.iface)
+      out.address.set_scope_id(config_.iface->index);
+  }
+  return out;
+}
+
+Result<int> FireflySender::socket_for(Family family) {
+  UniqueFd& fd = family == Family::kV4 ? fd4_ : fd6_;
+  if (!fd) {
+    FM_TRY(fd, mcast::open_udp_socket(family));
+    FM_TRY_VOID(
+        mcast::apply_send_options(fd.get(), family, {.iface = config_.iface, .ttl = config_.ttl}));
+    FM_TRY_VOID(mcast::set_send_buffer(fd.get(), config_.sndbuf));
+  }
+  return fd.get();
+}
+
+Result<void> FireflySender::send(const Endpoint& to, std::string_view datagram) {
+  FM_TRY(int fd, socket_for(to.address.family()));
+  sockaddr_storage ss{};
+  const socklen_t len = to.to_sockaddr(ss);
+  ssize_t n;
+  do {
+    n = ::sendto(fd, datagram.data(), datagram.size(), 0, reinterpret_cast<sockaddr*>(&ss), len);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    const int err = errno;
+    return fail_errno(fmt::format("cannot send a firefly to {}{}", to.to_string(),
+                                  err == ENETUNREACH || err == EHOSTUNREACH
+                                      ? " (no route: is the address right, the link up?)"
+                                      : ""),
+                      err);
+  }
+  return {};
+}
+
+Result<std::uint64_t> FireflySender::send_repeated(const Endpoint& to, std::string_view datagram,
+                                                   std::uint64_t count, double rate) {
+  FM_TRY(int fd, socket_for(to.address.family()));
+  sockaddr_storage ss{};
+  const socklen_t len = to.to_sockaddr(ss);
+  std::array<iovec, kBatch> iov{};
+  std::array<mmsghdr, kBatch> msgs{};
+  for (std::size_t i = 0; i < kBatch; ++i) {
+    iov[i] = {const_cast<char*>(datagram.data()), datagram.size()};
+    msgs[i].msg_hdr.msg_name = &ss;
+    msgs[i].msg_hdr.msg_namelen = len;
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  const std::int64_t start = monotonic_ns();
+  const double interval_ns = rate > 0 ? 1e9 / rate : 0;
+  std::uint64_t done = 0;  // sent or refused
+  std::uint64_t sent = 0;
+  while (done < count) {
+    if (interval_ns > 0) {
+      const auto due = start + static_cast<std::int64_t>(static_cast<double>(done) * interval_ns);
+      if (monotonic_ns() < due) sleep_until_monotonic(due);
+    }
+    const auto n = static_cast<unsigned>(std::min<std::uint64_t>(kBatch, count - done));
+    const int r = ::sendmmsg(fd, msgs.data(), n, 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (!is_refusal(errno))
+        return fail_errno(fmt::format("cannot send fireflies to {}", to.to_string()));
+      ++refused_;  // the first of the batch was refused: skip it and go on
+      ++done;
+      continue;
+    }
+    done += static_cast<std::uint64_t>(r);
+    sent += static_cast<std::uint64_t>(r);
+  }
+  return sent;
+}
+
+Result<Endpoint> resolve_destination(std::string_view text, std::uint16_t default_port) {
+  auto literal = Endpoint::parse(text, default_port);
+  if (literal) return *literal;
+  std::string_view host = text;
+  std::string_view port;
+  if (auto colon = text.rfind(':'); colon != std::string_view::npos && text.find(':') == colon) {
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  if (host.empty() || text.front() == '[' || looks_like_address(host))
+    return std::unexpected(std::move(literal.error()));
+  std::uint16_t p = default_port;
+  if (!port.empty()) {
+    FM_TRY(p, parse_port(port));
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* res = nullptr;
+  const std::string name(host);
+  if (int rc = getaddrinfo(name.c_str(), nullptr, &hints, &res); rc != 0 || res == nullptr)
+    return fail(Errc::kInvalidArgument,
+                fmt::format("'{}' is neither an address nor a host name that "
+                            "resolves: {}",
+                            name, gai_strerror(rc)));
+  Endpoint e = Endpoint::from_sockaddr(res->ai_addr);
+  freeaddrinfo(res);
+  e.port = p;
+  return e;
+}
+
+}  // namespace flowmark::scitags

@@ -1,0 +1,53 @@
+#include "flowmark/core/time.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace flowmark {
+namespace {
+
+std::string fmt_time(Micros t) {
+  char buf[kRfc3339MicrosSize];
+  format_rfc3339_micros(buf, t);
+  return {buf, kRfc3339MicrosSize};
+}
+
+TEST(Time, FormatsUtcWithMicroseconds) {
+  EXPECT_EQ(fmt_time(0), "1970-01-01T00:00:00.000000+00:00");
+  // 2025-03-25T10:00:00.123456Z
+  EXPECT_EQ(fmt_time(1742896800'123456), "2025-03-25T10:00:00.123456+00:00");
+  EXPECT_EQ(fmt_time(951782400'000000), "2000-02-29T00:00:00.000000+00:00");  // leap day
+  EXPECT_EQ(fmt_time(-1), "1969-12-31T23:59:59.999999+00:00");
+}
+
+TEST(Time, ParsesRfc3339Forms) {
+  EXPECT_EQ(*parse_rfc3339("2025-03-25T10:00:00.123456+00:00"), 1742896800'123456);
+  EXPECT_EQ(*parse_rfc3339("2025-03-25T10:00:00Z"), 1742896800'000000);
+  EXPECT_EQ(*parse_rfc3339("2025-03-25t10:00:00.5z"), 1742896800'500000);
+  EXPECT_EQ(*parse_rfc3339("2025-03-25T12:00:00+02:00"), 1742896800'000000);
+  EXPECT_EQ(*parse_rfc3339("2025-03-25T09:30:00.1234567-00:30"), 1742896800'123456);
+  EXPECT_EQ(*parse_rfc3339("2025-03-25 10:00:00Z"), 1742896800'000000);
+}
+
+TEST(Time, RoundTrip) {
+  for (Micros t : {Micros{0}, Micros{1742896800'123456}, Micros{4102444799'999999}}) {
+    char buf[kRfc3339MicrosSize];
+    format_rfc3339_micros(buf, t);
+    EXPECT_EQ(*parse_rfc3339({buf, kRfc3339MicrosSize}), t);
+  }
+}
+
+TEST(Time, RejectsWithReason) {
+  for (const char* bad : {"", "2025-03-25", "2025-03-25T10:00:00", "2025-02-30T10:00:00Z",
+                          "2025-13-01T00:00:00Z", "2025-03-25T24:00:00Z", "2025-03-25T10:00:00.Z",
+                          "2025-03-25T10:00:00+0200", "2025-03-25T10:00:00Zjunk", "null"}) {
+    auto r = parse_rfc3339(bad);
+    ASSERT_FALSE(r.has_value()) << bad;
+    EXPECT_EQ(r.error().code(), Errc::kMalformed);
+    EXPECT_NE(r.error().message().find("RFC 3339"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace flowmark

@@ -1,0 +1,166 @@
+#include "flowmark/scitags/pipe_line.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace flowmark::scitags {
+namespace {
+
+const Registry& reg() { return Registry::builtin(); }
+
+FlowEvent expected_v4(std::uint32_t exp = 1, std::uint32_t act = 2) {
+  FlowEvent e;
+  e.state = FlowState::kStart;
+  e.protocol = Protocol::kTcp;
+  e.src = *Endpoint::parse("192.168.0.1:2345");
+  e.dst = *Endpoint::parse("192.168.0.2:5777");
+  e.experiment = exp;
+  e.activity = act;
+  return e;
+}
+
+TEST(PipeLine, SpecExampleWithSingleSpaces) {
+  auto e = parse_pipe_line("start tcp 192.168.0.1 2345 192.168.0.2 5777 1 2", reg());
+  ASSERT_TRUE(e.has_value()) << e.error().message;
+  EXPECT_EQ(*e, expected_v4());
+  EXPECT_EQ(e->start_time, 0);  // the caller stamps times
+}
+
+TEST(PipeLine, AnyWhitespaceAndLineEndings) {
+  for (const char* line : {"start\ttcp\t192.168.0.1\t2345\t192.168.0.2\t5777\t1\t2",
+                           "start   tcp  192.168.0.1 \t 2345    192.168.0.2 5777 1     2",
+                           "  start tcp 192.168.0.1 2345 192.168.0.2 5777 1 2  ",
+                           "start tcp 192.168.0.1 2345 192.168.0.2 5777 1 2\r\n",
+                           "start tcp 192.168.0.1 2345 192.168.0.2 5777 1 2\n"}) {
+    auto e = parse_pipe_line(line, reg());
+    ASSERT_TRUE(e.has_value()) << line << ": " << e.error().message;
+    EXPECT_EQ(*e, expected_v4()) << line;
+  }
+}
+
+TEST(PipeLine, StatesProtocolsAndIpv6) {
+  auto e = parse_pipe_line("end udp 2001:db8::1 40000 2001:db8:1::2 443 3 1", reg());
+  ASSERT_TRUE(e.has_value()) << e.error().message;
+  EXPECT_EQ(e->state, FlowState::kEnd);
+  EXPECT_EQ(e->protocol, Protocol::kUdp);
+  EXPECT_EQ(e->src.to_string(), "[2001:db8::1]:40000");
+  EXPECT_EQ(e->dst.to_string(), "[2001:db8:1::2]:443");
+  auto o = parse_pipe_line("ongoing tcp 10.0.0.1 1 10.0.0.2 65535 2 1", reg());
+  ASSERT_TRUE(o.has_value()) << o.error().message;
+  EXPECT_EQ(o->state, FlowState::kOngoing);
+  EXPECT_EQ(o->dst.port, 65535);
+}
+
+TEST(PipeLine, RegistryNames) {
+  auto e = parse_pipe_line("start tcp 192.168.0.1 2345 192.168.0.2 5777 atlas perfSONAR", reg());
+  ASSERT_TRUE(e.has_value()) << e.error().message;
+  EXPECT_EQ(e->experiment, 2u);
+  EXPECT_EQ(e->activity, 2u);
+  // A name and an id mixed; an id the registry does not list is still a valid scitag id.
+  auto m = parse_pipe_line("start tcp 192.168.0.1 2345 192.168.0.2 5777 cms 1", reg());
+  ASSERT_TRUE(m.has_value()) << m.error().message;
+  EXPECT_EQ(m->experiment, 3u);
+  auto n = parse_pipe_line("start tcp 192.168.0.1 2345 192.168.0.2 5777 1000 63", reg());
+  ASSERT_TRUE(n.has_value()) << n.error().message;
+  EXPECT_EQ(n->experiment, 1000u);
+  EXPECT_EQ(n->activity, 63u);
+}
+
+TEST(PipeLine, TokensFromTheCommandLine) {
+  const std::vector<std::string_view> t = {"start",       "tcp",  "192.168.0.1", "2345",
+                                           "192.168.0.2", "5777", "1",           "2"};
+  auto e = parse_pipe_tokens(t, reg());
+  ASSERT_TRUE(e.has_value()) << e.error().message;
+  EXPECT_EQ(*e, expected_v4());
+  auto few = parse_pipe_tokens(std::span(t).first(7), reg());
+  ASSERT_FALSE(few.has_value());
+  EXPECT_EQ(few.error().reason, PipeReject::kTokenCount);
+}
+
+struct Bad {
+  const char* line;
+  PipeReject reason;
+  std::size_t token;
+  const char* mentions;  // text the message must contain
+};
+
+class PipeLineErrors : public ::testing::TestWithParam<Bad> {};
+
+TEST_P(PipeLineErrors, NameTheTokenAndTheReason) {
+  const Bad& b = GetParam();
+  auto e = parse_pipe_line(b.line, reg());
+  ASSERT_FALSE(e.has_value()) << b.line;
+  EXPECT_EQ(e.error().reason, b.reason) << b.line << ": " << e.error().message;
+  EXPECT_EQ(e.error().token, b.token) << e.error().message;
+  EXPECT_NE(e.error().message.find(b.mentions), std::string::npos)
+      << "'" << e.error().message << "' does not mention '" << b.mentions << "'";
+  if (b.token > 0) {
+    const std::string prefix =
+        "token " + std::to_string(b.token) + " (" + std::string(pipe_token_name(b.token)) + "): ";
+    EXPECT_EQ(e.error().message.rfind(prefix, 0), 0u) << e.error().message;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, PipeLineErrors,
+    ::testing::Values(
+        Bad{"", PipeReject::kTokenCount, 0, "got 0"},
+        Bad{"start tcp 192.168.0.1 2345 192.168.0.2 5777 1", PipeReject::kTokenCount, 0,
+            "expected 8 tokens"},
+        Bad{"start tcp 192.168.0.1 2345 192.168.0.2 5777 1 2 3", PipeReject::kTokenCount, 0,
+            "got more"},
+        Bad{"begin tcp 192.168.0.1 2345 192.168.0.2 5777 1 2", PipeReject::kBadState, 1,
+            "'begin' is not start, ongoing or end"},
+        Bad{"Start tcp 192.168.0.1 2345 192.168.0.2 5777 1 2", PipeReject::kBadState, 1, "Start"},
+        Bad{"start tpc 192.168.0.1 2345 192.168.0.2 5777 1 2", PipeReject::kBadProtocol, 2,
+            "'tpc' is not tcp or udp"},
+        Bad{"start tcp 192.168.0.300 2345 192.168.0.2 5777 1 2", PipeReject::kBadAddress, 3,
+            "192.168.0.300"},
+        Bad{"start tcp 192.168.0.1 2345 host.example 5777 1 2", PipeReject::kBadAddress, 5,
+            "host.example"},
+        Bad{"start tcp fe80::1%lo 2345 fe80::2 5777 1 2", PipeReject::kBadAddress, 3, "zone"},
+        Bad{"start tcp 192.168.0.1 0 192.168.0.2 5777 1 2", PipeReject::kBadPort, 4,
+            "out of range"},
+        Bad{"start tcp 192.168.0.1 2345 192.168.0.2 70000 1 2", PipeReject::kBadPort, 6, "70000"},
+        Bad{"start tcp 192.168.0.1 23x 192.168.0.2 5777 1 2", PipeReject::kBadPort, 4,
+            "not a number"},
+        Bad{"start tcp 192.168.0.1 2345 2001:db8::2 5777 1 2", PipeReject::kFamilyMismatch, 5,
+            "IPv6"},
+        Bad{"start tcp 192.168.0.1 2345 192.168.0.2 5777 nosuchexp 2",
+            PipeReject::kUnknownExperiment, 7, "unknown experiment 'nosuchexp'"},
+        Bad{"start tcp 192.168.0.1 2345 192.168.0.2 5777 atlas nosuchact",
+            PipeReject::kUnknownActivity, 8, "nosuchact"},
+        Bad{"start tcp 192.168.0.1 2345 192.168.0.2 5777 0 2", PipeReject::kBadId, 7,
+            "out of range 1..1023"},
+        Bad{"start tcp 192.168.0.1 2345 192.168.0.2 5777 1024 2", PipeReject::kBadId, 7, "1024"},
+        Bad{"start tcp 192.168.0.1 2345 192.168.0.2 5777 2 64", PipeReject::kBadId, 8, "1..63"},
+        Bad{"start tcp 192.168.0.1 2345 192.168.0.2 5777 -1 2", PipeReject::kBadId, 7, "-1"}));
+
+TEST(PipeLine, LongAndControlTokensAreShownSafely) {
+  std::string line = "start tcp 192.168.0.1 2345 192.168.0.2 5777 ";
+  line += std::string(500, 'x') + " 2";
+  auto e = parse_pipe_line(line, reg());
+  ASSERT_FALSE(e.has_value());
+  EXPECT_LT(e.error().message.size(), 400u) << e.error().message;
+  auto c = parse_pipe_line(std::string("st\x01rt tcp 1.2.3.4 1 1.2.3.5 2 1 2"), reg());
+  ASSERT_FALSE(c.has_value());
+  EXPECT_EQ(c.error().message.find('\x01'), std::string::npos);
+}
+
+TEST(PipeLine, BlankLines) {
+  EXPECT_TRUE(is_blank_line(""));
+  EXPECT_TRUE(is_blank_line(" \t\r\n"));
+  EXPECT_FALSE(is_blank_line(" x "));
+}
+
+TEST(PipeLine, ReasonNames) {
+  EXPECT_EQ(to_string(PipeReject::kTokenCount), "token_count");
+  EXPECT_EQ(to_string(PipeReject::kUnknownActivity), "unknown_activity");
+  EXPECT_EQ(pipe_token_name(1), "state");
+  EXPECT_EQ(pipe_token_name(8), "activity");
+}
+
+}  // namespace
+}  // namespace flowmark::scitags
