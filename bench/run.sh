@@ -10,6 +10,8 @@
 #   4. A summary of the figures against the issue's targets. Nothing is asserted: the exit
 #      status only says whether the runs could be made.
 #   5. bench/firefly_listen.sh: whole-process throughput of `flowmark firefly listen`.
+#   6. bench/observe_bench.sh: `flowmark observe -r` vs peer flow meters (softflowd, nfpcapd,
+#      argus, ndpiReader, tshark) on synthetic captures, whole processes.
 #
 # Needs root (ip netns), taskset, GNU time (/usr/bin/time) and python3: `make deps`.
 # Environment: MCAST_BENCH_COUNT   datagrams per whole-process run (2000000)
@@ -382,3 +384,8 @@ EOF
 echo
 "$(dirname "${BASH_SOURCE[0]}")/firefly_listen.sh" "$BUILD" ||
   echo "bench/run.sh: bench/firefly_listen.sh failed" >&2
+
+# ---- 6. flowmark observe vs peer flow meters (no namespace needed) ------------------------
+echo
+"$(dirname "${BASH_SOURCE[0]}")/observe_bench.sh" "$BUILD" ||
+  echo "bench/run.sh: bench/observe_bench.sh failed" >&2

@@ -7,15 +7,20 @@ PACKAGES=(
   # build
   build-essential cmake ninja-build pkg-config git
   # libraries
-  libfmt-dev libspdlog-dev libcli11-dev libsimdjson-dev libcurl4-openssl-dev
+  libfmt-dev libspdlog-dev libcli11-dev libsimdjson-dev libcurl4-openssl-dev libpcap-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3
+  # observer tests: captures built independently of our code, and a peer to cross-check
+  python3-scapy tshark
   # integration tests: namespaces, veth, nftables (loss injection; no sch_netem here), ss
   iproute2 iputils-ping procps kmod nftables
   # fuzzing (libFuzzer) and lint
   clang-19 libclang-rt-19-dev clang-format-19 clang-tidy-19
-  # benchmarks: GNU time (CPU per process), iperf2 (a peer to compare with)
-  time iperf
+  # benchmarks: GNU time (CPU per process), iperf2 (a peer to compare with), perf (profiles)
+  time iperf linux-perf
+  # benchmarks: peer flow meters for bench/observe_bench.sh (softflowd, nfpcapd, argus +
+  # racluster, ndpiReader; tshark is above)
+  softflowd nfdump argus-server argus-client libndpi-bin
 )
 
 missing=()

@@ -44,6 +44,7 @@ static int flowmark_main(int argc, char** argv) {
   std::vector<flowmark::apps::Command> commands;
   commands.push_back(flowmark::apps::add_registry_command(app));
   commands.push_back(flowmark::apps::add_label_command(app));
+  commands.push_back(flowmark::apps::add_observe_command(app));
   commands.push_back(flowmark::apps::add_firefly_command(app));
   app.footer("Run 'flowmark <command> --help' for a command's options.");
   try {

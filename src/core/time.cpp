@@ -35,10 +35,14 @@ constexpr Civil civil_from_days(std::int64_t z) noexcept {
   return {y + (m <= 2), m, d};
 }
 
-void put2(char* p, unsigned v) noexcept {
-  p[0] = static_cast<char>('0' + v / 10);
-  p[1] = static_cast<char>('0' + v % 10);
-}
+// "00" "01" ... "99": two digits per lookup.
+constexpr char kDigitPairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+// Writes v (0..99) as two digits.
+inline void put2(char* p, unsigned v) noexcept { std::memcpy(p, kDigitPairs + 2 * v, 2); }
 
 constexpr unsigned days_in_month(std::int64_t y, unsigned m) noexcept {
   constexpr unsigned kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -56,6 +60,63 @@ bool digits(std::string_view text, std::size_t pos, std::size_t n, unsigned& out
     v = v * 10 + static_cast<unsigned>(c - '0');
   }
   out = v;
+  return true;
+}
+
+// Two digits at p into v; false unless both are digits.
+inline bool two_digits(const char* p, unsigned& v) noexcept {
+  const unsigned a = static_cast<unsigned char>(p[0]) - unsigned{'0'};
+  const unsigned b = static_cast<unsigned char>(p[1]) - unsigned{'0'};
+  v = a * 10 + b;
+  return a <= 9 && b <= 9;
+}
+
+inline bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
+
+// parse_rfc3339 without its error messages: the same rules in one pass over fixed
+// offsets (one length check for the 20 characters every valid form has). Returns false
+// where parse_rfc3339 fails; it then runs the checks again to say what is wrong.
+bool parse_rfc3339_fast(std::string_view text, Micros& out) noexcept {
+  if (text.size() < 20) return false;  // "YYYY-MM-DDThh:mm:ssZ" is the shortest
+  const char* s = text.data();
+  const std::size_t n = text.size();
+  unsigned yh = 0, yl = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
+  if (!two_digits(s, yh) || !two_digits(s + 2, yl) || s[4] != '-' || !two_digits(s + 5, mo) ||
+      s[7] != '-' || !two_digits(s + 8, d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+      !two_digits(s + 11, h) || s[13] != ':' || !two_digits(s + 14, mi) || s[16] != ':' ||
+      !two_digits(s + 17, sec))
+    return false;
+  const unsigned y = yh * 100 + yl;
+  if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo)) return false;
+  if (h > 23 || mi > 59 || sec > 60) return false;  // 60: leap second
+  std::size_t pos = 19;
+  Micros frac = 0;
+  if (s[pos] == '.') {
+    ++pos;
+    const std::size_t start = pos;
+    // Up to six digits count; further digits are cut.
+    while (pos < n && pos - start < 6 && is_digit(s[pos])) frac = frac * 10 + (s[pos++] - '0');
+    for (std::size_t k = pos - start; k < 6; ++k) frac *= 10;
+    while (pos < n && is_digit(s[pos])) ++pos;
+    if (pos == start) return false;
+  }
+  std::int64_t offset = 0;
+  if (pos < n && (s[pos] == 'Z' || s[pos] == 'z')) {
+    ++pos;
+  } else if (pos < n && (s[pos] == '+' || s[pos] == '-')) {
+    unsigned oh = 0, om = 0;
+    if (n < pos + 6 || !two_digits(s + pos + 1, oh) || s[pos + 3] != ':' ||
+        !two_digits(s + pos + 4, om) || oh > 23 || om > 59)
+      return false;
+    offset = (s[pos] == '-' ? -1 : 1) * static_cast<std::int64_t>(oh * 3600 + om * 60);
+    pos += 6;
+  } else {
+    return false;
+  }
+  if (pos != n) return false;
+  const std::int64_t days = days_from_civil(y, mo, d);
+  const std::int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - offset;
+  out = secs * 1'000'000 + frac;
   return true;
 }
 
@@ -93,21 +154,25 @@ void format_rfc3339_micros(char* out, Micros t) noexcept {
   out[7] = '-';
   put2(out + 8, c.d);
   out[10] = 'T';
-  put2(out + 11, static_cast<unsigned>(sod / 3600));
+  const auto s = static_cast<unsigned>(sod);
+  const unsigned min_sec = s % 3600;
+  put2(out + 11, s / 3600);
   out[13] = ':';
-  put2(out + 14, static_cast<unsigned>(sod / 60 % 60));
+  put2(out + 14, min_sec / 60);
   out[16] = ':';
-  put2(out + 17, static_cast<unsigned>(sod % 60));
+  put2(out + 17, min_sec % 60);
   out[19] = '.';
-  auto u = static_cast<unsigned>(us);
-  for (int i = 25; i >= 20; --i) {
-    out[i] = static_cast<char>('0' + u % 10);
-    u /= 10;
-  }
+  const auto u = static_cast<unsigned>(us);
+  const unsigned low4 = u % 10000;
+  put2(out + 20, u / 10000);
+  put2(out + 22, low4 / 100);
+  put2(out + 24, low4 % 100);
   std::memcpy(out + 26, "+00:00", 6);
 }
 
 Result<Micros> parse_rfc3339(std::string_view s) {
+  if (Micros t = 0; parse_rfc3339_fast(s, t)) return t;
+  // Not valid: the step-by-step checks below name the part that is wrong.
   auto bad = [&](std::string_view what) {
     return fail(Errc::kMalformed, fmt::format("'{}' is not an RFC 3339 date-time: {}", s, what));
   };

@@ -1,6 +1,8 @@
 #include <simdjson.h>
 
+#include <bit>
 #include <charconv>
+#include <cstdint>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -62,13 +64,149 @@ std::string_view type_name(element_type t) noexcept {
 bool is_space(char c) noexcept { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
 // Splits off the next space-delimited token of the syslog header (may be empty: flowd-go
-// leaves the timestamp out and writes two spaces).
+// leaves the timestamp out and writes two spaces). Eight bytes at a time: the tokens are
+// short (a memchr call each cost more than the scan) but the timestamp has 32 characters.
 bool next_token(std::string_view& rest, std::string_view& token) noexcept {
-  const auto sp = rest.find(' ');
-  if (sp == std::string_view::npos) return false;
-  token = rest.substr(0, sp);
-  rest.remove_prefix(sp + 1);
+  const char* const p = rest.data();
+  const std::size_t n = rest.size();
+  std::size_t i = 0;
+  if constexpr (std::endian::native == std::endian::little) {
+    constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+    for (; i + 8 <= n; i += 8) {
+      std::uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      const std::uint64_t x = w ^ (kOnes * ' ');  // a zero byte where there is a space
+      // The lowest set bit marks the first zero byte exactly (borrows only run upwards).
+      const std::uint64_t m = (x - kOnes) & ~x & (kOnes * 0x80);
+      if (m != 0) {
+        i += static_cast<std::size_t>(std::countr_zero(m)) / 8;
+        token = rest.substr(0, i);
+        rest.remove_prefix(i + 1);
+        return true;
+      }
+    }
+  }
+  for (; i < n; ++i) {
+    if (p[i] == ' ') {
+      token = rest.substr(0, i);
+      rest.remove_prefix(i + 1);
+      return true;
+    }
+  }
+  return false;
+}
+
+// ---- addresses without inet_pton --------------------------------------------------------
+// inet_pton needs a NUL-terminated copy and IpAddress::parse looks for a scope first; the
+// two parsers below accept a subset of what IpAddress::parse accepts (no scope, no
+// embedded IPv4 in IPv6) with the same result, and say false for everything else, which
+// IpAddress::parse then judges (and words the rejection) as before.
+
+bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
+
+// Dotted-quad IPv4 as glibc's inet_pton(AF_INET) reads it: four decimal octets 0..255,
+// no leading zeros.
+bool parse_ipv4_fast(std::string_view text, std::uint8_t (&out)[4]) noexcept {
+  if (text.size() < 7 || text.size() > 15) return false;
+  const char* p = text.data();
+  const char* const end = p + text.size();
+  for (int i = 0; i < 4; ++i) {
+    if (i != 0) {
+      if (p == end || *p != '.') return false;
+      ++p;
+    }
+    if (p == end || !is_digit(*p)) return false;
+    unsigned v = static_cast<unsigned>(*p++ - '0');
+    if (v == 0) {
+      if (p != end && is_digit(*p)) return false;  // a leading zero
+    } else {
+      for (int k = 0; k < 2 && p != end && is_digit(*p); ++k)
+        v = v * 10 + static_cast<unsigned>(*p++ - '0');
+      if (v > 255) return false;
+    }
+    out[i] = static_cast<std::uint8_t>(v);
+  }
+  return p == end;
+}
+
+int hex_value(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// IPv6 text as glibc's inet_pton(AF_INET6) reads it (the same steps), except that a
+// trailing dotted IPv4 part is left to IpAddress::parse.
+bool parse_ipv6_fast(std::string_view text, std::uint8_t (&out)[16]) noexcept {
+  if (text.empty() || text.size() > 39) return false;  // 8 groups of 4 and 7 colons
+  std::uint8_t tmp[16] = {};
+  std::uint8_t* tp = tmp;
+  std::uint8_t* const endp = tmp + 16;
+  std::uint8_t* colonp = nullptr;
+  const char* src = text.data();
+  const char* const src_end = src + text.size();
+  if (*src == ':') {  // a leading "::"
+    ++src;
+    if (src == src_end || *src != ':') return false;
+  }
+  int xdigits_seen = 0;
+  unsigned val = 0;
+  while (src < src_end) {
+    const char ch = *src++;
+    if (const int digit = hex_value(ch); digit >= 0) {
+      if (xdigits_seen == 4) return false;
+      val = (val << 4) | static_cast<unsigned>(digit);
+      ++xdigits_seen;
+      continue;
+    }
+    if (ch != ':') return false;  // '.', '%' or anything else: not for the fast path
+    if (xdigits_seen == 0) {
+      if (colonp) return false;
+      colonp = tp;
+      continue;
+    }
+    if (src == src_end) return false;
+    if (tp + 2 > endp) return false;
+    *tp++ = static_cast<std::uint8_t>(val >> 8);
+    *tp++ = static_cast<std::uint8_t>(val);
+    xdigits_seen = 0;
+    val = 0;
+  }
+  if (xdigits_seen > 0) {
+    if (tp + 2 > endp) return false;
+    *tp++ = static_cast<std::uint8_t>(val >> 8);
+    *tp++ = static_cast<std::uint8_t>(val);
+  }
+  if (colonp != nullptr) {
+    if (tp == endp) return false;  // "::" would stand for no group at all
+    const auto n = static_cast<std::size_t>(tp - colonp);
+    std::memmove(endp - n, colonp, n);
+    std::memset(colonp, 0, static_cast<std::size_t>(endp - n - colonp));
+    tp = endp;
+  }
+  if (tp != endp) return false;
+  std::memcpy(out, tmp, 16);
   return true;
+}
+
+// The address in `text` when one of the fast parsers takes it.
+bool parse_address_fast(std::string_view text, IpAddress& out) noexcept {
+  std::uint8_t v4[4];
+  if (parse_ipv4_fast(text, v4)) {
+    in_addr a{};
+    std::memcpy(&a, v4, 4);
+    out = IpAddress::v4(a);
+    return true;
+  }
+  std::uint8_t v6[16];
+  if (parse_ipv6_fast(text, v6)) {
+    in6_addr a{};
+    std::memcpy(&a, v6, 16);
+    out = IpAddress::v6(a);
+    return true;
+  }
+  return false;
 }
 
 using Status = std::expected<void, Rejection>;
@@ -121,6 +259,9 @@ Status read_port(element v, std::string_view path, std::uint16_t& out) {
   return {};
 }
 
+// The latest time format_rfc3339_micros writes as it is: 9999-12-31T23:59:59.999999Z.
+constexpr Micros kLatestTime = 253402300799LL * 1'000'000 + 999'999;
+
 Status read_time(element v, std::string_view path, Micros& out, bool allow_empty) {
   if (allow_empty && (v.is_null() || (v.is_string() && v.get_string().value().empty()))) {
     out = 0;
@@ -132,6 +273,14 @@ Status read_time(element v, std::string_view path, Micros& out, bool allow_empty
                   fmt::format("{}: expected a date-time string, got {}", path, type_name(v.type())));
   auto t = parse_rfc3339(s);
   if (!t) return reject(Reject::kBadTime, fmt::format("{}: {}", path, t.error().message()));
+  // A FlowEvent time is > 0 (0 means unknown) and the encoder writes years up to 9999:
+  // anything outside would not survive a re-encoding (found by fuzz_firefly).
+  if (*t <= 0)
+    return reject(Reject::kBadTime,
+                  fmt::format("{}: '{}' is not after 1970-01-01T00:00:00Z", path, s));
+  if (*t > kLatestTime)
+    return reject(Reject::kBadTime,
+                  fmt::format("{}: '{}' is after 9999-12-31T23:59:59.999999Z", path, s));
   out = *t;
   return {};
 }
@@ -195,17 +344,20 @@ Status read_lifecycle(element v, FlowEvent& e, const DecoderOptions& opt) {
   return {};
 }
 
+// Writes `out` even when the address is then refused (the event is discarded with it).
 Status read_address(element v, std::string_view path, Family afi, IpAddress& out) {
   std::string_view s;
   FF_CHECK(read_string(v, path, s));
-  auto a = IpAddress::parse(s);
-  if (!a || a->scope_id() != 0)
-    return reject(Reject::kBadAddress, fmt::format("{}: '{}' is not an IP address", path, s));
-  if (a->family() != afi)
+  if (!parse_address_fast(s, out)) {
+    auto parsed = IpAddress::parse(s);
+    if (!parsed || parsed->scope_id() != 0)
+      return reject(Reject::kBadAddress, fmt::format("{}: '{}' is not an IP address", path, s));
+    out = *parsed;
+  }
+  if (out.family() != afi)
     return reject(Reject::kAfiMismatch,
                   fmt::format("{}: {} is not an {} address", path, s,
                               afi == Family::kV4 ? "ipv4" : "ipv6"));
-  out = *a;
   return {};
 }
 
@@ -321,6 +473,30 @@ struct FireflyDecoder::Impl {
   simdjson::dom::parser parser;
   std::vector<char> padded;
   Firefly out;
+  // Kept members are written by simdjson's own minifier (simdjson::minify(x) is exactly
+  // string_builder<>{}.append(x)), reused so that its buffer stays; and the (key, text)
+  // pairs of the previous firefly are recycled with their capacity.
+  simdjson::internal::string_builder<> minifier;
+  std::vector<std::pair<std::string, std::string>> spare_extra;
+
+  void recycle_extra() {
+    for (auto& kv : out.extra) spare_extra.push_back(std::move(kv));
+    out.extra.clear();
+  }
+
+  void keep_extra(std::string_view key, element value) {
+    minifier.clear();
+    minifier.append(value);
+    if (spare_extra.empty()) {
+      out.extra.emplace_back(std::string(key), std::string(minifier.str()));
+      return;
+    }
+    auto kv = std::move(spare_extra.back());
+    spare_extra.pop_back();
+    kv.first.assign(key);
+    kv.second.assign(minifier.str());
+    out.extra.push_back(std::move(kv));
+  }
 
   // Strips the syslog header (if any) and fills the header fields; returns the JSON.
   std::expected<std::string_view, Rejection> split_header(std::string_view d) {
@@ -389,7 +565,7 @@ struct FireflyDecoder::Impl {
         FF_CHECK(read_usage(field.value, e));
       } else {
         // Other producers add their own objects (storage-stats, netlink …): keep them.
-        out.extra.emplace_back(std::string(k), simdjson::minify(field.value));
+        keep_extra(k, field.value);
       }
     }
     if (!have_lifecycle) return missing("flow-lifecycle");
@@ -427,7 +603,7 @@ std::expected<const Firefly*, Rejection> FireflyDecoder::decode(std::string_view
     return reject(Reject::kNotJson, fmt::format("not JSON: {}", simdjson::error_message(err)));
   s.out.event = FlowEvent{};
   s.out.application.clear();
-  s.out.extra.clear();
+  s.recycle_extra();
   if (auto st = s.validate(doc); !st) return std::unexpected(std::move(st.error()));
   return &s.out;
 }

@@ -1,8 +1,8 @@
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <charconv>
 #include <climits>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -10,150 +10,213 @@
 #include "flowmark/core/json.hpp"
 #include "flowmark/scitags/firefly.hpp"
 
+// The hot path writes through a raw pointer into room reserved up front (one
+// resize_and_overwrite per event, no per-piece capacity checks), formats addresses by
+// hand (inet_ntop goes through sprintf) and never allocates once the buffer is sized.
+
 namespace flowmark::scitags {
 namespace detail {
 namespace {
 
-void append_uint(std::string& out, std::uint64_t v) {
-  char buf[24];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, end);
-}
+// Room the document needs besides context.application: the longest literal text, three
+// quoted times, two quoted IPv6 addresses, ten 20-digit numbers, with margin.
+constexpr std::size_t kDocumentBound = 1024;
+// The "netlink" object: 14 members of at most 16 + 4 + 20 + 1 characters, with margin.
+constexpr std::size_t kTcpBound = 1024;
 
-void append_time(std::string& out, Micros t) {
-  char buf[kRfc3339MicrosSize];
-  format_rfc3339_micros(buf, t);
-  out.push_back('"');
-  out.append(buf, kRfc3339MicrosSize);
-  out.push_back('"');
-}
+// "00" "01" ... "99": two digits per lookup.
+constexpr char kDigitPairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
 
-void append_address(std::string& out, const IpAddress& a) {
-  out.push_back('"');
-  append_ip_text(out, a);
-  out.push_back('"');
-}
+class Writer {
+ public:
+  explicit Writer(char* p) noexcept : p_(p) {}
+  char* pos() const noexcept { return p_; }
 
-void append_dec_u8(std::string& out, unsigned v) {
-  if (v >= 100) out.push_back(static_cast<char>('0' + v / 100));
-  if (v >= 10) out.push_back(static_cast<char>('0' + v / 10 % 10));
-  out.push_back(static_cast<char>('0' + v % 10));
-}
+  template <std::size_t N>
+  void lit(const char (&s)[N]) noexcept {
+    std::memcpy(p_, s, N - 1);
+    p_ += N - 1;
+  }
+  void text(std::string_view s) noexcept {
+    std::memcpy(p_, s.data(), s.size());
+    p_ += s.size();
+  }
+  void ch(char c) noexcept { *p_++ = c; }
+  void skip(std::size_t n) noexcept { p_ += n; }
+  void uint(std::uint64_t v) noexcept { p_ = std::to_chars(p_, p_ + 20, v).ptr; }
 
-void append_hex_u16(std::string& out, unsigned v) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  bool started = false;
-  for (int shift = 12; shift >= 0; shift -= 4) {
-    const unsigned nibble = (v >> shift) & 0xf;
-    if (nibble != 0 || started || shift == 0) {
-      out.push_back(kHex[nibble]);
-      started = true;
+  void time(Micros t) noexcept {
+    *p_++ = '"';
+    format_rfc3339_micros(p_, t);
+    p_ += kRfc3339MicrosSize;
+    *p_++ = '"';
+  }
+  // A time already formatted elsewhere (kRfc3339MicrosSize characters).
+  void time(const char* formatted) noexcept {
+    *p_++ = '"';
+    std::memcpy(p_, formatted, kRfc3339MicrosSize);
+    p_ += kRfc3339MicrosSize;
+    *p_++ = '"';
+  }
+
+  // 0..255 without leading zeros, as inet_ntop's "%u".
+  void octet(unsigned v) noexcept {
+    if (v >= 100) {
+      *p_++ = static_cast<char>('0' + v / 100);
+      v %= 100;
+      std::memcpy(p_, kDigitPairs + 2 * v, 2);
+      p_ += 2;
+    } else if (v >= 10) {
+      std::memcpy(p_, kDigitPairs + 2 * v, 2);
+      p_ += 2;
+    } else {
+      *p_++ = static_cast<char>('0' + v);
     }
   }
-}
 
-}  // namespace
+  void ipv4(const std::uint8_t* b) noexcept {
+    octet(b[0]);
+    *p_++ = '.';
+    octet(b[1]);
+    *p_++ = '.';
+    octet(b[2]);
+    *p_++ = '.';
+    octet(b[3]);
+  }
 
-// What inet_ntop writes (RFC 5952 for IPv6), without its sprintf: at 300,000 fireflies a
-// second the listener formats three addresses per firefly.
-void append_ip_text(std::string& out, const IpAddress& a) {
-  const std::uint8_t* b = a.bytes();
-  if (a.is_v4()) {
-    for (int i = 0; i < 4; ++i) {
-      if (i > 0) out.push_back('.');
-      append_dec_u8(out, b[i]);
-    }
-    return;
+  // Lower-case hex without leading zeros, as inet_ntop's "%x".
+  void hex16(unsigned v) noexcept {
+    static constexpr char kHex[] = "0123456789abcdef";
+    if (v >= 0x1000) *p_++ = kHex[v >> 12];
+    if (v >= 0x100) *p_++ = kHex[(v >> 8) & 0xf];
+    if (v >= 0x10) *p_++ = kHex[(v >> 4) & 0xf];
+    *p_++ = kHex[v & 0xf];
   }
-  unsigned words[8];
-  for (int i = 0; i < 8; ++i) words[i] = static_cast<unsigned>(b[2 * i] << 8 | b[2 * i + 1]);
-  // The first longest run of two or more zero words becomes "::".
-  int best = -1, best_len = 0;
-  for (int i = 0; i < 8;) {
-    if (words[i] != 0) {
-      ++i;
-      continue;
-    }
-    int j = i;
-    while (j < 8 && words[j] == 0) ++j;
-    if (j - i > best_len) {
-      best = i;
-      best_len = j - i;
-    }
-    i = j;
-  }
-  if (best_len < 2) best = -1;
-  // IPv4-compatible and -mapped addresses keep their dotted tail: let inet_ntop do those.
-  if (best == 0 && (best_len == 6 || (best_len == 5 && words[5] == 0xffff) ||
-                    (best_len == 7 && words[7] != 0x0001))) {
-    char buf[INET6_ADDRSTRLEN];
-    inet_ntop(AF_INET6, b, buf, sizeof buf);
-    out += buf;
-    return;
-  }
-  for (int i = 0; i < 8; ++i) {
-    if (i == best) {
-      out += "::";
-      i += best_len - 1;
-      continue;
-    }
-    if (i > 0 && i != best + best_len) out.push_back(':');
-    append_hex_u16(out, words[i]);
-  }
-}
 
-void append_document(std::string& out, const FlowEvent& e, std::string_view application_literal,
-                     Micros current_time) {
-  out += R"({"version":1,"flow-lifecycle":{"state":")";
-  out += to_string(e.state);
-  out.push_back('"');
+  // Exactly glibc's inet_ntop(AF_INET6): the longest run (the first of equal ones) of two
+  // or more zero groups becomes "::"; ::a.b.c.d and ::ffff:a.b.c.d end in dotted IPv4.
+  void ipv6(const std::uint8_t* b) noexcept {
+    unsigned words[8];
+    for (int i = 0; i < 8; ++i) words[i] = (unsigned{b[2 * i]} << 8) | b[2 * i + 1];
+    int best_base = -1, best_len = 0, cur_base = -1, cur_len = 0;
+    for (int i = 0; i < 8; ++i) {
+      if (words[i] == 0) {
+        if (cur_base == -1) {
+          cur_base = i;
+          cur_len = 1;
+        } else {
+          ++cur_len;
+        }
+      } else if (cur_base != -1) {
+        if (best_base == -1 || cur_len > best_len) {
+          best_base = cur_base;
+          best_len = cur_len;
+        }
+        cur_base = -1;
+      }
+    }
+    if (cur_base != -1 && (best_base == -1 || cur_len > best_len)) {
+      best_base = cur_base;
+      best_len = cur_len;
+    }
+    if (best_base != -1 && best_len < 2) best_base = -1;
+    for (int i = 0; i < 8; ++i) {
+      if (best_base != -1 && i >= best_base && i < best_base + best_len) {
+        if (i == best_base) *p_++ = ':';
+        continue;
+      }
+      if (i != 0) *p_++ = ':';
+      if (i == 6 && best_base == 0 && (best_len == 6 || (best_len == 5 && words[5] == 0xffff))) {
+        ipv4(b + 12);
+        return;
+      }
+      hex16(words[i]);
+    }
+    if (best_base != -1 && best_base + best_len == 8) *p_++ = ':';
+  }
+
+  // At most INET6_ADDRSTRLEN - 1 characters.
+  void ip(const IpAddress& a) noexcept {
+    if (a.is_v4())
+      ipv4(a.bytes());
+    else
+      ipv6(a.bytes());
+  }
+
+  void address(const IpAddress& a) noexcept {
+    *p_++ = '"';
+    ip(a);
+    *p_++ = '"';
+  }
+
+ private:
+  char* p_;
+};
+
+// Writes the document at w. `current_text`, when not null, is current_time already
+// formatted (the encoder's syslog timestamp, when the event has no current time).
+void write_document(Writer& w, const FlowEvent& e, std::string_view application_literal,
+                    Micros current_time, const char* current_text = nullptr) {
+  w.lit(R"({"version":1,"flow-lifecycle":{"state":")");
+  w.text(to_string(e.state));
+  w.ch('"');
   // The encoder always has both times; a decoded firefly being printed may lack them
   // (current-time is optional; --lenient keeps flowd's null start-time): never invent one.
-  if (current_time > 0) {
-    out += R"(,"current-time":)";
-    append_time(out, current_time);
+  if (current_text) {
+    w.lit(R"(,"current-time":)");
+    w.time(current_text);
+  } else if (current_time > 0) {
+    w.lit(R"(,"current-time":)");
+    w.time(current_time);
   }
-  out += R"(,"start-time":)";
   if (e.start_time > 0) {
-    append_time(out, e.start_time);
+    w.lit(R"(,"start-time":)");
+    w.time(e.start_time);
   } else {
-    out += "null";
+    w.lit(R"(,"start-time":null)");
   }
-  if (e.state == FlowState::kEnd) {
-    out += R"(,"end-time":)";
-    append_time(out, e.end_time);
+  // End events always carry it (encode() checks); others when known, so that a decoded
+  // firefly re-encodes to the same event (found by fuzz_firefly).
+  if (e.state == FlowState::kEnd || e.end_time > 0) {
+    w.lit(R"(,"end-time":)");
+    w.time(e.end_time);
   }
-  out += R"(},"flow-id":{"afi":")";
-  out += e.src.address.is_v4() ? "ipv4" : "ipv6";
-  out += R"(","src-ip":)";
-  append_address(out, e.src.address);
-  out += R"(,"dst-ip":)";
-  append_address(out, e.dst.address);
-  out += R"(,"protocol":")";
-  out += to_string(e.protocol);
-  out += R"(","src-port":)";
-  append_uint(out, e.src.port);
-  out += R"(,"dst-port":)";
-  append_uint(out, e.dst.port);
-  out += R"(},"context":{"experiment-id":)";
-  append_uint(out, e.experiment);
-  out += R"(,"activity-id":)";
-  append_uint(out, e.activity);
+  if (e.src.address.is_v4())
+    w.lit(R"(},"flow-id":{"afi":"ipv4","src-ip":)");
+  else
+    w.lit(R"(},"flow-id":{"afi":"ipv6","src-ip":)");
+  w.address(e.src.address);
+  w.lit(R"(,"dst-ip":)");
+  w.address(e.dst.address);
+  if (e.protocol == Protocol::kTcp)
+    w.lit(R"(,"protocol":"tcp","src-port":)");
+  else
+    w.lit(R"(,"protocol":"udp","src-port":)");
+  w.uint(e.src.port);
+  w.lit(R"(,"dst-port":)");
+  w.uint(e.dst.port);
+  w.lit(R"(},"context":{"experiment-id":)");
+  w.uint(e.experiment);
+  w.lit(R"(,"activity-id":)");
+  w.uint(e.activity);
   if (!application_literal.empty()) {
-    out += R"(,"application":)";
-    out += application_literal;
+    w.lit(R"(,"application":)");
+    w.text(application_literal);
   }
-  out.push_back('}');
+  w.ch('}');
   if (e.usage) {
-    out += R"(,"usage":{"received":)";
-    append_uint(out, e.usage->received);
-    out += R"(,"sent":)";
-    append_uint(out, e.usage->sent);
-    out.push_back('}');
+    w.lit(R"(,"usage":{"received":)");
+    w.uint(e.usage->received);
+    w.lit(R"(,"sent":)");
+    w.uint(e.usage->sent);
+    w.ch('}');
   }
   if (e.tcp) {
     const TcpInfo& t = *e.tcp;
-    const std::pair<const char*, std::uint64_t> fields[] = {
+    const std::pair<std::string_view, std::uint64_t> fields[] = {
         {"rtt_us", t.rtt_us},           {"rtt_var_us", t.rtt_var_us},
         {"cwnd", t.cwnd},               {"ssthresh", t.ssthresh},
         {"mss", t.mss},                 {"pmtu", t.pmtu},
@@ -161,19 +224,43 @@ void append_document(std::string& out, const FlowEvent& e, std::string_view appl
         {"bytes_received", t.bytes_received}, {"segs_out", t.segs_out},
         {"segs_in", t.segs_in},         {"retrans", t.retrans},
         {"pacing_rate", t.pacing_rate}, {"delivery_rate", t.delivery_rate}};
-    out += R"(,"netlink":{)";
+    w.lit(R"(,"netlink":{)");
     bool first = true;
     for (const auto& [name, value] : fields) {
-      if (!first) out.push_back(',');
+      if (!first) w.ch(',');
       first = false;
-      out.push_back('"');
-      out += name;
-      out += "\":";
-      append_uint(out, value);
+      w.ch('"');
+      w.text(name);
+      w.lit("\":");
+      w.uint(value);
     }
-    out.push_back('}');
+    w.ch('}');
   }
-  out.push_back('}');
+  w.ch('}');
+}
+
+std::size_t document_bound(const FlowEvent& e, std::string_view application_literal) noexcept {
+  return kDocumentBound + application_literal.size() + (e.tcp ? kTcpBound : 0);
+}
+
+}  // namespace
+
+void append_document(std::string& out, const FlowEvent& e, std::string_view application_literal,
+                     Micros current_time) {
+  const std::size_t old = out.size();
+  out.resize_and_overwrite(old + document_bound(e, application_literal),
+                           [&](char* p, std::size_t) noexcept {
+                             Writer w(p + old);
+                             write_document(w, e, application_literal, current_time);
+                             return static_cast<std::size_t>(w.pos() - p);
+                           });
+}
+
+void append_ip_text(std::string& out, const IpAddress& a) {
+  char buf[INET6_ADDRSTRLEN];
+  Writer w(buf);
+  w.ip(a);
+  out.append(buf, w.pos());
 }
 
 }  // namespace detail
@@ -203,7 +290,8 @@ FireflyEncoder::FireflyEncoder(EncoderOptions options)
   after_time_ = fmt::format(" {} {} - firefly-json - ", host, header_field(options.app_name, 48));
   append_json_string(application_, is_valid_utf8(options.application) ? options.application
                                                                        : std::string("flowmark"));
-  buf_.reserve(1024);
+  buf_.reserve(prefix_.size() + kRfc3339MicrosSize + after_time_.size() +
+               detail::kDocumentBound + application_.size() + detail::kTcpBound);
 }
 
 Result<std::string_view> FireflyEncoder::encode(const FlowEvent& e, Micros now) {
@@ -223,15 +311,26 @@ Result<std::string_view> FireflyEncoder::encode(const FlowEvent& e, Micros now) 
     return fail(Errc::kInvalidArgument,
                 fmt::format("flow {} -> {}: an end event needs its end time", e.src.to_string(),
                             e.dst.to_string()));
-  buf_.clear();
-  if (header_) {
-    buf_ += prefix_;
-    char ts[kRfc3339MicrosSize];
-    format_rfc3339_micros(ts, now);
-    buf_.append(ts, kRfc3339MicrosSize);
-    buf_ += after_time_;
-  }
-  detail::append_document(buf_, e, application_, e.current_time > 0 ? e.current_time : now);
+  const Micros current = e.current_time > 0 ? e.current_time : now;
+  const std::size_t bound = prefix_.size() + kRfc3339MicrosSize + after_time_.size() +
+                            detail::document_bound(e, application_);
+  // No allocation: the constructor reserved `bound` for the largest event (with TCP
+  // information); resize_and_overwrite does not zero-fill.
+  buf_.resize_and_overwrite(bound, [&](char* p, std::size_t) noexcept {
+    detail::Writer w(p);
+    const char* now_text = nullptr;
+    if (header_) {
+      w.text(prefix_);
+      now_text = w.pos();
+      format_rfc3339_micros(w.pos(), now);
+      w.skip(kRfc3339MicrosSize);
+      w.text(after_time_);
+    }
+    // current-time is the syslog timestamp when the event has none: copy it, once formatted.
+    detail::write_document(w, e, application_, current,
+                           current == now && current > 0 ? now_text : nullptr);
+    return static_cast<std::size_t>(w.pos() - p);
+  });
   return std::string_view(buf_);
 }
 

@@ -2,8 +2,9 @@
 //
 // Wire form: an RFC 5424 syslog header, then one compact JSON document (schema v1):
 //   <134>1 2025-03-25T10:00:00.123456+00:00 host.example.org flowmark - firefly-json - {...}
-// The encoder always writes start-time (end-time on end events; usage when known), never
-// a port 0 or a null time, and reuses one buffer: no allocation per event.
+// The encoder always writes start-time (end-time on end events, and on others when known;
+// usage when known), never a port 0 or a null time, and reuses one buffer: no allocation
+// per event.
 // The decoder (simdjson) accepts what flowd (Python) sends, what flowd-go sends (header
 // optional, empty timestamp) and what XRootD-style producers send (extra top-level
 // objects, usage); every rejection has a typed reason and a detail naming the element.
@@ -71,7 +72,7 @@ enum class Reject : std::uint8_t {
   kBadAddress,       // src-ip / dst-ip does not parse
   kAfiMismatch,      // an address is not of the afi's family
   kPortOutOfRange,   // a port outside 1..65535
-  kBadTime,          // a time that is not an RFC 3339 date-time (or null / empty)
+  kBadTime,          // a time that is not an RFC 3339 date-time in 1970..9999 (or null / empty)
   kMissingEndTime,   // state end without end-time
   kBadNumber,        // an id or a counter that is negative or too large
   kTooLarge,         // the datagram is larger than any firefly may be

@@ -1,0 +1,153 @@
+// flowmark::observe — packets into bidirectional flows, with per-layer callback chains
+// and timers on the packet clock (pathspider's Observer, done in C++).
+//
+// One canonical key per flow (endpoints ordered, protocol, ports for TCP/UDP/SCTP, the
+// VLAN when asked), one lookup per packet in an open-addressing table with the keys
+// stored inline. Chains, as in the seed: new-flow (may veto: the flow is ignored), IPv4,
+// IPv6, TCP, UDP, other layer 4; each callback gets the record, the packet and whether
+// the packet goes against the flow's first packet, and returns kContinue or kComplete.
+// A completed flow is emitted `expiry_delay` later (packet clock) so trailing packets
+// still count; idle flows complete after `idle_timeout`; flows longer than
+// `active_timeout` are emitted in parts (continuation = true on the later parts).
+//
+// Rules (where the seed was silent or wrong):
+// - Clock: the packet clock is the largest timestamp seen; a frame stamped earlier is
+//   handled at that clock (its record times never go backwards). Timers fire from
+//   on_packet, each at its own deadline (in deadline order), before the frame is counted,
+//   however far the clock jumps: a flow idle across a gap is emitted before the next packet
+//   of its 5-tuple, which then starts a new record.
+// - Direction: forward is the first packet's direction. A self-flow (source address and
+//   port equal to the destination's) counts every packet forward.
+// - Order per packet: new-flow chain (new flows only; counters zero; a false vetoes: the
+//   key goes to a bounded ignored set, refreshed by its packets and forgotten after
+//   idle_timeout without one), then the built-in counting (packets, octets = IP length,
+//   TCP flags, last), then the IPv4/IPv6 chain, then the TCP/UDP/other chain. Every
+//   callback of the chains sees every packet; any kComplete completes the flow.
+// - Completed flows stay findable for expiry_delay (trailing packets count), then are
+//   emitted; a TCP SYN without ACK on a completed flow emits it at once and starts a new
+//   record. Idle flows (no packet for idle_timeout) are emitted at once, without the
+//   expiry delay: no trailing packet is expected. The active timeout, at first +
+//   active_timeout, emits the record so far; the next packet starts a part with
+//   continuation = true, zeroed counters, flags, fragments and icmp_errors (user[] is
+//   kept) and first = its time; a part with no packet is not emitted.
+// - Full table: the flow whose timer is due soonest is emitted and counted as evicted
+//   (among active flows, the least recently active, at the wheel's granularity of
+//   ~max(idle_timeout, expiry_delay)/4094).
+// - Fragments: a first fragment maps (addresses, protocol, IP id) to its ports for
+//   fragment_timeout; later fragments count on that flow, in their own direction
+//   (record.fragments++; only the IP chain sees them: they carry no transport header).
+// - ICMP/ICMPv6 errors: the flow of the quoted packet gets icmp_errors++; the error packet
+//   itself is counted in its own 3-tuple flow (proto 1 or 58, no ports).
+// - Chains must not change the key fields (sip, dip, sp, dp, proto, ip_version, vlan) nor
+//   first/last: the observer finds flows and runs timers with them. Callbacks and the sink
+//   must not throw (the data path is noexcept) and must not call back into the Observer.
+//
+//   Observer obs({.idle_timeout_ns = 30'000'000'000}, [](const FlowRecord& r) { print(r); });
+//   obs.add_tcp(tcp_complete_on_fin_or_rst);
+//   for each frame: obs.on_packet(ts_ns, LinkType::kEthernet, frame);
+//   obs.finish();   // end of input or interrupt: everything left is emitted
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "flowmark/core/address.hpp"
+#include "flowmark/observe/packet.hpp"
+
+namespace flowmark::observe {
+
+using Nanos = std::int64_t;  // packet-clock time: nanoseconds since the epoch
+
+enum class Verdict : std::uint8_t { kContinue, kComplete };
+
+// One flow. Forward is the direction of the flow's first packet; octets count the IP
+// layer (header included), as in the seed.
+struct FlowRecord {
+  IpAddress sip, dip;            // first packet's source and destination
+  std::uint16_t sp = 0, dp = 0;  // ports (0 for protocols without)
+  std::uint8_t proto = 0;
+  std::uint8_t ip_version = 0;
+  std::uint16_t vlan = 0;        // outer VLAN id when keyed by VLAN (else the first seen)
+  Nanos first = 0, last = 0;
+  std::uint64_t pkt_fwd = 0, pkt_rev = 0, oct_fwd = 0, oct_rev = 0;
+  std::uint8_t tcp_flags_fwd = 0, tcp_flags_rev = 0;  // OR of the flags seen
+  std::uint32_t fragments = 0;   // non-first fragments attributed to this flow
+  std::uint32_t icmp_errors = 0; // ICMP errors quoting a packet of this flow
+  bool continuation = false;     // a later part of a flow split by the active timeout
+  // Room for chain functions' own fields (see Observer::add_field).
+  std::array<std::uint64_t, 4> user{};
+};
+
+struct ObserverConfig {
+  Nanos expiry_delay_ns = 5'000'000'000;       // completed → emitted
+  Nanos idle_timeout_ns = 30'000'000'000;      // no packet for this long → completed
+  Nanos active_timeout_ns = 1'800'000'000'000; // longer flows are emitted in parts
+  std::size_t max_flows = 1 << 20;             // table bound; beyond it the oldest is evicted
+  bool key_vlan = false;                       // the outer VLAN id is part of the flow key
+  Nanos fragment_timeout_ns = 30'000'000'000;  // fragment-id → flow entries live this long
+};
+
+// packets: frames seen; non_ip: kNotIp; short_packets: kTruncatedL4 (decode_errors counts
+// every reason, these two included); fragments: non-first IP fragments; fragments_unmatched:
+// those of TCP/UDP/SCTP whose first fragment was not seen (counted on a 3-tuple flow);
+// flows: flows started (continuation parts not included); ignored: flows vetoed by the
+// new-flow chain; ignored_packets: later packets of vetoed flows, skipped; evicted: flows
+// emitted early because the table was full; emitted: records handed to the sink;
+// late_packets: frames whose timestamp was behind the packet clock (counted at the clock).
+struct ObserverStats {
+  std::uint64_t packets = 0, non_ip = 0, short_packets = 0, fragments = 0,
+                fragments_unmatched = 0, icmp_errors_matched = 0, flows = 0, ignored = 0,
+                evicted = 0, emitted = 0;
+  std::array<std::uint64_t, static_cast<std::size_t>(DecodeError::kCount)> decode_errors{};
+  std::uint64_t ignored_packets = 0, late_packets = 0;
+};
+
+using NewFlowFn = std::function<bool(FlowRecord&, const PacketView&)>;
+using PacketFn = std::function<Verdict(FlowRecord&, const PacketView&, bool rev)>;
+using RecordSink = std::function<void(const FlowRecord&)>;
+
+class Observer {
+ public:
+  Observer(ObserverConfig config, RecordSink sink);
+  ~Observer();
+  Observer(Observer&&) noexcept;
+  Observer& operator=(Observer&&) noexcept;
+
+  void add_new_flow(NewFlowFn f);
+  void add_ip4(PacketFn f);
+  void add_ip6(PacketFn f);
+  void add_tcp(PacketFn f);
+  void add_udp(PacketFn f);
+  void add_l4(PacketFn f);  // every other transport protocol
+  // Names FlowRecord::user[slot] for the output ("syn_seen" …); slot 0..3.
+  void add_field(std::size_t slot, std::string name);
+  const std::vector<std::pair<std::size_t, std::string>>& fields() const noexcept;
+
+  // One captured frame at packet-clock time ts_ns. Timers fire from here, each at its own
+  // deadline, before the packet is counted.
+  void on_packet(Nanos ts_ns, LinkType link, std::span<const std::byte> frame) noexcept;
+  // Emits everything still held (expiring first, then active) and returns.
+  void finish() noexcept;
+
+  const ObserverStats& stats() const noexcept;
+  std::size_t active_flows() const noexcept;
+  // Bytes of memory held per flow slot (table entry and timers), for the ≤ 200 B target.
+  static std::size_t bytes_per_flow() noexcept;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The seed's built-in chains, in our form: basic_flow/basic_count are built into every
+// record (addresses, protocol, ports, counters). This one completes a TCP flow when both
+// sides have sent FIN, or on RST.
+Verdict tcp_complete_on_fin_or_rst(FlowRecord& r, const PacketView& p, bool rev);
+
+}  // namespace flowmark::observe

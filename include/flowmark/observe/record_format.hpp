@@ -1,0 +1,22 @@
+// flowmark::observe — flow records as text: JSON lines (the seed's field names, so what
+// consumed pathspider's records reads ours unchanged) or CSV with a header line.
+//
+//   std::string out;
+//   append_record_json(out, record, observer.fields());   // {"sip":"10.0.0.1",...}\n
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "flowmark/observe/observer.hpp"
+
+namespace flowmark::observe {
+
+using FieldNames = std::vector<std::pair<std::size_t, std::string>>;
+
+void append_record_json(std::string& out, const FlowRecord& r, const FieldNames& fields);
+void append_csv_header(std::string& out, const FieldNames& fields);
+void append_record_csv(std::string& out, const FlowRecord& r, const FieldNames& fields);
+
+}  // namespace flowmark::observe

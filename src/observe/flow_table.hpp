@@ -1,0 +1,412 @@
+// The observer's flow table and its timer wheel.
+//
+// Storage: a fixed array of Flow (record + 16 bytes of state), allocated up front in
+// lazily committed memory, with an occupancy bitmap. Index: open addressing with linear
+// probing over {hash, flow index} slots, two slots per flow (load <= 0.5), deletion by
+// backward shift (no tombstones). The key is not copied into the index: a slot whose 32-bit
+// hash matches is confirmed by comparing the packet's full key with the record's addresses,
+// ports, protocol, family (and VLAN) in both orientations, which also yields the packet's
+// direction. One probe sequence per packet.
+//
+// Placement: a new flow goes, when free, to one of two home positions in the flow array
+// derived from its hash (else anywhere). A lookup starts loading both homes and the index
+// slot at once and checks the homes first, so for most flows (about 3 in 4 with a full
+// table) the record is found after one memory latency instead of two (slot, then record):
+// with a table far larger than the caches, those latencies are the cost of a packet.
+//
+// Timers: every flow sits in exactly one bucket of a hashed timing wheel of kBuckets
+// buckets of 2^shift ns, placed by a deadline that is never later than its real one (the
+// real deadline is computed from the record when the bucket is visited: a packet that
+// extends the idle deadline costs nothing, the flow is moved when its old bucket comes
+// up). Visiting a bucket whose time has passed fires what is due and moves what is not;
+// the bucket holding the present time is scanned only when the clock reaches the earliest
+// deadline known in it, so every expiry happens at its exact deadline, at an amortised cost
+// that depends on the number of timers due, not on the number of flows.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "flow_key.hpp"
+#include "flowmark/observe/observer.hpp"
+#include "mmap_array.hpp"
+
+namespace flowmark::observe::detail {
+
+inline constexpr Nanos kNanosMax = std::numeric_limits<Nanos>::max();
+inline constexpr Nanos kNanosMin = std::numeric_limits<Nanos>::min();
+
+inline Nanos add_sat(Nanos a, Nanos b) noexcept {
+  Nanos r;
+  if (__builtin_add_overflow(a, b, &r)) return b > 0 ? kNanosMax : kNanosMin;
+  return r;
+}
+
+enum class FlowState : std::uint8_t { kFree = 0, kActive, kExpiring };
+
+// Flow::bits
+inline constexpr std::uint8_t kFlowPortless = kKeyPortless;  // a 3-tuple flow
+inline constexpr std::uint8_t kFlowPending = 0x80;  // split by the active timeout, no packet since
+
+// FlowTable::match() reads sp, dp, proto, ip_version and vlan as one 8-byte word.
+static_assert(offsetof(FlowRecord, dp) == offsetof(FlowRecord, sp) + 2 &&
+              offsetof(FlowRecord, proto) == offsetof(FlowRecord, sp) + 4 &&
+              offsetof(FlowRecord, ip_version) == offsetof(FlowRecord, sp) + 5 &&
+              offsetof(FlowRecord, vlan) == offsetof(FlowRecord, sp) + 6);
+
+struct Flow {
+  std::uint32_t hash;
+  FlowState state;
+  std::uint8_t bits;
+  std::uint16_t reserved;
+  Nanos expire_at;  // kExpiring: when the record is emitted
+  FlowRecord rec;
+};
+
+struct Slot {
+  std::uint32_t hash;
+  std::uint32_t idx1;  // flow index + 1; 0 = empty
+};
+
+struct Link {
+  std::uint32_t prev, next;
+};
+
+inline constexpr std::uint32_t kNil = std::numeric_limits<std::uint32_t>::max();
+
+class FlowTable {
+ public:
+  static constexpr std::size_t kBuckets = 4096;
+  static constexpr std::size_t kSlotsPerFlow = 2;
+
+  FlowTable(std::size_t max_flows, Nanos max_delay, bool key_vlan)
+      : cap_(max_flows),
+        nslots_(std::max<std::size_t>(16, max_flows * kSlotsPerFlow)),
+        tail_mask_(key_vlan ? ~std::uint64_t{0} : 0x0000ffffffffffffull),
+        flows_(max_flows),
+        links_(max_flows + kBuckets),
+        slots_(nslots_),
+        used_((max_flows + 63) / 64) {
+    // The wheel must span the longest delay plus two buckets (present and rounding).
+    shift_ = 10;
+    while ((Nanos{kBuckets} - 2) << shift_ < max_delay && shift_ < 56) ++shift_;
+    reset_wheel();
+  }
+
+  static constexpr std::size_t bytes_per_flow() noexcept {
+    return sizeof(Flow) + sizeof(Link) + kSlotsPerFlow * sizeof(Slot);
+  }
+
+  std::size_t size() const noexcept { return size_; }
+  std::size_t capacity() const noexcept { return cap_; }
+  Flow& flow(std::uint32_t i) noexcept { return flows_[i]; }
+
+  // --- index ---------------------------------------------------------------------------
+  struct Hit {
+    std::uint32_t idx;
+    bool found, rev;
+  };
+
+  // Compares without branching on the direction (it is a coin toss per packet, and a
+  // mispredicted branch on a record still in flight from memory would serialise the
+  // misses of consecutive packets). Sets found/rev; a self-flow matches forward.
+  void match(const Flow& f, const PacketKey& k, bool& found, bool& rev) const noexcept {
+    const FlowRecord& r = f.rec;
+    const AddrWords a = load_addr(r.sip.bytes(), true), b = load_addr(r.dip.bytes(), true);
+    std::uint64_t tail;
+    std::memcpy(&tail, &r.sp, sizeof tail);
+    tail &= tail_mask_;
+    const std::uint64_t pl = (f.bits ^ k.flags) & kKeyPortless;
+    const std::uint64_t dfwd = (a.w0 ^ k.src.w0) | (a.w1 ^ k.src.w1) | (b.w0 ^ k.dst.w0) |
+                               (b.w1 ^ k.dst.w1) | (tail ^ k.tail_fwd) | pl;
+    const std::uint64_t drev = (a.w0 ^ k.dst.w0) | (a.w1 ^ k.dst.w1) | (b.w0 ^ k.src.w0) |
+                               (b.w1 ^ k.src.w1) | (tail ^ k.tail_rev) | pl;
+    const bool fwd = dfwd == 0;
+    found = fwd | (drev == 0);
+    rev = !fwd;
+  }
+
+  Hit find(const PacketKey& k) const noexcept {
+    const std::uint32_t h = k.hash;
+    const std::size_t h1 = home1(h), h2 = home2(h);
+    std::size_t i = reduce(h, nslots_);
+    prefetch_flow(h1);
+    prefetch_flow(h2);
+    __builtin_prefetch(&slots_[i]);
+    bool found, rev;
+    if (used(h1) && flows_[h1].hash == h) {
+      match(flows_[h1], k, found, rev);
+      if (found) return {static_cast<std::uint32_t>(h1), true, rev};
+    }
+    if (used(h2) && flows_[h2].hash == h) {
+      match(flows_[h2], k, found, rev);
+      if (found) return {static_cast<std::uint32_t>(h2), true, rev};
+    }
+    for (;;) {
+      const Slot s = slots_[i];
+      if (s.idx1 == 0) return {0, false, false};
+      if (s.hash == h) {
+        match(flows_[s.idx1 - 1], k, found, rev);
+        if (found) return {s.idx1 - 1, true, rev};
+      }
+      if (++i == nslots_) i = 0;
+    }
+  }
+
+  // A free flow for hash h (state still kFree): one of its homes if free, else `hint` if
+  // free, else the next free one. The caller fills it, then calls insert().
+  std::uint32_t allocate(std::uint32_t h, std::uint32_t hint = kNil) noexcept {
+    std::size_t i = home1(h);
+    if (used(i)) i = home2(h);
+    if (used(i)) i = hint != kNil && !used(hint) ? hint : next_free();
+    used_[i / 64] |= std::uint64_t{1} << (i % 64);
+    links_[i] = {kNil, kNil};
+    ++size_;
+    return static_cast<std::uint32_t>(i);
+  }
+
+  void insert(std::uint32_t idx, std::uint32_t h) noexcept {
+    flows_[idx].hash = h;
+    std::size_t i = reduce(h, nslots_);
+    while (slots_[i].idx1 != 0)
+      if (++i == nslots_) i = 0;
+    slots_[i] = {h, idx + 1};
+  }
+
+  // Removes the flow from the index and the wheel and frees it.
+  void release(std::uint32_t idx) noexcept {
+    Flow& f = flows_[idx];
+    std::size_t i = reduce(f.hash, nslots_);
+    while (slots_[i].idx1 != idx + 1)
+      if (++i == nslots_) i = 0;
+    // Backward-shift deletion: pull later members of the cluster into the hole unless
+    // their home lies cyclically in (hole, position].
+    std::size_t j = i;
+    for (;;) {
+      if (++j == nslots_) j = 0;
+      if (slots_[j].idx1 == 0) break;
+      const std::size_t home = reduce(slots_[j].hash, nslots_);
+      const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+      if (!stays) {
+        slots_[i] = slots_[j];
+        i = j;
+      }
+    }
+    slots_[i] = {0, 0};
+    unlink(idx);
+    f.state = FlowState::kFree;
+    used_[idx / 64] &= ~(std::uint64_t{1} << (idx % 64));
+    --size_;
+  }
+
+  // Empties everything (the caller has emitted what it wanted).
+  void clear() noexcept {
+    slots_.zero();
+    flows_.zero();
+    links_.zero();
+    used_.zero();
+    scan_ = 0;
+    size_ = 0;
+    reset_wheel();
+  }
+
+  // --- wheel ---------------------------------------------------------------------------
+  // (Re)places a flow at deadline d, which must not be later than its real deadline.
+  void schedule(std::uint32_t idx, Nanos d) noexcept {
+    unlink(idx);
+    std::int64_t b = d >> shift_;
+    if (b < cursor_) b = cursor_;
+    if (b > cursor_ + static_cast<std::int64_t>(kBuckets) - 1)
+      b = cursor_ + static_cast<std::int64_t>(kBuckets) - 1;
+    if (b == cursor_) cur_min_ = std::min(cur_min_, d);
+    link_tail(idx, sentinel(b));
+  }
+
+  // Sets the wheel's present on the first packet.
+  void start(Nanos now) noexcept {
+    if (started_) return;
+    started_ = true;
+    cursor_ = now >> shift_;
+  }
+
+  // Fires, in deadline order (bucket by bucket), every flow whose real deadline is <= now.
+  // deadline(idx) gives a flow's real deadline; fire(idx, now) must release the flow or
+  // schedule() it at a deadline > now.
+  template <class Deadline, class Fire>
+  void advance(Nanos now, Deadline&& deadline, Fire&& fire) {
+    const std::int64_t cur = now >> shift_;
+    if (cur > cursor_) {
+      const std::int64_t n = static_cast<std::int64_t>(kBuckets);
+      if (cur - cursor_ < n) {
+        // Bucket by bucket: what is due and placed here fires; what is due later in the
+        // gap moves to its own bucket and fires from there, in order.
+        for (std::int64_t b = cursor_;; ++b) {
+          cursor_ = b;
+          b = next_nonempty(b);
+          if (b < 0 || b >= cur) break;
+          cursor_ = b;
+          drain(b, now, /*in_order=*/true, deadline, fire);
+        }
+      } else {
+        // A gap longer than the wheel: visit each bucket once, oldest first; everything
+        // due fires, in the order of the buckets it was placed in.
+        const std::int64_t from = cursor_;
+        cursor_ = cur;
+        for (std::int64_t s = 0; s < n; ++s)
+          if (nonempty(from + s)) drain(from + s, now, false, deadline, fire);
+      }
+      cursor_ = cur;
+      cur_min_ = kNanosMin;  // the present bucket is unknown: scan it now
+    }
+    if (now >= cur_min_) {
+      cur_min_ = kNanosMax;
+      drain(cur, now, false, deadline, fire);
+    }
+  }
+
+  // The flow to evict: the first correctly placed flow in the earliest non-empty bucket,
+  // i.e. the flow whose timer is due soonest (at bucket granularity). kNil if none.
+  template <class Deadline>
+  std::uint32_t victim(Deadline&& deadline) noexcept {
+    for (std::int64_t b = next_nonempty(cursor_); b >= 0; b = next_nonempty(b + 1)) {
+      const std::uint32_t s = sentinel(b);
+      while (links_[s].next != s) {
+        const std::uint32_t e = links_[s].next;
+        const Nanos d = deadline(e);
+        const std::int64_t rb =
+            std::min<std::int64_t>(d >> shift_, cursor_ + static_cast<std::int64_t>(kBuckets) - 1);
+        if (rb <= b) return e;
+        schedule(e, d);  // placed too early: move it to its bucket and look further
+      }
+    }
+    return kNil;
+  }
+
+  template <class F>
+  void for_each(F&& f) {
+    for (std::size_t w = 0; w < used_.size(); ++w)
+      for (std::uint64_t bits = used_[w]; bits != 0; bits &= bits - 1)
+        f(static_cast<std::uint32_t>(w * 64 + static_cast<std::size_t>(std::countr_zero(bits))));
+  }
+
+  int shift() const noexcept { return shift_; }
+
+ private:
+  std::size_t home1(std::uint32_t h) const noexcept { return reduce(h, cap_); }
+  std::size_t home2(std::uint32_t h) const noexcept {
+    return reduce(std::rotl(h * 0x9e3779b9u, 16), cap_);
+  }
+  bool used(std::size_t i) const noexcept { return (used_[i / 64] >> (i % 64)) & 1; }
+  void prefetch_flow(std::size_t i) const noexcept {
+    // The fields a packet touches: Flow bytes 0..121 (state, key, times, counters).
+    const auto* p = reinterpret_cast<const char*>(&flows_[i]);
+    __builtin_prefetch(p);
+    __builtin_prefetch(p + 64);
+    __builtin_prefetch(p + 121);
+  }
+  // The first free flow from scan_ on (wrapping); the table is not full.
+  std::size_t next_free() noexcept {
+    const std::size_t words = used_.size();
+    for (std::size_t n = 0; n <= words; ++n) {
+      const std::uint64_t bits = ~used_[scan_];
+      if (bits != 0) {
+        const std::size_t i = scan_ * 64 + static_cast<std::size_t>(std::countr_zero(bits));
+        if (i < cap_) return i;
+      }
+      if (++scan_ == words) scan_ = 0;
+    }
+    return 0;  // unreachable while size_ < cap_
+  }
+  std::uint32_t sentinel(std::int64_t b) const noexcept {
+    return static_cast<std::uint32_t>(cap_ + (static_cast<std::uint64_t>(b) & (kBuckets - 1)));
+  }
+  void link_tail(std::uint32_t idx, std::uint32_t s) noexcept {
+    const std::uint32_t last = links_[s].prev;
+    links_[idx] = {last, s};
+    links_[last].next = idx;
+    links_[s].prev = idx;
+    mark(s - cap_, true);
+  }
+  void unlink(std::uint32_t idx) noexcept {
+    Link& l = links_[idx];
+    if (l.prev == kNil) return;
+    links_[l.prev].next = l.next;
+    links_[l.next].prev = l.prev;
+    if (l.prev == l.next && l.prev >= cap_) mark(l.prev - cap_, false);  // bucket now empty
+    l = {kNil, kNil};
+  }
+  void mark(std::size_t slot, bool on) noexcept {
+    const std::uint64_t bit = std::uint64_t{1} << (slot % 64);
+    nonempty_[slot / 64] = on ? nonempty_[slot / 64] | bit : nonempty_[slot / 64] & ~bit;
+  }
+  bool nonempty(std::int64_t b) const noexcept {
+    const auto slot = static_cast<std::size_t>(static_cast<std::uint64_t>(b) & (kBuckets - 1));
+    return (nonempty_[slot / 64] >> (slot % 64)) & 1;
+  }
+  // The first non-empty bucket in [from, cursor_ + kBuckets), or -1.
+  std::int64_t next_nonempty(std::int64_t from) const noexcept {
+    const std::int64_t end = cursor_ + static_cast<std::int64_t>(kBuckets);
+    for (std::int64_t b = from; b < end;) {
+      const auto slot = static_cast<std::size_t>(static_cast<std::uint64_t>(b) & (kBuckets - 1));
+      const std::uint64_t bits = nonempty_[slot / 64] >> (slot % 64);
+      if (bits != 0) {
+        const std::int64_t found = b + std::countr_zero(bits);
+        return found < end ? found : -1;
+      }
+      b += static_cast<std::int64_t>(64 - slot % 64);
+    }
+    return -1;
+  }
+  void reset_wheel() noexcept {
+    for (std::size_t b = 0; b < kBuckets; ++b) {
+      const auto s = static_cast<std::uint32_t>(cap_ + b);
+      links_[s] = {s, s};
+    }
+    nonempty_.fill(0);
+    cur_min_ = kNanosMax;
+  }
+
+  // Visits bucket b: detaches its list, then fires each flow that is due (when in_order,
+  // only if its real deadline also falls in b; later ones move ahead), re-places the rest.
+  template <class Deadline, class Fire>
+  void drain(std::int64_t b, Nanos now, bool in_order, Deadline& deadline, Fire& fire) {
+    const std::uint32_t s = sentinel(b);
+    if (links_[s].next == s) return;
+    std::uint32_t e = links_[s].next;
+    const std::uint32_t last = links_[s].prev;
+    links_[s] = {s, s};
+    mark(s - cap_, false);
+    for (;;) {
+      const std::uint32_t next = links_[e].next;
+      links_[e] = {kNil, kNil};
+      const Nanos d = deadline(e);
+      if (d <= now && (!in_order || (d >> shift_) <= b))
+        fire(e, now);
+      else
+        schedule(e, d);
+      if (e == last) break;
+      e = next;
+    }
+  }
+
+  std::size_t cap_, nslots_;
+  std::uint64_t tail_mask_;  // the VLAN is compared only when keyed on
+  MmapArray<Flow> flows_;
+  MmapArray<Link> links_;  // flows, then one sentinel per bucket
+  std::array<std::uint64_t, kBuckets / 64> nonempty_{};  // buckets with a flow
+  MmapArray<Slot> slots_;
+  MmapArray<std::uint64_t> used_;  // occupancy of flows_
+  std::size_t scan_ = 0;           // next_free() resumes here
+  std::size_t size_ = 0;
+  int shift_ = 20;
+  bool started_ = false;
+  std::int64_t cursor_ = 0;     // the bucket holding the present
+  Nanos cur_min_ = kNanosMax;   // no flow in the present bucket is due before this
+};
+
+}  // namespace flowmark::observe::detail

@@ -1,0 +1,410 @@
+// The observer: one decode, one flow-table probe, the built-in counters and the chains per
+// packet; timers on the packet clock through the flow table's wheel (flow_table.hpp). The
+// rules it follows are listed in observer.hpp.
+#include "flowmark/observe/observer.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+#include <utility>
+
+#include "bounded_cache.hpp"
+#include "flow_key.hpp"
+#include "flow_table.hpp"
+
+namespace flowmark::observe {
+
+using detail::AddrWords;
+using detail::BoundedCache;
+using detail::Flow;
+using detail::FlowKey;
+using detail::FlowState;
+using detail::FlowTable;
+using detail::FragKey;
+using detail::kFlowPending;
+using detail::kFlowPortless;
+using detail::kKeyPortless;
+using detail::kKeyV6;
+using detail::kNanosMax;
+using detail::kNanosMin;
+using detail::kNil;
+using detail::PacketKey;
+
+namespace {
+
+constexpr std::uint8_t kTcpFin = 0x01, kTcpSyn = 0x02, kTcpRst = 0x04, kTcpAck = 0x10;
+constexpr Nanos kDefaultIdle = 30'000'000'000, kDefaultFragment = 30'000'000'000;
+
+struct NoValue {};
+struct FragPorts {
+  std::uint16_t sport, dport;
+};
+using IgnoredSet = BoundedCache<FlowKey, NoValue>;
+using FragmentMap = BoundedCache<FragKey, FragPorts>;
+
+std::size_t ignored_capacity(std::size_t max_flows) {
+  return std::max<std::size_t>(1024, max_flows / 16);
+}
+std::size_t fragment_capacity(std::size_t max_flows) {
+  return std::max<std::size_t>(256, max_flows / 64);
+}
+
+ObserverConfig normalise(ObserverConfig c) {
+  c.max_flows = std::clamp<std::size_t>(c.max_flows, 1, std::size_t{1} << 30);
+  if (c.idle_timeout_ns <= 0) c.idle_timeout_ns = kDefaultIdle;
+  if (c.expiry_delay_ns < 0) c.expiry_delay_ns = 0;
+  if (c.active_timeout_ns <= 0) c.active_timeout_ns = kNanosMax;  // no active timeout
+  if (c.fragment_timeout_ns <= 0) c.fragment_timeout_ns = kDefaultFragment;
+  return c;
+}
+
+bool carries_ports(std::uint8_t proto) {
+  return proto == kProtoTcp || proto == kProtoUdp || proto == kProtoSctp;
+}
+
+}  // namespace
+
+struct Observer::Impl {
+  Impl(ObserverConfig c, RecordSink s)
+      : cfg(normalise(c)),
+        sink(std::move(s)),
+        table(cfg.max_flows, std::max(cfg.idle_timeout_ns, cfg.expiry_delay_ns), cfg.key_vlan),
+        ignored(ignored_capacity(cfg.max_flows)),
+        fragments(fragment_capacity(cfg.max_flows)) {}
+
+  ObserverConfig cfg;
+  RecordSink sink;
+  std::vector<NewFlowFn> new_flow;
+  std::vector<PacketFn> ip4, ip6, tcp, udp, l4;
+  std::vector<std::pair<std::size_t, std::string>> fields;
+  ObserverStats stats;
+  FlowTable table;
+  IgnoredSet ignored;
+  FragmentMap fragments;
+  Nanos clock = kNanosMin;
+  PacketView view;  // reused: decode_packet() resets it, no second initialisation here
+
+  // --- timers ----------------------------------------------------------------------------
+  Nanos deadline(std::uint32_t i) noexcept {
+    const Flow& f = table.flow(i);
+    if (f.state == FlowState::kExpiring) return f.expire_at;
+    const Nanos idle = detail::add_sat(f.rec.last, cfg.idle_timeout_ns);
+    if (f.bits & kFlowPending) return idle;
+    return std::min(idle, detail::add_sat(f.rec.first, cfg.active_timeout_ns));
+  }
+
+  void emit(const FlowRecord& r) noexcept {
+    ++stats.emitted;
+    if (sink) sink(r);
+  }
+
+  // A flow whose deadline has come (<= now): emit and free it, or split it.
+  void fire(std::uint32_t i, Nanos now) noexcept {
+    Flow& f = table.flow(i);
+    if (f.state == FlowState::kExpiring) {
+      emit(f.rec);
+      table.release(i);
+      return;
+    }
+    const bool pending = f.bits & kFlowPending;
+    const Nanos idle = detail::add_sat(f.rec.last, cfg.idle_timeout_ns);
+    const Nanos active =
+        pending ? kNanosMax : detail::add_sat(f.rec.first, cfg.active_timeout_ns);
+    if (idle <= active) {  // idle: emitted at once (an empty part is dropped)
+      if (!pending) emit(f.rec);
+      table.release(i);
+      return;
+    }
+    // Active timeout: the record so far goes out; the next packet starts the next part.
+    emit(f.rec);
+    FlowRecord& r = f.rec;
+    r.pkt_fwd = r.pkt_rev = r.oct_fwd = r.oct_rev = 0;
+    r.tcp_flags_fwd = r.tcp_flags_rev = 0;
+    r.fragments = r.icmp_errors = 0;
+    r.continuation = true;
+    f.bits |= kFlowPending;
+    if (idle <= now)
+      table.release(i);  // idle inside the same gap: nothing to emit
+    else
+      table.schedule(i, idle);
+  }
+
+  void advance(Nanos now) noexcept {
+    table.advance(
+        now, [this](std::uint32_t i) { return deadline(i); },
+        [this](std::uint32_t i, Nanos t) { fire(i, t); });
+  }
+
+  // Makes room; returns the freed flow.
+  std::uint32_t evict_one() noexcept {
+    const std::uint32_t v = table.victim([this](std::uint32_t i) { return deadline(i); });
+    if (v == kNil) return kNil;
+    const Flow& f = table.flow(v);
+    if (!(f.bits & kFlowPending)) emit(f.rec);
+    ++stats.evicted;
+    table.release(v);
+    return v;
+  }
+
+  // --- per packet ------------------------------------------------------------------------
+  void on_packet(Nanos ts, LinkType link, std::span<const std::byte> frame) noexcept {
+    ++stats.packets;
+    Nanos now = ts;
+    if (now < clock) {
+      now = clock;
+      ++stats.late_packets;
+    } else {
+      clock = now;
+    }
+    table.start(now);
+    advance(now);
+
+    PacketView& p = view;
+    if (const DecodeError err = decode_packet(link, frame, p); err != DecodeError::kNone) {
+      ++stats.decode_errors[static_cast<std::size_t>(err)];
+      if (err == DecodeError::kNotIp) ++stats.non_ip;
+      if (err == DecodeError::kTruncatedL4) ++stats.short_packets;
+      return;
+    }
+
+    const bool v6 = p.ip_version == 6;
+    const AddrWords src = detail::load_addr(p.src_addr, v6), dst = detail::load_addr(p.dst_addr, v6);
+    const std::uint16_t vlan = cfg.key_vlan && p.vlan_count > 0 ? p.vlan[0] : 0;
+    std::uint8_t flags = v6 ? kKeyV6 : 0;
+    std::uint16_t sport = p.sport, dport = p.dport;
+    // Keep the two 2-byte loads apart: merged into one 4-byte load they would wait for the
+    // decoder's two 2-byte stores to retire.
+    asm("" : "+r"(sport));
+    bool later_fragment = false;
+    if (p.has_ports) {
+      if (p.is_fragment) [[unlikely]] {
+        const FragKey fk = frag_key(p, src, dst, vlan);
+        fragments.put(fk, detail::hash_frag(fk), now, cfg.fragment_timeout_ns,
+                      FragPorts{sport, dport});
+      }
+    } else {
+      sport = dport = 0;
+      flags |= kKeyPortless;
+      if (p.is_fragment && p.frag_offset != 0) {  // a later fragment: its first's ports
+        later_fragment = true;
+        ++stats.fragments;
+        if (carries_ports(p.proto)) {
+          const FragKey fk = frag_key(p, src, dst, vlan);
+          if (auto* e = fragments.find(fk, detail::hash_frag(fk), now, cfg.fragment_timeout_ns)) {
+            sport = e->value.sport;
+            dport = e->value.dport;
+            flags &= static_cast<std::uint8_t>(~kKeyPortless);
+          } else {
+            ++stats.fragments_unmatched;
+          }
+        }
+      }
+    }
+    const PacketKey k = detail::make_key(src, dst, sport, dport, vlan, p.proto, flags);
+    if (p.icmp_error && p.quoted.src && p.quoted.dst) [[unlikely]]
+      match_icmp_error(p, k);
+    account(p, k, now, later_fragment);
+  }
+
+  static FragKey frag_key(const PacketView& p, const AddrWords& src, const AddrWords& dst,
+                          std::uint16_t vlan) noexcept {
+    FragKey fk;
+    fk.src = src;
+    fk.dst = dst;
+    fk.id = p.frag_id;
+    fk.vlan = vlan;
+    fk.proto = p.proto;
+    fk.flags = p.ip_version == 6 ? kKeyV6 : 0;
+    return fk;
+  }
+
+  void match_icmp_error(const PacketView& p, const PacketKey& outer) noexcept {
+    const QuotedPacket& q = p.quoted;
+    const bool v6 = outer.v6();
+    const std::uint8_t flags =
+        static_cast<std::uint8_t>((outer.flags & kKeyV6) | (q.has_ports ? 0 : kKeyPortless));
+    const PacketKey k = detail::make_key(detail::load_addr(q.src, v6), detail::load_addr(q.dst, v6),
+                                         q.has_ports ? q.sport : 0, q.has_ports ? q.dport : 0,
+                                         outer.vlan, q.proto, flags);
+    const auto hit = table.find(k);
+    if (!hit.found) return;
+    ++table.flow(hit.idx).rec.icmp_errors;
+    ++stats.icmp_errors_matched;
+  }
+
+  void account(const PacketView& p, const PacketKey& k, Nanos now, bool later_fragment) noexcept {
+    const std::uint32_t h = k.hash;
+    const FlowTable::Hit hit = table.find(k);
+    std::uint32_t idx;
+    bool rev = false;
+    if (hit.found) {
+      Flow& f = table.flow(hit.idx);
+      if (f.state == FlowState::kExpiring && k.proto == kProtoTcp &&
+          (p.tcp_flags & (kTcpSyn | kTcpAck)) == kTcpSyn) {
+        // A new connection on the 5-tuple of a completed one: the old record goes out as
+        // it is and this SYN starts a new one.
+        emit(f.rec);
+        table.release(hit.idx);
+        if (!create(p, k, h, now, idx)) return;
+      } else {
+        idx = hit.idx;
+        rev = hit.rev;
+        if (f.bits & kFlowPending) {  // first packet of a continuation part
+          f.bits &= static_cast<std::uint8_t>(~kFlowPending);
+          f.rec.first = now;
+          table.schedule(idx, deadline(idx));
+        }
+      }
+    } else {
+      if (!ignored.empty()) {
+        if (auto* e = ignored.find(detail::canonical(k), h, now, cfg.idle_timeout_ns)) {
+          e->seen = now;
+          ++stats.ignored_packets;
+          return;
+        }
+      }
+      if (!create(p, k, h, now, idx)) return;
+    }
+
+    Flow& f = table.flow(idx);
+    FlowRecord& r = f.rec;
+    // Without a branch on the direction (see FlowTable::match).
+    const std::uint64_t back = rev, m = 0 - back;
+    r.pkt_fwd += 1 - back;
+    r.pkt_rev += back;
+    r.oct_fwd += p.ip_length & ~m;
+    r.oct_rev += p.ip_length & m;
+    r.tcp_flags_fwd |= static_cast<std::uint8_t>(p.tcp_flags & ~m);
+    r.tcp_flags_rev |= static_cast<std::uint8_t>(p.tcp_flags & m);
+    r.last = now;
+    if (later_fragment) ++r.fragments;
+
+    bool complete = false;
+    for (const auto& fn : p.ip_version == 6 ? ip6 : ip4)
+      complete |= fn(r, p, rev) == Verdict::kComplete;
+    if (!later_fragment) {
+      const auto& chain = k.proto == kProtoTcp ? tcp : k.proto == kProtoUdp ? udp : l4;
+      for (const auto& fn : chain) complete |= fn(r, p, rev) == Verdict::kComplete;
+    }
+    if (complete && f.state == FlowState::kActive) {
+      f.state = FlowState::kExpiring;
+      f.expire_at = detail::add_sat(now, cfg.expiry_delay_ns);
+      table.schedule(idx, f.expire_at);
+    }
+  }
+
+  // Starts a flow for k (running the new-flow chain); false when vetoed.
+  bool create(const PacketView& p, const PacketKey& k, std::uint32_t h, Nanos now,
+              std::uint32_t& idx) noexcept {
+    FlowRecord init;
+    init.sip = detail::make_address(k.src, k.v6());
+    init.dip = detail::make_address(k.dst, k.v6());
+    init.sp = k.sport;
+    init.dp = k.dport;
+    init.proto = k.proto;
+    init.ip_version = k.v6() ? 6 : 4;
+    init.vlan = p.vlan_count > 0 ? p.vlan[0] : 0;
+    init.first = init.last = now;
+    if (!new_flow.empty()) {
+      FlowRecord tmp = init;
+      for (const auto& fn : new_flow) {
+        if (!fn(tmp, p)) {
+          ignored.put(detail::canonical(k), h, now, cfg.idle_timeout_ns, NoValue{});
+          ++stats.ignored;
+          return false;
+        }
+      }
+      // The key fields and times are the observer's: keep the callbacks' other fields.
+      tmp.sip = init.sip;
+      tmp.dip = init.dip;
+      tmp.sp = init.sp;
+      tmp.dp = init.dp;
+      tmp.proto = init.proto;
+      tmp.ip_version = init.ip_version;
+      tmp.vlan = init.vlan;
+      tmp.first = tmp.last = now;
+      init = tmp;
+    }
+    std::uint32_t hint = kNil;
+    if (table.size() >= table.capacity()) hint = evict_one();
+    idx = table.allocate(h, hint);
+    Flow& f = table.flow(idx);
+    f.state = FlowState::kActive;
+    f.bits = k.portless() ? kFlowPortless : 0;
+    f.reserved = 0;
+    f.expire_at = 0;
+    f.rec = init;
+    table.insert(idx, h);
+    table.schedule(idx, deadline(idx));
+    ++stats.flows;
+    return true;
+  }
+
+  void finish() noexcept {
+    table.for_each([this](std::uint32_t i) {
+      if (table.flow(i).state == FlowState::kExpiring) emit(table.flow(i).rec);
+    });
+    table.for_each([this](std::uint32_t i) {
+      const Flow& f = table.flow(i);
+      if (f.state == FlowState::kActive && !(f.bits & kFlowPending)) emit(f.rec);
+    });
+    table.clear();
+    ignored.clear();
+    fragments.clear();
+  }
+};
+
+Observer::Observer(ObserverConfig config, RecordSink sink)
+    : impl_(std::make_unique<Impl>(config, std::move(sink))) {}
+Observer::~Observer() = default;
+Observer::Observer(Observer&&) noexcept = default;
+Observer& Observer::operator=(Observer&&) noexcept = default;
+
+void Observer::add_new_flow(NewFlowFn f) { impl_->new_flow.push_back(std::move(f)); }
+void Observer::add_ip4(PacketFn f) { impl_->ip4.push_back(std::move(f)); }
+void Observer::add_ip6(PacketFn f) { impl_->ip6.push_back(std::move(f)); }
+void Observer::add_tcp(PacketFn f) { impl_->tcp.push_back(std::move(f)); }
+void Observer::add_udp(PacketFn f) { impl_->udp.push_back(std::move(f)); }
+void Observer::add_l4(PacketFn f) { impl_->l4.push_back(std::move(f)); }
+
+void Observer::add_field(std::size_t slot, std::string name) {
+  if (slot >= std::tuple_size_v<decltype(FlowRecord::user)>)
+    throw std::out_of_range("Observer::add_field: slot must be 0..3");
+  auto& fs = impl_->fields;
+  auto it = std::find_if(fs.begin(), fs.end(), [&](const auto& e) { return e.first == slot; });
+  if (it != fs.end())
+    it->second = std::move(name);
+  else
+    fs.emplace_back(slot, std::move(name));
+  std::sort(fs.begin(), fs.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+}
+
+const std::vector<std::pair<std::size_t, std::string>>& Observer::fields() const noexcept {
+  return impl_->fields;
+}
+
+void Observer::on_packet(Nanos ts_ns, LinkType link, std::span<const std::byte> frame) noexcept {
+  impl_->on_packet(ts_ns, link, frame);
+}
+
+void Observer::finish() noexcept { impl_->finish(); }
+
+const ObserverStats& Observer::stats() const noexcept { return impl_->stats; }
+
+std::size_t Observer::active_flows() const noexcept { return impl_->table.size(); }
+
+std::size_t Observer::bytes_per_flow() noexcept {
+  // Table entry, wheel links and index slots, plus this flow's share of the ignored set
+  // (1/16 of max_flows) and of the fragment map (1/64), rounded up.
+  return FlowTable::bytes_per_flow() + (IgnoredSet::entry_bytes() + 15) / 16 +
+         (FragmentMap::entry_bytes() + 63) / 64;
+}
+
+Verdict tcp_complete_on_fin_or_rst(FlowRecord& r, const PacketView& p, bool /*rev*/) {
+  if (p.tcp_flags & kTcpRst) return Verdict::kComplete;
+  if ((r.tcp_flags_fwd & kTcpFin) && (r.tcp_flags_rev & kTcpFin)) return Verdict::kComplete;
+  return Verdict::kContinue;
+}
+
+static_assert(sizeof(Flow) == 168, "Flow layout: 16 bytes of state + FlowRecord (152)");
+
+}  // namespace flowmark::observe

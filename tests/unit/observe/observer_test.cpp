@@ -1,0 +1,912 @@
+// Observer: flows from frames, chains, timers on the packet clock. Frames are built here
+// byte by byte and go through the real decoder; records are checked field by field.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <random>
+#include <span>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "flowmark/observe/observer.hpp"
+
+namespace flowmark::observe {
+namespace {
+
+using Bytes = std::vector<std::uint8_t>;
+
+constexpr Nanos kMs = 1'000'000, kSec = 1'000'000'000;
+constexpr std::uint8_t kFin = 0x01, kSyn = 0x02, kRst = 0x04, kPsh = 0x08, kAck = 0x10;
+
+struct Addr {
+  bool v6 = false;
+  std::array<std::uint8_t, 16> b{};
+  IpAddress ip() const {
+    if (v6) {
+      in6_addr a;
+      std::copy(b.begin(), b.end(), reinterpret_cast<std::uint8_t*>(&a));
+      return IpAddress::v6(a);
+    }
+    return IpAddress::v4(std::uint32_t{b[0]} << 24 | std::uint32_t{b[1]} << 16 |
+                         std::uint32_t{b[2]} << 8 | b[3]);
+  }
+};
+Addr v4(std::uint8_t a, std::uint8_t b, std::uint8_t c, std::uint8_t d) {
+  Addr r;
+  r.b[0] = a, r.b[1] = b, r.b[2] = c, r.b[3] = d;
+  return r;
+}
+Addr v6(std::uint8_t last) {
+  Addr r;
+  r.v6 = true;
+  r.b[0] = 0x20, r.b[1] = 0x01, r.b[2] = 0x0d, r.b[3] = 0xb8, r.b[15] = last;
+  return r;
+}
+
+// High address first, so that a record's forward direction is not the canonical order.
+const Addr kA = v4(198, 51, 100, 7), kB = v4(192, 0, 2, 1), kC = v4(203, 0, 113, 9);
+
+void put16(Bytes& b, unsigned v) {
+  b.push_back(static_cast<std::uint8_t>(v >> 8));
+  b.push_back(static_cast<std::uint8_t>(v));
+}
+void put32(Bytes& b, std::uint32_t v) {
+  put16(b, v >> 16);
+  put16(b, v & 0xffff);
+}
+void put_addr(Bytes& b, const Addr& a) { b.insert(b.end(), a.b.begin(), a.b.begin() + (a.v6 ? 16 : 4)); }
+
+// --- transport ---
+Bytes tcp(unsigned sport, unsigned dport, unsigned flags, std::size_t payload = 0) {
+  Bytes b;
+  put16(b, sport), put16(b, dport), put32(b, 1000), put32(b, 2000);
+  b.push_back(5 << 4), b.push_back(static_cast<std::uint8_t>(flags));
+  put16(b, 65535), put16(b, 0), put16(b, 0);
+  b.insert(b.end(), payload, 0xab);
+  return b;
+}
+Bytes udp(unsigned sport, unsigned dport, std::size_t payload = 0) {
+  Bytes b;
+  put16(b, sport), put16(b, dport), put16(b, static_cast<unsigned>(8 + payload)), put16(b, 0);
+  b.insert(b.end(), payload, 0xcd);
+  return b;
+}
+// ICMP(v6) header; an error's body is 4 unused bytes then the quoted packet.
+Bytes icmp(unsigned type, unsigned code, const Bytes& body = Bytes(4, 0)) {
+  Bytes b{static_cast<std::uint8_t>(type), static_cast<std::uint8_t>(code), 0, 0};
+  b.insert(b.end(), body.begin(), body.end());
+  return b;
+}
+
+// --- IP ---
+struct Frag {
+  unsigned id = 0, offset8 = 0;
+  bool more = false;
+};
+Bytes ip(const Addr& src, const Addr& dst, unsigned proto, const Bytes& l4, Frag frag = {}) {
+  Bytes b;
+  if (!src.v6) {
+    b.push_back(0x45), b.push_back(0);
+    put16(b, static_cast<unsigned>(20 + l4.size()));
+    put16(b, frag.id);
+    put16(b, (frag.more ? 0x2000u : 0u) | frag.offset8);
+    b.push_back(64), b.push_back(static_cast<std::uint8_t>(proto)), put16(b, 0);
+  } else {
+    put32(b, 0x60000000);
+    put16(b, static_cast<unsigned>(l4.size()));
+    b.push_back(static_cast<std::uint8_t>(proto)), b.push_back(64);
+  }
+  put_addr(b, src), put_addr(b, dst);
+  b.insert(b.end(), l4.begin(), l4.end());
+  return b;
+}
+
+// --- link ---
+Bytes eth(const Bytes& ip_packet, std::vector<unsigned> vlans = {}) {
+  Bytes b{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2};
+  for (unsigned v : vlans) put16(b, 0x8100), put16(b, v);
+  put16(b, (ip_packet[0] >> 4) == 6 ? 0x86dd : 0x0800);
+  b.insert(b.end(), ip_packet.begin(), ip_packet.end());
+  return b;
+}
+
+Bytes tcp_frame(const Addr& s, unsigned sp, const Addr& d, unsigned dp, unsigned flags,
+                std::size_t payload = 0) {
+  return eth(ip(s, d, kProtoTcp, tcp(sp, dp, flags, payload)));
+}
+Bytes udp_frame(const Addr& s, unsigned sp, const Addr& d, unsigned dp, std::size_t payload = 0,
+                std::vector<unsigned> vlans = {}) {
+  return eth(ip(s, d, kProtoUdp, udp(sp, dp, payload)), std::move(vlans));
+}
+
+// An Observer with a sink that keeps what it gets.
+struct Harness {
+  explicit Harness(ObserverConfig c = {}) : obs(c, [this](const FlowRecord& r) { out.push_back(r); }) {}
+  void feed(Nanos t, const Bytes& f) {
+    obs.on_packet(t, LinkType::kEthernet, std::as_bytes(std::span(f)));
+  }
+  std::vector<FlowRecord> out;
+  Observer obs;
+};
+
+void expect_key(const FlowRecord& r, const Addr& s, unsigned sp, const Addr& d, unsigned dp,
+                unsigned proto) {
+  EXPECT_EQ(r.sip, s.ip());
+  EXPECT_EQ(r.dip, d.ip());
+  EXPECT_EQ(r.sp, sp);
+  EXPECT_EQ(r.dp, dp);
+  EXPECT_EQ(r.proto, proto);
+}
+
+// ---------------------------------------------------------------------------------------
+
+TEST(Observer, BothDirectionsOneRecordWithDirectionAndIpOctets) {
+  Harness h;
+  std::vector<bool> revs;
+  h.obs.add_ip4([&](FlowRecord&, const PacketView&, bool rev) {
+    revs.push_back(rev);
+    return Verdict::kContinue;
+  });
+  h.feed(1 * kSec, tcp_frame(kA, 40000, kB, 443, kSyn));               // 40 octets
+  h.feed(1 * kSec + 10 * kMs, tcp_frame(kB, 443, kA, 40000, kSyn | kAck));
+  h.feed(1 * kSec + 20 * kMs, tcp_frame(kA, 40000, kB, 443, kAck | kPsh, 100));  // 140
+  h.feed(1 * kSec + 30 * kMs, tcp_frame(kB, 443, kA, 40000, kAck, 1000));        // 1040
+  EXPECT_EQ(h.obs.active_flows(), 1u);
+  EXPECT_TRUE(h.out.empty());
+  h.obs.finish();
+  ASSERT_EQ(h.out.size(), 1u);
+  const FlowRecord& r = h.out[0];
+  expect_key(r, kA, 40000, kB, 443, kProtoTcp);
+  EXPECT_EQ(r.ip_version, 4);
+  EXPECT_EQ(r.pkt_fwd, 2u);
+  EXPECT_EQ(r.pkt_rev, 2u);
+  EXPECT_EQ(r.oct_fwd, 40u + 140u);
+  EXPECT_EQ(r.oct_rev, 40u + 1040u);
+  EXPECT_EQ(r.tcp_flags_fwd, kSyn | kAck | kPsh);
+  EXPECT_EQ(r.tcp_flags_rev, kSyn | kAck);
+  EXPECT_EQ(r.first, 1 * kSec);
+  EXPECT_EQ(r.last, 1 * kSec + 30 * kMs);
+  EXPECT_FALSE(r.continuation);
+  EXPECT_EQ(r.fragments, 0u);
+  EXPECT_EQ(r.icmp_errors, 0u);
+  EXPECT_EQ(revs, (std::vector<bool>{false, true, false, true}));
+  EXPECT_EQ(h.obs.stats().packets, 4u);
+  EXPECT_EQ(h.obs.stats().flows, 1u);
+  EXPECT_EQ(h.obs.stats().emitted, 1u);
+  EXPECT_EQ(h.obs.active_flows(), 0u);
+}
+
+TEST(Observer, ForwardIsTheFirstPacketsDirectionEitherWay) {
+  Harness h;
+  h.feed(1, udp_frame(kB, 53, kA, 5353, 10));  // low endpoint speaks first this time
+  h.feed(2, udp_frame(kA, 5353, kB, 53, 20));
+  h.feed(3, udp_frame(kA, 5353, kB, 53, 20));
+  h.obs.finish();
+  ASSERT_EQ(h.out.size(), 1u);
+  expect_key(h.out[0], kB, 53, kA, 5353, kProtoUdp);
+  EXPECT_EQ(h.out[0].pkt_fwd, 1u);
+  EXPECT_EQ(h.out[0].pkt_rev, 2u);
+  EXPECT_EQ(h.out[0].oct_fwd, 38u);
+  EXPECT_EQ(h.out[0].oct_rev, 96u);
+}
+
+TEST(Observer, Ipv6OctetsIncludeTheFixedHeader) {
+  Harness h;
+  h.feed(1, eth(ip(v6(1), v6(2), kProtoUdp, udp(1000, 2000, 52))));
+  h.feed(2, eth(ip(v6(2), v6(1), kProtoUdp, udp(2000, 1000, 12))));
+  h.obs.finish();
+  ASSERT_EQ(h.out.size(), 1u);
+  expect_key(h.out[0], v6(1), 1000, v6(2), 2000, kProtoUdp);
+  EXPECT_EQ(h.out[0].ip_version, 6);
+  EXPECT_EQ(h.out[0].oct_fwd, 40u + 8u + 52u);
+  EXPECT_EQ(h.out[0].oct_rev, 40u + 8u + 12u);
+}
+
+TEST(Observer, SamePortsOtherProtocolOrFamilyAreOtherFlows) {
+  Harness h;
+  h.feed(1, tcp_frame(kA, 1000, kB, 2000, kAck));
+  h.feed(2, udp_frame(kA, 1000, kB, 2000));
+  h.feed(3, udp_frame(kA, 1000, kC, 2000));
+  h.feed(4, udp_frame(kA, 1001, kB, 2000));
+  EXPECT_EQ(h.obs.active_flows(), 4u);
+}
+
+TEST(Observer, FinFinCompletesAndIsEmittedAfterTheExpiryDelayWithTrailingAck) {
+  Harness h;  // expiry_delay 5 s
+  h.obs.add_tcp(tcp_complete_on_fin_or_rst);
+  const Nanos t0 = 100 * kSec;
+  h.feed(t0, tcp_frame(kA, 40000, kB, 80, kSyn));
+  h.feed(t0 + 1 * kMs, tcp_frame(kB, 80, kA, 40000, kSyn | kAck));
+  h.feed(t0 + 2 * kMs, tcp_frame(kA, 40000, kB, 80, kAck));
+  h.feed(t0 + 3 * kMs, tcp_frame(kA, 40000, kB, 80, kFin | kAck));
+  h.feed(t0 + 4 * kMs, tcp_frame(kB, 80, kA, 40000, kFin | kAck));  // completes here
+  h.feed(t0 + 1 * kSec, tcp_frame(kA, 40000, kB, 80, kAck));  // trailing ACK: still counted
+  // Another flow's packets move the clock: not yet at 5 s after completion ...
+  h.feed(t0 + 4 * kMs + 5 * kSec - 1, udp_frame(kC, 1, kB, 2));
+  EXPECT_TRUE(h.out.empty());
+  EXPECT_EQ(h.obs.active_flows(), 2u);
+  // ... and exactly at it, before that packet is counted.
+  h.feed(t0 + 4 * kMs + 5 * kSec, udp_frame(kC, 1, kB, 2));
+  ASSERT_EQ(h.out.size(), 1u);
+  const FlowRecord& r = h.out[0];
+  expect_key(r, kA, 40000, kB, 80, kProtoTcp);
+  EXPECT_EQ(r.pkt_fwd, 4u);
+  EXPECT_EQ(r.pkt_rev, 2u);
+  EXPECT_EQ(r.tcp_flags_fwd, kSyn | kAck | kFin);
+  EXPECT_EQ(r.tcp_flags_rev, kSyn | kAck | kFin);
+  EXPECT_EQ(r.last, t0 + 1 * kSec);
+  EXPECT_EQ(h.obs.active_flows(), 1u);
+}
+
+TEST(Observer, OneFinIsNotCompletion) {
+  Harness h;
+  h.obs.add_tcp(tcp_complete_on_fin_or_rst);
+  h.feed(0, tcp_frame(kA, 1, kB, 2, kFin | kAck));
+  h.feed(1, tcp_frame(kA, 1, kB, 2, kFin | kAck));
+  h.feed(10 * kSec, udp_frame(kC, 1, kB, 2));
+  EXPECT_TRUE(h.out.empty());
+}
+
+TEST(Observer, RstCompletes) {
+  Harness h({.expiry_delay_ns = 2 * kSec});
+  h.obs.add_tcp(tcp_complete_on_fin_or_rst);
+  h.feed(0, tcp_frame(kA, 40000, kB, 81, kSyn));
+  h.feed(1 * kMs, tcp_frame(kB, 81, kA, 40000, kRst | kAck));
+  h.feed(2 * kSec, udp_frame(kC, 1, kB, 2));  // 1 ms short
+  EXPECT_TRUE(h.out.empty());
+  h.feed(2 * kSec + 1 * kMs, udp_frame(kC, 1, kB, 2));
+  ASSERT_EQ(h.out.size(), 1u);
+  EXPECT_EQ(h.out[0].pkt_fwd, 1u);
+  EXPECT_EQ(h.out[0].pkt_rev, 1u);
+  EXPECT_EQ(h.out[0].tcp_flags_rev, kRst | kAck);
+}
+
+TEST(Observer, ExpiryDelayZeroEmitsBeforeTheNextPacket) {
+  Harness h({.expiry_delay_ns = 0});
+  h.obs.add_tcp(tcp_complete_on_fin_or_rst);
+  h.feed(5, tcp_frame(kA, 1, kB, 2, kRst));
+  EXPECT_TRUE(h.out.empty());
+  h.feed(5, tcp_frame(kA, 1, kB, 2, kAck));  // same time: the record is gone
+  ASSERT_EQ(h.out.size(), 1u);
+  EXPECT_EQ(h.out[0].pkt_fwd, 1u);
+  h.obs.finish();
+  ASSERT_EQ(h.out.size(), 2u);
+  EXPECT_EQ(h.out[1].pkt_fwd, 1u);
+}
+
+TEST(Observer, IdleTimeoutAcrossAClockJumpGivesTwoRecords) {
+  Harness h;  // idle 30 s
+  h.feed(1000 * kSec, udp_frame(kA, 5000, kB, 6000, 10));
+  h.feed(1000 * kSec + 1 * kSec, udp_frame(kB, 6000, kA, 5000, 10));
+  h.feed(1000 * kSec + 62 * kSec, udp_frame(kA, 5000, kB, 6000, 10));  // 61 s gap
+  ASSERT_EQ(h.out.size(), 1u);  // the first flow went out before this packet counted
+  EXPECT_EQ(h.out[0].pkt_fwd, 1u);
+  EXPECT_EQ(h.out[0].pkt_rev, 1u);
+  EXPECT_EQ(h.out[0].last, 1001 * kSec);
+  h.obs.finish();
+  ASSERT_EQ(h.out.size(), 2u);
+  EXPECT_EQ(h.out[1].pkt_fwd, 1u);
+  EXPECT_EQ(h.out[1].pkt_rev, 0u);
+  EXPECT_EQ(h.out[1].first, 1062 * kSec);
+  EXPECT_FALSE(h.out[1].continuation);
+  EXPECT_EQ(h.obs.stats().flows, 2u);
+}
+
+TEST(Observer, IdleDeadlineIsExact) {
+  Harness h({.idle_timeout_ns = 30 * kSec});
+  h.feed(0, udp_frame(kA, 1, kB, 2));
+  h.feed(30 * kSec - 1, udp_frame(kC, 1, kB, 2));
+  EXPECT_TRUE(h.out.empty());
+  h.feed(30 * kSec, udp_frame(kC, 1, kB, 2));
+  ASSERT_EQ(h.out.size(), 1u);
+  EXPECT_EQ(h.out[0].sip, kA.ip());
+}
+
+TEST(Observer, ClockJumpEmitsInDeadlineOrder) {
+  Harness h({.idle_timeout_ns = 10 * kSec});
+  for (unsigned i = 0; i < 5; ++i) h.feed(i * kSec, udp_frame(kA, 100 + i, kB, 2));
+  h.feed(3600 * kSec, udp_frame(kC, 1, kB, 2));  // an hour later
+  ASSERT_EQ(h.out.size(), 5u);
+  for (unsigned i = 0; i < 5; ++i) EXPECT_EQ(h.out[i].sp, 100 + i);
+}
+
+TEST(Observer, ActiveTimeoutSplitsIntoContinuations) {
+  Harness h({.idle_timeout_ns = 30 * kSec, .active_timeout_ns = 10 * kSec});
+  for (int t = 0; t <= 24; t += 2) h.feed(t * kSec, udp_frame(kA, 1, kB, 2, 2));  // 30 octets
+  ASSERT_EQ(h.out.size(), 2u);
+  EXPECT_FALSE(h.out[0].continuation);
+  EXPECT_EQ(h.out[0].first, 0);
+  EXPECT_EQ(h.out[0].last, 8 * kSec);
+  EXPECT_EQ(h.out[0].pkt_fwd, 5u);
+  EXPECT_EQ(h.out[0].oct_fwd, 150u);
+  EXPECT_TRUE(h.out[1].continuation);
+  EXPECT_EQ(h.out[1].first, 10 * kSec);
+  EXPECT_EQ(h.out[1].last, 18 * kSec);
+  EXPECT_EQ(h.out[1].pkt_fwd, 5u);
+  expect_key(h.out[1], kA, 1, kB, 2, kProtoUdp);
+  h.obs.finish();
+  ASSERT_EQ(h.out.size(), 3u);
+  EXPECT_TRUE(h.out[2].continuation);
+  EXPECT_EQ(h.out[2].first, 20 * kSec);
+  EXPECT_EQ(h.out[2].last, 24 * kSec);
+  EXPECT_EQ(h.out[2].pkt_fwd, 3u);
+  EXPECT_EQ(h.obs.stats().flows, 1u);
+  EXPECT_EQ(h.obs.stats().emitted, 3u);
+}
+
+TEST(Observer, ActiveTimeoutKeepsDirectionAndUserFieldsAndDropsEmptyParts) {
+  Harness h({.idle_timeout_ns = 5 * kSec, .active_timeout_ns = 10 * kSec});
+  h.obs.add_udp([](FlowRecord& r, const PacketView&, bool) {
+    ++r.user[0];
+    return Verdict::kContinue;
+  });
+  h.feed(0, udp_frame(kA, 1, kB, 2));
+  h.feed(4 * kSec, udp_frame(kB, 2, kA, 1));
+  h.feed(8 * kSec, udp_frame(kA, 1, kB, 2));
+  h.feed(12 * kSec, udp_frame(kB, 2, kA, 1));  // after the split at 10 s: reverse still
+  ASSERT_EQ(h.out.size(), 1u);
+  EXPECT_EQ(h.out[0].user[0], 3u);
+  // No packet after 12 s: the part goes idle at 17 s and is emitted then.
+  h.feed(30 * kSec, udp_frame(kC, 1, kB, 2));
+  ASSERT_EQ(h.out.size(), 2u);
+  EXPECT_TRUE(h.out[1].continuation);
+  EXPECT_EQ(h.out[1].sip, kA.ip());
+  EXPECT_EQ(h.out[1].pkt_fwd, 0u);
+  EXPECT_EQ(h.out[1].pkt_rev, 1u);
+  EXPECT_EQ(h.out[1].user[0], 4u);
+
+  // A split with no packet after it before the idle timeout: nothing more is emitted.
+  Harness g({.idle_timeout_ns = 5 * kSec, .active_timeout_ns = 10 * kSec});
+  g.feed(0, udp_frame(kA, 1, kB, 2));
+  g.feed(4 * kSec, udp_frame(kA, 1, kB, 2));
+  g.feed(8 * kSec, udp_frame(kA, 1, kB, 2));
+  g.feed(100 * kSec, udp_frame(kC, 1, kB, 2));  // split at 10 s, idle at 13 s
+  ASSERT_EQ(g.out.size(), 1u);
+  EXPECT_EQ(g.out[0].pkt_fwd, 3u);
+  EXPECT_EQ(g.obs.active_flows(), 1u);  // only kC's flow
+}
+
+TEST(Observer, NewSynDuringExpiryStartsANewRecord) {
+  Harness h;
+  h.obs.add_tcp(tcp_complete_on_fin_or_rst);
+  h.feed(0, tcp_frame(kA, 40000, kB, 80, kSyn));
+  h.feed(1, tcp_frame(kB, 80, kA, 40000, kSyn | kAck));
+  h.feed(2, tcp_frame(kA, 40000, kB, 80, kFin | kAck));
+  h.feed(3, tcp_frame(kB, 80, kA, 40000, kFin | kAck));
+  h.feed(4, tcp_frame(kA, 40000, kB, 80, kAck));
+  // A retransmitted SYN-ACK is no new connection.
+  h.feed(5, tcp_frame(kB, 80, kA, 40000, kSyn | kAck));
+  EXPECT_TRUE(h.out.empty());
+  h.feed(1 * kSec, tcp_frame(kA, 40000, kB, 80, kSyn));  // port reused within 5 s
+  ASSERT_EQ(h.out.size(), 1u);
+  EXPECT_EQ(h.out[0].pkt_fwd, 3u);
+  EXPECT_EQ(h.out[0].pkt_rev, 3u);
+  h.feed(1 * kSec + 1, tcp_frame(kB, 80, kA, 40000, kSyn | kAck));
+  h.obs.finish();
+  ASSERT_EQ(h.out.size(), 2u);
+  EXPECT_EQ(h.out[1].first, 1 * kSec);
+  EXPECT_EQ(h.out[1].pkt_fwd, 1u);
+  EXPECT_EQ(h.out[1].pkt_rev, 1u);
+  EXPECT_EQ(h.out[1].tcp_flags_fwd, kSyn);
+  EXPECT_EQ(h.obs.stats().flows, 2u);
+}
+
+TEST(Observer, NewSynFromTheOtherSideAlsoStartsANewRecord) {
+  Harness h;
+  h.obs.add_tcp(tcp_complete_on_fin_or_rst);
+  h.feed(0, tcp_frame(kA, 40000, kB, 80, kSyn));
+  h.feed(1, tcp_frame(kB, 80, kA, 40000, kRst | kAck));
+  h.feed(2, tcp_frame(kB, 80, kA, 40000, kSyn));
+  ASSERT_EQ(h.out.size(), 1u);
+  h.obs.finish();
+  ASSERT_EQ(h.out.size(), 2u);
+  expect_key(h.out[1], kB, 80, kA, 40000, kProtoTcp);
+}
+
+TEST(Observer, NewFlowChainVetoIgnoresTheFlow) {
+  Harness h;
+  int calls = 0;
+  h.obs.add_new_flow([&](FlowRecord& r, const PacketView& p) {
+    ++calls;
+    r.user[1] = 7;
+    r.sp = 9999;  // key fields are the observer's: this is undone
+    return !(p.has_ports && (p.sport == 53 || p.dport == 53));
+  });
+  h.feed(0, udp_frame(kA, 5353, kB, 53));
+  h.feed(1, udp_frame(kB, 53, kA, 5353));
+  h.feed(2, udp_frame(kA, 5353, kB, 53));
+  h.feed(3, udp_frame(kA, 5353, kB, 54));
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(h.obs.stats().ignored, 1u);
+  EXPECT_EQ(h.obs.stats().ignored_packets, 2u);
+  EXPECT_EQ(h.obs.stats().flows, 1u);
+  EXPECT_EQ(h.obs.active_flows(), 1u);
+  h.obs.finish();
+  ASSERT_EQ(h.out.size(), 1u);
+  EXPECT_EQ(h.out[0].dp, 54);
+  EXPECT_EQ(h.out[0].sp, 5353);
+  EXPECT_EQ(h.out[0].user[1], 7u);
+}
+
+TEST(Observer, IgnoredKeysAreForgottenAfterTheIdleTimeout) {
+  Harness h({.idle_timeout_ns = 10 * kSec});
+  int calls = 0;
+  h.obs.add_new_flow([&](FlowRecord&, const PacketView&) { return ++calls > 1; });
+  h.feed(0, udp_frame(kA, 1, kB, 2));
+  h.feed(9 * kSec, udp_frame(kA, 1, kB, 2));   // refreshes
+  h.feed(18 * kSec, udp_frame(kB, 2, kA, 1));  // still ignored (9 s after)
+  EXPECT_EQ(calls, 1);
+  h.feed(40 * kSec, udp_frame(kA, 1, kB, 2));  // forgotten: asked again, accepted
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(h.obs.active_flows(), 1u);
+}
+
+TEST(Observer, EvictsTheLeastRecentlyActiveFlowWhenFull) {
+  Harness h({.max_flows = 3});
+  h.feed(1 * kSec, udp_frame(kA, 1, kB, 2));
+  h.feed(2 * kSec, udp_frame(kA, 2, kB, 2));
+  h.feed(3 * kSec, udp_frame(kA, 3, kB, 2));
+  h.feed(4 * kSec, udp_frame(kB, 2, kA, 1));  // flow 1 active again
+  h.feed(5 * kSec, udp_frame(kA, 4, kB, 2));  // full: flow 2 goes
+  ASSERT_EQ(h.out.size(), 1u);
+  EXPECT_EQ(h.out[0].sp, 2);
+  EXPECT_EQ(h.obs.stats().evicted, 1u);
+  EXPECT_EQ(h.obs.active_flows(), 3u);
+  h.feed(6 * kSec, udp_frame(kA, 5, kB, 2));  // then flow 3
+  ASSERT_EQ(h.out.size(), 2u);
+  EXPECT_EQ(h.out[1].sp, 3);
+  h.obs.finish();
+  ASSERT_EQ(h.out.size(), 5u);
+  std::vector<unsigned> rest;
+  for (std::size_t i = 2; i < 5; ++i) rest.push_back(h.out[i].sp);
+  std::sort(rest.begin(), rest.end());
+  EXPECT_EQ(rest, (std::vector<unsigned>{1, 4, 5}));
+  EXPECT_EQ(h.out[2].sp == 1 ? h.out[2].pkt_rev : 1u, 1u);
+  EXPECT_EQ(h.obs.stats().evicted, 2u);
+  EXPECT_EQ(h.obs.stats().emitted, 5u);
+}
+
+TEST(Observer, FragmentsAreAttributedToTheirFlowInTheirDirection) {
+  Harness h;
+  // A UDP datagram of 8 + 40 bytes in two fragments (24 + 24), and its answer in two.
+  const Bytes dgram = udp(5000, 6000, 40);
+  const Bytes first(dgram.begin(), dgram.begin() + 24), rest(dgram.begin() + 24, dgram.end());
+  h.feed(1, eth(ip(kA, kB, kProtoUdp, first, {.id = 77, .offset8 = 0, .more = true})));
+  h.feed(2, eth(ip(kA, kB, kProtoUdp, rest, {.id = 77, .offset8 = 3})));
+  const Bytes answer = udp(6000, 5000, 40);
+  const Bytes a1(answer.begin(), answer.begin() + 16), a2(answer.begin() + 16, answer.end());
+  // Out of order at the far side: the first fragment still comes first here.
+  h.feed(3, eth(ip(kB, kA, kProtoUdp, a1, {.id = 77, .offset8 = 0, .more = true})));
+  h.feed(4, eth(ip(kB, kA, kProtoUdp, a2, {.id = 77, .offset8 = 2})));
+  // A later fragment whose first fragment was never seen.
+  h.feed(5, eth(ip(kA, kB, kProtoUdp, Bytes(16, 0), {.id = 99, .offset8 = 2})));
+  EXPECT_EQ(h.obs.stats().fragments, 3u);
+  EXPECT_EQ(h.obs.stats().fragments_unmatched, 1u);
+  h.obs.finish();
+  ASSERT_EQ(h.out.size(), 2u);
+  const FlowRecord& r = h.out[0].sp == 5000 ? h.out[0] : h.out[1];
+  const FlowRecord& u = h.out[0].sp == 5000 ? h.out[1] : h.out[0];
+  expect_key(r, kA, 5000, kB, 6000, kProtoUdp);
+  EXPECT_EQ(r.pkt_fwd, 2u);
+  EXPECT_EQ(r.pkt_rev, 2u);
+  EXPECT_EQ(r.oct_fwd, 44u + 44u);
+  EXPECT_EQ(r.oct_rev, 36u + 52u);
+  EXPECT_EQ(r.fragments, 2u);
+  expect_key(u, kA, 0, kB, 0, kProtoUdp);  // the unmatched one: a 3-tuple flow
+  EXPECT_EQ(u.pkt_fwd, 1u);
+  EXPECT_EQ(u.fragments, 1u);
+}
+
+TEST(Observer, FragmentMapEntriesTimeOut) {
+  Harness h({.idle_timeout_ns = 100 * kSec, .fragment_timeout_ns = 1 * kSec});
+  const Bytes dgram = udp(5000, 6000, 40);
+  h.feed(0, eth(ip(kA, kB, kProtoUdp, Bytes(dgram.begin(), dgram.begin() + 24),
+                   {.id = 5, .more = true})));
+  h.feed(2 * kSec, eth(ip(kA, kB, kProtoUdp, Bytes(dgram.begin() + 24, dgram.end()),
+                          {.id = 5, .offset8 = 3})));
+  EXPECT_EQ(h.obs.stats().fragments_unmatched, 1u);
+  EXPECT_EQ(h.obs.active_flows(), 2u);
+}
+
+TEST(Observer, IcmpErrorIsAttributedToTheQuotedFlow) {
+  Harness h;
+  const Bytes probe = ip(kA, kB, kProtoUdp, udp(40000, 33434, 12));
+  h.feed(1, eth(probe));
+  // kB answers port unreachable, quoting the probe's IP header and 8 bytes.
+  Bytes body(4, 0);
+  body.insert(body.end(), probe.begin(), probe.begin() + 28);
+  h.feed(2, eth(ip(kB, kA, kProtoIcmp, icmp(3, 3, body))));
+  EXPECT_EQ(h.obs.stats().icmp_errors_matched, 1u);
+  // An error quoting a flow we never saw matches nothing.
+  Bytes other(4, 0);
+  const Bytes unseen = ip(kA, kC, kProtoUdp, udp(1, 2));
+  other.insert(other.end(), unseen.begin(), unseen.end());
+  h.feed(3, eth(ip(kC, kA, kProtoIcmp, icmp(3, 3, other))));
+  EXPECT_EQ(h.obs.stats().icmp_errors_matched, 1u);
+  h.obs.finish();
+  ASSERT_EQ(h.out.size(), 3u);
+  const FlowRecord* udpr = nullptr;
+  const FlowRecord* icmpr = nullptr;
+  for (const auto& r : h.out) {
+    if (r.proto == kProtoUdp) udpr = &r;
+    if (r.proto == kProtoIcmp && r.sip == kB.ip()) icmpr = &r;
+  }
+  ASSERT_TRUE(udpr && icmpr);
+  EXPECT_EQ(udpr->icmp_errors, 1u);
+  EXPECT_EQ(udpr->pkt_fwd, 1u);
+  EXPECT_EQ(udpr->pkt_rev, 0u);  // the error is not a packet of the UDP flow
+  expect_key(*icmpr, kB, 0, kA, 0, kProtoIcmp);
+  EXPECT_EQ(icmpr->pkt_fwd, 1u);
+  EXPECT_EQ(icmpr->icmp_errors, 0u);
+}
+
+TEST(Observer, Icmpv6ErrorIsAttributedToTheQuotedTcpFlow) {
+  Harness h;
+  const Bytes seg = ip(v6(1), v6(2), kProtoTcp, tcp(40000, 443, kAck, 1400));
+  h.feed(1, eth(seg));
+  Bytes body(4, 0);
+  body.insert(body.end(), seg.begin(), seg.begin() + 48);
+  h.feed(2, eth(ip(v6(9), v6(1), kProtoIcmpv6, icmp(2, 0, body))));  // packet too big
+  h.obs.finish();
+  ASSERT_EQ(h.out.size(), 2u);
+  for (const auto& r : h.out) {
+    if (r.proto == kProtoTcp) {
+      EXPECT_EQ(r.icmp_errors, 1u);
+    } else {
+      expect_key(r, v6(9), 0, v6(1), 0, kProtoIcmpv6);
+    }
+  }
+}
+
+TEST(Observer, IcmpEchoIsOneThreeTupleFlow) {
+  Harness h;
+  h.feed(1, eth(ip(kA, kB, kProtoIcmp, icmp(8, 0))));
+  h.feed(2, eth(ip(kB, kA, kProtoIcmp, icmp(0, 0))));
+  h.obs.finish();
+  ASSERT_EQ(h.out.size(), 1u);
+  expect_key(h.out[0], kA, 0, kB, 0, kProtoIcmp);
+  EXPECT_EQ(h.out[0].pkt_fwd, 1u);
+  EXPECT_EQ(h.out[0].pkt_rev, 1u);
+}
+
+TEST(Observer, VlanIsPartOfTheKeyOnlyWhenAsked) {
+  for (bool key_vlan : {false, true}) {
+    Harness h({.key_vlan = key_vlan});
+    h.feed(1, udp_frame(kA, 1, kB, 2, 0, {10}));
+    h.feed(2, udp_frame(kB, 2, kA, 1, 0, {20}));
+    h.feed(3, udp_frame(kA, 1, kB, 2, 0, {10, 30}));  // QinQ: the outer tag counts
+    h.feed(4, udp_frame(kA, 1, kB, 2));              // untagged
+    h.obs.finish();
+    if (!key_vlan) {
+      ASSERT_EQ(h.out.size(), 1u);
+      EXPECT_EQ(h.out[0].vlan, 10);
+      EXPECT_EQ(h.out[0].pkt_fwd, 3u);
+      EXPECT_EQ(h.out[0].pkt_rev, 1u);
+    } else {
+      ASSERT_EQ(h.out.size(), 3u);
+      std::map<unsigned, std::uint64_t> pk;
+      for (const auto& r : h.out) pk[r.vlan] = r.pkt_fwd + r.pkt_rev;
+      EXPECT_EQ(pk, (std::map<unsigned, std::uint64_t>{{0, 1}, {10, 2}, {20, 1}}));
+    }
+  }
+}
+
+TEST(Observer, SelfFlowCountsEveryPacketForward) {
+  Harness h;
+  const Addr lo = v4(127, 0, 0, 1);
+  h.feed(1, udp_frame(lo, 7000, lo, 7000, 4));
+  h.feed(2, udp_frame(lo, 7000, lo, 7000, 4));
+  h.feed(3, udp_frame(lo, 7000, lo, 7000, 4));
+  h.feed(4, udp_frame(lo, 7000, lo, 7001, 4));  // other port: another flow
+  h.obs.finish();
+  ASSERT_EQ(h.out.size(), 2u);
+  const FlowRecord& r = h.out[0].dp == 7000 ? h.out[0] : h.out[1];
+  EXPECT_EQ(r.pkt_fwd, 3u);
+  EXPECT_EQ(r.pkt_rev, 0u);
+  EXPECT_EQ(r.oct_fwd, 3u * 32u);
+}
+
+TEST(Observer, FinishEmitsExpiringThenActive) {
+  Harness h;
+  h.obs.add_tcp(tcp_complete_on_fin_or_rst);
+  h.feed(1, udp_frame(kA, 1, kB, 2));          // active
+  h.feed(2, tcp_frame(kA, 3, kB, 4, kRst));    // expiring
+  h.feed(3, udp_frame(kC, 1, kB, 2));          // active
+  h.obs.finish();
+  ASSERT_EQ(h.out.size(), 3u);
+  EXPECT_EQ(h.out[0].proto, kProtoTcp);
+  EXPECT_EQ(h.obs.active_flows(), 0u);
+  EXPECT_EQ(h.obs.stats().emitted, 3u);
+  // The observer can go on after finish().
+  h.feed(4, udp_frame(kA, 1, kB, 2));
+  EXPECT_EQ(h.obs.active_flows(), 1u);
+  h.obs.finish();
+  EXPECT_EQ(h.out.size(), 4u);
+}
+
+TEST(Observer, ChainsSeeEveryPacketAndAnyCompleteCompletes) {
+  Harness h({.expiry_delay_ns = 1 * kSec});
+  std::vector<std::string> calls;
+  h.obs.add_ip4([&](FlowRecord& r, const PacketView&, bool) {
+    calls.push_back("ip4:" + std::to_string(r.pkt_fwd + r.pkt_rev));  // counted already
+    return r.pkt_fwd == 2 ? Verdict::kComplete : Verdict::kContinue;
+  });
+  h.obs.add_ip6([&](FlowRecord&, const PacketView&, bool) {
+    calls.push_back("ip6");
+    return Verdict::kContinue;
+  });
+  h.obs.add_udp([&](FlowRecord&, const PacketView&, bool) {
+    calls.push_back("udp");
+    return Verdict::kContinue;
+  });
+  h.obs.add_tcp([&](FlowRecord&, const PacketView&, bool) {
+    calls.push_back("tcp");
+    return Verdict::kContinue;
+  });
+  h.obs.add_l4([&](FlowRecord&, const PacketView& p, bool) {
+    calls.push_back("l4:" + std::to_string(p.proto));
+    return Verdict::kContinue;
+  });
+  h.feed(0, udp_frame(kA, 1, kB, 2));
+  h.feed(1, udp_frame(kA, 1, kB, 2));  // ip4 says complete; udp still called
+  h.feed(2, eth(ip(kA, kB, kProtoIcmp, icmp(8, 0))));
+  h.feed(3, eth(ip(v6(1), v6(2), kProtoSctp, Bytes(12, 0))));
+  EXPECT_EQ(calls, (std::vector<std::string>{"ip4:1", "udp", "ip4:2", "udp", "ip4:1", "l4:1",
+                                             "ip6", "l4:132"}));
+  h.feed(1 * kSec + 1, udp_frame(kC, 1, kB, 2));
+  ASSERT_GE(h.out.size(), 1u);
+  EXPECT_EQ(h.out[0].proto, kProtoUdp);
+  EXPECT_EQ(h.out[0].pkt_fwd, 2u);
+}
+
+TEST(Observer, FieldsNameUserSlots) {
+  Harness h;
+  h.obs.add_field(2, "syn_seen");
+  h.obs.add_field(0, "ecn");
+  h.obs.add_field(2, "syn");
+  using F = std::vector<std::pair<std::size_t, std::string>>;
+  EXPECT_EQ(h.obs.fields(), (F{{0, "ecn"}, {2, "syn"}}));
+  EXPECT_THROW(h.obs.add_field(4, "x"), std::out_of_range);
+}
+
+TEST(Observer, DecodeErrorsAreCountedByReason) {
+  Harness h;
+  Bytes arp{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x06};
+  arp.resize(42, 0);
+  h.feed(1, arp);
+  Bytes cut = udp_frame(kA, 1, kB, 2);
+  cut.resize(14 + 20 + 3);  // not even the ports
+  h.feed(2, cut);
+  h.feed(3, Bytes{1, 2, 3});
+  const auto& s = h.obs.stats();
+  EXPECT_EQ(s.packets, 3u);
+  EXPECT_EQ(s.non_ip, 1u);
+  EXPECT_EQ(s.short_packets, 1u);
+  EXPECT_EQ(s.decode_errors[static_cast<std::size_t>(DecodeError::kNotIp)], 1u);
+  EXPECT_EQ(s.decode_errors[static_cast<std::size_t>(DecodeError::kTruncatedL4)], 1u);
+  EXPECT_EQ(s.decode_errors[static_cast<std::size_t>(DecodeError::kTruncatedLink)], 1u);
+  EXPECT_EQ(h.obs.active_flows(), 0u);
+}
+
+TEST(Observer, TimestampsGoingBackwardsUseTheClock) {
+  Harness h;
+  h.feed(10 * kSec, udp_frame(kA, 1, kB, 2));
+  h.feed(5 * kSec, udp_frame(kB, 2, kA, 1));
+  h.obs.finish();
+  ASSERT_EQ(h.out.size(), 1u);
+  EXPECT_EQ(h.out[0].first, 10 * kSec);
+  EXPECT_EQ(h.out[0].last, 10 * kSec);
+  EXPECT_EQ(h.out[0].pkt_rev, 1u);
+  EXPECT_EQ(h.obs.stats().late_packets, 1u);
+}
+
+TEST(Observer, MemoryPerFlowIsWithinTarget) {
+  EXPECT_LE(Observer::bytes_per_flow(), 200u);
+  EXPECT_GE(Observer::bytes_per_flow(), sizeof(FlowRecord));
+}
+
+// 100,000 concurrent flows, every flow seen several times in both directions, idle
+// timeouts and evictions along the way: everything adds up. (No timing asserts.)
+TEST(Observer, HundredThousandFlows) {
+  constexpr unsigned kFlows = 100'000;
+  std::uint64_t emitted = 0, pkts = 0;
+  Observer obs({.idle_timeout_ns = 20 * kSec, .max_flows = 90'000},
+               [&](const FlowRecord& r) {
+                 ++emitted;
+                 pkts += r.pkt_fwd + r.pkt_rev;
+               });
+  std::vector<Bytes> frames;
+  frames.reserve(2 * kFlows);
+  for (unsigned i = 0; i < kFlows; ++i) {
+    const Addr a = v4(10, static_cast<std::uint8_t>(i >> 16), static_cast<std::uint8_t>(i >> 8),
+                      static_cast<std::uint8_t>(i));
+    frames.push_back(udp_frame(a, 1000 + i % 5000, kB, 53));
+    frames.push_back(udp_frame(kB, 53, a, 1000 + i % 5000));
+  }
+  std::mt19937 rng(1);
+  Nanos t = 0;
+  std::uint64_t fed = 0;
+  for (int round = 0; round < 4; ++round) {
+    std::vector<unsigned> order(frames.size());
+    for (unsigned i = 0; i < order.size(); ++i) order[i] = i;
+    std::shuffle(order.begin(), order.end(), rng);
+    for (unsigned i : order) {
+      t += 50'000;  // 50 µs: a round is 10 s of packet clock
+      obs.on_packet(t, LinkType::kEthernet, std::as_bytes(std::span(frames[i])));
+      ++fed;
+    }
+    if (round == 1) t += 25 * kSec;  // everything goes idle once
+  }
+  EXPECT_LE(obs.active_flows(), 90'000u);
+  obs.finish();
+  EXPECT_EQ(pkts, fed);
+  EXPECT_EQ(emitted, obs.stats().emitted);
+  EXPECT_GT(obs.stats().evicted, 0u);
+  EXPECT_EQ(obs.stats().flows, obs.stats().emitted);
+}
+
+// ---------------------------------------------------------------------------------------
+// Randomised check of the timers against a plain model that scans every flow for its
+// deadline at every packet: same records, emitted before the same packets.
+
+struct ModelFlow {
+  FlowRecord rec;
+  bool expiring = false, pending = false;
+  Nanos expire_at = 0;
+};
+
+class Model {
+ public:
+  Model(Nanos idle, Nanos active, Nanos expiry) : idle_(idle), active_(active), expiry_(expiry) {}
+
+  void packet(Nanos now, const Addr& s, unsigned sp, const Addr& d, unsigned dp, unsigned proto,
+              unsigned flags, std::uint32_t len, std::vector<FlowRecord>& out) {
+    fire(now, out);
+    auto key = std::make_tuple(std::min(std::make_pair(s.b, sp), std::make_pair(d.b, dp)),
+                               std::max(std::make_pair(s.b, sp), std::make_pair(d.b, dp)), proto);
+    auto it = flows_.find(key);
+    if (it != flows_.end() && it->second.expiring && proto == kProtoTcp &&
+        (flags & (kSyn | kAck)) == kSyn) {
+      out.push_back(it->second.rec);
+      flows_.erase(it);
+      it = flows_.end();
+    }
+    bool rev = false;
+    if (it == flows_.end()) {
+      ModelFlow f;
+      f.rec.sip = s.ip(), f.rec.dip = d.ip(), f.rec.sp = static_cast<std::uint16_t>(sp);
+      f.rec.dp = static_cast<std::uint16_t>(dp), f.rec.proto = static_cast<std::uint8_t>(proto);
+      f.rec.ip_version = 4, f.rec.first = now;
+      it = flows_.emplace(key, f).first;
+    } else {
+      rev = !(it->second.rec.sip == s.ip() && it->second.rec.sp == sp);
+      if (it->second.pending) it->second.pending = false, it->second.rec.first = now;
+    }
+    FlowRecord& r = it->second.rec;
+    (rev ? r.pkt_rev : r.pkt_fwd)++;
+    (rev ? r.oct_rev : r.oct_fwd) += len;
+    (rev ? r.tcp_flags_rev : r.tcp_flags_fwd) |= static_cast<std::uint8_t>(flags);
+    r.last = now;
+    if (proto == kProtoTcp && !it->second.expiring) {
+      const bool done = (flags & kRst) || ((r.tcp_flags_fwd & kFin) && (r.tcp_flags_rev & kFin));
+      if (done) it->second.expiring = true, it->second.expire_at = now + expiry_;
+    }
+  }
+
+  void finish(std::vector<FlowRecord>& out) {
+    for (auto& [k, f] : flows_)
+      if (f.expiring) out.push_back(f.rec);
+    for (auto& [k, f] : flows_)
+      if (!f.expiring && !f.pending) out.push_back(f.rec);
+    flows_.clear();
+  }
+
+ private:
+  Nanos deadline(const ModelFlow& f) const {
+    if (f.expiring) return f.expire_at;
+    if (f.pending) return f.rec.last + idle_;
+    return std::min(f.rec.last + idle_, f.rec.first + active_);
+  }
+  void fire(Nanos now, std::vector<FlowRecord>& out) {
+    for (;;) {
+      auto best = flows_.end();
+      for (auto it = flows_.begin(); it != flows_.end(); ++it)
+        if (deadline(it->second) <= now &&
+            (best == flows_.end() || deadline(it->second) < deadline(best->second)))
+          best = it;
+      if (best == flows_.end()) return;
+      ModelFlow& f = best->second;
+      if (f.expiring) {
+        out.push_back(f.rec);
+        flows_.erase(best);
+      } else if (f.pending || f.rec.last + idle_ <= f.rec.first + active_) {
+        if (!f.pending) out.push_back(f.rec);
+        flows_.erase(best);
+      } else {
+        out.push_back(f.rec);
+        FlowRecord& r = f.rec;
+        r.pkt_fwd = r.pkt_rev = r.oct_fwd = r.oct_rev = 0;
+        r.tcp_flags_fwd = r.tcp_flags_rev = 0;
+        r.continuation = true;
+        f.pending = true;
+      }
+    }
+  }
+
+  Nanos idle_, active_, expiry_;
+  std::map<std::tuple<std::pair<std::array<std::uint8_t, 16>, unsigned>,
+                      std::pair<std::array<std::uint8_t, 16>, unsigned>, unsigned>,
+           ModelFlow>
+      flows_;
+};
+
+using RecordKey = std::tuple<std::string, std::string, unsigned, unsigned, unsigned, Nanos, Nanos,
+                             std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, unsigned,
+                             unsigned, bool>;
+std::vector<RecordKey> canon(const std::vector<FlowRecord>& rs) {
+  std::vector<RecordKey> v;
+  for (const auto& r : rs)
+    v.emplace_back(r.sip.to_string(), r.dip.to_string(), r.sp, r.dp, r.proto, r.first, r.last,
+                   r.pkt_fwd, r.pkt_rev, r.oct_fwd, r.oct_rev, r.tcp_flags_fwd, r.tcp_flags_rev,
+                   r.continuation);
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+TEST(Observer, TimersMatchAScanningModel) {
+  const Nanos idle = 3 * kSec, active = 7 * kSec, expiry = 1 * kSec;
+  for (unsigned seed = 1; seed <= 40; ++seed) {
+    std::mt19937 rng(seed);
+    std::vector<FlowRecord> got, want;
+    Observer obs({.expiry_delay_ns = expiry, .idle_timeout_ns = idle, .active_timeout_ns = active},
+                 [&](const FlowRecord& r) { got.push_back(r); });
+    obs.add_tcp(tcp_complete_on_fin_or_rst);
+    Model model(idle, active, expiry);
+    const Addr hosts[] = {kA, kB, kC, v4(10, 0, 0, 1)};
+    const unsigned flag_set[] = {kSyn, kSyn | kAck, kAck, kAck, kAck, kFin | kAck, kRst};
+    Nanos t = 0;
+    for (int i = 0; i < 3000; ++i) {
+      // Even seeds: gaps on a 100 ms grid, so that packets land exactly on deadlines;
+      // odd seeds: any nanosecond. Now and then a gap longer than the whole wheel.
+      const auto g = static_cast<unsigned>(rng() % 100);
+      const Nanos small = seed % 2 ? static_cast<Nanos>(rng() % 2'000'000'000)
+                                   : static_cast<Nanos>(rng() % 20) * 100 * kMs;
+      t += g < 60   ? 0
+           : g < 90 ? small
+           : g < 99 ? static_cast<Nanos>(rng() % 80) * 100 * kMs
+                    : static_cast<Nanos>(rng() % 200) * kSec;
+      const Addr& s = hosts[rng() % 4];
+      const Addr& d = hosts[rng() % 4];
+      const auto sp = static_cast<unsigned>(1 + rng() % 3);
+      const auto dp = static_cast<unsigned>(1 + rng() % 3);
+      const bool is_tcp = rng() % 2;
+      const unsigned flags = is_tcp ? flag_set[rng() % 7] : 0;
+      const std::size_t payload = rng() % 50;
+      const Bytes f = is_tcp ? tcp_frame(s, sp, d, dp, flags, payload)
+                             : udp_frame(s, sp, d, dp, payload);
+      const auto len = static_cast<std::uint32_t>(f.size() - 14);
+      const std::size_t before = want.size();
+      model.packet(t, s, sp, d, dp, is_tcp ? kProtoTcp : kProtoUdp, flags, len, want);
+      const std::size_t got_before = got.size();
+      obs.on_packet(t, LinkType::kEthernet, std::as_bytes(std::span(f)));
+      // Same records out before this packet (the order among equal deadlines may differ).
+      ASSERT_EQ(canon({got.begin() + got_before, got.end()}),
+                canon({want.begin() + before, want.end()}))
+          << "seed " << seed << " packet " << i << " t " << t;
+    }
+    const std::size_t before = want.size(), got_before = got.size();
+    model.finish(want);
+    obs.finish();
+    ASSERT_EQ(canon({got.begin() + got_before, got.end()}),
+              canon({want.begin() + before, want.end()}))
+        << "seed " << seed;
+  }
+}
+
+}  // namespace
+}  // namespace flowmark::observe
