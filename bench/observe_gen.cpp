@@ -180,12 +180,18 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) usage((std::string(what) + " needs a value").c_str());
       return number(argv[++i], what);
     };
-    if (a == "--packets") packets = val("--packets");
-    else if (a == "--flows") flows = val("--flows");
-    else if (a == "--duration") duration = val("--duration");
-    else if (a == "--seed") seed = val("--seed");
-    else if (!a.empty() && a[0] == '-') usage("unknown option");
-    else out_path = argv[i];
+    if (a == "--packets")
+      packets = val("--packets");
+    else if (a == "--flows")
+      flows = val("--flows");
+    else if (a == "--duration")
+      duration = val("--duration");
+    else if (a == "--seed")
+      seed = val("--seed");
+    else if (!a.empty() && a[0] == '-')
+      usage("unknown option");
+    else
+      out_path = argv[i];
   }
   if (out_path == nullptr) usage("no output file");
   if (flows == 0 || flows > 16'000'000) usage("--flows: 1..16000000");
@@ -217,7 +223,10 @@ int main(int argc, char** argv) {
   // pcap global header: magic, 2.4, thiszone 0, sigfigs 0, snaplen 65535, Ethernet.
   std::uint8_t gh[24];
   put32le(gh, 0xa1b2c3d4);
-  gh[4] = 2; gh[5] = 0; gh[6] = 4; gh[7] = 0;
+  gh[4] = 2;
+  gh[5] = 0;
+  gh[6] = 4;
+  gh[7] = 0;
   put32le(gh + 8, 0);
   put32le(gh + 12, 0);
   put32le(gh + 16, 65535);
@@ -236,8 +245,8 @@ int main(int argc, char** argv) {
     const bool from_client = opening || (r & 1) != 0;
     const std::uint64_t pct = (r >> 8) % 100;
     const int size_class = pct < 40 ? 0 : pct < 60 ? 1 : 2;
-    const std::size_t len = build(frame + 16, f, from_client, opening, size_class,
-                                  static_cast<std::uint32_t>(r >> 32));
+    const std::size_t len =
+        build(frame + 16, f, from_client, opening, size_class, static_cast<std::uint32_t>(r >> 32));
     ++sizes[static_cast<std::size_t>(size_class)];
     const std::uint64_t ts = t0_us + static_cast<std::uint64_t>(static_cast<double>(n) * step_us);
     put32le(frame, static_cast<std::uint32_t>(ts / 1'000'000));

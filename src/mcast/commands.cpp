@@ -97,7 +97,7 @@ void append_datagram_json(std::string& out, const Datagram& d, InterfaceNames& n
   if (hdr) {
     fmt::format_to(std::back_inserter(out), R"(,"stream":{},"seq":{},"delay_us":{:.1f})",
                    hdr->stream, hdr->sequence,
-                   static_cast<double>(rx_ns - static_cast<std::int64_t>(hdr->sent_ns)) / 1e3);
+                   static_cast<double>(one_way_delay_ns(rx_ns, hdr->sent_ns)) / 1e3);
     body.remove_prefix(kStreamHeaderSize);
   }
   out.push_back(',');
@@ -202,7 +202,7 @@ struct Printer {
     if (o.stats) {
       if (hdr) {
         stats.add({d.source, d.destination, hdr->stream}, hdr->sequence,
-                  rx_ns - static_cast<std::int64_t>(hdr->sent_ns));
+                  one_way_delay_ns(rx_ns, hdr->sent_ns));
       } else {
         stats.add_plain();
       }

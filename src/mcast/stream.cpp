@@ -1,5 +1,6 @@
 #include "flowmark/mcast/stream.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 namespace flowmark::mcast {
@@ -32,6 +33,14 @@ std::optional<StreamHeader> decode_stream_header(std::span<const std::byte> p) n
                       get_be(p.data() + 16, 8)};
 }
 
+std::int64_t one_way_delay_ns(std::int64_t rx_ns, std::uint64_t sent_ns) noexcept {
+  constexpr std::int64_t kLimit = std::int64_t{1} << 61;
+  const std::int64_t sent =
+      sent_ns > static_cast<std::uint64_t>(kLimit) ? kLimit : static_cast<std::int64_t>(sent_ns);
+  const std::int64_t rx = std::clamp(rx_ns, -kLimit, kLimit);
+  return std::clamp(rx - sent, -kLimit, kLimit);
+}
+
 bool StreamStats::seen(std::uint64_t seq) const noexcept {
   const std::uint64_t bit = seq % kWindow;
   return (window_[bit / 64] >> (bit % 64)) & 1U;
@@ -43,6 +52,8 @@ void StreamStats::mark(std::uint64_t seq) noexcept {
 }
 
 void StreamStats::add(std::uint64_t seq, std::int64_t delay_ns) noexcept {
+  // Keeps every difference below within int64 whatever the caller passes.
+  delay_ns = std::clamp(delay_ns, -(std::int64_t{1} << 61), std::int64_t{1} << 61);
   if (received_ == 0) {
     lowest_ = highest_ = seq;
     delay_min_ = delay_max_ = last_delay_ = delay_ns;

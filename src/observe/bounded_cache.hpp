@@ -25,8 +25,7 @@ class BoundedCache {
   static constexpr std::size_t kWays = 8;
 
   BoundedCache() = default;
-  explicit BoundedCache(std::size_t capacity)
-      : slots_(capacity < kWays ? kWays : capacity) {}
+  explicit BoundedCache(std::size_t capacity) : slots_(capacity < kWays ? kWays : capacity) {}
 
   // The live entry for key (seen within ttl of now), or nullptr.
   Entry* find(const Key& key, std::uint32_t h, Nanos now, Nanos ttl) noexcept {

@@ -397,7 +397,7 @@ class FlowTable {
   std::size_t cap_, nslots_;
   std::uint64_t tail_mask_;  // the VLAN is compared only when keyed on
   MmapArray<Flow> flows_;
-  MmapArray<Link> links_;  // flows, then one sentinel per bucket
+  MmapArray<Link> links_;                                // flows, then one sentinel per bucket
   std::array<std::uint64_t, kBuckets / 64> nonempty_{};  // buckets with a flow
   MmapArray<Slot> slots_;
   MmapArray<std::uint64_t> used_;  // occupancy of flows_
@@ -405,8 +405,8 @@ class FlowTable {
   std::size_t size_ = 0;
   int shift_ = 20;
   bool started_ = false;
-  std::int64_t cursor_ = 0;     // the bucket holding the present
-  Nanos cur_min_ = kNanosMax;   // no flow in the present bucket is due before this
+  std::int64_t cursor_ = 0;    // the bucket holding the present
+  Nanos cur_min_ = kNanosMax;  // no flow in the present bucket is due before this
 };
 
 }  // namespace flowmark::observe::detail

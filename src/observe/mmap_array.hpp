@@ -36,8 +36,7 @@ class MmapArray {
       auto aligned = (addr + kHuge - 1) & ~(kHuge - 1);
       data_ = reinterpret_cast<T*>(aligned);
 #ifdef MADV_HUGEPAGE
-      madvise(reinterpret_cast<void*>(aligned), (bytes_ + kHuge - 1) & ~(kHuge - 1),
-              MADV_HUGEPAGE);
+      madvise(reinterpret_cast<void*>(aligned), (bytes_ + kHuge - 1) & ~(kHuge - 1), MADV_HUGEPAGE);
 #endif
     } else {
       map_bytes_ = bytes_;
@@ -68,9 +67,7 @@ class MmapArray {
   // Back to all zeroes. Large arrays give their pages back (they read as zero again).
   void zero() noexcept {
     if (bytes_ == 0) return;
-    if (bytes_ >= (std::size_t{1} << 20) &&
-        madvise(map_, map_bytes_, MADV_DONTNEED) == 0)
-      return;
+    if (bytes_ >= (std::size_t{1} << 20) && madvise(map_, map_bytes_, MADV_DONTNEED) == 0) return;
     std::memset(static_cast<void*>(data_), 0, bytes_);
   }
 

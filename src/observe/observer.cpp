@@ -41,10 +41,10 @@ struct FragPorts {
 using IgnoredSet = BoundedCache<FlowKey, NoValue>;
 using FragmentMap = BoundedCache<FragKey, FragPorts>;
 
-std::size_t ignored_capacity(std::size_t max_flows) {
+constexpr std::size_t ignored_capacity(std::size_t max_flows) {
   return std::max<std::size_t>(1024, max_flows / 16);
 }
-std::size_t fragment_capacity(std::size_t max_flows) {
+constexpr std::size_t fragment_capacity(std::size_t max_flows) {
   return std::max<std::size_t>(256, max_flows / 64);
 }
 
@@ -107,8 +107,7 @@ struct Observer::Impl {
     }
     const bool pending = f.bits & kFlowPending;
     const Nanos idle = detail::add_sat(f.rec.last, cfg.idle_timeout_ns);
-    const Nanos active =
-        pending ? kNanosMax : detail::add_sat(f.rec.first, cfg.active_timeout_ns);
+    const Nanos active = pending ? kNanosMax : detail::add_sat(f.rec.first, cfg.active_timeout_ns);
     if (idle <= active) {  // idle: emitted at once (an empty part is dropped)
       if (!pending) emit(f.rec);
       table.release(i);
@@ -167,7 +166,8 @@ struct Observer::Impl {
     }
 
     const bool v6 = p.ip_version == 6;
-    const AddrWords src = detail::load_addr(p.src_addr, v6), dst = detail::load_addr(p.dst_addr, v6);
+    const AddrWords src = detail::load_addr(p.src_addr, v6),
+                    dst = detail::load_addr(p.dst_addr, v6);
     const std::uint16_t vlan = cfg.key_vlan && p.vlan_count > 0 ? p.vlan[0] : 0;
     std::uint8_t flags = v6 ? kKeyV6 : 0;
     std::uint16_t sport = p.sport, dport = p.dport;
@@ -393,10 +393,16 @@ const ObserverStats& Observer::stats() const noexcept { return impl_->stats; }
 std::size_t Observer::active_flows() const noexcept { return impl_->table.size(); }
 
 std::size_t Observer::bytes_per_flow() noexcept {
-  // Table entry, wheel links and index slots, plus this flow's share of the ignored set
-  // (1/16 of max_flows) and of the fragment map (1/64), rounded up.
-  return FlowTable::bytes_per_flow() + (IgnoredSet::entry_bytes() + 15) / 16 +
-         (FragmentMap::entry_bytes() + 63) / 64;
+  // Everything the observer allocates for a table of the default size, per flow, rounded
+  // up: the flow (record + state), its wheel links, two index slots, one occupancy bit, and
+  // its share of the ignored set (1/16 of max_flows), of the fragment map (1/64) and of the
+  // wheel's bucket heads. (A small table pays the fixed parts, ~100 KB, over fewer flows.)
+  constexpr std::size_t n = ObserverConfig{}.max_flows;
+  constexpr std::size_t total = FlowTable::bytes_per_flow() * n + n / 8 +
+                                IgnoredSet::entry_bytes() * ignored_capacity(n) +
+                                FragmentMap::entry_bytes() * fragment_capacity(n) +
+                                sizeof(detail::Link) * FlowTable::kBuckets;
+  return (total + n - 1) / n;
 }
 
 Verdict tcp_complete_on_fin_or_rst(FlowRecord& r, const PacketView& p, bool /*rev*/) {

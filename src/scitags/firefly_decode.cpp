@@ -224,8 +224,7 @@ Status read_uint(element v, std::string_view path, std::uint64_t max, std::uint6
   if (t == element_type::INT64) {
     std::int64_t i = 0;
     i = v.get_int64().value_unsafe();  // the type was checked above
-    if (i < 0)
-      return reject(Reject::kBadNumber, fmt::format("{}: {} is negative", path, i));
+    if (i < 0) return reject(Reject::kBadNumber, fmt::format("{}: {} is negative", path, i));
     out = static_cast<std::uint64_t>(i);
   } else if (t == element_type::UINT64) {
     out = v.get_uint64().value_unsafe();
@@ -269,8 +268,8 @@ Status read_time(element v, std::string_view path, Micros& out, bool allow_empty
   }
   std::string_view s;
   if (v.get_string().get(s) != simdjson::SUCCESS)
-    return reject(Reject::kBadTime,
-                  fmt::format("{}: expected a date-time string, got {}", path, type_name(v.type())));
+    return reject(Reject::kBadTime, fmt::format("{}: expected a date-time string, got {}", path,
+                                                type_name(v.type())));
   auto t = parse_rfc3339(s);
   if (!t) return reject(Reject::kBadTime, fmt::format("{}: {}", path, t.error().message()));
   // A FlowEvent time is > 0 (0 means unknown) and the encoder writes years up to 9999:
@@ -301,9 +300,9 @@ Status missing(std::string_view path) {
   return reject(Reject::kMissingField, fmt::format("{}: required member is missing", path));
 }
 
-#define FF_CHECK(expr)                                 \
-  do {                                                 \
-    if (auto st_ = (expr); !st_) return st_;           \
+#define FF_CHECK(expr)                       \
+  do {                                       \
+    if (auto st_ = (expr); !st_) return st_; \
   } while (0)
 
 Status read_lifecycle(element v, FlowEvent& e, const DecoderOptions& opt) {
@@ -355,9 +354,8 @@ Status read_address(element v, std::string_view path, Family afi, IpAddress& out
     out = *parsed;
   }
   if (out.family() != afi)
-    return reject(Reject::kAfiMismatch,
-                  fmt::format("{}: {} is not an {} address", path, s,
-                              afi == Family::kV4 ? "ipv4" : "ipv6"));
+    return reject(Reject::kAfiMismatch, fmt::format("{}: {} is not an {} address", path, s,
+                                                    afi == Family::kV4 ? "ipv4" : "ipv6"));
   return {};
 }
 
@@ -366,8 +364,8 @@ Status read_flow_id(element v, FlowEvent& e) {
   FF_CHECK(read_object(v, "flow-id", o));
   std::string_view afi_text;
   element src_ip, dst_ip, src_port, dst_port;
-  bool have_afi = false, have_src = false, have_dst = false, have_proto = false,
-       have_sport = false, have_dport = false;
+  bool have_afi = false, have_src = false, have_dst = false, have_proto = false, have_sport = false,
+       have_dport = false;
   for (auto field : o) {
     const std::string_view k = field.key;
     if (k == "afi") {
@@ -581,7 +579,8 @@ FireflyDecoder::FireflyDecoder(DecoderOptions options) : impl_(std::make_unique<
   impl_->options = options;
   impl_->padded.resize(kMaxSize + simdjson::SIMDJSON_PADDING);
   // Capacity for the largest firefly up front; on failure parse() allocates on demand.
-  if (impl_->parser.allocate(kMaxSize) != simdjson::SUCCESS) impl_->parser = simdjson::dom::parser();
+  if (impl_->parser.allocate(kMaxSize) != simdjson::SUCCESS)
+    impl_->parser = simdjson::dom::parser();
 }
 FireflyDecoder::~FireflyDecoder() = default;
 FireflyDecoder::FireflyDecoder(FireflyDecoder&&) noexcept = default;
@@ -592,8 +591,8 @@ std::expected<const Firefly*, Rejection> FireflyDecoder::decode(std::string_view
   while (!d.empty() && is_space(d.front())) d.remove_prefix(1);
   if (d.empty()) return reject(Reject::kEmpty, "empty datagram");
   if (d.size() > kMaxSize)
-    return reject(Reject::kTooLarge, fmt::format("{} bytes; a firefly is at most {}", d.size(),
-                                                 kMaxSize));
+    return reject(Reject::kTooLarge,
+                  fmt::format("{} bytes; a firefly is at most {}", d.size(), kMaxSize));
   Impl& s = *impl_;
   auto json = s.split_header(d);
   if (!json) return std::unexpected(std::move(json.error()));

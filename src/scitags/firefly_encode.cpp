@@ -217,13 +217,20 @@ void write_document(Writer& w, const FlowEvent& e, std::string_view application_
   if (e.tcp) {
     const TcpInfo& t = *e.tcp;
     const std::pair<std::string_view, std::uint64_t> fields[] = {
-        {"rtt_us", t.rtt_us},           {"rtt_var_us", t.rtt_var_us},
-        {"cwnd", t.cwnd},               {"ssthresh", t.ssthresh},
-        {"mss", t.mss},                 {"pmtu", t.pmtu},
-        {"bytes_sent", t.bytes_sent},   {"bytes_acked", t.bytes_acked},
-        {"bytes_received", t.bytes_received}, {"segs_out", t.segs_out},
-        {"segs_in", t.segs_in},         {"retrans", t.retrans},
-        {"pacing_rate", t.pacing_rate}, {"delivery_rate", t.delivery_rate}};
+        {"rtt_us", t.rtt_us},
+        {"rtt_var_us", t.rtt_var_us},
+        {"cwnd", t.cwnd},
+        {"ssthresh", t.ssthresh},
+        {"mss", t.mss},
+        {"pmtu", t.pmtu},
+        {"bytes_sent", t.bytes_sent},
+        {"bytes_acked", t.bytes_acked},
+        {"bytes_received", t.bytes_received},
+        {"segs_out", t.segs_out},
+        {"segs_in", t.segs_in},
+        {"retrans", t.retrans},
+        {"pacing_rate", t.pacing_rate},
+        {"delivery_rate", t.delivery_rate}};
     w.lit(R"(,"netlink":{)");
     bool first = true;
     for (const auto& [name, value] : fields) {
@@ -289,9 +296,9 @@ FireflyEncoder::FireflyEncoder(EncoderOptions options)
       header_field(options.hostname.empty() ? local_hostname() : options.hostname, 255);
   after_time_ = fmt::format(" {} {} - firefly-json - ", host, header_field(options.app_name, 48));
   append_json_string(application_, is_valid_utf8(options.application) ? options.application
-                                                                       : std::string("flowmark"));
-  buf_.reserve(prefix_.size() + kRfc3339MicrosSize + after_time_.size() +
-               detail::kDocumentBound + application_.size() + detail::kTcpBound);
+                                                                      : std::string("flowmark"));
+  buf_.reserve(prefix_.size() + kRfc3339MicrosSize + after_time_.size() + detail::kDocumentBound +
+               application_.size() + detail::kTcpBound);
 }
 
 Result<std::string_view> FireflyEncoder::encode(const FlowEvent& e, Micros now) {

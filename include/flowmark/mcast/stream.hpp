@@ -39,6 +39,10 @@ void encode_stream_header(std::span<std::byte> out, const StreamHeader& h) noexc
 // The header, if payload starts with one.
 std::optional<StreamHeader> decode_stream_header(std::span<const std::byte> payload) noexcept;
 
+// Receive time minus send time, saturated to ±2^61 ns (the send time comes off the wire
+// and may be anything).
+std::int64_t one_way_delay_ns(std::int64_t rx_ns, std::uint64_t sent_ns) noexcept;
+
 // Loss, duplicates, reordering and one-way delay of one stream (one sender, one group).
 // Duplicates are recognised within the last kWindow sequence numbers.
 class StreamStats {

@@ -30,9 +30,11 @@
 //   active_timeout, emits the record so far; the next packet starts a part with
 //   continuation = true, zeroed counters, flags, fragments and icmp_errors (user[] is
 //   kept) and first = its time; a part with no packet is not emitted.
-// - Full table: the flow whose timer is due soonest is emitted and counted as evicted
-//   (among active flows, the least recently active, at the wheel's granularity of
-//   ~max(idle_timeout, expiry_delay)/4094).
+// - Full table: the flow whose timer is due soonest is emitted and counted as evicted: the
+//   least recently active flow (its idle deadline is the earliest), unless a completed flow
+//   is due for emission or a flow for its active-timeout split before that. Ties are
+//   broken at the timer wheel's granularity, max(idle_timeout, expiry_delay) / 4094
+//   (~8 ms with the defaults).
 // - Fragments: a first fragment maps (addresses, protocol, IP id) to its ports for
 //   fragment_timeout; later fragments count on that flow, in their own direction
 //   (record.fragments++; only the IP chain sees them: they carry no transport header).
@@ -136,6 +138,7 @@ class Observer {
   void finish() noexcept;
 
   const ObserverStats& stats() const noexcept;
+  // Flows held: active ones and completed ones waiting for their expiry delay.
   std::size_t active_flows() const noexcept;
   // Bytes of memory held per flow slot (table entry and timers), for the ≤ 200 B target.
   static std::size_t bytes_per_flow() noexcept;

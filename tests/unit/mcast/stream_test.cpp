@@ -97,3 +97,20 @@ TEST(StreamStats, LargestSequenceTerminates) {
 }
 }  // namespace
 }  // namespace flowmark::mcast
+
+namespace flowmark::mcast {
+namespace {
+// Found by fuzz_stream under UBSan: send times off the wire overflowed the delay arithmetic.
+TEST(StreamStats, HostileSendTimesSaturate) {
+  EXPECT_EQ(one_way_delay_ns(1'000, 400), 600);
+  EXPECT_EQ(one_way_delay_ns(0, UINT64_MAX), -(std::int64_t{1} << 61));
+  EXPECT_EQ(one_way_delay_ns(INT64_MAX, 0), std::int64_t{1} << 61);
+  StreamStats s;
+  s.add(0, INT64_MAX);
+  s.add(1, INT64_MIN);
+  s.add(2, INT64_MAX);
+  EXPECT_EQ(s.unique(), 3u);
+  EXPECT_GT(s.jitter_ns(), 0);
+}
+}  // namespace
+}  // namespace flowmark::mcast

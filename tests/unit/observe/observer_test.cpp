@@ -59,7 +59,9 @@ void put32(Bytes& b, std::uint32_t v) {
   put16(b, v >> 16);
   put16(b, v & 0xffff);
 }
-void put_addr(Bytes& b, const Addr& a) { b.insert(b.end(), a.b.begin(), a.b.begin() + (a.v6 ? 16 : 4)); }
+void put_addr(Bytes& b, const Addr& a) {
+  b.insert(b.end(), a.b.begin(), a.b.begin() + (a.v6 ? 16 : 4));
+}
 
 // --- transport ---
 Bytes tcp(unsigned sport, unsigned dport, unsigned flags, std::size_t payload = 0) {
@@ -126,7 +128,8 @@ Bytes udp_frame(const Addr& s, unsigned sp, const Addr& d, unsigned dp, std::siz
 
 // An Observer with a sink that keeps what it gets.
 struct Harness {
-  explicit Harness(ObserverConfig c = {}) : obs(c, [this](const FlowRecord& r) { out.push_back(r); }) {}
+  explicit Harness(ObserverConfig c = {})
+      : obs(c, [this](const FlowRecord& r) { out.push_back(r); }) {}
   void feed(Nanos t, const Bytes& f) {
     obs.on_packet(t, LinkType::kEthernet, std::as_bytes(std::span(f)));
   }
@@ -152,7 +155,7 @@ TEST(Observer, BothDirectionsOneRecordWithDirectionAndIpOctets) {
     revs.push_back(rev);
     return Verdict::kContinue;
   });
-  h.feed(1 * kSec, tcp_frame(kA, 40000, kB, 443, kSyn));               // 40 octets
+  h.feed(1 * kSec, tcp_frame(kA, 40000, kB, 443, kSyn));  // 40 octets
   h.feed(1 * kSec + 10 * kMs, tcp_frame(kB, 443, kA, 40000, kSyn | kAck));
   h.feed(1 * kSec + 20 * kMs, tcp_frame(kA, 40000, kB, 443, kAck | kPsh, 100));  // 140
   h.feed(1 * kSec + 30 * kMs, tcp_frame(kB, 443, kA, 40000, kAck, 1000));        // 1040
@@ -225,7 +228,7 @@ TEST(Observer, FinFinCompletesAndIsEmittedAfterTheExpiryDelayWithTrailingAck) {
   h.feed(t0 + 2 * kMs, tcp_frame(kA, 40000, kB, 80, kAck));
   h.feed(t0 + 3 * kMs, tcp_frame(kA, 40000, kB, 80, kFin | kAck));
   h.feed(t0 + 4 * kMs, tcp_frame(kB, 80, kA, 40000, kFin | kAck));  // completes here
-  h.feed(t0 + 1 * kSec, tcp_frame(kA, 40000, kB, 80, kAck));  // trailing ACK: still counted
+  h.feed(t0 + 1 * kSec, tcp_frame(kA, 40000, kB, 80, kAck));        // trailing ACK: still counted
   // Another flow's packets move the clock: not yet at 5 s after completion ...
   h.feed(t0 + 4 * kMs + 5 * kSec - 1, udp_frame(kC, 1, kB, 2));
   EXPECT_TRUE(h.out.empty());
@@ -580,7 +583,7 @@ TEST(Observer, VlanIsPartOfTheKeyOnlyWhenAsked) {
     h.feed(1, udp_frame(kA, 1, kB, 2, 0, {10}));
     h.feed(2, udp_frame(kB, 2, kA, 1, 0, {20}));
     h.feed(3, udp_frame(kA, 1, kB, 2, 0, {10, 30}));  // QinQ: the outer tag counts
-    h.feed(4, udp_frame(kA, 1, kB, 2));              // untagged
+    h.feed(4, udp_frame(kA, 1, kB, 2));               // untagged
     h.obs.finish();
     if (!key_vlan) {
       ASSERT_EQ(h.out.size(), 1u);
@@ -614,9 +617,9 @@ TEST(Observer, SelfFlowCountsEveryPacketForward) {
 TEST(Observer, FinishEmitsExpiringThenActive) {
   Harness h;
   h.obs.add_tcp(tcp_complete_on_fin_or_rst);
-  h.feed(1, udp_frame(kA, 1, kB, 2));          // active
-  h.feed(2, tcp_frame(kA, 3, kB, 4, kRst));    // expiring
-  h.feed(3, udp_frame(kC, 1, kB, 2));          // active
+  h.feed(1, udp_frame(kA, 1, kB, 2));        // active
+  h.feed(2, tcp_frame(kA, 3, kB, 4, kRst));  // expiring
+  h.feed(3, udp_frame(kC, 1, kB, 2));        // active
   h.obs.finish();
   ASSERT_EQ(h.out.size(), 3u);
   EXPECT_EQ(h.out[0].proto, kProtoTcp);
@@ -656,8 +659,8 @@ TEST(Observer, ChainsSeeEveryPacketAndAnyCompleteCompletes) {
   h.feed(1, udp_frame(kA, 1, kB, 2));  // ip4 says complete; udp still called
   h.feed(2, eth(ip(kA, kB, kProtoIcmp, icmp(8, 0))));
   h.feed(3, eth(ip(v6(1), v6(2), kProtoSctp, Bytes(12, 0))));
-  EXPECT_EQ(calls, (std::vector<std::string>{"ip4:1", "udp", "ip4:2", "udp", "ip4:1", "l4:1",
-                                             "ip6", "l4:132"}));
+  EXPECT_EQ(calls, (std::vector<std::string>{"ip4:1", "udp", "ip4:2", "udp", "ip4:1", "l4:1", "ip6",
+                                             "l4:132"}));
   h.feed(1 * kSec + 1, udp_frame(kC, 1, kB, 2));
   ASSERT_GE(h.out.size(), 1u);
   EXPECT_EQ(h.out[0].proto, kProtoUdp);
@@ -715,11 +718,10 @@ TEST(Observer, MemoryPerFlowIsWithinTarget) {
 TEST(Observer, HundredThousandFlows) {
   constexpr unsigned kFlows = 100'000;
   std::uint64_t emitted = 0, pkts = 0;
-  Observer obs({.idle_timeout_ns = 20 * kSec, .max_flows = 90'000},
-               [&](const FlowRecord& r) {
-                 ++emitted;
-                 pkts += r.pkt_fwd + r.pkt_rev;
-               });
+  Observer obs({.idle_timeout_ns = 20 * kSec, .max_flows = 90'000}, [&](const FlowRecord& r) {
+    ++emitted;
+    pkts += r.pkt_fwd + r.pkt_rev;
+  });
   std::vector<Bytes> frames;
   frames.reserve(2 * kFlows);
   for (unsigned i = 0; i < kFlows; ++i) {
@@ -845,9 +847,9 @@ class Model {
       flows_;
 };
 
-using RecordKey = std::tuple<std::string, std::string, unsigned, unsigned, unsigned, Nanos, Nanos,
-                             std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, unsigned,
-                             unsigned, bool>;
+using RecordKey =
+    std::tuple<std::string, std::string, unsigned, unsigned, unsigned, Nanos, Nanos, std::uint64_t,
+               std::uint64_t, std::uint64_t, std::uint64_t, unsigned, unsigned, bool>;
 std::vector<RecordKey> canon(const std::vector<FlowRecord>& rs) {
   std::vector<RecordKey> v;
   for (const auto& r : rs)
@@ -887,8 +889,8 @@ TEST(Observer, TimersMatchAScanningModel) {
       const bool is_tcp = rng() % 2;
       const unsigned flags = is_tcp ? flag_set[rng() % 7] : 0;
       const std::size_t payload = rng() % 50;
-      const Bytes f = is_tcp ? tcp_frame(s, sp, d, dp, flags, payload)
-                             : udp_frame(s, sp, d, dp, payload);
+      const Bytes f =
+          is_tcp ? tcp_frame(s, sp, d, dp, flags, payload) : udp_frame(s, sp, d, dp, payload);
       const auto len = static_cast<std::uint32_t>(f.size() - 14);
       const std::size_t before = want.size();
       model.packet(t, s, sp, d, dp, is_tcp ? kProtoTcp : kProtoUdp, flags, len, want);
