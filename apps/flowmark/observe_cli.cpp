@@ -73,12 +73,23 @@ int run_observe(const ObserveArgs& a) {
     fmt::print(stderr, "flowmark: error: --format {}: expected jsonl or csv\n", a.format);
     return kUsage;
   }
-  for (auto [name, v] : {std::pair{"--idle-timeout", a.idle}, std::pair{"--active-timeout", a.active},
-                         std::pair{"--expiry-delay", a.expiry}}) {
-    if (!(v >= 0) || v > 1e7) {
-      fmt::print(stderr, "flowmark: error: {} {}: expected 0..10000000 seconds\n", name, v);
+  // The idle timeout must be positive (0 would end every flow at once); an active timeout
+  // of 0 turns the splitting of long flows off; an expiry delay of 0 emits at completion.
+  struct Bound {
+    const char* name;
+    double value, low;
+  };
+  for (const Bound b : {Bound{"--idle-timeout", a.idle, 1e-9}, Bound{"--active-timeout", a.active, 0},
+                        Bound{"--expiry-delay", a.expiry, 0}}) {
+    if (!(b.value >= b.low) || b.value > 1e7) {
+      fmt::print(stderr, "flowmark: error: {} {}: expected {} seconds\n", b.name, b.value,
+                 b.low > 0 ? "more than 0 and at most 10000000" : "0..10000000");
       return kUsage;
     }
+  }
+  if (a.max_flows == 0) {
+    fmt::print(stderr, "flowmark: error: --max-flows 0: expected at least 1\n");
+    return kUsage;
   }
   auto src = a.file.empty() ? capture::PcapSource::open_live(a.iface, a.filter)
                             : capture::PcapSource::open_file(a.file, a.filter);
@@ -167,7 +178,7 @@ Command add_observe_command(CLI::App& parent) {
   sub->add_option("--format", a->format, "jsonl (default) or csv");
   sub->add_option("--idle-timeout", a->idle, "seconds without a packet before a flow ends (30)");
   sub->add_option("--active-timeout", a->active,
-                  "seconds after which long flows are emitted in parts (1800)");
+                  "seconds after which long flows are emitted in parts (1800; 0: never)");
   sub->add_option("--expiry-delay", a->expiry,
                   "seconds between a flow's completion and its record (5)");
   sub->add_option("--max-flows", a->max_flows, "bound on concurrent flows (1048576)");
