@@ -3,8 +3,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <csignal>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -22,9 +22,9 @@ namespace {
 enum ObserveExit : int {
   kOk = 0,
   kUsage = 2,
-  kDataError = 65,   // a corrupt capture (flows decoded so far are still emitted)
-  kNoInput = 66,     // the capture cannot be opened
-  kUnavailable = 69, // the interface cannot be captured on
+  kDataError = 65,    // a corrupt capture (flows decoded so far are still emitted)
+  kNoInput = 66,      // the capture cannot be opened
+  kUnavailable = 69,  // the interface cannot be captured on
   kInterrupted = 130,
 };
 
@@ -43,7 +43,9 @@ extern "C" void on_interrupt(int) {
   if (auto* s = g_source.load()) s->break_loop();
 }
 
-observe::Nanos seconds_to_ns(double s) { return static_cast<observe::Nanos>(std::llround(s * 1e9)); }
+observe::Nanos seconds_to_ns(double s) {
+  return static_cast<observe::Nanos>(std::llround(s * 1e9));
+}
 
 void print_stats(const observe::ObserverStats& st, const capture::PcapSource& src,
                  std::size_t active) {
@@ -79,8 +81,9 @@ int run_observe(const ObserveArgs& a) {
     const char* name;
     double value, low;
   };
-  for (const Bound b : {Bound{"--idle-timeout", a.idle, 1e-9}, Bound{"--active-timeout", a.active, 0},
-                        Bound{"--expiry-delay", a.expiry, 0}}) {
+  for (const Bound b :
+       {Bound{"--idle-timeout", a.idle, 1e-9}, Bound{"--active-timeout", a.active, 0},
+        Bound{"--expiry-delay", a.expiry, 0}}) {
     if (!(b.value >= b.low) || b.value > 1e7) {
       fmt::print(stderr, "flowmark: error: {} {}: expected {} seconds\n", b.name, b.value,
                  b.low > 0 ? "more than 0 and at most 10000000" : "0..10000000");

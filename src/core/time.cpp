@@ -128,8 +128,26 @@ Micros now_micros() noexcept {
   return static_cast<Micros>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
 }
 
+std::int64_t realtime_ns() noexcept {
+  timespec ts{};
+  (void)clock_gettime(CLOCK_REALTIME, &ts);  // cannot fail with a valid clock and pointer
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+std::int64_t monotonic_ns() noexcept {
+  timespec ts{};
+  (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+void sleep_until_monotonic(std::int64_t t) noexcept {
+  timespec ts{static_cast<time_t>(t / 1'000'000'000), static_cast<long>(t % 1'000'000'000)};
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+  }
+}
+
 void format_rfc3339_micros(char* out, Micros t) noexcept {
-  constexpr Micros kMin = -62167219200LL * 1'000'000;           // 0000-01-01
+  constexpr Micros kMin = -62167219200LL * 1'000'000;            // 0000-01-01
   constexpr Micros kMax = 253402300799LL * 1'000'000 + 999'999;  // 9999-12-31T23:59:59.999999
   if (t < kMin) t = kMin;
   if (t > kMax) t = kMax;
@@ -177,8 +195,8 @@ Result<Micros> parse_rfc3339(std::string_view s) {
     return fail(Errc::kMalformed, fmt::format("'{}' is not an RFC 3339 date-time: {}", s, what));
   };
   unsigned y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
-  if (!digits(s, 0, 4, y) || s.size() < 5 || s[4] != '-' || !digits(s, 5, 2, mo) ||
-      s.size() < 8 || s[7] != '-' || !digits(s, 8, 2, d))
+  if (!digits(s, 0, 4, y) || s.size() < 5 || s[4] != '-' || !digits(s, 5, 2, mo) || s.size() < 8 ||
+      s[7] != '-' || !digits(s, 8, 2, d))
     return bad("expected YYYY-MM-DD");
   if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo)) return bad("no such date");
   if (s.size() < 11 || (s[10] != 'T' && s[10] != 't' && s[10] != ' '))

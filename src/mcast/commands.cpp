@@ -1,4 +1,5 @@
 #include "flowmark/mcast/commands.hpp"
+#include "flowmark/core/time.hpp"
 
 #include <poll.h>
 #include <sys/epoll.h>
@@ -25,24 +26,6 @@
 
 namespace flowmark::mcast {
 namespace {
-
-std::int64_t realtime_ns() noexcept {
-  timespec ts{};
-  (void)clock_gettime(CLOCK_REALTIME, &ts);  // cannot fail with a valid clock and pointer
-  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
-
-std::int64_t monotonic_ns() noexcept {
-  timespec ts{};
-  (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
-
-void sleep_until_monotonic(std::int64_t t) noexcept {
-  timespec ts{static_cast<time_t>(t / 1'000'000'000), static_cast<long>(t % 1'000'000'000)};
-  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
-  }
-}
 
 std::string_view as_text(std::span<const std::byte> b) noexcept {
   return {reinterpret_cast<const char*>(b.data()), b.size()};

@@ -1,4 +1,5 @@
 #include "flowmark/scitags/firefly_commands.hpp"
+#include "flowmark/core/time.hpp"
 
 #include <cerrno>
 #include <csignal>
@@ -25,12 +26,6 @@ using mcast::kExitNothing;
 using mcast::kExitOk;
 using mcast::kExitTerminated;
 using mcast::kExitUsage;
-
-std::int64_t monotonic_ns() noexcept {
-  timespec ts{};
-  (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
 
 int report(const Error& e) {
   spdlog::error("{}", e.message());

@@ -1,4 +1,5 @@
 #include "flowmark/scitags/firefly_listener.hpp"
+#include "flowmark/core/time.hpp"
 
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -38,12 +39,6 @@ namespace {
 // Every datagram is read whole: a firefly may be up to FireflyDecoder::kMaxSize bytes, and
 // that is more than any UDP payload, so nothing is ever truncated.
 constexpr std::size_t kBufferSize = FireflyDecoder::kMaxSize;
-
-std::int64_t monotonic_ns() noexcept {
-  timespec ts{};
-  (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
 
 // A unicast socket bound to `local` with a large receive buffer. No packet info and no
 // timestamps: nothing here uses them, and the kernel's cmsg work is not free.

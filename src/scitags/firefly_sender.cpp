@@ -1,4 +1,5 @@
 #include "flowmark/scitags/firefly_sender.hpp"
+#include "flowmark/core/time.hpp"
 
 #include <netdb.h>
 #include <time.h>
@@ -13,18 +14,6 @@
 
 namespace flowmark::scitags {
 namespace {
-
-std::int64_t monotonic_ns() noexcept {
-  timespec ts{};
-  (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
-
-void sleep_until_monotonic(std::int64_t t) noexcept {
-  timespec ts{static_cast<time_t>(t / 1'000'000'000), static_cast<long>(t % 1'000'000'000)};
-  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
-  }
-}
 
 // Errors the kernel reports for one datagram that are worth skipping rather than stopping
 // for: a full queue, a local firewall rule.

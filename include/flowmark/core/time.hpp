@@ -16,6 +16,11 @@ namespace flowmark {
 using Micros = std::int64_t;
 
 Micros now_micros() noexcept;
+// Nanoseconds: CLOCK_REALTIME since the epoch, and CLOCK_MONOTONIC (for intervals).
+std::int64_t realtime_ns() noexcept;
+std::int64_t monotonic_ns() noexcept;
+// Sleeps until CLOCK_MONOTONIC reaches t (restarted after signals).
+void sleep_until_monotonic(std::int64_t t_ns) noexcept;
 
 // "YYYY-MM-DDThh:mm:ss.uuuuuu+00:00": 32 characters, no terminator.
 inline constexpr std::size_t kRfc3339MicrosSize = 32;
