@@ -9,13 +9,13 @@
 namespace flowmark::apps {
 
 struct Command {
-  CLI::App* app = nullptr;       // the subcommand (parsed() says it was chosen)
-  std::function<int()> run;      // runs it; returns the exit code
+  CLI::App* app = nullptr;   // the subcommand (parsed() says it was chosen)
+  std::function<int()> run;  // runs it; returns the exit code
 };
 
-Command add_registry_command(CLI::App& parent);   // registry_cli.cpp
-Command add_label_command(CLI::App& parent);      // label_cli.cpp
-Command add_firefly_command(CLI::App& parent);    // firefly_cli.cpp
-Command add_observe_command(CLI::App& parent);    // observe_cli.cpp
+Command add_registry_command(CLI::App& parent);  // registry_cli.cpp
+Command add_label_command(CLI::App& parent);     // label_cli.cpp
+Command add_firefly_command(CLI::App& parent);   // firefly_cli.cpp
+Command add_observe_command(CLI::App& parent);   // observe_cli.cpp
 
 }  // namespace flowmark::apps

@@ -64,9 +64,9 @@ int run_encode(const LabelArgs& a) {
   if (!exp) return usage_error(exp.error().message());
   auto act = act_id ? Result<std::uint32_t>(*act_id) : reg->resolve_activity(*exp, a.activity);
   if (!act) return usage_error(act.error().message());
-  const std::uint32_t entropy =
-      a.entropy ? *a.entropy : std::uniform_int_distribution<std::uint32_t>(0, 31)(
-                                   *std::make_unique<std::random_device>());
+  const std::uint32_t entropy = a.entropy ? *a.entropy
+                                          : std::uniform_int_distribution<std::uint32_t>(
+                                                0, 31)(*std::make_unique<std::random_device>());
   auto label = scitags::encode_flow_label(*exp, *act, entropy);
   if (!label) return usage_error(label.error().message());
   if (a.json) {
@@ -82,8 +82,8 @@ int run_encode(const LabelArgs& a) {
 int run_decode(const LabelArgs& a) {
   auto label = parse_label(a.label);
   if (!label)
-    return usage_error(fmt::format("'{}' is not a flow label (0..1048575, or 0x0..0xfffff)",
-                                   a.label));
+    return usage_error(
+        fmt::format("'{}' is not a flow label (0..1048575, or 0x0..0xfffff)", a.label));
   const auto d = scitags::decode_flow_label(*label);
   auto reg = scitags::Registry::load(a.registry);
   std::string exp_name, act_name;

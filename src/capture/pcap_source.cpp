@@ -40,8 +40,7 @@ Result<void> apply_filter(pcap_t* p, std::string_view filter, std::string_view n
   bpf_program prog{};
   const std::string text(filter);
   if (pcap_compile(p, &prog, text.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0)
-    return fail(Errc::kInvalidArgument,
-                fmt::format("filter '{}': {}", filter, pcap_geterr(p)));
+    return fail(Errc::kInvalidArgument, fmt::format("filter '{}': {}", filter, pcap_geterr(p)));
   const int rc = pcap_setfilter(p, &prog);
   pcap_freecode(&prog);
   if (rc != 0)
@@ -61,8 +60,8 @@ Result<PcapSource> PcapSource::open_file(std::string_view path, std::string_view
   if (path == "-") {
     s.h_->pcap = pcap_fopen_offline_with_tstamp_precision(stdin, PCAP_TSTAMP_PRECISION_NANO, err);
   } else {
-    s.h_->pcap = pcap_open_offline_with_tstamp_precision(p.c_str(), PCAP_TSTAMP_PRECISION_NANO,
-                                                         err);
+    s.h_->pcap =
+        pcap_open_offline_with_tstamp_precision(p.c_str(), PCAP_TSTAMP_PRECISION_NANO, err);
     struct stat st{};
     if (::stat(p.c_str(), &st) == 0) s.size_ = static_cast<std::uint64_t>(st.st_size);
   }
@@ -82,8 +81,7 @@ Result<PcapSource> PcapSource::open_live(std::string_view iface, std::string_vie
   s.live_ = true;
   char err[PCAP_ERRBUF_SIZE] = {};
   s.h_->pcap = pcap_create(s.name_.c_str(), err);
-  if (s.h_->pcap == nullptr)
-    return fail(Errc::kNotFound, fmt::format("{}: {}", iface, err));
+  if (s.h_->pcap == nullptr) return fail(Errc::kNotFound, fmt::format("{}: {}", iface, err));
   pcap_t* p = s.h_->pcap;
   (void)pcap_set_snaplen(p, o.snaplen);
   (void)pcap_set_promisc(p, o.promiscuous ? 1 : 0);
@@ -118,8 +116,8 @@ Result<bool> PcapSource::next(Frame& out) {
     if (rc == PCAP_ERROR_BREAK) return false;
     if (rc == PCAP_ERROR_NO_SUCH_DEVICE || live_)
       return fail(Errc::kRefused, fmt::format("{}: {}", name_, pcap_geterr(h_->pcap)));
-    return fail(Errc::kMalformed, fmt::format("{}: corrupt capture near byte offset {}: {}",
-                                              name_, offset(), pcap_geterr(h_->pcap)));
+    return fail(Errc::kMalformed, fmt::format("{}: corrupt capture near byte offset {}: {}", name_,
+                                              offset(), pcap_geterr(h_->pcap)));
   }
   out.ts_ns = static_cast<std::int64_t>(hdr->ts.tv_sec) * 1'000'000'000 +
               static_cast<std::int64_t>(hdr->ts.tv_usec) * h_->ts_scale;

@@ -14,9 +14,9 @@ void append_seconds(std::string& out, Nanos t) {
 }
 
 constexpr const char* kColumns[] = {
-    "sip",      "dip",     "proto",   "sp",      "dp",         "first",         "last",
-    "pkt_fwd",  "pkt_rev", "oct_fwd", "oct_rev", "ip_version", "vlan",          "tcp_flags_fwd",
-    "tcp_flags_rev", "fragments", "icmp_errors", "continuation"};
+    "sip",  "dip",           "proto",         "sp",        "dp",          "first",
+    "last", "pkt_fwd",       "pkt_rev",       "oct_fwd",   "oct_rev",     "ip_version",
+    "vlan", "tcp_flags_fwd", "tcp_flags_rev", "fragments", "icmp_errors", "continuation"};
 
 }  // namespace
 
@@ -31,9 +31,8 @@ void append_record_json(std::string& out, const FlowRecord& r, const FieldNames&
                  R"(,"pkt_fwd":{},"pkt_rev":{},"oct_fwd":{},"oct_rev":{},"ip_version":{},)"
                  R"("vlan":{},"tcp_flags_fwd":{},"tcp_flags_rev":{},"fragments":{},)"
                  R"("icmp_errors":{},"continuation":{})",
-                 r.pkt_fwd, r.pkt_rev, r.oct_fwd, r.oct_rev, r.ip_version, r.vlan,
-                 r.tcp_flags_fwd, r.tcp_flags_rev, r.fragments, r.icmp_errors,
-                 r.continuation ? "true" : "false");
+                 r.pkt_fwd, r.pkt_rev, r.oct_fwd, r.oct_rev, r.ip_version, r.vlan, r.tcp_flags_fwd,
+                 r.tcp_flags_rev, r.fragments, r.icmp_errors, r.continuation ? "true" : "false");
   for (const auto& [slot, name] : fields)
     fmt::format_to(std::back_inserter(out), R"(,"{}":{})", name, r.user[slot]);
   out += "}\n";
@@ -54,15 +53,16 @@ void append_csv_header(std::string& out, const FieldNames& fields) {
 }
 
 void append_record_csv(std::string& out, const FlowRecord& r, const FieldNames& fields) {
-  fmt::format_to(std::back_inserter(out), "{},{},{},{},{},", r.sip.to_string(),
-                 r.dip.to_string(), r.proto, r.sp, r.dp);
+  fmt::format_to(std::back_inserter(out), "{},{},{},{},{},", r.sip.to_string(), r.dip.to_string(),
+                 r.proto, r.sp, r.dp);
   append_seconds(out, r.first);
   out.push_back(',');
   append_seconds(out, r.last);
-  fmt::format_to(std::back_inserter(out), ",{},{},{},{},{},{},{},{},{},{},{}", r.pkt_fwd,
-                 r.pkt_rev, r.oct_fwd, r.oct_rev, r.ip_version, r.vlan, r.tcp_flags_fwd,
-                 r.tcp_flags_rev, r.fragments, r.icmp_errors, r.continuation ? 1 : 0);
-  for (const auto& [slot, name] : fields) fmt::format_to(std::back_inserter(out), ",{}", r.user[slot]);
+  fmt::format_to(std::back_inserter(out), ",{},{},{},{},{},{},{},{},{},{},{}", r.pkt_fwd, r.pkt_rev,
+                 r.oct_fwd, r.oct_rev, r.ip_version, r.vlan, r.tcp_flags_fwd, r.tcp_flags_rev,
+                 r.fragments, r.icmp_errors, r.continuation ? 1 : 0);
+  for (const auto& [slot, name] : fields)
+    fmt::format_to(std::back_inserter(out), ",{}", r.user[slot]);
   out.push_back('\n');
 }
 

@@ -14,9 +14,9 @@ constexpr std::uint32_t reverse9(std::uint32_t v) noexcept {
 Result<std::uint32_t> encode_flow_label(std::uint32_t experiment, std::uint32_t activity,
                                         std::uint32_t entropy) {
   if (experiment > kMaxLabelExperiment)
-    return fail(Errc::kInvalidArgument,
-                fmt::format("experiment {} does not fit the flow label (9 bits: 0..511)",
-                            experiment));
+    return fail(
+        Errc::kInvalidArgument,
+        fmt::format("experiment {} does not fit the flow label (9 bits: 0..511)", experiment));
   if (activity > kMaxLabelActivity)
     return fail(Errc::kInvalidArgument,
                 fmt::format("activity {} does not fit the flow label (6 bits: 0..63)", activity));

@@ -23,15 +23,15 @@
 namespace flowmark::capture {
 
 struct Frame {
-  std::int64_t ts_ns = 0;              // capture timestamp, nanoseconds since the epoch
-  std::span<const std::byte> data;     // the captured bytes (valid until the next call)
-  std::uint32_t wire_length = 0;       // the frame's length on the wire
+  std::int64_t ts_ns = 0;           // capture timestamp, nanoseconds since the epoch
+  std::span<const std::byte> data;  // the captured bytes (valid until the next call)
+  std::uint32_t wire_length = 0;    // the frame's length on the wire
 };
 
 struct LiveOptions {
   int snaplen = 262144;
   bool promiscuous = false;
-  int buffer_bytes = 64 << 20;         // kernel ring buffer
+  int buffer_bytes = 64 << 20;  // kernel ring buffer
 };
 
 class PcapSource {

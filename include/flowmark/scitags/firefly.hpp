@@ -33,10 +33,10 @@ namespace flowmark::scitags {
 inline constexpr std::uint16_t kFireflyPort = 10514;
 
 struct EncoderOptions {
-  std::string hostname;               // syslog HOSTNAME; empty: this host's name
-  std::string app_name = "flowmark";  // syslog APP-NAME
+  std::string hostname;                  // syslog HOSTNAME; empty: this host's name
+  std::string app_name = "flowmark";     // syslog APP-NAME
   std::string application = "flowmark";  // context.application in the JSON
-  bool syslog_header = true;          // false: the JSON document alone
+  bool syslog_header = true;             // false: the JSON document alone
 };
 
 class FireflyEncoder {
@@ -89,9 +89,9 @@ struct Firefly {
   FlowEvent event;
   std::string application;  // context.application ("" when absent)
   bool has_header = false;
-  std::string hostname;     // syslog HOSTNAME ("" without header or when nil)
-  std::string app_name;     // syslog APP-NAME
-  Micros header_time = 0;   // syslog TIMESTAMP (0: nil or empty)
+  std::string hostname;    // syslog HOSTNAME ("" without header or when nil)
+  std::string app_name;    // syslog APP-NAME
+  Micros header_time = 0;  // syslog TIMESTAMP (0: nil or empty)
   // Top-level members the schema does not name (e.g. "storage-stats", "netlink"), as
   // (key, compact JSON text), in document order.
   std::vector<std::pair<std::string, std::string>> extra;

@@ -84,8 +84,8 @@ TEST(FireflyGolden, XrootdStyleKeepsExtraObjectsAndUsage) {
 }
 
 TEST(FireflyEncoder, ExactWireForm) {
-  FireflyEncoder enc({.hostname = "host.example.org", .app_name = "flowmark",
-                      .application = "flowmark 0.1.0"});
+  FireflyEncoder enc(
+      {.hostname = "host.example.org", .app_name = "flowmark", .application = "flowmark 0.1.0"});
   auto w = enc.encode(spec_event(), kStart);
   ASSERT_TRUE(w.has_value()) << w.error().message();
   EXPECT_EQ(*w,
@@ -147,7 +147,8 @@ TEST(FireflyEncoder, RefusesWhatWouldBreakTheSchema) {
 
 // One rejecting case for each rule of the schema (and of the envelope).
 TEST(FireflyDecoder, EveryRuleHasARejectingCase) {
-  const std::string lc = R"("flow-lifecycle":{"state":"start","start-time":"2025-03-25T10:00:00Z"})";
+  const std::string lc =
+      R"("flow-lifecycle":{"state":"start","start-time":"2025-03-25T10:00:00Z"})";
   const std::string id =
       R"("flow-id":{"afi":"ipv4","src-ip":"10.0.0.1","dst-ip":"10.0.0.2","protocol":"tcp","src-port":1,"dst-port":2})";
   const std::string ctx = R"("context":{"experiment-id":1,"activity-id":2})";
@@ -184,8 +185,7 @@ TEST(FireflyDecoder, EveryRuleHasARejectingCase) {
        Reject::kUnknownState, "begin"},
       {doc(R"("flow-lifecycle":{"state":1,"start-time":"2025-03-25T10:00:00Z"})", id, ctx),
        Reject::kWrongType, "flow-lifecycle.state"},
-      {doc(R"("flow-lifecycle":{"state":"start"})", id, ctx), Reject::kMissingField,
-       "start-time"},
+      {doc(R"("flow-lifecycle":{"state":"start"})", id, ctx), Reject::kMissingField, "start-time"},
       {doc(R"("flow-lifecycle":{"state":"end","start-time":null})", id, ctx), Reject::kBadTime,
        "start-time"},
       {doc(R"("flow-lifecycle":{"state":"end","start-time":""})", id, ctx), Reject::kBadTime,
@@ -202,13 +202,17 @@ TEST(FireflyDecoder, EveryRuleHasARejectingCase) {
       {with_id(ok_id_fields + R"(,"dst-port":"80")"), Reject::kWrongType, "dst-port"},
       {with_id(ok_id_fields + R"(,"dst-port":8.5)"), Reject::kWrongType, "dst-port"},
       {with_id(ok_id_fields + R"(,"dst-port":2,"vlan":3)"), Reject::kUnknownKey, "vlan"},
-      {with_id(R"("afi":"ipv5","src-ip":"10.0.0.1","dst-ip":"10.0.0.2","protocol":"tcp","src-port":1,"dst-port":2)"),
+      {with_id(
+           R"("afi":"ipv5","src-ip":"10.0.0.1","dst-ip":"10.0.0.2","protocol":"tcp","src-port":1,"dst-port":2)"),
        Reject::kUnknownAfi, "ipv5"},
-      {with_id(R"("afi":"ipv6","src-ip":"10.0.0.1","dst-ip":"10.0.0.2","protocol":"tcp","src-port":1,"dst-port":2)"),
+      {with_id(
+           R"("afi":"ipv6","src-ip":"10.0.0.1","dst-ip":"10.0.0.2","protocol":"tcp","src-port":1,"dst-port":2)"),
        Reject::kAfiMismatch, "src-ip"},
-      {with_id(R"("afi":"ipv4","src-ip":"10.0.0.300","dst-ip":"10.0.0.2","protocol":"tcp","src-port":1,"dst-port":2)"),
+      {with_id(
+           R"("afi":"ipv4","src-ip":"10.0.0.300","dst-ip":"10.0.0.2","protocol":"tcp","src-port":1,"dst-port":2)"),
        Reject::kBadAddress, "10.0.0.300"},
-      {with_id(R"("afi":"ipv4","src-ip":"10.0.0.1","dst-ip":"10.0.0.2","protocol":"sctp","src-port":1,"dst-port":2)"),
+      {with_id(
+           R"("afi":"ipv4","src-ip":"10.0.0.1","dst-ip":"10.0.0.2","protocol":"sctp","src-port":1,"dst-port":2)"),
        Reject::kUnknownProtocol, "sctp"},
       {doc(lc, id, R"("context":{"experiment-id":-1,"activity-id":2})"), Reject::kBadNumber,
        "experiment-id"},
