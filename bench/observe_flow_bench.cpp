@@ -143,6 +143,47 @@ BENCHMARK(BM_ObserverPackets)
     ->ComputeStatistics("min", min_of)
     ->ComputeStatistics("max", max_of);
 
+// The same stream through Observer::on_packets() in batches of 64 frames (as a ring-buffer
+// capture would hand them over): the observer looks ahead within the batch.
+void BM_ObserverPacketsBatched(benchmark::State& state) {
+  const auto flows = static_cast<std::size_t>(state.range(0));
+  const bool v6 = state.range(1) != 0;
+  constexpr std::size_t kBatch = 64;
+  const Stream s = make_stream(flows, v6, 42);
+  std::uint64_t emitted = 0;
+  Observer obs(ObserverConfig{.max_flows = std::max<std::size_t>(flows, 1 << 10)},
+               [&](const flowmark::observe::FlowRecord&) { ++emitted; });
+  obs.add_tcp(flowmark::observe::tcp_complete_on_fin_or_rst);
+  Nanos t = 1'700'000'000'000'000'000;
+  {
+    std::vector<std::uint32_t> q(s.count);
+    std::iota(q.begin(), q.end(), 0u);
+    std::shuffle(q.begin(), q.end(), std::mt19937(7));
+    for (std::uint32_t i : q) obs.on_packet(t += 1000, LinkType::kEthernet, s.frame(i));
+  }
+  if (obs.active_flows() != flows) state.SkipWithError("warm-up did not create every flow");
+  std::array<flowmark::observe::FrameRef, kBatch> batch;
+  std::size_t i = 0;
+  for (auto _ : state) {
+    for (auto& f : batch) {
+      f = {t += 1000, s.frame(i)};
+      if (++i == s.count) i = 0;
+    }
+    obs.on_packets(LinkType::kEthernet, batch);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kBatch));
+  state.counters["emitted"] = static_cast<double>(emitted);
+}
+BENCHMARK(BM_ObserverPacketsBatched)
+    ->ArgNames({"flows", "v6"})
+    ->Args({64, 0})
+    ->Args({10'000, 0})
+    ->Args({1'000'000, 0})
+    ->Args({1'000'000, 1})
+    ->MinTime(2.0)
+    ->ComputeStatistics("min", min_of)
+    ->ComputeStatistics("max", max_of);
+
 // Every packet a new flow in a full table: the eviction path (each packet evicts one). The
 // stream cycles through twice as many flows as the table holds, so none survives until its
 // next packet.

@@ -8,11 +8,13 @@
 // ports, protocol, family (and VLAN) in both orientations, which also yields the packet's
 // direction. One probe sequence per packet.
 //
-// Placement: a new flow goes, when free, to one of two home positions in the flow array
-// derived from its hash (else anywhere). A lookup starts loading both homes and the index
-// slot at once and checks the homes first, so for most flows (about 3 in 4 with a full
-// table) the record is found after one memory latency instead of two (slot, then record):
-// with a table far larger than the caches, those latencies are the cost of a packet.
+// Placement: once the table holds more flows than the caches do (kHomesFrom), a new flow
+// goes, when free, to one of two home positions in the flow array derived from its hash
+// (else to the next free one, found by a cursor sweeping the occupancy bitmap). A lookup then
+// starts loading both homes and the index slot at once and checks the homes first: for most flows
+// (3 in 4 in a full table) the record is found after one memory latency instead of two (slot, then
+// record) — with a table far larger than the caches, those latencies are the cost of a packet.
+// on_packets() instead loads the slot, then the flow it names, some packets ahead of their turn.
 //
 // Timers: every flow sits in exactly one bucket of a hashed timing wheel of kBuckets
 // buckets of 2^shift ns, placed by a deadline that is never later than its real one (the
@@ -21,7 +23,8 @@
 // up). Visiting a bucket whose time has passed fires what is due and moves what is not;
 // the bucket holding the present time is scanned only when the clock reaches the earliest
 // deadline known in it, so every expiry happens at its exact deadline, at an amortised cost
-// that depends on the number of timers due, not on the number of flows.
+// that depends on the number of timers due, not on the number of flows. A bitmap of
+// non-empty buckets lets a clock jump or an eviction skip the empty ones.
 #pragma once
 
 #include <algorithm>
@@ -131,21 +134,31 @@ class FlowTable {
     rev = !fwd;
   }
 
-  Hit find(const PacketKey& k) const noexcept {
+  // Below this many flows the table stays in the caches and the index alone is cheaper
+  // than also looking at the homes (the extra branches cost more than a cache hit).
+  static constexpr std::size_t kHomesFrom = 16384;
+
+  // homes: look at the two home positions first (their loads start with the index slot's),
+  // when the table is large; false when the index slot and the flow it names were
+  // prefetched (on_packets()): then a home that does not hold the flow would be a needless
+  // trip to memory.
+  Hit find(const PacketKey& k, bool homes = true) const noexcept {
     const std::uint32_t h = k.hash;
-    const std::size_t h1 = home1(h), h2 = home2(h);
     std::size_t i = reduce(h, nslots_);
-    prefetch_flow(h1);
-    prefetch_flow(h2);
-    __builtin_prefetch(&slots_[i]);
     bool found, rev;
-    if (used(h1) && flows_[h1].hash == h) {
-      match(flows_[h1], k, found, rev);
-      if (found) return {static_cast<std::uint32_t>(h1), true, rev};
-    }
-    if (used(h2) && flows_[h2].hash == h) {
-      match(flows_[h2], k, found, rev);
-      if (found) return {static_cast<std::uint32_t>(h2), true, rev};
+    if (homes && size_ >= kHomesFrom) {
+      const std::size_t h1 = home1(h), h2 = home2(h);
+      prefetch_flow(h1);
+      prefetch_flow(h2);
+      __builtin_prefetch(&slots_[i]);
+      if (used(h1) && flows_[h1].hash == h) {
+        match(flows_[h1], k, found, rev);
+        if (found) return {static_cast<std::uint32_t>(h1), true, rev};
+      }
+      if (used(h2) && flows_[h2].hash == h) {
+        match(flows_[h2], k, found, rev);
+        if (found) return {static_cast<std::uint32_t>(h2), true, rev};
+      }
     }
     for (;;) {
       const Slot s = slots_[i];
@@ -158,12 +171,35 @@ class FlowTable {
     }
   }
 
-  // A free flow for hash h (state still kFree): one of its homes if free, else `hint` if
-  // free, else the next free one. The caller fills it, then calls insert().
+  // For on_packets(): requests the index slot of hash h from memory; later, when it has
+  // arrived, the flows it names (every flow is in the index).
+  void prefetch_index(std::uint32_t h) const noexcept {
+    __builtin_prefetch(&slots_[reduce(h, nslots_)]);
+  }
+  void prefetch_indexed(std::uint32_t h) const noexcept {
+    std::size_t i = reduce(h, nslots_);
+    for (int n = 0; n < 4; ++n) {
+      const Slot s = slots_[i];
+      if (s.idx1 == 0) return;
+      if (s.hash == h) {
+        prefetch_flow(s.idx1 - 1);
+        // GCC deletes a loop whose only effects are prefetches: an empty volatile asm is an
+        // effect it must keep.
+        asm volatile("");
+      }
+      if (++i == nslots_) i = 0;
+    }
+  }
+
+  // A free flow for hash h (state still kFree): in a large table one of its homes if
+  // free; else `hint` if free, else the next free one. The caller fills it, then insert().
   std::uint32_t allocate(std::uint32_t h, std::uint32_t hint = kNil) noexcept {
-    std::size_t i = home1(h);
-    if (used(i)) i = home2(h);
-    if (used(i)) i = hint != kNil && !used(hint) ? hint : next_free();
+    std::size_t i = kNil;
+    if (size_ >= kHomesFrom) {
+      i = home1(h);
+      if (used(i)) i = home2(h);
+    }
+    if (i == kNil || used(i)) i = hint != kNil && !used(hint) ? hint : next_free();
     used_[i / 64] |= std::uint64_t{1} << (i % 64);
     links_[i] = {kNil, kNil};
     ++size_;

@@ -26,17 +26,17 @@ class MmapArray {
     bytes_ = n * sizeof(T);
     constexpr std::size_t kHuge = std::size_t{2} << 20;
     if (bytes_ >= kHuge) {
-      // Over-allocate so that the array starts on a 2 MiB boundary, then trim.
+      // Over-allocate by 2 MiB so that the array can start on a 2 MiB boundary.
       map_bytes_ = bytes_ + kHuge;
       void* p = mmap(nullptr, map_bytes_, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
       if (p == MAP_FAILED) throw std::bad_alloc();
       map_ = p;
-      auto addr = reinterpret_cast<std::uintptr_t>(p);
-      auto aligned = (addr + kHuge - 1) & ~(kHuge - 1);
+      const std::size_t misalign = reinterpret_cast<std::uintptr_t>(p) & (kHuge - 1);
+      auto* aligned = static_cast<std::byte*>(p) + (misalign != 0 ? kHuge - misalign : 0);
       data_ = reinterpret_cast<T*>(aligned);
 #ifdef MADV_HUGEPAGE
-      madvise(reinterpret_cast<void*>(aligned), (bytes_ + kHuge - 1) & ~(kHuge - 1), MADV_HUGEPAGE);
+      madvise(aligned, bytes_, MADV_HUGEPAGE);
 #endif
     } else {
       map_bytes_ = bytes_;

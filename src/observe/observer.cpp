@@ -145,7 +145,8 @@ struct Observer::Impl {
   }
 
   // --- per packet ------------------------------------------------------------------------
-  void on_packet(Nanos ts, LinkType link, std::span<const std::byte> frame) noexcept {
+  // The packet clock (the largest timestamp seen) and the timers due by it.
+  Nanos tick(Nanos ts) noexcept {
     ++stats.packets;
     Nanos now = ts;
     if (now < clock) {
@@ -156,35 +157,101 @@ struct Observer::Impl {
     }
     table.start(now);
     advance(now);
+    return now;
+  }
 
-    PacketView& p = view;
-    if (const DecodeError err = decode_packet(link, frame, p); err != DecodeError::kNone) {
-      ++stats.decode_errors[static_cast<std::size_t>(err)];
-      if (err == DecodeError::kNotIp) ++stats.non_ip;
-      if (err == DecodeError::kTruncatedL4) ++stats.short_packets;
+  bool decoded(DecodeError err) noexcept {
+    if (err == DecodeError::kNone) [[likely]]
+      return true;
+    ++stats.decode_errors[static_cast<std::size_t>(err)];
+    if (err == DecodeError::kNotIp) ++stats.non_ip;
+    if (err == DecodeError::kTruncatedL4) ++stats.short_packets;
+    return false;
+  }
+
+  void on_packet(Nanos ts, LinkType link, std::span<const std::byte> frame) noexcept {
+    const Nanos now = tick(ts);
+    if (decoded(decode_packet(link, frame, view))) process(view, now, nullptr);
+  }
+
+  // on_packet() for each frame, with the next frames decoded ahead: kAhead frames ahead
+  // their index slot is requested from memory, kResolve ahead the flow it names, so that
+  // by its turn a packet's record is (usually) in cache.
+  static constexpr std::size_t kAhead = 16, kResolve = 8;
+  struct Ahead {
+    PacketView view;
+    PacketKey key;
+    DecodeError err;
+    bool keyed;  // key valid (not a fragment: the key depends on the packet alone)
+  };
+  std::array<Ahead, kAhead> ahead;
+
+  void on_packets(LinkType link, std::span<const FrameRef> frames) noexcept {
+    const std::size_t n = frames.size();
+    auto decode_ahead = [&](std::size_t j) {
+      Ahead& a = ahead[j % kAhead];
+      a.err = decode_packet(link, frames[j].frame, a.view);
+      a.keyed = a.err == DecodeError::kNone && !a.view.is_fragment;
+      if (a.keyed) {
+        a.key = plain_key(a.view);
+        table.prefetch_index(a.key.hash);
+      }
+    };
+    auto resolve_ahead = [&](std::size_t j) {
+      const Ahead& a = ahead[j % kAhead];
+      if (a.keyed) table.prefetch_indexed(a.key.hash);
+    };
+    for (std::size_t j = 0; j < std::min(n, kAhead); ++j) decode_ahead(j);
+    for (std::size_t j = 0; j < std::min(n, kResolve); ++j) resolve_ahead(j);
+    for (std::size_t i = 0; i < n; ++i) {
+      Ahead& a = ahead[i % kAhead];
+      const Nanos now = tick(frames[i].ts_ns);
+      if (decoded(a.err)) process(a.view, now, a.keyed ? &a.key : nullptr);
+      if (i + kAhead < n) decode_ahead(i + kAhead);
+      if (i + kResolve < n) resolve_ahead(i + kResolve);
+    }
+  }
+
+  // The key of a packet that is not a fragment: a function of the packet alone.
+  PacketKey plain_key(const PacketView& p) const noexcept {
+    const bool v6 = p.ip_version == 6;
+    std::uint16_t sport = p.sport, dport = p.dport;
+    // Keep the two 2-byte loads apart: merged into one 4-byte load they would wait for the
+    // decoder's two 2-byte stores to retire.
+    asm("" : "+r"(sport));
+    const std::uint8_t flags =
+        static_cast<std::uint8_t>((v6 ? kKeyV6 : 0) | (p.has_ports ? 0 : kKeyPortless));
+    if (!p.has_ports) sport = dport = 0;
+    return detail::make_key(detail::load_addr(p.src_addr, v6), detail::load_addr(p.dst_addr, v6),
+                            sport, dport, cfg.key_vlan && p.vlan_count > 0 ? p.vlan[0] : 0, p.proto,
+                            flags);
+  }
+
+  // A decoded packet at packet-clock time now; `pre`: its key when already made.
+  void process(const PacketView& p, Nanos now, const PacketKey* pre) noexcept {
+    if (!p.is_fragment) [[likely]] {
+      if (pre) {
+        finish_packet(p, *pre, now, false, /*prefetched=*/true);
+      } else {
+        finish_packet(p, plain_key(p), now, false, false);
+      }
       return;
     }
-
     const bool v6 = p.ip_version == 6;
     const AddrWords src = detail::load_addr(p.src_addr, v6),
                     dst = detail::load_addr(p.dst_addr, v6);
     const std::uint16_t vlan = cfg.key_vlan && p.vlan_count > 0 ? p.vlan[0] : 0;
     std::uint8_t flags = v6 ? kKeyV6 : 0;
     std::uint16_t sport = p.sport, dport = p.dport;
-    // Keep the two 2-byte loads apart: merged into one 4-byte load they would wait for the
-    // decoder's two 2-byte stores to retire.
-    asm("" : "+r"(sport));
     bool later_fragment = false;
-    if (p.has_ports) {
-      if (p.is_fragment) [[unlikely]] {
-        const FragKey fk = frag_key(p, src, dst, vlan);
-        fragments.put(fk, detail::hash_frag(fk), now, cfg.fragment_timeout_ns,
-                      FragPorts{sport, dport});
-      }
+    if (p.has_ports) {  // the first fragment: remember its ports for the others
+      const FragKey fk = frag_key(p, src, dst, vlan);
+      fragments.put(fk, detail::hash_frag(fk), now, cfg.fragment_timeout_ns,
+                    FragPorts{sport, dport});
     } else {
       sport = dport = 0;
       flags |= kKeyPortless;
-      if (p.is_fragment && p.frag_offset != 0) {  // a later fragment: its first's ports
+      if (p.frag_offset != 0) {  // a later fragment: its first's ports
         later_fragment = true;
         ++stats.fragments;
         if (carries_ports(p.proto)) {
@@ -199,10 +266,16 @@ struct Observer::Impl {
         }
       }
     }
-    const PacketKey k = detail::make_key(src, dst, sport, dport, vlan, p.proto, flags);
+    finish_packet(p, detail::make_key(src, dst, sport, dport, vlan, p.proto, flags), now,
+                  later_fragment, false);
+  }
+
+  // prefetched: on_packets() has loaded the flow through the index already.
+  void finish_packet(const PacketView& p, const PacketKey& k, Nanos now, bool later_fragment,
+                     bool prefetched) noexcept {
     if (p.icmp_error && p.quoted.src && p.quoted.dst) [[unlikely]]
       match_icmp_error(p, k);
-    account(p, k, now, later_fragment);
+    account(p, k, now, later_fragment, prefetched);
   }
 
   static FragKey frag_key(const PacketView& p, const AddrWords& src, const AddrWords& dst,
@@ -231,9 +304,10 @@ struct Observer::Impl {
     ++stats.icmp_errors_matched;
   }
 
-  void account(const PacketView& p, const PacketKey& k, Nanos now, bool later_fragment) noexcept {
+  void account(const PacketView& p, const PacketKey& k, Nanos now, bool later_fragment,
+               bool prefetched) noexcept {
     const std::uint32_t h = k.hash;
-    const FlowTable::Hit hit = table.find(k);
+    const FlowTable::Hit hit = table.find(k, /*homes=*/!prefetched);
     std::uint32_t idx;
     bool rev = false;
     if (hit.found) {
@@ -384,6 +458,10 @@ const std::vector<std::pair<std::size_t, std::string>>& Observer::fields() const
 
 void Observer::on_packet(Nanos ts_ns, LinkType link, std::span<const std::byte> frame) noexcept {
   impl_->on_packet(ts_ns, link, frame);
+}
+
+void Observer::on_packets(LinkType link, std::span<const FrameRef> frames) noexcept {
+  impl_->on_packets(link, frames);
 }
 
 void Observer::finish() noexcept { impl_->finish(); }

@@ -13,14 +13,15 @@
 // Rules (where the seed was silent or wrong):
 // - Clock: the packet clock is the largest timestamp seen; a frame stamped earlier is
 //   handled at that clock (its record times never go backwards). Timers fire from
-//   on_packet, each at its own deadline (in deadline order), before the frame is counted,
-//   however far the clock jumps: a flow idle across a gap is emitted before the next packet
-//   of its 5-tuple, which then starts a new record.
+//   on_packet, each evaluated at its own deadline, before the frame is counted, however far
+//   the clock jumps (records come out in deadline order up to the timer wheel's
+//   granularity): a flow idle across a gap is emitted before the next packet of its
+//   5-tuple, which then starts a new record.
 // - Direction: forward is the first packet's direction. A self-flow (source address and
 //   port equal to the destination's) counts every packet forward.
 // - Order per packet: new-flow chain (new flows only; counters zero; a false vetoes: the
-//   key goes to a bounded ignored set, refreshed by its packets and forgotten after
-//   idle_timeout without one), then the built-in counting (packets, octets = IP length,
+//   key goes to the ignored set — max_flows/16 keys, at least 1024 — refreshed by its
+//   packets and forgotten after idle_timeout without one), then the built-in counting (packets, octets = IP length,
 //   TCP flags, last), then the IPv4/IPv6 chain, then the TCP/UDP/other chain. Every
 //   callback of the chains sees every packet; any kComplete completes the flow.
 // - Completed flows stay findable for expiry_delay (trailing packets count), then are
@@ -36,7 +37,7 @@
 //   broken at the timer wheel's granularity, max(idle_timeout, expiry_delay) / 4094
 //   (~8 ms with the defaults).
 // - Fragments: a first fragment maps (addresses, protocol, IP id) to its ports for
-//   fragment_timeout; later fragments count on that flow, in their own direction
+//   fragment_timeout (max_flows/64 entries, at least 256); later fragments count on that flow, in their own direction
 //   (record.fragments++; only the IP chain sees them: they carry no transport header).
 // - ICMP/ICMPv6 errors: the flow of the quoted packet gets icmp_errors++; the error packet
 //   itself is counted in its own 3-tuple flow (proto 1 or 58, no ports).
@@ -86,6 +87,10 @@ struct FlowRecord {
   std::array<std::uint64_t, 4> user{};
 };
 
+// Out-of-range values are not errors here (the programs reject them first): a negative
+// expiry delay is 0, an active timeout <= 0 disables splitting, an idle or fragment timeout
+// <= 0 takes its default, max_flows is clamped to 1 .. 2^30. Memory is reserved for
+// max_flows up front (Observer::bytes_per_flow() each) and committed as flows arrive.
 struct ObserverConfig {
   Nanos expiry_delay_ns = 5'000'000'000;       // completed → emitted
   Nanos idle_timeout_ns = 30'000'000'000;      // no packet for this long → completed
@@ -108,6 +113,13 @@ struct ObserverStats {
                 evicted = 0, emitted = 0;
   std::array<std::uint64_t, static_cast<std::size_t>(DecodeError::kCount)> decode_errors{};
   std::uint64_t ignored_packets = 0, late_packets = 0;
+};
+
+// One captured frame for Observer::on_packets(): its packet-clock time and its bytes (the
+// caller owns them and keeps them alive for the call).
+struct FrameRef {
+  Nanos ts_ns = 0;
+  std::span<const std::byte> frame;
 };
 
 using NewFlowFn = std::function<bool(FlowRecord&, const PacketView&)>;
@@ -134,6 +146,11 @@ class Observer {
   // One captured frame at packet-clock time ts_ns. Timers fire from here, each at its own
   // deadline, before the packet is counted.
   void on_packet(Nanos ts_ns, LinkType link, std::span<const std::byte> frame) noexcept;
+  // The same as on_packet() for each frame in turn (same records, statistics and callback
+  // order). With a batch the observer decodes a few frames ahead and starts loading their
+  // flows from memory while it counts earlier ones: with a table much larger than the
+  // caches, that hides most of the memory latency which bounds on_packet().
+  void on_packets(LinkType link, std::span<const FrameRef> frames) noexcept;
   // Emits everything still held (expiring first, then active) and returns.
   void finish() noexcept;
 

@@ -910,5 +910,87 @@ TEST(Observer, TimersMatchAScanningModel) {
   }
 }
 
+// on_packets() is on_packet() frame by frame: the same records in the same order, the
+// same statistics, whatever the batch sizes — fragments, ICMP errors, decode errors, clock
+// jumps and evictions included.
+TEST(Observer, BatchesBehaveLikeSinglePackets) {
+  std::mt19937 rng(7);
+  const Addr hosts[] = {kA, kB, kC, v6(1), v6(2)};
+  std::vector<Bytes> frames;
+  std::vector<Nanos> times;
+  Nanos t = 0;
+  for (int i = 0; i < 5000; ++i) {
+    const auto r = static_cast<unsigned>(rng() % 100);
+    t += r < 70 ? static_cast<Nanos>(rng() % 1000) * kMs : static_cast<Nanos>(rng() % 40) * kSec;
+    const bool six = rng() % 4 == 0;
+    const Addr& s = hosts[six ? 3 + rng() % 2 : rng() % 3];
+    const Addr& d = hosts[six ? 3 + rng() % 2 : rng() % 3];
+    const auto sp = static_cast<unsigned>(1 + rng() % 4), dp = static_cast<unsigned>(1 + rng() % 4);
+    const auto kind = static_cast<unsigned>(rng() % 10);
+    Bytes f;
+    if (kind < 4) {
+      const unsigned flags[] = {kSyn, kSyn | kAck, kAck, kFin | kAck, kRst};
+      f = tcp_frame(s, sp, d, dp, flags[rng() % 5], rng() % 30);
+    } else if (kind < 7) {
+      f = udp_frame(s, sp, d, dp, rng() % 30,
+                    rng() % 3 == 0 ? std::vector<unsigned>{10} : std::vector<unsigned>{});
+    } else if (kind == 7 && !six) {  // a fragment, first or later
+      const Bytes dgram = udp(sp, dp, 40);
+      const unsigned id = static_cast<unsigned>(rng() % 3);
+      f = rng() % 2 ? eth(ip(s, d, kProtoUdp, Bytes(dgram.begin(), dgram.begin() + 24),
+                             {.id = id, .more = true}))
+                    : eth(ip(s, d, kProtoUdp, Bytes(dgram.begin() + 24, dgram.end()),
+                             {.id = id, .offset8 = 3}));
+    } else if (kind == 8 && !six) {  // an ICMP error quoting a UDP packet
+      const Bytes quoted = ip(d, s, kProtoUdp, udp(dp, sp));
+      Bytes body(4, 0);
+      body.insert(body.end(), quoted.begin(), quoted.begin() + 28);
+      f = eth(ip(s, d, kProtoIcmp, icmp(3, 3, body)));
+    } else {
+      f = udp_frame(s, sp, d, dp);
+      f.resize(14 + (six ? 40 : 20) + 3);  // cut in the UDP header
+    }
+    frames.push_back(std::move(f));
+    times.push_back(t);
+  }
+  const ObserverConfig cfg{.expiry_delay_ns = 2 * kSec,
+                           .idle_timeout_ns = 20 * kSec,
+                           .active_timeout_ns = 60 * kSec,
+                           .max_flows = 12};
+  Harness one(cfg), many(cfg);
+  for (auto* h : {&one, &many}) h->obs.add_tcp(tcp_complete_on_fin_or_rst);
+  for (std::size_t i = 0; i < frames.size(); ++i) one.feed(times[i], frames[i]);
+  std::vector<FrameRef> refs;
+  for (std::size_t i = 0; i < frames.size(); ++i)
+    refs.push_back({times[i], std::as_bytes(std::span(frames[i]))});
+  for (std::size_t i = 0; i < refs.size();) {
+    const std::size_t n = std::min<std::size_t>(refs.size() - i, rng() % 20);
+    many.obs.on_packets(LinkType::kEthernet, std::span(refs).subspan(i, n));
+    i += n;
+  }
+  one.obs.finish();
+  many.obs.finish();
+  ASSERT_EQ(one.out.size(), many.out.size());
+  for (std::size_t i = 0; i < one.out.size(); ++i) {
+    const auto a = canon({one.out[i]}), b = canon({many.out[i]});
+    ASSERT_EQ(a, b) << "record " << i;
+    EXPECT_EQ(one.out[i].fragments, many.out[i].fragments);
+    EXPECT_EQ(one.out[i].icmp_errors, many.out[i].icmp_errors);
+  }
+  const ObserverStats &x = one.obs.stats(), &y = many.obs.stats();
+  EXPECT_EQ(x.packets, y.packets);
+  EXPECT_EQ(x.flows, y.flows);
+  EXPECT_EQ(x.evicted, y.evicted);
+  EXPECT_EQ(x.emitted, y.emitted);
+  EXPECT_EQ(x.short_packets, y.short_packets);
+  EXPECT_EQ(x.fragments, y.fragments);
+  EXPECT_EQ(x.fragments_unmatched, y.fragments_unmatched);
+  EXPECT_EQ(x.icmp_errors_matched, y.icmp_errors_matched);
+  EXPECT_GT(x.evicted, 0u);
+  EXPECT_GT(x.fragments, 0u);
+  EXPECT_GT(x.icmp_errors_matched, 0u);
+  EXPECT_GT(x.short_packets, 0u);
+}
+
 }  // namespace
 }  // namespace flowmark::observe
