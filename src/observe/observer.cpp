@@ -146,7 +146,7 @@ struct Observer::Impl {
 
   // --- per packet ------------------------------------------------------------------------
   // The packet clock (the largest timestamp seen) and the timers due by it.
-  Nanos tick(Nanos ts) noexcept {
+  [[gnu::always_inline]] Nanos tick(Nanos ts) noexcept {
     ++stats.packets;
     Nanos now = ts;
     if (now < clock) {
@@ -160,7 +160,7 @@ struct Observer::Impl {
     return now;
   }
 
-  bool decoded(DecodeError err) noexcept {
+  [[gnu::always_inline]] bool decoded(DecodeError err) noexcept {
     if (err == DecodeError::kNone) [[likely]]
       return true;
     ++stats.decode_errors[static_cast<std::size_t>(err)];
@@ -187,6 +187,10 @@ struct Observer::Impl {
   std::array<Ahead, kAhead> ahead;
 
   void on_packets(LinkType link, std::span<const FrameRef> frames) noexcept {
+    if (table.size() < FlowTable::kHomesFrom) {  // the table is in cache: nothing to hide
+      for (const FrameRef& f : frames) on_packet(f.ts_ns, link, f.frame);
+      return;
+    }
     const std::size_t n = frames.size();
     auto decode_ahead = [&](std::size_t j) {
       Ahead& a = ahead[j % kAhead];
@@ -213,7 +217,7 @@ struct Observer::Impl {
   }
 
   // The key of a packet that is not a fragment: a function of the packet alone.
-  PacketKey plain_key(const PacketView& p) const noexcept {
+  [[gnu::always_inline]] PacketKey plain_key(const PacketView& p) const noexcept {
     const bool v6 = p.ip_version == 6;
     std::uint16_t sport = p.sport, dport = p.dport;
     // Keep the two 2-byte loads apart: merged into one 4-byte load they would wait for the
@@ -228,7 +232,8 @@ struct Observer::Impl {
   }
 
   // A decoded packet at packet-clock time now; `pre`: its key when already made.
-  void process(const PacketView& p, Nanos now, const PacketKey* pre) noexcept {
+  [[gnu::always_inline]] void process(const PacketView& p, Nanos now,
+                                      const PacketKey* pre) noexcept {
     if (!p.is_fragment) [[likely]] {
       if (pre) {
         finish_packet(p, *pre, now, false, /*prefetched=*/true);
@@ -237,6 +242,10 @@ struct Observer::Impl {
       }
       return;
     }
+    process_fragment(p, now);
+  }
+
+  [[gnu::noinline]] void process_fragment(const PacketView& p, Nanos now) noexcept {
     const bool v6 = p.ip_version == 6;
     const AddrWords src = detail::load_addr(p.src_addr, v6),
                     dst = detail::load_addr(p.dst_addr, v6);
@@ -271,8 +280,8 @@ struct Observer::Impl {
   }
 
   // prefetched: on_packets() has loaded the flow through the index already.
-  void finish_packet(const PacketView& p, const PacketKey& k, Nanos now, bool later_fragment,
-                     bool prefetched) noexcept {
+  [[gnu::always_inline]] void finish_packet(const PacketView& p, const PacketKey& k, Nanos now,
+                                            bool later_fragment, bool prefetched) noexcept {
     if (p.icmp_error && p.quoted.src && p.quoted.dst) [[unlikely]]
       match_icmp_error(p, k);
     account(p, k, now, later_fragment, prefetched);

@@ -992,5 +992,67 @@ TEST(Observer, BatchesBehaveLikeSinglePackets) {
   EXPECT_GT(x.short_packets, 0u);
 }
 
+// The same with a table too large for the caches, where on_packets() looks ahead and
+// prefetches: 20,000 background flows keep it large; new flows evict some of them.
+TEST(Observer, BatchesBehaveLikeSinglePacketsWithALargeTable) {
+  std::mt19937 rng(11);
+  std::vector<Bytes> frames;
+  std::vector<Nanos> times;
+  Nanos t = 0;
+  for (unsigned i = 0; i < 20'000; ++i) {  // background
+    const Addr a = v4(10, 1, static_cast<std::uint8_t>(i >> 8), static_cast<std::uint8_t>(i));
+    frames.push_back(udp_frame(a, 1000 + i % 7, kC, 53));
+    times.push_back(t += 1000);
+  }
+  const Addr hosts[] = {kA, kB, kC, v4(10, 0, 0, 1)};
+  for (int i = 0; i < 20'000; ++i) {
+    t += static_cast<Nanos>(rng() % 2000) * kMs / 1000;
+    const Addr& s = hosts[rng() % 4];
+    const Addr& d = hosts[rng() % 4];
+    const auto sp = static_cast<unsigned>(1 + rng() % 50),
+               dp = static_cast<unsigned>(1 + rng() % 4);
+    const auto kind = static_cast<unsigned>(rng() % 8);
+    if (kind < 3) {
+      const unsigned flags[] = {kSyn, kSyn | kAck, kAck, kFin | kAck, kRst};
+      frames.push_back(tcp_frame(s, sp, d, dp, flags[rng() % 5], rng() % 30));
+    } else if (kind < 6) {
+      frames.push_back(udp_frame(s, sp, d, dp, rng() % 30));
+    } else if (kind == 6) {  // a background flow again, either way
+      const unsigned b = static_cast<unsigned>(rng() % 20'000);
+      const Addr a = v4(10, 1, static_cast<std::uint8_t>(b >> 8), static_cast<std::uint8_t>(b));
+      frames.push_back(rng() % 2 ? udp_frame(a, 1000 + b % 7, kC, 53)
+                                 : udp_frame(kC, 53, a, 1000 + b % 7));
+    } else {
+      const Bytes dgram = udp(sp, dp, 40);
+      frames.push_back(eth(
+          ip(s, d, kProtoUdp, Bytes(dgram.begin() + 24, dgram.end()), {.id = 1, .offset8 = 3})));
+    }
+    times.push_back(t);
+  }
+  const ObserverConfig cfg{
+      .expiry_delay_ns = 2 * kSec, .idle_timeout_ns = 600 * kSec, .max_flows = 20'300};
+  Harness one(cfg), many(cfg);
+  for (auto* h : {&one, &many}) h->obs.add_tcp(tcp_complete_on_fin_or_rst);
+  for (std::size_t i = 0; i < frames.size(); ++i) one.feed(times[i], frames[i]);
+  std::vector<FrameRef> refs;
+  for (std::size_t i = 0; i < frames.size(); ++i)
+    refs.push_back({times[i], std::as_bytes(std::span(frames[i]))});
+  for (std::size_t i = 0; i < refs.size();) {
+    const std::size_t n = std::min<std::size_t>(refs.size() - i, 1 + rng() % 100);
+    many.obs.on_packets(LinkType::kEthernet, std::span(refs).subspan(i, n));
+    i += n;
+  }
+  EXPECT_EQ(one.obs.active_flows(), many.obs.active_flows());
+  one.obs.finish();
+  many.obs.finish();
+  ASSERT_EQ(one.out.size(), many.out.size());
+  for (std::size_t i = 0; i < one.out.size(); ++i)
+    ASSERT_EQ(canon({one.out[i]}), canon({many.out[i]})) << "record " << i;
+  EXPECT_EQ(one.obs.stats().evicted, many.obs.stats().evicted);
+  EXPECT_EQ(one.obs.stats().emitted, many.obs.stats().emitted);
+  EXPECT_EQ(one.obs.stats().fragments_unmatched, many.obs.stats().fragments_unmatched);
+  EXPECT_GT(one.obs.stats().evicted, 0u);
+}
+
 }  // namespace
 }  // namespace flowmark::observe
