@@ -10,7 +10,6 @@ a 224.0.0.0/4 route — and deletes them afterwards, even when a test fails. The
 usage tests need no network. Python 3 stdlib only.
 """
 
-import atexit
 import base64
 import datetime
 import json
@@ -38,34 +37,7 @@ REASONS = ["empty", "bad_header", "not_json", "not_object", "missing_field", "wr
            "bad_address", "afi_mismatch", "port_out_of_range", "bad_time", "missing_end_time",
            "bad_number", "too_large"]
 
-_live_namespaces = set()
-
-
-def _sh(args, timeout=10, check=True, input=None):
-    """Runs a set-up command (ip, sysctl); raises with its stderr on failure."""
-    r = subprocess.run(args, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
-    return r
-
-
-def _delete_namespace(name):
-    if name in _live_namespaces:
-        _sh(["ip", "netns", "del", name], check=False)
-        _live_namespaces.discard(name)
-
-
-@atexit.register
-def _delete_all_namespaces():
-    for name in list(_live_namespaces):
-        _delete_namespace(name)
-
-
-def _default_sigint():
-    # A child started from a background shell inherits SIGINT ignored; the SIGINT test
-    # needs the default disposition (which the tool then blocks and reads by signalfd).
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+from netns_helpers import _default_sigint, _delete_namespace, _live_namespaces, _sh
 
 
 class Hosts:

@@ -9,7 +9,6 @@ test class builds its own two "hosts" — two network namespaces joined by a vet
 route — and deletes them afterwards, even when a test fails. Python 3 stdlib only.
 """
 
-import atexit
 import base64
 import json
 import os
@@ -33,34 +32,7 @@ IF_A, IF_B = "vethA", "vethB"
 # The environment every command runs in: no MULTICAST_* leaking in from the caller.
 BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith("MULTICAST_")}
 
-_live_namespaces = set()
-
-
-def _sh(args, timeout=10, check=True):
-    """Runs a set-up command (ip, nft, sysctl); raises with its stderr on failure."""
-    r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       timeout=timeout)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
-    return r
-
-
-def _delete_namespace(name):
-    if name in _live_namespaces:
-        _sh(["ip", "netns", "del", name], check=False)
-        _live_namespaces.discard(name)
-
-
-@atexit.register
-def _delete_all_namespaces():
-    for name in list(_live_namespaces):
-        _delete_namespace(name)
-
-
-def _default_sigint():
-    # A child started from a background shell inherits SIGINT ignored; the SIGINT test
-    # needs the default disposition (which the tool then blocks and reads by signalfd).
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+from netns_helpers import _default_sigint, _delete_namespace, _live_namespaces, _sh
 
 
 class Hosts:
