@@ -21,6 +21,10 @@ PACKAGES=(
   # benchmarks: peer flow meters for bench/observe_bench.sh (softflowd, nfpcapd, argus +
   # racluster, ndpiReader; tshark is above)
   softflowd nfdump argus-server argus-client libndpi-bin
+  # service (flowmarkd): TOML config, Prometheus exporter, sd_notify, eBPF (libbpf skeletons)
+  libtomlplusplus-dev prometheus-cpp-dev libsystemd-dev libbpf-dev bpftool
+  # service tests: a real Prometheus server scrapes the exporter; a real STUN server
+  prometheus coturn
 )
 
 missing=()
