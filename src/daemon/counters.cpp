@@ -61,10 +61,11 @@ std::uint64_t Counters::sum(std::string_view name, const Labels& subset) const {
   return total;
 }
 
-std::string Counters::to_json() const {
+std::string Counters::to_json(bool nonzero_only) const {
   std::string out = "{";
   bool first = true;
   for (const auto& s : snapshot()) {
+    if (nonzero_only && s.value == 0) continue;
     std::string key = s.name;
     if (!s.labels.empty()) {
       key += '{';

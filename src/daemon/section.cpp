@@ -29,7 +29,8 @@ std::string at(const toml::node& n) {
 
 }  // namespace
 
-Section::Section(const void* table, std::string where) : table_(table), where_(std::move(where)) {}
+Section::Section(const void* table, std::string where, std::string name)
+    : table_(table), where_(std::move(where)), name_(std::move(name)) {}
 Section::Section(Section&&) noexcept = default;
 Section::~Section() = default;
 
@@ -107,6 +108,45 @@ Result<std::vector<std::string>> Section::strings(std::string_view key) {
       return error(key, fmt::format("item {} ({}) is not a string", i + 1, show((*arr)[i])));
     }
     out.push_back(s->get());
+  }
+  return out;
+}
+
+namespace {
+std::optional<std::string> scalar_text(const toml::node& n) {
+  if (auto s = n.as_string()) return s->get();
+  if (auto i = n.value_exact<std::int64_t>()) return std::to_string(*i);
+  return std::nullopt;
+}
+}  // namespace
+
+Result<std::optional<std::string>> Section::scalar(std::string_view key) {
+  used_.insert(std::string(key));
+  const auto* n = tbl(table_).get(key);
+  if (!n) return std::optional<std::string>{};
+  auto t = scalar_text(*n);
+  if (!t) return error(key, fmt::format("{} is not a string or an integer", show(*n)));
+  return t;
+}
+
+Result<std::vector<std::string>> Section::scalars(std::string_view key) {
+  used_.insert(std::string(key));
+  std::vector<std::string> out;
+  const auto* n = tbl(table_).get(key);
+  if (!n) return out;
+  if (auto t = scalar_text(*n)) {
+    out.push_back(*t);
+    return out;
+  }
+  const auto* arr = n->as_array();
+  if (!arr) return error(key, fmt::format("{} is not a value or a list", show(*n)));
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    auto t = scalar_text((*arr)[i]);
+    if (!t) {
+      return error(key, fmt::format("item {} ({}) is not a string or an integer", i + 1,
+                                    show((*arr)[i])));
+    }
+    out.push_back(*t);
   }
   return out;
 }

@@ -51,7 +51,7 @@ class Counters {
   // The sum over every series of this name whose labels include `subset`.
   std::uint64_t sum(std::string_view name, const Labels& subset = {}) const;
   // {"name{k=v,...}": value, ...} on one line, for logs and tests.
-  std::string to_json() const;
+  std::string to_json(bool nonzero_only = false) const;
 
  private:
   struct Series {

@@ -27,11 +27,13 @@ class Section {
  public:
   // `table` is a toml::table owned by the caller (kept opaque here so that users of this
   // header need not include toml++). `where` is "[source.pipe]" and the like.
-  Section(const void* table, std::string where);
+  Section(const void* table, std::string where, std::string name = "");
   Section(Section&&) noexcept;
   ~Section();
 
   const std::string& where() const noexcept { return where_; }
+  // The part's name: "pipe" for [source.pipe] ("" for other tables).
+  const std::string& name() const noexcept { return name_; }
   bool has(std::string_view key) const;
 
   Result<std::string> string(std::string_view key, std::string_view fallback);
@@ -44,6 +46,10 @@ class Section {
   // A list of strings; a single string is a list of one.
   Result<std::vector<std::string>> strings(std::string_view key);
   Result<std::vector<Network>> networks(std::string_view key);
+  // A string or an integer, as text (ids or names; ports or port ranges); nullopt if absent.
+  Result<std::optional<std::string>> scalar(std::string_view key);
+  // A list of strings or integers, as text; a single one is a list of one.
+  Result<std::vector<std::string>> scalars(std::string_view key);
   // A string that must be one of `allowed`.
   Result<std::string> choice(std::string_view key, std::string_view fallback,
                              std::initializer_list<std::string_view> allowed);
@@ -63,6 +69,7 @@ class Section {
  private:
   const void* table_;
   std::string where_;
+  std::string name_;
   std::set<std::string, std::less<>> used_;
 };
 

@@ -1,0 +1,124 @@
+// flowmark::daemon — the pipeline between sources and backends.
+//
+// It keeps the state of each live flow (keyed by protocol and both endpoints), so that an
+// end event carries the flow's start time, duplicates are suppressed and flows whose end
+// never comes are ended after `flow_timeout`; classifies unclassified events by the rules;
+// rewrites private source addresses to the public ones; and fans each event out to every
+// backend through a bounded queue per backend, each drained by its own worker thread. A
+// slow backend fills only its own queue: what does not fit is dropped and counted
+// (flowmark_backend_events_total{backend, outcome="dropped_queue_full"}), and never stalls
+// the sources or the other backends.
+//
+// Accounting, per backend: every event offered = delivered + dropped (by reason), once the
+// queue is drained. For the pipeline: every event pushed = forwarded + suppressed (by
+// reason).
+//
+//   Pipeline p(context, options);
+//   FM_TRY_VOID(p.add_backend("fireflies", std::move(backend)));
+//   p.push(event);            // from sources, on the loop thread
+//   p.shutdown();             // end events for live flows, drain, stop
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "flowmark/daemon/config.hpp"
+#include "flowmark/daemon/plugin.hpp"
+
+namespace flowmark::daemon {
+
+struct PipelineOptions {
+  std::vector<Rule> rules;
+  PublicAddressConfig public_address;  // ipv4/ipv6 may hold STUN-discovered addresses
+  double flow_timeout = 86400;         // seconds; 0: never
+  std::size_t queue_size = 65536;
+  std::function<Micros()> clock = now_micros;
+};
+
+struct FlowKey {
+  scitags::Protocol protocol = scitags::Protocol::kTcp;
+  Endpoint src, dst;
+  friend bool operator==(const FlowKey&, const FlowKey&) = default;
+};
+struct FlowKeyHash {
+  std::size_t operator()(const FlowKey& k) const noexcept;
+};
+FlowKey key_of(const FlowEvent& e) noexcept;
+
+class Pipeline : public FlowSink {
+ public:
+  Pipeline(ServiceContext& context, PipelineOptions options);
+  ~Pipeline() override;
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  // Rules, public addresses, timeout (a reload). Live flows are kept.
+  void set_options(PipelineOptions options);
+
+  // Starts the backend (Backend::start) and its worker. With `adopt_live`, the flows live
+  // now are offered to it first as start events (a backend added by a reload).
+  Result<void> add_backend(std::string name, std::unique_ptr<Backend> backend,
+                           bool adopt_live = false);
+  // Drains its queue, stops it and joins its worker.
+  void remove_backend(std::string_view name);
+  bool has_backend(std::string_view name) const;
+  std::vector<std::string> backend_names() const;
+
+  void push(const FlowEvent& event) override;
+
+  // Ends the flows idle for longer than the timeout (end events, counted as expired).
+  // The service calls it from a timer; returns how many were ended.
+  std::size_t expire();
+  // End events for every live flow, then drains and stops every backend.
+  void shutdown();
+  // Asks every backend to reopen its files (SIGHUP).
+  void reopen();
+  // Blocks until every queue is empty (tests, benchmarks).
+  void wait_idle();
+
+  std::size_t live_flows() const noexcept { return flows_.size(); }
+
+ private:
+  struct Live {
+    Micros start_time = 0;
+    Micros last_event = 0;
+    std::uint32_t experiment = 0, activity = 0;
+    std::optional<scitags::Usage> usage;
+  };
+  struct Worker;
+  void fan_out(const FlowEvent& e);
+  void rewrite_public(FlowEvent& e) const;
+  bool classify(FlowEvent& e) const;
+  std::atomic<std::uint64_t>& outcome(std::string_view name);
+
+  ServiceContext& context_;
+  PipelineOptions options_;
+  std::unordered_map<FlowKey, Live, FlowKeyHash> flows_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<std::uint64_t>* live_gauge_;
+  std::atomic<std::uint64_t>* pushed_;
+  std::atomic<std::uint64_t>* forwarded_;
+  std::atomic<std::uint64_t>* duplicate_;
+  std::atomic<std::uint64_t>* unclassified_;
+  std::atomic<std::uint64_t>* end_unknown_;
+  std::atomic<std::uint64_t>* expired_;
+  std::int64_t last_unclassified_log_ns_ = 0;
+};
+
+// A FlowSink in front of the pipeline for one source: counts its events by state
+// (flowmark_source_events_total{source, state}).
+class SourceTap : public FlowSink {
+ public:
+  SourceTap(std::string source, Counters& counters, FlowSink& next);
+  void push(const FlowEvent& event) override;
+
+ private:
+  FlowSink& next_;
+  std::atomic<std::uint64_t>* by_state_[3];
+};
+
+}  // namespace flowmark::daemon

@@ -1,0 +1,181 @@
+#include "daemon/backends/firefly/firefly_backend.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <unordered_map>
+
+#include "flowmark/daemon/pipeline.hpp"
+#include "flowmark/scitags/firefly.hpp"
+#include "flowmark/scitags/firefly_sender.hpp"
+
+namespace flowmark::daemon {
+namespace {
+
+using scitags::FlowState;
+
+struct FireflyOptions {
+  bool to_destination = true;
+  std::uint16_t port = scitags::kFireflyPort;
+  std::vector<std::string> collector_texts;
+  scitags::FireflySenderConfig sender;
+  scitags::EncoderOptions encoder;
+  double ongoing_interval = 0;
+};
+
+class FireflyBackend final : public Backend {
+ public:
+  FireflyBackend(std::string name, FireflyOptions o, FlowInfoReader reader, ServiceContext& ctx)
+      : name_(std::move(name)),
+        o_(std::move(o)),
+        reader_(std::move(reader)),
+        sender_(o_.sender),
+        encoder_(o_.encoder) {
+    auto c = [&](std::string_view to, std::string_view outcome) {
+      return &ctx.counters.counter(
+          "flowmark_firefly_sends_total",
+          {{"backend", name_}, {"to", std::string(to)}, {"outcome", std::string(outcome)}},
+          "Firefly datagrams sent by a backend, by destination kind and outcome");
+    };
+    for (int k = 0; k < 2; ++k) {
+      const char* to = k == 0 ? "destination" : "collector";
+      sent_[k] = c(to, "sent");
+      refused_[k] = c(to, "refused");
+      failed_[k] = c(to, "error");
+    }
+    invalid_ = &ctx.counters.counter("flowmark_backend_invalid_events_total", {{"backend", name_}},
+                                     "Events a backend could not encode (schema violations)");
+  }
+
+  Result<void> start() override {
+    for (const auto& text : o_.collector_texts) {
+      FM_TRY(auto ep, scitags::resolve_destination(text, scitags::kFireflyPort));
+      auto prepared = sender_.prepare(ep);
+      if (!prepared) {
+        return std::unexpected(std::move(prepared).error().with_context("collector " + text));
+      }
+      collectors_.push_back(*prepared);
+    }
+    spdlog::info("backend {}: fireflies to {}{} collector(s)", name_,
+                 o_.to_destination ? "each flow's destination and " : "", collectors_.size());
+    return {};
+  }
+
+  void on_event(const FlowEvent& e) noexcept override {
+    if (o_.ongoing_interval > 0) track(e);
+    send(e);
+  }
+
+  std::chrono::milliseconds tick_interval() const noexcept override {
+    return std::chrono::milliseconds(static_cast<std::int64_t>(o_.ongoing_interval * 1000));
+  }
+
+  void on_tick() noexcept override {
+    for (auto& [key, e] : live_) {
+      FlowEvent ongoing = e;
+      ongoing.state = FlowState::kOngoing;
+      ongoing.current_time = 0;
+      if (reader_) {
+        if (auto info = reader_(ongoing)) {
+          ongoing.tcp = *info;
+          ongoing.usage = scitags::Usage{info->bytes_received, info->bytes_acked};
+        }
+      }
+      send(ongoing);
+    }
+  }
+
+  void stop() noexcept override { live_.clear(); }
+
+ private:
+  void track(const FlowEvent& e) {
+    auto key = key_of(e);
+    if (e.state == FlowState::kEnd) {
+      live_.erase(key);
+    } else {
+      live_[key] = e;
+    }
+  }
+
+  void send(const FlowEvent& e) {
+    auto wire = encoder_.encode(e, now_micros());
+    if (!wire) {
+      invalid_->fetch_add(1, std::memory_order_relaxed);
+      log_error("cannot encode: " + wire.error().message());
+      return;
+    }
+    if (o_.to_destination) {
+      send_one({e.dst.address, o_.port}, *wire, 0);
+    }
+    for (const auto& c : collectors_) send_one(c, *wire, 1);
+  }
+
+  void send_one(const Endpoint& to, std::string_view wire, int kind) {
+    auto r = sender_.send(to, wire);
+    if (r) {
+      sent_[kind]->fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    if (r.error().code() == std::errc::connection_refused) {
+      refused_[kind]->fetch_add(1, std::memory_order_relaxed);
+    } else {
+      failed_[kind]->fetch_add(1, std::memory_order_relaxed);
+    }
+    log_error(fmt::format("firefly to {}: {}", to.to_string(), r.error().message()));
+  }
+
+  void log_error(const std::string& what) {
+    auto t = monotonic_ns();
+    if (t - last_log_ns_ < 1'000'000'000) {
+      ++suppressed_;
+      return;
+    }
+    last_log_ns_ = t;
+    spdlog::warn("backend {}: {}{}", name_, what,
+                 suppressed_ ? fmt::format(" ({} more not shown)", suppressed_) : "");
+    suppressed_ = 0;
+  }
+
+  std::string name_;
+  FireflyOptions o_;
+  FlowInfoReader reader_;
+  scitags::FireflySender sender_;
+  scitags::FireflyEncoder encoder_;
+  std::vector<Endpoint> collectors_;
+  std::unordered_map<FlowKey, FlowEvent, FlowKeyHash> live_;
+  std::atomic<std::uint64_t>*sent_[2], *refused_[2], *failed_[2], *invalid_;
+  std::int64_t last_log_ns_ = 0;
+  std::uint64_t suppressed_ = 0;
+};
+
+}  // namespace
+
+Result<void> register_firefly_backend(BackendFactories& factories, FlowInfoReader reader) {
+  return factories.add(
+      "firefly", "UDP fireflies to each flow's destination and to collectors (udp_firefly)",
+      [reader](Section& s, ServiceContext& ctx) -> Result<std::unique_ptr<Backend>> {
+        FireflyOptions o;
+        FM_TRY(o.to_destination, s.boolean("to_destination", true));
+        FM_TRY(auto port, s.integer("port", scitags::kFireflyPort, 1, 65535));
+        o.port = static_cast<std::uint16_t>(port);
+        FM_TRY(o.collector_texts, s.strings("collectors"));
+        FM_TRY(auto ttl, s.integer("ttl", 1, 0, 255));
+        o.sender.ttl = static_cast<int>(ttl);
+        FM_TRY(auto iface, s.string("interface", ""));
+        if (!iface.empty()) {
+          auto i = resolve_interface(iface);
+          if (!i) return s.error("interface", i.error().message());
+          o.sender.iface = *i;
+        }
+        FM_TRY(o.encoder.application, s.string("application", "flowmark"));
+        FM_TRY(o.encoder.hostname, s.string("hostname", ctx.hostname));
+        FM_TRY(o.encoder.syslog_header, s.boolean("syslog_header", true));
+        FM_TRY(o.ongoing_interval, s.number("ongoing_interval", 0, 0, 86400));
+        if (!o.to_destination && o.collector_texts.empty()) {
+          return s.error("collectors", "empty while to_destination = false: fireflies would go "
+                                       "nowhere");
+        }
+        return std::make_unique<FireflyBackend>(s.name(), std::move(o), reader, ctx);
+      });
+}
+
+}  // namespace flowmark::daemon

@@ -1,0 +1,35 @@
+// The `firefly` backend (flowd's udp_firefly): one UDP datagram per event to the flow's
+// destination at port 10514, and copies to any number of collectors — IPv4 or IPv6
+// unicast, or a multicast group (one datagram reaches every collector of a site).
+//
+// [backend.fireflies]
+// type = "firefly"
+// to_destination = true          # send to the flow's destination (flowd's behaviour)
+// port = 10514                   # destination port at the flow's destination
+// collectors = ["192.0.2.10", "[2001:db8::10]:10514", "239.1.2.3"]
+// ttl = 1                        # for multicast collectors
+// interface = ""                 # outgoing interface for multicast collectors
+// application = "flowmark"       # context.application in the JSON
+// hostname = ""                  # syslog host name ("" = the service's)
+// syslog_header = true           # false: the JSON document alone
+// ongoing_interval = 0           # seconds; > 0: an `ongoing` firefly per live flow this often
+//
+// Sends that fail (ICMP port unreachable reported as ECONNREFUSED, no route, a firewall)
+// are counted by destination kind and reason (flowmark_firefly_sends_total) and never stop
+// the backend.
+#pragma once
+
+#include <functional>
+#include <optional>
+
+#include "flowmark/daemon/factory.hpp"
+
+namespace flowmark::daemon {
+
+// Reads the current TCP state and usage of a live flow (netlink sock_diag in the service);
+// used for the `ongoing` fireflies. Called on the backend's thread.
+using FlowInfoReader = std::function<std::optional<scitags::TcpInfo>(const FlowEvent&)>;
+
+Result<void> register_firefly_backend(BackendFactories& factories, FlowInfoReader reader = {});
+
+}  // namespace flowmark::daemon

@@ -1,0 +1,409 @@
+#include "flowmark/daemon/pipeline.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+namespace flowmark::daemon {
+
+using scitags::FlowState;
+
+std::size_t FlowKeyHash::operator()(const FlowKey& k) const noexcept {
+  // FNV-1a over the bytes that make the key: cheap, and keys are compared in full.
+  std::uint64_t h = 1469598103934665603ULL;
+  auto mix = [&](const void* p, std::size_t n) {
+    const auto* b = static_cast<const unsigned char*>(p);
+    for (std::size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ULL;
+  };
+  auto proto = static_cast<std::uint8_t>(k.protocol);
+  mix(&proto, 1);
+  mix(k.src.address.bytes(), k.src.address.size());
+  mix(&k.src.port, 2);
+  mix(k.dst.address.bytes(), k.dst.address.size());
+  mix(&k.dst.port, 2);
+  return static_cast<std::size_t>(h);
+}
+
+FlowKey key_of(const FlowEvent& e) noexcept { return {e.protocol, e.src, e.dst}; }
+
+// ---- one backend behind a bounded queue, on its own thread ---------------------------------
+
+struct Pipeline::Worker {
+  enum class Kind : std::uint8_t { kEvent, kReopen };
+  struct Item {
+    Kind kind;
+    FlowEvent event;
+  };
+
+  Worker(std::string n, std::unique_ptr<Backend> b, std::size_t cap, Counters& counters)
+      : name(std::move(n)), backend(std::move(b)), capacity(cap) {
+    const Labels base{{"backend", name}};
+    auto with = [&](std::string_view outcome) {
+      Labels l = base;
+      l.emplace_back("outcome", outcome);
+      return l;
+    };
+    static constexpr std::string_view kHelp =
+        "Events offered to a backend, by outcome (delivered, or dropped with the reason)";
+    offered = &counters.counter("flowmark_backend_offered_total", base,
+                                "Events the pipeline offered to a backend");
+    delivered = &counters.counter("flowmark_backend_events_total", with("delivered"), kHelp);
+    dropped_full =
+        &counters.counter("flowmark_backend_events_total", with("dropped_queue_full"), kHelp);
+    depth = &counters.gauge("flowmark_backend_queue_depth", base,
+                            "Events waiting in a backend's queue");
+  }
+
+  void start() { thread = std::thread([this] { run(); }); }
+
+  void offer(const FlowEvent& e, bool bypass_capacity = false) {
+    offered->fetch_add(1, std::memory_order_relaxed);
+    bool wake = false;
+    {
+      std::lock_guard lock(mutex);
+      if (!bypass_capacity && pending.size() >= capacity) {
+        dropped_full->fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      wake = pending.empty();
+      pending.push_back({Kind::kEvent, e});
+      depth->store(pending.size(), std::memory_order_relaxed);
+    }
+    if (wake) cv.notify_one();
+  }
+
+  void reopen() {
+    {
+      std::lock_guard lock(mutex);
+      pending.push_back({Kind::kReopen, {}});
+    }
+    cv.notify_one();
+  }
+
+  void wait_idle() {
+    std::unique_lock lock(mutex);
+    idle_cv.wait(lock, [&] { return pending.empty() && !busy; });
+  }
+
+  void stop_and_join() {
+    {
+      std::lock_guard lock(mutex);
+      stopping = true;
+    }
+    cv.notify_one();
+    if (thread.joinable()) thread.join();
+  }
+
+  void run() {
+    using Clock = std::chrono::steady_clock;
+    const auto tick = backend->tick_interval();
+    auto next_tick = Clock::now() + tick;
+    std::vector<Item> batch;
+    while (true) {
+      {
+        std::unique_lock lock(mutex);
+        auto ready = [&] { return !pending.empty() || stopping; };
+        if (tick.count() > 0) {
+          cv.wait_until(lock, next_tick, ready);
+        } else {
+          cv.wait(lock, ready);
+        }
+        if (pending.empty() && stopping) break;
+        batch.swap(pending);
+        busy = !batch.empty();
+        depth->store(0, std::memory_order_relaxed);
+      }
+      for (const auto& item : batch) {
+        if (item.kind == Kind::kReopen) {
+          backend->reopen();
+          continue;
+        }
+        backend->on_event(item.event);
+        delivered->fetch_add(1, std::memory_order_relaxed);
+      }
+      batch.clear();
+      {
+        std::lock_guard lock(mutex);
+        busy = false;
+        if (pending.empty()) idle_cv.notify_all();
+      }
+      if (tick.count() > 0 && Clock::now() >= next_tick) {
+        backend->on_tick();
+        next_tick = Clock::now() + tick;
+      }
+    }
+    backend->stop();
+    std::lock_guard lock(mutex);
+    busy = false;
+    idle_cv.notify_all();
+  }
+
+  std::string name;
+  std::unique_ptr<Backend> backend;
+  std::size_t capacity;
+  std::mutex mutex;
+  std::condition_variable cv, idle_cv;
+  std::vector<Item> pending;
+  bool stopping = false;
+  bool busy = false;
+  std::thread thread;
+  std::atomic<std::uint64_t>*offered, *delivered, *dropped_full, *depth;
+};
+
+// ---- the pipeline --------------------------------------------------------------------------
+
+Pipeline::Pipeline(ServiceContext& context, PipelineOptions options)
+    : context_(context), options_(std::move(options)) {
+  auto& c = context_.counters;
+  static constexpr std::string_view kHelp =
+      "Events from sources, by what the pipeline did with them";
+  live_gauge_ = &c.gauge("flowmark_live_flows", {}, "Flows started and not yet ended");
+  pushed_ = &c.counter("flowmark_pipeline_received_total", {},
+                       "Events the sources pushed into the pipeline");
+  forwarded_ = &c.counter("flowmark_pipeline_events_total", {{"outcome", "forwarded"}}, kHelp);
+  duplicate_ =
+      &c.counter("flowmark_pipeline_events_total", {{"outcome", "duplicate_start"}}, kHelp);
+  unclassified_ =
+      &c.counter("flowmark_pipeline_events_total", {{"outcome", "unclassified"}}, kHelp);
+  end_unknown_ = &c.counter("flowmark_pipeline_end_without_start_total", {},
+                            "End events for flows the pipeline had not seen start "
+                            "(forwarded with start-time = end-time)");
+  expired_ = &c.counter("flowmark_pipeline_expired_total", {},
+                        "Flows ended by the pipeline after flow_timeout without an event");
+}
+
+Pipeline::~Pipeline() {
+  for (auto& w : workers_) w->stop_and_join();
+}
+
+void Pipeline::set_options(PipelineOptions options) { options_ = std::move(options); }
+
+Result<void> Pipeline::add_backend(std::string name, std::unique_ptr<Backend> backend,
+                                   bool adopt_live) {
+  if (has_backend(name)) {
+    return fail(Errc::kInvalidArgument, "backend '" + name + "' is already running");
+  }
+  auto r = backend->start();
+  if (!r) return std::unexpected(std::move(r).error().with_context("backend " + name));
+  auto w = std::make_unique<Worker>(name, std::move(backend), options_.queue_size,
+                                    context_.counters);
+  if (adopt_live) {
+    for (const auto& [key, live] : flows_) {
+      FlowEvent e;
+      e.state = FlowState::kStart;
+      e.protocol = key.protocol;
+      e.src = key.src;
+      e.dst = key.dst;
+      e.experiment = live.experiment;
+      e.activity = live.activity;
+      e.start_time = live.start_time;
+      e.current_time = live.start_time;
+      e.usage = live.usage;
+      rewrite_public(e);
+      w->offer(e, /*bypass_capacity=*/true);
+    }
+  }
+  w->start();
+  workers_.push_back(std::move(w));
+  return {};
+}
+
+void Pipeline::remove_backend(std::string_view name) {
+  for (auto it = workers_.begin(); it != workers_.end(); ++it) {
+    if ((*it)->name == name) {
+      (*it)->stop_and_join();
+      workers_.erase(it);
+      return;
+    }
+  }
+}
+
+bool Pipeline::has_backend(std::string_view name) const {
+  for (const auto& w : workers_) {
+    if (w->name == name) return true;
+  }
+  return false;
+}
+
+std::vector<std::string> Pipeline::backend_names() const {
+  std::vector<std::string> out;
+  for (const auto& w : workers_) out.push_back(w->name);
+  return out;
+}
+
+bool Pipeline::classify(FlowEvent& e) const {
+  if (e.experiment != 0) return true;
+  for (const auto& r : options_.rules) {
+    if (r.matches(e)) {
+      e.experiment = r.experiment;
+      e.activity = r.activity;
+      return true;
+    }
+  }
+  return false;
+}
+
+void Pipeline::rewrite_public(FlowEvent& e) const {
+  const auto& pa = options_.public_address;
+  for (const auto& [from, to] : pa.map) {
+    if (e.src.address == from) {
+      e.src.address = to;
+      return;
+    }
+  }
+  if (is_global(e.src.address)) return;
+  if (e.src.address.is_v4() && pa.ipv4) e.src.address = *pa.ipv4;
+  if (e.src.address.is_v6() && pa.ipv6) e.src.address = *pa.ipv6;
+}
+
+void Pipeline::fan_out(const FlowEvent& e) {
+  forwarded_->fetch_add(1, std::memory_order_relaxed);
+  if (options_.public_address.map.empty() && !options_.public_address.ipv4 &&
+      !options_.public_address.ipv6) {
+    for (auto& w : workers_) w->offer(e);
+    return;
+  }
+  FlowEvent out = e;
+  rewrite_public(out);
+  for (auto& w : workers_) w->offer(out);
+}
+
+void Pipeline::push(const FlowEvent& in) {
+  pushed_->fetch_add(1, std::memory_order_relaxed);
+  FlowEvent e = in;
+  const Micros now = options_.clock();
+  if (e.current_time == 0) e.current_time = now;
+  const FlowKey key = key_of(e);
+  auto it = flows_.find(key);
+
+  switch (e.state) {
+    case FlowState::kStart: {
+      if (it != flows_.end()) {
+        duplicate_->fetch_add(1, std::memory_order_relaxed);
+        it->second.last_event = now;
+        return;
+      }
+      if (!classify(e)) break;
+      if (e.start_time == 0) e.start_time = now;
+      flows_.emplace(key, Live{e.start_time, now, e.experiment, e.activity, e.usage});
+      live_gauge_->store(flows_.size(), std::memory_order_relaxed);
+      fan_out(e);
+      return;
+    }
+    case FlowState::kOngoing: {
+      if (it == flows_.end()) {
+        if (!classify(e)) break;
+        if (e.start_time == 0) e.start_time = now;
+        it = flows_.emplace(key, Live{e.start_time, now, e.experiment, e.activity, e.usage})
+                 .first;
+        live_gauge_->store(flows_.size(), std::memory_order_relaxed);
+      }
+      auto& live = it->second;
+      live.last_event = now;
+      if (e.usage) live.usage = e.usage;
+      e.start_time = live.start_time;
+      if (e.experiment == 0) {
+        e.experiment = live.experiment;
+        e.activity = live.activity;
+      }
+      if (!e.usage) e.usage = live.usage;
+      fan_out(e);
+      return;
+    }
+    case FlowState::kEnd: {
+      if (e.end_time == 0) e.end_time = now;
+      if (it != flows_.end()) {
+        const auto& live = it->second;
+        if (e.start_time == 0) e.start_time = live.start_time;
+        if (e.experiment == 0) {
+          e.experiment = live.experiment;
+          e.activity = live.activity;
+        }
+        if (!e.usage) e.usage = live.usage;
+        flows_.erase(it);
+        live_gauge_->store(flows_.size(), std::memory_order_relaxed);
+        fan_out(e);
+        return;
+      }
+      if (!classify(e)) break;
+      end_unknown_->fetch_add(1, std::memory_order_relaxed);
+      if (e.start_time == 0) e.start_time = e.end_time;
+      fan_out(e);
+      return;
+    }
+  }
+  // Not classified: no rule matched and the source gave no experiment.
+  unclassified_->fetch_add(1, std::memory_order_relaxed);
+  auto t = monotonic_ns();
+  if (t - last_unclassified_log_ns_ > 10'000'000'000) {
+    last_unclassified_log_ns_ = t;
+    spdlog::warn("{} flow {} -> {} matches no [[rule]] and its source gave no experiment: "
+                 "not marked (counted in flowmark_pipeline_events_total{{outcome=\"unclassified\"}})",
+                 scitags::to_string(e.protocol), e.src.to_string(), e.dst.to_string());
+  }
+}
+
+std::size_t Pipeline::expire() {
+  if (options_.flow_timeout <= 0) return 0;
+  const Micros now = options_.clock();
+  const auto limit = static_cast<Micros>(options_.flow_timeout * 1e6);
+  std::vector<FlowKey> stale;
+  for (const auto& [key, live] : flows_) {
+    if (now - live.last_event >= limit) stale.push_back(key);
+  }
+  for (const auto& key : stale) {
+    FlowEvent e;
+    e.state = FlowState::kEnd;
+    e.protocol = key.protocol;
+    e.src = key.src;
+    e.dst = key.dst;
+    e.end_time = now;
+    expired_->fetch_add(1, std::memory_order_relaxed);
+    push(e);
+  }
+  return stale.size();
+}
+
+void Pipeline::shutdown() {
+  std::vector<FlowKey> keys;
+  keys.reserve(flows_.size());
+  for (const auto& [key, live] : flows_) keys.push_back(key);
+  for (const auto& key : keys) {
+    FlowEvent e;
+    e.state = FlowState::kEnd;
+    e.protocol = key.protocol;
+    e.src = key.src;
+    e.dst = key.dst;
+    push(e);
+  }
+  for (auto& w : workers_) w->stop_and_join();
+  workers_.clear();
+}
+
+void Pipeline::reopen() {
+  for (auto& w : workers_) w->reopen();
+}
+
+void Pipeline::wait_idle() {
+  for (auto& w : workers_) w->wait_idle();
+}
+
+SourceTap::SourceTap(std::string source, Counters& counters, FlowSink& next) : next_(next) {
+  static constexpr std::string_view kStates[] = {"start", "ongoing", "end"};
+  for (std::size_t i = 0; i < 3; ++i) {
+    by_state_[i] = &counters.counter("flowmark_source_events_total",
+                                     {{"source", source}, {"state", std::string(kStates[i])}},
+                                     "Flow events found by a source, by state");
+  }
+}
+
+void SourceTap::push(const FlowEvent& event) {
+  by_state_[static_cast<std::size_t>(event.state)]->fetch_add(1, std::memory_order_relaxed);
+  next_.push(event);
+}
+
+}  // namespace flowmark::daemon

@@ -1,0 +1,272 @@
+#include "daemon/sources/named_pipe/named_pipe_source.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <charconv>
+#include <filesystem>
+
+#include "flowmark/core/fd.hpp"
+#include "flowmark/scitags/pipe_line.hpp"
+
+namespace flowmark::daemon {
+namespace {
+
+struct PipeOptions {
+  std::string path;
+  mode_t mode = 0660;
+  std::string group;
+  std::size_t max_line = 4096;
+};
+
+class NamedPipeSource final : public Source {
+ public:
+  NamedPipeSource(std::string name, PipeOptions o, ServiceContext& ctx)
+      : name_(std::move(name)), o_(std::move(o)), ctx_(ctx) {
+    for (std::size_t i = 0; i < scitags::kPipeRejectKinds; ++i) {
+      rejected_[i] = &counter(scitags::to_string(static_cast<scitags::PipeReject>(i)));
+    }
+    too_long_ = &counter("line_too_long");
+    incomplete_ = &counter("incomplete_line");
+    lines_ = &ctx_.counters.counter("flowmark_pipe_lines_total", {{"source", name_}},
+                                    "Non-blank lines read from the named pipe");
+  }
+  ~NamedPipeSource() override { stop(); }
+
+  Result<void> start(EventLoop& loop, FlowSink& sink) override {
+    loop_ = &loop;
+    sink_ = &sink;
+    FM_TRY_VOID(make_fifo());
+    FM_TRY_VOID(open_reader());
+    created_ = true;
+    spdlog::info("source {}: reading flow lines from {} (mode {:04o}{})", name_, o_.path,
+                 o_.mode, o_.group.empty() ? "" : ", group " + o_.group);
+    return {};
+  }
+
+  void stop() noexcept override {
+    if (loop_ && fd_) loop_->remove_fd(fd_.get());
+    fd_.reset();
+    if (created_) {
+      ::unlink(o_.path.c_str());
+      created_ = false;
+    }
+    loop_ = nullptr;
+  }
+
+ private:
+  std::atomic<std::uint64_t>& counter(std::string_view reason) {
+    return ctx_.counters.counter("flowmark_source_rejected_total",
+                                 {{"source", name_}, {"reason", std::string(reason)}},
+                                 "Input rejected by a source, by reason");
+  }
+
+  Result<void> make_fifo() {
+    std::filesystem::path p(o_.path);
+    std::error_code ec;
+    if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
+    struct stat st {};
+    if (::lstat(o_.path.c_str(), &st) == 0) {
+      if (!S_ISFIFO(st.st_mode)) {
+        return fail(Errc::kInvalidArgument,
+                    o_.path + " exists and is not a named pipe: remove it or choose another path");
+      }
+    } else if (::mkfifo(o_.path.c_str(), 0600) != 0) {
+      return fail_errno("cannot create the named pipe " + o_.path);
+    }
+    if (!o_.group.empty()) {
+      std::array<char, 4096> buf{};
+      group g{};
+      group* found = nullptr;
+      if (::getgrnam_r(o_.group.c_str(), &g, buf.data(), buf.size(), &found) != 0 || !found) {
+        return fail(Errc::kNotFound, "group '" + o_.group + "' for " + o_.path +
+                                         " does not exist: create it or change [source." +
+                                         name_ + "] group");
+      }
+      if (::chown(o_.path.c_str(), static_cast<uid_t>(-1), found->gr_gid) != 0) {
+        return fail_errno("cannot give " + o_.path + " to group " + o_.group);
+      }
+    }
+    // chmod after mkfifo: the umask must not decide who may write flow lines.
+    if (::chmod(o_.path.c_str(), o_.mode) != 0) {
+      return fail_errno("cannot set the mode of " + o_.path);
+    }
+    return {};
+  }
+
+  Result<void> open_reader() {
+    int fd = ::open(o_.path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return fail_errno("cannot open the named pipe " + o_.path);
+    UniqueFd next(fd);
+    FM_TRY_VOID(loop_->add_fd(next.get(), EPOLLIN, [this](std::uint32_t ev) { on_ready(ev); }));
+    // The new reader is in place before the old one goes: writers always find a reader.
+    if (fd_) loop_->remove_fd(fd_.get());
+    fd_ = std::move(next);
+    return {};
+  }
+
+  void on_ready(std::uint32_t events) {
+    std::array<char, 65536> buf;
+    while (true) {
+      ssize_t n = ::read(fd_.get(), buf.data(), buf.size());
+      if (n > 0) {
+        consume(std::string_view(buf.data(), static_cast<std::size_t>(n)));
+        continue;
+      }
+      if (n == 0) break;  // no writer left
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) spdlog::warn("source {}: read {}: {}", name_, o_.path, strerror(errno));
+      if (!(events & EPOLLHUP)) return;
+      break;
+    }
+    // Every writer has closed: a partial line can never be completed.
+    if (!partial_.empty()) {
+      if (!discarding_) reject_incomplete();
+      partial_.clear();
+    }
+    discarding_ = false;
+    if (auto r = open_reader(); !r) {
+      spdlog::error("source {}: {}", name_, r.error().message());
+    }
+  }
+
+  void reject_incomplete() {
+    incomplete_->fetch_add(1, std::memory_order_relaxed);
+    log_reject("incomplete_line", "the writer closed the pipe in the middle of a line: '" +
+                                      partial_.substr(0, 80) + "'");
+  }
+
+  void consume(std::string_view data) {
+    while (!data.empty()) {
+      auto nl = data.find('\n');
+      if (nl == std::string_view::npos) {
+        if (!discarding_) {
+          if (partial_.size() + data.size() > o_.max_line) {
+            too_long();
+          } else {
+            partial_.append(data);
+          }
+        }
+        return;
+      }
+      auto piece = data.substr(0, nl);
+      data.remove_prefix(nl + 1);
+      if (discarding_) {  // the tail of an over-long line
+        discarding_ = false;
+        continue;
+      }
+      if (!partial_.empty()) {
+        if (partial_.size() + piece.size() > o_.max_line) {
+          partial_.clear();
+          too_long();
+          discarding_ = false;
+          continue;
+        }
+        partial_.append(piece);
+        line(partial_);
+        partial_.clear();
+      } else if (piece.size() > o_.max_line) {
+        too_long();
+        discarding_ = false;
+      } else {
+        line(piece);
+      }
+    }
+  }
+
+  void too_long() {
+    too_long_->fetch_add(1, std::memory_order_relaxed);
+    log_reject("line_too_long", fmt::format("a line longer than {} bytes", o_.max_line));
+    partial_.clear();
+    discarding_ = true;
+  }
+
+  void line(std::string_view text) {
+    ++line_no_;
+    if (scitags::is_blank_line(text)) return;
+    lines_->fetch_add(1, std::memory_order_relaxed);
+    auto e = scitags::parse_pipe_line(text, *ctx_.registry);
+    if (!e) {
+      rejected_[static_cast<std::size_t>(e.error().reason)]->fetch_add(
+          1, std::memory_order_relaxed);
+      log_reject(scitags::to_string(e.error().reason),
+                 fmt::format("line {}: {}", line_no_, e.error().message));
+      return;
+    }
+    sink_->push(*e);
+  }
+
+  void log_reject(std::string_view reason, const std::string& what) {
+    auto t = monotonic_ns();
+    if (t - window_ns_ > 1'000'000'000) {
+      if (suppressed_) {
+        spdlog::warn("source {}: {} more rejected line(s) not shown", name_, suppressed_);
+      }
+      window_ns_ = t;
+      shown_ = 0;
+      suppressed_ = 0;
+    }
+    if (shown_ < 10) {
+      ++shown_;
+      spdlog::warn("source {}: rejected ({}): {}", name_, reason, what);
+    } else {
+      ++suppressed_;
+    }
+  }
+
+  std::string name_;
+  PipeOptions o_;
+  ServiceContext& ctx_;
+  EventLoop* loop_ = nullptr;
+  FlowSink* sink_ = nullptr;
+  UniqueFd fd_;
+  bool created_ = false;
+  std::string partial_;
+  bool discarding_ = false;
+  std::uint64_t line_no_ = 0;
+  std::array<std::atomic<std::uint64_t>*, scitags::kPipeRejectKinds> rejected_{};
+  std::atomic<std::uint64_t>*too_long_, *incomplete_, *lines_;
+  std::int64_t window_ns_ = 0;
+  unsigned shown_ = 0;
+  std::uint64_t suppressed_ = 0;
+};
+
+Result<mode_t> parse_mode(Section& s) {
+  FM_TRY(auto text, s.scalar("mode"));
+  if (!text) return mode_t{0660};
+  unsigned v = 0;
+  auto [p, ec] = std::from_chars(text->data(), text->data() + text->size(), v, 8);
+  if (text->empty() || ec != std::errc{} || p != text->data() + text->size() || v > 0777) {
+    return s.error("mode", "'" + *text + "' is not an octal mode like \"0660\"");
+  }
+  if (v & 0002) {
+    spdlog::warn("{} mode {:04o}: the pipe is world-writable: anyone on this host can mark "
+                 "flows",
+                 s.where(), v);
+  }
+  return static_cast<mode_t>(v);
+}
+
+}  // namespace
+
+Result<void> register_named_pipe_source(SourceFactories& factories) {
+  return factories.add(
+      "named-pipe", "flow lines written to a FIFO (flowd's np_api)",
+      [](Section& s, ServiceContext& ctx) -> Result<std::unique_ptr<Source>> {
+        PipeOptions o;
+        FM_TRY(o.path, s.string("path", "/run/flowmark/flowmark.pipe"));
+        FM_TRY(o.mode, parse_mode(s));
+        FM_TRY(o.group, s.string("group", ""));
+        FM_TRY(auto max_line, s.integer("max_line", 4096, 64, 1 << 20));
+        o.max_line = static_cast<std::size_t>(max_line);
+        return std::make_unique<NamedPipeSource>(s.name(), std::move(o), ctx);
+      });
+}
+
+}  // namespace flowmark::daemon
