@@ -1,0 +1,143 @@
+// The service configuration: sections, rules, public addresses, and the errors that name
+// the key, the value and what is allowed.
+#include "flowmark/daemon/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include "flowmark/daemon/service.hpp"
+
+namespace flowmark::daemon {
+namespace {
+
+const scitags::Registry& reg() { return scitags::Registry::builtin(); }
+
+constexpr std::string_view kMinimal = R"(
+[source.pipe]
+type = "named-pipe"
+path = "/tmp/x"
+[backend.out]
+type = "records"
+path = "/tmp/y"
+)";
+
+Result<ServiceConfig> load(std::string_view extra) {
+  std::string text = std::string(kMinimal) + std::string(extra);
+  FM_TRY(auto doc, ConfigDocument::parse_toml(text, "t.toml"));
+  return ServiceConfig::from(doc, reg());
+}
+
+std::string error_of(std::string_view extra) {
+  auto c = load(extra);
+  return c ? std::string("(no error)") : c.error().message();
+}
+
+TEST(Config, Defaults) {
+  auto c = load("");
+  ASSERT_TRUE(c.has_value()) << c.error().message();
+  EXPECT_EQ(c->registry, "builtin");
+  EXPECT_EQ(c->flow_timeout, 86400);
+  ASSERT_EQ(c->sources.size(), 1u);
+  EXPECT_EQ(c->sources[0].name, "pipe");
+  EXPECT_EQ(c->sources[0].type, "named-pipe");
+  ASSERT_EQ(c->backends.size(), 1u);
+  EXPECT_EQ(c->backends[0].type, "records");
+}
+
+TEST(Config, RulesByNameOrIdWithNetworksPortsAndProtocol) {
+  auto c = load(R"(
+[[rule]]
+dst = ["192.0.2.0/24", "2001:db8::/32"]
+dst_ports = [1094, "20000-20100"]
+protocol = "tcp"
+experiment = "atlas"
+activity = "perfSONAR"
+[[rule]]
+src = "10.0.0.0/8"
+experiment = 3
+activity = 1
+)");
+  ASSERT_TRUE(c.has_value()) << c.error().message();
+  ASSERT_EQ(c->rules.size(), 2u);
+  EXPECT_EQ(c->rules[0].experiment, 2u);
+  EXPECT_EQ(c->rules[0].activity, 2u);
+  EXPECT_EQ(c->rules[0].dst_ports.size(), 2u);
+  scitags::FlowEvent e;
+  e.src = *Endpoint::parse("10.1.1.1:5");
+  e.dst = *Endpoint::parse("192.0.2.5:20050");
+  EXPECT_TRUE(c->rules[0].matches(e));
+  e.protocol = scitags::Protocol::kUdp;
+  EXPECT_FALSE(c->rules[0].matches(e));
+  EXPECT_TRUE(c->rules[1].matches(e));
+}
+
+TEST(Config, PublicAddresses) {
+  auto c = load(R"(
+[public_address]
+ipv4 = "203.0.113.5"
+[public_address.map]
+"10.0.0.5" = "198.51.100.5"
+)");
+  ASSERT_TRUE(c.has_value()) << c.error().message();
+  EXPECT_EQ(c->public_address.ipv4->to_string(), "203.0.113.5");
+  ASSERT_EQ(c->public_address.map.size(), 1u);
+}
+
+TEST(Config, ErrorsNameTheKeyTheValueAndWhatIsAllowed) {
+  EXPECT_EQ(error_of("[service]\nqueue_size = 3\n"),
+            "[service] queue_size: 3 is out of range 16..16777216 (line 9)");
+  EXPECT_EQ(error_of("[service]\nlog_level = \"loud\"\n"),
+            "[service] log_level: 'loud' is not one of: debug, info, warning, error, off "
+            "(line 9)");
+  EXPECT_NE(error_of("[service]\nregistery = \"x\"\n").find("unknown key registery (line 9)"),
+            std::string::npos);
+  EXPECT_NE(error_of("[sevice]\n").find("unknown table or key 'sevice'"), std::string::npos);
+  EXPECT_NE(error_of("[[rule]]\nexperiment = \"nosuch\"\nactivity = 1\n")
+                .find("[[rule]] #1 experiment:"),
+            std::string::npos);
+  EXPECT_NE(error_of("[[rule]]\nexperiment = 2\n").find("activity: missing"),
+            std::string::npos);
+  EXPECT_NE(error_of("[[rule]]\nexperiment = 2\nactivity = 1\ndst = \"10.0.0.1/8\"\n")
+                .find("did you mean 10.0.0.0/8"),
+            std::string::npos);
+  EXPECT_NE(error_of("[[rule]]\nexperiment = 2\nactivity = 1\ndst_ports = \"9-3\"\n")
+                .find("the range is empty"),
+            std::string::npos);
+  EXPECT_NE(error_of("[public_address]\nipv4 = \"2001:db8::1\"\n").find("is not an IPv4"),
+            std::string::npos);
+  auto bad = ConfigDocument::parse_toml("[source.x\n", "bad.toml");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().message().rfind("bad.toml:1:", 0), 0u) << bad.error().message();
+}
+
+TEST(Config, NoSourceOrNoBackendIsAnError) {
+  auto doc = ConfigDocument::parse_toml("[backend.out]\ntype = \"records\"\n", "t.toml");
+  ASSERT_TRUE(doc.has_value());
+  auto c = ServiceConfig::from(*doc, reg());
+  ASSERT_FALSE(c.has_value());
+  EXPECT_NE(c.error().message().find("no [source.NAME] table"), std::string::npos);
+}
+
+TEST(Config, PartsAreValidatedByTheirFactories) {
+  auto check = [](std::string_view text) {
+    auto doc = ConfigDocument::parse_toml(text, "t.toml");
+    EXPECT_TRUE(doc.has_value());
+    auto r = Service::check(*doc);
+    return r ? std::string("OK") : r.error().message();
+  };
+  EXPECT_EQ(check(kMinimal).substr(0, 2), "OK");
+  EXPECT_NE(check(std::string(kMinimal) + "[backend.ff]\ntype = \"firefly\"\nttl = 300\n")
+                .find("[backend.ff] ttl: 300 is out of range 0..255"),
+            std::string::npos);
+  EXPECT_NE(check(std::string(kMinimal) + "[backend.ff]\ntype = \"fireflyy\"\n")
+                .find("unknown backend 'fireflyy' (known: firefly, "),
+            std::string::npos);
+  EXPECT_NE(check(std::string(kMinimal) + "[source.p2]\ntype = \"named-pipe\"\npth = \"x\"\n")
+                .find("[source.p2] unknown key pth"),
+            std::string::npos);
+  EXPECT_NE(check(std::string(kMinimal) + "[source.p2]\ntype = \"named-pipe\"\nmode = \"999\"\n")
+                .find("not an octal mode"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace flowmark::daemon

@@ -1,0 +1,232 @@
+// The pipeline: live-flow state, duplicates, classification, public addresses, expiry,
+// per-backend queues and the accounting of every event.
+#include "flowmark/daemon/pipeline.hpp"
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <mutex>
+
+namespace flowmark::daemon {
+namespace {
+
+using scitags::FlowState;
+using scitags::Protocol;
+
+FlowEvent event(FlowState state, std::string_view src, std::string_view dst,
+                std::uint32_t exp = 2, std::uint32_t act = 1) {
+  FlowEvent e;
+  e.state = state;
+  e.protocol = Protocol::kTcp;
+  e.src = *Endpoint::parse(src);
+  e.dst = *Endpoint::parse(dst);
+  e.experiment = exp;
+  e.activity = act;
+  return e;
+}
+
+// Records what it receives; can be held (stalled) until released.
+class Capture : public Backend {
+ public:
+  Result<void> start() override { return {}; }
+  void on_event(const FlowEvent& e) noexcept override {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return !held_; });
+    events_.push_back(e);
+  }
+  void stop() noexcept override { stopped_ = true; }
+  void hold() {
+    std::lock_guard lock(mutex_);
+    held_ = true;
+  }
+  void release() {
+    {
+      std::lock_guard lock(mutex_);
+      held_ = false;
+    }
+    cv_.notify_all();
+  }
+  std::vector<FlowEvent> events() {
+    std::lock_guard lock(mutex_);
+    return events_;
+  }
+  std::atomic<bool> stopped_ = false;
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool held_ = false;
+  std::vector<FlowEvent> events_;
+};
+
+struct PipelineTest : ::testing::Test {
+  Counters counters;
+  ServiceContext ctx{counters, &scitags::Registry::builtin(), "test"};
+  Micros now = 1'000'000'000'000;
+  PipelineOptions options() {
+    PipelineOptions o;
+    o.clock = [this] { return now; };
+    o.flow_timeout = 60;
+    return o;
+  }
+  Capture* add(Pipeline& p, std::string name, bool adopt = false) {
+    auto b = std::make_unique<Capture>();
+    auto* raw = b.get();
+    EXPECT_TRUE(p.add_backend(std::move(name), std::move(b), adopt).has_value());
+    return raw;
+  }
+};
+
+TEST_F(PipelineTest, EndCarriesStartTimeAndDuplicatesAreSuppressed) {
+  Pipeline p(ctx, options());
+  auto* cap = add(p, "cap");
+  p.push(event(FlowState::kStart, "192.0.2.1:1000", "198.51.100.1:2000"));
+  now += 5'000'000;
+  p.push(event(FlowState::kStart, "192.0.2.1:1000", "198.51.100.1:2000"));
+  EXPECT_EQ(p.live_flows(), 1u);
+  now += 5'000'000;
+  p.push(event(FlowState::kEnd, "192.0.2.1:1000", "198.51.100.1:2000"));
+  p.wait_idle();
+  auto got = cap->events();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].state, FlowState::kStart);
+  EXPECT_EQ(got[0].start_time, 1'000'000'000'000);
+  EXPECT_EQ(got[1].state, FlowState::kEnd);
+  EXPECT_EQ(got[1].start_time, 1'000'000'000'000);
+  EXPECT_EQ(got[1].end_time, 1'000'010'000'000);
+  EXPECT_EQ(p.live_flows(), 0u);
+  EXPECT_EQ(counters.value("flowmark_pipeline_events_total", {{"outcome", "duplicate_start"}}),
+            1u);
+  EXPECT_EQ(counters.value("flowmark_pipeline_received_total"), 3u);
+}
+
+TEST_F(PipelineTest, RulesClassifyFirstMatchWins) {
+  auto o = options();
+  Rule a;
+  a.dst = {*Network::parse("198.51.100.0/24")};
+  a.dst_ports = {{5000, 5100}};
+  a.experiment = 3;
+  a.activity = 4;
+  Rule b;
+  b.dst = {*Network::parse("198.51.0.0/16")};
+  b.experiment = 5;
+  b.activity = 6;
+  o.rules = {a, b};
+  Pipeline p(ctx, o);
+  auto* cap = add(p, "cap");
+  p.push(event(FlowState::kStart, "192.0.2.1:1", "198.51.100.1:5050", 0, 0));  // a
+  p.push(event(FlowState::kStart, "192.0.2.1:2", "198.51.100.1:80", 0, 0));    // b
+  p.push(event(FlowState::kStart, "192.0.2.1:3", "203.0.113.1:80", 0, 0));     // none
+  p.push(event(FlowState::kStart, "192.0.2.1:4", "203.0.113.1:80", 7, 8));     // given
+  p.wait_idle();
+  auto got = cap->events();
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].experiment, 3u);
+  EXPECT_EQ(got[0].activity, 4u);
+  EXPECT_EQ(got[1].experiment, 5u);
+  EXPECT_EQ(got[2].experiment, 7u);
+  EXPECT_EQ(counters.value("flowmark_pipeline_events_total", {{"outcome", "unclassified"}}), 1u);
+  EXPECT_EQ(p.live_flows(), 3u);
+}
+
+TEST_F(PipelineTest, PrivateSourcesAreRewrittenToPublicAddresses) {
+  auto o = options();
+  o.public_address.ipv4 = *IpAddress::parse("203.0.113.7");
+  o.public_address.map = {{*IpAddress::parse("10.0.0.9"), *IpAddress::parse("203.0.113.9")}};
+  Pipeline p(ctx, o);
+  auto* cap = add(p, "cap");
+  p.push(event(FlowState::kStart, "10.0.0.1:1", "8.8.8.8:2"));
+  p.push(event(FlowState::kStart, "10.0.0.9:1", "8.8.8.8:2"));
+  p.push(event(FlowState::kStart, "8.8.4.4:1", "8.8.8.8:2"));
+  p.push(event(FlowState::kEnd, "10.0.0.1:1", "8.8.8.8:2"));
+  p.wait_idle();
+  auto got = cap->events();
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[0].src.address.to_string(), "203.0.113.7");
+  EXPECT_EQ(got[1].src.address.to_string(), "203.0.113.9");
+  EXPECT_EQ(got[2].src.address.to_string(), "8.8.4.4");
+  EXPECT_EQ(got[3].src.address.to_string(), "203.0.113.7");  // the end matched the key
+  EXPECT_EQ(p.live_flows(), 2u);
+}
+
+TEST_F(PipelineTest, FlowsWithoutEndExpireOnTheClock) {
+  Pipeline p(ctx, options());
+  auto* cap = add(p, "cap");
+  p.push(event(FlowState::kStart, "192.0.2.1:1", "198.51.100.1:2"));
+  now += 30'000'000;
+  p.push(event(FlowState::kStart, "192.0.2.1:3", "198.51.100.1:4"));
+  now += 31'000'000;  // the first is 61 s old, the second 31 s
+  EXPECT_EQ(p.expire(), 1u);
+  p.wait_idle();
+  auto got = cap->events();
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[2].state, FlowState::kEnd);
+  EXPECT_EQ(got[2].src.port, 1);
+  EXPECT_EQ(got[2].start_time, 1'000'000'000'000);
+  EXPECT_EQ(counters.value("flowmark_pipeline_expired_total"), 1u);
+  EXPECT_EQ(p.live_flows(), 1u);
+}
+
+TEST_F(PipelineTest, EndWithoutStartIsForwardedWithAStartTime) {
+  Pipeline p(ctx, options());
+  auto* cap = add(p, "cap");
+  p.push(event(FlowState::kEnd, "192.0.2.1:1", "198.51.100.1:2"));
+  p.wait_idle();
+  auto got = cap->events();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].start_time, got[0].end_time);
+  EXPECT_EQ(counters.value("flowmark_pipeline_end_without_start_total"), 1u);
+}
+
+TEST_F(PipelineTest, AStalledBackendDropsOnlyItsOwnEventsAndEveryEventIsAccountedFor) {
+  auto o = options();
+  o.queue_size = 16;
+  Pipeline p(ctx, o);
+  auto* slow = add(p, "slow");
+  auto* fast = add(p, "fast");
+  slow->hold();
+  constexpr int kEvents = 200;
+  // The fast backend receives everything while the slow one is stuck (each event waits for
+  // the fast one, whose queue is as small, so that only the stuck one can overflow).
+  for (int i = 0; i < kEvents; ++i) {
+    p.push(event(FlowState::kStart, "192.0.2.1:" + std::to_string(1000 + i), "198.51.100.1:2"));
+    for (int tries = 0; tries < 2000 && fast->events().size() < static_cast<std::size_t>(i + 1);
+         ++tries) {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+  EXPECT_EQ(fast->events().size(), static_cast<std::size_t>(kEvents));
+  slow->release();
+  p.wait_idle();
+  auto delivered = counters.value("flowmark_backend_events_total",
+                                  {{"backend", "slow"}, {"outcome", "delivered"}});
+  auto dropped = counters.value("flowmark_backend_events_total",
+                                {{"backend", "slow"}, {"outcome", "dropped_queue_full"}});
+  EXPECT_GT(dropped, 0u);
+  EXPECT_EQ(delivered + dropped, static_cast<std::uint64_t>(kEvents));
+  EXPECT_EQ(slow->events().size(), delivered);
+  EXPECT_EQ(counters.value("flowmark_backend_offered_total", {{"backend", "slow"}}),
+            static_cast<std::uint64_t>(kEvents));
+}
+
+TEST_F(PipelineTest, ShutdownEndsLiveFlowsAndABackendAddedLaterAdoptsThem) {
+  Pipeline p(ctx, options());
+  add(p, "first");
+  p.push(event(FlowState::kStart, "192.0.2.1:1", "198.51.100.1:2"));
+  p.push(event(FlowState::kStart, "192.0.2.1:3", "198.51.100.1:4"));
+  auto* late = add(p, "late", /*adopt=*/true);
+  p.wait_idle();
+  EXPECT_EQ(late->events().size(), 2u);
+  p.remove_backend("first");
+  EXPECT_FALSE(p.has_backend("first"));
+  p.shutdown();
+  auto got = late->events();
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[2].state, FlowState::kEnd);
+  EXPECT_EQ(got[3].state, FlowState::kEnd);
+  EXPECT_TRUE(late->stopped_);
+  EXPECT_EQ(p.live_flows(), 0u);
+}
+
+}  // namespace
+}  // namespace flowmark::daemon
