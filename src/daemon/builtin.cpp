@@ -8,6 +8,7 @@
 #include "daemon/backends/records/records_backend.hpp"
 #include "daemon/sources/firefly/firefly_source.hpp"
 #include "daemon/sources/named_pipe/named_pipe_source.hpp"
+#include "daemon/sources/observer/observer_source.hpp"
 
 namespace flowmark::daemon {
 
@@ -20,6 +21,7 @@ void register_builtin(SourceFactories& sources, BackendFactories& backends) {
   };
   must(register_named_pipe_source(sources));
   must(register_firefly_source(sources));
+  must(register_observer_source(sources));
   must(register_firefly_backend(backends));
   must(register_records_backend(backends));
 }
