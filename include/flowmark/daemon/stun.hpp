@@ -4,8 +4,9 @@
 // the public one. A STUN server answers a binding request with the address and port it saw
 // the request come from (XOR-MAPPED-ADDRESS, or MAPPED-ADDRESS from RFC 3489 servers).
 //
-// The codec is pure (no sockets, no allocation when parsing) and parses untrusted bytes;
-// stun_discover() does one transaction over UDP with the retransmissions of RFC 5389 §7.2.1.
+// The codec is pure (no sockets; parsing allocates only for an error message) and takes
+// untrusted bytes; stun_discover() does one transaction over UDP with the retransmissions
+// of RFC 5389 §7.2.1.
 //
 //   FM_TRY(auto server, resolve_stun_server("stun.example.org"));     // port 3478 by default
 //   FM_TRY(auto mapped, stun_discover(server, {.timeout = std::chrono::seconds(2)}));
