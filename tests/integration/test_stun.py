@@ -18,6 +18,7 @@ the NAT, so the address it reports must be the router's. IPv6 is routed without 
 server sees (and reports) the client's own address. Needs root, nft and turnserver.
 """
 
+import atexit
 import json
 import os
 import re
@@ -96,6 +97,7 @@ class Network:
              "--pidfile", os.path.join(self.tmp, "turnserver.pid")],
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=_default_sigint)
         log.close()
+        atexit.register(self.stop_turnserver)  # also if the interpreter stops half-way
         deadline = time.monotonic() + 10
         want = {f"{SERVER4}:3478", f"[{SERVER6}]:3478"}
         while True:
@@ -119,10 +121,13 @@ class Network:
         except OSError:
             return ""
 
-    def destroy(self):
+    def stop_turnserver(self):
         if self.turn is not None and self.turn.poll() is None:
             self.turn.kill()
             self.turn.wait(timeout=5)
+
+    def destroy(self):
+        self.stop_turnserver()
         for ns in (self.client, self.router, self.server):
             _delete_namespace(ns)
         shutil.rmtree(self.tmp, ignore_errors=True)
