@@ -17,5 +17,6 @@ Command add_registry_command(CLI::App& parent);  // registry_cli.cpp
 Command add_label_command(CLI::App& parent);     // label_cli.cpp
 Command add_firefly_command(CLI::App& parent);   // firefly_cli.cpp
 Command add_observe_command(CLI::App& parent);   // observe_cli.cpp
+Command add_stun_command(CLI::App& parent);      // stun_cli.cpp
 
 }  // namespace flowmark::apps

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <net/if.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -107,6 +108,29 @@ bool IpAddress::is_loopback() const noexcept {
   for (int i = 0; i < 15; ++i)
     if (bytes_[i] != 0) return false;
   return bytes_[15] == 1;
+}
+
+bool IpAddress::is_global() const noexcept {
+  if (is_unspecified() || is_loopback() || is_multicast()) return false;
+  const auto b0 = bytes_[0], b1 = bytes_[1];
+  if (is_v4()) {
+    return !(b0 == 0 || b0 == 10 || b0 >= 240 ||  // this network, private, reserved
+             (b0 == 100 && (b1 & 0xc0) == 64) ||  // 100.64.0.0/10 (CGNAT)
+             (b0 == 169 && b1 == 254) ||          // 169.254.0.0/16 (link-local)
+             (b0 == 172 && (b1 & 0xf0) == 16) ||  // 172.16.0.0/12
+             (b0 == 192 && b1 == 168));           // 192.168.0.0/16
+  }
+  if ((b0 & 0xfe) == 0xfc) return false;                // fc00::/7 (unique local)
+  if (b0 == 0xfe && (b1 & 0xc0) == 0x80) return false;  // fe80::/10 (link-local)
+  // ::ffff:a.b.c.d: the IPv4 address decides.
+  static constexpr std::array<std::uint8_t, 12> kMapped{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::equal(kMapped.begin(), kMapped.end(), bytes_.begin())) {
+    return IpAddress::v4(static_cast<std::uint32_t>(bytes_[12]) << 24 |
+                         static_cast<std::uint32_t>(bytes_[13]) << 16 |
+                         static_cast<std::uint32_t>(bytes_[14]) << 8 | bytes_[15])
+        .is_global();
+  }
+  return true;
 }
 
 bool IpAddress::is_multicast() const noexcept {

@@ -23,11 +23,6 @@ IpAddress masked(const IpAddress& a, unsigned prefix) {
   return IpAddress::v6(bytes);
 }
 
-bool in(const IpAddress& a, std::string_view net) {
-  auto n = Network::parse(net);
-  return n && n->contains(a);
-}
-
 }  // namespace
 
 Result<Network> Network::parse(std::string_view text) {
@@ -66,27 +61,6 @@ bool any_contains(std::span<const Network> networks, const IpAddress& a) noexcep
     if (n.contains(a)) return true;
   }
   return false;
-}
-
-bool is_global(const IpAddress& a) noexcept {
-  if (a.is_unspecified() || a.is_loopback() || a.is_multicast()) return false;
-  static constexpr std::string_view kV4[] = {
-      "0.0.0.0/8",     "10.0.0.0/8",      "100.64.0.0/10",   "127.0.0.0/8",
-      "169.254.0.0/16", "172.16.0.0/12",  "192.0.0.0/24",    "192.0.2.0/24",
-      "192.168.0.0/16", "198.18.0.0/15",  "198.51.100.0/24", "203.0.113.0/24",
-      "240.0.0.0/4"};
-  static constexpr std::string_view kV6[] = {"fc00::/7", "fe80::/10", "2001:db8::/32",
-                                             "::ffff:0:0/96", "64:ff9b:1::/48", "100::/64"};
-  if (a.is_v4()) {
-    for (auto n : kV4) {
-      if (in(a, n)) return false;
-    }
-    return true;
-  }
-  for (auto n : kV6) {
-    if (in(a, n)) return false;
-  }
-  return true;
 }
 
 }  // namespace flowmark

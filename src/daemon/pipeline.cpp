@@ -255,7 +255,7 @@ void Pipeline::rewrite_public(FlowEvent& e) const {
       return;
     }
   }
-  if (is_global(e.src.address)) return;
+  if (e.src.address.is_global()) return;
   if (e.src.address.is_v4() && pa.ipv4) e.src.address = *pa.ipv4;
   if (e.src.address.is_v6() && pa.ipv6) e.src.address = *pa.ipv6;
 }

@@ -55,6 +55,12 @@ class IpAddress {
   bool is_link_scoped_multicast() const noexcept;
   // Source-specific multicast ranges: 232.0.0.0/8 and ff3x::/32.
   bool is_ssm() const noexcept;
+  // An address others reach us at: none of unspecified, loopback, multicast, link-local
+  // (169.254/16, fe80::/10), private (10/8, 172.16/12, 192.168/16), shared CGNAT space
+  // (100.64/10), unique-local (fc00::/7), 0/8, 240/4 and broadcast. The documentation
+  // prefixes count as global: labs and tests use them as stand-ins for public addresses.
+  // The service asks STUN for its public address when its own is not global.
+  bool is_global() const noexcept;
 
   // Text without the scope ("ff02::1").
   std::string to_string() const;

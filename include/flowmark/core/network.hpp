@@ -3,7 +3,6 @@
 //
 //   FM_TRY(auto net, Network::parse("10.0.0.0/8"));
 //   net.contains(*IpAddress::parse("10.1.2.3"));     // true
-//   is_global(*IpAddress::parse("192.168.1.1"));     // false: RFC 1918
 #pragma once
 
 #include <cstdint>
@@ -30,10 +29,5 @@ struct Network {
 };
 
 bool any_contains(std::span<const Network> networks, const IpAddress& a) noexcept;
-
-// True for an address routed on the public internet: not unspecified, loopback,
-// link-local, multicast, RFC 1918 / RFC 6598 (CGNAT) / RFC 4193 (ULA), documentation or
-// benchmarking ranges.
-bool is_global(const IpAddress& a) noexcept;
 
 }  // namespace flowmark

@@ -61,6 +61,24 @@ TEST(IpAddress, Classification) {
   EXPECT_TRUE(IpAddress::parse("0.0.0.0")->is_unspecified());
 }
 
+TEST(IpAddress, GlobalMeansReachableFromOutside) {
+  auto global = [](std::string_view text) {
+    auto a = IpAddress::parse(text);
+    EXPECT_TRUE(a.has_value()) << text;
+    return a && a->is_global();
+  };
+  for (auto text : {"8.8.8.8", "198.51.100.7", "100.63.255.255", "100.128.0.1", "172.15.0.1",
+                    "172.32.0.1", "192.169.0.1", "2001:db8::1", "2a00:1450::1", "::ffff:8.8.8.8"})
+    EXPECT_TRUE(global(text)) << text;
+  for (auto text : {"0.0.0.0",         "0.1.2.3",     "10.1.2.3",    "100.64.0.1",
+                    "100.127.255.255", "127.0.0.1",   "169.254.1.1", "172.16.0.1",
+                    "172.31.255.255",  "192.168.1.1", "224.0.0.1",   "240.0.0.1",
+                    "255.255.255.255", "::",          "::1",         "fc00::1",
+                    "fd12::1",         "fe80::1",     "febf::1",     "ff0e::1",
+                    "::ffff:10.0.0.1"})
+    EXPECT_FALSE(global(text)) << text;
+}
+
 TEST(IpAddress, OrdersByFamilyThenBytes) {
   auto a = *IpAddress::parse("10.0.0.1");
   auto b = *IpAddress::parse("10.0.0.2");
