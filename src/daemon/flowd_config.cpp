@@ -47,6 +47,41 @@ void append_utf8(std::string& out, std::uint32_t cp) {
   }
 }
 
+// The offset of the first byte that does not belong to well-formed UTF-8, or npos.
+std::size_t invalid_utf8_at(std::string_view s) noexcept {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    std::size_t len = 0;
+    std::uint32_t cp = 0;
+    if (b < 0x80) {
+      ++i;
+      continue;
+    } else if (b >= 0xC2 && b <= 0xDF) {
+      len = 2;
+      cp = b & 0x1Fu;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+      len = 3;
+      cp = b & 0x0Fu;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+      len = 4;
+      cp = b & 0x07u;
+    } else {
+      return i;
+    }
+    if (i + len > s.size()) return i;
+    for (std::size_t k = 1; k < len; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if ((c & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (c & 0x3Fu);
+    }
+    const bool overlong = (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000);
+    if (overlong || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
 // A position in the text, for messages.
 struct Pos {
   int line = 1;
@@ -60,6 +95,15 @@ class Parser {
   }
 
   Result<FlowdConfig> parse() {
+    // Python 3 reads source files as UTF-8 and refuses anything else, comments included; so
+    // do we, which also keeps every string representable in TOML.
+    if (const auto bad = invalid_utf8_at(text_.substr(pos_)); bad != std::string_view::npos) {
+      const std::size_t target = pos_ + bad;
+      while (pos_ < target) advance();
+      return error_at(here(), fmt::format("byte 0x{:02x} is not UTF-8 (flowd reads its config "
+                                          "as UTF-8 text)",
+                                          static_cast<unsigned char>(peek())));
+    }
     FlowdConfig config;
     config.file_name = file_;
     while (true) {

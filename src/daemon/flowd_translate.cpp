@@ -458,10 +458,14 @@ class Translator {
 
   // ---- the TOML document -----------------------------------------------------------------
   std::string emit() const {
+    std::string name = cfg_.file_name;  // in a comment: no line breaks or control bytes
+    std::replace_if(
+        name.begin(), name.end(),
+        [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; }, '?');
     std::string t = fmt::format(
         "# flowmarkd configuration translated from flowd's {}\n"
         "# (PLUGIN '{}', BACKEND '{}').\n\n",
-        cfg_.file_name, plugin_, join(backends_, ","));
+        name, plugin_, join(backends_, ","));
     t += "[service]\n";
     t += fmt::format("registry = {}{}\n", toml_string(registry_),
                      registry_line_ ? "  # FLOW_MAP_API" : "  # built in: FLOW_MAP_API not set");

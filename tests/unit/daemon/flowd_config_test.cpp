@@ -193,6 +193,15 @@ TEST(FlowdParse, ErrorsNameFileLineColumn) {
       {"A=\x01",
        "flowd.cfg:1:3: expected a value for A (a quoted string, a number, True, False, "
        "None, a tuple or a list), found byte 0x01"},
+      {"# caf\xE9\nA=1",
+       "flowd.cfg:1:6: byte 0xe9 is not UTF-8 (flowd reads its config as "
+       "UTF-8 text)"},
+      {"A='\xC3\xA9\xF0\x9F'",
+       "flowd.cfg:1:6: byte 0xf0 is not UTF-8 (flowd reads its "
+       "config as UTF-8 text)"},
+      {"A='\xED\xA0\x80'",
+       "flowd.cfg:1:4: byte 0xed is not UTF-8 (flowd reads its config as "
+       "UTF-8 text)"},
   };
   for (const auto& [text, message] : cases) {
     EXPECT_EQ(parse_error(text), message) << text;
