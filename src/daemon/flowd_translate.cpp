@@ -58,9 +58,11 @@ constexpr KeyInfo kKeys[] = {
 template <typename Range>
 std::string join(const Range& names, std::string_view sep = ", ") {
   std::string out;
+  bool first = true;
   for (const auto& n : names) {
-    if (!out.empty()) out += sep;
+    if (!first) out += sep;
     out += n;
+    first = false;
   }
   return out;
 }

@@ -72,7 +72,9 @@ struct FlowdConfig {
 // optional), `#` comments, blank lines, a trailing `\` joining the next line; values are
 // strings ('…' or "…", r-prefixed raw strings, backslash escapes), integers (with `_`,
 // 0x/0o/0b), floats, True/False/None, and tuples/lists of those, which may span lines.
-// Errors are Errc::kMalformed with "<file>:<line>:<col>: <what was expected>".
+// The text must be UTF-8, as Python requires of source files. Duplicate keys are kept (see
+// FlowdConfig::duplicates), not reported. Errors are Errc::kMalformed with "<file>:<line>:<col>:
+// <what was expected>".
 Result<FlowdConfig> parse_flowd_config(std::string_view text, std::string_view file_name);
 
 // Format detection for `-c FILE` when the extension does not decide it. A file is taken to
@@ -97,7 +99,11 @@ struct TranslatedConfig {
 // [service] and [public_address]. Unknown keys, unknown plugin or backend names, and values
 // of the wrong type or range are Errc::kInvalidArgument errors naming the file, line, key,
 // value and what is allowed. Values are accepted as liberally as flowd accepts them (a port
-// may be 10514 or '10514').
+// may be 10514 or '10514'; a single string where flowd iterates a tuple).
+// The document is complete: every key of the schema is written, with flowd's defaults where
+// the file says nothing (BACKEND udp_firefly, FIFO /var/run/flowd, ports 10514 and 9000).
+// experiment/activity are integers, or strings when flowd's file names them ('atlas'), which
+// the service resolves through the registry as flowd does.
 Result<TranslatedConfig> translate_flowd_config(const FlowdConfig& config);
 
 }  // namespace flowmark::daemon
