@@ -47,6 +47,11 @@ void append_utf8(std::string& out, std::uint32_t cp) {
   }
 }
 
+FlowdValue widen(FlowdScalar scalar) {
+  return std::visit([](auto v) -> FlowdValue { return FlowdValue(std::move(v)); },
+                    std::move(scalar));
+}
+
 // The offset of the first byte that does not belong to well-formed UTF-8, or npos.
 std::size_t invalid_utf8_at(std::string_view s) noexcept {
   std::size_t i = 0;
@@ -143,13 +148,11 @@ class Parser {
   void skip_blanks(bool in_brackets) noexcept {
     while (!eof()) {
       const char c = peek();
-      if (is_blank(c)) {
+      if (is_blank(c) || (in_brackets && c == '\n')) {
         advance();
       } else if (c == '\\' && (peek(1) == '\n' || (peek(1) == '\r' && peek(2) == '\n'))) {
         advance();
         if (peek() == '\r') advance();
-        advance();
-      } else if (in_brackets && c == '\n') {
         advance();
       } else if (in_brackets && c == '#') {
         skip_comment();
@@ -208,7 +211,7 @@ class Parser {
     const char c = peek();
     if (c == '(' || c == '[') return parse_sequence();
     FM_TRY(auto scalar, parse_scalar(key));
-    return std::visit([](auto&& v) -> FlowdValue { return std::move(v); }, std::move(scalar));
+    return widen(std::move(scalar));
   }
 
   Result<FlowdValue> parse_sequence() {
@@ -253,8 +256,7 @@ class Parser {
     }
     // `(x)` is x itself in Python; only `(x,)` is a one-element tuple.
     if (list.is_tuple && list.items.size() == 1 && !saw_comma) {
-      return std::visit([](auto&& v) -> FlowdValue { return std::move(v); },
-                        std::move(list.items.front()));
+      return widen(std::move(list.items.front()));
     }
     return list;
   }

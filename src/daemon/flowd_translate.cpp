@@ -492,7 +492,7 @@ class Translator {
       const Scanner& s = plugin_ == "netlink" ? netlink_ : netstat_;
       if (plugin_ == "iperf") {
         t += "preset = \"iperf\"\n";
-      } else {
+      } else if (s.experiment && s.activity) {  // read_values() made sure of both
         t += fmt::format("experiment = {}\n", toml_id(*s.experiment));
         t += fmt::format("activity = {}\n", toml_id(*s.activity));
       }
