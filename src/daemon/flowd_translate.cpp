@@ -149,18 +149,22 @@ class Translator {
     FM_TRY_VOID(select());
     FM_TRY_VOID(read_values());
     warn_unused();
-    std::stable_sort(warnings_.begin(), warnings_.end(),
-                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    // By line; std::sort with the order of writing as tie-break (stable_sort draws a
+    // deprecation warning from clang with libstdc++ 12).
+    std::sort(warnings_.begin(), warnings_.end(), [](const Warning& a, const Warning& b) {
+      return std::pair(a.line, a.seq) < std::pair(b.line, b.seq);
+    });
     TranslatedConfig out;
     out.toml = emit();
-    for (auto& [line, text] : warnings_) out.warnings.push_back(std::move(text));
+    for (Warning& w : warnings_) out.warnings.push_back(std::move(w.text));
     return out;
   }
 
  private:
   // ---- messages ----------------------------------------------------------------------
   void warn(int line, std::string text) {
-    warnings_.emplace_back(line, fmt::format("{}:{}: {}", cfg_.file_name, line, text));
+    warnings_.push_back(
+        {line, warnings_.size(), fmt::format("{}:{}: {}", cfg_.file_name, line, text)});
   }
   std::unexpected<Error> bad(const FlowdEntry& e, std::string_view allowed) const {
     return fail(Errc::kInvalidArgument, fmt::format("{}:{}: {} = {}: {}", cfg_.file_name, e.line,
@@ -527,7 +531,12 @@ class Translator {
   };
 
   const FlowdConfig& cfg_;
-  std::vector<std::pair<int, std::string>> warnings_;
+  struct Warning {
+    int line;
+    std::size_t seq;
+    std::string text;
+  };
+  std::vector<Warning> warnings_;
   std::string plugin_;
   std::vector<std::string> backends_;
   std::string registry_ = "builtin";
