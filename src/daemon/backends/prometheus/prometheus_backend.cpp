@@ -9,11 +9,14 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <set>
+#include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -100,6 +103,16 @@ int bind_errno(const Endpoint& e) {
   int err = ::bind(fd, reinterpret_cast<const sockaddr*>(&ss), len) == 0 ? 0 : errno;
   ::close(fd);
   return err;
+}
+
+// Opens and closes one TCP connection to `e` (without waiting long if nobody answers).
+void knock_once(const Endpoint& e) {
+  sockaddr_storage ss{};
+  socklen_t len = e.to_sockaddr(ss);
+  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return;
+  ::connect(fd, reinterpret_cast<const sockaddr*>(&ss), len);  // in progress is enough
+  ::close(fd);
 }
 
 }  // namespace
@@ -354,7 +367,29 @@ void PrometheusBackend::on_tick() noexcept {
 }
 
 void PrometheusBackend::stop() noexcept {
+  if (!exposer_) return;
+  // civetweb's mg_stop raises a flag and waits for its accept thread, which looks at the
+  // flag only between polls of up to 2 s. A connection makes that poll return, so a helper
+  // knocks on the port until the server is gone: stop (and a reload) take milliseconds.
+  Endpoint knock{options_.listen.address, port_};
+  if (knock.address.is_unspecified())
+    knock.address =
+        IpAddress::parse(knock.address.is_v4() ? "127.0.0.1" : "::1").value_or(IpAddress());
+  std::atomic<bool> stopped{false};
+  std::thread waker;
+  try {
+    waker = std::thread([&] {
+      while (!stopped.load()) {
+        knock_once(knock);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    });
+  } catch (const std::system_error&) {
+    // No thread: the server still stops, only more slowly.
+  }
   exposer_.reset();  // joins civetweb's threads: no scrape runs after this
+  stopped = true;
+  if (waker.joinable()) waker.join();
 }
 
 std::size_t PrometheusBackend::live_flows() const { return state_->size(); }
