@@ -5,10 +5,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include <toml++/toml.h>
 
@@ -283,6 +285,50 @@ TEST(PrometheusBackend, TickRefreshesFromTheReader) {
              R"(flow_tcp_rtt{src="192.0.2.1",dst="2001:db8::2",exp="2",act="17",flow="4000:5777"})")
           .value_or(-1),
       0.0125);
+}
+
+// The worker thread's events and ticks against civetweb's scrape threads (run under TSan too).
+TEST(PrometheusBackend, EventsTicksAndScrapesConcurrently) {
+  PrometheusBackend::Options o = loopback();
+  o.reader = [](const FlowEvent& e) -> std::optional<TcpInfo> {
+    TcpInfo t = *start_event().tcp;
+    t.rtt_us = e.src.port;
+    return t;
+  };
+  PrometheusBackend b(std::move(o));
+  ASSERT_TRUE(b.start());
+  constexpr int kFlows = 50;
+  std::atomic<bool> done{false};
+  std::thread worker([&] {
+    for (int round = 0; round < 200; ++round) {
+      for (int i = 0; i < kFlows; ++i) {
+        FlowEvent e = start_event();
+        e.src.port = static_cast<std::uint16_t>(10000 + i);
+        e.state = (round + i) % 3 == 0 ? FlowState::kEnd : FlowState::kStart;
+        b.on_event(e);
+      }
+      b.on_tick();
+    }
+    done = true;
+  });
+  int scrapes = 0;
+  while (!done.load() || scrapes < 5) {
+    std::string text = scrape(b.port());
+    auto live = sample(text, "flowmark_live_flows");
+    ASSERT_TRUE(live);
+    EXPECT_LE(*live, kFlows);
+    EXPECT_EQ(text.find("# TYPE flow_tcp_rtt gauge"), text.rfind("# TYPE flow_tcp_rtt gauge"));
+    ++scrapes;
+  }
+  worker.join();
+  for (int i = 0; i < kFlows; ++i) {
+    FlowEvent e = start_event();
+    e.src.port = static_cast<std::uint16_t>(10000 + i);
+    e.state = FlowState::kEnd;
+    b.on_event(e);
+  }
+  EXPECT_EQ(b.live_flows(), 0u);
+  EXPECT_EQ(scrape(b.port()).find("flow_tcp_"), std::string::npos);
 }
 
 TEST(PrometheusBackend, FlowMetricsOffKeepsOnlyTheServiceSeries) {

@@ -4,7 +4,8 @@
 //
 //   [backend.metrics]
 //   type = "prometheus"
-//   listen = "127.0.0.1:9000"   # IPv4 or [IPv6]:port; port 0 picks a free one (tests)
+//   listen = "127.0.0.1:9000"   # ADDRESS:PORT or [IPV6]:PORT; port 0 picks a free one
+//                               # (flowd bound every address; "0.0.0.0:9000" does that)
 //   poll_interval = 5           # seconds between TcpInfo refreshes of live TCP flows
 //   flow_metrics = true         # false: only the service counters and flowmark_live_flows
 //
@@ -19,6 +20,17 @@
 //    the scrape (every few seconds), which is where Prometheus pays it anyway.
 //  - The service Counters are read with snapshot() at scrape time: no copies to keep in
 //    step, and series a part registers later appear at the next scrape.
+//
+// Series: flow_tcp_{rtt,rtt_var,cwnd,ssthresh,bytes_sent,bytes_acked,bytes_received,segs_out,
+// segs_in,retrans,pacing_rate,delivery_rate,mss,pmtu}{src,dst,exp,act,flow="sport:dport"} in
+// base units (seconds, bytes, bytes/s, segments; HELP says which), the byte/segment/retrans
+// totals typed counter, the rest gauge; a flow's series appear once its TcpInfo is known (no
+// invented zeros) and all go at its end event. exp/act are the numeric ids. Then
+// flowmark_live_flows and every series of the service Counters (kind → TYPE, labels as
+// registered, one family per name).
+//
+// IPv6 listen addresses need a civetweb built with IPv6; Debian 12's is not, and start()
+// then says so instead of failing with civetweb's "possible problem binding to port".
 //
 // Threads: on_event/on_tick run on the backend's worker thread, Collect() on civetweb's
 // threads; the flow map is guarded by one mutex, and the TcpInfo reader is called without it.
