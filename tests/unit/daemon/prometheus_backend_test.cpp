@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -340,6 +341,18 @@ TEST(PrometheusBackend, FlowMetricsOffKeepsOnlyTheServiceSeries) {
   std::string text = scrape(b.port());
   EXPECT_EQ(text.find("flow_tcp_"), std::string::npos);
   EXPECT_EQ(sample(text, "flowmark_live_flows"), 1.0);
+}
+
+TEST(PrometheusBackend, ListensOnAllAddressesAndStopsPromptly) {
+  PrometheusBackend::Options o;
+  o.listen = *PrometheusBackend::parse_listen("0.0.0.0:0");
+  PrometheusBackend b(std::move(o));
+  ASSERT_TRUE(b.start());
+  EXPECT_NE(scrape(b.port()).find("flowmark_live_flows 0"), std::string::npos);
+  // civetweb alone would take up to its 2 s poll quantum; the knock on loopback wakes it.
+  auto t0 = std::chrono::steady_clock::now();
+  b.stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1500));
 }
 
 TEST(PrometheusBackend, BindFailureNamesTheAddress) {

@@ -105,14 +105,18 @@ int bind_errno(const Endpoint& e) {
   return err;
 }
 
-// Opens and closes one TCP connection to `e` (without waiting long if nobody answers).
-void knock_once(const Endpoint& e) {
+// Opens and closes one TCP connection to `e` without waiting for it. False when nothing
+// listens there any more (or the knock cannot be made): no use knocking again.
+bool knock_once(const Endpoint& e) {
   sockaddr_storage ss{};
   socklen_t len = e.to_sockaddr(ss);
   int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return;
-  ::connect(fd, reinterpret_cast<const sockaddr*>(&ss), len);  // in progress is enough
+  if (fd < 0) return false;
+  // EINPROGRESS is enough: the SYN reaches the listener and wakes its poll.
+  bool sent =
+      ::connect(fd, reinterpret_cast<const sockaddr*>(&ss), len) == 0 || errno == EINPROGRESS;
   ::close(fd);
+  return sent;
 }
 
 }  // namespace
@@ -372,20 +376,21 @@ void PrometheusBackend::stop() noexcept {
   // flag only between polls of up to 2 s. A connection makes that poll return, so a helper
   // knocks on the port until the server is gone: stop (and a reload) take milliseconds.
   Endpoint knock{options_.listen.address, port_};
-  if (knock.address.is_unspecified())
+  if (knock.address.is_unspecified()) {  // 0.0.0.0: knock on loopback
     knock.address =
         IpAddress::parse(knock.address.is_v4() ? "127.0.0.1" : "::1").value_or(IpAddress());
+  }
   std::atomic<bool> stopped{false};
   std::thread waker;
   try {
     waker = std::thread([&] {
-      while (!stopped.load()) {
-        knock_once(knock);
+      while (!stopped.load() && knock_once(knock)) {
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
     });
-  } catch (const std::system_error&) {
-    // No thread: the server still stops, only more slowly.
+  } catch (const std::system_error& ex) {
+    spdlog::debug("{}: no thread to wake the HTTP server ({}): stopping takes up to 2 s", where_,
+                  ex.what());
   }
   exposer_.reset();  // joins civetweb's threads: no scrape runs after this
   stopped = true;
