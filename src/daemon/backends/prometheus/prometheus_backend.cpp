@@ -1,0 +1,416 @@
+#include "daemon/backends/prometheus/prometheus_backend.hpp"
+
+#include <civetweb.h>
+#include <fmt/format.h>
+#include <prometheus/collectable.h>
+#include <prometheus/exposer.h>
+#include <prometheus/metric_family.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "flowmark/core/log.hpp"
+
+namespace flowmark::daemon {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+using scitags::TcpInfo;
+
+// One exported TCP metric: its name, what it means (units included) and how to read it.
+struct TcpMetric {
+  const char* name;
+  const char* help;
+  MetricType type;
+  double (*value)(const TcpInfo&);
+};
+
+// Units: Prometheus base units (seconds, bytes, bytes per second). flowd exported the RTT in
+// milliseconds as ss printed it; dashboards written for flowd multiply by 1000.
+constexpr std::array<TcpMetric, 14> kTcpMetrics{{
+    {"flow_tcp_rtt", "Smoothed round-trip time of the flow, in seconds (tcpi_rtt)",
+     MetricType::Gauge, [](const TcpInfo& t) { return t.rtt_us / 1e6; }},
+    {"flow_tcp_rtt_var", "Round-trip time variation of the flow, in seconds (tcpi_rttvar)",
+     MetricType::Gauge, [](const TcpInfo& t) { return t.rtt_var_us / 1e6; }},
+    {"flow_tcp_cwnd", "Congestion window, in segments (tcpi_snd_cwnd)", MetricType::Gauge,
+     [](const TcpInfo& t) { return static_cast<double>(t.cwnd); }},
+    {"flow_tcp_ssthresh", "Slow-start threshold, in segments (tcpi_snd_ssthresh)",
+     MetricType::Gauge, [](const TcpInfo& t) { return static_cast<double>(t.ssthresh); }},
+    {"flow_tcp_bytes_sent", "Bytes sent by the flow's source, retransmissions included",
+     MetricType::Counter, [](const TcpInfo& t) { return static_cast<double>(t.bytes_sent); }},
+    {"flow_tcp_bytes_acked", "Bytes sent and acknowledged by the peer", MetricType::Counter,
+     [](const TcpInfo& t) { return static_cast<double>(t.bytes_acked); }},
+    {"flow_tcp_bytes_received", "Bytes received by the flow's source", MetricType::Counter,
+     [](const TcpInfo& t) { return static_cast<double>(t.bytes_received); }},
+    {"flow_tcp_segs_out", "Segments sent", MetricType::Counter,
+     [](const TcpInfo& t) { return static_cast<double>(t.segs_out); }},
+    {"flow_tcp_segs_in", "Segments received", MetricType::Counter,
+     [](const TcpInfo& t) { return static_cast<double>(t.segs_in); }},
+    {"flow_tcp_retrans", "Segments retransmitted over the flow's life (tcpi_total_retrans)",
+     MetricType::Counter, [](const TcpInfo& t) { return static_cast<double>(t.retrans); }},
+    {"flow_tcp_pacing_rate", "Pacing rate, in bytes per second", MetricType::Gauge,
+     [](const TcpInfo& t) { return static_cast<double>(t.pacing_rate); }},
+    {"flow_tcp_delivery_rate", "Most recent delivery rate, in bytes per second", MetricType::Gauge,
+     [](const TcpInfo& t) { return static_cast<double>(t.delivery_rate); }},
+    {"flow_tcp_mss", "Maximum segment size, in bytes (tcpi_snd_mss)", MetricType::Gauge,
+     [](const TcpInfo& t) { return static_cast<double>(t.mss); }},
+    {"flow_tcp_pmtu", "Path MTU, in bytes (tcpi_pmtu)", MetricType::Gauge,
+     [](const TcpInfo& t) { return static_cast<double>(t.pmtu); }},
+}};
+
+constexpr const char* kLiveFlows = "flowmark_live_flows";
+
+struct FlowKey {
+  scitags::Protocol protocol;
+  Endpoint src;
+  Endpoint dst;
+  friend auto operator<=>(const FlowKey&, const FlowKey&) = default;
+  friend bool operator==(const FlowKey&, const FlowKey&) = default;
+};
+
+FlowKey key_of(const FlowEvent& e) { return {e.protocol, e.src, e.dst}; }
+
+std::vector<ClientMetric::Label> flow_labels(const FlowEvent& e) {
+  return {{"src", e.src.address.to_string()},
+          {"dst", e.dst.address.to_string()},
+          {"exp", std::to_string(e.experiment)},
+          {"act", std::to_string(e.activity)},
+          {"flow", fmt::format("{}:{}", e.src.port, e.dst.port)}};
+}
+
+// Why a bind of `e` fails, as errno (0 when it would succeed). civetweb only says "null
+// context ... possible problem binding to port", so the reason is found by trying.
+int bind_errno(const Endpoint& e) {
+  sockaddr_storage ss{};
+  socklen_t len = e.to_sockaddr(ss);
+  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno;
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);  // as civetweb does
+  int err = ::bind(fd, reinterpret_cast<const sockaddr*>(&ss), len) == 0 ? 0 : errno;
+  ::close(fd);
+  return err;
+}
+
+// Opens and closes one TCP connection to `e` without waiting for it. False when nothing
+// listens there any more (or the knock cannot be made): no use knocking again.
+bool knock_once(const Endpoint& e) {
+  sockaddr_storage ss{};
+  socklen_t len = e.to_sockaddr(ss);
+  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return false;
+  // EINPROGRESS is enough: the SYN reaches the listener and wakes its poll.
+  bool sent =
+      ::connect(fd, reinterpret_cast<const sockaddr*>(&ss), len) == 0 || errno == EINPROGRESS;
+  ::close(fd);
+  return sent;
+}
+
+}  // namespace
+
+// The flow map and the Collectable that turns it (and the service counters) into metric
+// families at each scrape.
+class PrometheusBackend::State final : public prometheus::Collectable {
+ public:
+  struct Flow {
+    FlowEvent event;  // as last announced (what the reader looks the flow up by)
+    std::vector<ClientMetric::Label> labels;
+    std::optional<TcpInfo> tcp;
+  };
+
+  State(bool flow_metrics, const Counters* counters)
+      : flow_metrics_(flow_metrics), counters_(counters) {}
+
+  void upsert(const FlowEvent& e) {
+    auto labels = flow_labels(e);  // formatted outside the lock
+    std::lock_guard lock(mutex_);
+    auto [it, added] = flows_.try_emplace(key_of(e));
+    Flow& f = it->second;
+    if (added || f.labels != labels) f.labels = std::move(labels);
+    f.event = e;
+    if (e.tcp) f.tcp = e.tcp;
+  }
+
+  void erase(const FlowEvent& e) {
+    std::lock_guard lock(mutex_);
+    flows_.erase(key_of(e));
+  }
+
+  std::vector<std::pair<FlowKey, FlowEvent>> tcp_flows() const {
+    std::lock_guard lock(mutex_);
+    std::vector<std::pair<FlowKey, FlowEvent>> out;
+    out.reserve(flows_.size());
+    for (const auto& [k, f] : flows_) {
+      if (k.protocol == scitags::Protocol::kTcp) out.emplace_back(k, f.event);
+    }
+    return out;
+  }
+
+  // The flow may have ended while the reader ran: then nothing is updated.
+  void update(const FlowKey& k, const TcpInfo& t) {
+    std::lock_guard lock(mutex_);
+    if (auto it = flows_.find(k); it != flows_.end()) it->second.tcp = t;
+  }
+
+  std::size_t size() const {
+    std::lock_guard lock(mutex_);
+    return flows_.size();
+  }
+
+  std::vector<MetricFamily> Collect() const override {
+    std::vector<MetricFamily> out;
+    std::set<std::string, std::less<>> ours;
+    {
+      std::lock_guard lock(mutex_);
+      MetricFamily live{kLiveFlows,
+                        "Flows started and not yet ended, as this backend saw them",
+                        MetricType::Gauge,
+                        {}};
+      live.metric.emplace_back().gauge.value = static_cast<double>(flows_.size());
+      out.push_back(std::move(live));
+      ours.insert(kLiveFlows);
+      if (flow_metrics_) {
+        for (const auto& m : kTcpMetrics) {
+          MetricFamily fam{m.name, m.help, m.type, {}};
+          fam.metric.reserve(flows_.size());
+          for (const auto& [k, f] : flows_) {
+            if (!f.tcp) continue;  // no values known yet: no invented zeros
+            auto& cm = fam.metric.emplace_back();
+            cm.label = f.labels;
+            double v = m.value(*f.tcp);
+            if (m.type == MetricType::Counter) {
+              cm.counter.value = v;
+            } else {
+              cm.gauge.value = v;
+            }
+          }
+          // Families without samples are left out, as prometheus-cpp does.
+          if (!fam.metric.empty()) out.push_back(std::move(fam));
+          ours.insert(m.name);
+        }
+      }
+    }
+    if (counters_) append_counters(out, ours);
+    return out;
+  }
+
+ private:
+  // One family per counter name, in order of first registration; a name must appear once in
+  // an exposition, even when its series were registered far apart.
+  void append_counters(std::vector<MetricFamily>& out,
+                       const std::set<std::string, std::less<>>& ours) const {
+    std::map<std::string, std::size_t, std::less<>> index;
+    for (auto& s : counters_->snapshot()) {
+      if (ours.contains(s.name)) continue;  // ours wins: one family per name
+      auto [it, added] = index.try_emplace(s.name, out.size());
+      if (added) {
+        out.push_back({s.name,
+                       s.help,
+                       s.kind == Counters::Kind::kCounter ? MetricType::Counter : MetricType::Gauge,
+                       {}});
+      }
+      MetricFamily& fam = out[it->second];
+      if (fam.help.empty()) fam.help = s.help;
+      auto& cm = fam.metric.emplace_back();
+      cm.label.reserve(s.labels.size());
+      for (auto& [name, value] : s.labels) cm.label.push_back({name, value});
+      double v = static_cast<double>(s.value);
+      if (fam.type == MetricType::Counter) {
+        cm.counter.value = v;
+      } else {
+        cm.gauge.value = v;
+      }
+    }
+  }
+
+  const bool flow_metrics_;
+  const Counters* counters_;
+  mutable std::mutex mutex_;
+  std::map<FlowKey, Flow> flows_;
+};
+
+PrometheusBackend::PrometheusBackend(Options options, std::string where)
+    : options_(std::move(options)),
+      where_(std::move(where)),
+      state_(std::make_shared<State>(options_.flow_metrics, options_.counters)) {}
+
+PrometheusBackend::~PrometheusBackend() { stop(); }
+
+std::string PrometheusBackend::civetweb_address(const Endpoint& e) {
+  return e.to_string();  // "127.0.0.1:9000" / "[::1]:9000": civetweb's syntax too
+}
+
+Result<Endpoint> PrometheusBackend::parse_listen(std::string_view text) {
+  std::string_view host, port;
+  if (text.starts_with('[')) {
+    auto close = text.find("]:");
+    if (close == std::string_view::npos) {
+      return fail(Errc::kInvalidArgument,
+                  fmt::format("'{}' is not [IPV6]:PORT (e.g. \"[::1]:9000\")", text));
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string_view::npos || text.find(':') != colon) {
+      return fail(Errc::kInvalidArgument,
+                  fmt::format("'{}' is not ADDRESS:PORT (e.g. \"127.0.0.1:9000\", "
+                              "\"0.0.0.0:9000\", \"[::1]:9000\")",
+                              text));
+    }
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  auto address = IpAddress::parse(host);
+  if (!address) {
+    return fail(Errc::kInvalidArgument,
+                fmt::format("'{}': {} (an IP address is needed, not a host name)", text,
+                            address.error().message()));
+  }
+  auto p = parse_port(port, /*allow_zero=*/true);
+  if (!p) return fail(Errc::kInvalidArgument, fmt::format("'{}': {}", text, p.error().message()));
+  return Endpoint{*address, *p};
+}
+
+Result<std::unique_ptr<PrometheusBackend>> PrometheusBackend::from_config(Section& section,
+                                                                          ServiceContext& context,
+                                                                          TcpInfoReader reader) {
+  Options o;
+  FM_TRY(auto listen, section.string("listen", "127.0.0.1:9000"));
+  auto endpoint = parse_listen(listen);
+  if (!endpoint) return section.error("listen", endpoint.error().message());
+  o.listen = *endpoint;
+  FM_TRY(auto poll, section.integer("poll_interval", 5, 1, 86400));
+  o.poll_interval = std::chrono::seconds(poll);
+  FM_TRY(o.flow_metrics, section.boolean("flow_metrics", true));
+  o.reader = std::move(reader);
+  o.counters = &context.counters;
+  return std::make_unique<PrometheusBackend>(std::move(o), section.where());
+}
+
+Result<void> PrometheusBackend::start() {
+  if (exposer_) return {};
+  const auto& listen = options_.listen;
+  const std::string address = listen.to_string();
+  if (listen.address.is_v6() && mg_check_feature(8) == 0) {
+    return fail(Errc::kUnsupported,
+                fmt::format("{} listen: cannot listen on {}: the installed civetweb was built "
+                            "without IPv6 support — listen on an IPv4 address (127.0.0.1 or "
+                            "0.0.0.0) or install a civetweb built with IPv6",
+                            where_, address));
+  }
+  try {
+    // Two threads: a scrape in progress does not hold up a second scraper.
+    exposer_ = std::make_unique<prometheus::Exposer>(civetweb_address(listen), 2);
+  } catch (const std::exception& ex) {
+    int err = bind_errno(listen);
+    std::string hint;
+    if (err == EADDRINUSE) {
+      hint = " — another process listens there: stop it or choose another port in `listen`";
+    } else if (err == EACCES) {
+      hint = " — ports below 1024 need root or CAP_NET_BIND_SERVICE: choose a port >= 1024";
+    } else if (err == EADDRNOTAVAIL) {
+      hint = " — no interface of this host has that address";
+    }
+    if (err != 0) {
+      return std::unexpected(Error(std::error_code(err, std::generic_category()),
+                                   fmt::format("{} listen: cannot listen on {}: {}{}", where_,
+                                               address, std::strerror(err), hint)));
+    }
+    return fail(Errc::kRefused,
+                fmt::format("{} listen: cannot listen on {}: {}", where_, address, ex.what()));
+  }
+  exposer_->RegisterCollectable(state_);
+  auto ports = exposer_->GetListeningPorts();
+  port_ = ports.empty() ? listen.port : static_cast<std::uint16_t>(ports.front());
+  spdlog::info("{}: Prometheus metrics on http://{}/metrics", where_,
+               Endpoint{listen.address, port_}.to_string());
+  return {};
+}
+
+void PrometheusBackend::on_event(const FlowEvent& event) noexcept {
+  try {
+    if (event.state == scitags::FlowState::kEnd) {
+      state_->erase(event);
+    } else {
+      // start, or ongoing (which also adds a flow whose start this backend missed).
+      state_->upsert(event);
+    }
+  } catch (const std::exception& ex) {  // allocation failure: skip the event
+    spdlog::warn("{}: event dropped: {}", where_, ex.what());
+  }
+}
+
+std::chrono::milliseconds PrometheusBackend::tick_interval() const noexcept {
+  if (!options_.reader || !options_.flow_metrics) return {};
+  return options_.poll_interval;
+}
+
+void PrometheusBackend::on_tick() noexcept {
+  if (!options_.reader || !options_.flow_metrics) return;
+  try {
+    for (const auto& [key, event] : state_->tcp_flows()) {
+      if (auto info = options_.reader(event)) state_->update(key, *info);
+    }
+  } catch (const std::exception& ex) {
+    spdlog::warn("{}: TCP information refresh failed: {}", where_, ex.what());
+  }
+}
+
+void PrometheusBackend::stop() noexcept {
+  if (!exposer_) return;
+  // civetweb's mg_stop raises a flag and waits for its accept thread, which looks at the
+  // flag only between polls of up to 2 s. A connection makes that poll return, so a helper
+  // knocks on the port until the server is gone: stop (and a reload) take milliseconds.
+  Endpoint knock{options_.listen.address, port_};
+  if (knock.address.is_unspecified()) {  // 0.0.0.0: knock on loopback
+    knock.address =
+        IpAddress::parse(knock.address.is_v4() ? "127.0.0.1" : "::1").value_or(IpAddress());
+  }
+  std::atomic<bool> stopped{false};
+  std::thread waker;
+  try {
+    waker = std::thread([&] {
+      while (!stopped.load() && knock_once(knock)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    });
+  } catch (const std::system_error& ex) {
+    spdlog::debug("{}: no thread to wake the HTTP server ({}): stopping takes up to 2 s", where_,
+                  ex.what());
+  }
+  exposer_.reset();  // joins civetweb's threads: no scrape runs after this
+  stopped = true;
+  if (waker.joinable()) waker.join();
+}
+
+std::size_t PrometheusBackend::live_flows() const { return state_->size(); }
+
+Result<void> register_prometheus_backend(BackendFactories& factories) {
+  return register_prometheus_backend(factories, {});
+}
+
+Result<void> register_prometheus_backend(BackendFactories& factories, TcpInfoReader reader) {
+  return factories.add("prometheus",
+                       "Prometheus exposition of per-flow TCP metrics and the service counters",
+                       [reader = std::move(reader)](
+                           Section& s, ServiceContext& c) -> Result<std::unique_ptr<Backend>> {
+                         FM_TRY(auto b, PrometheusBackend::from_config(s, c, reader));
+                         return std::unique_ptr<Backend>(std::move(b));
+                       });
+}
+
+}  // namespace flowmark::daemon
