@@ -75,10 +75,11 @@ bool parse_socket(const nlmsghdr* h, scitags::Protocol protocol, SocketInfo& out
   out.state = static_cast<TcpState>(msg->idiag_state);
   out.src = {address_from(msg->idiag_family, msg->id.idiag_src), ntohs(msg->id.idiag_sport)};
   out.dst = {address_from(msg->idiag_family, msg->id.idiag_dst), ntohs(msg->id.idiag_dport)};
-  if (out.family == Family::kV6 && out.src.address.is_v6()) {
-    // Link-local peers need their interface to mean anything.
-    out.src.address.set_scope_id(msg->id.idiag_if);
-    if (out.dst.address.is_v6()) out.dst.address.set_scope_id(msg->id.idiag_if);
+  // Link-local addresses need their interface to mean anything.
+  for (auto* a : {&out.src.address, &out.dst.address}) {
+    if (a->is_v6() && a->bytes()[0] == 0xfe && (a->bytes()[1] & 0xc0) == 0x80) {
+      a->set_scope_id(msg->id.idiag_if);
+    }
   }
   out.inode = msg->idiag_inode;
   out.uid = msg->idiag_uid;

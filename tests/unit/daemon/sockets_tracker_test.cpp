@@ -273,6 +273,15 @@ TEST(SocketsTracker, PortFilterMatchesSourceOrDestination) {
   t.poll(snap, 10);
   EXPECT_EQ(r.take().size(), 3u);
   EXPECT_EQ(t.stats().skipped_port, 2u);
+  // The filters run once per connection: the skipped ones are remembered by cookie.
+  t.poll(snap, 20);
+  EXPECT_TRUE(r.take().empty());
+  EXPECT_EQ(t.stats().skipped_port, 2u);
+  EXPECT_EQ(t.tracked(), 3u);
+  EXPECT_EQ(t.ignored(), 2u);
+  t.poll({}, 30);
+  EXPECT_EQ(r.take().size(), 3u);  // the three ends
+  EXPECT_EQ(t.ignored(), 0u);
 }
 
 TEST(SocketsTracker, ConfiguredTagAndIperfChoices) {

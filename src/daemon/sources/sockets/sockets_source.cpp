@@ -281,6 +281,12 @@ bool SocketsSource::poll() {
   // An incomplete snapshot must not make live connections look vanished.
   if (ok) {
     tracker_.finish();
+    if (!baseline_logged_) {
+      baseline_logged_ = true;
+      spdlog::info("[source.{}] polling every {} s; {} connections open at start-up{}", name_,
+                   options_.period_seconds, tracker_.stats().existing + tracker_.stats().starts,
+                   options_.tracker.announce_existing ? " announced" : " not announced");
+    }
   } else {
     tracker_.abandon();
   }

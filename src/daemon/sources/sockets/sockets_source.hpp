@@ -75,6 +75,7 @@ class SocketsSource : public Source {
   TrackerStats published_;  // the tracker's stats already added to the counters
   SockDiagStats diag_published_;
   std::uint64_t errors_ = 0;
+  bool baseline_logged_ = false;
 };
 
 }  // namespace flowmark::daemon::sockets

@@ -75,15 +75,13 @@ Tag ConnectionTracker::draw_tag() {
   return options_.choices[pick(random_)];
 }
 
-bool ConnectionTracker::emit_end(Entry& e) {
+void ConnectionTracker::emit_end(Entry& e) {
   e.ended = true;
-  if (!e.announced) return false;
   FlowEvent end = e.event;
   end.state = FlowState::kEnd;
   end.current_time = now_;
   end.end_time = now_;
   emit_(end);
-  return true;
 }
 
 void ConnectionTracker::observe(const SocketInfo& s) {
@@ -97,7 +95,14 @@ void ConnectionTracker::observe(const SocketInfo& s) {
       e.event.tcp = s.tcp;
       e.event.usage = scitags::Usage{.received = s.tcp->bytes_received, .sent = s.tcp->bytes_acked};
     }
-    if (!e.ended && is_closing(s.state) && emit_end(e)) ++stats_.ends_closing;
+    if (!e.ended && is_closing(s.state)) {
+      ++stats_.ends_closing;
+      emit_end(e);
+    }
+    return;
+  }
+  if (auto it = ignored_.find(s.cookie); it != ignored_.end()) {
+    it->second = poll_;
     return;
   }
 
@@ -106,7 +111,15 @@ void ConnectionTracker::observe(const SocketInfo& s) {
   // it opened and started closing between two polls. Announce both, once.
   const bool short_lived = !established && s.state != TcpState::kClose && is_closing(s.state);
   if (!established && !short_lived) return;  // handshakes: wait until they are established
-  if (!wanted(s)) return;
+  if (!wanted(s)) {
+    ignored_.emplace(s.cookie, poll_);
+    return;
+  }
+  if (first_ && !options_.announce_existing) {
+    ++stats_.existing;
+    ignored_.emplace(s.cookie, poll_);
+    return;
+  }
 
   Entry e;
   e.seen = poll_;
@@ -123,14 +136,12 @@ void ConnectionTracker::observe(const SocketInfo& s) {
     e.event.tcp = s.tcp;
     e.event.usage = scitags::Usage{.received = s.tcp->bytes_received, .sent = s.tcp->bytes_acked};
   }
-  e.announced = !first_ || options_.announce_existing;
-  if (e.announced) {
-    ++stats_.starts;
-    emit_(e.event);
-  } else {
-    ++stats_.existing;
+  ++stats_.starts;
+  emit_(e.event);
+  if (short_lived) {
+    ++stats_.short_lived;
+    emit_end(e);
   }
-  if (short_lived && emit_end(e)) ++stats_.short_lived;
   table_.emplace(s.cookie, std::move(e));
 }
 
@@ -140,9 +151,13 @@ void ConnectionTracker::finish() {
       ++it;
       continue;
     }
-    if (!it->second.ended && emit_end(it->second)) ++stats_.ends_vanished;
+    if (!it->second.ended) {
+      ++stats_.ends_vanished;
+      emit_end(it->second);
+    }
     it = table_.erase(it);
   }
+  std::erase_if(ignored_, [this](const auto& kv) { return kv.second != poll_; });
   first_ = false;
 }
 

@@ -61,9 +61,10 @@ struct TrackerStats {
   std::uint64_t ends_closing = 0;   // a known connection entered a closing state
   std::uint64_t ends_vanished = 0;  // a known connection left the table
   std::uint64_t short_lived = 0;    // first seen already closing: start and end at once
+  // Connections (not observations) never announced, by reason.
   std::uint64_t skipped_internal = 0;
   std::uint64_t skipped_port = 0;
-  std::uint64_t existing = 0;  // open at the first poll and not announced
+  std::uint64_t existing = 0;  // open at the first poll
 };
 
 // True for the states a connection passes through once it starts closing.
@@ -86,7 +87,10 @@ class ConnectionTracker {
   // begin + observe each + finish, for tests and callers holding a vector.
   void poll(std::span<const SocketInfo> snapshot, Micros now);
 
+  // Connections followed (announced, end pending or sent) and connections remembered only
+  // to stay silent about them (skipped, or open at the first poll).
   std::size_t tracked() const noexcept { return table_.size(); }
+  std::size_t ignored() const noexcept { return ignored_.size(); }
   const TrackerStats& stats() const noexcept { return stats_; }
   const TrackerOptions& options() const noexcept { return options_; }
 
@@ -94,18 +98,21 @@ class ConnectionTracker {
   struct Entry {
     scitags::FlowEvent event;  // src, dst, protocol, tag, start time, latest usage/tcp
     std::uint64_t seen = 0;    // the poll that last saw it
-    bool announced = false;    // its start was emitted (false: open at the first poll)
     bool ended = false;        // its end was emitted (kept until it vanishes)
   };
 
   bool wanted(const SocketInfo& s);
   Tag draw_tag();
-  bool emit_end(Entry& e);  // true when an end event went out
+  void emit_end(Entry& e);
 
   TrackerOptions options_;
   Emit emit_;
   std::mt19937_64 random_;
   std::unordered_map<std::uint64_t, Entry> table_;  // by socket cookie
+  // Cookie → the poll that last saw it, for connections nothing is ever emitted about:
+  // a cookie's tuple never changes, so the filters run once per connection, and 10,000
+  // internal connections cost a small map entry each rather than a FlowEvent.
+  std::unordered_map<std::uint64_t, std::uint64_t> ignored_;
   std::uint64_t poll_ = 0;
   bool first_ = true;  // no poll finished yet
   Micros now_ = 0;
