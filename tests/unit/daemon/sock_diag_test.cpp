@@ -177,6 +177,41 @@ TEST_P(SockDiagLoopback, LookupOneSocketAndCloseChangesState) {
 INSTANTIATE_TEST_SUITE_P(Families, SockDiagLoopback, ::testing::Values(Family::kV4, Family::kV6),
                          [](const auto& p) { return p.param == Family::kV4 ? "IPv4" : "IPv6"; });
 
+TEST(SockDiag, DualStackSocketShowsIPv4Addresses) {
+  // An IPv6 listener on [::] accepting an IPv4 client: the accepted socket is AF_INET6 with
+  // ::ffff:127.0.0.1 addresses, reported as plain IPv4.
+  UniqueFd listener(::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int off = 0;
+  ::setsockopt(listener.get(), IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+  sockaddr_in6 any{};
+  any.sin6_family = AF_INET6;
+  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&any), sizeof any) != 0 ||
+      ::listen(listener.get(), 8) != 0) {
+    GTEST_SKIP() << "no IPv6";
+  }
+  const auto port = testing::local_of(listener.get()).port;
+  UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const Endpoint to{*IpAddress::parse("127.0.0.1"), port};
+  sockaddr_storage ss{};
+  const auto len = to.to_sockaddr(ss);
+  ASSERT_EQ(::connect(client.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
+  UniqueFd server(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(server);
+  const Endpoint client_end = testing::local_of(client.get());
+
+  auto diag = SockDiag::open();
+  ASSERT_TRUE(diag);
+  auto s = find(*diag, Family::kV6, to, client_end);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->family, Family::kV6);
+  EXPECT_TRUE(s->src.address.is_v4());
+  EXPECT_TRUE(s->dst.address.is_v4());
+  auto one = diag->lookup(scitags::Protocol::kTcp, to, client_end, true);
+  ASSERT_TRUE(one) << one.error().message();
+  ASSERT_TRUE(*one);
+  EXPECT_EQ((*one)->cookie, s->cookie);
+}
+
 TEST(SockDiag, UdpConnectedSocketIsEstablished) {
   UniqueFd rx(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   UniqueFd tx(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
