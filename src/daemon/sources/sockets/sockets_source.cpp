@@ -215,9 +215,13 @@ SocketsSource::SocketsSource(std::string name, SocketsOptions options, Counters&
 SocketsSource::~SocketsSource() { stop(); }
 
 Result<void> SocketsSource::start(EventLoop& loop, FlowSink& sink) {
+  if (timer_) return fail(Errc::kInvalidArgument, fmt::format("[source.{}] started twice", name_));
   if (!diag_) {
     auto diag = SockDiag::open();
-    if (!diag) return std::unexpected(std::move(diag).error().with_context(name_));
+    if (!diag) {
+      return std::unexpected(
+          std::move(diag).error().with_context(fmt::format("[source.{}]", name_)));
+    }
     diag_.emplace(std::move(*diag));
   }
   loop_ = &loop;
