@@ -11,6 +11,8 @@
 #include <sys/time.h>
 
 #include <cstring>
+#include <span>
+#include <vector>
 
 namespace flowmark::daemon {
 namespace {
@@ -64,9 +66,8 @@ std::string_view netlink_hint(int err) noexcept {
   }
 }
 
-// Fills `out` from one SOCK_DIAG_BY_FAMILY message. False when it is too short to hold
-// what it claims (the caller counts it).
-bool parse_socket(const nlmsghdr* h, scitags::Protocol protocol, SocketInfo& out) {
+// `h` has passed NLMSG_OK: nlmsg_len bytes are readable.
+bool parse_message(const nlmsghdr* h, scitags::Protocol protocol, SocketInfo& out) {
   if (h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg))) return false;
   const auto* msg = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
   if (msg->idiag_family != AF_INET && msg->idiag_family != AF_INET6) return false;
@@ -107,11 +108,23 @@ bool parse_socket(const nlmsghdr* h, scitags::Protocol protocol, SocketInfo& out
       default: break;
     }
   }
-  // Bytes left over that do not form an attribute: the message was cut.
-  return left == 0 || left >= static_cast<int>(RTA_ALIGNTO);
+  // An attribute header left over that RTA_OK refused claims more than the message holds
+  // (or less than itself): the message was cut. Fewer bytes than a header are padding.
+  return left < static_cast<int>(sizeof(rtattr));
 }
 
 }  // namespace
+
+bool parse_sock_diag_message(std::span<const std::byte> message, scitags::Protocol protocol,
+                             SocketInfo& out) {
+  if (message.size() < sizeof(nlmsghdr)) return false;
+  // Copied to aligned storage: the caller's bytes need not be aligned.
+  std::vector<std::uint32_t> aligned(message.size() / 4 + 1);
+  std::memcpy(aligned.data(), message.data(), std::min(message.size(), aligned.size() * 4));
+  const auto* h = reinterpret_cast<const nlmsghdr*>(aligned.data());
+  if (h->nlmsg_len < sizeof(nlmsghdr) || h->nlmsg_len > message.size()) return false;
+  return parse_message(h, protocol, out);
+}
 
 std::string_view to_string(TcpState s) noexcept {
   switch (s) {
@@ -254,7 +267,7 @@ Result<std::size_t> SockDiag::dump(const Query& query, const Visitor& visit) {
                           -e->error);
       }
       if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) continue;
-      if (!parse_socket(h, query.protocol, info)) {
+      if (!parse_message(h, query.protocol, info)) {
         ++stats_.malformed;
         continue;
       }
@@ -327,7 +340,7 @@ Result<std::optional<SocketInfo>> SockDiag::lookup(scitags::Protocol protocol, c
       }
       if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) continue;
       SocketInfo info;
-      if (!parse_socket(h, protocol, info)) {
+      if (!parse_message(h, protocol, info)) {
         ++stats_.malformed;
         return fail(Errc::kMalformed, "sock_diag: malformed answer to a lookup");
       }

@@ -20,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -130,6 +131,12 @@ class SockDiag {
   std::uint32_t seq_ = 0;
   SockDiagStats stats_;
 };
+
+// Parses one SOCK_DIAG_BY_FAMILY message (netlink header included). False when it is
+// shorter than it claims or than an inet_diag_msg, or its attributes are cut: SockDiag
+// counts such messages in stats().malformed and goes on. Exposed for tests and fuzzing.
+bool parse_sock_diag_message(std::span<const std::byte> message, scitags::Protocol protocol,
+                             SocketInfo& out);
 
 // Copies what the kernel sent of struct tcp_info (`len` bytes: older kernels send a
 // shorter struct; missing fields read as 0). Exposed for tests.

@@ -1,8 +1,13 @@
 // SockDiag against real loopback connections.
 #include "flowmark/daemon/sock_diag.hpp"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
 #include <linux/tcp.h>
 
 #include <chrono>
@@ -267,6 +272,119 @@ TEST(SockDiag, ShorterTcpInfoFromOlderKernels) {
   std::vector<std::byte> longer(sizeof ti + 64);
   std::memcpy(longer.data(), &ti, sizeof ti);
   EXPECT_EQ(tcp_info_from_bytes(longer.data(), longer.size()), full);
+}
+
+// A SOCK_DIAG_BY_FAMILY message as the kernel writes it: header, inet_diag_msg, attributes.
+struct MessageBuilder {
+  std::vector<std::byte> bytes;
+
+  MessageBuilder(std::uint8_t family, TcpState state) {
+    bytes.resize(NLMSG_LENGTH(sizeof(inet_diag_msg)));
+    inet_diag_msg m{};
+    m.idiag_family = family;
+    m.idiag_state = static_cast<std::uint8_t>(state);
+    m.id.idiag_sport = htons(40000);
+    m.id.idiag_dport = htons(443);
+    if (family == AF_INET) {
+      m.id.idiag_src[0] = htonl(0xC0000201);  // 192.0.2.1
+      m.id.idiag_dst[0] = htonl(0x08080808);  // 8.8.8.8
+    } else {
+      in6_addr mapped{};
+      inet_pton(AF_INET6, "::ffff:192.0.2.1", &mapped);
+      std::memcpy(m.id.idiag_src, &mapped, 16);
+      inet_pton(AF_INET6, "2001:4860:4860::8888", &mapped);
+      std::memcpy(m.id.idiag_dst, &mapped, 16);
+    }
+    m.id.idiag_cookie[0] = 0x89abcdef;
+    m.id.idiag_cookie[1] = 0x01234567;
+    m.idiag_uid = 1000;
+    m.idiag_inode = 4242;
+    std::memcpy(bytes.data() + NLMSG_HDRLEN, &m, sizeof m);
+    set_len();
+  }
+  void attribute(std::uint16_t type, const void* data, std::size_t len) {
+    const auto at = bytes.size();
+    bytes.resize(at + RTA_SPACE(len));
+    rtattr a{};
+    a.rta_type = type;
+    a.rta_len = static_cast<std::uint16_t>(RTA_LENGTH(len));
+    std::memcpy(bytes.data() + at, &a, sizeof a);
+    std::memcpy(bytes.data() + at + RTA_LENGTH(0), data, len);
+    set_len();
+  }
+  void set_len(std::uint32_t len = 0) {
+    nlmsghdr h{};
+    h.nlmsg_len = len ? len : static_cast<std::uint32_t>(bytes.size());
+    h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    std::memcpy(bytes.data(), &h, sizeof h);
+  }
+};
+
+TEST(SockDiag, ParsesAKernelMessage) {
+  MessageBuilder b(AF_INET, TcpState::kEstablished);
+  tcp_info ti{};
+  ti.tcpi_rtt = 250;
+  ti.tcpi_snd_mss = 1448;
+  // An old kernel's tcp_info, cut before the byte counters.
+  b.attribute(INET_DIAG_INFO, &ti, offsetof(tcp_info, tcpi_pacing_rate));
+  b.attribute(INET_DIAG_CONG, "bbr", 4);
+  SocketInfo s;
+  ASSERT_TRUE(parse_sock_diag_message(b.bytes, scitags::Protocol::kTcp, s));
+  EXPECT_EQ(s.family, Family::kV4);
+  EXPECT_EQ(s.state, TcpState::kEstablished);
+  EXPECT_EQ(s.src, *Endpoint::parse("192.0.2.1:40000"));
+  EXPECT_EQ(s.dst, *Endpoint::parse("8.8.8.8:443"));
+  EXPECT_EQ(s.cookie, 0x0123456789abcdefULL);
+  EXPECT_EQ(s.uid, 1000u);
+  EXPECT_EQ(s.inode, 4242u);
+  ASSERT_TRUE(s.tcp);
+  EXPECT_EQ(s.tcp->rtt_us, 250u);
+  EXPECT_EQ(s.tcp->mss, 1448u);
+  EXPECT_EQ(s.tcp->bytes_acked, 0u);
+  EXPECT_EQ(s.congestion(), "bbr");
+  // UDP messages carry no tcp_info, whatever the attributes say.
+  ASSERT_TRUE(parse_sock_diag_message(b.bytes, scitags::Protocol::kUdp, s));
+  EXPECT_FALSE(s.tcp);
+
+  MessageBuilder v6(AF_INET6, TcpState::kTimeWait);
+  ASSERT_TRUE(parse_sock_diag_message(v6.bytes, scitags::Protocol::kTcp, s));
+  EXPECT_EQ(s.family, Family::kV6);
+  EXPECT_EQ(s.src, *Endpoint::parse("192.0.2.1:40000"));  // IPv4-mapped → IPv4
+  EXPECT_EQ(s.dst, *Endpoint::parse("[2001:4860:4860::8888]:443"));
+  EXPECT_FALSE(s.tcp);
+  EXPECT_TRUE(s.congestion().empty());
+}
+
+TEST(SockDiag, MalformedMessagesAreRejected) {
+  SocketInfo s;
+  MessageBuilder good(AF_INET, TcpState::kEstablished);
+  good.attribute(INET_DIAG_CONG, "cubic", 6);
+  ASSERT_TRUE(parse_sock_diag_message(good.bytes, scitags::Protocol::kTcp, s));
+
+  // Shorter than an inet_diag_msg.
+  MessageBuilder short_msg = good;
+  short_msg.bytes.resize(NLMSG_HDRLEN + 8);
+  short_msg.set_len();
+  EXPECT_FALSE(parse_sock_diag_message(short_msg.bytes, scitags::Protocol::kTcp, s));
+  // Claims more than it holds.
+  MessageBuilder overlong = good;
+  overlong.set_len(static_cast<std::uint32_t>(good.bytes.size() + 16));
+  EXPECT_FALSE(parse_sock_diag_message(overlong.bytes, scitags::Protocol::kTcp, s));
+  // An attribute cut short: its header says 64 bytes, 12 follow.
+  MessageBuilder cut = good;
+  rtattr a{};
+  a.rta_type = INET_DIAG_INFO;
+  a.rta_len = 64;
+  const auto at = cut.bytes.size();
+  cut.bytes.resize(at + 12);
+  std::memcpy(cut.bytes.data() + at, &a, sizeof a);
+  cut.set_len();
+  EXPECT_FALSE(parse_sock_diag_message(cut.bytes, scitags::Protocol::kTcp, s));
+  // Not an inet family.
+  MessageBuilder unix_family(AF_UNIX, TcpState::kEstablished);
+  EXPECT_FALSE(parse_sock_diag_message(unix_family.bytes, scitags::Protocol::kTcp, s));
+  // Fewer bytes than a netlink header.
+  EXPECT_FALSE(parse_sock_diag_message(std::span(good.bytes).first(8), scitags::Protocol::kTcp, s));
 }
 
 TEST(SockDiag, StateNames) {
