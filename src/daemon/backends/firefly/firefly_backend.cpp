@@ -20,6 +20,7 @@ struct FireflyOptions {
   scitags::FireflySenderConfig sender;
   scitags::EncoderOptions encoder;
   double ongoing_interval = 0;
+  bool tcp_info = false;
 };
 
 class FireflyBackend final : public Backend {
@@ -96,7 +97,17 @@ class FireflyBackend final : public Backend {
     }
   }
 
-  void send(const FlowEvent& e) {
+  void send(const FlowEvent& in) {
+    const FlowEvent* e_ptr = &in;
+    FlowEvent with_info;
+    if (o_.tcp_info && reader_ && !in.tcp && in.protocol == scitags::Protocol::kTcp) {
+      if (auto info = reader_(in)) {
+        with_info = in;
+        with_info.tcp = *info;
+        e_ptr = &with_info;
+      }
+    }
+    const FlowEvent& e = *e_ptr;
     auto wire = encoder_.encode(e, now_micros());
     if (!wire) {
       invalid_->fetch_add(1, std::memory_order_relaxed);
@@ -170,6 +181,7 @@ Result<void> register_firefly_backend(BackendFactories& factories, FlowInfoReade
         FM_TRY(o.encoder.hostname, s.string("hostname", ctx.hostname));
         FM_TRY(o.encoder.syslog_header, s.boolean("syslog_header", true));
         FM_TRY(o.ongoing_interval, s.number("ongoing_interval", 0, 0, 86400));
+        FM_TRY(o.tcp_info, s.boolean("tcp_info", false));
         if (!o.to_destination && o.collector_texts.empty()) {
           return s.error("collectors", "empty while to_destination = false: fireflies would go "
                                        "nowhere");

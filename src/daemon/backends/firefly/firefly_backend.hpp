@@ -13,6 +13,8 @@
 // hostname = ""                  # syslog host name ("" = the service's)
 // syslog_header = true           # false: the JSON document alone
 // ongoing_interval = 0           # seconds; > 0: an `ongoing` firefly per live flow this often
+// tcp_info = false               # add the flow's TCP state ("netlink" object, from sock_diag)
+//                                # to start/end fireflies (flowd's UDP_FIREFLY_NETLINK)
 //
 // Sends that fail (ICMP port unreachable reported as ECONNREFUSED, no route, a firewall)
 // are counted by destination kind and reason (flowmark_firefly_sends_total) and never stop
