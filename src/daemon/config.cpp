@@ -236,6 +236,10 @@ Result<ServiceConfig> ServiceConfig::from(const ConfigDocument& doc,
     Section s(pa, "[public_address]");
     FM_TRY(c.public_address.discover, s.boolean("discover", false));
     FM_TRY(c.public_address.stun_servers, s.strings("stun_servers"));
+    // flowd asks a public STUN server; so do we when none is named.
+    if (c.public_address.discover && c.public_address.stun_servers.empty()) {
+      c.public_address.stun_servers = {"stun.l.google.com:19302", "stun.cloudflare.com:3478"};
+    }
     FM_TRY(c.public_address.ipv4, address(s, "ipv4", Family::kV4));
     FM_TRY(c.public_address.ipv6, address(s, "ipv6", Family::kV6));
     FM_TRY(auto map, s.table("map"));

@@ -14,6 +14,7 @@
 #include "flowmark/core/event_loop.hpp"
 #include "flowmark/daemon/factory.hpp"
 #include "flowmark/daemon/pipeline.hpp"
+#include "flowmark/daemon/stun.hpp"
 
 namespace flowmark::daemon {
 namespace {
@@ -74,11 +75,45 @@ Result<std::vector<Part<T>>> create_parts(const std::vector<PartSpec>& specs,
   return out;
 }
 
+// [public_address] discover: the public addresses fireflies carry for private sources,
+// asked of the STUN servers in turn; a manual ipv4/ipv6 wins over what STUN says.
+void discover_public(PublicAddressConfig& pa) {
+  if (!pa.discover) return;
+  if (pa.stun_servers.empty()) {
+    spdlog::warn("[public_address] discover = true but stun_servers is empty: no discovery");
+    return;
+  }
+  for (const auto& text : pa.stun_servers) {
+    auto server = resolve_stun_server(text);
+    if (!server) {
+      spdlog::warn("STUN server {}: {}", text, server.error().message());
+      continue;
+    }
+    auto answer = stun_query(*server);
+    if (!answer) {
+      spdlog::warn("STUN server {}: {}", text, answer.error().message());
+      continue;
+    }
+    const auto& a = answer->mapped.address;
+    auto& slot = a.is_v4() ? pa.ipv4 : pa.ipv6;
+    if (slot) {
+      spdlog::info("STUN {}: public address {} (the configured {} wins)", text, a.to_string(),
+                   slot->to_string());
+    } else {
+      spdlog::info("STUN {}: public address {}{}", text, a.to_string(),
+                   answer->behind_nat() ? " (behind NAT)" : "");
+      slot = a;
+    }
+    if (pa.ipv4 && pa.ipv6) return;
+  }
+}
+
 Result<Plan> make_plan(ConfigDocument doc, ServiceContext& ctx, const SourceFactories& sources,
-                       const BackendFactories& backends) {
+                       const BackendFactories& backends, bool discover = true) {
   Plan p{std::move(doc), nullptr, {}, {}, {}};
   FM_TRY(p.registry, load_registry(p.doc));
   FM_TRY(p.config, ServiceConfig::from(p.doc, *p.registry));
+  if (discover) discover_public(p.config.public_address);
   // Parts read the registry and host name while they are created.
   auto saved = ctx;
   ctx.registry = p.registry.get();
@@ -257,7 +292,7 @@ Result<std::string> Service::check(const ConfigDocument& doc) {
   BackendFactories backends{"backend"};
   register_builtin(sources, backends);
   FM_TRY(auto text_doc, ConfigDocument::parse_toml(doc.toml_text(), doc.name()));
-  FM_TRY(auto plan, make_plan(std::move(text_doc), ctx, sources, backends));
+  FM_TRY(auto plan, make_plan(std::move(text_doc), ctx, sources, backends, /*discover=*/false));
   std::string out = fmt::format("{}: OK\n", doc.name());
   for (const auto& s : plan.sources) out += fmt::format("  source  {} ({})\n", s.spec.name, s.spec.type);
   for (const auto& b : plan.backends) {
