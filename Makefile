@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build build-asan build-fuzz run test test-unit test-asan test-integration \
+.PHONY: all deps build build-asan build-fuzz run demo-mcast test test-unit test-asan test-integration \
         fuzz bench lint format clean
 
 all: build
@@ -23,8 +23,13 @@ build-fuzz: deps
 	@cmake --preset fuzz >/dev/null
 	@cmake --build --preset fuzz -j $(JOBS)
 
-# The main job on a built-in default: a multicast demo between two network namespaces.
+# The main job on a built-in default: flowmarkd marking this host's TCP connections
+# (sockets source → fireflies to a local collector, Prometheus on 127.0.0.1:9000).
 run: build
+	@./scripts/run-service.sh build/release
+
+# The multicast demonstration between two network namespaces.
+demo-mcast: build
 	@./scripts/demo.sh build/release
 
 # Everything: unit and integration tests (release), unit tests under ASan+UBSan, and a
