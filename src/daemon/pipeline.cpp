@@ -264,12 +264,12 @@ void Pipeline::fan_out(const FlowEvent& e) {
   forwarded_->fetch_add(1, std::memory_order_relaxed);
   if (options_.public_address.map.empty() && !options_.public_address.ipv4 &&
       !options_.public_address.ipv6) {
-    for (auto& w : workers_) w->offer(e);
+    for (auto& w : workers_) w->offer(e, shutting_down_);
     return;
   }
   FlowEvent out = e;
   rewrite_public(out);
-  for (auto& w : workers_) w->offer(out);
+  for (auto& w : workers_) w->offer(out, shutting_down_);
 }
 
 void Pipeline::push(const FlowEvent& in) {
@@ -369,6 +369,10 @@ std::size_t Pipeline::expire() {
 }
 
 void Pipeline::shutdown() {
+  // The sources have stopped: the end events of the live flows are the last events, bounded
+  // by the number of live flows, and each backend gets every one of them whatever its queue
+  // size (a queue smaller than the live flows dropped most of them as queue_full).
+  shutting_down_ = true;
   std::vector<FlowKey> keys;
   keys.reserve(flows_.size());
   for (const auto& [key, live] : flows_) keys.push_back(key);

@@ -73,7 +73,8 @@ class Pipeline : public FlowSink {
   // Ends the flows idle for longer than the timeout (end events, counted as expired).
   // The service calls it from a timer; returns how many were ended.
   std::size_t expire();
-  // End events for every live flow, then drains and stops every backend.
+  // End events for every live flow (never dropped for a full queue), then drains and stops
+  // every backend.
   void shutdown();
   // Asks every backend to reopen its files (SIGHUP).
   void reopen();
@@ -107,6 +108,7 @@ class Pipeline : public FlowSink {
   std::atomic<std::uint64_t>* end_unknown_;
   std::atomic<std::uint64_t>* expired_;
   std::int64_t last_unclassified_log_ns_ = 0;
+  bool shutting_down_ = false;  // shutdown(): the end events bypass the queue capacity
 };
 
 // A FlowSink in front of the pipeline for one source: counts its events by state
