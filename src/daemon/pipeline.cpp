@@ -54,6 +54,8 @@ struct Pipeline::Worker {
     delivered = &counters.counter("flowmark_backend_events_total", with("delivered"), kHelp);
     dropped_full =
         &counters.counter("flowmark_backend_events_total", with("dropped_queue_full"), kHelp);
+    dropped_stalled =
+        &counters.counter("flowmark_backend_events_total", with("dropped_stalled"), kHelp);
     depth = &counters.gauge("flowmark_backend_queue_depth", base,
                             "Events waiting in a backend's queue");
   }
@@ -89,13 +91,37 @@ struct Pipeline::Worker {
     idle_cv.wait(lock, [&] { return pending.empty() && !busy; });
   }
 
-  void stop_and_join() {
+  void request_stop() {
     {
       std::lock_guard lock(mutex);
       stopping = true;
     }
     cv.notify_one();
-    if (thread.joinable()) thread.join();
+  }
+
+  // Stops the worker once its queue is drained and joins it. A backend stuck in a call
+  // (a write to a FIFO nobody reads, say) must not hold the service forever: if the worker
+  // has not finished by `deadline`, what it still holds is counted as dropped_stalled, it is
+  // left behind (detached; its Worker is never freed) and false is returned.
+  bool stop_and_join(std::chrono::steady_clock::time_point deadline) {
+    request_stop();
+    if (!thread.joinable()) return true;
+    {
+      std::unique_lock lock(mutex);
+      if (!idle_cv.wait_until(lock, deadline, [&] { return finished; })) {
+        const auto left = pending.size() + in_flight.load(std::memory_order_relaxed);
+        dropped_stalled->fetch_add(left, std::memory_order_relaxed);
+        pending.clear();
+        abandoned.store(true, std::memory_order_relaxed);
+        spdlog::error("backend {}: stalled, did not drain in time: {} event(s) dropped "
+                      "(flowmark_backend_events_total{{outcome=\"dropped_stalled\"}})",
+                      name, left);
+        thread.detach();
+        return false;
+      }
+    }
+    thread.join();
+    return true;
   }
 
   void run() {
@@ -114,6 +140,7 @@ struct Pipeline::Worker {
         }
         if (pending.empty() && stopping) break;
         batch.swap(pending);
+        in_flight.store(batch.size(), std::memory_order_relaxed);
         busy = !batch.empty();
         depth->store(0, std::memory_order_relaxed);
       }
@@ -123,6 +150,8 @@ struct Pipeline::Worker {
           continue;
         }
         backend->on_event(item.event);
+        in_flight.fetch_sub(1, std::memory_order_relaxed);
+        if (abandoned.load(std::memory_order_relaxed)) return;  // counted as dropped_stalled
         delivered->fetch_add(1, std::memory_order_relaxed);
       }
       batch.clear();
@@ -139,6 +168,7 @@ struct Pipeline::Worker {
     backend->stop();
     std::lock_guard lock(mutex);
     busy = false;
+    finished = true;
     idle_cv.notify_all();
   }
 
@@ -150,8 +180,11 @@ struct Pipeline::Worker {
   std::vector<Item> pending;
   bool stopping = false;
   bool busy = false;
+  bool finished = false;   // run() has returned (the backend is stopped)
+  std::atomic<bool> abandoned{false};  // stop_and_join gave up on it
+  std::atomic<std::size_t> in_flight{0};  // items of the current batch not yet handed over
   std::thread thread;
-  std::atomic<std::uint64_t>*offered, *delivered, *dropped_full, *depth;
+  std::atomic<std::uint64_t>*offered, *delivered, *dropped_full, *dropped_stalled, *depth;
 };
 
 // ---- the pipeline --------------------------------------------------------------------------
@@ -176,8 +209,18 @@ Pipeline::Pipeline(ServiceContext& context, PipelineOptions options)
                         "Flows ended by the pipeline after flow_timeout without an event");
 }
 
-Pipeline::~Pipeline() {
-  for (auto& w : workers_) w->stop_and_join();
+Pipeline::~Pipeline() { stop_workers(); }
+
+void Pipeline::stop_workers() {
+  // Every worker drains at the same time; one deadline for them all.
+  for (auto& w : workers_) w->request_stop();
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(static_cast<std::int64_t>(
+                            options_.drain_timeout * 1000));
+  for (auto& w : workers_) {
+    if (!w->stop_and_join(deadline)) (void)w.release();  // its thread still uses it
+  }
+  workers_.clear();
 }
 
 void Pipeline::set_options(PipelineOptions options) { options_ = std::move(options); }
@@ -215,7 +258,10 @@ Result<void> Pipeline::add_backend(std::string name, std::unique_ptr<Backend> ba
 void Pipeline::remove_backend(std::string_view name) {
   for (auto it = workers_.begin(); it != workers_.end(); ++it) {
     if ((*it)->name == name) {
-      (*it)->stop_and_join();
+      const auto deadline = std::chrono::steady_clock::now() +
+                            std::chrono::milliseconds(static_cast<std::int64_t>(
+                                options_.drain_timeout * 1000));
+      if (!(*it)->stop_and_join(deadline)) (void)it->release();
       workers_.erase(it);
       return;
     }
@@ -384,8 +430,7 @@ void Pipeline::shutdown() {
     e.dst = key.dst;
     push(e);
   }
-  for (auto& w : workers_) w->stop_and_join();
-  workers_.clear();
+  stop_workers();
 }
 
 void Pipeline::reopen() {

@@ -405,10 +405,13 @@ class ServiceTestCase(unittest.TestCase):
         for b in backends:
             offered = d.c("flowmark_backend_offered_total", backend=b)
             delivered = d.c("flowmark_backend_events_total", backend=b, outcome="delivered")
-            drops = d.c("flowmark_backend_events_total", backend=b, outcome="dropped_queue_full")
+            drops = {k.split("outcome=")[1].rstrip("}"): v for k, v in d.counters.items()
+                     if k.startswith(f"flowmark_backend_events_total{{backend={b},outcome=dropped")}
             self.assertGreater(offered, 0, (b, d.counters))
-            self.assertEqual(offered, delivered + drops, (b, d.counters))
-            dropped[b] = drops
+            self.assertEqual(offered, delivered + sum(drops.values()), (b, d.counters))
+            dropped[b] = drops.get("dropped_queue_full", 0)
+            self.drop_reasons = getattr(self, "drop_reasons", {})
+            self.drop_reasons[b] = drops
         # The pipeline: every event received is forwarded or suppressed with a reason.
         received = d.c("flowmark_pipeline_received_total")
         self.assertEqual(received, d.csum("flowmark_pipeline_events_total"), d.counters)
@@ -756,6 +759,37 @@ class TestFaults(ServiceTestCase):
         self.assertEqual(d.c("flowmark_backend_offered_total", backend="slow"), 2 * flows)
         self.assertEqual(d.c("flowmark_backend_events_total", backend="ff", outcome="delivered"),
                          2 * flows)
+
+    def test_sigterm_while_a_backend_is_stalled(self):
+        fifo = os.path.join(self.dir, "stalled.fifo")
+        os.mkfifo(fifo)
+        reader = Proc(["cat", fifo])
+        self.addCleanup(reader.kill)
+        records = os.path.join(self.dir, "events.jsonl")
+        d = self.daemon({
+            "service": {"queue_size": 64},
+            "source": {"pipe": self.pipe_source()},
+            "backend": {"slow": {"type": "records", "path": fifo, "flush": "event"},
+                        "rec": {"type": "records", "path": records}}})
+        os.kill(reader.pid, signal.SIGSTOP)
+        for chunk in range(0, 400, 20):
+            write_pipe(self.pipe, "".join(f"start tcp {self.A4} {21000 + i} {self.B4} 5777 2 1\n"
+                                          for i in range(chunk, chunk + 20)))
+            time.sleep(0.01)
+        d.wait_for(lambda: os.path.exists(records) and len(read_records(records)) == 400, 5,
+                   "the healthy backend's records")
+        # The stalled backend cannot drain: the service gives up on it after its drain
+        # timeout (5 s) and exits cleanly, the other backend having every end event.
+        rc, secs = d.stop(timeout=15)
+        self.assertEqual(rc, 0, d.describe())
+        self.assertLess(secs, 8, d.describe())
+        self.assertFalse(os.path.exists(self.pipe))
+        self.assertIn("stalled", "\n".join(d.err))
+        self.assertAccounted(d, ["slow", "rec"])
+        self.assertGreater(self.drop_reasons["slow"].get("dropped_stalled", 0), 0, d.counters)
+        self.assertEqual(self.drop_reasons["rec"], {})
+        self.assertEqual(d.c("flowmark_backend_offered_total", backend="slow"), 800)
+        self.assertEqual(len(read_records(records)), 800)
 
     def test_sighup_bad_config_kept_good_config_applied(self):
         c1 = self.collector("B", 20901, bind=self.B4)

@@ -36,6 +36,9 @@ struct PipelineOptions {
   PublicAddressConfig public_address;  // ipv4/ipv6 may hold STUN-discovered addresses
   double flow_timeout = 86400;         // seconds; 0: never
   std::size_t queue_size = 65536;
+  // Seconds a backend gets to drain its queue when it is stopped (shutdown, or removed by a
+  // reload); a stalled one is then given up, what it held counted as dropped_stalled.
+  double drain_timeout = 5;
   std::function<Micros()> clock = now_micros;
 };
 
@@ -92,6 +95,7 @@ class Pipeline : public FlowSink {
   };
   struct Worker;
   void fan_out(const FlowEvent& e);
+  void stop_workers();
   void rewrite_public(FlowEvent& e) const;
   bool classify(FlowEvent& e) const;
   std::atomic<std::uint64_t>& outcome(std::string_view name);
