@@ -13,18 +13,27 @@ namespace flowmark::daemon {
 using scitags::FlowState;
 
 std::size_t FlowKeyHash::operator()(const FlowKey& k) const noexcept {
-  // FNV-1a over the bytes that make the key: cheap, and keys are compared in full.
-  std::uint64_t h = 1469598103934665603ULL;
-  auto mix = [&](const void* p, std::size_t n) {
-    const auto* b = static_cast<const unsigned char*>(p);
-    for (std::size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ULL;
+  // Word-wise multiply-xorshift over everything operator== compares (both addresses' 16
+  // bytes, the ports, protocol and family). It was byte-wise FNV-1a: 6.5 % of flowmarkd's
+  // CPU on the pipe -> firefly benchmark, one multiply per byte.
+  auto word = [](const IpAddress& a, std::size_t i) {
+    std::uint64_t w;
+    std::memcpy(&w, a.bytes() + 8 * i, 8);  // bytes() is always 16 bytes long
+    return w;
   };
-  auto proto = static_cast<std::uint8_t>(k.protocol);
-  mix(&proto, 1);
-  mix(k.src.address.bytes(), k.src.address.size());
-  mix(&k.src.port, 2);
-  mix(k.dst.address.bytes(), k.dst.address.size());
-  mix(&k.dst.port, 2);
+  auto mix = [](std::uint64_t h) {
+    h *= 0x9E3779B97F4A7C15ULL;
+    return h ^ (h >> 32);
+  };
+  std::uint64_t h = static_cast<std::uint64_t>(k.protocol) |
+                    static_cast<std::uint64_t>(k.src.port) << 8 |
+                    static_cast<std::uint64_t>(k.dst.port) << 24 |
+                    static_cast<std::uint64_t>(k.src.address.family()) << 40 |
+                    static_cast<std::uint64_t>(k.dst.address.family()) << 48;
+  h = mix(h ^ word(k.src.address, 0));
+  h = mix(h ^ word(k.src.address, 1));
+  h = mix(h ^ word(k.dst.address, 0));
+  h = mix(h ^ word(k.dst.address, 1));
   return static_cast<std::size_t>(h);
 }
 
