@@ -157,12 +157,17 @@ def stop(p, err):
             counters = json.loads(m.group(1))
     return rc, secs, counters
 
+def arrived_total():
+    # Datagrams that reached a UDP socket in the namespace: queued (InDatagrams) or dropped
+    # for a full receive buffer (RcvbufErrors) — on the wire either way.
+    return udp("InDatagrams") + udp("RcvbufErrors")
+
 def wait_arrivals(target, t0, quiet=2.0):
-    """Polls InDatagrams until `target` more arrived or nothing came for `quiet` s; returns
+    """Polls the arrivals until `target` more arrived or nothing came for `quiet` s; returns
     (arrived, seconds from t0 to the last arrival)."""
-    base, last, t_last = udp("InDatagrams"), 0, time.monotonic()
+    base, last, t_last = arrived_total(), 0, time.monotonic()
     while True:
-        got = udp("InDatagrams") - base
+        got = arrived_total() - base
         now = time.monotonic()
         if got != last:
             last, t_last = got, now
@@ -229,6 +234,18 @@ def relay(name, r):
 relay("relay_unpaced", 0)
 relay("relay_paced", rate)
 
+def by_library(pid, top=8):
+    """RSS per mapped file, the largest first: [(name, kB)]."""
+    agg, cur = {}, None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                parts = line.split()
+                cur = os.path.basename(parts[5]) if len(parts) > 5 else "[anon]"
+            elif line.startswith("Rss:"):
+                agg[cur] = agg.get(cur, 0) + int(line.split()[1])
+    return sorted(agg.items(), key=lambda kv: -kv[1])[:top], len([k for k in agg if ".so" in k])
+
 # ---- 3. idle, then 100,000 live flows -------------------------------------------------
 coll = collector(20516, "idle")
 d, err = daemon("idle", {"pipe": {"type": "named-pipe", "path": PIPE}},
@@ -238,7 +255,8 @@ time.sleep(1)
 c0 = cpu_ticks(d.pid)
 time.sleep(idle_s)
 c1 = cpu_ticks(d.pid)
-results["idle"] = dict(**mem(d.pid), cpu_pct=100.0 * (c1 - c0) / TICK / idle_s)
+results["idle"] = dict(**mem(d.pid), cpu_pct=100.0 * (c1 - c0) / TICK / idle_s,
+                       libs=by_library(d.pid))
 live = 100_000
 with open(f"{out}/live.txt", "w") as f:
     f.write("".join(f"start tcp 10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255} "
@@ -287,10 +305,11 @@ for name in ("relay_unpaced", "relay_paced"):
                  n(r["arrived"] / max(r["wall"], 1e-9)), f"{r['cpu']:.2f}",
                  n(r["cpu"] * 1e9 / max(r["arrived"], 1)), n(r["arrived"] / max(r["cpu"], 1e-9)),
                  f"{dq} queue, {r['drops']} rcvbuf"])
-table("flowmarkd throughput (CPU = flowmarkd utime+stime, all threads; events/s per core = "
-      "events / CPU seconds)",
+table("flowmarkd throughput (events out = fireflies that reached the collector's host, "
+      "read or dropped by its full buffer; CPU = flowmarkd utime+stime, all threads; "
+      "events/s per core = events / CPU seconds)",
       ["run", "events in", "events out", "wall s", "events/s", "CPU s", "CPU ns/event",
-       "events/s per core", "drops"], rows)
+       "events/s per core", "drops (queue; UDP rcvbuf, namespace)"], rows)
 i, l = results["idle"], results["live"]
 mb = lambda kb: f"{kb / 1024:.1f} MB"
 table("flowmarkd resources (RSS = anonymous + file-backed, the latter the mapped shared "
@@ -301,6 +320,9 @@ table("flowmarkd resources (RSS = anonymous + file-backed, the latter the mapped
        [f"{n(l['flows'])} live flows", mb(l["rss"]), mb(l["anon"]), mb(l["file"]), mb(l["pss"]),
         f"{l['cpu_pct']:.2f}",
         f"loaded in {l['load_s']:.2f} s; SIGTERM ended {n(l['ended'])} in {l['stop_s']:.2f} s"]])
+libs, nlibs = i["libs"]
+print(f"idle RSS by mapping ({nlibs} shared libraries mapped): "
+      + ", ".join(f"{name} {kb / 1024:.1f} MB" for name, kb in libs))
 rate_e2e = p["arrived"] / max(p["wall"], 1e-9)
 per_core = p["events"] / max(p["cpu"], 1e-9)
 table("Targets (issue 5)", ["what", "target", "measured", "verdict"],

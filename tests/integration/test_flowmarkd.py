@@ -586,6 +586,30 @@ class TestFireflyRelay(ServiceTestCase):
                              outcome="sent"), 5)
 
 
+    def test_allow_list_of_senders(self):
+        coll = self.collector("B", 20516, bind=self.B4)
+        d = self.daemon({
+            "source": {"ffin": {"type": "firefly", "port": 30515, "allow": [f"{self.C4}/32"]}},
+            "backend": {"relay": {"type": "firefly", "to_destination": False,
+                                  "collectors": [f"{self.B4}:20516"]}}})
+        for host, port in (("A", 1000), ("C", 1001)):
+            r = subprocess.run(self.site.argv(host, [
+                FLOWMARK, "firefly", "send", "--to", f"{self.A4}:30515", "ongoing", "tcp",
+                "192.0.2.1", str(port), "192.0.2.2", "2000", "2", "1"]),
+                capture_output=True, text=True, timeout=10)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        got = coll.wait_count(1)
+        time.sleep(0.2)
+        rc, _ = d.stop()
+        self.assertEqual(rc, 0, d.describe())
+        got = coll.fireflies()
+        # The ongoing one from C, then its end at shutdown; nothing from A.
+        self.assertEqual({g["firefly"]["flow-id"]["src-port"] for g in got}, {1001}, got)
+        self.assertEqual(d.c("flowmark_source_rejected_total", source="ffin",
+                             reason="sender_not_allowed"), 1, d.counters)
+        self.assertEqual(d.c("flowmark_firefly_datagrams_total", source="ffin"), 2)
+
+
 # (c) ---------------------------------------------------------------------------------------
 class TestMulticast(ServiceTestCase):
     def test_one_datagram_reaches_collectors_in_two_hosts(self):
@@ -833,6 +857,28 @@ class TestFaults(ServiceTestCase):
         # rec saw every event: 5 lines and the 3 ends at shutdown.
         self.assertEqual(len(read_records(records)), 8)
         self.assertAccounted(d, ["rec"])
+
+    def test_sighup_reopens_the_records_file(self):
+        records = os.path.join(self.dir, "events.jsonl")
+        doc = {"source": {"pipe": self.pipe_source()},
+               "backend": {"rec": {"type": "records", "path": records, "flush": "event"}}}
+        d = self.daemon(doc)
+        line = lambda i: f"start tcp {self.A4} {45000 + i} {self.B4} 5777 2 1\n"
+        write_pipe(self.pipe, line(0))
+        d.wait_for(lambda: os.path.exists(records) and len(read_records(records)) == 1, 5, "rec")
+        os.rename(records, records + ".1")  # logrotate
+        d.reload(doc, r"reload")  # the same config: nothing restarts, the file is reopened
+        write_pipe(self.pipe, line(1))
+        d.wait_for(lambda: os.path.exists(records) and len(read_records(records)) == 1, 5,
+                   "the new records file")
+        rc, _ = d.stop()
+        self.assertEqual(rc, 0, d.describe())
+        self.assertEqual([r["flow-id"]["src-port"] for r in read_records(records + ".1")], [45000])
+        # The new file: the second start, then both ends at shutdown.
+        self.assertEqual([(r["flow-lifecycle"]["state"], r["flow-id"]["src-port"])
+                          for r in read_records(records)][0], ("start", 45001))
+        self.assertEqual(len(read_records(records)), 3)
+        self.assertEqual(d.c("flowmark_reloads_total", outcome="applied"), 1)
 
     def test_sigterm_under_load(self):
         records = os.path.join(self.dir, "events.jsonl")
