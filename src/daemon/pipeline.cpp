@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 namespace flowmark::daemon {
@@ -138,16 +139,29 @@ struct Pipeline::Worker {
     const auto tick = backend->tick_interval();
     auto next_tick = Clock::now() + tick;
     std::vector<Item> batch;
+    // A burst grows both vectors (they trade places at every swap) to its size, 224 bytes an
+    // event: 100,000 events kept 13 MB after they were delivered. The memory goes back once
+    // the batches are small again, or after a second without events.
+    constexpr std::size_t kKeep = 4096;
+    std::optional<Clock::time_point> trim_at;
     while (true) {
       {
         std::unique_lock lock(mutex);
         auto ready = [&] { return !pending.empty() || stopping; };
-        if (tick.count() > 0) {
-          cv.wait_until(lock, next_tick, ready);
+        std::optional<Clock::time_point> wake;
+        if (tick.count() > 0) wake = next_tick;
+        if (trim_at && (!wake || *trim_at < *wake)) wake = trim_at;
+        if (wake) {
+          cv.wait_until(lock, *wake, ready);
         } else {
           cv.wait(lock, ready);
         }
         if (pending.empty() && stopping) break;
+        if (trim_at && pending.empty() && Clock::now() >= *trim_at) {
+          std::vector<Item>().swap(pending);
+          std::vector<Item>().swap(batch);
+          trim_at.reset();
+        }
         batch.swap(pending);
         in_flight.store(batch.size(), std::memory_order_relaxed);
         busy = !batch.empty();
@@ -163,10 +177,20 @@ struct Pipeline::Worker {
         if (abandoned.load(std::memory_order_relaxed)) return;  // counted as dropped_stalled
         delivered->fetch_add(1, std::memory_order_relaxed);
       }
+      const bool quiet = batch.size() < kKeep / 4;
       batch.clear();
+      if (quiet && batch.capacity() > kKeep) std::vector<Item>().swap(batch);
       {
         std::lock_guard lock(mutex);
         busy = false;
+        if (quiet && pending.empty() && pending.capacity() > kKeep) {
+          std::vector<Item>().swap(pending);
+        }
+        if (batch.capacity() > kKeep || pending.capacity() > kKeep) {
+          trim_at = Clock::now() + std::chrono::seconds(1);
+        } else {
+          trim_at.reset();
+        }
         if (pending.empty()) idle_cv.notify_all();
       }
       if (tick.count() > 0 && Clock::now() >= next_tick) {
