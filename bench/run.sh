@@ -10,7 +10,9 @@
 #   4. A summary of the figures against the issue's targets. Nothing is asserted: the exit
 #      status only says whether the runs could be made.
 #   5. bench/firefly_listen.sh: whole-process throughput of `flowmark firefly listen`.
-#   6. bench/observe_bench.sh: `flowmark observe -r` vs peer flow meters (softflowd, nfpcapd,
+#   6. bench/flowmarkd_bench.sh: the service, named pipe -> fireflies, firefly relay, RSS
+#      and CPU idle and with 100,000 live flows.
+#   7. bench/observe_bench.sh: `flowmark observe -r` vs peer flow meters (softflowd, nfpcapd,
 #      argus, ndpiReader, tshark) on synthetic captures, whole processes.
 #
 # Needs root (ip netns), taskset, GNU time (/usr/bin/time) and python3: `make deps`.
@@ -385,7 +387,12 @@ echo
 "$(dirname "${BASH_SOURCE[0]}")/firefly_listen.sh" "$BUILD" ||
   echo "bench/run.sh: bench/firefly_listen.sh failed" >&2
 
-# ---- 6. flowmark observe vs peer flow meters (no namespace needed) ------------------------
+# ---- 6. flowmarkd: pipe -> wire, firefly relay, idle and 100,000 live flows -----------------
+echo
+"$(dirname "${BASH_SOURCE[0]}")/flowmarkd_bench.sh" "$BUILD" ||
+  echo "bench/run.sh: bench/flowmarkd_bench.sh failed" >&2
+
+# ---- 7. flowmark observe vs peer flow meters (no namespace needed) ------------------------
 echo
 "$(dirname "${BASH_SOURCE[0]}")/observe_bench.sh" "$BUILD" ||
   echo "bench/run.sh: bench/observe_bench.sh failed" >&2

@@ -36,6 +36,9 @@ struct PipelineOptions {
   PublicAddressConfig public_address;  // ipv4/ipv6 may hold STUN-discovered addresses
   double flow_timeout = 86400;         // seconds; 0: never
   std::size_t queue_size = 65536;
+  // Seconds a backend gets to drain its queue when it is stopped (shutdown, or removed by a
+  // reload); a stalled one is then given up, what it held counted as dropped_stalled.
+  double drain_timeout = 5;
   std::function<Micros()> clock = now_micros;
 };
 
@@ -73,7 +76,8 @@ class Pipeline : public FlowSink {
   // Ends the flows idle for longer than the timeout (end events, counted as expired).
   // The service calls it from a timer; returns how many were ended.
   std::size_t expire();
-  // End events for every live flow, then drains and stops every backend.
+  // End events for every live flow (never dropped for a full queue), then drains and stops
+  // every backend.
   void shutdown();
   // Asks every backend to reopen its files (SIGHUP).
   void reopen();
@@ -91,6 +95,7 @@ class Pipeline : public FlowSink {
   };
   struct Worker;
   void fan_out(const FlowEvent& e);
+  void stop_workers();
   void rewrite_public(FlowEvent& e) const;
   bool classify(FlowEvent& e) const;
   std::atomic<std::uint64_t>& outcome(std::string_view name);
@@ -107,6 +112,7 @@ class Pipeline : public FlowSink {
   std::atomic<std::uint64_t>* end_unknown_;
   std::atomic<std::uint64_t>* expired_;
   std::int64_t last_unclassified_log_ns_ = 0;
+  bool shutting_down_ = false;  // shutdown(): the end events bypass the queue capacity
 };
 
 // A FlowSink in front of the pipeline for one source: counts its events by state

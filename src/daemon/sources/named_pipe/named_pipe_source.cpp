@@ -113,7 +113,12 @@ class NamedPipeSource final : public Source {
 
   void on_ready(std::uint32_t events) {
     std::array<char, 65536> buf;
-    while (true) {
+    // At most kMaxReads reads per wake-up: a writer faster than the parser must not keep the
+    // loop here forever (signals, timers and the other sources wait for it). The FIFO stays
+    // readable, so the loop (level-triggered) comes back at once.
+    constexpr int kMaxReads = 16;
+    for (int reads = 0;; ++reads) {
+      if (reads == kMaxReads) return;
       ssize_t n = ::read(fd_.get(), buf.data(), buf.size());
       if (n > 0) {
         consume(std::string_view(buf.data(), static_cast<std::size_t>(n)));
