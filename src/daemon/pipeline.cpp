@@ -279,7 +279,7 @@ Result<void> Pipeline::add_backend(std::string name, std::unique_ptr<Backend> ba
       e.start_time = live.start_time;
       e.current_time = live.start_time;
       e.usage = live.usage;
-      rewrite_public(e);
+      if (w->backend->wants_public_addresses()) rewrite_public(e);
       w->offer(e, /*bypass_capacity=*/true);
     }
   }
@@ -348,7 +348,9 @@ void Pipeline::fan_out(const FlowEvent& e) {
   }
   FlowEvent out = e;
   rewrite_public(out);
-  for (auto& w : workers_) w->offer(out, shutting_down_);
+  for (auto& w : workers_) {
+    w->offer(w->backend->wants_public_addresses() ? out : e, shutting_down_);
+  }
 }
 
 void Pipeline::push(const FlowEvent& in) {

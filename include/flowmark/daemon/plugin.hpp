@@ -65,6 +65,10 @@ class Backend {
   virtual void reopen() noexcept {}
   // After the queue is drained (worker thread); flush and close.
   virtual void stop() noexcept = 0;
+  // True: events reach this backend with private source addresses rewritten to the public
+  // ones ([public_address]) — what fireflies announce. A backend that acts on this host's
+  // packets (the flow label) needs the real tuple and says false.
+  virtual bool wants_public_addresses() const noexcept { return true; }
 };
 
 }  // namespace flowmark::daemon

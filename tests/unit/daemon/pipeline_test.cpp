@@ -59,6 +59,12 @@ class Capture : public Backend {
   std::vector<FlowEvent> events_;
 };
 
+// A backend acting on this host's packets: it needs the real (private) source address.
+class LocalCapture : public Capture {
+ public:
+  bool wants_public_addresses() const noexcept override { return false; }
+};
+
 struct PipelineTest : ::testing::Test {
   Counters counters;
   ServiceContext ctx{counters, &scitags::Registry::builtin(), "test"};
@@ -147,6 +153,22 @@ TEST_F(PipelineTest, PrivateSourcesAreRewrittenToPublicAddresses) {
   EXPECT_EQ(got[2].src.address.to_string(), "8.8.4.4");
   EXPECT_EQ(got[3].src.address.to_string(), "203.0.113.7");  // the end matched the key
   EXPECT_EQ(p.live_flows(), 2u);
+}
+
+TEST_F(PipelineTest, BackendsOfThisHostsPacketsKeepTheRealSourceAddress) {
+  auto o = options();
+  o.public_address.ipv4 = *IpAddress::parse("203.0.113.7");
+  Pipeline p(ctx, o);
+  auto* announced = add(p, "fireflies");
+  auto local_backend = std::make_unique<LocalCapture>();
+  auto* local = local_backend.get();
+  ASSERT_TRUE(p.add_backend("label", std::move(local_backend)).has_value());
+  p.push(event(FlowState::kStart, "10.0.0.1:1", "8.8.8.8:2"));
+  p.wait_idle();
+  ASSERT_EQ(announced->events().size(), 1u);
+  ASSERT_EQ(local->events().size(), 1u);
+  EXPECT_EQ(announced->events()[0].src.address.to_string(), "203.0.113.7");
+  EXPECT_EQ(local->events()[0].src.address.to_string(), "10.0.0.1");
 }
 
 TEST_F(PipelineTest, FlowsWithoutEndExpireOnTheClock) {
