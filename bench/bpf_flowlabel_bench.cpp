@@ -1,0 +1,135 @@
+// bpf_flowlabel_bench — nanoseconds per packet of the TC flow-label program, measured by
+// the kernel (BPF_PROG_TEST_RUN with repeat) with 100,000 flows in the map.
+//
+//   bpf_flowlabel_bench [--repeat N] [--flows N] [--trials N] [--json FILE]
+//
+// Each case runs `repeat` times in the kernel per trial; the figure is the median over the
+// trials of the kernel's average per run. Needs CAP_BPF (root). Target (issue 6): <= 100 ns.
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "../tests/bpf/frames.hpp"
+#include "flowmark/bpf/flowlabel.hpp"
+#include "flowmark/scitags/flow_label.hpp"
+
+using namespace flowmark;
+using bpf::test::FrameSpec;
+
+namespace {
+
+struct Case {
+  std::string name;
+  bpf::test::Bytes frame;
+};
+
+IpAddress addr(const std::uint8_t (&b)[16]) {
+  in6_addr a{};
+  std::memcpy(&a, b, 16);
+  return IpAddress::v6(a);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int repeat = 1'000'000, trials = 5;
+  std::size_t flows = 100'000;
+  std::string json_path;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string_view a = argv[i];
+    if (a == "--repeat")
+      repeat = std::stoi(argv[i + 1]);
+    else if (a == "--flows")
+      flows = std::stoul(argv[i + 1]);
+    else if (a == "--trials")
+      trials = std::stoi(argv[i + 1]);
+    else if (a == "--json")
+      json_path = argv[i + 1];
+  }
+  bpf::MarkerOptions opts;
+  opts.capacity = std::max<std::size_t>(flows, 1);
+  auto marker = bpf::FlowLabelMarker::load(opts);
+  if (!marker) {
+    fmt::print(stderr, "bpf_flowlabel_bench: {}\n", marker.error().message());
+    return 1;
+  }
+  // `flows` flows to random destinations; the benchmarked ones are among them.
+  std::mt19937_64 rng(42);
+  FrameSpec base;
+  bpf::FlowTuple f{addr(base.src), addr(base.dst), 0, 443, IPPROTO_TCP};
+  std::uint8_t dst[16];
+  std::memcpy(dst, base.dst, 16);
+  for (std::size_t i = 0; i + 4 < flows; ++i) {
+    for (int b = 8; b < 16; ++b) dst[b] = static_cast<std::uint8_t>(rng());
+    in6_addr a{};
+    std::memcpy(&a, dst, 16);
+    f.dst = IpAddress::v6(a);
+    f.src_port = static_cast<std::uint16_t>(rng());
+    f.protocol = (i & 1) ? IPPROTO_UDP : IPPROTO_TCP;
+    if (auto r = marker->set(f, static_cast<std::uint32_t>(rng()) & 0xFFFFF); !r) {
+      fmt::print(stderr, "bpf_flowlabel_bench: filling the map: {}\n", r.error().message());
+      return 1;
+    }
+  }
+  auto label = *scitags::encode_flow_label(2, 9, 5);
+  std::vector<Case> cases;
+  auto add = [&](std::string name, FrameSpec s, bool in_map) {
+    if (in_map)
+      (void)marker->set({addr(s.src), addr(s.dst), s.src_port, s.dst_port, s.protocol}, label);
+    cases.push_back({std::move(name), bpf::test::ipv6_frame(s)});
+  };
+  FrameSpec tcp;
+  tcp.payload = 1400;
+  add("ipv6 tcp, in map (marked)", tcp, true);
+  FrameSpec udp = tcp;
+  udp.protocol = IPPROTO_UDP;
+  add("ipv6 udp, in map (marked)", udp, true);
+  FrameSpec miss = tcp;
+  miss.src_port = 1;
+  add("ipv6 tcp, not in map", miss, false);
+  FrameSpec ext = tcp;
+  ext.ext = {0, 60, 44};
+  ext.vlan_tpids = {0x8100};
+  ext.src_port = 2;
+  add("vlan + ipv6 hbh/dstopts/frag + tcp, in map", ext, true);
+  cases.push_back({"ipv4 udp (untouched)", bpf::test::ipv4_udp_frame()});
+
+  fmt::print("flows in map: {}; repeat {} x {} trials; kernel average ns per run, median\n",
+             marker->fill(), repeat, trials);
+  std::string json = "[";
+  for (const auto& c : cases) {
+    std::vector<std::uint32_t> ns;
+    for (int t = 0; t < trials; ++t) {
+      auto r = bpf::test::test_run(marker->program_fd(), c.frame, repeat);
+      if (r.error) {
+        fmt::print(stderr, "bpf_flowlabel_bench: test run: {}\n", std::strerror(-r.error));
+        return 1;
+      }
+      ns.push_back(r.duration_ns);
+    }
+    std::sort(ns.begin(), ns.end());
+    const auto median = ns[ns.size() / 2];
+    fmt::print("  {:<45} {:>5} ns/packet (min {}, max {})\n", c.name, median, ns.front(),
+               ns.back());
+    json += fmt::format("{}{{\"case\":\"{}\",\"ns_per_packet\":{},\"min\":{},\"max\":{}}}",
+                        json.size() > 1 ? "," : "", c.name, median, ns.front(), ns.back());
+  }
+  json += "]";
+  auto c = marker->counters();
+  if (c)
+    fmt::print("counters: marked {}, not in map {}, not ipv6 {}\n", c->marked, c->not_in_map,
+               c->not_ipv6);
+  if (!json_path.empty()) {
+    if (FILE* out = std::fopen(json_path.c_str(), "w")) {
+      std::fputs(json.c_str(), out);
+      std::fputs("\n", out);
+      std::fclose(out);
+    }
+  }
+  return 0;
+}
