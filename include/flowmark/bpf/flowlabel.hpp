@@ -126,6 +126,7 @@ class FlowLabelMarker {
  private:
   struct Impl;
   explicit FlowLabelMarker(std::unique_ptr<Impl> impl);
+  Result<void> detach_one(const Attachment& att);
   std::unique_ptr<Impl> impl_;
 };
 
