@@ -27,6 +27,10 @@
  * - Headers: the Linux UAPI headers and libbpf's bpf_helpers.h, no vmlinux.h. A TC program
  *   reads packet bytes and the stable __sk_buff context only, so it needs no CO-RE
  *   relocation, and the build does not depend on the build machine's kernel BTF.
+ * - Optionally (per flow) the Scitags option also goes into a new hop-by-hop or
+ *   destination-options header (spec §4), if the grown packet fits the device MTU; see
+ *   fm_add_ext_header for when it is not inserted. Off by default: middleboxes often drop
+ *   packets with extension headers.
  * - Headers not in the linear part of the skb are pulled in once (bpf_skb_pull_data) and
  *   the parse is retried; then a packet too short for its headers is a parse error.
  */
@@ -88,7 +92,17 @@ enum fm_outcome {
       return (__u64)(off) + (n) <= (skb)->len ? FM_SHORT : FM_PARSE_ERROR; \
   } while (0)
 
-static __noinline int fm_mark(struct __sk_buff* skb) {
+/* What fm_mark found for the optional extension header: filled when the flow asks for one. */
+struct fm_ext_request {
+  __u32 ip_off; /* offset of the IPv6 header */
+  __u16 experiment;
+  __u8 activity;
+  __u8 wanted;     /* the flow asks for the option */
+  __u8 kind;       /* IPPROTO_HOPOPTS (0) or IPPROTO_DSTOPTS (60) */
+  __u8 first_next; /* the base header's next header before we insert */
+};
+
+static __noinline int fm_mark(struct __sk_buff* skb, struct fm_ext_request* ext_req) {
   void* data = (void*)(long)skb->data;
   void* end = (void*)(long)skb->data_end;
   struct flowmark_flow_key key = {};
@@ -149,6 +163,16 @@ static __noinline int fm_mark(struct __sk_buff* skb) {
   struct flowmark_flow_value* value = bpf_map_lookup_elem(&flows, &key);
   if (!value) return FM_NOT_IN_MAP;
   __u32 label = value->label;
+  if (value->ext_header == FLOWMARK_EXT_HOP_BY_HOP ||
+      value->ext_header == FLOWMARK_EXT_DEST_OPTIONS) {
+    ext_req->wanted = 1;
+    ext_req->kind =
+        value->ext_header == FLOWMARK_EXT_HOP_BY_HOP ? IPPROTO_HOPOPTS : IPPROTO_DSTOPTS;
+    ext_req->experiment = value->experiment;
+    ext_req->activity = value->activity;
+    ext_req->ip_off = (__u32)((void*)ip6 - data);
+    ext_req->first_next = ip6->nexthdr;
+  }
   /* Version (4 bits), traffic class (8 bits), label (20 bits): keep the first 12 bits.
    * A map lookup does not move packet data, so ip6 is still valid. */
   __u8* h = (__u8*)ip6;
@@ -158,7 +182,41 @@ static __noinline int fm_mark(struct __sk_buff* skb) {
   return FM_MARKED;
 }
 
-static __always_inline void fm_count(int outcome) {
+enum fm_ext_outcome { FM_EXT_ADDED, FM_EXT_TOO_BIG, FM_EXT_SKIPPED };
+
+/* Inserts an 8-byte hop-by-hop or destination-options header right after the IPv6 base
+ * header, holding the Scitags option. Only where that is simple and safe: no extension
+ * header yet (hop-by-hop must come first; we never reorder), no VLAN tag in the frame
+ * (the kernel inserts room after skb's network header), and the grown packet within the
+ * device MTU (bpf_check_mtu; GSO packets are re-segmented with a smaller MSS). */
+static __always_inline int fm_add_ext_header(struct __sk_buff* skb,
+                                             const struct fm_ext_request* req) {
+  if (req->first_next != IPPROTO_TCP && req->first_next != IPPROTO_UDP) return FM_EXT_SKIPPED;
+  if (req->ip_off != sizeof(struct ethhdr) || skb->protocol != bpf_htons(ETH_P_IPV6))
+    return FM_EXT_SKIPPED;
+  __u32 mtu_len = 0;
+  if (bpf_check_mtu(skb, 0, &mtu_len, 8, 0) != 0) return FM_EXT_TOO_BIG;
+  if (bpf_skb_adjust_room(skb, 8, BPF_ADJ_ROOM_NET, 0) != 0) return FM_EXT_SKIPPED;
+
+  void* data = (void*)(long)skb->data;
+  void* end = (void*)(long)skb->data_end;
+  struct ipv6hdr* ip6 = data + sizeof(struct ethhdr);
+  __u8* opt = (__u8*)(ip6 + 1);
+  if ((void*)(opt + 8) > end) return FM_EXT_SKIPPED; /* cannot happen: room was added */
+  opt[0] = req->first_next;
+  opt[1] = 0; /* length in 8-byte units, not counting the first 8 */
+  opt[2] = FLOWMARK_EXT_OPTION_TYPE;
+  opt[3] = FLOWMARK_EXT_OPTION_LEN;
+  opt[4] = req->experiment >> 8;
+  opt[5] = req->experiment & 0xFF;
+  opt[6] = req->activity;
+  opt[7] = 0; /* Pad1 */
+  ip6->nexthdr = req->kind;
+  ip6->payload_len = bpf_htons(bpf_ntohs(ip6->payload_len) + 8);
+  return FM_EXT_ADDED;
+}
+
+static __always_inline void fm_count(int outcome, int ext) {
   __u32 zero = 0;
   struct flowmark_counters* c = bpf_map_lookup_elem(&counters, &zero);
   if (!c) return;
@@ -169,15 +227,24 @@ static __always_inline void fm_count(int outcome) {
     case FM_NOT_TCP_UDP: c->not_tcp_udp++; break;
     default: c->parse_error++; break;
   }
+  switch (ext) {
+    case FM_EXT_ADDED: c->ext_added++; break;
+    case FM_EXT_TOO_BIG: c->ext_too_big++; break;
+    case FM_EXT_SKIPPED: c->ext_skipped++; break;
+    default: break;
+  }
 }
 
 SEC("tc")
 int flowmark_egress(struct __sk_buff* skb) {
-  int outcome = fm_mark(skb);
+  struct fm_ext_request req = {};
+  int outcome = fm_mark(skb, &req);
   if (outcome == FM_SHORT) {
     __u32 len = skb->len < FM_PULL_BYTES ? skb->len : FM_PULL_BYTES;
-    outcome = bpf_skb_pull_data(skb, len) == 0 ? fm_mark(skb) : FM_PARSE_ERROR;
+    outcome = bpf_skb_pull_data(skb, len) == 0 ? fm_mark(skb, &req) : FM_PARSE_ERROR;
   }
-  fm_count(outcome);
+  int ext = -1;
+  if (outcome == FM_MARKED && req.wanted) ext = fm_add_ext_header(skb, &req);
+  fm_count(outcome, ext);
   return TC_ACT_UNSPEC;
 }

@@ -25,10 +25,22 @@ struct flowmark_flow_key {
   __u8 pad[3];   /* zero */
 };
 
+/* flowmark_flow_value.ext_header: also carry the Scitags option (spec §4) in an IPv6
+ * extension header inserted after the base header. */
+#define FLOWMARK_EXT_NONE 0
+#define FLOWMARK_EXT_HOP_BY_HOP 1
+#define FLOWMARK_EXT_DEST_OPTIONS 2
+/* The option: type 0x1E (skip if unknown, not changed en route), 3 data bytes:
+ * experiment high, experiment low, activity. */
+#define FLOWMARK_EXT_OPTION_TYPE 0x1E
+#define FLOWMARK_EXT_OPTION_LEN 3
+
 /* What to write. `label` holds the 20-bit flow label in its low bits (host order). */
 struct flowmark_flow_value {
   __u32 label;
-  __u32 flags; /* reserved, zero */
+  __u16 experiment; /* for the extension-header option only */
+  __u8 activity;    /* for the extension-header option only */
+  __u8 ext_header;  /* FLOWMARK_EXT_* */
 };
 
 /* Per-CPU counters (one array entry, index 0); user space sums the CPUs. */
@@ -38,7 +50,11 @@ struct flowmark_counters {
   __u64 not_ipv6;    /* IPv4, ARP, anything else at layer 3: untouched */
   __u64 parse_error; /* truncated or malformed headers, too many extension headers */
   __u64 not_tcp_udp; /* IPv6 but ICMPv6, ESP, ..., or a non-first fragment (no ports) */
-  __u64 reserved[3]; /* zero; room for later counters without a layout change */
+  /* The extension-header option (flows with ext_header set, packets marked above): */
+  __u64 ext_added;   /* inserted */
+  __u64 ext_too_big; /* not inserted: the packet would exceed the device MTU */
+  __u64 ext_skipped; /* not inserted: extension headers or VLAN tags already in the
+                      * frame, or the kernel refused to grow the packet (UDP GSO) */
 };
 
 #endif /* FLOWMARK_BPF_FLOWLABEL_H */

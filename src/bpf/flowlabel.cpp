@@ -25,6 +25,9 @@ static_assert(offsetof(flowmark_flow_key, src_port) == 32);
 static_assert(offsetof(flowmark_flow_key, protocol) == 36);
 static_assert(sizeof(flowmark_flow_value) == 8);
 static_assert(sizeof(flowmark_counters) == 64);
+static_assert(static_cast<int>(flowmark::bpf::ExtHeader::kHopByHop) == FLOWMARK_EXT_HOP_BY_HOP);
+static_assert(static_cast<int>(flowmark::bpf::ExtHeader::kDestinationOptions) ==
+              FLOWMARK_EXT_DEST_OPTIONS);
 
 namespace flowmark::bpf {
 namespace {
@@ -281,8 +284,16 @@ const std::vector<Attachment>& FlowLabelMarker::attachments() const noexcept {
 }
 
 Result<SetOutcome> FlowLabelMarker::set(const FlowTuple& flow, std::uint32_t label) {
+  return set(flow, Mark{label, ExtHeader::kNone, 0, 0});
+}
+
+Result<SetOutcome> FlowLabelMarker::set(const FlowTuple& flow, const Mark& mark) {
   FM_TRY(auto key, make_key(flow));
-  flowmark_flow_value value{label & 0xFFFFFu, 0};
+  flowmark_flow_value value{};
+  value.label = mark.label & 0xFFFFFu;
+  value.experiment = mark.experiment;
+  value.activity = mark.activity;
+  value.ext_header = static_cast<std::uint8_t>(mark.ext_header);
   auto& st = impl_->stats;
   int r = bpf_map_update_elem(impl_->flows_fd, &key, &value, BPF_EXIST);
   if (r == 0) {

@@ -207,6 +207,9 @@ Result<Counters> read_counters(int counters_map_fd) {
     c.not_ipv6 += p.not_ipv6;
     c.parse_error += p.parse_error;
     c.not_tcp_udp += p.not_tcp_udp;
+    c.ext_added += p.ext_added;
+    c.ext_too_big += p.ext_too_big;
+    c.ext_skipped += p.ext_skipped;
   }
   return c;
 }

@@ -1,6 +1,10 @@
 // The TC flow-label program on crafted frames (BPF_PROG_TEST_RUN), and the map API.
 // Needs CAP_BPF (root): without it every test skips, saying so.
 #include <gtest/gtest.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include <optional>
 
@@ -302,6 +306,110 @@ TEST_F(FlowLabelProg, FullMapRefusesNewFlowsAndEvictsNone) {
   ASSERT_TRUE(marker().erase(f));
   f.src_port = 20000;
   EXPECT_TRUE(marker().set(f, 1));
+}
+
+// ---- the optional extension-header option -------------------------------------------
+
+// Checks that `out` is `in` with the 8-byte option header of `kind` inserted after the
+// IPv6 header at 14, the payload length grown by 8 and the label written.
+void expect_option_inserted(const Bytes& in, const Bytes& out, std::uint8_t kind,
+                            std::uint32_t label, std::uint16_t exp, std::uint8_t act) {
+  ASSERT_EQ(out.size(), in.size() + 8);
+  EXPECT_EQ(test::ip6_word(out, 14), (test::ip6_word(in, 14) & 0xFFF00000u) | label);
+  const unsigned plen_in = in[18] << 8 | in[19], plen_out = out[18] << 8 | out[19];
+  EXPECT_EQ(plen_out, plen_in + 8);
+  EXPECT_EQ(out[20], kind);
+  const Bytes option(out.begin() + 54, out.begin() + 62);
+  const Bytes expect_option = {in[20],
+                               0,
+                               0x1E,
+                               3,
+                               static_cast<std::uint8_t>(exp >> 8),
+                               static_cast<std::uint8_t>(exp & 0xFF),
+                               act,
+                               0};
+  EXPECT_EQ(option, expect_option);
+  // Ethernet and the rest of the IPv6 header, and everything after it, unchanged.
+  EXPECT_TRUE(std::equal(in.begin(), in.begin() + 15, out.begin()));
+  EXPECT_TRUE(std::equal(in.begin() + 21, in.begin() + 54, out.begin() + 21));
+  EXPECT_TRUE(std::equal(in.begin() + 54, in.end(), out.begin() + 62));
+}
+
+Bytes run_grown(FlowLabelMarker& m, const Bytes& in) {
+  auto r = test::test_run(m.program_fd(), in);
+  EXPECT_EQ(r.error, 0);
+  EXPECT_EQ(r.retval, kTcActUnspec);
+  return r.out;
+}
+
+TEST_F(FlowLabelProg, HopByHopOptionInserted) {
+  FrameSpec s;
+  s.traffic_class = 0xB9;
+  const std::uint32_t l = label(2, 9, 3);
+  ASSERT_TRUE(marker().set(tuple_of(s), Mark{l, ExtHeader::kHopByHop, 2, 9}));
+  const Bytes in = test::ipv6_frame(s);
+  expect_option_inserted(in, run_grown(marker(), in), 0, l, 2, 9);
+  const auto c = counters();
+  EXPECT_EQ(c.marked, 1u);
+  EXPECT_EQ(c.ext_added, 1u);
+}
+
+TEST_F(FlowLabelProg, DestinationOptionInsertedOnUdp) {
+  FrameSpec s;
+  s.protocol = IPPROTO_UDP;
+  const std::uint32_t l = label(300, 63, 0);
+  ASSERT_TRUE(marker().set(tuple_of(s), Mark{l, ExtHeader::kDestinationOptions, 300, 63}));
+  const Bytes in = test::ipv6_frame(s);
+  expect_option_inserted(in, run_grown(marker(), in), 60, l, 300, 63);
+  EXPECT_EQ(counters().ext_added, 1u);
+}
+
+TEST_F(FlowLabelProg, OptionSkippedWhereExtensionHeadersOrVlanTags) {
+  FrameSpec with_ext;
+  with_ext.ext = {0};
+  FrameSpec vlan;
+  vlan.vlan_tpids = {0x8100};
+  vlan.src_port = 40001;
+  for (const auto& s : {with_ext, vlan}) {
+    const std::uint32_t l = label(4, 3, 1);
+    ASSERT_TRUE(marker().set(tuple_of(s), Mark{l, ExtHeader::kHopByHop, 4, 3}));
+    const Bytes in = test::ipv6_frame(s);
+    const Bytes out = run_grown(marker(), in);
+    ASSERT_EQ(out.size(), in.size());  // not grown, but the label is written
+    EXPECT_EQ(test::ip6_word(out, test::ipv6_offset(s)) & 0xFFFFF, l);
+  }
+  const auto c = counters();
+  EXPECT_EQ(c.marked, 2u);
+  EXPECT_EQ(c.ext_skipped, 2u);
+  EXPECT_EQ(c.ext_added, 0u);
+}
+
+// BPF_PROG_TEST_RUN runs the program on the loopback device of the caller's network
+// namespace: in a private one, its MTU can be lowered.
+TEST_F(FlowLabelProg, OptionOnlyWithinTheMtu) {
+  if (::unshare(CLONE_NEWNET) != 0) GTEST_SKIP() << "cannot unshare the network namespace";
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  ifr.ifr_mtu = 1280;
+  ASSERT_EQ(::ioctl(fd, SIOCSIFMTU, &ifr), 0) << std::strerror(errno);
+  ::close(fd);
+  FrameSpec s;
+  const std::uint32_t l = label(2, 9, 0);
+  ASSERT_TRUE(marker().set(tuple_of(s), Mark{l, ExtHeader::kHopByHop, 2, 9}));
+  s.payload = 1280 - 40 - 20 - 8;  // grown: exactly the MTU
+  const Bytes fits = test::ipv6_frame(s);
+  expect_option_inserted(fits, run_grown(marker(), fits), 0, l, 2, 9);
+  s.payload += 1;  // grown: one byte over
+  const Bytes big = test::ipv6_frame(s);
+  const Bytes out = run_grown(marker(), big);
+  ASSERT_EQ(out.size(), big.size());
+  EXPECT_EQ(test::ip6_word(out, 14) & 0xFFFFF, l);
+  const auto c = counters();
+  EXPECT_EQ(c.ext_added, 1u);
+  EXPECT_EQ(c.ext_too_big, 1u);
+  EXPECT_EQ(c.marked, 2u);
 }
 
 TEST(FlowLabelHooks, AttachErrorsNameTheProblem) {

@@ -2,7 +2,9 @@
 // (test_flowlabel_netns.py) until the service's flowlabel backend exists.
 //
 //   marker_driver IFACE [IFACE...]      attaches, prints "ready <prog id>", then reads:
-//   set tcp|udp SRC SPORT DST DPORT EXP ACT ENTROPY   -> "ok <label> inserted|replaced"
+//   set tcp|udp SRC SPORT DST DPORT EXP ACT ENTROPY [hbh|dst]
+//                                     -> "ok <label> inserted|replaced" (hbh, dst: also the
+//                                        hop-by-hop / destination-options option)
 //   erase tcp|udp SRC SPORT DST DPORT                 -> "ok 1|0"
 //   counters                                          -> "ok <marked> <not_in_map> ..."
 //   detach IFACE                                      -> "ok"
@@ -66,17 +68,25 @@ int main(int argc, char** argv) {
     if (verb == "set") {
       auto f = parse_flow(in);
       unsigned exp = 0, act = 0, entropy = 0;
-      in >> exp >> act >> entropy;
+      std::string ext;
+      in >> exp >> act >> entropy >> ext;
       auto label = scitags::encode_flow_label(exp, act, entropy);
+      bpf::Mark mark;
+      mark.ext_header = ext == "hbh"   ? bpf::ExtHeader::kHopByHop
+                        : ext == "dst" ? bpf::ExtHeader::kDestinationOptions
+                                       : bpf::ExtHeader::kNone;
+      mark.experiment = static_cast<std::uint16_t>(exp);
+      mark.activity = static_cast<std::uint8_t>(act);
       if (!f) {
         reply = "error " + f.error().message();
       } else if (!label) {
         reply = "error " + label.error().message();
-      } else if (auto r = marker->set(*f, *label); !r) {
-        reply = "error " + r.error().message();
       } else {
-        reply = fmt::format("ok {} {}", *label,
-                            *r == bpf::SetOutcome::kInserted ? "inserted" : "replaced");
+        mark.label = *label;
+        auto r = marker->set(*f, mark);
+        reply = r ? fmt::format("ok {} {}", *label,
+                                *r == bpf::SetOutcome::kInserted ? "inserted" : "replaced")
+                  : "error " + r.error().message();
       }
     } else if (verb == "erase") {
       auto f = parse_flow(in);
@@ -84,8 +94,9 @@ int main(int argc, char** argv) {
       reply = r ? fmt::format("ok {}", *r ? 1 : 0) : "error " + r.error().message();
     } else if (verb == "counters") {
       auto c = marker->counters();
-      reply = c ? fmt::format("ok {} {} {} {} {}", c->marked, c->not_in_map, c->not_ipv6,
-                              c->parse_error, c->not_tcp_udp)
+      reply = c ? fmt::format("ok {} {} {} {} {} {} {} {}", c->marked, c->not_in_map, c->not_ipv6,
+                              c->parse_error, c->not_tcp_udp, c->ext_added, c->ext_too_big,
+                              c->ext_skipped)
                 : "error " + c.error().message();
     } else if (verb == "detach") {
       std::string ifname;

@@ -76,7 +76,7 @@ def encode(exp, act, entropy):
 
 class Capture:
     """Every IPv6 TCP/UDP packet arriving on vethB: (proto, sport, dport, label, tclass,
-    hop limit)."""
+    hop limit, (ext header kind, its first 6 option bytes) or None)."""
 
     def __init__(self, ns, dev):
         self.sock = in_netns(ns, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
@@ -98,11 +98,16 @@ class Capture:
                 continue
             ip = frame[14:]
             word, _, nxt, hop = struct.unpack("!IHBB", ip[:8])
-            if nxt not in (6, 17):
+            off, ext = 40, None
+            if nxt in (0, 60) and len(ip) >= off + 8:  # one hop-by-hop / destination options
+                ext = (nxt, bytes(ip[off + 2:off + 8]))
+                nxt, off = ip[off], off + (ip[off + 1] + 1) * 8
+            if nxt not in (6, 17) or len(ip) < off + 4:
                 continue
-            sport, dport = struct.unpack("!HH", ip[40:44])
+            sport, dport = struct.unpack("!HH", ip[off:off + 4])
             with self.lock:
-                self.packets.append((nxt, sport, dport, word & 0xFFFFF, (word >> 20) & 0xFF, hop))
+                self.packets.append((nxt, sport, dport, word & 0xFFFFF, (word >> 20) & 0xFF, hop,
+                                     ext))
 
     def take(self, sport, at_least=1):
         """Returns and forgets the packets from sport, once there are `at_least` of them and
@@ -199,12 +204,18 @@ class FlowLabelNetns(unittest.TestCase):
         cls.tcp_server.bind((B_ADDR, 5002))
         cls.tcp_server.listen(16)
         threading.Thread(target=cls._serve, daemon=True).start()
+        cls.udp_server = in_netns(cls.b, lambda: socket.socket(socket.AF_INET6,
+                                                               socket.SOCK_DGRAM))
+        cls.udp_server.bind((B_ADDR, 5001))
+        cls.udp_received = {}
+        threading.Thread(target=cls._serve_udp, daemon=True).start()
         cls.next_port = 6000
 
     @classmethod
     def tearDownClass(cls):
         cls.capture.close()
         cls.tcp_server.close()
+        cls.udp_server.close()
         for ns in (cls.a, cls.b):
             _delete_namespace(ns)
 
@@ -218,10 +229,27 @@ class FlowLabelNetns(unittest.TestCase):
 
             def drain(c=conn):
                 with c:
-                    while c.recv(65536):
+                    total = 0
+                    while True:
+                        data = c.recv(65536)
+                        if not data:
+                            break
+                        total += len(data)
+                    try:
+                        c.sendall(str(total).encode())  # the client may be gone: fine
+                    except OSError:
                         pass
 
             threading.Thread(target=drain, daemon=True).start()
+
+    @classmethod
+    def _serve_udp(cls):
+        while True:
+            try:
+                _, peer = cls.udp_server.recvfrom(65536)
+            except OSError:
+                return
+            cls.udp_received[peer[1]] = cls.udp_received.get(peer[1], 0) + 1
 
     @classmethod
     def tc(cls, args, check=True):
@@ -296,14 +324,14 @@ class FlowLabelNetns(unittest.TestCase):
 
             pk = self.capture.take(udp, 20)
             self.assertEqual(len(pk), 20)
-            for proto, _, _, label, tclass, hop in pk:
+            for proto, _, _, label, tclass, hop, ext in pk:
                 self.assertEqual(label, udp_label)
                 self.assertEqual(label & 0x3FEFC, encode(2, 9, 0))
                 self.assertEqual(tclass, 0xB9)  # DSCP and ECN kept
                 self.assertEqual(hop, 42)       # the site's filter ran after ours
             pk = self.capture.take(tcp, 11)
             self.assertGreaterEqual(len(pk), 11)  # SYN, data
-            for proto, _, _, label, tclass, hop in pk:
+            for proto, _, _, label, tclass, hop, ext in pk:
                 self.assertEqual(proto, 6)
                 self.assertEqual(label, tcp_label)
                 self.assertEqual(label & 0x3FEFC, encode(5, 14, 0))
@@ -363,6 +391,36 @@ class FlowLabelNetns(unittest.TestCase):
         self.send_udp(udp)
         self.assertTrue(all(p[3] == 0 and p[5] == 42 for p in self.capture.take(udp)))
         self.assertIn("nothing to clean", self.flowmark("bpf", "clean").stdout)
+
+    def test_4_extension_header_option(self):
+        d = Driver(self.a, "vethA")
+        try:
+            udp, tcp = self.port(), self.port()
+            udp_label = int(d.ask(f"set udp {A_ADDR} {udp} {B_ADDR} 5001 2 9 1 hbh")[0])
+            tcp_label = int(d.ask(f"set tcp {A_ADDR} {tcp} {B_ADDR} 5002 300 26 2 dst")[0])
+            self.send_udp(udp)
+            conn = self.tcp_connect(tcp)
+            self.tcp_send(conn)
+            conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(5)
+            # B's stack took every byte through the new header: it answers the count.
+            self.assertEqual(conn.recv(100), b"10000")
+            conn.close()
+            pk = self.capture.take(udp, 20)
+            for p in pk:
+                self.assertEqual(p[3], udp_label)
+                self.assertEqual(p[4], 0xB9)
+                self.assertEqual(p[6], (0, bytes([0x1E, 3, 0, 2, 9, 0])))
+            for p in self.capture.take(tcp, 11):
+                self.assertEqual(p[3], tcp_label)
+                self.assertEqual(p[6], (60, bytes([0x1E, 3, 300 >> 8, 300 & 0xFF, 26, 0])))
+            # B's UDP socket got every datagram: the hop-by-hop header is accepted.
+            self.assertEqual(self.udp_received.get(udp), 20)
+            counters = [int(x) for x in d.ask("counters")]
+            self.assertGreaterEqual(counters[5], 31)  # ext_added
+            self.assertEqual(counters[6], 0)          # none too big for the MTU
+        finally:
+            d.quit()
 
     def test_3_restart_replaces_leftover(self):
         d = Driver(self.a, "vethA")

@@ -56,6 +56,26 @@ struct Counters {
   std::uint64_t not_ipv6 = 0;     // IPv4, ARP, ...
   std::uint64_t parse_error = 0;  // truncated or malformed headers
   std::uint64_t not_tcp_udp = 0;  // ICMPv6 and other protocols, non-first fragments
+  // The extension-header option, for flows that ask for it (Mark::ext_header):
+  std::uint64_t ext_added = 0;    // inserted
+  std::uint64_t ext_too_big = 0;  // not inserted: would exceed the device MTU
+  std::uint64_t ext_skipped = 0;  // not inserted: extension headers / VLAN tag in the frame,
+                                  // or the kernel cannot grow it (UDP GSO)
+};
+
+// Where else the Scitags ids go, besides the flow label (spec §4, flowd-go's option).
+enum class ExtHeader : std::uint8_t {
+  kNone = 0,
+  kHopByHop = 1,            // a new hop-by-hop options header, option type 0x1E
+  kDestinationOptions = 2,  // a new destination-options header, option type 0x1E
+};
+
+// What the program writes into the packets of one flow.
+struct Mark {
+  std::uint32_t label = 0;  // low 20 bits: the flow label (scitags::encode_flow_label)
+  ExtHeader ext_header = ExtHeader::kNone;
+  std::uint16_t experiment = 0;  // for the extension-header option only
+  std::uint8_t activity = 0;     // for the extension-header option only
 };
 
 // The user-space side of the map: what set()/erase() did.
@@ -110,6 +130,9 @@ class FlowLabelMarker {
   // Errors: not IPv6 / not TCP or UDP (kInvalidArgument), map full (kTruncated, counted
   // in rejected_full), kernel refusal (errno).
   Result<SetOutcome> set(const FlowTuple& flow, std::uint32_t label);
+  // The same, optionally adding the extension-header option (only to packets with no
+  // extension header yet, and only when the grown packet fits the device MTU).
+  Result<SetOutcome> set(const FlowTuple& flow, const Mark& mark);
   // Stops marking `flow`; false when it was not in the map.
   Result<bool> erase(const FlowTuple& flow);
   // The label in the map for `flow`, if any.
