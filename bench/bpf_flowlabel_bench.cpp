@@ -2,12 +2,19 @@
 // the kernel (BPF_PROG_TEST_RUN with repeat) with 100,000 flows in the map.
 //
 //   bpf_flowlabel_bench [--repeat N] [--flows N] [--trials N] [--json FILE]
+//   bpf_flowlabel_bench --attach IFACE [--flows N]
+//
+// The second form is for bench/bpf_veth_bench.sh: the map is filled the same way, the
+// program is attached to IFACE ("attached" is printed), then each line
+// "tcp|udp,SRC,SPORT,DST,DPORT" on standard input marks that flow too ("ok"); at the end
+// of the input the counters are printed.
 //
 // Each case runs `repeat` times in the kernel per trial; the figure is the median over the
 // trials of the kernel's average per run. Needs CAP_BPF (root). Target (issue 6): <= 100 ns.
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <iostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -39,10 +46,12 @@ IpAddress addr(const std::uint8_t (&b)[16]) {
 int main(int argc, char** argv) {
   int repeat = 1'000'000, trials = 5;
   std::size_t flows = 100'000;
-  std::string json_path;
+  std::string json_path, attach;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string_view a = argv[i];
-    if (a == "--repeat")
+    if (a == "--attach")
+      attach = argv[i + 1];
+    else if (a == "--repeat")
       repeat = std::stoi(argv[i + 1]);
     else if (a == "--flows")
       flows = std::stoul(argv[i + 1]);
@@ -77,6 +86,38 @@ int main(int argc, char** argv) {
     }
   }
   auto label = *scitags::encode_flow_label(2, 9, 5);
+  if (!attach.empty()) {
+    if (auto r = marker->attach(attach); !r) {
+      fmt::print(stderr, "bpf_flowlabel_bench: {}\n", r.error().message());
+      return 1;
+    }
+    fmt::print("attached\n");
+    std::fflush(stdout);
+    for (std::string text; std::getline(std::cin, text);) {  // tcp|udp,SRC,SPORT,DST,DPORT
+      std::vector<std::string> part;
+      std::size_t start = 0;
+      for (std::size_t comma; (comma = text.find(',', start)) != std::string::npos;
+           start = comma + 1)
+        part.push_back(text.substr(start, comma - start));
+      part.push_back(text.substr(start));
+      auto src = IpAddress::parse(part.size() == 5 ? part[1] : "");
+      auto dst = IpAddress::parse(part.size() == 5 ? part[3] : "");
+      if (!src || !dst) {
+        fmt::print("error: expected tcp|udp,SRC,SPORT,DST,DPORT\n");
+      } else {
+        bpf::FlowTuple t{*src, *dst, static_cast<std::uint16_t>(std::stoul(part[2])),
+                         static_cast<std::uint16_t>(std::stoul(part[4])),
+                         static_cast<std::uint8_t>(part[0] == "udp" ? IPPROTO_UDP : IPPROTO_TCP)};
+        auto r = marker->set(t, label);
+        fmt::print("{}\n", r ? "ok" : "error: " + r.error().message());
+      }
+      std::fflush(stdout);
+    }
+    if (auto c = marker->counters())
+      fmt::print("counters: marked {}, not in map {}, not ipv6 {}, not tcp/udp {}\n", c->marked,
+                 c->not_in_map, c->not_ipv6, c->not_tcp_udp);
+    return 0;
+  }
   std::vector<Case> cases;
   auto add = [&](std::string name, FrameSpec s, bool in_map) {
     if (in_map)

@@ -14,6 +14,7 @@
 #      argus, ndpiReader, tshark) on synthetic captures, whole processes.
 #   7. bpf_flowlabel_bench: ns/packet of the TC flow-label program (BPF_PROG_TEST_RUN,
 #      100,000 flows in the map; target <= 100 ns), when built with FLOWMARK_BPF.
+#   8. bench/bpf_veth_bench.sh: iperf2 over a veth pair without and with the hook.
 #
 # Needs root (ip netns), taskset, GNU time (/usr/bin/time) and python3: `make deps`.
 # Environment: MCAST_BENCH_COUNT   datagrams per whole-process run (2000000)
@@ -400,4 +401,9 @@ if [[ -x $BUILD/bench/bpf_flowlabel_bench ]]; then
     "(target <= 100 ns)"
   "$BUILD/bench/bpf_flowlabel_bench" --repeat "${BPF_BENCH_REPEAT:-1000000}" ||
     echo "bench/run.sh: bpf_flowlabel_bench failed" >&2
+fi
+if [[ -x $BUILD/bench/bpf_flowlabel_bench && -n $IPERF ]]; then
+  echo
+  "$(dirname "${BASH_SOURCE[0]}")/bpf_veth_bench.sh" "$BUILD" ||
+    echo "bench/run.sh: bench/bpf_veth_bench.sh failed" >&2
 fi
