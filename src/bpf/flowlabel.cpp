@@ -1,6 +1,7 @@
 // FlowLabelMarker: the libbpf skeleton of bpf/flowlabel.bpf.c, its TC filters and its map.
 #include "flowmark/bpf/flowlabel.hpp"
 
+#include <ifaddrs.h>
 #include <net/if.h>
 
 #include <algorithm>
@@ -349,6 +350,25 @@ MapStats FlowLabelMarker::map_stats() const noexcept { return impl_->stats; }
 std::size_t FlowLabelMarker::fill() const noexcept { return impl_->stats.fill; }
 int FlowLabelMarker::program_fd() const noexcept { return impl_->prog_fd; }
 std::uint32_t FlowLabelMarker::program_id() const noexcept { return impl_->prog_id; }
+
+std::vector<std::string> interfaces_with_global_ipv6() {
+  std::vector<std::string> names;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return names;
+  for (const ifaddrs* p = list; p != nullptr; p = p->ifa_next) {
+    if (!p->ifa_addr || p->ifa_addr->sa_family != AF_INET6) continue;
+    const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(p->ifa_addr);
+    const in6_addr& a = sin6->sin6_addr;
+    if (IN6_IS_ADDR_LOOPBACK(&a) || IN6_IS_ADDR_LINKLOCAL(&a) || IN6_IS_ADDR_MULTICAST(&a) ||
+        IN6_IS_ADDR_UNSPECIFIED(&a) || IN6_IS_ADDR_V4MAPPED(&a))
+      continue;
+    if (std::find(names.begin(), names.end(), p->ifa_name) == names.end())
+      names.emplace_back(p->ifa_name);
+  }
+  ::freeifaddrs(list);
+  std::sort(names.begin(), names.end());
+  return names;
+}
 
 // ---- hooks of ours, from any process ------------------------------------------------
 

@@ -412,6 +412,19 @@ TEST_F(FlowLabelProg, OptionOnlyWithinTheMtu) {
   EXPECT_EQ(c.marked, 2u);
 }
 
+TEST(FlowLabelHooks, InterfacesWithGlobalIpv6) {
+  if (::unshare(CLONE_NEWNET) != 0) GTEST_SKIP() << "cannot unshare the network namespace";
+  // A fresh namespace: lo (::1 once up) does not count.
+  ASSERT_EQ(std::system("ip link set lo up"), 0);
+  EXPECT_TRUE(interfaces_with_global_ipv6().empty());
+  ASSERT_EQ(std::system("ip link add fmt0 type veth peer name fmt1 && "
+                        "ip -6 addr add fd00::5/64 dev fmt0 nodad && ip link set fmt0 up && "
+                        "ip link set fmt1 up"),
+            0);
+  // fmt1 has only a link-local address.
+  EXPECT_EQ(interfaces_with_global_ipv6(), std::vector<std::string>{"fmt0"});
+}
+
 TEST(FlowLabelHooks, AttachErrorsNameTheProblem) {
   auto m = FlowLabelMarker::load();
   if (!m) GTEST_SKIP() << m.error().message();

@@ -153,6 +153,10 @@ class FlowLabelMarker {
   std::unique_ptr<Impl> impl_;
 };
 
+// Interfaces with an IPv6 address of global scope (not loopback, not link-local), sorted:
+// where to mark when the configuration names no interface (flowd's default).
+std::vector<std::string> interfaces_with_global_ipv6();
+
 // A filter of ours found on an interface of the current network namespace.
 struct HookInfo {
   std::string ifname;
