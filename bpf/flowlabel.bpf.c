@@ -13,6 +13,10 @@
  *   same ports, and TCP and UDP may share port numbers; a shorter key merges them under
  *   one label. The cost is a 40-byte key instead of 20 bytes: one hash over 40 bytes,
  *   measured in bench/bpf_flowlabel_bench.cpp to be far inside the time budget.
+ * - The map is an LRU hash (as flowd-go's), but user space never lets it evict: it is
+ *   created with headroom above the capacity user space admits, and a set() beyond the
+ *   capacity fails and is counted (flowd-go's LRU dropped live flows silently). The LRU
+ *   remains a safety net only.
  * - The traffic class, ECN included, is preserved: only the low 4 bits of byte 1 and
  *   bytes 2-3 of the IPv6 header change. flowd-go writes whole bytes and clears the low
  *   half of the traffic class (both ECN bits and two DSCP bits).
