@@ -100,12 +100,12 @@ int main(int argc, char** argv) {
            start = comma + 1)
         part.push_back(text.substr(start, comma - start));
       part.push_back(text.substr(start));
-      auto src = IpAddress::parse(part.size() == 5 ? part[1] : "");
-      auto dst = IpAddress::parse(part.size() == 5 ? part[3] : "");
-      if (!src || !dst) {
+      auto from = IpAddress::parse(part.size() == 5 ? part[1] : "");
+      auto to = IpAddress::parse(part.size() == 5 ? part[3] : "");
+      if (!from || !to) {
         fmt::print("error: expected tcp|udp,SRC,SPORT,DST,DPORT\n");
       } else {
-        bpf::FlowTuple t{*src, *dst, static_cast<std::uint16_t>(std::stoul(part[2])),
+        bpf::FlowTuple t{*from, *to, static_cast<std::uint16_t>(std::stoul(part[2])),
                          static_cast<std::uint16_t>(std::stoul(part[4])),
                          static_cast<std::uint8_t>(part[0] == "udp" ? IPPROTO_UDP : IPPROTO_TCP)};
         auto r = marker->set(t, label);
