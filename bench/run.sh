@@ -14,6 +14,9 @@
 #      and CPU idle and with 100,000 live flows.
 #   7. bench/observe_bench.sh: `flowmark observe -r` vs peer flow meters (softflowd, nfpcapd,
 #      argus, ndpiReader, tshark) on synthetic captures, whole processes.
+#   7. bpf_flowlabel_bench: ns/packet of the TC flow-label program (BPF_PROG_TEST_RUN,
+#      100,000 flows in the map; target <= 100 ns), when built with FLOWMARK_BPF.
+#   8. bench/bpf_veth_bench.sh: iperf2 over a veth pair without and with the hook.
 #
 # Needs root (ip netns), taskset, GNU time (/usr/bin/time) and python3: `make deps`.
 # Environment: MCAST_BENCH_COUNT   datagrams per whole-process run (2000000)
@@ -21,6 +24,7 @@
 #              MCAST_BENCH_FILTER   --benchmark_filter for mcast_bench (all)
 #              IPERF_SECONDS        length of the iperf2 run (3; 0 skips it)
 #              MCAST_BENCH_KEEP=1   keep the raw outputs (their directory is printed)
+#              BPF_BENCH_REPEAT     BPF_PROG_TEST_RUN repetitions per trial (1000000)
 set -euo pipefail
 
 die() { echo "bench/run.sh: $*" >&2; exit 1; }
@@ -396,3 +400,17 @@ echo
 echo
 "$(dirname "${BASH_SOURCE[0]}")/observe_bench.sh" "$BUILD" ||
   echo "bench/run.sh: bench/observe_bench.sh failed" >&2
+
+# ---- 7. the TC flow-label program (BPF_PROG_TEST_RUN; no namespace needed) ---------------
+if [[ -x $BUILD/bench/bpf_flowlabel_bench ]]; then
+  echo
+  echo "== bpf_flowlabel_bench: TC flow-label program, ns/packet, 100,000 flows in the map" \
+    "(target <= 100 ns)"
+  "$BUILD/bench/bpf_flowlabel_bench" --repeat "${BPF_BENCH_REPEAT:-1000000}" ||
+    echo "bench/run.sh: bpf_flowlabel_bench failed" >&2
+fi
+if [[ -x $BUILD/bench/bpf_flowlabel_bench && -n $IPERF ]]; then
+  echo
+  "$(dirname "${BASH_SOURCE[0]}")/bpf_veth_bench.sh" "$BUILD" ||
+    echo "bench/run.sh: bench/bpf_veth_bench.sh failed" >&2
+fi

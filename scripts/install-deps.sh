@@ -23,6 +23,8 @@ PACKAGES=(
   softflowd nfdump argus-server argus-client libndpi-bin
   # service (flowmarkd): TOML config, Prometheus exporter, sd_notify, eBPF (libbpf skeletons)
   libtomlplusplus-dev prometheus-cpp-dev libsystemd-dev libbpf-dev bpftool
+  # eBPF datapath: the Linux UAPI headers the TC program includes (clang-19 is above)
+  linux-libc-dev
   # service tests: a real Prometheus server scrapes the exporter; a real STUN server
   prometheus coturn
 )

@@ -47,6 +47,9 @@ static int flowmark_main(int argc, char** argv) {
   commands.push_back(flowmark::apps::add_observe_command(app));
   commands.push_back(flowmark::apps::add_firefly_command(app));
   commands.push_back(flowmark::apps::add_stun_command(app));
+#ifdef FLOWMARK_HAVE_BPF
+  commands.push_back(flowmark::apps::add_bpf_command(app));
+#endif
   app.footer("Run 'flowmark <command> --help' for a command's options.");
   try {
     app.parse(argc, argv);

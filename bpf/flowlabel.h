@@ -1,0 +1,60 @@
+/* flowmark — the layout shared by the TC flow-label program (bpf/flowlabel.bpf.c) and user
+ * space (src/bpf/, include/flowmark/bpf/flowlabel.hpp, which static_asserts the sizes).
+ *
+ * Plain C with <linux/types.h> only, so that clang -target bpf and g++ read it alike.
+ * Every field is naturally aligned and every hole is an explicit zeroed pad: the hash
+ * map compares keys byte by byte, so user space must zero the pads too.
+ */
+#ifndef FLOWMARK_BPF_FLOWLABEL_H
+#define FLOWMARK_BPF_FLOWLABEL_H
+
+#include <linux/types.h>
+
+/* Capacity the user-space side allows by default; the LRU map is created somewhat larger
+ * (see src/bpf/flowlabel.cpp) so that the kernel never evicts a live flow on its own. */
+#define FLOWMARK_FLOWS_DEFAULT_CAPACITY 100000
+
+/* The flow: the full 5-tuple of the packet as it leaves the host. Addresses and ports in
+ * network byte order (as on the wire, so the program copies without swapping). */
+struct flowmark_flow_key {
+  __u8 src_addr[16];
+  __u8 dst_addr[16];
+  __u16 src_port;
+  __u16 dst_port;
+  __u8 protocol; /* IPPROTO_TCP or IPPROTO_UDP */
+  __u8 pad[3];   /* zero */
+};
+
+/* flowmark_flow_value.ext_header: also carry the Scitags option (spec §4) in an IPv6
+ * extension header inserted after the base header. */
+#define FLOWMARK_EXT_NONE 0
+#define FLOWMARK_EXT_HOP_BY_HOP 1
+#define FLOWMARK_EXT_DEST_OPTIONS 2
+/* The option: type 0x1E (skip if unknown, not changed en route), 3 data bytes:
+ * experiment high, experiment low, activity. */
+#define FLOWMARK_EXT_OPTION_TYPE 0x1E
+#define FLOWMARK_EXT_OPTION_LEN 3
+
+/* What to write. `label` holds the 20-bit flow label in its low bits (host order). */
+struct flowmark_flow_value {
+  __u32 label;
+  __u16 experiment; /* for the extension-header option only */
+  __u8 activity;    /* for the extension-header option only */
+  __u8 ext_header;  /* FLOWMARK_EXT_* */
+};
+
+/* Per-CPU counters (one array entry, index 0); user space sums the CPUs. */
+struct flowmark_counters {
+  __u64 marked;      /* IPv6 TCP/UDP packet of a flow in the map: label written */
+  __u64 not_in_map;  /* IPv6 TCP/UDP packet of a flow not in the map: untouched */
+  __u64 not_ipv6;    /* IPv4, ARP, anything else at layer 3: untouched */
+  __u64 parse_error; /* truncated or malformed headers, too many extension headers */
+  __u64 not_tcp_udp; /* IPv6 but ICMPv6, ESP, ..., or a non-first fragment (no ports) */
+  /* The extension-header option (flows with ext_header set, packets marked above): */
+  __u64 ext_added;   /* inserted */
+  __u64 ext_too_big; /* not inserted: the packet would exceed the device MTU */
+  __u64 ext_skipped; /* not inserted: extension headers or VLAN tags already in the
+                      * frame, or the kernel refused to grow the packet (UDP GSO) */
+};
+
+#endif /* FLOWMARK_BPF_FLOWLABEL_H */

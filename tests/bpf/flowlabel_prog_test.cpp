@@ -1,0 +1,437 @@
+// The TC flow-label program on crafted frames (BPF_PROG_TEST_RUN), and the map API.
+// Needs CAP_BPF (root): without it every test skips, saying so.
+#include <gtest/gtest.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include <optional>
+
+#include "flowmark/bpf/flowlabel.hpp"
+#include "flowmark/scitags/flow_label.hpp"
+#include "frames.hpp"
+
+namespace flowmark::bpf {
+namespace {
+
+using test::Bytes;
+using test::FrameSpec;
+
+constexpr std::uint32_t kTcActUnspec = 0xFFFFFFFFu;  // TC_ACT_UNSPEC (-1): no verdict
+
+IpAddress addr(const std::uint8_t (&b)[16]) {
+  in6_addr a{};
+  std::memcpy(&a, b, 16);
+  return IpAddress::v6(a);
+}
+
+FlowTuple tuple_of(const FrameSpec& s) {
+  return {addr(s.src), addr(s.dst), s.src_port, s.dst_port, s.protocol};
+}
+
+class FlowLabelProg : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    MarkerOptions opts;
+    opts.capacity = 1000;
+    auto m = FlowLabelMarker::load(opts);
+    if (!m && (m.error().code() == std::errc::operation_not_permitted ||
+               m.error().code() == std::errc::permission_denied))
+      GTEST_SKIP() << "cannot load BPF programs here: " << m.error().message();
+    ASSERT_TRUE(m) << m.error().message();
+    marker_.emplace(std::move(*m));
+  }
+
+  FlowLabelMarker& marker() { return *marker_; }
+
+  // Runs the program on `in`; checks it passed the packet on with no verdict.
+  Bytes run(const Bytes& in) {
+    auto r = test::test_run(marker().program_fd(), in);
+    EXPECT_EQ(r.error, 0);
+    EXPECT_EQ(r.retval, kTcActUnspec);
+    EXPECT_EQ(r.out.size(), in.size());
+    return r.out;
+  }
+
+  Counters counters() {
+    auto c = marker().counters();
+    EXPECT_TRUE(c) << c.error().message();
+    return c ? *c : Counters{};
+  }
+
+  std::uint32_t label(std::uint32_t exp, std::uint32_t act, std::uint32_t entropy) {
+    auto l = scitags::encode_flow_label(exp, act, entropy);
+    EXPECT_TRUE(l);
+    return *l;
+  }
+
+  std::optional<FlowLabelMarker> marker_;
+};
+
+TEST_F(FlowLabelProg, WritesTheLabelAndKeepsTrafficClassAndEcn) {
+  FrameSpec s;
+  s.traffic_class = 0xB9;  // DSCP EF (46), ECN ECT(1)
+  s.flow_label = 0xABCDE;  // whatever the stack put there is replaced
+  const std::uint32_t l = label(2, 9, 0b10110);
+  ASSERT_TRUE(marker().set(tuple_of(s), l));
+  const Bytes in = test::ipv6_frame(s);
+  const Bytes out = run(in);
+  const std::uint32_t w = test::ip6_word(out, 14);
+  EXPECT_EQ(w >> 28, 6u);
+  EXPECT_EQ((w >> 20) & 0xFF, 0xB9u);
+  EXPECT_EQ(w & 0xFFFFF, l);
+  const auto d = scitags::decode_flow_label(w & 0xFFFFF);
+  EXPECT_EQ(d.experiment, 2u);
+  EXPECT_EQ(d.activity, 9u);
+  EXPECT_EQ(d.entropy, 0b10110u);
+  EXPECT_EQ(w & scitags::kFlowLabelSemanticMask, 0x10024u);
+  // Nothing else in the frame changed.
+  Bytes expect = in;
+  for (int i = 15; i < 18; ++i)
+    expect[static_cast<std::size_t>(i)] = out[static_cast<std::size_t>(i)];
+  EXPECT_EQ(out, expect);
+  EXPECT_EQ(counters().marked, 1u);
+}
+
+TEST_F(FlowLabelProg, EveryTrafficClassSurvives) {
+  FrameSpec s;
+  const std::uint32_t l = label(5, 14, 31);
+  ASSERT_TRUE(marker().set(tuple_of(s), l));
+  for (std::uint32_t tc = 0; tc < 256; ++tc) {
+    s.traffic_class = static_cast<std::uint8_t>(tc);
+    s.flow_label = 0xFFFFF - tc;
+    const std::uint32_t w = test::ip6_word(run(test::ipv6_frame(s)), 14);
+    ASSERT_EQ(w, (6u << 28) | (tc << 20) | l) << "traffic class " << tc;
+  }
+  EXPECT_EQ(counters().marked, 256u);
+}
+
+TEST_F(FlowLabelProg, VlanAndQinQ) {
+  for (auto tags : {std::vector<std::uint16_t>{0x8100}, std::vector<std::uint16_t>{0x88A8, 0x8100},
+                    std::vector<std::uint16_t>{0x8100, 0x8100}}) {
+    FrameSpec s;
+    s.vlan_tpids = tags;
+    s.traffic_class = 0x03;  // ECN CE
+    const std::uint32_t l = label(3, 3, 0);
+    ASSERT_TRUE(marker().set(tuple_of(s), l));
+    const std::uint32_t w = test::ip6_word(run(test::ipv6_frame(s)), test::ipv6_offset(s));
+    EXPECT_EQ(w, (6u << 28) | (0x03u << 20) | 0x3000Cu) << tags.size() << " tags";
+  }
+  EXPECT_EQ(counters().marked, 3u);
+}
+
+TEST_F(FlowLabelProg, WalksExtensionHeaders) {
+  const std::vector<std::vector<std::uint8_t>> chains = {
+      {0},           // hop-by-hop
+      {0, 60, 44},   // hop-by-hop, destination options, first fragment
+      {0, 43, 60},   // hop-by-hop, routing, destination options
+      {51},          // AH
+      {60, 44, 51},  // destination options, fragment, AH
+      {0, 43, 44, 60, 51, 60},
+      {0, 60, 60, 60, 60, 60, 60, 60}};  // eight: as many as the program walks
+  std::uint32_t n = 0;
+  for (const auto& chain : chains) {
+    for (std::uint8_t proto : {IPPROTO_TCP, IPPROTO_UDP}) {
+      FrameSpec s;
+      s.ext = chain;
+      s.protocol = proto;
+      s.src_port = static_cast<std::uint16_t>(1000 + n);
+      const std::uint32_t l = label(4, 3, n % 32);
+      ASSERT_TRUE(marker().set(tuple_of(s), l));
+      const std::uint32_t w = test::ip6_word(run(test::ipv6_frame(s)), 14);
+      EXPECT_EQ(w & 0xFFFFF, l) << "chain of " << chain.size() << ", protocol " << int{proto};
+      ++n;
+    }
+  }
+  EXPECT_EQ(counters().marked, n);
+}
+
+TEST_F(FlowLabelProg, NonFirstFragmentHasNoPortsAndIsUntouched) {
+  FrameSpec s;
+  s.ext = {44};
+  s.fragment_offset = 185;  // 1480 bytes in
+  ASSERT_TRUE(marker().set(tuple_of(s), label(2, 9, 0)));
+  const Bytes in = test::ipv6_frame(s);
+  EXPECT_EQ(run(in), in);
+  const auto c = counters();
+  EXPECT_EQ(c.not_tcp_udp, 1u);
+  EXPECT_EQ(c.marked, 0u);
+}
+
+TEST_F(FlowLabelProg, UdpMarkedAndTcpUdpKeptApart) {
+  FrameSpec s;
+  s.protocol = IPPROTO_UDP;
+  s.traffic_class = 0x01;
+  const std::uint32_t l = label(5, 10, 7);
+  ASSERT_TRUE(marker().set(tuple_of(s), l));
+  EXPECT_EQ(test::ip6_word(run(test::ipv6_frame(s)), 14), (6u << 28) | (1u << 20) | l);
+  // The same addresses and ports over TCP are another flow.
+  FrameSpec t = s;
+  t.protocol = IPPROTO_TCP;
+  const Bytes in = test::ipv6_frame(t);
+  EXPECT_EQ(run(in), in);
+  const auto c = counters();
+  EXPECT_EQ(c.marked, 1u);
+  EXPECT_EQ(c.not_in_map, 1u);
+}
+
+TEST_F(FlowLabelProg, Ipv4AndArpUntouched) {
+  FrameSpec s;
+  ASSERT_TRUE(marker().set(tuple_of(s), label(2, 9, 0)));
+  for (const Bytes& in : {test::ipv4_udp_frame(), test::arp_frame()}) EXPECT_EQ(run(in), in);
+  const auto c = counters();
+  EXPECT_EQ(c.not_ipv6, 2u);
+  EXPECT_EQ(c.marked, 0u);
+}
+
+TEST_F(FlowLabelProg, FlowNotInMapUntouched) {
+  FrameSpec s;
+  s.flow_label = 0x12345;
+  ASSERT_TRUE(marker().set(tuple_of(s), label(2, 9, 0)));
+  FrameSpec other = s;
+  other.src_port = 40001;  // another flow
+  FrameSpec reverse = s;   // the reply direction is not the flow in the map
+  std::swap(reverse.src, reverse.dst);
+  std::swap(reverse.src_port, reverse.dst_port);
+  FrameSpec other_src = s;  // same destination and ports, another source address
+  other_src.src[15] = 9;
+  for (const auto& f : {other, reverse, other_src}) {
+    const Bytes in = test::ipv6_frame(f);
+    EXPECT_EQ(run(in), in);
+  }
+  const auto c = counters();
+  EXPECT_EQ(c.not_in_map, 3u);
+  EXPECT_EQ(c.marked, 0u);
+}
+
+TEST_F(FlowLabelProg, ErasedFlowNoLongerMarked) {
+  FrameSpec s;
+  ASSERT_TRUE(marker().set(tuple_of(s), label(2, 9, 0)));
+  const Bytes in = test::ipv6_frame(s);
+  EXPECT_NE(run(in), in);
+  auto e = marker().erase(tuple_of(s));
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(*e);
+  EXPECT_EQ(run(in), in);
+  e = marker().erase(tuple_of(s));
+  ASSERT_TRUE(e);
+  EXPECT_FALSE(*e);
+  const auto c = counters();
+  EXPECT_EQ(c.marked, 1u);
+  EXPECT_EQ(c.not_in_map, 1u);
+}
+
+TEST_F(FlowLabelProg, MalformedCountedAsParseErrors) {
+  FrameSpec s;
+  ASSERT_TRUE(marker().set(tuple_of(s), label(2, 9, 0)));
+  Bytes full = test::ipv6_frame(s);
+  // Cut inside the TCP ports. (A frame cut inside the IPv6 header never reaches the
+  // program: BPF_PROG_TEST_RUN refuses it, as the stack would never build it.)
+  Bytes cut(full.begin(), full.begin() + 14 + 40 + 2);
+  EXPECT_EQ(run(cut), cut);
+  // A hop-by-hop header whose length runs past the end of the packet.
+  FrameSpec hbh = s;
+  hbh.ext = {0};
+  Bytes longer = test::ipv6_frame(hbh);
+  longer[14 + 40 + 1] = 20;  // (20 + 1) * 8 = 168 bytes
+  EXPECT_EQ(run(longer), longer);
+  // Version not 6 under an IPv6 EtherType.
+  Bytes v4 = full;
+  v4[14] = 0x45;
+  EXPECT_EQ(run(v4), v4);
+  // Nine extension headers: more than the program walks.
+  FrameSpec deep = s;
+  deep.ext = {0, 60, 60, 60, 60, 60, 60, 60, 60};
+  const Bytes d = test::ipv6_frame(deep);
+  EXPECT_EQ(run(d), d);
+  const auto c = counters();
+  EXPECT_EQ(c.parse_error, 4u);  // cut, long header, version, depth
+  EXPECT_EQ(c.marked, 0u);
+}
+
+TEST_F(FlowLabelProg, IcmpV6NotTcpUdp) {
+  FrameSpec s;
+  s.protocol = 58;
+  const Bytes in = test::ipv6_frame(s);
+  EXPECT_EQ(run(in), in);
+  EXPECT_EQ(counters().not_tcp_udp, 1u);
+}
+
+TEST_F(FlowLabelProg, MapApi) {
+  FrameSpec s;
+  const auto f = tuple_of(s);
+  auto r = marker().set(f, label(2, 9, 1));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, SetOutcome::kInserted);
+  r = marker().set(f, label(2, 9, 2));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, SetOutcome::kReplaced);
+  EXPECT_EQ(marker().lookup(f), label(2, 9, 2));
+  EXPECT_EQ(marker().fill(), 1u);
+  // Not IPv6, not TCP/UDP: refused with a reason.
+  FlowTuple v4{IpAddress::v4(0xC0000201), IpAddress::v4(0xC0000202), 1, 2, IPPROTO_TCP};
+  auto bad = marker().set(v4, 1);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code(), Errc::kInvalidArgument);
+  FlowTuple icmp = f;
+  icmp.protocol = 58;
+  EXPECT_FALSE(marker().set(icmp, 1));
+}
+
+TEST_F(FlowLabelProg, FullMapRefusesNewFlowsAndEvictsNone) {
+  FrameSpec s;
+  FlowTuple f = tuple_of(s);
+  for (std::uint32_t i = 0; i < 1000; ++i) {
+    f.src_port = static_cast<std::uint16_t>(10000 + i);
+    auto r = marker().set(f, i);
+    ASSERT_TRUE(r) << i << ": " << r.error().message();
+  }
+  f.src_port = 20000;
+  auto full = marker().set(f, 1);
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().code(), Errc::kTruncated);
+  EXPECT_NE(full.error().message().find("full"), std::string::npos);
+  // Every admitted flow is still there: the LRU map evicted none of them.
+  for (std::uint32_t i = 0; i < 1000; ++i) {
+    f.src_port = static_cast<std::uint16_t>(10000 + i);
+    ASSERT_EQ(marker().lookup(f), i);
+  }
+  const auto st = marker().map_stats();
+  EXPECT_EQ(st.fill, 1000u);
+  EXPECT_EQ(st.rejected_full, 1u);
+  // An existing flow can still change its label; after an erase there is room again.
+  f.src_port = 10000;
+  EXPECT_TRUE(marker().set(f, 5));
+  ASSERT_TRUE(marker().erase(f));
+  f.src_port = 20000;
+  EXPECT_TRUE(marker().set(f, 1));
+}
+
+// ---- the optional extension-header option -------------------------------------------
+
+// Checks that `out` is `in` with the 8-byte option header of `kind` inserted after the
+// IPv6 header at 14, the payload length grown by 8 and the label written.
+void expect_option_inserted(const Bytes& in, const Bytes& out, std::uint8_t kind,
+                            std::uint32_t label, std::uint16_t exp, std::uint8_t act) {
+  ASSERT_EQ(out.size(), in.size() + 8);
+  EXPECT_EQ(test::ip6_word(out, 14), (test::ip6_word(in, 14) & 0xFFF00000u) | label);
+  const unsigned plen_in = in[18] << 8 | in[19], plen_out = out[18] << 8 | out[19];
+  EXPECT_EQ(plen_out, plen_in + 8);
+  EXPECT_EQ(out[20], kind);
+  const Bytes option(out.begin() + 54, out.begin() + 62);
+  const Bytes expect_option = {in[20],
+                               0,
+                               0x1E,
+                               3,
+                               static_cast<std::uint8_t>(exp >> 8),
+                               static_cast<std::uint8_t>(exp & 0xFF),
+                               act,
+                               0};
+  EXPECT_EQ(option, expect_option);
+  // Ethernet and the rest of the IPv6 header, and everything after it, unchanged.
+  EXPECT_TRUE(std::equal(in.begin(), in.begin() + 15, out.begin()));
+  EXPECT_TRUE(std::equal(in.begin() + 21, in.begin() + 54, out.begin() + 21));
+  EXPECT_TRUE(std::equal(in.begin() + 54, in.end(), out.begin() + 62));
+}
+
+Bytes run_grown(FlowLabelMarker& m, const Bytes& in) {
+  auto r = test::test_run(m.program_fd(), in);
+  EXPECT_EQ(r.error, 0);
+  EXPECT_EQ(r.retval, kTcActUnspec);
+  return r.out;
+}
+
+TEST_F(FlowLabelProg, HopByHopOptionInserted) {
+  FrameSpec s;
+  s.traffic_class = 0xB9;
+  const std::uint32_t l = label(2, 9, 3);
+  ASSERT_TRUE(marker().set(tuple_of(s), Mark{l, ExtHeader::kHopByHop, 2, 9}));
+  const Bytes in = test::ipv6_frame(s);
+  expect_option_inserted(in, run_grown(marker(), in), 0, l, 2, 9);
+  const auto c = counters();
+  EXPECT_EQ(c.marked, 1u);
+  EXPECT_EQ(c.ext_added, 1u);
+}
+
+TEST_F(FlowLabelProg, DestinationOptionInsertedOnUdp) {
+  FrameSpec s;
+  s.protocol = IPPROTO_UDP;
+  const std::uint32_t l = label(300, 63, 0);
+  ASSERT_TRUE(marker().set(tuple_of(s), Mark{l, ExtHeader::kDestinationOptions, 300, 63}));
+  const Bytes in = test::ipv6_frame(s);
+  expect_option_inserted(in, run_grown(marker(), in), 60, l, 300, 63);
+  EXPECT_EQ(counters().ext_added, 1u);
+}
+
+TEST_F(FlowLabelProg, OptionSkippedWhereExtensionHeadersOrVlanTags) {
+  FrameSpec with_ext;
+  with_ext.ext = {0};
+  FrameSpec vlan;
+  vlan.vlan_tpids = {0x8100};
+  vlan.src_port = 40001;
+  for (const auto& s : {with_ext, vlan}) {
+    const std::uint32_t l = label(4, 3, 1);
+    ASSERT_TRUE(marker().set(tuple_of(s), Mark{l, ExtHeader::kHopByHop, 4, 3}));
+    const Bytes in = test::ipv6_frame(s);
+    const Bytes out = run_grown(marker(), in);
+    ASSERT_EQ(out.size(), in.size());  // not grown, but the label is written
+    EXPECT_EQ(test::ip6_word(out, test::ipv6_offset(s)) & 0xFFFFF, l);
+  }
+  const auto c = counters();
+  EXPECT_EQ(c.marked, 2u);
+  EXPECT_EQ(c.ext_skipped, 2u);
+  EXPECT_EQ(c.ext_added, 0u);
+}
+
+// BPF_PROG_TEST_RUN runs the program on the loopback device of the caller's network
+// namespace: in a private one, its MTU can be lowered.
+TEST_F(FlowLabelProg, OptionOnlyWithinTheMtu) {
+  if (::unshare(CLONE_NEWNET) != 0) GTEST_SKIP() << "cannot unshare the network namespace";
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  ifr.ifr_mtu = 1280;
+  ASSERT_EQ(::ioctl(fd, SIOCSIFMTU, &ifr), 0) << std::strerror(errno);
+  ::close(fd);
+  FrameSpec s;
+  const std::uint32_t l = label(2, 9, 0);
+  ASSERT_TRUE(marker().set(tuple_of(s), Mark{l, ExtHeader::kHopByHop, 2, 9}));
+  s.payload = 1280 - 40 - 20 - 8;  // grown: exactly the MTU
+  const Bytes fits = test::ipv6_frame(s);
+  expect_option_inserted(fits, run_grown(marker(), fits), 0, l, 2, 9);
+  s.payload += 1;  // grown: one byte over
+  const Bytes big = test::ipv6_frame(s);
+  const Bytes out = run_grown(marker(), big);
+  ASSERT_EQ(out.size(), big.size());
+  EXPECT_EQ(test::ip6_word(out, 14) & 0xFFFFF, l);
+  const auto c = counters();
+  EXPECT_EQ(c.ext_added, 1u);
+  EXPECT_EQ(c.ext_too_big, 1u);
+  EXPECT_EQ(c.marked, 2u);
+}
+
+TEST(FlowLabelHooks, InterfacesWithGlobalIpv6) {
+  if (::unshare(CLONE_NEWNET) != 0) GTEST_SKIP() << "cannot unshare the network namespace";
+  // A fresh namespace: lo (::1 once up) does not count.
+  ASSERT_EQ(std::system("ip link set lo up"), 0);
+  EXPECT_TRUE(interfaces_with_global_ipv6().empty());
+  ASSERT_EQ(std::system("ip link add fmt0 type veth peer name fmt1 && "
+                        "ip -6 addr add fd00::5/64 dev fmt0 nodad && ip link set fmt0 up && "
+                        "ip link set fmt1 up"),
+            0);
+  // fmt1 has only a link-local address.
+  EXPECT_EQ(interfaces_with_global_ipv6(), std::vector<std::string>{"fmt0"});
+}
+
+TEST(FlowLabelHooks, AttachErrorsNameTheProblem) {
+  auto m = FlowLabelMarker::load();
+  if (!m) GTEST_SKIP() << m.error().message();
+  auto r = m->attach("no-such-if0");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("no-such-if0"), std::string::npos) << r.error().message();
+}
+
+}  // namespace
+}  // namespace flowmark::bpf
