@@ -6,6 +6,9 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/backends/firefly/firefly_backend.hpp"
+#ifdef FLOWMARK_HAVE_BPF
+#include "daemon/backends/flowlabel/flowlabel_backend.hpp"
+#endif
 #include "daemon/backends/prometheus/prometheus_backend.hpp"
 #include "daemon/backends/records/records_backend.hpp"
 #include "daemon/sources/firefly/firefly_source.hpp"
@@ -68,6 +71,9 @@ void register_builtin(SourceFactories& sources, BackendFactories& backends) {
   must(register_firefly_backend(backends, reader));
   must(register_prometheus_backend(backends, reader));
   must(register_records_backend(backends));
+#ifdef FLOWMARK_HAVE_BPF
+  must(register_flowlabel_backend(backends));
+#endif
 }
 
 }  // namespace flowmark::daemon
