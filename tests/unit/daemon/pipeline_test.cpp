@@ -25,16 +25,24 @@ FlowEvent event(FlowState state, std::string_view src, std::string_view dst,
   return e;
 }
 
-// Records what it receives; can be held (stalled) until released.
+// Records what it receives; can be held (stalled) until released. What it records lives in
+// a shared Log, readable after the pipeline has destroyed the backend (shutdown()).
 class Capture : public Backend {
  public:
+  struct Log {
+    std::mutex mutex;
+    std::vector<FlowEvent> events;
+    std::atomic<bool> stopped = false;
+  };
+
   Result<void> start() override { return {}; }
   void on_event(const FlowEvent& e) noexcept override {
     std::unique_lock lock(mutex_);
     cv_.wait(lock, [&] { return !held_; });
-    events_.push_back(e);
+    std::lock_guard log_lock(log->mutex);
+    log->events.push_back(e);
   }
-  void stop() noexcept override { stopped_ = true; }
+  void stop() noexcept override { log->stopped = true; }
   void hold() {
     std::lock_guard lock(mutex_);
     held_ = true;
@@ -47,16 +55,15 @@ class Capture : public Backend {
     cv_.notify_all();
   }
   std::vector<FlowEvent> events() {
-    std::lock_guard lock(mutex_);
-    return events_;
+    std::lock_guard lock(log->mutex);
+    return log->events;
   }
-  std::atomic<bool> stopped_ = false;
+  std::shared_ptr<Log> log = std::make_shared<Log>();
 
  private:
   std::mutex mutex_;
   std::condition_variable cv_;
   bool held_ = false;
-  std::vector<FlowEvent> events_;
 };
 
 // A backend acting on this host's packets: it needs the real (private) source address.
@@ -241,12 +248,13 @@ TEST_F(PipelineTest, ShutdownEndsLiveFlowsAndABackendAddedLaterAdoptsThem) {
   EXPECT_EQ(late->events().size(), 2u);
   p.remove_backend("first");
   EXPECT_FALSE(p.has_backend("first"));
+  auto log = late->log;  // the backend itself is destroyed by shutdown()
   p.shutdown();
-  auto got = late->events();
+  auto got = log->events;
   ASSERT_EQ(got.size(), 4u);
   EXPECT_EQ(got[2].state, FlowState::kEnd);
   EXPECT_EQ(got[3].state, FlowState::kEnd);
-  EXPECT_TRUE(late->stopped_);
+  EXPECT_TRUE(log->stopped);
   EXPECT_EQ(p.live_flows(), 0u);
 }
 
