@@ -89,8 +89,9 @@ struct FlowRecord {
 
 // Out-of-range values are not errors here (the programs reject them first): a negative
 // expiry delay is 0, an active timeout <= 0 disables splitting, an idle or fragment timeout
-// <= 0 takes its default, max_flows is clamped to 1 .. 2^30. Memory is reserved for
-// max_flows up front (Observer::bytes_per_flow() each) and committed as flows arrive.
+// <= 0 takes its default, max_flows is clamped to 1 .. 2^30. Address space is reserved for
+// max_flows up front; the table starts at 4,096 flows and doubles when full (up to
+// max_flows), and memory is committed as flows arrive (Observer::bytes_per_flow() each).
 struct ObserverConfig {
   Nanos expiry_delay_ns = 5'000'000'000;       // completed → emitted
   Nanos idle_timeout_ns = 30'000'000'000;      // no packet for this long → completed
