@@ -72,7 +72,7 @@ namespace {
 
 // The mapping is given back behind the reader every this many bytes: the pages stay in the
 // page cache, but do not add the whole file to the process's resident set.
-constexpr std::size_t kReleaseEvery = 64u << 20;
+constexpr std::size_t kReleaseEvery = 16u << 20;
 
 class MappedFileCapture final : public Capture {
  public:

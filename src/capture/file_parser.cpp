@@ -20,6 +20,7 @@ constexpr std::size_t kPcapHeader = 24, kPcapRecord = 16;
 // snap length is 256 KiB; some link types go beyond: leave room).
 constexpr std::uint32_t kMaxFrame = 16u << 20;
 constexpr std::uint64_t kNanosPerSecond = 1'000'000'000;
+constexpr std::size_t kPrefetchAhead = 8192;
 __extension__ using U128 = unsigned __int128;
 
 }  // namespace
@@ -113,7 +114,13 @@ std::size_t CaptureParser::pcap_batch(std::span<observe::FrameRef> frames,
   std::size_t n = 0;
   std::size_t pos = pos_;
   const std::size_t end = size_;
+  // The next record's place is known only once this one's header is read: a chain of
+  // misses through memory. Every line from here to kPrefetchAhead further is requested
+  // before it is needed, so that the chain runs out of the caches.
+  std::size_t pf = std::max(pf_, pos);
   while (n < frames.size() && pos != end) {
+    for (const std::size_t to = std::min(pos + kPrefetchAhead, end); pf < to; pf += 64)
+      __builtin_prefetch(base_ + pf);
     if (end - pos < kPcapRecord) {
       corrupt(pos, fmt::format("truncated record header ({} of {} bytes)", end - pos, kPcapRecord));
       break;
@@ -137,6 +144,7 @@ std::size_t CaptureParser::pcap_batch(std::span<observe::FrameRef> frames,
     pos += kPcapRecord + caplen;
   }
   pos_ = pos;
+  pf_ = pf;
   return n;
 }
 

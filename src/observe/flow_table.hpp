@@ -138,9 +138,6 @@ class FlowTable {
     rev = !fwd;
   }
 
-  // Below this many flows the table stays in the caches: nothing to prefetch.
-  static constexpr std::size_t kCachedFlows = 16384;
-
   Hit find(const PacketKey& k) const noexcept {
     const std::uint32_t h = k.hash;
     std::size_t i = reduce(h, nslots_);

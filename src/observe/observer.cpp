@@ -187,10 +187,8 @@ struct Observer::Impl {
   std::array<Ahead, kAhead> ahead;
 
   void on_packets(LinkType link, std::span<const FrameRef> frames) noexcept {
-    if (table.size() < FlowTable::kCachedFlows) {  // the table is in cache: nothing to hide
-      for (const FrameRef& f : frames) on_packet(f.ts_ns, link, f.frame);
-      return;
-    }
+    // Even a table that would fit in the caches is pushed out of them by the frames streaming
+    // through (a capture file read from memory): the look-ahead pays at every size.
     const std::size_t n = frames.size();
     auto decode_ahead = [&](std::size_t j) {
       Ahead& a = ahead[j % kAhead];

@@ -76,6 +76,7 @@ class CaptureParser {
 
   const std::uint8_t* base_ = nullptr;
   std::size_t size_ = 0, pos_ = 0;
+  std::size_t pf_ = 0;  // requested from memory up to here
   std::string name_;
   bool pcapng_ = false, swap_ = false;
   // pcap
