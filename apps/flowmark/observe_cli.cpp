@@ -1,12 +1,12 @@
 // `flowmark observe`: packets from a capture file or an interface → one record per flow.
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
-#include <array>
 #include <memory>
 #include <string>
 
@@ -163,10 +163,10 @@ int run_observe(const ObserveArgs& a) {
       const auto now = std::chrono::steady_clock::now();
       if (now - last_progress > std::chrono::seconds(1)) {
         last_progress = now;
-        fmt::print(stderr, "\r{:5.1f}%  {} packets  {} active flows ",
-                   100.0 * static_cast<double>((*src)->offset()) /
-                       static_cast<double>(*(*src)->size()),
-                   obs->stats().packets, obs->active_flows());
+        fmt::print(
+            stderr, "\r{:5.1f}%  {} packets  {} active flows ",
+            100.0 * static_cast<double>((*src)->offset()) / static_cast<double>(*(*src)->size()),
+            obs->stats().packets, obs->active_flows());
       }
     }
   }

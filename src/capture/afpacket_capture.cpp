@@ -78,9 +78,10 @@ class AfPacketCapture final : public Capture {
     if (setsockopt(fd_, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) != 0)
       return fail_errno(fmt::format("{}: cannot set up the receive ring", name_));
     ring_bytes_ = std::size_t{kBlockSize} * blocks_;
-    void* ring = mmap(nullptr, ring_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
-                      fd_, 0);
-    if (ring == MAP_FAILED) return fail_errno(fmt::format("{}: cannot map the receive ring", name_));
+    void* ring =
+        mmap(nullptr, ring_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd_, 0);
+    if (ring == MAP_FAILED)
+      return fail_errno(fmt::format("{}: cannot map the receive ring", name_));
     ring_ = static_cast<std::uint8_t*>(ring);
     if (o.promiscuous) {
       packet_mreq mr{};
@@ -136,7 +137,8 @@ class AfPacketCapture final : public Capture {
             (h->tp_status & TP_STATUS_VLAN_TPID_VALID) ? h->hv1.tp_vlan_tpid : ETH_P_8021Q;
         data -= kVlanTagLen;
         std::memmove(data, data + kVlanTagLen, 12);
-        const std::uint16_t tag[2] = {htons(tpid), htons(static_cast<std::uint16_t>(h->hv1.tp_vlan_tci))};
+        const std::uint16_t tag[2] = {htons(tpid),
+                                      htons(static_cast<std::uint16_t>(h->hv1.tp_vlan_tci))};
         std::memcpy(data + 12, tag, sizeof tag);
         caplen += kVlanTagLen;
       }

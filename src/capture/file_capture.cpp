@@ -33,9 +33,8 @@ Result<BpfProgram> BpfProgram::compile(std::string_view expr, observe::LinkType 
   const std::string text(expr);
   const int rc = pcap_compile(dead, &p.prog_, text.c_str(), 1, PCAP_NETMASK_UNKNOWN);
   if (rc != 0) {
-    auto err = fail(Errc::kInvalidArgument,
-                    fmt::format("filter '{}': {} (link type {})", expr, pcap_geterr(dead),
-                                static_cast<int>(link)));
+    auto err = fail(Errc::kInvalidArgument, fmt::format("filter '{}': {} (link type {})", expr,
+                                                        pcap_geterr(dead), static_cast<int>(link)));
     pcap_close(dead);
     return err;
   }

@@ -108,8 +108,8 @@ Result<std::size_t> CaptureParser::next_batch(std::span<observe::FrameRef> frame
   return n;
 }
 
-std::size_t CaptureParser::pcap_batch(std::span<observe::FrameRef> frames,
-                                      observe::LinkType& link, std::uint32_t* wire) {
+std::size_t CaptureParser::pcap_batch(std::span<observe::FrameRef> frames, observe::LinkType& link,
+                                      std::uint32_t* wire) {
   link = link_;
   std::size_t n = 0;
   std::size_t pos = pos_;
@@ -127,8 +127,8 @@ std::size_t CaptureParser::pcap_batch(std::span<observe::FrameRef> frames,
     }
     const std::uint32_t sec = u32(pos), frac = u32(pos + 4), caplen = u32(pos + 8);
     if (caplen > kMaxFrame) {
-      corrupt(pos, fmt::format("record length {} is not plausible (garbage record header?)",
-                               caplen));
+      corrupt(pos,
+              fmt::format("record length {} is not plausible (garbage record header?)", caplen));
       break;
     }
     if (caplen > end - pos - kPcapRecord) {
@@ -137,8 +137,8 @@ std::size_t CaptureParser::pcap_batch(std::span<observe::FrameRef> frames,
       break;
     }
     if (wire) wire[n] = u32(pos + 12);
-    frames[n].ts_ns = static_cast<std::int64_t>(sec) * 1'000'000'000 +
-                      static_cast<std::int64_t>(frac) * frac_ns_;
+    frames[n].ts_ns =
+        static_cast<std::int64_t>(sec) * 1'000'000'000 + static_cast<std::int64_t>(frac) * frac_ns_;
     frames[n].frame = {reinterpret_cast<const std::byte*>(base_ + pos + kPcapRecord), caplen};
     ++n;
     pos += kPcapRecord + caplen;
@@ -151,8 +151,7 @@ std::size_t CaptureParser::pcap_batch(std::span<observe::FrameRef> frames,
 std::int64_t CaptureParser::ticks_to_ns(const Interface& i, std::uint64_t ticks) const noexcept {
   std::uint64_t ns;
   if (i.binary) {
-    ns = static_cast<std::uint64_t>((static_cast<U128>(ticks) * kNanosPerSecond) >>
-                                    i.div);
+    ns = static_cast<std::uint64_t>((static_cast<U128>(ticks) * kNanosPerSecond) >> i.div);
   } else if (i.div == 1) {
     ns = ticks * i.mul;  // wraps for absurd times: no undefined behaviour
   } else {

@@ -65,8 +65,9 @@ std::vector<std::uint8_t> frame(std::uint8_t n, std::size_t len) {
   return std::vector<std::uint8_t>(len, n);
 }
 
-std::vector<std::uint8_t> pcap_file(bool big, bool nano, std::uint32_t link,
-                                    const std::vector<std::pair<std::uint64_t, std::size_t>>& recs) {
+std::vector<std::uint8_t> pcap_file(
+    bool big, bool nano, std::uint32_t link,
+    const std::vector<std::pair<std::uint64_t, std::size_t>>& recs) {
   Writer w{big, {}};
   w.u32(nano ? 0xa1b23c4d : 0xa1b2c3d4);
   w.u16(2);
@@ -181,10 +182,10 @@ std::vector<Got> read_all(const std::vector<std::uint8_t>& file, std::size_t per
     if (*n == 0) break;
     if (sizes) sizes->push_back(*n);
     for (std::size_t i = 0; i < *n; ++i)
-      got.push_back({link, batch[i].ts_ns,
-                     batch[i].frame.empty() ? std::uint8_t{0}
-                                            : static_cast<std::uint8_t>(batch[i].frame[0]),
-                     batch[i].frame.size(), wire[i]});
+      got.push_back(
+          {link, batch[i].ts_ns,
+           batch[i].frame.empty() ? std::uint8_t{0} : static_cast<std::uint8_t>(batch[i].frame[0]),
+           batch[i].frame.size(), wire[i]});
   }
   return got;
 }
@@ -226,15 +227,15 @@ TEST(CaptureParser, PcapngInterfacesResolutionsAndBlocks) {
   for (const bool big : {false, true}) {
     Writer w{big, {}};
     shb(w);
-    idb(w, 1, -1);                    // 0: Ethernet, microseconds
-    idb(w, 101, 9);                   // 1: raw IP, nanoseconds
-    idb(w, 113, 0x80 | 20, 100);      // 2: Linux SLL, 2^-20 s, offset 100 s
-    other_block(w, 4);                // name resolution: skipped
+    idb(w, 1, -1);                // 0: Ethernet, microseconds
+    idb(w, 101, 9);               // 1: raw IP, nanoseconds
+    idb(w, 113, 0x80 | 20, 100);  // 2: Linux SLL, 2^-20 s, offset 100 s
+    other_block(w, 4);            // name resolution: skipped
     epb(w, 0, kT0 / 1000, frame(1, 60), 60);
     epb(w, 0, kT0 / 1000 + 1, frame(2, 61), 61);
-    spb(w, frame(3, 62));             // interface 0, the previous frame's time
+    spb(w, frame(3, 62));  // interface 0, the previous frame's time
     epb(w, 1, kT0, frame(4, 63), 1000);
-    other_block(w, 5);                // interface statistics: skipped
+    other_block(w, 5);  // interface statistics: skipped
     epb(w, 2, std::uint64_t{3} << 20 | (std::uint64_t{1} << 19), frame(5, 64), 64);
     epb(w, 0, kT0 / 1000 + 2, frame(6, 65), 65);
     std::vector<std::size_t> sizes;
@@ -336,12 +337,11 @@ TEST(CaptureParser, PcapngCorruptBlocks) {
     std::uint8_t value;
     std::size_t resize;
   };
-  for (const Case c : {Case{"bad length", second + 4, 13, 0}, Case{"huge length", second + 7, 0x40, 0},
-                       Case{"trailer", whole.size() - 4, 0x10, 0},
-                       Case{"unknown interface", second + 8, 7, 0},
-                       Case{"caplen overruns", second + 21, 0x10, 0},
-                       Case{"truncated", 0, 0, whole.size() - 10},
-                       Case{"truncated header", 0, 0, second + 6}}) {
+  for (const Case c :
+       {Case{"bad length", second + 4, 13, 0}, Case{"huge length", second + 7, 0x40, 0},
+        Case{"trailer", whole.size() - 4, 0x10, 0}, Case{"unknown interface", second + 8, 7, 0},
+        Case{"caplen overruns", second + 21, 0x10, 0}, Case{"truncated", 0, 0, whole.size() - 10},
+        Case{"truncated header", 0, 0, second + 6}}) {
     auto file = whole;
     if (c.resize != 0)
       file.resize(c.resize);

@@ -27,10 +27,10 @@ IpAddress v6_from_words(const std::array<std::uint16_t, 8>& w) {
 }
 
 TEST(RecordFormat, AddressesAsInetNtop) {
-  for (const char* text : {"::", "::1", "1::", "::ffff:1.2.3.4", "::1.2.3.4", "::0.0.0.2",
-                           "fe80::1", "0:0:1::", "1:0:0:2::3", "1:0:0:2:0:0:3:0", "2001:db8::",
-                           "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::ffff:0:1.2.3.4",
-                           "0.0.0.0", "255.255.255.255", "10.0.0.1", "192.168.100.7"}) {
+  for (const char* text :
+       {"::", "::1", "1::", "::ffff:1.2.3.4", "::1.2.3.4", "::0.0.0.2", "fe80::1", "0:0:1::",
+        "1:0:0:2::3", "1:0:0:2:0:0:3:0", "2001:db8::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        "::ffff:0:1.2.3.4", "0.0.0.0", "255.255.255.255", "10.0.0.1", "192.168.100.7"}) {
     auto a = IpAddress::parse(text);
     ASSERT_TRUE(a) << text;
     EXPECT_EQ(format_address(*a), ntop(*a)) << text;
@@ -40,7 +40,9 @@ TEST(RecordFormat, AddressesAsInetNtop) {
     std::array<std::uint16_t, 8> w{};
     for (auto& x : w) {
       const auto r = rng();
-      x = (r & 1) ? 0 : (r & 2) ? static_cast<std::uint16_t>(r >> 16) : static_cast<std::uint16_t>((r >> 16) & 0xF);
+      x = (r & 1)   ? 0
+          : (r & 2) ? static_cast<std::uint16_t>(r >> 16)
+                    : static_cast<std::uint16_t>((r >> 16) & 0xF);
     }
     if (n % 7 == 0) w[5] = 0xffff;
     const IpAddress a = v6_from_words(w);
@@ -74,13 +76,12 @@ TEST(RecordFormat, JsonAndCsvLines) {
   const FieldNames fields = {{2, "syn_seen"}};
   std::string out;
   append_record_json(out, r, fields);
-  EXPECT_EQ(out,
-            R"({"sip":"2001:db8::1","dip":"2001:db8::2:0:0:1","proto":6,"sp":443,"dp":51000,)"
-            R"("first":1700000000.000000042,"last":1700000001.500000000,)"
-            R"("pkt_fwd":18446744073709551615,"pkt_rev":0,"oct_fwd":1234567,"oct_rev":9,)"
-            R"("ip_version":6,"vlan":100,"tcp_flags_fwd":27,"tcp_flags_rev":18,"fragments":3,)"
-            R"("icmp_errors":4,"continuation":true,"syn_seen":77})"
-            "\n");
+  EXPECT_EQ(out, R"({"sip":"2001:db8::1","dip":"2001:db8::2:0:0:1","proto":6,"sp":443,"dp":51000,)"
+                 R"("first":1700000000.000000042,"last":1700000001.500000000,)"
+                 R"("pkt_fwd":18446744073709551615,"pkt_rev":0,"oct_fwd":1234567,"oct_rev":9,)"
+                 R"("ip_version":6,"vlan":100,"tcp_flags_fwd":27,"tcp_flags_rev":18,"fragments":3,)"
+                 R"("icmp_errors":4,"continuation":true,"syn_seen":77})"
+                 "\n");
   out.clear();
   append_csv_header(out, fields);
   append_record_csv(out, r, fields);
