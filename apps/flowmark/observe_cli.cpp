@@ -1,6 +1,7 @@
 // `flowmark observe`: packets from a capture file or an interface → one record per flow.
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -12,7 +13,7 @@
 #include <fmt/format.h>
 
 #include "command.hpp"
-#include "flowmark/capture/pcap_source.hpp"
+#include "flowmark/capture/capture.hpp"
 #include "flowmark/observe/observer.hpp"
 #include "flowmark/observe/record_format.hpp"
 
@@ -29,13 +30,13 @@ enum ObserveExit : int {
 };
 
 struct ObserveArgs {
-  std::string file, iface, filter, format = "jsonl";
+  std::string file, iface, filter, format = "jsonl", capture = "afpacket";
   double idle = 30, active = 1800, expiry = 5;
   std::size_t max_flows = 1 << 20;
   bool stats = false, key_vlan = false, no_tcp_completion = false;
 };
 
-std::atomic<capture::PcapSource*> g_source{nullptr};
+std::atomic<capture::Capture*> g_source{nullptr};
 std::atomic<bool> g_interrupted{false};
 
 extern "C" void on_interrupt(int) {
@@ -47,15 +48,15 @@ observe::Nanos seconds_to_ns(double s) {
   return static_cast<observe::Nanos>(std::llround(s * 1e9));
 }
 
-void print_stats(const observe::ObserverStats& st, const capture::PcapSource& src,
+void print_stats(const observe::ObserverStats& st, const capture::Capture& src,
                  std::size_t active) {
   std::string out = fmt::format(
       "flowmark observe: {} packets, drops {}, short {}, non-IP {}, fragments {} ({} "
-      "unmatched), flows {}, ignored {}, evicted {}, emitted {}, ICMP errors matched {}, "
-      "still active at the end {}\n",
+      "unmatched), flows {}, ignored {}, ignored_packets {}, late_packets {}, evicted {}, "
+      "emitted {}, ICMP errors matched {}, still active at the end {}\n",
       st.packets, src.drops() ? std::to_string(*src.drops()) : std::string("unknown"),
       st.short_packets, st.non_ip, st.fragments, st.fragments_unmatched, st.flows, st.ignored,
-      st.evicted, st.emitted, st.icmp_errors_matched, active);
+      st.ignored_packets, st.late_packets, st.evicted, st.emitted, st.icmp_errors_matched, active);
   std::string errors;
   for (std::size_t i = 1; i < st.decode_errors.size(); ++i) {
     if (st.decode_errors[i] == 0) continue;
@@ -94,8 +95,15 @@ int run_observe(const ObserveArgs& a) {
     fmt::print(stderr, "flowmark: error: --max-flows 0: expected at least 1\n");
     return kUsage;
   }
-  auto src = a.file.empty() ? capture::PcapSource::open_live(a.iface, a.filter)
-                            : capture::PcapSource::open_file(a.file, a.filter);
+  if (a.capture != "afpacket" && a.capture != "pcap") {
+    fmt::print(stderr, "flowmark: error: --capture {}: expected afpacket or pcap\n", a.capture);
+    return kUsage;
+  }
+  auto src = a.file.empty()
+                 ? capture::open_live_capture(a.iface, a.filter,
+                                              a.capture == "pcap" ? capture::LiveBackend::kPcap
+                                                                  : capture::LiveBackend::kAfPacket)
+                 : capture::open_file_capture(a.file, a.filter);
   if (!src) {
     fmt::print(stderr, "flowmark: error: {}\n", src.error().message());
     if (src.error().code() == Errc::kInvalidArgument) return kUsage;
@@ -127,34 +135,38 @@ int run_observe(const ObserveArgs& a) {
   if (!a.no_tcp_completion) obs->add_tcp(observe::tcp_complete_on_fin_or_rst);
   if (csv) observe::append_csv_header(out, obs->fields());
 
-  g_source.store(&*src);
+  g_source.store(src->get());
   struct sigaction sa{};
   sa.sa_handler = on_interrupt;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
-  const bool progress = isatty(STDERR_FILENO) != 0 && src->size().has_value();
+  const bool progress = isatty(STDERR_FILENO) != 0 && (*src)->size().has_value();
   auto last_progress = std::chrono::steady_clock::now();
-  capture::Frame f;
+  // Frames go to the observer in batches: it decodes ahead and loads their flows from memory
+  // while it counts earlier ones (see Observer::on_packets).
+  std::array<observe::FrameRef, 256> batch;
+  observe::LinkType link = observe::LinkType::kEthernet;
   int rc = kOk;
-  std::uint64_t n = 0;
+  std::uint64_t batches = 0;
   while (true) {
-    auto more = src->next(f);
-    if (!more) {
-      fmt::print(stderr, "flowmark: error: {}\n", more.error().message());
+    auto got = (*src)->next_batch(batch, link);
+    if (!got) {
+      fmt::print(stderr, "flowmark: error: {}\n", got.error().message());
       rc = kDataError;  // still flush what was decoded
       break;
     }
-    if (!*more) break;
-    obs->on_packet(f.ts_ns, src->link_type(), f.data);
-    if (progress && (++n & 0xFFFF) == 0) {
+    if (*got == 0) break;
+    obs->on_packets(link, std::span(batch).first(*got));
+    if (progress && (++batches & 0xFF) == 0) {
       const auto now = std::chrono::steady_clock::now();
       if (now - last_progress > std::chrono::seconds(1)) {
         last_progress = now;
-        fmt::print(stderr, "\r{:5.1f}%  {} packets  {} active flows ",
-                   100.0 * static_cast<double>(src->offset()) / static_cast<double>(*src->size()),
-                   obs->stats().packets, obs->active_flows());
+        fmt::print(
+            stderr, "\r{:5.1f}%  {} packets  {} active flows ",
+            100.0 * static_cast<double>((*src)->offset()) / static_cast<double>(*(*src)->size()),
+            obs->stats().packets, obs->active_flows());
       }
     }
   }
@@ -164,7 +176,7 @@ int run_observe(const ObserveArgs& a) {
   flush_out();
   (void)std::fflush(stdout);
   g_source.store(nullptr);
-  if (a.stats) print_stats(obs->stats(), *src, active);
+  if (a.stats) print_stats(obs->stats(), **src, active);
   if (g_interrupted.load() && rc == kOk) rc = kInterrupted;
   return rc;
 }
@@ -178,6 +190,8 @@ Command add_observe_command(CLI::App& parent) {
   sub->add_option("-r,--read", a->file, "pcap or pcapng file ('-': standard input)");
   sub->add_option("-i,--interface", a->iface, "live interface");
   sub->add_option("--filter", a->filter, "BPF filter expression");
+  sub->add_option("--capture", a->capture,
+                  "live capture back end: afpacket (default: TPACKET_V3 ring) or pcap (libpcap)");
   sub->add_option("--format", a->format, "jsonl (default) or csv");
   sub->add_option("--idle-timeout", a->idle, "seconds without a packet before a flow ends (30)");
   sub->add_option("--active-timeout", a->active,

@@ -1,20 +1,20 @@
 // The observer's flow table and its timer wheel.
 //
-// Storage: a fixed array of Flow (record + 16 bytes of state), allocated up front in
-// lazily committed memory, with an occupancy bitmap. Index: open addressing with linear
-// probing over {hash, flow index} slots, two slots per flow (load <= 0.5), deletion by
-// backward shift (no tombstones). The key is not copied into the index: a slot whose 32-bit
-// hash matches is confirmed by comparing the packet's full key with the record's addresses,
-// ports, protocol, family (and VLAN) in both orientations, which also yields the packet's
-// direction. One probe sequence per packet.
+// Storage: an array of Flow (record + 16 bytes of state) reserved for max_flows in lazily
+// committed memory, with an occupancy bitmap. Index: open addressing with linear probing
+// over {hash, flow index} slots, two slots per flow of the current capacity (load <= 0.5),
+// deletion by backward shift (no tombstones). The key is not copied into the index: a slot
+// whose 32-bit hash matches is confirmed by comparing the packet's full key with the
+// record's addresses, ports, protocol, family (and VLAN) in both orientations, which also
+// yields the packet's direction. One probe sequence per packet.
 //
-// Placement: once the table holds more flows than the caches do (kHomesFrom), a new flow
-// goes, when free, to one of two home positions in the flow array derived from its hash
-// (else to the next free one, found by a cursor sweeping the occupancy bitmap). A lookup then
-// starts loading both homes and the index slot at once and checks the homes first: for most flows
-// (3 in 4 in a full table) the record is found after one memory latency instead of two (slot, then
-// record) — with a table far larger than the caches, those latencies are the cost of a packet.
-// on_packets() instead loads the slot, then the flow it names, some packets ahead of their turn.
+// Growth: the table starts at kInitialFlows and doubles (up to max_flows) when full; only
+// the index is rebuilt (flows keep their positions: they are found through the index).
+// New flows take the lowest free positions below the current capacity (a cursor sweeps the
+// occupancy bitmap), so the memory touched, hence the resident set, follows the number of
+// flows held, not max_flows. on_packets() hides the two memory latencies of a lookup in a
+// large table (slot, then record) by loading the slot, then the flow it names, some
+// packets ahead of their turn.
 //
 // Timers: every flow sits in exactly one bucket of a hashed timing wheel of kBuckets
 // buckets of 2^shift ns, placed by a deadline that is never later than its real one (the
@@ -87,9 +87,12 @@ class FlowTable {
   static constexpr std::size_t kBuckets = 4096;
   static constexpr std::size_t kSlotsPerFlow = 2;
 
+  static constexpr std::size_t kInitialFlows = 4096;
+
   FlowTable(std::size_t max_flows, Nanos max_delay, bool key_vlan)
       : cap_(max_flows),
-        nslots_(std::max<std::size_t>(16, max_flows * kSlotsPerFlow)),
+        cur_(std::min(max_flows, kInitialFlows)),
+        nslots_(std::max<std::size_t>(16, cur_ * kSlotsPerFlow)),
         tail_mask_(key_vlan ? ~std::uint64_t{0} : 0x0000ffffffffffffull),
         flows_(max_flows),
         links_(max_flows + kBuckets),
@@ -107,6 +110,7 @@ class FlowTable {
 
   std::size_t size() const noexcept { return size_; }
   std::size_t capacity() const noexcept { return cap_; }
+  std::size_t current_capacity() const noexcept { return cur_; }
   Flow& flow(std::uint32_t i) noexcept { return flows_[i]; }
 
   // --- index ---------------------------------------------------------------------------
@@ -134,32 +138,10 @@ class FlowTable {
     rev = !fwd;
   }
 
-  // Below this many flows the table stays in the caches and the index alone is cheaper
-  // than also looking at the homes (the extra branches cost more than a cache hit).
-  static constexpr std::size_t kHomesFrom = 16384;
-
-  // homes: look at the two home positions first (their loads start with the index slot's),
-  // when the table is large; false when the index slot and the flow it names were
-  // prefetched (on_packets()): then a home that does not hold the flow would be a needless
-  // trip to memory.
-  Hit find(const PacketKey& k, bool homes = true) const noexcept {
+  Hit find(const PacketKey& k) const noexcept {
     const std::uint32_t h = k.hash;
     std::size_t i = reduce(h, nslots_);
     bool found, rev;
-    if (homes && size_ >= kHomesFrom) {
-      const std::size_t h1 = home1(h), h2 = home2(h);
-      prefetch_flow(h1);
-      prefetch_flow(h2);
-      __builtin_prefetch(&slots_[i]);
-      if (used(h1) && flows_[h1].hash == h) {
-        match(flows_[h1], k, found, rev);
-        if (found) return {static_cast<std::uint32_t>(h1), true, rev};
-      }
-      if (used(h2) && flows_[h2].hash == h) {
-        match(flows_[h2], k, found, rev);
-        if (found) return {static_cast<std::uint32_t>(h2), true, rev};
-      }
-    }
     for (;;) {
       const Slot s = slots_[i];
       if (s.idx1 == 0) return {0, false, false};
@@ -191,15 +173,12 @@ class FlowTable {
     }
   }
 
-  // A free flow for hash h (state still kFree): in a large table one of its homes if
-  // free; else `hint` if free, else the next free one. The caller fills it, then insert().
-  std::uint32_t allocate(std::uint32_t h, std::uint32_t hint = kNil) noexcept {
-    std::size_t i = kNil;
-    if (size_ >= kHomesFrom) {
-      i = home1(h);
-      if (used(i)) i = home2(h);
-    }
-    if (i == kNil || used(i)) i = hint != kNil && !used(hint) ? hint : next_free();
+  // A free flow (state still kFree): `hint` if free, else the lowest free one from the
+  // sweeping cursor on; the table grows first when full below max_flows (the caller evicts
+  // at max_flows). The caller fills it, then insert().
+  std::uint32_t allocate(std::uint32_t hint = kNil) noexcept {
+    if (size_ >= cur_ && cur_ < cap_) grow();
+    const std::size_t i = hint != kNil && !used(hint) ? hint : next_free();
     used_[i / 64] |= std::uint64_t{1} << (i % 64);
     links_[i] = {kNil, kNil};
     ++size_;
@@ -240,8 +219,13 @@ class FlowTable {
     --size_;
   }
 
-  // Empties everything (the caller has emitted what it wanted).
+  // Empties everything (the caller has emitted what it wanted); back to the initial size.
   void clear() noexcept {
+    if (cur_ != std::min(cap_, kInitialFlows)) {
+      cur_ = std::min(cap_, kInitialFlows);
+      nslots_ = std::max<std::size_t>(16, cur_ * kSlotsPerFlow);
+      slots_ = MmapArray<Slot>(nslots_);
+    }
     slots_.zero();
     flows_.zero();
     links_.zero();
@@ -333,9 +317,23 @@ class FlowTable {
   int shift() const noexcept { return shift_; }
 
  private:
-  std::size_t home1(std::uint32_t h) const noexcept { return reduce(h, cap_); }
-  std::size_t home2(std::uint32_t h) const noexcept {
-    return reduce(std::rotl(h * 0x9e3779b9u, 16), cap_);
+  // Doubles the capacity (up to cap_) and rebuilds the index for it.
+  void grow() noexcept {
+    const std::size_t old = cur_;
+    cur_ = std::min(cap_, cur_ * 2);
+    const std::size_t n = std::max<std::size_t>(16, cur_ * kSlotsPerFlow);
+    MmapArray<Slot> fresh(n);
+    for (std::size_t j = 0; j < nslots_; ++j) {
+      const Slot s = slots_[j];
+      if (s.idx1 == 0) continue;
+      std::size_t i = reduce(s.hash, n);
+      while (fresh[i].idx1 != 0)
+        if (++i == n) i = 0;
+      fresh[i] = s;
+    }
+    slots_ = std::move(fresh);
+    nslots_ = n;
+    scan_ = old / 64;  // the free positions are the new ones
   }
   bool used(std::size_t i) const noexcept { return (used_[i / 64] >> (i % 64)) & 1; }
   void prefetch_flow(std::size_t i) const noexcept {
@@ -345,14 +343,15 @@ class FlowTable {
     __builtin_prefetch(p + 64);
     __builtin_prefetch(p + 121);
   }
-  // The first free flow from scan_ on (wrapping); the table is not full.
+  // The first free flow below cur_ from scan_ on (wrapping); the table is not full.
   std::size_t next_free() noexcept {
-    const std::size_t words = used_.size();
+    const std::size_t words = (cur_ + 63) / 64;
+    if (scan_ >= words) scan_ = 0;
     for (std::size_t n = 0; n <= words; ++n) {
       const std::uint64_t bits = ~used_[scan_];
       if (bits != 0) {
         const std::size_t i = scan_ * 64 + static_cast<std::size_t>(std::countr_zero(bits));
-        if (i < cap_) return i;
+        if (i < cur_) return i;
       }
       if (++scan_ == words) scan_ = 0;
     }
@@ -430,7 +429,7 @@ class FlowTable {
     }
   }
 
-  std::size_t cap_, nslots_;
+  std::size_t cap_, cur_, nslots_;
   std::uint64_t tail_mask_;  // the VLAN is compared only when keyed on
   MmapArray<Flow> flows_;
   MmapArray<Link> links_;                                // flows, then one sentinel per bucket

@@ -187,10 +187,8 @@ struct Observer::Impl {
   std::array<Ahead, kAhead> ahead;
 
   void on_packets(LinkType link, std::span<const FrameRef> frames) noexcept {
-    if (table.size() < FlowTable::kHomesFrom) {  // the table is in cache: nothing to hide
-      for (const FrameRef& f : frames) on_packet(f.ts_ns, link, f.frame);
-      return;
-    }
+    // Even a table that would fit in the caches is pushed out of them by the frames streaming
+    // through (a capture file read from memory): the look-ahead pays at every size.
     const std::size_t n = frames.size();
     auto decode_ahead = [&](std::size_t j) {
       Ahead& a = ahead[j % kAhead];
@@ -236,9 +234,9 @@ struct Observer::Impl {
                                       const PacketKey* pre) noexcept {
     if (!p.is_fragment) [[likely]] {
       if (pre) {
-        finish_packet(p, *pre, now, false, /*prefetched=*/true);
+        finish_packet(p, *pre, now, false);
       } else {
-        finish_packet(p, plain_key(p), now, false, false);
+        finish_packet(p, plain_key(p), now, false);
       }
       return;
     }
@@ -276,15 +274,14 @@ struct Observer::Impl {
       }
     }
     finish_packet(p, detail::make_key(src, dst, sport, dport, vlan, p.proto, flags), now,
-                  later_fragment, false);
+                  later_fragment);
   }
 
-  // prefetched: on_packets() has loaded the flow through the index already.
   [[gnu::always_inline]] void finish_packet(const PacketView& p, const PacketKey& k, Nanos now,
-                                            bool later_fragment, bool prefetched) noexcept {
+                                            bool later_fragment) noexcept {
     if (p.icmp_error && p.quoted.src && p.quoted.dst) [[unlikely]]
       match_icmp_error(p, k);
-    account(p, k, now, later_fragment, prefetched);
+    account(p, k, now, later_fragment);
   }
 
   static FragKey frag_key(const PacketView& p, const AddrWords& src, const AddrWords& dst,
@@ -313,10 +310,9 @@ struct Observer::Impl {
     ++stats.icmp_errors_matched;
   }
 
-  void account(const PacketView& p, const PacketKey& k, Nanos now, bool later_fragment,
-               bool prefetched) noexcept {
+  void account(const PacketView& p, const PacketKey& k, Nanos now, bool later_fragment) noexcept {
     const std::uint32_t h = k.hash;
-    const FlowTable::Hit hit = table.find(k, /*homes=*/!prefetched);
+    const FlowTable::Hit hit = table.find(k);
     std::uint32_t idx;
     bool rev = false;
     if (hit.found) {
@@ -409,7 +405,7 @@ struct Observer::Impl {
     }
     std::uint32_t hint = kNil;
     if (table.size() >= table.capacity()) hint = evict_one();
-    idx = table.allocate(h, hint);
+    idx = table.allocate(hint);
     Flow& f = table.flow(idx);
     f.state = FlowState::kActive;
     f.bits = k.portless() ? kFlowPortless : 0;

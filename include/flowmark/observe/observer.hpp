@@ -21,9 +21,9 @@
 //   port equal to the destination's) counts every packet forward.
 // - Order per packet: new-flow chain (new flows only; counters zero; a false vetoes: the
 //   key goes to the ignored set — max_flows/16 keys, at least 1024 — refreshed by its
-//   packets and forgotten after idle_timeout without one), then the built-in counting (packets, octets = IP length,
-//   TCP flags, last), then the IPv4/IPv6 chain, then the TCP/UDP/other chain. Every
-//   callback of the chains sees every packet; any kComplete completes the flow.
+//   packets and forgotten after idle_timeout without one), then the built-in counting (packets,
+//   octets = IP length, TCP flags, last), then the IPv4/IPv6 chain, then the TCP/UDP/other chain.
+//   Every callback of the chains sees every packet; any kComplete completes the flow.
 // - Completed flows stay findable for expiry_delay (trailing packets count), then are
 //   emitted; a TCP SYN without ACK on a completed flow emits it at once and starts a new
 //   record. Idle flows (no packet for idle_timeout) are emitted at once, without the
@@ -37,8 +37,9 @@
 //   broken at the timer wheel's granularity, max(idle_timeout, expiry_delay) / 4094
 //   (~8 ms with the defaults).
 // - Fragments: a first fragment maps (addresses, protocol, IP id) to its ports for
-//   fragment_timeout (max_flows/64 entries, at least 256); later fragments count on that flow, in their own direction
-//   (record.fragments++; only the IP chain sees them: they carry no transport header).
+//   fragment_timeout (max_flows/64 entries, at least 256); later fragments count on that flow, in
+//   their own direction (record.fragments++; only the IP chain sees them: they carry no transport
+//   header).
 // - ICMP/ICMPv6 errors: the flow of the quoted packet gets icmp_errors++; the error packet
 //   itself is counted in its own 3-tuple flow (proto 1 or 58, no ports).
 // - Chains must not change the key fields (sip, dip, sp, dp, proto, ip_version, vlan) nor
@@ -76,28 +77,29 @@ struct FlowRecord {
   std::uint16_t sp = 0, dp = 0;  // ports (0 for protocols without)
   std::uint8_t proto = 0;
   std::uint8_t ip_version = 0;
-  std::uint16_t vlan = 0;        // outer VLAN id when keyed by VLAN (else the first seen)
+  std::uint16_t vlan = 0;  // outer VLAN id when keyed by VLAN (else the first seen)
   Nanos first = 0, last = 0;
   std::uint64_t pkt_fwd = 0, pkt_rev = 0, oct_fwd = 0, oct_rev = 0;
   std::uint8_t tcp_flags_fwd = 0, tcp_flags_rev = 0;  // OR of the flags seen
-  std::uint32_t fragments = 0;   // non-first fragments attributed to this flow
-  std::uint32_t icmp_errors = 0; // ICMP errors quoting a packet of this flow
-  bool continuation = false;     // a later part of a flow split by the active timeout
+  std::uint32_t fragments = 0;                        // non-first fragments attributed to this flow
+  std::uint32_t icmp_errors = 0;                      // ICMP errors quoting a packet of this flow
+  bool continuation = false;  // a later part of a flow split by the active timeout
   // Room for chain functions' own fields (see Observer::add_field).
   std::array<std::uint64_t, 4> user{};
 };
 
 // Out-of-range values are not errors here (the programs reject them first): a negative
 // expiry delay is 0, an active timeout <= 0 disables splitting, an idle or fragment timeout
-// <= 0 takes its default, max_flows is clamped to 1 .. 2^30. Memory is reserved for
-// max_flows up front (Observer::bytes_per_flow() each) and committed as flows arrive.
+// <= 0 takes its default, max_flows is clamped to 1 .. 2^30. Address space is reserved for
+// max_flows up front; the table starts at 4,096 flows and doubles when full (up to
+// max_flows), and memory is committed as flows arrive (Observer::bytes_per_flow() each).
 struct ObserverConfig {
-  Nanos expiry_delay_ns = 5'000'000'000;       // completed → emitted
-  Nanos idle_timeout_ns = 30'000'000'000;      // no packet for this long → completed
-  Nanos active_timeout_ns = 1'800'000'000'000; // longer flows are emitted in parts
-  std::size_t max_flows = 1 << 20;             // table bound; beyond it the oldest is evicted
-  bool key_vlan = false;                       // the outer VLAN id is part of the flow key
-  Nanos fragment_timeout_ns = 30'000'000'000;  // fragment-id → flow entries live this long
+  Nanos expiry_delay_ns = 5'000'000'000;        // completed → emitted
+  Nanos idle_timeout_ns = 30'000'000'000;       // no packet for this long → completed
+  Nanos active_timeout_ns = 1'800'000'000'000;  // longer flows are emitted in parts
+  std::size_t max_flows = 1 << 20;              // table bound; beyond it the oldest is evicted
+  bool key_vlan = false;                        // the outer VLAN id is part of the flow key
+  Nanos fragment_timeout_ns = 30'000'000'000;   // fragment-id → flow entries live this long
 };
 
 // packets: frames seen; non_ip: kNotIp; short_packets: kTruncatedL4 (decode_errors counts
@@ -108,9 +110,8 @@ struct ObserverConfig {
 // emitted early because the table was full; emitted: records handed to the sink;
 // late_packets: frames whose timestamp was behind the packet clock (counted at the clock).
 struct ObserverStats {
-  std::uint64_t packets = 0, non_ip = 0, short_packets = 0, fragments = 0,
-                fragments_unmatched = 0, icmp_errors_matched = 0, flows = 0, ignored = 0,
-                evicted = 0, emitted = 0;
+  std::uint64_t packets = 0, non_ip = 0, short_packets = 0, fragments = 0, fragments_unmatched = 0,
+                icmp_errors_matched = 0, flows = 0, ignored = 0, evicted = 0, emitted = 0;
   std::array<std::uint64_t, static_cast<std::size_t>(DecodeError::kCount)> decode_errors{};
   std::uint64_t ignored_packets = 0, late_packets = 0;
 };

@@ -15,6 +15,9 @@ namespace flowmark::observe {
 
 using FieldNames = std::vector<std::pair<std::size_t, std::string>>;
 
+// An address as the records write it (the same text as inet_ntop()).
+std::string format_address(const IpAddress& a);
+
 void append_record_json(std::string& out, const FlowRecord& r, const FieldNames& fields);
 void append_csv_header(std::string& out, const FieldNames& fields);
 void append_record_csv(std::string& out, const FlowRecord& r, const FieldNames& fields);

@@ -1,0 +1,68 @@
+// flowmark::capture — one interface over every way frames reach the observer, in batches:
+//   - regular pcap / pcapng files: mapped into memory and walked in place (file_parser.hpp),
+//     no copy per frame; a --filter runs libpcap's BPF interpreter over each frame;
+//   - standard input and other non-regular files: libpcap (PcapSource);
+//   - live interfaces: AF_PACKET TPACKET_V3 (a memory-mapped ring of blocks the kernel
+//     fills, filter attached to the socket) or libpcap in immediate mode.
+//
+//   FM_TRY(auto cap, open_file_capture("trace.pcapng", ""));
+//   std::array<observe::FrameRef, 256> batch;
+//   observe::LinkType link;
+//   while (true) {
+//     FM_TRY(std::size_t n, cap->next_batch(batch, link));   // 0: end of input
+//     if (n == 0) break;
+//     observer.on_packets(link, std::span(batch).first(n));
+//   }
+// The frames stay valid until the next call to next_batch() (the capture owns the bytes).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "flowmark/capture/pcap_source.hpp"
+#include "flowmark/core/result.hpp"
+#include "flowmark/observe/observer.hpp"
+#include "flowmark/observe/packet.hpp"
+
+namespace flowmark::capture {
+
+class Capture {
+ public:
+  virtual ~Capture() = default;
+  // Up to frames.size() frames of one link type (*link); 0 at the end of the input or
+  // after break_loop(). A corrupt file gives the frames before the damage first, then an
+  // Errc::kMalformed error naming the file and the byte offset.
+  virtual Result<std::size_t> next_batch(std::span<observe::FrameRef> frames,
+                                         observe::LinkType& link) = 0;
+  // Safe from a signal handler: next_batch() returns 0 soon after.
+  virtual void break_loop() noexcept = 0;
+  virtual std::string_view name() const noexcept = 0;
+  // Packets the kernel dropped (live captures) or nullopt (files).
+  virtual std::optional<std::uint64_t> drops() const noexcept { return std::nullopt; }
+  // Bytes read so far and the input's size (regular files), for a progress line.
+  virtual std::uint64_t offset() const noexcept { return 0; }
+  virtual std::optional<std::uint64_t> size() const noexcept { return std::nullopt; }
+};
+
+// A capture file: "-" is standard input. Regular files go through the memory-mapped reader,
+// anything else through libpcap. `filter`: a BPF expression ("" for none); a bad one is
+// Errc::kInvalidArgument.
+Result<std::unique_ptr<Capture>> open_file_capture(std::string_view path,
+                                                   std::string_view filter = "");
+
+// The memory-mapped reader alone (regular files only).
+Result<std::unique_ptr<Capture>> open_mapped_file(std::string_view path,
+                                                  std::string_view filter = "");
+
+enum class LiveBackend { kAfPacket, kPcap };
+
+// A live interface. kAfPacket: a TPACKET_V3 ring (Ethernet-like and raw-IP interfaces);
+// kPcap: libpcap in immediate mode.
+Result<std::unique_ptr<Capture>> open_live_capture(std::string_view iface, std::string_view filter,
+                                                   LiveBackend backend,
+                                                   const LiveOptions& options = {});
+
+}  // namespace flowmark::capture

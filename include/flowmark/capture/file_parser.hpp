@@ -1,0 +1,96 @@
+// flowmark::capture — pcap and pcapng files walked in memory, frame by frame, without a
+// copy: the reader behind `flowmark observe -r FILE` for regular files (FileCapture maps the
+// file and hands the bytes to a CaptureParser).
+//
+// pcap: both byte orders, microsecond (0xa1b2c3d4) and nanosecond (0xa1b23c4d) magic.
+// pcapng: section headers (a new section may change the byte order and resets the
+// interfaces), interface descriptions (per-interface link type, snap length, if_tsresol and
+// if_tsoffset), enhanced, simple and obsolete packet blocks; every other block is skipped.
+// A frame of a simple packet block has no time of its own: it takes the previous frame's.
+//
+//   FM_TRY(auto parser, CaptureParser::open(bytes, "trace.pcapng"));
+//   std::array<observe::FrameRef, 256> batch;
+//   observe::LinkType link;
+//   while (true) {
+//     FM_TRY(std::size_t n, parser.next_batch(batch, link));   // corrupt: error with offset
+//     if (n == 0) break;
+//     observer.on_packets(link, std::span(batch).first(n));
+//   }
+// The frames point into `bytes`: the caller owns them and keeps them alive.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "flowmark/core/result.hpp"
+#include "flowmark/observe/observer.hpp"
+#include "flowmark/observe/packet.hpp"
+
+namespace flowmark::capture {
+
+class CaptureParser {
+ public:
+  // Reads the file header (a pcap global header or a pcapng section header block). An
+  // unknown magic or a short header is an Errc::kMalformed error naming `name`.
+  static Result<CaptureParser> open(std::span<const std::byte> bytes, std::string name);
+
+  // Up to frames.size() frames, all of one link type (*link): 0 at the end of the input.
+  // wire_lengths, when not empty (at least frames.size() long), receives each frame's
+  // length on the wire. A corrupt record (truncated, garbage header, bad block length) is an
+  // Errc::kMalformed error naming the file and the byte offset of the record; the frames
+  // before it are returned first, the error comes with the next call (and every later one).
+  Result<std::size_t> next_batch(std::span<observe::FrameRef> frames, observe::LinkType& link,
+                                 std::span<std::uint32_t> wire_lengths = {});
+
+  // Bytes consumed so far (the offset of the next record).
+  std::uint64_t offset() const noexcept { return pos_; }
+  bool pcapng() const noexcept { return pcapng_; }
+  // The link type of the first interface (pcapng: the first interface description found
+  // before any packet; Ethernet when there is none), e.g. to compile a filter up front.
+  observe::LinkType first_link() const noexcept { return first_link_; }
+
+ private:
+  struct Interface {
+    observe::LinkType link = observe::LinkType::kEthernet;
+    std::uint32_t snaplen = 0;
+    std::uint64_t mul = 1000, div = 1;  // ns = ticks * mul / div
+    bool binary = false;                // ticks of 2^-exp seconds (exp in div)
+    std::int64_t offset_ns = 0;         // if_tsoffset
+  };
+
+  CaptureParser() = default;
+  std::uint32_t u32(std::size_t at) const noexcept;
+  std::uint16_t u16(std::size_t at) const noexcept;
+  std::size_t pcap_batch(std::span<observe::FrameRef> frames, observe::LinkType& link,
+                         std::uint32_t* wire);
+  std::size_t pcapng_batch(std::span<observe::FrameRef> frames, observe::LinkType& link,
+                           std::uint32_t* wire);
+  bool section_header(std::size_t at, std::size_t avail);
+  bool interface_description(std::size_t at, std::uint32_t len);
+  void corrupt(std::size_t at, std::string what);
+  std::int64_t ticks_to_ns(const Interface& i, std::uint64_t ticks) const noexcept;
+
+  const std::uint8_t* base_ = nullptr;
+  std::size_t size_ = 0, pos_ = 0;
+  std::size_t pf_ = 0;  // requested from memory up to here
+  std::string name_;
+  bool pcapng_ = false, swap_ = false;
+  // pcap
+  observe::LinkType link_ = observe::LinkType::kEthernet;
+  std::int64_t frac_ns_ = 1000;  // ns per unit of the record's second fraction
+  // pcapng
+  std::vector<Interface> ifaces_;
+  std::int64_t last_ts_ = 0;
+  observe::LinkType first_link_ = observe::LinkType::kEthernet;
+  std::optional<Error> error_;
+};
+
+// LINKTYPE_* of a capture file's header as the observer's LinkType (the FCS bits of a pcap
+// header's link type field dropped).
+observe::LinkType link_type_from_file(std::uint32_t linktype) noexcept;
+
+}  // namespace flowmark::capture

@@ -1,0 +1,237 @@
+// Live capture through an AF_PACKET socket with a TPACKET_V3 receive ring: the kernel
+// fills blocks of frames in memory shared with us; a batch is (part of) one block, handed
+// to the observer in place and given back to the kernel on the next call. The filter is
+// attached to the socket (the kernel drops what it rejects); the kernel's drop count comes
+// from PACKET_STATISTICS.
+#include <arpa/inet.h>
+#include <linux/filter.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <net/if_arp.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "bpf_program.hpp"
+#include "capture_internal.hpp"
+#include "flowmark/capture/capture.hpp"
+
+namespace flowmark::capture {
+
+#ifndef ARPHRD_RAWIP
+#define ARPHRD_RAWIP 519
+#endif
+
+namespace {
+
+constexpr unsigned kBlockSize = 1u << 20;  // a power of two pages
+constexpr unsigned kFrameSize = 2048;      // TPACKET_V3 ignores it, but checks it
+constexpr unsigned kRetireMs = 20;         // a partly filled block reaches us after this
+constexpr int kPollMs = 100;               // how often a stop request is noticed when idle
+constexpr unsigned kVlanTagLen = 4;
+
+class AfPacketCapture final : public Capture {
+ public:
+  AfPacketCapture(std::string name, int fd, observe::LinkType link)
+      : name_(std::move(name)), fd_(fd), link_(link) {}
+  ~AfPacketCapture() override {
+    if (ring_ != nullptr) munmap(ring_, ring_bytes_);
+    if (fd_ >= 0) ::close(fd_);
+  }
+  AfPacketCapture(const AfPacketCapture&) = delete;
+  AfPacketCapture& operator=(const AfPacketCapture&) = delete;
+
+  Result<void> setup(unsigned ifindex, std::string_view filter, const LiveOptions& o) {
+    int v = TPACKET_V3;
+    if (setsockopt(fd_, SOL_PACKET, PACKET_VERSION, &v, sizeof v) != 0)
+      return fail_errno(fmt::format("{}: TPACKET_V3 is not available", name_));
+    if (link_ == observe::LinkType::kEthernet) {
+      // Headroom in front of each frame, to put back a VLAN tag the driver took off.
+      unsigned reserve = kVlanTagLen;
+      if (setsockopt(fd_, SOL_PACKET, PACKET_RESERVE, &reserve, sizeof reserve) != 0)
+        return fail_errno(fmt::format("{}: cannot reserve frame headroom", name_));
+    }
+    if (!filter.empty()) {
+      FM_TRY(auto prog, detail::BpfProgram::compile_live(filter, name_));
+      sock_fprog fp{};
+      fp.len = static_cast<unsigned short>(prog.program().bf_len);
+      fp.filter = reinterpret_cast<sock_filter*>(prog.program().bf_insns);
+      if (setsockopt(fd_, SOL_SOCKET, SO_ATTACH_FILTER, &fp, sizeof fp) != 0)
+        return fail_errno(fmt::format("{}: cannot attach the filter '{}'", name_, filter));
+    }
+    blocks_ = std::max(2u, static_cast<unsigned>(o.buffer_bytes) / kBlockSize);
+    tpacket_req3 req{};
+    req.tp_block_size = kBlockSize;
+    req.tp_block_nr = blocks_;
+    req.tp_frame_size = kFrameSize;
+    req.tp_frame_nr = kBlockSize / kFrameSize * blocks_;
+    req.tp_retire_blk_tov = kRetireMs;
+    if (setsockopt(fd_, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) != 0)
+      return fail_errno(fmt::format("{}: cannot set up the receive ring", name_));
+    ring_bytes_ = std::size_t{kBlockSize} * blocks_;
+    void* ring =
+        mmap(nullptr, ring_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd_, 0);
+    if (ring == MAP_FAILED)
+      return fail_errno(fmt::format("{}: cannot map the receive ring", name_));
+    ring_ = static_cast<std::uint8_t*>(ring);
+    if (o.promiscuous) {
+      packet_mreq mr{};
+      mr.mr_ifindex = static_cast<int>(ifindex);
+      mr.mr_type = PACKET_MR_PROMISC;
+      if (setsockopt(fd_, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr) != 0)
+        return fail_errno(fmt::format("{}: cannot turn promiscuous mode on", name_));
+    }
+    // Bound last, with the protocol: until now the socket received nothing (protocol 0), so
+    // no frame of another interface or outside the filter is in the ring.
+    sockaddr_ll sll{};
+    sll.sll_family = AF_PACKET;
+    sll.sll_protocol = htons(ETH_P_ALL);
+    sll.sll_ifindex = static_cast<int>(ifindex);
+    if (bind(fd_, reinterpret_cast<sockaddr*>(&sll), sizeof sll) != 0)
+      return fail_errno(fmt::format("cannot capture on {}", name_));
+    return {};
+  }
+
+  Result<std::size_t> next_batch(std::span<observe::FrameRef> frames,
+                                 observe::LinkType& link) override {
+    link = link_;
+    if (held_ != nullptr && left_ == 0) give_back();
+    while (held_ == nullptr) {
+      if (stop_.load(std::memory_order_relaxed)) return 0;
+      auto* b = reinterpret_cast<tpacket_block_desc*>(ring_ + std::size_t{cur_} * kBlockSize);
+      if (__atomic_load_n(&b->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER) {
+        held_ = b;
+        left_ = b->hdr.bh1.num_pkts;
+        next_ = reinterpret_cast<std::uint8_t*>(b) + b->hdr.bh1.offset_to_first_pkt;
+        if (left_ == 0) give_back();
+        continue;
+      }
+      pollfd p{fd_, POLLIN | POLLERR, 0};
+      const int rc = ::poll(&p, 1, kPollMs);
+      if (rc < 0 && errno != EINTR) return fail_errno(fmt::format("{}: poll", name_));
+      if (rc > 0 && (p.revents & POLLERR)) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        (void)getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err != 0) return fail_errno(fmt::format("capture on {}", name_), err);
+      }
+    }
+    std::size_t n = 0;
+    while (n < frames.size() && left_ > 0) {
+      auto* h = reinterpret_cast<tpacket3_hdr*>(next_);
+      std::uint8_t* data = next_ + h->tp_mac;
+      std::uint32_t caplen = h->tp_snaplen;
+      if ((h->tp_status & TP_STATUS_VLAN_VALID) && link_ == observe::LinkType::kEthernet &&
+          caplen >= 12) {
+        // The driver took the 802.1Q tag off: put it back where it was, in the headroom.
+        const std::uint16_t tpid =
+            (h->tp_status & TP_STATUS_VLAN_TPID_VALID) ? h->hv1.tp_vlan_tpid : ETH_P_8021Q;
+        data -= kVlanTagLen;
+        std::memmove(data, data + kVlanTagLen, 12);
+        const std::uint16_t tag[2] = {htons(tpid),
+                                      htons(static_cast<std::uint16_t>(h->hv1.tp_vlan_tci))};
+        std::memcpy(data + 12, tag, sizeof tag);
+        caplen += kVlanTagLen;
+      }
+      frames[n].ts_ns = static_cast<std::int64_t>(h->tp_sec) * 1'000'000'000 + h->tp_nsec;
+      frames[n].frame = {reinterpret_cast<const std::byte*>(data), caplen};
+      ++n;
+      --left_;
+      next_ += h->tp_next_offset;
+    }
+    return n;
+  }
+
+  void break_loop() noexcept override { stop_.store(true, std::memory_order_relaxed); }
+  std::string_view name() const noexcept override { return name_; }
+  std::optional<std::uint64_t> drops() const noexcept override {
+    tpacket_stats_v3 st{};
+    socklen_t len = sizeof st;
+    if (getsockopt(fd_, SOL_PACKET, PACKET_STATISTICS, &st, &len) != 0) return std::nullopt;
+    drops_ += st.tp_drops;  // the kernel resets its counters when they are read
+    return drops_;
+  }
+
+ private:
+  void give_back() noexcept {
+    __atomic_store_n(&held_->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+    held_ = nullptr;
+    left_ = 0;
+    cur_ = (cur_ + 1) % blocks_;
+  }
+
+  std::string name_;
+  int fd_;
+  observe::LinkType link_;
+  std::uint8_t* ring_ = nullptr;
+  std::size_t ring_bytes_ = 0;
+  unsigned blocks_ = 0, cur_ = 0;
+  tpacket_block_desc* held_ = nullptr;  // the block being read (frames point into it)
+  std::uint8_t* next_ = nullptr;
+  std::uint32_t left_ = 0;
+  std::atomic<bool> stop_{false};
+  mutable std::uint64_t drops_ = 0;
+};
+
+Result<std::unique_ptr<Capture>> open_afpacket(std::string_view iface, std::string_view filter,
+                                               const LiveOptions& o) {
+  const std::string name(iface);
+  if (name.size() >= IFNAMSIZ)
+    return fail(Errc::kNotFound, fmt::format("cannot capture on {}: no such interface", iface));
+  const unsigned ifindex = if_nametoindex(name.c_str());
+  if (ifindex == 0)
+    return fail(Errc::kNotFound, fmt::format("cannot capture on {}: no such interface", iface));
+  // Protocol 0: the socket receives nothing until bind() names the protocol and interface.
+  const int fd = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == EPERM || err == EACCES)
+      return fail(Errc::kRefused, fmt::format("cannot capture on {}: {} — run as root or grant "
+                                              "CAP_NET_RAW",
+                                              iface, std::strerror(err)));
+    return fail_errno(fmt::format("cannot capture on {}", iface), err);
+  }
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, name.c_str(), name.size());
+  if (ioctl(fd, SIOCGIFHWADDR, &ifr) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return fail_errno(fmt::format("cannot capture on {}", iface), err);
+  }
+  observe::LinkType link;
+  switch (ifr.ifr_hwaddr.sa_family) {
+    case ARPHRD_ETHER:
+    case ARPHRD_LOOPBACK: link = observe::LinkType::kEthernet; break;
+    case ARPHRD_NONE:  // tun and other interfaces without a link header: the IP packet
+    case ARPHRD_RAWIP: link = observe::LinkType::kRaw; break;
+    default:
+      ::close(fd);
+      return fail(Errc::kUnsupported,
+                  fmt::format("cannot capture on {} with --capture afpacket: link type (ARPHRD) "
+                              "{} is not supported — use --capture pcap",
+                              iface, ifr.ifr_hwaddr.sa_family));
+  }
+  auto cap = std::make_unique<AfPacketCapture>(name, fd, link);
+  FM_TRY_VOID(cap->setup(ifindex, filter, o));
+  return std::unique_ptr<Capture>(std::move(cap));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Capture>> open_live_capture(std::string_view iface, std::string_view filter,
+                                                   LiveBackend backend, const LiveOptions& o) {
+  if (backend == LiveBackend::kAfPacket) return open_afpacket(iface, filter, o);
+  FM_TRY(auto src, PcapSource::open_live(iface, filter, o));
+  return detail::wrap_pcap(std::move(src));
+}
+
+}  // namespace flowmark::capture

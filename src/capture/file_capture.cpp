@@ -1,0 +1,223 @@
+// Capture files: regular files mapped into memory and walked by CaptureParser (no copy per
+// frame, no system call per batch), anything else (standard input, pipes) through libpcap.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "bpf_program.hpp"
+#include "capture_internal.hpp"
+#include "flowmark/capture/capture.hpp"
+#include "flowmark/capture/file_parser.hpp"
+
+namespace flowmark::capture {
+
+namespace detail {
+
+Result<BpfProgram> BpfProgram::compile(std::string_view expr, observe::LinkType link,
+                                       std::uint32_t snaplen) {
+  // LINKTYPE_RAW is DLT_RAW for libpcap; the other link types we decode have equal values.
+  const int dlt = link == observe::LinkType::kRaw ? DLT_RAW : static_cast<int>(link);
+  pcap_t* dead = pcap_open_dead(dlt, static_cast<int>(snaplen));
+  if (dead == nullptr) return fail(Errc::kRefused, "cannot compile a filter: out of memory");
+  BpfProgram p;
+  const std::string text(expr);
+  const int rc = pcap_compile(dead, &p.prog_, text.c_str(), 1, PCAP_NETMASK_UNKNOWN);
+  if (rc != 0) {
+    auto err = fail(Errc::kInvalidArgument, fmt::format("filter '{}': {} (link type {})", expr,
+                                                        pcap_geterr(dead), static_cast<int>(link)));
+    pcap_close(dead);
+    return err;
+  }
+  pcap_close(dead);
+  return p;
+}
+
+Result<BpfProgram> BpfProgram::compile_live(std::string_view expr, std::string_view iface) {
+  char err[PCAP_ERRBUF_SIZE] = {};
+  const std::string name(iface);
+  pcap_t* p = pcap_create(name.c_str(), err);
+  if (p == nullptr) return fail(Errc::kNotFound, fmt::format("{}: {}", iface, err));
+  (void)pcap_set_buffer_size(p, 1 << 16);  // the handle only compiles: keep its ring small
+  if (pcap_activate(p) < 0) {
+    auto e = fail(Errc::kRefused,
+                  fmt::format("cannot compile the filter for {}: {}", iface, pcap_geterr(p)));
+    pcap_close(p);
+    return e;
+  }
+  BpfProgram prog;
+  const std::string text(expr);
+  if (pcap_compile(p, &prog.prog_, text.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0) {
+    auto e = fail(Errc::kInvalidArgument, fmt::format("filter '{}': {}", expr, pcap_geterr(p)));
+    pcap_close(p);
+    return e;
+  }
+  pcap_close(p);
+  return prog;
+}
+
+}  // namespace detail
+
+namespace {
+
+// The mapping is given back behind the reader every this many bytes: the pages stay in the
+// page cache, but do not add the whole file to the process's resident set.
+constexpr std::size_t kReleaseEvery = 16u << 20;
+
+class MappedFileCapture final : public Capture {
+ public:
+  MappedFileCapture(std::string name, void* map, std::size_t size, CaptureParser parser)
+      : name_(std::move(name)), map_(map), size_(size), parser_(std::move(parser)) {}
+  ~MappedFileCapture() override {
+    if (map_ != nullptr) munmap(map_, size_);
+  }
+  MappedFileCapture(const MappedFileCapture&) = delete;
+  MappedFileCapture& operator=(const MappedFileCapture&) = delete;
+
+  Result<void> set_filter(std::string_view expr) {
+    filter_ = std::string(expr);
+    // Compiled now for the first link type, so that a bad expression is reported at once.
+    FM_TRY(auto prog, detail::BpfProgram::compile(expr, parser_.first_link()));
+    programs_.emplace_back(parser_.first_link(), std::move(prog));
+    return {};
+  }
+
+  Result<std::size_t> next_batch(std::span<observe::FrameRef> frames,
+                                 observe::LinkType& link) override {
+    if (stop_.load(std::memory_order_relaxed)) return 0;
+    release_behind();
+    if (filter_.empty()) return parser_.next_batch(frames, link);
+    // Filtered: read a batch, keep the frames the program accepts (a batch may shrink to
+    // nothing while input remains: read on).
+    for (;;) {
+      if (wire_.size() < frames.size()) wire_.resize(frames.size());
+      FM_TRY(std::size_t n, parser_.next_batch(frames, link, wire_));
+      if (n == 0) return 0;
+      FM_TRY(const detail::BpfProgram* prog, program_for(link));
+      std::size_t kept = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        const auto& f = frames[i];
+        if (prog->matches(f.frame.data(), static_cast<std::uint32_t>(f.frame.size()), wire_[i]))
+          frames[kept++] = f;
+      }
+      if (kept != 0) return kept;
+    }
+  }
+
+  void break_loop() noexcept override { stop_.store(true, std::memory_order_relaxed); }
+  std::string_view name() const noexcept override { return name_; }
+  std::uint64_t offset() const noexcept override { return parser_.offset(); }
+  std::optional<std::uint64_t> size() const noexcept override { return size_; }
+
+ private:
+  void release_behind() noexcept {
+    const std::size_t at = parser_.offset() & ~std::size_t{4095};
+    if (at - released_ < kReleaseEvery) return;
+    (void)madvise(static_cast<char*>(map_) + released_, at - released_, MADV_DONTNEED);
+    released_ = at;
+  }
+
+  Result<const detail::BpfProgram*> program_for(observe::LinkType link) {
+    for (const auto& [l, p] : programs_)
+      if (l == link) return &p;
+    FM_TRY(auto prog, detail::BpfProgram::compile(filter_, link));
+    programs_.emplace_back(link, std::move(prog));
+    return &programs_.back().second;
+  }
+
+  std::string name_;
+  void* map_;
+  std::size_t size_;
+  std::size_t released_ = 0;
+  CaptureParser parser_;
+  std::string filter_;
+  std::vector<std::pair<observe::LinkType, detail::BpfProgram>> programs_;
+  std::vector<std::uint32_t> wire_;
+  std::atomic<bool> stop_{false};
+};
+
+// libpcap, one frame per batch (its buffer is reused by the next read).
+class PcapCapture final : public Capture {
+ public:
+  explicit PcapCapture(PcapSource src) : src_(std::move(src)) {}
+  Result<std::size_t> next_batch(std::span<observe::FrameRef> frames,
+                                 observe::LinkType& link) override {
+    if (frames.empty()) return 0;
+    Frame f;
+    FM_TRY(bool more, src_.next(f));
+    if (!more) return 0;
+    link = src_.link_type();
+    frames[0] = {f.ts_ns, f.data};
+    return 1;
+  }
+  void break_loop() noexcept override { src_.break_loop(); }
+  std::string_view name() const noexcept override { return src_.name(); }
+  std::optional<std::uint64_t> drops() const noexcept override { return src_.drops(); }
+  std::uint64_t offset() const noexcept override { return src_.offset(); }
+  std::optional<std::uint64_t> size() const noexcept override { return src_.size(); }
+
+ private:
+  PcapSource src_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Capture>> open_mapped_file(std::string_view path, std::string_view filter) {
+  const std::string p(path);
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    return fail(err == ENOENT ? Errc::kNotFound : Errc::kRefused,
+                fmt::format("{}: cannot open: {}", path, std::strerror(err)));
+  }
+  struct stat st{};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return fail(Errc::kUnsupported, fmt::format("{}: not a regular file", path));
+  }
+  const auto size = static_cast<std::size_t>(st.st_size);
+  void* map = nullptr;
+  if (size != 0) {
+    map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+      const int err = errno;
+      ::close(fd);
+      return fail(Errc::kRefused, fmt::format("{}: cannot map: {}", path, std::strerror(err)));
+    }
+    (void)madvise(map, size, MADV_SEQUENTIAL);
+  }
+  ::close(fd);  // the mapping keeps the file
+  auto parser = CaptureParser::open({static_cast<const std::byte*>(map), size}, p);
+  if (!parser) {
+    if (map != nullptr) munmap(map, size);
+    return std::unexpected(std::move(parser.error()));
+  }
+  auto cap = std::make_unique<MappedFileCapture>(p, map, size, std::move(*parser));
+  if (!filter.empty()) FM_TRY_VOID(cap->set_filter(filter));
+  return std::unique_ptr<Capture>(std::move(cap));
+}
+
+Result<std::unique_ptr<Capture>> open_file_capture(std::string_view path, std::string_view filter) {
+  if (path != "-") {
+    struct stat st{};
+    const std::string p(path);
+    if (::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return open_mapped_file(path, filter);
+  }
+  FM_TRY(auto src, PcapSource::open_file(path, filter));
+  return detail::wrap_pcap(std::move(src));
+}
+
+std::unique_ptr<Capture> detail::wrap_pcap(PcapSource src) {
+  return std::make_unique<PcapCapture>(std::move(src));
+}
+
+}  // namespace flowmark::capture

@@ -1,0 +1,422 @@
+// CaptureParser and the memory-mapped file capture: pcap in both byte orders and both time
+// precisions, pcapng (section headers, interfaces with their own link type and time
+// resolution, enhanced / simple / obsolete packet blocks, skipped blocks, a byte-order
+// change between sections), batches, filters, and corrupt files (error with the offset,
+// frames before the damage still delivered). The files are written byte by byte here.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "flowmark/capture/capture.hpp"
+#include "flowmark/capture/file_parser.hpp"
+
+namespace flowmark::capture {
+namespace {
+
+using observe::FrameRef;
+using observe::LinkType;
+
+// Writes integers in a chosen byte order.
+struct Writer {
+  bool big = false;
+  std::vector<std::uint8_t> out;
+  void u8(std::uint8_t v) { out.push_back(v); }
+  void u16(std::uint16_t v) {
+    if (big) {
+      u8(static_cast<std::uint8_t>(v >> 8));
+      u8(static_cast<std::uint8_t>(v));
+    } else {
+      u8(static_cast<std::uint8_t>(v));
+      u8(static_cast<std::uint8_t>(v >> 8));
+    }
+  }
+  void u32(std::uint32_t v) {
+    if (big) {
+      u16(static_cast<std::uint16_t>(v >> 16));
+      u16(static_cast<std::uint16_t>(v));
+    } else {
+      u16(static_cast<std::uint16_t>(v));
+      u16(static_cast<std::uint16_t>(v >> 16));
+    }
+  }
+  void u64(std::uint64_t v) {
+    if (big) {
+      u32(static_cast<std::uint32_t>(v >> 32));
+      u32(static_cast<std::uint32_t>(v));
+    } else {
+      u32(static_cast<std::uint32_t>(v));
+      u32(static_cast<std::uint32_t>(v >> 32));
+    }
+  }
+  void bytes(const std::vector<std::uint8_t>& b) { out.insert(out.end(), b.begin(), b.end()); }
+  void pad4() {
+    while (out.size() % 4 != 0) u8(0);
+  }
+};
+
+// A frame whose bytes say which one it is: n repeated `len` times.
+std::vector<std::uint8_t> frame(std::uint8_t n, std::size_t len) {
+  return std::vector<std::uint8_t>(len, n);
+}
+
+std::vector<std::uint8_t> pcap_file(
+    bool big, bool nano, std::uint32_t link,
+    const std::vector<std::pair<std::uint64_t, std::size_t>>& recs) {
+  Writer w{big, {}};
+  w.u32(nano ? 0xa1b23c4d : 0xa1b2c3d4);
+  w.u16(2);
+  w.u16(4);
+  w.u32(0);
+  w.u32(0);
+  w.u32(65535);
+  w.u32(link);
+  std::uint8_t n = 1;
+  for (const auto& [ts, len] : recs) {
+    w.u32(static_cast<std::uint32_t>(ts / 1'000'000'000));
+    const std::uint64_t frac = ts % 1'000'000'000;
+    w.u32(static_cast<std::uint32_t>(nano ? frac : frac / 1000));
+    w.u32(static_cast<std::uint32_t>(len));
+    w.u32(static_cast<std::uint32_t>(len + 100));
+    w.bytes(frame(n++, len));
+  }
+  return w.out;
+}
+
+// pcapng blocks.
+void shb(Writer& w) {
+  w.u32(0x0A0D0D0A);
+  w.u32(28);
+  w.u32(0x1A2B3C4D);
+  w.u16(1);
+  w.u16(0);
+  w.u64(~std::uint64_t{0});
+  w.u32(28);
+}
+// tsresol < 0: no option (microseconds).
+void idb(Writer& w, std::uint16_t link, int tsresol, std::int64_t tsoffset = 0) {
+  const std::uint32_t len = 20 + (tsresol >= 0 ? 8 : 0) + (tsoffset != 0 ? 12 : 0) + 4;
+  w.u32(1);
+  w.u32(len);
+  w.u16(link);
+  w.u16(0);
+  w.u32(0);  // snaplen: none
+  if (tsresol >= 0) {
+    w.u16(9);
+    w.u16(1);
+    w.u8(static_cast<std::uint8_t>(tsresol));
+    w.pad4();
+  }
+  if (tsoffset != 0) {
+    w.u16(14);
+    w.u16(8);
+    w.u64(static_cast<std::uint64_t>(tsoffset));
+  }
+  w.u16(0);
+  w.u16(0);
+  w.u32(len);
+}
+void epb(Writer& w, std::uint32_t ifid, std::uint64_t ticks, const std::vector<std::uint8_t>& data,
+         std::uint32_t origlen) {
+  const std::uint32_t len = 32 + static_cast<std::uint32_t>((data.size() + 3) & ~std::size_t{3});
+  w.u32(6);
+  w.u32(len);
+  w.u32(ifid);
+  w.u32(static_cast<std::uint32_t>(ticks >> 32));
+  w.u32(static_cast<std::uint32_t>(ticks));
+  w.u32(static_cast<std::uint32_t>(data.size()));
+  w.u32(origlen);
+  w.bytes(data);
+  w.pad4();
+  w.u32(len);
+}
+void spb(Writer& w, const std::vector<std::uint8_t>& data) {
+  const std::uint32_t len = 16 + static_cast<std::uint32_t>((data.size() + 3) & ~std::size_t{3});
+  w.u32(3);
+  w.u32(len);
+  w.u32(static_cast<std::uint32_t>(data.size()));
+  w.bytes(data);
+  w.pad4();
+  w.u32(len);
+}
+void other_block(Writer& w, std::uint32_t type) {  // e.g. name resolution, statistics
+  w.u32(type);
+  w.u32(20);
+  w.u64(0x1122334455667788);
+  w.u32(20);
+}
+
+std::span<const std::byte> as_bytes(const std::vector<std::uint8_t>& v) {
+  return {reinterpret_cast<const std::byte*>(v.data()), v.size()};
+}
+
+struct Got {
+  LinkType link;
+  std::int64_t ts;
+  std::uint8_t first_byte;
+  std::size_t len;
+  std::uint32_t wire;
+};
+
+// Everything the parser yields, batch by batch (batch size `per`); the error if any.
+std::vector<Got> read_all(const std::vector<std::uint8_t>& file, std::size_t per,
+                          std::string* error = nullptr, std::vector<std::size_t>* sizes = nullptr) {
+  auto p = CaptureParser::open(as_bytes(file), "test.cap");
+  EXPECT_TRUE(p.has_value()) << (p ? "" : p.error().message());
+  std::vector<Got> got;
+  if (!p) return got;
+  std::vector<FrameRef> batch(per);
+  std::vector<std::uint32_t> wire(per);
+  for (;;) {
+    LinkType link{};
+    auto n = p->next_batch(batch, link, wire);
+    if (!n) {
+      if (error) *error = n.error().message();
+      break;
+    }
+    if (*n == 0) break;
+    if (sizes) sizes->push_back(*n);
+    for (std::size_t i = 0; i < *n; ++i)
+      got.push_back(
+          {link, batch[i].ts_ns,
+           batch[i].frame.empty() ? std::uint8_t{0} : static_cast<std::uint8_t>(batch[i].frame[0]),
+           batch[i].frame.size(), wire[i]});
+  }
+  return got;
+}
+
+constexpr std::uint64_t kT0 = 1'700'000'000'123'456'789;  // ns
+
+TEST(CaptureParser, PcapBothByteOrdersAndPrecisions) {
+  for (const bool big : {false, true}) {
+    for (const bool nano : {false, true}) {
+      const auto file = pcap_file(big, nano, 101, {{kT0, 60}, {kT0 + 1'000, 1514}, {kT0 + 2, 0}});
+      const auto got = read_all(file, 2);
+      ASSERT_EQ(got.size(), 3u) << big << nano;
+      const std::int64_t unit = nano ? 1 : 1000;
+      const auto t0 = static_cast<std::int64_t>(kT0);
+      EXPECT_EQ(got[0].ts, t0 / unit * unit);
+      EXPECT_EQ(got[1].ts, (t0 + 1'000) / unit * unit);
+      EXPECT_EQ(got[2].ts, (t0 + 2) / unit * unit);
+      EXPECT_EQ(got[0].link, LinkType::kRaw);
+      EXPECT_EQ(got[0].first_byte, 1);
+      EXPECT_EQ(got[0].len, 60u);
+      EXPECT_EQ(got[0].wire, 160u);
+      EXPECT_EQ(got[1].first_byte, 2);
+      EXPECT_EQ(got[1].len, 1514u);
+      EXPECT_EQ(got[2].len, 0u);
+    }
+  }
+}
+
+TEST(CaptureParser, PcapLinkTypeFcsBitsAndOldRawValue) {
+  auto got = read_all(pcap_file(false, false, 1u | (1u << 28) | (4u << 29), {{kT0, 20}}), 8);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].link, LinkType::kEthernet);
+  got = read_all(pcap_file(false, false, 12, {{kT0, 20}}), 8);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].link, LinkType::kRaw);
+}
+
+TEST(CaptureParser, PcapngInterfacesResolutionsAndBlocks) {
+  for (const bool big : {false, true}) {
+    Writer w{big, {}};
+    shb(w);
+    idb(w, 1, -1);                // 0: Ethernet, microseconds
+    idb(w, 101, 9);               // 1: raw IP, nanoseconds
+    idb(w, 113, 0x80 | 20, 100);  // 2: Linux SLL, 2^-20 s, offset 100 s
+    other_block(w, 4);            // name resolution: skipped
+    epb(w, 0, kT0 / 1000, frame(1, 60), 60);
+    epb(w, 0, kT0 / 1000 + 1, frame(2, 61), 61);
+    spb(w, frame(3, 62));  // interface 0, the previous frame's time
+    epb(w, 1, kT0, frame(4, 63), 1000);
+    other_block(w, 5);  // interface statistics: skipped
+    epb(w, 2, std::uint64_t{3} << 20 | (std::uint64_t{1} << 19), frame(5, 64), 64);
+    epb(w, 0, kT0 / 1000 + 2, frame(6, 65), 65);
+    std::vector<std::size_t> sizes;
+    const auto got = read_all(w.out, 16, nullptr, &sizes);
+    ASSERT_EQ(got.size(), 6u) << big;
+    // A batch holds one link type: Ethernet x3, raw, SLL, Ethernet.
+    EXPECT_EQ(sizes, (std::vector<std::size_t>{3, 1, 1, 1}));
+    const auto us = static_cast<std::int64_t>(kT0 / 1000 * 1000);
+    EXPECT_EQ(got[0].ts, us);
+    EXPECT_EQ(got[1].ts, us + 1000);
+    EXPECT_EQ(got[2].ts, us + 1000);
+    EXPECT_EQ(got[2].link, LinkType::kEthernet);
+    EXPECT_EQ(got[2].first_byte, 3);
+    EXPECT_EQ(got[2].len, 62u);
+    EXPECT_EQ(got[3].ts, static_cast<std::int64_t>(kT0));
+    EXPECT_EQ(got[3].link, LinkType::kRaw);
+    EXPECT_EQ(got[3].wire, 1000u);
+    EXPECT_EQ(got[4].ts, (3 + 100) * std::int64_t{1'000'000'000} + 500'000'000);
+    EXPECT_EQ(got[4].link, LinkType::kLinuxSll);
+    EXPECT_EQ(got[4].first_byte, 5);
+    EXPECT_EQ(got[5].ts, us + 2000);
+    EXPECT_EQ(got[5].first_byte, 6);
+  }
+}
+
+TEST(CaptureParser, PcapngSecondSectionChangesByteOrderAndInterfaces) {
+  Writer w{false, {}};
+  shb(w);
+  idb(w, 1, 9);
+  epb(w, 0, kT0, frame(1, 40), 40);
+  w.big = true;
+  shb(w);
+  idb(w, 101, 6);
+  epb(w, 0, kT0 / 1000, frame(2, 41), 41);
+  const auto got = read_all(w.out, 1);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].link, LinkType::kEthernet);
+  EXPECT_EQ(got[1].link, LinkType::kRaw);
+  EXPECT_EQ(got[1].ts, static_cast<std::int64_t>(kT0 / 1000 * 1000));
+  EXPECT_EQ(got[1].len, 41u);
+}
+
+TEST(CaptureParser, OpenRejectsWhatIsNoCapture) {
+  std::vector<std::uint8_t> junk(64, 0x5a);
+  auto p = CaptureParser::open(as_bytes(junk), "junk.bin");
+  ASSERT_FALSE(p);
+  EXPECT_NE(p.error().message().find("junk.bin"), std::string::npos);
+  EXPECT_EQ(p.error().code(), make_error_code(Errc::kMalformed));
+  std::vector<std::uint8_t> shortpcap = pcap_file(false, false, 1, {});
+  shortpcap.resize(20);
+  EXPECT_FALSE(CaptureParser::open(as_bytes(shortpcap), "x"));
+  EXPECT_FALSE(CaptureParser::open({}, "empty"));
+  Writer w{false, {}};
+  shb(w);
+  w.out[8] = 0x99;  // byte-order magic
+  EXPECT_FALSE(CaptureParser::open(as_bytes(w.out), "x"));
+}
+
+// The offset in an error message.
+std::size_t offset_in(const std::string& msg) {
+  const auto at = msg.find("offset ");
+  if (at == std::string::npos) return ~std::size_t{0};
+  return std::stoul(msg.substr(at + 7));
+}
+
+TEST(CaptureParser, PcapTruncatedRecordsGiveTheFramesBeforeThenTheError) {
+  const auto whole = pcap_file(false, false, 1, {{kT0, 100}, {kT0 + 1000, 100}, {kT0 + 2000, 100}});
+  const std::size_t third = 24 + 2 * 116;
+  for (const std::size_t cut : {third + 7, third + 16 + 50}) {
+    auto file = whole;
+    file.resize(cut);
+    std::string err;
+    const auto got = read_all(file, 256, &err);
+    EXPECT_EQ(got.size(), 2u) << cut;
+    EXPECT_NE(err.find("test.cap"), std::string::npos) << err;
+    EXPECT_EQ(offset_in(err), third) << err;
+  }
+  // A garbage record header: a length no frame has.
+  auto file = whole;
+  file[24 + 116 + 8] = 0xff;
+  file[24 + 116 + 11] = 0x7f;
+  std::string err;
+  const auto got = read_all(file, 1, &err);
+  EXPECT_EQ(got.size(), 1u);
+  EXPECT_EQ(offset_in(err), 24u + 116) << err;
+}
+
+TEST(CaptureParser, PcapngCorruptBlocks) {
+  Writer w{false, {}};
+  shb(w);
+  idb(w, 1, -1);
+  epb(w, 0, 1, frame(1, 60), 60);
+  const std::size_t second = w.out.size();
+  epb(w, 0, 2, frame(2, 60), 60);
+  const auto whole = w.out;
+  struct Case {
+    const char* what;
+    std::size_t at;
+    std::uint8_t value;
+    std::size_t resize;
+  };
+  for (const Case c :
+       {Case{"bad length", second + 4, 13, 0}, Case{"huge length", second + 7, 0x40, 0},
+        Case{"trailer", whole.size() - 4, 0x10, 0}, Case{"unknown interface", second + 8, 7, 0},
+        Case{"caplen overruns", second + 21, 0x10, 0}, Case{"truncated", 0, 0, whole.size() - 10},
+        Case{"truncated header", 0, 0, second + 6}}) {
+    auto file = whole;
+    if (c.resize != 0)
+      file.resize(c.resize);
+    else
+      file[c.at] = c.value;
+    std::string err;
+    const auto got = read_all(file, 256, &err);
+    EXPECT_EQ(got.size(), 1u) << c.what;
+    EXPECT_EQ(offset_in(err), second) << c.what << ": " << err;
+  }
+}
+
+// The mapped reader on a real file, with and without a filter.
+class TempFile {
+ public:
+  explicit TempFile(const std::vector<std::uint8_t>& bytes) {
+    char tmpl[] = "/tmp/fm_parser_test.XXXXXX";
+    const int fd = mkstemp(tmpl);
+    path_ = tmpl;
+    EXPECT_EQ(::write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    ::close(fd);
+  }
+  ~TempFile() { std::remove(path_.c_str()); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Ethernet + IPv4 + UDP or TCP, minimal.
+std::vector<std::uint8_t> eth_ip(std::uint8_t proto) {
+  std::vector<std::uint8_t> f(14 + 20 + 20, 0);
+  f[12] = 0x08;
+  f[14] = 0x45;
+  f[17] = 40;
+  f[14 + 8] = 64;
+  f[14 + 9] = proto;
+  f[14 + 12] = 10;
+  f[14 + 15] = 1;
+  f[14 + 16] = 10;
+  f[14 + 19] = 2;
+  f[34] = 0x30;
+  f[36] = 0x00;
+  f[37] = 53;
+  f[38 + 0] = 0;
+  f[39] = proto == 17 ? 8 : 0x50;
+  return f;
+}
+
+TEST(MappedFile, ReadsAndFilters) {
+  Writer w{true, {}};
+  shb(w);
+  idb(w, 1, 9);
+  for (int i = 0; i < 10; ++i) epb(w, 0, kT0 + i, eth_ip(i % 2 == 0 ? 17 : 6), 54);
+  TempFile f(w.out);
+  for (const char* filter : {"", "udp", "tcp and port 53"}) {
+    auto cap = open_file_capture(f.path(), filter);
+    ASSERT_TRUE(cap) << cap.error().message();
+    std::array<FrameRef, 3> batch;
+    LinkType link{};
+    std::size_t total = 0;
+    for (;;) {
+      auto n = (*cap)->next_batch(batch, link);
+      ASSERT_TRUE(n) << n.error().message();
+      if (*n == 0) break;
+      total += *n;
+      EXPECT_EQ(link, LinkType::kEthernet);
+    }
+    EXPECT_EQ(total, std::string(filter).empty() ? 10u : 5u) << filter;
+    EXPECT_EQ((*cap)->offset(), w.out.size());
+  }
+  auto bad = open_file_capture(f.path(), "udp and (");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code(), make_error_code(Errc::kInvalidArgument));
+}
+
+}  // namespace
+}  // namespace flowmark::capture

@@ -1,0 +1,96 @@
+// Record text: addresses exactly as inet_ntop() writes them (the formatter has its own
+// code for speed), and the JSON / CSV lines field by field.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+
+#include "flowmark/observe/record_format.hpp"
+
+namespace flowmark::observe {
+namespace {
+
+std::string ntop(const IpAddress& a) {
+  char buf[INET6_ADDRSTRLEN];
+  inet_ntop(a.is_v4() ? AF_INET : AF_INET6, a.bytes(), buf, sizeof buf);
+  return buf;
+}
+
+IpAddress v6_from_words(const std::array<std::uint16_t, 8>& w) {
+  in6_addr a{};
+  for (int i = 0; i < 8; ++i) {
+    a.s6_addr[2 * i] = static_cast<std::uint8_t>(w[i] >> 8);
+    a.s6_addr[2 * i + 1] = static_cast<std::uint8_t>(w[i]);
+  }
+  return IpAddress::v6(a);
+}
+
+TEST(RecordFormat, AddressesAsInetNtop) {
+  for (const char* text :
+       {"::", "::1", "1::", "::ffff:1.2.3.4", "::1.2.3.4", "::0.0.0.2", "fe80::1", "0:0:1::",
+        "1:0:0:2::3", "1:0:0:2:0:0:3:0", "2001:db8::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        "::ffff:0:1.2.3.4", "0.0.0.0", "255.255.255.255", "10.0.0.1", "192.168.100.7"}) {
+    auto a = IpAddress::parse(text);
+    ASSERT_TRUE(a) << text;
+    EXPECT_EQ(format_address(*a), ntop(*a)) << text;
+  }
+  std::mt19937 rng(7);
+  for (int n = 0; n < 20000; ++n) {
+    std::array<std::uint16_t, 8> w{};
+    for (auto& x : w) {
+      const auto r = rng();
+      x = (r & 1)   ? 0
+          : (r & 2) ? static_cast<std::uint16_t>(r >> 16)
+                    : static_cast<std::uint16_t>((r >> 16) & 0xF);
+    }
+    if (n % 7 == 0) w[5] = 0xffff;
+    const IpAddress a = v6_from_words(w);
+    ASSERT_EQ(format_address(a), ntop(a));
+    const IpAddress b = IpAddress::v4(static_cast<std::uint32_t>(rng()));
+    ASSERT_EQ(format_address(b), ntop(b));
+  }
+}
+
+TEST(RecordFormat, JsonAndCsvLines) {
+  FlowRecord r;
+  r.sip = *IpAddress::parse("2001:db8::1");
+  r.dip = *IpAddress::parse("2001:db8::2:0:0:1");
+  r.sp = 443;
+  r.dp = 51000;
+  r.proto = 6;
+  r.ip_version = 6;
+  r.vlan = 100;
+  r.first = 1'700'000'000'000'000'042;
+  r.last = 1'700'000'001'500'000'000;
+  r.pkt_fwd = 18446744073709551615u;
+  r.pkt_rev = 0;
+  r.oct_fwd = 1234567;
+  r.oct_rev = 9;
+  r.tcp_flags_fwd = 0x1b;
+  r.tcp_flags_rev = 0x12;
+  r.fragments = 3;
+  r.icmp_errors = 4;
+  r.continuation = true;
+  r.user[2] = 77;
+  const FieldNames fields = {{2, "syn_seen"}};
+  std::string out;
+  append_record_json(out, r, fields);
+  EXPECT_EQ(out, R"({"sip":"2001:db8::1","dip":"2001:db8::2:0:0:1","proto":6,"sp":443,"dp":51000,)"
+                 R"("first":1700000000.000000042,"last":1700000001.500000000,)"
+                 R"("pkt_fwd":18446744073709551615,"pkt_rev":0,"oct_fwd":1234567,"oct_rev":9,)"
+                 R"("ip_version":6,"vlan":100,"tcp_flags_fwd":27,"tcp_flags_rev":18,"fragments":3,)"
+                 R"("icmp_errors":4,"continuation":true,"syn_seen":77})"
+                 "\n");
+  out.clear();
+  append_csv_header(out, fields);
+  append_record_csv(out, r, fields);
+  EXPECT_EQ(out,
+            "sip,dip,proto,sp,dp,first,last,pkt_fwd,pkt_rev,oct_fwd,oct_rev,ip_version,vlan,"
+            "tcp_flags_fwd,tcp_flags_rev,fragments,icmp_errors,continuation,syn_seen\n"
+            "2001:db8::1,2001:db8::2:0:0:1,6,443,51000,1700000000.000000042,"
+            "1700000001.500000000,18446744073709551615,0,1234567,9,6,100,27,18,3,4,1,77\n");
+}
+
+}  // namespace
+}  // namespace flowmark::observe
