@@ -13,6 +13,8 @@ in network namespaces (the Site of test_flowmarkd.py: hosts A, B, C on one bridg
   flowd's FIFO path (/var/run/flowd) is fixed by the translation, so flowmarkd runs in a private
   mount namespace where a test directory is bind-mounted on /run: the FIFO appears there and
   nothing is created in the host's /run.
+- libcurl is loaded only for an http(s) registry: with libcurl.so.4 hidden the programs run,
+  and a URL registry fails with "install libcurl4".
 Needs root. Python 3 stdlib only.
 """
 
@@ -20,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -207,9 +210,10 @@ class TestSocketsSource(ServiceTestCase):
             self.assertEqual(f["flow-id"]["dst-port"], 5201)
             pair = (f["context"]["experiment-id"], f["context"]["activity-id"])
             self.assertIn(pair, choices, f)
-        print(f"  [iperf preset: 5201 flows announced as "
-              f"{[(g['firefly']['context']['experiment-id'], g['firefly']['context']['activity-id']) for g in got]}"
-              f", the 5601 one not]", file=sys.stderr)
+        pairs = [(g["firefly"]["context"]["experiment-id"],
+                  g["firefly"]["context"]["activity-id"]) for g in got]
+        print(f"  [iperf preset: 5201 flows announced as {pairs}, the 5601 one not]",
+              file=sys.stderr)
         rc, _ = d.stop()
         self.assertEqual(rc, 0, d.describe())
         self.assertEqual(d.c("flowmark_sockets_skipped_total", source="conns", reason="port"), 1,
@@ -320,6 +324,43 @@ class TestFlowdConfig(ServiceTestCase):
         print(f"  [flowd.cfg and its translation: {len(a['collector'])} identical fireflies at "
               f"the collector, {len(a['destination'])} at the destinations: {got}]",
               file=sys.stderr)
+
+
+# ---- libcurl is loaded only for an http(s) registry ----------------------------------------
+class TestWithoutLibcurl(unittest.TestCase):
+    """libcurl.so.4 hidden (/dev/null bind-mounted on it in a private mount namespace): the
+    programs start and run without it, and only an http(s) registry fails, saying what to do."""
+
+    def run_hidden(self, script):
+        lib = None
+        for d in ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"):
+            if os.path.exists(os.path.join(d, "libcurl.so.4")):
+                lib = os.path.realpath(os.path.join(d, "libcurl.so.4"))
+                break
+        if lib is None:
+            self.skipTest("no libcurl.so.4 installed: nothing to hide")
+        return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                               f'mount --bind /dev/null "{lib}" && {script}'],
+                              capture_output=True, text=True, timeout=20)
+
+    def test_builtin_registry_needs_no_libcurl_and_a_url_says_install_it(self):
+        d = tempfile.mkdtemp(prefix="fmd-nocurl-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", d])
+        config = os.path.join(d, "flowmark.toml")
+        with open(config, "w") as f:
+            f.write(f'[source.pipe]\ntype = "named-pipe"\npath = "{d}/p"\n\n'
+                    '[backend.ff]\ntype = "firefly"\nto_destination = false\n'
+                    'collectors = ["127.0.0.1:20999"]\n')
+        r = self.run_hidden(f'"{FLOWMARKD}" --check -c "{config}" && '
+                            f'"{fmd.FLOWMARK}" registry >/dev/null && echo both-ran')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("both-ran", r.stdout)
+        r = self.run_hidden(f'"{fmd.FLOWMARK}" registry --source http://127.0.0.1:9/api.json')
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("cannot load libcurl.so.4", r.stderr)
+        self.assertIn("install libcurl4", r.stderr)
+        print(f"  [libcurl hidden: flowmarkd --check and flowmark registry run; a URL says: "
+              f"{r.stderr.strip()[:160]}...]", file=sys.stderr)
 
 
 if __name__ == "__main__":
