@@ -106,6 +106,11 @@ class Client(Proc):
         self.wait_for(lambda: any(l.startswith(reply) for l in self.out[n:]), 10, text)
         return [l for l in self.out[n:] if l.startswith(reply)][0].split()
 
+    def kill(self):
+        super().kill()
+        if not self.p.stdin.closed:
+            self.p.stdin.close()
+
 
 class TestSocketsSource(ServiceTestCase):
     def setUp(self):
