@@ -13,6 +13,7 @@
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 #include "flowmark/core/log.hpp"
 #include "flowmark/daemon/config.hpp"
@@ -46,7 +47,8 @@ int main(int argc, char** argv) {
                "run in the foreground (always the case; accepted for flowd's command line)");
   app.add_flag("--check", check, "validate the configuration and exit (0: valid)");
   app.add_flag("--print", print,
-               "with --check: print the configuration as TOML (a flowd file's translation)");
+               "with --check: print the configuration as TOML (a flowd file's translation), "
+               "the summary as comments");
   app.set_version_flag("--version", "flowmarkd " FLOWMARK_VERSION);
   app.footer(
       "Signals: SIGTERM/SIGINT stop (end events for live flows, backends drained), SIGHUP "
@@ -76,8 +78,19 @@ int main(int argc, char** argv) {
       spdlog::error("{}", summary.error().message());
       return kExitConfig;
     }
-    fmt::print("{}", *summary);
-    if (print) fmt::print("\n{}", doc->toml_text());
+    if (!print) {
+      fmt::print("{}", *summary);
+      return 0;
+    }
+    // The summary as comments: the output is a TOML file (`--print > flowmark.toml`).
+    std::string_view rest = *summary;
+    while (!rest.empty()) {
+      const auto nl = rest.find('\n');
+      const std::string_view line = rest.substr(0, nl);
+      fmt::print("{}{}\n", line.empty() ? "#" : "# ", line);
+      rest.remove_prefix(nl == std::string_view::npos ? rest.size() : nl + 1);
+    }
+    fmt::print("\n{}", doc->toml_text());
     return 0;
   }
   auto service = flowmark::daemon::Service::create(std::move(*doc), config);

@@ -1,31 +1,41 @@
 #!/usr/bin/env python3
 """Integration test of the `prometheus` backend against a real Prometheus server.
 
-    python3 tests/integration/test_prometheus.py EXPORTER [unittest options]
+    python3 tests/integration/test_prometheus.py EXPORTER [FLOWMARKD] [unittest options]
 
-EXPORTER is the program that serves the metrics: for now tests/integration/prom_driver
-(the real PrometheusBackend on one real loopback TCP connection, values from
-getsockopt(TCP_INFO)). Everything that depends on it is in `start_exporter` / the Exporter
-class, so that flowmarkd can take its place later. Needs /usr/bin/prometheus (Debian's
-`prometheus` package); skips with the reason when it is missing. Python 3 stdlib only.
-Processes and temporary directories are cleaned up even when a test fails.
+The same test runs against two exporters:
+- EXPORTER, tests/integration/prom_driver: the real PrometheusBackend on one real loopback
+  TCP connection, values from getsockopt(TCP_INFO);
+- FLOWMARKD, the service itself: a named-pipe source and a prometheus backend on
+  127.0.0.1:PORT; the test opens a real loopback TCP connection, announces its 4-tuple with a
+  pipe line, and the flow_tcp_* values are those flowmarkd reads over netlink
+  (INET_DIAG_INFO); the end line must remove the series. Also the service's own counters.
+Needs /usr/bin/prometheus (Debian's `prometheus` package); skips with the reason when it is
+missing. Python 3 stdlib only. Processes and temporary directories are cleaned up even when
+a test fails.
 """
 
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.parse
 import urllib.request
 
 if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
-    sys.exit("usage: test_prometheus.py EXPORTER [unittest options]")
+    sys.exit("usage: test_prometheus.py EXPORTER [FLOWMARKD] [unittest options]")
 EXPORTER = os.path.abspath(sys.argv.pop(1))
+FLOWMARKD = None
+if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):
+    FLOWMARKD = os.path.abspath(sys.argv.pop(1))
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 EXP, ACT = 2, 17
 FLOW_METRICS = ["rtt", "rtt_var", "cwnd", "ssthresh", "bytes_sent", "bytes_acked",
@@ -123,6 +133,102 @@ def start_exporter():
         raise
 
 
+def write_pipe(path, text, timeout=5):
+    """Opens the FIFO for writing once it has a reader, writes, closes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    try:
+        os.set_blocking(fd, True)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+class FlowmarkdExporter:
+    """flowmarkd (named-pipe source, prometheus backend) and one real loopback TCP connection,
+    announced by a pipe line; the same interface as Exporter."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="flowmark-promd-")
+        self.pipe = os.path.join(self.dir, "flowmark.pipe")
+        self.port = free_port()
+        self.proc = None
+        self.stopping = threading.Event()
+        self.socks = []
+        config = os.path.join(self.dir, "flowmark.toml")
+        with open(config, "w") as f:
+            f.write("[source.pipe]\n"
+                    'type = "named-pipe"\n'
+                    f'path = "{self.pipe}"\n\n'
+                    "[backend.metrics]\n"
+                    'type = "prometheus"\n'
+                    f'listen = "127.0.0.1:{self.port}"\n'
+                    "poll_interval = 1\n")
+        self.err = open(os.path.join(self.dir, "flowmarkd.err"), "w")
+        self.proc = subprocess.Popen([FLOWMARKD, "-c", config], stdout=subprocess.DEVNULL,
+                                     stderr=self.err)
+        wait_for("flowmarkd running", lambda: self.proc.poll() is None and
+                 "flowmarkd running" in self.stderr(), timeout=15, every=0.05)
+        # The connection: a listener, a client, and a thread that sends a few KiB every
+        # 0.5 s (so that bytes_acked grows) while the other end reads.
+        listener = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+        listener.close()
+        self.socks = [client, server]
+        threading.Thread(target=self._traffic, args=(client, server), daemon=True).start()
+        sport, dport = client.getsockname()[1], client.getpeername()[1]
+        self.line = f"tcp 127.0.0.1 {sport} 127.0.0.1 {dport} {EXP} {ACT}\n"
+        self.flow = {"src": "127.0.0.1", "dst": "127.0.0.1", "exp": str(EXP), "act": str(ACT),
+                     "flow": f"{sport}:{dport}"}
+        write_pipe(self.pipe, "start " + self.line)
+
+    def _traffic(self, client, server):
+        while not self.stopping.wait(0.5):
+            try:
+                client.sendall(b"f" * 4096)
+                n = 0
+                while n < 4096:
+                    n += len(server.recv(65536))
+            except OSError:
+                return
+
+    def stderr(self):
+        self.err.flush()
+        with open(self.err.name) as f:
+            return f.read()
+
+    def metrics(self):
+        return http_get(f"http://127.0.0.1:{self.port}/metrics")
+
+    def end_flow(self):
+        write_pipe(self.pipe, "end " + self.line)
+        # The pipeline is asynchronous: wait until the backend has taken the end.
+        wait_for("the flow's series to leave /metrics",
+                 lambda: "flow_tcp_" not in self.metrics(), timeout=5, every=0.05)
+
+    def stop(self):
+        self.stopping.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for s in self.socks:
+            s.close()
+        self.err.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Prometheus:
     """A real Prometheus server scraping one target every second, in a temporary directory."""
 
@@ -170,8 +276,10 @@ class Prometheus:
 @unittest.skipUnless(os.access(PROMETHEUS, os.X_OK), f"{PROMETHEUS} not installed "
                      "(apt-get install prometheus)")
 class PrometheusScrapesTheExporter(unittest.TestCase):
+    make_exporter = staticmethod(start_exporter)
+
     def setUp(self):
-        self.exporter = start_exporter()
+        self.exporter = self.make_exporter()
         self.addCleanup(self.exporter.stop)
         self.prom = Prometheus(self.exporter.port)
         self.addCleanup(self.prom.close)
@@ -240,6 +348,44 @@ class PrometheusScrapesTheExporter(unittest.TestCase):
         live = wait_for("flowmark_live_flows 0", lambda: self.prom.query(
             "flowmark_live_flows == 0"))
         self.assertTrue(live)
+
+
+@unittest.skipUnless(FLOWMARKD, "no FLOWMARKD argument")
+class PrometheusScrapesFlowmarkd(PrometheusScrapesTheExporter):
+    """The same test against the service, and its own counters through Prometheus."""
+
+    make_exporter = staticmethod(FlowmarkdExporter)
+
+    def test_service_counters_in_prometheus(self):
+        self.wait_target_up()
+        selector = ",".join(f'{k}="{v}"' for k, v in self.exporter.flow.items())
+        wait_for("the flow's series", lambda: self.prom.query(f"flow_tcp_rtt{{{selector}}}"))
+        want = {'flowmark_source_events_total{source="pipe",state="start"}': 1,
+                'flowmark_backend_offered_total{backend="metrics"}': 1,
+                'flowmark_backend_events_total{backend="metrics",outcome="delivered"}': 1,
+                'flowmark_pipeline_received_total': 1,
+                'flowmark_live_flows': 1}
+        for expr, value in want.items():
+            got = wait_for(expr, lambda: self.prom.query(f"{expr} == {value}"))
+            print(f"  {expr} = {got[0]['value'][1]}")
+        # A pipe line that is rejected is counted by reason.
+        write_pipe(self.exporter.pipe, "start tcp 127.0.0.1 1 127.0.0.1 0 2 1\n")
+        expr = 'flowmark_source_rejected_total{source="pipe",reason="bad_port"}'
+        self.assertEqual(self.prom.query(expr)[0]["value"][1], "0")  # every reason, from 0
+        wait_for("the reject counted", lambda: self.prom.query(f"{expr} == 1"))
+        metadata = self.prom.api("metadata")
+        self.assertEqual(metadata["flowmark_source_events_total"][0]["type"], "counter")
+        self.assertEqual(metadata["flowmark_live_flows"][0]["type"], "gauge")
+        # The values are flowmarkd's reading of the kernel's tcp_info (over netlink): the
+        # connection's MSS on loopback is far above any Ethernet one.
+        mss = float(self.prom.query(f"flow_tcp_mss{{{selector}}}")[0]["value"][1])
+        self.assertGreater(mss, 1460)
+        print(f"  flow_tcp_mss{{{selector}}} = {mss:.0f}")
+        self.exporter.end_flow()
+        text = self.exporter.metrics()
+        self.assertRegex(text, r"(?m)^flowmark_live_flows 0\b")
+        self.assertRegex(text, r'(?m)^flowmark_source_events_total\{source="pipe",'
+                               r'state="end"\} 1\b')
 
 
 if __name__ == "__main__":

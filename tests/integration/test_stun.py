@@ -16,6 +16,11 @@ Three namespaces, built for the test class and deleted afterwards even when a te
 The server has no route back to 10.77.0.0/24: an answer can only reach the client through
 the NAT, so the address it reports must be the router's. IPv6 is routed without NAT: the
 server sees (and reports) the client's own address. Needs root, nft and turnserver.
+
+The service too: flowmarkd in the client with [public_address] discover = true asks coturn at
+start, and the fireflies it sends for the client's private address (to a collector in the
+server namespace, beyond the router) carry the router's public address; a manual
+[public_address.map] entry wins over the discovered one.
 """
 
 import atexit
@@ -23,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +39,7 @@ if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
     sys.exit("usage: test_stun.py BUILD_DIR [unittest options]")
 BUILD_DIR = os.path.abspath(sys.argv.pop(1))
 FLOWMARK = os.path.join(BUILD_DIR, "flowmark")
+FLOWMARKD = os.path.join(BUILD_DIR, "flowmarkd")
 
 from netns_helpers import _default_sigint, _delete_namespace, _live_namespaces, _sh
 
@@ -133,7 +140,9 @@ class Network:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-class StunTest(unittest.TestCase):
+class NatTopology(unittest.TestCase):
+    """Builds the Network for the tests of a class (and deletes it afterwards)."""
+
     @classmethod
     def setUpClass(cls):
         if not os.access(FLOWMARK, os.X_OK):
@@ -147,6 +156,8 @@ class StunTest(unittest.TestCase):
         cls.addClassCleanup(cls.net.destroy)  # runs even if create() fails half-way
         cls.net.create()
 
+
+class StunTest(NatTopology):
     def stun(self, *args, ns=None, timeout=15):
         """Runs `flowmark stun` in the client; returns (exit code, stdout, stderr, seconds)."""
         argv = ["ip", "netns", "exec", ns or self.net.client, FLOWMARK, "stun", *args]
@@ -225,6 +236,144 @@ class StunTest(unittest.TestCase):
                 rc, out, err, _ = self.stun(*args)
                 self.assertEqual(rc, code, f"stdout={out!r} stderr={err!r}")
                 self.assertIn(mention, err)
+
+
+def write_pipe(path, text, timeout=5):
+    """Opens the FIFO for writing once it has a reader, writes, closes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    try:
+        os.set_blocking(fd, True)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+class Logged:
+    """A process in a namespace with stdout and stderr in files of `tmp`, polled by the test."""
+
+    def __init__(self, ns, argv, tmp, name):
+        self.out_path = os.path.join(tmp, name + ".out")
+        self.err_path = os.path.join(tmp, name + ".err")
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=out,
+                                         stderr=err, preexec_fn=_default_sigint)
+
+    def text(self, which="err"):
+        with open(self.err_path if which == "err" else self.out_path) as f:
+            return f.read()
+
+    def wait_text(self, pattern, timeout=10, which="err"):
+        deadline = time.monotonic() + timeout
+        while True:
+            m = re.search(pattern, self.text(which))
+            if m:
+                return m
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"no /{pattern}/ (rc {self.proc.poll()}):\n"
+                                     f"{self.text('out')[-2000:]}\n{self.text('err')[-2000:]}")
+            time.sleep(0.05)
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+class FlowmarkdPublicAddressTest(NatTopology):
+    """flowmarkd's [public_address] discovery against the same coturn behind the same NAT."""
+
+    COLLECTOR_PORT = 20555
+
+    def setUp(self):
+        if not os.access(FLOWMARKD, os.X_OK):
+            raise RuntimeError(f"{FLOWMARKD} is missing: build first")
+        self.dir = tempfile.mkdtemp(prefix="flowmarkd-stun-", dir=self.net.tmp)
+        self.pipe = os.path.join(self.dir, "flowmark.pipe")
+        self.collector = Logged(self.net.server, [
+            FLOWMARK, "firefly", "listen", "--bind", SERVER4, "--port", str(self.COLLECTOR_PORT),
+            "--timeout", "600"], self.dir, "collector")
+        self.addCleanup(self.collector.stop, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while f"{SERVER4}:{self.COLLECTOR_PORT}" not in _sh(
+                ["ip", "netns", "exec", self.net.server, "ss", "-Hulpn"]).stdout:
+            self.assertLess(time.monotonic(), deadline, "the collector does not listen")
+            time.sleep(0.05)
+
+    def run_daemon(self, extra_public=""):
+        config = os.path.join(self.dir, "flowmark.toml")
+        with open(config, "w") as f:
+            f.write("[public_address]\n"
+                    "discover = true\n"
+                    f'stun_servers = ["{SERVER4}", "[{SERVER6}]:3478"]\n'
+                    f"{extra_public}\n"
+                    "[source.pipe]\n"
+                    'type = "named-pipe"\n'
+                    f'path = "{self.pipe}"\n\n'
+                    "[backend.ff]\n"
+                    'type = "firefly"\n'
+                    "to_destination = false\n"
+                    f'collectors = ["{SERVER4}:{self.COLLECTOR_PORT}"]\n')
+        d = Logged(self.net.client, [FLOWMARKD, "-c", config], self.dir, "flowmarkd")
+        self.addCleanup(d.stop, signal.SIGKILL)
+        d.wait_text(r"flowmarkd running", timeout=15)
+        return d
+
+    def fireflies(self, n, timeout=10):
+        deadline = time.monotonic() + timeout
+        while True:
+            got = [json.loads(l) for l in self.collector.text("out").splitlines()
+                   if l.startswith('{"sender"')]
+            if len(got) >= n:
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(got)} of {n} fireflies: {got}")
+            time.sleep(0.05)
+
+    def test_service_puts_the_discovered_public_address_in_fireflies(self):
+        d = self.run_daemon()
+        m4 = d.wait_text(rf"STUN {re.escape(SERVER4)}: public address (\S+)")
+        m6 = d.wait_text(rf"STUN \[{re.escape(SERVER6)}\]:3478: public address (\S+)")
+        self.assertEqual((m4.group(1), m6.group(1)), (ROUTER_OUT4, CLIENT6))
+        write_pipe(self.pipe, f"start tcp {CLIENT4} 40000 {SERVER4} 5777 2 1\n"
+                              f"start tcp {CLIENT6} 40001 {SERVER6} 5777 2 1\n")
+        got = self.fireflies(2)
+        by_port = {g["firefly"]["flow-id"]["src-port"]: g for g in got}
+        self.assertEqual(by_port[40000]["firefly"]["flow-id"]["src-ip"], ROUTER_OUT4, got)
+        self.assertEqual(by_port[40000]["firefly"]["flow-id"]["dst-ip"], SERVER4, got)
+        self.assertEqual(by_port[40000]["sender"], ROUTER_OUT4)  # the NAT rewrote the datagram
+        self.assertEqual(by_port[40001]["firefly"]["flow-id"]["src-ip"], CLIENT6, got)
+        print(f"\n  [flowmarkd: STUN says {m4.group(1)} / {m6.group(1)}; the firefly of "
+              f"{CLIENT4}:40000 carries src-ip "
+              f"{by_port[40000]['firefly']['flow-id']['src-ip']}]", file=sys.stderr)
+        self.assertEqual(d.stop(), 0, d.text())
+
+    def test_manual_map_wins_over_the_discovered_address(self):
+        override = "192.0.2.77"
+        d = self.run_daemon(f'[public_address.map]\n"{CLIENT4}" = "{override}"\n')
+        d.wait_text(rf"STUN {re.escape(SERVER4)}: public address {re.escape(ROUTER_OUT4)}")
+        write_pipe(self.pipe, f"start tcp {CLIENT4} 40002 {SERVER4} 5777 2 1\n"
+                              f"start tcp 10.77.0.9 40003 {SERVER4} 5777 2 1\n")
+        got = self.fireflies(2)
+        by_port = {g["firefly"]["flow-id"]["src-port"]: g for g in got}
+        self.assertEqual(by_port[40002]["firefly"]["flow-id"]["src-ip"], override, got)
+        # Another private address, not in the map: the discovered one.
+        self.assertEqual(by_port[40003]["firefly"]["flow-id"]["src-ip"], ROUTER_OUT4, got)
+        print(f"\n  [flowmarkd: map {CLIENT4} → {override} wins over STUN's {ROUTER_OUT4}; "
+              f"10.77.0.9 → {by_port[40003]['firefly']['flow-id']['src-ip']}]", file=sys.stderr)
+        self.assertEqual(d.stop(), 0, d.text())
 
 
 if __name__ == "__main__":
