@@ -14,8 +14,9 @@
  * from SYN_RECV on the passive side). One end: a change OUT OF ESTABLISHED (to FIN_WAIT1,
  * CLOSE_WAIT, or CLOSE on a reset); a connection never re-enters ESTABLISHED.
  *
- * Filters here, before a record is reserved: ports (either end, a bitmap) and cgroup (the
- * socket's cgroup or an ancestor). Networks are filtered in user space.
+ * Filters here, before a record is reserved: network namespace (the service's own), ports
+ * (either end, a bitmap) and cgroup (the socket's cgroup or an ancestor). Networks are
+ * filtered in user space.
  */
 #include "vmlinux.h"
 
@@ -36,6 +37,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u8 filter_ports = 0;
 const volatile __u64 port_set[FLOWMARK_KEV_PORT_WORDS] = {};
 const volatile __u64 cgroup_id = 0; /* 0: every cgroup */
+/* The network namespace of the service (its inode number): the tracepoint fires for the
+ * sockets of every namespace of the host, and a service reports its own. 0: all. */
+const volatile __u32 netns_ino = 0;
 
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -88,6 +92,10 @@ int BPF_PROG(flowmark_tcp_state, struct sock *sk, int oldstate, int newstate) {
 
   struct flowmark_kev_counters *c = counters();
   if (!c) return 0;
+  if (netns_ino && BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) != netns_ino) {
+    c->skipped_netns++;
+    return 0;
+  }
   __u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
   if (family != FM_AF_INET && family != FM_AF_INET6) {
     c->skipped_family++;

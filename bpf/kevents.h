@@ -40,6 +40,7 @@ struct flowmark_kev_counters {
   __u64 skipped_port;    /* changes of connections outside the port filter */
   __u64 skipped_cgroup;  /* changes of connections outside the cgroup filter */
   __u64 skipped_family;  /* neither IPv4 nor IPv6 */
+  __u64 skipped_netns;   /* sockets of another network namespace */
 };
 
 /* The port filter: a bitmap of 65536 bits, in the program's read-only data. */

@@ -25,7 +25,7 @@ static_assert(sizeof(flowmark_kevent) == 80);
 static_assert(offsetof(flowmark_kevent, saddr) == 32);
 static_assert(offsetof(flowmark_kevent, sport) == 64);
 static_assert(offsetof(flowmark_kevent, kind) == 70);
-static_assert(sizeof(flowmark_kev_counters) == 48);
+static_assert(sizeof(flowmark_kev_counters) == 56);
 
 namespace flowmark::bpf {
 namespace {
@@ -167,6 +167,12 @@ Result<TcpStateWatcher> TcpStateWatcher::open(const TcpStateFilter& filter, Hand
     }
   }
   ro->cgroup_id = impl->cgroup;
+  if (filter.own_netns_only) {
+    struct stat ns{};
+    if (::stat("/proc/self/ns/net", &ns) != 0)
+      return tracer_fail("cannot read this process's network namespace", errno);
+    ro->netns_ino = static_cast<std::uint32_t>(ns.st_ino);
+  }
   if (int r = bpf_map__set_max_entries(impl->skel->maps.events,
                                        static_cast<std::uint32_t>(filter.ring_bytes));
       r < 0)
@@ -205,6 +211,7 @@ Result<TcpStateCounters> TcpStateWatcher::counters() const {
     c.skipped_port += p.skipped_port;
     c.skipped_cgroup += p.skipped_cgroup;
     c.skipped_family += p.skipped_family;
+    c.skipped_netns += p.skipped_netns;
   }
   return c;
 }

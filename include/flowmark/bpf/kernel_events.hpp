@@ -44,6 +44,9 @@ struct TcpStateFilter {
   // A cgroup v2 directory (e.g. "/sys/fs/cgroup/system.slice/xrootd.service"): only sockets
   // created in it or below it. Empty: every cgroup.
   std::string cgroup;
+  // Only the sockets of this process's network namespace (the tracepoint sees every
+  // namespace of the host).
+  bool own_netns_only = true;
   // Ring buffer size in bytes (a power of two, ≥ one page).
   std::size_t ring_bytes = 256 * 1024;
 };
@@ -56,6 +59,7 @@ struct TcpStateCounters {
   std::uint64_t skipped_port = 0;
   std::uint64_t skipped_cgroup = 0;
   std::uint64_t skipped_family = 0;
+  std::uint64_t skipped_netns = 0;
 };
 
 class TcpStateWatcher {
