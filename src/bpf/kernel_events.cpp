@@ -148,10 +148,11 @@ Result<TcpStateWatcher> TcpStateWatcher::open(const TcpStateFilter& filter, Hand
                             kBtfPath));
   }
   if (!power_of_two(filter.ring_bytes) || filter.ring_bytes < 4096) {
-    return fail(Errc::kInvalidArgument,
-                fmt::format("ring buffer of {} bytes: a power of two ≥ 4096 is needed",
-                            filter.ring_bytes));
+    return fail(
+        Errc::kInvalidArgument,
+        fmt::format("ring buffer of {} bytes: a power of two ≥ 4096 is needed", filter.ring_bytes));
   }
+  detail::install_libbpf_log();
   auto impl = std::make_unique<Impl>();
   impl->handler = std::move(handler);
   if (!filter.cgroup.empty()) {
@@ -181,8 +182,8 @@ Result<TcpStateWatcher> TcpStateWatcher::open(const TcpStateFilter& filter, Hand
     return tracer_fail("cannot load the TCP state BPF program", r);
   if (int r = kevents_bpf__attach(impl->skel); r < 0)
     return tracer_fail("cannot attach to the tracepoint sock:inet_sock_set_state", r);
-  impl->ring = ring_buffer__new(bpf_map__fd(impl->skel->maps.events), &Impl::on_record,
-                                impl.get(), nullptr);
+  impl->ring =
+      ring_buffer__new(bpf_map__fd(impl->skel->maps.events), &Impl::on_record, impl.get(), nullptr);
   if (!impl->ring) return tracer_fail("cannot open the BPF ring buffer", errno);
   return TcpStateWatcher(std::move(impl));
 }
@@ -200,8 +201,7 @@ Result<TcpStateCounters> TcpStateWatcher::counters() const {
   if (ncpu <= 0) return tracer_fail("cannot count the CPUs", ncpu);
   std::vector<flowmark_kev_counters> per_cpu(static_cast<std::size_t>(ncpu));
   std::uint32_t zero = 0;
-  if (bpf_map_lookup_elem(bpf_map__fd(impl_->skel->maps.kev_counters), &zero, per_cpu.data()) !=
-      0)
+  if (bpf_map_lookup_elem(bpf_map__fd(impl_->skel->maps.kev_counters), &zero, per_cpu.data()) != 0)
     return tracer_fail("cannot read the TCP state counters", errno);
   TcpStateCounters c;
   for (const auto& p : per_cpu) {

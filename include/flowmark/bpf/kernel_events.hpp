@@ -33,7 +33,7 @@ struct TcpStateEvent {
   std::uint64_t ktime_ns = 0;  // CLOCK_MONOTONIC of the state change
   std::uint64_t bytes_acked = 0;
   std::uint64_t bytes_received = 0;  // data only (a FIN received is not counted)
-  std::uint8_t old_state = 0;  // the kernel's TCP_* numbers
+  std::uint8_t old_state = 0;        // the kernel's TCP_* numbers
   std::uint8_t new_state = 0;
 };
 

@@ -77,14 +77,16 @@ KernelEventsSource::KernelEventsSource(std::string name, KernelEventsOptions opt
 KernelEventsSource::~KernelEventsSource() { stop(); }
 
 Result<void> KernelEventsSource::start(EventLoop& loop, FlowSink& sink) {
-  if (watcher_) return fail(Errc::kInvalidArgument, fmt::format("[source.{}] started twice", name_));
+  if (watcher_)
+    return fail(Errc::kInvalidArgument, fmt::format("[source.{}] started twice", name_));
   bpf::TcpStateFilter filter;
   for (const auto& r : options_.ports) filter.ports.emplace_back(r.first, r.last);
   filter.cgroup = options_.cgroup;
   filter.ring_bytes = options_.ring_bytes;
   auto w = bpf::TcpStateWatcher::open(filter,
                                       [this](const bpf::TcpStateEvent& e) { on_kernel_event(e); });
-  if (!w) return std::unexpected(std::move(w).error().with_context(fmt::format("[source.{}]", name_)));
+  if (!w)
+    return std::unexpected(std::move(w).error().with_context(fmt::format("[source.{}]", name_)));
   watcher_.emplace(std::move(*w));
   loop_ = &loop;
   sink_ = &sink;
@@ -94,18 +96,19 @@ Result<void> KernelEventsSource::start(EventLoop& loop, FlowSink& sink) {
     return r;
   }
   // The kernel's counters (records lost, filtered) into the service's, every second.
-  FM_TRY(auto id, loop.add_timer(std::chrono::seconds(1), std::chrono::seconds(1),
-                                 [this] { publish(); }));
+  FM_TRY(auto id,
+         loop.add_timer(std::chrono::seconds(1), std::chrono::seconds(1), [this] { publish(); }));
   timer_ = id;
   std::string ports;
   for (const auto& r : options_.ports) {
-    ports += (ports.empty() ? "" : ",") +
-             (r.first == r.last ? fmt::format("{}", r.first) : fmt::format("{}-{}", r.first, r.last));
+    ports +=
+        (ports.empty() ? "" : ",") +
+        (r.first == r.last ? fmt::format("{}", r.first) : fmt::format("{}-{}", r.first, r.last));
   }
-  spdlog::info("[source.{}] TCP state changes from the kernel (tracepoint "
-               "sock:inet_sock_set_state); ports {}; cgroup {}",
-               name_, ports.empty() ? "any" : ports,
-               options_.cgroup.empty() ? "any" : options_.cgroup);
+  spdlog::info(
+      "[source.{}] TCP state changes from the kernel (tracepoint "
+      "sock:inet_sock_set_state); ports {}; cgroup {}",
+      name_, ports.empty() ? "any" : ports, options_.cgroup.empty() ? "any" : options_.cgroup);
   return {};
 }
 
@@ -132,8 +135,8 @@ void KernelEventsSource::drain() noexcept {
 
 void KernelEventsSource::on_kernel_event(const bpf::TcpStateEvent& k) {
   // The kernel's clock of the change, as wall-clock time.
-  const auto age_us = std::max<std::int64_t>(
-      0, (monotonic_ns() - static_cast<std::int64_t>(k.ktime_ns)) / 1000);
+  const auto age_us =
+      std::max<std::int64_t>(0, (monotonic_ns() - static_cast<std::int64_t>(k.ktime_ns)) / 1000);
   const Micros when = now_micros() - age_us;
   if (k.kind == bpf::TcpStateEvent::Kind::kStart) {
     const auto& dst = k.remote.address;
@@ -185,9 +188,10 @@ void KernelEventsSource::publish() noexcept {
   add(metrics_->skipped_port, c->skipped_port, published_.skipped_port);
   add(metrics_->skipped_cgroup, c->skipped_cgroup, published_.skipped_cgroup);
   if (c->ring_full > published_.ring_full) {
-    spdlog::warn("[source.{}] {} TCP state changes lost: the ring buffer was full (raise "
-                 "ring_kib)",
-                 name_, c->ring_full - published_.ring_full);
+    spdlog::warn(
+        "[source.{}] {} TCP state changes lost: the ring buffer was full (raise "
+        "ring_kib)",
+        name_, c->ring_full - published_.ring_full);
   }
   add(metrics_->lost, c->ring_full, published_.ring_full);
 }
