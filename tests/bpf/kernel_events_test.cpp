@@ -6,12 +6,16 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <vector>
 
 #include "daemon/sources/kernel_events/kernel_events_source.hpp"
@@ -207,6 +211,93 @@ TEST(KernelEvents, ConnectionsOpenBeforeTheStartAreNotAnnounced) {
   for (int i = 0; i < 4; ++i) loop->run_once(std::chrono::milliseconds(50));
   EXPECT_TRUE(sink.events.empty());
   source.stop();
+}
+
+// The cgroup v2 hierarchy: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid systems.
+std::string cgroup2_root() {
+  for (const char* p : {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"}) {
+    if (bpf::cgroup_id_of(p)) return p;
+  }
+  return {};
+}
+
+TEST(KernelEvents, OnlySocketsOfTheCgroupAndBelow) {
+  const std::string root = cgroup2_root();
+  if (root.empty()) GTEST_SKIP() << "no cgroup v2 hierarchy mounted";
+  const std::string outer = root + "/flowmark-kev-test-" + std::to_string(::getpid());
+  const std::string inner = outer + "/inner";
+  if (::mkdir(outer.c_str(), 0755) != 0 || ::mkdir(inner.c_str(), 0755) != 0) {
+    ::rmdir(outer.c_str());
+    GTEST_SKIP() << "cannot create a cgroup under " << root;
+  }
+  struct Cleanup {
+    std::string inner, outer;
+    ~Cleanup() {
+      ::rmdir(inner.c_str());
+      ::rmdir(outer.c_str());
+    }
+  } cleanup{inner, outer};
+
+  Endpoint server_ep, local;
+  Fd listener = listen_on("127.0.0.1", server_ep);
+  Counters counters;
+  KernelEventsOptions o;
+  o.skip_private = false;
+  o.ports = {{server_ep.port, server_ep.port}};
+  o.cgroup = outer;  // the child's socket is in outer/inner: an ancestor matches
+  KernelEventsSource source("kev", o, counters);
+  auto loop = EventLoop::create();
+  ASSERT_TRUE(loop);
+  TestSink sink;
+  if (auto r = source.start(*loop, sink); !r) GTEST_SKIP() << r.error().message();
+
+  // Ours (this process's cgroup): not reported.
+  Fd mine = connect_to(server_ep, local);
+  Fd mine_served(::accept(listener.get(), nullptr, nullptr));
+  // The child's, from inside the inner cgroup.
+  int report[2];
+  ASSERT_EQ(::pipe(report), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::ofstream(inner + "/cgroup.procs") << ::getpid() << std::flush;
+    sockaddr_storage ss{};
+    socklen_t len = server_ep.to_sockaddr(ss);
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) ::_exit(1);
+    sockaddr_in me{};
+    len = sizeof(me);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&me), &len);
+    const std::uint16_t port = ntohs(me.sin_port);
+    (void)!::write(report[1], &port, sizeof(port));
+    char b;
+    (void)!::read(fd, &b, 1);  // until the parent closes its side
+    ::close(fd);
+    ::_exit(0);
+  }
+  ::close(report[1]);
+  std::uint16_t child_port = 0;
+  ASSERT_EQ(::read(report[0], &child_port, sizeof(child_port)), 2);
+  ::close(report[0]);
+  Fd theirs_served(::accept(listener.get(), nullptr, nullptr));
+  run_until(*loop, sink, 1);
+  theirs_served.reset();
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  run_until(*loop, sink, 2);
+  for (int i = 0; i < 2; ++i) loop->run_once(std::chrono::milliseconds(50));
+  source.stop();
+  ASSERT_EQ(sink.events.size(), 2u);
+  EXPECT_EQ(sink.events[0].state, FlowState::kStart);
+  EXPECT_EQ(sink.events[0].src.port, child_port);
+  EXPECT_EQ(sink.events[0].dst, server_ep);
+  EXPECT_EQ(sink.events[1].state, FlowState::kEnd);
+  EXPECT_EQ(sink.events[1].src.port, child_port);
+  EXPECT_GE(counters
+                .counter("flowmark_kernel_events_skipped_total",
+                         {{"source", "kev"}, {"reason", "cgroup"}})
+                .load(),
+            2u);  // our connection's two sides (and the accepted side of the child's)
 }
 
 TEST(KernelEvents, CgroupMustBeACgroupV2Directory) {
