@@ -449,6 +449,25 @@ class TestKernelEvents(BpfServiceTestCase):
         for x in delays:
             self.assertLess(x, 200, "the start firefly came late: polling?")
 
+    def test_kernel_events_drive_the_flowlabel_backend(self):
+        """No pipe, no firefly: connections are marked as the kernel establishes them."""
+        d = self.start_daemon({
+            "source": {"kernel": {"type": "kernel-events", "ports": ["5002"],
+                                  "skip_private": False, "experiment": 4, "activity": 3}},
+            "backend": {"label": {"type": "flowlabel", "interfaces": [IFACE]}}})
+        tcp = 41021
+        conn = self.tcp_connect(tcp)
+        self.wait_fill(1)
+        self.tcp_send(conn)
+        pk = READER.take(tcp, 12)
+        # The handshake went out before the connection was ESTABLISHED: unmarked.
+        self.assertEqual(pk[0][3], 0, "the SYN was marked")
+        self.assertMarked(pk[-10:], 4, 3)
+        conn.close()
+        self.wait_fill(0)  # the end (FIN_WAIT1) removed the flow at once
+        self.assertEqual(self.stop_daemon(d), 0, d.describe())
+        self.assertNoHookLeft()
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
