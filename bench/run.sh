@@ -17,6 +17,8 @@
 #   7. bpf_flowlabel_bench: ns/packet of the TC flow-label program (BPF_PROG_TEST_RUN,
 #      100,000 flows in the map; target <= 100 ns), when built with FLOWMARK_BPF.
 #   8. bench/bpf_veth_bench.sh: iperf2 over a veth pair without and with the hook.
+#   9. bench/kevents_delay_bench.py: connect() -> start firefly delay of flowmarkd's
+#      kernel-events source (target <= 1 ms) against the sockets source polling every 2 s.
 #
 # Needs root (ip netns), taskset, GNU time (/usr/bin/time) and python3: `make deps`.
 # Environment: MCAST_BENCH_COUNT   datagrams per whole-process run (2000000)
@@ -25,6 +27,7 @@
 #              IPERF_SECONDS        length of the iperf2 run (3; 0 skips it)
 #              MCAST_BENCH_KEEP=1   keep the raw outputs (their directory is printed)
 #              BPF_BENCH_REPEAT     BPF_PROG_TEST_RUN repetitions per trial (1000000)
+#              KEVENTS_BENCH_COUNT  connections of the connect() -> firefly delay run (200)
 set -euo pipefail
 
 die() { echo "bench/run.sh: $*" >&2; exit 1; }
@@ -413,4 +416,14 @@ if [[ -x $BUILD/bench/bpf_flowlabel_bench && -n $IPERF ]]; then
   echo
   "$(dirname "${BASH_SOURCE[0]}")/bpf_veth_bench.sh" "$BUILD" ||
     echo "bench/run.sh: bench/bpf_veth_bench.sh failed" >&2
+fi
+
+# ---- 9. connect() -> start firefly: the kernel-events source vs polling ---------------------
+if [[ -x $BUILD/bench/bpf_flowlabel_bench && -x $BUILD/flowmarkd ]]; then
+  echo
+  echo "== kevents_delay_bench: connect() -> start firefly, ${KEVENTS_BENCH_COUNT:-200}" \
+    "connections on loopback (target <= 1 ms; flowd polls every 2 s)"
+  python3 "$(dirname "${BASH_SOURCE[0]}")/kevents_delay_bench.py" "$BUILD" \
+    --count "${KEVENTS_BENCH_COUNT:-200}" ||
+    echo "bench/run.sh: bench/kevents_delay_bench.py failed" >&2
 fi

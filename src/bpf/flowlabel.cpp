@@ -54,14 +54,6 @@ int libbpf_log(libbpf_print_level level, const char* format, va_list args) {
   return 0;
 }
 
-void install_libbpf_log() {
-  static const bool done = [] {
-    libbpf_set_print(libbpf_log);
-    return true;
-  }();
-  (void)done;
-}
-
 Result<flowmark_flow_key> make_key(const FlowTuple& f) {
   if (!f.src.is_v6() || !f.dst.is_v6())
     return fail(Errc::kInvalidArgument,
@@ -101,6 +93,18 @@ Result<void> check_link_type(const std::string& ifname) {
 }
 
 }  // namespace
+
+namespace detail {
+void install_libbpf_log() {
+  static const bool done = [] {
+    libbpf_set_print(libbpf_log);
+    return true;
+  }();
+  (void)done;
+}
+}  // namespace detail
+
+using detail::install_libbpf_log;
 
 struct FlowLabelMarker::Impl {
   flowlabel_bpf* skel = nullptr;

@@ -48,4 +48,7 @@ Result<std::optional<std::uint32_t>> query_our_slot(std::uint32_t ifindex);
 // Counters of a per-CPU counters map, summed.
 Result<Counters> read_counters(int counters_map_fd);
 
+// Sends libbpf's messages to the debug log (once per process; defined in flowlabel.cpp).
+void install_libbpf_log();
+
 }  // namespace flowmark::bpf::detail

@@ -12,6 +12,9 @@
 #include "daemon/backends/prometheus/prometheus_backend.hpp"
 #include "daemon/backends/records/records_backend.hpp"
 #include "daemon/sources/firefly/firefly_source.hpp"
+#ifdef FLOWMARK_HAVE_BPF
+#include "daemon/sources/kernel_events/kernel_events_source.hpp"
+#endif
 #include "daemon/sources/named_pipe/named_pipe_source.hpp"
 #include "daemon/sources/observer/observer_source.hpp"
 #include "daemon/sources/sockets/sockets_source.hpp"
@@ -73,6 +76,7 @@ void register_builtin(SourceFactories& sources, BackendFactories& backends) {
   must(register_records_backend(backends));
 #ifdef FLOWMARK_HAVE_BPF
   must(register_flowlabel_backend(backends));
+  must(register_kernel_events_source(sources));
 #endif
 }
 

@@ -77,6 +77,40 @@ std::string source_name_of(const Section& s) {
 
 }  // namespace
 
+Result<std::vector<PortRange>> parse_ports(Section& s) {
+  // A single port may be an integer; lists are of strings ("5201", "8000-8100").
+  std::vector<std::string> texts;
+  if (auto one = s.integer("ports", 0, 1, 65535); one && s.has("ports")) {
+    texts.push_back(std::to_string(*one));
+  } else {
+    auto list = s.strings("ports");
+    if (!list) {
+      return s.error("ports",
+                     "expected a port, or a list of strings like \"5201\" or "
+                     "\"8000-8100\"");
+    }
+    texts = std::move(*list);
+  }
+  std::vector<PortRange> out;
+  for (const auto& p : texts) {
+    auto r = parse_port_range(p);
+    if (!r) return s.error("ports", r.error().message());
+    out.push_back(*r);
+  }
+  return out;
+}
+
+Result<Tag> parse_tag(Section& s, const scitags::Registry* registry) {
+  FM_TRY(auto exp, id_or_name(s, "experiment"));
+  FM_TRY(auto act, id_or_name(s, "activity"));
+  if (!exp && !act) return Tag{};
+  auto tag = resolve_tag(exp.value_or("0"), act.value_or("0"), registry);
+  if (!tag) return s.error(exp ? "experiment" : "activity", tag.error().message());
+  return *tag;
+}
+
+std::string source_name(const Section& s) { return source_name_of(s); }
+
 Result<SocketsOptions> parse_sockets_options(Section& s, const scitags::Registry* registry) {
   SocketsOptions o;
   FM_TRY(o.period_seconds, s.number("period", 2.0, 0.01, 3600.0));
@@ -100,35 +134,12 @@ Result<SocketsOptions> parse_sockets_options(Section& s, const scitags::Registry
   FM_TRY(o.tracker.announce_existing, s.boolean("announce_existing", false));
   FM_TRY(auto preset, s.choice("preset", "none", {"none", "iperf"}));
 
-  // A single port may be an integer; lists are of strings ("5201", "8000-8100").
-  std::vector<std::string> ports;
-  if (auto one = s.integer("ports", 0, 1, 65535); one && s.has("ports")) {
-    ports.push_back(std::to_string(*one));
-  } else {
-    auto texts = s.strings("ports");
-    if (!texts) {
-      return s.error("ports",
-                     "expected a port, or a list of strings like \"5201\" or "
-                     "\"8000-8100\"");
-    }
-    ports = std::move(*texts);
-  }
-  for (const auto& p : ports) {
-    auto r = parse_port_range(p);
-    if (!r) return s.error("ports", r.error().message());
-    o.tracker.ports.push_back(*r);
-  }
+  FM_TRY(o.tracker.ports, parse_ports(s));
   if (preset == "iperf" && o.tracker.ports.empty()) {
     o.tracker.ports.push_back({kIperf3Port, kIperf3Port});
   }
 
-  FM_TRY(auto exp, id_or_name(s, "experiment"));
-  FM_TRY(auto act, id_or_name(s, "activity"));
-  if (exp || act) {
-    auto tag = resolve_tag(exp.value_or("0"), act.value_or("0"), registry);
-    if (!tag) return s.error(exp ? "experiment" : "activity", tag.error().message());
-    o.tracker.tag = *tag;
-  }
+  FM_TRY(o.tracker.tag, parse_tag(s, registry));
 
   FM_TRY(auto choices, s.strings("choices"));
   if (!choices.empty() && preset != "iperf") {

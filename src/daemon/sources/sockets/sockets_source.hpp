@@ -41,6 +41,13 @@ struct SocketsOptions {
   TrackerOptions tracker;
 };
 
+// Shared with the kernel-events source: `ports` (an integer, or a list of "5201" /
+// "8000-8100" strings), `experiment` + `activity` (ids or registry names; absent: Tag{} =
+// the rules decide), and the part's name ("conns" for [source.conns]).
+Result<std::vector<PortRange>> parse_ports(Section& section);
+Result<Tag> parse_tag(Section& section, const scitags::Registry* registry);
+std::string source_name(const Section& section);
+
 // Reads the keys above (not `type`; the caller finish()es the section). Names of
 // experiments and activities are resolved through `registry` (null: ids only).
 Result<SocketsOptions> parse_sockets_options(Section& section, const scitags::Registry* registry);

@@ -1,0 +1,221 @@
+// TcpStateWatcher: the libbpf skeleton of bpf/kevents.bpf.c, its tracepoint link and its
+// ring buffer.
+#include "flowmark/bpf/kernel_events.hpp"
+
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <utility>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fmt/format.h>
+#include <linux/magic.h>
+#include <spdlog/spdlog.h>
+
+#include "kevents.h"
+#include "kevents_bpf.skel.h"
+#include "tc.hpp"
+
+static_assert(sizeof(flowmark_kevent) == 80);
+static_assert(offsetof(flowmark_kevent, saddr) == 32);
+static_assert(offsetof(flowmark_kevent, sport) == 64);
+static_assert(offsetof(flowmark_kevent, kind) == 70);
+static_assert(sizeof(flowmark_kev_counters) == 56);
+
+namespace flowmark::bpf {
+namespace {
+
+constexpr const char* kBtfPath = "/sys/kernel/btf/vmlinux";
+
+// "<what>: <strerror> — <what to do>", for the tracer (which needs CAP_PERFMON, not
+// CAP_NET_ADMIN).
+std::unexpected<Error> tracer_fail(std::string_view what, int err) {
+  if (err < 0) err = -err;
+  std::string hint;
+  switch (err) {
+    case EPERM:
+    case EACCES:
+      hint =
+          "no CAP_BPF/CAP_PERFMON — run as root or grant the capabilities (setcap "
+          "cap_bpf,cap_perfmon+ep, or AmbientCapabilities= in the systemd unit)";
+      break;
+    case ENOENT:
+    case ESRCH:
+      hint =
+          "the kernel has no tracepoint sock:inet_sock_set_state (Linux >= 4.16 with BTF "
+          "tracepoints, >= 5.5, is needed) — use the `sockets` source instead";
+      break;
+    case ENOSYS: hint = "the kernel was built without BPF (CONFIG_BPF_SYSCALL)"; break;
+    default: break;
+  }
+  std::string message = fmt::format("{}: {}", what, std::strerror(err));
+  if (!hint.empty()) message += " — " + hint;
+  return std::unexpected(Error(std::error_code(err, std::system_category()), message));
+}
+
+Endpoint endpoint_of(std::uint16_t family, const std::uint8_t* addr, std::uint16_t port) {
+  if (family == 2) {  // AF_INET
+    in_addr a{};
+    std::memcpy(&a, addr, 4);
+    return {IpAddress::v4(a), port};
+  }
+  static constexpr std::uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+  if (std::memcmp(addr, kMapped, 12) == 0) {  // an IPv4 connection of an IPv6 socket
+    in_addr a{};
+    std::memcpy(&a, addr + 12, 4);
+    return {IpAddress::v4(a), port};
+  }
+  in6_addr a{};
+  std::memcpy(&a, addr, 16);
+  return {IpAddress::v6(a), port};
+}
+
+bool power_of_two(std::size_t n) { return n != 0 && (n & (n - 1)) == 0; }
+
+}  // namespace
+
+struct TcpStateWatcher::Impl {
+  kevents_bpf* skel = nullptr;
+  ring_buffer* ring = nullptr;
+  Handler handler;
+  std::uint64_t cgroup = 0;
+
+  ~Impl() {
+    if (ring) ring_buffer__free(ring);
+    if (skel) kevents_bpf__destroy(skel);
+  }
+
+  static int on_record(void* ctx, void* data, std::size_t size) {
+    auto* self = static_cast<Impl*>(ctx);
+    if (size < sizeof(flowmark_kevent)) return 0;
+    flowmark_kevent k;
+    std::memcpy(&k, data, sizeof(k));
+    TcpStateEvent e;
+    e.kind = k.kind == FLOWMARK_KEV_END ? TcpStateEvent::Kind::kEnd : TcpStateEvent::Kind::kStart;
+    e.cookie = k.cookie;
+    e.local = endpoint_of(k.family, k.saddr, k.sport);
+    e.remote = endpoint_of(k.family, k.daddr, k.dport);
+    e.ktime_ns = k.ktime_ns;
+    e.bytes_acked = k.bytes_acked;
+    e.bytes_received = k.bytes_received;
+    // Entering CLOSE_WAIT means a FIN came in, and the kernel counts its sequence number
+    // in bytes_received: not a byte of data.
+    constexpr std::uint8_t kTcpCloseWait = 8;
+    if (k.newstate == kTcpCloseWait && e.bytes_received > 0) --e.bytes_received;
+    e.old_state = k.oldstate;
+    e.new_state = k.newstate;
+    self->handler(e);
+    return 0;
+  }
+};
+
+Result<std::uint64_t> cgroup_id_of(const std::string& path) {
+  struct statfs fs{};
+  if (::statfs(path.c_str(), &fs) != 0) {
+    return fail(Errc::kNotFound, fmt::format("cgroup '{}': {} — give a directory of the cgroup "
+                                             "v2 hierarchy, e.g. /sys/fs/cgroup/system.slice",
+                                             path, std::strerror(errno)));
+  }
+  if (fs.f_type != CGROUP2_SUPER_MAGIC) {
+    return fail(Errc::kInvalidArgument,
+                fmt::format("cgroup '{}' is not in a cgroup v2 file system (mounted at "
+                            "/sys/fs/cgroup on current systems)",
+                            path));
+  }
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return fail(Errc::kInvalidArgument, fmt::format("cgroup '{}' is not a directory", path));
+  }
+  return static_cast<std::uint64_t>(st.st_ino);
+}
+
+TcpStateWatcher::TcpStateWatcher(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+TcpStateWatcher::TcpStateWatcher(TcpStateWatcher&&) noexcept = default;
+TcpStateWatcher& TcpStateWatcher::operator=(TcpStateWatcher&&) noexcept = default;
+TcpStateWatcher::~TcpStateWatcher() = default;
+
+Result<TcpStateWatcher> TcpStateWatcher::open(const TcpStateFilter& filter, Handler handler) {
+  if (!std::filesystem::exists(kBtfPath)) {
+    return fail(Errc::kUnsupported,
+                fmt::format("cannot trace TCP state changes: this kernel exposes no BTF ({}) — "
+                            "it needs CONFIG_DEBUG_INFO_BTF (Debian's kernels have it); or use "
+                            "the `sockets` source",
+                            kBtfPath));
+  }
+  if (!power_of_two(filter.ring_bytes) || filter.ring_bytes < 4096) {
+    return fail(
+        Errc::kInvalidArgument,
+        fmt::format("ring buffer of {} bytes: a power of two ≥ 4096 is needed", filter.ring_bytes));
+  }
+  detail::install_libbpf_log();
+  auto impl = std::make_unique<Impl>();
+  impl->handler = std::move(handler);
+  if (!filter.cgroup.empty()) {
+    FM_TRY(impl->cgroup, cgroup_id_of(filter.cgroup));
+  }
+  impl->skel = kevents_bpf__open();
+  if (!impl->skel) return tracer_fail("cannot open the embedded TCP state BPF program", errno);
+  auto* ro = impl->skel->rodata;
+  if (!filter.ports.empty()) {
+    ro->filter_ports = 1;
+    for (auto [first, last] : filter.ports) {
+      for (std::uint32_t p = first; p <= last; ++p) ro->port_set[p >> 6] |= 1ULL << (p & 63);
+    }
+  }
+  ro->cgroup_id = impl->cgroup;
+  if (filter.own_netns_only) {
+    struct stat ns{};
+    if (::stat("/proc/self/ns/net", &ns) != 0)
+      return tracer_fail("cannot read this process's network namespace", errno);
+    ro->netns_ino = static_cast<std::uint32_t>(ns.st_ino);
+  }
+  if (int r = bpf_map__set_max_entries(impl->skel->maps.events,
+                                       static_cast<std::uint32_t>(filter.ring_bytes));
+      r < 0)
+    return tracer_fail("cannot size the ring buffer", r);
+  if (int r = kevents_bpf__load(impl->skel); r < 0)
+    return tracer_fail("cannot load the TCP state BPF program", r);
+  if (int r = kevents_bpf__attach(impl->skel); r < 0)
+    return tracer_fail("cannot attach to the tracepoint sock:inet_sock_set_state", r);
+  impl->ring =
+      ring_buffer__new(bpf_map__fd(impl->skel->maps.events), &Impl::on_record, impl.get(), nullptr);
+  if (!impl->ring) return tracer_fail("cannot open the BPF ring buffer", errno);
+  return TcpStateWatcher(std::move(impl));
+}
+
+int TcpStateWatcher::fd() const noexcept { return ring_buffer__epoll_fd(impl_->ring); }
+
+Result<int> TcpStateWatcher::poll() {
+  int n = ring_buffer__poll(impl_->ring, 0);
+  if (n < 0 && n != -EINTR) return tracer_fail("reading the BPF ring buffer", n);
+  return n < 0 ? 0 : n;
+}
+
+Result<TcpStateCounters> TcpStateWatcher::counters() const {
+  const int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) return tracer_fail("cannot count the CPUs", ncpu);
+  std::vector<flowmark_kev_counters> per_cpu(static_cast<std::size_t>(ncpu));
+  std::uint32_t zero = 0;
+  if (bpf_map_lookup_elem(bpf_map__fd(impl_->skel->maps.kev_counters), &zero, per_cpu.data()) != 0)
+    return tracer_fail("cannot read the TCP state counters", errno);
+  TcpStateCounters c;
+  for (const auto& p : per_cpu) {
+    c.starts += p.starts;
+    c.ends += p.ends;
+    c.ring_full += p.ring_full;
+    c.skipped_port += p.skipped_port;
+    c.skipped_cgroup += p.skipped_cgroup;
+    c.skipped_family += p.skipped_family;
+    c.skipped_netns += p.skipped_netns;
+  }
+  return c;
+}
+
+std::uint64_t TcpStateWatcher::cgroup_id() const noexcept { return impl_->cgroup; }
+
+}  // namespace flowmark::bpf

@@ -1,0 +1,312 @@
+// The kernel-events source on loopback: real TCP connections opened and closed in the test,
+// the start and end events read by a test FlowSink through the service's EventLoop, and the
+// TCP state tracer (bpf::TcpStateWatcher) with its kernel port filter.
+// Needs CAP_BPF + CAP_PERFMON (root): without them every test skips, saying so.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+#include "daemon/sources/kernel_events/kernel_events_source.hpp"
+#include "flowmark/bpf/kernel_events.hpp"
+#include "flowmark/core/time.hpp"
+
+namespace flowmark::daemon::kernel_events {
+namespace {
+
+using scitags::FlowEvent;
+using scitags::FlowState;
+
+struct TestSink : FlowSink {
+  std::vector<FlowEvent> events;
+  std::vector<std::int64_t> at_ns;  // monotonic time of each push
+  void push(const FlowEvent& e) override {
+    events.push_back(e);
+    at_ns.push_back(monotonic_ns());
+  }
+};
+
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  ~Fd() { reset(); }
+  int get() const { return fd_; }
+  void reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_;
+};
+
+// A listener on loopback (port 0): its endpoint.
+Fd listen_on(const char* addr, Endpoint& bound) {
+  auto ip = IpAddress::parse(addr);
+  Endpoint ep{*ip, 0};
+  sockaddr_storage ss{};
+  socklen_t len = ep.to_sockaddr(ss);
+  Fd fd(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  EXPECT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
+  EXPECT_EQ(::listen(fd.get(), 8), 0);
+  len = sizeof(ss);
+  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+  bound = Endpoint::from_sockaddr(ss);
+  return fd;
+}
+
+Fd connect_to(const Endpoint& to, Endpoint& local) {
+  sockaddr_storage ss{};
+  socklen_t len = to.to_sockaddr(ss);
+  Fd fd(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
+  len = sizeof(ss);
+  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+  local = Endpoint::from_sockaddr(ss);
+  return fd;
+}
+
+// Runs the loop until `sink` holds `n` events (or 3 s pass).
+void run_until(EventLoop& loop, const TestSink& sink, std::size_t n) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (sink.events.size() < n && std::chrono::steady_clock::now() < deadline) {
+    ASSERT_TRUE(loop.run_once(std::chrono::milliseconds(50)));
+  }
+}
+
+const FlowEvent* find(const TestSink& sink, FlowState state, const Endpoint& src) {
+  for (const auto& e : sink.events) {
+    if (e.state == state && e.src == src) return &e;
+  }
+  return nullptr;
+}
+
+class KernelEventsTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(KernelEventsTest, StartThenEndOfBothSidesWithTheTuple) {
+  Endpoint server_ep, client_ep;
+  Fd listener = listen_on(GetParam(), server_ep);
+  Counters counters;
+  KernelEventsOptions o;
+  o.skip_private = false;  // loopback
+  o.ports = {{server_ep.port, server_ep.port}};
+  o.tag = {2, 9};
+  KernelEventsSource source("kev", o, counters);
+  auto loop = EventLoop::create();
+  ASSERT_TRUE(loop);
+  TestSink sink;
+  if (auto r = source.start(*loop, sink); !r) GTEST_SKIP() << r.error().message();
+
+  const auto t0 = monotonic_ns();
+  Fd client = connect_to(server_ep, client_ep);
+  Fd served(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_GE(served.get(), 0);
+  run_until(*loop, sink, 2);
+  ASSERT_EQ(sink.events.size(), 2u);
+  std::printf("connect() -> start event in the sink: %.1f us\n",
+              static_cast<double>(sink.at_ns[0] - t0) / 1e3);
+
+  // The connecting side: local → listener; the accepting side: listener → client.
+  const FlowEvent* c = find(sink, FlowState::kStart, client_ep);
+  const FlowEvent* s = find(sink, FlowState::kStart, server_ep);
+  ASSERT_TRUE(c && s);
+  EXPECT_EQ(c->dst, server_ep);
+  EXPECT_EQ(s->dst, client_ep);
+  EXPECT_EQ(c->protocol, scitags::Protocol::kTcp);
+  EXPECT_EQ(c->experiment, 2u);
+  EXPECT_EQ(c->activity, 9u);
+  EXPECT_NE(c->start_time, 0);
+  EXPECT_EQ(source.tracked(), 2u);
+
+  const std::string data(1000, 'x');
+  ASSERT_EQ(::write(client.get(), data.data(), data.size()), 1000);
+  char buf[2000];
+  ASSERT_EQ(::read(served.get(), buf, sizeof(buf)), 1000);
+  client.reset();  // FIN: client ESTABLISHED → FIN_WAIT1, server → CLOSE_WAIT
+  run_until(*loop, sink, 3);
+  served.reset();
+  run_until(*loop, sink, 4);
+  ASSERT_EQ(sink.events.size(), 4u);
+  const FlowEvent* ce = find(sink, FlowState::kEnd, client_ep);
+  const FlowEvent* se = find(sink, FlowState::kEnd, server_ep);
+  ASSERT_TRUE(ce && se);
+  EXPECT_EQ(ce->dst, server_ep);
+  EXPECT_EQ(se->dst, client_ep);
+  EXPECT_EQ(ce->start_time, c->start_time);
+  EXPECT_GE(ce->end_time, ce->start_time);
+  ASSERT_TRUE(se->usage.has_value());
+  EXPECT_EQ(se->usage->received, 1000u);
+  EXPECT_EQ(source.tracked(), 0u);
+
+  // One end per connection: nothing more comes as the sockets finish closing.
+  loop->run_once(std::chrono::milliseconds(100));
+  EXPECT_EQ(sink.events.size(), 4u);
+  source.stop();
+  EXPECT_EQ(counters.counter("flowmark_kernel_events_total", {{"source", "kev"}, {"state", "end"}})
+                .load(),
+            2u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Loopback, KernelEventsTest, ::testing::Values("127.0.0.1", "::1"));
+
+TEST(KernelEvents, OtherPortsAndPrivateDestinationsAreSkipped) {
+  Endpoint wanted_ep, other_ep, local;
+  Fd wanted = listen_on("127.0.0.1", wanted_ep);
+  Fd other = listen_on("127.0.0.1", other_ep);
+  Counters counters;
+  KernelEventsOptions o;  // skip_private: loopback destinations are not announced
+  o.ports = {{wanted_ep.port, wanted_ep.port}};
+  KernelEventsSource source("kev", o, counters);
+  auto loop = EventLoop::create();
+  ASSERT_TRUE(loop);
+  TestSink sink;
+  if (auto r = source.start(*loop, sink); !r) GTEST_SKIP() << r.error().message();
+  {
+    Fd a = connect_to(wanted_ep, local);
+    Fd b = connect_to(other_ep, local);
+    Fd a2(::accept(wanted.get(), nullptr, nullptr));
+    Fd b2(::accept(other.get(), nullptr, nullptr));
+  }
+  for (int i = 0; i < 4; ++i) loop->run_once(std::chrono::milliseconds(50));
+  source.stop();  // publishes the kernel's counters
+  EXPECT_TRUE(sink.events.empty());
+  auto c = [&](const char* reason) {
+    return counters
+        .counter("flowmark_kernel_events_skipped_total", {{"source", "kev"}, {"reason", reason}})
+        .load();
+  };
+  EXPECT_EQ(c("internal"), 2u);  // both starts of the wanted port: loopback
+  EXPECT_EQ(c("existing"), 2u);  // ...so their ends have no start
+  EXPECT_GE(c("port"), 4u);      // the other port's changes, in the kernel
+}
+
+TEST(KernelEvents, ConnectionsOpenBeforeTheStartAreNotAnnounced) {
+  Endpoint server_ep, local;
+  Fd listener = listen_on("::1", server_ep);
+  Fd early = connect_to(server_ep, local);
+  Fd early_served(::accept(listener.get(), nullptr, nullptr));
+  Counters counters;
+  KernelEventsOptions o;
+  o.skip_private = false;
+  o.ports = {{server_ep.port, server_ep.port}};
+  KernelEventsSource source("kev", o, counters);
+  auto loop = EventLoop::create();
+  ASSERT_TRUE(loop);
+  TestSink sink;
+  if (auto r = source.start(*loop, sink); !r) GTEST_SKIP() << r.error().message();
+  early.reset();
+  early_served.reset();
+  for (int i = 0; i < 4; ++i) loop->run_once(std::chrono::milliseconds(50));
+  EXPECT_TRUE(sink.events.empty());
+  source.stop();
+}
+
+// The cgroup v2 hierarchy: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid systems.
+std::string cgroup2_root() {
+  for (const char* p : {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"}) {
+    if (bpf::cgroup_id_of(p)) return p;
+  }
+  return {};
+}
+
+TEST(KernelEvents, OnlySocketsOfTheCgroupAndBelow) {
+  const std::string root = cgroup2_root();
+  if (root.empty()) GTEST_SKIP() << "no cgroup v2 hierarchy mounted";
+  const std::string outer = root + "/flowmark-kev-test-" + std::to_string(::getpid());
+  const std::string inner = outer + "/inner";
+  if (::mkdir(outer.c_str(), 0755) != 0 || ::mkdir(inner.c_str(), 0755) != 0) {
+    ::rmdir(outer.c_str());
+    GTEST_SKIP() << "cannot create a cgroup under " << root;
+  }
+  struct Cleanup {
+    std::string inner, outer;
+    ~Cleanup() {
+      ::rmdir(inner.c_str());
+      ::rmdir(outer.c_str());
+    }
+  } cleanup{inner, outer};
+
+  Endpoint server_ep, local;
+  Fd listener = listen_on("127.0.0.1", server_ep);
+  Counters counters;
+  KernelEventsOptions o;
+  o.skip_private = false;
+  o.ports = {{server_ep.port, server_ep.port}};
+  o.cgroup = outer;  // the child's socket is in outer/inner: an ancestor matches
+  KernelEventsSource source("kev", o, counters);
+  auto loop = EventLoop::create();
+  ASSERT_TRUE(loop);
+  TestSink sink;
+  if (auto r = source.start(*loop, sink); !r) GTEST_SKIP() << r.error().message();
+
+  // Ours (this process's cgroup): not reported.
+  Fd mine = connect_to(server_ep, local);
+  Fd mine_served(::accept(listener.get(), nullptr, nullptr));
+  // The child's, from inside the inner cgroup.
+  int report[2];
+  ASSERT_EQ(::pipe(report), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::ofstream(inner + "/cgroup.procs") << ::getpid() << std::flush;
+    sockaddr_storage ss{};
+    socklen_t len = server_ep.to_sockaddr(ss);
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) ::_exit(1);
+    sockaddr_in me{};
+    len = sizeof(me);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&me), &len);
+    const std::uint16_t port = ntohs(me.sin_port);
+    (void)!::write(report[1], &port, sizeof(port));
+    char b;
+    (void)!::read(fd, &b, 1);  // until the parent closes its side
+    ::close(fd);
+    ::_exit(0);
+  }
+  ::close(report[1]);
+  std::uint16_t child_port = 0;
+  ASSERT_EQ(::read(report[0], &child_port, sizeof(child_port)), 2);
+  ::close(report[0]);
+  Fd theirs_served(::accept(listener.get(), nullptr, nullptr));
+  run_until(*loop, sink, 1);
+  theirs_served.reset();
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  run_until(*loop, sink, 2);
+  for (int i = 0; i < 2; ++i) loop->run_once(std::chrono::milliseconds(50));
+  source.stop();
+  ASSERT_EQ(sink.events.size(), 2u);
+  EXPECT_EQ(sink.events[0].state, FlowState::kStart);
+  EXPECT_EQ(sink.events[0].src.port, child_port);
+  EXPECT_EQ(sink.events[0].dst, server_ep);
+  EXPECT_EQ(sink.events[1].state, FlowState::kEnd);
+  EXPECT_EQ(sink.events[1].src.port, child_port);
+  EXPECT_GE(counters
+                .counter("flowmark_kernel_events_skipped_total",
+                         {{"source", "kev"}, {"reason", "cgroup"}})
+                .load(),
+            2u);  // our connection's two sides (and the accepted side of the child's)
+}
+
+TEST(KernelEvents, CgroupMustBeACgroupV2Directory) {
+  bpf::TcpStateFilter f;
+  f.cgroup = "/tmp";
+  auto w = bpf::TcpStateWatcher::open(f, [](const bpf::TcpStateEvent&) {});
+  ASSERT_FALSE(w);
+  EXPECT_NE(w.error().message().find("cgroup v2"), std::string::npos) << w.error().message();
+}
+
+}  // namespace
+}  // namespace flowmark::daemon::kernel_events

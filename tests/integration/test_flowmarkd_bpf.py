@@ -1,0 +1,473 @@
+#!/usr/bin/env python3
+"""flowmarkd's eBPF parts end to end, between two network namespaces.
+
+    python3 tests/integration/test_flowmarkd_bpf.py BUILD_DIR [unittest options]
+
+Hosts A and B (namespaces on one bridge, helpers of test_flowmarkd.py). Before flowmarkd
+starts, A's eth0 carries the "site's" set-up that must survive it: an htb root qdisc and a
+clsact qdisc with an egress filter of its own (tests/bpf/site_filter.bpf.c: hop limit 42).
+
+- flowlabel backend: flowmarkd in A (named-pipe source, flowlabel backend on eth0). TCP and
+  UDP flows from A to B over IPv6; a packet socket in B reads the flow label of every
+  packet: its semantic bits (mask 0x3FEFC) are `flowmark label encode EXP ACT --entropy 0`
+  of the flow, its entropy bits stay fixed for the flow; after the end line the packets
+  carry label 0; after SIGTERM no hook of ours is left and the site's set-up is intact;
+  the kernel's counters are in the service's exit counters.
+- flowd's config (BACKEND = "ebpf", NETWORK_INTERFACE) runs the same backend: a firefly
+  received by flowd's firefly plugin marks the flow.
+- kernel-events source: a TCP connection opened in A → start firefly at a collector in B,
+  closed → end firefly; the connect() → firefly delay is printed.
+
+Needs root (namespaces, BPF); skips with the reason when the kernel refuses BPF.
+"""
+
+import ctypes
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+# test_flowmarkd takes BUILD_DIR from sys.argv when imported.
+import test_flowmarkd as fmd  # noqa: E402
+from netns_helpers import _sh  # noqa: E402
+
+FLOWMARK, FLOWMARKD, BUILD_DIR = fmd.FLOWMARK, fmd.FLOWMARKD, fmd.BUILD_DIR
+SITE_FILTER = os.path.join(BUILD_DIR, "tests", "bpf", "site_filter.bpf.o")
+IFACE = fmd.IFACE
+SITE_PRIO = 1000
+OUR_PRIO = 0xF1
+SEMANTIC = 0x3FEFC
+CLONE_NEWNET = 0x40000000
+ETH_P_IPV6 = 0x86DD
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def in_netns(ns, make):
+    """make() run by a thread inside namespace `ns`: the sockets it opens live there."""
+    out = {}
+
+    def body():
+        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+            out["value"] = make()
+        except Exception as e:  # noqa: BLE001 - re-raised below
+            out["error"] = e
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def encode(exp, act, entropy=0):
+    r = subprocess.run([FLOWMARK, "label", "encode", str(exp), str(act), "--entropy",
+                        str(entropy), "--json"], check=True, capture_output=True, text=True)
+    return json.loads(r.stdout)["label"]
+
+
+class LabelReader:
+    """A packet socket on B's eth0: (proto, sport, dport, flow label, hop limit) of every
+    IPv6 TCP/UDP packet that arrives, by source port."""
+
+    def __init__(self, ns):
+        self.sock = in_netns(ns, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
+                                                       socket.htons(ETH_P_IPV6)))
+        self.sock.bind((IFACE, 0))
+        self.packets, self.lock, self.stop = [], threading.Lock(), False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop:
+            if not select.select([self.sock], [], [], 0.05)[0]:
+                continue
+            frame, meta = self.sock.recvfrom(65535)
+            if meta[2] == socket.PACKET_OUTGOING or len(frame) < 14 + 40 + 4:
+                continue
+            word, _, nxt, hop = struct.unpack("!IHBB", frame[14:22])
+            if nxt not in (6, 17):
+                continue
+            sport, dport = struct.unpack("!HH", frame[54:58])
+            with self.lock:
+                self.packets.append((nxt, sport, dport, word & 0xFFFFF, hop))
+
+    def take(self, sport, at_least=1):
+        """The packets from `sport` (forgotten here), once at least `at_least` came and the
+        count is steady for 0.2 s."""
+        deadline, last = time.monotonic() + 5, -1
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            with self.lock:
+                n = sum(1 for p in self.packets if p[1] == sport)
+            if n >= at_least and n == last:
+                break
+            last = n
+        with self.lock:
+            mine = [p for p in self.packets if p[1] == sport]
+            self.packets = [p for p in self.packets if p[1] != sport]
+        if len(mine) < at_least:
+            raise AssertionError(f"{len(mine)} packets from port {sport}, expected {at_least}+")
+        return mine
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        self.sock.close()
+
+
+class Servers:
+    """In B: a TCP server (port 5002, reads until EOF) and a UDP sink (port 5001)."""
+
+    def __init__(self, ns, addr):
+        self.tcp = in_netns(ns, lambda: socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind((addr, 5002))
+        self.tcp.listen(64)
+        self.udp = in_netns(ns, lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM))
+        self.udp.bind((addr, 5001))
+        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=self._drain_udp, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.tcp.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drain, args=(c,), daemon=True).start()
+
+    @staticmethod
+    def _drain(c):
+        with c:
+            try:
+                while c.recv(65536):
+                    pass
+            except OSError:
+                pass
+
+    def _drain_udp(self):
+        while True:
+            try:
+                self.udp.recvfrom(65536)
+            except OSError:
+                return
+
+    def close(self):
+        self.tcp.close()
+        self.udp.close()
+
+
+SITE = None
+SERVERS = None
+READER = None
+
+
+def setUpModule():
+    global SITE, SERVERS, READER
+    if os.geteuid() != 0:
+        raise unittest.SkipTest("needs root (network namespaces, BPF)")
+    for path in (FLOWMARK, FLOWMARKD, SITE_FILTER):
+        if not os.path.exists(path):
+            raise RuntimeError(f"{path} is missing: build flowmark, flowmarkd, bpf_site_filter")
+    SITE = fmd.Site(names=("A", "B"), v4_prefix="10.81.0.", v6_prefix="fd81::")
+    unittest.addModuleCleanup(SITE.destroy)
+    SITE.create()
+    a = SITE.ns["A"]
+    # Unmarked packets then carry label 0, not the kernel's automatic flow hash.
+    _sh(["ip", "netns", "exec", a, "sysctl", "-qw", "net.ipv6.auto_flowlabels=0"])
+    tc(["qdisc", "add", "dev", IFACE, "root", "handle", "1:", "htb", "default", "10"])
+    tc(["class", "add", "dev", IFACE, "parent", "1:", "classid", "1:10", "htb", "rate",
+        "10gbit"])
+    tc(["qdisc", "add", "dev", IFACE, "clsact"])
+    tc(["filter", "add", "dev", IFACE, "egress", "prio", str(SITE_PRIO), "bpf", "da", "obj",
+        SITE_FILTER, "sec", "tc"])
+    SERVERS = Servers(SITE.ns["B"], SITE.v6["B"])
+    unittest.addModuleCleanup(SERVERS.close)
+    READER = LabelReader(SITE.ns["B"])
+    unittest.addModuleCleanup(READER.close)
+
+
+def tc(args, check=True):
+    return _sh(["ip", "netns", "exec", SITE.ns["A"], "tc", *args], check=check)
+
+
+def site_setup():
+    """A's qdiscs and the egress filters that are not ours."""
+    qd = json.loads(tc(["-j", "qdisc", "show", "dev", IFACE]).stdout)
+    qdiscs = sorted(f"{q['kind']} {q.get('handle', '')} {q.get('parent', 'root')}" for q in qd)
+    filters = json.loads(tc(["-j", "filter", "show", "dev", IFACE, "egress"]).stdout)
+    return qdiscs, sorted(json.dumps(f, sort_keys=True) for f in filters
+                          if f.get("pref") != OUR_PRIO)
+
+
+def our_filters():
+    filters = json.loads(tc(["-j", "filter", "show", "dev", IFACE, "egress"],
+                            check=False).stdout or "[]")
+    return [f for f in filters if f.get("pref") == OUR_PRIO and "options" in f]
+
+
+class BpfServiceTestCase(fmd.ServiceTestCase):
+    def setUp(self):
+        self.t0 = time.monotonic()
+        self.site = SITE
+        self.A4, self.B4 = SITE.v4["A"], SITE.v4["B"]
+        self.A6, self.B6 = SITE.v6["A"], SITE.v6["B"]
+        import shutil
+        import tempfile
+        self.dir = tempfile.mkdtemp(prefix="fmd-bpf-test-")
+        os.chmod(self.dir, 0o755)
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.pipe = os.path.join(self.dir, "flowmark.pipe")
+        self.site_before = site_setup()
+
+    def start_daemon(self, doc_or_argv):
+        """flowmarkd in A; skips the test when the kernel refuses BPF here."""
+        if isinstance(doc_or_argv, dict):
+            path = os.path.join(self.dir, "flowmarkd.toml")
+            with open(path, "w") as f:
+                f.write(fmd.toml(doc_or_argv))
+            argv = ["-c", path]
+        else:
+            argv = doc_or_argv
+        d = fmd.Proc(SITE.argv("A", [FLOWMARKD, *argv]))
+        self.addCleanup(d.kill)
+        try:
+            d.wait_err(r"flowmarkd running", timeout=15)
+        except AssertionError:
+            if any("CAP_BPF" in l for l in d.err):
+                self.skipTest("the kernel refuses BPF here: " + d.err[-1])
+            raise
+        d.counters = None
+        return d
+
+    def stop_daemon(self, d):
+        d.signal(15)
+        rc = d.wait(10)
+        d.counters = fmd.parse_counters(d.err) or {}
+        return rc
+
+    def fill(self):
+        out = _sh(SITE.argv("A", [FLOWMARK, "bpf", "status", "--json"])).stdout
+        hooks = json.loads(out)["hooks"]
+        return hooks[0].get("flows") if hooks else None
+
+    def wait_fill(self, n, timeout=5):
+        deadline = time.monotonic() + timeout
+        while self.fill() != n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"map fill {self.fill()}, expected {n}")
+            time.sleep(0.05)
+
+    def send_udp(self, sport, count=20):
+        s = in_netns(SITE.ns["A"], lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM))
+        with s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((self.A6, sport))
+            for _ in range(count):
+                s.sendto(b"u" * 200, (self.B6, 5001))
+
+    def tcp_connect(self, sport):
+        s = in_netns(SITE.ns["A"], lambda: socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.bind((self.A6, sport))
+        s.connect((self.B6, 5002))
+        return s
+
+    @staticmethod
+    def tcp_send(s, count=10):
+        for _ in range(count):
+            s.sendall(b"t" * 1000)
+            time.sleep(0.002)
+
+    def assertMarked(self, packets, exp, act):
+        """Every packet carries exp/act in its semantic bits, and one entropy for the flow."""
+        want = encode(exp, act)
+        labels = {p[3] for p in packets}
+        self.assertEqual(len(labels), 1, f"the label changed within the flow: {labels}")
+        label = labels.pop()
+        self.assertEqual(label & SEMANTIC, want, f"label {label:#x}, want {want:#x} & mask")
+        self.assertTrue(all(p[4] == 42 for p in packets), "the site's filter did not run")
+        return label
+
+    def assertNoHookLeft(self):
+        self.assertEqual(our_filters(), [])
+        out = _sh(SITE.argv("A", [FLOWMARK, "bpf", "status"])).stdout.strip()
+        self.assertEqual(out, "no flowmark hooks in this network namespace")
+        self.assertEqual(site_setup(), self.site_before)
+
+
+class TestFlowLabelBackend(BpfServiceTestCase):
+    def test_pipe_start_marks_tcp_and_udp_end_unmarks_exit_cleans(self):
+        A6, B6 = self.A6, self.B6
+        d = self.start_daemon({
+            "source": {"pipe": {"type": "named-pipe", "path": self.pipe}},
+            "backend": {"label": {"type": "flowlabel", "interfaces": [IFACE]}}})
+        self.assertEqual(len(our_filters()), 1)
+        self.assertEqual(site_setup(), self.site_before)  # added beside the site's, not over
+        tcp, udp, other = 41001, 41002, 41003
+        fmd.write_pipe(self.pipe, f"start tcp {A6} {tcp} {B6} 5002 5 14\n"
+                                  f"start udp {A6} {udp} {B6} 5001 2 9\n")
+        self.wait_fill(2)
+        conn = self.tcp_connect(tcp)
+        self.tcp_send(conn)
+        self.send_udp(udp)
+        self.send_udp(other)
+        tcp_pk = READER.take(tcp, 11)  # SYN, the handshake's ACK, 10 segments of data
+        udp_pk = READER.take(udp, 20)
+        tcp_label = self.assertMarked(tcp_pk, 5, 14)
+        udp_label = self.assertMarked(udp_pk, 2, 9)
+        self.assertEqual({p[0] for p in tcp_pk}, {6})
+        self.assertEqual(len(udp_pk), 20)
+        self.assertTrue(all(p[3] == 0 for p in READER.take(other, 20)), "unlisted flow marked")
+        # More of the same flows: the same label (entropy drawn once per flow).
+        self.tcp_send(conn, 3)
+        self.send_udp(udp, 5)
+        self.assertEqual({p[3] for p in READER.take(tcp, 3)}, {tcp_label})
+        self.assertEqual({p[3] for p in READER.take(udp, 5)}, {udp_label})
+        print(f"\n  labels: tcp {tcp_label:#07x} (5, 14), udp {udp_label:#07x} (2, 9)",
+              file=sys.stderr)
+
+        # The end lines: the packets that follow are no longer marked.
+        fmd.write_pipe(self.pipe, f"end tcp {A6} {tcp} {B6} 5002 5 14\n"
+                                  f"end udp {A6} {udp} {B6} 5001 2 9\n")
+        self.wait_fill(0)
+        self.tcp_send(conn, 3)
+        conn.close()
+        self.send_udp(udp, 5)
+        for port, n in ((tcp, 3), (udp, 5)):
+            pk = READER.take(port, n)
+            self.assertTrue(all(p[3] == 0 for p in pk), pk[:3])
+
+        self.assertEqual(self.stop_daemon(d), 0, d.describe())
+        self.assertNoHookLeft()
+        c = lambda outcome: d.counters.get(
+            f"flowmark_flowlabel_packets_total{{backend=label,outcome={outcome}}}", 0)
+        print(f"  exit counters: marked {c('marked')}, not_in_map {c('not_in_map')}, "
+              f"not_ipv6 {c('not_ipv6')}", file=sys.stderr)
+        self.assertGreaterEqual(c("marked"), 11 + 20 + 3 + 5)
+        self.assertGreaterEqual(c("not_in_map"), 20 + 3 + 5)
+        self.assertEqual(d.counters.get("flowmark_flowlabel_flows_inserted_total{backend=label}"),
+                         2)
+        self.assertEqual(d.counters.get("flowmark_flowlabel_flows_erased_total{backend=label}"),
+                         2)
+
+    def test_flowd_config_with_the_ebpf_backend(self):
+        A6, B6 = self.A6, self.B6
+        cfg = os.path.join(self.dir, "flowd.cfg")
+        with open(cfg, "w") as f:
+            f.write("# flowd as a firefly relay marking flow labels\n"
+                    "PLUGIN = 'firefly'\n"
+                    "FIREFLY_LISTENER_HOST = '::'\n"
+                    "FIREFLY_LISTENER_PORT = '10515'\n"
+                    "BACKEND = 'ebpf'\n"
+                    f"NETWORK_INTERFACE = '{IFACE}'\n")
+        d = self.start_daemon(["-c", cfg])
+        self.assertEqual(len(our_filters()), 1)
+        udp = 41011
+        # B announces the flow A → B to A's relay, as a site's collector would.
+        _sh(SITE.argv("B", [FLOWMARK, "firefly", "send", "--to", f"[{A6}]:10515", "start",
+                            "udp", A6, str(udp), B6, "5001", "3", "3"]))
+        self.wait_fill(1)
+        self.send_udp(udp)
+        self.assertMarked(READER.take(udp, 20), 3, 3)
+        _sh(SITE.argv("B", [FLOWMARK, "firefly", "send", "--to", f"[{A6}]:10515", "end",
+                            "udp", A6, str(udp), B6, "5001", "3", "3"]))
+        self.wait_fill(0)
+        self.send_udp(udp, 5)
+        self.assertTrue(all(p[3] == 0 for p in READER.take(udp, 5)))
+        self.assertEqual(self.stop_daemon(d), 0, d.describe())
+        self.assertNoHookLeft()
+        self.assertGreaterEqual(d.counters.get(
+            "flowmark_flowlabel_packets_total{backend=ebpf,outcome=marked}", 0), 20, d.counters)
+
+
+class TestKernelEvents(BpfServiceTestCase):
+    def test_connection_opened_and_closed_gives_start_and_end_fireflies(self):
+        A4, B4, A6, B6 = self.A4, self.B4, self.A6, self.B6
+        coll = self.collector("B", 10514)
+        d = self.start_daemon({
+            "source": {"kernel": {"type": "kernel-events", "ports": ["5002"],
+                                  "skip_private": False, "experiment": 2, "activity": 9}},
+            "backend": {"ff": {"type": "firefly", "to_destination": False,
+                               "collectors": [f"[{B6}]:10514"]}}})
+        delays = []
+        flows = []
+        for family, src, dst in ((socket.AF_INET6, A6, B6), (socket.AF_INET, A4, B4)):
+            if family == socket.AF_INET:  # the IPv4 listener of B
+                srv = in_netns(SITE.ns["B"], lambda: socket.socket(socket.AF_INET,
+                                                                   socket.SOCK_STREAM))
+                srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                srv.bind((B4, 5002))
+                srv.listen(4)
+                self.addCleanup(srv.close)
+            n = len(coll.fireflies())
+            s = in_netns(SITE.ns["A"], lambda f=family: socket.socket(f, socket.SOCK_STREAM))
+            t0 = time.monotonic()
+            s.connect((dst, 5002))
+            # Polled every 0.2 ms: the collector's line arrives through its stdout pipe.
+            deadline = t0 + 5
+            while len(coll.fireflies()) <= n and time.monotonic() < deadline:
+                time.sleep(0.0002)
+            delays.append((time.monotonic() - t0) * 1000)
+            sport = s.getsockname()[1]
+            got = coll.wait_count(n + 1)[n]
+            self.assertFirefly(got, state="start", src=src, sport=sport, dst=dst, dport=5002,
+                               exp=2, act=9)
+            start_time = got["firefly"]["flow-lifecycle"]["start-time"]
+            s.sendall(b"k" * 3000)
+            time.sleep(0.05)
+            s.close()
+            got = coll.wait_count(n + 2)[n + 1]
+            self.assertFirefly(got, state="end", src=src, sport=sport, dst=dst, dport=5002,
+                               exp=2, act=9, start=start_time)
+            flows.append(sport)
+        print(f"\n  connect() -> start firefly at the collector in B: "
+              f"{', '.join(f'{x:.2f} ms' for x in delays)} (IPv6, IPv4)", file=sys.stderr)
+        # Only the connections to port 5002 (and one start, one end each): B's accepted side
+        # is in another namespace and A's other traffic (the fireflies) is not on the port.
+        self.assertEqual(len(coll.fireflies()), 4)
+        self.assertEqual(self.stop_daemon(d), 0, d.describe())
+        self.assertEqual(d.counters.get("flowmark_kernel_events_total{source=kernel,state=start}"),
+                         2, d.counters)
+        self.assertEqual(d.counters.get("flowmark_kernel_events_total{source=kernel,state=end}"),
+                         2, d.counters)
+        for x in delays:
+            self.assertLess(x, 200, "the start firefly came late: polling?")
+
+    def test_kernel_events_drive_the_flowlabel_backend(self):
+        """No pipe, no firefly: connections are marked as the kernel establishes them."""
+        d = self.start_daemon({
+            "source": {"kernel": {"type": "kernel-events", "ports": ["5002"],
+                                  "skip_private": False, "experiment": 4, "activity": 3}},
+            "backend": {"label": {"type": "flowlabel", "interfaces": [IFACE]}}})
+        tcp = 41021
+        conn = self.tcp_connect(tcp)
+        self.wait_fill(1)
+        self.tcp_send(conn)
+        pk = READER.take(tcp, 12)
+        # The handshake went out before the connection was ESTABLISHED: unmarked.
+        self.assertEqual(pk[0][3], 0, "the SYN was marked")
+        self.assertMarked(pk[-10:], 4, 3)
+        conn.close()
+        self.wait_fill(0)  # the end (FIN_WAIT1) removed the flow at once
+        self.assertEqual(self.stop_daemon(d), 0, d.describe())
+        self.assertNoHookLeft()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
