@@ -34,13 +34,13 @@ struct flowmark_kevent {
 
 /* Per-CPU counters (one array entry). */
 struct flowmark_kev_counters {
-  __u64 starts;          /* start records submitted */
-  __u64 ends;            /* end records submitted */
-  __u64 ring_full;       /* records lost: the ring buffer was full */
-  __u64 skipped_port;    /* changes of connections outside the port filter */
-  __u64 skipped_cgroup;  /* changes of connections outside the cgroup filter */
-  __u64 skipped_family;  /* neither IPv4 nor IPv6 */
-  __u64 skipped_netns;   /* sockets of another network namespace */
+  __u64 starts;         /* start records submitted */
+  __u64 ends;           /* end records submitted */
+  __u64 ring_full;      /* records lost: the ring buffer was full */
+  __u64 skipped_port;   /* changes of connections outside the port filter */
+  __u64 skipped_cgroup; /* changes of connections outside the cgroup filter */
+  __u64 skipped_family; /* neither IPv4 nor IPv6 */
+  __u64 skipped_netns;  /* sockets of another network namespace */
 };
 
 /* The port filter: a bitmap of 65536 bits, in the program's read-only data. */

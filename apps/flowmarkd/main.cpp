@@ -35,8 +35,7 @@ spdlog::level::level_enum level_of(std::string_view name) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"flowmarkd: the flow-marking service (sources → pipeline → backends)",
-               "flowmarkd"};
+  CLI::App app{"flowmarkd: the flow-marking service (sources → pipeline → backends)", "flowmarkd"};
   std::string config = std::string(flowmark::daemon::kDefaultConfigPath);
   bool debug = false, foreground = false, check = false, print = false;
   app.add_option("-c,--config", config,
@@ -58,12 +57,13 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   (void)foreground;
 
-  flowmark::init_logging("flowmarkd", debug ? flowmark::LogLevel::kDebug
-                                            : flowmark::LogLevel::kInfo);
+  flowmark::init_logging("flowmarkd",
+                         debug ? flowmark::LogLevel::kDebug : flowmark::LogLevel::kInfo);
   if (!std::filesystem::exists(config)) {
-    spdlog::error("no configuration at {}: give one with -c FILE (an example is in "
-                  "packaging/flowmark.toml, installed as /usr/share/doc/flowmark/flowmark.toml)",
-                  config);
+    spdlog::error(
+        "no configuration at {}: give one with -c FILE (an example is in "
+        "packaging/flowmark.toml, installed as /usr/share/doc/flowmark/flowmark.toml)",
+        config);
     return kExitConfig;
   }
   auto doc = flowmark::daemon::ConfigDocument::load(config);

@@ -33,16 +33,15 @@ Result<Network> Network::parse(std::string_view text) {
   if (slash != std::string_view::npos) {
     auto digits = text.substr(slash + 1);
     auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), prefix);
-    if (digits.empty() || ec != std::errc{} || p != digits.data() + digits.size() ||
-        prefix > max) {
+    if (digits.empty() || ec != std::errc{} || p != digits.data() + digits.size() || prefix > max) {
       return fail(Errc::kInvalidArgument,
                   fmt::format("'{}': prefix length must be 0..{}", text, max));
     }
   }
   Network n{masked(addr, prefix), static_cast<std::uint8_t>(prefix)};
   if (!(n.address == addr)) {
-    return fail(Errc::kInvalidArgument, fmt::format("'{}' has host bits set: did you mean {}?",
-                                                    text, n.to_string()));
+    return fail(Errc::kInvalidArgument,
+                fmt::format("'{}' has host bits set: did you mean {}?", text, n.to_string()));
   }
   return n;
 }
@@ -52,9 +51,7 @@ bool Network::contains(const IpAddress& a) const noexcept {
   return masked(a, prefix) == address;
 }
 
-std::string Network::to_string() const {
-  return fmt::format("{}/{}", address.to_string(), prefix);
-}
+std::string Network::to_string() const { return fmt::format("{}/{}", address.to_string(), prefix); }
 
 bool any_contains(std::span<const Network> networks, const IpAddress& a) noexcept {
   for (const auto& n : networks) {

@@ -118,8 +118,8 @@ Result<std::vector<PortRange>> read_port_ranges(Section& s, std::string_view key
   return out;
 }
 
-Result<std::pair<std::uint32_t, std::uint32_t>> read_classification(
-    Section& s, const scitags::Registry& reg) {
+Result<std::pair<std::uint32_t, std::uint32_t>> read_classification(Section& s,
+                                                                    const scitags::Registry& reg) {
   FM_TRY(auto exp_text, s.scalar("experiment"));
   FM_TRY(auto act_text, s.scalar("activity"));
   if (!exp_text && !act_text) return std::pair<std::uint32_t, std::uint32_t>{0, 0};
@@ -161,8 +161,8 @@ Result<std::optional<IpAddress>> address(Section& s, std::string_view key, Famil
   auto a = IpAddress::parse(text);
   if (!a) return s.error(key, a.error().message());
   if (a->family() != family) {
-    return s.error(key, fmt::format("'{}' is not an IPv{} address", text,
-                                    family == Family::kV4 ? 4 : 6));
+    return s.error(
+        key, fmt::format("'{}' is not an IPv{} address", text, family == Family::kV4 ? 4 : 6));
   }
   return std::optional<IpAddress>{*a};
 }
@@ -179,14 +179,13 @@ Result<std::vector<PartSpec>> parts(const toml::table& root, std::string_view ki
   for (const auto& [name, value] : *t) {
     const auto* part = value.as_table();
     if (!part) {
-      return fail(Errc::kInvalidArgument,
-                  fmt::format("[{}.{}] must be a table (line {})", kind, name.str(),
-                              value.source().begin.line));
+      return fail(Errc::kInvalidArgument, fmt::format("[{}.{}] must be a table (line {})", kind,
+                                                      name.str(), value.source().begin.line));
     }
     PartSpec spec;
     spec.name = std::string(name.str());
-    spec.type = part->get_as<std::string>("type") ? part->get_as<std::string>("type")->get()
-                                                  : spec.name;
+    spec.type =
+        part->get_as<std::string>("type") ? part->get_as<std::string>("type")->get() : spec.name;
     spec.table = part;
     out.push_back(std::move(spec));
   }
@@ -223,8 +222,7 @@ Result<ServiceConfig> ServiceConfig::from(const ConfigDocument& doc,
     FM_TRY(c.registry_verify_tls, s.boolean("registry_verify_tls", true));
     FM_TRY(c.hostname, s.string("hostname", ""));
     FM_TRY(c.flow_timeout, s.number("flow_timeout", c.flow_timeout, 0, 1e9));
-    FM_TRY(auto q, s.integer("queue_size", static_cast<std::int64_t>(c.queue_size), 16,
-                             1 << 24));
+    FM_TRY(auto q, s.integer("queue_size", static_cast<std::int64_t>(c.queue_size), 16, 1 << 24));
     c.queue_size = static_cast<std::size_t>(q);
     FM_TRY(c.log_level,
            s.choice("log_level", "info", {"debug", "info", "warning", "error", "off"}));
@@ -251,8 +249,8 @@ Result<ServiceConfig> ServiceConfig::from(const ConfigDocument& doc,
         auto to = IpAddress::parse(to_text);
         if (!to) return map->error(key, to.error().message());
         if (to->family() != from->family()) {
-          return map->error(key, fmt::format("'{}' and '{}' are of different families", key,
-                                             to_text));
+          return map->error(key,
+                            fmt::format("'{}' and '{}' are of different families", key, to_text));
         }
         c.public_address.map.emplace_back(*from, *to);
       }

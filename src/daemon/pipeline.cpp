@@ -70,7 +70,9 @@ struct Pipeline::Worker {
                             "Events waiting in a backend's queue");
   }
 
-  void start() { thread = std::thread([this] { run(); }); }
+  void start() {
+    thread = std::thread([this] { run(); });
+  }
 
   void offer(const FlowEvent& e, bool bypass_capacity = false) {
     offered->fetch_add(1, std::memory_order_relaxed);
@@ -123,9 +125,10 @@ struct Pipeline::Worker {
         dropped_stalled->fetch_add(left, std::memory_order_relaxed);
         pending.clear();
         abandoned.store(true, std::memory_order_relaxed);
-        spdlog::error("backend {}: stalled, did not drain in time: {} event(s) dropped "
-                      "(flowmark_backend_events_total{{outcome=\"dropped_stalled\"}})",
-                      name, left);
+        spdlog::error(
+            "backend {}: stalled, did not drain in time: {} event(s) dropped "
+            "(flowmark_backend_events_total{{outcome=\"dropped_stalled\"}})",
+            name, left);
         thread.detach();
         return false;
       }
@@ -213,8 +216,8 @@ struct Pipeline::Worker {
   std::vector<Item> pending;
   bool stopping = false;
   bool busy = false;
-  bool finished = false;   // run() has returned (the backend is stopped)
-  std::atomic<bool> abandoned{false};  // stop_and_join gave up on it
+  bool finished = false;                  // run() has returned (the backend is stopped)
+  std::atomic<bool> abandoned{false};     // stop_and_join gave up on it
   std::atomic<std::size_t> in_flight{0};  // items of the current batch not yet handed over
   std::thread thread;
   std::atomic<std::uint64_t>*offered, *delivered, *dropped_full, *dropped_stalled, *depth;
@@ -247,9 +250,9 @@ Pipeline::~Pipeline() { stop_workers(); }
 void Pipeline::stop_workers() {
   // Every worker drains at the same time; one deadline for them all.
   for (auto& w : workers_) w->request_stop();
-  const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::milliseconds(static_cast<std::int64_t>(
-                            options_.drain_timeout * 1000));
+  const auto deadline =
+      std::chrono::steady_clock::now() +
+      std::chrono::milliseconds(static_cast<std::int64_t>(options_.drain_timeout * 1000));
   for (auto& w : workers_) {
     if (!w->stop_and_join(deadline)) (void)w.release();  // its thread still uses it
   }
@@ -265,8 +268,8 @@ Result<void> Pipeline::add_backend(std::string name, std::unique_ptr<Backend> ba
   }
   auto r = backend->start();
   if (!r) return std::unexpected(std::move(r).error().with_context("backend " + name));
-  auto w = std::make_unique<Worker>(name, std::move(backend), options_.queue_size,
-                                    context_.counters);
+  auto w =
+      std::make_unique<Worker>(name, std::move(backend), options_.queue_size, context_.counters);
   if (adopt_live) {
     for (const auto& [key, live] : flows_) {
       FlowEvent e;
@@ -291,9 +294,9 @@ Result<void> Pipeline::add_backend(std::string name, std::unique_ptr<Backend> ba
 void Pipeline::remove_backend(std::string_view name) {
   for (auto it = workers_.begin(); it != workers_.end(); ++it) {
     if ((*it)->name == name) {
-      const auto deadline = std::chrono::steady_clock::now() +
-                            std::chrono::milliseconds(static_cast<std::int64_t>(
-                                options_.drain_timeout * 1000));
+      const auto deadline =
+          std::chrono::steady_clock::now() +
+          std::chrono::milliseconds(static_cast<std::int64_t>(options_.drain_timeout * 1000));
       if (!(*it)->stop_and_join(deadline)) (void)it->release();
       workers_.erase(it);
       return;
@@ -379,8 +382,7 @@ void Pipeline::push(const FlowEvent& in) {
       if (it == flows_.end()) {
         if (!classify(e)) break;
         if (e.start_time == 0) e.start_time = now;
-        it = flows_.emplace(key, Live{e.start_time, now, e.experiment, e.activity, e.usage})
-                 .first;
+        it = flows_.emplace(key, Live{e.start_time, now, e.experiment, e.activity, e.usage}).first;
         live_gauge_->store(flows_.size(), std::memory_order_relaxed);
       }
       auto& live = it->second;
@@ -422,9 +424,10 @@ void Pipeline::push(const FlowEvent& in) {
   auto t = monotonic_ns();
   if (t - last_unclassified_log_ns_ > 10'000'000'000) {
     last_unclassified_log_ns_ = t;
-    spdlog::warn("{} flow {} -> {} matches no [[rule]] and its source gave no experiment: "
-                 "not marked (counted in flowmark_pipeline_events_total{{outcome=\"unclassified\"}})",
-                 scitags::to_string(e.protocol), e.src.to_string(), e.dst.to_string());
+    spdlog::warn(
+        "{} flow {} -> {} matches no [[rule]] and its source gave no experiment: "
+        "not marked (counted in flowmark_pipeline_events_total{{outcome=\"unclassified\"}})",
+        scitags::to_string(e.protocol), e.src.to_string(), e.dst.to_string());
   }
 }
 

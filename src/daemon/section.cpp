@@ -55,8 +55,8 @@ Result<std::string> Section::string(std::string_view key, std::string_view fallb
   return v ? *v : std::string(fallback);
 }
 
-Result<std::int64_t> Section::integer(std::string_view key, std::int64_t fallback,
-                                      std::int64_t min, std::int64_t max) {
+Result<std::int64_t> Section::integer(std::string_view key, std::int64_t fallback, std::int64_t min,
+                                      std::int64_t max) {
   used_.insert(std::string(key));
   const auto* n = tbl(table_).get(key);
   if (!n) return fallback;
@@ -143,8 +143,8 @@ Result<std::vector<std::string>> Section::scalars(std::string_view key) {
   for (std::size_t i = 0; i < arr->size(); ++i) {
     auto t = scalar_text((*arr)[i]);
     if (!t) {
-      return error(key, fmt::format("item {} ({}) is not a string or an integer", i + 1,
-                                    show((*arr)[i])));
+      return error(
+          key, fmt::format("item {} ({}) is not a string or an integer", i + 1, show((*arr)[i])));
     }
     out.push_back(*t);
   }
@@ -195,10 +195,10 @@ Result<void> Section::finish() const {
   }
   if (unknown.empty()) return {};
   const auto* n = tbl(table_).get(unknown.front());
-  return fail(Errc::kInvalidArgument,
-              fmt::format("{} unknown key{} {}{} (known: {})", where_,
-                          unknown.size() > 1 ? "s" : "", fmt::join(unknown, ", "),
-                          n ? at(*n) : std::string(), fmt::join(used_, ", ")));
+  return fail(
+      Errc::kInvalidArgument,
+      fmt::format("{} unknown key{} {}{} (known: {})", where_, unknown.size() > 1 ? "s" : "",
+                  fmt::join(unknown, ", "), n ? at(*n) : std::string(), fmt::join(used_, ", ")));
 }
 
 }  // namespace flowmark::daemon

@@ -211,7 +211,8 @@ struct Service::Impl {
     std::vector<Part<Source>> kept_sources;
     for (auto& old : plan->sources) {
       const auto* n = find(next.sources, old.spec.name);
-      if (n && n->spec.type == old.spec.type && ConfigDocument::same(n->spec.table, old.spec.table)) {
+      if (n && n->spec.type == old.spec.type &&
+          ConfigDocument::same(n->spec.table, old.spec.table)) {
         old.spec = n->spec;  // the table now lives in the new document
         kept_sources.push_back(std::move(old));
       } else {
@@ -223,7 +224,8 @@ struct Service::Impl {
     std::vector<Part<Backend>> kept_backends;
     for (auto& old : plan->backends) {
       const auto* n = find(next.backends, old.spec.name);
-      if (n && n->spec.type == old.spec.type && ConfigDocument::same(n->spec.table, old.spec.table)) {
+      if (n && n->spec.type == old.spec.type &&
+          ConfigDocument::same(n->spec.table, old.spec.table)) {
         old.spec = n->spec;
         kept_backends.push_back(std::move(old));
       } else {
@@ -272,16 +274,16 @@ Result<std::unique_ptr<Service>> Service::create(ConfigDocument doc, std::string
   auto impl = std::make_unique<Impl>(std::move(loop));
   impl->config_path = std::move(config_path);
   for (const auto& w : doc.warnings()) spdlog::warn("{}: {}", doc.name(), w);
-  FM_TRY(auto plan, make_plan(std::move(doc), impl->ctx, impl->source_factories,
-                              impl->backend_factories));
+  FM_TRY(auto plan,
+         make_plan(std::move(doc), impl->ctx, impl->source_factories, impl->backend_factories));
   impl->plan = std::make_unique<Plan>(std::move(plan));
   impl->ctx.registry = impl->plan->registry.get();
   if (!impl->plan->config.hostname.empty()) impl->ctx.hostname = impl->plan->config.hostname;
   impl->reloads_ok = &impl->counters.counter("flowmark_reloads_total", {{"outcome", "applied"}},
                                              "Configuration reloads (SIGHUP), by outcome");
-  impl->reloads_rejected = &impl->counters.counter(
-      "flowmark_reloads_total", {{"outcome", "rejected"}},
-      "Configuration reloads (SIGHUP), by outcome");
+  impl->reloads_rejected =
+      &impl->counters.counter("flowmark_reloads_total", {{"outcome", "rejected"}},
+                              "Configuration reloads (SIGHUP), by outcome");
   return std::unique_ptr<Service>(new Service(std::move(impl)));
 }
 
@@ -294,7 +296,8 @@ Result<std::string> Service::check(const ConfigDocument& doc) {
   FM_TRY(auto text_doc, ConfigDocument::parse_toml(doc.toml_text(), doc.name()));
   FM_TRY(auto plan, make_plan(std::move(text_doc), ctx, sources, backends, /*discover=*/false));
   std::string out = fmt::format("{}: OK\n", doc.name());
-  for (const auto& s : plan.sources) out += fmt::format("  source  {} ({})\n", s.spec.name, s.spec.type);
+  for (const auto& s : plan.sources)
+    out += fmt::format("  source  {} ({})\n", s.spec.name, s.spec.type);
   for (const auto& b : plan.backends) {
     out += fmt::format("  backend {} ({})\n", b.spec.name, b.spec.type);
   }
@@ -334,8 +337,8 @@ Result<void> Service::run() {
   }
 
   if (cfg.flow_timeout > 0) {
-    auto period = std::chrono::milliseconds(static_cast<std::int64_t>(
-        std::clamp(cfg.flow_timeout / 10, 0.1, 60.0) * 1000));
+    auto period = std::chrono::milliseconds(
+        static_cast<std::int64_t>(std::clamp(cfg.flow_timeout / 10, 0.1, 60.0) * 1000));
     FM_TRY(auto t, d.loop.add_timer(period, period, [&] { d.pipeline->expire(); }));
     (void)t;
   }
@@ -345,12 +348,12 @@ Result<void> Service::run() {
     FM_TRY(auto t, d.loop.add_timer(half, half, [] { notify("WATCHDOG=1"); }));
     (void)t;
   }
-  FM_TRY(auto status_timer, d.loop.add_timer(std::chrono::seconds(10), std::chrono::seconds(10),
-                                             [&] { d.status(); }));
+  FM_TRY(auto status_timer,
+         d.loop.add_timer(std::chrono::seconds(10), std::chrono::seconds(10), [&] { d.status(); }));
   (void)status_timer;
 
-  spdlog::info("flowmarkd running: {} source(s), {} backend(s), {} rule(s)",
-               d.plan->sources.size(), d.pipeline->backend_names().size(), cfg.rules.size());
+  spdlog::info("flowmarkd running: {} source(s), {} backend(s), {} rule(s)", d.plan->sources.size(),
+               d.pipeline->backend_names().size(), cfg.rules.size());
   notify("READY=1");
   d.status();
   auto r = d.loop.run();
@@ -359,7 +362,8 @@ Result<void> Service::run() {
   for (auto& s : d.plan->sources) s.obj->stop();
   const auto live = d.pipeline->live_flows();
   d.pipeline->shutdown();
-  spdlog::info("stopped: {} live flow(s) ended; counters {}", live, d.counters.to_json(/*nonzero_only=*/true));
+  spdlog::info("stopped: {} live flow(s) ended; counters {}", live,
+               d.counters.to_json(/*nonzero_only=*/true));
   return r;
 }
 

@@ -91,7 +91,7 @@ struct Rule {
 struct PublicAddressConfig {
   bool discover = false;  // STUN when a flow's source is not a global address
   std::vector<std::string> stun_servers;
-  std::optional<IpAddress> ipv4, ipv6;                 // manual public addresses
+  std::optional<IpAddress> ipv4, ipv6;               // manual public addresses
   std::vector<std::pair<IpAddress, IpAddress>> map;  // private → public, checked first
 };
 

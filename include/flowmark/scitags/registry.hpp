@@ -6,8 +6,8 @@
 //    "version":1, "modified":"<iso time>"}
 // An embedded copy of the public registry is the default, so a site with no internet
 // starts; a file or an http(s):// URL (libcurl, loaded at the first fetch; certificate
-// verified unless told otherwise) may replace it. Names map case-sensitively to ids and back; the combined
-// "scitag" integer used by storage systems is exp << 6 | act.
+// verified unless told otherwise) may replace it. Names map case-sensitively to ids and back; the
+// combined "scitag" integer used by storage systems is exp << 6 | act.
 //
 //   FM_TRY(auto reg, Registry::load("https://www.scitags.org/api.json"));
 //   auto exp = reg.experiment_id("atlas");             // 2

@@ -91,11 +91,10 @@ TEST(Config, ErrorsNameTheKeyTheValueAndWhatIsAllowed) {
   EXPECT_NE(error_of("[service]\nregistery = \"x\"\n").find("unknown key registery (line 9)"),
             std::string::npos);
   EXPECT_NE(error_of("[sevice]\n").find("unknown table or key 'sevice'"), std::string::npos);
-  EXPECT_NE(error_of("[[rule]]\nexperiment = \"nosuch\"\nactivity = 1\n")
-                .find("[[rule]] #1 experiment:"),
-            std::string::npos);
-  EXPECT_NE(error_of("[[rule]]\nexperiment = 2\n").find("activity: missing"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of("[[rule]]\nexperiment = \"nosuch\"\nactivity = 1\n").find("[[rule]] #1 experiment:"),
+      std::string::npos);
+  EXPECT_NE(error_of("[[rule]]\nexperiment = 2\n").find("activity: missing"), std::string::npos);
   EXPECT_NE(error_of("[[rule]]\nexperiment = 2\nactivity = 1\ndst = \"10.0.0.1/8\"\n")
                 .find("did you mean 10.0.0.0/8"),
             std::string::npos);

@@ -13,8 +13,8 @@ namespace {
 using scitags::FlowState;
 using scitags::Protocol;
 
-FlowEvent event(FlowState state, std::string_view src, std::string_view dst,
-                std::uint32_t exp = 2, std::uint32_t act = 1) {
+FlowEvent event(FlowState state, std::string_view src, std::string_view dst, std::uint32_t exp = 2,
+                std::uint32_t act = 1) {
   FlowEvent e;
   e.state = state;
   e.protocol = Protocol::kTcp;
@@ -108,8 +108,7 @@ TEST_F(PipelineTest, EndCarriesStartTimeAndDuplicatesAreSuppressed) {
   EXPECT_EQ(got[1].start_time, 1'000'000'000'000);
   EXPECT_EQ(got[1].end_time, 1'000'010'000'000);
   EXPECT_EQ(p.live_flows(), 0u);
-  EXPECT_EQ(counters.value("flowmark_pipeline_events_total", {{"outcome", "duplicate_start"}}),
-            1u);
+  EXPECT_EQ(counters.value("flowmark_pipeline_events_total", {{"outcome", "duplicate_start"}}), 1u);
   EXPECT_EQ(counters.value("flowmark_pipeline_received_total"), 3u);
 }
 

@@ -183,8 +183,9 @@ Result<void> register_firefly_backend(BackendFactories& factories, FlowInfoReade
         FM_TRY(o.ongoing_interval, s.number("ongoing_interval", 0, 0, 86400));
         FM_TRY(o.tcp_info, s.boolean("tcp_info", false));
         if (!o.to_destination && o.collector_texts.empty()) {
-          return s.error("collectors", "empty while to_destination = false: fireflies would go "
-                                       "nowhere");
+          return s.error("collectors",
+                         "empty while to_destination = false: fireflies would go "
+                         "nowhere");
         }
         return std::make_unique<FireflyBackend>(s.name(), std::move(o), reader, ctx);
       });

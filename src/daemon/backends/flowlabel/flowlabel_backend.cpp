@@ -74,9 +74,8 @@ class FlowLabelBackend final : public Backend {
       return;
     }
     bpf::FlowTuple t{e.src.address, e.dst.address, e.src.port, e.dst.port,
-                     static_cast<std::uint8_t>(e.protocol == scitags::Protocol::kTcp
-                                                   ? IPPROTO_TCP
-                                                   : IPPROTO_UDP)};
+                     static_cast<std::uint8_t>(
+                         e.protocol == scitags::Protocol::kTcp ? IPPROTO_TCP : IPPROTO_UDP)};
     if (e.state == FlowState::kEnd) {
       auto r = marker_->erase(t);
       if (r && *r) erased_->fetch_add(1, std::memory_order_relaxed);
@@ -158,8 +157,8 @@ Result<void> register_flowlabel_backend(BackendFactories& factories) {
         FM_TRY(o.interfaces, s.strings("interfaces"));
         FM_TRY(auto cap, s.integer("capacity", bpf::kDefaultCapacity, 1, 1 << 24));
         o.capacity = static_cast<std::size_t>(cap);
-        FM_TRY(auto ext, s.choice("ext_header", "none",
-                                  {"none", "hop-by-hop", "destination-options"}));
+        FM_TRY(auto ext,
+               s.choice("ext_header", "none", {"none", "hop-by-hop", "destination-options"}));
         if (ext == "hop-by-hop") o.ext = bpf::ExtHeader::kHopByHop;
         if (ext == "destination-options") o.ext = bpf::ExtHeader::kDestinationOptions;
         return std::make_unique<FlowLabelBackend>(s.name(), std::move(o), ctx);

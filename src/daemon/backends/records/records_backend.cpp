@@ -110,14 +110,13 @@ class RecordsBackend final : public Backend {
 }  // namespace
 
 Result<void> register_records_backend(BackendFactories& factories) {
-  return factories.add(
-      "records", "one JSON line per event appended to a file (reopened on SIGHUP)",
-      [](Section& s, ServiceContext& ctx) -> Result<std::unique_ptr<Backend>> {
-        FM_TRY(auto path, s.string("path", "/var/log/flowmark/events.jsonl"));
-        FM_TRY(auto flush, s.choice("flush", "batch", {"batch", "event"}));
-        return std::make_unique<RecordsBackend>(s.name(), std::move(path), flush == "event",
-                                                ctx);
-      });
+  return factories.add("records", "one JSON line per event appended to a file (reopened on SIGHUP)",
+                       [](Section& s, ServiceContext& ctx) -> Result<std::unique_ptr<Backend>> {
+                         FM_TRY(auto path, s.string("path", "/var/log/flowmark/events.jsonl"));
+                         FM_TRY(auto flush, s.choice("flush", "batch", {"batch", "event"}));
+                         return std::make_unique<RecordsBackend>(s.name(), std::move(path),
+                                                                 flush == "event", ctx);
+                       });
 }
 
 }  // namespace flowmark::daemon

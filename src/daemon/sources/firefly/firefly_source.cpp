@@ -65,9 +65,7 @@ class FireflySource final : public Source, private scitags::FireflySink {
     log_.log(sender, r);
   }
 
-  void on_error(const Error& e) override {
-    spdlog::warn("source {}: {}", name_, e.message());
-  }
+  void on_error(const Error& e) override { spdlog::warn("source {}: {}", name_, e.message()); }
 
   std::string name_;
   scitags::ListenerConfig config_;

@@ -45,8 +45,8 @@ class NamedPipeSource final : public Source {
     FM_TRY_VOID(make_fifo());
     FM_TRY_VOID(open_reader());
     created_ = true;
-    spdlog::info("source {}: reading flow lines from {} (mode {:04o}{})", name_, o_.path,
-                 o_.mode, o_.group.empty() ? "" : ", group " + o_.group);
+    spdlog::info("source {}: reading flow lines from {} (mode {:04o}{})", name_, o_.path, o_.mode,
+                 o_.group.empty() ? "" : ", group " + o_.group);
     return {};
   }
 
@@ -71,7 +71,7 @@ class NamedPipeSource final : public Source {
     std::filesystem::path p(o_.path);
     std::error_code ec;
     if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
-    struct stat st {};
+    struct stat st{};
     if (::lstat(o_.path.c_str(), &st) == 0) {
       if (!S_ISFIFO(st.st_mode)) {
         return fail(Errc::kInvalidArgument,
@@ -86,8 +86,8 @@ class NamedPipeSource final : public Source {
       group* found = nullptr;
       if (::getgrnam_r(o_.group.c_str(), &g, buf.data(), buf.size(), &found) != 0 || !found) {
         return fail(Errc::kNotFound, "group '" + o_.group + "' for " + o_.path +
-                                         " does not exist: create it or change [source." +
-                                         name_ + "] group");
+                                         " does not exist: create it or change [source." + name_ +
+                                         "] group");
       }
       if (::chown(o_.path.c_str(), static_cast<uid_t>(-1), found->gr_gid) != 0) {
         return fail_errno("cannot give " + o_.path + " to group " + o_.group);
@@ -198,8 +198,8 @@ class NamedPipeSource final : public Source {
     lines_->fetch_add(1, std::memory_order_relaxed);
     auto e = scitags::parse_pipe_line(text, *ctx_.registry);
     if (!e) {
-      rejected_[static_cast<std::size_t>(e.error().reason)]->fetch_add(
-          1, std::memory_order_relaxed);
+      rejected_[static_cast<std::size_t>(e.error().reason)]->fetch_add(1,
+                                                                       std::memory_order_relaxed);
       log_reject(scitags::to_string(e.error().reason),
                  fmt::format("line {}: {}", line_no_, e.error().message));
       return;
@@ -251,9 +251,10 @@ Result<mode_t> parse_mode(Section& s) {
     return s.error("mode", "'" + *text + "' is not an octal mode like \"0660\"");
   }
   if (v & 0002) {
-    spdlog::warn("{} mode {:04o}: the pipe is world-writable: anyone on this host can mark "
-                 "flows",
-                 s.where(), v);
+    spdlog::warn(
+        "{} mode {:04o}: the pipe is world-writable: anyone on this host can mark "
+        "flows",
+        s.where(), v);
   }
   return static_cast<mode_t>(v);
 }
@@ -261,17 +262,16 @@ Result<mode_t> parse_mode(Section& s) {
 }  // namespace
 
 Result<void> register_named_pipe_source(SourceFactories& factories) {
-  return factories.add(
-      "named-pipe", "flow lines written to a FIFO (flowd's np_api)",
-      [](Section& s, ServiceContext& ctx) -> Result<std::unique_ptr<Source>> {
-        PipeOptions o;
-        FM_TRY(o.path, s.string("path", "/run/flowmark/flowmark.pipe"));
-        FM_TRY(o.mode, parse_mode(s));
-        FM_TRY(o.group, s.string("group", ""));
-        FM_TRY(auto max_line, s.integer("max_line", 4096, 64, 1 << 20));
-        o.max_line = static_cast<std::size_t>(max_line);
-        return std::make_unique<NamedPipeSource>(s.name(), std::move(o), ctx);
-      });
+  return factories.add("named-pipe", "flow lines written to a FIFO (flowd's np_api)",
+                       [](Section& s, ServiceContext& ctx) -> Result<std::unique_ptr<Source>> {
+                         PipeOptions o;
+                         FM_TRY(o.path, s.string("path", "/run/flowmark/flowmark.pipe"));
+                         FM_TRY(o.mode, parse_mode(s));
+                         FM_TRY(o.group, s.string("group", ""));
+                         FM_TRY(auto max_line, s.integer("max_line", 4096, 64, 1 << 20));
+                         o.max_line = static_cast<std::size_t>(max_line);
+                         return std::make_unique<NamedPipeSource>(s.name(), std::move(o), ctx);
+                       });
 }
 
 }  // namespace flowmark::daemon

@@ -33,9 +33,9 @@ class ObserverSource final : public Source {
  public:
   ObserverSource(std::string name, ObserverOptions o, ServiceContext& ctx)
       : name_(std::move(name)), o_(std::move(o)) {
-    capture_errors_ = &ctx.counters.counter("flowmark_observer_capture_errors_total",
-                                            {{"source", name_}},
-                                            "Capture errors of an observer source");
+    capture_errors_ =
+        &ctx.counters.counter("flowmark_observer_capture_errors_total", {{"source", name_}},
+                              "Capture errors of an observer source");
     packets_ = &ctx.counters.counter("flowmark_observer_packets_total", {{"source", name_}},
                                      "Packets seen by an observer source");
   }
@@ -160,24 +160,24 @@ class ObserverSource final : public Source {
 }  // namespace
 
 Result<void> register_observer_source(SourceFactories& factories) {
-  return factories.add(
-      "observer", "flows seen on a live interface by the passive observer",
-      [](Section& s, ServiceContext& ctx) -> Result<std::unique_ptr<Source>> {
-        ObserverOptions o;
-        FM_TRY(o.interface, s.string("interface", ""));
-        if (o.interface.empty()) return s.error("interface", "missing: the interface to observe");
-        FM_TRY(o.filter, s.string("filter", ""));
-        FM_TRY(auto idle, s.number("idle_timeout", 30, 0.1, 86400));
-        FM_TRY(auto expiry, s.number("expiry_delay", 1, 0, 3600));
-        FM_TRY(auto max_flows, s.integer("max_flows", 1 << 20, 1, 1 << 30));
-        o.observer.idle_timeout_ns = static_cast<observe::Nanos>(idle * 1e9);
-        o.observer.expiry_delay_ns = static_cast<observe::Nanos>(expiry * 1e9);
-        o.observer.max_flows = static_cast<std::size_t>(max_flows);
-        FM_TRY(auto ea, read_classification(s, *ctx.registry));
-        o.experiment = ea.first;
-        o.activity = ea.second;
-        return std::make_unique<ObserverSource>(s.name(), std::move(o), ctx);
-      });
+  return factories.add("observer", "flows seen on a live interface by the passive observer",
+                       [](Section& s, ServiceContext& ctx) -> Result<std::unique_ptr<Source>> {
+                         ObserverOptions o;
+                         FM_TRY(o.interface, s.string("interface", ""));
+                         if (o.interface.empty())
+                           return s.error("interface", "missing: the interface to observe");
+                         FM_TRY(o.filter, s.string("filter", ""));
+                         FM_TRY(auto idle, s.number("idle_timeout", 30, 0.1, 86400));
+                         FM_TRY(auto expiry, s.number("expiry_delay", 1, 0, 3600));
+                         FM_TRY(auto max_flows, s.integer("max_flows", 1 << 20, 1, 1 << 30));
+                         o.observer.idle_timeout_ns = static_cast<observe::Nanos>(idle * 1e9);
+                         o.observer.expiry_delay_ns = static_cast<observe::Nanos>(expiry * 1e9);
+                         o.observer.max_flows = static_cast<std::size_t>(max_flows);
+                         FM_TRY(auto ea, read_classification(s, *ctx.registry));
+                         o.experiment = ea.first;
+                         o.activity = ea.second;
+                         return std::make_unique<ObserverSource>(s.name(), std::move(o), ctx);
+                       });
 }
 
 }  // namespace flowmark::daemon

@@ -49,7 +49,8 @@ void ConnectionTracker::begin(Micros now) {
 
 bool ConnectionTracker::wanted(const SocketInfo& s) {
   const auto& dst = s.dst.address;
-  if ((options_.skip_private && !dst.is_global()) || any_contains(options_.internal_networks, dst)) {
+  if ((options_.skip_private && !dst.is_global()) ||
+      any_contains(options_.internal_networks, dst)) {
     ++stats_.skipped_internal;
     return false;
   }
