@@ -34,7 +34,7 @@ spdlog::level::level_enum level_of(std::string_view name) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int flowmarkd_main(int argc, char** argv) {
   CLI::App app{"flowmarkd: the flow-marking service (sources → pipeline → backends)", "flowmarkd"};
   std::string config = std::string(flowmark::daemon::kDefaultConfigPath);
   bool debug = false, foreground = false, check = false, print = false;
@@ -106,4 +106,13 @@ int main(int argc, char** argv) {
     return kExitStart;
   }
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return flowmarkd_main(argc, argv);
+  } catch (const std::exception& e) {  // a bug, not an input error: say so
+    fmt::print(stderr, "flowmarkd: internal error: {}\n", e.what());
+    return 70;
+  }
 }

@@ -44,7 +44,7 @@ class NetlinkTcpInfo {
     // found the other way round.
     for (int side = 0; side < 2; ++side) {
       auto r = side == 0 ? diag_->tcp_info(e.src, e.dst) : diag_->tcp_info(e.dst, e.src);
-      if (r && *r) return **r;
+      if (r && r->has_value()) return *r;  // Result<optional<TcpInfo>>
     }
     return std::nullopt;
   }

@@ -254,14 +254,17 @@ void Pipeline::stop_workers() {
       std::chrono::steady_clock::now() +
       std::chrono::milliseconds(static_cast<std::int64_t>(options_.drain_timeout * 1000));
   for (auto& w : workers_) {
-    if (!w->stop_and_join(deadline)) (void)w.release();  // its thread still uses it
+    if (!w->stop_and_join(deadline)) {
+      // Its thread still uses it: leaked on purpose, the process is about to exit.
+      [[maybe_unused]] auto* stalled = w.release();
+    }
   }
   workers_.clear();
 }
 
 void Pipeline::set_options(PipelineOptions options) { options_ = std::move(options); }
 
-Result<void> Pipeline::add_backend(std::string name, std::unique_ptr<Backend> backend,
+Result<void> Pipeline::add_backend(const std::string& name, std::unique_ptr<Backend> backend,
                                    bool adopt_live) {
   if (has_backend(name)) {
     return fail(Errc::kInvalidArgument, "backend '" + name + "' is already running");
@@ -297,7 +300,9 @@ void Pipeline::remove_backend(std::string_view name) {
       const auto deadline =
           std::chrono::steady_clock::now() +
           std::chrono::milliseconds(static_cast<std::int64_t>(options_.drain_timeout * 1000));
-      if (!(*it)->stop_and_join(deadline)) (void)it->release();
+      if (!(*it)->stop_and_join(deadline)) {
+        [[maybe_unused]] auto* stalled = it->release();  // its thread still uses it
+      }
       workers_.erase(it);
       return;
     }
@@ -313,6 +318,7 @@ bool Pipeline::has_backend(std::string_view name) const {
 
 std::vector<std::string> Pipeline::backend_names() const {
   std::vector<std::string> out;
+  out.reserve(workers_.size());
   for (const auto& w : workers_) out.push_back(w->name);
   return out;
 }

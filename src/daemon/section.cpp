@@ -74,7 +74,7 @@ Result<double> Section::number(std::string_view key, double fallback, double min
   if (!n) return fallback;
   std::optional<double> v;
   if (auto i = n->value_exact<std::int64_t>()) v = static_cast<double>(*i);
-  if (auto d = n->value_exact<double>()) v = *d;
+  if (auto d = n->value_exact<double>()) v = d;
   if (!v) return error(key, fmt::format("{} is not a number", show(*n)));
   if (!(*v >= min && *v <= max)) {
     return error(key, fmt::format("{} is out of range {}..{}", *v, min, max));

@@ -255,6 +255,7 @@ struct Service::Impl {
     }
     // Backend objects now belong to the pipeline; keep the specs for the next comparison.
     std::vector<Part<Backend>> backends;
+    backends.reserve(next.backends.size());
     for (auto& b : next.backends) backends.push_back({b.spec, nullptr, nullptr});
     next.sources = std::move(kept_sources);
     next.backends = std::move(backends);
@@ -320,7 +321,7 @@ Result<void> Service::run() {
   FM_TRY_VOID(d.loop.on_signal(SIGTERM, on_stop));
   FM_TRY_VOID(d.loop.on_signal(SIGINT, on_stop));
   FM_TRY_VOID(d.loop.on_signal(SIGHUP, [&](int) { d.reload(); }));
-  ::signal(SIGPIPE, SIG_IGN);
+  (void)::signal(SIGPIPE, SIG_IGN);
   d.pipeline = std::make_unique<Pipeline>(d.ctx, pipeline_options(cfg));
   auto fail_start = [&](Error e) -> Result<void> {
     for (auto& s : d.plan->sources) s.obj->stop();

@@ -42,6 +42,7 @@ class Factories {
   // Sorted.
   std::vector<std::string> names() const {
     std::vector<std::string> out;
+    out.reserve(entries_.size());
     for (const auto& [name, e] : entries_) out.push_back(name);
     return out;
   }

@@ -64,7 +64,7 @@ class Pipeline : public FlowSink {
 
   // Starts the backend (Backend::start) and its worker. With `adopt_live`, the flows live
   // now are offered to it first as start events (a backend added by a reload).
-  Result<void> add_backend(std::string name, std::unique_ptr<Backend> backend,
+  Result<void> add_backend(const std::string& name, std::unique_ptr<Backend> backend,
                            bool adopt_live = false);
   // Drains its queue, stops it and joins its worker.
   void remove_backend(std::string_view name);

@@ -160,7 +160,7 @@ class FireflyBackend final : public Backend {
 
 }  // namespace
 
-Result<void> register_firefly_backend(BackendFactories& factories, FlowInfoReader reader) {
+Result<void> register_firefly_backend(BackendFactories& factories, const FlowInfoReader& reader) {
   return factories.add(
       "firefly", "UDP fireflies to each flow's destination and to collectors (udp_firefly)",
       [reader](Section& s, ServiceContext& ctx) -> Result<std::unique_ptr<Backend>> {

@@ -32,6 +32,7 @@ namespace flowmark::daemon {
 // used for the `ongoing` fireflies. Called on the backend's thread.
 using FlowInfoReader = std::function<std::optional<scitags::TcpInfo>(const FlowEvent&)>;
 
-Result<void> register_firefly_backend(BackendFactories& factories, FlowInfoReader reader = {});
+Result<void> register_firefly_backend(BackendFactories& factories,
+                                      const FlowInfoReader& reader = {});
 
 }  // namespace flowmark::daemon

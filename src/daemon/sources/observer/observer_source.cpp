@@ -119,13 +119,13 @@ class ObserverSource final : public Source {
     post(event_of(r, FlowState::kEnd));
   }
 
-  void post(FlowEvent e) { batch_.push_back(std::move(e)); }
+  void post(const FlowEvent& e) { batch_.push_back(e); }
 
   void flush() {
     if (batch_.empty()) return;
     {
       std::lock_guard lock(mutex_);
-      for (auto& e : batch_) pending_.push_back(std::move(e));
+      pending_.insert(pending_.end(), batch_.begin(), batch_.end());
     }
     batch_.clear();
     std::uint64_t one = 1;
