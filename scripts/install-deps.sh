@@ -27,6 +27,8 @@ PACKAGES=(
   linux-libc-dev
   # service tests: a real Prometheus server scrapes the exporter; a real STUN server
   prometheus coturn
+  # make run: the demo reads the exporter with curl
+  curl
 )
 
 missing=()
