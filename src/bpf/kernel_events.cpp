@@ -197,12 +197,9 @@ Result<int> TcpStateWatcher::poll() {
 }
 
 Result<TcpStateCounters> TcpStateWatcher::counters() const {
-  const int ncpu = libbpf_num_possible_cpus();
-  if (ncpu <= 0) return tracer_fail("cannot count the CPUs", ncpu);
-  std::vector<flowmark_kev_counters> per_cpu(static_cast<std::size_t>(ncpu));
-  std::uint32_t zero = 0;
-  if (bpf_map_lookup_elem(bpf_map__fd(impl_->skel->maps.kev_counters), &zero, per_cpu.data()) != 0)
-    return tracer_fail("cannot read the TCP state counters", errno);
+  FM_TRY(auto per_cpu, detail::read_per_cpu_slot0<flowmark_kev_counters>(
+                           bpf_map__fd(impl_->skel->maps.kev_counters),
+                           "cannot read the TCP state counters", tracer_fail));
   TcpStateCounters c;
   for (const auto& p : per_cpu) {
     c.starts += p.starts;

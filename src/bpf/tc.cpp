@@ -194,12 +194,8 @@ Result<std::optional<std::uint32_t>> query_our_slot(std::uint32_t ifindex) {
 }
 
 Result<Counters> read_counters(int counters_map_fd) {
-  int ncpu = libbpf_num_possible_cpus();
-  if (ncpu <= 0) return bpf_fail("cannot count the possible CPUs", ncpu);
-  std::vector<flowmark_counters> per_cpu(static_cast<std::size_t>(ncpu));
-  std::uint32_t zero = 0;
-  if (int r = bpf_map_lookup_elem(counters_map_fd, &zero, per_cpu.data()); r < 0)
-    return bpf_fail("cannot read the BPF counters", r);
+  FM_TRY(auto per_cpu, read_per_cpu_slot0<flowmark_counters>(
+                           counters_map_fd, "cannot read the BPF counters", bpf_fail));
   Counters c;
   for (const auto& p : per_cpu) {
     c.marked += p.marked;

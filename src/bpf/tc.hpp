@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
 #include "flowmark/bpf/flowlabel.hpp"
@@ -18,6 +19,18 @@ namespace flowmark::bpf::detail {
 // "<what>: <strerror> — <what to do>", the hint chosen by errno (privileges, missing
 // interface, kernel support).
 std::unexpected<Error> bpf_fail(std::string_view what, int err);
+
+// Slot 0 of a per-CPU array map: one T per possible CPU (the caller sums them). `fail` words
+// the error (bpf_fail, or a program's own hints).
+template <typename T, typename Fail>
+Result<std::vector<T>> read_per_cpu_slot0(int map_fd, std::string_view what, Fail fail) {
+  const int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) return fail("cannot count the possible CPUs", ncpu);
+  std::vector<T> per_cpu(static_cast<std::size_t>(ncpu));
+  std::uint32_t zero = 0;
+  if (int r = bpf_map_lookup_elem(map_fd, &zero, per_cpu.data()); r < 0) return fail(what, r);
+  return per_cpu;
+}
 
 // Number of filters (of any kind) on the ingress and egress of `ifindex`'s clsact qdisc.
 Result<std::size_t> count_clsact_filters(std::uint32_t ifindex);
