@@ -14,7 +14,6 @@ Needs root (namespaces, BPF). Python 3 stdlib only; sockets are opened inside th
 namespaces with setns(2) from a short-lived thread.
 """
 
-import ctypes
 import json
 import os
 import select
@@ -33,39 +32,12 @@ FLOWMARK = os.path.join(BUILD_DIR, "flowmark")
 DRIVER = os.path.join(BUILD_DIR, "tests", "bpf_marker_driver")
 SITE_FILTER = os.path.join(BUILD_DIR, "tests", "bpf", "site_filter.bpf.o")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from netns_helpers import _delete_namespace, _live_namespaces, _sh  # noqa: E402
+from netns_helpers import _delete_namespace, _live_namespaces, _sh, in_netns  # noqa: E402
 
 A_ADDR, B_ADDR = "fd00::1", "fd00::2"
-CLONE_NEWNET = 0x40000000
 ETH_P_IPV6 = 0x86DD
 SITE_PRIO = 1000
 OUR_PRIO = 0xF1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def in_netns(ns, make):
-    """Runs make() in a thread that entered namespace `ns`; what it creates (sockets)
-    stays in that namespace."""
-    result = {}
-
-    def body():
-        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                result["error"] = OSError(ctypes.get_errno(), "setns")
-                return
-            result["value"] = make()
-        except Exception as e:  # noqa: BLE001 - re-raised in the caller
-            result["error"] = e
-        finally:
-            os.close(fd)
-
-    t = threading.Thread(target=body)
-    t.start()
-    t.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
 
 
 def encode(exp, act, entropy):

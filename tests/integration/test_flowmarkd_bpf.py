@@ -21,7 +21,6 @@ clsact qdisc with an egress filter of its own (tests/bpf/site_filter.bpf.c: hop 
 Needs root (namespaces, BPF); skips with the reason when the kernel refuses BPF.
 """
 
-import ctypes
 import json
 import os
 import select
@@ -37,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 # test_flowmarkd takes BUILD_DIR from sys.argv when imported.
 import test_flowmarkd as fmd  # noqa: E402
-from netns_helpers import _sh  # noqa: E402
+from netns_helpers import _sh, in_netns  # noqa: E402
 
 FLOWMARK, FLOWMARKD, BUILD_DIR = fmd.FLOWMARK, fmd.FLOWMARKD, fmd.BUILD_DIR
 SITE_FILTER = os.path.join(BUILD_DIR, "tests", "bpf", "site_filter.bpf.o")
@@ -45,32 +44,7 @@ IFACE = fmd.IFACE
 SITE_PRIO = 1000
 OUR_PRIO = 0xF1
 SEMANTIC = 0x3FEFC
-CLONE_NEWNET = 0x40000000
 ETH_P_IPV6 = 0x86DD
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def in_netns(ns, make):
-    """make() run by a thread inside namespace `ns`: the sockets it opens live there."""
-    out = {}
-
-    def body():
-        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-            out["value"] = make()
-        except Exception as e:  # noqa: BLE001 - re-raised below
-            out["error"] = e
-        finally:
-            os.close(fd)
-
-    t = threading.Thread(target=body)
-    t.start()
-    t.join()
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
 
 
 def encode(exp, act, entropy=0):
