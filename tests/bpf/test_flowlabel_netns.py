@@ -16,7 +16,6 @@ namespaces with setns(2) from a short-lived thread.
 
 import json
 import os
-import select
 import socket
 import struct
 import subprocess
@@ -32,10 +31,10 @@ FLOWMARK = os.path.join(BUILD_DIR, "flowmark")
 DRIVER = os.path.join(BUILD_DIR, "tests", "bpf_marker_driver")
 SITE_FILTER = os.path.join(BUILD_DIR, "tests", "bpf", "site_filter.bpf.o")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from netns_helpers import _delete_namespace, _live_namespaces, _sh, in_netns  # noqa: E402
+from netns_helpers import (  # noqa: E402
+    Ipv6PacketCapture, _delete_namespace, _live_namespaces, _sh, in_netns)
 
 A_ADDR, B_ADDR = "fd00::1", "fd00::2"
-ETH_P_IPV6 = 0x86DD
 SITE_PRIO = 1000
 OUR_PRIO = 0xF1
 
@@ -46,64 +45,21 @@ def encode(exp, act, entropy):
     return json.loads(out.stdout)["label"]
 
 
-class Capture:
+class Capture(Ipv6PacketCapture):
     """Every IPv6 TCP/UDP packet arriving on vethB: (proto, sport, dport, label, tclass,
     hop limit, (ext header kind, its first 6 option bytes) or None)."""
 
-    def __init__(self, ns, dev):
-        self.sock = in_netns(ns, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
-                                                       socket.htons(ETH_P_IPV6)))
-        self.sock.bind((dev, 0))
-        self.packets = []
-        self.lock = threading.Lock()
-        self.stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stop:
-            r, _, _ = select.select([self.sock], [], [], 0.05)
-            if not r:
-                continue
-            frame, meta = self.sock.recvfrom(65535)
-            if meta[2] == socket.PACKET_OUTGOING or len(frame) < 14 + 40 + 4:
-                continue
-            ip = frame[14:]
-            word, _, nxt, hop = struct.unpack("!IHBB", ip[:8])
-            off, ext = 40, None
-            if nxt in (0, 60) and len(ip) >= off + 8:  # one hop-by-hop / destination options
-                ext = (nxt, bytes(ip[off + 2:off + 8]))
-                nxt, off = ip[off], off + (ip[off + 1] + 1) * 8
-            if nxt not in (6, 17) or len(ip) < off + 4:
-                continue
-            sport, dport = struct.unpack("!HH", ip[off:off + 4])
-            with self.lock:
-                self.packets.append((nxt, sport, dport, word & 0xFFFFF, (word >> 20) & 0xFF, hop,
-                                     ext))
-
-    def take(self, sport, at_least=1):
-        """Returns and forgets the packets from sport, once there are `at_least` of them and
-        no more came for 0.2 s."""
-        deadline = time.monotonic() + 5
-        last = -1
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-            with self.lock:
-                n = sum(1 for p in self.packets if p[1] == sport)
-            if n >= at_least and n == last:
-                break
-            last = n
-        with self.lock:
-            mine = [p for p in self.packets if p[1] == sport]
-            self.packets = [p for p in self.packets if p[1] != sport]
-        if len(mine) < at_least:
-            raise AssertionError(f"{len(mine)} packets from port {sport}, expected {at_least}+")
-        return mine
-
-    def close(self):
-        self.stop = True
-        self.thread.join()
-        self.sock.close()
+    def parse(self, frame):
+        ip = frame[14:]
+        word, _, nxt, hop = struct.unpack("!IHBB", ip[:8])
+        off, ext = 40, None
+        if nxt in (0, 60) and len(ip) >= off + 8:  # one hop-by-hop / destination options
+            ext = (nxt, bytes(ip[off + 2:off + 8]))
+            nxt, off = ip[off], off + (ip[off + 1] + 1) * 8
+        if nxt not in (6, 17) or len(ip) < off + 4:
+            return None
+        sport, dport = struct.unpack("!HH", ip[off:off + 4])
+        return (nxt, sport, dport, word & 0xFFFFF, (word >> 20) & 0xFF, hop, ext)
 
 
 class Driver:

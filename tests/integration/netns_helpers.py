@@ -4,9 +4,12 @@ the interpreter) stops half-way."""
 import atexit
 import ctypes
 import os
+import select
 import signal
+import socket
 import subprocess
 import threading
+import time
 
 _live_namespaces = set()
 
@@ -63,3 +66,57 @@ def in_netns(ns, make):
     if "error" in out:
         raise out["error"]
     return out["value"]
+
+
+class Ipv6PacketCapture:
+    """A packet socket on `dev` inside namespace `ns`, reading every incoming IPv6 frame on a
+    thread. Subclasses turn a frame into a tuple whose second item is the source port
+    (parse(frame) -> tuple or None); take() hands them out by source port."""
+
+    ETH_P_IPV6 = 0x86DD
+
+    def __init__(self, ns, dev):
+        self.sock = in_netns(ns, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
+                                                       socket.htons(self.ETH_P_IPV6)))
+        self.sock.bind((dev, 0))
+        self.packets, self.lock, self.stop = [], threading.Lock(), False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def parse(self, frame):
+        raise NotImplementedError
+
+    def _run(self):
+        while not self.stop:
+            if not select.select([self.sock], [], [], 0.05)[0]:
+                continue
+            frame, meta = self.sock.recvfrom(65535)
+            if meta[2] == socket.PACKET_OUTGOING or len(frame) < 14 + 40 + 4:
+                continue
+            packet = self.parse(frame)
+            if packet is not None:
+                with self.lock:
+                    self.packets.append(packet)
+
+    def take(self, sport, at_least=1):
+        """The packets from `sport` (forgotten here), once at least `at_least` came and the
+        count is steady for 0.2 s."""
+        deadline, last = time.monotonic() + 5, -1
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            with self.lock:
+                n = sum(1 for p in self.packets if p[1] == sport)
+            if n >= at_least and n == last:
+                break
+            last = n
+        with self.lock:
+            mine = [p for p in self.packets if p[1] == sport]
+            self.packets = [p for p in self.packets if p[1] != sport]
+        if len(mine) < at_least:
+            raise AssertionError(f"{len(mine)} packets from port {sport}, expected {at_least}+")
+        return mine
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        self.sock.close()

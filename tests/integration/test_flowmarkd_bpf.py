@@ -23,7 +23,6 @@ Needs root (namespaces, BPF); skips with the reason when the kernel refuses BPF.
 
 import json
 import os
-import select
 import socket
 import struct
 import subprocess
@@ -36,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 # test_flowmarkd takes BUILD_DIR from sys.argv when imported.
 import test_flowmarkd as fmd  # noqa: E402
-from netns_helpers import _sh, in_netns  # noqa: E402
+from netns_helpers import Ipv6PacketCapture, _sh, in_netns  # noqa: E402
 
 FLOWMARK, FLOWMARKD, BUILD_DIR = fmd.FLOWMARK, fmd.FLOWMARKD, fmd.BUILD_DIR
 SITE_FILTER = os.path.join(BUILD_DIR, "tests", "bpf", "site_filter.bpf.o")
@@ -44,7 +43,6 @@ IFACE = fmd.IFACE
 SITE_PRIO = 1000
 OUR_PRIO = 0xF1
 SEMANTIC = 0x3FEFC
-ETH_P_IPV6 = 0x86DD
 
 
 def encode(exp, act, entropy=0):
@@ -53,54 +51,19 @@ def encode(exp, act, entropy=0):
     return json.loads(r.stdout)["label"]
 
 
-class LabelReader:
+class LabelReader(Ipv6PacketCapture):
     """A packet socket on B's eth0: (proto, sport, dport, flow label, hop limit) of every
     IPv6 TCP/UDP packet that arrives, by source port."""
 
     def __init__(self, ns):
-        self.sock = in_netns(ns, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
-                                                       socket.htons(ETH_P_IPV6)))
-        self.sock.bind((IFACE, 0))
-        self.packets, self.lock, self.stop = [], threading.Lock(), False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        super().__init__(ns, IFACE)
 
-    def _run(self):
-        while not self.stop:
-            if not select.select([self.sock], [], [], 0.05)[0]:
-                continue
-            frame, meta = self.sock.recvfrom(65535)
-            if meta[2] == socket.PACKET_OUTGOING or len(frame) < 14 + 40 + 4:
-                continue
-            word, _, nxt, hop = struct.unpack("!IHBB", frame[14:22])
-            if nxt not in (6, 17):
-                continue
-            sport, dport = struct.unpack("!HH", frame[54:58])
-            with self.lock:
-                self.packets.append((nxt, sport, dport, word & 0xFFFFF, hop))
-
-    def take(self, sport, at_least=1):
-        """The packets from `sport` (forgotten here), once at least `at_least` came and the
-        count is steady for 0.2 s."""
-        deadline, last = time.monotonic() + 5, -1
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-            with self.lock:
-                n = sum(1 for p in self.packets if p[1] == sport)
-            if n >= at_least and n == last:
-                break
-            last = n
-        with self.lock:
-            mine = [p for p in self.packets if p[1] == sport]
-            self.packets = [p for p in self.packets if p[1] != sport]
-        if len(mine) < at_least:
-            raise AssertionError(f"{len(mine)} packets from port {sport}, expected {at_least}+")
-        return mine
-
-    def close(self):
-        self.stop = True
-        self.thread.join()
-        self.sock.close()
+    def parse(self, frame):
+        word, _, nxt, hop = struct.unpack("!IHBB", frame[14:22])
+        if nxt not in (6, 17):
+            return None
+        sport, dport = struct.unpack("!HH", frame[54:58])
+        return (nxt, sport, dport, word & 0xFFFFF, hop)
 
 
 class Servers:
