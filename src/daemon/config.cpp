@@ -80,7 +80,8 @@ Result<PortRange> PortRange::parse(std::string_view text) {
   FM_TRY(auto lo, one(text.substr(0, dash)));
   FM_TRY(auto hi, one(text.substr(dash + 1)));
   if (lo > hi) {
-    return fail(Errc::kInvalidArgument, fmt::format("'{}': the range is empty", text));
+    return fail(Errc::kInvalidArgument,
+                fmt::format("'{}': the range is empty: write the lower port first", text));
   }
   return PortRange{lo, hi};
 }

@@ -69,11 +69,11 @@ class ConfigDocument {
 };
 
 struct PortRange {
-  std::uint16_t low = 0;
-  std::uint16_t high = 0;
-  // "5201" or "20000-20100".
+  std::uint16_t first = 0;
+  std::uint16_t last = 0;
+  // "5201" or "20000-20100" (1..65535, first ≤ last).
   static Result<PortRange> parse(std::string_view text);
-  bool contains(std::uint16_t p) const noexcept { return p >= low && p <= high; }
+  bool contains(std::uint16_t p) const noexcept { return p >= first && p <= last; }
   friend bool operator==(const PortRange&, const PortRange&) = default;
 };
 bool any_contains(std::span<const PortRange> ranges, std::uint16_t port) noexcept;

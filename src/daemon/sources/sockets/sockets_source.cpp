@@ -77,28 +77,7 @@ std::string source_name_of(const Section& s) {
 
 }  // namespace
 
-Result<std::vector<PortRange>> parse_ports(Section& s) {
-  // A single port may be an integer; lists are of strings ("5201", "8000-8100").
-  std::vector<std::string> texts;
-  if (auto one = s.integer("ports", 0, 1, 65535); one && s.has("ports")) {
-    texts.push_back(std::to_string(*one));
-  } else {
-    auto list = s.strings("ports");
-    if (!list) {
-      return s.error("ports",
-                     "expected a port, or a list of strings like \"5201\" or "
-                     "\"8000-8100\"");
-    }
-    texts = std::move(*list);
-  }
-  std::vector<PortRange> out;
-  for (const auto& p : texts) {
-    auto r = parse_port_range(p);
-    if (!r) return s.error("ports", r.error().message());
-    out.push_back(*r);
-  }
-  return out;
-}
+Result<std::vector<PortRange>> parse_ports(Section& s) { return read_port_ranges(s, "ports"); }
 
 Result<Tag> parse_tag(Section& s, const scitags::Registry* registry) {
   FM_TRY(auto exp, id_or_name(s, "experiment"));

@@ -9,21 +9,6 @@ namespace flowmark::daemon::sockets {
 using scitags::FlowEvent;
 using scitags::FlowState;
 
-Result<PortRange> parse_port_range(std::string_view text) {
-  const auto dash = text.find('-');
-  if (dash == std::string_view::npos) {
-    FM_TRY(auto p, parse_port(text));
-    return PortRange{p, p};
-  }
-  FM_TRY(auto first, parse_port(text.substr(0, dash)));
-  FM_TRY(auto last, parse_port(text.substr(dash + 1)));
-  if (first > last) {
-    return fail(Errc::kInvalidArgument,
-                fmt::format("port range '{}' is empty: write the lower port first", text));
-  }
-  return PortRange{first, last};
-}
-
 bool is_closing(TcpState s) noexcept {
   switch (s) {
     case TcpState::kFinWait1:

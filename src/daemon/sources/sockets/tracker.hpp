@@ -26,19 +26,15 @@
 #include "flowmark/core/network.hpp"
 #include "flowmark/core/result.hpp"
 #include "flowmark/core/time.hpp"
+#include "flowmark/daemon/config.hpp"
 #include "flowmark/daemon/sock_diag.hpp"
 #include "flowmark/scitags/flow_event.hpp"
 
 namespace flowmark::daemon::sockets {
 
-struct PortRange {
-  std::uint16_t first = 0;
-  std::uint16_t last = 0;
-  bool contains(std::uint16_t p) const noexcept { return p >= first && p <= last; }
-  friend bool operator==(const PortRange&, const PortRange&) = default;
-};
-// "5201" or "8000-8100" (1..65535, first ≤ last).
-Result<PortRange> parse_port_range(std::string_view text);
+// The service's port ranges ("5201", "8000-8100"), as the [[rule]]s use them.
+using daemon::PortRange;
+inline Result<PortRange> parse_port_range(std::string_view text) { return PortRange::parse(text); }
 
 struct Tag {
   std::uint32_t experiment = 0;  // 0: the service's classification rules decide
