@@ -3,8 +3,10 @@
 #include "flowmark/capture/file_parser.hpp"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstring>
+#include <memory>
 
 #include <fmt/format.h>
 
@@ -20,7 +22,11 @@ constexpr std::size_t kPcapHeader = 24, kPcapRecord = 16;
 // snap length is 256 KiB; some link types go beyond: leave room).
 constexpr std::uint32_t kMaxFrame = 16u << 20;
 constexpr std::uint64_t kNanosPerSecond = 1'000'000'000;
-constexpr std::size_t kPrefetchAhead = 8192;
+// The look-ahead walk (CaptureParser::walk_ahead): kLanes chains, each over kSegment
+// bytes, started again once the reader is closer than kWalkLow to the walked end.
+constexpr std::size_t kLanes = 16, kSegment = 128u << 10, kWalkLow = kLanes * kSegment / 2;
+// A record found by the look-ahead must carry a time within this of the reader's record.
+constexpr std::uint32_t kSyncSeconds = 86'400;
 __extension__ using U128 = unsigned __int128;
 
 }  // namespace
@@ -108,43 +114,167 @@ Result<std::size_t> CaptureParser::next_batch(std::span<observe::FrameRef> frame
   return n;
 }
 
+// Is there a plausible pcap record header at `at`? For the look-ahead only: a wrong answer
+// costs time, never a frame (the reader checks every record it takes).
+[[gnu::always_inline]] inline bool CaptureParser::plausible_record(
+    std::size_t at, std::uint32_t ref_sec) const noexcept {
+  if (size_ - at < kPcapRecord) return false;
+  const std::uint32_t frac = u32(at + 4);
+  if (frac >= (frac_ns_ == 1 ? 1'000'000'000u : 1'000'000u)) [[likely]]
+    return false;
+  const std::uint32_t caplen = u32(at + 8), wire = u32(at + 12);
+  if (caplen == 0 || caplen > wire || wire > kMaxFrame) return false;
+  if (caplen > size_ - at - kPcapRecord) return false;
+  const std::uint32_t sec = u32(at);
+  return sec - ref_sec + kSyncSeconds <= 2 * kSyncSeconds;
+}
+
+namespace {
+
+// The first place in [from, to) whose 4 bytes at +4 (a record's second fraction) are below
+// `limit`: most bytes of a frame fail this test, so it is the look-ahead's first filter.
+template <bool kSwap>
+std::size_t scan_fraction(const std::uint8_t* base, std::size_t from, std::size_t to,
+                          std::uint32_t limit) noexcept {
+  for (std::size_t p = from; p < to; ++p) {
+    std::uint32_t v;
+    std::memcpy(&v, base + p + 4, 4);
+    if (kSwap) v = __builtin_bswap32(v);
+    if (v < limit) return p;
+  }
+  return to;
+}
+
+}  // namespace
+
+// The first plausible record header in [from, to), or `to`.
+std::size_t CaptureParser::find_record(std::size_t from, std::size_t to,
+                                       std::uint32_t ref_sec) const noexcept {
+  if (size_ < kPcapRecord) return to;
+  const std::size_t last = std::min(to, size_ - kPcapRecord + 1);  // 16 bytes must remain
+  const std::uint32_t limit = frac_ns_ == 1 ? 1'000'000'000u : 1'000'000u;
+  for (std::size_t p = from; p < last; ++p) {
+    p = swap_ ? scan_fraction<true>(base_, p, last, limit)
+              : scan_fraction<false>(base_, p, last, limit);
+    if (p == last) break;
+    if (plausible_record(p, ref_sec)) return p;
+  }
+  return to;
+}
+
+// The next record's place is known only once this one's header is read: walked one by one,
+// the file is a chain of misses through memory (~100 ns each), and requesting every line
+// ahead of the reader streams the whole file, payload included, through the caches.
+// Instead, ahead of the reader, kLanes chains are walked side by side, each through its own
+// kSegment bytes, so that kLanes misses are under way at once and only the lines holding a
+// record header and the packet headers after it are fetched. Lane 0 continues the chain the
+// reader is on; every other lane starts at the first plausible record header of its segment
+// (a record ends where the next begins: once a lane is on the true chain, it stays on it).
+// The places found are queued (ahead_) for the reader, which still checks each against the
+// end of the record before it: a lane that guessed wrong costs time, never a frame.
+void CaptureParser::walk_ahead(std::size_t pos) {
+  const std::size_t end = size_;
+  std::size_t from = walked_, first = walk_next_;
+  if (walked_ <= pos || first == kNoRecord) {
+    from = std::max(walked_, pos);
+    first = walked_ <= pos ? pos : kNoRecord;
+  }
+  constexpr std::size_t kPerLane = kSegment / kPcapRecord + 1;
+  if (!lane_buf_) lane_buf_ = std::make_unique_for_overwrite<std::size_t[]>(kLanes * kPerLane);
+  const std::uint32_t ref_sec = u32(pos);
+  std::array<std::size_t, kLanes> at{}, stop{}, count{};
+  std::size_t lanes = 0;
+  for (std::size_t seg = from; lanes < kLanes && seg < end; seg += kSegment, ++lanes) {
+    stop[lanes] = std::min(seg + kSegment, end);
+    for (std::size_t l = seg; l < std::min(seg + 512, end); l += 64) __builtin_prefetch(base_ + l);
+  }
+  for (std::size_t k = 0; k < lanes; ++k) {
+    std::size_t p = from + k * kSegment;
+    if (k == 0 && first != kNoRecord) {
+      p = first;
+    } else {
+      p = find_record(p, stop[k], ref_sec);
+    }
+    at[k] = p;
+  }
+  // Round robin: one record per lane per turn, the loads of a turn independent of each other.
+  for (bool busy = true; busy;) {
+    busy = false;
+    for (std::size_t k = 0; k < lanes; ++k) {
+      const std::size_t p = at[k];
+      if (p >= stop[k]) continue;
+      if (end - p < kPcapRecord) {
+        at[k] = end;
+        continue;
+      }
+      busy = true;
+      __builtin_prefetch(base_ + p + 64);
+      lane_buf_[k * kPerLane + count[k]++] = p;
+      const std::uint32_t caplen = u32(p + 8);
+      at[k] = caplen > kMaxFrame ? end : p + kPcapRecord + caplen;
+    }
+  }
+  ahead_.erase(ahead_.begin(), ahead_.begin() + static_cast<std::ptrdiff_t>(ahead_next_));
+  ahead_next_ = 0;
+  for (std::size_t k = 0; k < lanes; ++k)
+    ahead_.insert(ahead_.end(), lane_buf_.get() + k * kPerLane,
+                  lane_buf_.get() + k * kPerLane + count[k]);
+  walked_ = lanes == 0 ? end : stop[lanes - 1];
+  walk_next_ = lanes == 0 || at[lanes - 1] >= end ? kNoRecord : at[lanes - 1];
+}
+
+// The place of the record at `pos` for the reader to load from: the look-ahead's queued
+// place when it is pos, pos itself otherwise (queued places before pos dropped).
+[[gnu::always_inline]] inline std::size_t CaptureParser::record_at(std::size_t pos) noexcept {
+  if (ahead_next_ < ahead_.size()) [[likely]] {
+    const std::size_t q = ahead_[ahead_next_];
+    if (q == pos) [[likely]] {
+      ++ahead_next_;
+      return q;
+    }
+    ++lookahead_misses_;
+    while (ahead_next_ < ahead_.size() && ahead_[ahead_next_] < pos) ++ahead_next_;
+    if (ahead_next_ < ahead_.size() && ahead_[ahead_next_] == pos) ++ahead_next_;
+  }
+  return pos;
+}
+
 std::size_t CaptureParser::pcap_batch(std::span<observe::FrameRef> frames, observe::LinkType& link,
                                       std::uint32_t* wire) {
   link = link_;
   std::size_t n = 0;
   std::size_t pos = pos_;
   const std::size_t end = size_;
-  // The next record's place is known only once this one's header is read: a chain of
-  // misses through memory. Every line from here to kPrefetchAhead further is requested
-  // before it is needed, so that the chain runs out of the caches.
-  std::size_t pf = std::max(pf_, pos);
   while (n < frames.size() && pos != end) {
-    for (const std::size_t to = std::min(pos + kPrefetchAhead, end); pf < to; pf += 64)
-      __builtin_prefetch(base_ + pf);
-    if (end - pos < kPcapRecord) {
-      corrupt(pos, fmt::format("truncated record header ({} of {} bytes)", end - pos, kPcapRecord));
+    if (walked_ < end && walked_ < pos + kWalkLow && end - pos >= kPcapRecord) [[unlikely]]
+      walk_ahead(pos);
+    // Loaded from the queued place, which does not wait for the record before to be read
+    // (the compiler must not use pos instead, equal as it is).
+    std::size_t at = record_at(pos);
+    asm("" : "+r"(at));
+    if (end - at < kPcapRecord) {
+      corrupt(at, fmt::format("truncated record header ({} of {} bytes)", end - at, kPcapRecord));
       break;
     }
-    const std::uint32_t sec = u32(pos), frac = u32(pos + 4), caplen = u32(pos + 8);
+    const std::uint32_t sec = u32(at), frac = u32(at + 4), caplen = u32(at + 8);
     if (caplen > kMaxFrame) {
-      corrupt(pos,
+      corrupt(at,
               fmt::format("record length {} is not plausible (garbage record header?)", caplen));
       break;
     }
-    if (caplen > end - pos - kPcapRecord) {
-      corrupt(pos, fmt::format("truncated record: {} bytes of frame announced, {} left", caplen,
-                               end - pos - kPcapRecord));
+    if (caplen > end - at - kPcapRecord) {
+      corrupt(at, fmt::format("truncated record: {} bytes of frame announced, {} left", caplen,
+                              end - at - kPcapRecord));
       break;
     }
-    if (wire) wire[n] = u32(pos + 12);
+    if (wire) wire[n] = u32(at + 12);
     frames[n].ts_ns =
         static_cast<std::int64_t>(sec) * 1'000'000'000 + static_cast<std::int64_t>(frac) * frac_ns_;
-    frames[n].frame = {reinterpret_cast<const std::byte*>(base_ + pos + kPcapRecord), caplen};
+    frames[n].frame = {reinterpret_cast<const std::byte*>(base_ + at + kPcapRecord), caplen};
     ++n;
-    pos += kPcapRecord + caplen;
+    pos = at + kPcapRecord + caplen;
   }
   pos_ = pos;
-  pf_ = pf;
   return n;
 }
 

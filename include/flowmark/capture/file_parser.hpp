@@ -21,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -49,6 +50,9 @@ class CaptureParser {
   // Bytes consumed so far (the offset of the next record).
   std::uint64_t offset() const noexcept { return pos_; }
   bool pcapng() const noexcept { return pcapng_; }
+  // pcap: records the look-ahead had not placed where the reader found them (it started a
+  // chain on a frame's bytes that looked like a record header): time lost, no frame.
+  std::uint64_t lookahead_misses() const noexcept { return lookahead_misses_; }
   // The link type of the first interface (pcapng: the first interface description found
   // before any packet; Ethernet when there is none), e.g. to compile a filter up front.
   observe::LinkType first_link() const noexcept { return first_link_; }
@@ -69,6 +73,10 @@ class CaptureParser {
                          std::uint32_t* wire);
   std::size_t pcapng_batch(std::span<observe::FrameRef> frames, observe::LinkType& link,
                            std::uint32_t* wire);
+  bool plausible_record(std::size_t at, std::uint32_t ref_sec) const noexcept;
+  std::size_t find_record(std::size_t from, std::size_t to, std::uint32_t ref_sec) const noexcept;
+  void walk_ahead(std::size_t pos);
+  std::size_t record_at(std::size_t pos) noexcept;
   bool section_header(std::size_t at, std::size_t avail);
   bool interface_description(std::size_t at, std::uint32_t len);
   void corrupt(std::size_t at, std::string what);
@@ -76,7 +84,14 @@ class CaptureParser {
 
   const std::uint8_t* base_ = nullptr;
   std::size_t size_ = 0, pos_ = 0;
-  std::size_t pf_ = 0;  // requested from memory up to here
+  // The look-ahead (walk_ahead): the lanes have walked up to walked_; walk_next_ is where
+  // the last lane's chain went on from there (kNoRecord: unknown).
+  static constexpr std::size_t kNoRecord = ~std::size_t{0};
+  std::size_t walked_ = 0, walk_next_ = kNoRecord;
+  std::vector<std::size_t> ahead_;  // record places the lanes found, in file order
+  std::size_t ahead_next_ = 0;      // the next of them for the reader
+  std::uint64_t lookahead_misses_ = 0;
+  std::unique_ptr<std::size_t[]> lane_buf_;
   std::string name_;
   bool pcapng_ = false, swap_ = false;
   // pcap

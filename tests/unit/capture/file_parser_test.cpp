@@ -323,6 +323,89 @@ TEST(CaptureParser, PcapTruncatedRecordsGiveTheFramesBeforeThenTheError) {
   EXPECT_EQ(offset_in(err), 24u + 116) << err;
 }
 
+// A pcap file of `count` records of 1..1600 bytes, 1 µs apart, big enough for the reader's
+// look-ahead to walk many segments. With `decoys`, every frame is made of copies of a fake
+// record header (a plausible time and a random length): the look-ahead starts chains on
+// them. The test reads the frames back from the lengths it wrote, not through the parser.
+struct BigPcap {
+  std::vector<std::uint8_t> bytes;
+  std::vector<std::size_t> lens;
+};
+BigPcap big_pcap(bool big, std::size_t count, bool decoys, std::uint32_t seed) {
+  BigPcap f;
+  std::vector<std::pair<std::uint64_t, std::size_t>> recs;
+  std::uint32_t x = seed;
+  auto rnd = [&] { return x = x * 1664525u + 1013904223u; };
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::size_t len = 1 + (rnd() >> 8) % 1600;
+    recs.emplace_back(kT0 + i * 1000, len);
+    f.lens.push_back(len);
+  }
+  f.bytes = pcap_file(big, false, 1, recs);
+  if (decoys) {
+    std::size_t at = 24;
+    for (const std::size_t len : f.lens) {
+      for (std::size_t d = 0; d + 16 <= len; d += 16) {
+        Writer w{big, {}};
+        w.u32(static_cast<std::uint32_t>(kT0 / 1'000'000'000));
+        w.u32(rnd() % 1'000'000);
+        const std::uint32_t fake = 1 + (rnd() >> 8) % 2000;
+        w.u32(fake);
+        w.u32(fake + 4);
+        std::memcpy(f.bytes.data() + at + 16 + d, w.out.data(), 16);
+      }
+      at += 16 + len;
+    }
+  }
+  return f;
+}
+
+TEST(CaptureParser, PcapLookAheadNeverChangesWhatIsRead) {
+  for (const bool big : {false, true}) {
+    for (const bool decoys : {false, true}) {
+      const BigPcap f = big_pcap(big, 12'000, decoys, big ? 7u : 11u);  // ~10 MB
+      auto p = CaptureParser::open(as_bytes(f.bytes), "big.pcap");
+      ASSERT_TRUE(p);
+      std::array<FrameRef, 256> batch;
+      std::size_t i = 0, at = 24;
+      bool same = true;
+      for (;;) {
+        LinkType link{};
+        auto n = p->next_batch(batch, link);
+        ASSERT_TRUE(n) << n.error().message();
+        if (*n == 0) break;
+        for (std::size_t j = 0; j < *n && same; ++j, ++i) {
+          same = i < f.lens.size() && batch[j].frame.size() == f.lens[i] &&
+                 batch[j].frame.data() == as_bytes(f.bytes).data() + at + 16 &&
+                 batch[j].ts_ns == static_cast<std::int64_t>(kT0 / 1000 * 1000 + i * 1000);
+          at += 16 + f.lens[i];
+        }
+        ASSERT_TRUE(same) << "frame " << i << " differs (big " << big << ", decoys " << decoys
+                          << ")";
+      }
+      EXPECT_EQ(i, f.lens.size());
+      EXPECT_EQ(p->offset(), f.bytes.size());
+      // Real frames do not fool it; frames full of fake headers do, and cost nothing else.
+      if (decoys)
+        EXPECT_GT(p->lookahead_misses(), 0u);
+      else
+        EXPECT_EQ(p->lookahead_misses(), 0u);
+    }
+  }
+}
+
+TEST(CaptureParser, PcapCorruptRecordFarIntoTheFile) {
+  BigPcap f = big_pcap(false, 20'000, false, 5);
+  std::size_t at = 24;
+  for (std::size_t i = 0; i < 15'000; ++i) at += 16 + f.lens[i];
+  f.bytes[at + 8] = 0xff;  // record 15,000's length: 0x??ffffff
+  f.bytes[at + 11] = 0x7f;
+  std::string err;
+  const auto got = read_all(f.bytes, 256, &err);
+  EXPECT_EQ(got.size(), 15'000u);
+  EXPECT_EQ(offset_in(err), at) << err;
+}
+
 TEST(CaptureParser, PcapngCorruptBlocks) {
   Writer w{false, {}};
   shb(w);
