@@ -24,7 +24,9 @@ constexpr std::uint32_t kMaxFrame = 16u << 20;
 constexpr std::uint64_t kNanosPerSecond = 1'000'000'000;
 // The look-ahead walk (CaptureParser::walk_ahead): kLanes chains, each over kSegment
 // bytes, started again once the reader is closer than kWalkLow to the walked end.
-constexpr std::size_t kLanes = 16, kSegment = 128u << 10, kWalkLow = kLanes * kSegment / 2;
+constexpr std::size_t kLanes = 16, kSegment = 256u << 10, kWalkLow = kLanes * kSegment / 2;
+// The reader asks for the header line of the record this many places ahead of it.
+constexpr std::size_t kReadAhead = 16;
 // A record found by the look-ahead must carry a time within this of the reader's record.
 constexpr std::uint32_t kSyncSeconds = 86'400;
 __extension__ using U128 = unsigned __int128;
@@ -227,6 +229,9 @@ void CaptureParser::walk_ahead(std::size_t pos) {
 // place when it is pos, pos itself otherwise (queued places before pos dropped).
 [[gnu::always_inline]] inline std::size_t CaptureParser::record_at(std::size_t pos) noexcept {
   if (ahead_next_ < ahead_.size()) [[likely]] {
+    // The lanes' lines may have left the nearer caches since: asked for again, ahead.
+    if (ahead_next_ + kReadAhead < ahead_.size())
+      __builtin_prefetch(base_ + ahead_[ahead_next_ + kReadAhead]);
     const std::size_t q = ahead_[ahead_next_];
     if (q == pos) [[likely]] {
       ++ahead_next_;
