@@ -98,14 +98,27 @@ inline std::uint64_t mum(std::uint64_t a, std::uint64_t b) noexcept {
   return static_cast<std::uint64_t>(r) ^ static_cast<std::uint64_t>(r >> 64);
 }
 
-inline std::uint32_t hash_key(const FlowKey& k) noexcept {
-  const std::uint64_t misc = std::uint64_t{k.lo_port} | std::uint64_t{k.hi_port} << 16 |
-                             std::uint64_t{k.vlan} << 32 | std::uint64_t{k.proto} << 48 |
-                             std::uint64_t{k.flags} << 56;
-  std::uint64_t h = mum(k.lo.w0 ^ 0xa0761d6478bd642full, k.hi.w0 ^ 0xe7037ed1a0b428dbull);
-  h ^= mum(k.lo.w1 ^ 0x8ebc6af09c88c6e3ull, k.hi.w1 ^ 0x589965cc75374cc3ull);
-  h = mum(h ^ misc, 0x1d8e4e27c47d124full);
+// One endpoint (address and port) mixed into 64 bits.
+inline std::uint64_t hash_endpoint(const AddrWords& a, std::uint16_t port) noexcept {
+  return mum(a.w0 ^ 0xa0761d6478bd642full,
+             a.w1 ^ 0xe7037ed1a0b428dbull ^ (std::uint64_t{port} << 40));
+}
+
+// The flow's hash: its two endpoints combined by addition, which does not depend on their
+// order, so that both directions hash alike without first putting the endpoints in
+// canonical order (a comparison whose outcome is a coin toss per packet).
+inline std::uint32_t hash_flow(const AddrWords& a, std::uint16_t a_port, const AddrWords& b,
+                               std::uint16_t b_port, std::uint16_t vlan, std::uint8_t proto,
+                               std::uint8_t flags) noexcept {
+  const std::uint64_t misc =
+      std::uint64_t{vlan} << 32 | std::uint64_t{proto} << 48 | std::uint64_t{flags} << 56;
+  const std::uint64_t h =
+      mum((hash_endpoint(a, a_port) + hash_endpoint(b, b_port)) ^ misc, 0x1d8e4e27c47d124full);
   return static_cast<std::uint32_t>(h ^ (h >> 32));
+}
+
+inline std::uint32_t hash_key(const FlowKey& k) noexcept {
+  return hash_flow(k.lo, k.lo_port, k.hi, k.hi_port, k.vlan, k.proto, k.flags);
 }
 
 inline PacketKey make_key(const AddrWords& src, const AddrWords& dst, std::uint16_t sport,
@@ -124,23 +137,7 @@ inline PacketKey make_key(const AddrWords& src, const AddrWords& dst, std::uint1
                              std::uint64_t{vlan} << 48;
   k.tail_fwd = std::uint64_t{sport} | std::uint64_t{dport} << 16 | rest;
   k.tail_rev = std::uint64_t{dport} | std::uint64_t{sport} << 16 | rest;
-  // The canonical order, computed on the scalars (see canonical()).
-  bool low;
-  if (src.w0 != dst.w0)
-    low = src.w0 < dst.w0;
-  else if (src.w1 != dst.w1)
-    low = src.w1 < dst.w1;
-  else
-    low = sport <= dport;
-  FlowKey f;
-  f.lo = low ? src : dst;
-  f.hi = low ? dst : src;
-  f.lo_port = low ? sport : dport;
-  f.hi_port = low ? dport : sport;
-  f.vlan = vlan;
-  f.proto = proto;
-  f.flags = flags;
-  k.hash = hash_key(f);
+  k.hash = hash_flow(src, sport, dst, dport, vlan, proto, flags);
   return k;
 }
 
