@@ -121,8 +121,7 @@ Result<std::size_t> CaptureParser::next_batch(std::span<observe::FrameRef> frame
 [[gnu::always_inline]] inline bool CaptureParser::plausible_record(
     std::size_t at, std::uint32_t ref_sec) const noexcept {
   if (size_ - at < kPcapRecord) return false;
-  const std::uint32_t frac = u32(at + 4);
-  if (frac >= (frac_ns_ == 1 ? 1'000'000'000u : 1'000'000u)) [[likely]]
+  if (u32(at + 4) >= frac_limit()) [[likely]]
     return false;
   const std::uint32_t caplen = u32(at + 8), wire = u32(at + 12);
   if (caplen == 0 || caplen > wire || wire > kMaxFrame) return false;
@@ -154,7 +153,7 @@ std::size_t CaptureParser::find_record(std::size_t from, std::size_t to,
                                        std::uint32_t ref_sec) const noexcept {
   if (size_ < kPcapRecord) return to;
   const std::size_t last = std::min(to, size_ - kPcapRecord + 1);  // 16 bytes must remain
-  const std::uint32_t limit = frac_ns_ == 1 ? 1'000'000'000u : 1'000'000u;
+  const std::uint32_t limit = frac_limit();
   for (std::size_t p = from; p < last; ++p) {
     p = swap_ ? scan_fraction<true>(base_, p, last, limit)
               : scan_fraction<false>(base_, p, last, limit);
@@ -176,11 +175,10 @@ std::size_t CaptureParser::find_record(std::size_t from, std::size_t to,
 // end of the record before it: a lane that guessed wrong costs time, never a frame.
 void CaptureParser::walk_ahead(std::size_t pos) {
   const std::size_t end = size_;
-  std::size_t from = walked_, first = walk_next_;
-  if (walked_ <= pos || first == kNoRecord) {
-    from = std::max(walked_, pos);
-    first = walked_ <= pos ? pos : kNoRecord;
-  }
+  // Lane 0 starts on the reader's record when the reader has caught up with the walk, else
+  // where the last walk's chain went on (unknown: found like the other lanes' starts).
+  const std::size_t from = std::max(walked_, pos);
+  const std::size_t first = walked_ <= pos ? pos : walk_next_;
   constexpr std::size_t kPerLane = kSegment / kPcapRecord + 1;
   if (!lane_buf_) lane_buf_ = std::make_unique_for_overwrite<std::size_t[]>(kLanes * kPerLane);
   const std::uint32_t ref_sec = u32(pos);
@@ -191,13 +189,8 @@ void CaptureParser::walk_ahead(std::size_t pos) {
     for (std::size_t l = seg; l < std::min(seg + 512, end); l += 64) __builtin_prefetch(base_ + l);
   }
   for (std::size_t k = 0; k < lanes; ++k) {
-    std::size_t p = from + k * kSegment;
-    if (k == 0 && first != kNoRecord) {
-      p = first;
-    } else {
-      p = find_record(p, stop[k], ref_sec);
-    }
-    at[k] = p;
+    at[k] =
+        k == 0 && first != kNoRecord ? first : find_record(from + k * kSegment, stop[k], ref_sec);
   }
   // Round robin: one record per lane per turn, the loads of a turn independent of each other.
   for (bool busy = true; busy;) {

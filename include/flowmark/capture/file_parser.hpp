@@ -73,6 +73,8 @@ class CaptureParser {
                          std::uint32_t* wire);
   std::size_t pcapng_batch(std::span<observe::FrameRef> frames, observe::LinkType& link,
                            std::uint32_t* wire);
+  // pcap: a record's second fraction is below this (10^6 µs, 10^9 ns).
+  std::uint32_t frac_limit() const noexcept { return frac_ns_ == 1 ? 1'000'000'000u : 1'000'000u; }
   bool plausible_record(std::size_t at, std::uint32_t ref_sec) const noexcept;
   std::size_t find_record(std::size_t from, std::size_t to, std::uint32_t ref_sec) const noexcept;
   void walk_ahead(std::size_t pos);
