@@ -1,6 +1,6 @@
 """Helpers shared by the integration tests that build hosts from network namespaces:
-set-up commands that fail loudly, and namespace clean-up that runs even when a test (or
-the interpreter) stops half-way."""
+set-up commands that fail loudly, namespace clean-up that runs even when a test (or the
+interpreter) stops half-way, and writing lines into flowmarkd's named pipe."""
 import atexit
 import ctypes
 import os
@@ -120,3 +120,22 @@ class Ipv6PacketCapture:
         self.stop = True
         self.thread.join()
         self.sock.close()
+
+
+def write_pipe(path, text, timeout=5):
+    """Opens the FIFO for writing once it has a reader (waiting up to `timeout` seconds for
+    one), writes `text`, closes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    try:
+        os.set_blocking(fd, True)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

@@ -36,7 +36,7 @@ BUILD_DIR = os.path.abspath(sys.argv.pop(1))
 FLOWMARK = os.path.join(BUILD_DIR, "flowmark")
 FLOWMARKD = os.path.join(BUILD_DIR, "flowmarkd")
 
-from netns_helpers import _default_sigint, _delete_namespace, _live_namespaces, _sh
+from netns_helpers import _default_sigint, _delete_namespace, _live_namespaces, _sh, write_pipe
 
 IFACE = "eth0"
 
@@ -327,24 +327,6 @@ class Flowmarkd(Proc):
             if all(have.get(k) == str(v2) for k, v2 in labels.items()):
                 total += v
         return total
-
-
-def write_pipe(path, text, timeout=5):
-    """Opens the FIFO for writing (it must have a reader), writes, closes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    try:
-        os.set_blocking(fd, True)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 def parse_time(text):

@@ -30,6 +30,8 @@ import unittest
 import urllib.parse
 import urllib.request
 
+from netns_helpers import write_pipe
+
 if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
     sys.exit("usage: test_prometheus.py EXPORTER [FLOWMARKD] [unittest options]")
 EXPORTER = os.path.abspath(sys.argv.pop(1))
@@ -131,24 +133,6 @@ def start_exporter():
     except BaseException:
         exporter.stop()
         raise
-
-
-def write_pipe(path, text, timeout=5):
-    """Opens the FIFO for writing once it has a reader, writes, closes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    try:
-        os.set_blocking(fd, True)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 class FlowmarkdExporter:

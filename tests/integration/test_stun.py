@@ -41,7 +41,7 @@ BUILD_DIR = os.path.abspath(sys.argv.pop(1))
 FLOWMARK = os.path.join(BUILD_DIR, "flowmark")
 FLOWMARKD = os.path.join(BUILD_DIR, "flowmarkd")
 
-from netns_helpers import _default_sigint, _delete_namespace, _live_namespaces, _sh
+from netns_helpers import _default_sigint, _delete_namespace, _live_namespaces, _sh, write_pipe
 
 CLIENT4, ROUTER_IN4, ROUTER_OUT4, SERVER4 = "10.77.0.2", "10.77.0.1", "198.51.100.1", "198.51.100.3"
 CLIENT6, ROUTER_IN6 = "2001:db8:77:1::2", "2001:db8:77:1::1"
@@ -236,24 +236,6 @@ class StunTest(NatTopology):
                 rc, out, err, _ = self.stun(*args)
                 self.assertEqual(rc, code, f"stdout={out!r} stderr={err!r}")
                 self.assertIn(mention, err)
-
-
-def write_pipe(path, text, timeout=5):
-    """Opens the FIFO for writing once it has a reader, writes, closes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    try:
-        os.set_blocking(fd, True)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 class Logged:
