@@ -59,6 +59,7 @@ struct PacketKey {
 
   bool v6() const noexcept { return flags & kKeyV6; }
   bool portless() const noexcept { return flags & kKeyPortless; }
+  friend bool operator==(const PacketKey&, const PacketKey&) = default;
 };
 
 // The canonical key: endpoints ordered (address words, then port), low first. The order

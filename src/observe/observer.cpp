@@ -10,6 +10,7 @@
 #include "bounded_cache.hpp"
 #include "flow_key.hpp"
 #include "flow_table.hpp"
+#include "quick_decode.hpp"
 
 namespace flowmark::observe {
 
@@ -28,6 +29,7 @@ using detail::kNanosMax;
 using detail::kNanosMin;
 using detail::kNil;
 using detail::PacketKey;
+using detail::QuickPacket;
 
 namespace {
 
@@ -183,30 +185,54 @@ struct Observer::Impl {
     __builtin_prefetch(b);
     __builtin_prefetch(b + 63);
   }
+  // A frame decoded ahead: by quick_decode() (quick: key, length and flags only), else by
+  // decode_packet() into view.
   struct Ahead {
-    PacketView view;
-    PacketKey key;
+    QuickPacket q;
+    bool quick;
+    bool keyed;  // q.key valid (quick, or decoded and not a fragment)
     DecodeError err;
-    bool keyed;  // key valid (not a fragment: the key depends on the packet alone)
+    PacketView view;
   };
   std::array<Ahead, kAhead> ahead;
+
+  // The quick path is taken while no chain needs the packet's view: no callbacks but the
+  // built-in TCP completion (the new-flow chain runs on the full path, which every new
+  // flow takes).
+  bool quick_ok = true;
+  bool quick_tcp_completion = false;
+  void chains_changed() noexcept {
+    using Plain = Verdict (*)(FlowRecord&, const PacketView&, bool);
+    auto builtin = [](const PacketFn& fn) {
+      const Plain* f = fn.target<Plain>();
+      return f != nullptr && *f == &tcp_complete_on_fin_or_rst;
+    };
+    quick_tcp_completion = tcp.size() == 1 && builtin(tcp[0]);
+    quick_ok = ip4.empty() && ip6.empty() && udp.empty() && l4.empty() &&
+               (tcp.empty() || quick_tcp_completion);
+  }
 
   void on_packets(LinkType link, std::span<const FrameRef> frames) noexcept {
     // Even a table that would fit in the caches is pushed out of them by the frames streaming
     // through (a capture file read from memory): the look-ahead pays at every size.
     const std::size_t n = frames.size();
+    const bool try_quick = quick_ok;
     auto decode_ahead = [&](std::size_t j) {
       Ahead& a = ahead[j % kAhead];
-      a.err = decode_packet(link, frames[j].frame, a.view);
-      a.keyed = a.err == DecodeError::kNone && !a.view.is_fragment;
-      if (a.keyed) {
-        a.key = plain_key(a.view);
-        table.prefetch_index(a.key.hash);
+      const auto frame = frames[j].frame;
+      a.quick = try_quick &&
+                detail::quick_decode(link, reinterpret_cast<const std::uint8_t*>(frame.data()),
+                                     frame.size(), cfg.key_vlan, a.q);
+      if (a.quick) [[likely]] {
+        a.keyed = true;
+      } else {
+        decode_full(link, frame, a);
       }
+      if (a.keyed) table.prefetch_index(a.q.key.hash);
     };
     auto resolve_ahead = [&](std::size_t j) {
       const Ahead& a = ahead[j % kAhead];
-      if (a.keyed) table.prefetch_indexed(a.key.hash);
+      if (a.keyed) table.prefetch_indexed(a.q.key.hash);
     };
     for (std::size_t j = 0; j < std::min(n, kAhead); ++j) decode_ahead(j);
     for (std::size_t j = 0; j < std::min(n, kResolve); ++j) resolve_ahead(j);
@@ -216,25 +242,64 @@ struct Observer::Impl {
       if (i + kAhead + kFrameAhead < n) prefetch_frame(frames[i + kAhead + kFrameAhead]);
       Ahead& a = ahead[i % kAhead];
       const Nanos now = tick(frames[i].ts_ns);
-      if (decoded(a.err)) process(a.view, now, a.keyed ? &a.key : nullptr);
+      if (a.quick) [[likely]] {
+        if (!quick_account(a.q, now)) {  // anything but a packet of an active flow
+          a.err = decode_packet(link, frames[i].frame, a.view);
+          if (decoded(a.err)) process(a.view, now, &a.q.key);
+        }
+      } else if (decoded(a.err)) {
+        process(a.view, now, a.keyed ? &a.q.key : nullptr);
+      }
       if (i + kAhead < n) decode_ahead(i + kAhead);
       if (i + kResolve < n) resolve_ahead(i + kResolve);
     }
   }
 
-  // The key of a packet that is not a fragment: a function of the packet alone.
-  [[gnu::always_inline]] PacketKey plain_key(const PacketView& p) const noexcept {
-    const bool v6 = p.ip_version == 6;
-    std::uint16_t sport = p.sport, dport = p.dport;
-    // Keep the two 2-byte loads apart: merged into one 4-byte load they would wait for the
-    // decoder's two 2-byte stores to retire.
-    asm("" : "+r"(sport));
-    const std::uint8_t flags =
-        static_cast<std::uint8_t>((v6 ? kKeyV6 : 0) | (p.has_ports ? 0 : kKeyPortless));
-    if (!p.has_ports) sport = dport = 0;
-    return detail::make_key(detail::load_addr(p.src_addr, v6), detail::load_addr(p.dst_addr, v6),
-                            sport, dport, cfg.key_vlan && p.vlan_count > 0 ? p.vlan[0] : 0, p.proto,
-                            flags);
+  [[gnu::noinline]] void decode_full(LinkType link, std::span<const std::byte> frame,
+                                     Ahead& a) noexcept {
+    a.err = decode_packet(link, frame, a.view);
+    a.keyed = a.err == DecodeError::kNone && !a.view.is_fragment;
+    if (a.keyed) a.q.key = plain_key(a.view);
+  }
+
+  // account() for a quick-decoded packet of an active flow (no chain but the built-in TCP
+  // completion); false, having changed nothing, for anything else: no flow yet, a completed
+  // one, a continuation part's first packet.
+  [[gnu::always_inline]] bool quick_account(const QuickPacket& q, Nanos now) noexcept {
+    const FlowTable::Hit hit = table.find(q.key);
+    if (!hit.found) return false;
+    Flow& f = table.flow(hit.idx);
+    if (f.state != FlowState::kActive || (f.bits & kFlowPending)) return false;
+    FlowRecord& r = f.rec;
+    count(r, hit.rev, q.ip_length, q.tcp_flags, now);
+    if (quick_tcp_completion && q.key.proto == kProtoTcp &&
+        ((q.tcp_flags & kTcpRst) || (r.tcp_flags_fwd & r.tcp_flags_rev & kTcpFin))) [[unlikely]]
+      complete(hit.idx, now);
+    return true;
+  }
+
+  // The built-in counting, without a branch on the direction (see FlowTable::match).
+  [[gnu::always_inline]] static void count(FlowRecord& r, bool rev, std::uint32_t ip_length,
+                                           std::uint8_t tcp_flags, Nanos now) noexcept {
+    const std::uint64_t back = rev, m = 0 - back;
+    r.pkt_fwd += 1 - back;
+    r.pkt_rev += back;
+    r.oct_fwd += ip_length & ~m;
+    r.oct_rev += ip_length & m;
+    r.tcp_flags_fwd |= static_cast<std::uint8_t>(tcp_flags & ~m);
+    r.tcp_flags_rev |= static_cast<std::uint8_t>(tcp_flags & m);
+    r.last = now;
+  }
+
+  void complete(std::uint32_t idx, Nanos now) noexcept {
+    Flow& f = table.flow(idx);
+    f.state = FlowState::kExpiring;
+    f.expire_at = detail::add_sat(now, cfg.expiry_delay_ns);
+    table.schedule(idx, f.expire_at);
+  }
+
+  PacketKey plain_key(const PacketView& p) const noexcept {
+    return detail::packet_key(p, cfg.key_vlan);
   }
 
   // A decoded packet at packet-clock time now; `pre`: its key when already made.
@@ -354,29 +419,17 @@ struct Observer::Impl {
 
     Flow& f = table.flow(idx);
     FlowRecord& r = f.rec;
-    // Without a branch on the direction (see FlowTable::match).
-    const std::uint64_t back = rev, m = 0 - back;
-    r.pkt_fwd += 1 - back;
-    r.pkt_rev += back;
-    r.oct_fwd += p.ip_length & ~m;
-    r.oct_rev += p.ip_length & m;
-    r.tcp_flags_fwd |= static_cast<std::uint8_t>(p.tcp_flags & ~m);
-    r.tcp_flags_rev |= static_cast<std::uint8_t>(p.tcp_flags & m);
-    r.last = now;
+    count(r, rev, p.ip_length, p.tcp_flags, now);
     if (later_fragment) ++r.fragments;
 
-    bool complete = false;
+    bool done = false;
     for (const auto& fn : p.ip_version == 6 ? ip6 : ip4)
-      complete |= fn(r, p, rev) == Verdict::kComplete;
+      done |= fn(r, p, rev) == Verdict::kComplete;
     if (!later_fragment) {
       const auto& chain = k.proto == kProtoTcp ? tcp : k.proto == kProtoUdp ? udp : l4;
-      for (const auto& fn : chain) complete |= fn(r, p, rev) == Verdict::kComplete;
+      for (const auto& fn : chain) done |= fn(r, p, rev) == Verdict::kComplete;
     }
-    if (complete && f.state == FlowState::kActive) {
-      f.state = FlowState::kExpiring;
-      f.expire_at = detail::add_sat(now, cfg.expiry_delay_ns);
-      table.schedule(idx, f.expire_at);
-    }
+    if (done && f.state == FlowState::kActive) complete(idx, now);
   }
 
   // Starts a flow for k (running the new-flow chain); false when vetoed.
@@ -447,11 +500,26 @@ Observer::Observer(Observer&&) noexcept = default;
 Observer& Observer::operator=(Observer&&) noexcept = default;
 
 void Observer::add_new_flow(NewFlowFn f) { impl_->new_flow.push_back(std::move(f)); }
-void Observer::add_ip4(PacketFn f) { impl_->ip4.push_back(std::move(f)); }
-void Observer::add_ip6(PacketFn f) { impl_->ip6.push_back(std::move(f)); }
-void Observer::add_tcp(PacketFn f) { impl_->tcp.push_back(std::move(f)); }
-void Observer::add_udp(PacketFn f) { impl_->udp.push_back(std::move(f)); }
-void Observer::add_l4(PacketFn f) { impl_->l4.push_back(std::move(f)); }
+void Observer::add_ip4(PacketFn f) {
+  impl_->ip4.push_back(std::move(f));
+  impl_->chains_changed();
+}
+void Observer::add_ip6(PacketFn f) {
+  impl_->ip6.push_back(std::move(f));
+  impl_->chains_changed();
+}
+void Observer::add_tcp(PacketFn f) {
+  impl_->tcp.push_back(std::move(f));
+  impl_->chains_changed();
+}
+void Observer::add_udp(PacketFn f) {
+  impl_->udp.push_back(std::move(f));
+  impl_->chains_changed();
+}
+void Observer::add_l4(PacketFn f) {
+  impl_->l4.push_back(std::move(f));
+  impl_->chains_changed();
+}
 
 void Observer::add_field(std::size_t slot, std::string name) {
   if (slot >= std::tuple_size_v<decltype(FlowRecord::user)>)

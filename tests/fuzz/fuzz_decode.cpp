@@ -1,12 +1,13 @@
-// Captured frames: the packet decoder over every link type. The first input byte picks the
-// link type, the rest is the frame, which ends exactly where libFuzzer's buffer does, so
-// ASan reports any read past it.
+// Captured frames: the packet decoder over every link type, and the observer's fast path
+// (quick_decode) against it. The first input byte picks the link type, the rest is the
+// frame, which ends exactly where libFuzzer's buffer does, so ASan reports any read past it.
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 
 #include "flowmark/observe/packet.hpp"
+#include "observe/quick_decode.hpp"
 
 using namespace flowmark::observe;
 
@@ -29,6 +30,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size == 0) return 0;
   const LinkType link = kLinks[data[0] % kLinks.size()];
   const auto frame = std::as_bytes(std::span(data + 1, size - 1));
+  // The observer's fast path agrees with the full decoder wherever it takes a frame.
+  if (!flowmark::observe::detail::quick_decode_agrees(link, frame, false) ||
+      !flowmark::observe::detail::quick_decode_agrees(link, frame, true))
+    __builtin_trap();
   PacketView p;
   const DecodeError e = decode_packet(link, frame, p);
   if (e >= DecodeError::kCount || to_string(e) == "unknown") __builtin_trap();

@@ -1,0 +1,126 @@
+// The observer's fast path for the common frame: Ethernet (up to two 802.1Q/802.1ad tags) →
+// IPv4 (any header length, not a fragment) or IPv6 (no extension header) → TCP or UDP.
+// quick_decode() builds the flow key straight from the frame's bytes, without filling a
+// PacketView; for every other frame — and for every frame the full decoder would reject — it
+// returns false and the caller takes decode_packet(). Where it returns true, its key, IP
+// length and TCP flags are exactly what decode_packet() followed by the observer's own key
+// making would give (tests/fuzz/fuzz_decode.cpp checks this on every input).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+
+#include "flow_key.hpp"
+#include "flowmark/observe/packet.hpp"
+
+namespace flowmark::observe::detail {
+
+struct QuickPacket {
+  PacketKey key;
+  std::uint32_t ip_length = 0;
+  std::uint8_t tcp_flags = 0;
+};
+
+namespace quick {
+inline std::uint16_t be16(const std::uint8_t* p) noexcept {
+  return static_cast<std::uint16_t>(p[0] << 8 | p[1]);
+}
+}  // namespace quick
+
+// The key of a decoded packet that is not a fragment (a function of the packet alone);
+// key_vlan: the outer tag's id goes into the key (ObserverConfig::key_vlan).
+[[gnu::always_inline]] inline PacketKey packet_key(const PacketView& p, bool key_vlan) noexcept {
+  const bool v6 = p.ip_version == 6;
+  std::uint16_t sport = p.sport, dport = p.dport;
+  // Keep the two 2-byte loads apart: merged into one 4-byte load they would wait for the
+  // decoder's two 2-byte stores to retire.
+  asm("" : "+r"(sport));
+  const std::uint8_t flags =
+      static_cast<std::uint8_t>((v6 ? kKeyV6 : 0) | (p.has_ports ? 0 : kKeyPortless));
+  if (!p.has_ports) sport = dport = 0;
+  return make_key(load_addr(p.src_addr, v6), load_addr(p.dst_addr, v6), sport, dport,
+                  key_vlan && p.vlan_count > 0 ? p.vlan[0] : 0, p.proto, flags);
+}
+
+// quick_decode(): the same key as packet_key() after decode_packet(), without the view.
+[[gnu::always_inline]] inline bool quick_decode(LinkType link, const std::uint8_t* d, std::size_t n,
+                                                bool key_vlan, QuickPacket& q) noexcept {
+  using quick::be16;
+  if (link != LinkType::kEthernet || n < 14) return false;
+  std::size_t off = 14;
+  std::uint16_t type = be16(d + 12), vlan = 0;
+  if (type != 0x0800 && type != 0x86dd) {  // tags: at most two here (the full path takes more)
+    for (int tags = 0;; ++tags) {
+      if (type != 0x8100 && type != 0x88a8 && type != 0x9100) break;
+      if (tags == 2 || n - off < 4) return false;
+      if (tags == 0) vlan = be16(d + off) & 0x0fff;
+      type = be16(d + off + 2);
+      off += 4;
+    }
+    if (!key_vlan) vlan = 0;
+  }
+  const std::uint8_t* ip = d + off;
+  const std::size_t avail = n - off;
+  std::size_t l4, end;
+  std::uint8_t proto, flags;
+  AddrWords src, dst;
+  if (type == 0x0800) {
+    if (avail < 20 || ip[0] >> 4 != 4) return false;
+    const std::size_t ihl = std::size_t{ip[0] & 0x0fu} * 4;
+    const std::uint16_t total = be16(ip + 2);
+    // Header length, total length, not a fragment (flags MF and offset clear).
+    if (ihl < 20 || ihl > avail || total < ihl || (be16(ip + 6) & 0x3fff) != 0) return false;
+    proto = ip[9];
+    std::memcpy(&src.w0, ip + 12, 4);
+    std::memcpy(&dst.w0, ip + 16, 4);
+    q.ip_length = total;
+    l4 = off + ihl;
+    end = off + (total < avail ? total : avail);
+    flags = 0;
+  } else if (type == 0x86dd) {
+    if (avail < 40 || ip[0] >> 4 != 6) return false;
+    const std::uint16_t payload = be16(ip + 4);
+    proto = ip[6];
+    std::memcpy(&src.w0, ip + 8, 8);
+    std::memcpy(&src.w1, ip + 16, 8);
+    std::memcpy(&dst.w0, ip + 24, 8);
+    std::memcpy(&dst.w1, ip + 32, 8);
+    q.ip_length = 40u + payload;
+    l4 = off + 40;
+    end = payload == 0 || 40u + payload > avail ? n : off + 40 + payload;
+    flags = kKeyV6;
+  } else {
+    return false;
+  }
+  const std::uint8_t* t = d + l4;
+  if (proto == kProtoTcp) {
+    if (end - l4 < 20 || t[12] >> 4 < 5) return false;
+    q.tcp_flags = t[13];
+  } else if (proto == kProtoUdp) {
+    if (end - l4 < 8) return false;
+    q.tcp_flags = 0;
+  } else {
+    return false;
+  }
+  q.key = make_key(src, dst, be16(t), be16(t + 2), vlan, proto, flags);
+  return true;
+}
+
+// For the tests and the fuzzer: true when quick_decode() either declines the frame or
+// agrees with decode_packet() + packet_key() on everything it gives.
+inline bool quick_decode_agrees(LinkType link, std::span<const std::byte> frame,
+                                bool key_vlan) noexcept {
+  QuickPacket q;
+  const auto* d = reinterpret_cast<const std::uint8_t*>(frame.data());
+  if (!quick_decode(link, d, frame.size(), key_vlan, q)) return true;
+  PacketView p;
+  if (decode_packet(link, frame, p) != DecodeError::kNone || p.is_fragment ||
+      (p.proto != kProtoTcp && p.proto != kProtoUdp))
+    return false;
+  const PacketKey k = packet_key(p, key_vlan);
+  return k == q.key && q.ip_length == p.ip_length && q.tcp_flags == p.tcp_flags;
+}
+
+}  // namespace flowmark::observe::detail
