@@ -62,6 +62,7 @@ class MmapArray {
   T& operator[](std::size_t i) noexcept { return data_[i]; }
   const T& operator[](std::size_t i) const noexcept { return data_[i]; }
   T* data() noexcept { return data_; }
+  const T* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return n_; }
 
   // Back to all zeroes. Large arrays give their pages back (they read as zero again).

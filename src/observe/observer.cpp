@@ -272,8 +272,10 @@ struct Observer::Impl {
     if (f.state != FlowState::kActive || (f.bits & kFlowPending)) return false;
     FlowRecord& r = f.rec;
     count(r, hit.rev, q.ip_length, q.tcp_flags, now);
-    if (quick_tcp_completion && q.key.proto == kProtoTcp &&
-        ((q.tcp_flags & kTcpRst) || (r.tcp_flags_fwd & r.tcp_flags_rev & kTcpFin))) [[unlikely]]
+    // The built-in TCP completion (RST, or FIN from both sides), without a branch on the
+    // protocol: only the rare completion branches.
+    const unsigned ends = (q.tcp_flags & kTcpRst) | (r.tcp_flags_fwd & r.tcp_flags_rev & kTcpFin);
+    if ((quick_tcp_completion & (q.key.proto == kProtoTcp) & (ends != 0)) != 0) [[unlikely]]
       complete(hit.idx, now);
     return true;
   }

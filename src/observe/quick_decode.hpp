@@ -94,16 +94,15 @@ inline std::uint16_t be16(const std::uint8_t* p) noexcept {
   } else {
     return false;
   }
+  // TCP or UDP, told apart without a branch (a mix of both is a coin toss per packet): UDP
+  // reads byte 0 where TCP reads its data offset and flags, and keeps none of it.
   const std::uint8_t* t = d + l4;
-  if (proto == kProtoTcp) {
-    if (end - l4 < 20 || t[12] >> 4 < 5) return false;
-    q.tcp_flags = t[13];
-  } else if (proto == kProtoUdp) {
-    if (end - l4 < 8) return false;
-    q.tcp_flags = 0;
-  } else {
-    return false;
-  }
+  const bool tcp = proto == kProtoTcp;
+  if (!tcp && proto != kProtoUdp) return false;
+  if (end - l4 < (tcp ? 20u : 8u)) return false;
+  const std::uint8_t offset = t[tcp ? 12 : 0], tcp_flags = t[tcp ? 13 : 0];
+  if (tcp & (offset >> 4 < 5)) return false;
+  q.tcp_flags = static_cast<std::uint8_t>(tcp_flags & (tcp ? 0xff : 0));
   q.key = make_key(src, dst, be16(t), be16(t + 2), vlan, proto, flags);
   return true;
 }
