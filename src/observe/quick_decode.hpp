@@ -99,7 +99,7 @@ inline std::uint16_t be16(const std::uint8_t* p) noexcept {
   const std::uint8_t* t = d + l4;
   const bool tcp = proto == kProtoTcp;
   if (!tcp && proto != kProtoUdp) return false;
-  if (end - l4 < (tcp ? 20u : 8u)) return false;
+  if (end - l4 < 8u + 12u * tcp) return false;
   const std::uint8_t offset = t[tcp ? 12 : 0], tcp_flags = t[tcp ? 13 : 0];
   if (tcp & (offset >> 4 < 5)) return false;
   q.tcp_flags = static_cast<std::uint8_t>(tcp_flags & (tcp ? 0xff : 0));
