@@ -98,9 +98,9 @@ inline std::uint16_t be16(const std::uint8_t* p) noexcept {
   // reads byte 0 where TCP reads its data offset and flags, and keeps none of it.
   const std::uint8_t* t = d + l4;
   const bool tcp = proto == kProtoTcp;
-  if (!tcp && proto != kProtoUdp) return false;
+  if (!tcp & (proto != kProtoUdp)) return false;
   if (end - l4 < 8u + 12u * tcp) return false;
-  const std::uint8_t offset = t[tcp ? 12 : 0], tcp_flags = t[tcp ? 13 : 0];
+  const std::uint8_t offset = t[12u * tcp], tcp_flags = t[13u * tcp];
   if (tcp & (offset >> 4 < 5)) return false;
   q.tcp_flags = static_cast<std::uint8_t>(tcp_flags & (tcp ? 0xff : 0));
   q.key = make_key(src, dst, be16(t), be16(t + 2), vlan, proto, flags);
