@@ -18,6 +18,8 @@ constexpr std::uint32_t kPcapMicro = 0xa1b2c3d4, kPcapNano = 0xa1b23c4d;
 constexpr std::uint32_t kShb = 0x0A0D0D0A, kIdb = 1, kOpb = 2, kSpb = 3, kEpb = 6;
 constexpr std::uint32_t kByteOrderMagic = 0x1A2B3C4D;
 constexpr std::size_t kPcapHeader = 24, kPcapRecord = 16;
+// pcapng: type + length + trailing length; an enhanced packet block without data or options.
+constexpr std::size_t kBlockHeader = 12, kEpbMin = 32;
 // A record claiming more than this is a garbage header, not a frame (libpcap's largest
 // snap length is 256 KiB; some link types go beyond: leave room).
 constexpr std::uint32_t kMaxFrame = 16u << 20;
@@ -163,6 +165,23 @@ std::size_t CaptureParser::find_record(std::size_t from, std::size_t to,
   return to;
 }
 
+// pcapng: the first plausible enhanced packet block in [from, to), or `to`. Blocks start on
+// 4-byte boundaries of the file (every block length is a multiple of 4), and a packet
+// block's length is repeated in its trailer, which makes a false start rare.
+std::size_t CaptureParser::find_block(std::size_t from, std::size_t to) const noexcept {
+  if (size_ < kEpbMin) return to;
+  const std::size_t last = std::min(to, size_ - kEpbMin + 1);
+  for (std::size_t p = (from + 3) & ~std::size_t{3}; p < last; p += 4) {
+    if (u32(p) != kEpb) [[likely]]
+      continue;
+    const std::uint32_t len = u32(p + 4);
+    if (len < kEpbMin || len % 4 != 0 || len > size_ - p) continue;
+    if (u32(p + 20) > len - kEpbMin || u32(p + len - 4) != len) continue;
+    return p;
+  }
+  return to;
+}
+
 // The next record's place is known only once this one's header is read: walked one by one,
 // the file is a chain of misses through memory (~100 ns each), and requesting every line
 // ahead of the reader streams the whole file, payload included, through the caches.
@@ -173,6 +192,8 @@ std::size_t CaptureParser::find_record(std::size_t from, std::size_t to,
 // (a record ends where the next begins: once a lane is on the true chain, it stays on it).
 // The places found are queued (ahead_) for the reader, which still checks each against the
 // end of the record before it: a lane that guessed wrong costs time, never a frame.
+// pcapng: the same over blocks (a lane stops at a section header: the byte order may change
+// there, and the reader takes it from that place on).
 void CaptureParser::walk_ahead(std::size_t pos) {
   const std::size_t end = size_;
   // Lane 0 starts on the reader's record when the reader has caught up with the walk, else
@@ -181,7 +202,8 @@ void CaptureParser::walk_ahead(std::size_t pos) {
   const std::size_t first = walked_ <= pos ? pos : walk_next_;
   constexpr std::size_t kPerLane = kSegment / kPcapRecord + 1;
   if (!lane_buf_) lane_buf_ = std::make_unique_for_overwrite<std::size_t[]>(kLanes * kPerLane);
-  const std::uint32_t ref_sec = u32(pos);
+  const std::uint32_t ref_sec = pcapng_ ? 0 : u32(pos);
+  const std::size_t header = pcapng_ ? kBlockHeader : kPcapRecord;
   std::array<std::size_t, kLanes> at{}, stop{}, count{};
   std::size_t lanes = 0;
   for (std::size_t seg = from; lanes < kLanes && seg < end; seg += kSegment, ++lanes) {
@@ -189,8 +211,9 @@ void CaptureParser::walk_ahead(std::size_t pos) {
     for (std::size_t l = seg; l < std::min(seg + 512, end); l += 64) __builtin_prefetch(base_ + l);
   }
   for (std::size_t k = 0; k < lanes; ++k) {
-    at[k] =
-        k == 0 && first != kNoRecord ? first : find_record(from + k * kSegment, stop[k], ref_sec);
+    at[k] = k == 0 && first != kNoRecord ? first
+            : pcapng_                    ? find_block(from + k * kSegment, stop[k])
+                                         : find_record(from + k * kSegment, stop[k], ref_sec);
   }
   // Round robin: one record per lane per turn, the loads of a turn independent of each other.
   for (bool busy = true; busy;) {
@@ -198,15 +221,20 @@ void CaptureParser::walk_ahead(std::size_t pos) {
     for (std::size_t k = 0; k < lanes; ++k) {
       const std::size_t p = at[k];
       if (p >= stop[k]) continue;
-      if (end - p < kPcapRecord) {
+      if (end - p < header) {
         at[k] = end;
         continue;
       }
       busy = true;
       __builtin_prefetch(base_ + p + 64);
       lane_buf_[k * kPerLane + count[k]++] = p;
-      const std::uint32_t caplen = u32(p + 8);
-      at[k] = caplen > kMaxFrame ? end : p + kPcapRecord + caplen;
+      if (pcapng_) {
+        const std::uint32_t len = u32(p + 4);
+        at[k] = u32(p) == kShb || len < kBlockHeader || len % 4 != 0 ? end : p + len;
+      } else {
+        const std::uint32_t caplen = u32(p + 8);
+        at[k] = caplen > kMaxFrame ? end : p + kPcapRecord + caplen;
+      }
     }
   }
   ahead_.erase(ahead_.begin(), ahead_.begin() + static_cast<std::ptrdiff_t>(ahead_next_));
@@ -384,8 +412,13 @@ std::size_t CaptureParser::pcapng_batch(std::span<observe::FrameRef> frames,
                                         observe::LinkType& link, std::uint32_t* wire) {
   std::size_t n = 0;
   while (n < frames.size() && pos_ != size_) {
-    const std::size_t at = pos_, avail = size_ - pos_;
-    if (avail < 12) {
+    if (walked_ < size_ && walked_ < pos_ + kWalkLow && size_ - pos_ >= kBlockHeader) [[unlikely]]
+      walk_ahead(pos_);
+    // As in pcap_batch: loaded from the queued place.
+    std::size_t at = record_at(pos_);
+    asm("" : "+r"(at));
+    const std::size_t avail = size_ - at;
+    if (avail < kBlockHeader) {
       corrupt(at, fmt::format("truncated block header ({} of 12 bytes)", avail));
       break;
     }

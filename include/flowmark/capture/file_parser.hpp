@@ -50,8 +50,9 @@ class CaptureParser {
   // Bytes consumed so far (the offset of the next record).
   std::uint64_t offset() const noexcept { return pos_; }
   bool pcapng() const noexcept { return pcapng_; }
-  // pcap: records the look-ahead had not placed where the reader found them (it started a
-  // chain on a frame's bytes that looked like a record header): time lost, no frame.
+  // Records (pcapng: blocks) the look-ahead had not placed where the reader found them (it
+  // started a chain on a frame's bytes that looked like a record header): time lost, no
+  // frame.
   std::uint64_t lookahead_misses() const noexcept { return lookahead_misses_; }
   // The link type of the first interface (pcapng: the first interface description found
   // before any packet; Ethernet when there is none), e.g. to compile a filter up front.
@@ -77,6 +78,7 @@ class CaptureParser {
   std::uint32_t frac_limit() const noexcept { return frac_ns_ == 1 ? 1'000'000'000u : 1'000'000u; }
   bool plausible_record(std::size_t at, std::uint32_t ref_sec) const noexcept;
   std::size_t find_record(std::size_t from, std::size_t to, std::uint32_t ref_sec) const noexcept;
+  std::size_t find_block(std::size_t from, std::size_t to) const noexcept;
   void walk_ahead(std::size_t pos);
   std::size_t record_at(std::size_t pos) noexcept;
   bool section_header(std::size_t at, std::size_t avail);

@@ -323,88 +323,163 @@ TEST(CaptureParser, PcapTruncatedRecordsGiveTheFramesBeforeThenTheError) {
   EXPECT_EQ(offset_in(err), 24u + 116) << err;
 }
 
-// A pcap file of `count` records of 1..1600 bytes, 1 µs apart, big enough for the reader's
-// look-ahead to walk many segments. With `decoys`, every frame is made of copies of a fake
-// record header (a plausible time and a random length): the look-ahead starts chains on
-// them. The test reads the frames back from the lengths it wrote, not through the parser.
-struct BigPcap {
+// Captures of `count` frames of 1..1600 bytes, 1 µs apart, big enough for the reader's
+// look-ahead to walk many segments, with where each frame starts and its time as written.
+// With `decoys`, every frame is made of fake record headers (pcap: a plausible time and a
+// random length; pcapng: whole fake packet blocks, trailer included): the look-ahead starts
+// chains on them. The tests read the frames back from what was written, not through the
+// parser.
+struct BigCapture {
   std::vector<std::uint8_t> bytes;
-  std::vector<std::size_t> lens;
+  std::vector<std::size_t> lens, offsets;
+  std::vector<std::int64_t> times;
 };
-BigPcap big_pcap(bool big, std::size_t count, bool decoys, std::uint32_t seed, bool nano = false) {
-  BigPcap f;
+struct Lcg {
+  std::uint32_t x;
+  std::uint32_t operator()() { return x = x * 1664525u + 1013904223u; }
+};
+
+BigCapture big_pcap(bool big, std::size_t count, bool decoys, std::uint32_t seed,
+                    bool nano = false) {
+  BigCapture f;
   std::vector<std::pair<std::uint64_t, std::size_t>> recs;
-  std::uint32_t x = seed;
-  auto rnd = [&] { return x = x * 1664525u + 1013904223u; };
+  Lcg rnd{seed};
+  std::size_t at = 24;
   for (std::size_t i = 0; i < count; ++i) {
     const std::size_t len = 1 + (rnd() >> 8) % 1600;
     recs.emplace_back(kT0 + i * 1000, len);
     f.lens.push_back(len);
+    f.offsets.push_back(at + 16);
+    f.times.push_back(static_cast<std::int64_t>((nano ? kT0 : kT0 / 1000 * 1000) + i * 1000));
+    at += 16 + len;
   }
   f.bytes = pcap_file(big, nano, 1, recs);
   if (decoys) {
-    std::size_t at = 24;
-    for (const std::size_t len : f.lens) {
-      for (std::size_t d = 0; d + 16 <= len; d += 16) {
+    for (std::size_t i = 0; i < count; ++i) {
+      for (std::size_t d = 0; d + 16 <= f.lens[i]; d += 16) {
         Writer w{big, {}};
         w.u32(static_cast<std::uint32_t>(kT0 / 1'000'000'000));
         w.u32(rnd() % (nano ? 1'000'000'000 : 1'000'000));
         const std::uint32_t fake = 1 + (rnd() >> 8) % 2000;
         w.u32(fake);
         w.u32(fake + 4);
-        std::memcpy(f.bytes.data() + at + 16 + d, w.out.data(), 16);
+        std::memcpy(f.bytes.data() + f.offsets[i] + d, w.out.data(), 16);
       }
-      at += 16 + len;
     }
   }
   return f;
 }
 
+BigCapture big_pcapng(bool big, std::size_t count, bool decoys, std::uint32_t seed) {
+  BigCapture f;
+  Lcg rnd{seed};
+  Writer w{big, {}};
+  shb(w);
+  idb(w, 1, -1);  // microseconds
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::size_t len = 1 + (rnd() >> 8) % 1600;
+    std::vector<std::uint8_t> data = frame(static_cast<std::uint8_t>(i), len);
+    if (decoys) {  // fake packet blocks of 32..60 bytes, back to back
+      Writer fake{big, {}};
+      for (std::uint32_t d = 0, size = 32 + 4 * (rnd() % 8); d + size <= len;
+           d += size, size = 32 + 4 * (rnd() % 8)) {
+        fake.out.clear();
+        fake.u32(6);
+        fake.u32(size);
+        fake.u32(0);
+        fake.u64(rnd());
+        fake.u32(0);
+        fake.u32(0);
+        fake.out.resize(size - 4);
+        fake.u32(size);
+        std::memcpy(data.data() + d, fake.out.data(), size);
+      }
+    }
+    const std::uint64_t ticks = kT0 / 1000 + i;
+    f.lens.push_back(len);
+    f.offsets.push_back(w.out.size() + 28);
+    f.times.push_back(static_cast<std::int64_t>(ticks * 1000));
+    epb(w, 0, ticks, data, static_cast<std::uint32_t>(len));
+  }
+  f.bytes = std::move(w.out);
+  return f;
+}
+
+// Reads f back in batches of 256: every frame where and when it was written, nothing else.
+// Returns the parser's look-ahead misses.
+std::uint64_t expect_reads_back(const BigCapture& f, const char* what) {
+  auto p = CaptureParser::open(as_bytes(f.bytes), "big");
+  EXPECT_TRUE(p);
+  if (!p) return 0;
+  std::array<FrameRef, 256> batch;
+  std::size_t i = 0;
+  for (;;) {
+    LinkType link{};
+    auto n = p->next_batch(batch, link);
+    EXPECT_TRUE(n) << what << ": " << n.error().message();
+    if (!n || *n == 0) break;
+    for (std::size_t j = 0; j < *n; ++j, ++i) {
+      const bool same = i < f.lens.size() && batch[j].frame.size() == f.lens[i] &&
+                        batch[j].frame.data() == as_bytes(f.bytes).data() + f.offsets[i] &&
+                        batch[j].ts_ns == f.times[i];
+      if (!same) {
+        ADD_FAILURE() << what << ": frame " << i << " differs";
+        return 0;
+      }
+    }
+  }
+  EXPECT_EQ(i, f.lens.size()) << what;
+  EXPECT_EQ(p->offset(), f.bytes.size()) << what;
+  return p->lookahead_misses();
+}
+
 TEST(CaptureParser, PcapLookAheadNeverChangesWhatIsRead) {
   for (const bool big : {false, true}) {  // big-endian files with nanosecond times
     for (const bool decoys : {false, true}) {
-      const BigPcap f = big_pcap(big, 12'000, decoys, big ? 7u : 11u, big);  // ~10 MB
-      auto p = CaptureParser::open(as_bytes(f.bytes), "big.pcap");
-      ASSERT_TRUE(p);
-      std::array<FrameRef, 256> batch;
-      std::size_t i = 0, at = 24;
-      bool same = true;
-      for (;;) {
-        LinkType link{};
-        auto n = p->next_batch(batch, link);
-        ASSERT_TRUE(n) << n.error().message();
-        if (*n == 0) break;
-        for (std::size_t j = 0; j < *n && same; ++j, ++i) {
-          same = i < f.lens.size() && batch[j].frame.size() == f.lens[i] &&
-                 batch[j].frame.data() == as_bytes(f.bytes).data() + at + 16 &&
-                 batch[j].ts_ns ==
-                     static_cast<std::int64_t>((big ? kT0 : kT0 / 1000 * 1000) + i * 1000);
-          at += 16 + f.lens[i];
-        }
-        ASSERT_TRUE(same) << "frame " << i << " differs (big " << big << ", decoys " << decoys
-                          << ")";
-      }
-      EXPECT_EQ(i, f.lens.size());
-      EXPECT_EQ(p->offset(), f.bytes.size());
+      const auto misses = expect_reads_back(big_pcap(big, 12'000, decoys, big ? 7u : 11u, big),
+                                            decoys ? "pcap with decoys" : "pcap");  // ~10 MB
       // Real frames do not fool it; frames full of fake headers do, and cost nothing else.
       if (decoys)
-        EXPECT_GT(p->lookahead_misses(), 0u);
+        EXPECT_GT(misses, 0u) << big;
       else
-        EXPECT_EQ(p->lookahead_misses(), 0u);
+        EXPECT_EQ(misses, 0u) << big;
+    }
+  }
+}
+
+TEST(CaptureParser, PcapngLookAheadNeverChangesWhatIsRead) {
+  for (const bool big : {false, true}) {
+    for (const bool decoys : {false, true}) {
+      const auto misses = expect_reads_back(big_pcapng(big, 12'000, decoys, big ? 5u : 13u),
+                                            decoys ? "pcapng with decoys" : "pcapng");
+      if (decoys)
+        EXPECT_GT(misses, 0u) << big;
+      else
+        EXPECT_EQ(misses, 0u) << big;
     }
   }
 }
 
 TEST(CaptureParser, PcapCorruptRecordFarIntoTheFile) {
-  BigPcap f = big_pcap(false, 20'000, false, 5);
-  std::size_t at = 24;
-  for (std::size_t i = 0; i < 15'000; ++i) at += 16 + f.lens[i];
+  BigCapture f = big_pcap(false, 20'000, false, 5);
+  const std::size_t at = f.offsets[15'000] - 16;
   f.bytes[at + 8] = 0xff;  // record 15,000's length: 0x??ffffff
   f.bytes[at + 11] = 0x7f;
   std::string err;
   const auto got = read_all(f.bytes, 256, &err);
   EXPECT_EQ(got.size(), 15'000u);
   EXPECT_EQ(offset_in(err), at) << err;
+}
+
+TEST(CaptureParser, PcapngCorruptBlockFarIntoTheFile) {
+  BigCapture f = big_pcapng(false, 20'000, false, 3);
+  const std::size_t at = f.offsets[15'000] - 28;
+  f.bytes[at + 4] = 0x0d;  // block 15,000's length: no longer a multiple of 4
+  std::string err;
+  const auto got = read_all(f.bytes, 256, &err);
+  EXPECT_EQ(got.size(), 15'000u);
+  EXPECT_EQ(offset_in(err), at) << err;
+  EXPECT_NE(err.find("bad block length"), std::string::npos) << err;
 }
 
 TEST(CaptureParser, PcapngCorruptBlocks) {
