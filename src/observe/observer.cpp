@@ -201,6 +201,10 @@ struct Observer::Impl {
   // flow takes).
   bool quick_ok = true;
   bool quick_tcp_completion = false;
+  void add(std::vector<PacketFn>& chain, PacketFn fn) {
+    chain.push_back(std::move(fn));
+    chains_changed();
+  }
   void chains_changed() noexcept {
     using Plain = Verdict (*)(FlowRecord&, const PacketView&, bool);
     auto builtin = [](const PacketFn& fn) {
@@ -502,26 +506,11 @@ Observer::Observer(Observer&&) noexcept = default;
 Observer& Observer::operator=(Observer&&) noexcept = default;
 
 void Observer::add_new_flow(NewFlowFn f) { impl_->new_flow.push_back(std::move(f)); }
-void Observer::add_ip4(PacketFn f) {
-  impl_->ip4.push_back(std::move(f));
-  impl_->chains_changed();
-}
-void Observer::add_ip6(PacketFn f) {
-  impl_->ip6.push_back(std::move(f));
-  impl_->chains_changed();
-}
-void Observer::add_tcp(PacketFn f) {
-  impl_->tcp.push_back(std::move(f));
-  impl_->chains_changed();
-}
-void Observer::add_udp(PacketFn f) {
-  impl_->udp.push_back(std::move(f));
-  impl_->chains_changed();
-}
-void Observer::add_l4(PacketFn f) {
-  impl_->l4.push_back(std::move(f));
-  impl_->chains_changed();
-}
+void Observer::add_ip4(PacketFn f) { impl_->add(impl_->ip4, std::move(f)); }
+void Observer::add_ip6(PacketFn f) { impl_->add(impl_->ip6, std::move(f)); }
+void Observer::add_tcp(PacketFn f) { impl_->add(impl_->tcp, std::move(f)); }
+void Observer::add_udp(PacketFn f) { impl_->add(impl_->udp, std::move(f)); }
+void Observer::add_l4(PacketFn f) { impl_->add(impl_->l4, std::move(f)); }
 
 void Observer::add_field(std::size_t slot, std::string name) {
   if (slot >= std::tuple_size_v<decltype(FlowRecord::user)>)

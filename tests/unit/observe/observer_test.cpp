@@ -667,6 +667,46 @@ TEST(Observer, ChainsSeeEveryPacketAndAnyCompleteCompletes) {
   EXPECT_EQ(h.out[0].pkt_fwd, 2u);
 }
 
+// on_packets() counts the packets of known flows on a fast path while no chain needs to see
+// them; a chain added to any layer (or next to the built-in TCP completion) sees every one.
+TEST(Observer, BatchesRunEveryChainOnEveryPacket) {
+  std::vector<Bytes> frames;
+  for (int i = 0; i < 40; ++i) {
+    frames.push_back(tcp_frame(kA, 1000, kB, 80, kAck, 10));
+    frames.push_back(udp_frame(kB, 53, kA, 2000, 10));
+    frames.push_back(udp_frame(v6(1), 53, v6(2), 2000, 10, {7}));
+  }
+  std::vector<FrameRef> refs;
+  for (std::size_t i = 0; i < frames.size(); ++i)
+    refs.push_back({static_cast<Nanos>(i) * kMs, std::as_bytes(std::span(frames[i]))});
+  enum Where { kIp4, kIp6, kTcp, kUdp, kTcpWithBuiltin };
+  for (const Where where : {kIp4, kIp6, kTcp, kUdp, kTcpWithBuiltin}) {
+    Harness h;
+    int calls = 0;
+    PacketFn fn = [&](FlowRecord&, const PacketView&, bool) {
+      ++calls;
+      return Verdict::kContinue;
+    };
+    switch (where) {
+      case kIp4: h.obs.add_ip4(fn); break;
+      case kIp6: h.obs.add_ip6(fn); break;
+      case kTcp: h.obs.add_tcp(fn); break;
+      case kUdp: h.obs.add_udp(fn); break;
+      case kTcpWithBuiltin:
+        h.obs.add_tcp(tcp_complete_on_fin_or_rst);
+        h.obs.add_tcp(fn);
+        break;
+    }
+    h.obs.on_packets(LinkType::kEthernet, std::span(refs).first(60));
+    h.obs.on_packets(LinkType::kEthernet, std::span(refs).subspan(60));
+    const int want = where == kIp4 ? 80 : where == kUdp ? 80 : 40;
+    EXPECT_EQ(calls, want) << "chain " << where;
+    h.obs.finish();
+    ASSERT_EQ(h.out.size(), 3u);
+    for (const auto& r : h.out) EXPECT_EQ(r.pkt_fwd, 40u);
+  }
+}
+
 TEST(Observer, FieldsNameUserSlots) {
   Harness h;
   h.obs.add_field(2, "syn_seen");
