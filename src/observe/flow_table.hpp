@@ -138,9 +138,10 @@ class FlowTable {
     rev = !fwd;
   }
 
-  // The first of two slots whose hash is h (idx1, or 0 for none), by masks: whether the
-  // home slot or the next one holds a packet's flow is a coin toss a branch would miss.
-  static std::uint32_t candidate(Slot a, Slot b, std::uint32_t h) noexcept {
+  // The first of the home slot and the next one whose hash is h (idx1, or 0 for none), by
+  // masks: which of the two holds a packet's flow is a coin toss a branch would miss.
+  std::uint32_t candidate(std::size_t home, std::uint32_t h) const noexcept {
+    const Slot a = slots_[home], b = slots_[home + 1 == nslots_ ? 0 : home + 1];
     const std::uint32_t in_a = 0u - static_cast<std::uint32_t>(a.hash == h);
     const std::uint32_t in_b = (0u - static_cast<std::uint32_t>(b.hash == h)) & ~in_a;
     return (a.idx1 & in_a) | (b.idx1 & in_b);
@@ -153,8 +154,7 @@ class FlowTable {
     // Nearly always the flow is in the home slot or the next one (load <= 0.5): tried first
     // without a branch on which; a slot can hold h only if the home slot is occupied (same
     // hash, same home), so an empty home slot gives 0. Otherwise, the probe sequence.
-    if (const std::uint32_t c = candidate(slots_[i], slots_[i + 1 == nslots_ ? 0 : i + 1], h);
-        c != 0) {
+    if (const std::uint32_t c = candidate(i, h); c != 0) {
       match(flows_[c - 1], k, found, rev);
       if (found) [[likely]]
         return {c - 1, true, rev};
@@ -180,9 +180,7 @@ class FlowTable {
   // varies unpredictably from packet to packet. A prefetch of a wrong place (no match: the
   // "flow" before the first) costs a line, never a fault.
   void prefetch_indexed(std::uint32_t h) const noexcept {
-    const std::size_t i = reduce(h, nslots_);
-    const std::size_t j = i + 1 == nslots_ ? 0 : i + 1;
-    prefetch_flow(static_cast<std::size_t>(candidate(slots_[i], slots_[j], h)) - 1);
+    prefetch_flow(static_cast<std::size_t>(candidate(reduce(h, nslots_), h)) - 1);
     // GCC deletes code whose only effects are prefetches: an empty volatile asm is an effect
     // it must keep.
     asm volatile("");
