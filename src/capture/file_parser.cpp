@@ -216,32 +216,54 @@ void CaptureParser::walk_ahead(std::size_t pos) {
                                          : find_record(from + k * kSegment, stop[k], ref_sec);
   }
   // Round robin: one record per lane per turn, the loads of a turn independent of each other.
-  for (bool busy = true; busy;) {
-    busy = false;
-    for (std::size_t k = 0; k < lanes; ++k) {
-      const std::size_t p = at[k];
-      if (p >= stop[k]) continue;
-      if (end - p < header) {
-        at[k] = end;
-        continue;
-      }
-      busy = true;
-      __builtin_prefetch(base_ + p + 64);
-      lane_buf_[k * kPerLane + count[k]++] = p;
-      if (pcapng_) {
-        const std::uint32_t len = u32(p + 4);
-        at[k] = u32(p) == kShb || len < kBlockHeader || len % 4 != 0 ? end : p + len;
-      } else {
-        const std::uint32_t caplen = u32(p + 8);
-        at[k] = caplen > kMaxFrame ? end : p + kPcapRecord + caplen;
+  // Instantiated per format and byte order, so that a step is a load, a check and an add.
+  auto walk = [&]<bool kNg, bool kSwap>() {
+    auto load = [&](std::size_t o) {
+      std::uint32_t v;
+      std::memcpy(&v, base_ + o, 4);
+      return kSwap ? __builtin_bswap32(v) : v;
+    };
+    std::array<std::size_t*, kLanes> out{};
+    for (std::size_t k = 0; k < lanes; ++k) out[k] = lane_buf_.get() + k * kPerLane;
+    for (bool busy = true; busy;) {
+      busy = false;
+      for (std::size_t k = 0; k < lanes; ++k) {
+        const std::size_t p = at[k];
+        if (p >= stop[k]) continue;
+        if (end - p < header) [[unlikely]] {
+          at[k] = end;
+          continue;
+        }
+        busy = true;
+        __builtin_prefetch(base_ + p + 64);
+        *out[k]++ = p;
+        if constexpr (kNg) {
+          const std::uint32_t len = load(p + 4);
+          at[k] = load(p) == kShb || len < kBlockHeader || len % 4 != 0 ? end : p + len;
+        } else {
+          const std::uint32_t caplen = load(p + 8);
+          at[k] = caplen > kMaxFrame ? end : p + kPcapRecord + caplen;
+        }
       }
     }
+    for (std::size_t k = 0; k < lanes; ++k)
+      count[k] = static_cast<std::size_t>(out[k] - (lane_buf_.get() + k * kPerLane));
+  };
+  if (pcapng_) {
+    swap_ ? walk.template operator()<true, true>() : walk.template operator()<true, false>();
+  } else {
+    swap_ ? walk.template operator()<false, true>() : walk.template operator()<false, false>();
   }
+  // The queue: what the reader has not taken yet, then the new places, then kQueuePad
+  // places that match no record, so that record_at() needs no bound check.
+  ahead_.resize(ahead_end_);
   ahead_.erase(ahead_.begin(), ahead_.begin() + static_cast<std::ptrdiff_t>(ahead_next_));
   ahead_next_ = 0;
   for (std::size_t k = 0; k < lanes; ++k)
     ahead_.insert(ahead_.end(), lane_buf_.get() + k * kPerLane,
                   lane_buf_.get() + k * kPerLane + count[k]);
+  ahead_end_ = ahead_.size();
+  ahead_.resize(ahead_end_ + kQueuePad, kNoRecord);
   walked_ = lanes == 0 ? end : stop[lanes - 1];
   walk_next_ = lanes == 0 || at[lanes - 1] >= end ? kNoRecord : at[lanes - 1];
 }
@@ -249,18 +271,19 @@ void CaptureParser::walk_ahead(std::size_t pos) {
 // The place of the record at `pos` for the reader to load from: the look-ahead's queued
 // place when it is pos, pos itself otherwise (queued places before pos dropped).
 [[gnu::always_inline]] inline std::size_t CaptureParser::record_at(std::size_t pos) noexcept {
-  if (ahead_next_ < ahead_.size()) [[likely]] {
-    // The lanes' lines may have left the nearer caches since: asked for again, ahead.
-    if (ahead_next_ + kReadAhead < ahead_.size())
-      __builtin_prefetch(base_ + ahead_[ahead_next_ + kReadAhead]);
-    const std::size_t q = ahead_[ahead_next_];
-    if (q == pos) [[likely]] {
-      ++ahead_next_;
-      return q;
-    }
+  static_assert(kQueuePad > kReadAhead);
+  // The lanes' lines may have left the nearer caches since: asked for again, ahead (past
+  // the end of the queue, a padding place: a prefetch of a wrong address never faults).
+  __builtin_prefetch(base_ + ahead_[ahead_next_ + kReadAhead]);
+  const std::size_t q = ahead_[ahead_next_];
+  if (q == pos) [[likely]] {
+    ++ahead_next_;
+    return q;
+  }
+  if (ahead_next_ < ahead_end_) {
     ++lookahead_misses_;
-    while (ahead_next_ < ahead_.size() && ahead_[ahead_next_] < pos) ++ahead_next_;
-    if (ahead_next_ < ahead_.size() && ahead_[ahead_next_] == pos) ++ahead_next_;
+    while (ahead_next_ < ahead_end_ && ahead_[ahead_next_] < pos) ++ahead_next_;
+    if (ahead_next_ < ahead_end_ && ahead_[ahead_next_] == pos) ++ahead_next_;
   }
   return pos;
 }
@@ -268,34 +291,45 @@ void CaptureParser::walk_ahead(std::size_t pos) {
 std::size_t CaptureParser::pcap_batch(std::span<observe::FrameRef> frames, observe::LinkType& link,
                                       std::uint32_t* wire) {
   link = link_;
+  // Once per batch (a batch is far shorter than kWalkLow).
+  if (walked_ < size_ && walked_ < pos_ + kWalkLow && size_ - pos_ >= kPcapRecord) walk_ahead(pos_);
+  return swap_ ? pcap_records<true>(frames, wire) : pcap_records<false>(frames, wire);
+}
+
+template <bool kSwap>
+std::size_t CaptureParser::pcap_records(std::span<observe::FrameRef> frames, std::uint32_t* wire) {
+  auto load = [b = base_](std::size_t at) {
+    std::uint32_t v;
+    std::memcpy(&v, b + at, 4);
+    return kSwap ? __builtin_bswap32(v) : v;
+  };
   std::size_t n = 0;
   std::size_t pos = pos_;
   const std::size_t end = size_;
+  const std::int64_t frac_ns = frac_ns_;
   while (n < frames.size() && pos != end) {
-    if (walked_ < end && walked_ < pos + kWalkLow && end - pos >= kPcapRecord) [[unlikely]]
-      walk_ahead(pos);
     // Loaded from the queued place, which does not wait for the record before to be read
     // (the compiler must not use pos instead, equal as it is).
     std::size_t at = record_at(pos);
     asm("" : "+r"(at));
-    if (end - at < kPcapRecord) {
+    if (end - at < kPcapRecord) [[unlikely]] {
       corrupt(at, fmt::format("truncated record header ({} of {} bytes)", end - at, kPcapRecord));
       break;
     }
-    const std::uint32_t sec = u32(at), frac = u32(at + 4), caplen = u32(at + 8);
-    if (caplen > kMaxFrame) {
+    const std::uint32_t sec = load(at), frac = load(at + 4), caplen = load(at + 8);
+    if (caplen > kMaxFrame) [[unlikely]] {
       corrupt(at,
               fmt::format("record length {} is not plausible (garbage record header?)", caplen));
       break;
     }
-    if (caplen > end - at - kPcapRecord) {
+    if (caplen > end - at - kPcapRecord) [[unlikely]] {
       corrupt(at, fmt::format("truncated record: {} bytes of frame announced, {} left", caplen,
                               end - at - kPcapRecord));
       break;
     }
-    if (wire) wire[n] = u32(at + 12);
+    if (wire) wire[n] = load(at + 12);
     frames[n].ts_ns =
-        static_cast<std::int64_t>(sec) * 1'000'000'000 + static_cast<std::int64_t>(frac) * frac_ns_;
+        static_cast<std::int64_t>(sec) * 1'000'000'000 + static_cast<std::int64_t>(frac) * frac_ns;
     frames[n].frame = {reinterpret_cast<const std::byte*>(base_ + at + kPcapRecord), caplen};
     ++n;
     pos = at + kPcapRecord + caplen;

@@ -147,7 +147,7 @@ class FlowTable {
     return (a.idx1 & in_a) | (b.idx1 & in_b);
   }
 
-  Hit find(const PacketKey& k) const noexcept {
+  [[gnu::always_inline]] Hit find(const PacketKey& k) const noexcept {
     const std::uint32_t h = k.hash;
     std::size_t i = reduce(h, nslots_);
     bool found, rev;
@@ -178,12 +178,28 @@ class FlowTable {
   // The flow is looked for in the home slot and the next one only (at load <= 0.5 that is
   // where nearly every flow sits), and without a branch: the number of slots to look at
   // varies unpredictably from packet to packet. A prefetch of a wrong place (no match: the
-  // "flow" before the first) costs a line, never a fault.
-  void prefetch_indexed(std::uint32_t h) const noexcept {
-    prefetch_flow(static_cast<std::size_t>(candidate(reduce(h, nslots_), h)) - 1);
+  // "flow" before the first) costs a line, never a fault. Returns the candidate (flow index
+  // + 1, 0 for none) for active_match().
+  std::uint32_t prefetch_indexed(std::uint32_t h) const noexcept {
+    const std::uint32_t c = candidate(reduce(h, nslots_), h);
+    prefetch_flow(static_cast<std::size_t>(c) - 1);
     // GCC deletes code whose only effects are prefetches: an empty volatile asm is an effect
     // it must keep.
     asm volatile("");
+    return c;
+  }
+
+  // Is candidate c (from prefetch_indexed(), maybe some packets ago) an active flow, not
+  // waiting for its next part, whose key is k? Then it is k's flow, whatever the index did
+  // since: a flow keeps its place while it lives, at most one live flow has a given key, and
+  // a freed place keeps its old key but not an active state. `rev` is the packet's
+  // direction. False: no conclusion (the caller looks k up with find()).
+  [[gnu::always_inline]] bool active_match(std::uint32_t c, const PacketKey& k,
+                                           bool& rev) const noexcept {
+    const Flow& f = flows_[c - 1 + (c == 0)];  // c == 0: any place, rejected below
+    bool found;
+    match(f, k, found, rev);
+    return (found & (c != 0) & (f.state == FlowState::kActive) & !(f.bits & kFlowPending)) != 0;
   }
 
   // A free flow (state still kFree): `hint` if free, else the lowest free one from the

@@ -192,6 +192,7 @@ struct Observer::Impl {
     bool quick;
     bool keyed;  // q.key valid (quick, or decoded and not a fragment)
     DecodeError err;
+    std::uint32_t cand;  // FlowTable::prefetch_indexed() of q.key (quick only)
     PacketView view;
   };
   std::array<Ahead, kAhead> ahead;
@@ -232,11 +233,12 @@ struct Observer::Impl {
       } else {
         decode_full(link, frame, a);
       }
+      a.cand = 0;
       if (a.keyed) table.prefetch_index(a.q.key.hash);
     };
     auto resolve_ahead = [&](std::size_t j) {
-      const Ahead& a = ahead[j % kAhead];
-      if (a.keyed) table.prefetch_indexed(a.q.key.hash);
+      Ahead& a = ahead[j % kAhead];
+      if (a.keyed) a.cand = table.prefetch_indexed(a.q.key.hash);
     };
     for (std::size_t j = 0; j < std::min(n, kAhead); ++j) decode_ahead(j);
     for (std::size_t j = 0; j < std::min(n, kResolve); ++j) resolve_ahead(j);
@@ -247,7 +249,7 @@ struct Observer::Impl {
       Ahead& a = ahead[i % kAhead];
       const Nanos now = tick(frames[i].ts_ns);
       if (a.quick) [[likely]] {
-        if (!quick_account(a.q, now)) {  // anything but a packet of an active flow
+        if (!quick_account(a.q, a.cand, now)) {  // anything but a packet of an active flow
           a.err = decode_packet(link, frames[i].frame, a.view);
           if (decoded(a.err)) process(a.view, now, &a.q.key);
         }
@@ -267,20 +269,22 @@ struct Observer::Impl {
   }
 
   // account() for a quick-decoded packet of an active flow (no chain but the built-in TCP
-  // completion); false, having changed nothing, for anything else: no flow yet, a completed
-  // one, a continuation part's first packet.
-  [[gnu::always_inline]] bool quick_account(const QuickPacket& q, Nanos now) noexcept {
-    const FlowTable::Hit hit = table.find(q.key);
-    if (!hit.found) return false;
-    Flow& f = table.flow(hit.idx);
-    if (f.state != FlowState::kActive || (f.bits & kFlowPending)) return false;
-    FlowRecord& r = f.rec;
-    count(r, hit.rev, q.ip_length, q.tcp_flags, now);
+  // completion), found through the candidate the look-ahead took from the index; false,
+  // having changed nothing, for anything else: no flow yet, a completed one, a continuation
+  // part's first packet, a flow the candidate does not name.
+  [[gnu::always_inline]] bool quick_account(const QuickPacket& q, std::uint32_t cand,
+                                            Nanos now) noexcept {
+    bool rev;
+    if (!table.active_match(cand, q.key, rev)) [[unlikely]]
+      return false;
+    const std::uint32_t idx = cand - 1;
+    FlowRecord& r = table.flow(idx).rec;
+    count(r, rev, q.ip_length, q.tcp_flags, now);
     // The built-in TCP completion (RST, or FIN from both sides), without a branch on the
     // protocol: only the rare completion branches.
     const unsigned ends = (q.tcp_flags & kTcpRst) | (r.tcp_flags_fwd & r.tcp_flags_rev & kTcpFin);
     if ((quick_tcp_completion & (q.key.proto == kProtoTcp) & (ends != 0)) != 0) [[unlikely]]
-      complete(hit.idx, now);
+      complete(idx, now);
     return true;
   }
 

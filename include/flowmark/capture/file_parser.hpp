@@ -72,6 +72,8 @@ class CaptureParser {
   std::uint16_t u16(std::size_t at) const noexcept;
   std::size_t pcap_batch(std::span<observe::FrameRef> frames, observe::LinkType& link,
                          std::uint32_t* wire);
+  template <bool kSwap>
+  std::size_t pcap_records(std::span<observe::FrameRef> frames, std::uint32_t* wire);
   std::size_t pcapng_batch(std::span<observe::FrameRef> frames, observe::LinkType& link,
                            std::uint32_t* wire);
   // pcap: a record's second fraction is below this (10^6 µs, 10^9 ns).
@@ -92,8 +94,11 @@ class CaptureParser {
   // the last lane's chain went on from there (kNoRecord: unknown).
   static constexpr std::size_t kNoRecord = ~std::size_t{0};
   std::size_t walked_ = 0, walk_next_ = kNoRecord;
-  std::vector<std::size_t> ahead_;  // record places the lanes found, in file order
-  std::size_t ahead_next_ = 0;      // the next of them for the reader
+  // Record places the lanes found, in file order: [ahead_next_, ahead_end_) not taken yet,
+  // then kQueuePad places of kNoRecord.
+  static constexpr std::size_t kQueuePad = 17;
+  std::vector<std::size_t> ahead_ = std::vector<std::size_t>(kQueuePad, kNoRecord);
+  std::size_t ahead_next_ = 0, ahead_end_ = 0;
   std::uint64_t lookahead_misses_ = 0;
   std::unique_ptr<std::size_t[]> lane_buf_;
   std::string name_;
