@@ -52,11 +52,14 @@ struct PacketKey {
   std::uint64_t tail_fwd = 0;  // sp | dp << 16 | proto << 32 | version << 40 | vlan << 48
   std::uint64_t tail_rev = 0;  // the same with the ports swapped
   std::uint32_t hash = 0;      // of the canonical key: both directions hash alike
-  std::uint16_t sport = 0, dport = 0;
-  std::uint16_t vlan = 0;  // 0 unless the table keys on the VLAN
-  std::uint8_t proto = 0;
-  std::uint8_t flags = 0;  // kKeyV6 | kKeyPortless
+  std::uint8_t flags = 0;      // kKeyV6 | kKeyPortless
 
+  // Ports, protocol and VLAN (0 unless the table keys on it) are read from tail_fwd: the
+  // key is written once per packet, with as few stores as it can.
+  std::uint16_t sport() const noexcept { return static_cast<std::uint16_t>(tail_fwd); }
+  std::uint16_t dport() const noexcept { return static_cast<std::uint16_t>(tail_fwd >> 16); }
+  std::uint8_t proto() const noexcept { return static_cast<std::uint8_t>(tail_fwd >> 32); }
+  std::uint16_t vlan() const noexcept { return static_cast<std::uint16_t>(tail_fwd >> 48); }
   bool v6() const noexcept { return flags & kKeyV6; }
   bool portless() const noexcept { return flags & kKeyPortless; }
   friend bool operator==(const PacketKey&, const PacketKey&) = default;
@@ -75,7 +78,7 @@ static_assert(sizeof(FlowKey) == 40);
 inline bool src_is_low(const PacketKey& k) noexcept {
   if (k.src.w0 != k.dst.w0) return k.src.w0 < k.dst.w0;
   if (k.src.w1 != k.dst.w1) return k.src.w1 < k.dst.w1;
-  return k.sport <= k.dport;
+  return k.sport() <= k.dport();
 }
 
 inline FlowKey canonical(const PacketKey& k) noexcept {
@@ -83,10 +86,10 @@ inline FlowKey canonical(const PacketKey& k) noexcept {
   const bool low = src_is_low(k);
   f.lo = low ? k.src : k.dst;
   f.hi = low ? k.dst : k.src;
-  f.lo_port = low ? k.sport : k.dport;
-  f.hi_port = low ? k.dport : k.sport;
-  f.vlan = k.vlan;
-  f.proto = k.proto;
+  f.lo_port = low ? k.sport() : k.dport();
+  f.hi_port = low ? k.dport() : k.sport();
+  f.vlan = k.vlan();
+  f.proto = k.proto();
   f.flags = k.flags;
   return f;
 }
@@ -128,10 +131,6 @@ inline PacketKey make_key(const AddrWords& src, const AddrWords& dst, std::uint1
   PacketKey k;
   k.src = src;
   k.dst = dst;
-  k.sport = sport;
-  k.dport = dport;
-  k.vlan = vlan;
-  k.proto = proto;
   k.flags = flags;
   const std::uint64_t rest = std::uint64_t{proto} << 32 |
                              std::uint64_t{(flags & kKeyV6) ? 6u : 4u} << 40 |

@@ -222,7 +222,7 @@ struct Observer::Impl {
     // through (a capture file read from memory): the look-ahead pays at every size.
     const std::size_t n = frames.size();
     const bool try_quick = quick_ok;
-    auto decode_ahead = [&](std::size_t j) {
+    auto decode_ahead = [&](std::size_t j) __attribute__((always_inline)) {
       Ahead& a = ahead[j % kAhead];
       const auto frame = frames[j].frame;
       a.quick = try_quick &&
@@ -283,7 +283,7 @@ struct Observer::Impl {
     // The built-in TCP completion (RST, or FIN from both sides), without a branch on the
     // protocol: only the rare completion branches.
     const unsigned ends = (q.tcp_flags & kTcpRst) | (r.tcp_flags_fwd & r.tcp_flags_rev & kTcpFin);
-    if ((quick_tcp_completion & (q.key.proto == kProtoTcp) & (ends != 0)) != 0) [[unlikely]]
+    if ((quick_tcp_completion & (q.key.proto() == kProtoTcp) & (ends != 0)) != 0) [[unlikely]]
       complete(idx, now);
     return true;
   }
@@ -386,7 +386,7 @@ struct Observer::Impl {
         static_cast<std::uint8_t>((outer.flags & kKeyV6) | (q.has_ports ? 0 : kKeyPortless));
     const PacketKey k = detail::make_key(detail::load_addr(q.src, v6), detail::load_addr(q.dst, v6),
                                          q.has_ports ? q.sport : 0, q.has_ports ? q.dport : 0,
-                                         outer.vlan, q.proto, flags);
+                                         outer.vlan(), q.proto, flags);
     const auto hit = table.find(k);
     if (!hit.found) return;
     ++table.flow(hit.idx).rec.icmp_errors;
@@ -400,7 +400,7 @@ struct Observer::Impl {
     bool rev = false;
     if (hit.found) {
       Flow& f = table.flow(hit.idx);
-      if (f.state == FlowState::kExpiring && k.proto == kProtoTcp &&
+      if (f.state == FlowState::kExpiring && k.proto() == kProtoTcp &&
           (p.tcp_flags & (kTcpSyn | kTcpAck)) == kTcpSyn) {
         // A new connection on the 5-tuple of a completed one: the old record goes out as
         // it is and this SYN starts a new one.
@@ -436,7 +436,7 @@ struct Observer::Impl {
     for (const auto& fn : p.ip_version == 6 ? ip6 : ip4)
       done |= fn(r, p, rev) == Verdict::kComplete;
     if (!later_fragment) {
-      const auto& chain = k.proto == kProtoTcp ? tcp : k.proto == kProtoUdp ? udp : l4;
+      const auto& chain = k.proto() == kProtoTcp ? tcp : k.proto() == kProtoUdp ? udp : l4;
       for (const auto& fn : chain) done |= fn(r, p, rev) == Verdict::kComplete;
     }
     if (done && f.state == FlowState::kActive) complete(idx, now);
@@ -448,9 +448,9 @@ struct Observer::Impl {
     FlowRecord init;
     init.sip = detail::make_address(k.src, k.v6());
     init.dip = detail::make_address(k.dst, k.v6());
-    init.sp = k.sport;
-    init.dp = k.dport;
-    init.proto = k.proto;
+    init.sp = k.sport();
+    init.dp = k.dport();
+    init.proto = k.proto();
     init.ip_version = k.v6() ? 6 : 4;
     init.vlan = p.vlan_count > 0 ? p.vlan[0] : 0;
     init.first = init.last = now;

@@ -146,8 +146,8 @@ TEST(QuickDecode, TheVlanIsInTheKeyOnlyWhenAsked) {
   QuickPacket plain, keyed;
   ASSERT_TRUE(quick_decode(LinkType::kEthernet, f.data(), f.size(), false, plain));
   ASSERT_TRUE(quick_decode(LinkType::kEthernet, f.data(), f.size(), true, keyed));
-  EXPECT_EQ(plain.key.vlan, 0);
-  EXPECT_EQ(keyed.key.vlan, 0x0123 + 0x8100 % 7);
+  EXPECT_EQ(plain.key.vlan(), 0);
+  EXPECT_EQ(keyed.key.vlan(), 0x0123 + 0x8100 % 7);
   EXPECT_NE(plain.key.hash, keyed.key.hash);
 }
 
