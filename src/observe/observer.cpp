@@ -4,6 +4,9 @@
 #include "flowmark/observe/observer.hpp"
 
 #include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstring>
 #include <stdexcept>
 #include <utility>
 
@@ -279,26 +282,36 @@ struct Observer::Impl {
       return false;
     const std::uint32_t idx = cand - 1;
     FlowRecord& r = table.flow(idx).rec;
-    count(r, rev, q.ip_length, q.tcp_flags, now);
+    const unsigned both = count(r, rev, q.ip_length, q.tcp_flags, now);
     // The built-in TCP completion (RST, or FIN from both sides), without a branch on the
     // protocol: only the rare completion branches.
-    const unsigned ends = (q.tcp_flags & kTcpRst) | (r.tcp_flags_fwd & r.tcp_flags_rev & kTcpFin);
+    const unsigned ends = (q.tcp_flags & kTcpRst) | (both & (both >> 8) & kTcpFin);
     if ((quick_tcp_completion & (q.key.proto() == kProtoTcp) & (ends != 0)) != 0) [[unlikely]]
       complete(idx, now);
     return true;
   }
 
-  // The built-in counting, without a branch on the direction (see FlowTable::match).
-  [[gnu::always_inline]] static void count(FlowRecord& r, bool rev, std::uint32_t ip_length,
-                                           std::uint8_t tcp_flags, Nanos now) noexcept {
+  // The built-in counting, without a branch on the direction (see FlowTable::match). The
+  // two flag bytes are one 16-bit word (forward low): the packet's flags are shifted into
+  // their half. Returns that word after the packet.
+  static_assert(offsetof(FlowRecord, tcp_flags_rev) == offsetof(FlowRecord, tcp_flags_fwd) + 1);
+  [[gnu::always_inline]] static unsigned count(FlowRecord& r, bool rev, std::uint32_t ip_length,
+                                               std::uint8_t tcp_flags, Nanos now) noexcept {
     const std::uint64_t back = rev, m = 0 - back;
     r.pkt_fwd += 1 - back;
     r.pkt_rev += back;
     r.oct_fwd += ip_length & ~m;
     r.oct_rev += ip_length & m;
-    r.tcp_flags_fwd |= static_cast<std::uint8_t>(tcp_flags & ~m);
-    r.tcp_flags_rev |= static_cast<std::uint8_t>(tcp_flags & m);
+    std::uint16_t flags;
+    std::memcpy(&flags, &r.tcp_flags_fwd, 2);
+    if constexpr (std::endian::native == std::endian::little) {
+      flags = static_cast<std::uint16_t>(flags | unsigned{tcp_flags} << (8 * back));
+    } else {
+      flags = static_cast<std::uint16_t>(flags | unsigned{tcp_flags} << (8 - 8 * back));
+    }
+    std::memcpy(&r.tcp_flags_fwd, &flags, 2);
     r.last = now;
+    return flags;
   }
 
   void complete(std::uint32_t idx, Nanos now) noexcept {
