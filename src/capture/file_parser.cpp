@@ -273,8 +273,10 @@ void CaptureParser::walk_ahead(std::size_t pos) {
 [[gnu::always_inline]] inline std::size_t CaptureParser::record_at(std::size_t pos) noexcept {
   static_assert(kQueuePad > kReadAhead);
   // The lanes' lines may have left the nearer caches since: asked for again, ahead (past
-  // the end of the queue, a padding place: a prefetch of a wrong address never faults).
-  __builtin_prefetch(base_ + ahead_[ahead_next_ + kReadAhead]);
+  // the end of the queue, a padding place: a prefetch of a wrong address never faults; the
+  // address is computed in integers, where kNoRecord wraps without undefined behaviour).
+  __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(base_) +
+                                                   ahead_[ahead_next_ + kReadAhead]));
   const std::size_t q = ahead_[ahead_next_];
   if (q == pos) [[likely]] {
     ++ahead_next_;
