@@ -125,19 +125,26 @@ inline std::uint32_t hash_key(const FlowKey& k) noexcept {
   return hash_flow(k.lo, k.lo_port, k.hi, k.hi_port, k.vlan, k.proto, k.flags);
 }
 
-inline PacketKey make_key(const AddrWords& src, const AddrWords& dst, std::uint16_t sport,
-                          std::uint16_t dport, std::uint16_t vlan, std::uint8_t proto,
-                          std::uint8_t flags) noexcept {
-  PacketKey k;
-  k.src = src;
-  k.dst = dst;
+// make_key() for a key whose addresses are already in place (written straight from the
+// packet: no copy through temporaries).
+inline void finish_key(PacketKey& k, std::uint16_t sport, std::uint16_t dport, std::uint16_t vlan,
+                       std::uint8_t proto, std::uint8_t flags) noexcept {
   k.flags = flags;
   const std::uint64_t rest = std::uint64_t{proto} << 32 |
                              std::uint64_t{(flags & kKeyV6) ? 6u : 4u} << 40 |
                              std::uint64_t{vlan} << 48;
   k.tail_fwd = std::uint64_t{sport} | std::uint64_t{dport} << 16 | rest;
   k.tail_rev = std::uint64_t{dport} | std::uint64_t{sport} << 16 | rest;
-  k.hash = hash_flow(src, sport, dst, dport, vlan, proto, flags);
+  k.hash = hash_flow(k.src, sport, k.dst, dport, vlan, proto, flags);
+}
+
+inline PacketKey make_key(const AddrWords& src, const AddrWords& dst, std::uint16_t sport,
+                          std::uint16_t dport, std::uint16_t vlan, std::uint8_t proto,
+                          std::uint8_t flags) noexcept {
+  PacketKey k;
+  k.src = src;
+  k.dst = dst;
+  finish_key(k, sport, dport, vlan, proto, flags);
   return k;
 }
 

@@ -65,7 +65,8 @@ inline std::uint16_t be16(const std::uint8_t* p) noexcept {
   const std::size_t avail = n - off;
   std::size_t l4, end;
   std::uint8_t proto, flags;
-  AddrWords src, dst;
+  // The addresses go straight into the key.
+  AddrWords &src = q.key.src, &dst = q.key.dst;
   if (type == 0x0800) {
     if (avail < 20 || ip[0] >> 4 != 4) return false;
     const std::size_t ihl = std::size_t{ip[0] & 0x0fu} * 4;
@@ -73,6 +74,7 @@ inline std::uint16_t be16(const std::uint8_t* p) noexcept {
     // Header length, total length, not a fragment (flags MF and offset clear).
     if (ihl < 20 || ihl > avail || total < ihl || (be16(ip + 6) & 0x3fff) != 0) return false;
     proto = ip[9];
+    src.w0 = src.w1 = dst.w0 = dst.w1 = 0;  // IPv4: four bytes, zeroes after them
     std::memcpy(&src.w0, ip + 12, 4);
     std::memcpy(&dst.w0, ip + 16, 4);
     q.ip_length = total;
@@ -103,7 +105,7 @@ inline std::uint16_t be16(const std::uint8_t* p) noexcept {
   const std::uint8_t offset = t[12u * tcp], tcp_flags = t[13u * tcp];
   if (tcp & (offset >> 4 < 5)) return false;
   q.tcp_flags = static_cast<std::uint8_t>(tcp_flags & (tcp ? 0xff : 0));
-  q.key = make_key(src, dst, be16(t), be16(t + 2), vlan, proto, flags);
+  finish_key(q.key, be16(t), be16(t + 2), vlan, proto, flags);
   return true;
 }
 
