@@ -278,9 +278,12 @@ struct Observer::Impl {
   [[gnu::always_inline]] bool quick_account(const QuickPacket& q, std::uint32_t cand,
                                             Nanos now) noexcept {
     bool rev;
-    if (!table.active_match(cand, q.key, rev)) [[unlikely]]
-      return false;
-    const std::uint32_t idx = cand - 1;
+    std::uint32_t idx = cand - 1;
+    if (!table.active_match(cand, q.key, rev)) [[unlikely]] {
+      // Not where the look-ahead looked (beyond the next slot, or moved since): a lookup.
+      idx = find_active(q.key, rev);
+      if (idx == kNil) return false;
+    }
     FlowRecord& r = table.flow(idx).rec;
     const unsigned both = count(r, rev, q.ip_length, q.tcp_flags, now);
     // The built-in TCP completion (RST, or FIN from both sides), without a branch on the
@@ -289,6 +292,17 @@ struct Observer::Impl {
     if ((quick_tcp_completion & (q.key.proto() == kProtoTcp) & (ends != 0)) != 0) [[unlikely]]
       complete(idx, now);
     return true;
+  }
+
+  // The flow of k if it is active and not waiting for its next part (rev: the packet's
+  // direction), else kNil.
+  [[gnu::noinline]] std::uint32_t find_active(const PacketKey& k, bool& rev) noexcept {
+    const FlowTable::Hit hit = table.find(k);
+    if (!hit.found) return kNil;
+    const Flow& f = table.flow(hit.idx);
+    if (f.state != FlowState::kActive || (f.bits & kFlowPending)) return kNil;
+    rev = hit.rev;
+    return hit.idx;
   }
 
   // The built-in counting, without a branch on the direction (see FlowTable::match). The
