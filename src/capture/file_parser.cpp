@@ -33,6 +33,15 @@ constexpr std::size_t kReadAhead = 16;
 constexpr std::uint32_t kSyncSeconds = 86'400;
 __extension__ using U128 = unsigned __int128;
 
+// A 4-byte field at byte `at` in the file's byte order, known at compile time (the hot loops
+// are instantiated per byte order).
+template <bool kSwap>
+std::uint32_t load32(const std::uint8_t* base, std::size_t at) noexcept {
+  std::uint32_t v;
+  std::memcpy(&v, base + at, 4);
+  return kSwap ? __builtin_bswap32(v) : v;
+}
+
 }  // namespace
 
 observe::LinkType link_type_from_file(std::uint32_t linktype) noexcept {
@@ -218,11 +227,7 @@ void CaptureParser::walk_ahead(std::size_t pos) {
   // Round robin: one record per lane per turn, the loads of a turn independent of each other.
   // Instantiated per format and byte order, so that a step is a load, a check and an add.
   auto walk = [&]<bool kNg, bool kSwap>() {
-    auto load = [&](std::size_t o) {
-      std::uint32_t v;
-      std::memcpy(&v, base_ + o, 4);
-      return kSwap ? __builtin_bswap32(v) : v;
-    };
+    auto load = [b = base_](std::size_t o) { return load32<kSwap>(b, o); };
     std::array<std::size_t*, kLanes> out{};
     for (std::size_t k = 0; k < lanes; ++k) out[k] = lane_buf_.get() + k * kPerLane;
     for (bool busy = true; busy;) {
@@ -300,11 +305,7 @@ std::size_t CaptureParser::pcap_batch(std::span<observe::FrameRef> frames, obser
 
 template <bool kSwap>
 std::size_t CaptureParser::pcap_records(std::span<observe::FrameRef> frames, std::uint32_t* wire) {
-  auto load = [b = base_](std::size_t at) {
-    std::uint32_t v;
-    std::memcpy(&v, b + at, 4);
-    return kSwap ? __builtin_bswap32(v) : v;
-  };
+  auto load = [b = base_](std::size_t at) { return load32<kSwap>(b, at); };
   std::size_t n = 0;
   std::size_t pos = pos_;
   const std::size_t end = size_;

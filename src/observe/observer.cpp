@@ -300,7 +300,7 @@ struct Observer::Impl {
     const FlowTable::Hit hit = table.find(k);
     if (!hit.found) return kNil;
     const Flow& f = table.flow(hit.idx);
-    if (f.state != FlowState::kActive || (f.bits & kFlowPending)) return kNil;
+    if (!detail::counting(f)) return kNil;
     rev = hit.rev;
     return hit.idx;
   }
@@ -522,7 +522,7 @@ struct Observer::Impl {
     });
     table.for_each([this](std::uint32_t i) {
       const Flow& f = table.flow(i);
-      if (f.state == FlowState::kActive && !(f.bits & kFlowPending)) emit(f.rec);
+      if (detail::counting(f)) emit(f.rec);
     });
     table.clear();
     ignored.clear();
