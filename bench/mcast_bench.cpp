@@ -58,6 +58,7 @@
 #include "flowmark/mcast/receiver.hpp"
 #include "flowmark/mcast/sender.hpp"
 #include "flowmark/mcast/stream.hpp"
+#include "flowmark/net/socket.hpp"
 
 namespace {
 
@@ -539,7 +540,7 @@ void BM_ReaderRead(benchmark::State& state) {
       getsockname(fd.get(), reinterpret_cast<sockaddr*>(&self), &len) != 0 ||
       ::connect(fd.get(), reinterpret_cast<sockaddr*>(&self), len) != 0)
     die(std::string("a UDP socket on 127.0.0.1: ") + std::strerror(errno));
-  if (auto r = enable_packet_info(fd.get(), Family::kV4); !r) die(r.error().message());
+  if (auto r = net::enable_packet_info(fd.get(), Family::kV4); !r) die(r.error().message());
   DatagramReader reader(65536, 64);
   Payloads payloads(64);
   payloads.stamp(0, 0);
