@@ -98,7 +98,10 @@ TEST(GroupSocket, RejectsMixedFamiliesBadSourcesAndNoGroup) {
 TEST(GroupSocket, ReceivesWhatIsSentToTheGroupOnLoopback) {
   auto lo = resolve_interface("lo");
   ASSERT_TRUE(lo.has_value()) << lo.error().message();
-  auto rx = open_group_socket({.groups = {ip("239.255.42.7")}, .iface = *lo});
+  GroupSocketConfig config;
+  config.groups = {ip("239.255.42.7")};
+  config.iface = *lo;
+  auto rx = open_group_socket(config);
   ASSERT_TRUE(rx.has_value()) << rx.error().message();
   ASSERT_NE(rx->port, 0);
   EXPECT_EQ(local_endpoint(rx->fd.get())->port, rx->port);
