@@ -14,7 +14,15 @@ For every page:
   - every flowmark page it refers to, NAME(N), exists;
   - CMake installs it (--installed lists what CMakeLists.txt installs).
 
-Usage: check_man.py --man-dir DIR --flowmark BIN --flowmarkd BIN [--installed PAGE ...]
+For the configuration page, flowmark.toml(5), with --source-dir:
+  - every key the service reads (src/daemon: Section calls such as s.integer("port", ...))
+    and every key of the example packaging/flowmark.toml, commented out or not, is an item;
+  - every source and backend type (factories.add("NAME", ...)) has its `type = "NAME"`;
+  - every flowd key flowmarkd knows (src/daemon/flowd_translate.cpp) is in FLOWD
+    COMPATIBILITY.
+
+Usage: check_man.py --man-dir DIR --flowmark BIN --flowmarkd BIN [--source-dir DIR]
+                    [--installed PAGE ...]
 Every problem is printed as "PAGE: what is wrong"; the exit status is 1 when there is any.
 """
 
@@ -46,11 +54,11 @@ ESCAPES = [
 ]
 
 
-def plain(text):
+def plain(text, keep_quotes=False):
     """Roff text with escapes resolved and macro quotes removed, for searching."""
     for pattern, repl in ESCAPES:
         text = pattern.sub(repl, text)
-    return text.replace('"', " ")
+    return text if keep_quotes else text.replace('"', " ")
 
 
 class Page:
@@ -93,9 +101,9 @@ class Page:
                 out.append(plain(line[4:]))
         return out
 
-    def text(self, section=None):
+    def text(self, section=None, keep_quotes=False):
         lines = self.lines if section is None else self.sections.get(section, [])
-        return plain("\n".join(re.sub(r"^\.[A-Za-z]+\s*", "", l) for l in lines))
+        return plain("\n".join(re.sub(r"^\.[A-Za-z]+\s*", "", l) for l in lines), keep_quotes)
 
 
 def word(token):
@@ -270,11 +278,63 @@ class Checker:
             self.walk(page, [binary, command])
 
 
+# ---- flowmark.toml(5) against the code that reads the configuration ------------------------
+
+KEY_CALL = re.compile(
+    r"\b(?:s|section|map)(?:\.|->)\w+\(\s*\"([a-z][a-z0-9_]*)\"|"  # s.integer("port", ...)
+    r"\b\w+\((?:s|section), \"([a-z][a-z0-9_]*)\"")                # read_port_ranges(s, "ports")
+TYPE_CALL = re.compile(r"factories\.add\(\s*\"([a-z][a-z-]*)\"")
+FLOWD_KEY = re.compile(r"^\s*\{\"([A-Z][A-Z0-9_]+)\",", re.MULTILINE)  # the kKeys table
+
+
+def check_config_page(pages, source_dir):
+    page = next((p for p in pages if "flowmark.toml" in p.names), None)
+    if page is None:
+        fail("flowmark.toml", "no page: none of packaging/man/*.5 has flowmark.toml in NAME")
+        return
+    tags = [t for s in page.sections for t in page.tags(s)]
+    quoted = page.text(keep_quotes=True)
+    keys = {}  # key -> where it is read
+    daemon = os.path.join(source_dir, "src", "daemon")
+    for root, _, files in os.walk(daemon):
+        for f in sorted(files):
+            if not f.endswith(".cpp"):
+                continue
+            path = os.path.join(root, f)
+            with open(path, encoding="utf-8") as fh:
+                code = fh.read()
+            rel = os.path.relpath(path, source_dir)
+            for m in KEY_CALL.finditer(code):
+                keys.setdefault(m.group(1) or m.group(2), rel)
+            for t in TYPE_CALL.findall(code):
+                if not re.search(r'type\s*=\s*"' + re.escape(t) + '"', quoted):
+                    fail(page.file, f'missing type = "{t}" (registered in {rel})')
+            if f == "flowd_translate.cpp":
+                flowd = page.text("FLOWD COMPATIBILITY")
+                for k in FLOWD_KEY.findall(code):
+                    if not word(k).search(flowd):
+                        fail(page.file, f"missing flowd key {k} in FLOWD COMPATIBILITY "
+                                        f"(known to {rel})")
+    example = os.path.join(source_dir, "packaging", "flowmark.toml")
+    with open(example, encoding="utf-8") as fh:
+        for line in fh:
+            m = re.match(r"^\s*#?\s*([a-z][a-z0-9_]*)\s*=", line)
+            if m:
+                keys.setdefault(m.group(1), "packaging/flowmark.toml")
+    if not keys:
+        fail(page.file, f"found no configuration keys under {daemon}: is --source-dir right?")
+    for key, where in sorted(keys.items()):
+        if not any(word(key).search(t) for t in tags):
+            fail(page.file, f"missing key {key} (read in {where})")
+    return len(keys)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--man-dir", required=True)
     ap.add_argument("--flowmark", required=True)
     ap.add_argument("--flowmarkd", required=True)
+    ap.add_argument("--source-dir", help="the project's root, to check flowmark.toml(5)")
     ap.add_argument("--installed", nargs="*", default=None,
                     help="the pages CMakeLists.txt installs (file names)")
     a = ap.parse_args()
@@ -297,6 +357,7 @@ def main():
         for f in sorted(installed - {p.file for p in pages}):
             fail(f, "installed by CMakeLists.txt but not in packaging/man")
 
+    nkeys = check_config_page(pages, a.source_dir) if a.source_dir else 0
     checker = Checker(pages)
     checker.program(a.flowmark, "flowmark")
     checker.program(a.flowmarkd, "flowmarkd")
@@ -304,7 +365,7 @@ def main():
     for f in FAILURES:
         print(f)
     print(f"check_man: {len(pages)} pages, {checker.helps} --help texts, "
-          f"{checker.options} options: {len(FAILURES)} problem(s)")
+          f"{checker.options} options, {nkeys} configuration keys: {len(FAILURES)} problem(s)")
     return 1 if FAILURES else 0
 
 
