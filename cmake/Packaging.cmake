@@ -34,6 +34,8 @@ install(FILES ${_pkg_dir}/flowmark.toml DESTINATION /etc/flowmark)
 # ---- manual pages: every NAME.N in packaging/man/, gzipped -9n (no name or time stamp: the
 # same bytes on every build) into share/man/manN ------------------------------------------
 file(GLOB _man_pages CONFIGURE_DEPENDS ${_pkg_dir}/man/*.[1-9])
+# What is installed, for the man-page test (tests/docs/check_man.py --installed).
+set(FLOWMARK_MAN_PAGES ${_man_pages})
 set(_man_outputs "")
 foreach(_page IN LISTS _man_pages)
   get_filename_component(_name ${_page} NAME)
