@@ -35,7 +35,7 @@ esac
 for path in /etc/flowmark /var/log/flowmark; do
   [[ ! -e $path ]] || skip "$path exists without the package; the test's purge would delete it"
 done
-for tool in dpkg dpkg-deb dpkg-shlibdeps dpkg-query apt-get lintian systemd-analyze man \
+for tool in dpkg dpkg-deb dpkg-shlibdeps dpkg-query file apt-get lintian systemd-analyze man \
             "$cpack"; do
   command -v "$tool" >/dev/null ||
     fail "'$tool' not found: run scripts/install-deps.sh (it installs the packaging tools)"
