@@ -101,6 +101,19 @@ class Page:
                 out.append(plain(line[4:]))
         return out
 
+    def subsection_tags(self, section, title):
+        """The item tags of the .SS subsection `title` (plain text) inside .SH `section`."""
+        out, inside, lines = [], False, self.sections.get(section, [])
+        for i, line in enumerate(lines):
+            if line.startswith(".SS"):
+                head = plain(line[3:], keep_quotes=True).strip()
+                if len(head) > 1 and head[0] == head[-1] == '"':
+                    head = head[1:-1]  # the macro's quotes around the title
+                inside = head == title
+            elif inside and re.match(r"\.(TP|TQ)\b", line) and i + 1 < len(lines):
+                out.append(plain(re.sub(r"^\.[A-Z]+\s*", "", lines[i + 1])))
+        return out
+
     def text(self, section=None, keep_quotes=False):
         lines = self.lines if section is None else self.sections.get(section, [])
         return plain("\n".join(re.sub(r"^\.[A-Za-z]+\s*", "", l) for l in lines), keep_quotes)
@@ -306,9 +319,22 @@ def check_config_page(pages, source_dir):
             rel = os.path.relpath(path, source_dir)
             for m in KEY_CALL.finditer(code):
                 keys.setdefault(m.group(1) or m.group(2), rel)
-            for t in TYPE_CALL.findall(code):
+            types = TYPE_CALL.findall(code)
+            for t in types:
                 if not re.search(r'type\s*=\s*"' + re.escape(t) + '"', quoted):
                     fail(page.file, f'missing type = "{t}" (registered in {rel})')
+            # A source's or backend's own keys belong to its subsection, not just anywhere.
+            kind = next((k for k in ("sources", "backends") if f"{os.sep}{k}{os.sep}" in path),
+                        None)
+            if kind and len(types) == 1:
+                title = f'type = "{types[0]}"'
+                own = page.subsection_tags(kind.upper(), title)
+                for key in sorted({m.group(1) or m.group(2) for m in KEY_CALL.finditer(code)}):
+                    if own and not any(word(key).search(t) for t in own):
+                        fail(page.file, f"key {key} of {kind[:-1]} {title} is not an item of "
+                                        f"its subsection (read in {rel})")
+                if not own:
+                    fail(page.file, f"no items under .SS {title} in {kind.upper()}")
             if f == "flowd_translate.cpp":
                 flowd = page.text("FLOWD COMPATIBILITY")
                 for k in FLOWD_KEY.findall(code):
