@@ -10,6 +10,7 @@ For every program, command and subcommand (discovered from the "Subcommands:" li
   - every environment variable its --help lists appears in the page.
 For every page:
   - it renders without a single warning (`groff -ww -man -Tutf8 -z`);
+  - a link page (`.so man1/PAGE`) points to a page of the same section that exists;
   - .TH names the file (name and section), the source is ASCII, the usual sections exist;
   - every flowmark page it refers to, NAME(N), exists;
   - CMake installs it (--installed lists what CMakeLists.txt installs).
@@ -67,6 +68,9 @@ class Page:
         self.file = os.path.basename(path)
         with open(path, "rb") as f:
             raw = f.read()
+        # A link page (`.so man1/flowmark-mcast.1`): another name for a page.
+        m = re.fullmatch(rb"\.so (man[1-8]/)?([\w.-]+)\n?", raw)
+        self.link = m.group(2).decode() if m else None
         try:
             self.source = raw.decode("ascii")
         except UnicodeDecodeError as e:
@@ -123,8 +127,14 @@ def word(token):
     return re.compile(r"(?<![\w-])" + re.escape(token) + r"(?![\w-])")
 
 
-def check_page(page, groff):
+def check_page(page, groff, files):
     stem, _, section = page.file.rpartition(".")
+    if page.link is not None:
+        if page.link not in files:
+            fail(page.file, f".so {page.link}: no such page in packaging/man")
+        elif page.link.rpartition(".")[2] != section:
+            fail(page.file, f".so {page.link}: a link stays in its section ({section})")
+        return
     m = re.match(r'\.TH\s+"?([^"\s]+)"?\s+(\d)', page.source)
     if not m:
         fail(page.file, "no .TH line")
@@ -372,8 +382,9 @@ def main():
     paths = sorted(os.path.join(a.man_dir, f) for f in os.listdir(a.man_dir)
                    if re.search(r"\.[1-8]$", f))
     pages = [Page(p) for p in paths]
+    files = {p.file for p in pages}
     for p in pages:
-        check_page(p, groff)
+        check_page(p, groff, files)
     check_references(pages)
     if a.installed is not None:
         installed = {os.path.basename(p) for p in a.installed}
