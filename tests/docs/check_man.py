@@ -263,6 +263,11 @@ class Checker:
         self.helps += 1
         options_tags = page.tags("OPTIONS")
         whole = page.text()
+        if text and not options_of(text):
+            # Every CLI11 help has at least -h,--help: finding none means this parser no
+            # longer understands the layout, and every check below would pass vacuously.
+            fail(shown, "no options found under \"Options:\": has the --help layout changed? "
+                        "(update tests/docs/check_man.py)")
         for opt in options_of(text):
             self.options += 1
             if any(word(opt).search(t) for t in options_tags):
