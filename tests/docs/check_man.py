@@ -18,7 +18,8 @@ For every page:
 For the configuration page, flowmark.toml(5), with --source-dir:
   - every key the service reads (src/daemon: Section calls such as s.integer("port", ...))
     and every key of the example packaging/flowmark.toml, commented out or not, is an item;
-  - every source and backend type (factories.add("NAME", ...)) has its `type = "NAME"`;
+  - every source and backend type (factories.add("NAME", ...)) has its `type = "NAME"`
+    subsection, and the keys its own file reads are items of that subsection;
   - every flowd key flowmarkd knows (src/daemon/flowd_translate.cpp) is in FLOWD
     COMPATIBILITY.
 
