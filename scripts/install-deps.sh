@@ -29,6 +29,8 @@ PACKAGES=(
   prometheus coturn
   # make run: the demo reads the exporter with curl
   curl
+  # manual pages: tests/docs/check_man.py renders each with groff (man-db uses groff-base too)
+  groff-base
 )
 
 missing=()
