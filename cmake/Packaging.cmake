@@ -43,17 +43,11 @@ foreach(_page IN LISTS _man_pages)
   set(_out ${_pkg_out}/man/man${_section}/${_name}.gz)
   add_custom_command(OUTPUT ${_out}
     COMMAND ${CMAKE_COMMAND} -E make_directory ${_pkg_out}/man/man${_section}
-    COMMAND sh -c "gzip -9n < \"$0\" > \"$1\"" ${_page} ${_out}
+    COMMAND sh -c "rm -f \"$1\" && gzip -9n < \"$0\" > \"$1\"" ${_page} ${_out}
     DEPENDS ${_page} COMMENT "Compressing man page ${_name}" VERBATIM)
   list(APPEND _man_outputs ${_out})
   install(FILES ${_out} DESTINATION share/man/man${_section})
 endforeach()
-# `man multicast` opens the page of the command it runs.
-if(EXISTS ${_pkg_dir}/man/flowmark-mcast.1)
-  file(MAKE_DIRECTORY ${_pkg_out}/man/man1)
-  file(CREATE_LINK flowmark-mcast.1.gz ${_pkg_out}/man/man1/multicast.1.gz SYMBOLIC)
-  install(FILES ${_pkg_out}/man/man1/multicast.1.gz DESTINATION share/man/man1)
-endif()
 
 # ---- Debian documents -------------------------------------------------------------------
 set(CPACK_DEBIAN_PACKAGE_RELEASE 1)

@@ -10,6 +10,7 @@ For every program, command and subcommand (discovered from the "Subcommands:" li
   - every environment variable its --help lists appears in the page.
 For every page:
   - it renders without a single warning (`groff -ww -man -Tutf8 -z`);
+  - a link page (`.so man1/PAGE`) points to a page of the same section that exists;
   - .TH names the file (name and section), the source is ASCII, the usual sections exist;
   - every flowmark page it refers to, NAME(N), exists;
   - CMake installs it (--installed lists what CMakeLists.txt installs).
@@ -17,7 +18,8 @@ For every page:
 For the configuration page, flowmark.toml(5), with --source-dir:
   - every key the service reads (src/daemon: Section calls such as s.integer("port", ...))
     and every key of the example packaging/flowmark.toml, commented out or not, is an item;
-  - every source and backend type (factories.add("NAME", ...)) has its `type = "NAME"`;
+  - every source and backend type (factories.add("NAME", ...)) has its `type = "NAME"`
+    subsection, and the keys its own file reads are items of that subsection;
   - every flowd key flowmarkd knows (src/daemon/flowd_translate.cpp) is in FLOWD
     COMPATIBILITY.
 
@@ -67,6 +69,9 @@ class Page:
         self.file = os.path.basename(path)
         with open(path, "rb") as f:
             raw = f.read()
+        # A link page (`.so man1/flowmark-mcast.1`): another name for a page.
+        m = re.fullmatch(rb"\.so (man[1-8]/)?([\w.-]+)\n?", raw)
+        self.link = m.group(2).decode() if m else None
         try:
             self.source = raw.decode("ascii")
         except UnicodeDecodeError as e:
@@ -101,6 +106,19 @@ class Page:
                 out.append(plain(line[4:]))
         return out
 
+    def subsection_tags(self, section, title):
+        """The item tags of the .SS subsection `title` (plain text) inside .SH `section`."""
+        out, inside, lines = [], False, self.sections.get(section, [])
+        for i, line in enumerate(lines):
+            if line.startswith(".SS"):
+                head = plain(line[3:], keep_quotes=True).strip()
+                if len(head) > 1 and head[0] == head[-1] == '"':
+                    head = head[1:-1]  # the macro's quotes around the title
+                inside = head == title
+            elif inside and re.match(r"\.(TP|TQ)\b", line) and i + 1 < len(lines):
+                out.append(plain(re.sub(r"^\.[A-Z]+\s*", "", lines[i + 1])))
+        return out
+
     def text(self, section=None, keep_quotes=False):
         lines = self.lines if section is None else self.sections.get(section, [])
         return plain("\n".join(re.sub(r"^\.[A-Za-z]+\s*", "", l) for l in lines), keep_quotes)
@@ -110,8 +128,14 @@ def word(token):
     return re.compile(r"(?<![\w-])" + re.escape(token) + r"(?![\w-])")
 
 
-def check_page(page, groff):
+def check_page(page, groff, files):
     stem, _, section = page.file.rpartition(".")
+    if page.link is not None:
+        if page.link not in files:
+            fail(page.file, f".so {page.link}: no such page in packaging/man")
+        elif page.link.rpartition(".")[2] != section:
+            fail(page.file, f".so {page.link}: a link stays in its section ({section})")
+        return
     m = re.match(r'\.TH\s+"?([^"\s]+)"?\s+(\d)', page.source)
     if not m:
         fail(page.file, "no .TH line")
@@ -240,6 +264,11 @@ class Checker:
         self.helps += 1
         options_tags = page.tags("OPTIONS")
         whole = page.text()
+        if text and not options_of(text):
+            # Every CLI11 help has at least -h,--help: finding none means this parser no
+            # longer understands the layout, and every check below would pass vacuously.
+            fail(shown, "no options found under \"Options:\": has the --help layout changed? "
+                        "(update tests/docs/check_man.py)")
         for opt in options_of(text):
             self.options += 1
             if any(word(opt).search(t) for t in options_tags):
@@ -306,9 +335,22 @@ def check_config_page(pages, source_dir):
             rel = os.path.relpath(path, source_dir)
             for m in KEY_CALL.finditer(code):
                 keys.setdefault(m.group(1) or m.group(2), rel)
-            for t in TYPE_CALL.findall(code):
+            types = TYPE_CALL.findall(code)
+            for t in types:
                 if not re.search(r'type\s*=\s*"' + re.escape(t) + '"', quoted):
                     fail(page.file, f'missing type = "{t}" (registered in {rel})')
+            # A source's or backend's own keys belong to its subsection, not just anywhere.
+            kind = next((k for k in ("sources", "backends") if f"{os.sep}{k}{os.sep}" in path),
+                        None)
+            if kind and len(types) == 1:
+                title = f'type = "{types[0]}"'
+                own = page.subsection_tags(kind.upper(), title)
+                for key in sorted({m.group(1) or m.group(2) for m in KEY_CALL.finditer(code)}):
+                    if own and not any(word(key).search(t) for t in own):
+                        fail(page.file, f"key {key} of {kind[:-1]} {title} is not an item of "
+                                        f"its subsection (read in {rel})")
+                if not own:
+                    fail(page.file, f"no items under .SS {title} in {kind.upper()}")
             if f == "flowd_translate.cpp":
                 flowd = page.text("FLOWD COMPATIBILITY")
                 for k in FLOWD_KEY.findall(code):
@@ -346,8 +388,9 @@ def main():
     paths = sorted(os.path.join(a.man_dir, f) for f in os.listdir(a.man_dir)
                    if re.search(r"\.[1-8]$", f))
     pages = [Page(p) for p in paths]
+    files = {p.file for p in pages}
     for p in pages:
-        check_page(p, groff)
+        check_page(p, groff, files)
     check_references(pages)
     if a.installed is not None:
         installed = {os.path.basename(p) for p in a.installed}
