@@ -8,6 +8,7 @@
 #   /etc/flowmark/flowmark.toml                            a conffile (packaging/debian/conffiles)
 #   /usr/share/man/manN/*.N.gz                             every page in packaging/man/
 #   /usr/share/doc/flowmark/copyright, changelog.Debian.gz
+#   /usr/share/lintian/overrides/flowmark                  each override with its reason
 #
 # The units name /usr/sbin/flowmarkd and /etc/flowmark, so /usr is the default prefix.
 if(CMAKE_INSTALL_PREFIX_INITIALIZED_TO_DEFAULT)
@@ -74,7 +75,8 @@ install(FILES ${_pkg_dir}/debian/lintian-overrides DESTINATION share/lintian/ove
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME flowmark)
 set(CPACK_PACKAGE_VENDOR "flowmark maintainers")
-set(CPACK_PACKAGE_CONTACT "flowmark maintainers <maintainers@users.noreply.h-seed-49befc63.example>")
+set(CPACK_PACKAGE_CONTACT
+    "flowmark maintainers <maintainers@users.noreply.h-seed-49befc63.example>")
 set(CPACK_DEBIAN_PACKAGE_MAINTAINER "${CPACK_PACKAGE_CONTACT}")
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)  # flowmark_0.1.0-1_amd64.deb
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)

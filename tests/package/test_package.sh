@@ -105,8 +105,8 @@ echo "${#expected[@]} expected paths present; man pages: ${pages[*]}"
 
 step "lintian (errors fail; warnings and notes are listed)"
 lintian_rc=0
-lintian --fail-on error --display-info --pedantic --show-overrides "$deb" >"$work/lintian.log" 2>&1 ||
-  lintian_rc=$?
+lintian --fail-on error --display-info --pedantic --show-overrides "$deb" \
+  >"$work/lintian.log" 2>&1 || lintian_rc=$?
 grep -v '^running with root privileges is not recommended!$' "$work/lintian.log" || true
 ((lintian_rc == 0)) || fail "lintian reports errors (exit $lintian_rc), see above"
 echo "lintian: no errors; $(grep -c '^W: ' "$work/lintian.log" || true) warning(s)"
@@ -230,7 +230,10 @@ done <"$work/appeared"
 comm -23 "$work/before" "$work/after" >"$work/vanished"
 if [[ -s $work/left || -s $work/vanished ]]; then
   [[ ! -s $work/left ]] || { echo "left behind:"; cat "$work/left"; }
-  [[ ! -s $work/vanished ]] || { echo "removed although they were there before:"; cat "$work/vanished"; }
+  if [[ -s $work/vanished ]]; then
+    echo "removed although they were there before:"
+    cat "$work/vanished"
+  fi
   fail "the file system differs after dpkg -P"
 fi
 echo "$(wc -l <"$work/after") paths, the same as before"
