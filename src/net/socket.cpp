@@ -74,7 +74,6 @@ Result<UniqueFd> bind_udp(const Endpoint& local, int flags) {
 
 Result<UniqueFd> listen_tcp(const Endpoint& local, int backlog) {
   FM_TRY(UniqueFd fd, open_tcp_socket(local.address.family()));
-  FM_TRY_VOID(set_reuse_address(fd.get()));
   FM_TRY_VOID(bind_to(fd.get(), local, "cannot listen on"));
   if (::listen(fd.get(), backlog) != 0)
     return fail_errno(fmt::format("cannot listen on {}", local.to_string()));

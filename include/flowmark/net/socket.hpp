@@ -32,7 +32,8 @@ Result<Endpoint> local_endpoint(int fd);
 
 // open_udp_socket + bind_to.
 Result<UniqueFd> bind_udp(const Endpoint& local, int flags = 0);
-// A TCP listener on `local` (SO_REUSEADDR, bind, listen).
+// A TCP listener on `local` (bind, listen). No SO_REUSEADDR: with port 0 it would let the
+// kernel hand out a port that connections in TIME_WAIT still use.
 Result<UniqueFd> listen_tcp(const Endpoint& local, int backlog = 128);
 // A blocking TCP connection to `to`.
 Result<UniqueFd> connect_tcp(const Endpoint& to);
