@@ -235,4 +235,5 @@ class LiveCapture(unittest.TestCase):
 if __name__ == "__main__":
     if not os.access(FLOWMARK, os.X_OK):
         sys.exit(f"test_observe_live.py: {FLOWMARK} is missing or not executable: build first")
-    unittest.main(verbosity=2)
+    from ksft import main  # exit 4 when tests were skipped, printing why
+    main()
