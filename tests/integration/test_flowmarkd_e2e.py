@@ -205,11 +205,13 @@ class TestSocketsSource(ServiceTestCase):
         _, _, _, other_port = self.client.cmd(f"open o {self.B4} 5601", "open o")
         _, _, _, iperf6_port = self.client.cmd(f"open i6 {self.B6} 5201", "open i6")
         got = coll.wait_count(2, timeout=PERIOD + 5)
-        # One more poll: the 5601 connection is not announced late either.
-        time.sleep(PERIOD + 0.3)
-        got = coll.fireflies()
+        # A later poll, marked by a third iperf connection opened now: the poll that
+        # announces it also saw the 5601 connection, which stays unannounced.
+        _, _, _, marker_port = self.client.cmd(f"open m {self.B4} 5201", "open m")
+        got = coll.wait_count(3, timeout=PERIOD + 5)
         ports = sorted(g["firefly"]["flow-id"]["src-port"] for g in got)
-        self.assertEqual(ports, sorted([int(iperf_port), int(iperf6_port)]), got)
+        self.assertEqual(ports, sorted([int(iperf_port), int(iperf6_port), int(marker_port)]),
+                         got)
         for g in got:
             f = g["firefly"]
             self.assertEqual(f["flow-id"]["dst-port"], 5201)
@@ -224,7 +226,7 @@ class TestSocketsSource(ServiceTestCase):
         self.assertEqual(d.c("flowmark_sockets_skipped_total", source="conns", reason="port"), 1,
                          d.counters)
         self.assertEqual(d.c("flowmark_sockets_events_total", source="conns", state="start",
-                             reason="established"), 2, d.counters)
+                             reason="established"), 3, d.counters)
 
 
 # ---- flowd's config file and its TOML translation ------------------------------------------
