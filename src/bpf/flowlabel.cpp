@@ -158,8 +158,7 @@ Result<FlowLabelMarker> FlowLabelMarker::load(const MarkerOptions& options) {
   detail::VerifierLog verifier_log;
   verifier_log.attach(impl->skel->obj);
   if (int r = flowlabel_bpf__load(impl->skel); r < 0) {
-    auto e = detail::load_fail("cannot load the flow-label BPF program", r, verifier_log,
-                               bpf_fail);
+    auto e = detail::load_fail("cannot load the flow-label BPF program", r, verifier_log, bpf_fail);
     if (!g_libbpf_warnings.empty()) spdlog::debug("libbpf said:\n{}", g_libbpf_warnings);
     return e;
   }

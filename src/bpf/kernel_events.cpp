@@ -183,8 +183,7 @@ Result<TcpStateWatcher> TcpStateWatcher::open(const TcpStateFilter& filter, Hand
   detail::VerifierLog verifier_log;
   verifier_log.attach(impl->skel->obj);
   if (int r = kevents_bpf__load(impl->skel); r < 0)
-    return detail::load_fail("cannot load the TCP state BPF program", r, verifier_log,
-                             tracer_fail);
+    return detail::load_fail("cannot load the TCP state BPF program", r, verifier_log, tracer_fail);
   if (int r = kevents_bpf__attach(impl->skel); r < 0)
     return tracer_fail("cannot attach to the tracepoint sock:inet_sock_set_state", r);
   impl->ring =

@@ -38,8 +38,7 @@ class VerifierLog {
 // The error for a failed __load(): a rejection by the verifier (EACCES, or EINVAL with a
 // log) says so and carries the tail of the verifier's log; anything else is `fail`'s.
 template <typename Fail>
-std::unexpected<Error> load_fail(std::string_view what, int err, const VerifierLog& log,
-                                 Fail fail);
+std::unexpected<Error> load_fail(std::string_view what, int err, const VerifierLog& log, Fail fail);
 std::unexpected<Error> verifier_rejected(std::string_view what, int err, const std::string& log);
 
 template <typename Fail>

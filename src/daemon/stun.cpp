@@ -420,8 +420,7 @@ Result<StunAnswer> stun_query(const Endpoint& server, const StunOptions& options
         answer.mapped = *mapped;
         answer.local = local_endpoint(fd.get(), server);
         if (options.bind) answer.local.address = *options.bind;
-        answer.elapsed =
-            std::chrono::duration_cast<std::chrono::microseconds>(clock.now() - start);
+        answer.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock.now() - start);
         return answer;
       }
       if (mapped.error().code() == make_error_code(Errc::kMalformed)) {

@@ -105,12 +105,12 @@ bool may_skip(const Error& e) {
 }
 
 // Starts `source`; skips (GTEST_SKIP) only where may_skip() says so, fails otherwise.
-#define START_OR_SKIP(source, loop, sink)                                   \
-  do {                                                                      \
-    if (auto r_ = (source).start((loop), (sink)); !r_) {                    \
-      if (may_skip(r_.error())) GTEST_SKIP() << r_.error().message();      \
+#define START_OR_SKIP(source, loop, sink)                                          \
+  do {                                                                             \
+    if (auto r_ = (source).start((loop), (sink)); !r_) {                           \
+      if (may_skip(r_.error())) GTEST_SKIP() << r_.error().message();              \
       FAIL() << "cannot start the kernel-events source: " << r_.error().message(); \
-    }                                                                       \
+    }                                                                              \
   } while (0)
 
 class KernelEventsTest : public ::testing::TestWithParam<const char*> {};

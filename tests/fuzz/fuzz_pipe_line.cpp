@@ -44,8 +44,9 @@ Split split(std::string_view stream, std::size_t max_line, std::uint8_t chunks) 
   std::size_t step = 1 + chunks % 17, i = 0;
   while (i < stream.size()) {
     const std::size_t n = std::min(step, stream.size() - i);
-    a.feed(stream.substr(i, n), [&](std::string_view l) { s.lines.emplace_back(l); },
-           [&] { s.lines.emplace_back(kTooLong); });
+    a.feed(
+        stream.substr(i, n), [&](std::string_view l) { s.lines.emplace_back(l); },
+        [&] { s.lines.emplace_back(kTooLong); });
     i += n;
     step = 1 + (step * 7 + chunks) % 61;
   }
@@ -99,8 +100,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // One read of everything, as a fast writer's burst arrives.
   LineAssembler one(max_line);
   std::vector<std::string> lines;
-  one.feed(stream, [&](std::string_view l) { lines.emplace_back(l); },
-           [&] { lines.emplace_back(kTooLong); });
+  one.feed(
+      stream, [&](std::string_view l) { lines.emplace_back(l); },
+      [&] { lines.emplace_back(kTooLong); });
   FUZZ_REQUIRE(lines == cut.lines);
   return 0;
 }

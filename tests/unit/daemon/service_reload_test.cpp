@@ -39,8 +39,8 @@ class TempDir {
   fs::path path_;
 };
 
-bool wait_for(const std::function<bool()>& done, std::chrono::seconds timeout =
-                                                     std::chrono::seconds(10)) {
+bool wait_for(const std::function<bool()>& done,
+              std::chrono::seconds timeout = std::chrono::seconds(10)) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!done()) {
     if (std::chrono::steady_clock::now() > deadline) return false;

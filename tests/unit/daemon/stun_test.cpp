@@ -612,9 +612,8 @@ TEST(StunDiscover, TimesOutWhenNobodyAnswers) {
 
 TEST(StunDiscover, StopsAfterSevenRequests) {
   StunOptions o = fast(60s);  // long enough for more than Rc requests
-  ServingClock clock(o, [](int, const std::string&, const Endpoint&) {
-    return std::vector<std::string>{};
-  });
+  ServingClock clock(
+      o, [](int, const std::string&, const Endpoint&) { return std::vector<std::string>{}; });
   ASSERT_TRUE(clock.ok());
   o.clock = &clock;
   const auto t0 = clock.now();

@@ -145,8 +145,7 @@ class NamedPipeSource final : public Source {
   }
 
   void consume(std::string_view data) {
-    lines_in_.feed(data, [this](std::string_view text) { line(text); },
-                   [this] { too_long(); });
+    lines_in_.feed(data, [this](std::string_view text) { line(text); }, [this] { too_long(); });
   }
 
   void too_long() {

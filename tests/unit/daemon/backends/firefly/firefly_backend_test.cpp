@@ -47,9 +47,9 @@ struct Fixture {
     return b;
   }
   std::uint64_t sends(std::string_view to, std::string_view outcome) const {
-    return counters.value("flowmark_firefly_sends_total",
-                          {{"backend", "ff"}, {"to", std::string(to)},
-                           {"outcome", std::string(outcome)}});
+    return counters.value(
+        "flowmark_firefly_sends_total",
+        {{"backend", "ff"}, {"to", std::string(to)}, {"outcome", std::string(outcome)}});
   }
   // The next firefly at `rx`, decoded (fails the test when none comes).
   scitags::Firefly next(UdpLoopback& rx) {
@@ -151,9 +151,9 @@ TEST(FireflyBackend, TcpInfoOnlyWhenAsked) {
     t.rtt_us = 1234;
     return t;
   };
-  auto b = f.make("to_destination = false\ntcp_info = true\ncollectors = ['" +
-                      coll.local().to_string() + "']",
-                  reader);
+  auto b = f.make(
+      "to_destination = false\ntcp_info = true\ncollectors = ['" + coll.local().to_string() + "']",
+      reader);
   ASSERT_TRUE(b) << b.error().message();
   ASSERT_TRUE((*b)->start());
   (*b)->on_event(event(3000));
@@ -181,8 +181,7 @@ TEST(FireflyBackend, UnresolvableCollectorFailsAtStart) {
   ASSERT_TRUE(b) << b.error().message();
   auto r = (*b)->start();
   ASSERT_FALSE(r);
-  EXPECT_NE(r.error().message().find("not an address!"), std::string::npos)
-      << r.error().message();
+  EXPECT_NE(r.error().message().find("not an address!"), std::string::npos) << r.error().message();
 }
 
 }  // namespace

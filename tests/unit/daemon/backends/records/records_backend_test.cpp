@@ -150,7 +150,9 @@ TEST(RecordsBackend, ReopenFollowsLogRotation) {
 TEST(RecordsBackend, AppendsToAnExistingFile) {
   TempDir dir;
   const fs::path file = dir.path() / "events.jsonl";
-  { std::ofstream(file) << "earlier line\n"; }
+  {
+    std::ofstream(file) << "earlier line\n";
+  }
   Fixture f;
   auto b = f.make("path = '" + file.string() + "'\nflush = 'event'");
   ASSERT_TRUE(b);
@@ -165,7 +167,9 @@ TEST(RecordsBackend, AppendsToAnExistingFile) {
 TEST(RecordsBackend, UnopenablePathFailsAtStartNamingIt) {
   TempDir dir;
   const fs::path blocker = dir.path() / "file";
-  { std::ofstream(blocker) << "x"; }
+  {
+    std::ofstream(blocker) << "x";
+  }
   const fs::path file = blocker / "events.jsonl";  // a file is in the way of the directory
   Fixture f;
   auto b = f.make("path = '" + file.string() + "'");

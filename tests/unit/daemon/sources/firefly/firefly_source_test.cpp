@@ -142,7 +142,8 @@ TEST(FireflySource, AllowListAdmitsItsNetworks) {
 
 TEST(FireflySource, ConfigurationErrorsNameTheKey) {
   Fixture f;
-  for (const char* bad : {"group = '10.0.0.1'", "allow = ['not a network']", "interface = 'nosuchif0'"}) {
+  for (const char* bad :
+       {"group = '10.0.0.1'", "allow = ['not a network']", "interface = 'nosuchif0'"}) {
     auto src = f.make(bad);
     ASSERT_FALSE(src) << bad;
     const std::string key = std::string(bad).substr(0, std::string(bad).find(' '));

@@ -16,8 +16,9 @@ struct Feeder {
   LineAssembler lines;
   std::vector<std::string> out;
   void feed(std::string_view data) {
-    lines.feed(data, [&](std::string_view l) { out.emplace_back(l); },
-               [&] { out.emplace_back("<too long>"); });
+    lines.feed(
+        data, [&](std::string_view l) { out.emplace_back(l); },
+        [&] { out.emplace_back("<too long>"); });
   }
 };
 

@@ -53,22 +53,22 @@ struct Fixture {
 };
 
 // Only a missing privilege may skip: the capture of lo works for root on any Linux.
-#define START_OR_SKIP(src, f)                                                          \
-  do {                                                                                 \
-    if (auto r_ = (src)->start((f).loop, (f).sink); !r_) {                             \
-      const auto& c_ = r_.error().code();                                              \
+#define START_OR_SKIP(src, f)                                                             \
+  do {                                                                                    \
+    if (auto r_ = (src)->start((f).loop, (f).sink); !r_) {                                \
+      const auto& c_ = r_.error().code();                                                 \
       if (c_ == std::errc::operation_not_permitted || c_ == std::errc::permission_denied) \
-        GTEST_SKIP() << "no capture privilege: " << r_.error().message();              \
-      FAIL() << r_.error().message();                                                  \
-    }                                                                                  \
+        GTEST_SKIP() << "no capture privilege: " << r_.error().message();                 \
+      FAIL() << r_.error().message();                                                     \
+    }                                                                                     \
   } while (0)
 
 TEST(ObserverSource, UdpFlowStartsWhileLiveAndEndsWithItsBytesAtStop) {
   UdpLoopback server, client, other;
   ASSERT_TRUE(server.ok() && client.ok() && other.ok());
   Fixture f;
-  auto src = f.make("interface = 'lo'\nfilter = 'udp port " +
-                    std::to_string(server.local().port) + "'\nexperiment = 2\nactivity = 9");
+  auto src = f.make("interface = 'lo'\nfilter = 'udp port " + std::to_string(server.local().port) +
+                    "'\nexperiment = 2\nactivity = 9");
   ASSERT_TRUE(src) << src.error().message();
   START_OR_SKIP(*src, f);
   // The capture is open once start() returns: the first datagram is seen.
@@ -76,7 +76,7 @@ TEST(ObserverSource, UdpFlowStartsWhileLiveAndEndsWithItsBytesAtStop) {
   ASSERT_TRUE(client.send_to(server.local(), std::string(100, 'x')));
   ASSERT_TRUE(f.run_until([&] { return !f.sink.events.empty(); }));
   ASSERT_EQ(f.sink.events.size(), 1u);
-  const FlowEvent& start = f.sink.events[0];
+  const FlowEvent start = f.sink.events[0];  // a copy: the vector grows
   EXPECT_EQ(start.state, FlowState::kStart);
   EXPECT_EQ(start.protocol, scitags::Protocol::kUdp);
   EXPECT_EQ(start.src, client.local());
