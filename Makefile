@@ -33,10 +33,16 @@ demo-mcast: build
 	@./scripts/demo.sh build/release
 
 # Everything: unit, integration and package tests (release), unit tests under ASan+UBSan,
-# and a short run of every fuzz target.
+# and a short run of every fuzz target. As root no test may skip unless
+# tests/skip-allowlist.txt says why (scripts/check-skips.py reads CTest's JUnit report and
+# names the skipped tests).
 test: build build-asan build-fuzz
-	@ctest --test-dir build/release --output-on-failure -j 1
-	@ctest --test-dir build/asan --output-on-failure -L unit -j $(JOBS)
+	@ctest --test-dir build/release --output-on-failure -j 1 \
+	  --output-junit $(CURDIR)/build/release/ctest-junit.xml
+	@./scripts/check-skips.py build/release/ctest-junit.xml
+	@ctest --test-dir build/asan --output-on-failure -L unit -j $(JOBS) \
+	  --output-junit $(CURDIR)/build/asan/ctest-junit.xml
+	@./scripts/check-skips.py build/asan/ctest-junit.xml
 	@./scripts/fuzz.sh build/fuzz 20
 
 test-unit: build

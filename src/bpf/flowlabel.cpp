@@ -155,8 +155,10 @@ Result<FlowLabelMarker> FlowLabelMarker::load(const MarkerOptions& options) {
                                        static_cast<std::uint32_t>(options.capacity + headroom));
       r < 0)
     return bpf_fail("cannot size the flow map", r);
+  detail::VerifierLog verifier_log;
+  verifier_log.attach(impl->skel->obj);
   if (int r = flowlabel_bpf__load(impl->skel); r < 0) {
-    auto e = bpf_fail("cannot load the flow-label BPF program", r);
+    auto e = detail::load_fail("cannot load the flow-label BPF program", r, verifier_log, bpf_fail);
     if (!g_libbpf_warnings.empty()) spdlog::debug("libbpf said:\n{}", g_libbpf_warnings);
     return e;
   }

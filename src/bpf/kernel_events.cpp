@@ -38,8 +38,10 @@ std::unexpected<Error> tracer_fail(std::string_view what, int err) {
   if (err < 0) err = -err;
   std::string hint;
   switch (err) {
-    case EPERM:
     case EACCES:
+      hint = "the kernel refused it (not a missing privilege: EPERM would say so)";
+      break;
+    case EPERM:
       hint =
           "no CAP_BPF/CAP_PERFMON — run as root or grant the capabilities (setcap "
           "cap_bpf,cap_perfmon+ep, or AmbientCapabilities= in the systemd unit)";
@@ -178,8 +180,10 @@ Result<TcpStateWatcher> TcpStateWatcher::open(const TcpStateFilter& filter, Hand
                                        static_cast<std::uint32_t>(filter.ring_bytes));
       r < 0)
     return tracer_fail("cannot size the ring buffer", r);
+  detail::VerifierLog verifier_log;
+  verifier_log.attach(impl->skel->obj);
   if (int r = kevents_bpf__load(impl->skel); r < 0)
-    return tracer_fail("cannot load the TCP state BPF program", r);
+    return detail::load_fail("cannot load the TCP state BPF program", r, verifier_log, tracer_fail);
   if (int r = kevents_bpf__attach(impl->skel); r < 0)
     return tracer_fail("cannot attach to the tracepoint sock:inet_sock_set_state", r);
   impl->ring =

@@ -28,11 +28,13 @@ std::unexpected<Error> bpf_fail(std::string_view what, int err) {
   std::string hint;
   switch (err) {
     case EPERM:
-    case EACCES:
       hint =
           "no CAP_BPF/CAP_NET_ADMIN — run as root or grant the capabilities "
           "(setcap cap_bpf,cap_net_admin,cap_perfmon+ep, or AmbientCapabilities= in the "
           "systemd unit)";
+      break;
+    case EACCES:
+      hint = "the kernel refused it (not a missing privilege: EPERM would say so)";
       break;
     case ENODEV: hint = "the interface does not exist (any more) — check its name"; break;
     case EOPNOTSUPP:
@@ -47,6 +49,46 @@ std::unexpected<Error> bpf_fail(std::string_view what, int err) {
   }
   std::string message = fmt::format("{}: {}", what, std::strerror(err));
   if (!hint.empty()) message += " — " + hint;
+  return std::unexpected(Error(std::error_code(err, std::system_category()), message));
+}
+
+void VerifierLog::attach(bpf_object* obj) {
+  // Level 1 logs of a rejected program stay well below 1 MiB; a longer one is cut by the
+  // kernel (ENOSPC), still with its start.
+  buf_.assign(std::size_t{1} << 20, '\0');
+  bpf_program* prog = nullptr;
+  bpf_object__for_each_program(prog, obj) {
+    (void)bpf_program__set_log_buf(prog, buf_.data(), buf_.size());
+  }
+}
+
+std::string VerifierLog::tail(std::size_t lines) const {
+  if (buf_.empty()) return {};
+  std::string_view text(buf_.data(), ::strnlen(buf_.data(), buf_.size()));
+  while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+  std::size_t start = text.size(), n = 0;
+  while (start > 0) {
+    const auto nl = text.rfind('\n', start - 1);
+    if (nl == std::string_view::npos) {
+      start = 0;
+      break;
+    }
+    if (++n == lines) {
+      start = nl + 1;
+      break;
+    }
+    start = nl;
+  }
+  return std::string(text.substr(start));
+}
+
+std::unexpected<Error> verifier_rejected(std::string_view what, int err, const std::string& log) {
+  std::string message = fmt::format(
+      "{}: {} — the kernel's verifier rejected the program (a flowmark bug, or a kernel it "
+      "does not support: report it with this log)",
+      what, std::strerror(err));
+  message += log.empty() ? std::string(" (the kernel gave no log)")
+                         : fmt::format("; verifier log (end):\n{}", log);
   return std::unexpected(Error(std::error_code(err, std::system_category()), message));
 }
 

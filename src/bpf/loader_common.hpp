@@ -4,6 +4,7 @@
 // program and map introspection by id, the process that holds a program.
 #pragma once
 
+#include <cerrno>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -19,8 +20,38 @@
 namespace flowmark::bpf::detail {
 
 // "<what>: <strerror> — <what to do>", the hint chosen by errno (privileges, missing
-// interface, kernel support).
+// interface, kernel support). EPERM is a missing privilege; EACCES is the kernel refusing
+// a valid caller (the verifier rejecting a program), not a privilege to grant.
 std::unexpected<Error> bpf_fail(std::string_view what, int err);
+
+// The verifier's log of every program of a BPF object, kept for the error message when a
+// load fails (libbpf asks the kernel for the log only after a failed first attempt).
+class VerifierLog {
+ public:
+  // Gives each program of `obj` this log buffer; call between __open() and __load().
+  void attach(bpf_object* obj);
+  // The last `lines` lines of the log ("" when the kernel wrote none).
+  std::string tail(std::size_t lines) const;
+
+ private:
+  std::vector<char> buf_;
+};
+
+// The error for a failed __load(): a rejection by the verifier (EACCES, or EINVAL with a
+// log) says so and carries the tail of the verifier's log; anything else is `fail`'s.
+template <typename Fail>
+std::unexpected<Error> load_fail(std::string_view what, int err, const VerifierLog& log, Fail fail);
+std::unexpected<Error> verifier_rejected(std::string_view what, int err, const std::string& log);
+
+template <typename Fail>
+std::unexpected<Error> load_fail(std::string_view what, int err, const VerifierLog& log,
+                                 Fail fail) {
+  const int e = err < 0 ? -err : err;
+  std::string text = log.tail(40);
+  if (e == EACCES || ((e == EINVAL || e == ENOSPC) && !text.empty()))
+    return verifier_rejected(what, e, text);
+  return fail(what, err);
+}
 
 // Slot 0 of a per-CPU array map: one T per possible CPU (the caller sums them). `fail` words
 // the error (bpf_fail, or a program's own hints).

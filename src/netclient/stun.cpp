@@ -259,7 +259,15 @@ Result<Endpoint> parse_binding_response(std::span<const std::byte> m, const Stun
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+class RealStunClock final : public StunClock {
+ public:
+  TimePoint now() override { return std::chrono::steady_clock::now(); }
+  int wait_readable(int fd, TimePoint until) override {
+    const auto wait = std::chrono::ceil<std::chrono::milliseconds>(until - now());
+    pollfd p{.fd = fd, .events = POLLIN, .revents = 0};
+    return ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(wait.count(), 1)));
+  }
+};
 
 std::string seconds_text(std::chrono::milliseconds d) {
   return fmt::format("{:g} s", static_cast<double>(d.count()) / 1000.0);
@@ -300,6 +308,11 @@ std::string ignored_text(const StunAnswer& a, const std::optional<Error>& last_m
 
 }  // namespace
 
+StunClock& real_stun_clock() noexcept {
+  static RealStunClock clock;
+  return clock;
+}
+
 Result<StunAnswer> stun_query(const Endpoint& server, const StunOptions& options) {
   if (server.port == 0)
     return fail(Errc::kInvalidArgument,
@@ -331,14 +344,15 @@ Result<StunAnswer> stun_query(const Endpoint& server, const StunOptions& options
   StunAnswer answer;
   answer.server = server;
   std::optional<Error> last_malformed;
-  const auto start = Clock::now();
+  StunClock& clock = options.clock ? *options.clock : real_stun_clock();
+  const auto start = clock.now();
   const auto deadline = start + options.timeout;
   auto next_send = start;
-  auto rto = std::chrono::duration_cast<Clock::duration>(options.initial_rto);
+  auto rto = std::chrono::duration_cast<StunClock::TimePoint::duration>(options.initial_rto);
   std::array<std::byte, 2048> buf;
 
   for (;;) {
-    auto now = Clock::now();
+    auto now = clock.now();
     if (answer.requests < kStunMaxRequests && now >= next_send && now < deadline) {
       const ssize_t n = ::sendto(fd.get(), request.data(), request.size(), 0,
                                  reinterpret_cast<const sockaddr*>(&to), to_len);
@@ -353,9 +367,7 @@ Result<StunAnswer> stun_query(const Endpoint& server, const StunOptions& options
     }
     if (now >= deadline) break;
     const auto wake = answer.requests < kStunMaxRequests ? std::min(next_send, deadline) : deadline;
-    const auto wait = std::chrono::ceil<std::chrono::milliseconds>(wake - now);
-    pollfd p{.fd = fd.get(), .events = POLLIN, .revents = 0};
-    const int rc = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(wait.count(), 1)));
+    const int rc = clock.wait_readable(fd.get(), wake);
     if (rc < 0 && errno != EINTR) return fail_errno("poll on the STUN socket");
     if (rc <= 0) continue;
 
@@ -394,8 +406,7 @@ Result<StunAnswer> stun_query(const Endpoint& server, const StunOptions& options
         answer.mapped = *mapped;
         answer.local = local_endpoint(fd.get(), server);
         if (options.bind) answer.local.address = *options.bind;
-        answer.elapsed =
-            std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
+        answer.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock.now() - start);
         return answer;
       }
       if (mapped.error().code() == make_error_code(Errc::kMalformed)) {

@@ -71,6 +71,26 @@ const FlowEvent* find(const TestSink& sink, FlowState state, const Endpoint& src
   return nullptr;
 }
 
+// Whether a start error may skip the test: a missing privilege (EPERM) or a kernel without
+// the feature (no BTF, no BPF, an operation it does not support). Anything else — the
+// verifier refusing the program, a missing tracepoint on a kernel that should have it — is
+// a failure.
+bool may_skip(const Error& e) {
+  const auto& c = e.code();
+  return c == Errc::kUnsupported || c == std::errc::operation_not_permitted ||
+         c == std::errc::function_not_supported || c == std::errc::operation_not_supported ||
+         c == std::errc::not_supported;
+}
+
+// Starts `source`; skips (GTEST_SKIP) only where may_skip() says so, fails otherwise.
+#define START_OR_SKIP(source, loop, sink)                                          \
+  do {                                                                             \
+    if (auto r_ = (source).start((loop), (sink)); !r_) {                           \
+      if (may_skip(r_.error())) GTEST_SKIP() << r_.error().message();              \
+      FAIL() << "cannot start the kernel-events source: " << r_.error().message(); \
+    }                                                                              \
+  } while (0)
+
 class KernelEventsTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(KernelEventsTest, StartThenEndOfBothSidesWithTheTuple) {
@@ -85,7 +105,7 @@ TEST_P(KernelEventsTest, StartThenEndOfBothSidesWithTheTuple) {
   auto loop = EventLoop::create();
   ASSERT_TRUE(loop);
   TestSink sink;
-  if (auto r = source.start(*loop, sink); !r) GTEST_SKIP() << r.error().message();
+  START_OR_SKIP(source, *loop, sink);
 
   const auto t0 = monotonic_ns();
   UniqueFd client = connect_to(server_ep, client_ep);
@@ -150,7 +170,7 @@ TEST(KernelEvents, OtherPortsAndPrivateDestinationsAreSkipped) {
   auto loop = EventLoop::create();
   ASSERT_TRUE(loop);
   TestSink sink;
-  if (auto r = source.start(*loop, sink); !r) GTEST_SKIP() << r.error().message();
+  START_OR_SKIP(source, *loop, sink);
   {
     UniqueFd a = connect_to(wanted_ep, local);
     UniqueFd b = connect_to(other_ep, local);
@@ -183,7 +203,7 @@ TEST(KernelEvents, ConnectionsOpenBeforeTheStartAreNotAnnounced) {
   auto loop = EventLoop::create();
   ASSERT_TRUE(loop);
   TestSink sink;
-  if (auto r = source.start(*loop, sink); !r) GTEST_SKIP() << r.error().message();
+  START_OR_SKIP(source, *loop, sink);
   early.reset();
   early_served.reset();
   for (int i = 0; i < 4; ++i) loop->run_once(std::chrono::milliseconds(50));
@@ -227,7 +247,7 @@ TEST(KernelEvents, OnlySocketsOfTheCgroupAndBelow) {
   auto loop = EventLoop::create();
   ASSERT_TRUE(loop);
   TestSink sink;
-  if (auto r = source.start(*loop, sink); !r) GTEST_SKIP() << r.error().message();
+  START_OR_SKIP(source, *loop, sink);
 
   // Ours (this process's cgroup): not reported.
   UniqueFd mine = connect_to(server_ep, local);

@@ -369,4 +369,5 @@ class FlowLabelNetns(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    from ksft import main  # exit 4 when tests were skipped, printing why
+    main()

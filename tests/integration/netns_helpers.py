@@ -122,6 +122,65 @@ class Ipv6PacketCapture:
         self.sock.close()
 
 
+def signals_handled(pid, signals=(signal.SIGINT, signal.SIGTERM)):
+    """True once process `pid` handles every one of `signals` itself: blocked (our event
+    loops read them from a signalfd) or caught (a handler). Our tools set that up right
+    after opening their sockets or captures, so it also means "ready"."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            masks = {k: int(v, 16) for k, _, v in
+                     (line.partition(":") for line in f if line.startswith(("SigBlk", "SigCgt")))}
+    except FileNotFoundError:
+        return False
+    mask = masks.get("SigBlk", 0) | masks.get("SigCgt", 0)
+    return all(mask & (1 << (int(s) - 1)) for s in signals)
+
+
+def wait_signals_handled(pid, timeout=5, signals=(signal.SIGINT, signal.SIGTERM)):
+    """Waits until process `pid` handles `signals` itself (see signals_handled): then a
+    signal is handled, not fatal, and the process is set up."""
+    deadline = time.monotonic() + timeout
+    while not signals_handled(pid, signals):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pid {pid} does not handle {[s.name for s in signals]} "
+                                 f"within {timeout} s")
+        time.sleep(0.01)
+
+
+def wait_until(predicate, timeout, what):
+    """Polls predicate() until it is true; fails naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.01)
+
+
+def wait_stdout(p, predicate, timeout=5, what="output"):
+    """Reads the stdout of Popen `p` as it comes until predicate(text so far) is true. The
+    bytes read are kept in p.early_out: prepend early_stdout(p) to what communicate() then
+    returns (communicate reads the pipe's fd directly, after these bytes)."""
+    deadline = time.monotonic() + timeout
+    fd = p.stdout.fileno()
+    p.early_out = getattr(p, "early_out", b"")
+    while not predicate(p.early_out.decode(errors="replace")):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{what}: not within {timeout} s; stdout so far "
+                                 f"{p.early_out!r}")
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(f"{what}: {p.args} closed its stdout; so far "
+                                     f"{p.early_out!r}")
+            p.early_out += chunk
+
+
+def early_stdout(p):
+    """What wait_stdout() read of p's stdout ("" if nothing)."""
+    return getattr(p, "early_out", b"").decode(errors="replace")
+
+
 def write_pipe(path, text, timeout=5):
     """Opens the FIFO for writing once it has a reader (waiting up to `timeout` seconds for
     one), writes `text`, closes."""

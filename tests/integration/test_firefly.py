@@ -37,7 +37,8 @@ REASONS = ["empty", "bad_header", "not_json", "not_object", "missing_field", "wr
            "bad_address", "afi_mismatch", "port_out_of_range", "bad_time", "missing_end_time",
            "bad_number", "too_large"]
 
-from netns_helpers import _default_sigint, _delete_namespace, _live_namespaces, _sh
+from netns_helpers import (_default_sigint, _delete_namespace, _live_namespaces, _sh,
+                           early_stdout, wait_signals_handled, wait_stdout)
 
 
 class Hosts:
@@ -143,6 +144,7 @@ class FireflyTestCase(unittest.TestCase):
             p.kill()
             out, err = p.communicate()
             self.fail(f"{p.args} did not finish within {timeout} s; stdout={out!r} stderr={err!r}")
+        out = early_stdout(p) + (out or "")  # what wait_stdout() already read
         return p.returncode, out, err
 
     def wait_ready(self, ns, p, port, sockets=1, dev=None, groups=()):
@@ -162,7 +164,8 @@ class FireflyTestCase(unittest.TestCase):
                 joined = all(re.search(rf"^\s*inet6?\s+{re.escape(g)}(\s|$)", maddr, re.M)
                              for g in groups)
             if bound >= sockets and joined:
-                time.sleep(0.05)  # the event loop is set up right after the binds and joins
+                # SIGINT/SIGTERM are blocked (signalfd) once the sockets are set up
+                wait_signals_handled(p.pid)
                 return
             if time.monotonic() > deadline:
                 self.fail(f"{p.args} not ready on port {port} / {groups} within 5 s")
@@ -413,7 +416,7 @@ class TestRejects(FireflyTestCase):
                 rc, _, err = self.firefly(self.A, "send", "--to", f"{B4}:20013", "start", "tcp",
                                           A4, "1", B4, "2", "2", "1")
                 self.assertEqual(rc, 0, err)
-                time.sleep(0.3)
+                wait_stdout(p, lambda out: '"sender"' in out, what="the firefly printed")
                 p.send_signal(sig)
                 rc, out, err = self.finish(p, timeout=5)
                 self.assertEqual(rc, code, err)
@@ -527,4 +530,5 @@ class TestDecodeAndUsage(FireflyTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    from ksft import main  # exit 4 when tests were skipped, printing why
+    main()

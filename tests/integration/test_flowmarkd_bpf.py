@@ -407,4 +407,5 @@ class TestKernelEvents(BpfServiceTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    from ksft import main  # exit 4 when tests were skipped, printing why
+    main()

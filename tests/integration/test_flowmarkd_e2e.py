@@ -58,10 +58,11 @@ print("listening", flush=True)
 threading.Event().wait()
 """
 
-# A TCP client driven by lines on stdin: "open ID HOST PORT", "send ID BYTES", "close ID".
-# Prints "open ID T SPORT" / "sent ID" / "closed ID T" (T: CLOCK_MONOTONIC, the test's clock).
+# A TCP client driven by lines on stdin: "open ID HOST PORT", "send ID BYTES", "drain ID"
+# (until every byte sent is acknowledged: SIOCOUTQ is 0), "close ID". Prints "open ID T
+# SPORT" / "sent ID" / "drained ID" / "closed ID T" (T: CLOCK_MONOTONIC, the test's clock).
 CLIENT = r"""
-import socket, sys, time
+import fcntl, socket, struct, sys, termios, time
 conns = {}
 for line in sys.stdin:
     w = line.split()
@@ -74,6 +75,12 @@ for line in sys.stdin:
     elif w[0] == "send":
         conns[w[1]].sendall(b"x" * int(w[2]))
         print(f"sent {w[1]}", flush=True)
+    elif w[0] == "drain":
+        deadline = time.monotonic() + 10
+        while struct.unpack("i", fcntl.ioctl(conns[w[1]].fileno(), termios.TIOCOUTQ,
+                                             bytes(4)))[0] and time.monotonic() < deadline:
+            time.sleep(0.001)
+        print(f"drained {w[1]}", flush=True)
     elif w[0] == "close":
         conns.pop(w[1]).close()
         print(f"closed {w[1]} {time.monotonic()}", flush=True)
@@ -162,7 +169,12 @@ class TestSocketsSource(ServiceTestCase):
                 self.client.cmd(f"send {fam} {sent}", f"sent {fam}")
                 # A poll must see the connection once the data is acknowledged: the end
                 # firefly carries the usage the last poll read (a TIME_WAIT socket has none).
-                time.sleep(PERIOD + 0.2)
+                # The marker of such a poll: a probe connection opened after the last ack,
+                # whose start firefly that poll sends.
+                self.client.cmd(f"drain {fam}", f"drained {fam}")
+                _, _, _, probe = self.client.cmd(f"open p{fam} {dst} 5602", f"open p{fam}")
+                self.wait_firefly(coll, lambda f, p=int(probe): f["flow-id"]["src-port"] == p,
+                                  "the probe's start firefly", PERIOD + 5)
                 _, _, t_close = self.client.cmd(f"close {fam}", f"closed {fam}")
                 end, _ = self.wait_firefly(coll, lambda f: key(f, "end"), "end firefly",
                                            PERIOD + 5)
@@ -191,12 +203,13 @@ class TestSocketsSource(ServiceTestCase):
         rc, _ = d.stop()
         self.assertEqual(rc, 0, d.describe())
         self.assertEqual(d.c("flowmark_sockets_events_total", source="conns", state="start",
-                             reason="established"), 3, d.counters)
+                             reason="established"), 5, d.counters)
         self.assertEqual(d.csum("flowmark_sockets_events_total", source="conns", state="end"), 2,
                          d.counters)
         self.assertAccounted(d, ["ff"])
-        # 3 starts, 2 ends while running, the end of the open one at shutdown.
-        self.assertEqual(len(coll.wait_count(6)), 6)
+        # 5 starts (2 of them the probes), 2 ends while running, the ends of the three open
+        # ones at shutdown.
+        self.assertEqual(len(coll.wait_count(10)), 10)
 
     def test_iperf_preset_announces_port_5201_only(self):
         choices = {(2, 1), (7, 1)}
@@ -205,11 +218,13 @@ class TestSocketsSource(ServiceTestCase):
         _, _, _, other_port = self.client.cmd(f"open o {self.B4} 5601", "open o")
         _, _, _, iperf6_port = self.client.cmd(f"open i6 {self.B6} 5201", "open i6")
         got = coll.wait_count(2, timeout=PERIOD + 5)
-        # One more poll: the 5601 connection is not announced late either.
-        time.sleep(PERIOD + 0.3)
-        got = coll.fireflies()
+        # A later poll, marked by a third iperf connection opened now: the poll that
+        # announces it also saw the 5601 connection, which stays unannounced.
+        _, _, _, marker_port = self.client.cmd(f"open m {self.B4} 5201", "open m")
+        got = coll.wait_count(3, timeout=PERIOD + 5)
         ports = sorted(g["firefly"]["flow-id"]["src-port"] for g in got)
-        self.assertEqual(ports, sorted([int(iperf_port), int(iperf6_port)]), got)
+        self.assertEqual(ports, sorted([int(iperf_port), int(iperf6_port), int(marker_port)]),
+                         got)
         for g in got:
             f = g["firefly"]
             self.assertEqual(f["flow-id"]["dst-port"], 5201)
@@ -224,7 +239,7 @@ class TestSocketsSource(ServiceTestCase):
         self.assertEqual(d.c("flowmark_sockets_skipped_total", source="conns", reason="port"), 1,
                          d.counters)
         self.assertEqual(d.c("flowmark_sockets_events_total", source="conns", state="start",
-                             reason="established"), 2, d.counters)
+                             reason="established"), 3, d.counters)
 
 
 # ---- flowd's config file and its TOML translation ------------------------------------------
@@ -369,4 +384,5 @@ class TestWithoutLibcurl(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    from ksft import main  # exit 4 when tests were skipped, printing why
+    main()

@@ -32,7 +32,8 @@ IF_A, IF_B = "vethA", "vethB"
 # The environment every command runs in: no MULTICAST_* leaking in from the caller.
 BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith("MULTICAST_")}
 
-from netns_helpers import _default_sigint, _delete_namespace, _live_namespaces, _sh
+from netns_helpers import (_default_sigint, _delete_namespace, _live_namespaces, _sh,
+                           early_stdout, wait_signals_handled, wait_stdout)
 
 
 class Hosts:
@@ -147,6 +148,7 @@ class McastTestCase(unittest.TestCase):
             out, err = p.communicate()
             self.fail(f"{p.args} did not finish within {timeout} s; stdout={out!r} stderr={err!r}")
         p.elapsed = time.monotonic() - p.started
+        out = early_stdout(p) + (out or "")  # what wait_stdout() already read
         return p.returncode, out, err
 
     def flowmark(self, ns, *args, **kw):
@@ -173,7 +175,8 @@ class McastTestCase(unittest.TestCase):
                     if not m or int(m.group(1) or 1) < users:
                         joined = False
             if bound and joined:
-                time.sleep(0.05)  # the event loop is set up right after the joins
+                # SIGINT/SIGTERM are blocked (signalfd) once the sockets are set up
+                wait_signals_handled(p.pid)
                 return
             if time.monotonic() > deadline:
                 self.fail(f"{p.args} not ready on port {port} / {groups} within 5 s")
@@ -749,8 +752,7 @@ class TestExitCodesAndEnvironment(McastTestCase):
             with self.subTest(signal=sig.name):
                 r = self.spawn(self.B, [FLOWMARK, "mcast", "recv", "--group", "239.9.0.2",
                                         "--port", "47002", "--daemon", "--json"])
-                self.wait_ready(self.B, r, 47002, IF_B, ["239.9.0.2"])
-                time.sleep(0.2)
+                self.wait_ready(self.B, r, 47002, IF_B, ["239.9.0.2"])  # signals blocked
                 r.send_signal(sig)
                 rc, out, err = self.finish(r, timeout=5)
                 self.assertEqual(rc, code, err)
@@ -846,7 +848,7 @@ class TestMulticastGrammar(McastTestCase):
                                            "--port", str(self.PORT), "--pipe"],
                                   input="first line\nsecond line\n")
         self.assertEqual(rc, 0, err)
-        time.sleep(0.3)
+        wait_stdout(r, lambda out: out.count("\n") >= 2, what="both lines received")
         r.send_signal(signal.SIGINT)
         rc, out, err = self.finish(r, timeout=5)
         self.assertEqual(rc, 130, err)
@@ -888,4 +890,5 @@ class TestMulticastGrammar(McastTestCase):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    from ksft import main  # exit 4 when tests were skipped, printing why
+    main()

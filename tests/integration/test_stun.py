@@ -359,4 +359,5 @@ class FlowmarkdPublicAddressTest(NatTopology):
 
 
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    from ksft import main  # exit 4 when tests were skipped, printing why
+    main()

@@ -63,6 +63,21 @@ std::string encode_binding_request(const StunTxid& txid, std::string_view softwa
 //     which RFC 5389 §7.3.3 says fails the transaction.
 Result<Endpoint> parse_binding_response(std::span<const std::byte> message, const StunTxid& txid);
 
+// The time and the waiting of a transaction: steady_clock and poll(2) unless a test gives
+// its own (whose wait can move its time on instead of sleeping, so that retransmissions
+// and time-outs are checked without waiting for them).
+class StunClock {
+ public:
+  using TimePoint = std::chrono::steady_clock::time_point;
+  virtual ~StunClock() = default;
+  virtual TimePoint now() = 0;
+  // Waits until `fd` is readable or this clock reaches `until`: > 0 readable, 0 time is
+  // up, < 0 an error (errno set, EINTR included).
+  virtual int wait_readable(int fd, TimePoint until) = 0;
+};
+// steady_clock and poll(2).
+StunClock& real_stun_clock() noexcept;
+
 struct StunOptions {
   // Local address to send from (port chosen by the kernel); its family must be the
   // server's. Unset: the kernel picks by route.
@@ -74,6 +89,8 @@ struct StunOptions {
   std::chrono::milliseconds initial_rto{500};
   // SOFTWARE attribute of the request; empty sends none.
   std::string software = "flowmark";
+  // nullptr: real_stun_clock().
+  StunClock* clock = nullptr;
 };
 
 inline constexpr unsigned kStunMaxRequests = 7;  // Rc of RFC 5389 §7.2.1

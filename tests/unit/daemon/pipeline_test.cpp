@@ -31,6 +31,7 @@ class Capture : public Backend {
  public:
   struct Log {
     std::mutex mutex;
+    std::condition_variable grew;
     std::vector<FlowEvent> events;
     std::atomic<bool> stopped = false;
   };
@@ -39,8 +40,11 @@ class Capture : public Backend {
   void on_event(const FlowEvent& e) noexcept override {
     std::unique_lock lock(mutex_);
     cv_.wait(lock, [&] { return !held_; });
-    std::lock_guard log_lock(log->mutex);
-    log->events.push_back(e);
+    {
+      std::lock_guard log_lock(log->mutex);
+      log->events.push_back(e);
+    }
+    log->grew.notify_all();
   }
   void stop() noexcept override { log->stopped = true; }
   void hold() {
@@ -57,6 +61,12 @@ class Capture : public Backend {
   std::vector<FlowEvent> events() {
     std::lock_guard lock(log->mutex);
     return log->events;
+  }
+  // Waits (up to 10 s) until `n` events came; false if they did not.
+  bool wait_events(std::size_t n) {
+    std::unique_lock lock(log->mutex);
+    return log->grew.wait_for(lock, std::chrono::seconds(10),
+                              [&] { return log->events.size() >= n; });
   }
   std::shared_ptr<Log> log = std::make_shared<Log>();
 
@@ -218,10 +228,7 @@ TEST_F(PipelineTest, AStalledBackendDropsOnlyItsOwnEventsAndEveryEventIsAccounte
   // the fast one, whose queue is as small, so that only the stuck one can overflow).
   for (int i = 0; i < kEvents; ++i) {
     p.push(event(FlowState::kStart, "192.0.2.1:" + std::to_string(1000 + i), "198.51.100.1:2"));
-    for (int tries = 0; tries < 2000 && fast->events().size() < static_cast<std::size_t>(i + 1);
-         ++tries) {
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
+    ASSERT_TRUE(fast->wait_events(static_cast<std::size_t>(i + 1))) << "event " << i;
   }
   EXPECT_EQ(fast->events().size(), static_cast<std::size_t>(kEvents));
   slow->release();

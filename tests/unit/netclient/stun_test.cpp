@@ -440,19 +440,108 @@ TEST(StunDiscover, Ipv6Loopback) {
   EXPECT_EQ(a->mapped, a->local);
 }
 
+// A test clock that is also the server: no thread, no real waiting. Its time moves only
+// when the client waits with nothing to read (to the end of that wait). Before that, it
+// serves each request the client has sent by then — the client sends at 0, RTO, 3·RTO,
+// 7·RTO, … (RFC 5389 §7.2.1), which the test states here rather than trusting the code
+// under test — through `reply_`, and a reply sent makes the wait return readable.
+class ServingClock final : public StunClock {
+ public:
+  using Reply = std::function<std::vector<std::string>(int n, const std::string& request,
+                                                       const Endpoint& from)>;
+  ServingClock(const StunOptions& o, Reply reply) : o_(o), reply_(std::move(reply)) {
+    auto fd = net::bind_udp({*IpAddress::parse("127.0.0.1"), 0});
+    if (!fd) return;
+    fd_ = std::move(*fd);
+    auto at = net::local_endpoint(fd_.get());
+    ok_ = at.has_value();
+    if (ok_) endpoint_ = *at;
+  }
+  bool ok() const { return ok_; }
+  const Endpoint& endpoint() const { return endpoint_; }
+  int served() const { return served_; }
+  const std::vector<std::string>& requests() const { return requests_; }
+
+  TimePoint now() override { return now_; }
+  int wait_readable(int fd, TimePoint until) override {
+    bool replied = false;
+    while (served_ < sent_by(now_)) {
+      pollfd p{.fd = fd_.get(), .events = POLLIN, .revents = 0};
+      if (::poll(&p, 1, 5000) <= 0) {  // a request on loopback: a bound, not a delay
+        ADD_FAILURE() << "request " << served_ + 1 << " did not reach the server";
+        return -1;
+      }
+      char buf[1500];
+      sockaddr_storage ss{};
+      socklen_t len = sizeof ss;
+      const ssize_t got =
+          ::recvfrom(fd_.get(), buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&ss), &len);
+      if (got < 0) return -1;
+      requests_.emplace_back(buf, static_cast<std::size_t>(got));
+      for (const auto& out : reply_(served_++, requests_.back(), Endpoint::from_sockaddr(ss))) {
+        ::sendto(fd_.get(), out.data(), out.size(), 0, reinterpret_cast<sockaddr*>(&ss), len);
+        replied = true;
+      }
+    }
+    if (replied) {
+      pollfd p{.fd = fd, .events = POLLIN, .revents = 0};
+      return ::poll(&p, 1, 5000);  // the reply on loopback (a bound, not a delay)
+    }
+    now_ = until;
+    return 0;
+  }
+
+ private:
+  // Requests sent by time t: at start + (2^k - 1)·RTO while before the deadline.
+  int sent_by(TimePoint t) const {
+    int n = 0;
+    for (unsigned k = 0; k < kStunMaxRequests; ++k) {
+      const auto at = kStart + ((1 << k) - 1) * o_.initial_rto;
+      if (at > t || at >= kStart + o_.timeout) break;
+      ++n;
+    }
+    return n;
+  }
+
+  static constexpr TimePoint kStart{std::chrono::hours(1)};
+  const StunOptions& o_;
+  Reply reply_;
+  UniqueFd fd_;
+  bool ok_ = false;
+  Endpoint endpoint_;
+  TimePoint now_ = kStart;
+  int served_ = 0;
+  std::vector<std::string> requests_;
+};
+
 TEST(StunDiscover, RetransmitsWhenTheFirstRequestIsLost) {
-  Responder server([](int n, const std::string& req, const Endpoint& from) {
+  StunOptions o = fast();
+  ServingClock clock(o, [](int n, const std::string& req, const Endpoint& from) {
     if (n == 0) return std::vector<std::string>{};  // dropped
     return std::vector{success_for(req, from)};
   });
-  ASSERT_TRUE(server.ok());
-  auto a = stun_query(server.endpoint(), fast());
+  ASSERT_TRUE(clock.ok());
+  o.clock = &clock;
+  auto a = stun_query(clock.endpoint(), o);
   ASSERT_TRUE(a.has_value()) << a.error().message();
   EXPECT_EQ(a->requests, 2u);
-  EXPECT_GE(a->elapsed, 50ms);  // the first RTO
-  const auto reqs = server.requests();
-  ASSERT_EQ(reqs.size(), 2u);
-  EXPECT_EQ(reqs[0], reqs[1]);  // a retransmission is the same transaction
+  EXPECT_EQ(a->elapsed, 50ms);  // answered at the first RTO, on the test's clock
+  ASSERT_EQ(clock.requests().size(), 2u);
+  EXPECT_EQ(clock.requests()[0], clock.requests()[1]);  // the same transaction
+}
+
+TEST(StunDiscover, RetransmitsAtDoublingIntervalsUntilAnswered) {
+  StunOptions o = fast(10s);
+  ServingClock clock(o, [](int n, const std::string& req, const Endpoint& from) {
+    if (n < 4) return std::vector<std::string>{};  // four lost: at 0, 50, 150, 350 ms
+    return std::vector{success_for(req, from)};
+  });
+  ASSERT_TRUE(clock.ok());
+  o.clock = &clock;
+  auto a = stun_query(clock.endpoint(), o);
+  ASSERT_TRUE(a.has_value()) << a.error().message();
+  EXPECT_EQ(a->requests, 5u);
+  EXPECT_EQ(a->elapsed, 750ms);  // the fifth request, at (2^4 - 1) · 50 ms
 }
 
 TEST(StunDiscover, IgnoresAndCountsWhatIsNotTheAnswer) {
@@ -497,32 +586,39 @@ TEST(StunDiscover, ErrorResponseEndsTheTransaction) {
 }
 
 TEST(StunDiscover, TimesOutWhenNobodyAnswers) {
-  // A bound socket nobody reads: requests queue up in it.
-  auto silent = net::bind_udp({*IpAddress::parse("127.0.0.1"), 0}, SOCK_NONBLOCK);
-  ASSERT_TRUE(silent.has_value()) << silent.error().message();
-  auto bound = net::local_endpoint(silent->get());
-  ASSERT_TRUE(bound.has_value()) << bound.error().message();
-  const Endpoint where = *bound;
-
   // RTO 50 ms: requests at 0, 50 and 150 ms; the next would be at 350, after the timeout.
-  const auto t0 = std::chrono::steady_clock::now();
-  auto a = stun_query(where, fast(300ms));
-  const auto took = std::chrono::steady_clock::now() - t0;
+  StunOptions o = fast(300ms);
+  ServingClock clock(o, [](int, const std::string&, const Endpoint&) {
+    return std::vector<std::string>{};  // silence
+  });
+  ASSERT_TRUE(clock.ok());
+  o.clock = &clock;
+  const auto t0 = clock.now();
+  auto a = stun_query(clock.endpoint(), o);
   ASSERT_FALSE(a.has_value());
   EXPECT_EQ(a.error().code(), std::make_error_code(std::errc::timed_out));
-  EXPECT_GE(took, 300ms);
-  EXPECT_LT(took, 2000ms);
-  unsigned queued = 0;
-  char buf[512];
-  while (::recv(silent->get(), buf, sizeof buf, 0) > 0) ++queued;
-  EXPECT_GE(queued, 2u);
-  EXPECT_LE(queued, 3u);
+  EXPECT_EQ(clock.now() - t0, 300ms);  // gave up at the timeout, not before or after
+  EXPECT_EQ(clock.served(), 3);
   const std::string& msg = a.error().message();
-  EXPECT_NE(msg.find("no answer from STUN server " + where.to_string() + " within 0.3 s (" +
-                     std::to_string(queued) + " binding requests sent from 127.0.0.1:"),
+  EXPECT_NE(msg.find("no answer from STUN server " + clock.endpoint().to_string() +
+                     " within 0.3 s (3 binding requests sent from 127.0.0.1:"),
             std::string::npos)
       << msg;
-  EXPECT_NE(msg.find("UDP to port " + std::to_string(where.port)), std::string::npos) << msg;
+  EXPECT_NE(msg.find("UDP to port " + std::to_string(clock.endpoint().port)), std::string::npos)
+      << msg;
+}
+
+TEST(StunDiscover, StopsAfterSevenRequests) {
+  StunOptions o = fast(60s);  // long enough for more than Rc requests
+  ServingClock clock(
+      o, [](int, const std::string&, const Endpoint&) { return std::vector<std::string>{}; });
+  ASSERT_TRUE(clock.ok());
+  o.clock = &clock;
+  const auto t0 = clock.now();
+  auto a = stun_query(clock.endpoint(), o);
+  ASSERT_FALSE(a.has_value());
+  EXPECT_EQ(clock.served(), static_cast<int>(kStunMaxRequests));
+  EXPECT_EQ(clock.now() - t0, 60s);  // then waits out the timeout for a late answer
 }
 
 TEST(StunDiscover, RejectsBadArguments) {

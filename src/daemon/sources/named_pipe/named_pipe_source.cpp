@@ -12,6 +12,7 @@
 #include <charconv>
 #include <filesystem>
 
+#include "daemon/sources/named_pipe/line_assembler.hpp"
 #include "flowmark/core/fd.hpp"
 #include "flowmark/core/log_limit.hpp"
 #include "flowmark/scitags/pipe_line.hpp"
@@ -138,60 +139,22 @@ class NamedPipeSource final : public Source {
       break;
     }
     // Every writer has closed: a partial line can never be completed.
-    if (!partial_.empty()) {
-      if (!discarding_) reject_incomplete();
-      partial_.clear();
-    }
-    discarding_ = false;
+    if (auto rest = lines_in_.finish()) reject_incomplete(*rest);
     if (auto r = open_reader(); !r) {
       spdlog::error("source {}: {}", name_, r.error().message());
     }
   }
 
-  void reject_incomplete() {
+  void reject_incomplete(const std::string& partial) {
     incomplete_->fetch_add(1, std::memory_order_relaxed);
     reject_log_.log(spdlog::level::warn,
                     "source {}: rejected (incomplete_line): the writer closed the pipe in the "
                     "middle of a line: '{}'",
-                    name_, std::string_view(partial_).substr(0, 80));
+                    name_, std::string_view(partial).substr(0, 80));
   }
 
   void consume(std::string_view data) {
-    while (!data.empty()) {
-      auto nl = data.find('\n');
-      if (nl == std::string_view::npos) {
-        if (!discarding_) {
-          if (partial_.size() + data.size() > o_.max_line) {
-            too_long();
-          } else {
-            partial_.append(data);
-          }
-        }
-        return;
-      }
-      auto piece = data.substr(0, nl);
-      data.remove_prefix(nl + 1);
-      if (discarding_) {  // the tail of an over-long line
-        discarding_ = false;
-        continue;
-      }
-      if (!partial_.empty()) {
-        if (partial_.size() + piece.size() > o_.max_line) {
-          partial_.clear();
-          too_long();
-          discarding_ = false;
-          continue;
-        }
-        partial_.append(piece);
-        line(partial_);
-        partial_.clear();
-      } else if (piece.size() > o_.max_line) {
-        too_long();
-        discarding_ = false;
-      } else {
-        line(piece);
-      }
-    }
+    lines_in_.feed(data, [this](std::string_view text) { line(text); }, [this] { too_long(); });
   }
 
   void too_long() {
@@ -199,8 +162,6 @@ class NamedPipeSource final : public Source {
     reject_log_.log(spdlog::level::warn,
                     "source {}: rejected (line_too_long): a line longer than {} bytes", name_,
                     o_.max_line);
-    partial_.clear();
-    discarding_ = true;
   }
 
   void line(std::string_view text) {
@@ -225,8 +186,7 @@ class NamedPipeSource final : public Source {
   FlowSink* sink_ = nullptr;
   UniqueFd fd_;
   bool created_ = false;
-  std::string partial_;
-  bool discarding_ = false;
+  LineAssembler lines_in_{o_.max_line};
   std::uint64_t line_no_ = 0;
   std::array<std::atomic<std::uint64_t>*, scitags::kPipeRejectKinds> rejected_{};
   std::atomic<std::uint64_t>*too_long_, *incomplete_, *lines_;

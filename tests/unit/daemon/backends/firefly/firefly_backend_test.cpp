@@ -1,0 +1,188 @@
+// The `firefly` backend on loopback: fireflies to collectors and to the flow's destination
+// read by a real UDP socket and decoded, the syslog header option, `ongoing` fireflies for
+// live flows on each tick (with the TCP state from the reader), and its configuration.
+#include "daemon/backends/firefly/firefly_backend.hpp"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+
+#include <toml++/toml.h>
+
+#include "../../udp_loopback.hpp"
+#include "flowmark/scitags/firefly.hpp"
+
+namespace flowmark::daemon {
+namespace {
+
+using scitags::FlowEvent;
+using scitags::FlowState;
+using testing::UdpLoopback;
+
+FlowEvent event(std::uint16_t sport, FlowState state = FlowState::kStart) {
+  FlowEvent e;
+  e.state = state;
+  e.src = {*IpAddress::parse("127.0.0.1"), sport};
+  e.dst = {*IpAddress::parse("127.0.0.1"), 5777};
+  e.experiment = 2;
+  e.activity = 1;
+  e.start_time = 1'742'896'800'000'000;
+  if (state == FlowState::kEnd) e.end_time = e.start_time + 1'000'000;
+  return e;
+}
+
+struct Fixture {
+  Counters counters;
+  ServiceContext ctx{counters, &scitags::Registry::builtin(), "ff.example.org"};
+  BackendFactories factories{"backend"};
+  scitags::FireflyDecoder decoder;
+
+  Result<std::unique_ptr<Backend>> make(const std::string& text, FlowInfoReader reader = {}) {
+    EXPECT_TRUE(register_firefly_backend(factories, reader));
+    toml::table table = toml::parse(text);
+    Section s(&table, "[backend.ff]", "ff");
+    FM_TRY(auto b, factories.create("firefly", s, ctx));
+    FM_TRY_VOID(s.finish());
+    return b;
+  }
+  std::uint64_t sends(std::string_view to, std::string_view outcome) const {
+    return counters.value(
+        "flowmark_firefly_sends_total",
+        {{"backend", "ff"}, {"to", std::string(to)}, {"outcome", std::string(outcome)}});
+  }
+  // The next firefly at `rx`, decoded (fails the test when none comes).
+  scitags::Firefly next(UdpLoopback& rx) {
+    auto d = rx.receive();
+    EXPECT_TRUE(d) << "no firefly within 5 s";
+    if (!d) return {};
+    auto f = decoder.decode(*d);
+    EXPECT_TRUE(f) << *d;
+    return f ? **f : scitags::Firefly{};
+  }
+};
+
+TEST(FireflyBackend, CollectorsGetEachEventWithTheSyslogHeader) {
+  UdpLoopback c1, c2;
+  ASSERT_TRUE(c1.ok() && c2.ok());
+  Fixture f;
+  auto b = f.make("to_destination = false\ncollectors = ['" + c1.local().to_string() + "', '" +
+                  c2.local().to_string() + "']\napplication = 'unit'");
+  ASSERT_TRUE(b) << b.error().message();
+  ASSERT_TRUE((*b)->start());
+  (*b)->on_event(event(1000));
+  for (auto* rx : {&c1, &c2}) {
+    const auto got = f.next(*rx);
+    EXPECT_TRUE(got.has_header);
+    EXPECT_EQ(got.hostname, "ff.example.org");
+    EXPECT_EQ(got.application, "unit");
+    EXPECT_EQ(got.event.state, FlowState::kStart);
+    EXPECT_EQ(got.event.src, event(1000).src);
+    EXPECT_EQ(got.event.dst, event(1000).dst);
+    EXPECT_EQ(got.event.experiment, 2u);
+    EXPECT_EQ(got.event.activity, 1u);
+    EXPECT_EQ(got.event.start_time, event(1000).start_time);
+  }
+  EXPECT_EQ(f.sends("collector", "sent"), 2u);
+  EXPECT_EQ(f.sends("destination", "sent"), 0u);
+  (*b)->stop();
+}
+
+TEST(FireflyBackend, ToTheFlowsDestinationAtTheConfiguredPortWithoutHeader) {
+  UdpLoopback dest;
+  ASSERT_TRUE(dest.ok());
+  Fixture f;
+  auto b = f.make("port = " + std::to_string(dest.local().port) + "\nsyslog_header = false");
+  ASSERT_TRUE(b) << b.error().message();
+  ASSERT_TRUE((*b)->start());
+  (*b)->on_event(event(1001, FlowState::kEnd));
+  const auto got = f.next(dest);
+  EXPECT_FALSE(got.has_header);
+  EXPECT_EQ(got.event.state, FlowState::kEnd);
+  EXPECT_EQ(got.event.end_time, event(1001, FlowState::kEnd).end_time);
+  EXPECT_EQ(f.sends("destination", "sent"), 1u);
+}
+
+TEST(FireflyBackend, OngoingFirefliesForLiveFlowsOnEachTick) {
+  UdpLoopback coll;
+  ASSERT_TRUE(coll.ok());
+  Fixture f;
+  int reads = 0;
+  auto b = f.make("to_destination = false\ncollectors = ['" + coll.local().to_string() +
+                      "']\nongoing_interval = 30",
+                  [&](const FlowEvent&) -> std::optional<scitags::TcpInfo> {
+                    ++reads;
+                    scitags::TcpInfo t;
+                    t.bytes_acked = 4000;
+                    t.bytes_received = 300;
+                    return t;
+                  });
+  ASSERT_TRUE(b) << b.error().message();
+  EXPECT_EQ((*b)->tick_interval(), std::chrono::seconds(30));
+  ASSERT_TRUE((*b)->start());
+  (*b)->on_event(event(2000));
+  (*b)->on_event(event(2001));
+  EXPECT_EQ(f.next(coll).event.state, FlowState::kStart);
+  EXPECT_EQ(f.next(coll).event.state, FlowState::kStart);
+  (*b)->on_event(event(2001, FlowState::kEnd));
+  EXPECT_EQ(f.next(coll).event.state, FlowState::kEnd);
+  (*b)->on_tick();  // only 2000 is live
+  const auto ongoing = f.next(coll);
+  EXPECT_EQ(ongoing.event.state, FlowState::kOngoing);
+  EXPECT_EQ(ongoing.event.src.port, 2000);
+  ASSERT_TRUE(ongoing.event.usage);
+  EXPECT_EQ(ongoing.event.usage->sent, 4000u);
+  EXPECT_EQ(ongoing.event.usage->received, 300u);
+  EXPECT_EQ(reads, 1);
+  // The marker: a later datagram arrives, and nothing came between (no ongoing for 2001).
+  (*b)->on_event(event(2002));
+  EXPECT_EQ(f.next(coll).event.src.port, 2002);
+  EXPECT_EQ(f.sends("collector", "sent"), 5u);
+}
+
+TEST(FireflyBackend, TcpInfoOnlyWhenAsked) {
+  UdpLoopback coll;
+  ASSERT_TRUE(coll.ok());
+  Fixture f;
+  int reads = 0;
+  auto reader = [&](const FlowEvent&) -> std::optional<scitags::TcpInfo> {
+    ++reads;
+    scitags::TcpInfo t;
+    t.rtt_us = 1234;
+    return t;
+  };
+  auto b = f.make(
+      "to_destination = false\ntcp_info = true\ncollectors = ['" + coll.local().to_string() + "']",
+      reader);
+  ASSERT_TRUE(b) << b.error().message();
+  ASSERT_TRUE((*b)->start());
+  (*b)->on_event(event(3000));
+  const auto got = f.next(coll);
+  EXPECT_EQ(reads, 1);
+  bool netlink = false;
+  for (const auto& [k, v] : got.extra) netlink |= k == "netlink" && v.find("1234") != v.npos;
+  EXPECT_TRUE(netlink) << "the TCP state travels as the \"netlink\" member";
+}
+
+TEST(FireflyBackend, ConfigurationErrorsNameTheKey) {
+  Fixture f, g;
+  auto nowhere = f.make("to_destination = false");
+  ASSERT_FALSE(nowhere);
+  EXPECT_NE(nowhere.error().message().find("collectors"), std::string::npos)
+      << nowhere.error().message();
+  auto ttl = g.make("ttl = 300");
+  ASSERT_FALSE(ttl);
+  EXPECT_NE(ttl.error().message().find("ttl"), std::string::npos) << ttl.error().message();
+}
+
+TEST(FireflyBackend, UnresolvableCollectorFailsAtStart) {
+  Fixture f;
+  auto b = f.make("collectors = ['not an address!']");
+  ASSERT_TRUE(b) << b.error().message();
+  auto r = (*b)->start();
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("not an address!"), std::string::npos) << r.error().message();
+}
+
+}  // namespace
+}  // namespace flowmark::daemon
