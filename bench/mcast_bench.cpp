@@ -58,6 +58,7 @@
 #include "flowmark/mcast/receiver.hpp"
 #include "flowmark/mcast/sender.hpp"
 #include "flowmark/mcast/stream.hpp"
+#include "flowmark/net/socket.hpp"
 
 namespace {
 
@@ -530,16 +531,16 @@ void BM_StatsTableAdd(benchmark::State& state) {
 // every drain ends with.
 void BM_ReaderRead(benchmark::State& state) {
   const auto waiting = static_cast<std::size_t>(state.range(0));
-  UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, IPPROTO_UDP));
-  sockaddr_in self{};
-  self.sin_family = AF_INET;
-  self.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof self;
-  if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&self), len) != 0 ||
-      getsockname(fd.get(), reinterpret_cast<sockaddr*>(&self), &len) != 0 ||
-      ::connect(fd.get(), reinterpret_cast<sockaddr*>(&self), len) != 0)
+  auto bound = net::bind_udp({*IpAddress::parse("127.0.0.1"), 0});
+  if (!bound) die(bound.error().message());
+  UniqueFd fd = std::move(*bound);
+  auto here = net::local_endpoint(fd.get());
+  if (!here) die(here.error().message());
+  sockaddr_storage self{};
+  const socklen_t len = here->to_sockaddr(self);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&self), len) != 0)
     die(std::string("a UDP socket on 127.0.0.1: ") + std::strerror(errno));
-  if (auto r = enable_packet_info(fd.get(), Family::kV4); !r) die(r.error().message());
+  if (auto r = net::enable_packet_info(fd.get(), Family::kV4); !r) die(r.error().message());
   DatagramReader reader(65536, 64);
   Payloads payloads(64);
   payloads.stamp(0, 0);

@@ -16,18 +16,18 @@
 #include <string_view>
 #include <vector>
 
-#include "daemon/sources/sockets/tracker.hpp"
+#include "daemon/common/tracker.hpp"
 #include "flowmark/core/fd.hpp"
-#include "flowmark/daemon/sock_diag.hpp"
+#include "flowmark/netclient/sock_diag.hpp"
 
 namespace {
 
 using flowmark::Endpoint;
 using flowmark::Family;
 using flowmark::UniqueFd;
-using flowmark::daemon::kConnectedStates;
-using flowmark::daemon::SockDiag;
-using flowmark::daemon::SocketInfo;
+using flowmark::netclient::kConnectedStates;
+using flowmark::netclient::SockDiag;
+using flowmark::netclient::SocketInfo;
 namespace sk = flowmark::daemon::sockets;
 
 std::vector<UniqueFd> g_fds;  // every socket of the pairs, kept open for the whole run

@@ -14,7 +14,7 @@
 
 #include "command.hpp"
 #include "flowmark/core/json.hpp"
-#include "flowmark/daemon/stun.hpp"
+#include "flowmark/netclient/stun.hpp"
 
 namespace flowmark::apps {
 namespace {
@@ -36,7 +36,7 @@ void append_endpoint(std::string& out, std::string_view key, const Endpoint& e) 
   fmt::format_to(std::back_inserter(out), R"(,"port":{}}})", e.port);
 }
 
-std::string answer_json(const daemon::StunAnswer& a) {
+std::string answer_json(const netclient::StunAnswer& a) {
   std::string out = "{";
   append_endpoint(out, "public", a.mapped);
   out += ',';
@@ -52,7 +52,7 @@ std::string answer_json(const daemon::StunAnswer& a) {
 }
 
 int run_stun(const StunArgs& a) {
-  daemon::StunOptions options;
+  netclient::StunOptions options;
   options.timeout = std::chrono::milliseconds(std::llround(a.timeout * 1000.0));
   if (a.bind) {
     auto bind = IpAddress::parse(*a.bind);
@@ -62,12 +62,12 @@ int run_stun(const StunArgs& a) {
     }
     options.bind = *bind;
   }
-  auto server = daemon::resolve_stun_server(a.server);
+  auto server = netclient::resolve_stun_server(a.server);
   if (!server) {
     fmt::print(stderr, "flowmark: error: {}\n", server.error().message());
     return kExitFailed;
   }
-  auto answer = daemon::stun_query(*server, options);
+  auto answer = netclient::stun_query(*server, options);
   if (!answer) {
     fmt::print(stderr, "flowmark: error: {}\n", answer.error().message());
     return kExitFailed;

@@ -18,7 +18,7 @@
 #include "flowlabel_bpf.skel.h"
 #include "flowmark/core/fd.hpp"
 #include "flowmark/core/interface.hpp"
-#include "tc.hpp"
+#include "loader_common.hpp"
 
 // The layout both sides read (bpf/flowlabel.h): any change must be made on both sides.
 static_assert(sizeof(flowmark_flow_key) == 40);

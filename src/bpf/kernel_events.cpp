@@ -19,7 +19,7 @@
 
 #include "kevents.h"
 #include "kevents_bpf.skel.h"
-#include "tc.hpp"
+#include "loader_common.hpp"
 
 static_assert(sizeof(flowmark_kevent) == 80);
 static_assert(offsetof(flowmark_kevent, saddr) == 32);

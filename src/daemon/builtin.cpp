@@ -1,7 +1,6 @@
 #include "daemon/builtin.hpp"
 
 #include <cstdlib>
-#include <mutex>
 
 #include <spdlog/spdlog.h>
 
@@ -11,6 +10,7 @@
 #endif
 #include "daemon/backends/prometheus/prometheus_backend.hpp"
 #include "daemon/backends/records/records_backend.hpp"
+#include "daemon/common/tcp_info_reader.hpp"
 #include "daemon/sources/firefly/firefly_source.hpp"
 #ifdef FLOWMARK_HAVE_BPF
 #include "daemon/sources/kernel_events/kernel_events_source.hpp"
@@ -18,44 +18,8 @@
 #include "daemon/sources/named_pipe/named_pipe_source.hpp"
 #include "daemon/sources/observer/observer_source.hpp"
 #include "daemon/sources/sockets/sockets_source.hpp"
-#include "flowmark/daemon/sock_diag.hpp"
 
 namespace flowmark::daemon {
-namespace {
-
-// The TCP state of a live flow from netlink sock_diag (INET_DIAG_INFO), for the backends
-// that report it (Prometheus flow_tcp_*, `ongoing` fireflies). One netlink socket per
-// reader, opened on first use; calls from several backend threads are serialised.
-class NetlinkTcpInfo {
- public:
-  std::optional<scitags::TcpInfo> operator()(const FlowEvent& e) {
-    if (e.protocol != scitags::Protocol::kTcp) return std::nullopt;
-    std::lock_guard lock(mutex_);
-    if (!diag_) {
-      auto d = SockDiag::open();
-      if (!d) {
-        if (!warned_) spdlog::warn("TCP information unavailable: {}", d.error().message());
-        warned_ = true;
-        return std::nullopt;
-      }
-      diag_.emplace(std::move(*d));
-    }
-    // The flow's source is usually this host; a flow announced from the other side is
-    // found the other way round.
-    for (int side = 0; side < 2; ++side) {
-      auto r = side == 0 ? diag_->tcp_info(e.src, e.dst) : diag_->tcp_info(e.dst, e.src);
-      if (r && r->has_value()) return *r;  // Result<optional<TcpInfo>>
-    }
-    return std::nullopt;
-  }
-
- private:
-  std::mutex mutex_;
-  std::optional<SockDiag> diag_;
-  bool warned_ = false;
-};
-
-}  // namespace
 
 void register_builtin(SourceFactories& sources, BackendFactories& backends) {
   auto must = [](Result<void> r) {
@@ -64,8 +28,8 @@ void register_builtin(SourceFactories& sources, BackendFactories& backends) {
       std::abort();  // a programming error in this list
     }
   };
-  auto tcp_info = std::make_shared<NetlinkTcpInfo>();
-  auto reader = [tcp_info](const FlowEvent& e) { return (*tcp_info)(e); };
+  // One sock_diag reader for both backends that report TCP state.
+  auto reader = make_tcp_info_reader();
 
   must(register_named_pipe_source(sources));
   must(register_firefly_source(sources));

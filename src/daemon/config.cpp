@@ -10,7 +10,7 @@
 
 #include <toml++/toml.h>
 
-#include "daemon/flowd_format.hpp"
+#include "daemon/flowd/flowd_format.hpp"
 
 namespace flowmark::daemon {
 

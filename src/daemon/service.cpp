@@ -14,7 +14,7 @@
 #include "flowmark/core/event_loop.hpp"
 #include "flowmark/daemon/factory.hpp"
 #include "flowmark/daemon/pipeline.hpp"
-#include "flowmark/daemon/stun.hpp"
+#include "flowmark/netclient/stun.hpp"
 
 namespace flowmark::daemon {
 namespace {
@@ -84,12 +84,12 @@ void discover_public(PublicAddressConfig& pa) {
     return;
   }
   for (const auto& text : pa.stun_servers) {
-    auto server = resolve_stun_server(text);
+    auto server = netclient::resolve_stun_server(text);
     if (!server) {
       spdlog::warn("STUN server {}: {}", text, server.error().message());
       continue;
     }
-    auto answer = stun_query(*server);
+    auto answer = netclient::stun_query(*server);
     if (!answer) {
       spdlog::warn("STUN server {}: {}", text, answer.error().message());
       continue;

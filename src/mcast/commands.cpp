@@ -23,6 +23,7 @@
 #include "flowmark/mcast/receiver.hpp"
 #include "flowmark/mcast/sender.hpp"
 #include "flowmark/mcast/stream.hpp"
+#include "flowmark/net/socket.hpp"
 
 namespace flowmark::mcast {
 namespace {
@@ -313,7 +314,7 @@ int run_say(const SayOptions& o, std::FILE* in, std::FILE* out) {
   if (!o.wait_reply) return kExitOk;
   // Wait for HEAR replies (unicast to our source port) until the timeout.
   const auto timeout = o.timeout.value_or(std::chrono::seconds(1));
-  if (auto e = enable_packet_info(tx->fd(), o.group.family()); !e) return report(e.error());
+  if (auto e = net::enable_packet_info(tx->fd(), o.group.family()); !e) return report(e.error());
   DatagramReader reader(65536, 16);
   const std::int64_t deadline = monotonic_ns() + timeout.count();
   std::uint64_t replies = 0;

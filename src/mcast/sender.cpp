@@ -7,6 +7,9 @@
 
 #include <fmt/format.h>
 
+#include "flowmark/net/multicast.hpp"
+#include "flowmark/net/socket.hpp"
+
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
 #endif
@@ -24,15 +27,12 @@ Result<Sender> Sender::open(const SenderConfig& config) {
                 fmt::format("bind address {} is not of the group's family ({})",
                             config.bind->to_string(), config.group.address.to_string()));
   Sender s;
-  FM_TRY(s.fd_, open_udp_socket(family));
-  FM_TRY_VOID(apply_send_options(s.fd_.get(), family, config.send));
-  FM_TRY_VOID(set_send_buffer(s.fd_.get(), config.sndbuf));
+  FM_TRY(s.fd_, net::open_udp_socket(family));
+  FM_TRY_VOID(net::apply_send_options(s.fd_.get(), family, config.send));
+  FM_TRY_VOID(net::set_send_buffer(s.fd_.get(), config.sndbuf));
   if (config.bind || config.bind_port != 0) {
-    Endpoint local{config.bind.value_or(IpAddress::any(family)), config.bind_port};
-    sockaddr_storage ss{};
-    socklen_t len = local.to_sockaddr(ss);
-    if (::bind(s.fd_.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0)
-      return fail_errno(fmt::format("cannot bind the sender to {}", local.to_string()));
+    const Endpoint local{config.bind.value_or(IpAddress::any(family)), config.bind_port};
+    FM_TRY_VOID(net::bind_to(s.fd_.get(), local, "cannot bind the sender to"));
   }
   s.group_ = config.group;
   if (family == Family::kV6 && s.group_.address.scope_id() == 0 && config.send.iface)
@@ -182,11 +182,6 @@ Result<std::size_t> Sender::send_mmsg(std::span<const std::span<const std::byte>
   return accepted;
 }
 
-Endpoint Sender::local() const {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  if (getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
-  return Endpoint::from_sockaddr(ss);
-}
+Endpoint Sender::local() const { return net::local_endpoint(fd_.get()).value_or(Endpoint{}); }
 
 }  // namespace flowmark::mcast

@@ -11,8 +11,9 @@
 #include <spdlog/spdlog.h>
 
 #include "flowmark/core/fd.hpp"
-#include "flowmark/mcast/receiver.hpp"
-#include "flowmark/mcast/socket.hpp"
+#include "flowmark/net/datagram.hpp"
+#include "flowmark/net/multicast.hpp"
+#include "flowmark/net/socket.hpp"
 
 namespace flowmark::scitags {
 
@@ -43,56 +44,39 @@ constexpr std::size_t kBufferSize = FireflyDecoder::kMaxSize;
 // A unicast socket bound to `local` with a large receive buffer. No packet info and no
 // timestamps: nothing here uses them, and the kernel's cmsg work is not free.
 Result<UniqueFd> open_unicast(const Endpoint& local, int rcvbuf) {
-  FM_TRY(UniqueFd fd, mcast::open_udp_socket(local.address.family()));
-  FM_TRY_VOID(mcast::set_receive_buffer(fd.get(), rcvbuf));
-  sockaddr_storage ss{};
-  const socklen_t len = local.to_sockaddr(ss);
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-    const int err = errno;
-    return std::unexpected(
-        Error(std::error_code(err, std::system_category()),
-              fmt::format("cannot listen on {}: {}{}", local.to_string(), std::strerror(err),
-                          err == EADDRINUSE ? " — another collector (flowd?) already uses the port"
-                          : err == EADDRNOTAVAIL ? " — not a local address"
-                          : err == EACCES ? " — ports below 1024 need root or CAP_NET_BIND_SERVICE"
-                                          : "")));
-  }
+  FM_TRY(UniqueFd fd, net::open_udp_socket(local.address.family()));
+  FM_TRY_VOID(net::set_receive_buffer(fd.get(), rcvbuf));
+  FM_TRY_VOID(net::bind_to(fd.get(), local, "cannot listen on",
+                           "another collector (flowd?) already uses the port"));
   return fd;
 }
 
-Endpoint local_endpoint(int fd) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
-  return Endpoint::from_sockaddr(ss);
-}
+Endpoint local_endpoint(int fd) { return net::local_endpoint(fd).value_or(Endpoint{}); }
 
 }  // namespace
 
 struct FireflyListener::Impl {
-  // Either plain sockets with their readers, or one multicast receiver.
+  // Plain sockets (one per family), or one socket joined to the group.
   struct Socket {
     UniqueFd fd;
-    mcast::DatagramReader reader;
+    net::DatagramReader reader;
   };
   std::vector<Socket> sockets;
-  std::optional<mcast::Receiver> receiver;
   FireflyDecoder decoder;
   ListenerCounts counts;
   bool stop_requested = false;
 
   explicit Impl(const DecoderOptions& options) : decoder(options) {}
 
-  Result<std::span<const mcast::Datagram>> read(std::size_t i) {
-    if (receiver) return receiver->receive();
+  Result<std::span<const net::Datagram>> read(std::size_t i) {
     return sockets[i].reader.read(sockets[i].fd.get());
   }
-  std::size_t socket_count() const { return receiver ? 1 : sockets.size(); }
-  int fd(std::size_t i) const { return receiver ? receiver->fd() : sockets[i].fd.get(); }
+  std::size_t socket_count() const { return sockets.size(); }
+  int fd(std::size_t i) const { return sockets[i].fd.get(); }
 
   // Decodes and delivers one batch; stops early when the sink asked to.
-  void deliver(std::span<const mcast::Datagram> batch, FireflySink& sink) {
-    for (const mcast::Datagram& d : batch) {
+  void deliver(std::span<const net::Datagram> batch, FireflySink& sink) {
+    for (const net::Datagram& d : batch) {
       if (stop_requested) break;
       ++counts.received;
       const std::string_view text(reinterpret_cast<const char*>(d.payload.data()),
@@ -119,35 +103,30 @@ Result<FireflyListener> FireflyListener::open(const ListenerConfig& config) {
   if (config.batch == 0) return fail(Errc::kInvalidArgument, "batch must be at least 1");
   auto impl = std::make_unique<Impl>(config.decoder);
   if (config.group) {
-    mcast::ReceiverConfig rc;
-    rc.groups = {*config.group};
-    rc.sources = config.sources;
-    rc.port = config.port;
-    rc.iface = config.iface;
-    rc.bind = config.bind;
-    rc.rcvbuf = config.rcvbuf;
-    rc.buffer_size = kBufferSize;
-    rc.batch = config.batch;
-    auto rx = mcast::Receiver::open(rc);
-    if (!rx) return std::unexpected(std::move(rx.error()));
-    impl->receiver.emplace(std::move(*rx));
+    FM_TRY(net::GroupSocket socket, net::open_group_socket({.groups = {*config.group},
+                                                            .sources = config.sources,
+                                                            .port = config.port,
+                                                            .iface = config.iface,
+                                                            .bind = config.bind,
+                                                            .rcvbuf = config.rcvbuf}));
+    impl->sockets.push_back({std::move(socket.fd), net::DatagramReader(kBufferSize, config.batch)});
     return FireflyListener(std::move(impl));
   }
   if (!config.sources.empty())
     return fail(Errc::kInvalidArgument, "a source-specific join (--source) needs a --group");
   if (config.bind) {
     FM_TRY(UniqueFd fd, open_unicast({*config.bind, config.port}, config.rcvbuf));
-    impl->sockets.push_back({std::move(fd), mcast::DatagramReader(kBufferSize, config.batch)});
+    impl->sockets.push_back({std::move(fd), net::DatagramReader(kBufferSize, config.batch)});
     return FireflyListener(std::move(impl));
   }
   // Both families. IPv4 first; with port 0 the IPv6 socket takes the same port, so that
   // one port number serves both.
   FM_TRY(UniqueFd fd4, open_unicast({IpAddress::any(Family::kV4), config.port}, config.rcvbuf));
   const std::uint16_t port = local_endpoint(fd4.get()).port;
-  impl->sockets.push_back({std::move(fd4), mcast::DatagramReader(kBufferSize, config.batch)});
+  impl->sockets.push_back({std::move(fd4), net::DatagramReader(kBufferSize, config.batch)});
   auto fd6 = open_unicast({IpAddress::any(Family::kV6), port}, config.rcvbuf);
   if (fd6) {
-    impl->sockets.push_back({std::move(*fd6), mcast::DatagramReader(kBufferSize, config.batch)});
+    impl->sockets.push_back({std::move(*fd6), net::DatagramReader(kBufferSize, config.batch)});
   } else if (fd6.error().code() == std::errc::address_family_not_supported) {
     spdlog::info("IPv6 is not available here: listening on IPv4 only");
   } else {

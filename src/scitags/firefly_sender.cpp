@@ -1,7 +1,6 @@
 #include "flowmark/scitags/firefly_sender.hpp"
 #include "flowmark/core/time.hpp"
 
-#include <netdb.h>
 #include <time.h>
 
 #include <algorithm>
@@ -10,7 +9,9 @@
 
 #include <fmt/format.h>
 
-#include "flowmark/mcast/socket.hpp"
+#include "flowmark/net/multicast.hpp"
+#include "flowmark/net/resolve.hpp"
+#include "flowmark/net/socket.hpp"
 
 namespace flowmark::scitags {
 namespace {
@@ -18,12 +19,6 @@ namespace {
 // Errors the kernel reports for one datagram that are worth skipping rather than stopping
 // for: a full queue, a local firewall rule.
 bool is_refusal(int err) noexcept { return err == ENOBUFS || err == EPERM || err == EAGAIN; }
-
-bool looks_like_address(std::string_view host) noexcept {
-  if (host.find(':') != std::string_view::npos) return true;
-  return std::all_of(host.begin(), host.end(),
-                     [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
-}
 
 }  // namespace
 
@@ -38,8 +33,8 @@ Result<Endpoint> FireflySender::prepare(const Endpoint& to) const {
     return fail(Errc::kInvalidArgument,
                 fmt::format("{} is the unspecified address, not a destination", to.to_string()));
   if (to.address.is_multicast()) {
-    FM_TRY_VOID(mcast::check_group(to.address, config_.iface));
-    FM_TRY_VOID(mcast::check_ttl(config_.ttl));
+    FM_TRY_VOID(net::check_group(to.address, config_.iface));
+    FM_TRY_VOID(net::check_ttl(config_.ttl));
     if (to.address.is_v6() && to.address.scope_id() == 0 && config_.iface)
       out.address.set_scope_id(config_.iface->index);
   }
@@ -49,10 +44,10 @@ Result<Endpoint> FireflySender::prepare(const Endpoint& to) const {
 Result<int> FireflySender::socket_for(Family family) {
   UniqueFd& fd = family == Family::kV4 ? fd4_ : fd6_;
   if (!fd) {
-    FM_TRY(fd, mcast::open_udp_socket(family));
+    FM_TRY(fd, net::open_udp_socket(family));
     FM_TRY_VOID(
-        mcast::apply_send_options(fd.get(), family, {.iface = config_.iface, .ttl = config_.ttl}));
-    FM_TRY_VOID(mcast::set_send_buffer(fd.get(), config_.sndbuf));
+        net::apply_send_options(fd.get(), family, {.iface = config_.iface, .ttl = config_.ttl}));
+    FM_TRY_VOID(net::set_send_buffer(fd.get(), config_.sndbuf));
   }
   return fd.get();
 }
@@ -116,34 +111,7 @@ Result<std::uint64_t> FireflySender::send_repeated(const Endpoint& to, std::stri
 }
 
 Result<Endpoint> resolve_destination(std::string_view text, std::uint16_t default_port) {
-  auto literal = Endpoint::parse(text, default_port);
-  if (literal) return *literal;
-  std::string_view host = text;
-  std::string_view port;
-  if (auto colon = text.rfind(':'); colon != std::string_view::npos && text.find(':') == colon) {
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-  }
-  if (host.empty() || text.front() == '[' || looks_like_address(host))
-    return std::unexpected(std::move(literal.error()));
-  std::uint16_t p = default_port;
-  if (!port.empty()) {
-    FM_TRY(p, parse_port(port));
-  }
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_DGRAM;
-  addrinfo* res = nullptr;
-  const std::string name(host);
-  if (int rc = getaddrinfo(name.c_str(), nullptr, &hints, &res); rc != 0 || res == nullptr)
-    return fail(Errc::kInvalidArgument,
-                fmt::format("'{}' is neither an address nor a host name that "
-                            "resolves: {}",
-                            name, gai_strerror(rc)));
-  Endpoint e = Endpoint::from_sockaddr(res->ai_addr);
-  freeaddrinfo(res);
-  e.port = p;
-  return e;
+  return net::resolve_endpoint(text, default_port);
 }
 
 }  // namespace flowmark::scitags

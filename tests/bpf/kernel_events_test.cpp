@@ -20,7 +20,9 @@
 
 #include "daemon/sources/kernel_events/kernel_events_source.hpp"
 #include "flowmark/bpf/kernel_events.hpp"
+#include "flowmark/core/fd.hpp"
 #include "flowmark/core/time.hpp"
+#include "flowmark/net/socket.hpp"
 
 namespace flowmark::daemon::kernel_events {
 namespace {
@@ -37,45 +39,21 @@ struct TestSink : FlowSink {
   }
 };
 
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  ~Fd() { reset(); }
-  int get() const { return fd_; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_;
-};
-
 // A listener on loopback (port 0): its endpoint.
-Fd listen_on(const char* addr, Endpoint& bound) {
-  auto ip = IpAddress::parse(addr);
-  Endpoint ep{*ip, 0};
-  sockaddr_storage ss{};
-  socklen_t len = ep.to_sockaddr(ss);
-  Fd fd(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  EXPECT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
-  EXPECT_EQ(::listen(fd.get(), 8), 0);
-  len = sizeof(ss);
-  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
-  bound = Endpoint::from_sockaddr(ss);
-  return fd;
+UniqueFd listen_on(const char* addr, Endpoint& bound) {
+  auto fd = net::listen_tcp({*IpAddress::parse(addr), 0}, 8);
+  EXPECT_TRUE(fd.has_value()) << fd.error().message();
+  if (!fd) return UniqueFd{};
+  bound = net::local_endpoint(fd->get()).value_or(Endpoint{});
+  return std::move(*fd);
 }
 
-Fd connect_to(const Endpoint& to, Endpoint& local) {
-  sockaddr_storage ss{};
-  socklen_t len = to.to_sockaddr(ss);
-  Fd fd(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
-  len = sizeof(ss);
-  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
-  local = Endpoint::from_sockaddr(ss);
-  return fd;
+UniqueFd connect_to(const Endpoint& to, Endpoint& local) {
+  auto fd = net::connect_tcp(to);
+  EXPECT_TRUE(fd.has_value()) << fd.error().message();
+  if (!fd) return UniqueFd{};
+  local = net::local_endpoint(fd->get()).value_or(Endpoint{});
+  return std::move(*fd);
 }
 
 // Runs the loop until `sink` holds `n` events (or 3 s pass).
@@ -97,7 +75,7 @@ class KernelEventsTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(KernelEventsTest, StartThenEndOfBothSidesWithTheTuple) {
   Endpoint server_ep, client_ep;
-  Fd listener = listen_on(GetParam(), server_ep);
+  UniqueFd listener = listen_on(GetParam(), server_ep);
   Counters counters;
   KernelEventsOptions o;
   o.skip_private = false;  // loopback
@@ -110,8 +88,8 @@ TEST_P(KernelEventsTest, StartThenEndOfBothSidesWithTheTuple) {
   if (auto r = source.start(*loop, sink); !r) GTEST_SKIP() << r.error().message();
 
   const auto t0 = monotonic_ns();
-  Fd client = connect_to(server_ep, client_ep);
-  Fd served(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  UniqueFd client = connect_to(server_ep, client_ep);
+  UniqueFd served(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
   ASSERT_GE(served.get(), 0);
   run_until(*loop, sink, 2);
   ASSERT_EQ(sink.events.size(), 2u);
@@ -163,8 +141,8 @@ INSTANTIATE_TEST_SUITE_P(Loopback, KernelEventsTest, ::testing::Values("127.0.0.
 
 TEST(KernelEvents, OtherPortsAndPrivateDestinationsAreSkipped) {
   Endpoint wanted_ep, other_ep, local;
-  Fd wanted = listen_on("127.0.0.1", wanted_ep);
-  Fd other = listen_on("127.0.0.1", other_ep);
+  UniqueFd wanted = listen_on("127.0.0.1", wanted_ep);
+  UniqueFd other = listen_on("127.0.0.1", other_ep);
   Counters counters;
   KernelEventsOptions o;  // skip_private: loopback destinations are not announced
   o.ports = {{wanted_ep.port, wanted_ep.port}};
@@ -174,10 +152,10 @@ TEST(KernelEvents, OtherPortsAndPrivateDestinationsAreSkipped) {
   TestSink sink;
   if (auto r = source.start(*loop, sink); !r) GTEST_SKIP() << r.error().message();
   {
-    Fd a = connect_to(wanted_ep, local);
-    Fd b = connect_to(other_ep, local);
-    Fd a2(::accept(wanted.get(), nullptr, nullptr));
-    Fd b2(::accept(other.get(), nullptr, nullptr));
+    UniqueFd a = connect_to(wanted_ep, local);
+    UniqueFd b = connect_to(other_ep, local);
+    UniqueFd a2(::accept(wanted.get(), nullptr, nullptr));
+    UniqueFd b2(::accept(other.get(), nullptr, nullptr));
   }
   for (int i = 0; i < 4; ++i) loop->run_once(std::chrono::milliseconds(50));
   source.stop();  // publishes the kernel's counters
@@ -194,9 +172,9 @@ TEST(KernelEvents, OtherPortsAndPrivateDestinationsAreSkipped) {
 
 TEST(KernelEvents, ConnectionsOpenBeforeTheStartAreNotAnnounced) {
   Endpoint server_ep, local;
-  Fd listener = listen_on("::1", server_ep);
-  Fd early = connect_to(server_ep, local);
-  Fd early_served(::accept(listener.get(), nullptr, nullptr));
+  UniqueFd listener = listen_on("::1", server_ep);
+  UniqueFd early = connect_to(server_ep, local);
+  UniqueFd early_served(::accept(listener.get(), nullptr, nullptr));
   Counters counters;
   KernelEventsOptions o;
   o.skip_private = false;
@@ -239,7 +217,7 @@ TEST(KernelEvents, OnlySocketsOfTheCgroupAndBelow) {
   } cleanup{inner, outer};
 
   Endpoint server_ep, local;
-  Fd listener = listen_on("127.0.0.1", server_ep);
+  UniqueFd listener = listen_on("127.0.0.1", server_ep);
   Counters counters;
   KernelEventsOptions o;
   o.skip_private = false;
@@ -252,8 +230,8 @@ TEST(KernelEvents, OnlySocketsOfTheCgroupAndBelow) {
   if (auto r = source.start(*loop, sink); !r) GTEST_SKIP() << r.error().message();
 
   // Ours (this process's cgroup): not reported.
-  Fd mine = connect_to(server_ep, local);
-  Fd mine_served(::accept(listener.get(), nullptr, nullptr));
+  UniqueFd mine = connect_to(server_ep, local);
+  UniqueFd mine_served(::accept(listener.get(), nullptr, nullptr));
   // The child's, from inside the inner cgroup.
   int report[2];
   ASSERT_EQ(::pipe(report), 0);
@@ -279,7 +257,7 @@ TEST(KernelEvents, OnlySocketsOfTheCgroupAndBelow) {
   std::uint16_t child_port = 0;
   ASSERT_EQ(::read(report[0], &child_port, sizeof(child_port)), 2);
   ::close(report[0]);
-  Fd theirs_served(::accept(listener.get(), nullptr, nullptr));
+  UniqueFd theirs_served(::accept(listener.get(), nullptr, nullptr));
   run_until(*loop, sink, 1);
   theirs_served.reset();
   int status = 0;

@@ -10,7 +10,7 @@
 
 #include <toml++/toml.h>
 
-#include "flowmark/daemon/flowd_config.hpp"
+#include "flowmark/daemon/flowd/flowd_config.hpp"
 
 using namespace flowmark;
 using namespace flowmark::daemon;

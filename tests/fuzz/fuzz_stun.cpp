@@ -14,12 +14,12 @@
 #include <span>
 #include <string>
 
-#include "flowmark/daemon/stun.hpp"
+#include "flowmark/netclient/stun.hpp"
 
 namespace {
 
 using namespace flowmark;
-using namespace flowmark::daemon;
+using namespace flowmark::netclient;
 
 #define FUZZ_REQUIRE(cond)                                                                  \
   do {                                                                                      \

@@ -3,11 +3,15 @@
 // the same TOML document first, so both behave the same way. See packaging/flowmark.toml for
 // every key.
 //
-//   [service]           registry, hostname, flow_timeout, queue_size, log_level
+//   [service]           registry, registry_verify_tls, hostname, flow_timeout, queue_size,
+//                       log_level
 //   [public_address]    discover, stun_servers, ipv4, ipv6, [public_address.map]
 //   [[rule]]            classification: first match wins
-//   [source.NAME]       type = "named-pipe" | "firefly" | "sockets" | "observer"
+//   [source.NAME]       type = "named-pipe" | "firefly" | "sockets" | "observer" |
+//                       "kernel-events"
 //   [backend.NAME]      type = "firefly" | "prometheus" | "records" | "flowlabel"
+// (the source and backend types are those registered in src/daemon/builtin.cpp;
+// "kernel-events" and "flowlabel" only in a build with BPF.)
 //
 //   FM_TRY(auto doc, ConfigDocument::load("/etc/flowmark/flowmark.toml"));
 //   FM_TRY(auto cfg, ServiceConfig::from(doc));

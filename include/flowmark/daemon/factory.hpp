@@ -1,10 +1,13 @@
-// flowmark::daemon — factories of sources and backends by type name. Every kind registers
-// itself from one explicit list (src/daemon/builtin.cpp); a config names the type, and an
-// unknown one fails with the list of known ones:
-//   "[backend.x] type: unknown backend 'promethus' (known: firefly, prometheus, records)"
+// flowmark::daemon — factories of sources and backends by type name. Every kind is
+// registered from one explicit list (register_builtin() in src/daemon/builtin.cpp calls
+// each register_*_source / register_*_backend); a config names the type, and an unknown one
+// fails with the list of known ones:
+//   "[backend.x] type: unknown backend 'promethus' (known: firefly, flowlabel, prometheus,
+//   records)"
 //
-//   BackendFactories backends;
-//   backends.add("records", "JSON lines of every event, to a file", make_records_backend);
+//   BackendFactories backends("backend");
+//   backends.add("records", "JSON lines of every event, to a file",
+//                [](Section& s, ServiceContext& ctx) -> Result<std::unique_ptr<Backend>> {...});
 //   FM_TRY(auto b, backends.create("records", section, context));
 #pragma once
 

@@ -1,7 +1,7 @@
 // flowmark::daemon — the seams of the service: sources find flows and push FlowEvents into
 // a FlowSink (the pipeline); backends receive every event the pipeline lets through, each on
 // its own worker thread behind a bounded queue. Each kind is created by name from its
-// config section through a factory (see registry.hpp).
+// config section through a factory (see factory.hpp).
 //
 //   class MySource : public Source {
 //     Result<void> start(EventLoop& loop, FlowSink& sink) override {

@@ -3,7 +3,7 @@
 // that finish() can reject every key nobody asked for. Errors name the table, the key, the
 // value and what is allowed:
 //   "[backend.fireflies] ttl: 300 is out of range 0..255"
-//   "[source.pipe] unknown key 'pth' (known: group, mode, path, type)"
+//   "[source.pipe] unknown key 'pth' (known: group, max_line, mode, path, type)"
 //
 //   FM_TRY(auto path, s.string("path", "/run/flowmark/flowmark.pipe"));
 //   FM_TRY(auto ttl, s.integer("ttl", 1, 0, 255));

@@ -1,11 +1,12 @@
 // flowmark::mcast — receiving datagrams from one or more multicast groups.
 //
-// One socket for all groups of one address family: bound to the port, joined to every
-// group (any-source, or source-specific when sources are given), IP(V6)_MULTICAST_ALL
-// off so that other groups on the same port never arrive, packet info on so each
-// datagram says which group it came in on, kernel receive timestamps on, and a large
-// receive buffer. Datagrams are read in batches with recvmmsg; one larger than the
-// buffer is delivered with truncated = true and its real size, never cut silently.
+// One socket for all groups of one address family (net::open_group_socket): bound to the
+// port, joined to every group (any-source, or source-specific when sources are given),
+// IP(V6)_MULTICAST_ALL off so that other groups on the same port never arrive, packet info
+// on so each datagram says which group it came in on, kernel receive timestamps on, and a
+// large receive buffer. Datagrams are read in batches with recvmmsg (net::DatagramReader);
+// one larger than the buffer is delivered with truncated = true and its real size, never
+// cut silently.
 //
 //   FM_TRY(auto rx, Receiver::open({.groups = {g}, .port = 59559}));
 //   FM_TRY(auto batch, rx.receive());          // non-blocking; empty when nothing waits
@@ -21,41 +22,13 @@
 #include "flowmark/core/address.hpp"
 #include "flowmark/core/fd.hpp"
 #include "flowmark/mcast/socket.hpp"
+#include "flowmark/net/datagram.hpp"
 
 namespace flowmark::mcast {
 
-// One received datagram. `payload` points into the reader's buffer: valid until the
-// next read.
-struct Datagram {
-  Endpoint source;
-  IpAddress destination;      // the group (or the local unicast address) it was sent to
-  std::uint32_t ifindex = 0;  // the interface it arrived on
-  std::span<const std::byte> payload;
-  std::size_t size = 0;  // the datagram's real size (> payload.size() if truncated)
-  bool truncated = false;
-  std::int64_t rx_time_ns = 0;  // kernel receive time, CLOCK_REALTIME
-};
-
-// Batched recvmmsg on any UDP socket, with the control messages decoded.
-class DatagramReader {
- public:
-  DatagramReader(std::size_t buffer_size, std::size_t batch);
-  // Reads what is waiting (non-blocking). Empty span: nothing waiting.
-  Result<std::span<const Datagram>> read(int fd);
-  std::size_t buffer_size() const noexcept { return buffer_size_; }
-
- private:
-  std::size_t buffer_size_;
-  std::vector<std::byte> data_;
-  std::vector<std::byte> control_;
-  std::vector<sockaddr_storage> names_;
-  std::vector<iovec> iov_;
-  std::vector<mmsghdr> msgs_;
-  std::vector<Datagram> out_;
-};
-
-// Enables the control messages DatagramReader decodes: packet info and timestamps.
-Result<void> enable_packet_info(int fd, Family family);
+// Datagrams and their batched reader are flowmark::net's (net/datagram.hpp).
+using net::Datagram;
+using net::DatagramReader;
 
 struct ReceiverConfig {
   std::vector<IpAddress> groups;      // every group to join (one address family)

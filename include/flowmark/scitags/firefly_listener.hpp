@@ -3,8 +3,9 @@
 // each rejection to a sink. Rejections are counted by reason and never fatal.
 //
 // Sockets: without a group, one per address family (0.0.0.0 and ::, or the one --bind
-// names); with a group, one mcast::Receiver. Large SO_RCVBUF, recvmmsg batches, no
-// per-datagram control messages on the unicast sockets (they cost ~5 % of the CPU).
+// names); with a group, one socket joined to it (net::open_group_socket). Large SO_RCVBUF,
+// recvmmsg batches, no per-datagram control messages on the unicast sockets (they cost ~5 %
+// of the CPU).
 //
 //   FM_TRY(auto l, FireflyListener::open({.port = 10514}));
 //   struct Print : FireflySink {

@@ -60,9 +60,10 @@ class FireflySender {
   std::uint64_t refused_ = 0;
 };
 
-// "192.0.2.1", "192.0.2.1:10514", "2001:db8::1", "[2001:db8::1]:10514", "ff02::1%eth0",
-// or a host name ("collector.example.org[:port]", resolved now; the first address wins).
-// The port defaults to `default_port`. The error names the text and what was wrong.
+// A firefly destination or collector: net::resolve_endpoint() under the name the firefly
+// commands and backend use. "192.0.2.1", "192.0.2.1:10514", "2001:db8::1",
+// "[2001:db8::1]:10514", "ff02::1%eth0", or a host name ("collector.example.org[:port]",
+// resolved now; the first address wins). The port defaults to `default_port`.
 Result<Endpoint> resolve_destination(std::string_view text, std::uint16_t default_port);
 
 }  // namespace flowmark::scitags

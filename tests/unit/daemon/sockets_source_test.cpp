@@ -10,7 +10,7 @@
 
 #include <toml++/toml.h>
 
-#include "loopback_pair.hpp"
+#include "../net/loopback_pair.hpp"
 
 namespace flowmark::daemon::sockets {
 namespace {

@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include "flowmark/core/fd.hpp"
+#include "flowmark/net/socket.hpp"
 
 namespace flowmark::scitags {
 namespace {
@@ -347,17 +348,10 @@ TEST(RegistryLoad, EmptyOrUnsupportedSources) {
 class LocalHttpServer {
  public:
   explicit LocalHttpServer(std::vector<std::string> responses) : responses_(std::move(responses)) {
-    listener_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    EXPECT_TRUE(listener_);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
-    EXPECT_EQ(::bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    EXPECT_EQ(::listen(listener_.get(), 4), 0);
-    socklen_t len = sizeof addr;
-    EXPECT_EQ(::getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
-    port_ = ntohs(addr.sin_port);
+    auto listener = net::listen_tcp({*IpAddress::parse("127.0.0.1"), 0}, 4);
+    EXPECT_TRUE(listener.has_value()) << listener.error().message();
+    if (listener) listener_ = std::move(*listener);
+    port_ = net::local_endpoint(listener_.get()).value_or(Endpoint{}).port;
     thread_ = std::thread([this] { serve(); });
   }
   ~LocalHttpServer() { join(); }
@@ -487,14 +481,12 @@ TEST(RegistryLoad, AnUnreachableUrlSaysWhatToDo) {
   // A port that was free a moment ago: nothing listens there now.
   std::uint16_t port = 0;
   {
-    UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    socklen_t len = sizeof addr;
-    ASSERT_EQ(::getsockname(s.get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
-    port = ntohs(addr.sin_port);
+    auto s = net::open_tcp_socket(Family::kV4);
+    ASSERT_TRUE(s.has_value()) << s.error().message();
+    ASSERT_TRUE(net::bind_to(s->get(), {*IpAddress::parse("127.0.0.1"), 0}));
+    auto bound = net::local_endpoint(s->get());
+    ASSERT_TRUE(bound.has_value()) << bound.error().message();
+    port = bound->port;
   }
   const std::string url = fmt::format("http://127.0.0.1:{}/api.json", port);
   auto r = Registry::load(url, quick());

@@ -5,7 +5,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "daemon/sources/sockets/sockets_source.hpp"
+#include "daemon/common/connection_options.hpp"
 #include "flowmark/core/time.hpp"
 
 namespace flowmark::daemon::kernel_events {

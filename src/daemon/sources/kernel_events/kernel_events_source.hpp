@@ -27,7 +27,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "daemon/sources/sockets/tracker.hpp"
+#include "daemon/common/tracker.hpp"
 #include "flowmark/bpf/kernel_events.hpp"
 #include "flowmark/core/event_loop.hpp"
 #include "flowmark/core/network.hpp"

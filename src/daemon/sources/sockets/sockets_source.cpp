@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include <charconv>
 #include <cmath>
 
 namespace flowmark::daemon::sockets {
@@ -11,84 +10,7 @@ namespace {
 
 constexpr std::uint16_t kIperf3Port = 5201;
 
-// An experiment or activity as written: an integer id or a name (string).
-Result<std::optional<std::string>> id_or_name(Section& s, std::string_view key) {
-  s.mark_used(key);
-  if (!s.has(key)) return std::optional<std::string>{};
-  if (auto i = s.integer(key, 0, INT64_MIN, INT64_MAX)) {
-    return std::optional<std::string>{std::to_string(*i)};
-  }
-  auto text = s.optional_string(key);
-  if (!text) return s.error(key, "expected an id (integer) or a registry name (string)");
-  return *text;
-}
-
-std::optional<std::uint32_t> as_id(std::string_view text) {
-  std::uint32_t v = 0;
-  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (text.empty() || ec != std::errc() || p != text.data() + text.size()) return std::nullopt;
-  return v;
-}
-
-// Resolves an (experiment, activity) pair given as ids or names; both 0 = let the rules
-// decide.
-Result<Tag> resolve_tag(std::string_view exp_text, std::string_view act_text,
-                        const scitags::Registry* registry) {
-  Tag tag;
-  if (auto id = as_id(exp_text)) {
-    tag.experiment = *id;
-  } else if (registry) {
-    FM_TRY(tag.experiment, registry->resolve_experiment(exp_text));
-  } else {
-    return fail(Errc::kInvalidArgument,
-                fmt::format("experiment '{}' is a name but no registry is loaded: give its id "
-                            "or configure the registry",
-                            exp_text));
-  }
-  if (auto id = as_id(act_text)) {
-    tag.activity = *id;
-  } else if (registry) {
-    FM_TRY(tag.activity, registry->resolve_activity(tag.experiment, act_text));
-  } else {
-    return fail(Errc::kInvalidArgument,
-                fmt::format("activity '{}' is a name but no registry is loaded: give its id "
-                            "or configure the registry",
-                            act_text));
-  }
-  if (tag.experiment == 0 && tag.activity == 0) return tag;
-  if (tag.experiment == 0 || tag.activity == 0) {
-    return fail(Errc::kInvalidArgument,
-                fmt::format("experiment {} with activity {}: give both, or neither (0: the "
-                            "classification rules decide)",
-                            tag.experiment, tag.activity));
-  }
-  FM_TRY_VOID(scitags::make_scitag(tag.experiment, tag.activity));  // the range check
-  return tag;
-}
-
-std::string source_name_of(const Section& s) {
-  // "[source.conns]" → "conns"
-  std::string_view w = s.where();
-  if (w.starts_with('[')) w.remove_prefix(1);
-  if (w.ends_with(']')) w.remove_suffix(1);
-  if (auto dot = w.find('.'); dot != std::string_view::npos) w.remove_prefix(dot + 1);
-  return std::string(w);
-}
-
 }  // namespace
-
-Result<std::vector<PortRange>> parse_ports(Section& s) { return read_port_ranges(s, "ports"); }
-
-Result<Tag> parse_tag(Section& s, const scitags::Registry* registry) {
-  FM_TRY(auto exp, id_or_name(s, "experiment"));
-  FM_TRY(auto act, id_or_name(s, "activity"));
-  if (!exp && !act) return Tag{};
-  auto tag = resolve_tag(exp.value_or("0"), act.value_or("0"), registry);
-  if (!tag) return s.error(exp ? "experiment" : "activity", tag.error().message());
-  return *tag;
-}
-
-std::string source_name(const Section& s) { return source_name_of(s); }
 
 Result<SocketsOptions> parse_sockets_options(Section& s, const scitags::Registry* registry) {
   SocketsOptions o;
@@ -335,7 +257,7 @@ Result<void> register_sockets_source(SourceFactories& factories) {
                        [](Section& s, ServiceContext& context) -> Result<std::unique_ptr<Source>> {
                          FM_TRY(auto options, sockets::parse_sockets_options(s, context.registry));
                          return std::make_unique<sockets::SocketsSource>(
-                             sockets::source_name_of(s), std::move(options), context.counters);
+                             sockets::source_name(s), std::move(options), context.counters);
                        });
 }
 

@@ -24,13 +24,14 @@
 #include <string>
 #include <vector>
 
-#include "daemon/sources/sockets/tracker.hpp"
+#include "daemon/common/connection_options.hpp"
+#include "daemon/common/tracker.hpp"
 #include "flowmark/core/event_loop.hpp"
 #include "flowmark/daemon/counters.hpp"
 #include "flowmark/daemon/factory.hpp"
 #include "flowmark/daemon/plugin.hpp"
 #include "flowmark/daemon/section.hpp"
-#include "flowmark/daemon/sock_diag.hpp"
+#include "flowmark/netclient/sock_diag.hpp"
 
 namespace flowmark::daemon::sockets {
 
@@ -40,13 +41,6 @@ struct SocketsOptions {
   bool udp = false;
   TrackerOptions tracker;
 };
-
-// Shared with the kernel-events source: `ports` (an integer, or a list of "5201" /
-// "8000-8100" strings), `experiment` + `activity` (ids or registry names; absent: Tag{} =
-// the rules decide), and the part's name ("conns" for [source.conns]).
-Result<std::vector<PortRange>> parse_ports(Section& section);
-Result<Tag> parse_tag(Section& section, const scitags::Registry* registry);
-std::string source_name(const Section& section);
 
 // Reads the keys above (not `type`; the caller finish()es the section). Names of
 // experiments and activities are resolved through `registry` (null: ids only).

@@ -1,4 +1,4 @@
-#include "flowmark/daemon/stun.hpp"
+#include "flowmark/netclient/stun.hpp"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -14,8 +14,9 @@
 #include <vector>
 
 #include "flowmark/core/fd.hpp"
+#include "flowmark/net/socket.hpp"
 
-namespace flowmark::daemon {
+namespace flowmark::netclient {
 namespace {
 
 using namespace std::chrono_literals;
@@ -327,14 +328,13 @@ class Responder {
                                                        const Endpoint& from)>;
 
   explicit Responder(Reply reply, const char* address = "127.0.0.1") : reply_(std::move(reply)) {
-    const Endpoint local{*IpAddress::parse(address), 0};
-    fd_.reset(::socket(local.address.is_v4() ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    sockaddr_storage ss{};
-    const socklen_t len = local.to_sockaddr(ss);
-    ok_ = fd_ && ::bind(fd_.get(), reinterpret_cast<sockaddr*>(&ss), len) == 0;
-    socklen_t got = sizeof ss;
-    ok_ = ok_ && ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&ss), &got) == 0;
-    endpoint_ = Endpoint::from_sockaddr(ss);
+    auto fd = net::bind_udp({*IpAddress::parse(address), 0});
+    auto local = fd ? net::local_endpoint(fd->get()) : Result<Endpoint>(Endpoint{});
+    ok_ = fd && local;
+    if (ok_) {
+      fd_ = std::move(*fd);
+      endpoint_ = *local;
+    }
     if (ok_) thread_ = std::thread([this] { run(); });
   }
   ~Responder() {
@@ -498,14 +498,11 @@ TEST(StunDiscover, ErrorResponseEndsTheTransaction) {
 
 TEST(StunDiscover, TimesOutWhenNobodyAnswers) {
   // A bound socket nobody reads: requests queue up in it.
-  UniqueFd silent(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  Endpoint where{*IpAddress::parse("127.0.0.1"), 0};
-  sockaddr_storage ss{};
-  socklen_t len = where.to_sockaddr(ss);
-  ASSERT_EQ(::bind(silent.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
-  len = sizeof ss;
-  ASSERT_EQ(::getsockname(silent.get(), reinterpret_cast<sockaddr*>(&ss), &len), 0);
-  where = Endpoint::from_sockaddr(ss);
+  auto silent = net::bind_udp({*IpAddress::parse("127.0.0.1"), 0}, SOCK_NONBLOCK);
+  ASSERT_TRUE(silent.has_value()) << silent.error().message();
+  auto bound = net::local_endpoint(silent->get());
+  ASSERT_TRUE(bound.has_value()) << bound.error().message();
+  const Endpoint where = *bound;
 
   // RTO 50 ms: requests at 0, 50 and 150 ms; the next would be at 350, after the timeout.
   const auto t0 = std::chrono::steady_clock::now();
@@ -517,7 +514,7 @@ TEST(StunDiscover, TimesOutWhenNobodyAnswers) {
   EXPECT_LT(took, 2000ms);
   unsigned queued = 0;
   char buf[512];
-  while (::recv(silent.get(), buf, sizeof buf, 0) > 0) ++queued;
+  while (::recv(silent->get(), buf, sizeof buf, 0) > 0) ++queued;
   EXPECT_GE(queued, 2u);
   EXPECT_LE(queued, 3u);
   const std::string& msg = a.error().message();
@@ -554,4 +551,4 @@ TEST(StunDiscover, ResolvesServerText) {
 }
 
 }  // namespace
-}  // namespace flowmark::daemon
+}  // namespace flowmark::netclient

@@ -1,4 +1,4 @@
-#include "flowmark/mcast/socket.hpp"
+#include "flowmark/net/multicast.hpp"
 
 #include <net/if.h>
 #include <netinet/in.h>
@@ -8,11 +8,20 @@
 
 #include <fmt/format.h>
 
+#include "flowmark/net/socket.hpp"
+
 #ifndef IPV6_MULTICAST_ALL
 #define IPV6_MULTICAST_ALL 29
 #endif
 
-namespace flowmark::mcast {
+namespace flowmark::net {
+namespace {
+Result<void> set_int(int fd, int level, int name, int value, const char* what) {
+  if (setsockopt(fd, level, name, &value, sizeof value) != 0)
+    return fail_errno(fmt::format("setsockopt({}, {})", what, value));
+  return {};
+}
+}  // namespace
 
 Result<void> check_group(const IpAddress& group, const std::optional<Interface>& iface) {
   if (!group.is_multicast())
@@ -32,26 +41,6 @@ Result<void> check_ttl(int ttl) {
     return fail(Errc::kInvalidArgument, fmt::format("TTL {} is out of range (0..255)", ttl));
   return {};
 }
-
-Result<UniqueFd> open_udp_socket(Family family) {
-  const int domain = family == Family::kV4 ? AF_INET : AF_INET6;
-  UniqueFd fd(::socket(domain, SOCK_DGRAM | SOCK_CLOEXEC, IPPROTO_UDP));
-  if (!fd) return fail_errno("cannot create a UDP socket");
-  if (family == Family::kV6) {
-    int one = 1;
-    if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0)
-      return fail_errno("setsockopt(IPV6_V6ONLY)");
-  }
-  return fd;
-}
-
-namespace {
-Result<void> set_int(int fd, int level, int name, int value, const char* what) {
-  if (setsockopt(fd, level, name, &value, sizeof value) != 0)
-    return fail_errno(fmt::format("setsockopt({}, {})", what, value));
-  return {};
-}
-}  // namespace
 
 Result<void> apply_send_options(int fd, Family family, const SendOptions& o) {
   FM_TRY_VOID(check_ttl(o.ttl));
@@ -132,16 +121,45 @@ Result<void> join_group(int fd, const IpAddress& group, const IpAddress* source,
   return fail(Errc::kRefused, fmt::format("{}: {} ({}){}", what, std::strerror(err), op, hint));
 }
 
-Result<void> set_receive_buffer(int fd, int bytes) {
-  if (bytes <= 0) return {};
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) == 0) return {};
-  return set_int(fd, SOL_SOCKET, SO_RCVBUF, bytes, "SO_RCVBUF");
+Result<GroupSocket> open_group_socket(const GroupSocketConfig& config) {
+  if (config.groups.empty()) return fail(Errc::kInvalidArgument, "no group to join");
+  const Family family = config.groups.front().family();
+  for (const auto& g : config.groups) {
+    if (g.family() != family)
+      return fail(Errc::kInvalidArgument,
+                  fmt::format("groups {} and {} are of different address families; run one "
+                              "receiver per family",
+                              config.groups.front().to_string(), g.to_string()));
+    FM_TRY_VOID(check_group(g, config.iface));
+  }
+  for (const auto& s : config.sources) {
+    if (s.family() != family || s.is_multicast() || s.is_unspecified())
+      return fail(
+          Errc::kInvalidArgument,
+          fmt::format("source {} must be a unicast address of the groups' family", s.to_string()));
+  }
+  if (config.bind && config.bind->family() != family)
+    return fail(Errc::kInvalidArgument, fmt::format("bind address {} is not of the groups' family",
+                                                    config.bind->to_string()));
+  GroupSocket out;
+  out.family = family;
+  FM_TRY(out.fd, open_udp_socket(family));
+  const int fd = out.fd.get();
+  FM_TRY_VOID(set_reuse_address(fd));
+  FM_TRY_VOID(enable_packet_info(fd, family));
+  FM_TRY_VOID(set_receive_buffer(fd, config.rcvbuf));
+  FM_TRY_VOID(bind_to(fd, {config.bind.value_or(IpAddress::any(family)), config.port}));
+  FM_TRY(const Endpoint local, local_endpoint(fd));
+  out.port = local.port;
+  const std::uint32_t ifindex = config.iface ? config.iface->index : 0;
+  for (const auto& g : config.groups) {
+    if (config.sources.empty()) {
+      FM_TRY_VOID(join_group(fd, g, nullptr, ifindex));
+    } else {
+      for (const auto& s : config.sources) FM_TRY_VOID(join_group(fd, g, &s, ifindex));
+    }
+  }
+  return out;
 }
 
-Result<void> set_send_buffer(int fd, int bytes) {
-  if (bytes <= 0) return {};
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) == 0) return {};
-  return set_int(fd, SOL_SOCKET, SO_SNDBUF, bytes, "SO_SNDBUF");
-}
-
-}  // namespace flowmark::mcast
+}  // namespace flowmark::net

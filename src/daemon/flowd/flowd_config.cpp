@@ -1,6 +1,6 @@
 // Reading flowd's config files: the Python-literal subset, format detection and repr.
 // The translation into flowmarkd's schema is in flowd_translate.cpp.
-#include "flowmark/daemon/flowd_config.hpp"
+#include "flowmark/daemon/flowd/flowd_config.hpp"
 
 #include <algorithm>
 #include <charconv>

@@ -1,4 +1,4 @@
-#include "flowmark/daemon/flowd_config.hpp"
+#include "flowmark/daemon/flowd/flowd_config.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,5 +1,5 @@
 // STUN binding requests and responses (RFC 5389), and one UDP transaction.
-#include "flowmark/daemon/stun.hpp"
+#include "flowmark/netclient/stun.hpp"
 
 #include <poll.h>
 #include <sys/random.h>
@@ -14,9 +14,10 @@
 #include <fmt/format.h>
 
 #include "flowmark/core/fd.hpp"
-#include "flowmark/scitags/firefly_sender.hpp"
+#include "flowmark/net/resolve.hpp"
+#include "flowmark/net/socket.hpp"
 
-namespace flowmark::daemon {
+namespace flowmark::netclient {
 namespace {
 
 constexpr std::size_t kAttrHeaderSize = 4;
@@ -267,26 +268,18 @@ std::string seconds_text(std::chrono::milliseconds d) {
 // The address the kernel would send from towards `server` (a connected UDP socket sends
 // nothing); unspecified when there is no route.
 IpAddress route_source(const Endpoint& server) {
-  const int family = server.address.is_v4() ? AF_INET : AF_INET6;
-  UniqueFd fd(::socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  const IpAddress none = IpAddress::any(server.address.family());
+  auto fd = net::open_udp_socket(server.address.family());
+  if (!fd) return none;
   sockaddr_storage ss{};
   const socklen_t len = server.to_sockaddr(ss);
-  if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0)
-    return IpAddress::any(server.address.family());
-  sockaddr_storage local{};
-  socklen_t local_len = sizeof local;
-  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &local_len) != 0)
-    return IpAddress::any(server.address.family());
-  return Endpoint::from_sockaddr(local).address;
+  if (::connect(fd->get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return none;
+  auto local = net::local_endpoint(fd->get());
+  return local ? local->address : none;
 }
 
 Endpoint local_endpoint(int fd, const Endpoint& server) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  Endpoint e;
-  e.address = IpAddress::any(server.address.family());
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
-    e = Endpoint::from_sockaddr(ss);
+  Endpoint e = net::local_endpoint(fd).value_or(Endpoint{IpAddress::any(server.address.family())});
   if (e.address.is_unspecified()) e.address = route_source(server);
   return e;
 }
@@ -324,16 +317,9 @@ Result<StunAnswer> stun_query(const Endpoint& server, const StunOptions& options
   if (options.timeout.count() <= 0 || options.initial_rto.count() <= 0)
     return fail(Errc::kInvalidArgument, "the STUN timeout and RTO must be positive");
 
-  const int family = server.address.is_v4() ? AF_INET : AF_INET6;
-  UniqueFd fd(::socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd) return fail_errno("cannot open a UDP socket for STUN");
-  if (options.bind) {
-    sockaddr_storage ss{};
-    const socklen_t len = Endpoint{*options.bind, 0}.to_sockaddr(ss);
-    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0)
-      return fail_errno(
-          fmt::format("cannot bind the STUN socket to {}", options.bind->to_string_scoped()));
-  }
+  FM_TRY(UniqueFd fd, net::open_udp_socket(server.address.family(), SOCK_NONBLOCK));
+  if (options.bind)
+    FM_TRY_VOID(net::bind_to(fd.get(), {*options.bind, 0}, "cannot bind the STUN socket to"));
 
   StunTxid txid;
   if (::getrandom(txid.data(), txid.size(), 0) != static_cast<ssize_t>(txid.size()))
@@ -439,9 +425,9 @@ Result<Endpoint> stun_discover(const Endpoint& server, const StunOptions& option
 }
 
 Result<Endpoint> resolve_stun_server(std::string_view text) {
-  auto e = scitags::resolve_destination(text, kStunPort);
+  auto e = net::resolve_endpoint(text, kStunPort);
   if (!e) return std::unexpected(std::move(e).error().with_context("STUN server"));
   return e;
 }
 
-}  // namespace flowmark::daemon
+}  // namespace flowmark::netclient

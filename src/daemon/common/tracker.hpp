@@ -1,5 +1,6 @@
-// The connection tracker of the `sockets` source: pure logic over successive snapshots of
-// the socket table (no netlink here, so tests feed it synthetic sockets).
+// The connection tracker shared by the `sockets` and `kernel-events` sources: pure logic
+// over successive snapshots of the socket table (no netlink here, so tests feed it
+// synthetic sockets).
 //
 //   ConnectionTracker t(options, [&](const FlowEvent& e) { sink.push(e); });
 //   t.begin(now_micros());
@@ -27,13 +28,21 @@
 #include "flowmark/core/result.hpp"
 #include "flowmark/core/time.hpp"
 #include "flowmark/daemon/config.hpp"
-#include "flowmark/daemon/sock_diag.hpp"
+#include "flowmark/netclient/sock_diag.hpp"
 #include "flowmark/scitags/flow_event.hpp"
 
 namespace flowmark::daemon::sockets {
 
 // The service's port ranges ("5201", "8000-8100"), as the [[rule]]s use them.
 using daemon::PortRange;
+// The socket table as netlink sock_diag reports it (netclient/sock_diag.hpp), which the
+// `sockets` source dumps into the tracker.
+using netclient::kAllStates;
+using netclient::kConnectedStates;
+using netclient::SockDiag;
+using netclient::SockDiagStats;
+using netclient::SocketInfo;
+using netclient::TcpState;
 inline Result<PortRange> parse_port_range(std::string_view text) { return PortRange::parse(text); }
 
 struct Tag {

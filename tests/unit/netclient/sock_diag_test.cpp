@@ -1,5 +1,5 @@
 // SockDiag against real loopback connections.
-#include "flowmark/daemon/sock_diag.hpp"
+#include "flowmark/netclient/sock_diag.hpp"
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
@@ -16,9 +16,9 @@
 #include <thread>
 #include <vector>
 
-#include "loopback_pair.hpp"
+#include "../net/loopback_pair.hpp"
 
-namespace flowmark::daemon {
+namespace flowmark::netclient {
 namespace {
 
 using testing::connect_pair;
@@ -394,4 +394,4 @@ TEST(SockDiag, StateNames) {
 }
 
 }  // namespace
-}  // namespace flowmark::daemon
+}  // namespace flowmark::netclient

@@ -17,7 +17,7 @@
 #include <fmt/format.h>
 
 #include "flowmark/core/address.hpp"
-#include "flowmark/daemon/flowd_config.hpp"
+#include "flowmark/daemon/flowd/flowd_config.hpp"
 
 namespace flowmark::daemon {
 namespace {

@@ -1,5 +1,7 @@
-// Private helpers of flowmark::bpf: errors for BPF and TC calls, the filters on a clsact
-// qdisc (rtnetlink), program and map introspection by id, owners of a program.
+// What the two loaders of flowmark::bpf (the TC flow-label marker, flowlabel.cpp, and the
+// kernel-events tracer, kernel_events.cpp) share, private: errors for BPF and TC calls with
+// what to do, per-CPU map reads, the filters on a clsact qdisc (rtnetlink) and our TC slot,
+// program and map introspection by id, the process that holds a program.
 #pragma once
 
 #include <cstdint>

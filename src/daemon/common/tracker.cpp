@@ -1,4 +1,4 @@
-#include "daemon/sources/sockets/tracker.hpp"
+#include "daemon/common/tracker.hpp"
 
 #include <fmt/format.h>
 

@@ -1,4 +1,4 @@
-// flowmark::daemon — the kernel's socket table through netlink sock_diag (NETLINK_SOCK_DIAG,
+// flowmark::netclient — the kernel's socket table through netlink sock_diag (NETLINK_SOCK_DIAG,
 // inet_diag_req_v2): every TCP or UDP socket of one address family with its 4-tuple, state,
 // owner, cookie and, on request, struct tcp_info (INET_DIAG_INFO) and the congestion
 // algorithm (INET_DIAG_CONG). The `sockets` source polls it; the Prometheus backend looks up
@@ -29,7 +29,7 @@
 #include "flowmark/core/result.hpp"
 #include "flowmark/scitags/flow_event.hpp"
 
-namespace flowmark::daemon {
+namespace flowmark::netclient {
 
 // The kernel's TCP states (include/net/tcp_states.h), as inet_diag reports them. UDP
 // sockets are kEstablished when connected, kClose otherwise.
@@ -142,4 +142,4 @@ bool parse_sock_diag_message(std::span<const std::byte> message, scitags::Protoc
 // shorter struct; missing fields read as 0). Exposed for tests.
 scitags::TcpInfo tcp_info_from_bytes(const void* data, std::size_t len) noexcept;
 
-}  // namespace flowmark::daemon
+}  // namespace flowmark::netclient

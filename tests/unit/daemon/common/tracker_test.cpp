@@ -6,7 +6,7 @@
 #include <set>
 #include <vector>
 
-#include "daemon/sources/sockets/tracker.hpp"
+#include "daemon/common/tracker.hpp"
 
 namespace flowmark::daemon::sockets {
 namespace {

@@ -1,5 +1,5 @@
 // TC and BPF plumbing shared by the marker, `bpf status` and `bpf clean`.
-#include "tc.hpp"
+#include "loader_common.hpp"
 
 #include <dirent.h>
 #include <linux/netlink.h>

@@ -1,6 +1,6 @@
-#include "daemon/flowd_format.hpp"
+#include "daemon/flowd/flowd_format.hpp"
 
-#include "flowmark/daemon/flowd_config.hpp"
+#include "flowmark/daemon/flowd/flowd_config.hpp"
 
 namespace flowmark::daemon {
 

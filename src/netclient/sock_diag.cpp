@@ -1,4 +1,4 @@
-#include "flowmark/daemon/sock_diag.hpp"
+#include "flowmark/netclient/sock_diag.hpp"
 
 #include <fmt/format.h>
 #include <linux/inet_diag.h>
@@ -14,7 +14,7 @@
 #include <span>
 #include <vector>
 
-namespace flowmark::daemon {
+namespace flowmark::netclient {
 namespace {
 
 // The kernel caps one dump batch at 32 KiB (netlink_recvmsg); twice that is never short.
@@ -361,4 +361,4 @@ Result<std::optional<scitags::TcpInfo>> SockDiag::tcp_info(const Endpoint& src,
   return one->tcp;
 }
 
-}  // namespace flowmark::daemon
+}  // namespace flowmark::netclient

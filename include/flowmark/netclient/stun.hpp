@@ -1,4 +1,4 @@
-// flowmark::daemon — public-address discovery by STUN (RFC 5389 binding request).
+// flowmark::netclient — public-address discovery by STUN (RFC 5389 binding request).
 //
 // A host behind NAT puts its private address in the fireflies it sends unless it learns
 // the public one. A STUN server answers a binding request with the address and port it saw
@@ -25,7 +25,7 @@
 #include "flowmark/core/address.hpp"
 #include "flowmark/core/result.hpp"
 
-namespace flowmark::daemon {
+namespace flowmark::netclient {
 
 inline constexpr std::uint16_t kStunPort = 3478;
 inline constexpr std::uint32_t kStunMagicCookie = 0x2112A442;
@@ -110,4 +110,4 @@ Result<Endpoint> stun_discover(const Endpoint& server, const StunOptions& option
 // (resolved now; the first address wins). The port defaults to 3478.
 Result<Endpoint> resolve_stun_server(std::string_view text);
 
-}  // namespace flowmark::daemon
+}  // namespace flowmark::netclient
