@@ -104,6 +104,12 @@ set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 # built-in registry, a file or no registry at all work without it: a Recommends (installed by
 # default, removable by those who never fetch), not a Depends.
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "libcurl4")
+# libpcap is dlopen()ed too (src/capture/libpcap.cpp), so shlibdeps cannot see it either; but
+# the packet observer (`flowmark observe`, the service's observer source) is a core command
+# that needs it for filters, standard input and --capture pcap: a Depends. 1.5.1 is the
+# version Debian's symbols file gives for the newest function flowmark calls
+# (pcap_set_immediate_mode, pcap_*_with_tstamp_precision). CPack appends the shlibdeps.
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "libpcap0.8 (>= 1.5.1)")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${_pkg_dir}/debian/conffiles ${_pkg_dir}/debian/postinst ${_pkg_dir}/debian/prerm
     ${_pkg_dir}/debian/postrm)

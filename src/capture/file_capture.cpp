@@ -25,43 +25,48 @@ namespace detail {
 
 Result<BpfProgram> BpfProgram::compile(std::string_view expr, observe::LinkType link,
                                        std::uint32_t snaplen) {
+  FM_TRY(const Libpcap* pcap, libpcap());
   // LINKTYPE_RAW is DLT_RAW for libpcap; the other link types we decode have equal values.
   const int dlt = link == observe::LinkType::kRaw ? DLT_RAW : static_cast<int>(link);
-  pcap_t* dead = pcap_open_dead(dlt, static_cast<int>(snaplen));
+  pcap_t* dead = pcap->open_dead(dlt, static_cast<int>(snaplen));
   if (dead == nullptr) return fail(Errc::kRefused, "cannot compile a filter: out of memory");
   BpfProgram p;
+  p.bind(*pcap);
   const std::string text(expr);
-  const int rc = pcap_compile(dead, &p.prog_, text.c_str(), 1, PCAP_NETMASK_UNKNOWN);
+  const int rc = pcap->compile(dead, &p.prog_, text.c_str(), 1, PCAP_NETMASK_UNKNOWN);
   if (rc != 0) {
-    auto err = fail(Errc::kInvalidArgument, fmt::format("filter '{}': {} (link type {})", expr,
-                                                        pcap_geterr(dead), static_cast<int>(link)));
-    pcap_close(dead);
+    auto err =
+        fail(Errc::kInvalidArgument, fmt::format("filter '{}': {} (link type {})", expr,
+                                                 pcap->geterr(dead), static_cast<int>(link)));
+    pcap->close(dead);
     return err;
   }
-  pcap_close(dead);
+  pcap->close(dead);
   return p;
 }
 
 Result<BpfProgram> BpfProgram::compile_live(std::string_view expr, std::string_view iface) {
+  FM_TRY(const Libpcap* pcap, libpcap());
   char err[PCAP_ERRBUF_SIZE] = {};
   const std::string name(iface);
-  pcap_t* p = pcap_create(name.c_str(), err);
+  pcap_t* p = pcap->create(name.c_str(), err);
   if (p == nullptr) return fail(Errc::kNotFound, fmt::format("{}: {}", iface, err));
-  (void)pcap_set_buffer_size(p, 1 << 16);  // the handle only compiles: keep its ring small
-  if (pcap_activate(p) < 0) {
+  (void)pcap->set_buffer_size(p, 1 << 16);  // the handle only compiles: keep its ring small
+  if (pcap->activate(p) < 0) {
     auto e = fail(Errc::kRefused,
-                  fmt::format("cannot compile the filter for {}: {}", iface, pcap_geterr(p)));
-    pcap_close(p);
+                  fmt::format("cannot compile the filter for {}: {}", iface, pcap->geterr(p)));
+    pcap->close(p);
     return e;
   }
   BpfProgram prog;
+  prog.bind(*pcap);
   const std::string text(expr);
-  if (pcap_compile(p, &prog.prog_, text.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0) {
-    auto e = fail(Errc::kInvalidArgument, fmt::format("filter '{}': {}", expr, pcap_geterr(p)));
-    pcap_close(p);
+  if (pcap->compile(p, &prog.prog_, text.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0) {
+    auto e = fail(Errc::kInvalidArgument, fmt::format("filter '{}': {}", expr, pcap->geterr(p)));
+    pcap->close(p);
     return e;
   }
-  pcap_close(p);
+  pcap->close(p);
   return prog;
 }
 

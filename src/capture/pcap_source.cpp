@@ -8,14 +8,17 @@
 
 #include <fmt/format.h>
 
+#include "libpcap.hpp"
+
 namespace flowmark::capture {
 
 struct PcapSource::Handle {
+  const detail::Libpcap* lib = nullptr;  // loaded before pcap is opened
   pcap_t* pcap = nullptr;
   std::atomic<bool> stop{false};
   std::int64_t ts_scale = 1000;  // microsecond files; nanosecond files: 1
   ~Handle() {
-    if (pcap != nullptr) pcap_close(pcap);
+    if (pcap != nullptr) lib->close(pcap);
   }
 };
 
@@ -35,70 +38,74 @@ observe::LinkType to_link_type(int dlt) {
   }
 }
 
-Result<void> apply_filter(pcap_t* p, std::string_view filter, std::string_view name) {
+Result<void> apply_filter(const detail::Libpcap& lib, pcap_t* p, std::string_view filter,
+                          std::string_view name) {
   if (filter.empty()) return {};
   bpf_program prog{};
   const std::string text(filter);
-  if (pcap_compile(p, &prog, text.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0)
-    return fail(Errc::kInvalidArgument, fmt::format("filter '{}': {}", filter, pcap_geterr(p)));
-  const int rc = pcap_setfilter(p, &prog);
-  pcap_freecode(&prog);
+  if (lib.compile(p, &prog, text.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0)
+    return fail(Errc::kInvalidArgument, fmt::format("filter '{}': {}", filter, lib.geterr(p)));
+  const int rc = lib.setfilter(p, &prog);
+  lib.freecode(&prog);
   if (rc != 0)
     return fail(Errc::kRefused,
-                fmt::format("{}: cannot set filter '{}': {}", name, filter, pcap_geterr(p)));
+                fmt::format("{}: cannot set filter '{}': {}", name, filter, lib.geterr(p)));
   return {};
 }
 
 }  // namespace
 
 Result<PcapSource> PcapSource::open_file(std::string_view path, std::string_view filter) {
+  FM_TRY(const detail::Libpcap* lib, detail::libpcap());
   PcapSource s;
   s.h_ = std::make_unique<Handle>();
+  s.h_->lib = lib;
   s.name_ = path == "-" ? "standard input" : std::string(path);
   char err[PCAP_ERRBUF_SIZE] = {};
   const std::string p(path);
   if (path == "-") {
-    s.h_->pcap = pcap_fopen_offline_with_tstamp_precision(stdin, PCAP_TSTAMP_PRECISION_NANO, err);
+    s.h_->pcap = lib->fopen_offline(stdin, PCAP_TSTAMP_PRECISION_NANO, err);
   } else {
-    s.h_->pcap =
-        pcap_open_offline_with_tstamp_precision(p.c_str(), PCAP_TSTAMP_PRECISION_NANO, err);
+    s.h_->pcap = lib->open_offline(p.c_str(), PCAP_TSTAMP_PRECISION_NANO, err);
     struct stat st{};
     if (::stat(p.c_str(), &st) == 0) s.size_ = static_cast<std::uint64_t>(st.st_size);
   }
   if (s.h_->pcap == nullptr)
     return fail(Errc::kMalformed, fmt::format("{}: cannot read the capture: {}", s.name_, err));
   s.h_->ts_scale = 1;  // libpcap converts every file to nanoseconds for us
-  s.link_ = to_link_type(pcap_datalink(s.h_->pcap));
-  FM_TRY_VOID(apply_filter(s.h_->pcap, filter, s.name_));
+  s.link_ = to_link_type(lib->datalink(s.h_->pcap));
+  FM_TRY_VOID(apply_filter(*lib, s.h_->pcap, filter, s.name_));
   return s;
 }
 
 Result<PcapSource> PcapSource::open_live(std::string_view iface, std::string_view filter,
                                          const LiveOptions& o) {
+  FM_TRY(const detail::Libpcap* lib, detail::libpcap());
   PcapSource s;
   s.h_ = std::make_unique<Handle>();
+  s.h_->lib = lib;
   s.name_ = std::string(iface);
   s.live_ = true;
   char err[PCAP_ERRBUF_SIZE] = {};
-  s.h_->pcap = pcap_create(s.name_.c_str(), err);
+  s.h_->pcap = lib->create(s.name_.c_str(), err);
   if (s.h_->pcap == nullptr) return fail(Errc::kNotFound, fmt::format("{}: {}", iface, err));
   pcap_t* p = s.h_->pcap;
-  (void)pcap_set_snaplen(p, o.snaplen);
-  (void)pcap_set_promisc(p, o.promiscuous ? 1 : 0);
-  (void)pcap_set_immediate_mode(p, 1);
-  (void)pcap_set_buffer_size(p, o.buffer_bytes);
-  if (pcap_set_tstamp_precision(p, PCAP_TSTAMP_PRECISION_NANO) == 0) s.h_->ts_scale = 1;
-  const int rc = pcap_activate(p);
+  (void)lib->set_snaplen(p, o.snaplen);
+  (void)lib->set_promisc(p, o.promiscuous ? 1 : 0);
+  (void)lib->set_immediate_mode(p, 1);
+  (void)lib->set_buffer_size(p, o.buffer_bytes);
+  if (lib->set_tstamp_precision(p, PCAP_TSTAMP_PRECISION_NANO) == 0) s.h_->ts_scale = 1;
+  const int rc = lib->activate(p);
   if (rc < 0) {
     const bool perm = rc == PCAP_ERROR_PERM_DENIED;
     const bool missing = rc == PCAP_ERROR_NO_SUCH_DEVICE;
     return fail(missing ? Errc::kNotFound : Errc::kRefused,
-                fmt::format("cannot capture on {}: {}{}", iface, pcap_geterr(p),
+                fmt::format("cannot capture on {}: {}{}", iface, lib->geterr(p),
                             perm ? " — run as root or grant CAP_NET_RAW" : ""));
   }
-  if (pcap_get_tstamp_precision(p) != PCAP_TSTAMP_PRECISION_NANO) s.h_->ts_scale = 1000;
-  s.link_ = to_link_type(pcap_datalink(p));
-  FM_TRY_VOID(apply_filter(p, filter, s.name_));
+  if (lib->get_tstamp_precision(p) != PCAP_TSTAMP_PRECISION_NANO) s.h_->ts_scale = 1000;
+  s.link_ = to_link_type(lib->datalink(p));
+  FM_TRY_VOID(apply_filter(*lib, p, filter, s.name_));
   return s;
 }
 
@@ -107,7 +114,7 @@ Result<bool> PcapSource::next(Frame& out) {
   pcap_pkthdr* hdr = nullptr;
   const u_char* data = nullptr;
   while (true) {
-    const int rc = pcap_next_ex(h_->pcap, &hdr, &data);
+    const int rc = h_->lib->next_ex(h_->pcap, &hdr, &data);
     if (rc == 1) break;
     if (rc == 0) {  // live: the read timed out with nothing; try again unless stopped
       if (h_->stop.load(std::memory_order_relaxed)) return false;
@@ -115,9 +122,9 @@ Result<bool> PcapSource::next(Frame& out) {
     }
     if (rc == PCAP_ERROR_BREAK) return false;
     if (rc == PCAP_ERROR_NO_SUCH_DEVICE || live_)
-      return fail(Errc::kRefused, fmt::format("{}: {}", name_, pcap_geterr(h_->pcap)));
+      return fail(Errc::kRefused, fmt::format("{}: {}", name_, h_->lib->geterr(h_->pcap)));
     return fail(Errc::kMalformed, fmt::format("{}: corrupt capture near byte offset {}: {}", name_,
-                                              offset(), pcap_geterr(h_->pcap)));
+                                              offset(), h_->lib->geterr(h_->pcap)));
   }
   out.ts_ns = static_cast<std::int64_t>(hdr->ts.tv_sec) * 1'000'000'000 +
               static_cast<std::int64_t>(hdr->ts.tv_usec) * h_->ts_scale;
@@ -128,19 +135,19 @@ Result<bool> PcapSource::next(Frame& out) {
 
 void PcapSource::break_loop() noexcept {
   h_->stop.store(true, std::memory_order_relaxed);
-  pcap_breakloop(h_->pcap);
+  h_->lib->breakloop(h_->pcap);
 }
 
 std::optional<std::uint64_t> PcapSource::drops() const noexcept {
   if (!live_) return std::nullopt;
   pcap_stat st{};
-  if (pcap_stats(h_->pcap, &st) != 0) return std::nullopt;
+  if (h_->lib->stats(h_->pcap, &st) != 0) return std::nullopt;
   return static_cast<std::uint64_t>(st.ps_drop) + st.ps_ifdrop;
 }
 
 std::uint64_t PcapSource::offset() const noexcept {
   if (live_) return 0;
-  FILE* f = pcap_file(h_->pcap);
+  FILE* f = h_->lib->file(h_->pcap);
   if (f == nullptr) return 0;
   const long pos = std::ftell(f);
   return pos < 0 ? 0 : static_cast<std::uint64_t>(pos);

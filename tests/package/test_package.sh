@@ -101,6 +101,9 @@ echo "Depends: $depends"
 echo "Recommends: $(dpkg-deb -f "$deb" Recommends)"
 [[ $depends == *libc6* && $depends == *libstdc++6* ]] ||
   fail "Depends lacks the C/C++ run-time libraries: did dpkg-shlibdeps run?"
+# libpcap is dlopen()ed (src/capture/libpcap.cpp): dpkg-shlibdeps cannot see it.
+[[ $depends == *libpcap0.8* ]] ||
+  fail "Depends lacks libpcap0.8, which the observer loads at run time (cmake/Packaging.cmake)"
 echo "${#expected[@]} expected paths present; man pages: ${pages[*]}"
 
 step "lintian (errors fail; warnings and notes are listed)"

@@ -4,6 +4,8 @@
 //   - standard input and other non-regular files: libpcap (PcapSource);
 //   - live interfaces: AF_PACKET TPACKET_V3 (a memory-mapped ring of blocks the kernel
 //     fills, filter attached to the socket) or libpcap in immediate mode.
+// libpcap is loaded at run time on first use (src/capture/libpcap.hpp), not linked; when it
+// cannot be loaded, what needs it fails with Errc::kUnsupported naming the package to install.
 //
 //   FM_TRY(auto cap, open_file_capture("trace.pcapng", ""));
 //   std::array<observe::FrameRef, 256> batch;
