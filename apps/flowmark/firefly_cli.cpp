@@ -88,11 +88,7 @@ void add_send(CLI::App& parent, FireflyArgs& args) {
   add_iface_option(*s, a.iface, "outgoing interface for multicast collectors");
   s->add_option("--hostname", a.hostname, "syslog HOSTNAME of the fireflies (default: this host)")
       ->type_name("H");
-  s->add_option("--registry", a.registry,
-                "where experiment and activity names resolve: a file, an http(s):// URL, or "
-                "builtin")
-      ->type_name("SRC")
-      ->capture_default_str();
+  add_registry_option(*s, a.registry);
   s->add_option("--start-time", a.start_time,
                 "start-time of the firefly (default: now). A one-shot tool cannot know when an "
                 "ongoing or ended flow started; flowmarkd's pipeline pairs end events with "

@@ -6,6 +6,7 @@
 
 #include "command.hpp"
 #include "flowmark/scitags/label_commands.hpp"
+#include "options.hpp"
 
 namespace flowmark::apps {
 
@@ -25,7 +26,7 @@ Command add_label_command(CLI::App& parent) {
   auto* dec = label->add_subcommand("decode", "a label (decimal or 0x hex) to its ids");
   dec->add_option("LABEL", args->label, "the flow label")->required();
   for (auto* sub : {enc, dec}) {
-    sub->add_option("--registry", args->registry, "registry: builtin, a file or a URL");
+    add_registry_option(*sub, args->registry);
     sub->add_flag("--json", args->json, "print one JSON object");
   }
   return {label, [args, enc] {

@@ -52,4 +52,13 @@ CLI::Option* add_timeout_option(CLI::App& app, std::optional<std::string>& timeo
   return add_text(app, "--timeout", timeout, help, "SECONDS");
 }
 
+CLI::Option* add_registry_option(CLI::App& app, std::string& registry) {
+  return app
+      .add_option("--registry", registry,
+                  "where experiment and activity names resolve: a file, an http(s):// URL, or "
+                  "builtin")
+      ->type_name("SRC")
+      ->capture_default_str();
+}
+
 }  // namespace flowmark::apps

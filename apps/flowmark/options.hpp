@@ -1,5 +1,6 @@
 // The options several `flowmark` commands share, each declared once: the same name, value
-// type, help wording and check everywhere (mcast say|recv|hear, firefly send|listen, stun).
+// type, help wording and check everywhere (mcast say|recv|hear, firefly send|listen, stun,
+// label).
 // The value is kept as given and checked by the module that runs the command, through the
 // parsers of flowmark/core/option_value.hpp (so that `mcast` can fall back to its MULTICAST_*
 // environment and every error names where the value came from):
@@ -32,5 +33,8 @@ CLI::Option* add_rcvbuf_option(CLI::App& app, std::optional<std::string>& rcvbuf
 // --timeout SECONDS: a decimal number of seconds, more than 0 and at most 1000000.
 CLI::Option* add_timeout_option(CLI::App& app, std::optional<std::string>& timeout,
                                 const std::string& help);
+
+// --registry SRC: where experiment and activity names resolve (default builtin).
+CLI::Option* add_registry_option(CLI::App& app, std::string& registry);
 
 }  // namespace flowmark::apps
