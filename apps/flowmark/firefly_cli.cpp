@@ -127,9 +127,7 @@ void add_listen(CLI::App& parent, FireflyArgs& args) {
       ->capture_default_str();
   l->add_flag("--stats", a.stats,
               "at the end, one JSON line: received, accepted, rejected by reason");
-  l->add_option("--count", a.count, "stop after N datagrams (valid or not)")
-      ->check(CLI::Range(std::uint64_t{1}, UINT64_MAX).description(""))
-      ->type_name("N");
+  add_count_option(*l, a.count, "stop after this many datagrams (valid or not)");
   add_timeout_option(*l, a.timeout, "stop after this many seconds without any datagram");
   l->add_flag("--lenient", a.lenient,
               "accept end events whose start-time is null or \"\" (flowd's defect)");

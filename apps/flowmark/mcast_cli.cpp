@@ -50,7 +50,7 @@ void add_common(CLI::App& sub, McastInvocation& inv, McastVerb verb) {
         ->expected(1, CLI::detail::expected_max_vector_size);
     sub.add_flag("--pipe", r.pipe, "send standard input, one datagram per line");
     sub.add_flag("--binary", r.binary, "with --pipe: one datagram per chunk, not per line");
-    opt(sub, "--count", r.count, "send the message this many times, sequenced");
+    add_count_option(sub, r.count, "send the message this many times, sequenced");
     opt(sub, "--interval", r.interval, "seconds between sequenced datagrams (0)");
     opt(sub, "--size", r.size, "pad each datagram to this many bytes");
     sub.add_flag("--sequence", r.sequence, "add the stream header (sequence, send time)");
@@ -62,7 +62,7 @@ void add_common(CLI::App& sub, McastInvocation& inv, McastVerb verb) {
     sub.add_option("--groups,--join-mcast-groups", r.groups, "groups to join (default: --group)")
         ->expected(1, CLI::detail::expected_max_vector_size);
     add_source_option(sub, r.sources, "source-specific join (S, G) for each group");
-    opt(sub, "--count", r.count, "stop after this many datagrams");
+    add_count_option(sub, r.count, "stop after this many datagrams");
     add_rcvbuf_option(sub, r.rcvbuf);
     sub.add_flag("--stats", r.stats,
                  "at the end, JSON loss/duplicate/reorder/delay statistics per sender and group");

@@ -52,6 +52,11 @@ CLI::Option* add_timeout_option(CLI::App& app, std::optional<std::string>& timeo
   return add_text(app, "--timeout", timeout, help, "SECONDS");
 }
 
+CLI::Option* add_count_option(CLI::App& app, std::optional<std::string>& count,
+                              const std::string& help) {
+  return add_text(app, "--count", count, help, "N");
+}
+
 CLI::Option* add_registry_option(CLI::App& app, std::string& registry) {
   return app
       .add_option("--registry", registry,

@@ -34,6 +34,9 @@ CLI::Option* add_rcvbuf_option(CLI::App& app, std::optional<std::string>& rcvbuf
 CLI::Option* add_timeout_option(CLI::App& app, std::optional<std::string>& timeout,
                                 const std::string& help);
 
+// --count N: a number of datagrams, 1..2^62.
+CLI::Option* add_count_option(CLI::App& app, std::optional<std::string>& count,
+                              const std::string& help);
 // --registry SRC: where experiment and activity names resolve (default builtin).
 CLI::Option* add_registry_option(CLI::App& app, std::string& registry);
 

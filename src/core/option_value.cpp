@@ -80,4 +80,8 @@ Result<int> parse_rcvbuf(const OptionValue& v) {
   return static_cast<int>(n);
 }
 
+Result<std::uint64_t> parse_count(const OptionValue& v) {
+  return parse_whole_number(v, 1, kMaxCount);
+}
+
 }  // namespace flowmark

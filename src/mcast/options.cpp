@@ -130,8 +130,7 @@ Result<SayOptions> resolve_say(const RawOptions& raw, const EnvLookup& env) {
   }
   o.sequence = raw.sequence || raw.count.has_value() || raw.interval.has_value();
   if (raw.count) {
-    FM_TRY(o.count,
-           parse_whole_number(OptionValue::flag("--count", *raw.count), 1, std::uint64_t{1} << 62));
+    FM_TRY(o.count, parse_count(OptionValue::flag("--count", *raw.count)));
   }
   if (raw.interval) {
     FM_TRY(o.interval, parse_seconds(OptionValue::flag("--interval", *raw.interval), true));
@@ -178,8 +177,7 @@ Result<RecvOptions> resolve_recv(const RawOptions& raw, const EnvLookup& env) {
   o.stats = raw.stats;
   o.allow_stop = raw.allow_stop;
   if (raw.count) {
-    FM_TRY(o.count,
-           parse_whole_number(OptionValue::flag("--count", *raw.count), 1, std::uint64_t{1} << 62));
+    FM_TRY(o.count, parse_count(OptionValue::flag("--count", *raw.count)));
     o.daemon = true;  // --count N: keep receiving until N datagrams
   }
   o.rcvbuf = kDefaultReceiveBuffer;

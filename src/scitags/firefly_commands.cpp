@@ -367,7 +367,9 @@ Result<FireflyListenOptions> resolve_firefly_listen(const FireflyListenArgs& a) 
                 fmt::format("--format {}: expected json or text", a.format));
   o.format = a.format == "text" ? FireflyFormat::kText : FireflyFormat::kJson;
   o.stats = a.stats;
-  o.count = a.count;
+  if (a.count) {
+    FM_TRY(o.count, parse_count(OptionValue::flag("--count", *a.count)));
+  }
   if (a.timeout) {
     FM_TRY(o.timeout, parse_seconds(OptionValue::flag("--timeout", *a.timeout)));
   }

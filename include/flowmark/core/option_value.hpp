@@ -1,5 +1,5 @@
 // flowmark::core — the values of options that several commands share (--group --source
-// --iface --ttl --rcvbuf --timeout), checked one way for every command: the same types,
+// --iface --ttl --rcvbuf --timeout --count), checked one way for every command: the same types,
 // ranges, defaults and error messages. A value remembers where it came from, so that an
 // error names the flag or the environment variable ("--ttl 300: out of range (0..255)").
 // Errors are Errc::kInvalidArgument (exit 2), an unknown interface Errc::kNotFound (68).
@@ -25,6 +25,7 @@ inline constexpr int kDefaultReceiveBuffer = 32 << 20;
 inline constexpr int kMaxReceiveBuffer = 1 << 30;
 inline constexpr int kMaxTtl = 255;
 inline constexpr double kMaxSeconds = 1e6;  // the longest --timeout or --interval
+inline constexpr std::uint64_t kMaxCount = std::uint64_t{1} << 62;
 
 struct OptionValue {
   std::string text;    // the value as given
@@ -47,5 +48,7 @@ Result<Interface> parse_iface(const OptionValue& v);
 Result<int> parse_ttl(const OptionValue& v);
 // --rcvbuf: a receive buffer in bytes, 0 (the kernel's default) .. 1 GiB.
 Result<int> parse_rcvbuf(const OptionValue& v);
+// --count: a number of datagrams, 1..kMaxCount.
+Result<std::uint64_t> parse_count(const OptionValue& v);
 
 }  // namespace flowmark

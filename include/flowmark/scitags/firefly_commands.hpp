@@ -57,8 +57,8 @@ struct FireflyListenOptions {
 };
 
 // The command lines as given (apps/flowmark/firefly_cli.cpp fills them); resolve_*() checks
-// them — the shared options (--group --source --iface --ttl --rcvbuf --timeout) the way
-// every command does (core/option_value.hpp) — and resolves names and interfaces.
+// them — the shared options (--group --source --iface --ttl --rcvbuf --timeout --count)
+// the way every command does (core/option_value.hpp) — and resolves names and interfaces.
 struct FireflySendArgs {
   std::vector<std::string> flow;
   std::optional<std::string> to, iface, ttl, start_time;
@@ -71,12 +71,11 @@ struct FireflySendArgs {
 };
 
 struct FireflyListenArgs {
-  std::optional<std::string> bind, group, iface, timeout, rcvbuf;
+  std::optional<std::string> bind, group, iface, timeout, rcvbuf, count;
   std::vector<std::string> sources;
   int port = kFireflyPort;
   std::string format = "json";  // json or text
   bool stats = false, lenient = false;
-  std::optional<std::uint64_t> count;
 };
 
 Result<FireflySendOptions> resolve_firefly_send(const FireflySendArgs& a);
