@@ -4,7 +4,7 @@ SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 
 .PHONY: all deps build build-asan build-fuzz run demo-mcast test test-unit test-asan test-integration \
-        fuzz bench lint format clean
+        package fuzz bench lint format clean
 
 all: build
 
@@ -32,8 +32,8 @@ run: build
 demo-mcast: build
 	@./scripts/demo.sh build/release
 
-# Everything: unit and integration tests (release), unit tests under ASan+UBSan, and a
-# short run of every fuzz target.
+# Everything: unit, integration and package tests (release), unit tests under ASan+UBSan,
+# and a short run of every fuzz target.
 test: build build-asan build-fuzz
 	@ctest --test-dir build/release --output-on-failure -j 1
 	@ctest --test-dir build/asan --output-on-failure -L unit -j $(JOBS)
@@ -44,6 +44,11 @@ test-unit: build
 
 test-integration: build
 	@ctest --test-dir build/release --output-on-failure -L integration
+
+# The Debian package, build/release/flowmark_<version>-<release>_<arch>.deb
+# (cmake/Packaging.cmake); tests/package/test_package.sh installs, checks and purges it.
+package: build
+	@cd build/release && cpack -G DEB
 
 fuzz: build-fuzz
 	@./scripts/fuzz.sh build/fuzz $${FUZZ_SECONDS:-300}

@@ -29,6 +29,11 @@ PACKAGES=(
   prometheus coturn
   # make run: the demo reads the exporter with curl
   curl
+  # make package and its test: dpkg-shlibdeps (dpkg-dev) and file for CPack's dependency
+  # list; lintian; systemd-analyze (systemd) and man (man-db) check the installed package
+  dpkg-dev file lintian systemd man-db
+  # manual pages: tests/docs/check_man.py renders each with groff (man-db uses groff-base too)
+  groff-base
 )
 
 missing=()

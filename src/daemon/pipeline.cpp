@@ -4,7 +4,6 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <cstring>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -12,33 +11,6 @@
 namespace flowmark::daemon {
 
 using scitags::FlowState;
-
-std::size_t FlowKeyHash::operator()(const FlowKey& k) const noexcept {
-  // Word-wise multiply-xorshift over everything operator== compares (both addresses' 16
-  // bytes, the ports, protocol and family). It was byte-wise FNV-1a: 6.5 % of flowmarkd's
-  // CPU on the pipe -> firefly benchmark, one multiply per byte.
-  auto word = [](const IpAddress& a, std::size_t i) {
-    std::uint64_t w;
-    std::memcpy(&w, a.bytes() + 8 * i, 8);  // bytes() is always 16 bytes long
-    return w;
-  };
-  auto mix = [](std::uint64_t h) {
-    h *= 0x9E3779B97F4A7C15ULL;
-    return h ^ (h >> 32);
-  };
-  std::uint64_t h = static_cast<std::uint64_t>(k.protocol) |
-                    static_cast<std::uint64_t>(k.src.port) << 8 |
-                    static_cast<std::uint64_t>(k.dst.port) << 24 |
-                    static_cast<std::uint64_t>(k.src.address.family()) << 40 |
-                    static_cast<std::uint64_t>(k.dst.address.family()) << 48;
-  h = mix(h ^ word(k.src.address, 0));
-  h = mix(h ^ word(k.src.address, 1));
-  h = mix(h ^ word(k.dst.address, 0));
-  h = mix(h ^ word(k.dst.address, 1));
-  return static_cast<std::size_t>(h);
-}
-
-FlowKey key_of(const FlowEvent& e) noexcept { return {e.protocol, e.src, e.dst}; }
 
 // ---- one backend behind a bounded queue, on its own thread ---------------------------------
 
@@ -427,14 +399,12 @@ void Pipeline::push(const FlowEvent& in) {
   }
   // Not classified: no rule matched and the source gave no experiment.
   unclassified_->fetch_add(1, std::memory_order_relaxed);
-  auto t = monotonic_ns();
-  if (t - last_unclassified_log_ns_ > 10'000'000'000) {
-    last_unclassified_log_ns_ = t;
-    spdlog::warn(
+  unclassified_log_.log(spdlog::level::warn, [&] {
+    return fmt::format(
         "{} flow {} -> {} matches no [[rule]] and its source gave no experiment: "
         "not marked (counted in flowmark_pipeline_events_total{{outcome=\"unclassified\"}})",
         scitags::to_string(e.protocol), e.src.to_string(), e.dst.to_string());
-  }
+  });
 }
 
 std::size_t Pipeline::expire() {

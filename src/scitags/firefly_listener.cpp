@@ -210,33 +210,26 @@ std::vector<int> FireflyListener::fds() const {
   return out;
 }
 
+RejectLog::RejectLog(unsigned per_second)
+    : limit_(per_second, std::chrono::seconds(1), LogLimiter::Report::kLine,
+             [per_second](std::uint64_t n) {
+               return fmt::format(
+                   "{} more rejected datagram(s) not shown (at most {} a second are logged; "
+                   "--stats counts them all by reason)",
+                   n, per_second);
+             }) {}
+
 void RejectLog::log(const Endpoint& sender, const Rejection& r) {
-  const std::int64_t now = monotonic_ns();
-  if (window_start_ns_ == 0 || now - window_start_ns_ >= 1'000'000'000) {
-    flush();
-    window_start_ns_ = now;
-    shown_ = 0;
-  }
-  if (shown_ < per_second_) {
-    ++shown_;
+  limit_.log(spdlog::level::warn, [&] {
     // The detail may quote bytes of the datagram: no control characters on the terminal.
     std::string detail = r.detail;
     for (char& c : detail)
       if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-    spdlog::warn("rejected datagram from {}: {}: {}", sender.to_string(), to_string(r.reason),
-                 detail);
-  } else {
-    ++suppressed_;
-  }
+    return fmt::format("rejected datagram from {}: {}: {}", sender.to_string(), to_string(r.reason),
+                       detail);
+  });
 }
 
-void RejectLog::flush() {
-  if (suppressed_ == 0) return;
-  spdlog::warn(
-      "{} more rejected datagram(s) not shown (at most {} a second are logged; "
-      "--stats counts them all by reason)",
-      suppressed_, per_second_);
-  suppressed_ = 0;
-}
+void RejectLog::flush() { limit_.flush(spdlog::level::warn); }
 
 }  // namespace flowmark::scitags

@@ -26,7 +26,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "flowmark/core/log_limit.hpp"
 #include "flowmark/daemon/config.hpp"
+#include "flowmark/daemon/flow_key.hpp"
 #include "flowmark/daemon/plugin.hpp"
 
 namespace flowmark::daemon {
@@ -41,16 +43,6 @@ struct PipelineOptions {
   double drain_timeout = 5;
   std::function<Micros()> clock = now_micros;
 };
-
-struct FlowKey {
-  scitags::Protocol protocol = scitags::Protocol::kTcp;
-  Endpoint src, dst;
-  friend bool operator==(const FlowKey&, const FlowKey&) = default;
-};
-struct FlowKeyHash {
-  std::size_t operator()(const FlowKey& k) const noexcept;
-};
-FlowKey key_of(const FlowEvent& e) noexcept;
 
 class Pipeline : public FlowSink {
  public:
@@ -102,6 +94,9 @@ class Pipeline : public FlowSink {
 
   ServiceContext& context_;
   PipelineOptions options_;
+  // The live flows, by the key their sources gave (before public addresses): the one table of
+  // what is live. Backends get what it knows of a flow with each event (start time,
+  // classification, usage); those that keep per-flow state of their own key it by FlowKey.
   std::unordered_map<FlowKey, Live, FlowKeyHash> flows_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<std::uint64_t>* live_gauge_;
@@ -111,7 +106,10 @@ class Pipeline : public FlowSink {
   std::atomic<std::uint64_t>* unclassified_;
   std::atomic<std::uint64_t>* end_unknown_;
   std::atomic<std::uint64_t>* expired_;
-  std::int64_t last_unclassified_log_ns_ = 0;
+  // One unclassified flow every 10 s on stderr; the count of the others before the next.
+  LogLimiter unclassified_log_{
+      1, std::chrono::seconds(10), LogLimiter::Report::kLine,
+      [](std::uint64_t n) { return fmt::format("{} more unclassified flow(s) not shown", n); }};
   bool shutting_down_ = false;  // shutdown(): the end events bypass the queue capacity
 };
 

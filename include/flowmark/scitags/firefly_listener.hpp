@@ -26,6 +26,7 @@
 #include "flowmark/core/address.hpp"
 #include "flowmark/core/event_loop.hpp"
 #include "flowmark/core/interface.hpp"
+#include "flowmark/core/log_limit.hpp"
 #include "flowmark/core/option_value.hpp"
 #include "flowmark/core/result.hpp"
 #include "flowmark/scitags/firefly.hpp"
@@ -106,15 +107,12 @@ class FireflyListener {
 // of a later second, or by flush() at the end.
 class RejectLog {
  public:
-  explicit RejectLog(unsigned per_second = 10) : per_second_(per_second) {}
+  explicit RejectLog(unsigned per_second = 10);
   void log(const Endpoint& sender, const Rejection& r);
   void flush();
 
  private:
-  unsigned per_second_;
-  std::int64_t window_start_ns_ = 0;
-  unsigned shown_ = 0;
-  std::uint64_t suppressed_ = 0;
+  LogLimiter limit_;
 };
 
 }  // namespace flowmark::scitags

@@ -4,7 +4,8 @@
 
 #include <unordered_map>
 
-#include "flowmark/daemon/pipeline.hpp"
+#include "flowmark/core/log_limit.hpp"
+#include "flowmark/daemon/flow_key.hpp"
 #include "flowmark/scitags/firefly.hpp"
 #include "flowmark/scitags/firefly_sender.hpp"
 
@@ -111,7 +112,7 @@ class FireflyBackend final : public Backend {
     auto wire = encoder_.encode(e, now_micros());
     if (!wire) {
       invalid_->fetch_add(1, std::memory_order_relaxed);
-      log_error("cannot encode: " + wire.error().message());
+      log_.log(spdlog::level::warn, "backend {}: cannot encode: {}", name_, wire.error().message());
       return;
     }
     if (o_.to_destination) {
@@ -131,19 +132,10 @@ class FireflyBackend final : public Backend {
     } else {
       failed_[kind]->fetch_add(1, std::memory_order_relaxed);
     }
-    log_error(fmt::format("firefly to {}: {}", to.to_string(), r.error().message()));
-  }
-
-  void log_error(const std::string& what) {
-    auto t = monotonic_ns();
-    if (t - last_log_ns_ < 1'000'000'000) {
-      ++suppressed_;
-      return;
-    }
-    last_log_ns_ = t;
-    spdlog::warn("backend {}: {}{}", name_, what,
-                 suppressed_ ? fmt::format(" ({} more not shown)", suppressed_) : "");
-    suppressed_ = 0;
+    log_.log(spdlog::level::warn, [&] {
+      return fmt::format("backend {}: firefly to {}: {}", name_, to.to_string(),
+                         r.error().message());
+    });
   }
 
   std::string name_;
@@ -152,10 +144,14 @@ class FireflyBackend final : public Backend {
   scitags::FireflySender sender_;
   scitags::FireflyEncoder encoder_;
   std::vector<Endpoint> collectors_;
+  // The flows this backend was told of, with the last event of each: the `ongoing` fireflies
+  // repeat it. Its own, not the pipeline's table: it holds the events as delivered here (source
+  // addresses made public, the last TcpInfo), only those this queue did not drop, and is read
+  // on this backend's thread at its ticks without a lock on the pipeline's data path.
   std::unordered_map<FlowKey, FlowEvent, FlowKeyHash> live_;
   std::atomic<std::uint64_t>*sent_[2], *refused_[2], *failed_[2], *invalid_;
-  std::int64_t last_log_ns_ = 0;
-  std::uint64_t suppressed_ = 0;
+  // One failure a second on stderr, with the count of those not shown.
+  LogLimiter log_{1, std::chrono::seconds(1), LogLimiter::Report::kSuffix};
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "flowmark/bpf/flowlabel.hpp"
+#include "flowmark/core/log_limit.hpp"
 #include "flowmark/scitags/flow_label.hpp"
 
 namespace flowmark::daemon {
@@ -87,8 +88,10 @@ class FlowLabelBackend final : public Backend {
     auto label = scitags::encode_flow_label(e.experiment, e.activity, entropy & 0x1F);
     if (!label) {
       errors_->fetch_add(1, std::memory_order_relaxed);
-      log(fmt::format("flow {} -> {}: {}", e.src.to_string(), e.dst.to_string(),
-                      label.error().message()));
+      log_.log(spdlog::level::warn, [&] {
+        return fmt::format("backend {}: flow {} -> {}: {}", name_, e.src.to_string(),
+                           e.dst.to_string(), label.error().message());
+      });
       return;
     }
     bpf::Mark mark{*label, o_.ext, static_cast<std::uint16_t>(e.experiment),
@@ -103,8 +106,10 @@ class FlowLabelBackend final : public Backend {
     } else {
       errors_->fetch_add(1, std::memory_order_relaxed);
     }
-    log(fmt::format("flow {} -> {} not marked: {}", e.src.to_string(), e.dst.to_string(),
-                    r.error().message()));
+    log_.log(spdlog::level::warn, [&] {
+      return fmt::format("backend {}: flow {} -> {} not marked: {}", name_, e.src.to_string(),
+                         e.dst.to_string(), r.error().message());
+    });
   }
 
   std::chrono::milliseconds tick_interval() const noexcept override {
@@ -132,19 +137,13 @@ class FlowLabelBackend final : public Backend {
   bool wants_public_addresses() const noexcept override { return false; }
 
  private:
-  void log(const std::string& what) {
-    auto t = monotonic_ns();
-    if (t - last_log_ns_ < 1'000'000'000) return;
-    last_log_ns_ = t;
-    spdlog::warn("backend {}: {}", name_, what);
-  }
-
   std::string name_;
   LabelOptions o_;
   std::unique_ptr<bpf::FlowLabelMarker> marker_;
   std::atomic<std::uint64_t>*marked_, *not_in_map_, *not_ipv6_, *parse_error_, *not_tcp_udp_,
       *inserted_, *erased_, *full_, *errors_, *skipped_v4_, *fill_;
-  std::int64_t last_log_ns_ = 0;
+  // One failure a second on stderr, with the count of those not shown.
+  LogLimiter log_{1, std::chrono::seconds(1), LogLimiter::Report::kSuffix};
 };
 
 }  // namespace

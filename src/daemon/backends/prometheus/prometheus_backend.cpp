@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "flowmark/core/log.hpp"
+#include "flowmark/daemon/flow_key.hpp"
 
 namespace flowmark::daemon {
 namespace {
@@ -72,16 +73,6 @@ constexpr std::array<TcpMetric, 14> kTcpMetrics{{
 }};
 
 constexpr const char* kLiveFlows = "flowmark_live_flows";
-
-struct FlowKey {
-  scitags::Protocol protocol;
-  Endpoint src;
-  Endpoint dst;
-  friend auto operator<=>(const FlowKey&, const FlowKey&) = default;
-  friend bool operator==(const FlowKey&, const FlowKey&) = default;
-};
-
-FlowKey key_of(const FlowEvent& e) { return {e.protocol, e.src, e.dst}; }
 
 std::vector<ClientMetric::Label> flow_labels(const FlowEvent& e) {
   return {{"src", e.src.address.to_string()},
@@ -239,6 +230,10 @@ class PrometheusBackend::State final : public prometheus::Collectable {
   const bool flow_metrics_;
   const Counters* counters_;
   mutable std::mutex mutex_;
+  // The flows this backend was told of, with their labels and TcpInfo (refreshed by the
+  // reader), read by civetweb's threads at each scrape: per-backend state, not the pipeline's
+  // table. Ordered, so that the exposition lists a metric's flows in the same order at every
+  // scrape.
   std::map<FlowKey, Flow> flows_;
 };
 

@@ -13,6 +13,7 @@
 #include <filesystem>
 
 #include "flowmark/core/fd.hpp"
+#include "flowmark/core/log_limit.hpp"
 #include "flowmark/scitags/pipe_line.hpp"
 
 namespace flowmark::daemon {
@@ -28,7 +29,13 @@ struct PipeOptions {
 class NamedPipeSource final : public Source {
  public:
   NamedPipeSource(std::string name, PipeOptions o, ServiceContext& ctx)
-      : name_(std::move(name)), o_(std::move(o)), ctx_(ctx) {
+      : name_(std::move(name)),
+        o_(std::move(o)),
+        ctx_(ctx),
+        reject_log_(10, std::chrono::seconds(1), LogLimiter::Report::kLine,
+                    [this](std::uint64_t n) {
+                      return fmt::format("source {}: {} more rejected line(s) not shown", name_, n);
+                    }) {
     for (std::size_t i = 0; i < scitags::kPipeRejectKinds; ++i) {
       rejected_[i] = &counter(scitags::to_string(static_cast<scitags::PipeReject>(i)));
     }
@@ -143,8 +150,10 @@ class NamedPipeSource final : public Source {
 
   void reject_incomplete() {
     incomplete_->fetch_add(1, std::memory_order_relaxed);
-    log_reject("incomplete_line", "the writer closed the pipe in the middle of a line: '" +
-                                      partial_.substr(0, 80) + "'");
+    reject_log_.log(spdlog::level::warn,
+                    "source {}: rejected (incomplete_line): the writer closed the pipe in the "
+                    "middle of a line: '{}'",
+                    name_, std::string_view(partial_).substr(0, 80));
   }
 
   void consume(std::string_view data) {
@@ -187,7 +196,9 @@ class NamedPipeSource final : public Source {
 
   void too_long() {
     too_long_->fetch_add(1, std::memory_order_relaxed);
-    log_reject("line_too_long", fmt::format("a line longer than {} bytes", o_.max_line));
+    reject_log_.log(spdlog::level::warn,
+                    "source {}: rejected (line_too_long): a line longer than {} bytes", name_,
+                    o_.max_line);
     partial_.clear();
     discarding_ = true;
   }
@@ -200,29 +211,11 @@ class NamedPipeSource final : public Source {
     if (!e) {
       rejected_[static_cast<std::size_t>(e.error().reason)]->fetch_add(1,
                                                                        std::memory_order_relaxed);
-      log_reject(scitags::to_string(e.error().reason),
-                 fmt::format("line {}: {}", line_no_, e.error().message));
+      reject_log_.log(spdlog::level::warn, "source {}: rejected ({}): line {}: {}", name_,
+                      scitags::to_string(e.error().reason), line_no_, e.error().message);
       return;
     }
     sink_->push(*e);
-  }
-
-  void log_reject(std::string_view reason, const std::string& what) {
-    auto t = monotonic_ns();
-    if (t - window_ns_ > 1'000'000'000) {
-      if (suppressed_) {
-        spdlog::warn("source {}: {} more rejected line(s) not shown", name_, suppressed_);
-      }
-      window_ns_ = t;
-      shown_ = 0;
-      suppressed_ = 0;
-    }
-    if (shown_ < 10) {
-      ++shown_;
-      spdlog::warn("source {}: rejected ({}): {}", name_, reason, what);
-    } else {
-      ++suppressed_;
-    }
   }
 
   std::string name_;
@@ -237,9 +230,7 @@ class NamedPipeSource final : public Source {
   std::uint64_t line_no_ = 0;
   std::array<std::atomic<std::uint64_t>*, scitags::kPipeRejectKinds> rejected_{};
   std::atomic<std::uint64_t>*too_long_, *incomplete_, *lines_;
-  std::int64_t window_ns_ = 0;
-  unsigned shown_ = 0;
-  std::uint64_t suppressed_ = 0;
+  LogLimiter reject_log_;  // at most 10 rejected lines a second on stderr
 };
 
 Result<mode_t> parse_mode(Section& s) {

@@ -1,0 +1,112 @@
+# What `cmake --install` puts where, and the Debian package CPack builds from it
+# (`make package` → build/release/flowmark_<version>-<release>_<arch>.deb). Included from the
+# programs section of CMakeLists.txt, after the flowmark and flowmarkd targets.
+#
+#   /usr/bin/flowmark, /usr/bin/multicast -> flowmark      the tool (and the seed's name)
+#   /usr/sbin/flowmarkd                                    the service
+#   /lib/systemd/system/flowmarkd.service, flowmarkd@.service
+#   /etc/flowmark/flowmark.toml                            a conffile (packaging/debian/conffiles)
+#   /usr/share/man/manN/*.N.gz                             every page in packaging/man/
+#   /usr/share/doc/flowmark/copyright, changelog.Debian.gz
+#   /usr/share/lintian/overrides/flowmark                  each override with its reason
+#
+# The units name /usr/sbin/flowmarkd and /etc/flowmark, so /usr is the default prefix.
+if(CMAKE_INSTALL_PREFIX_INITIALIZED_TO_DEFAULT)
+  set(CMAKE_INSTALL_PREFIX /usr CACHE PATH "Install prefix (the systemd units expect /usr)"
+      FORCE)
+endif()
+# The same modes whatever the umask of whoever builds the package.
+set(CMAKE_INSTALL_DEFAULT_DIRECTORY_PERMISSIONS
+    OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
+
+set(_pkg_dir ${PROJECT_SOURCE_DIR}/packaging)
+set(_pkg_out ${PROJECT_BINARY_DIR}/packaging)
+
+# ---- programs -------------------------------------------------------------------------
+install(TARGETS flowmark RUNTIME DESTINATION bin)
+install(TARGETS flowmarkd RUNTIME DESTINATION sbin)
+# `multicast SAY|RECV|HEAR ...` runs the same binary (a relative link, as Debian wants).
+install(CODE "file(CREATE_LINK flowmark \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/bin/multicast\" \
+  SYMBOLIC)")
+install(FILES ${_pkg_dir}/systemd/flowmarkd.service ${_pkg_dir}/systemd/flowmarkd@.service
+        DESTINATION /lib/systemd/system)
+install(FILES ${_pkg_dir}/flowmark.toml DESTINATION /etc/flowmark)
+
+# ---- manual pages: every NAME.N in packaging/man/, gzipped -9n (no name or time stamp: the
+# same bytes on every build) into share/man/manN ------------------------------------------
+file(GLOB _man_pages CONFIGURE_DEPENDS ${_pkg_dir}/man/*.[1-9])
+# What is installed, for the man-page test (tests/docs/check_man.py --installed).
+set(FLOWMARK_MAN_PAGES ${_man_pages})
+set(_man_outputs "")
+foreach(_page IN LISTS _man_pages)
+  get_filename_component(_name ${_page} NAME)
+  string(REGEX MATCH "[1-9]$" _section ${_name})
+  set(_out ${_pkg_out}/man/man${_section}/${_name}.gz)
+  add_custom_command(OUTPUT ${_out}
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${_pkg_out}/man/man${_section}
+    COMMAND sh -c "rm -f \"$1\" && gzip -9n < \"$0\" > \"$1\"" ${_page} ${_out}
+    DEPENDS ${_page} COMMENT "Compressing man page ${_name}" VERBATIM)
+  list(APPEND _man_outputs ${_out})
+  install(FILES ${_out} DESTINATION share/man/man${_section})
+endforeach()
+
+# ---- Debian documents -------------------------------------------------------------------
+set(CPACK_DEBIAN_PACKAGE_RELEASE 1)
+# The changelog's newest entry must be the version being packaged.
+file(STRINGS ${_pkg_dir}/debian/changelog _top LIMIT_COUNT 1)
+set(_want "flowmark (${PROJECT_VERSION}-${CPACK_DEBIAN_PACKAGE_RELEASE})")
+string(FIND "${_top}" "${_want}" _at)
+if(NOT _at EQUAL 0)
+  message(FATAL_ERROR "packaging/debian/changelog starts with '${_top}', but the package is "
+          "${_want}: add a changelog entry for it (or change CPACK_DEBIAN_PACKAGE_RELEASE in "
+          "cmake/Packaging.cmake)")
+endif()
+set(_changelog ${_pkg_out}/changelog.Debian.gz)
+add_custom_command(OUTPUT ${_changelog}
+  COMMAND sh -c "gzip -9n < \"$0\" > \"$1\"" ${_pkg_dir}/debian/changelog ${_changelog}
+  DEPENDS ${_pkg_dir}/debian/changelog VERBATIM)
+add_custom_target(packaging_docs ALL DEPENDS ${_man_outputs} ${_changelog})
+install(FILES ${_pkg_dir}/debian/copyright ${_changelog} DESTINATION share/doc/flowmark)
+# Lintian tags that do not apply, each with its reason.
+install(FILES ${_pkg_dir}/debian/lintian-overrides DESTINATION share/lintian/overrides
+        RENAME flowmark)
+
+# ---- the .deb ---------------------------------------------------------------------------
+set(CPACK_GENERATOR DEB)
+set(CPACK_PACKAGE_NAME flowmark)
+set(CPACK_PACKAGE_VENDOR "flowmark maintainers")
+set(CPACK_PACKAGE_CONTACT
+    "flowmark maintainers <maintainers@users.noreply.h-seed-49befc63.example>")
+set(CPACK_DEBIAN_PACKAGE_MAINTAINER "${CPACK_PACKAGE_CONTACT}")
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)  # flowmark_0.1.0-1_amd64.deb
+set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
+set(CPACK_DEBIAN_PACKAGE_SECTION net)
+set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY
+    "Scitags flow marking service and tools (fireflies, IPv6 flow labels)")
+set(CPACK_PACKAGE_DESCRIPTION "\
+flowmarkd marks network flows for the Scitags initiative: flow events from a
+named pipe, received fireflies, the host's TCP sockets (netlink or eBPF kernel
+events) or a passive packet observer go to backends that send UDP fireflies,
+write the experiment and activity into the IPv6 flow label of the flow's
+packets (eBPF on TC egress), export Prometheus metrics or write JSON records.
+It reads flowd's configuration files as they are.
+
+flowmark is the command-line tool: multicast messaging (also run as
+`multicast`), firefly send/listen/decode, flow-label encoding, the Scitags
+registry, a capture-to-flow-records observer, STUN and eBPF housekeeping.")
+# Strip the installed programs (the release build has debug information).
+set(CPACK_STRIP_FILES ON)
+# Library dependencies from the programs' NEEDED entries (dpkg-shlibdeps, from dpkg-dev).
+set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+# libcurl is dlopen()ed, not linked, so shlibdeps cannot see it; it is needed only when
+# [service] registry (or `flowmark registry`) names an http(s):// URL, while the default, the
+# built-in registry, a file or no registry at all work without it: a Recommends (installed by
+# default, removable by those who never fetch), not a Depends.
+set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "libcurl4")
+set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
+    ${_pkg_dir}/debian/conffiles ${_pkg_dir}/debian/postinst ${_pkg_dir}/debian/prerm
+    ${_pkg_dir}/debian/postrm)
+# Control files get the modes Debian policy asks for (0755 scripts, 0644 the rest).
+set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+include(CPack)
