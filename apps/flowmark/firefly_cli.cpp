@@ -14,137 +14,56 @@
 #include <fmt/format.h>
 
 #include "command.hpp"
-#include "flowmark/core/interface.hpp"
+#include "flowmark/core/exit_code.hpp"
 #include "flowmark/core/log.hpp"
-#include "flowmark/mcast/options.hpp"
 #include "flowmark/scitags/firefly_commands.hpp"
-#include "flowmark/scitags/firefly_sender.hpp"
+#include "options.hpp"
 
 namespace flowmark::apps {
 namespace {
 
-using scitags::kFireflyPort;
-
 enum class FireflyVerb { kNone, kSend, kListen, kDecode };
 
-// The command line as given; converted to typed options when the command runs.
+// The command line as given; the scitags module checks and converts it when the command runs.
 struct FireflyArgs {
   FireflyVerb verb = FireflyVerb::kNone;
   bool verbose = false;
-  // send
-  std::vector<std::string> flow;
-  std::optional<std::string> to, iface, start_time;
-  std::vector<std::string> collectors;
-  bool collectors_only = false;
-  int ttl = 1;
-  std::string hostname;
-  std::string registry = "builtin";
-  std::uint64_t repeat = 1;
-  double rate = 0;
-  // listen
-  std::optional<std::string> bind, group;
-  std::vector<std::string> sources;
-  int port = kFireflyPort;
-  std::string format = "json";
-  bool stats = false, lenient = false;
-  std::optional<std::uint64_t> count;
-  std::optional<double> timeout;
-  int rcvbuf = 32 << 20;
-  // decode
-  std::vector<std::string> files;
+  scitags::FireflySendArgs send;
+  scitags::FireflyListenArgs listen;
+  std::vector<std::string> files;  // decode
+  bool decode_lenient = false;
 };
 
-int usage_error(const Error& e) {
+int report(const Error& e) {
   spdlog::error("{}", e.message());
-  return mcast::exit_code_for(e);
-}
-
-Result<std::optional<Interface>> interface_arg(const std::optional<std::string>& spec) {
-  if (!spec) return std::optional<Interface>{};
-  FM_TRY(auto ifc, resolve_interface(*spec));
-  return std::optional<Interface>(std::move(ifc));
-}
-
-Result<scitags::FireflySendOptions> send_options(const FireflyArgs& a) {
-  scitags::FireflySendOptions o;
-  o.flow = a.flow;
-  if (a.to) {
-    FM_TRY(auto to, scitags::resolve_destination(*a.to, kFireflyPort));
-    o.to = to;
-  }
-  for (const auto& c : a.collectors) {
-    FM_TRY(auto to, scitags::resolve_destination(c, kFireflyPort));
-    o.collectors.push_back(to);
-  }
-  o.collectors_only = a.collectors_only;
-  o.ttl = a.ttl;
-  FM_TRY(o.iface, interface_arg(a.iface));
-  o.hostname = a.hostname;
-  o.registry = a.registry;
-  if (a.start_time) {
-    auto t = parse_rfc3339(*a.start_time);
-    if (!t)
-      return fail(Errc::kInvalidArgument,
-                  fmt::format("--start-time '{}': {}", *a.start_time, t.error().message()));
-    o.start_time = *t;
-  }
-  o.repeat = a.repeat;
-  o.rate = a.rate;
-  return o;
-}
-
-Result<scitags::FireflyListenOptions> listen_options(const FireflyArgs& a) {
-  scitags::FireflyListenOptions o;
-  auto& l = o.listener;
-  if (a.bind) {
-    FM_TRY(l.bind, IpAddress::parse(*a.bind));
-  }
-  l.port = static_cast<std::uint16_t>(a.port);
-  if (a.group) {
-    FM_TRY(l.group, IpAddress::parse(*a.group));
-  }
-  for (const auto& s : a.sources) {
-    FM_TRY(auto src, IpAddress::parse(s));
-    l.sources.push_back(src);
-  }
-  FM_TRY(l.iface, interface_arg(a.iface));
-  if (!a.group && a.iface)
-    return fail(Errc::kInvalidArgument, "--iface names the interface of a --group join");
-  l.rcvbuf = a.rcvbuf;
-  l.decoder.lenient_start_time = a.lenient;
-  o.format = a.format == "text" ? scitags::FireflyFormat::kText : scitags::FireflyFormat::kJson;
-  o.stats = a.stats;
-  o.count = a.count;
-  if (a.timeout)
-    o.timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(
-        std::chrono::duration<double>(*a.timeout));
-  return o;
+  return exit_code_for(e);
 }
 
 int run_firefly(const FireflyArgs& a) {
   init_logging("flowmark", a.verbose ? LogLevel::kDebug : LogLevel::kInfo);
   switch (a.verb) {
     case FireflyVerb::kSend: {
-      auto o = send_options(a);
-      if (!o) return usage_error(o.error());
+      auto o = scitags::resolve_firefly_send(a.send);
+      if (!o) return report(o.error());
       return scitags::run_firefly_send(*o, stdin);
     }
     case FireflyVerb::kListen: {
-      auto o = listen_options(a);
-      if (!o) return usage_error(o.error());
+      auto o = scitags::resolve_firefly_listen(a.listen);
+      if (!o) return report(o.error());
       return scitags::run_firefly_listen(*o, stdout);
     }
     case FireflyVerb::kDecode: {
       scitags::DecoderOptions d;
-      d.lenient_start_time = a.lenient;
+      d.lenient_start_time = a.decode_lenient;
       return scitags::run_firefly_decode(a.files, d, stdin, stdout);
     }
     case FireflyVerb::kNone: break;
   }
-  return mcast::kExitUsage;
+  return kExitUsage;
 }
 
-void add_send(CLI::App& parent, FireflyArgs& a) {
+void add_send(CLI::App& parent, FireflyArgs& args) {
+  auto& a = args.send;
   auto* s = parent.add_subcommand(
       "send",
       "send one firefly (or one per line of standard input) to the flow's destination "
@@ -165,17 +84,11 @@ void add_send(CLI::App& parent, FireflyArgs& a) {
       ->allow_extra_args(false);  // one value per --collector: the flow follows
   s->add_flag("--collectors-only", a.collectors_only,
               "send to the collectors only, not to --to or the flow's destination");
-  s->add_option("--ttl", a.ttl, "TTL / hop limit for multicast collectors, 0..255")
-      ->check(CLI::Range(0, 255))
-      ->capture_default_str();
-  s->add_option("--iface", a.iface, "outgoing interface for multicast collectors")->type_name("IF");
+  add_ttl_option(*s, a.ttl);
+  add_iface_option(*s, a.iface, "outgoing interface for multicast collectors");
   s->add_option("--hostname", a.hostname, "syslog HOSTNAME of the fireflies (default: this host)")
       ->type_name("H");
-  s->add_option("--registry", a.registry,
-                "where experiment and activity names resolve: a file, an http(s):// URL, or "
-                "builtin")
-      ->type_name("SRC")
-      ->capture_default_str();
+  add_registry_option(*s, a.registry);
   s->add_option("--start-time", a.start_time,
                 "start-time of the firefly (default: now). A one-shot tool cannot know when an "
                 "ongoing or ended flow started; flowmarkd's pipeline pairs end events with "
@@ -188,47 +101,40 @@ void add_send(CLI::App& parent, FireflyArgs& a) {
   s->add_option("--rate", a.rate, "fireflies a second for --repeat (0: unpaced)")
       ->check(CLI::Range(0.0, 1e9).description(""))
       ->group("");
-  s->add_flag("--verbose", a.verbose, "log debugging detail");
+  s->add_flag("--verbose", args.verbose, "log debugging detail");
   s->footer(
       "Times: start events carry start-time = now; ongoing and end events carry --start-time "
       "or now, end events end-time = now.\nStandard input lines are pipe lines (any "
       "whitespace); blank lines are skipped; a bad line is reported with its number and "
       "skipped.\n\n" +
       std::string(scitags::firefly_send_exit_help()));
-  s->callback([&a] { a.verb = FireflyVerb::kSend; });
+  s->callback([&args] { args.verb = FireflyVerb::kSend; });
 }
 
-void add_listen(CLI::App& parent, FireflyArgs& a) {
+void add_listen(CLI::App& parent, FireflyArgs& args) {
+  auto& a = args.listen;
   auto* l = parent.add_subcommand(
       "listen", "a firefly collector: receive, validate and print fireflies, one per line");
   l->add_option("--bind", a.bind, "local address to listen on (default: all, IPv4 and IPv6)")
       ->type_name("ADDR");
   l->add_option("--port", a.port, "UDP port")->check(CLI::Range(0, 65535))->capture_default_str();
-  l->add_option("--group", a.group, "join this multicast group (IPv4 or IPv6)")->type_name("G");
-  l->add_option("--iface", a.iface, "interface for the --group join")->type_name("IF");
-  l->add_option("--source", a.sources, "source-specific join (S, G); repeatable")
-      ->type_name("S")
-      ->allow_extra_args(false);
+  add_group_option(*l, a.group, "join this multicast group (IPv4 or IPv6)");
+  add_iface_option(*l, a.iface, "interface for the --group join");
+  add_source_option(*l, a.sources, "source-specific join (S, G)");
   l->add_option("--format", a.format,
                 "json: {\"sender\":ip,\"sport\":n,\"firefly\":{...}}; text: one readable line")
       ->check(CLI::IsMember({"json", "text"}))
       ->capture_default_str();
   l->add_flag("--stats", a.stats,
               "at the end, one JSON line: received, accepted, rejected by reason");
-  l->add_option("--count", a.count, "stop after N datagrams (valid or not)")
-      ->check(CLI::Range(std::uint64_t{1}, UINT64_MAX).description(""))
-      ->type_name("N");
-  l->add_option("--timeout", a.timeout, "stop after S seconds without any datagram")
-      ->check(CLI::Range(0.001, 1e9).description(""))
-      ->type_name("S");
+  add_count_option(*l, a.count, "stop after this many datagrams (valid or not)");
+  add_timeout_option(*l, a.timeout, "stop after this many seconds without any datagram");
   l->add_flag("--lenient", a.lenient,
               "accept end events whose start-time is null or \"\" (flowd's defect)");
-  l->add_option("--rcvbuf", a.rcvbuf, "socket receive buffer in bytes")
-      ->check(CLI::Range(0, 1 << 30))
-      ->capture_default_str();
-  l->add_flag("--verbose", a.verbose, "log debugging detail");
+  add_rcvbuf_option(*l, a.rcvbuf);
+  l->add_flag("--verbose", args.verbose, "log debugging detail");
   l->footer(std::string(scitags::firefly_listen_exit_help()));
-  l->callback([&a] { a.verb = FireflyVerb::kListen; });
+  l->callback([&args] { args.verb = FireflyVerb::kListen; });
 }
 
 void add_decode(CLI::App& parent, FireflyArgs& a) {
@@ -238,7 +144,7 @@ void add_decode(CLI::App& parent, FireflyArgs& a) {
       "print each as one JSON line");
   d->add_option("files", a.files, "files to read ('-' or none: standard input)")
       ->type_name("FILE...");
-  d->add_flag("--lenient", a.lenient,
+  d->add_flag("--lenient", a.decode_lenient,
               "accept end events whose start-time is null or \"\" (flowd's defect)");
   d->footer(std::string(scitags::firefly_decode_exit_help()));
   d->callback([&a] { a.verb = FireflyVerb::kDecode; });

@@ -9,7 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include "command.hpp"
-#include "flowmark/mcast/options.hpp"
+#include "flowmark/core/exit_code.hpp"
 #include "mcast_cli.hpp"
 
 namespace {
@@ -50,7 +50,10 @@ static int flowmark_main(int argc, char** argv) {
 #ifdef FLOWMARK_HAVE_BPF
   commands.push_back(flowmark::apps::add_bpf_command(app));
 #endif
-  app.footer("Run 'flowmark <command> --help' for a command's options.");
+  app.footer(
+      "Run 'flowmark <command> --help' for a command's options and the exit codes it "
+      "returns.\n\n" +
+      flowmark::exit_code_table());
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -61,12 +64,12 @@ static int flowmark_main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     fmt::print(stderr, "flowmark: error: {}\nRun 'flowmark --help' for usage.\n", e.what());
-    return flowmark::mcast::kExitUsage;
+    return flowmark::kExitUsage;
   }
   if (mcast->parsed()) return flowmark::apps::run_mcast(inv);
   for (const auto& c : commands)
     if (c.app->parsed()) return c.run();
-  return flowmark::mcast::kExitUsage;
+  return flowmark::kExitUsage;
 }
 
 int main(int argc, char** argv) {
@@ -74,6 +77,6 @@ int main(int argc, char** argv) {
     return flowmark_main(argc, argv);
   } catch (const std::exception& e) {  // a bug, not an input error: say so and exit 70
     fmt::print(stderr, "flowmark: internal error: {}\n", e.what());
-    return flowmark::mcast::kExitSoftware;
+    return flowmark::kExitSoftware;
   }
 }

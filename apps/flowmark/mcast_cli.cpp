@@ -4,6 +4,7 @@
 
 #include "flowmark/core/log.hpp"
 #include "flowmark/mcast/commands.hpp"
+#include "options.hpp"
 
 namespace flowmark::apps {
 namespace {
@@ -25,17 +26,20 @@ void opt(CLI::App& app, const std::string& names, std::optional<std::string>& ds
 void add_common(CLI::App& sub, McastInvocation& inv, McastVerb verb) {
   auto& r = inv.raw;
   const bool say = verb == McastVerb::kSay;
-  opt(sub, "--group,--bind-group,--mcast-group", r.group,
-      say ? "group to send to (224.0.0.1)" : "bind group: joined, and HEAR's forwarding target");
+  add_group_option(sub, r.group,
+                   say ? "group to send to (224.0.0.1)"
+                       : "bind group: joined, and HEAR's forwarding target (224.0.0.1)",
+                   "--group,--bind-group,--mcast-group");
   opt(sub, "--port", r.port, "UDP port (59559)");
-  opt(sub, "--iface", r.iface, "interface by name, index or address");
-  opt(sub, "--ttl", r.ttl, "multicast TTL / hop limit, 0..255 (1)");
+  add_iface_option(sub, r.iface, say ? "interface to send from" : "interface of the joins");
+  add_ttl_option(sub, r.ttl);
   opt(sub, "--bind", r.bind, "local address to bind");
   opt(sub, "--buffer-size", r.buffer_size,
       say ? "chunk size for --pipe --binary" : "largest datagram read whole (65536)");
-  opt(sub, "--timeout", r.timeout,
-      say ? "seconds to wait for replies with --wait-reply (1)"
-          : "give up after this many seconds without a datagram (exit 1 if none came)");
+  add_timeout_option(sub, r.timeout,
+                     say ? "seconds to wait for replies with --wait-reply (1)"
+                         : "give up after this many seconds without a datagram (exit 1 if none "
+                           "came)");
   sub.add_flag("--no-loop", r.no_loop, "do not loop our sends back to this host");
   sub.add_flag("--json", r.json, "one JSON object per datagram");
   sub.add_flag("--use-std", r.use_std, "print payloads on standard output");
@@ -46,7 +50,7 @@ void add_common(CLI::App& sub, McastInvocation& inv, McastVerb verb) {
         ->expected(1, CLI::detail::expected_max_vector_size);
     sub.add_flag("--pipe", r.pipe, "send standard input, one datagram per line");
     sub.add_flag("--binary", r.binary, "with --pipe: one datagram per chunk, not per line");
-    opt(sub, "--count", r.count, "send the message this many times, sequenced");
+    add_count_option(sub, r.count, "send the message this many times, sequenced");
     opt(sub, "--interval", r.interval, "seconds between sequenced datagrams (0)");
     opt(sub, "--size", r.size, "pad each datagram to this many bytes");
     sub.add_flag("--sequence", r.sequence, "add the stream header (sequence, send time)");
@@ -57,9 +61,9 @@ void add_common(CLI::App& sub, McastInvocation& inv, McastVerb verb) {
   } else {
     sub.add_option("--groups,--join-mcast-groups", r.groups, "groups to join (default: --group)")
         ->expected(1, CLI::detail::expected_max_vector_size);
-    sub.add_option("--source", r.sources, "source-specific join (S, G) for each group");
-    opt(sub, "--count", r.count, "stop after this many datagrams");
-    opt(sub, "--rcvbuf", r.rcvbuf, "socket receive buffer in bytes (16 MiB)");
+    add_source_option(sub, r.sources, "source-specific join (S, G) for each group");
+    add_count_option(sub, r.count, "stop after this many datagrams");
+    add_rcvbuf_option(sub, r.rcvbuf);
     sub.add_flag("--stats", r.stats,
                  "at the end, JSON loss/duplicate/reorder/delay statistics per sender and group");
     if (verb == McastVerb::kHear)

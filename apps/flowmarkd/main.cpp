@@ -3,8 +3,9 @@
 //
 //   flowmarkd [-c FILE] [-d|--debug] [-f|--fg] [--version] [--check [--print]]
 //
-// Exit codes: 0 stopped by SIGTERM/SIGINT (or --check passed), 1 could not start (the
-// message names the part and what to do), 2 usage or configuration error.
+// Exit codes: flowmark's one table (core/exit_code.hpp): 0 stopped by SIGTERM/SIGINT (or
+// --check passed), 2 usage error, 78 configuration error, and when it could not start the
+// code of the cause (68 no such interface, 69 refused, 70 internal, 77 not permitted).
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -15,14 +16,21 @@
 #include <string>
 #include <string_view>
 
+#include "flowmark/core/exit_code.hpp"
 #include "flowmark/core/log.hpp"
 #include "flowmark/daemon/config.hpp"
 #include "flowmark/daemon/service.hpp"
 
 namespace {
 
-constexpr int kExitStart = 1;
-constexpr int kExitConfig = 2;
+using flowmark::kExitConfig;
+
+// The exit code of a service that could not start: the cause's code, except that a value
+// the service rejected came from the configuration file, not from the command line.
+int start_failure_code(const flowmark::Error& e) {
+  const int code = flowmark::exit_code_for(e);
+  return code == flowmark::kExitUsage ? kExitConfig : code;
+}
 
 spdlog::level::level_enum level_of(std::string_view name) {
   if (name == "debug") return spdlog::level::debug;
@@ -51,10 +59,28 @@ static int flowmarkd_main(int argc, char** argv) {
   app.set_version_flag("--version", "flowmarkd " FLOWMARK_VERSION);
   app.footer(
       "Signals: SIGTERM/SIGINT stop (end events for live flows, backends drained), SIGHUP "
-      "reloads the configuration (a bad one is rejected and the running one kept).\n"
-      "Exit codes: 0 stopped cleanly or --check passed, 1 could not start, 2 usage or "
-      "configuration error.");
-  CLI11_PARSE(app, argc, argv);
+      "reloads the configuration (a bad one is rejected and the running one kept).\n\n" +
+      flowmark::exit_code_help({
+          {flowmark::kExitOk, "stopped by SIGTERM/SIGINT, or --check passed"},
+          {flowmark::kExitUsage},
+          {flowmark::kExitNoInterface, "at start: an interface the configuration names"},
+          {flowmark::kExitUnavailable, "at start: a bind, a join, a hook"},
+          {flowmark::kExitSoftware},
+          {flowmark::kExitNoPermission, "at start"},
+          {flowmark::kExitConfig, "the message names the file, the key and what is allowed"},
+      }));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    fmt::print(stderr, "flowmarkd: error: {}\nRun 'flowmarkd --help' for usage.\n", e.what());
+    return flowmark::kExitUsage;
+  }
   (void)foreground;
 
   flowmark::init_logging("flowmarkd",
@@ -80,7 +106,7 @@ static int flowmarkd_main(int argc, char** argv) {
     }
     if (!print) {
       fmt::print("{}", *summary);
-      return 0;
+      return flowmark::kExitOk;
     }
     // The summary as comments: the output is a TOML file (`--print > flowmark.toml`).
     std::string_view rest = *summary;
@@ -91,21 +117,21 @@ static int flowmarkd_main(int argc, char** argv) {
       rest.remove_prefix(nl == std::string_view::npos ? rest.size() : nl + 1);
     }
     fmt::print("\n{}", doc->toml_text());
-    return 0;
+    return flowmark::kExitOk;
   }
   auto service = flowmark::daemon::Service::create(std::move(*doc), config);
   if (!service) {
     spdlog::error("{}", service.error().message());
-    return kExitConfig;
+    return start_failure_code(service.error());
   }
   // [service] log_level applies unless -d asked for debug.
   if (!debug) spdlog::set_level(level_of((*service)->log_level()));
   auto r = (*service)->run();
   if (!r) {
     spdlog::error("{}", r.error().message());
-    return kExitStart;
+    return start_failure_code(r.error());
   }
-  return 0;
+  return flowmark::kExitOk;
 }
 
 int main(int argc, char** argv) {
@@ -113,6 +139,6 @@ int main(int argc, char** argv) {
     return flowmarkd_main(argc, argv);
   } catch (const std::exception& e) {  // a bug, not an input error: say so
     fmt::print(stderr, "flowmarkd: internal error: {}\n", e.what());
-    return 70;
+    return flowmark::kExitSoftware;
   }
 }

@@ -1,5 +1,7 @@
 #include "flowmark/mcast/options.hpp"
 
+#include "flowmark/core/option_value.hpp"
+
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -12,37 +14,21 @@
 
 namespace flowmark::mcast {
 
-int exit_code_for(const Error& e) noexcept {
-  const auto& code = e.code();
-  if (code.category() == flowmark_category()) {
-    switch (static_cast<Errc>(code.value())) {
-      case Errc::kInvalidArgument:
-      case Errc::kTruncated:
-      case Errc::kMalformed: return kExitUsage;
-      case Errc::kNotFound: return kExitNoInterface;
-      case Errc::kRefused:
-      case Errc::kUnsupported: return kExitUnavailable;
-    }
-  }
-  if (code.category() == std::system_category()) {
-    if (code.value() == EPERM || code.value() == EACCES) return kExitNoPermission;
-    if (code.value() == EADDRINUSE || code.value() == EADDRNOTAVAIL) return kExitUnavailable;
-  }
-  return kExitSoftware;
-}
-
 std::string_view exit_code_help() noexcept {
-  return "Exit codes:\n"
-         "  0    success\n"
-         "  1    completed without full success: nothing received before the timeout, no\n"
-         "       reply, or some datagrams refused by the local kernel (a warning says)\n"
-         "  2    usage error: bad flag or value (group, port, TTL, interval, size ...)\n"
-         "  68   the named interface does not exist\n"
-         "  69   the kernel refused: a join, a bind (address in use / not local)\n"
-         "  70   socket or internal error\n"
-         "  77   not permitted (run as root or grant the capability)\n"
-         "  130  interrupted (SIGINT, Ctrl-C)\n"
-         "  143  terminated (SIGTERM)\n";
+  static const std::string text = ::flowmark::exit_code_help({
+      {kExitOk},
+      {kExitNothing,
+       "nothing received before the timeout, no reply, or some datagrams refused by the "
+       "local kernel"},
+      {kExitUsage, "group, port, TTL, interval, size ..."},
+      {kExitNoInterface},
+      {kExitUnavailable, "a join, a bind (address in use / not local)"},
+      {kExitSoftware},
+      {kExitNoPermission},
+      {kExitInterrupted},
+      {kExitTerminated},
+  });
+  return text;
 }
 
 std::optional<std::string> getenv_lookup(std::string_view name) {
@@ -54,14 +40,11 @@ std::optional<std::string> getenv_lookup(std::string_view name) {
 namespace {
 
 // A value and where it came from, for error messages: "--port 70000" or "MULTICAST_PORT=…".
-struct Sourced {
-  std::string value;
-  std::string origin;
-};
+using Sourced = OptionValue;
 
 std::optional<Sourced> pick(const std::optional<std::string>& flag, std::string_view flag_name,
                             const EnvLookup& env, std::string_view env_name) {
-  if (flag) return Sourced{*flag, fmt::format("{} {}", flag_name, *flag)};
+  if (flag) return OptionValue::flag(flag_name, *flag);
   if (!env_name.empty()) {
     if (auto v = env(env_name); v && !v->empty())
       return Sourced{*v, fmt::format("{}={}", env_name, *v)};
@@ -74,48 +57,13 @@ Result<T> bad(const Sourced& s, std::string_view why) {
   return fail(Errc::kInvalidArgument, fmt::format("{}: {}", s.origin, why));
 }
 
-Result<std::uint64_t> parse_uint(const Sourced& s, std::uint64_t lo, std::uint64_t hi) {
-  std::uint64_t v = 0;
-  const auto& t = s.value;
-  auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
-  if (t.empty() || ec == std::errc::invalid_argument || p != t.data() + t.size())
-    return bad<std::uint64_t>(s, "not a whole number");
-  if (ec == std::errc::result_out_of_range || v < lo || v > hi)
-    return bad<std::uint64_t>(s, fmt::format("out of range ({}..{})", lo, hi));
-  return v;
-}
-
-Result<std::chrono::nanoseconds> parse_seconds(const Sourced& s, bool allow_zero) {
-  const auto& t = s.value;
-  char* end = nullptr;
-  errno = 0;
-  const double v = std::strtod(t.c_str(), &end);
-  if (t.empty() || end != t.c_str() + t.size() || errno != 0 || !std::isfinite(v))
-    return bad<std::chrono::nanoseconds>(s, "not a number of seconds");
-  if (v < 0 || (v == 0 && !allow_zero) || v > 1e6)
-    return bad<std::chrono::nanoseconds>(
-        s, allow_zero ? "must be between 0 and 1000000 seconds"
-                      : "must be more than 0 and at most 1000000 seconds");
-  return std::chrono::nanoseconds(static_cast<std::int64_t>(std::llround(v * 1e9)));
-}
-
-Result<IpAddress> parse_group_value(const Sourced& s) {
-  auto a = IpAddress::parse(s.value);
-  if (!a) return std::unexpected(std::move(a.error()).with_context(s.origin));
-  if (!a->is_multicast())
-    return bad<IpAddress>(s, fmt::format("{} is a unicast address, not a multicast group "
-                                         "(use 224.0.0.0/4, e.g. 239.1.1.1, or ff00::/8)",
-                                         a->to_string()));
-  return *a;
-}
-
 Result<void> resolve_common(const RawOptions& raw, const EnvLookup& env, CommonOptions& o) {
   auto group = pick(raw.group, "--group", env, "MULTICAST_GROUP")
                    .value_or(Sourced{kDefaultGroup, "default group"});
-  FM_TRY(o.group, parse_group_value(group));
+  FM_TRY(o.group, parse_group(group));
 
   if (auto p = pick(raw.port, "--port", env, "MULTICAST_PORT")) {
-    auto port = parse_port(p->value);
+    auto port = parse_port(p->text);
     if (!port) return bad<void>(*p, port.error().message());
     o.port = *port;
   } else {
@@ -123,21 +71,19 @@ Result<void> resolve_common(const RawOptions& raw, const EnvLookup& env, CommonO
   }
 
   if (auto t = pick(raw.ttl, "--ttl", env, "MULTICAST_TTL")) {
-    FM_TRY(auto ttl, parse_uint(*t, 0, 255));
-    o.ttl = static_cast<int>(ttl);
+    FM_TRY(o.ttl, parse_ttl(*t));
   } else {
     o.ttl = kDefaultTtl;
   }
   o.loop = !raw.no_loop;
 
   if (auto i = pick(raw.iface, "--iface", env, "MULTICAST_IFACE")) {
-    auto ifc = resolve_interface(i->value);
-    if (!ifc) return std::unexpected(std::move(ifc.error()).with_context("--iface"));
-    if (!ifc->multicast)
+    FM_TRY(auto ifc, parse_iface(*i));
+    if (!ifc.multicast)
       return fail(Errc::kRefused, fmt::format("--iface {}: the interface has multicast off "
                                               "(ip link set {} multicast on)",
-                                              ifc->name, ifc->name));
-    o.iface = *ifc;
+                                              ifc.name, ifc.name));
+    o.iface = ifc;
   }
   // A scope on the group ("ff02::1%eth0") names the interface too.
   if (!o.iface && o.group.scope_id() != 0) {
@@ -146,13 +92,13 @@ Result<void> resolve_common(const RawOptions& raw, const EnvLookup& env, CommonO
   }
 
   if (auto b = pick(raw.bind, "--bind", env, "MULTICAST_BIND_ADDR")) {
-    auto a = IpAddress::parse(b->value);
+    auto a = IpAddress::parse(b->text);
     if (!a) return bad<void>(*b, a.error().message());
     o.bind = *a;
   }
 
   if (auto b = pick(raw.buffer_size, "--buffer-size", env, "MULTICAST_BUFFER_SIZE")) {
-    FM_TRY(auto n, parse_uint(*b, 1, kMaxPayloadV6));
+    FM_TRY(auto n, parse_whole_number(*b, 1, kMaxPayloadV6));
     o.buffer_size = n;
   } else {
     o.buffer_size = 65536;  // whole datagrams by default; the seed's 1316 truncated silently
@@ -184,19 +130,18 @@ Result<SayOptions> resolve_say(const RawOptions& raw, const EnvLookup& env) {
   }
   o.sequence = raw.sequence || raw.count.has_value() || raw.interval.has_value();
   if (raw.count) {
-    FM_TRY(o.count,
-           parse_uint(Sourced{*raw.count, "--count " + *raw.count}, 1, std::uint64_t{1} << 62));
+    FM_TRY(o.count, parse_count(OptionValue::flag("--count", *raw.count)));
   }
   if (raw.interval) {
-    FM_TRY(o.interval, parse_seconds(Sourced{*raw.interval, "--interval " + *raw.interval}, true));
+    FM_TRY(o.interval, parse_seconds(OptionValue::flag("--interval", *raw.interval), true));
   }
   if (o.pipe && raw.count)
     return fail(Errc::kInvalidArgument,
                 "--count repeats --message; with --pipe every line "
                 "(or chunk) is sent once");
   if (raw.size) {
-    FM_TRY(auto size,
-           parse_uint(Sourced{*raw.size, "--size " + *raw.size}, 1, max_payload(o.group.family())));
+    FM_TRY(auto size, parse_whole_number(OptionValue::flag("--size", *raw.size), 1,
+                                         max_payload(o.group.family())));
     o.size = size;
     if (o.sequence && *o.size < kStreamHeaderSize)
       return fail(Errc::kInvalidArgument,
@@ -218,33 +163,26 @@ Result<RecvOptions> resolve_recv(const RawOptions& raw, const EnvLookup& env) {
   RecvOptions o;
   FM_TRY_VOID(resolve_common(raw, env, o));
   for (const auto& g : raw.groups) {
-    FM_TRY(auto a, parse_group_value(Sourced{g, "--groups " + g}));
+    FM_TRY(auto a, parse_group(OptionValue::flag("--groups", g)));
     o.groups.push_back(a);
   }
   if (o.groups.empty()) o.groups.push_back(o.group);
   for (const auto& g : o.groups) FM_TRY_VOID(check_group(g, o.iface));
   for (const auto& s : raw.sources) {
-    auto a = IpAddress::parse(s);
-    if (!a) return fail(Errc::kInvalidArgument, fmt::format("--source: {}", a.error().message()));
-    if (a->is_multicast() || a->is_unspecified())
-      return fail(Errc::kInvalidArgument,
-                  fmt::format("--source {}: a source must be a unicast address", s));
-    o.sources.push_back(*a);
+    FM_TRY(auto a, parse_source(OptionValue::flag("--source", s)));
+    o.sources.push_back(a);
   }
   o.use_std = raw.use_std;
   o.daemon = raw.daemon;
   o.stats = raw.stats;
   o.allow_stop = raw.allow_stop;
   if (raw.count) {
-    FM_TRY(o.count,
-           parse_uint(Sourced{*raw.count, "--count " + *raw.count}, 1, std::uint64_t{1} << 62));
+    FM_TRY(o.count, parse_count(OptionValue::flag("--count", *raw.count)));
     o.daemon = true;  // --count N: keep receiving until N datagrams
   }
+  o.rcvbuf = kDefaultReceiveBuffer;
   if (raw.rcvbuf) {
-    FM_TRY(auto n, parse_uint(Sourced{*raw.rcvbuf, "--rcvbuf " + *raw.rcvbuf}, 4096, 1 << 30));
-    o.rcvbuf = static_cast<int>(n);
-  } else {
-    o.rcvbuf = 16 << 20;
+    FM_TRY(o.rcvbuf, parse_rcvbuf(OptionValue::flag("--rcvbuf", *raw.rcvbuf)));
   }
   return o;
 }

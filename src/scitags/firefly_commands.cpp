@@ -12,20 +12,14 @@
 #include "firefly_json.hpp"
 #include "flowmark/core/event_loop.hpp"
 #include "flowmark/core/json.hpp"
-#include "flowmark/mcast/options.hpp"
+#include "flowmark/core/option_value.hpp"
 #include "flowmark/scitags/firefly_sender.hpp"
 #include "flowmark/scitags/pipe_line.hpp"
 #include "flowmark/scitags/registry.hpp"
+#include "flowmark/scitags/registry_command.hpp"
 
 namespace flowmark::scitags {
 namespace {
-
-using mcast::exit_code_for;
-using mcast::kExitInterrupted;
-using mcast::kExitNothing;
-using mcast::kExitOk;
-using mcast::kExitTerminated;
-using mcast::kExitUsage;
 
 int report(const Error& e) {
   spdlog::error("{}", e.message());
@@ -167,7 +161,7 @@ class SendRun {
     }
     if (std::ferror(in)) {
       spdlog::error("reading standard input: {}", std::strerror(errno));
-      return mcast::kExitSoftware;
+      return kExitSoftware;
     }
     if (rejected + failed == 0) return kExitOk;
     spdlog::warn("{} firefly(s) sent; {} line(s) rejected, {} not sent", sent, rejected, failed);
@@ -310,6 +304,78 @@ void append_firefly_text(std::string& out, const Endpoint& sender, const Firefly
   }
 }
 
+Result<FireflySendOptions> resolve_firefly_send(const FireflySendArgs& a) {
+  FireflySendOptions o;
+  o.flow = a.flow;
+  if (a.to) {
+    FM_TRY(auto to, resolve_destination(*a.to, kFireflyPort));
+    o.to = to;
+  }
+  for (const auto& c : a.collectors) {
+    FM_TRY(auto to, resolve_destination(c, kFireflyPort));
+    o.collectors.push_back(to);
+  }
+  o.collectors_only = a.collectors_only;
+  if (a.ttl) {
+    FM_TRY(o.ttl, parse_ttl(OptionValue::flag("--ttl", *a.ttl)));
+  }
+  if (a.iface) {
+    FM_TRY(o.iface, parse_iface(OptionValue::flag("--iface", *a.iface)));
+  }
+  o.hostname = a.hostname;
+  o.registry = a.registry;
+  if (a.start_time) {
+    auto t = parse_rfc3339(*a.start_time);
+    if (!t)
+      return fail(Errc::kInvalidArgument,
+                  fmt::format("--start-time '{}': {}", *a.start_time, t.error().message()));
+    o.start_time = *t;
+  }
+  o.repeat = a.repeat;
+  o.rate = a.rate;
+  return o;
+}
+
+Result<FireflyListenOptions> resolve_firefly_listen(const FireflyListenArgs& a) {
+  FireflyListenOptions o;
+  auto& l = o.listener;
+  if (a.bind) {
+    auto bind = IpAddress::parse(*a.bind);
+    if (!bind) return std::unexpected(std::move(bind.error()).with_context("--bind"));
+    l.bind = *bind;
+  }
+  l.port = static_cast<std::uint16_t>(a.port);
+  if (a.group) {
+    FM_TRY(l.group, parse_group(OptionValue::flag("--group", *a.group)));
+  }
+  for (const auto& s : a.sources) {
+    FM_TRY(auto src, parse_source(OptionValue::flag("--source", s)));
+    l.sources.push_back(src);
+  }
+  if (a.iface) {
+    if (!a.group)
+      return fail(Errc::kInvalidArgument, "--iface names the interface of a --group join");
+    FM_TRY(l.iface, parse_iface(OptionValue::flag("--iface", *a.iface)));
+  }
+  l.rcvbuf = kDefaultReceiveBuffer;
+  if (a.rcvbuf) {
+    FM_TRY(l.rcvbuf, parse_rcvbuf(OptionValue::flag("--rcvbuf", *a.rcvbuf)));
+  }
+  l.decoder.lenient_start_time = a.lenient;
+  if (a.format != "json" && a.format != "text")
+    return fail(Errc::kInvalidArgument,
+                fmt::format("--format {}: expected json or text", a.format));
+  o.format = a.format == "text" ? FireflyFormat::kText : FireflyFormat::kJson;
+  o.stats = a.stats;
+  if (a.count) {
+    FM_TRY(o.count, parse_count(OptionValue::flag("--count", *a.count)));
+  }
+  if (a.timeout) {
+    FM_TRY(o.timeout, parse_seconds(OptionValue::flag("--timeout", *a.timeout)));
+  }
+  return o;
+}
+
 int run_firefly_send(const FireflySendOptions& o, std::FILE* in) {
   if (!o.flow.empty() && o.flow.size() != kPipeLineTokens) {
     spdlog::error(
@@ -325,9 +391,7 @@ int run_firefly_send(const FireflySendOptions& o, std::FILE* in) {
   auto registry = Registry::load(o.registry);
   if (!registry) {
     spdlog::error("{}", registry.error().message());
-    if (registry.error().code() == Errc::kMalformed) return kExitDataErr;
-    if (registry.error().code() == Errc::kInvalidArgument) return kExitUsage;
-    return kExitNoInput;
+    return registry_load_exit_code(registry.error());
   }
   SendRun run(o, *registry);
   if (auto r = run.prepare(); !r) return report(r.error());
@@ -384,7 +448,7 @@ int run_firefly_listen(const FireflyListenOptions& o, std::FILE* out) {
   }
   if (!ran) return report(ran.error());
   if (sink.failure_) return report(*sink.failure_);
-  if (signalled != 0) return signalled == SIGINT ? kExitInterrupted : kExitTerminated;
+  if (signalled != 0) return exit_code_for_signal(signalled);
   if (timed_out && c.received == 0) {
     spdlog::warn("no datagram received within {:.3g} s",
                  std::chrono::duration<double>(*o.timeout).count());
@@ -417,39 +481,43 @@ int run_firefly_decode(std::span<const std::string> files, const DecoderOptions&
   return all_valid ? kExitOk : kExitNothing;
 }
 
-std::string_view firefly_send_exit_help() noexcept {
-  return "Exit codes:\n"
-         "  0    every firefly was sent\n"
-         "  1    some lines of standard input were rejected (each is reported with its line\n"
-         "       number) or not sent, or the kernel refused some datagrams\n"
-         "  2    usage error: bad flag, destination or flow token (the message names it)\n"
-         "  65   the --registry document is malformed\n"
-         "  66   the --registry source cannot be read or fetched\n"
-         "  68   the named interface does not exist\n"
-         "  70   socket or internal error (e.g. no route to the destination)\n"
-         "  77   not permitted\n";
+std::string firefly_send_exit_help() {
+  return exit_code_help({
+      {kExitOk, "every firefly was sent"},
+      {kExitNothing,
+       "some lines of standard input were rejected (each is reported with its line number) "
+       "or not sent, or the kernel refused some datagrams"},
+      {kExitUsage, "a flag, destination or flow token (the message names it)"},
+      {kExitDataErr, "the --registry document"},
+      {kExitNoInput, "the --registry source cannot be read or fetched"},
+      {kExitNoInterface},
+      {kExitSoftware, "e.g. no route to the destination"},
+      {kExitNoPermission},
+  });
 }
 
-std::string_view firefly_listen_exit_help() noexcept {
-  return "Exit codes:\n"
-         "  0    --count reached, or --timeout after at least one datagram\n"
-         "  1    --timeout with nothing received at all\n"
-         "  2    usage error: bad flag or value\n"
-         "  68   the named interface does not exist\n"
-         "  69   the kernel refused: a join, a bind (port in use / address not local)\n"
-         "  70   socket or internal error\n"
-         "  77   not permitted (ports below 1024 need root or CAP_NET_BIND_SERVICE)\n"
-         "  130  interrupted (SIGINT, Ctrl-C); --stats is still printed\n"
-         "  143  terminated (SIGTERM); --stats is still printed\n"
+std::string firefly_listen_exit_help() {
+  return exit_code_help({
+             {kExitOk, "--count reached, or --timeout after at least one datagram"},
+             {kExitNothing, "--timeout with nothing received at all"},
+             {kExitUsage},
+             {kExitNoInterface},
+             {kExitUnavailable, "a join, a bind (port in use / address not local)"},
+             {kExitSoftware},
+             {kExitNoPermission, "ports below 1024 need root or CAP_NET_BIND_SERVICE"},
+             {kExitInterrupted, "--stats is still printed"},
+             {kExitTerminated, "--stats is still printed"},
+         }) +
          "Invalid datagrams are never fatal: they are counted by reason (--stats) and logged\n"
          "on stderr, at most 10 a second.\n";
 }
 
-std::string_view firefly_decode_exit_help() noexcept {
-  return "Exit codes:\n"
-         "  0    every line is a valid firefly\n"
-         "  1    some lines are not (each reported on stderr as FILE:LINE: reason: detail)\n"
-         "  66   a file cannot be opened (the others are still decoded)\n";
+std::string firefly_decode_exit_help() {
+  return exit_code_help({
+      {kExitOk, "every line is a valid firefly"},
+      {kExitNothing, "some lines are not (each reported on stderr as FILE:LINE: reason: detail)"},
+      {kExitNoInput, "a file cannot be opened (the others are still decoded)"},
+  });
 }
 
 }  // namespace flowmark::scitags

@@ -235,7 +235,7 @@ class LiveCapture(unittest.TestCase):
             r = subprocess.run(["ip", "netns", "exec", self.a, FLOWMARK, "observe", "-i",
                                 "nosuchif0", "--capture", backend], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, timeout=10)
-            self.assertEqual(r.returncode, 69, f"{backend}: {r.stderr}")
+            self.assertEqual(r.returncode, 68, f"{backend}: {r.stderr}")  # no such interface
             self.assertIn("nosuchif0", r.stderr)
 
 

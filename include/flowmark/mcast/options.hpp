@@ -17,26 +17,27 @@
 #include <vector>
 
 #include "flowmark/core/address.hpp"
+#include "flowmark/core/exit_code.hpp"
 #include "flowmark/core/interface.hpp"
+#include "flowmark/core/option_value.hpp"
 #include "flowmark/core/result.hpp"
 
 namespace flowmark::mcast {
 
-// Exit codes (documented in `--help` and flowmark-mcast(1)).
-enum ExitCode : int {
-  kExitOk = 0,             // success
-  kExitNothing = 1,        // completed without full success: nothing received, no reply,
-                           // or some datagrams refused by the local kernel
-  kExitUsage = 2,          // bad flag or value (group, port, TTL, size …)
-  kExitNoInterface = 68,   // the named interface does not exist
-  kExitUnavailable = 69,   // the kernel refused (a join, a bind)
-  kExitSoftware = 70,      // socket or internal error
-  kExitNoPermission = 77,  // not permitted (needs root or a capability)
-  kExitInterrupted = 130,  // SIGINT (Ctrl-C)
-  kExitTerminated = 143,   // SIGTERM
-};
-int exit_code_for(const Error& e) noexcept;
-// The table above as text, for --help.
+// Exit codes: the one table of flowmark (core/exit_code.hpp); the multicast commands return
+// 0 1 2 68 69 70 77 130 143, documented in `--help` and flowmark-mcast(1).
+using ::flowmark::exit_code_for;
+using ::flowmark::ExitCode;
+using ::flowmark::kExitInterrupted;
+using ::flowmark::kExitNoInterface;
+using ::flowmark::kExitNoPermission;
+using ::flowmark::kExitNothing;
+using ::flowmark::kExitOk;
+using ::flowmark::kExitSoftware;
+using ::flowmark::kExitTerminated;
+using ::flowmark::kExitUnavailable;
+using ::flowmark::kExitUsage;
+// The codes the multicast commands return, with when, as text for --help.
 std::string_view exit_code_help() noexcept;
 
 // The command line as given: an empty optional / vector means "not given".

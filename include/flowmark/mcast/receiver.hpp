@@ -21,6 +21,7 @@
 
 #include "flowmark/core/address.hpp"
 #include "flowmark/core/fd.hpp"
+#include "flowmark/core/option_value.hpp"
 #include "flowmark/mcast/socket.hpp"
 #include "flowmark/net/datagram.hpp"
 
@@ -31,15 +32,15 @@ using net::Datagram;
 using net::DatagramReader;
 
 struct ReceiverConfig {
-  std::vector<IpAddress> groups;      // every group to join (one address family)
-  std::vector<IpAddress> sources;     // if any: join (S, G) for each source and group
-  std::uint16_t port = kDefaultPort;  // 0: an ephemeral port (see Receiver::port())
-  std::optional<Interface> iface;     // join on this interface (none: by route / scope)
-  std::optional<IpAddress> bind;      // local bind address (default: the wildcard)
-  SendOptions send;                   // for replies and forwarding on the same socket
-  int rcvbuf = 16 << 20;              // SO_RCVBUF in bytes (0: kernel default)
-  std::size_t buffer_size = 65536;    // largest datagram read whole
-  std::size_t batch = 64;             // datagrams per recvmmsg
+  std::vector<IpAddress> groups;       // every group to join (one address family)
+  std::vector<IpAddress> sources;      // if any: join (S, G) for each source and group
+  std::uint16_t port = kDefaultPort;   // 0: an ephemeral port (see Receiver::port())
+  std::optional<Interface> iface;      // join on this interface (none: by route / scope)
+  std::optional<IpAddress> bind;       // local bind address (default: the wildcard)
+  SendOptions send;                    // for replies and forwarding on the same socket
+  int rcvbuf = kDefaultReceiveBuffer;  // SO_RCVBUF in bytes (0: kernel default)
+  std::size_t buffer_size = 65536;     // largest datagram read whole
+  std::size_t batch = 64;              // datagrams per recvmmsg
 };
 
 class Receiver {

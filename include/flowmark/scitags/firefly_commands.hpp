@@ -2,7 +2,7 @@
 // argument parsing (apps/flowmark/firefly_cli.cpp parses; these run).
 //
 // Each takes resolved options, reads `in` / writes `out`, reports problems on the default
-// logger (stderr), and returns the exit code (mcast::ExitCode values plus 65/66 below).
+// logger (stderr), and returns the exit code (flowmark::ExitCode, core/exit_code.hpp).
 //
 //   FireflyListenOptions o;  o.listener.port = 10514;  o.stats = true;
 //   return run_firefly_listen(o, stdout);
@@ -18,15 +18,15 @@
 #include <vector>
 
 #include "flowmark/core/address.hpp"
+#include "flowmark/core/exit_code.hpp"
 #include "flowmark/core/interface.hpp"
+#include "flowmark/core/result.hpp"
 #include "flowmark/core/time.hpp"
 #include "flowmark/scitags/firefly.hpp"
 #include "flowmark/scitags/firefly_listener.hpp"
+#include "flowmark/scitags/firefly_sender.hpp"
 
 namespace flowmark::scitags {
-
-inline constexpr int kExitDataErr = 65;  // EX_DATAERR: a malformed registry
-inline constexpr int kExitNoInput = 66;  // EX_NOINPUT: a file or registry cannot be read
 
 struct FireflySendOptions {
   // The 8 pipe-line tokens (state prot src_ip src_port dst_ip dst_port exp act); empty:
@@ -56,6 +56,31 @@ struct FireflyListenOptions {
   std::optional<std::chrono::nanoseconds> timeout;  // stop after this long without any
 };
 
+// The command lines as given (apps/flowmark/firefly_cli.cpp fills them); resolve_*() checks
+// them — the shared options (--group --source --iface --ttl --rcvbuf --timeout --count)
+// the way every command does (core/option_value.hpp) — and resolves names and interfaces.
+struct FireflySendArgs {
+  std::vector<std::string> flow;
+  std::optional<std::string> to, iface, ttl, start_time;
+  std::vector<std::string> collectors;
+  bool collectors_only = false;
+  std::string hostname;
+  std::string registry = "builtin";
+  std::uint64_t repeat = 1;
+  double rate = 0;
+};
+
+struct FireflyListenArgs {
+  std::optional<std::string> bind, group, iface, timeout, rcvbuf, count;
+  std::vector<std::string> sources;
+  int port = kFireflyPort;
+  std::string format = "json";  // json or text
+  bool stats = false, lenient = false;
+};
+
+Result<FireflySendOptions> resolve_firefly_send(const FireflySendArgs& a);
+Result<FireflyListenOptions> resolve_firefly_listen(const FireflyListenArgs& a);
+
 int run_firefly_send(const FireflySendOptions& o, std::FILE* in);
 int run_firefly_listen(const FireflyListenOptions& o, std::FILE* out);
 // Each line of each file ("-" or no files: `in`) is one firefly; blank lines are skipped.
@@ -68,8 +93,8 @@ int run_firefly_decode(std::span<const std::string> files, const DecoderOptions&
 void append_firefly_text(std::string& out, const Endpoint& sender, const Firefly& f);
 
 // Exit codes of each command, as text for --help.
-std::string_view firefly_send_exit_help() noexcept;
-std::string_view firefly_listen_exit_help() noexcept;
-std::string_view firefly_decode_exit_help() noexcept;
+std::string firefly_send_exit_help();
+std::string firefly_listen_exit_help();
+std::string firefly_decode_exit_help();
 
 }  // namespace flowmark::scitags

@@ -28,19 +28,20 @@
 #include "flowmark/core/event_loop.hpp"
 #include "flowmark/core/interface.hpp"
 #include "flowmark/core/log_limit.hpp"
+#include "flowmark/core/option_value.hpp"
 #include "flowmark/core/result.hpp"
 #include "flowmark/scitags/firefly.hpp"
 
 namespace flowmark::scitags {
 
 struct ListenerConfig {
-  std::optional<IpAddress> bind;      // none: every local address of both families
-  std::uint16_t port = kFireflyPort;  // 0: an ephemeral port (see local_endpoints())
-  std::optional<IpAddress> group;     // join this multicast group (bind as above, its family)
-  std::vector<IpAddress> sources;     // source-specific joins (S, group)
-  std::optional<Interface> iface;     // join on this interface
-  int rcvbuf = 32 << 20;              // SO_RCVBUF in bytes (0: kernel default)
-  std::size_t batch = 128;            // datagrams per recvmmsg
+  std::optional<IpAddress> bind;       // none: every local address of both families
+  std::uint16_t port = kFireflyPort;   // 0: an ephemeral port (see local_endpoints())
+  std::optional<IpAddress> group;      // join this multicast group (bind as above, its family)
+  std::vector<IpAddress> sources;      // source-specific joins (S, group)
+  std::optional<Interface> iface;      // join on this interface
+  int rcvbuf = kDefaultReceiveBuffer;  // SO_RCVBUF in bytes (0: kernel default)
+  std::size_t batch = 128;             // datagrams per recvmmsg
   DecoderOptions decoder;
 };
 

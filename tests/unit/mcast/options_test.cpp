@@ -158,7 +158,7 @@ TEST(Options, ReceiverGroupsSourcesAndCount) {
   EXPECT_EQ(o->sources.size(), 1u);
   EXPECT_TRUE(o->daemon);  // --count implies a loop
   EXPECT_EQ(o->count.value_or(0), 5u);
-  EXPECT_EQ(o->rcvbuf, 16 << 20);
+  EXPECT_EQ(o->rcvbuf, kDefaultReceiveBuffer);  // 32 MiB, as for firefly listen
 
   raw.sources = {"239.0.0.1"};
   auto bad_source = resolve_recv(raw, env.lookup());

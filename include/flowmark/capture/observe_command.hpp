@@ -1,0 +1,37 @@
+// flowmark::capture — the `flowmark observe` command, independent of argument parsing
+// (apps/flowmark/observe_cli.cpp parses; this runs): packets from a capture file or a live
+// interface → one flow record per line on `out`.
+//
+//   ObserveOptions o;  o.file = "trace.pcapng";  o.stats = true;
+//   return run_observe(o, stdout);   // an exit code (core/exit_code.hpp)
+#pragma once
+
+#include <cstddef>
+#include <cstdio>
+#include <string>
+
+namespace flowmark::capture {
+
+struct ObserveOptions {
+  std::string file;                  // -r: a pcap / pcapng file ("-": standard input)
+  std::string iface;                 // -i: a live interface (exactly one of file, iface)
+  std::string filter;                // a BPF filter expression
+  std::string format = "jsonl";      // jsonl or csv
+  std::string capture = "afpacket";  // live back end: afpacket or pcap
+  double idle_timeout = 30;          // seconds without a packet before a flow ends (> 0)
+  double active_timeout = 1800;      // seconds after which long flows are split (0: never)
+  double expiry_delay = 5;           // seconds between a flow's completion and its record
+  std::size_t max_flows = 1 << 20;
+  bool stats = false;              // statistics on standard error at the end
+  bool key_vlan = false;           // the outer VLAN id is part of the flow key
+  bool no_tcp_completion = false;  // TCP flows end on the idle timeout only
+};
+
+// Validates the options, captures until the end of the input (or SIGINT / SIGTERM), writes
+// the records to `out`, and returns the exit code; problems are reported on stderr.
+int run_observe(const ObserveOptions& o, std::FILE* out);
+
+// The exit codes of run_observe(), as text for --help.
+std::string observe_exit_help();
+
+}  // namespace flowmark::capture
