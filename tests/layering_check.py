@@ -3,7 +3,7 @@
 
 Reads every #include "..." of src/<module>/, include/flowmark/<module>/ and apps/<program>/
 and fails, naming file:line, the include and the rule, when a module reaches one it must
-not. The layers (docs: /work/shared/design.md, "Dependencies point one way"):
+not. The layers (docs/architecture.md, "Modules and the direction of their dependencies"):
 
     core                          (depends on nothing of flowmark)
     net        <- core            sockets and name resolution
