@@ -481,6 +481,25 @@ int run_firefly_decode(std::span<const std::string> files, const DecoderOptions&
   return all_valid ? kExitOk : kExitNothing;
 }
 
+int run_firefly(FireflyVerb verb, const FireflyArgs& args, std::FILE* in, std::FILE* out) {
+  switch (verb) {
+    case FireflyVerb::kSend: {
+      auto o = resolve_firefly_send(args.send);
+      return o ? run_firefly_send(*o, in) : report(o.error());
+    }
+    case FireflyVerb::kListen: {
+      auto o = resolve_firefly_listen(args.listen);
+      return o ? run_firefly_listen(*o, out) : report(o.error());
+    }
+    case FireflyVerb::kDecode: {
+      DecoderOptions d;
+      d.lenient_start_time = args.decode.lenient;
+      return run_firefly_decode(args.decode.files, d, in, out);
+    }
+  }
+  return kExitSoftware;
+}
+
 std::string firefly_send_exit_help() {
   return exit_code_help({
       {kExitOk, "every firefly was sent"},

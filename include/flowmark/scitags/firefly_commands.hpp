@@ -78,6 +78,24 @@ struct FireflyListenArgs {
   bool stats = false, lenient = false;
 };
 
+struct FireflyDecodeArgs {
+  std::vector<std::string> files;  // '-' or none: standard input
+  bool lenient = false;            // accept end events with a null or "" start-time
+};
+
+// The command line of `flowmark firefly send|listen|decode`, as given.
+enum class FireflyVerb { kSend, kListen, kDecode };
+struct FireflyArgs {
+  FireflySendArgs send;
+  FireflyListenArgs listen;
+  FireflyDecodeArgs decode;
+};
+
+// The one runner the command line calls: checks and resolves the arguments of `verb` and
+// runs it (send reads `in`; listen and decode write `out`; decode reads its files or `in`).
+// Arguments that do not resolve are logged and return their exit code (2, 65, 66, 68, ...).
+int run_firefly(FireflyVerb verb, const FireflyArgs& args, std::FILE* in, std::FILE* out);
+
 Result<FireflySendOptions> resolve_firefly_send(const FireflySendArgs& a);
 Result<FireflyListenOptions> resolve_firefly_listen(const FireflyListenArgs& a);
 
