@@ -90,10 +90,14 @@ void add_mcast_verbs(CLI::App& app, McastInvocation& inv) {
   };
   for (const auto& v : kVerbs) {
     auto* sub = app.add_subcommand(v.name, v.help)->ignore_case();
-    if (v.verb != mcast::Verb::kNoop) add_common(*sub, inv, v.verb);
+    if (v.verb != mcast::Verb::kNoop)
+      add_common(*sub, inv, v.verb);
+    else
+      sub->footer(exit_code_help({{kExitOk}, {kExitUsage}}));
     sub->callback([&inv, verb = v.verb] { inv.verb = verb; });
   }
   app.require_subcommand(1);
+  app.footer(std::string(kEnvHelp) + "\n" + std::string(mcast::exit_code_help()));
 }
 
 int run_mcast(const McastInvocation& inv) {

@@ -510,8 +510,11 @@ std::string firefly_send_exit_help() {
       {kExitDataErr, "the --registry document"},
       {kExitNoInput, "the --registry source cannot be read or fetched"},
       {kExitNoInterface},
+      {kExitUnavailable, "a socket option or a send (address not available)"},
       {kExitSoftware, "e.g. no route to the destination"},
       {kExitNoPermission},
+      {kExitInterrupted, "while reading standard input"},
+      {kExitTerminated, "while reading standard input"},
   });
 }
 
@@ -535,7 +538,27 @@ std::string firefly_decode_exit_help() {
   return exit_code_help({
       {kExitOk, "every line is a valid firefly"},
       {kExitNothing, "some lines are not (each reported on stderr as FILE:LINE: reason: detail)"},
+      {kExitUsage},
       {kExitNoInput, "a file cannot be opened (the others are still decoded)"},
+      {kExitInterrupted, "while reading standard input"},
+      {kExitTerminated, "while reading standard input"},
+  });
+}
+
+std::string firefly_exit_help() {
+  return exit_code_help({
+      {kExitOk},
+      {kExitNothing, "send: some lines rejected; listen: nothing received; decode: some "
+                     "lines invalid"},
+      {kExitUsage},
+      {kExitDataErr, "send: the --registry document"},
+      {kExitNoInput, "send: the --registry source; decode: a file"},
+      {kExitNoInterface},
+      {kExitUnavailable, "a join, a bind, a send"},
+      {kExitSoftware},
+      {kExitNoPermission},
+      {kExitInterrupted},
+      {kExitTerminated},
   });
 }
 

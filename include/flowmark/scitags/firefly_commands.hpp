@@ -110,7 +110,9 @@ int run_firefly_decode(std::span<const std::string> files, const DecoderOptions&
 //     start 2025-03-25T10:00:00.123456+00:00 ...
 void append_firefly_text(std::string& out, const Endpoint& sender, const Firefly& f);
 
-// Exit codes of each command, as text for --help.
+// Exit codes of each command, as text for --help; firefly_exit_help(): all of them, for
+// `flowmark firefly --help`.
+std::string firefly_exit_help();
 std::string firefly_send_exit_help();
 std::string firefly_listen_exit_help();
 std::string firefly_decode_exit_help();
