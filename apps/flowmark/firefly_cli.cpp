@@ -128,8 +128,9 @@ Command add_firefly_command(CLI::App& parent) {
   add_listen(*app, *cl);
   add_decode(*app, *cl);
   app->require_subcommand(1);
-  app->footer("Run 'flowmark firefly COMMAND --help' for when each command returns which code.\n\n" +
-              scitags::firefly_exit_help());
+  app->footer(
+      "Run 'flowmark firefly COMMAND --help' for when each command returns which code.\n\n" +
+      scitags::firefly_exit_help());
   return Command{app, [cl] {
                    if (!cl->verb) return static_cast<int>(kExitUsage);
                    init_logging("flowmark", cl->verbose ? LogLevel::kDebug : LogLevel::kInfo);

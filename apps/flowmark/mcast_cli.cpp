@@ -114,7 +114,6 @@ int multicast_main(int argc, char** argv) {
   McastInvocation inv;
   inv.program = "multicast";
   add_mcast_verbs(app, inv);
-  app.footer(std::string(mcast::exit_code_help()));
   if (auto rc = parse_command_line(app, argc, argv, "multicast")) return *rc;
   return run_mcast(inv);
 }

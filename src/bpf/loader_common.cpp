@@ -37,9 +37,7 @@ std::unexpected<Error> fail_with_hint(std::string_view what, int err, const Fail
       hint = "the kernel refused it (not a missing privilege: EPERM would say so)";
       break;
     case ENOENT:
-    case ESRCH:
-      hint = hints.missing_hook;
-      break;
+    case ESRCH: hint = hints.missing_hook; break;
     case ENODEV:
       if (hints.tc) hint = "the interface does not exist (any more) — check its name";
       break;

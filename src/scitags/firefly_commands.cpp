@@ -548,8 +548,9 @@ std::string firefly_decode_exit_help() {
 std::string firefly_exit_help() {
   return exit_code_help({
       {kExitOk},
-      {kExitNothing, "send: some lines rejected; listen: nothing received; decode: some "
-                     "lines invalid"},
+      {kExitNothing,
+       "send: some lines rejected; listen: nothing received; decode: some "
+       "lines invalid"},
       {kExitUsage},
       {kExitDataErr, "send: the --registry document"},
       {kExitNoInput, "send: the --registry source; decode: a file"},
