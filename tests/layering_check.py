@@ -16,6 +16,7 @@ not. The layers (docs/architecture.md, "Modules and the direction of their depen
     daemon     <- every module above
     apps/flowmark  <- every module but daemon (the tool does not carry the service)
     apps/flowmarkd <- everything
+    apps/common    <- core        what both mains share (header-only: links neither app)
 
 The link lines of CMakeLists.txt are held to the same table (flowmark_<module>, and the
 `flowmark` and `flowmarkd` programs).
@@ -43,6 +44,7 @@ ALLOWED = {
     "daemon": {"core", "net", "mcast", "scitags", "netclient", "observe", "capture", "bpf"},
     "apps/flowmark": {"core", "net", "mcast", "scitags", "netclient", "observe", "capture",
                       "bpf"},
+    "apps/common": {"core"},
     "apps/flowmarkd": {"core", "net", "mcast", "scitags", "netclient", "observe", "capture",
                        "bpf", "daemon"},
 }

@@ -1,7 +1,7 @@
 // A subcommand of `flowmark`. Every command has the same shape: its file here parses the
 // command line with CLI11 into the options struct of the module that does the work (options
 // shared by several commands are declared once, in options.hpp), and running it is one call
-// to that module's runner (mcast::run_say, scitags::run_firefly_listen, capture::run_observe,
+// to that module's runner (mcast::run_mcast, scitags::run_firefly, capture::run_observe,
 // ...), which returns an exit code of the one table (flowmark/core/exit_code.hpp) that the
 // command's --help lists. main() holds the one explicit list of commands.
 #pragma once

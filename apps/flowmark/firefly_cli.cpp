@@ -22,48 +22,15 @@
 namespace flowmark::apps {
 namespace {
 
-enum class FireflyVerb { kNone, kSend, kListen, kDecode };
-
-// The command line as given; the scitags module checks and converts it when the command runs.
-struct FireflyArgs {
-  FireflyVerb verb = FireflyVerb::kNone;
+// The command line as given; the scitags module checks, converts and runs it.
+struct FireflyCommandLine {
+  std::optional<scitags::FireflyVerb> verb;
   bool verbose = false;
-  scitags::FireflySendArgs send;
-  scitags::FireflyListenArgs listen;
-  std::vector<std::string> files;  // decode
-  bool decode_lenient = false;
+  scitags::FireflyArgs args;
 };
 
-int report(const Error& e) {
-  spdlog::error("{}", e.message());
-  return exit_code_for(e);
-}
-
-int run_firefly(const FireflyArgs& a) {
-  init_logging("flowmark", a.verbose ? LogLevel::kDebug : LogLevel::kInfo);
-  switch (a.verb) {
-    case FireflyVerb::kSend: {
-      auto o = scitags::resolve_firefly_send(a.send);
-      if (!o) return report(o.error());
-      return scitags::run_firefly_send(*o, stdin);
-    }
-    case FireflyVerb::kListen: {
-      auto o = scitags::resolve_firefly_listen(a.listen);
-      if (!o) return report(o.error());
-      return scitags::run_firefly_listen(*o, stdout);
-    }
-    case FireflyVerb::kDecode: {
-      scitags::DecoderOptions d;
-      d.lenient_start_time = a.decode_lenient;
-      return scitags::run_firefly_decode(a.files, d, stdin, stdout);
-    }
-    case FireflyVerb::kNone: break;
-  }
-  return kExitUsage;
-}
-
-void add_send(CLI::App& parent, FireflyArgs& args) {
-  auto& a = args.send;
+void add_send(CLI::App& parent, FireflyCommandLine& cl) {
+  auto& a = cl.args.send;
   auto* s = parent.add_subcommand(
       "send",
       "send one firefly (or one per line of standard input) to the flow's destination "
@@ -101,18 +68,18 @@ void add_send(CLI::App& parent, FireflyArgs& args) {
   s->add_option("--rate", a.rate, "fireflies a second for --repeat (0: unpaced)")
       ->check(CLI::Range(0.0, 1e9).description(""))
       ->group("");
-  s->add_flag("--verbose", args.verbose, "log debugging detail");
+  s->add_flag("--verbose", cl.verbose, "log debugging detail");
   s->footer(
       "Times: start events carry start-time = now; ongoing and end events carry --start-time "
       "or now, end events end-time = now.\nStandard input lines are pipe lines (any "
       "whitespace); blank lines are skipped; a bad line is reported with its number and "
       "skipped.\n\n" +
       std::string(scitags::firefly_send_exit_help()));
-  s->callback([&args] { args.verb = FireflyVerb::kSend; });
+  s->callback([&cl] { cl.verb = scitags::FireflyVerb::kSend; });
 }
 
-void add_listen(CLI::App& parent, FireflyArgs& args) {
-  auto& a = args.listen;
+void add_listen(CLI::App& parent, FireflyCommandLine& cl) {
+  auto& a = cl.args.listen;
   auto* l = parent.add_subcommand(
       "listen", "a firefly collector: receive, validate and print fireflies, one per line");
   l->add_option("--bind", a.bind, "local address to listen on (default: all, IPv4 and IPv6)")
@@ -132,35 +99,43 @@ void add_listen(CLI::App& parent, FireflyArgs& args) {
   l->add_flag("--lenient", a.lenient,
               "accept end events whose start-time is null or \"\" (flowd's defect)");
   add_rcvbuf_option(*l, a.rcvbuf);
-  l->add_flag("--verbose", args.verbose, "log debugging detail");
+  l->add_flag("--verbose", cl.verbose, "log debugging detail");
   l->footer(std::string(scitags::firefly_listen_exit_help()));
-  l->callback([&args] { args.verb = FireflyVerb::kListen; });
+  l->callback([&cl] { cl.verb = scitags::FireflyVerb::kListen; });
 }
 
-void add_decode(CLI::App& parent, FireflyArgs& a) {
+void add_decode(CLI::App& parent, FireflyCommandLine& cl) {
+  auto& a = cl.args.decode;
   auto* d = parent.add_subcommand(
       "decode",
       "validate fireflies (one per line; with or without the syslog header) and "
       "print each as one JSON line");
   d->add_option("files", a.files, "files to read ('-' or none: standard input)")
       ->type_name("FILE...");
-  d->add_flag("--lenient", a.decode_lenient,
+  d->add_flag("--lenient", a.lenient,
               "accept end events whose start-time is null or \"\" (flowd's defect)");
   d->footer(std::string(scitags::firefly_decode_exit_help()));
-  d->callback([&a] { a.verb = FireflyVerb::kDecode; });
+  d->callback([&cl] { cl.verb = scitags::FireflyVerb::kDecode; });
 }
 
 }  // namespace
 
 Command add_firefly_command(CLI::App& parent) {
-  auto args = std::make_shared<FireflyArgs>();
+  auto cl = std::make_shared<FireflyCommandLine>();
   CLI::App* app = parent.add_subcommand(
       "firefly", "send, receive and check Scitags fireflies (UDP flow announcements, port 10514)");
-  add_send(*app, *args);
-  add_listen(*app, *args);
-  add_decode(*app, *args);
+  add_send(*app, *cl);
+  add_listen(*app, *cl);
+  add_decode(*app, *cl);
   app->require_subcommand(1);
-  return Command{app, [args] { return run_firefly(*args); }};
+  app->footer(
+      "Run 'flowmark firefly COMMAND --help' for when each command returns which code.\n\n" +
+      scitags::firefly_exit_help());
+  return Command{app, [cl] {
+                   if (!cl->verb) return static_cast<int>(kExitUsage);
+                   init_logging("flowmark", cl->verbose ? LogLevel::kDebug : LogLevel::kInfo);
+                   return scitags::run_firefly(*cl->verb, cl->args, stdin, stdout);
+                 }};
 }
 
 }  // namespace flowmark::apps

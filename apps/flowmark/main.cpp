@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include "command.hpp"
+#include "common/cli.hpp"
 #include "flowmark/core/exit_code.hpp"
 #include "mcast_cli.hpp"
 
@@ -54,18 +55,7 @@ static int flowmark_main(int argc, char** argv) {
       "Run 'flowmark <command> --help' for a command's options and the exit codes it "
       "returns.\n\n" +
       flowmark::exit_code_table());
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    fmt::print(stderr, "flowmark: error: {}\nRun 'flowmark --help' for usage.\n", e.what());
-    return flowmark::kExitUsage;
-  }
+  if (auto rc = flowmark::apps::parse_command_line(app, argc, argv, "flowmark")) return *rc;
   if (mcast->parsed()) return flowmark::apps::run_mcast(inv);
   for (const auto& c : commands)
     if (c.app->parsed()) return c.run();

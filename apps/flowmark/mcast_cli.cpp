@@ -2,8 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "common/cli.hpp"
 #include "flowmark/core/log.hpp"
-#include "flowmark/mcast/commands.hpp"
 #include "options.hpp"
 
 namespace flowmark::apps {
@@ -23,9 +23,9 @@ void opt(CLI::App& app, const std::string& names, std::optional<std::string>& ds
   app.add_option_function<std::string>(names, [&dst](const std::string& v) { dst = v; }, help);
 }
 
-void add_common(CLI::App& sub, McastInvocation& inv, McastVerb verb) {
+void add_common(CLI::App& sub, McastInvocation& inv, mcast::Verb verb) {
   auto& r = inv.raw;
-  const bool say = verb == McastVerb::kSay;
+  const bool say = verb == mcast::Verb::kSay;
   add_group_option(sub, r.group,
                    say ? "group to send to (224.0.0.1)"
                        : "bind group: joined, and HEAR's forwarding target (224.0.0.1)",
@@ -66,7 +66,7 @@ void add_common(CLI::App& sub, McastInvocation& inv, McastVerb verb) {
     add_rcvbuf_option(sub, r.rcvbuf);
     sub.add_flag("--stats", r.stats,
                  "at the end, JSON loss/duplicate/reorder/delay statistics per sender and group");
-    if (verb == McastVerb::kHear)
+    if (verb == mcast::Verb::kHear)
       sub.add_flag("--allow-stop", r.allow_stop, "a datagram saying STOP ends the run (exit 0)");
   }
   sub.footer(std::string(kEnvHelp) + "\n" + std::string(mcast::exit_code_help()));
@@ -77,49 +77,32 @@ void add_common(CLI::App& sub, McastInvocation& inv, McastVerb verb) {
 void add_mcast_verbs(CLI::App& app, McastInvocation& inv) {
   struct VerbDef {
     const char* name;
-    McastVerb verb;
+    mcast::Verb verb;
     const char* help;
   };
   static constexpr VerbDef kVerbs[] = {
-      {"say", McastVerb::kSay, "send datagrams to a group"},
-      {"recv", McastVerb::kRecv, "join groups and receive (one datagram, or --daemon)"},
-      {"hear", McastVerb::kHear,
+      {"say", mcast::Verb::kSay, "send datagrams to a group"},
+      {"recv", mcast::Verb::kRecv, "join groups and receive (one datagram, or --daemon)"},
+      {"hear", mcast::Verb::kHear,
        "receive, acknowledge each datagram to its sender, and forward other groups' "
        "datagrams to the bind group"},
-      {"noop", McastVerb::kNoop, "do nothing (exit 0)"},
+      {"noop", mcast::Verb::kNoop, "do nothing (exit 0)"},
   };
   for (const auto& v : kVerbs) {
     auto* sub = app.add_subcommand(v.name, v.help)->ignore_case();
-    if (v.verb != McastVerb::kNoop) add_common(*sub, inv, v.verb);
+    if (v.verb != mcast::Verb::kNoop)
+      add_common(*sub, inv, v.verb);
+    else
+      sub->footer(exit_code_help({{kExitOk}, {kExitUsage}}));
     sub->callback([&inv, verb = v.verb] { inv.verb = verb; });
   }
   app.require_subcommand(1);
+  app.footer(std::string(kEnvHelp) + "\n" + std::string(mcast::exit_code_help()));
 }
 
 int run_mcast(const McastInvocation& inv) {
   init_logging(inv.program, inv.verbose ? LogLevel::kDebug : LogLevel::kInfo);
-  switch (inv.verb) {
-    case McastVerb::kNoop: return mcast::kExitOk;
-    case McastVerb::kSay: {
-      auto o = mcast::resolve_say(inv.raw, mcast::getenv_lookup);
-      if (!o) {
-        spdlog::error("{}", o.error().message());
-        return mcast::exit_code_for(o.error());
-      }
-      return mcast::run_say(*o, stdin, stdout);
-    }
-    case McastVerb::kRecv:
-    case McastVerb::kHear: {
-      auto o = mcast::resolve_recv(inv.raw, mcast::getenv_lookup);
-      if (!o) {
-        spdlog::error("{}", o.error().message());
-        return mcast::exit_code_for(o.error());
-      }
-      return inv.verb == McastVerb::kRecv ? mcast::run_recv(*o, stdout)
-                                          : mcast::run_hear(*o, stdout);
-    }
-  }
-  return mcast::kExitSoftware;
+  return mcast::run_mcast(inv.verb, inv.raw, mcast::getenv_lookup, stdin, stdout);
 }
 
 int multicast_main(int argc, char** argv) {
@@ -131,19 +114,7 @@ int multicast_main(int argc, char** argv) {
   McastInvocation inv;
   inv.program = "multicast";
   add_mcast_verbs(app, inv);
-  app.footer(std::string(mcast::exit_code_help()));
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    fmt::print(stderr, "multicast: error: {}\nRun 'multicast --help' for usage.\n", e.what());
-    return mcast::kExitUsage;
-  }
+  if (auto rc = parse_command_line(app, argc, argv, "multicast")) return *rc;
   return run_mcast(inv);
 }
 

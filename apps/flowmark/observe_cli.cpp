@@ -14,7 +14,10 @@ Command add_observe_command(CLI::App& parent) {
   auto* sub = parent.add_subcommand(
       "observe", "group packets from a capture file or interface into bidirectional flows");
   sub->add_option("-r,--read", a->file, "pcap or pcapng file ('-': standard input)");
-  sub->add_option("-i,--interface", a->iface, "live interface");
+  sub->add_option("-i,--interface,--iface", a->iface,
+                  "live interface (--iface is the preferred name, as on every command; "
+                  "-i and --interface stay)")
+      ->type_name("IF");
   sub->add_option("--filter", a->filter, "BPF filter expression");
   sub->add_option("--capture", a->capture,
                   "live capture back end: afpacket (default: TPACKET_V3 ring) or pcap (libpcap)");

@@ -3,7 +3,7 @@
 // file or an http(s):// URL — as a table or as one JSON document.
 //
 //   flowmark registry                                   # the embedded copy, as a table
-//   flowmark registry --source https://www.scitags.org/api.json --json
+//   flowmark registry --registry https://www.scitags.org/api.json --json
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -17,9 +17,10 @@ Command add_registry_command(CLI::App& parent) {
   auto args = std::make_shared<scitags::RegistryShowOptions>();
   CLI::App* app = parent.add_subcommand(
       "registry", "show the Scitags registry of experiments and activities (names and ids)");
-  app->add_option("--source", args->source,
+  app->add_option("--source,--registry", args->source,
                   "where the registry comes from: a file, an http:// or https:// URL, or "
-                  "builtin (the embedded copy of the public registry)")
+                  "builtin (the embedded copy of the public registry); --registry is the "
+                  "preferred name, as on label and firefly (--source stays)")
       ->type_name("FILE|URL|builtin")
       ->capture_default_str();
   app->add_flag("--insecure", args->insecure,

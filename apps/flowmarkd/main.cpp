@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/cli.hpp"
 #include "flowmark/core/exit_code.hpp"
 #include "flowmark/core/log.hpp"
 #include "flowmark/daemon/config.hpp"
@@ -69,18 +70,7 @@ static int flowmarkd_main(int argc, char** argv) {
           {flowmark::kExitNoPermission, "at start"},
           {flowmark::kExitConfig, "the message names the file, the key and what is allowed"},
       }));
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    fmt::print(stderr, "flowmarkd: error: {}\nRun 'flowmarkd --help' for usage.\n", e.what());
-    return flowmark::kExitUsage;
-  }
+  if (auto rc = flowmark::apps::parse_command_line(app, argc, argv, "flowmarkd")) return *rc;
   (void)foreground;
 
   flowmark::init_logging("flowmarkd",

@@ -32,32 +32,16 @@ namespace {
 
 constexpr const char* kBtfPath = "/sys/kernel/btf/vmlinux";
 
-// "<what>: <strerror> — <what to do>", for the tracer (which needs CAP_PERFMON, not
-// CAP_NET_ADMIN).
+// The tracer's errors: it needs CAP_PERFMON, not CAP_NET_ADMIN, and a tracepoint.
 std::unexpected<Error> tracer_fail(std::string_view what, int err) {
-  if (err < 0) err = -err;
-  std::string hint;
-  switch (err) {
-    case EACCES:
-      hint = "the kernel refused it (not a missing privilege: EPERM would say so)";
-      break;
-    case EPERM:
-      hint =
-          "no CAP_BPF/CAP_PERFMON — run as root or grant the capabilities (setcap "
-          "cap_bpf,cap_perfmon+ep, or AmbientCapabilities= in the systemd unit)";
-      break;
-    case ENOENT:
-    case ESRCH:
-      hint =
+  static constexpr detail::FailHints kTracer{
+      .capabilities = "CAP_BPF/CAP_PERFMON",
+      .setcap = "cap_bpf,cap_perfmon",
+      .missing_hook =
           "the kernel has no tracepoint sock:inet_sock_set_state (Linux >= 4.16 with BTF "
-          "tracepoints, >= 5.5, is needed) — use the `sockets` source instead";
-      break;
-    case ENOSYS: hint = "the kernel was built without BPF (CONFIG_BPF_SYSCALL)"; break;
-    default: break;
-  }
-  std::string message = fmt::format("{}: {}", what, std::strerror(err));
-  if (!hint.empty()) message += " — " + hint;
-  return std::unexpected(Error(std::error_code(err, std::system_category()), message));
+          "tracepoints, >= 5.5, is needed) — use the `sockets` source instead",
+  };
+  return detail::fail_with_hint(what, err, kTracer);
 }
 
 Endpoint endpoint_of(std::uint16_t family, const std::uint8_t* addr, std::uint16_t port) {

@@ -23,23 +23,27 @@
 
 namespace flowmark::bpf::detail {
 
-std::unexpected<Error> bpf_fail(std::string_view what, int err) {
+std::unexpected<Error> fail_with_hint(std::string_view what, int err, const FailHints& hints) {
   if (err < 0) err = -err;
   std::string hint;
   switch (err) {
     case EPERM:
-      hint =
-          "no CAP_BPF/CAP_NET_ADMIN — run as root or grant the capabilities "
-          "(setcap cap_bpf,cap_net_admin,cap_perfmon+ep, or AmbientCapabilities= in the "
-          "systemd unit)";
+      hint = fmt::format(
+          "no {} — run as root or grant the capabilities (setcap {}+ep, or "
+          "AmbientCapabilities= in the systemd unit)",
+          hints.capabilities, hints.setcap);
       break;
     case EACCES:
       hint = "the kernel refused it (not a missing privilege: EPERM would say so)";
       break;
-    case ENODEV: hint = "the interface does not exist (any more) — check its name"; break;
+    case ENOENT:
+    case ESRCH: hint = hints.missing_hook; break;
+    case ENODEV:
+      if (hints.tc) hint = "the interface does not exist (any more) — check its name";
+      break;
     case EOPNOTSUPP:
     case EINVAL:
-      if (!std::filesystem::exists("/sys/kernel/btf/vmlinux"))
+      if (hints.tc && !std::filesystem::exists("/sys/kernel/btf/vmlinux"))
         hint =
             "this kernel has no BTF (/sys/kernel/btf/vmlinux) and may be too old — "
             "flowmark needs Linux >= 5.10 with BPF, cls_bpf and the clsact qdisc";
@@ -50,6 +54,15 @@ std::unexpected<Error> bpf_fail(std::string_view what, int err) {
   std::string message = fmt::format("{}: {}", what, std::strerror(err));
   if (!hint.empty()) message += " — " + hint;
   return std::unexpected(Error(std::error_code(err, std::system_category()), message));
+}
+
+std::unexpected<Error> bpf_fail(std::string_view what, int err) {
+  static constexpr FailHints kMarker{
+      .capabilities = "CAP_BPF/CAP_NET_ADMIN",
+      .setcap = "cap_bpf,cap_net_admin,cap_perfmon",
+      .tc = true,
+  };
+  return fail_with_hint(what, err, kMarker);
 }
 
 void VerifierLog::attach(bpf_object* obj) {

@@ -19,9 +19,23 @@
 
 namespace flowmark::bpf::detail {
 
+// What a loader needs, for the hints of its errors: the capabilities the EPERM hint names
+// ("CAP_BPF/CAP_NET_ADMIN") and grants with setcap ("cap_bpf,cap_net_admin,cap_perfmon"),
+// the hint for ENOENT/ESRCH (a missing hook; none when empty), and whether it hooks TC
+// (ENODEV: the interface is gone; EOPNOTSUPP/EINVAL without BTF: the kernel is too old).
+struct FailHints {
+  std::string_view capabilities;
+  std::string_view setcap;
+  std::string_view missing_hook = {};
+  bool tc = false;
+};
+
 // "<what>: <strerror> — <what to do>", the hint chosen by errno (privileges, missing
-// interface, kernel support). EPERM is a missing privilege; EACCES is the kernel refusing
-// a valid caller (the verifier rejecting a program), not a privilege to grant.
+// interface or hook, kernel support). EPERM is a missing privilege; EACCES is the kernel
+// refusing a valid caller (the verifier rejecting a program), not a privilege to grant.
+std::unexpected<Error> fail_with_hint(std::string_view what, int err, const FailHints& hints);
+
+// fail_with_hint for the TC flow-label marker, `bpf status` and `bpf clean`.
 std::unexpected<Error> bpf_fail(std::string_view what, int err);
 
 // The verifier's log of every program of a BPF object, kept for the error message when a

@@ -202,6 +202,34 @@ struct Printer {
   }
 };
 
+// The receive loop of RECV and HEAR: each datagram goes to `on_datagram` (which may answer
+// it) and, unless that skips it, to the printer; the printed text is written after each
+// batch. The run ends after the first datagram without --daemon, after --count datagrams,
+// or when `on_datagram` says kLast.
+enum class Seen { kSkip, kPrint, kLast };
+
+template <typename OnDatagram>
+LoopResult print_loop(const RecvOptions& o, Receiver& rx, Printer& p, std::FILE* out,
+                      OnDatagram&& on_datagram) {
+  std::uint64_t handled = 0;
+  return receive_loop(o, rx, [&](std::span<const Datagram> batch) {
+    bool more = true;
+    for (const Datagram& d : batch) {
+      const Seen seen = on_datagram(d);
+      if (seen == Seen::kSkip) continue;
+      p.add(d);
+      ++handled;
+      if (seen == Seen::kLast || !o.daemon || (o.count && handled >= *o.count)) {
+        more = false;
+        break;
+      }
+    }
+    write_all(out, p.out);
+    p.out.clear();
+    return more;
+  });
+}
+
 }  // namespace
 
 std::string hear_reply(std::string_view payload, const Endpoint& from, const IpAddress& group,
@@ -350,21 +378,7 @@ int run_recv(const RecvOptions& o, std::FILE* out) {
   auto rx = open_receiver(o);
   if (!rx) return report(rx.error());
   Printer p{o, o.use_std || isatty(fileno(out)) != 0, {}, {}, {}};
-  std::uint64_t handled = 0;
-  auto result = receive_loop(o, *rx, [&](std::span<const Datagram> batch) {
-    bool more = true;
-    for (const Datagram& d : batch) {
-      p.add(d);
-      ++handled;
-      if (!o.daemon || (o.count && handled >= *o.count)) {
-        more = false;
-        break;
-      }
-    }
-    write_all(out, p.out);
-    p.out.clear();
-    return more;
-  });
+  auto result = print_loop(o, *rx, p, out, [](const Datagram&) { return Seen::kPrint; });
   if (o.stats) write_all(out, p.stats.to_json() + "\n");
   return result.exit_code;
 }
@@ -379,51 +393,53 @@ int run_hear(const RecvOptions& o, std::FILE* out) {
   if (o.group.is_v6() && o.group.scope_id() == 0 && o.iface)
     forward_to.address.set_scope_id(o.iface->index);
   const std::size_t limit = max_payload(o.group.family());
-  std::uint64_t handled = 0;
   bool stop_requested = false;
-  std::optional<Error> failure;
-  auto result = receive_loop(o, *rx, [&](std::span<const Datagram> batch) {
-    bool more = true;
-    for (const Datagram& d : batch) {
-      // Our own forwarded datagrams come back to us when loopback is on: skip them.
-      if (d.source.port == rx->port() &&
-          std::find(locals.begin(), locals.end(), d.source.address) != locals.end())
-        continue;
-      p.add(d);
-      ++handled;
-      // Unicast arrivals are replies to us (or strays): print them, never answer them,
-      // or two HEARs would acknowledge each other for ever.
-      if (d.destination.is_multicast()) {
-        const auto body = as_text(d.payload);
-        const auto reply = hear_reply(body, d.source, d.destination, limit);
-        if (auto r = rx->send_to(d.source, std::as_bytes(std::span(reply))); !r)
-          spdlog::warn("{}", r.error().message());
-        if (d.destination != o.group && !d.truncated) {
-          if (auto r = rx->send_to(forward_to, d.payload); !r)
-            spdlog::warn("forwarding to {}: {}", bind_group.to_string(), r.error().message());
-        }
-        std::string_view word = body;
-        while (!word.empty() && (word.back() == '\n' || word.back() == '\r' || word.back() == ' '))
-          word.remove_suffix(1);
-        if (o.allow_stop && word == "STOP") {
-          stop_requested = true;
-          more = false;
-          break;
-        }
-      }
-      if (!o.daemon || (o.count && handled >= *o.count)) {
-        more = false;
-        break;
-      }
+  auto result = print_loop(o, *rx, p, out, [&](const Datagram& d) {
+    // Our own forwarded datagrams come back to us when loopback is on: skip them.
+    if (d.source.port == rx->port() &&
+        std::find(locals.begin(), locals.end(), d.source.address) != locals.end())
+      return Seen::kSkip;
+    // Unicast arrivals are replies to us (or strays): print them, never answer them,
+    // or two HEARs would acknowledge each other for ever.
+    if (!d.destination.is_multicast()) return Seen::kPrint;
+    const auto body = as_text(d.payload);
+    const auto reply = hear_reply(body, d.source, d.destination, limit);
+    if (auto r = rx->send_to(d.source, std::as_bytes(std::span(reply))); !r)
+      spdlog::warn("{}", r.error().message());
+    if (d.destination != o.group && !d.truncated) {
+      if (auto r = rx->send_to(forward_to, d.payload); !r)
+        spdlog::warn("forwarding to {}: {}", bind_group.to_string(), r.error().message());
     }
-    write_all(out, p.out);
-    p.out.clear();
-    return more;
+    std::string_view word = body;
+    while (!word.empty() && (word.back() == '\n' || word.back() == '\r' || word.back() == ' '))
+      word.remove_suffix(1);
+    if (o.allow_stop && word == "STOP") {
+      stop_requested = true;
+      return Seen::kLast;
+    }
+    return Seen::kPrint;
   });
-  if (failure) return report(*failure);
   if (o.stats) write_all(out, p.stats.to_json() + "\n");
   if (stop_requested) spdlog::info("STOP received; shutting down");
   return result.exit_code;
+}
+
+int run_mcast(Verb verb, const RawOptions& raw, const EnvLookup& env, std::FILE* in,
+              std::FILE* out) {
+  switch (verb) {
+    case Verb::kNoop: return kExitOk;
+    case Verb::kSay: {
+      auto o = resolve_say(raw, env);
+      return o ? run_say(*o, in, out) : report(o.error());
+    }
+    case Verb::kRecv:
+    case Verb::kHear: {
+      auto o = resolve_recv(raw, env);
+      if (!o) return report(o.error());
+      return verb == Verb::kRecv ? run_recv(*o, out) : run_hear(*o, out);
+    }
+  }
+  return kExitSoftware;
 }
 
 }  // namespace flowmark::mcast

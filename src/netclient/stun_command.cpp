@@ -97,6 +97,8 @@ std::string stun_exit_help() {
       {kExitUnavailable, "the bind address is not local"},
       {kExitSoftware},
       {kExitNoPermission},
+      {kExitInterrupted, "while waiting for the answer"},
+      {kExitTerminated, "while waiting for the answer"},
   });
 }
 

@@ -481,6 +481,25 @@ int run_firefly_decode(std::span<const std::string> files, const DecoderOptions&
   return all_valid ? kExitOk : kExitNothing;
 }
 
+int run_firefly(FireflyVerb verb, const FireflyArgs& args, std::FILE* in, std::FILE* out) {
+  switch (verb) {
+    case FireflyVerb::kSend: {
+      auto o = resolve_firefly_send(args.send);
+      return o ? run_firefly_send(*o, in) : report(o.error());
+    }
+    case FireflyVerb::kListen: {
+      auto o = resolve_firefly_listen(args.listen);
+      return o ? run_firefly_listen(*o, out) : report(o.error());
+    }
+    case FireflyVerb::kDecode: {
+      DecoderOptions d;
+      d.lenient_start_time = args.decode.lenient;
+      return run_firefly_decode(args.decode.files, d, in, out);
+    }
+  }
+  return kExitSoftware;
+}
+
 std::string firefly_send_exit_help() {
   return exit_code_help({
       {kExitOk, "every firefly was sent"},
@@ -491,8 +510,11 @@ std::string firefly_send_exit_help() {
       {kExitDataErr, "the --registry document"},
       {kExitNoInput, "the --registry source cannot be read or fetched"},
       {kExitNoInterface},
+      {kExitUnavailable, "a socket option or a send (address not available)"},
       {kExitSoftware, "e.g. no route to the destination"},
       {kExitNoPermission},
+      {kExitInterrupted, "while reading standard input"},
+      {kExitTerminated, "while reading standard input"},
   });
 }
 
@@ -516,7 +538,28 @@ std::string firefly_decode_exit_help() {
   return exit_code_help({
       {kExitOk, "every line is a valid firefly"},
       {kExitNothing, "some lines are not (each reported on stderr as FILE:LINE: reason: detail)"},
+      {kExitUsage},
       {kExitNoInput, "a file cannot be opened (the others are still decoded)"},
+      {kExitInterrupted, "while reading standard input"},
+      {kExitTerminated, "while reading standard input"},
+  });
+}
+
+std::string firefly_exit_help() {
+  return exit_code_help({
+      {kExitOk},
+      {kExitNothing,
+       "send: some lines rejected; listen: nothing received; decode: some "
+       "lines invalid"},
+      {kExitUsage},
+      {kExitDataErr, "send: the --registry document"},
+      {kExitNoInput, "send: the --registry source; decode: a file"},
+      {kExitNoInterface},
+      {kExitUnavailable, "a join, a bind, a send"},
+      {kExitSoftware},
+      {kExitNoPermission},
+      {kExitInterrupted},
+      {kExitTerminated},
   });
 }
 

@@ -109,6 +109,8 @@ std::string label_exit_help() {
       {kExitUsage, "a bad id, name or label"},
       {kExitDataErr, "encode: the --registry document (names need a registry)"},
       {kExitNoInput, "encode: the --registry source cannot be read or fetched"},
+      {kExitInterrupted, "encode: while fetching a --registry URL"},
+      {kExitTerminated, "encode: while fetching a --registry URL"},
   });
 }
 

@@ -82,6 +82,8 @@ std::string registry_exit_help() {
       {kExitDataErr, "the registry document"},
       {kExitNoInput, "the source cannot be read or fetched"},
       {kExitIoErr, "standard output"},
+      {kExitInterrupted, "while fetching a URL"},
+      {kExitTerminated, "while fetching a URL"},
   });
 }
 

@@ -78,6 +78,24 @@ struct FireflyListenArgs {
   bool stats = false, lenient = false;
 };
 
+struct FireflyDecodeArgs {
+  std::vector<std::string> files;  // '-' or none: standard input
+  bool lenient = false;            // accept end events with a null or "" start-time
+};
+
+// The command line of `flowmark firefly send|listen|decode`, as given.
+enum class FireflyVerb { kSend, kListen, kDecode };
+struct FireflyArgs {
+  FireflySendArgs send;
+  FireflyListenArgs listen;
+  FireflyDecodeArgs decode;
+};
+
+// The one runner the command line calls: checks and resolves the arguments of `verb` and
+// runs it (send reads `in`; listen and decode write `out`; decode reads its files or `in`).
+// Arguments that do not resolve are logged and return their exit code (2, 65, 66, 68, ...).
+int run_firefly(FireflyVerb verb, const FireflyArgs& args, std::FILE* in, std::FILE* out);
+
 Result<FireflySendOptions> resolve_firefly_send(const FireflySendArgs& a);
 Result<FireflyListenOptions> resolve_firefly_listen(const FireflyListenArgs& a);
 
@@ -92,7 +110,9 @@ int run_firefly_decode(std::span<const std::string> files, const DecoderOptions&
 //     start 2025-03-25T10:00:00.123456+00:00 ...
 void append_firefly_text(std::string& out, const Endpoint& sender, const Firefly& f);
 
-// Exit codes of each command, as text for --help.
+// Exit codes of each command, as text for --help; firefly_exit_help(): all of them, for
+// `flowmark firefly --help`.
+std::string firefly_exit_help();
 std::string firefly_send_exit_help();
 std::string firefly_listen_exit_help();
 std::string firefly_decode_exit_help();
