@@ -8,6 +8,7 @@
 #include <string>
 
 #include "flowmark/mcast/commands.hpp"
+#include "../testing/temp_files.hpp"
 
 namespace flowmark {
 namespace {
@@ -20,21 +21,7 @@ mcast::EnvLookup env_of(std::map<std::string, std::string, std::less<>> vars) {
   };
 }
 
-struct Files {
-  std::FILE* in = std::tmpfile();
-  std::FILE* out = std::tmpfile();
-  ~Files() {
-    std::fclose(in);
-    std::fclose(out);
-  }
-  std::string output() const {
-    std::rewind(out);
-    std::string s;
-    char buf[4096];
-    while (std::size_t n = std::fread(buf, 1, sizeof buf, out)) s.append(buf, n);
-    return s;
-  }
-};
+using Files = testing::TempFiles;
 
 TEST(RunMcast, NoopReturnsZero) {
   Files f;

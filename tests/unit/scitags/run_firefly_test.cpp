@@ -7,25 +7,12 @@
 #include <string>
 
 #include "flowmark/scitags/firefly_commands.hpp"
+#include "../testing/temp_files.hpp"
 
 namespace flowmark {
 namespace {
 
-struct Files {
-  std::FILE* in = std::tmpfile();
-  std::FILE* out = std::tmpfile();
-  ~Files() {
-    std::fclose(in);
-    std::fclose(out);
-  }
-  std::string output() const {
-    std::rewind(out);
-    std::string s;
-    char buf[4096];
-    while (std::size_t n = std::fread(buf, 1, sizeof buf, out)) s.append(buf, n);
-    return s;
-  }
-};
+using Files = testing::TempFiles;
 
 TEST(RunFirefly, DecodeRunsOnTheResolvedArguments) {
   Files f;
