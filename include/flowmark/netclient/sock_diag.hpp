@@ -139,7 +139,7 @@ bool parse_sock_diag_message(std::span<const std::byte> message, scitags::Protoc
                              SocketInfo& out);
 
 // Copies what the kernel sent of struct tcp_info (`len` bytes: older kernels send a
-// shorter struct; missing fields read as 0). Exposed for tests.
+// shorter struct; missing fields read as 0). Also for a getsockopt(TCP_INFO) result.
 scitags::TcpInfo tcp_info_from_bytes(const void* data, std::size_t len) noexcept;
 
 }  // namespace flowmark::netclient

@@ -185,24 +185,15 @@ INSTANTIATE_TEST_SUITE_P(Families, SockDiagLoopback, ::testing::Values(Family::k
 TEST(SockDiag, DualStackSocketShowsIPv4Addresses) {
   // An IPv6 listener on [::] accepting an IPv4 client: the accepted socket is AF_INET6 with
   // ::ffff:127.0.0.1 addresses, reported as plain IPv4.
-  UniqueFd listener(::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  int off = 0;
-  ::setsockopt(listener.get(), IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
-  sockaddr_in6 any{};
-  any.sin6_family = AF_INET6;
-  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&any), sizeof any) != 0 ||
-      ::listen(listener.get(), 8) != 0) {
-    GTEST_SKIP() << "no IPv6";
-  }
-  const auto port = testing::local_of(listener.get()).port;
-  UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  auto listener = net::listen_tcp_dual_stack(0, 8);
+  if (!listener) GTEST_SKIP() << "no IPv6: " << listener.error().message();
+  const auto port = testing::local_of(listener->get()).port;
   const Endpoint to{*IpAddress::parse("127.0.0.1"), port};
-  sockaddr_storage ss{};
-  const auto len = to.to_sockaddr(ss);
-  ASSERT_EQ(::connect(client.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
-  UniqueFd server(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  auto client = net::connect_tcp(to);
+  ASSERT_TRUE(client) << client.error().message();
+  UniqueFd server(::accept4(listener->get(), nullptr, nullptr, SOCK_CLOEXEC));
   ASSERT_TRUE(server);
-  const Endpoint client_end = testing::local_of(client.get());
+  const Endpoint client_end = testing::local_of(client->get());
 
   auto diag = SockDiag::open();
   ASSERT_TRUE(diag);
@@ -218,16 +209,13 @@ TEST(SockDiag, DualStackSocketShowsIPv4Addresses) {
 }
 
 TEST(SockDiag, UdpConnectedSocketIsEstablished) {
-  UniqueFd rx(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  UniqueFd tx(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  Endpoint at{*IpAddress::parse("127.0.0.1"), 0};
-  sockaddr_storage ss{};
-  auto len = at.to_sockaddr(ss);
-  ASSERT_EQ(::bind(rx.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
-  const Endpoint rx_end = testing::local_of(rx.get());
-  len = rx_end.to_sockaddr(ss);
-  ASSERT_EQ(::connect(tx.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
-  const Endpoint tx_end = testing::local_of(tx.get());
+  auto rx = net::bind_udp({*IpAddress::parse("127.0.0.1"), 0});
+  ASSERT_TRUE(rx) << rx.error().message();
+  const Endpoint rx_end = testing::local_of(rx->get());
+  auto tx = net::open_udp_socket(Family::kV4);
+  ASSERT_TRUE(tx) << tx.error().message();
+  ASSERT_TRUE(net::connect_to(tx->get(), rx_end));
+  const Endpoint tx_end = testing::local_of(tx->get());
 
   auto diag = SockDiag::open();
   ASSERT_TRUE(diag);
