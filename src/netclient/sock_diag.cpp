@@ -216,8 +216,8 @@ Result<std::size_t> SockDiag::receive() {
   }
 }
 
-Result<void> SockDiag::read_answer(
-    std::uint32_t seq, const std::function<Result<bool>(const nlmsghdr&)>& on_message) {
+Result<void> SockDiag::read_answer(std::uint32_t seq,
+                                   const std::function<Result<bool>(const nlmsghdr&)>& on_message) {
   for (;;) {
     FM_TRY(auto got, receive());
     if (got == 0) return fail(Errc::kMalformed, "the kernel closed the sock_diag socket");
