@@ -218,9 +218,9 @@ class PrometheusBackend::State final : public prometheus::Collectable {
   const Counters* counters_;
   mutable std::mutex mutex_;
   // The flows this backend was told of, with their labels and TcpInfo (refreshed by the
-  // reader), read by civetweb's threads at each scrape: per-backend state, not the pipeline's
-  // table. Ordered, so that the exposition lists a metric's flows in the same order at every
-  // scrape.
+  // reader), read by civetweb's threads at each scrape under mutex_: per-backend state, not
+  // the pipeline's table. Ordered, so that the exposition lists a metric's flows in the same
+  // order at every scrape.
   std::map<FlowKey, Flow> flows_;
 };
 
