@@ -4,9 +4,7 @@
 // ≤ 20 ms per poll.
 //
 //   build/release/bench/sock_diag_bench [--pairs=5000] [benchmark flags]
-#include <arpa/inet.h>
 #include <benchmark/benchmark.h>
-#include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 
@@ -18,12 +16,13 @@
 
 #include "daemon/common/tracker.hpp"
 #include "flowmark/core/fd.hpp"
+#include "flowmark/net/socket.hpp"
 #include "flowmark/netclient/sock_diag.hpp"
 
 namespace {
 
-using flowmark::Endpoint;
 using flowmark::Family;
+using flowmark::IpAddress;
 using flowmark::UniqueFd;
 using flowmark::netclient::kConnectedStates;
 using flowmark::netclient::SockDiag;
@@ -42,29 +41,28 @@ bool raise_fd_limit(rlim_t want) {
 }
 
 bool open_pairs(int pairs) {
-  UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in at{};
-  at.sin_family = AF_INET;
-  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof at;
-  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&at), len) != 0 ||
-      ::listen(listener.get(), 1024) != 0 ||
-      ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&at), &len) != 0) {
-    std::perror("listener");
+  auto listener = flowmark::net::listen_tcp({*IpAddress::parse("127.0.0.1"), 0}, 1024);
+  if (!listener) {
+    std::fprintf(stderr, "%s\n", listener.error().message().c_str());
+    return false;
+  }
+  auto at = flowmark::net::local_endpoint(listener->get());
+  if (!at) {
+    std::fprintf(stderr, "%s\n", at.error().message().c_str());
     return false;
   }
   for (int i = 0; i < pairs; ++i) {
-    UniqueFd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!c || ::connect(c.get(), reinterpret_cast<sockaddr*>(&at), sizeof at) != 0) {
-      std::perror("connect");
+    auto c = flowmark::net::connect_tcp(*at);
+    if (!c) {
+      std::fprintf(stderr, "%s\n", c.error().message().c_str());
       return false;
     }
-    UniqueFd s(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    UniqueFd s(::accept4(listener->get(), nullptr, nullptr, SOCK_CLOEXEC));
     if (!s) {
       std::perror("accept");
       return false;
     }
-    g_fds.push_back(std::move(c));
+    g_fds.push_back(std::move(*c));
     g_fds.push_back(std::move(s));
   }
   return true;

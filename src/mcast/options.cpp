@@ -9,7 +9,7 @@
 
 #include <fmt/format.h>
 
-#include "flowmark/mcast/socket.hpp"
+#include "flowmark/mcast/defaults.hpp"
 #include "flowmark/mcast/stream.hpp"
 
 namespace flowmark::mcast {

@@ -30,6 +30,14 @@ Result<void> set_int(int fd, int level, int name, int value, const char* what) {
   return {};
 }
 
+// bind_to + listen, with "cannot listen on <local>" errors.
+Result<void> listen_on(int fd, const Endpoint& local, int backlog) {
+  FM_TRY_VOID(bind_to(fd, local, "cannot listen on"));
+  if (::listen(fd, backlog) != 0)
+    return fail_errno(fmt::format("cannot listen on {}", local.to_string()));
+  return {};
+}
+
 }  // namespace
 
 Result<UniqueFd> open_udp_socket(Family family, int flags) {
@@ -74,21 +82,33 @@ Result<UniqueFd> bind_udp(const Endpoint& local, int flags) {
 
 Result<UniqueFd> listen_tcp(const Endpoint& local, int backlog) {
   FM_TRY(UniqueFd fd, open_tcp_socket(local.address.family()));
-  FM_TRY_VOID(bind_to(fd.get(), local, "cannot listen on"));
-  if (::listen(fd.get(), backlog) != 0)
-    return fail_errno(fmt::format("cannot listen on {}", local.to_string()));
+  FM_TRY_VOID(listen_on(fd.get(), local, backlog));
   return fd;
 }
 
-Result<UniqueFd> connect_tcp(const Endpoint& to) {
-  FM_TRY(UniqueFd fd, open_tcp_socket(to.address.family()));
+Result<UniqueFd> listen_tcp_dual_stack(std::uint16_t port, int backlog) {
+  const Endpoint local{IpAddress::any(Family::kV6), port};
+  FM_TRY(UniqueFd fd, open_tcp_socket(Family::kV6));
+  FM_TRY_VOID(set_int(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, 0, "IPV6_V6ONLY"));
+  FM_TRY_VOID(listen_on(fd.get(), local, backlog));
+  return fd;
+}
+
+Result<void> connect_to(int fd, const Endpoint& to) {
   sockaddr_storage ss{};
   const socklen_t len = to.to_sockaddr(ss);
   int rc;
   do {
-    rc = ::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len);
+    rc = ::connect(fd, reinterpret_cast<sockaddr*>(&ss), len);
   } while (rc != 0 && errno == EINTR);
-  if (rc != 0) return fail_errno(fmt::format("cannot connect to {}", to.to_string()));
+  if (rc != 0 && errno != EINPROGRESS)
+    return fail_errno(fmt::format("cannot connect to {}", to.to_string()));
+  return {};
+}
+
+Result<UniqueFd> connect_tcp(const Endpoint& to, int flags) {
+  FM_TRY(UniqueFd fd, open_tcp_socket(to.address.family(), flags));
+  FM_TRY_VOID(connect_to(fd.get(), to));
   return fd;
 }
 

@@ -216,6 +216,32 @@ Result<std::size_t> SockDiag::receive() {
   }
 }
 
+Result<void> SockDiag::read_answer(std::uint32_t seq,
+                                   const std::function<Result<bool>(const nlmsghdr&)>& on_message) {
+  for (;;) {
+    FM_TRY(auto got, receive());
+    if (got == 0) return fail(Errc::kMalformed, "the kernel closed the sock_diag socket");
+    auto left = static_cast<int>(got);
+    for (auto* h = reinterpret_cast<const nlmsghdr*>(buffer_.get()); NLMSG_OK(h, left);
+         h = NLMSG_NEXT(h, left)) {
+      if (h->nlmsg_seq != seq) {
+        ++stats_.stale;
+        continue;
+      }
+      if (h->nlmsg_flags & NLM_F_DUMP_INTR) ++stats_.interrupted;  // dumps only
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        if (h->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) {
+          return fail(Errc::kMalformed, "sock_diag: truncated error message from the kernel");
+        }
+        if (static_cast<const nlmsgerr*>(NLMSG_DATA(h))->error == 0) continue;  // an ack
+      }
+      FM_TRY(bool complete, on_message(*h));
+      if (complete) return {};
+    }
+    if (left != 0) ++stats_.malformed;  // a partial message at the end of the datagram
+  }
+}
+
 Result<std::size_t> SockDiag::dump(const Query& query, const Visitor& visit) {
   Request req{};
   req.header.nlmsg_len = sizeof req;
@@ -231,51 +257,38 @@ Result<std::size_t> SockDiag::dump(const Query& query, const Visitor& visit) {
 
   std::size_t visited = 0;
   SocketInfo info;
-  for (;;) {
-    FM_TRY(auto got, receive());
-    if (got == 0) return fail(Errc::kMalformed, "the kernel closed the sock_diag socket");
-    auto left = static_cast<int>(got);
-    for (auto* h = reinterpret_cast<const nlmsghdr*>(buffer_.get()); NLMSG_OK(h, left);
-         h = NLMSG_NEXT(h, left)) {
-      if (h->nlmsg_seq != req.header.nlmsg_seq) {
-        ++stats_.stale;
-        continue;
-      }
-      if (h->nlmsg_flags & NLM_F_DUMP_INTR) ++stats_.interrupted;
-      if (h->nlmsg_type == NLMSG_DONE) {
-        if (h->nlmsg_len >= NLMSG_LENGTH(sizeof(int))) {
-          int err = 0;
-          std::memcpy(&err, NLMSG_DATA(h), sizeof err);
-          if (err < 0) {
-            return fail_errno(fmt::format("sock_diag dump of {} {} sockets failed{}",
-                                          query.family == Family::kV4 ? "IPv4" : "IPv6",
-                                          scitags::to_string(query.protocol), netlink_hint(-err)),
-                              -err);
-          }
+  FM_TRY_VOID(read_answer(req.header.nlmsg_seq, [&](const nlmsghdr& m) -> Result<bool> {
+    const nlmsghdr* h = &m;
+    if (h->nlmsg_type == NLMSG_DONE) {
+      if (h->nlmsg_len >= NLMSG_LENGTH(sizeof(int))) {
+        int err = 0;
+        std::memcpy(&err, NLMSG_DATA(h), sizeof err);
+        if (err < 0) {
+          return fail_errno(fmt::format("sock_diag dump of {} {} sockets failed{}",
+                                        query.family == Family::kV4 ? "IPv4" : "IPv6",
+                                        scitags::to_string(query.protocol), netlink_hint(-err)),
+                            -err);
         }
-        return visited;
       }
-      if (h->nlmsg_type == NLMSG_ERROR) {
-        if (h->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) {
-          return fail(Errc::kMalformed, "sock_diag: truncated error message from the kernel");
-        }
-        const auto* e = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
-        if (e->error == 0) continue;  // an acknowledgement
-        return fail_errno(fmt::format("the kernel refused the sock_diag dump of {} {} sockets{}",
-                                      query.family == Family::kV4 ? "IPv4" : "IPv6",
-                                      scitags::to_string(query.protocol), netlink_hint(-e->error)),
-                          -e->error);
-      }
-      if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) continue;
-      if (!parse_message(h, query.protocol, info)) {
-        ++stats_.malformed;
-        continue;
-      }
-      ++visited;
-      visit(info);
+      return true;
     }
-    if (left != 0) ++stats_.malformed;  // a partial message at the end of the datagram
-  }
+    if (h->nlmsg_type == NLMSG_ERROR) {
+      const auto* e = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
+      return fail_errno(fmt::format("the kernel refused the sock_diag dump of {} {} sockets{}",
+                                    query.family == Family::kV4 ? "IPv4" : "IPv6",
+                                    scitags::to_string(query.protocol), netlink_hint(-e->error)),
+                        -e->error);
+    }
+    if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) return false;
+    if (!parse_message(h, query.protocol, info)) {
+      ++stats_.malformed;
+      return false;
+    }
+    ++visited;
+    visit(info);
+    return false;
+  }));
+  return visited;
 }
 
 Result<std::vector<SocketInfo>> SockDiag::dump(const Query& query) {
@@ -316,42 +329,29 @@ Result<std::optional<SocketInfo>> SockDiag::lookup(scitags::Protocol protocol, c
   req.body.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
   FM_TRY_VOID(send_request(&req, sizeof req));
 
-  for (;;) {
-    FM_TRY(auto got, receive());
-    if (got == 0) return fail(Errc::kMalformed, "the kernel closed the sock_diag socket");
-    auto left = static_cast<int>(got);
-    for (auto* h = reinterpret_cast<const nlmsghdr*>(buffer_.get()); NLMSG_OK(h, left);
-         h = NLMSG_NEXT(h, left)) {
-      if (h->nlmsg_seq != req.header.nlmsg_seq) {
-        ++stats_.stale;
-        continue;
-      }
-      if (h->nlmsg_type == NLMSG_ERROR) {
-        if (h->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) {
-          return fail(Errc::kMalformed, "sock_diag: truncated error message from the kernel");
-        }
-        const auto* e = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
-        if (e->error == 0) continue;
-        if (e->error == -ENOENT) return std::optional<SocketInfo>{};
-        return fail_errno(
-            fmt::format("sock_diag lookup of {} {} → {} refused{}", scitags::to_string(protocol),
-                        src.to_string(), dst.to_string(), netlink_hint(-e->error)),
-            -e->error);
-      }
-      if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) continue;
-      SocketInfo info;
-      if (!parse_message(h, protocol, info)) {
-        ++stats_.malformed;
-        return fail(Errc::kMalformed, "sock_diag: malformed answer to a lookup");
-      }
-      // The kernel's lookup falls back to a listener (TCP) or an unconnected socket (UDP) on
-      // the local port: that is not the connection asked for.
-      if (info.src.port != src.port || info.dst.port != dst.port) {
-        return std::optional<SocketInfo>{};
-      }
-      return std::optional<SocketInfo>{info};
+  std::optional<SocketInfo> found;
+  FM_TRY_VOID(read_answer(req.header.nlmsg_seq, [&](const nlmsghdr& m) -> Result<bool> {
+    const nlmsghdr* h = &m;
+    if (h->nlmsg_type == NLMSG_ERROR) {
+      const auto* e = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
+      if (e->error == -ENOENT) return true;  // no such socket
+      return fail_errno(
+          fmt::format("sock_diag lookup of {} {} → {} refused{}", scitags::to_string(protocol),
+                      src.to_string(), dst.to_string(), netlink_hint(-e->error)),
+          -e->error);
     }
-  }
+    if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) return false;
+    SocketInfo info;
+    if (!parse_message(h, protocol, info)) {
+      ++stats_.malformed;
+      return fail(Errc::kMalformed, "sock_diag: malformed answer to a lookup");
+    }
+    // The kernel's lookup falls back to a listener (TCP) or an unconnected socket (UDP) on
+    // the local port: that is not the connection asked for.
+    if (info.src.port == src.port && info.dst.port == dst.port) found = std::move(info);
+    return true;
+  }));
+  return found;
 }
 
 Result<std::optional<scitags::TcpInfo>> SockDiag::tcp_info(const Endpoint& src,

@@ -279,9 +279,7 @@ IpAddress route_source(const Endpoint& server) {
   const IpAddress none = IpAddress::any(server.address.family());
   auto fd = net::open_udp_socket(server.address.family());
   if (!fd) return none;
-  sockaddr_storage ss{};
-  const socklen_t len = server.to_sockaddr(ss);
-  if (::connect(fd->get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return none;
+  if (!net::connect_to(fd->get(), server)) return none;
   auto local = net::local_endpoint(fd->get());
   return local ? local->address : none;
 }

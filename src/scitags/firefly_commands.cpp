@@ -13,6 +13,7 @@
 #include "flowmark/core/event_loop.hpp"
 #include "flowmark/core/json.hpp"
 #include "flowmark/core/option_value.hpp"
+#include "flowmark/net/resolve.hpp"
 #include "flowmark/scitags/firefly_sender.hpp"
 #include "flowmark/scitags/pipe_line.hpp"
 #include "flowmark/scitags/registry.hpp"
@@ -308,11 +309,11 @@ Result<FireflySendOptions> resolve_firefly_send(const FireflySendArgs& a) {
   FireflySendOptions o;
   o.flow = a.flow;
   if (a.to) {
-    FM_TRY(auto to, resolve_destination(*a.to, kFireflyPort));
+    FM_TRY(auto to, net::resolve_endpoint(*a.to, kFireflyPort));
     o.to = to;
   }
   for (const auto& c : a.collectors) {
-    FM_TRY(auto to, resolve_destination(c, kFireflyPort));
+    FM_TRY(auto to, net::resolve_endpoint(c, kFireflyPort));
     o.collectors.push_back(to);
   }
   o.collectors_only = a.collectors_only;

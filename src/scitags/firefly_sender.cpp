@@ -10,7 +10,6 @@
 #include <fmt/format.h>
 
 #include "flowmark/net/multicast.hpp"
-#include "flowmark/net/resolve.hpp"
 #include "flowmark/net/socket.hpp"
 
 namespace flowmark::scitags {
@@ -108,10 +107,6 @@ Result<std::uint64_t> FireflySender::send_repeated(const Endpoint& to, std::stri
     sent += static_cast<std::uint64_t>(r);
   }
   return sent;
-}
-
-Result<Endpoint> resolve_destination(std::string_view text, std::uint16_t default_port) {
-  return net::resolve_endpoint(text, default_port);
 }
 
 }  // namespace flowmark::scitags

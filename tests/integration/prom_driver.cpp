@@ -11,7 +11,6 @@
 // Every poll interval (1 s) it sends a few KiB over the connection and refreshes the
 // flow's values through the backend's reader, which calls getsockopt(TCP_INFO) too: real
 // kernel numbers, no sock_diag.
-#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
@@ -30,10 +29,15 @@
 
 #include "daemon/backends/prometheus/prometheus_backend.hpp"
 #include "flowmark/core/log.hpp"
+#include "flowmark/net/socket.hpp"
+#include "flowmark/netclient/sock_diag.hpp"
 
 namespace {
 
 using flowmark::Endpoint;
+using flowmark::IpAddress;
+using flowmark::UniqueFd;
+namespace net = flowmark::net;
 using flowmark::daemon::Counters;
 using flowmark::daemon::PrometheusBackend;
 using flowmark::scitags::FlowEvent;
@@ -45,43 +49,21 @@ using flowmark::scitags::TcpInfo;
   std::exit(1);
 }
 
-// The kernel's struct tcp_info → TcpInfo, for the fields this kernel filled in (`len`).
-TcpInfo to_tcp_info(const tcp_info& k, socklen_t len) {
-  auto has = [&](std::size_t end) { return len >= end; };
-  TcpInfo t;
-  t.rtt_us = k.tcpi_rtt;
-  t.rtt_var_us = k.tcpi_rttvar;
-  t.cwnd = k.tcpi_snd_cwnd;
-  t.ssthresh = k.tcpi_snd_ssthresh;
-  t.mss = k.tcpi_snd_mss;
-  t.pmtu = k.tcpi_pmtu;
-  t.retrans = k.tcpi_total_retrans;
-  if (has(offsetof(tcp_info, tcpi_pacing_rate) + 8)) t.pacing_rate = k.tcpi_pacing_rate;
-  if (has(offsetof(tcp_info, tcpi_bytes_acked) + 8)) t.bytes_acked = k.tcpi_bytes_acked;
-  if (has(offsetof(tcp_info, tcpi_bytes_received) + 8)) {
-    t.bytes_received = k.tcpi_bytes_received;
-  }
-  if (has(offsetof(tcp_info, tcpi_segs_in) + 4)) {
-    t.segs_out = k.tcpi_segs_out;
-    t.segs_in = k.tcpi_segs_in;
-  }
-  if (has(offsetof(tcp_info, tcpi_delivery_rate) + 8)) t.delivery_rate = k.tcpi_delivery_rate;
-  if (has(offsetof(tcp_info, tcpi_bytes_sent) + 8)) t.bytes_sent = k.tcpi_bytes_sent;
-  return t;
-}
-
 std::optional<TcpInfo> read_tcp_info(int fd) {
   tcp_info k{};
   socklen_t len = sizeof k;
   if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &k, &len) != 0) return std::nullopt;
-  return to_tcp_info(k, len);
+  return flowmark::netclient::tcp_info_from_bytes(&k, len);
 }
 
-Endpoint local_of(int fd) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) die("getsockname");
-  return Endpoint::from_sockaddr(ss);
+// `r`'s value, or exit 1 with its error.
+template <typename T>
+T or_die(flowmark::Result<T> r) {
+  if (!r) {
+    std::fprintf(stderr, "prom_driver: %s\n", r.error().message().c_str());
+    std::exit(1);
+  }
+  return std::move(*r);
 }
 
 // Sends a little and drains what arrived, so that the counters move between scrapes.
@@ -104,23 +86,13 @@ int main(int argc, char** argv) {
   std::uint32_t act = argc > 3 ? static_cast<std::uint32_t>(std::stoul(argv[3])) : 17;
 
   // The connection: a listener on loopback, a client connected to it, the accepted end.
-  int lfd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (lfd < 0 || ::bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 ||
-      ::listen(lfd, 1) != 0) {
-    die("listen on 127.0.0.1");
-  }
-  Endpoint server_end = local_of(lfd);
-  sockaddr_storage ss{};
-  socklen_t ss_len = server_end.to_sockaddr(ss);
-  int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (client < 0 || ::connect(client, reinterpret_cast<sockaddr*>(&ss), ss_len) != 0) {
-    die("connect");
-  }
-  int server = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
-  if (server < 0) die("accept");
+  UniqueFd listener = or_die(net::listen_tcp({*IpAddress::parse("127.0.0.1"), 0}, 1));
+  const Endpoint server_end = or_die(net::local_endpoint(listener.get()));
+  UniqueFd client_fd = or_die(net::connect_tcp(server_end));
+  UniqueFd server_fd(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!server_fd) die("accept");
+  const int client = client_fd.get();
+  const int server = server_fd.get();
   exchange(client, server);
 
   Counters counters;
@@ -146,7 +118,7 @@ int main(int argc, char** argv) {
 
   FlowEvent e;
   e.state = FlowState::kStart;
-  e.src = local_of(client);
+  e.src = or_die(net::local_endpoint(client));
   e.dst = server_end;
   e.experiment = exp;
   e.activity = act;
@@ -191,8 +163,5 @@ int main(int argc, char** argv) {
     }
   }
   backend.stop();
-  ::close(client);
-  ::close(server);
-  ::close(lfd);
   return 0;
 }

@@ -22,7 +22,7 @@
 #include "flowmark/core/address.hpp"
 #include "flowmark/core/fd.hpp"
 #include "flowmark/core/option_value.hpp"
-#include "flowmark/mcast/socket.hpp"
+#include "flowmark/mcast/defaults.hpp"
 #include "flowmark/net/datagram.hpp"
 
 namespace flowmark::mcast {

@@ -16,7 +16,7 @@
 
 #include "flowmark/core/address.hpp"
 #include "flowmark/core/fd.hpp"
-#include "flowmark/mcast/socket.hpp"
+#include "flowmark/mcast/defaults.hpp"
 
 namespace flowmark::mcast {
 

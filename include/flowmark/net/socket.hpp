@@ -8,6 +8,7 @@
 //   FM_TRY_VOID(set_receive_buffer(fd.get(), 32 << 20));
 #pragma once
 
+#include <cstdint>
 #include <string_view>
 
 #include "flowmark/core/address.hpp"
@@ -35,8 +36,16 @@ Result<UniqueFd> bind_udp(const Endpoint& local, int flags = 0);
 // A TCP listener on `local` (bind, listen). No SO_REUSEADDR: with port 0 it would let the
 // kernel hand out a port that connections in TIME_WAIT still use.
 Result<UniqueFd> listen_tcp(const Endpoint& local, int backlog = 128);
-// A blocking TCP connection to `to`.
-Result<UniqueFd> connect_tcp(const Endpoint& to);
+// A TCP listener on [::]:`port` that takes IPv4 connections too (IPV6_V6ONLY off: their
+// addresses read as ::ffff:a.b.c.d), as servers listening on "[::]" often are.
+Result<UniqueFd> listen_tcp_dual_stack(std::uint16_t port, int backlog = 128);
+// Connects `fd` to `to`, again when a signal interrupts: a UDP socket gets its default
+// destination, a blocking TCP socket is connected on return, a non-blocking one has sent its
+// SYN (EINPROGRESS is success).
+Result<void> connect_to(int fd, const Endpoint& to);
+// A TCP connection to `to`: open_tcp_socket(family, `flags`) + connect_to. Blocking unless
+// `flags` holds SOCK_NONBLOCK; then the connection is under way on return.
+Result<UniqueFd> connect_tcp(const Endpoint& to, int flags = 0);
 
 // SO_REUSEADDR: several sockets may bind the same port (multicast receivers).
 Result<void> set_reuse_address(int fd);

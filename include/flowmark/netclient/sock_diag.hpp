@@ -29,6 +29,8 @@
 #include "flowmark/core/result.hpp"
 #include "flowmark/scitags/flow_event.hpp"
 
+struct nlmsghdr;  // <linux/netlink.h>
+
 namespace flowmark::netclient {
 
 // The kernel's TCP states (include/net/tcp_states.h), as inet_diag reports them. UDP
@@ -125,6 +127,12 @@ class SockDiag {
   SockDiag(UniqueFd fd, std::unique_ptr<std::uint32_t[]> buffer);
   Result<void> send_request(const void* request, std::size_t len);
   Result<std::size_t> receive();
+  // Reads the answer to the request numbered `seq`, datagram after datagram, and hands each of
+  // its messages to `on_message` until that returns true (the answer is complete) or an
+  // error. Messages of other requests are counted stale, interrupted dumps counted,
+  // acknowledgements (NLMSG_ERROR 0) skipped; a truncated NLMSG_ERROR is an error.
+  Result<void> read_answer(std::uint32_t seq,
+                           const std::function<Result<bool>(const nlmsghdr&)>& on_message);
 
   UniqueFd fd_;
   std::unique_ptr<std::uint32_t[]> buffer_;  // kBufferBytes, 4-byte aligned for nlmsghdr
@@ -139,7 +147,7 @@ bool parse_sock_diag_message(std::span<const std::byte> message, scitags::Protoc
                              SocketInfo& out);
 
 // Copies what the kernel sent of struct tcp_info (`len` bytes: older kernels send a
-// shorter struct; missing fields read as 0). Exposed for tests.
+// shorter struct; missing fields read as 0). Also for a getsockopt(TCP_INFO) result.
 scitags::TcpInfo tcp_info_from_bytes(const void* data, std::size_t len) noexcept;
 
 }  // namespace flowmark::netclient

@@ -4,7 +4,7 @@
 //
 // One socket per address family, opened on first use and kept.
 //
-//   FM_TRY(auto to, resolve_destination("collector.example.org", kFireflyPort));
+//   FM_TRY(auto to, net::resolve_endpoint("collector.example.org", kFireflyPort));
 //   FireflySender tx({.ttl = 4});
 //   FM_TRY_VOID(tx.send(to, wire));
 #pragma once
@@ -59,11 +59,5 @@ class FireflySender {
   UniqueFd fd4_, fd6_;
   std::uint64_t refused_ = 0;
 };
-
-// A firefly destination or collector: net::resolve_endpoint() under the name the firefly
-// commands and backend use. "192.0.2.1", "192.0.2.1:10514", "2001:db8::1",
-// "[2001:db8::1]:10514", "ff02::1%eth0", or a host name ("collector.example.org[:port]",
-// resolved now; the first address wins). The port defaults to `default_port`.
-Result<Endpoint> resolve_destination(std::string_view text, std::uint16_t default_port);
 
 }  // namespace flowmark::scitags

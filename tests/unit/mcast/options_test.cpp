@@ -4,7 +4,7 @@
 
 #include <map>
 
-#include "flowmark/mcast/socket.hpp"
+#include "flowmark/mcast/defaults.hpp"
 
 namespace flowmark::mcast {
 namespace {

@@ -64,6 +64,64 @@ TEST(ListenTcp, AcceptsWhatConnectTcpOpens) {
   EXPECT_EQ(*local_endpoint(server.get()), at);
 }
 
+TEST(ListenTcpDualStack, TakesIpv4AndIpv6Clients) {
+  auto listener = listen_tcp_dual_stack(0);
+  if (!listener && listener.error().code() == std::errc::address_family_not_supported)
+    GTEST_SKIP() << "no IPv6 here: " << listener.error().message();
+  ASSERT_TRUE(listener.has_value()) << listener.error().message();
+  int v6only = 1;
+  socklen_t len = sizeof v6only;
+  ASSERT_EQ(getsockopt(listener->get(), IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &len), 0);
+  EXPECT_EQ(v6only, 0);
+  const Endpoint at = *local_endpoint(listener->get());
+  EXPECT_TRUE(at.address.is_unspecified());
+  EXPECT_TRUE(at.address.is_v6());
+  auto v4 = connect_tcp({ip("127.0.0.1"), at.port});
+  ASSERT_TRUE(v4.has_value()) << v4.error().message();
+  UniqueFd server(::accept4(listener->get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(server);
+  // The accepted end of an IPv4 client is an IPv6 socket with an IPv4-mapped address.
+  EXPECT_EQ(local_endpoint(server.get())->address, ip("::ffff:127.0.0.1"));
+  if (auto v6 = connect_tcp({ip("::1"), at.port})) {
+    UniqueFd server6(::accept4(listener->get(), nullptr, nullptr, SOCK_CLOEXEC));
+    ASSERT_TRUE(server6);
+    EXPECT_EQ(local_endpoint(server6.get())->address, ip("::1"));
+  }
+}
+
+TEST(ConnectTcp, NonBlockingIsUnderWayAndRefusalIsAnError) {
+  auto listener = listen_tcp({ip("127.0.0.1"), 0});
+  ASSERT_TRUE(listener.has_value()) << listener.error().message();
+  const Endpoint at = *local_endpoint(listener->get());
+  auto client = connect_tcp(at, SOCK_NONBLOCK);
+  ASSERT_TRUE(client.has_value()) << client.error().message();
+  EXPECT_NE(fcntl(client->get(), F_GETFL) & O_NONBLOCK, 0);
+  // The SYN reached the listener: the connection is there to accept (blocking accept).
+  UniqueFd server(::accept4(listener->get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(server);
+  EXPECT_EQ(*local_endpoint(server.get()), at);
+
+  listener->reset();  // nothing listens on `at` any more
+  auto refused = connect_tcp(at);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), std::errc::connection_refused);
+  EXPECT_EQ(refused.error().message().rfind("cannot connect to " + at.to_string() + ": ", 0), 0u)
+      << refused.error().message();
+}
+
+TEST(ConnectTo, GivesAUdpSocketItsDestination) {
+  auto rx = bind_udp({ip("127.0.0.1"), 0});
+  ASSERT_TRUE(rx.has_value()) << rx.error().message();
+  const Endpoint rx_end = *local_endpoint(rx->get());
+  auto tx = open_udp_socket(Family::kV4);
+  ASSERT_TRUE(tx.has_value());
+  ASSERT_TRUE(connect_to(tx->get(), rx_end));
+  ASSERT_EQ(::send(tx->get(), "x", 1, 0), 1);  // no address given: the connected one
+  char c = 0;
+  EXPECT_EQ(::recv(rx->get(), &c, 1, 0), 1);
+  EXPECT_EQ(c, 'x');
+}
+
 TEST(Buffers, ReceiveBufferGrows) {
   auto fd = open_udp_socket(Family::kV4);
   ASSERT_TRUE(fd.has_value());

@@ -67,19 +67,29 @@ void recv_all(int fd, std::size_t n) {
   }
 }
 
-class SockDiagLoopback : public ::testing::TestWithParam<Family> {};
+// A connected loopback pair of the family under test, its listener and a SockDiag.
+class SockDiagLoopback : public ::testing::TestWithParam<Family> {
+ protected:
+  void SetUp() override {
+    listener_ = listen_loopback(GetParam());
+    if (!listener_) GTEST_SKIP() << "no loopback for this family";
+    pair_ = connect_pair(listener_->get());
+    ASSERT_TRUE(pair_);
+    auto diag = SockDiag::open();
+    ASSERT_TRUE(diag) << diag.error().message();
+    diag_.emplace(std::move(*diag));
+  }
+
+  std::optional<UniqueFd> listener_;
+  std::optional<testing::TcpPair> pair_;
+  std::optional<SockDiag> diag_;
+};
 
 TEST_P(SockDiagLoopback, DumpFindsBothEndsWithTcpInfo) {
   const Family f = GetParam();
-  auto listener = listen_loopback(f);
-  if (!listener) GTEST_SKIP() << "no loopback for this family";
-  auto pair = connect_pair(listener->get());
-  ASSERT_TRUE(pair);
-  auto diag = SockDiag::open();
-  ASSERT_TRUE(diag) << diag.error().message();
 
-  auto client = find(*diag, f, pair->client_end, pair->server_end);
-  auto server = find(*diag, f, pair->server_end, pair->client_end);
+  auto client = find(*diag_, f, pair_->client_end, pair_->server_end);
+  auto server = find(*diag_, f, pair_->server_end, pair_->client_end);
   ASSERT_TRUE(client);
   ASSERT_TRUE(server);
   EXPECT_EQ(client->state, TcpState::kEstablished);
@@ -96,85 +106,79 @@ TEST_P(SockDiagLoopback, DumpFindsBothEndsWithTcpInfo) {
   EXPECT_FALSE(client->congestion().empty());
 
   // The listener shows with LISTEN in the mask, not with the connection states.
-  const Endpoint listen_at = testing::local_of(listener->get());
+  const Endpoint listen_at = testing::local_of(listener_->get());
   Endpoint any_peer{IpAddress::any(f), 0};
-  EXPECT_TRUE(find(*diag, f, listen_at, any_peer));
-  EXPECT_FALSE(find(*diag, f, listen_at, any_peer, kConnectedStates));
+  EXPECT_TRUE(find(*diag_, f, listen_at, any_peer));
+  EXPECT_FALSE(find(*diag_, f, listen_at, any_peer, kConnectedStates));
 
   // N bytes client → server: acked on one side, received on the other.
   constexpr std::size_t kBytes = 100'000;
-  send_all(pair->client.get(), kBytes);
-  recv_all(pair->server.get(), kBytes);
+  send_all(pair_->client.get(), kBytes);
+  recv_all(pair_->server.get(), kBytes);
   EXPECT_TRUE(eventually([&] {
-    auto c = find(*diag, f, pair->client_end, pair->server_end);
+    auto c = find(*diag_, f, pair_->client_end, pair_->server_end);
     // The kernel may count the SYN's sequence number as one byte acked.
     return c && c->tcp && c->tcp->bytes_acked >= kBytes && c->tcp->bytes_acked <= kBytes + 1;
   })) <<
       [&] {
-        auto c = find(*diag, f, pair->client_end, pair->server_end);
+        auto c = find(*diag_, f, pair_->client_end, pair_->server_end);
         if (!c) return std::string("client socket not found");
         return fmt::format("{}: state {} cookie {} tcp {} acked {} sent {}", c->src.to_string(),
                            to_string(c->state), c->cookie, c->tcp.has_value(),
                            c->tcp ? c->tcp->bytes_acked : 0, c->tcp ? c->tcp->bytes_sent : 0);
       }();
-  server = find(*diag, f, pair->server_end, pair->client_end);
+  server = find(*diag_, f, pair_->server_end, pair_->client_end);
   ASSERT_TRUE(server && server->tcp);
   EXPECT_EQ(server->tcp->bytes_received, kBytes);
-  client = find(*diag, f, pair->client_end, pair->server_end);
+  client = find(*diag_, f, pair_->client_end, pair_->server_end);
   ASSERT_TRUE(client && client->tcp);
   EXPECT_EQ(client->tcp->bytes_sent, kBytes);
   EXPECT_GT(client->tcp->segs_out, 1u);
   EXPECT_GT(client->tcp->rtt_us, 0u);
-  EXPECT_EQ(diag->stats().malformed, 0u);
+  EXPECT_EQ(diag_->stats().malformed, 0u);
 }
 
 TEST_P(SockDiagLoopback, LookupOneSocketAndCloseChangesState) {
   const Family f = GetParam();
-  auto listener = listen_loopback(f);
-  if (!listener) GTEST_SKIP() << "no loopback for this family";
-  auto pair = connect_pair(listener->get());
-  ASSERT_TRUE(pair);
-  auto diag = SockDiag::open();
-  ASSERT_TRUE(diag) << diag.error().message();
 
-  send_all(pair->client.get(), 1000);
-  recv_all(pair->server.get(), 1000);
-  auto one = diag->lookup(scitags::Protocol::kTcp, pair->client_end, pair->server_end, true);
+  send_all(pair_->client.get(), 1000);
+  recv_all(pair_->server.get(), 1000);
+  auto one = diag_->lookup(scitags::Protocol::kTcp, pair_->client_end, pair_->server_end, true);
   ASSERT_TRUE(one) << one.error().message();
   ASSERT_TRUE(*one);
-  EXPECT_EQ((*one)->src, pair->client_end);
-  EXPECT_EQ((*one)->dst, pair->server_end);
+  EXPECT_EQ((*one)->src, pair_->client_end);
+  EXPECT_EQ((*one)->dst, pair_->server_end);
   EXPECT_EQ((*one)->state, TcpState::kEstablished);
   ASSERT_TRUE((*one)->tcp);
   EXPECT_EQ((*one)->tcp->bytes_sent, 1000u);
-  auto info = diag->tcp_info(pair->server_end, pair->client_end);
+  auto info = diag_->tcp_info(pair_->server_end, pair_->client_end);
   ASSERT_TRUE(info) << info.error().message();
   ASSERT_TRUE(*info);
   EXPECT_EQ((*info)->bytes_received, 1000u);
 
   // No such socket: not an error.
-  Endpoint nowhere = pair->server_end;
-  nowhere.port = testing::local_of(listener->get()).port;  // the listener has no such peer
-  auto none = diag->lookup(scitags::Protocol::kTcp, nowhere, pair->server_end, false);
+  Endpoint nowhere = pair_->server_end;
+  nowhere.port = testing::local_of(listener_->get()).port;  // the listener has no such peer
+  auto none = diag_->lookup(scitags::Protocol::kTcp, nowhere, pair_->server_end, false);
   ASSERT_TRUE(none) << none.error().message();
   EXPECT_FALSE(*none);
 
   // The client closes: it goes to FIN_WAIT (or TIME_WAIT), the server to CLOSE_WAIT.
-  pair->client.reset();
+  pair_->client.reset();
   EXPECT_TRUE(eventually([&] {
-    auto s = diag->lookup(scitags::Protocol::kTcp, pair->server_end, pair->client_end, false);
+    auto s = diag_->lookup(scitags::Protocol::kTcp, pair_->server_end, pair_->client_end, false);
     return s && *s && (*s)->state == TcpState::kCloseWait;
   }));
-  auto c = find(*diag, f, pair->client_end, pair->server_end);
+  auto c = find(*diag_, f, pair_->client_end, pair_->server_end);
   ASSERT_TRUE(c);
   EXPECT_TRUE(c->state == TcpState::kFinWait2 || c->state == TcpState::kFinWait1 ||
               c->state == TcpState::kTimeWait)
       << to_string(c->state);
   // The server closes too: the client's side ends in TIME_WAIT with the same cookie.
   const auto cookie = c->cookie;
-  pair->server.reset();
+  pair_->server.reset();
   EXPECT_TRUE(eventually([&] {
-    auto tw = find(*diag, f, pair->client_end, pair->server_end);
+    auto tw = find(*diag_, f, pair_->client_end, pair_->server_end);
     return tw && tw->state == TcpState::kTimeWait && tw->cookie == cookie;
   }));
 }
@@ -185,24 +189,15 @@ INSTANTIATE_TEST_SUITE_P(Families, SockDiagLoopback, ::testing::Values(Family::k
 TEST(SockDiag, DualStackSocketShowsIPv4Addresses) {
   // An IPv6 listener on [::] accepting an IPv4 client: the accepted socket is AF_INET6 with
   // ::ffff:127.0.0.1 addresses, reported as plain IPv4.
-  UniqueFd listener(::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  int off = 0;
-  ::setsockopt(listener.get(), IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
-  sockaddr_in6 any{};
-  any.sin6_family = AF_INET6;
-  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&any), sizeof any) != 0 ||
-      ::listen(listener.get(), 8) != 0) {
-    GTEST_SKIP() << "no IPv6";
-  }
-  const auto port = testing::local_of(listener.get()).port;
-  UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  auto listener = net::listen_tcp_dual_stack(0, 8);
+  if (!listener) GTEST_SKIP() << "no IPv6: " << listener.error().message();
+  const auto port = testing::local_of(listener->get()).port;
   const Endpoint to{*IpAddress::parse("127.0.0.1"), port};
-  sockaddr_storage ss{};
-  const auto len = to.to_sockaddr(ss);
-  ASSERT_EQ(::connect(client.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
-  UniqueFd server(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  auto client = net::connect_tcp(to);
+  ASSERT_TRUE(client) << client.error().message();
+  UniqueFd server(::accept4(listener->get(), nullptr, nullptr, SOCK_CLOEXEC));
   ASSERT_TRUE(server);
-  const Endpoint client_end = testing::local_of(client.get());
+  const Endpoint client_end = testing::local_of(client->get());
 
   auto diag = SockDiag::open();
   ASSERT_TRUE(diag);
@@ -218,16 +213,13 @@ TEST(SockDiag, DualStackSocketShowsIPv4Addresses) {
 }
 
 TEST(SockDiag, UdpConnectedSocketIsEstablished) {
-  UniqueFd rx(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  UniqueFd tx(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  Endpoint at{*IpAddress::parse("127.0.0.1"), 0};
-  sockaddr_storage ss{};
-  auto len = at.to_sockaddr(ss);
-  ASSERT_EQ(::bind(rx.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
-  const Endpoint rx_end = testing::local_of(rx.get());
-  len = rx_end.to_sockaddr(ss);
-  ASSERT_EQ(::connect(tx.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
-  const Endpoint tx_end = testing::local_of(tx.get());
+  auto rx = net::bind_udp({*IpAddress::parse("127.0.0.1"), 0});
+  ASSERT_TRUE(rx) << rx.error().message();
+  const Endpoint rx_end = testing::local_of(rx->get());
+  auto tx = net::open_udp_socket(Family::kV4);
+  ASSERT_TRUE(tx) << tx.error().message();
+  ASSERT_TRUE(net::connect_to(tx->get(), rx_end));
+  const Endpoint tx_end = testing::local_of(tx->get());
 
   auto diag = SockDiag::open();
   ASSERT_TRUE(diag);

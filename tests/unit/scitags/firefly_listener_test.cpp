@@ -201,12 +201,6 @@ TEST(FireflyJson, AddressesAreWrittenAsInetNtopWritesThem) {
   }
 }
 
-TEST(ResolveDestination, IsTheSharedResolverWithTheFireflyPort) {
-  auto a = resolve_destination("192.0.2.1", kFireflyPort);
-  ASSERT_TRUE(a.has_value());
-  EXPECT_EQ(a->to_string(), "192.0.2.1:10514");
-}
-
 TEST(FireflySender, PrepareChecksGroups) {
   FireflySender tx;
   auto ll = tx.prepare(*Endpoint::parse("[ff02::1]:10514"));

@@ -6,6 +6,7 @@
 
 #include "flowmark/core/log_limit.hpp"
 #include "flowmark/daemon/flow_key.hpp"
+#include "flowmark/net/resolve.hpp"
 #include "flowmark/scitags/firefly.hpp"
 #include "flowmark/scitags/firefly_sender.hpp"
 
@@ -50,7 +51,7 @@ class FireflyBackend final : public Backend {
 
   Result<void> start() override {
     for (const auto& text : o_.collector_texts) {
-      FM_TRY(auto ep, scitags::resolve_destination(text, scitags::kFireflyPort));
+      FM_TRY(auto ep, net::resolve_endpoint(text, scitags::kFireflyPort));
       auto prepared = sender_.prepare(ep);
       if (!prepared) {
         return std::unexpected(std::move(prepared).error().with_context("collector " + text));

@@ -6,7 +6,6 @@
 #include <prometheus/exposer.h>
 #include <prometheus/metric_family.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <array>
 #include <atomic>
@@ -22,6 +21,7 @@
 
 #include "flowmark/core/log.hpp"
 #include "flowmark/daemon/flow_key.hpp"
+#include "flowmark/net/socket.hpp"
 
 namespace flowmark::daemon {
 namespace {
@@ -85,30 +85,17 @@ std::vector<ClientMetric::Label> flow_labels(const FlowEvent& e) {
 // Why a bind of `e` fails, as errno (0 when it would succeed). civetweb only says "null
 // context ... possible problem binding to port", so the reason is found by trying.
 int bind_errno(const Endpoint& e) {
-  sockaddr_storage ss{};
-  socklen_t len = e.to_sockaddr(ss);
-  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return errno;
-  int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);  // as civetweb does
-  int err = ::bind(fd, reinterpret_cast<const sockaddr*>(&ss), len) == 0 ? 0 : errno;
-  ::close(fd);
-  return err;
+  auto fd = net::open_tcp_socket(e.address.family());
+  if (!fd) return fd.error().code().value();
+  (void)net::set_reuse_address(fd->get());  // as civetweb does
+  auto bound = net::bind_to(fd->get(), e);
+  return bound ? 0 : bound.error().code().value();
 }
 
-// Opens and closes one TCP connection to `e` without waiting for it. False when nothing
-// listens there any more (or the knock cannot be made): no use knocking again.
-bool knock_once(const Endpoint& e) {
-  sockaddr_storage ss{};
-  socklen_t len = e.to_sockaddr(ss);
-  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return false;
-  // EINPROGRESS is enough: the SYN reaches the listener and wakes its poll.
-  bool sent =
-      ::connect(fd, reinterpret_cast<const sockaddr*>(&ss), len) == 0 || errno == EINPROGRESS;
-  ::close(fd);
-  return sent;
-}
+// Opens and closes one TCP connection to `e` without waiting for it (the SYN reaches the
+// listener and wakes its poll). False when nothing listens there any more (or the knock
+// cannot be made): no use knocking again.
+bool knock_once(const Endpoint& e) { return net::connect_tcp(e, SOCK_NONBLOCK).has_value(); }
 
 }  // namespace
 
@@ -231,9 +218,9 @@ class PrometheusBackend::State final : public prometheus::Collectable {
   const Counters* counters_;
   mutable std::mutex mutex_;
   // The flows this backend was told of, with their labels and TcpInfo (refreshed by the
-  // reader), read by civetweb's threads at each scrape: per-backend state, not the pipeline's
-  // table. Ordered, so that the exposition lists a metric's flows in the same order at every
-  // scrape.
+  // reader), read by civetweb's threads at each scrape under mutex_: per-backend state, not
+  // the pipeline's table. Ordered, so that the exposition lists a metric's flows in the same
+  // order at every scrape.
   std::map<FlowKey, Flow> flows_;
 };
 
@@ -376,10 +363,12 @@ void PrometheusBackend::stop() noexcept {
         IpAddress::parse(knock.address.is_v4() ? "127.0.0.1" : "::1").value_or(IpAddress());
   }
   std::atomic<bool> stopped{false};
+  std::size_t knocks = 0;  // the waker's until it is joined
   std::thread waker;
   try {
     waker = std::thread([&] {
       while (!stopped.load() && knock_once(knock)) {
+        ++knocks;
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
     });
@@ -390,6 +379,7 @@ void PrometheusBackend::stop() noexcept {
   exposer_.reset();  // joins civetweb's threads: no scrape runs after this
   stopped = true;
   if (waker.joinable()) waker.join();
+  stop_knocks_ = knocks;
 }
 
 std::size_t PrometheusBackend::live_flows() const { return state_->size(); }

@@ -91,6 +91,9 @@ class PrometheusBackend final : public Backend {
   std::uint16_t port() const noexcept { return port_; }
   // Live flows known to the backend.
   std::size_t live_flows() const;
+  // The connections the last stop() made to the port to wake civetweb's accept thread out of
+  // its poll (each reached a listener); 0 before any stop().
+  std::size_t stop_knocks() const noexcept { return stop_knocks_; }
 
   // Text form of listen for civetweb: "127.0.0.1:9000", "[::1]:9000".
   static std::string civetweb_address(const Endpoint& e);
@@ -105,6 +108,7 @@ class PrometheusBackend final : public Backend {
   std::shared_ptr<State> state_;
   std::unique_ptr<prometheus::Exposer> exposer_;  // destroyed before state_ goes
   std::uint16_t port_ = 0;
+  std::size_t stop_knocks_ = 0;
 };
 
 // Registers type "prometheus". The overload with a reader is how the service plugs in its
