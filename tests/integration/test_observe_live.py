@@ -96,6 +96,32 @@ for _ in range(int(count)):
 """
 
 
+# Opened on vethA in A before the observers, it reports when all the tagged frames crossed
+# the interface. Those frames come from another namespace, so the tagger's exit does not show
+# that A has received them; this witness does: the kernel hands a received frame to the
+# interface's packet sockets newest first, so when the witness (the oldest) has it, the
+# observers' sockets have it too.
+WITNESS = r"""
+import socket, struct, sys, time
+dev, sport, dport, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+s.bind((dev, 0))
+s.settimeout(0.2)
+print("ready", flush=True)
+ports = struct.pack("!HH", sport, dport)
+seen = 0
+end = time.monotonic() + 30
+while seen < count and time.monotonic() < end:
+    try:
+        frame = s.recv(65535)
+    except socket.timeout:
+        continue
+    if ports in frame:
+        seen += 1
+print("seen" if seen == count else f"only {seen} of {count}", flush=True)
+"""
+
+
 def expected_records():
     out = []
     for cip, sip, cport, n, size, fam in EXCHANGES:
@@ -182,6 +208,23 @@ class LiveCapture(unittest.TestCase):
         return proc.returncode, [json.loads(line) for line in out.splitlines() if line], err
 
     def capture_both(self, extra=()):
+        src, dst, sport, dport, n, size = TAGGED
+        witness = self.in_ns(self.a, [sys.executable, "-c", WITNESS, "vethA", str(sport),
+                                      str(dport), str(n)], stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(witness.stdout.readline().strip(), "ready")
+            procs = self.capture_traffic(extra)
+            # Every frame of the exchanges was captured before the client saw its answer; the
+            # tagged ones once the witness has seen them all. Frames the kernel captured are
+            # read after the interrupt too, so the observers can be stopped now.
+            self.assertEqual(witness.stdout.readline().strip(), "seen")
+            return {b: self.stop(p) for b, p in procs.items()}
+        finally:
+            witness.kill()
+            witness.wait()
+            witness.stdout.close()
+
+    def capture_traffic(self, extra):
         procs = {b: self.observe(b, extra) for b in ("afpacket", "pcap")}
         # Both captures open before the first packet: flowmark installs its SIGINT handler
         # right after opening the capture.
@@ -194,8 +237,7 @@ class LiveCapture(unittest.TestCase):
                     self.fail(f"{b}: capture not open within 10 s")
                 time.sleep(0.01)
         self.run_traffic()
-        time.sleep(0.5)  # past the ring's block retire timeout
-        return {b: self.stop(p) for b, p in procs.items()}
+        return procs
 
     @staticmethod
     def udp_records(records):
