@@ -13,6 +13,7 @@
 
 #include <toml++/toml.h>
 
+#include "../../test_util.hpp"
 #include "../../udp_loopback.hpp"
 
 namespace flowmark::daemon {
@@ -22,10 +23,7 @@ using scitags::FlowEvent;
 using scitags::FlowState;
 using testing::UdpLoopback;
 
-struct TestSink : FlowSink {
-  std::vector<FlowEvent> events;
-  void push(const FlowEvent& e) override { events.push_back(e); }
-};
+using testing::TestSink;
 
 struct Fixture {
   Counters counters;
