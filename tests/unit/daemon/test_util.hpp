@@ -1,20 +1,24 @@
 // Test helpers shared by the service's unit and BPF tests: a FlowSink that keeps what it is
-// given, a temporary directory removed with everything in it, a sample FlowEvent, and a
-// backend made from a TOML text through its factory, as the service makes it.
+// given, a temporary directory removed with everything in it, a sample FlowEvent, and
+// sources and backends made from a TOML text through their factories, as the service
+// makes them.
 //
 //   flowmark::testing::TestSink sink;          // source.start(loop, sink); sink.events ...
 //   flowmark::testing::TempDir dir("fm-x");    // dir.path() / "file"
 //   flowmark::testing::BackendFixture f("host.example.org");
 //   auto b = f.make("records", "audit", "path = '/tmp/x'");
+//   flowmark::testing::SourceFixture s;        // s.make(...), start(s.loop, s.sink), s.run_until
 #pragma once
 
 #include <stdlib.h>
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -24,6 +28,7 @@
 #include <toml++/toml.h>
 
 #include "flowmark/core/address.hpp"
+#include "flowmark/core/event_loop.hpp"
 #include "flowmark/core/result.hpp"
 #include "flowmark/core/time.hpp"
 #include "flowmark/daemon/counters.hpp"
@@ -88,21 +93,58 @@ inline scitags::FlowEvent sample_event(std::string_view src, std::string_view ds
   return e;
 }
 
+// Makes a part of kind `kind` from the section [<table>.<name>] holding `text`, finishing
+// the section (an unknown key fails as it does in the service).
+template <typename Part>
+Result<std::unique_ptr<Part>> make_part(daemon::Factories<Part>& factories,
+                                        daemon::ServiceContext& ctx, std::string_view table,
+                                        std::string_view kind, std::string_view name,
+                                        const std::string& text) {
+  toml::table parsed = toml::parse(text);
+  daemon::Section s(&parsed, "[" + std::string(table) + "." + std::string(name) + "]",
+                    std::string(name));
+  FM_TRY(auto part, factories.create(kind, s, ctx));
+  FM_TRY_VOID(s.finish());
+  return part;
+}
+
+// What a source needs from the service (counters, the built-in registry, a host name), its
+// factories, an event loop and a sink; the test registers the source kind it tries.
+struct SourceFixture {
+  explicit SourceFixture(std::string hostname = "host")
+      : ctx{counters, &scitags::Registry::builtin(), std::move(hostname)} {}
+
+  Result<std::unique_ptr<daemon::Source>> make(std::string_view kind, std::string_view name,
+                                               const std::string& text) {
+    return make_part(factories, ctx, "source", kind, name, text);
+  }
+  // Runs the loop until done() holds (true) or `timeout` passes or the loop fails (false).
+  bool run_until(const std::function<bool()>& done,
+                 std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!done()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      if (!loop.run_once(std::chrono::milliseconds(50))) return false;
+    }
+    return true;
+  }
+
+  daemon::Counters counters;
+  daemon::ServiceContext ctx;
+  daemon::SourceFactories factories{"source"};
+  EventLoop loop = std::move(*EventLoop::create());
+  TestSink sink;
+};
+
 // What a backend needs from the service (counters, the built-in registry, a host name) and
 // its factories; the test registers the backend kind it tries.
 struct BackendFixture {
   explicit BackendFixture(std::string hostname)
       : ctx{counters, &scitags::Registry::builtin(), std::move(hostname)} {}
 
-  // The backend `kind` made from the section [backend.<name>] holding `text`; an unknown
-  // key fails as it does in the service.
   Result<std::unique_ptr<daemon::Backend>> make(std::string_view kind, std::string_view name,
                                                 const std::string& text) {
-    toml::table table = toml::parse(text);
-    daemon::Section s(&table, "[backend." + std::string(name) + "]", std::string(name));
-    FM_TRY(auto b, factories.create(std::string(kind), s, ctx));
-    FM_TRY_VOID(s.finish());
-    return b;
+    return make_part(factories, ctx, "backend", kind, name, text);
   }
 
   daemon::Counters counters;
