@@ -299,3 +299,57 @@ def firefly_doc(src, dst, **over):
     for k, v in over.items():
         doc[k.replace("_", "-")].update(v)
     return json.dumps(doc).encode()
+
+
+class NetnsProcesses:
+    """unittest.TestCase mix-in: runs commands inside network namespace `ns` (None: this
+    one) with the default SIGINT disposition. ENV (None: inherit) is the environment of
+    every command, updated by a call's `env`. Spawned processes are killed at the end of the
+    test; finish() records p.elapsed, the seconds since p was spawned."""
+
+    ENV = None
+
+    @staticmethod
+    def _argv(ns, args):
+        return (["ip", "netns", "exec", ns] if ns else []) + list(args)
+
+    def _env(self, env):
+        if self.ENV is None and not env:
+            return None
+        e = dict(os.environ if self.ENV is None else self.ENV)
+        e.update(env or {})
+        return e
+
+    def run_cmd(self, ns, args, timeout=10, env=None, input=None, text=True):
+        """Runs to completion; returns (exit code, stdout, stderr)."""
+        r = subprocess.run(self._argv(ns, args), input=input, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=self._env(env), timeout=timeout, text=text,
+                           preexec_fn=_default_sigint)
+        return r.returncode, r.stdout, r.stderr
+
+    def spawn(self, ns, args, env=None):
+        p = subprocess.Popen(self._argv(ns, args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=self._env(env), text=True, preexec_fn=_default_sigint)
+        p.started = time.monotonic()
+
+        def cleanup():
+            if p.poll() is None:
+                p.kill()
+            try:
+                p.communicate(timeout=5)
+            except (subprocess.TimeoutExpired, ValueError):
+                pass
+        self.addCleanup(cleanup)
+        return p
+
+    def finish(self, p, timeout=10):
+        """Waits for a spawned process; returns (exit code, stdout, stderr)."""
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            self.fail(f"{p.args} did not finish within {timeout} s; stdout={out!r} stderr={err!r}")
+        p.elapsed = time.monotonic() - p.started
+        out = early_stdout(p) + (out or "")  # what wait_stdout() already read
+        return p.returncode, out, err

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,8 +37,7 @@ REASONS = ["empty", "bad_header", "not_json", "not_object", "missing_field", "wr
            "bad_number", "too_large"]
 
 import netns_helpers
-from netns_helpers import (VethHosts, _default_sigint, early_stdout, wait_stdout,
-                           wait_udp_ready)
+from netns_helpers import NetnsProcesses, VethHosts, wait_stdout, wait_udp_ready
 
 
 def json_lines(text):
@@ -50,7 +48,7 @@ def parse_time(text):
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-class FireflyTestCase(unittest.TestCase):
+class FireflyTestCase(NetnsProcesses, unittest.TestCase):
     NEEDS_HOSTS = True
 
     @classmethod
@@ -65,45 +63,10 @@ class FireflyTestCase(unittest.TestCase):
             cls.hosts.create()
             cls.A, cls.B = cls.hosts.a, cls.hosts.b
 
-    # ---- processes -------------------------------------------------------------------
-    @staticmethod
-    def _argv(ns, args):
-        return (["ip", "netns", "exec", ns] if ns else []) + list(args)
-
-    def run_cmd(self, ns, args, timeout=10, input=None):
-        """Runs to completion; returns (exit code, stdout, stderr)."""
-        r = subprocess.run(self._argv(ns, args), input=input, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=timeout, text=True,
-                           preexec_fn=_default_sigint)
-        return r.returncode, r.stdout, r.stderr
-
+    # ---- processes (run_cmd, spawn, finish: NetnsProcesses) ---------------------------
     def firefly(self, ns, *args, **kw):
         return self.run_cmd(ns, [FLOWMARK, "firefly", *args], **kw)
 
-    def spawn(self, ns, args):
-        p = subprocess.Popen(self._argv(ns, args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, preexec_fn=_default_sigint)
-
-        def cleanup():
-            if p.poll() is None:
-                p.kill()
-            try:
-                p.communicate(timeout=5)
-            except (subprocess.TimeoutExpired, ValueError):
-                pass
-        self.addCleanup(cleanup)
-        return p
-
-    def finish(self, p, timeout=10):
-        """Waits for a spawned process; returns (exit code, stdout, stderr)."""
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, err = p.communicate()
-            self.fail(f"{p.args} did not finish within {timeout} s; stdout={out!r} stderr={err!r}")
-        out = early_stdout(p) + (out or "")  # what wait_stdout() already read
-        return p.returncode, out, err
 
     def listen(self, port, *extra, sockets=None, dev=None, groups=()):
         """Starts `firefly listen` in B on `port`; waits until it is ready."""

@@ -32,19 +32,19 @@ IF_A, IF_B = "vethA", "vethB"
 # The environment every command runs in: no MULTICAST_* leaking in from the caller.
 BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith("MULTICAST_")}
 
-from netns_helpers import (VethHosts, _default_sigint, _sh, early_stdout, wait_stdout,
-                           wait_udp_ready)
+from netns_helpers import NetnsProcesses, VethHosts, _sh, wait_stdout, wait_udp_ready
 
 
 def json_lines(text):
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-class McastTestCase(unittest.TestCase):
+class McastTestCase(NetnsProcesses, unittest.TestCase):
     """Helpers shared by every test class; classes with NEEDS_HOSTS build their own."""
 
     NEEDS_HOSTS = True
     MTU = None
+    ENV = BASE_ENV
 
     @classmethod
     def setUpClass(cls):
@@ -59,50 +59,7 @@ class McastTestCase(unittest.TestCase):
             cls.hosts.create()
             cls.A, cls.B = cls.hosts.a, cls.hosts.b
 
-    # ---- processes -------------------------------------------------------------------
-    @staticmethod
-    def _argv(ns, args):
-        return (["ip", "netns", "exec", ns] if ns else []) + list(args)
-
-    @staticmethod
-    def _env(env):
-        e = dict(BASE_ENV)
-        e.update(env or {})
-        return e
-
-    def run_cmd(self, ns, args, timeout=10, env=None, input=None, text=True):
-        """Runs to completion; returns (exit code, stdout, stderr)."""
-        r = subprocess.run(self._argv(ns, args), input=input, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, env=self._env(env), timeout=timeout, text=text,
-                           preexec_fn=_default_sigint)
-        return r.returncode, r.stdout, r.stderr
-
-    def spawn(self, ns, args, env=None):
-        p = subprocess.Popen(self._argv(ns, args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env=self._env(env), text=True, preexec_fn=_default_sigint)
-        p.started = time.monotonic()
-
-        def cleanup():
-            if p.poll() is None:
-                p.kill()
-            try:
-                p.communicate(timeout=5)
-            except (subprocess.TimeoutExpired, ValueError):
-                pass
-        self.addCleanup(cleanup)
-        return p
-
-    def finish(self, p, timeout=10):
-        """Waits for a spawned process; returns (exit code, stdout, stderr)."""
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, err = p.communicate()
-            self.fail(f"{p.args} did not finish within {timeout} s; stdout={out!r} stderr={err!r}")
-        p.elapsed = time.monotonic() - p.started
-        out = early_stdout(p) + (out or "")  # what wait_stdout() already read
-        return p.returncode, out, err
+    # ---- processes (run_cmd, spawn, finish: NetnsProcesses) ---------------------------
 
     def flowmark(self, ns, *args, **kw):
         return self.run_cmd(ns, [FLOWMARK, "mcast", *args], **kw)
