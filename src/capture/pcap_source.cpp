@@ -124,8 +124,12 @@ Result<bool> PcapSource::next(Frame& out) {
         if (h_->lib->setnonblock(h_->pcap, 1, err) != 0) return false;
       }
     }
+    hdr = nullptr;
     const int rc = h_->lib->next_ex(h_->pcap, &hdr, &data);
     if (rc == 1) break;
+    // libpcap's ring reader checks for a break request after handing over a frame, and then
+    // reports the break instead of the frame (a copy, in its one-shot buffer): keep it.
+    if (rc == PCAP_ERROR_BREAK && live_ && hdr != nullptr && data != nullptr) break;
     if (rc == 0) {  // live: nothing within the read timeout (or nothing left when draining)
       if (h_->draining) return false;
       continue;
