@@ -110,8 +110,12 @@ class AfPacketCapture final : public Capture {
     link = link_;
     if (held_ != nullptr && left_ == 0) give_back();
     while (held_ == nullptr) {
+      // After a stop request at most one ring's worth of blocks more: on a busy interface
+      // the kernel would fill blocks as fast as they are read, and the stop never come.
+      if (stop_.load(std::memory_order_relaxed) && drained_blocks_ >= blocks_) return 0;
       auto* b = reinterpret_cast<tpacket_block_desc*>(ring_ + std::size_t{cur_} * kBlockSize);
       if (__atomic_load_n(&b->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER) {
+        if (stop_.load(std::memory_order_relaxed)) ++drained_blocks_;
         held_ = b;
         left_ = b->hdr.bh1.num_pkts;
         next_ = reinterpret_cast<std::uint8_t*>(b) + b->hdr.bh1.offset_to_first_pkt;
@@ -195,6 +199,7 @@ class AfPacketCapture final : public Capture {
   std::uint32_t left_ = 0;
   std::atomic<bool> stop_{false};
   std::optional<std::chrono::steady_clock::time_point> drain_until_;  // set on a stop request
+  unsigned drained_blocks_ = 0;  // blocks taken after the stop request
   mutable std::uint64_t drops_ = 0;
 };
 

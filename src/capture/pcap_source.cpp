@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -17,6 +18,7 @@ struct PcapSource::Handle {
   pcap_t* pcap = nullptr;
   std::atomic<bool> stop{false};
   bool draining = false;  // live, after a stop request: non-blocking reads until none is left
+  std::chrono::steady_clock::time_point drain_until;  // or until then
   std::int64_t ts_scale = 1000;  // microsecond files; nanosecond files: 1
   ~Handle() {
     if (pcap != nullptr) lib->close(pcap);
@@ -28,6 +30,9 @@ PcapSource& PcapSource::operator=(PcapSource&&) noexcept = default;
 PcapSource::~PcapSource() = default;
 
 namespace {
+
+// After a stop request, how long frames already captured are still read at most.
+constexpr auto kDrainLimit = std::chrono::milliseconds(500);
 
 // libpcap's DLT values that differ from the LINKTYPE values we use.
 observe::LinkType to_link_type(int dlt) {
@@ -118,10 +123,14 @@ Result<bool> PcapSource::next(Frame& out) {
       // Stopping: a file ends here; a live capture still hands over the frames the kernel
       // captured before the request, without waiting for more.
       if (!live_) return false;
+      // Within a bound: on a busy interface there is always another frame.
       if (!h_->draining) {
         h_->draining = true;
+        h_->drain_until = std::chrono::steady_clock::now() + kDrainLimit;
         char err[PCAP_ERRBUF_SIZE] = {};
         if (h_->lib->setnonblock(h_->pcap, 1, err) != 0) return false;
+      } else if (std::chrono::steady_clock::now() > h_->drain_until) {
+        return false;
       }
     }
     hdr = nullptr;
