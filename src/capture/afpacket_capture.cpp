@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -37,6 +38,9 @@ constexpr unsigned kBlockSize = 1u << 20;  // a power of two pages
 constexpr unsigned kFrameSize = 2048;      // TPACKET_V3 ignores it, but checks it
 constexpr unsigned kRetireMs = 20;         // a partly filled block reaches us after this
 constexpr int kPollMs = 100;               // how often a stop request is noticed when idle
+// After a stop request, how long we wait at most for the kernel to retire the block it is
+// filling (it does so kRetireMs after the block's first frame).
+constexpr auto kDrainLimit = std::chrono::seconds(1);
 constexpr unsigned kVlanTagLen = 4;
 
 class AfPacketCapture final : public Capture {
@@ -106,14 +110,26 @@ class AfPacketCapture final : public Capture {
     link = link_;
     if (held_ != nullptr && left_ == 0) give_back();
     while (held_ == nullptr) {
-      if (stop_.load(std::memory_order_relaxed)) return 0;
+      // After a stop request at most one ring's worth of blocks more: on a busy interface
+      // the kernel would fill blocks as fast as they are read, and the stop never come.
+      if (stop_.load(std::memory_order_relaxed) && drained_blocks_ >= blocks_) return 0;
       auto* b = reinterpret_cast<tpacket_block_desc*>(ring_ + std::size_t{cur_} * kBlockSize);
       if (__atomic_load_n(&b->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER) {
+        if (stop_.load(std::memory_order_relaxed)) ++drained_blocks_;
         held_ = b;
         left_ = b->hdr.bh1.num_pkts;
         next_ = reinterpret_cast<std::uint8_t*>(b) + b->hdr.bh1.offset_to_first_pkt;
         if (left_ == 0) give_back();
         continue;
+      }
+      if (stop_.load(std::memory_order_relaxed)) {
+        // Stopping: the frames the kernel captured before the request are still read. The
+        // blocks it handed over were read above; the one it is filling (its frame count is
+        // zero from give_back() until the kernel opens it) comes when its retire timer fires.
+        if (__atomic_load_n(&b->hdr.bh1.num_pkts, __ATOMIC_ACQUIRE) == 0) return 0;
+        const auto now = std::chrono::steady_clock::now();
+        if (!drain_until_) drain_until_ = now + kDrainLimit;
+        if (now > *drain_until_) return 0;
       }
       pollfd p{fd_, POLLIN | POLLERR, 0};
       const int rc = ::poll(&p, 1, kPollMs);
@@ -163,6 +179,9 @@ class AfPacketCapture final : public Capture {
 
  private:
   void give_back() noexcept {
+    // The kernel resets the count when it opens the block; until then, zero says "empty" to a
+    // stop request that finds the block not yet reopened.
+    __atomic_store_n(&held_->hdr.bh1.num_pkts, 0u, __ATOMIC_RELAXED);
     __atomic_store_n(&held_->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
     held_ = nullptr;
     left_ = 0;
@@ -179,6 +198,8 @@ class AfPacketCapture final : public Capture {
   std::uint8_t* next_ = nullptr;
   std::uint32_t left_ = 0;
   std::atomic<bool> stop_{false};
+  std::optional<std::chrono::steady_clock::time_point> drain_until_;  // set on a stop request
+  unsigned drained_blocks_ = 0;  // blocks taken after the stop request
   mutable std::uint64_t drops_ = 0;
 };
 

@@ -59,6 +59,7 @@ Result<Libpcap> load_libpcap(const std::string& name) {
   ok = resolve(lib, name, "bpf_filter", api.filter, error) && ok;
   ok = resolve(lib, name, "pcap_next_ex", api.next_ex, error) && ok;
   ok = resolve(lib, name, "pcap_breakloop", api.breakloop, error) && ok;
+  ok = resolve(lib, name, "pcap_setnonblock", api.setnonblock, error) && ok;
   ok = resolve(lib, name, "pcap_stats", api.stats, error) && ok;
   ok = resolve(lib, name, "pcap_file", api.file, error) && ok;
   if (!ok) {

@@ -35,6 +35,7 @@ struct Libpcap {
   decltype(&::bpf_filter) filter = nullptr;  // runs a compiled program over one frame
   decltype(&::pcap_next_ex) next_ex = nullptr;
   decltype(&::pcap_breakloop) breakloop = nullptr;
+  decltype(&::pcap_setnonblock) setnonblock = nullptr;
   decltype(&::pcap_stats) stats = nullptr;
   decltype(&::pcap_file) file = nullptr;
 };

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -16,6 +17,8 @@ struct PcapSource::Handle {
   const detail::Libpcap* lib = nullptr;  // loaded before pcap is opened
   pcap_t* pcap = nullptr;
   std::atomic<bool> stop{false};
+  bool draining = false;  // live, after a stop request: non-blocking reads until none is left
+  std::chrono::steady_clock::time_point drain_until;  // or until then
   std::int64_t ts_scale = 1000;  // microsecond files; nanosecond files: 1
   ~Handle() {
     if (pcap != nullptr) lib->close(pcap);
@@ -27,6 +30,9 @@ PcapSource& PcapSource::operator=(PcapSource&&) noexcept = default;
 PcapSource::~PcapSource() = default;
 
 namespace {
+
+// After a stop request, how long frames already captured are still read at most.
+constexpr auto kDrainLimit = std::chrono::milliseconds(500);
 
 // libpcap's DLT values that differ from the LINKTYPE values we use.
 observe::LinkType to_link_type(int dlt) {
@@ -110,17 +116,37 @@ Result<PcapSource> PcapSource::open_live(std::string_view iface, std::string_vie
 }
 
 Result<bool> PcapSource::next(Frame& out) {
-  if (h_->stop.load(std::memory_order_relaxed)) return false;
   pcap_pkthdr* hdr = nullptr;
   const u_char* data = nullptr;
   while (true) {
+    if (h_->stop.load(std::memory_order_relaxed)) {
+      // Stopping: a file ends here; a live capture still hands over the frames the kernel
+      // captured before the request, without waiting for more.
+      if (!live_) return false;
+      // Within a bound: on a busy interface there is always another frame.
+      if (!h_->draining) {
+        h_->draining = true;
+        h_->drain_until = std::chrono::steady_clock::now() + kDrainLimit;
+        char err[PCAP_ERRBUF_SIZE] = {};
+        if (h_->lib->setnonblock(h_->pcap, 1, err) != 0) return false;
+      } else if (std::chrono::steady_clock::now() > h_->drain_until) {
+        return false;
+      }
+    }
+    hdr = nullptr;
     const int rc = h_->lib->next_ex(h_->pcap, &hdr, &data);
     if (rc == 1) break;
-    if (rc == 0) {  // live: the read timed out with nothing; try again unless stopped
-      if (h_->stop.load(std::memory_order_relaxed)) return false;
+    // libpcap's ring reader checks for a break request after handing over a frame, and then
+    // reports the break instead of the frame (a copy, in its one-shot buffer): keep it.
+    if (rc == PCAP_ERROR_BREAK && live_ && hdr != nullptr && data != nullptr) break;
+    if (rc == 0) {  // live: nothing within the read timeout (or nothing left when draining)
+      if (h_->draining) return false;
       continue;
     }
-    if (rc == PCAP_ERROR_BREAK) return false;
+    if (rc == PCAP_ERROR_BREAK) {
+      if (!live_) return false;
+      continue;  // the stop request: drain (above)
+    }
     if (rc == PCAP_ERROR_NO_SUCH_DEVICE || live_)
       return fail(Errc::kRefused, fmt::format("{}: {}", name_, h_->lib->geterr(h_->pcap)));
     return fail(Errc::kMalformed, fmt::format("{}: corrupt capture near byte offset {}: {}", name_,

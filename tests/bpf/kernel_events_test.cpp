@@ -18,6 +18,7 @@
 #include <fstream>
 #include <vector>
 
+#include "../unit/daemon/test_util.hpp"
 #include "daemon/sources/kernel_events/kernel_events_source.hpp"
 #include "flowmark/bpf/kernel_events.hpp"
 #include "flowmark/core/fd.hpp"
@@ -30,14 +31,7 @@ namespace {
 using scitags::FlowEvent;
 using scitags::FlowState;
 
-struct TestSink : FlowSink {
-  std::vector<FlowEvent> events;
-  std::vector<std::int64_t> at_ns;  // monotonic time of each push
-  void push(const FlowEvent& e) override {
-    events.push_back(e);
-    at_ns.push_back(monotonic_ns());
-  }
-};
+using testing::TestSink;
 
 // A listener on loopback (port 0): its endpoint.
 UniqueFd listen_on(const char* addr, Endpoint& bound) {

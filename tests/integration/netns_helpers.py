@@ -1,9 +1,12 @@
 """Helpers shared by the integration tests that build hosts from network namespaces:
 set-up commands that fail loudly, namespace clean-up that runs even when a test (or the
-interpreter) stops half-way, and writing lines into flowmarkd's named pipe."""
+interpreter) stops half-way, two hosts joined by a veth pair, waits for a process to be
+ready, and writing lines into flowmarkd's named pipe."""
 import atexit
 import ctypes
+import json
 import os
+import re
 import select
 import signal
 import socket
@@ -198,3 +201,155 @@ def write_pipe(path, text, timeout=5):
         os.write(fd, text.encode())
     finally:
         os.close(fd)
+
+
+class VethHosts:
+    """Two hosts, namespaces A and B, joined by a veth pair. `a` and `b` are (device, IPv4,
+    IPv6) for each end: a /24 and a /64 (no duplicate address detection, so link-local
+    addresses are usable at once), loopback up, a route for 224.0.0.0/4 on the device, and
+    an optional MTU. After create(), link_local[namespace] is the device's link-local
+    address. Namespace names start with `prefix` and are unique per process and instance."""
+
+    _serial = 0
+
+    def __init__(self, prefix, a, b, mtu=None):
+        VethHosts._serial += 1
+        self.a = f"{prefix}A{os.getpid()}n{VethHosts._serial}"
+        self.b = f"{prefix}B{os.getpid()}n{VethHosts._serial}"
+        self.ends = ((self.a, *a), (self.b, *b))
+        self.mtu = mtu
+        self.link_local = {}
+
+    def create(self):
+        for ns in (self.a, self.b):
+            _sh(["ip", "netns", "add", ns])
+            _live_namespaces.add(ns)
+        (_, if_a, _, _), (_, if_b, _, _) = self.ends
+        _sh(["ip", "-n", self.a, "link", "add", if_a, "type", "veth", "peer", "name", if_b,
+             "netns", self.b])
+        for ns, dev, v4, v6 in self.ends:
+            _sh(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.accept_dad=0"])
+            if self.mtu:
+                _sh(["ip", "-n", ns, "link", "set", dev, "mtu", str(self.mtu)])
+            _sh(["ip", "-n", ns, "addr", "add", f"{v4}/24", "dev", dev])
+            _sh(["ip", "-n", ns, "-6", "addr", "add", f"{v6}/64", "dev", dev, "nodad"])
+            _sh(["ip", "-n", ns, "link", "set", "lo", "up"])
+            _sh(["ip", "-n", ns, "link", "set", dev, "up"])
+            _sh(["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", dev])
+        for ns, dev, _, _ in self.ends:
+            self.link_local[ns] = wait_link_local(ns, dev)
+
+    def destroy(self):
+        _delete_namespace(self.a)
+        _delete_namespace(self.b)
+
+
+def wait_link_local(ns, dev, timeout=5):
+    """The usable (not tentative) IPv6 link-local address of `dev` in `ns`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = _sh(["ip", "-j", "-n", ns, "-6", "addr", "show", "dev", dev, "scope", "link"]).stdout
+        for link in json.loads(out or "[]"):
+            for a in link.get("addr_info", []):
+                if a.get("family") == "inet6" and not a.get("tentative"):
+                    return a["local"]
+        time.sleep(0.05)
+    raise RuntimeError(f"no link-local address on {dev} in {ns} within {timeout} s")
+
+
+def wait_udp_ready(test, ns, p, port, sockets=1, dev=None, groups=(), users=1, timeout=5):
+    """Waits until process p has `sockets` UDP sockets bound to `port` in namespace `ns`
+    (None: this one), every group in `groups` has at least `users` memberships on `dev`, and
+    p handles SIGINT and SIGTERM; fails `test` (a TestCase) when p exits first or after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    pid_re = re.compile(rf":{port}\s.*pid={p.pid},")
+    in_ns = ["ip", "netns", "exec", ns] if ns else []
+    while True:
+        if p.poll() is not None:
+            out, err = p.communicate()
+            test.fail(f"{p.args} exited early ({p.returncode}): {out!r} {err!r}")
+        bound = sum(1 for line in _sh(in_ns + ["ss", "-Hulpn"]).stdout.splitlines()
+                    if pid_re.search(line))
+        joined = True
+        if bound >= sockets and groups:
+            maddr = _sh(["ip", "-n", ns, "maddr", "show", "dev", dev]).stdout
+            for g in groups:
+                m = re.search(rf"^\s*inet6?\s+{re.escape(g)}(?:\s+users\s+(\d+))?(?:\s|$)",
+                              maddr, re.M)
+                if not m or int(m.group(1) or 1) < users:
+                    joined = False
+        if bound >= sockets and joined:
+            # SIGINT/SIGTERM are blocked (signalfd) once the sockets are set up
+            wait_signals_handled(p.pid)
+            return
+        if time.monotonic() > deadline:
+            test.fail(f"{p.args} not ready on port {port} / {groups} within {timeout} s")
+        time.sleep(0.02)
+
+
+def firefly_doc(src, dst, **over):
+    """A firefly (JSON, bytes): a TCP flow start from src:1 to dst:2, experiment 2 activity 1.
+    Keyword arguments update its parts: flow_id={"src-port": 7} changes doc["flow-id"]."""
+    doc = {"version": 1,
+           "flow-lifecycle": {"state": "start", "start-time": "2025-03-25T10:00:00Z"},
+           "flow-id": {"afi": "ipv4", "src-ip": src, "dst-ip": dst, "protocol": "tcp",
+                       "src-port": 1, "dst-port": 2},
+           "context": {"experiment-id": 2, "activity-id": 1}}
+    for k, v in over.items():
+        doc[k.replace("_", "-")].update(v)
+    return json.dumps(doc).encode()
+
+
+class NetnsProcesses:
+    """unittest.TestCase mix-in: runs commands inside network namespace `ns` (None: this
+    one) with the default SIGINT disposition. ENV (None: inherit) is the environment of
+    every command, updated by a call's `env`. Spawned processes are killed at the end of the
+    test; finish() records p.elapsed, the seconds since p was spawned."""
+
+    ENV = None
+
+    @staticmethod
+    def _argv(ns, args):
+        return (["ip", "netns", "exec", ns] if ns else []) + list(args)
+
+    def _env(self, env):
+        if self.ENV is None and not env:
+            return None
+        e = dict(os.environ if self.ENV is None else self.ENV)
+        e.update(env or {})
+        return e
+
+    def run_cmd(self, ns, args, timeout=10, env=None, input=None, text=True):
+        """Runs to completion; returns (exit code, stdout, stderr)."""
+        r = subprocess.run(self._argv(ns, args), input=input, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=self._env(env), timeout=timeout, text=text,
+                           preexec_fn=_default_sigint)
+        return r.returncode, r.stdout, r.stderr
+
+    def spawn(self, ns, args, env=None):
+        p = subprocess.Popen(self._argv(ns, args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=self._env(env), text=True, preexec_fn=_default_sigint)
+        p.started = time.monotonic()
+
+        def cleanup():
+            if p.poll() is None:
+                p.kill()
+            try:
+                p.communicate(timeout=5)
+            except (subprocess.TimeoutExpired, ValueError):
+                pass
+        self.addCleanup(cleanup)
+        return p
+
+    def finish(self, p, timeout=10):
+        """Waits for a spawned process; returns (exit code, stdout, stderr)."""
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            self.fail(f"{p.args} did not finish within {timeout} s; stdout={out!r} stderr={err!r}")
+        p.elapsed = time.monotonic() - p.started
+        out = early_stdout(p) + (out or "")  # what wait_stdout() already read
+        return p.returncode, out, err

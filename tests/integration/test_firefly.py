@@ -16,7 +16,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,51 +36,8 @@ REASONS = ["empty", "bad_header", "not_json", "not_object", "missing_field", "wr
            "bad_address", "afi_mismatch", "port_out_of_range", "bad_time", "missing_end_time",
            "bad_number", "too_large"]
 
-from netns_helpers import (_default_sigint, _delete_namespace, _live_namespaces, _sh,
-                           early_stdout, wait_signals_handled, wait_stdout)
-
-
-class Hosts:
-    """Two namespaces A and B joined by vethA <-> vethB."""
-
-    _serial = 0
-
-    def __init__(self):
-        Hosts._serial += 1
-        self.a = f"ffA{os.getpid()}n{Hosts._serial}"
-        self.b = f"ffB{os.getpid()}n{Hosts._serial}"
-        self.link_local = {}
-
-    def create(self):
-        for ns in (self.a, self.b):
-            _sh(["ip", "netns", "add", ns])
-            _live_namespaces.add(ns)
-        _sh(["ip", "-n", self.a, "link", "add", IF_A, "type", "veth", "peer", "name", IF_B,
-             "netns", self.b])
-        for ns, dev, v4, v6 in ((self.a, IF_A, A4, A6), (self.b, IF_B, B4, B6)):
-            _sh(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.accept_dad=0"])
-            _sh(["ip", "-n", ns, "addr", "add", f"{v4}/24", "dev", dev])
-            _sh(["ip", "-n", ns, "-6", "addr", "add", f"{v6}/64", "dev", dev, "nodad"])
-            _sh(["ip", "-n", ns, "link", "set", "lo", "up"])
-            _sh(["ip", "-n", ns, "link", "set", dev, "up"])
-            _sh(["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", dev])
-        for ns, dev in ((self.a, IF_A), (self.b, IF_B)):
-            self.link_local[ns] = self._wait_link_local(ns, dev)
-
-    def _wait_link_local(self, ns, dev):
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            out = _sh(["ip", "-j", "-n", ns, "-6", "addr", "show", "dev", dev, "scope", "link"]).stdout
-            for link in json.loads(out or "[]"):
-                for a in link.get("addr_info", []):
-                    if a.get("family") == "inet6" and not a.get("tentative"):
-                        return a["local"]
-            time.sleep(0.05)
-        raise RuntimeError(f"no link-local address on {dev} in {ns}")
-
-    def destroy(self):
-        _delete_namespace(self.a)
-        _delete_namespace(self.b)
+import netns_helpers
+from netns_helpers import NetnsProcesses, VethHosts, wait_stdout, wait_udp_ready
 
 
 def json_lines(text):
@@ -92,7 +48,7 @@ def parse_time(text):
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-class FireflyTestCase(unittest.TestCase):
+class FireflyTestCase(NetnsProcesses, unittest.TestCase):
     NEEDS_HOSTS = True
 
     @classmethod
@@ -102,81 +58,22 @@ class FireflyTestCase(unittest.TestCase):
         if cls.NEEDS_HOSTS:
             if os.geteuid() != 0:
                 raise unittest.SkipTest("needs root (network namespaces)")
-            cls.hosts = Hosts()
+            cls.hosts = VethHosts("ff", (IF_A, A4, A6), (IF_B, B4, B6))
             cls.addClassCleanup(cls.hosts.destroy)  # runs even if create() fails half-way
             cls.hosts.create()
             cls.A, cls.B = cls.hosts.a, cls.hosts.b
 
-    # ---- processes -------------------------------------------------------------------
-    @staticmethod
-    def _argv(ns, args):
-        return (["ip", "netns", "exec", ns] if ns else []) + list(args)
-
-    def run_cmd(self, ns, args, timeout=10, input=None):
-        """Runs to completion; returns (exit code, stdout, stderr)."""
-        r = subprocess.run(self._argv(ns, args), input=input, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=timeout, text=True,
-                           preexec_fn=_default_sigint)
-        return r.returncode, r.stdout, r.stderr
-
+    # ---- processes (run_cmd, spawn, finish: NetnsProcesses) ---------------------------
     def firefly(self, ns, *args, **kw):
         return self.run_cmd(ns, [FLOWMARK, "firefly", *args], **kw)
 
-    def spawn(self, ns, args):
-        p = subprocess.Popen(self._argv(ns, args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, preexec_fn=_default_sigint)
-
-        def cleanup():
-            if p.poll() is None:
-                p.kill()
-            try:
-                p.communicate(timeout=5)
-            except (subprocess.TimeoutExpired, ValueError):
-                pass
-        self.addCleanup(cleanup)
-        return p
-
-    def finish(self, p, timeout=10):
-        """Waits for a spawned process; returns (exit code, stdout, stderr)."""
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, err = p.communicate()
-            self.fail(f"{p.args} did not finish within {timeout} s; stdout={out!r} stderr={err!r}")
-        out = early_stdout(p) + (out or "")  # what wait_stdout() already read
-        return p.returncode, out, err
-
-    def wait_ready(self, ns, p, port, sockets=1, dev=None, groups=()):
-        """Waits until process p has `sockets` UDP sockets bound to `port` in `ns` and is a
-        member of every group in `groups` on `dev`."""
-        deadline = time.monotonic() + 5
-        pid_re = re.compile(rf":{port}\s.*pid={p.pid},")
-        while True:
-            if p.poll() is not None:
-                out, err = p.communicate()
-                self.fail(f"{p.args} exited early ({p.returncode}): {out!r} {err!r}")
-            bound = sum(1 for line in _sh(self._argv(ns, ["ss", "-Hulpn"])).stdout.splitlines()
-                        if pid_re.search(line))
-            joined = True
-            if bound >= sockets and groups:
-                maddr = _sh(["ip", "-n", ns, "maddr", "show", "dev", dev]).stdout
-                joined = all(re.search(rf"^\s*inet6?\s+{re.escape(g)}(\s|$)", maddr, re.M)
-                             for g in groups)
-            if bound >= sockets and joined:
-                # SIGINT/SIGTERM are blocked (signalfd) once the sockets are set up
-                wait_signals_handled(p.pid)
-                return
-            if time.monotonic() > deadline:
-                self.fail(f"{p.args} not ready on port {port} / {groups} within 5 s")
-            time.sleep(0.02)
 
     def listen(self, port, *extra, sockets=None, dev=None, groups=()):
         """Starts `firefly listen` in B on `port`; waits until it is ready."""
         p = self.spawn(self.B, [FLOWMARK, "firefly", "listen", "--port", str(port), *extra])
         if sockets is None:
             sockets = 1 if ("--bind" in extra or "--group" in extra) else 2
-        self.wait_ready(self.B, p, port, sockets, dev or IF_B, groups)
+        wait_udp_ready(self, self.B, p, port, sockets, dev or IF_B, groups)
         return p
 
     def udp_from_a(self, family, dst, port, payloads):
@@ -351,14 +248,8 @@ class TestSendListen(FireflyTestCase):
 
 # ---- rejects, statistics, signals, timeouts ------------------------------------------------
 def firefly_doc(**over):
-    doc = {"version": 1,
-           "flow-lifecycle": {"state": "start", "start-time": "2025-03-25T10:00:00Z"},
-           "flow-id": {"afi": "ipv4", "src-ip": A4, "dst-ip": B4, "protocol": "tcp",
-                       "src-port": 1, "dst-port": 2},
-           "context": {"experiment-id": 2, "activity-id": 1}}
-    for k, v in over.items():
-        doc[k.replace("_", "-")].update(v)
-    return json.dumps(doc).encode()
+    """A firefly from A4:1 to B4:2 (netns_helpers.firefly_doc)."""
+    return netns_helpers.firefly_doc(A4, B4, **over)
 
 
 class TestRejects(FireflyTestCase):

@@ -36,7 +36,7 @@ BUILD_DIR = os.path.abspath(sys.argv.pop(1))
 FLOWMARK = os.path.join(BUILD_DIR, "flowmark")
 FLOWMARKD = os.path.join(BUILD_DIR, "flowmarkd")
 
-from netns_helpers import (_default_sigint, _delete_namespace, _live_namespaces, _sh,
+from netns_helpers import (_default_sigint, _delete_namespace, _live_namespaces, _sh, firefly_doc,
                            wait_signals_handled, write_pipe)
 
 IFACE = "eth0"
@@ -486,17 +486,6 @@ class TestPipeToFireflies(ServiceTestCase):
 
 
 # (b) ---------------------------------------------------------------------------------------
-def firefly_doc(src, dst, **over):
-    doc = {"version": 1,
-           "flow-lifecycle": {"state": "start", "start-time": "2025-03-25T10:00:00Z"},
-           "flow-id": {"afi": "ipv4", "src-ip": src, "dst-ip": dst, "protocol": "tcp",
-                       "src-port": 1, "dst-port": 2},
-           "context": {"experiment-id": 2, "activity-id": 1}}
-    for k, v in over.items():
-        doc[k.replace("_", "-")].update(v)
-    return json.dumps(doc).encode()
-
-
 class TestFireflyRelay(ServiceTestCase):
     def test_relay_valid_and_count_malformed_by_reason(self):
         A4, B4 = self.A4, self.B4

@@ -32,66 +32,19 @@ IF_A, IF_B = "vethA", "vethB"
 # The environment every command runs in: no MULTICAST_* leaking in from the caller.
 BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith("MULTICAST_")}
 
-from netns_helpers import (_default_sigint, _delete_namespace, _live_namespaces, _sh,
-                           early_stdout, wait_signals_handled, wait_stdout)
-
-
-class Hosts:
-    """Two namespaces A and B joined by vethA <-> vethB."""
-
-    _serial = 0
-
-    def __init__(self, mtu=None):
-        Hosts._serial += 1
-        self.a = f"fmA{os.getpid()}n{Hosts._serial}"
-        self.b = f"fmB{os.getpid()}n{Hosts._serial}"
-        self.mtu = mtu
-        self.link_local = {}
-
-    def create(self):
-        for ns in (self.a, self.b):
-            _sh(["ip", "netns", "add", ns])
-            _live_namespaces.add(ns)
-        _sh(["ip", "-n", self.a, "link", "add", IF_A, "type", "veth", "peer", "name", IF_B,
-             "netns", self.b])
-        for ns, dev, v4, v6 in ((self.a, IF_A, A4, A6), (self.b, IF_B, B4, B6)):
-            # No duplicate address detection: link-local addresses are usable at once.
-            _sh(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.accept_dad=0"])
-            if self.mtu:
-                _sh(["ip", "-n", ns, "link", "set", dev, "mtu", str(self.mtu)])
-            _sh(["ip", "-n", ns, "addr", "add", f"{v4}/24", "dev", dev])
-            _sh(["ip", "-n", ns, "-6", "addr", "add", f"{v6}/64", "dev", dev, "nodad"])
-            _sh(["ip", "-n", ns, "link", "set", "lo", "up"])
-            _sh(["ip", "-n", ns, "link", "set", dev, "up"])
-            _sh(["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", dev])
-        for ns, dev in ((self.a, IF_A), (self.b, IF_B)):
-            self.link_local[ns] = self._wait_link_local(ns, dev)
-
-    def _wait_link_local(self, ns, dev):
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            out = _sh(["ip", "-j", "-n", ns, "-6", "addr", "show", "dev", dev, "scope", "link"]).stdout
-            for link in json.loads(out or "[]"):
-                for a in link.get("addr_info", []):
-                    if a.get("family") == "inet6" and not a.get("tentative"):
-                        return a["local"]
-            time.sleep(0.05)
-        raise RuntimeError(f"no link-local address on {dev} in {ns}")
-
-    def destroy(self):
-        _delete_namespace(self.a)
-        _delete_namespace(self.b)
+from netns_helpers import NetnsProcesses, VethHosts, _sh, wait_stdout, wait_udp_ready
 
 
 def json_lines(text):
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-class McastTestCase(unittest.TestCase):
+class McastTestCase(NetnsProcesses, unittest.TestCase):
     """Helpers shared by every test class; classes with NEEDS_HOSTS build their own."""
 
     NEEDS_HOSTS = True
     MTU = None
+    ENV = BASE_ENV
 
     @classmethod
     def setUpClass(cls):
@@ -101,55 +54,12 @@ class McastTestCase(unittest.TestCase):
             if not os.access(exe, os.X_OK):
                 raise RuntimeError(f"{exe} is missing: build first")
         if cls.NEEDS_HOSTS:
-            cls.hosts = Hosts(mtu=cls.MTU)
+            cls.hosts = VethHosts("fm", (IF_A, A4, A6), (IF_B, B4, B6), mtu=cls.MTU)
             cls.addClassCleanup(cls.hosts.destroy)  # runs even if create() fails half-way
             cls.hosts.create()
             cls.A, cls.B = cls.hosts.a, cls.hosts.b
 
-    # ---- processes -------------------------------------------------------------------
-    @staticmethod
-    def _argv(ns, args):
-        return (["ip", "netns", "exec", ns] if ns else []) + list(args)
-
-    @staticmethod
-    def _env(env):
-        e = dict(BASE_ENV)
-        e.update(env or {})
-        return e
-
-    def run_cmd(self, ns, args, timeout=10, env=None, input=None, text=True):
-        """Runs to completion; returns (exit code, stdout, stderr)."""
-        r = subprocess.run(self._argv(ns, args), input=input, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, env=self._env(env), timeout=timeout, text=text,
-                           preexec_fn=_default_sigint)
-        return r.returncode, r.stdout, r.stderr
-
-    def spawn(self, ns, args, env=None):
-        p = subprocess.Popen(self._argv(ns, args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env=self._env(env), text=True, preexec_fn=_default_sigint)
-        p.started = time.monotonic()
-
-        def cleanup():
-            if p.poll() is None:
-                p.kill()
-            try:
-                p.communicate(timeout=5)
-            except (subprocess.TimeoutExpired, ValueError):
-                pass
-        self.addCleanup(cleanup)
-        return p
-
-    def finish(self, p, timeout=10):
-        """Waits for a spawned process; returns (exit code, stdout, stderr)."""
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, err = p.communicate()
-            self.fail(f"{p.args} did not finish within {timeout} s; stdout={out!r} stderr={err!r}")
-        p.elapsed = time.monotonic() - p.started
-        out = early_stdout(p) + (out or "")  # what wait_stdout() already read
-        return p.returncode, out, err
+    # ---- processes (run_cmd, spawn, finish: NetnsProcesses) ---------------------------
 
     def flowmark(self, ns, *args, **kw):
         return self.run_cmd(ns, [FLOWMARK, "mcast", *args], **kw)
@@ -158,29 +68,7 @@ class McastTestCase(unittest.TestCase):
     def wait_ready(self, ns, p, port, dev=None, groups=(), users=1):
         """Waits until process p is bound to UDP `port` in `ns` and every group in
         `groups` has at least `users` memberships on `dev`."""
-        deadline = time.monotonic() + 5
-        pid_re = re.compile(rf":{port}\s.*pid={p.pid},")
-        while True:
-            if p.poll() is not None:
-                out, err = p.communicate()
-                self.fail(f"{p.args} exited early ({p.returncode}): {out!r} {err!r}")
-            bound = any(pid_re.search(line) for line in
-                        _sh(self._argv(ns, ["ss", "-Hulpn"])).stdout.splitlines())
-            joined = True
-            if bound and groups:
-                maddr = _sh(["ip", "-n", ns, "maddr", "show", "dev", dev]).stdout
-                for g in groups:
-                    m = re.search(rf"^\s*inet6?\s+{re.escape(g)}(?:\s+users\s+(\d+))?\s*$", maddr,
-                                  re.M)
-                    if not m or int(m.group(1) or 1) < users:
-                        joined = False
-            if bound and joined:
-                # SIGINT/SIGTERM are blocked (signalfd) once the sockets are set up
-                wait_signals_handled(p.pid)
-                return
-            if time.monotonic() > deadline:
-                self.fail(f"{p.args} not ready on port {port} / {groups} within 5 s")
-            time.sleep(0.02)
+        wait_udp_ready(self, ns, p, port, dev=dev, groups=groups, users=users)
 
     def assertDatagram(self, d, *, payload, group, source, interface, size=None):
         self.assertEqual(d.get("type"), "datagram", d)

@@ -16,28 +16,14 @@
 #include <vector>
 
 #include "flowmark/daemon/service.hpp"
+#include "test_util.hpp"
 
 namespace flowmark::daemon {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "fm-reload-XXXXXX").string();
-    EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using testing::TempDir;
 
 bool wait_for(const std::function<bool()>& done,
               std::chrono::seconds timeout = std::chrono::seconds(10)) {
@@ -99,7 +85,7 @@ class BlockedSignals {
 };
 
 TEST(ServiceReload, SighupAppliesAGoodConfigAndKeepsTheRunningOneOnABadOne) {
-  TempDir dir;
+  TempDir dir("fm-reload");
   const fs::path cfg = dir.path() / "flowmark.toml";
   const fs::path fifo = dir.path() / "flowmark.pipe";
   const fs::path first = dir.path() / "first.jsonl";

@@ -11,6 +11,7 @@
 #include <toml++/toml.h>
 
 #include "../net/loopback_pair.hpp"
+#include "test_util.hpp"
 
 namespace flowmark::daemon::sockets {
 namespace {
@@ -18,15 +19,7 @@ namespace {
 using scitags::FlowEvent;
 using scitags::FlowState;
 
-struct TestSink : FlowSink {
-  std::vector<FlowEvent> events;
-  void push(const FlowEvent& e) override { events.push_back(e); }
-  std::size_t count(FlowState s) const {
-    std::size_t n = 0;
-    for (const auto& e : events) n += e.state == s;
-    return n;
-  }
-};
+using testing::TestSink;
 
 Result<SocketsOptions> parse(std::string_view text, const scitags::Registry* registry = nullptr) {
   toml::table table = toml::parse(text);

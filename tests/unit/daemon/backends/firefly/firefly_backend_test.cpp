@@ -10,6 +10,7 @@
 
 #include <toml++/toml.h>
 
+#include "../../test_util.hpp"
 #include "../../udp_loopback.hpp"
 #include "flowmark/scitags/firefly.hpp"
 
@@ -21,30 +22,16 @@ using scitags::FlowState;
 using testing::UdpLoopback;
 
 FlowEvent event(std::uint16_t sport, FlowState state = FlowState::kStart) {
-  FlowEvent e;
-  e.state = state;
-  e.src = {*IpAddress::parse("127.0.0.1"), sport};
-  e.dst = {*IpAddress::parse("127.0.0.1"), 5777};
-  e.experiment = 2;
-  e.activity = 1;
-  e.start_time = 1'742'896'800'000'000;
-  if (state == FlowState::kEnd) e.end_time = e.start_time + 1'000'000;
-  return e;
+  return testing::sample_event("127.0.0.1", "127.0.0.1", sport, state);
 }
 
-struct Fixture {
-  Counters counters;
-  ServiceContext ctx{counters, &scitags::Registry::builtin(), "ff.example.org"};
-  BackendFactories factories{"backend"};
+struct Fixture : testing::BackendFixture {
   scitags::FireflyDecoder decoder;
 
+  Fixture() : BackendFixture("ff.example.org") {}
   Result<std::unique_ptr<Backend>> make(const std::string& text, FlowInfoReader reader = {}) {
     EXPECT_TRUE(register_firefly_backend(factories, reader));
-    toml::table table = toml::parse(text);
-    Section s(&table, "[backend.ff]", "ff");
-    FM_TRY(auto b, factories.create("firefly", s, ctx));
-    FM_TRY_VOID(s.finish());
-    return b;
+    return BackendFixture::make("firefly", "ff", text);
   }
   std::uint64_t sends(std::string_view to, std::string_view outcome) const {
     return counters.value(

@@ -14,6 +14,7 @@
 
 #include <toml++/toml.h>
 
+#include "../../test_util.hpp"
 #include "flowmark/scitags/firefly.hpp"
 
 namespace flowmark::daemon {
@@ -22,23 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using scitags::FlowEvent;
 using scitags::FlowState;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "fm-records-XXXXXX").string();
-    EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using testing::TempDir;
 
 std::vector<std::string> lines_of(const fs::path& p) {
   std::ifstream in(p);
@@ -48,29 +33,15 @@ std::vector<std::string> lines_of(const fs::path& p) {
 }
 
 FlowEvent event(std::uint16_t sport, FlowState state = FlowState::kStart) {
-  FlowEvent e;
-  e.state = state;
-  e.src = {*IpAddress::parse("192.0.2.1"), sport};
-  e.dst = {*IpAddress::parse("192.0.2.2"), 5777};
-  e.experiment = 2;
-  e.activity = 1;
-  e.start_time = 1'742'896'800'000'000;
-  if (state == FlowState::kEnd) e.end_time = e.start_time + 1'000'000;
-  return e;
+  return testing::sample_event("192.0.2.1", "192.0.2.2", sport, state);
 }
 
-struct Fixture {
-  Counters counters;
-  ServiceContext ctx{counters, &scitags::Registry::builtin(), "records.example.org"};
-  BackendFactories factories{"backend"};
-  Fixture() { EXPECT_TRUE(register_records_backend(factories)); }
-
+struct Fixture : testing::BackendFixture {
+  Fixture() : BackendFixture("records.example.org") {
+    EXPECT_TRUE(register_records_backend(factories));
+  }
   Result<std::unique_ptr<Backend>> make(const std::string& text) {
-    toml::table table = toml::parse(text);
-    Section s(&table, "[backend.audit]", "audit");
-    FM_TRY(auto b, factories.create("records", s, ctx));
-    FM_TRY_VOID(s.finish());
-    return b;
+    return BackendFixture::make("records", "audit", text);
   }
   std::uint64_t written() const {
     return counters.value("flowmark_records_written_total", {{"backend", "audit"}});
@@ -78,7 +49,7 @@ struct Fixture {
 };
 
 TEST(RecordsBackend, OneDecodableLinePerEventFlushedAtOnce) {
-  TempDir dir;
+  TempDir dir("fm-records");
   const fs::path file = dir.path() / "sub" / "events.jsonl";  // the directory is created
   Fixture f;
   auto b = f.make("path = '" + file.string() + "'\nflush = 'event'");
@@ -109,7 +80,7 @@ TEST(RecordsBackend, OneDecodableLinePerEventFlushedAtOnce) {
 }
 
 TEST(RecordsBackend, BatchModeWritesOnTickAndStop) {
-  TempDir dir;
+  TempDir dir("fm-records");
   const fs::path file = dir.path() / "events.jsonl";
   Fixture f;
   auto b = f.make("path = '" + file.string() + "'");
@@ -128,7 +99,7 @@ TEST(RecordsBackend, BatchModeWritesOnTickAndStop) {
 }
 
 TEST(RecordsBackend, ReopenFollowsLogRotation) {
-  TempDir dir;
+  TempDir dir("fm-records");
   const fs::path file = dir.path() / "events.jsonl";
   const fs::path rotated = dir.path() / "events.jsonl.1";
   Fixture f;
@@ -148,11 +119,9 @@ TEST(RecordsBackend, ReopenFollowsLogRotation) {
 }
 
 TEST(RecordsBackend, AppendsToAnExistingFile) {
-  TempDir dir;
+  TempDir dir("fm-records");
   const fs::path file = dir.path() / "events.jsonl";
-  {
-    std::ofstream(file) << "earlier line\n";
-  }
+  { std::ofstream(file) << "earlier line\n"; }
   Fixture f;
   auto b = f.make("path = '" + file.string() + "'\nflush = 'event'");
   ASSERT_TRUE(b);
@@ -165,11 +134,9 @@ TEST(RecordsBackend, AppendsToAnExistingFile) {
 }
 
 TEST(RecordsBackend, UnopenablePathFailsAtStartNamingIt) {
-  TempDir dir;
+  TempDir dir("fm-records");
   const fs::path blocker = dir.path() / "file";
-  {
-    std::ofstream(blocker) << "x";
-  }
+  { std::ofstream(blocker) << "x"; }
   const fs::path file = blocker / "events.jsonl";  // a file is in the way of the directory
   Fixture f;
   auto b = f.make("path = '" + file.string() + "'");

@@ -13,6 +13,7 @@
 
 #include <toml++/toml.h>
 
+#include "../../test_util.hpp"
 #include "../../udp_loopback.hpp"
 #include "flowmark/scitags/firefly.hpp"
 
@@ -22,11 +23,6 @@ namespace {
 using scitags::FlowEvent;
 using scitags::FlowState;
 using testing::UdpLoopback;
-
-struct TestSink : FlowSink {
-  std::vector<FlowEvent> events;
-  void push(const FlowEvent& e) override { events.push_back(e); }
-};
 
 FlowEvent event(std::uint16_t sport) {
   FlowEvent e;
@@ -38,24 +34,15 @@ FlowEvent event(std::uint16_t sport) {
   return e;
 }
 
-struct Fixture {
-  Counters counters;
-  ServiceContext ctx{counters, &scitags::Registry::builtin(), "host"};
-  SourceFactories factories{"source"};
-  Fixture() { EXPECT_TRUE(register_firefly_source(factories)); }
-  EventLoop loop = std::move(*EventLoop::create());
-  TestSink sink;
+struct Fixture : testing::SourceFixture {
   std::uint16_t port = testing::free_udp_port();
   Endpoint at{*IpAddress::parse("127.0.0.1"), port};
   scitags::FireflyEncoder encoder{{.hostname = "sender"}};
 
+  Fixture() { EXPECT_TRUE(register_firefly_source(factories)); }
   Result<std::unique_ptr<Source>> make(const std::string& extra = "") {
-    toml::table table =
-        toml::parse("bind = '127.0.0.1'\nport = " + std::to_string(port) + "\n" + extra);
-    Section s(&table, "[source.ffin]", "ffin");
-    FM_TRY(auto src, factories.create("firefly", s, ctx));
-    FM_TRY_VOID(s.finish());
-    return src;
+    return SourceFixture::make("firefly", "ffin",
+                               "bind = '127.0.0.1'\nport = " + std::to_string(port) + "\n" + extra);
   }
   std::uint64_t rejected(std::string_view reason) const {
     return counters.value("flowmark_source_rejected_total",
@@ -63,15 +50,6 @@ struct Fixture {
   }
   std::uint64_t received() const {
     return counters.value("flowmark_firefly_datagrams_total", {{"source", "ffin"}});
-  }
-  // Runs the loop until `done()` or 5 s.
-  bool run_until(const std::function<bool()>& done) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!done()) {
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      if (!loop.run_once(std::chrono::milliseconds(50))) return false;
-    }
-    return true;
   }
   std::string wire(const FlowEvent& e) { return std::string(*encoder.encode(e, e.start_time)); }
 };

@@ -13,6 +13,7 @@
 
 #include <toml++/toml.h>
 
+#include "../../test_util.hpp"
 #include "../../udp_loopback.hpp"
 
 namespace flowmark::daemon {
@@ -22,33 +23,10 @@ using scitags::FlowEvent;
 using scitags::FlowState;
 using testing::UdpLoopback;
 
-struct TestSink : FlowSink {
-  std::vector<FlowEvent> events;
-  void push(const FlowEvent& e) override { events.push_back(e); }
-};
-
-struct Fixture {
-  Counters counters;
-  ServiceContext ctx{counters, &scitags::Registry::builtin(), "host"};
-  SourceFactories factories{"source"};
-  EventLoop loop = std::move(*EventLoop::create());
-  TestSink sink;
+struct Fixture : testing::SourceFixture {
   Fixture() { EXPECT_TRUE(register_observer_source(factories)); }
-
   Result<std::unique_ptr<Source>> make(const std::string& text) {
-    toml::table table = toml::parse(text);
-    Section s(&table, "[source.wire]", "wire");
-    FM_TRY(auto src, factories.create("observer", s, ctx));
-    FM_TRY_VOID(s.finish());
-    return src;
-  }
-  bool run_until(const std::function<bool()>& done) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!done()) {
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      if (!loop.run_once(std::chrono::milliseconds(50))) return false;
-    }
-    return true;
+    return SourceFixture::make("observer", "wire", text);
   }
 };
 
