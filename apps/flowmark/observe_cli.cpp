@@ -32,10 +32,14 @@ Command add_observe_command(CLI::App& parent) {
   sub->add_flag("--vlan", a->key_vlan, "the outer VLAN id is part of the flow key");
   sub->add_flag("--no-tcp-completion", a->no_tcp_completion,
                 "do not complete TCP flows on FIN/RST (idle timeout only)");
+  sub->add_flag("--icmp-flows", a->icmp_flows,
+                "an ICMP error quoting a packet of a known flow also makes a record of its own "
+                "(as IPFIX meters do); by default it counts on that flow only, as in pathspider");
   sub->add_flag("--stats", a->stats, "statistics on standard error at the end");
   sub->footer(
       "One record per flow on standard output (JSON lines: sip dip proto sp dp first last "
-      "pkt_fwd pkt_rev oct_fwd oct_rev ...). Times are the capture's (packet clock).\n\n" +
+      "pkt_fwd pkt_rev oct_fwd oct_rev ...; sp and dp are null for flows without ports, empty in "
+      "CSV). Times are the capture's (packet clock).\n\n" +
       capture::observe_exit_help());
   return {sub, [a] { return capture::run_observe(*a, stdout); }};
 }

@@ -100,6 +100,7 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   cfg.expiry_delay_ns = seconds_to_ns(a.expiry_delay);
   cfg.max_flows = a.max_flows;
   cfg.key_vlan = a.key_vlan;
+  cfg.icmp_flows = a.icmp_flows;
 
   const bool csv = a.format == "csv";
   std::string out;

@@ -389,8 +389,9 @@ struct Observer::Impl {
 
   [[gnu::always_inline]] void finish_packet(const PacketView& p, const PacketKey& k, Nanos now,
                                             bool later_fragment) noexcept {
-    if (p.icmp_error && p.quoted.src && p.quoted.dst) [[unlikely]]
-      match_icmp_error(p, k);
+    if (p.icmp_error && p.quoted.src && p.quoted.dst) [[unlikely]] {
+      if (match_icmp_error(p, k, now)) return;
+    }
     account(p, k, now, later_fragment);
   }
 
@@ -406,18 +407,26 @@ struct Observer::Impl {
     return fk;
   }
 
-  void match_icmp_error(const PacketView& p, const PacketKey& outer) noexcept {
+  // An ICMP error quoting a packet: icmp_errors++ on the quoted packet's flow when held.
+  // True when the error packet has been counted there too (it then makes no flow of its
+  // own); false when it is to be counted in its own 3-tuple flow (icmp_flows, or no flow).
+  [[gnu::noinline]] bool match_icmp_error(const PacketView& p, const PacketKey& outer,
+                                          Nanos now) noexcept {
     const QuotedPacket& q = p.quoted;
     const bool v6 = outer.v6();
     const std::uint8_t flags =
         static_cast<std::uint8_t>((outer.flags & kKeyV6) | (q.has_ports ? 0 : kKeyPortless));
-    const PacketKey k = detail::make_key(detail::load_addr(q.src, v6), detail::load_addr(q.dst, v6),
-                                         q.has_ports ? q.sport : 0, q.has_ports ? q.dport : 0,
-                                         outer.vlan(), q.proto, flags);
-    const auto hit = table.find(k);
-    if (!hit.found) return;
+    // The key of a packet going back to the quoted packet's source: the error's direction.
+    const PacketKey back = detail::make_key(
+        detail::load_addr(q.dst, v6), detail::load_addr(q.src, v6), q.has_ports ? q.dport : 0,
+        q.has_ports ? q.sport : 0, outer.vlan(), q.proto, flags);
+    const auto hit = table.find(back);
+    if (!hit.found) return false;
     ++table.flow(hit.idx).rec.icmp_errors;
     ++stats.icmp_errors_matched;
+    if (cfg.icmp_flows) return false;
+    account(p, back, now, false);
+    return true;
   }
 
   void account(const PacketView& p, const PacketKey& k, Nanos now, bool later_fragment) noexcept {
@@ -463,7 +472,9 @@ struct Observer::Impl {
     for (const auto& fn : p.ip_version == 6 ? ip6 : ip4)
       done |= fn(r, p, rev) == Verdict::kComplete;
     if (!later_fragment) {
-      const auto& chain = k.proto() == kProtoTcp ? tcp : k.proto() == kProtoUdp ? udp : l4;
+      // The packet's own protocol (an ICMP error counted on the flow it quotes: not the
+      // flow's).
+      const auto& chain = p.proto == kProtoTcp ? tcp : p.proto == kProtoUdp ? udp : l4;
       for (const auto& fn : chain) done |= fn(r, p, rev) == Verdict::kComplete;
     }
     if (done && f.state == FlowState::kActive) complete(idx, now);
@@ -479,6 +490,7 @@ struct Observer::Impl {
     init.dp = k.dport();
     init.proto = k.proto();
     init.ip_version = k.v6() ? 6 : 4;
+    init.has_ports = !k.portless();
     init.vlan = p.vlan_count > 0 ? p.vlan[0] : 0;
     init.first = init.last = now;
     if (!new_flow.empty()) {
@@ -497,6 +509,7 @@ struct Observer::Impl {
       tmp.dp = init.dp;
       tmp.proto = init.proto;
       tmp.ip_version = init.ip_version;
+      tmp.has_ports = init.has_ports;
       tmp.vlan = init.vlan;
       tmp.first = tmp.last = now;
       init = tmp;

@@ -99,8 +99,12 @@ void append_record_json(std::string& out, const FlowRecord& r, const FieldNames&
   p = put(p, R"(","dip":")");
   p = put_ip(p, r.dip);
   p = put_u(put(p, R"(","proto":)"), r.proto);
-  p = put_u(put(p, R"(,"sp":)"), r.sp);
-  p = put_u(put(p, R"(,"dp":)"), r.dp);
+  if (r.has_ports) {
+    p = put_u(put(p, R"(,"sp":)"), r.sp);
+    p = put_u(put(p, R"(,"dp":)"), r.dp);
+  } else {
+    p = put(p, R"(,"sp":null,"dp":null)");  // no ports: pathspider's None
+  }
   p = put_seconds(put(p, R"(,"first":)"), r.first);
   p = put_seconds(put(p, R"(,"last":)"), r.last);
   p = put_u(put(p, R"(,"pkt_fwd":)"), r.pkt_fwd);
@@ -144,9 +148,15 @@ void append_record_csv(std::string& out, const FlowRecord& r, const FieldNames& 
   char* p = put_ip(buf, r.sip);
   *p++ = ',';
   p = put_ip(p, r.dip);
-  for (const std::uint64_t v : {std::uint64_t{r.proto}, std::uint64_t{r.sp}, std::uint64_t{r.dp}}) {
+  *p++ = ',';
+  p = put_u(p, r.proto);
+  if (r.has_ports) {
     *p++ = ',';
-    p = put_u(p, v);
+    p = put_u(p, r.sp);
+    *p++ = ',';
+    p = put_u(p, r.dp);
+  } else {
+    p = put(p, ",,");  // no ports: empty fields (JSON's null)
   }
   *p++ = ',';
   p = put_seconds(p, r.first);

@@ -21,18 +21,21 @@ a tolerance of 1 µs. Nothing here runs flowmark to decide what is expected.
 
 Semantics taken from include/flowmark/observe/observer.hpp and apps/flowmark/observe_cli.cpp:
 forward = direction of the flow's first packet; TCP/UDP/SCTP keyed by the 5-tuple, other
-protocols by the 3-tuple (ports 0); a TCP flow completes on FIN from both sides or on RST
+protocols by the 3-tuple (sp and dp null in JSON, empty in CSV); a TCP flow completes on FIN from both sides or on RST
 and is emitted `--expiry-delay` (5 s) later on the packet clock, so trailing packets still
 count, and a SYN on a completed flow starts a new record; a flow idle for `--idle-timeout`
 is emitted at once; a flow longer than `--active-timeout` is emitted in parts,
 continuation = true on the later parts, which keep the flow's orientation; a frame stamped
 behind the packet clock counts at the clock; a self-flow counts every packet forward;
 non-first fragments count on their first fragment's flow (or on the 3-tuple flow when it
-was not seen); an ICMP error counts in icmp_errors of the quoted packet's flow and as a
-packet of its own 3-tuple ICMP flow; exit codes 65 (corrupt capture, flows so far still
+was not seen); an ICMP error quoting a packet of a flow held counts in icmp_errors of that
+flow and as one of its packets, in the direction opposite to the quoted packet's, with no
+record of its own (as pathspider) — with --icmp-flows it is a packet of its own 3-tuple
+ICMP flow instead — and an error quoting no flow held is its own ICMP flow; exit codes 65 (corrupt capture, flows so far still
 emitted) and 66 (the capture cannot be opened).
 
-Runs in ~15-25 s (most of it scapy building ~3,000 frames, and tshark).
+Runs in ~15-25 s (most of it scapy building ~3,000 frames, and tshark). One test reads
+pathspider's own capture icmp_ttl.pcap (Debian package pathspider; skipped without it).
 OBSERVE_TEST_KEEP=1 keeps the pcaps (their directory is printed).
 """
 
@@ -82,16 +85,14 @@ MAC_A, MAC_B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 FIELDS = ["sip", "dip", "proto", "sp", "dp", "first", "last", "pkt_fwd", "pkt_rev", "oct_fwd",
           "oct_rev", "ip_version", "vlan", "tcp_flags_fwd", "tcp_flags_rev", "fragments",
           "icmp_errors", "continuation"]
-INT_FIELDS = ["proto", "sp", "dp", "pkt_fwd", "pkt_rev", "oct_fwd", "oct_rev", "ip_version",
+INT_FIELDS = ["proto", "pkt_fwd", "pkt_rev", "oct_fwd", "oct_rev", "ip_version",
               "vlan", "tcp_flags_fwd", "tcp_flags_rev", "fragments", "icmp_errors"]
 PORT_PROTOS = (6, 17, 132)
 
 # TCP flag bits
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
-# The ICMP error message itself: besides icmp_errors += 1 on the flow it quotes, it is a
-# packet of its own 3-tuple ICMP/ICMPv6 flow (observer.hpp, "ICMP/ICMPv6 errors").
-ICMP_ERROR_HAS_OWN_FLOW = True
+PATHSPIDER_DATA = "/usr/lib/python3/dist-packages/pathspider/tests/data"
 
 
 # ---------------------------------------------------------------------------------------
@@ -169,6 +170,7 @@ class Rec:
         self.frames = []           # indices into scenario.frames
         self.icmp_errors = 0
         self.continuation = continuation
+        self.quoting = {}          # frame index of an ICMP error counted here → quoted facts
 
     def expected(self):
         sc = self.scenario
@@ -182,7 +184,7 @@ class Rec:
         portless = first["nonfirst_fragment"]
         r = {"sip": first["src"], "dip": first["dst"], "proto": first["proto"],
              "ip_version": first["ip_version"], "vlan": first["vlan"],
-             "sp": 0, "dp": 0, "pkt_fwd": 0, "pkt_rev": 0, "oct_fwd": 0, "oct_rev": 0,
+             "sp": None, "dp": None, "pkt_fwd": 0, "pkt_rev": 0, "oct_fwd": 0, "oct_rev": 0,
              "tcp_flags_fwd": 0, "tcp_flags_rev": 0, "fragments": 0,
              "icmp_errors": self.icmp_errors, "continuation": self.continuation}
         if first["proto"] in PORT_PROTOS and not portless:
@@ -190,7 +192,14 @@ class Rec:
         times = []
         for i in self.frames:
             f = sc.facts[i]
-            if f["nonfirst_fragment"]:
+            if i in self.quoting:
+                # An ICMP error counted on the flow it quotes: it goes back towards the
+                # quoted packet's source, against the quoted packet's direction.
+                q = self.quoting[i]
+                quoted_fwd = (norm(q["src"]), norm(q["dst"])) == (norm(r["sip"]), norm(r["dip"])) and (
+                    r["sp"] is None or (q["sport"], q["dport"]) == (r["sp"], r["dp"]))
+                fwd = not quoted_fwd
+            elif f["nonfirst_fragment"]:
                 fwd = (f["src"], f["dst"]) == (r["sip"], r["dip"])
                 r["fragments"] += 1
             else:
@@ -225,7 +234,7 @@ class Scenario:
         self.records.append(r)
         return r
 
-    def add(self, rec, t_ns, pkt, late=False, snap=None):
+    def add(self, rec, t_ns, pkt, late=False, snap=None, quoting=None):
         """A frame stamped t_ns counted in `rec` (None: in no record). late: the stamp may
         be behind an earlier frame's (the observer then counts it at the packet clock, the
         largest stamp so far: observer.hpp, "Clock"). snap: keep only that many bytes of the
@@ -245,11 +254,17 @@ class Scenario:
         self.owner.append(rec)
         if rec is not None:
             rec.frames.append(len(self.pkts) - 1)
+            if quoting is not None:
+                rec.quoting[len(self.pkts) - 1] = quoting
 
-    def icmp_error(self, quoted_rec, t_ns, pkt, own_rec=None):
-        """An ICMP error quoting a packet of `quoted_rec`."""
+    def icmp_error(self, quoted_rec, t_ns, pkt, quoted, own_rec):
+        """An ICMP error quoting `quoted` (the bytes it quotes, from the IP header on) of a
+        packet of `quoted_rec`: a packet of that flow, or with --icmp-flows of `own_rec`."""
         quoted_rec.icmp_errors += 1
-        self.add(own_rec if ICMP_ERROR_HAS_OWN_FLOW else None, t_ns, pkt)
+        if "--icmp-flows" in self.args:
+            self.add(own_rec, t_ns, pkt)
+        else:
+            self.add(quoted_rec, t_ns, pkt, quoting=quoted_facts(quoted))
 
     def write(self, directory):
         suffix = ".pcapng" if self.pcapng else ".pcap"
@@ -283,6 +298,22 @@ class Scenario:
 
 def norm(addr):
     return str(ipaddress.ip_address(addr))
+
+
+def quoted_facts(b):
+    """Addresses and ports of the packet an ICMP error quotes (IP header without IPv6
+    extension headers, then at least 4 bytes), read from its bytes."""
+    b = bytes(b)
+    if b[0] >> 4 == 4:
+        hl, proto = (b[0] & 15) * 4, b[9]
+        src, dst = ipaddress.ip_address(b[12:16]), ipaddress.ip_address(b[16:20])
+    else:
+        hl, proto = 40, b[6]
+        src, dst = ipaddress.ip_address(b[8:24]), ipaddress.ip_address(b[24:40])
+    ports = (int.from_bytes(b[hl:hl + 2], "big"), int.from_bytes(b[hl + 2:hl + 4], "big"))
+    if proto not in PORT_PROTOS:
+        ports = (None, None)
+    return {"src": str(src), "dst": str(dst), "sport": ports[0], "dport": ports[1]}
 
 
 def eth(vlans=(), qinq_8a88=False):
@@ -415,10 +446,11 @@ def sc_sctp():
 
 
 def sc_icmp_echo():
-    """(d) ICMP echo request/reply: one 3-tuple flow (ports 0) even across echo ids;
-    ICMPv6 echo likewise."""
+    """(d) ICMP echo request/reply: one 3-tuple flow (sp and dp null) even across echo ids;
+    ICMPv6 echo likewise. A TCP flow between ports 0 keeps sp = dp = 0 (not null)."""
     sc = Scenario("icmp_echo")
-    r4, r6 = sc.record(), sc.record()
+    r4, r6, zero = sc.record(), sc.record(), sc.record()
+    sc.add(zero, T0, eth() / IP(src="192.0.2.51", dst="192.0.2.61") / TCP(sport=0, dport=0, flags="S"))
     t = T0
     for i in range(3):
         ident = 0x100 + (i // 2)  # two different echo ids: still the same 3-tuple flow
@@ -496,22 +528,24 @@ def sc_fragments():
     return sc
 
 
-def sc_icmp_errors():
+def sc_icmp_errors(icmp_flows=False):
     """(g) An ICMP port unreachable quoting a UDP datagram of a flow (IP header + 8 bytes,
     as routers do) → icmp_errors = 1 on that UDP flow; an ICMPv6 destination unreachable
     quoting an IPv6 UDP datagram likewise. A retry follows each error (so `last` does not
-    depend on whether the error touches it)."""
-    sc = Scenario("icmp_errors")
+    depend on whether the error touches it). By default each error is also a packet of the
+    flow it quotes (reverse direction) and makes no record; with --icmp-flows (icmp_flows)
+    it is a packet of its own 3-tuple ICMP flow."""
+    sc = Scenario("icmp_errors_icmp_flows" if icmp_flows else "icmp_errors",
+                  args=["--icmp-flows"] if icmp_flows else [])
     t = T0
     r4, r6 = sc.record(), sc.record()
-    icmp4 = sc.record() if ICMP_ERROR_HAS_OWN_FLOW else None
-    icmp6 = sc.record() if ICMP_ERROR_HAS_OWN_FLOW else None
+    icmp4, icmp6 = sc.record(), sc.record()  # own records: only with --icmp-flows
     q = IP(src="192.0.2.80", dst="192.0.2.81", id=9) / UDP(sport=51000, dport=33434) / (b"u" * 20)
     t += 1 * MS
     sc.add(r4, t, eth() / q)
     t += 1 * MS
     sc.icmp_error(r4, t, eth() / IP(src="192.0.2.81", dst="192.0.2.80") / ICMP(type=3, code=3)
-                  / Raw(bytes(q)[:28]), icmp4)
+                  / Raw(bytes(q)[:28]), bytes(q)[:28], icmp4)
     t += 1 * MS
     sc.add(r4, t, eth() / q)
     q6 = IPv6(src="2001:db8:e::1", dst="2001:db8:e::2") / UDP(sport=51001, dport=33435) / (b"u" * 20)
@@ -519,12 +553,13 @@ def sc_icmp_errors():
     sc.add(r6, t, eth() / q6)
     t += 1 * MS
     sc.icmp_error(r6, t, eth() / IPv6(src="2001:db8:e::2", dst="2001:db8:e::1")
-                  / ICMPv6DestUnreach(code=4) / Raw(bytes(q6)), icmp6)
+                  / ICMPv6DestUnreach(code=4) / Raw(bytes(q6)), bytes(q6), icmp6)
     t += 1 * MS
     sc.add(r6, t, eth() / q6)
-    # A time exceeded quoting a TCP segment of the reverse direction: the same flow.
+    # A time exceeded quoting a TCP segment of the reverse direction: the same flow, and
+    # (by default) a packet in its forward direction, towards the quoted segment's source.
     rt = sc.record()
-    icmp_t = sc.record() if ICMP_ERROR_HAS_OWN_FLOW else None
+    icmp_t = sc.record()
     c = TcpConn("192.0.2.82", "198.51.100.83", 52000, 443)
     for fc, fl in [(True, "S"), (False, "SA")]:
         t += 1 * MS
@@ -532,20 +567,20 @@ def sc_icmp_errors():
     quoted = bytes(c.seg(False, "A", b"w" * 10)[IP])
     t += 1 * MS
     sc.icmp_error(rt, t, eth() / IP(src="203.0.113.1", dst="198.51.100.83") / ICMP(type=11, code=0)
-                  / Raw(quoted[:28]), icmp_t)
+                  / Raw(quoted[:28]), quoted[:28], icmp_t)
     t += 1 * MS
     sc.add(rt, t, c.seg(True, "A"))
     # A time exceeded quoting an ICMP echo request: the echo's 3-tuple flow.
     echo = sc.record()
-    icmp_x = sc.record() if ICMP_ERROR_HAS_OWN_FLOW else None
+    icmp_x = sc.record()
     req = IP(src="192.0.2.86", dst="198.51.100.87", ttl=1) / ICMP(type=8, id=3, seq=1) / (b"p" * 20)
     t += 1 * MS
     sc.add(echo, t, eth() / req)
     t += 1 * MS
     sc.icmp_error(echo, t, eth() / IP(src="203.0.113.2", dst="192.0.2.86") / ICMP(type=11, code=0)
-                  / Raw(bytes(req)[:28]), icmp_x)
-    # An error quoting a packet of no flow seen: only its own ICMP flow.
-    lone = sc.record() if ICMP_ERROR_HAS_OWN_FLOW else None
+                  / Raw(bytes(req)[:28]), bytes(req)[:28], icmp_x)
+    # An error quoting a packet of no flow seen: only its own ICMP flow, in both modes.
+    lone = sc.record()
     ghost = IP(src="192.0.2.84", dst="192.0.2.85") / UDP(sport=9, dport=9) / b"g"
     t += 1 * MS
     sc.add(lone, t, eth() / IP(src="192.0.2.85", dst="192.0.2.84") / ICMP(type=3, code=1)
@@ -899,7 +934,7 @@ def sc_active_then_idle():
 def all_scenarios():
     out = [sc_tcp4(), sc_pcapng_nano(), sc_nano(), sc_udp6(), sc_sctp(), sc_icmp_echo(),
            sc_vlan(), sc_vlan_keyed(True), sc_vlan_keyed(False), sc_fragments(),
-           sc_icmp_errors(), sc_many(), sc_idle_gap(), sc_active_timeout(), sc_tcp_rst(),
+           sc_icmp_errors(), sc_icmp_errors(icmp_flows=True), sc_many(), sc_idle_gap(), sc_active_timeout(), sc_tcp_rst(),
            sc_tcp_syn_after_fin(), sc_fragment_first_unseen(), sc_mpls_ipopts(), sc_snaplen(),
            sc_late_and_self(), sc_eviction(), sc_expiry_delay(), sc_no_tcp_completion(),
            sc_idle_steady(), sc_active_then_idle()]
@@ -952,6 +987,8 @@ def normalise(obj):
     r["sip"], r["dip"] = norm(r["sip"]), norm(r["dip"])
     for f in INT_FIELDS:
         r[f] = int(r[f])
+    for f in ("sp", "dp"):  # null in JSON, empty in CSV: no ports
+        r[f] = None if r[f] in (None, "") else int(r[f])
     r["first"], r["last"] = Decimal(str(r["first"])), Decimal(str(r["last"]))
     if not isinstance(r["continuation"], bool):
         raise AssertionError(f"continuation is not a boolean: {r['continuation']!r}")
@@ -963,7 +1000,7 @@ def canon_key(r):
     a = (norm(r["sip"]), r["sp"])
     b = (norm(r["dip"]), r["dp"])
     lo, hi = sorted([a, b], key=lambda e: (ipaddress.ip_address(e[0]).version,
-                                            ipaddress.ip_address(e[0]), e[1]))
+                                            ipaddress.ip_address(e[0]), e[1] or 0))
     return (r["proto"], lo, hi)
 
 
@@ -1092,6 +1129,59 @@ class ObserveTest(unittest.TestCase):
     # (g)
     def test_g_icmp_error_linked_to_udp_flow(self):
         self.check("icmp_errors")
+
+    def test_g_icmp_flows_option_keeps_own_records(self):
+        self.check("icmp_errors_icmp_flows")
+
+    @unittest.skipUnless(os.path.exists(os.path.join(PATHSPIDER_DATA, "icmp_ttl.pcap")),
+                         "pathspider's test captures are not installed (Debian package pathspider)")
+    def test_g_pathspider_icmp_ttl_flow_count(self):
+        """pathspider's icmp_ttl.pcap (9,009 frames: traceroute-like TCP probes and the ICMP
+        time-exceeded errors quoting them): as many records as pathspider's flow keys give
+        (observer.py _flow4_ids/_flow6_ids: an ICMP error with a quotation of at least an IP
+        header counts on the quoted flow's reversed key; ports for protocols 6, 17, 132,
+        136), computed here from the frames with scapy. Timers are left out of this count:
+        that they split nothing here is part of what is checked."""
+        from scapy.all import PcapReader
+        path = os.path.join(PATHSPIDER_DATA, "icmp_ttl.pcap")
+        keys = set()
+        for pkt in PcapReader(path):
+            ip = pkt.getlayer(IP) or pkt.getlayer(IPv6)
+            if ip is None:
+                continue
+            b = bytes(ip)
+            if b[0] >> 4 == 4:
+                hl, proto, src, dst = (b[0] & 15) * 4, b[9], b[12:16], b[16:20]
+                errors, alen = (3, 4, 5, 11, 12), 20
+            else:
+                hl, proto, src, dst = 40, b[6], b[8:24], b[24:40]
+                errors, alen = (1, 2, 3, 4), 40
+            l4 = b[hl:]
+            if proto in (1, 58) and l4 and l4[0] in errors and len(l4) - 8 >= alen:
+                q = l4[8:]  # the quotation: its reversed key
+                qhl = (q[0] & 15) * 4 if b[0] >> 4 == 4 else 40
+                proto = q[9] if b[0] >> 4 == 4 else q[6]
+                qsrc, qdst = (q[12:16], q[16:20]) if b[0] >> 4 == 4 else (q[8:24], q[24:40])
+                src, dst, l4 = qdst, qsrc, q[qhl:]
+                ports = l4[2:4] + l4[0:2]
+            else:
+                ports = l4[0:4]
+            if proto not in (6, 17, 132, 136):
+                ports = b""
+            rports = ports[2:4] + ports[0:2]
+            if (dst, src, proto, rports) not in keys:
+                keys.add((src, dst, proto, ports))
+        r = run_flowmark(["-r", path])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = parse_jsonl(r.stdout)
+        self.assertEqual(len(got), len(keys),
+                         f"records: flowmark {len(got)}, pathspider's keys {len(keys)}")
+        self.assertTrue(all(rec["proto"] != 1 for rec in got),
+                        "every ICMP error of this capture quotes a known flow: no ICMP record")
+        r = run_flowmark(["-r", path, "--icmp-flows"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertGreater(len(parse_jsonl(r.stdout)), len(keys),
+                           "--icmp-flows: the errors' own ICMP records too")
 
     # (h)
     def test_h_many_interleaved_flows(self):

@@ -25,6 +25,7 @@ struct ObserveOptions {
   bool stats = false;              // statistics on standard error at the end
   bool key_vlan = false;           // the outer VLAN id is part of the flow key
   bool no_tcp_completion = false;  // TCP flows end on the idle timeout only
+  bool icmp_flows = false;         // ICMP errors quoting a known flow also get their own flow
 };
 
 // Validates the options, captures until the end of the input (or SIGINT / SIGTERM), writes

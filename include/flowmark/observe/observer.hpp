@@ -40,8 +40,12 @@
 //   fragment_timeout (max_flows/64 entries, at least 256); later fragments count on that flow, in
 //   their own direction (record.fragments++; only the IP chain sees them: they carry no transport
 //   header).
-// - ICMP/ICMPv6 errors: the flow of the quoted packet gets icmp_errors++; the error packet
-//   itself is counted in its own 3-tuple flow (proto 1 or 58, no ports).
+// - ICMP/ICMPv6 errors (as in pathspider): an error quoting a packet of a flow held (active
+//   or expiring) belongs to that flow: icmp_errors++, and the error packet counts as one of
+//   its packets, against the quoted packet's direction, through the IP chain and the other-
+//   layer-4 chain (its own protocol's); it makes no record of its own. With icmp_flows, or
+//   when the quoted flow is not held, the error packet is counted in its own 3-tuple flow
+//   (proto 1 or 58, no ports), the quoted flow (if held) still getting icmp_errors++.
 // - Chains must not change the key fields (sip, dip, sp, dp, proto, ip_version, vlan) nor
 //   first/last: the observer finds flows and runs timers with them. Callbacks and the sink
 //   must not throw (the data path is noexcept) and must not call back into the Observer.
@@ -74,7 +78,7 @@ enum class Verdict : std::uint8_t { kContinue, kComplete };
 // layer (header included), as in the seed.
 struct FlowRecord {
   IpAddress sip, dip;            // first packet's source and destination
-  std::uint16_t sp = 0, dp = 0;  // ports (0 for protocols without)
+  std::uint16_t sp = 0, dp = 0;  // ports (0 when has_ports is false)
   std::uint8_t proto = 0;
   std::uint8_t ip_version = 0;
   std::uint16_t vlan = 0;  // outer VLAN id when keyed by VLAN (else the first seen)
@@ -84,6 +88,10 @@ struct FlowRecord {
   std::uint32_t fragments = 0;                        // non-first fragments attributed to this flow
   std::uint32_t icmp_errors = 0;                      // ICMP errors quoting a packet of this flow
   bool continuation = false;  // a later part of a flow split by the active timeout
+  // sp/dp are ports: a TCP/UDP/SCTP flow keyed by its 5-tuple. False for the 3-tuple flows
+  // (ICMP, other protocols, non-first fragments whose first was not seen): the record
+  // formats write sp and dp as null (JSON) or empty (CSV) then, as pathspider writes None.
+  bool has_ports = false;
   // Room for chain functions' own fields (see Observer::add_field).
   std::array<std::uint64_t, 4> user{};
 };
@@ -100,6 +108,7 @@ struct ObserverConfig {
   std::size_t max_flows = 1 << 20;              // table bound; beyond it the oldest is evicted
   bool key_vlan = false;                        // the outer VLAN id is part of the flow key
   Nanos fragment_timeout_ns = 30'000'000'000;   // fragment-id → flow entries live this long
+  bool icmp_flows = false;  // ICMP errors quoting a held flow also make their own 3-tuple flow
 };
 
 // packets: frames seen; non_ip: kNotIp; short_packets: kTruncatedL4 (decode_errors counts

@@ -516,14 +516,17 @@ TEST(Observer, FragmentMapEntriesTimeOut) {
   EXPECT_EQ(h.obs.active_flows(), 2u);
 }
 
-TEST(Observer, IcmpErrorIsAttributedToTheQuotedFlow) {
-  Harness h;
+// A UDP probe A→B, B's port unreachable quoting it, and an error from C quoting a flow
+// never seen; fed to h.
+void feed_probe_and_errors(Harness& h, std::size_t& error_len) {
   const Bytes probe = ip(kA, kB, kProtoUdp, udp(40000, 33434, 12));
   h.feed(1, eth(probe));
   // kB answers port unreachable, quoting the probe's IP header and 8 bytes.
   Bytes body(4, 0);
   body.insert(body.end(), probe.begin(), probe.begin() + 28);
-  h.feed(2, eth(ip(kB, kA, kProtoIcmp, icmp(3, 3, body))));
+  const Bytes error = ip(kB, kA, kProtoIcmp, icmp(3, 3, body));
+  error_len = error.size();  // IP octets
+  h.feed(2, eth(error));
   EXPECT_EQ(h.obs.stats().icmp_errors_matched, 1u);
   // An error quoting a flow we never saw matches nothing.
   Bytes other(4, 0);
@@ -532,6 +535,50 @@ TEST(Observer, IcmpErrorIsAttributedToTheQuotedFlow) {
   h.feed(3, eth(ip(kC, kA, kProtoIcmp, icmp(3, 3, other))));
   EXPECT_EQ(h.obs.stats().icmp_errors_matched, 1u);
   h.obs.finish();
+}
+
+TEST(Observer, IcmpErrorIsAttributedToTheQuotedFlow) {
+  Harness h;
+  std::vector<std::uint8_t> l4_protos;  // the error goes through the other-L4 chain
+  h.obs.add_l4([&](FlowRecord& r, const PacketView& p, bool rev) {
+    if (r.proto == kProtoUdp) {
+      l4_protos.push_back(p.proto);
+      EXPECT_TRUE(rev);
+    }
+    return Verdict::kContinue;
+  });
+  h.obs.add_udp([](FlowRecord&, const PacketView& p, bool) {
+    EXPECT_EQ(p.proto, kProtoUdp);  // never the ICMP error
+    return Verdict::kContinue;
+  });
+  std::size_t error_len = 0;
+  feed_probe_and_errors(h, error_len);
+  // The error counted on the UDP flow (against the probe's direction), no record of its
+  // own; the error quoting an unseen flow is its own ICMP flow.
+  ASSERT_EQ(h.out.size(), 2u);
+  const FlowRecord* udpr = nullptr;
+  const FlowRecord* icmpr = nullptr;
+  for (const auto& r : h.out) {
+    if (r.proto == kProtoUdp) udpr = &r;
+    if (r.proto == kProtoIcmp) icmpr = &r;
+  }
+  ASSERT_TRUE(udpr && icmpr);
+  EXPECT_TRUE(udpr->has_ports);
+  EXPECT_EQ(udpr->icmp_errors, 1u);
+  EXPECT_EQ(udpr->pkt_fwd, 1u);
+  EXPECT_EQ(udpr->pkt_rev, 1u);
+  EXPECT_EQ(udpr->oct_rev, error_len);  // IP octets of the error
+  EXPECT_EQ(udpr->last, 2);
+  EXPECT_EQ(l4_protos, std::vector<std::uint8_t>{kProtoIcmp});
+  expect_key(*icmpr, kC, 0, kA, 0, kProtoIcmp);
+  EXPECT_FALSE(icmpr->has_ports);
+  EXPECT_EQ(icmpr->icmp_errors, 0u);
+}
+
+TEST(Observer, IcmpFlowsKeepsTheErrorsOwnRecord) {
+  Harness h({.icmp_flows = true});
+  std::size_t error_len = 0;
+  feed_probe_and_errors(h, error_len);
   ASSERT_EQ(h.out.size(), 3u);
   const FlowRecord* udpr = nullptr;
   const FlowRecord* icmpr = nullptr;
@@ -544,26 +591,33 @@ TEST(Observer, IcmpErrorIsAttributedToTheQuotedFlow) {
   EXPECT_EQ(udpr->pkt_fwd, 1u);
   EXPECT_EQ(udpr->pkt_rev, 0u);  // the error is not a packet of the UDP flow
   expect_key(*icmpr, kB, 0, kA, 0, kProtoIcmp);
+  EXPECT_FALSE(icmpr->has_ports);
   EXPECT_EQ(icmpr->pkt_fwd, 1u);
+  EXPECT_EQ(icmpr->oct_fwd, error_len);
   EXPECT_EQ(icmpr->icmp_errors, 0u);
 }
 
 TEST(Observer, Icmpv6ErrorIsAttributedToTheQuotedTcpFlow) {
   Harness h;
+  bool tcp_chain_saw_icmp = false;
+  h.obs.add_tcp([&](FlowRecord&, const PacketView& p, bool) {
+    tcp_chain_saw_icmp |= p.proto != kProtoTcp;
+    return Verdict::kContinue;
+  });
   const Bytes seg = ip(v6(1), v6(2), kProtoTcp, tcp(40000, 443, kAck, 1400));
   h.feed(1, eth(seg));
   Bytes body(4, 0);
   body.insert(body.end(), seg.begin(), seg.begin() + 48);
   h.feed(2, eth(ip(v6(9), v6(1), kProtoIcmpv6, icmp(2, 0, body))));  // packet too big
   h.obs.finish();
-  ASSERT_EQ(h.out.size(), 2u);
-  for (const auto& r : h.out) {
-    if (r.proto == kProtoTcp) {
-      EXPECT_EQ(r.icmp_errors, 1u);
-    } else {
-      expect_key(r, v6(9), 0, v6(1), 0, kProtoIcmpv6);
-    }
-  }
+  ASSERT_EQ(h.out.size(), 1u);
+  const FlowRecord& r = h.out[0];
+  expect_key(r, v6(1), 40000, v6(2), 443, kProtoTcp);
+  EXPECT_EQ(r.icmp_errors, 1u);
+  EXPECT_EQ(r.pkt_fwd, 1u);
+  EXPECT_EQ(r.pkt_rev, 1u);
+  EXPECT_EQ(r.tcp_flags_rev, 0u);
+  EXPECT_FALSE(tcp_chain_saw_icmp);
 }
 
 TEST(Observer, IcmpEchoIsOneThreeTupleFlow) {
@@ -573,6 +627,7 @@ TEST(Observer, IcmpEchoIsOneThreeTupleFlow) {
   h.obs.finish();
   ASSERT_EQ(h.out.size(), 1u);
   expect_key(h.out[0], kA, 0, kB, 0, kProtoIcmp);
+  EXPECT_FALSE(h.out[0].has_ports);  // written as null
   EXPECT_EQ(h.out[0].pkt_fwd, 1u);
   EXPECT_EQ(h.out[0].pkt_rev, 1u);
 }

@@ -58,6 +58,7 @@ TEST(RecordFormat, JsonAndCsvLines) {
   r.dip = *IpAddress::parse("2001:db8::2:0:0:1");
   r.sp = 443;
   r.dp = 51000;
+  r.has_ports = true;
   r.proto = 6;
   r.ip_version = 6;
   r.vlan = 100;
@@ -90,6 +91,31 @@ TEST(RecordFormat, JsonAndCsvLines) {
             "tcp_flags_fwd,tcp_flags_rev,fragments,icmp_errors,continuation,syn_seen\n"
             "2001:db8::1,2001:db8::2:0:0:1,6,443,51000,1700000000.000000042,"
             "1700000001.500000000,18446744073709551615,0,1234567,9,6,100,27,18,3,4,1,77\n");
+}
+
+// Flows without ports (ICMP, other protocols) write sp and dp as null / empty, as
+// pathspider writes None; a TCP flow's port 0 stays 0.
+TEST(RecordFormat, PortsNullWithoutPorts) {
+  FlowRecord r;
+  r.sip = *IpAddress::parse("192.0.2.1");
+  r.dip = *IpAddress::parse("192.0.2.2");
+  r.proto = 1;
+  r.ip_version = 4;
+  r.pkt_fwd = 2;
+  std::string out;
+  append_record_json(out, r, {});
+  EXPECT_NE(out.find(R"("proto":1,"sp":null,"dp":null,"first":)"), std::string::npos) << out;
+  out.clear();
+  append_record_csv(out, r, {});
+  EXPECT_EQ(out.rfind("192.0.2.1,192.0.2.2,1,,,0.000000000,", 0), 0u) << out;
+  r.proto = 6;
+  r.has_ports = true;  // sp = dp = 0
+  out.clear();
+  append_record_json(out, r, {});
+  EXPECT_NE(out.find(R"("proto":6,"sp":0,"dp":0,"first":)"), std::string::npos) << out;
+  out.clear();
+  append_record_csv(out, r, {});
+  EXPECT_EQ(out.rfind("192.0.2.1,192.0.2.2,6,0,0,0.000000000,", 0), 0u) << out;
 }
 
 }  // namespace
