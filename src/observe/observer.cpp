@@ -421,7 +421,15 @@ struct Observer::Impl {
         detail::load_addr(q.dst, v6), detail::load_addr(q.src, v6), q.has_ports ? q.dport : 0,
         q.has_ports ? q.sport : 0, outer.vlan(), q.proto, flags);
     const auto hit = table.find(back);
-    if (!hit.found) return false;
+    if (!hit.found) {
+      // A flow the new-flow chain vetoed: its error is one of its packets, skipped too.
+      if (cfg.icmp_flows || ignored.empty()) return false;
+      auto* e = ignored.find(detail::canonical(back), back.hash, now, cfg.idle_timeout_ns);
+      if (e == nullptr) return false;
+      e->seen = now;
+      ++stats.ignored_packets;
+      return true;
+    }
     ++table.flow(hit.idx).rec.icmp_errors;
     ++stats.icmp_errors_matched;
     if (cfg.icmp_flows) return false;

@@ -46,6 +46,8 @@
 //   layer-4 chain (its own protocol's); it makes no record of its own. With icmp_flows, or
 //   when the quoted flow is not held, the error packet is counted in its own 3-tuple flow
 //   (proto 1 or 58, no ports), the quoted flow (if held) still getting icmp_errors++.
+//   An error quoting a flow the new-flow chain vetoed is skipped as that flow's packets are
+//   (ignored_packets++), unless icmp_flows.
 // - Chains must not change the key fields (sip, dip, sp, dp, proto, ip_version, vlan) nor
 //   first/last: the observer finds flows and runs timers with them. Callbacks and the sink
 //   must not throw (the data path is noexcept) and must not call back into the Observer.

@@ -517,8 +517,8 @@ TEST(Observer, FragmentMapEntriesTimeOut) {
 }
 
 // A UDP probe A→B, B's port unreachable quoting it, and an error from C quoting a flow
-// never seen; fed to h.
-void feed_probe_and_errors(Harness& h, std::size_t& error_len) {
+// never seen; fed to h (matched: the ICMP errors the observer should match).
+void feed_probe_and_errors(Harness& h, std::size_t& error_len, std::uint64_t matched = 1) {
   const Bytes probe = ip(kA, kB, kProtoUdp, udp(40000, 33434, 12));
   h.feed(1, eth(probe));
   // kB answers port unreachable, quoting the probe's IP header and 8 bytes.
@@ -527,13 +527,13 @@ void feed_probe_and_errors(Harness& h, std::size_t& error_len) {
   const Bytes error = ip(kB, kA, kProtoIcmp, icmp(3, 3, body));
   error_len = error.size();  // IP octets
   h.feed(2, eth(error));
-  EXPECT_EQ(h.obs.stats().icmp_errors_matched, 1u);
+  EXPECT_EQ(h.obs.stats().icmp_errors_matched, matched);
   // An error quoting a flow we never saw matches nothing.
   Bytes other(4, 0);
   const Bytes unseen = ip(kA, kC, kProtoUdp, udp(1, 2));
   other.insert(other.end(), unseen.begin(), unseen.end());
   h.feed(3, eth(ip(kC, kA, kProtoIcmp, icmp(3, 3, other))));
-  EXPECT_EQ(h.obs.stats().icmp_errors_matched, 1u);
+  EXPECT_EQ(h.obs.stats().icmp_errors_matched, matched);
   h.obs.finish();
 }
 
@@ -595,6 +595,20 @@ TEST(Observer, IcmpFlowsKeepsTheErrorsOwnRecord) {
   EXPECT_EQ(icmpr->pkt_fwd, 1u);
   EXPECT_EQ(icmpr->oct_fwd, error_len);
   EXPECT_EQ(icmpr->icmp_errors, 0u);
+}
+
+TEST(Observer, IcmpErrorOfAVetoedFlowIsIgnoredWithIt) {
+  for (const bool icmp_flows : {false, true}) {
+    Harness h({.icmp_flows = icmp_flows});
+    h.obs.add_new_flow([](FlowRecord& r, const PacketView&) { return r.proto != kProtoUdp; });
+    std::size_t error_len = 0;
+    feed_probe_and_errors(h, error_len, 0);
+    // Default: the error quoting the vetoed UDP flow is skipped with it; only the error
+    // quoting an unseen flow is a record. --icmp-flows: both errors are ICMP records.
+    EXPECT_EQ(h.out.size(), icmp_flows ? 2u : 1u) << icmp_flows;
+    EXPECT_EQ(h.obs.stats().ignored_packets, icmp_flows ? 0u : 1u) << icmp_flows;
+    for (const auto& r : h.out) EXPECT_EQ(r.proto, kProtoIcmp);
+  }
 }
 
 TEST(Observer, Icmpv6ErrorIsAttributedToTheQuotedTcpFlow) {
