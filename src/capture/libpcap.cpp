@@ -9,23 +9,12 @@
 
 #include <fmt/format.h>
 
+#include "flowmark/core/dynamic_library.hpp"
+
 namespace flowmark::capture::detail {
 namespace {
 
 constexpr std::string_view kInstall = "install Debian package libpcap0.8";
-
-template <typename F>
-bool resolve(void* lib, const std::string& soname, const char* symbol, F& out, std::string& error) {
-  void* sym = dlsym(lib, symbol);
-  if (sym == nullptr) {
-    if (error.empty())
-      error =
-          fmt::format("cannot load libpcap ({} has no symbol {}): {}", soname, symbol, kInstall);
-    return false;
-  }
-  out = reinterpret_cast<F>(sym);
-  return true;
-}
 
 }  // namespace
 
@@ -37,34 +26,37 @@ Result<Libpcap> load_libpcap(const std::string& name) {
                                                 why ? why : name + ": not found", kInstall));
   }
   Libpcap api;
-  std::string error;
-  bool ok = resolve(lib, name, "pcap_open_dead", api.open_dead, error);
-  ok = resolve(lib, name, "pcap_open_offline_with_tstamp_precision", api.open_offline, error) && ok;
-  ok = resolve(lib, name, "pcap_fopen_offline_with_tstamp_precision", api.fopen_offline, error) &&
+  const char* missing = nullptr;
+  bool ok = resolve_symbol(lib, "pcap_open_dead", api.open_dead, missing);
+  ok = resolve_symbol(lib, "pcap_open_offline_with_tstamp_precision", api.open_offline, missing) &&
        ok;
-  ok = resolve(lib, name, "pcap_create", api.create, error) && ok;
-  ok = resolve(lib, name, "pcap_set_snaplen", api.set_snaplen, error) && ok;
-  ok = resolve(lib, name, "pcap_set_promisc", api.set_promisc, error) && ok;
-  ok = resolve(lib, name, "pcap_set_immediate_mode", api.set_immediate_mode, error) && ok;
-  ok = resolve(lib, name, "pcap_set_buffer_size", api.set_buffer_size, error) && ok;
-  ok = resolve(lib, name, "pcap_set_tstamp_precision", api.set_tstamp_precision, error) && ok;
-  ok = resolve(lib, name, "pcap_get_tstamp_precision", api.get_tstamp_precision, error) && ok;
-  ok = resolve(lib, name, "pcap_activate", api.activate, error) && ok;
-  ok = resolve(lib, name, "pcap_close", api.close, error) && ok;
-  ok = resolve(lib, name, "pcap_datalink", api.datalink, error) && ok;
-  ok = resolve(lib, name, "pcap_geterr", api.geterr, error) && ok;
-  ok = resolve(lib, name, "pcap_compile", api.compile, error) && ok;
-  ok = resolve(lib, name, "pcap_freecode", api.freecode, error) && ok;
-  ok = resolve(lib, name, "pcap_setfilter", api.setfilter, error) && ok;
-  ok = resolve(lib, name, "bpf_filter", api.filter, error) && ok;
-  ok = resolve(lib, name, "pcap_next_ex", api.next_ex, error) && ok;
-  ok = resolve(lib, name, "pcap_breakloop", api.breakloop, error) && ok;
-  ok = resolve(lib, name, "pcap_setnonblock", api.setnonblock, error) && ok;
-  ok = resolve(lib, name, "pcap_stats", api.stats, error) && ok;
-  ok = resolve(lib, name, "pcap_file", api.file, error) && ok;
+  ok =
+      resolve_symbol(lib, "pcap_fopen_offline_with_tstamp_precision", api.fopen_offline, missing) &&
+      ok;
+  ok = resolve_symbol(lib, "pcap_create", api.create, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_set_snaplen", api.set_snaplen, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_set_promisc", api.set_promisc, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_set_immediate_mode", api.set_immediate_mode, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_set_buffer_size", api.set_buffer_size, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_set_tstamp_precision", api.set_tstamp_precision, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_get_tstamp_precision", api.get_tstamp_precision, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_activate", api.activate, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_close", api.close, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_datalink", api.datalink, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_geterr", api.geterr, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_compile", api.compile, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_freecode", api.freecode, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_setfilter", api.setfilter, missing) && ok;
+  ok = resolve_symbol(lib, "bpf_filter", api.filter, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_next_ex", api.next_ex, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_breakloop", api.breakloop, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_setnonblock", api.setnonblock, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_stats", api.stats, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_file", api.file, missing) && ok;
   if (!ok) {
     dlclose(lib);
-    return fail(Errc::kUnsupported, std::move(error));
+    return fail(Errc::kUnsupported, fmt::format("cannot load libpcap ({} has no symbol {}): {}",
+                                                name, missing, kInstall));
   }
   return api;  // the library stays loaded: the pointers point into it
 }

@@ -145,7 +145,7 @@ LoopResult receive_loop(const RecvOptions& o, Receiver& rx, OnBatch&& on_batch) 
   if (auto r = loop->run(); !r) return {report(r.error()), result.received};
   if (failure) return {report(*failure), result.received};
   if (signalled != 0) {
-    result.exit_code = signalled == SIGINT ? kExitInterrupted : kExitTerminated;
+    result.exit_code = exit_code_for_signal(signalled);
   } else if (timed_out && result.received == 0) {
     spdlog::warn("nothing received on {} port {} within {:.3g} s", o.group.to_string(), o.port,
                  std::chrono::duration<double>(*o.timeout).count());

@@ -15,14 +15,6 @@
 #endif
 
 namespace flowmark::net {
-namespace {
-Result<void> set_int(int fd, int level, int name, int value, const char* what) {
-  if (setsockopt(fd, level, name, &value, sizeof value) != 0)
-    return fail_errno(fmt::format("setsockopt({}, {})", what, value));
-  return {};
-}
-}  // namespace
-
 Result<void> check_group(const IpAddress& group, const std::optional<Interface>& iface) {
   if (!group.is_multicast())
     return fail(Errc::kInvalidArgument,
@@ -45,8 +37,9 @@ Result<void> check_ttl(int ttl) {
 Result<void> apply_send_options(int fd, Family family, const SendOptions& o) {
   FM_TRY_VOID(check_ttl(o.ttl));
   if (family == Family::kV4) {
-    FM_TRY_VOID(set_int(fd, IPPROTO_IP, IP_MULTICAST_TTL, o.ttl, "IP_MULTICAST_TTL"));
-    FM_TRY_VOID(set_int(fd, IPPROTO_IP, IP_MULTICAST_LOOP, o.loop ? 1 : 0, "IP_MULTICAST_LOOP"));
+    FM_TRY_VOID(set_int_option(fd, IPPROTO_IP, IP_MULTICAST_TTL, o.ttl, "IP_MULTICAST_TTL"));
+    FM_TRY_VOID(
+        set_int_option(fd, IPPROTO_IP, IP_MULTICAST_LOOP, o.loop ? 1 : 0, "IP_MULTICAST_LOOP"));
     if (o.iface) {
       ip_mreqn req{};
       req.imr_ifindex = static_cast<int>(o.iface->index);
@@ -54,9 +47,10 @@ Result<void> apply_send_options(int fd, Family family, const SendOptions& o) {
         return fail_errno(fmt::format("cannot send multicast on {}", o.iface->name));
     }
   } else {
-    FM_TRY_VOID(set_int(fd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, o.ttl, "IPV6_MULTICAST_HOPS"));
     FM_TRY_VOID(
-        set_int(fd, IPPROTO_IPV6, IPV6_MULTICAST_LOOP, o.loop ? 1 : 0, "IPV6_MULTICAST_LOOP"));
+        set_int_option(fd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, o.ttl, "IPV6_MULTICAST_HOPS"));
+    FM_TRY_VOID(set_int_option(fd, IPPROTO_IPV6, IPV6_MULTICAST_LOOP, o.loop ? 1 : 0,
+                               "IPV6_MULTICAST_LOOP"));
     if (o.iface) {
       auto index = static_cast<int>(o.iface->index);
       if (setsockopt(fd, IPPROTO_IPV6, IPV6_MULTICAST_IF, &index, sizeof index) != 0)
@@ -72,9 +66,9 @@ Result<void> join_group(int fd, const IpAddress& group, const IpAddress* source,
   // Only the groups joined on this socket are delivered to it (Linux default: all groups
   // joined by any socket on the host, for a socket bound to the wildcard address).
   if (group.is_v4()) {
-    FM_TRY_VOID(set_int(fd, IPPROTO_IP, IP_MULTICAST_ALL, 0, "IP_MULTICAST_ALL"));
+    FM_TRY_VOID(set_int_option(fd, IPPROTO_IP, IP_MULTICAST_ALL, 0, "IP_MULTICAST_ALL"));
   } else {
-    FM_TRY_VOID(set_int(fd, IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0, "IPV6_MULTICAST_ALL"));
+    FM_TRY_VOID(set_int_option(fd, IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0, "IPV6_MULTICAST_ALL"));
   }
   if (ifindex == 0) ifindex = group.scope_id();
   int rc = 0;

@@ -24,12 +24,6 @@ Result<UniqueFd> open_socket(Family family, int type, int protocol) {
   return fd;
 }
 
-Result<void> set_int(int fd, int level, int name, int value, const char* what) {
-  if (setsockopt(fd, level, name, &value, sizeof value) != 0)
-    return fail_errno(fmt::format("setsockopt({}, {})", what, value));
-  return {};
-}
-
 // bind_to + listen, with "cannot listen on <local>" errors.
 Result<void> listen_on(int fd, const Endpoint& local, int backlog) {
   FM_TRY_VOID(bind_to(fd, local, "cannot listen on"));
@@ -39,6 +33,12 @@ Result<void> listen_on(int fd, const Endpoint& local, int backlog) {
 }
 
 }  // namespace
+
+Result<void> set_int_option(int fd, int level, int name, int value, const char* what) {
+  if (setsockopt(fd, level, name, &value, sizeof value) != 0)
+    return fail_errno(fmt::format("setsockopt({}, {})", what, value));
+  return {};
+}
 
 Result<UniqueFd> open_udp_socket(Family family, int flags) {
   return open_socket(family, SOCK_DGRAM | flags, IPPROTO_UDP);
@@ -89,7 +89,7 @@ Result<UniqueFd> listen_tcp(const Endpoint& local, int backlog) {
 Result<UniqueFd> listen_tcp_dual_stack(std::uint16_t port, int backlog) {
   const Endpoint local{IpAddress::any(Family::kV6), port};
   FM_TRY(UniqueFd fd, open_tcp_socket(Family::kV6));
-  FM_TRY_VOID(set_int(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, 0, "IPV6_V6ONLY"));
+  FM_TRY_VOID(set_int_option(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, 0, "IPV6_V6ONLY"));
   FM_TRY_VOID(listen_on(fd.get(), local, backlog));
   return fd;
 }
@@ -113,28 +113,28 @@ Result<UniqueFd> connect_tcp(const Endpoint& to, int flags) {
 }
 
 Result<void> set_reuse_address(int fd) {
-  return set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
+  return set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
 }
 
 Result<void> set_receive_buffer(int fd, int bytes) {
   if (bytes <= 0) return {};
   if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) == 0) return {};
-  return set_int(fd, SOL_SOCKET, SO_RCVBUF, bytes, "SO_RCVBUF");
+  return set_int_option(fd, SOL_SOCKET, SO_RCVBUF, bytes, "SO_RCVBUF");
 }
 
 Result<void> set_send_buffer(int fd, int bytes) {
   if (bytes <= 0) return {};
   if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) == 0) return {};
-  return set_int(fd, SOL_SOCKET, SO_SNDBUF, bytes, "SO_SNDBUF");
+  return set_int_option(fd, SOL_SOCKET, SO_SNDBUF, bytes, "SO_SNDBUF");
 }
 
 Result<void> enable_packet_info(int fd, Family family) {
   if (family == Family::kV4) {
-    FM_TRY_VOID(set_int(fd, IPPROTO_IP, IP_PKTINFO, 1, "IP_PKTINFO"));
+    FM_TRY_VOID(set_int_option(fd, IPPROTO_IP, IP_PKTINFO, 1, "IP_PKTINFO"));
   } else {
-    FM_TRY_VOID(set_int(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1, "IPV6_RECVPKTINFO"));
+    FM_TRY_VOID(set_int_option(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1, "IPV6_RECVPKTINFO"));
   }
-  return set_int(fd, SOL_SOCKET, SO_TIMESTAMPNS, 1, "SO_TIMESTAMPNS");
+  return set_int_option(fd, SOL_SOCKET, SO_TIMESTAMPNS, 1, "SO_TIMESTAMPNS");
 }
 
 }  // namespace flowmark::net

@@ -60,6 +60,7 @@ struct FireflyListener::Impl {
   struct Socket {
     UniqueFd fd;
     net::DatagramReader reader;
+    Result<std::span<const net::Datagram>> read() { return reader.read(fd.get()); }
   };
   std::vector<Socket> sockets;
   FireflyDecoder decoder;
@@ -67,12 +68,6 @@ struct FireflyListener::Impl {
   bool stop_requested = false;
 
   explicit Impl(const DecoderOptions& options) : decoder(options) {}
-
-  Result<std::span<const net::Datagram>> read(std::size_t i) {
-    return sockets[i].reader.read(sockets[i].fd.get());
-  }
-  std::size_t socket_count() const { return sockets.size(); }
-  int fd(std::size_t i) const { return sockets[i].fd.get(); }
 
   // Decodes and delivers one batch; stops early when the sink asked to.
   void deliver(std::span<const net::Datagram> batch, FireflySink& sink) {
@@ -138,9 +133,9 @@ Result<FireflyListener> FireflyListener::open(const ListenerConfig& config) {
 Result<std::size_t> FireflyListener::drain(FireflySink& sink, std::size_t max_batches) {
   Impl& s = *impl_;
   std::size_t total = 0;
-  for (std::size_t i = 0; i < s.socket_count(); ++i) {
+  for (auto& socket : s.sockets) {
     for (std::size_t round = 0; round < max_batches && !s.stop_requested; ++round) {
-      FM_TRY(auto batch, s.read(i));
+      FM_TRY(auto batch, socket.read());
       if (batch.empty()) break;
       total += batch.size();
       s.deliver(batch, sink);
@@ -152,11 +147,13 @@ Result<std::size_t> FireflyListener::drain(FireflySink& sink, std::size_t max_ba
 
 Result<void> FireflyListener::add_to(EventLoop& loop, FireflySink& sink) {
   Impl* s = impl_.get();
-  for (std::size_t i = 0; i < s->socket_count(); ++i) {
-    FM_TRY_VOID(loop.add_fd(s->fd(i), EPOLLIN, [s, i, &loop, &sink](std::uint32_t) {
+  for (auto& socket : s->sockets) {
+    // The sockets are opened once, before any add_to: their addresses stay put.
+    Impl::Socket* so = &socket;
+    FM_TRY_VOID(loop.add_fd(so->fd.get(), EPOLLIN, [s, so, &loop, &sink](std::uint32_t) {
       // Bounded rounds so that signals and timers are still seen under load.
       for (int round = 0; round < 64 && !loop.stopped() && !s->stop_requested; ++round) {
-        auto batch = s->read(i);
+        auto batch = so->read();
         if (!batch) {
           sink.on_error(batch.error());
           return;
@@ -176,16 +173,15 @@ const ListenerCounts& FireflyListener::counts() const noexcept { return impl_->c
 
 std::vector<Endpoint> FireflyListener::local_endpoints() const {
   std::vector<Endpoint> out;
-  out.reserve(impl_->socket_count());
-  for (std::size_t i = 0; i < impl_->socket_count(); ++i)
-    out.push_back(local_endpoint(impl_->fd(i)));
+  out.reserve(impl_->sockets.size());
+  for (const auto& socket : impl_->sockets) out.push_back(local_endpoint(socket.fd.get()));
   return out;
 }
 
 std::vector<int> FireflyListener::fds() const {
   std::vector<int> out;
-  out.reserve(impl_->socket_count());
-  for (std::size_t i = 0; i < impl_->socket_count(); ++i) out.push_back(impl_->fd(i));
+  out.reserve(impl_->sockets.size());
+  for (const auto& socket : impl_->sockets) out.push_back(socket.fd.get());
   return out;
 }
 

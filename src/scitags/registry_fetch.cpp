@@ -19,6 +19,8 @@
 
 #include <fmt/format.h>
 
+#include "flowmark/core/dynamic_library.hpp"
+
 namespace flowmark::scitags::detail {
 namespace {
 
@@ -37,20 +39,6 @@ struct Curl {
   std::string error;  // why it is unusable; empty when ready
 };
 
-template <typename F>
-bool resolve(void* lib, const char* name, F& out, std::string& error) {
-  void* sym = dlsym(lib, name);
-  if (sym == nullptr) {
-    if (error.empty()) {
-      error = fmt::format("{} has no symbol {}: reinstall libcurl4 (or libcurl4-openssl-dev)",
-                          kLibcurl, name);
-    }
-    return false;
-  }
-  out = reinterpret_cast<F>(sym);
-  return true;
-}
-
 // Loads libcurl once per process (thread-safe) and initialises it; the library stays loaded.
 const Curl& curl_api() noexcept {
   static Curl api;
@@ -65,14 +53,19 @@ const Curl& curl_api() noexcept {
           kLibcurl, why ? why : "not found");
       return;
     }
-    bool ok = resolve(lib, "curl_global_init", api.global_init, api.error);
-    ok = resolve(lib, "curl_easy_init", api.easy_init, api.error) && ok;
-    ok = resolve(lib, "curl_easy_cleanup", api.easy_cleanup, api.error) && ok;
-    ok = resolve(lib, "curl_easy_setopt", api.easy_setopt, api.error) && ok;
-    ok = resolve(lib, "curl_easy_perform", api.easy_perform, api.error) && ok;
-    ok = resolve(lib, "curl_easy_getinfo", api.easy_getinfo, api.error) && ok;
-    ok = resolve(lib, "curl_easy_strerror", api.easy_strerror, api.error) && ok;
-    if (!ok) return;
+    const char* missing = nullptr;
+    bool ok = resolve_symbol(lib, "curl_global_init", api.global_init, missing);
+    ok = resolve_symbol(lib, "curl_easy_init", api.easy_init, missing) && ok;
+    ok = resolve_symbol(lib, "curl_easy_cleanup", api.easy_cleanup, missing) && ok;
+    ok = resolve_symbol(lib, "curl_easy_setopt", api.easy_setopt, missing) && ok;
+    ok = resolve_symbol(lib, "curl_easy_perform", api.easy_perform, missing) && ok;
+    ok = resolve_symbol(lib, "curl_easy_getinfo", api.easy_getinfo, missing) && ok;
+    ok = resolve_symbol(lib, "curl_easy_strerror", api.easy_strerror, missing) && ok;
+    if (!ok) {
+      api.error = fmt::format("{} has no symbol {}: reinstall libcurl4 (or libcurl4-openssl-dev)",
+                              kLibcurl, missing);
+      return;
+    }
     if (api.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
       api.error = "libcurl failed to initialise";
     }

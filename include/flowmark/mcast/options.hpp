@@ -26,17 +26,6 @@ namespace flowmark::mcast {
 
 // Exit codes: the one table of flowmark (core/exit_code.hpp); the multicast commands return
 // 0 1 2 68 69 70 77 130 143, documented in `--help` and flowmark-mcast(1).
-using ::flowmark::exit_code_for;
-using ::flowmark::ExitCode;
-using ::flowmark::kExitInterrupted;
-using ::flowmark::kExitNoInterface;
-using ::flowmark::kExitNoPermission;
-using ::flowmark::kExitNothing;
-using ::flowmark::kExitOk;
-using ::flowmark::kExitSoftware;
-using ::flowmark::kExitTerminated;
-using ::flowmark::kExitUnavailable;
-using ::flowmark::kExitUsage;
 // The codes the multicast commands return, with when, as text for --help.
 std::string_view exit_code_help() noexcept;
 

@@ -47,6 +47,8 @@ Result<void> connect_to(int fd, const Endpoint& to);
 // `flags` holds SOCK_NONBLOCK; then the connection is under way on return.
 Result<UniqueFd> connect_tcp(const Endpoint& to, int flags = 0);
 
+// setsockopt(fd, level, name, &value): an int option; the error names `what` and the value.
+Result<void> set_int_option(int fd, int level, int name, int value, const char* what);
 // SO_REUSEADDR: several sockets may bind the same port (multicast receivers).
 Result<void> set_reuse_address(int fd);
 // SO_RCVBUF / SO_SNDBUF in bytes; SO_RCVBUFFORCE / SO_SNDBUFFORCE first, so that a
