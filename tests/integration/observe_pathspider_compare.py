@@ -1,0 +1,578 @@
+#!/usr/bin/python3
+"""`flowmark observe --chains all` against pathspider 2.0.1's own chains, on pathspider's
+own test captures.
+
+    /usr/bin/python3 tests/integration/observe_pathspider_compare.py BUILD_DIR [unittest options]
+
+BUILD_DIR holds the `flowmark` binary. Needs Debian's pathspider (its chains, its Observer
+and its captures in /usr/lib/python3/dist-packages/pathspider/tests/data), python3-libtrace
+(which pathspider uses to decode packets) and python3-scapy (to read the captures): hence
+/usr/bin/python3. Each test skips, saying why, when one of them is missing. No network, no
+root.
+
+How pathspider's records are made. pathspider's Observer reads captures through
+python-libtrace's plt.trace(), which cannot open a file on Python 3.11 (its URI argument is
+parsed with "s#" without PY_SSIZE_T_CLEAN: "Expected a string for URI"). Everything else of
+python-libtrace works, so only the trace is replaced: a stand-in `plt` module whose trace()
+yields the capture's frames, read with scapy, and whose packet() offers what the Observer
+reads of a packet (ip, ip6, icmp, icmp6, tcp, udp, seconds). The IP objects are real
+python-libtrace objects, made with plt.ip()/plt.ip6() from the frame's bytes after the link
+header: exactly the bytes (and length) plt.packet().ip would cover, Ethernet padding
+included. pathspider's Observer class then runs unmodified — its flow ids with ICMP
+quotations, forward/reverse lookup, completion, idle and expiry timers on the packet clock,
+the short-circuit of chain verdicts — and so do its chain classes (pathspider.chains.*),
+except for the three thin wrappers below, which are the deviations CHAINS.md lists.
+
+The run compared with flowmark ("reference"):
+- chains: basic ecn dscp evil icmp mss tfo udp tcp. pathspider stops calling a packet's
+  remaining chain functions once one says the flow is complete (keep_flow and fn(...)); with
+  the completing chain (tcp) last in its layer every function sees every packet, as
+  flowmark's chains do. The order is a pathspider user's choice (plugins list their chains).
+- EvilChain.ip4 returns None (flow complete) on every data packet after the first one a way:
+  CHAINS.md deviation, flowmark never completes on it; the wrapper returns True instead (the
+  fields are EvilChain's own).
+- MSS/TFO option walk: pathspider's tcp_options() loops forever on an option length 0 and
+  raises IndexError on a missing length byte, TFOChain raises KeyError on option 255 without
+  254 and reads 254's data for 255 (CHAINS.md deviations). The wrappers skip such a SYN (the
+  flow's mss_* / tfo_* fields are then not compared, and counted) and let every other
+  segment through to the chain.
+
+Two more runs explain what differs:
+- "trimmed": the same with every frame cut to its IP length. python-libtrace's ip.size (the
+  octets BasicChain counts) and its TCP payload are the captured bytes after the IP header,
+  Ethernet padding included (libtrace 3 does not clip to the IP total length); flowmark counts
+  IP total lengths (CHAINS.md). A difference is "padding" only when the trimmed run has
+  flowmark's value.
+- "faithful": pathspider's chain order as CHAINS.md lists them (tcp first) and EvilChain
+  unwrapped; records that differ from the reference run are counted per capture (evil
+  completion, short-circuit), not compared with flowmark.
+
+Matching: records by (sip, dip, proto, sp, dp) and first packet time. Fields compared: sip dip
+proto sp dp first last (pathspider's pkt_first/pkt_last, 1 µs) pkt_* oct_* and every field
+of tcp ecn dscp mss tfo udp icmp evil. Accepted differences, each counted by kind and
+printed: the CHAINS.md deviations (tcp_fin_* swapped; MSS data longer than 4 bytes; the
+option-walk and TFO-255 cases above; evil completion) and padding. Flow splitting: flowmark
+starts a new record for a TCP SYN without ACK on a completed flow (pathspider adds it to the
+expiring record) and emits an idle flow at once (pathspider first moves it to its expiring
+table for expiry_timeout, and quantizes both timers to whole seconds); such records are
+matched as groups of one 5-tuple whose packets and octets add up, and counted as "split".
+Anything else fails the test, naming capture, flow, field and both values.
+"""
+
+import base64
+import collections
+import ipaddress
+import json
+import logging
+import os
+import queue
+import subprocess
+import sys
+import types
+import unittest
+
+if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
+    sys.exit("usage: observe_pathspider_compare.py BUILD_DIR [unittest options]")
+BUILD_DIR = os.path.abspath(sys.argv.pop(1))
+FLOWMARK = os.path.join(BUILD_DIR, "flowmark")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ksft import main  # noqa: E402
+
+PATHSPIDER_DATA = "/usr/lib/python3/dist-packages/pathspider/tests/data"
+
+MISSING = None
+try:
+    logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+    from scapy.utils import RawPcapReader
+except ImportError as e:
+    MISSING = f"needs Debian's python3-scapy, run with /usr/bin/python3 ({e})"
+if MISSING is None:
+    try:
+        import plt as REAL_PLT
+    except ImportError as e:
+        MISSING = f"needs Debian's python3-libtrace (pathspider decodes with it) ({e})"
+if MISSING is None:
+    try:
+        from pathspider.base import SHUTDOWN_SENTINEL
+        from pathspider.chains.basic import BasicChain
+        from pathspider.chains.dscp import DSCPChain
+        from pathspider.chains.ecn import ECNChain
+        from pathspider.chains.evil import EvilChain
+        from pathspider.chains.icmp import ICMPChain
+        from pathspider.chains.mss import MSSChain
+        from pathspider.chains.tcp import TCPChain
+        from pathspider.chains.tfo import TFOChain
+        from pathspider.chains.udp import UDPChain
+        from pathspider.observer import Observer
+    except ImportError as e:
+        MISSING = f"needs Debian's pathspider 2.0.1 (its chains and Observer) ({e})"
+if MISSING is None and not os.path.isdir(PATHSPIDER_DATA):
+    MISSING = f"pathspider's test captures are not in {PATHSPIDER_DATA}"
+
+# ---- captures → frames -------------------------------------------------------------------
+
+Frame = collections.namedtuple("Frame", "ts_ns version l3 padding")
+
+
+def read_frames(path):
+    """Every frame of a pcap/pcapng: time (ns), IP version (None: not IP), the bytes from the
+    IP header to the end of the frame (what libtrace's layer 3 covers) and how many of them
+    lie past the IP length (Ethernet padding)."""
+    frames = []
+    reader = RawPcapReader(path)
+    nano = getattr(reader, "nano", False)
+    for data, meta in reader:
+        if hasattr(meta, "tsresol"):  # pcapng
+            ticks = (meta.tshigh << 32) | meta.tslow
+            ts_ns = ticks * 1_000_000_000 // meta.tsresol
+            linktype = meta.linktype
+        else:
+            ts_ns = meta.sec * 1_000_000_000 + meta.usec * (1 if nano else 1000)
+            linktype = reader.linktype
+        version, l3 = None, b""
+        if linktype == 1:  # Ethernet, VLAN tags skipped as libtrace does
+            off, et = 14, int.from_bytes(data[12:14], "big")
+            while et in (0x8100, 0x88A8, 0x9100) and len(data) >= off + 4:
+                et, off = int.from_bytes(data[off + 2:off + 4], "big"), off + 4
+            version = {0x0800: 4, 0x86DD: 6}.get(et)
+            l3 = data[off:]
+        elif linktype in (101, 12, 14, 228, 229):  # raw IP
+            l3 = data
+            version = {4: 4, 6: 6}.get(data[0] >> 4) if data else None
+        elif linktype == 113:  # Linux cooked
+            version = {0x0800: 4, 0x86DD: 6}.get(int.from_bytes(data[14:16], "big"))
+            l3 = data[16:]
+        padding = 0
+        if version == 4 and len(l3) >= 4:
+            padding = max(0, len(l3) - int.from_bytes(l3[2:4], "big"))
+        elif version == 6 and len(l3) >= 6:
+            padding = max(0, len(l3) - 40 - int.from_bytes(l3[4:6], "big"))
+        frames.append(Frame(ts_ns, version, bytes(l3), padding))
+    reader.close()
+    return frames
+
+
+# ---- the stand-in for python-libtrace's trace and packet ----------------------------------
+
+
+class _Ip:
+    """A real plt.ip / plt.ip6 object plus the packet time (plt's own comes from the packet)."""
+
+    __slots__ = ("_obj", "seconds")
+
+    def __init__(self, obj, seconds):
+        self._obj = obj
+        self.seconds = seconds
+
+    def __getattr__(self, name):
+        return getattr(self._obj, name)
+
+
+class _Packet:
+    """What pathspider's Observer reads of a plt.packet()."""
+
+    def __init__(self):
+        self.load(None)
+
+    def load(self, frame):
+        self.ip = self.ip6 = self.icmp = self.icmp6 = self.tcp = self.udp = None
+        self.seconds = 0.0
+        if frame is None:
+            return
+        self.seconds = frame.ts_ns / 1e9
+        if frame.version == 4:
+            self.ip = _Ip(REAL_PLT.ip(bytearray(frame.l3)), self.seconds)
+            inner = self.ip
+            self.icmp = inner.icmp
+        elif frame.version == 6:
+            self.ip6 = _Ip(REAL_PLT.ip6(bytearray(frame.l3)), self.seconds)
+            inner = self.ip6
+            self.icmp6 = inner.icmp6
+        else:
+            return
+        self.tcp = inner.tcp
+        self.udp = inner.udp
+
+
+_FRAMES_BY_URI = {}
+
+
+class _Trace:
+    """plt.trace(uri) over frames registered in _FRAMES_BY_URI."""
+
+    def __init__(self, uri):
+        self._frames = iter(_FRAMES_BY_URI[uri])
+
+    def start(self):
+        pass
+
+    def read_packet(self, pkt):
+        frame = next(self._frames, None)
+        if frame is None:
+            return False
+        pkt.load(frame)
+        return True
+
+    def pkt_drops(self):
+        return 0
+
+
+def _install_plt_stand_in():
+    shim = types.ModuleType("plt")
+    shim.trace = _Trace
+    shim.packet = _Packet
+    shim.__getattr__ = lambda name: getattr(REAL_PLT, name)
+    sys.modules["plt"] = shim
+
+
+# ---- the deviation wrappers ---------------------------------------------------------------
+
+
+def option_walk_trouble(tcp):
+    """How pathspider's tcp_options() goes wrong on this segment's options: None, or
+    (fatal, reason); fatal: it never returns (length 0) or raises (no length byte)."""
+    opts = bytes(tcp.data[20:tcp.doff * 4])
+    cp, trouble = 0, None
+    while cp < len(opts):
+        if opts[cp] == 1:
+            cp += 1
+            continue
+        if opts[cp] == 0:
+            break
+        if cp + 1 >= len(opts):
+            return (True, "option without length byte (pathspider: IndexError)")
+        if opts[cp + 1] == 0:
+            return (True, "option length 0 (pathspider: endless loop)")
+        if opts[cp + 1] == 1:
+            trouble = (False, "option length 1 (pathspider walks on, flowmark stops)")
+        cp += opts[cp + 1]
+    return trouble
+
+
+def tfo_255_trouble(tcp):
+    """Option 255 with the TFO ExID and no option 34 / 254-TFO: pathspider reads 254's data."""
+    opts = {}
+    data = bytes(tcp.data[20:tcp.doff * 4])
+    cp = 0
+    while cp < len(data):
+        if data[cp] == 1:
+            cp += 1
+            continue
+        if data[cp] == 0 or cp + 1 >= len(data) or data[cp + 1] < 2:
+            break
+        opts[data[cp]] = data[cp + 2:cp + data[cp + 1]]
+        cp += data[cp + 1]
+    if 34 in opts or (254 in opts and opts[254][:2] == b"\xf9\x89"):
+        return None
+    if 255 in opts and opts[255][:2] == b"\xf9\x89":
+        return "TFO option 255 (pathspider reads option 254's data or raises KeyError)"
+    return None
+
+
+class EvilNeverCompletes(EvilChain):
+    """EvilChain whose ip4 never completes the flow (CHAINS.md evil deviation)."""
+
+    def ip4(self, rec, ip, rev):
+        if EvilChain.ip4(self, rec, ip, rev) is None:
+            rec["_evil_would_complete"] = True
+        return True
+
+
+class GuardedMSS(MSSChain):
+    def tcp(self, rec, tcp, rev):
+        if tcp.syn_flag:
+            trouble = option_walk_trouble(tcp)
+            if trouble:
+                rec.setdefault("_skip_mss", trouble[1])
+                if trouble[0]:
+                    return True
+        return MSSChain.tcp(self, rec, tcp, rev)
+
+
+class GuardedTFO(TFOChain):
+    def tcp(self, rec, tcp, rev):
+        if tcp.syn_flag:
+            trouble = option_walk_trouble(tcp)
+            if trouble:
+                rec.setdefault("_skip_tfo", trouble[1])
+                if trouble[0]:
+                    return True
+            trouble = tfo_255_trouble(tcp)
+            if trouble and (not tcp.ack_flag or rec["tfo_synkind"]):
+                rec.setdefault("_skip_tfo", trouble)
+                return True
+        return TFOChain.tcp(self, rec, tcp, rev)
+
+
+class IpLengthProbe:
+    """Not a pathspider chain: sums the IP total lengths per direction beside BasicChain's
+    octets (python-libtrace's ip.size, the captured length), to tell the two apart."""
+
+    def new_flow(self, rec, ip):
+        rec["_iplen_fwd"] = rec["_iplen_rev"] = 0
+        return True
+
+    def ip4(self, rec, ip, rev):
+        rec["_iplen_rev" if rev else "_iplen_fwd"] += ip.pkt_len
+        return True
+
+    def ip6(self, rec, ip, rev):
+        rec["_iplen_rev" if rev else "_iplen_fwd"] += 40 + ip.payload_len
+        return True
+
+
+REFERENCE_CHAINS = None
+FAITHFUL_CHAINS = None
+if MISSING is None:
+    REFERENCE_CHAINS = [IpLengthProbe, BasicChain, ECNChain, DSCPChain, EvilNeverCompletes, ICMPChain, GuardedMSS,
+                        GuardedTFO, UDPChain, TCPChain]
+    FAITHFUL_CHAINS = [IpLengthProbe, BasicChain, TCPChain, ECNChain, DSCPChain, GuardedMSS, GuardedTFO, UDPChain,
+                       ICMPChain, EvilChain]
+    _install_plt_stand_in()
+
+
+def run_pathspider(name, frames, chains, trim=False):
+    """pathspider's Observer over the frames; its records, in emission order."""
+    if trim:
+        frames = [f._replace(l3=f.l3[:len(f.l3) - f.padding], padding=0) for f in frames]
+    uri = f"pcapfile:{name}#{id(frames)}"
+    _FRAMES_BY_URI[uri] = frames
+    try:
+        observer = Observer(uri, chains=chains)
+        out = queue.Queue()
+        observer.run_flow_enqueuer(out)
+    finally:
+        del _FRAMES_BY_URI[uri]
+    records = []
+    while True:
+        rec = out.get_nowait()
+        if rec == SHUTDOWN_SENTINEL:
+            break
+        records.append(rec)
+    return records, observer
+
+
+# ---- flowmark ------------------------------------------------------------------------------
+
+
+def run_flowmark(path, chains="all"):
+    proc = subprocess.run([FLOWMARK, "observe", "-r", path, "--chains", chains, "--format", "jsonl"],
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise AssertionError(f"flowmark observe -r {path} --chains {chains} exited "
+                             f"{proc.returncode}: {proc.stderr.strip()}")
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+# ---- comparison ----------------------------------------------------------------------------
+
+BASIC_FIELDS = ["sip", "dip", "proto", "sp", "dp", "pkt_fwd", "pkt_rev", "oct_fwd", "oct_rev"]
+TIME_FIELDS = [("first", "pkt_first"), ("last", "pkt_last")]
+CHAIN_FIELDS = {
+    "tcp": ["tcp_synflags_fwd", "tcp_synflags_rev", "tcp_fin_fwd", "tcp_fin_rev", "tcp_rst_fwd",
+            "tcp_rst_rev", "tcp_connected"],
+    "ecn": [f"ecn_{m}_{t}_{d}" for d in ("fwd", "rev") for t in ("syn", "data")
+            for m in ("ect0", "ect1", "ce")],
+    "dscp": ["dscp_mark_syn_fwd", "dscp_mark_syn_rev", "dscp_mark_data_fwd", "dscp_mark_data_rev"],
+    "mss": ["mss_len_fwd", "mss_len_rev", "mss_value_fwd", "mss_value_rev"],
+    "tfo": ["tfo_synkind", "tfo_ackkind", "tfo_synclen", "tfo_ackclen", "tfo_seq", "tfo_dlen",
+            "tfo_ack"],
+    "udp": ["udp_zero_checksum_fwd", "udp_zero_checksum_rev"],
+    "icmp": ["icmp_unreachable"],
+    "evil": ["evilbit_syn_fwd", "evilbit_syn_rev", "evilbit_data_fwd", "evilbit_data_rev"],
+}
+ALL_CHAINS = list(CHAIN_FIELDS)
+# pathspider's TCPChain sets tcp_fin_fwd on a reverse FIN and tcp_fin_rev on a forward one
+# (CHAINS.md deviation): flowmark's field is compared with pathspider's other one.
+PATHSPIDER_NAME = {"tcp_fin_fwd": "tcp_fin_rev", "tcp_fin_rev": "tcp_fin_fwd"}
+TIME_TOLERANCE = 2e-6  # s: pathspider's times are doubles, flowmark prints nanoseconds
+
+
+def _addr(text):
+    return ipaddress.ip_address(text)
+
+
+def oriented_key(rec):
+    return (_addr(rec["sip"]), _addr(rec["dip"]), rec["proto"], rec.get("sp"), rec.get("dp"))
+
+
+def group_key(rec):
+    a = (_addr(rec["sip"]), rec.get("sp"))
+    b = (_addr(rec["dip"]), rec.get("dp"))
+    return (rec["proto"],) + tuple(sorted([a, b], key=lambda e: (e[0].version, e[0], e[1] or 0)))
+
+
+def _first(rec):
+    return rec["first"] if "first" in rec else rec["pkt_first"]
+
+
+def _show(key):
+    sip, dip, proto, sp, dp = key
+    ports = f" {sp} > {dp}" if sp is not None else ""
+    return f"{sip} > {dip} proto {proto}{ports}"
+
+
+def _find(records, rec, late=()):
+    """The record of `records` with rec's oriented key and first time (or, with `late`, the
+    time flowmark gives a late frame: see Comparison.same_time), or None."""
+    key, first = oriented_key(rec), _first(rec)
+    for other in records:
+        if oriented_key(other) == key and _time_match(first, _first(other), late):
+            return other
+    return None
+
+
+def _time_match(ours, theirs, late=()):
+    """None when two times differ, else how they match: "exact", or "late" when `ours` is the
+    packet-clock time flowmark gives a late frame stamped `theirs` (late: (stamp, clock)
+    pairs in seconds)."""
+    if abs(ours - theirs) <= TIME_TOLERANCE:
+        return "exact"
+    for stamp, clock in late:
+        if abs(stamp - theirs) <= TIME_TOLERANCE and abs(clock - ours) <= TIME_TOLERANCE:
+            return "late"
+    return None
+
+
+class Comparison:
+    """flowmark's records of one capture against pathspider's (see the module docstring)."""
+
+    def __init__(self, name, chains):
+        self.name = name
+        self.chains = chains
+        self.records = 0
+        self.fields = 0
+        self.kinds = collections.Counter()
+        self.problems = []
+        self.notes = []
+
+    def run(self, path, flowmark_records):
+        frames = read_frames(path)
+        # Frames stamped behind the packet clock (the largest stamp so far): flowmark counts
+        # them at the clock (observer.hpp), pathspider at their own stamp.
+        self.late, clock = [], 0
+        for f in frames:
+            if f.ts_ns < clock:
+                self.late.append((f.ts_ns / 1e9, clock / 1e9))
+            clock = max(clock, f.ts_ns)
+        ref, _ = run_pathspider(path, frames, REFERENCE_CHAINS)
+        trimmed, _ = run_pathspider(path, frames, REFERENCE_CHAINS, trim=True)
+        faithful, _ = run_pathspider(path, frames, FAITHFUL_CHAINS)
+        self._faithful_effects(ref, faithful)
+
+        groups = collections.defaultdict(lambda: ([], []))
+        for rec in ref:
+            groups[group_key(rec)][0].append(rec)
+        for rec in flowmark_records:
+            groups[group_key(rec)][1].append(rec)
+        for key, (ps_recs, fm_recs) in groups.items():
+            unmatched_ps = list(ps_recs)
+            unmatched_fm = []
+            for fm in fm_recs:
+                ps = _find(unmatched_ps, fm, self.late)
+                if ps is None:
+                    unmatched_fm.append(fm)
+                    continue
+                unmatched_ps.remove(ps)
+                self._compare(ps, fm, _find(trimmed, ps))
+            if unmatched_ps or unmatched_fm:
+                self._split(key, ps_recs, fm_recs, unmatched_ps, unmatched_fm, trimmed)
+        return self
+
+    # -- matched records
+
+    def _compare(self, ps, fm, ps_trimmed):
+        self.records += 1
+        flow = _show(oriented_key(fm))
+        if ps.get("_evil_would_complete"):
+            self.kinds["evil-completion (pathspider would complete the flow)"] += 1
+        for ours, theirs in TIME_FIELDS:
+            self.fields += 1
+            how = _time_match(fm[ours], ps[theirs], self.late)
+            if how is None:
+                self.problems.append(f"{flow}: {ours}: pathspider {ps[theirs]!r}, "
+                                     f"flowmark {fm[ours]!r}")
+            elif how == "late":
+                self.kinds["late-frame (stamped behind the packet clock: flowmark uses the "
+                           "clock)"] += 1
+        fields = list(BASIC_FIELDS)
+        for chain in self.chains:
+            fields += CHAIN_FIELDS[chain]
+        for field in fields:
+            self.fields += 1
+            if field not in fm:
+                self.problems.append(f"{flow}: {field} missing from flowmark's record")
+                continue
+            theirs = PATHSPIDER_NAME.get(field, field)
+            want, got = ps[theirs], fm[field]
+            if field in ("sip", "dip"):
+                want, got = _addr(want), _addr(got)
+            if theirs != field and ps[field] != ps[theirs]:
+                self.kinds["tcp-fin-swap (pathspider's tcp_fin_* the wrong way round)"] += 1
+            if want == got and type(want) is type(got):
+                continue
+            kind = self._explain(field, ps, fm, ps_trimmed)
+            if kind:
+                self.kinds[kind] += 1
+            else:
+                self.problems.append(f"{flow}: {field}: pathspider {want!r}, flowmark {got!r}")
+
+    def _explain(self, field, ps, fm, ps_trimmed):
+        got = fm[field]
+        theirs = PATHSPIDER_NAME.get(field, field)
+        if field.startswith("oct_") and got == ps["_iplen" + field[3:]]:
+            return "ip.size (pathspider counts captured octets: Ethernet padding, truncation)"
+        if (ps_trimmed is not None and ps_trimmed[theirs] == got
+                and type(ps_trimmed[theirs]) is type(got) and ps_trimmed[theirs] != ps[theirs]):
+            return "padding (pathspider sees Ethernet padding as TCP payload)"
+        if field.startswith("mss_"):
+            if ps.get("_skip_mss"):
+                return f"option-walk: {ps['_skip_mss']}"
+            length = ps["mss_len_" + field[-3:]]
+            if field.startswith("mss_value_") and got is None and length and length > 6:
+                return "mss-long (MSS data longer than 4 bytes: flowmark null)"
+        if field.startswith("tfo_") and ps.get("_skip_tfo"):
+            return f"tfo-option: {ps['_skip_tfo']}"
+        return None
+
+    # -- flow splitting
+
+    def _split(self, key, ps_recs, fm_recs, unmatched_ps, unmatched_fm, trimmed):
+        def totals(recs, source):
+            pkts = sum(r["pkt_fwd"] + r["pkt_rev"] for r in recs)
+            octs = sum(r["oct_fwd"] + r["oct_rev"] for r in source(recs))
+            return pkts, octs
+
+        def ip_lengths(recs):
+            return [{"oct_fwd": r["_iplen_fwd"], "oct_rev": r["_iplen_rev"]} for r in recs]
+
+        ps_tot = totals(ps_recs, ip_lengths)
+        fm_tot = totals(fm_recs, lambda recs: recs)
+        desc = (f"{_show(oriented_key((unmatched_fm or unmatched_ps)[0]))}: pathspider records at "
+                f"{[round(_first(r), 6) for r in ps_recs]}, flowmark at "
+                f"{[round(_first(r), 6) for r in fm_recs]}")
+        if ps_tot != fm_tot:
+            self.problems.append(f"{desc}: not the same packets (pathspider {ps_tot} packets, "
+                                 f"octets; flowmark {fm_tot})")
+            return
+        self.kinds["split (same packets, other record boundaries)"] += \
+            len(unmatched_ps) + len(unmatched_fm)
+        self.notes.append(f"split: {desc}")
+
+    # -- what pathspider's own chain order and evil completion change
+
+    def _faithful_effects(self, ref, faithful):
+        differ = 0
+        for rec in faithful:
+            other = _find(ref, rec)
+            if other is None or any(other.get(k) != v for k, v in rec.items()
+                                    if not k.startswith("_")):
+                differ += 1
+        if differ or len(ref) != len(faithful):
+            self.kinds["faithful-order (records pathspider's own chain order and evil completion "
+                       "make differently; not compared)"] += differ
+
+    def summary(self):
+        kinds = ", ".join(f"{k}: {v}" for k, v in sorted(self.kinds.items())) or "none"
+        return (f"{self.name}: {self.records} records, {self.fields} fields compared; "
+                f"deviations seen: {kinds}")
