@@ -388,6 +388,34 @@ PATHSPIDER_NAME = {"tcp_fin_fwd": "tcp_fin_rev", "tcp_fin_rev": "tcp_fin_fwd"}
 TIME_TOLERANCE = 2e-6  # s: pathspider's times are doubles, flowmark prints nanoseconds
 
 
+IDLE_TIMEOUT = 30  # s: pathspider's Observer default, flowmark's --idle-timeout default
+PORT_PROTOCOLS = (6, 17, 132, 136)  # pathspider's protos_with_ports
+
+
+def packet_index(frames):
+    """group_key → [(time, is a TCP SYN without ACK)] of the flow's own packets, in order."""
+    index = collections.defaultdict(list)
+    for f in frames:
+        b = f.l3
+        if f.version == 4 and len(b) >= 20:
+            hl, proto, src, dst = (b[0] & 15) * 4, b[9], b[12:16], b[16:20]
+            first_fragment = int.from_bytes(b[6:8], "big") & 0x1FFF == 0
+        elif f.version == 6 and len(b) >= 40:
+            hl, proto, src, dst, first_fragment = 40, b[6], b[8:24], b[24:40], True
+        else:
+            continue
+        sp = dp = None
+        syn = False
+        if proto in PORT_PROTOCOLS and first_fragment and len(b) >= hl + 4:
+            sp, dp = int.from_bytes(b[hl:hl + 2], "big"), int.from_bytes(b[hl + 2:hl + 4], "big")
+            if proto == 6 and len(b) >= hl + 14:
+                syn = b[hl + 13] & 0x12 == 0x02
+        rec = {"sip": str(ipaddress.ip_address(src)), "dip": str(ipaddress.ip_address(dst)),
+               "proto": proto, "sp": sp, "dp": dp}
+        index[group_key(rec)].append((f.ts_ns / 1e9, syn))
+    return index
+
+
 def _addr(text):
     return ipaddress.ip_address(text)
 
@@ -413,13 +441,25 @@ def _show(key):
 
 
 def _find(records, rec, late=()):
-    """The record of `records` with rec's oriented key and first time (or, with `late`, the
-    time flowmark gives a late frame: see Comparison.same_time), or None."""
+    """The record of `records` with rec's oriented key and first time, or None. With `late`,
+    rec is flowmark's and its time may be the one flowmark gives a late frame (_time_match)."""
     key, first = oriented_key(rec), _first(rec)
     for other in records:
         if oriented_key(other) == key and _time_match(first, _first(other), late):
             return other
     return None
+
+
+class RecordIndex:
+    """Records by oriented key, for _find without a scan of every record."""
+
+    def __init__(self, records):
+        self.by_key = collections.defaultdict(list)
+        for rec in records:
+            self.by_key[oriented_key(rec)].append(rec)
+
+    def find(self, rec, late=()):
+        return _find(self.by_key.get(oriented_key(rec), []), rec, late)
 
 
 def _time_match(ours, theirs, late=()):
@@ -457,6 +497,7 @@ class Comparison:
             clock = max(clock, f.ts_ns)
         ref, _ = run_pathspider(path, frames, REFERENCE_CHAINS)
         trimmed, _ = run_pathspider(path, frames, REFERENCE_CHAINS, trim=True)
+        trimmed = RecordIndex(trimmed)
         faithful, _ = run_pathspider(path, frames, FAITHFUL_CHAINS)
         self._faithful_effects(ref, faithful)
 
@@ -465,18 +506,23 @@ class Comparison:
             groups[group_key(rec)][0].append(rec)
         for rec in flowmark_records:
             groups[group_key(rec)][1].append(rec)
+        self.packets = packet_index(frames)
         for key, (ps_recs, fm_recs) in groups.items():
-            unmatched_ps = list(ps_recs)
-            unmatched_fm = []
+            unmatched_ps, unmatched_fm, split_ps, split_fm = list(ps_recs), [], [], []
             for fm in fm_recs:
                 ps = _find(unmatched_ps, fm, self.late)
                 if ps is None:
                     unmatched_fm.append(fm)
                     continue
                 unmatched_ps.remove(ps)
-                self._compare(ps, fm, _find(trimmed, ps))
-            if unmatched_ps or unmatched_fm:
-                self._split(key, ps_recs, fm_recs, unmatched_ps, unmatched_fm, trimmed)
+                if (ps["pkt_fwd"], ps["pkt_rev"]) == (fm["pkt_fwd"], fm["pkt_rev"]) and \
+                        _time_match(fm["last"], ps["pkt_last"], self.late):
+                    self._compare(ps, fm, trimmed.find(ps))
+                else:  # the same start, not the same packets: another boundary later
+                    split_ps.append(ps)
+                    split_fm.append(fm)
+            if unmatched_ps or unmatched_fm or split_ps:
+                self._split(key, ps_recs, fm_recs, split_ps + unmatched_ps, split_fm + unmatched_fm)
         return self
 
     # -- matched records
@@ -537,38 +583,66 @@ class Comparison:
 
     # -- flow splitting
 
-    def _split(self, key, ps_recs, fm_recs, unmatched_ps, unmatched_fm, trimmed):
-        def totals(recs, source):
-            pkts = sum(r["pkt_fwd"] + r["pkt_rev"] for r in recs)
-            octs = sum(r["oct_fwd"] + r["oct_rev"] for r in source(recs))
-            return pkts, octs
+    def _split(self, key, ps_recs, fm_recs, split_ps, split_fm):
+        """Records of one flow that do not pair up: the same packets cut at other places. Every
+        place where only one side starts a record must be explained by a timer rule."""
+        def totals(recs, octets):
+            return (sum(r["pkt_fwd"] + r["pkt_rev"] for r in recs),
+                    sum(r[octets + "_fwd"] + r[octets + "_rev"] for r in recs))
 
-        def ip_lengths(recs):
-            return [{"oct_fwd": r["_iplen_fwd"], "oct_rev": r["_iplen_rev"]} for r in recs]
-
-        ps_tot = totals(ps_recs, ip_lengths)
-        fm_tot = totals(fm_recs, lambda recs: recs)
-        desc = (f"{_show(oriented_key((unmatched_fm or unmatched_ps)[0]))}: pathspider records at "
+        desc = (f"{_show(oriented_key((split_fm or split_ps)[0]))}: pathspider records at "
                 f"{[round(_first(r), 6) for r in ps_recs]}, flowmark at "
                 f"{[round(_first(r), 6) for r in fm_recs]}")
+        ps_tot, fm_tot = totals(ps_recs, "_iplen"), totals(fm_recs, "oct")
         if ps_tot != fm_tot:
             self.problems.append(f"{desc}: not the same packets (pathspider {ps_tot} packets, "
-                                 f"octets; flowmark {fm_tot})")
+                                 f"IP octets; flowmark {fm_tot})")
             return
-        self.kinds["split (same packets, other record boundaries)"] += \
-            len(unmatched_ps) + len(unmatched_fm)
-        self.notes.append(f"split: {desc}")
+        def same_start(ps, fm):
+            return (oriented_key(ps) == oriented_key(fm)
+                    and _time_match(_first(fm), _first(ps), self.late))
+
+        only = [(_first(r), "pathspider") for r in ps_recs
+                if not any(same_start(r, fm) for fm in fm_recs)]
+        only += [(_first(r), "flowmark") for r in fm_recs
+                 if not any(same_start(ps, r) for ps in ps_recs)]
+        if not only:
+            theirs = [(r["pkt_fwd"], r["pkt_rev"], r["pkt_last"]) for r in split_ps]
+            ours = [(r["pkt_fwd"], r["pkt_rev"], r["last"]) for r in split_fm]
+            self.problems.append(f"{desc}: records with the same starts differ in (pkt_fwd, "
+                                 f"pkt_rev, last): pathspider {theirs}, flowmark {ours}")
+            return
+        times = self.packets.get(key, [])
+        for start, side in only:
+            at = [i for i, (t, _) in enumerate(times) if abs(t - start) <= TIME_TOLERANCE]
+            if not at or at[0] == 0:
+                self.problems.append(f"{desc}: {side} starts a record at {start:.6f}, not at a "
+                                     f"later packet of the flow")
+                continue
+            gap = start - times[at[0] - 1][0]
+            if gap >= IDLE_TIMEOUT - 1:
+                self.kinds["split-idle (flowmark emits an idle flow at once, pathspider keeps it "
+                           "expiry_timeout longer)"] += 1
+            elif side == "flowmark" and times[at[0]][1]:
+                self.kinds["split-syn (a SYN on a completed flow starts a flowmark record)"] += 1
+            else:
+                self.problems.append(f"{desc}: {side} alone starts a record at {start:.6f} "
+                                     f"({gap:.3f} s after the flow's previous packet)")
+                continue
+            self.notes.append(f"split at {start:.6f} ({side}; {gap:.3f} s after the previous "
+                              f"packet): {desc}")
 
     # -- what pathspider's own chain order and evil completion change
 
     def _faithful_effects(self, ref, faithful):
         differ = 0
+        ref = RecordIndex(ref)
         for rec in faithful:
-            other = _find(ref, rec)
+            other = ref.find(rec)
             if other is None or any(other.get(k) != v for k, v in rec.items()
                                     if not k.startswith("_")):
                 differ += 1
-        if differ or len(ref) != len(faithful):
+        if differ:
             self.kinds["faithful-order (records pathspider's own chain order and evil completion "
                        "make differently; not compared)"] += differ
 
@@ -576,3 +650,101 @@ class Comparison:
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(self.kinds.items())) or "none"
         return (f"{self.name}: {self.records} records, {self.fields} fields compared; "
                 f"deviations seen: {kinds}")
+
+
+# ---- the tests -----------------------------------------------------------------------------
+
+
+def captures():
+    if not os.path.isdir(PATHSPIDER_DATA):
+        return []
+    return sorted(f for f in os.listdir(PATHSPIDER_DATA) if f.endswith(".pcap"))
+
+
+class PathspiderCaptures(unittest.TestCase):
+    """One test per capture of pathspider's test data: flowmark's records = pathspider's."""
+
+    def setUp(self):
+        if MISSING:
+            self.skipTest(MISSING)
+        self.assertTrue(os.access(FLOWMARK, os.X_OK), f"no flowmark binary at {FLOWMARK}")
+
+    def check_capture(self, name):
+        path = os.path.join(PATHSPIDER_DATA, name)
+        comparison = Comparison(name, ALL_CHAINS).run(path, run_flowmark(path))
+        print(comparison.summary(), flush=True)
+        for note in comparison.notes:
+            print(f"  {note}", flush=True)
+        if comparison.problems:
+            shown = "\n  ".join(comparison.problems[:40])
+            more = len(comparison.problems) - 40
+            self.fail(f"{name}: {len(comparison.problems)} unexplained difference(s) between "
+                      f"pathspider and flowmark:\n  {shown}" + (f"\n  ... {more} more" if more > 0
+                                                                   else ""))
+        return comparison
+
+
+def _make_test(name):
+    def test(self):
+        comparison = self.check_capture(name)
+        if name == "random.pcap":  # 5,000 ARP frames: no IP, no flow on either side
+            self.assertEqual(comparison.records, 0)
+        else:
+            self.assertGreater(comparison.records, 0, f"{name}: no record compared")
+    test.__doc__ = f"pathspider's {name}"
+    return test
+
+
+for _name in captures():
+    setattr(PathspiderCaptures, "test_" + _name[:-5], _make_test(_name))
+
+
+class ComparisonCanFail(unittest.TestCase):
+    """The comparison notices a changed value, a missing field, a swapped direction and a
+    missing record (so that the tests above cannot pass by not looking)."""
+
+    NAME = "tcp_ipv4_ecn.pcap"
+
+    def setUp(self):
+        if MISSING:
+            self.skipTest(MISSING)
+        if not os.path.exists(os.path.join(PATHSPIDER_DATA, self.NAME)):
+            self.skipTest(f"pathspider's {self.NAME} is missing")
+        self.assertTrue(os.access(FLOWMARK, os.X_OK), f"no flowmark binary at {FLOWMARK}")
+        self.path = os.path.join(PATHSPIDER_DATA, self.NAME)
+        self.records = run_flowmark(self.path)
+        self.assertEqual(len(self.records), 1)
+        clean = Comparison(self.NAME, ALL_CHAINS).run(self.path, self.records)
+        self.assertEqual(clean.problems, [])
+
+    def problems_with(self, change):
+        records = json.loads(json.dumps(self.records))
+        change(records)
+        return Comparison(self.NAME, ALL_CHAINS).run(self.path, records).problems
+
+    def test_changed_values(self):
+        for field, value in [("ecn_ect0_data_fwd", False), ("mss_value_rev", 1459),
+                             ("tcp_synflags_fwd", 2), ("dscp_mark_data_rev", None),
+                             ("evilbit_syn_fwd", None), ("udp_zero_checksum_fwd", False),
+                             ("tfo_seq", 1), ("icmp_unreachable", True), ("oct_rev", 1),
+                             ("tcp_fin_fwd", False), ("last", 0.0)]:
+            with self.subTest(field=field):
+                problems = self.problems_with(lambda r: r[0].__setitem__(field, value))
+                self.assertTrue(any(field in p for p in problems), problems)
+
+    def test_missing_field(self):
+        problems = self.problems_with(lambda r: r[0].pop("tfo_ackclen"))
+        self.assertTrue(any("tfo_ackclen missing" in p for p in problems), problems)
+
+    def test_swapped_direction(self):
+        def swap(records):
+            r = records[0]
+            r["sip"], r["dip"], r["sp"], r["dp"] = r["dip"], r["sip"], r["dp"], r["sp"]
+        self.assertNotEqual(self.problems_with(swap), [])
+
+    def test_missing_record(self):
+        self.assertNotEqual(self.problems_with(lambda r: r.clear()), [])
+
+
+if __name__ == "__main__":
+    main()
