@@ -106,6 +106,8 @@ if MISSING is None:
         from pathspider.observer import Observer
     except ImportError as e:
         MISSING = f"needs Debian's pathspider 2.0.1 (its chains and Observer) ({e})"
+if MISSING is not None:  # the wrapper classes below still need their bases to be defined
+    EvilChain = MSSChain = TFOChain = object
 if MISSING is None and not os.path.isdir(PATHSPIDER_DATA):
     MISSING = f"pathspider's test captures are not in {PATHSPIDER_DATA}"
 
@@ -541,6 +543,8 @@ class Comparison:
             elif how == "late":
                 self.kinds["late-frame (stamped behind the packet clock: flowmark uses the "
                            "clock)"] += 1
+                self.notes.append(f"late-frame: {flow}: {ours}: pathspider {ps[theirs]:.6f}, "
+                                  f"flowmark {fm[ours]:.6f}")
         fields = list(BASIC_FIELDS)
         for chain in self.chains:
             fields += CHAIN_FIELDS[chain]
@@ -560,6 +564,8 @@ class Comparison:
             kind = self._explain(field, ps, fm, ps_trimmed)
             if kind:
                 self.kinds[kind] += 1
+                self.notes.append(f"{kind.split(' ')[0]}: {flow}: {field}: pathspider {want!r}, "
+                                  f"flowmark {got!r}")
             else:
                 self.problems.append(f"{flow}: {field}: pathspider {want!r}, flowmark {got!r}")
 
