@@ -37,29 +37,50 @@ The run compared with flowmark ("reference"):
   flow's mss_* / tfo_* fields are then not compared, and counted) and let every other
   segment through to the chain.
 
-Two more runs explain what differs:
-- "trimmed": the same with every frame cut to its IP length. python-libtrace's ip.size (the
-  octets BasicChain counts) and its TCP payload are the captured bytes after the IP header,
-  Ethernet padding included (libtrace 3 does not clip to the IP total length); flowmark counts
-  IP total lengths (CHAINS.md). A difference is "padding" only when the trimmed run has
+Two more runs and a probe explain what differs:
+- IpLengthProbe (not a pathspider chain; it only adds "_iplen_*" to the record) sums the IP
+  total lengths beside BasicChain's octets. python-libtrace's ip.size is the captured length
+  after the link header (python-libtrace's plt_get_ip hands over libtrace's l3 remainder, and
+  libtrace 3 does not clip it to the IP total length): pathspider's oct_* count Ethernet
+  padding and, for a frame cut short by the snap length, only what was captured. flowmark
+  counts IP total lengths (CHAINS.md). An oct_* difference is "ip.size" only when flowmark's
+  value is the probe's.
+- "trimmed": the reference run with every frame cut to its IP length. python-libtrace's TCP
+  payload covers the padding too (so a padded pure ACK has "payload" for dscp/evil, and
+  tfo_dlen counts padding); such a difference is "padding" only when the trimmed run has
   flowmark's value.
 - "faithful": pathspider's chain order as CHAINS.md lists them (tcp first) and EvilChain
-  unwrapped; records that differ from the reference run are counted per capture (evil
-  completion, short-circuit), not compared with flowmark.
+  unwrapped; records that differ from the reference run are counted per capture
+  ("faithful-order": evil completion splits flows, and once EvilChain has said "complete"
+  the TCP chain no longer sees that packet), not compared with flowmark.
 
-Matching: records by (sip, dip, proto, sp, dp) and first packet time. Fields compared: sip dip
-proto sp dp first last (pathspider's pkt_first/pkt_last, 1 µs) pkt_* oct_* and every field
-of tcp ecn dscp mss tfo udp icmp evil. Accepted differences, each counted by kind and
-printed: the CHAINS.md deviations (tcp_fin_* swapped; MSS data longer than 4 bytes; the
-option-walk and TFO-255 cases above; evil completion) and padding. Flow splitting: flowmark
-starts a new record for a TCP SYN without ACK on a completed flow (pathspider adds it to the
-expiring record) and emits an idle flow at once (pathspider first moves it to its expiring
-table for expiry_timeout, and quantizes both timers to whole seconds); such records are
-matched as groups of one 5-tuple whose packets and octets add up, and counted as "split".
+Matching: records by (sip, dip, proto, sp, dp) and first packet time. Fields compared: sip
+dip proto sp dp first last (pathspider's pkt_first/pkt_last, 2 µs) pkt_* oct_* and every
+field of tcp ecn dscp mss tfo udp icmp evil. Accepted differences, each counted by kind in
+the per-capture summary (and, but for the two frequent CHAINS.md ones, printed with their
+values):
+- CHAINS.md deviations: tcp_fin_* swapped (flowmark's tcp_fin_fwd is compared with
+  pathspider's tcp_fin_rev, "tcp-fin-swap" counts where it matters); MSS data longer than 4
+  bytes ("mss-long"); the option-walk and TFO-255 cases above; evil completion.
+- ip.size and padding, as above (README: "pathspider's include the Ethernet padding").
+- late-frame: a frame stamped behind the packet clock counts at the clock in flowmark
+  (observer.hpp), at its own stamp in pathspider: first/last differ by that much.
+- Flow splitting. flowmark starts a new record for a TCP SYN without ACK on a completed flow
+  ("split-syn"; pathspider adds it to the expiring record) and emits an idle flow at once
+  ("split-idle"; pathspider first moves it to its expiring table for expiry_timeout, where
+  packets still join it, and its timers run on whole-second bins). Records of one flow that
+  do not pair up are accepted only when both sides hold the same packets and IP octets in
+  all and every record start found on one side only is at a packet that is a SYN (flowmark)
+  or comes at least idle_timeout - 1 s after the flow's previous packet.
 Anything else fails the test, naming capture, flow, field and both values.
+
+pathspider's captures contain none of the malformed-option, long-MSS, TFO-255, SYN-after-
+completion or padded-payload cases, so CraftedDeviations builds a capture with one flow of
+each (and an ICMP port unreachable) and checks that they are found and explained;
+ComparisonCanFail checks that a changed value, a missing field, a swapped direction or a
+missing record is reported.
 """
 
-import base64
 import collections
 import ipaddress
 import json
@@ -326,10 +347,10 @@ class IpLengthProbe:
 REFERENCE_CHAINS = None
 FAITHFUL_CHAINS = None
 if MISSING is None:
-    REFERENCE_CHAINS = [IpLengthProbe, BasicChain, ECNChain, DSCPChain, EvilNeverCompletes, ICMPChain, GuardedMSS,
-                        GuardedTFO, UDPChain, TCPChain]
-    FAITHFUL_CHAINS = [IpLengthProbe, BasicChain, TCPChain, ECNChain, DSCPChain, GuardedMSS, GuardedTFO, UDPChain,
-                       ICMPChain, EvilChain]
+    REFERENCE_CHAINS = [IpLengthProbe, BasicChain, ECNChain, DSCPChain, EvilNeverCompletes,
+                        ICMPChain, GuardedMSS, GuardedTFO, UDPChain, TCPChain]
+    FAITHFUL_CHAINS = [IpLengthProbe, BasicChain, TCPChain, ECNChain, DSCPChain, GuardedMSS,
+                       GuardedTFO, UDPChain, ICMPChain, EvilChain]
     _install_plt_stand_in()
 
 
@@ -358,8 +379,8 @@ def run_pathspider(name, frames, chains, trim=False):
 
 
 def run_flowmark(path, chains="all"):
-    proc = subprocess.run([FLOWMARK, "observe", "-r", path, "--chains", chains, "--format", "jsonl"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([FLOWMARK, "observe", "-r", path, "--chains", chains,
+                           "--format", "jsonl"], capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         raise AssertionError(f"flowmark observe -r {path} --chains {chains} exited "
                              f"{proc.returncode}: {proc.stderr.strip()}")
@@ -564,7 +585,8 @@ class Comparison:
             kind = self._explain(field, ps, fm, ps_trimmed)
             if kind:
                 self.kinds[kind] += 1
-                self.notes.append(f"{kind.split(' ')[0]}: {flow}: {field}: pathspider {want!r}, "
+                label = kind.split(" ")[0].rstrip(":")
+                self.notes.append(f"{label}: {flow}: {field}: pathspider {want!r}, "
                                   f"flowmark {got!r}")
             else:
                 self.problems.append(f"{flow}: {field}: pathspider {want!r}, flowmark {got!r}")
@@ -750,6 +772,104 @@ class ComparisonCanFail(unittest.TestCase):
 
     def test_missing_record(self):
         self.assertNotEqual(self.problems_with(lambda r: r.clear()), [])
+
+
+def _tcp(sport, dport, flags, seq=1000, ack=0, options=b"", payload=b""):
+    """A TCP header built by hand (so that options can be malformed), checksum 0: neither
+    side checks it."""
+    options += b"\x00" * (-len(options) % 4)
+    offset = (5 + len(options) // 4) << 12
+    bits = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10}
+    flag_byte = sum(bits[c] for c in flags)
+    header = (sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + seq.to_bytes(4, "big")
+              + ack.to_bytes(4, "big") + (offset | flag_byte).to_bytes(2, "big")
+              + (65535).to_bytes(2, "big") + bytes(4))
+    return header + options + payload
+
+
+class CraftedDeviations(unittest.TestCase):
+    """A capture made here with one flow per CHAINS.md deviation that pathspider's captures do
+    not contain (malformed TCP options, a long MSS, TFO option 255, evil completion, a SYN on a
+    completed flow, padding read as payload, an ICMP unreachable): the comparison passes and
+    names each deviation, so the wrappers and explanations above are exercised too."""
+
+    def setUp(self):
+        if MISSING:
+            self.skipTest(MISSING)
+        try:
+            from scapy.all import ICMP, IP, UDP, Ether, Padding, PcapWriter, Raw
+        except ImportError as e:
+            self.skipTest(f"needs scapy's packet classes ({e})")
+        self.assertTrue(os.access(FLOWMARK, os.X_OK), f"no flowmark binary at {FLOWMARK}")
+        import tempfile
+        self.dir = tempfile.TemporaryDirectory(prefix="observe_pathspider_")
+        self.path = os.path.join(self.dir.name, "deviations.pcap")
+        a, b = "10.0.0.1", "10.0.0.2"
+        t = [1_600_000_000.0]
+
+        def frame(src, dst, l4, proto=6, tos=0, flags=0, pad=0, dt=0.01):
+            t[0] += dt
+            pkt = Ether() / IP(src=src, dst=dst, proto=proto, tos=tos, flags=flags) / Raw(l4)
+            if pad:
+                pkt = pkt / Padding(load=bytes(pad))
+            pkt.time = t[0]
+            return pkt
+
+        mss = b"\x02\x04\x05\xb4"
+        frames = [
+            # option length 0 after the MSS: pathspider never returns
+            frame(a, b, _tcp(1001, 80, "S", options=mss + b"\x08\x00")),
+            # an option kind without its length byte: pathspider raises IndexError
+            frame(a, b, _tcp(1002, 80, "S", options=mss + b"\x01\x01\x01\x03")),
+            # option length 1: pathspider walks on (and finds the MSS), flowmark stops
+            frame(a, b, _tcp(1003, 80, "S", options=b"\x05\x01" + mss)),
+            # an MSS option with 6 data bytes: flowmark's value is null
+            frame(a, b, _tcp(1004, 80, "S", options=b"\x02\x08\x00\x00\x00\x00\x05\xb4")),
+            # TFO in option 255 (no 254): pathspider raises KeyError
+            frame(a, b, _tcp(1005, 80, "S", options=b"\xff\x0c\xf9\x89" + bytes(range(8)))),
+            # a pure ACK in a padded frame, DSCP 10: pathspider reads the padding as payload
+            frame(a, b, _tcp(1007, 80, "S", options=mss)),
+            frame(b, a, _tcp(80, 1007, "SA", seq=5000, ack=1001, options=mss)),
+            frame(a, b, _tcp(1007, 80, "A", seq=1001, ack=5001), tos=10 << 2, pad=6),
+            # UDP with the evil bit on three datagrams: pathspider's EvilChain completes
+            frame(a, b, bytes(UDP(sport=2001, dport=53) / b"q1"), proto=17, flags=4),
+            frame(a, b, bytes(UDP(sport=2001, dport=53) / b"q2"), proto=17, flags=4),
+            frame(a, b, bytes(UDP(sport=2001, dport=53) / b"q3"), proto=17, flags=4),
+            # a port unreachable quoting a UDP datagram
+            frame(a, b, bytes(UDP(sport=2002, dport=9) / b"x"), proto=17),
+            frame(b, a, bytes(ICMP(type=3, code=3) / IP(src=a, dst=b) / UDP(sport=2002, dport=9)
+                              / b"x"), proto=1),
+            # a connection reset, then a new SYN 1 s later: a new flowmark record
+            frame(a, b, _tcp(1006, 80, "S", options=mss)),
+            frame(b, a, _tcp(80, 1006, "SA", seq=7000, ack=1001, options=mss)),
+            frame(a, b, _tcp(1006, 80, "PA", seq=1001, ack=7001, payload=b"GET /")),
+            frame(b, a, _tcp(80, 1006, "R", seq=7001)),
+            frame(a, b, _tcp(1006, 80, "S", seq=9000, options=mss), dt=1.0),
+            frame(b, a, _tcp(80, 1006, "SA", seq=3000, ack=9001, options=mss)),
+        ]
+        writer = PcapWriter(self.path, linktype=1, sync=True)
+        for f in frames:
+            writer.write(f)
+        writer.close()
+
+    def tearDown(self):
+        if hasattr(self, "dir"):
+            self.dir.cleanup()
+
+    def test_every_deviation_explained(self):
+        records = run_flowmark(self.path)
+        comparison = Comparison("crafted deviations", ALL_CHAINS).run(self.path, records)
+        print(comparison.summary(), flush=True)
+        for note in comparison.notes:
+            print(f"  {note}", flush=True)
+        self.assertEqual(comparison.problems, [])
+        seen = " ".join(comparison.kinds)
+        for kind in ["option length 0", "without length byte", "option length 1", "mss-long",
+                     "tfo-option", "padding", "evil-completion", "split-syn"]:
+            self.assertIn(kind, seen)
+        self.assertGreaterEqual(comparison.records, 8)
+        unreachable = [r for r in records if r["sp"] == 2002]
+        self.assertEqual([r["icmp_unreachable"] for r in unreachable], [True])
 
 
 if __name__ == "__main__":
