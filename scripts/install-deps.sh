@@ -12,8 +12,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev python3
   # observer tests: captures built independently of our code, and a peer to cross-check
   python3-scapy tshark
-  # observer tests: pathspider's own test captures (tests/data/*.pcap) and its chains
-  pathspider
+  # observer tests: pathspider's own test captures (tests/data/*.pcap), its chains and Observer,
+  # and python-libtrace (which pathspider decodes packets with)
+  pathspider python3-libtrace
   # integration tests: namespaces, veth, nftables (loss injection; no sch_netem here), ss
   iproute2 iputils-ping procps kmod nftables
   # fuzzing (libFuzzer) and lint
