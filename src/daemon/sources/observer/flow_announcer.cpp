@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "flowmark/core/flow_label_bits.hpp"
 #include "flowmark/observe/chains.hpp"
 
 namespace flowmark::daemon {
@@ -43,28 +44,44 @@ class FlowAnnouncer::TagChain final : public observe::Chain {
   std::vector<std::string> columns() const override { return {}; }
   void write(const observe::FlowRecord&, const std::byte*, observe::FieldWriter&) const override {}
 
-  observe::Verdict on_ip(observe::FlowRecord& r, std::byte* st, const observe::PacketView&,
+  observe::Verdict on_ip(observe::FlowRecord& r, std::byte* st, const observe::PacketView& p,
                          bool) noexcept override {
-    step(r, *reinterpret_cast<TagState*>(st));
+    // An ICMP error counted on the flow carries its sender's label, not the flow's.
+    step(r, *reinterpret_cast<TagState*>(st),
+         p.ip_version == 6 && p.proto == r.proto ? p.flow_label : 0);
     return observe::Verdict::kContinue;
   }
-  observe::Verdict on_quick(observe::FlowRecord& r, std::byte* st, const observe::QuickFacts&,
+  observe::Verdict on_quick(observe::FlowRecord& r, std::byte* st, const observe::QuickFacts& q,
                             bool) noexcept override {
-    step(r, *reinterpret_cast<TagState*>(st));
+    step(r, *reinterpret_cast<TagState*>(st), q.ip_version == 6 ? q.flow_label : 0);
     return observe::Verdict::kContinue;
   }
 
  private:
-  void step(const observe::FlowRecord& r, TagState& s) noexcept {
+  // flow_label: this packet's (0 for IPv4).
+  void step(const observe::FlowRecord& r, TagState& s, std::uint32_t flow_label) noexcept {
     if (s.flags & kDone) [[likely]]
       return;
     if (!announceable(r)) {
       s.flags |= kDone;
       return;
     }
+    using Source = observe::ScitagsTag::Source;
     const std::byte* scitags = a_.obs_->chain_state(r, a_.scitags_index_);
-    const observe::ScitagsTag tag = scitags ? observe::scitags_tag(scitags) : observe::ScitagsTag{};
-    if (tag.source != observe::ScitagsTag::Source::kNone) {
+    observe::ScitagsTag tag = scitags ? observe::scitags_tag(scitags) : observe::ScitagsTag{};
+    // An option (the chain keeps the first one seen) wins. Else this packet's own label: the
+    // chain keeps the first label with semantic bits, which may be a hash the other side's
+    // kernel wrote (automatic flow labels) before the marks began; a known mark on a later
+    // packet must still count.
+    if (tag.source == Source::kFlowLabel || tag.source == Source::kNone) {
+      tag = {};
+      if ((flow_label & label_bits::kSemanticMask) != 0) {
+        tag.source = Source::kFlowLabel;
+        tag.experiment = static_cast<std::uint16_t>(label_bits::experiment(flow_label));
+        tag.activity = static_cast<std::uint8_t>(label_bits::activity(flow_label));
+      }
+    }
+    if (tag.source != Source::kNone) {
       if (a_.known(tag.experiment, tag.activity)) {
         s.experiment = tag.experiment;
         s.activity = tag.activity;
@@ -73,8 +90,7 @@ class FlowAnnouncer::TagChain final : public observe::Chain {
         if (a_.o_.tagged) a_.o_.tagged->fetch_add(1, std::memory_order_relaxed);
         return;
       }
-      const std::uint8_t bit =
-          tag.source == observe::ScitagsTag::Source::kFlowLabel ? kUnknownLabel : kUnknownOption;
+      const std::uint8_t bit = tag.source == Source::kFlowLabel ? kUnknownLabel : kUnknownOption;
       if (!(s.flags & bit)) {
         s.flags |= bit;
         if (a_.o_.unknown_tags) a_.o_.unknown_tags->fetch_add(1, std::memory_order_relaxed);
@@ -85,6 +101,7 @@ class FlowAnnouncer::TagChain final : public observe::Chain {
       s.flags |= kStarted;
       a_.post_(a_.event_of(r, FlowState::kStart, a_.o_.experiment, a_.o_.activity));
       if (a_.o_.experiment != 0) s.flags |= kDone;  // announced for good
+      if (r.ip_version != 6) s.flags |= kDone;      // no marks in IPv4
     }
     // The first option seen stays the flow's: no later mark can replace an unknown one.
     if (s.flags & kUnknownOption) s.flags |= kDone;

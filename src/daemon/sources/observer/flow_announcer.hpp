@@ -5,11 +5,13 @@
 // packet, its record an end event; the events carry the source's fixed experiment and
 // activity, or none (the service's [[rule]]s then classify them).
 //
-// classify = "scitags" (passive tagging): the flow's own marks decide — the IPv6 flow label
-// or the Scitags extension-header option, as the observer's scitags chain reads them (the
-// option wins over a label). A flow is announced with the experiment and activity of its
-// first marked packet, at that packet; a mark whose (experiment, activity) the registry does
-// not know is no mark (a kernel's automatic flow labels look like marks: never a guess). A
+// classify = "scitags" (passive tagging): the flow's own marks decide — the Scitags
+// extension-header option as the observer's scitags chain reads it (the first one seen; it
+// wins over a label), else the IPv6 flow label of the packet at hand (either direction). A
+// flow is announced with the experiment and activity of its first marked packet, at that
+// packet; a mark whose (experiment, activity) the registry does not know is no mark (a
+// kernel's automatic flow labels look like marks: never a guess), so a hash in the other
+// side's first packets does not hide the marks that follow. A
 // flow whose first packet is unmarked is a start event as in "rules" mode (fixed ids, or the
 // rules; no rule: not announced); if it is not announced then, its first marked packet
 // announces it. The end event comes with the flow's record, its usage from the octets seen

@@ -273,6 +273,19 @@ TEST(FlowAnnouncer, MarkTheRegistryDoesNotKnowIsNotAnnounced) {
   EXPECT_EQ(h.tagged.load(), 0u);
 }
 
+TEST(FlowAnnouncer, HashInTheOtherSidesLabelDoesNotHideTheMarksThatFollow) {
+  Harness h;
+  h.feed(0, kClient, kServer, kSyn);                                    // not marked yet
+  h.feed(1, kServer, kClient, kSyn | kAck, 0, Mark{label(300, 1, 5)});  // the server's hash
+  h.feed(2, kClient, kServer, kAck);
+  EXPECT_TRUE(h.delivered().empty());
+  EXPECT_EQ(h.unknown.load(), 1u);
+  h.feed(3, kClient, kServer, kAck, 100, Mark{label(2, 9, 0)});  // the marker took the flow
+  const auto got = h.delivered();
+  ASSERT_EQ(got.size(), 1u);
+  expect_flow(got[0], FlowState::kStart, 2, 9);
+}
+
 TEST(FlowAnnouncer, FixedClassificationForUnmarkedFlowsMarksStillWin) {
   Harness h(Classify::kScitags, {}, 1, 1);
   h.feed(0, kClient, kServer, kSyn);  // unmarked: the source's fixed ids
