@@ -6,10 +6,13 @@
 Hosts A and B: network namespaces joined by a veth pair (netns_helpers.VethHosts), MTU 9000.
 - In A, flowmarkd with the named-pipe source and the flowlabel (eBPF) backend on A's end of
   the pair: a start line for a TCP flow A → B (experiment 2 "atlas", activity 9 "Debug")
-  makes the kernel write the Scitags flow label into the flow's packets.
+  makes the kernel write the Scitags flow label into the flow's packets: before the flow's
+  first packet (every packet marked), or once it is connected (the handshake unmarked, and
+  B's SYN-ACK carrying B's automatic flow label, a hash).
 - In B, flowmarkd with the observer source on B's end, classify = "scitags", and the
-  firefly backend sending to a collector (`flowmark firefly listen`) on B's loopback. B's
-  kernel keeps its automatic flow labels: its own packets carry hashes, not marks.
+  firefly backend sending to a collector (`flowmark firefly listen`) on B's loopback, and a
+  registry that knows atlas/Debug alone. B's kernel keeps its automatic flow labels: its
+  own packets carry hashes, not marks.
 - A Python client in A sends a few MB to a server in B and closes. The collector gets a
   start firefly with experiment 2 and activity 9, then an end firefly whose usage.sent is
   within 1 % of the bytes the client sent (usage counts IP octets, headers included); no
@@ -40,7 +43,7 @@ FLOWMARK, FLOWMARKD = fmd.FLOWMARK, fmd.FLOWMARKD
 DEV_A, DEV_B = "ptagA", "ptagB"
 A4, B4, A6, B6 = "10.84.0.1", "10.84.0.2", "fd84::1", "fd84::2"
 EXP, ACT = 2, 9  # atlas, Debug
-CLIENT_PORT, SERVER_PORT, PROBE_PORT = 41701, 5002, 5003
+PROBE_PORT = 5003
 PAYLOAD = 4 << 20  # bytes the client sends
 
 
@@ -58,12 +61,12 @@ class Hosts:
 
 
 class Server:
-    """In B: accepts one TCP connection on SERVER_PORT and counts what it reads until EOF."""
+    """In B: accepts one TCP connection on `port` and counts what it reads until EOF."""
 
-    def __init__(self, ns):
+    def __init__(self, ns, port):
         self.sock = in_netns(ns, lambda: socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((B6, SERVER_PORT))
+        self.sock.bind((B6, port))
         self.sock.listen(4)
         self.received, self.eof = 0, threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
@@ -132,9 +135,26 @@ class TestPassiveTagging(unittest.TestCase):
         return hooks[0].get("flows") if hooks else None
 
     def test_marked_flow_is_announced_by_the_observer_with_its_ids_and_usage(self):
+        """The marker knows the flow before its first packet: the SYN is marked."""
+        self.announce(client_port=41701, server_port=5002, mark_before_connect=True)
+
+    def test_flow_marked_after_its_handshake_is_announced_at_its_first_marked_packet(self):
+        """The marker learns of the flow once connected (as with the kernel-events source):
+        the handshake is unmarked and B's SYN-ACK carries B's automatic flow label, a hash
+        that must not hide the marks that follow."""
+        self.announce(client_port=41702, server_port=5004, mark_before_connect=False)
+
+    def announce(self, client_port, server_port, mark_before_connect):
         collector = fmd.Collector(HOSTS, "B", 10514, bind="127.0.0.1")
         self.addCleanup(collector.kill)
+        # B's registry knows atlas/Debug alone: a hash in B's own labels names a known pair
+        # once in 2^15 (with the public registry's 112 pairs, about 1 run in 290 would fail).
+        registry = os.path.join(self.dir, "registry.json")
+        with open(registry, "w") as f:
+            json.dump({"experiments": [{"expName": "atlas", "expId": EXP, "activities": [
+                {"activityName": "Debug", "activityId": ACT}]}]}, f)
         observer = self.flowmarkd("B", {
+            "service": {"registry": registry},
             "source": {"span": {"type": "observer", "interface": DEV_B,
                                 "classify": "scitags"}},
             "backend": {"ff": {"type": "firefly", "to_destination": False,
@@ -143,18 +163,24 @@ class TestPassiveTagging(unittest.TestCase):
         marker = self.flowmarkd("A", {
             "source": {"pipe": {"type": "named-pipe", "path": pipe}},
             "backend": {"label": {"type": "flowlabel", "interfaces": [DEV_A]}}})
-        server = Server(HOSTS.ns["B"])
+        server = Server(HOSTS.ns["B"], server_port)
         self.addCleanup(server.close)
+        line = f"tcp {A6} {client_port} {B6} {server_port} {EXP} {ACT}\n"
 
-        # The flow is in the marker's map before its first packet: every packet is marked.
-        write_pipe(pipe, f"start tcp {A6} {CLIENT_PORT} {B6} {SERVER_PORT} {EXP} {ACT}\n")
-        wait_until(lambda: self.map_fill() == 1, 10, "the flow in the flowlabel map")
+        def mark():
+            write_pipe(pipe, "start " + line)
+            wait_until(lambda: self.map_fill() == 1, 10, "the flow in the flowlabel map")
+
         client = in_netns(HOSTS.ns["A"], lambda: socket.socket(socket.AF_INET6,
                                                                socket.SOCK_STREAM))
         self.addCleanup(client.close)
         client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        client.bind((A6, CLIENT_PORT))
-        client.connect((B6, SERVER_PORT))
+        client.bind((A6, client_port))
+        if mark_before_connect:
+            mark()
+        client.connect((B6, server_port))
+        if not mark_before_connect:
+            mark()
         data = os.urandom(1 << 16)
         sent = 0
         while sent < PAYLOAD:
@@ -168,8 +194,8 @@ class TestPassiveTagging(unittest.TestCase):
         start = got[0]["firefly"]
         self.assertEqual(start["flow-lifecycle"]["state"], "start", start)
         self.assertEqual(start["flow-id"], {"afi": "ipv6", "src-ip": A6, "dst-ip": B6,
-                                            "protocol": "tcp", "src-port": CLIENT_PORT,
-                                            "dst-port": SERVER_PORT}, start)
+                                            "protocol": "tcp", "src-port": client_port,
+                                            "dst-port": server_port}, start)
         self.assertEqual(start["context"]["experiment-id"], EXP, start)
         self.assertEqual(start["context"]["activity-id"], ACT, start)
 
@@ -198,7 +224,7 @@ class TestPassiveTagging(unittest.TestCase):
         self.assertLess(usage["received"], sent / 100, usage)  # B's ACKs only
 
         # Nothing else was announced (the UDP probes are unmarked, there is no rule).
-        write_pipe(pipe, f"end tcp {A6} {CLIENT_PORT} {B6} {SERVER_PORT} {EXP} {ACT}\n")
+        write_pipe(pipe, "end " + line)
         for d in (observer, marker):
             d.signal(15)
             self.assertEqual(d.wait(10), 0, d.describe())
@@ -209,6 +235,9 @@ class TestPassiveTagging(unittest.TestCase):
             "flowmark_observer_marks_total{source=span,outcome=announced}"), 1, counters)
         self.assertGreaterEqual(counters.get(
             "flowmark_pipeline_events_total{outcome=unclassified}", 0), 1, counters)
+        if not mark_before_connect:  # B's SYN-ACK carried a hash: a mark of no experiment
+            self.assertEqual(counters.get(
+                "flowmark_observer_marks_total{source=span,outcome=unknown}"), 1, counters)
 
 
 if __name__ == "__main__":
