@@ -30,7 +30,6 @@ import os
 import socket
 import sys
 import threading
-import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
