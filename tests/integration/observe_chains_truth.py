@@ -1351,6 +1351,34 @@ class Generation(unittest.TestCase):
         self.assertIsNone(decode_label(0xC0103))
         self.assertEqual(tfo_cookie({254: b"\x12\x34ab", 255: b"\xf9\x89cd"}), (255, b"cd"))
 
+    @unittest.skipUnless(os.path.isdir("/usr/lib/python3/dist-packages/pathspider/chains"),
+                         "Debian package pathspider (its chains) is not installed")
+    def test_truth_agrees_with_pathspiders_chains(self):
+        """The truth above and pathspider's own chain code on the same packets agree on
+        every field of its chains except the contract's listed deviations: tcp_fin_* swapped;
+        an MSS option of more than 4 data bytes (value null); TFO option 255 (pathspider
+        reads option 254's data, KeyError without one); options with a length below 2 (not
+        given to it)."""
+        problems = []
+        for cap in self.caps.values():
+            for rec, w in zip(cap.recs, cap.expected()):
+                r, raised, withheld = pathspider_record(cap, rec)
+                r["tcp_fin_fwd"], r["tcp_fin_rev"] = r["tcp_fin_rev"], r["tcp_fin_fwd"]
+                tfo255 = 255 in (w["tfo_synkind"], w["tfo_ackkind"])
+                if raised and not (tfo255 and all(x.startswith("TFOChain: KeyError(254)")
+                                                  for x in raised)):
+                    problems.append(f"[{rec.note}] pathspider raised {raised}")
+                for k, v in r.items():
+                    if k.startswith("tfo_") and tfo255 or withheld and k.startswith(("mss_",
+                                                                                       "tfo_")):
+                        continue
+                    if k.startswith("mss_value_") and (w["mss_len_" + k[-3:]] or 0) > 6:
+                        continue
+                    if not same(w[k], v):
+                        problems.append(f"[{rec.note}] {k}: truth {w[k]!r}, pathspider {v!r}")
+        if problems:
+            self.fail("\n".join(problems))
+
     def test_flows_exercise_every_field(self):
         """Every chain field takes at least two values over the records (so a constant cannot
         pass), and the cases the issue names are there."""
@@ -1393,6 +1421,86 @@ class Generation(unittest.TestCase):
         self.assertTrue({"true", "false"} <= seen("tcp_connected"))
         self.assertTrue({"2", "18", "194", "82"}
                         <= seen("tcp_synflags_fwd") | seen("tcp_synflags_rev"))
+
+
+# ---------------------------------------------------------------------------------------
+# pathspider's own chain code on the same packets (a check of the truth above)
+# ---------------------------------------------------------------------------------------
+
+class _PsTcp:
+    """The few attributes of python-libtrace's tcp object that pathspider's chains read."""
+
+    def __init__(self, p, segment):
+        self.flags = p.tcp_flags
+        self.syn_flag, self.ack_flag = bool(p.tcp_flags & SYN), bool(p.tcp_flags & ACK)
+        self.fin_flag, self.rst_flag = bool(p.tcp_flags & FIN), bool(p.tcp_flags & RST)
+        self.doff, self.seq_nbr, self.ack_nbr = p.doff // 4, p.seq, p.ack
+        self.data = bytearray(segment)  # header + payload, as far as the IP length says
+        self.payload = segment[p.doff:] if p.payload_len > 0 else None
+
+
+class _PsObj:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def pathspider_record(cap, rec):
+    """Runs pathspider 2.0.1's chain classes (tcp ecn dscp mss tfo udp icmp evil) over the
+    frames of one expected record, each with the direction the truth gives it, the way its
+    Observer dispatches (new_flow; ip4/ip6 and icmp4/icmp6; tcp or udp). Segments whose
+    options have a length below 2 are not given to its mss/tfo chains (it loops forever on
+    them: a listed deviation). Returns (record, [exceptions raised], whether a segment was
+    withheld from mss/tfo)."""
+    from pathspider.chains.dscp import DSCPChain
+    from pathspider.chains.ecn import ECNChain
+    from pathspider.chains.evil import EvilChain
+    from pathspider.chains.icmp import ICMPChain
+    from pathspider.chains.mss import MSSChain
+    from pathspider.chains.tcp import TCPChain
+    from pathspider.chains.tfo import TFOChain
+    from pathspider.chains.udp import UDPChain
+    chains = [TCPChain(), ECNChain(), DSCPChain(), MSSChain(), TFOChain(), UDPChain(),
+              ICMPChain(), EvilChain()]
+    r, raised, withheld = {}, [], False
+    for c in chains:
+        c.new_flow(r, None)
+    first = cap.parsed[rec.frames[0]]
+    for i in rec.frames:
+        p = cap.parsed[i]
+        if i in rec.errors:
+            q = p.quote
+            rev = (q.src, q.dst) == (first.src, first.dst) and (
+                first.sport is None or (q.sport, q.dport) == (first.sport, first.dport))
+        else:
+            rev = not ((p.src, p.dst) == (first.src, first.dst) and (
+                first.sport is None or (p.sport, p.dport) == (first.sport, first.dport)))
+        tcp = None
+        if p.is_tcp:
+            end = 14 + p.ip_len
+            tcp = _PsTcp(p, cap.frames[i][end - p.doff - p.payload_len:end])
+        ip = _PsObj(traffic_class=p.tos, has_rf=p.evil, tcp=tcp,
+                    icmp=_PsObj(type=p.icmp_type) if p.proto == 1 else None,
+                    icmp6=_PsObj(type=p.icmp_type) if p.proto == 58 else None)
+        bad_options = p.is_tcp and not options_well_formed(p.tcp_options) and any(
+            p.tcp_options[j] > 1 and j + 1 < len(p.tcp_options) and p.tcp_options[j + 1] < 2
+            for j in range(len(p.tcp_options)))
+        withheld = withheld or bad_options
+        for c in chains:
+            try:
+                if hasattr(c, f"ip{p.ip_version}"):
+                    getattr(c, f"ip{p.ip_version}")(r, ip, rev)
+                if p.proto == 1 and hasattr(c, "icmp4"):
+                    c.icmp4(r, ip, None, rev)
+                if p.proto == 58 and hasattr(c, "icmp6"):
+                    c.icmp6(r, ip, None, rev)
+                if p.is_tcp and hasattr(c, "tcp") and not (
+                        bad_options and isinstance(c, (MSSChain, TFOChain))):
+                    c.tcp(r, tcp, rev)
+                if p.proto == 17 and hasattr(c, "udp"):
+                    c.udp(r, _PsObj(checksum=p.udp_checksum), rev)
+            except Exception as e:  # noqa: BLE001 - its bugs are part of what is compared
+                raised.append(f"{type(c).__name__}: {e!r}")
+    return r, raised, withheld
 
 
 class ChainsTruth(unittest.TestCase):
