@@ -128,7 +128,7 @@ void BM_ObserverPackets(benchmark::State& state) {
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
   state.counters["flows"] = static_cast<double>(obs.active_flows());
-  state.counters["bytes_per_flow"] = static_cast<double>(Observer::bytes_per_flow());
+  state.counters["bytes_per_flow"] = static_cast<double>(obs.bytes_per_flow());
   state.counters["emitted"] = static_cast<double>(emitted);
 }
 // 64 flows: everything in L1/L2, the compute cost alone.

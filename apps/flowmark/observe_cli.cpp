@@ -6,6 +6,8 @@
 
 #include "command.hpp"
 #include "flowmark/capture/observe_command.hpp"
+#include "flowmark/scitags/registry.hpp"
+#include "options.hpp"
 
 namespace flowmark::apps {
 
@@ -21,7 +23,33 @@ Command add_observe_command(CLI::App& parent) {
   sub->add_option("--filter", a->filter, "BPF filter expression");
   sub->add_option("--capture", a->capture,
                   "live capture back end: afpacket (default: TPACKET_V3 ring) or pcap (libpcap)");
-  sub->add_option("--format", a->format, "jsonl (default) or csv");
+  sub->add_option("--format", a->format,
+                  "records: jsonl (default) or csv; with --summary: text (default) or json");
+  sub->add_option("--chains", a->chains,
+                  "analysis chains, comma-separated or all: basic tcp ecn dscp mss tfo udp icmp "
+                  "evil scitags (pathspider's names and fields; basic is always on)")
+      ->type_name("LIST")
+      ->capture_default_str();
+  sub->add_option("--summary", a->summary,
+                  "scitags: instead of the records, one row per (experiment, activity), then "
+                  "unmarked IPv6 and IPv4 (flows, packets, octets, first, last)")
+      ->type_name("KIND");
+  auto registry = std::make_shared<std::string>("builtin");
+  add_registry_option(*sub, *registry);
+  a->scitags_names = [registry]() -> Result<observe::ScitagsNames> {
+    FM_TRY(auto reg, scitags::Registry::load(*registry));
+    auto shared = std::make_shared<scitags::Registry>(std::move(reg));
+    observe::ScitagsNames names;
+    names.experiment = [shared](std::uint32_t e) -> std::optional<std::string> {
+      if (auto n = shared->experiment_name(e)) return std::string(*n);
+      return std::nullopt;
+    };
+    names.activity = [shared](std::uint32_t e, std::uint32_t act) -> std::optional<std::string> {
+      if (auto n = shared->activity_name(e, act)) return std::string(*n);
+      return std::nullopt;
+    };
+    return names;
+  };
   sub->add_option("--idle-timeout", a->idle_timeout,
                   "seconds without a packet before a flow ends (30)");
   sub->add_option("--active-timeout", a->active_timeout,

@@ -7,12 +7,17 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <algorithm>
+#include <type_traits>
+#include <map>
 #include <memory>
+#include <optional>
 
 #include <fmt/format.h>
 
 #include "flowmark/capture/capture.hpp"
 #include "flowmark/core/exit_code.hpp"
+#include "flowmark/observe/chains.hpp"
 #include "flowmark/observe/observer.hpp"
 #include "flowmark/observe/record_format.hpp"
 
@@ -49,6 +54,107 @@ void print_stats(const observe::ObserverStats& st, const Capture& src, std::size
   std::fputs(out.c_str(), stderr);
 }
 
+// --summary scitags: flows, packets and octets per (experiment, activity), then unmarked IPv6
+// and IPv4.
+class ScitagsSummary {
+ public:
+  explicit ScitagsSummary(observe::ScitagsNames names) : names_(std::move(names)) {}
+
+  void add(const observe::FlowRecord& r, const observe::ScitagsTag& t) {
+    Row& row = t.source != observe::ScitagsTag::Source::kNone
+                   ? marked_[{t.experiment, t.activity}]
+                   : (r.ip_version == 6 ? unmarked6_ : ipv4_);
+    ++row.flows;
+    row.pkt_fwd += r.pkt_fwd;
+    row.pkt_rev += r.pkt_rev;
+    row.oct_fwd += r.oct_fwd;
+    row.oct_rev += r.oct_rev;
+    if (row.flows == 1 || r.first < row.first) row.first = r.first;
+    if (row.flows == 1 || r.last > row.last) row.last = r.last;
+  }
+
+  std::string render(bool json) const {
+    std::vector<Line> lines;
+    for (const auto& [key, row] : marked_) {
+      Line l{key.first, key.second, std::nullopt, std::nullopt, 6, row};
+      if (names_.experiment) l.experiment_name = names_.experiment(key.first);
+      if (names_.activity) l.activity_name = names_.activity(key.first, key.second);
+      lines.push_back(std::move(l));
+    }
+    lines.push_back({std::nullopt, std::nullopt, std::nullopt, std::nullopt, 6, unmarked6_});
+    lines.push_back({std::nullopt, std::nullopt, std::nullopt, std::nullopt, 4, ipv4_});
+    return json ? render_json(lines) : render_text(lines);
+  }
+
+ private:
+  struct Row {
+    std::uint64_t flows = 0, pkt_fwd = 0, pkt_rev = 0, oct_fwd = 0, oct_rev = 0;
+    observe::Nanos first = 0, last = 0;
+  };
+  struct Line {
+    std::optional<std::uint32_t> experiment, activity;
+    std::optional<std::string> experiment_name, activity_name;
+    int ip_version;
+    Row row;
+  };
+  static std::string seconds(observe::Nanos t) {
+    return fmt::format("{}.{:09}", t / 1'000'000'000, t % 1'000'000'000);
+  }
+  static std::string json_string(const std::optional<std::string>& s) {
+    if (!s) return "null";
+    std::string quoted;  // `,"n":"…"`
+    observe::FieldWriter(quoted, observe::FieldWriter::Format::kJson).text("n", *s);
+    return quoted.substr(5);
+  }
+  template <class T>
+  static std::string or_null(const std::optional<T>& v) {
+    return v ? fmt::format("{}", *v) : std::string("null");
+  }
+  static std::string render_json(const std::vector<Line>& lines) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+      const Line& l = lines[i];
+      const Row& r = l.row;
+      out += fmt::format(
+          "{}\n{{\"experiment\":{},\"activity\":{},\"experiment_name\":{},"
+          "\"activity_name\":{},\"ip_version\":{},\"flows\":{},\"pkt_fwd\":{},"
+          "\"pkt_rev\":{},\"oct_fwd\":{},\"oct_rev\":{},\"first\":{},\"last\":{}}}",
+          i == 0 ? "" : ",", or_null(l.experiment), or_null(l.activity),
+          json_string(l.experiment_name), json_string(l.activity_name), l.ip_version, r.flows,
+          r.pkt_fwd, r.pkt_rev, r.oct_fwd, r.oct_rev, r.flows ? seconds(r.first) : "null",
+          r.flows ? seconds(r.last) : "null");
+    }
+    out += "\n]\n";
+    return out;
+  }
+  static std::string render_text(const std::vector<Line>& lines) {
+    auto text = [](const auto& v) -> std::string {
+      if constexpr (std::is_same_v<std::decay_t<decltype(v)>, std::optional<std::string>>)
+        return v ? *v : "-";
+      else
+        return v ? fmt::format("{}", *v) : "-";
+    };
+    std::string out = fmt::format("{:>10} {:>8} {:<14} {:<14} {:>2} {:>9} {:>12} {:>12} {:>15} "
+                                  "{:>15} {:>20} {:>20}\n",
+                                  "experiment", "activity", "experiment_name", "activity_name",
+                                  "ip", "flows", "pkt_fwd", "pkt_rev", "oct_fwd", "oct_rev",
+                                  "first", "last");
+    for (const Line& l : lines) {
+      const Row& r = l.row;
+      out += fmt::format(
+          "{:>10} {:>8} {:<14} {:<14} {:>2} {:>9} {:>12} {:>12} {:>15} {:>15} {:>20} {:>20}\n",
+          text(l.experiment), text(l.activity), text(l.experiment_name), text(l.activity_name),
+          l.ip_version, r.flows, r.pkt_fwd, r.pkt_rev, r.oct_fwd, r.oct_rev,
+          r.flows ? seconds(r.first) : "-", r.flows ? seconds(r.last) : "-");
+    }
+    return out;
+  }
+
+  observe::ScitagsNames names_;
+  std::map<std::pair<std::uint32_t, std::uint32_t>, Row> marked_;
+  Row unmarked6_, ipv4_;
+};
+
 }  // namespace
 
 int run_observe(const ObserveOptions& a, std::FILE* out_file) {
@@ -56,9 +162,41 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
     fmt::print(stderr, "flowmark: error: give either -r FILE or -i IFACE\n");
     return kExitUsage;
   }
-  if (a.format != "jsonl" && a.format != "csv") {
-    fmt::print(stderr, "flowmark: error: --format {}: expected jsonl or csv\n", a.format);
+  if (!a.summary.empty() && a.summary != "scitags") {
+    fmt::print(stderr, "flowmark: error: --summary {}: expected scitags\n", a.summary);
     return kExitUsage;
+  }
+  const bool summary = !a.summary.empty();
+  const std::string format = a.format.empty() ? (summary ? "text" : "jsonl") : a.format;
+  if (!summary && format != "jsonl" && format != "csv") {
+    fmt::print(stderr, "flowmark: error: --format {}: expected jsonl or csv\n", format);
+    return kExitUsage;
+  }
+  if (summary && format != "text" && format != "json") {
+    fmt::print(stderr, "flowmark: error: --format {}: expected text or json with --summary\n",
+               format);
+    return kExitUsage;
+  }
+  auto chain_names = observe::parse_chain_list(a.chains);
+  if (!chain_names) {
+    fmt::print(stderr, "flowmark: error: {}\n", chain_names.error().message());
+    return kExitUsage;
+  }
+  // The summary needs the scitags chain; it writes no records, so adding it changes nothing
+  // else.
+  if (summary && std::find(chain_names->begin(), chain_names->end(), "scitags") ==
+                     chain_names->end())
+    chain_names->emplace_back("scitags");
+  observe::ChainOptions chain_options;
+  const bool want_names = summary || std::find(chain_names->begin(), chain_names->end(),
+                                               "scitags") != chain_names->end();
+  if (want_names && a.scitags_names) {
+    auto names = a.scitags_names();
+    if (!names) {
+      fmt::print(stderr, "flowmark: error: {}\n", names.error().message());
+      return names.error().code() == Errc::kInvalidArgument ? kExitUsage : kExitNoInput;
+    }
+    chain_options.names = std::move(*names);
   }
   // The idle timeout must be positive (0 would end every flow at once); an active timeout
   // of 0 turns the splitting of long flows off; an expiry delay of 0 emits at completion.
@@ -102,7 +240,7 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   cfg.key_vlan = a.key_vlan;
   cfg.icmp_flows = a.icmp_flows;
 
-  const bool csv = a.format == "csv";
+  const bool csv = format == "csv";
   std::string out;
   out.reserve(1 << 20);
   auto flush_out = [&] {
@@ -110,16 +248,28 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
     out.clear();
   };
   std::unique_ptr<observe::Observer> obs;
+  ScitagsSummary table(chain_options.names);
+  std::size_t scitags_index = 0;
   obs = std::make_unique<observe::Observer>(cfg, [&](const observe::FlowRecord& r) {
+    if (summary) {
+      table.add(r, observe::scitags_tag(obs->chain_state(r, scitags_index)));
+      return;
+    }
     if (csv) {
-      observe::append_record_csv(out, r, obs->fields());
+      observe::append_record_csv(out, r, obs.get());
     } else {
-      observe::append_record_json(out, r, obs->fields());
+      observe::append_record_json(out, r, obs.get());
     }
     if (out.size() > (1 << 20) - 4096) flush_out();
   });
   if (!a.no_tcp_completion) obs->add_tcp(observe::tcp_complete_on_fin_or_rst);
-  if (csv) observe::append_csv_header(out, obs->fields());
+  for (const auto& name : *chain_names) {
+    if (auto c = observe::make_chain(name, chain_options)) {
+      if (name == "scitags") scitags_index = obs->chains().size();
+      obs->add_chain(std::move(c));
+    }
+  }
+  if (csv && !summary) observe::append_csv_header(out, obs.get());
 
   g_source.store(src->get());
   struct sigaction sa {};
@@ -159,6 +309,7 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   if (progress) fmt::print(stderr, "\r{:60}\r", "");
   const std::size_t active = obs->active_flows();
   obs->finish();
+  if (summary) out += table.render(format == "json");
   flush_out();
   (void)std::fflush(out_file);
   g_source.store(nullptr);

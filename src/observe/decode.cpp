@@ -51,10 +51,41 @@ struct Ipv6Walk {
   std::uint32_t frag_id = 0;
 };
 
+constexpr Byte kScitagsOption = 0x1E;
+
+// The options of a hop-by-hop or destination-options header (its bytes [off, off + len)):
+// the first Scitags option of the right length (3 data bytes) goes into `out`, unless the
+// packet already has one. A TLV that runs past the header ends the walk (no error: the
+// header's own length is what the walk of the headers trusts).
+void find_scitags_option(const Byte* d, std::size_t off, std::size_t len, Byte nh,
+                         PacketView& out) noexcept {
+  if (out.tag_where != PacketView::TagWhere::kNone) return;
+  std::size_t i = off + 2;
+  const std::size_t end = off + len;
+  while (i < end) {
+    const Byte type = d[i];
+    if (type == 0) {  // Pad1
+      ++i;
+      continue;
+    }
+    if (end - i < 2 || end - i - 2 < d[i + 1]) return;
+    const std::size_t data = d[i + 1];
+    if (type == kScitagsOption && data == 3) {
+      out.tag_where = nh == kHopByHop ? PacketView::TagWhere::kHopByHop
+                                      : PacketView::TagWhere::kDestOptions;
+      out.tag_experiment = be16(d + i + 2);
+      out.tag_activity = d[i + 4];
+      return;
+    }
+    i += 2 + data;
+  }
+}
+
 // Walks the extension headers starting with `nh` at `off`, reading no byte at or past
-// `end`. Shared by the outer packet and the packet quoted by an ICMPv6 error.
+// `end`. Shared by the outer packet and the packet quoted by an ICMPv6 error; `tags`: where
+// the outer packet's Scitags option goes (null for a quoted packet).
 DecodeError walk_ipv6_extensions(const Byte* d, std::size_t off, std::size_t end, Byte nh,
-                                 Ipv6Walk& w) noexcept {
+                                 Ipv6Walk& w, PacketView* tags = nullptr) noexcept {
   for (std::size_t count = 0;; ++count) {
     switch (nh) {
       case kHopByHop:
@@ -93,6 +124,8 @@ DecodeError walk_ipv6_extensions(const Byte* d, std::size_t off, std::size_t end
       len = (std::size_t{d[off + 1]} + 1) * 8;
     }
     if (end - off < len) return DecodeError::kTruncatedExtension;
+    if (tags != nullptr && (nh == kHopByHop || nh == kDestOptions))
+      find_scitags_option(d, off, len, nh, *tags);
     nh = d[off];
     off += len;
   }
@@ -149,6 +182,12 @@ DecodeError decode_transport(const Byte* d, std::size_t off, std::size_t end,
   out.l4_offset = static_cast<std::uint32_t>(off);
   const Byte* p = d + off;
   const std::size_t avail = end - off;
+  out.l4 = p;
+  out.l4_captured = static_cast<std::uint32_t>(avail);
+  // The transport bytes the IP header states (a jumbogram's length is unknown here: then
+  // the captured ones).
+  const std::size_t stated_end = std::size_t{out.ip_offset} + out.ip_length;
+  const std::size_t stated = stated_end > off ? stated_end - off : avail;
   switch (out.proto) {
     case kProtoTcp: {
       // The whole fixed header, not just the flags byte: a TCP segment cut before its
@@ -159,6 +198,8 @@ DecodeError decode_transport(const Byte* d, std::size_t off, std::size_t end,
       out.dport = be16(p + 2);
       out.tcp_flags = p[13];
       out.has_ports = true;
+      const std::size_t header = std::size_t{p[12]} >> 4 << 2;
+      out.payload_length = static_cast<std::uint32_t>(stated > header ? stated - header : 0);
       return DecodeError::kNone;
     }
     case kProtoUdp:
@@ -166,6 +207,7 @@ DecodeError decode_transport(const Byte* d, std::size_t off, std::size_t end,
       out.sport = be16(p);
       out.dport = be16(p + 2);
       out.has_ports = true;
+      out.payload_length = static_cast<std::uint32_t>(stated > 8 ? stated - 8 : 0);
       return DecodeError::kNone;
     case kProtoSctp:
       if (avail < 12) return DecodeError::kTruncatedL4;
@@ -202,10 +244,13 @@ DecodeError decode_ipv4(const Byte* d, std::size_t off, std::size_t n, PacketVie
   out.ip_offset = static_cast<std::uint32_t>(off);
   out.ip_length = total;
   out.ttl = ip[8];
+  out.tos = ip[1];
   out.proto = ip[9];
   out.src_addr = ip + 12;
   out.dst_addr = ip + 16;
-  if (const std::uint16_t frag = be16(ip + 6); (frag & 0x3fff) != 0) [[unlikely]] {
+  const std::uint16_t frag = be16(ip + 6);
+  out.ip_reserved_flag = (frag & 0x8000) != 0;
+  if ((frag & 0x3fff) != 0) [[unlikely]] {
     out.is_fragment = true;
     out.more_fragments = (frag & 0x2000) != 0;
     out.frag_offset = frag & 0x1fff;
@@ -227,6 +272,9 @@ DecodeError decode_ipv6(const Byte* d, std::size_t off, std::size_t n, PacketVie
   out.ip_offset = static_cast<std::uint32_t>(off);
   out.ip_length = kIpv6Header + payload;
   out.ttl = ip[7];
+  const std::uint32_t first_word = be32(ip);
+  out.tos = static_cast<std::uint8_t>(first_word >> 20);
+  out.flow_label = first_word & 0xfffff;
   out.src_addr = ip + 8;
   out.dst_addr = ip + 24;
   // Payload length 0 is a jumbogram (RFC 2675) or a large segment captured before the
@@ -239,7 +287,7 @@ DecodeError decode_ipv6(const Byte* d, std::size_t off, std::size_t n, PacketVie
     return decode_transport(d, off + kIpv6Header, end, out);
   }
   Ipv6Walk w;
-  const DecodeError e = walk_ipv6_extensions(d, off + kIpv6Header, end, nh, w);
+  const DecodeError e = walk_ipv6_extensions(d, off + kIpv6Header, end, nh, w, &out);
   out.proto = w.proto;
   out.is_fragment = w.fragment;
   out.more_fragments = w.more_fragments;

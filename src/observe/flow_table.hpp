@@ -95,12 +95,14 @@ class FlowTable {
 
   static constexpr std::size_t kInitialFlows = 4096;
 
-  FlowTable(std::size_t max_flows, Nanos max_delay, bool key_vlan)
-      : cap_(max_flows),
+  // state_bytes: room kept after each flow's record for the chains' state (chain.hpp).
+  FlowTable(std::size_t max_flows, Nanos max_delay, bool key_vlan, std::size_t state_bytes = 0)
+      : stride_(sizeof(Flow) + (state_bytes + 7) / 8 * 8),
+        cap_(max_flows),
         cur_(std::min(max_flows, kInitialFlows)),
         nslots_(std::max<std::size_t>(16, cur_ * kSlotsPerFlow)),
         tail_mask_(key_vlan ? ~std::uint64_t{0} : 0x0000ffffffffffffull),
-        flows_(max_flows),
+        flows_(max_flows * stride_),
         links_(max_flows + kBuckets),
         slots_(nslots_),
         used_((max_flows + 63) / 64) {
@@ -110,14 +112,23 @@ class FlowTable {
     reset_wheel();
   }
 
-  static constexpr std::size_t bytes_per_flow() noexcept {
-    return sizeof(Flow) + sizeof(Link) + kSlotsPerFlow * sizeof(Slot);
+  std::size_t bytes_per_flow() const noexcept {
+    return stride_ + sizeof(Link) + kSlotsPerFlow * sizeof(Slot);
+  }
+  // The chains' state of flow i (right after its record).
+  std::byte* state(std::uint32_t i) noexcept { return flows_.data() + i * stride_ + sizeof(Flow); }
+  // The flow whose record r is, or kNil when r is not one of this table's.
+  std::uint32_t index_of(const FlowRecord& r) const noexcept {
+    const auto a = reinterpret_cast<std::uintptr_t>(&r) - offsetof(Flow, rec);
+    const auto base = reinterpret_cast<std::uintptr_t>(flows_.data());
+    if (a < base || (a - base) % stride_ != 0 || (a - base) / stride_ >= cap_) return kNil;
+    return static_cast<std::uint32_t>((a - base) / stride_);
   }
 
   std::size_t size() const noexcept { return size_; }
   std::size_t capacity() const noexcept { return cap_; }
   std::size_t current_capacity() const noexcept { return cur_; }
-  Flow& flow(std::uint32_t i) noexcept { return flows_[i]; }
+  Flow& flow(std::uint32_t i) noexcept { return at(i); }
 
   // --- index ---------------------------------------------------------------------------
   struct Hit {
@@ -161,7 +172,7 @@ class FlowTable {
     // without a branch on which; a slot can hold h only if the home slot is occupied (same
     // hash, same home), so an empty home slot gives 0. Otherwise, the probe sequence.
     if (const std::uint32_t c = candidate(i, h); c != 0) {
-      match(flows_[c - 1], k, found, rev);
+      match(at(c - 1), k, found, rev);
       if (found) [[likely]]
         return {c - 1, true, rev};
     }
@@ -169,7 +180,7 @@ class FlowTable {
       const Slot s = slots_[i];
       if (s.idx1 == 0) return {0, false, false};
       if (s.hash == h) {
-        match(flows_[s.idx1 - 1], k, found, rev);
+        match(at(s.idx1 - 1), k, found, rev);
         if (found) return {s.idx1 - 1, true, rev};
       }
       if (++i == nslots_) i = 0;
@@ -202,7 +213,7 @@ class FlowTable {
   // direction. False: no conclusion (the caller looks k up with find()).
   [[gnu::always_inline]] bool active_match(std::uint32_t c, const PacketKey& k,
                                            bool& rev) const noexcept {
-    const Flow& f = flows_[c - 1 + (c == 0)];  // c == 0: any place, rejected below
+    const Flow& f = at(c - 1 + (c == 0));  // c == 0: any place, rejected below
     bool found;
     match(f, k, found, rev);
     return (found & (c != 0) & counting(f)) != 0;
@@ -221,7 +232,7 @@ class FlowTable {
   }
 
   void insert(std::uint32_t idx, std::uint32_t h) noexcept {
-    flows_[idx].hash = h;
+    at(idx).hash = h;
     std::size_t i = reduce(h, nslots_);
     while (slots_[i].idx1 != 0)
       if (++i == nslots_) i = 0;
@@ -230,7 +241,7 @@ class FlowTable {
 
   // Removes the flow from the index and the wheel and frees it.
   void release(std::uint32_t idx) noexcept {
-    Flow& f = flows_[idx];
+    Flow& f = at(idx);
     std::size_t i = reduce(f.hash, nslots_);
     while (slots_[i].idx1 != idx + 1)
       if (++i == nslots_) i = 0;
@@ -372,13 +383,15 @@ class FlowTable {
   }
   bool used(std::size_t i) const noexcept { return (used_[i / 64] >> (i % 64)) & 1; }
   void prefetch_flow(std::size_t i) const noexcept {
-    // The fields a packet touches: Flow bytes 0..121 (state, key, times, counters).
+    // The lines a packet touches: the whole flow (state, key, times, counters) and its
+    // chains' state, stride_ bytes from p.
     // (Address arithmetic in integers: i may be one before the array, see prefetch_indexed.)
     const auto* p = reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(flows_.data()) +
-                                                  i * sizeof(Flow));
+                                                  i * stride_);
     __builtin_prefetch(p);
     __builtin_prefetch(p + 64);
-    __builtin_prefetch(p + 121);
+    if (stride_ > 136) __builtin_prefetch(p + 128);
+    __builtin_prefetch(p + stride_ - 1);
   }
   // The first free flow below cur_ from scan_ on (wrapping); the table is not full.
   std::size_t next_free() noexcept {
@@ -466,9 +479,15 @@ class FlowTable {
     }
   }
 
+  Flow& at(std::size_t i) noexcept { return *reinterpret_cast<Flow*>(flows_.data() + i * stride_); }
+  const Flow& at(std::size_t i) const noexcept {
+    return *reinterpret_cast<const Flow*>(flows_.data() + i * stride_);
+  }
+
+  std::size_t stride_;  // bytes per flow: the Flow and its chains' state
   std::size_t cap_, cur_, nslots_;
   std::uint64_t tail_mask_;  // the VLAN is compared only when keyed on
-  MmapArray<Flow> flows_;
+  MmapArray<std::byte> flows_;  // Flow + state, stride_ bytes each
   MmapArray<Link> links_;                                // flows, then one sentinel per bucket
   std::array<std::uint64_t, kBuckets / 64> nonempty_{};  // buckets with a flow
   MmapArray<Slot> slots_;

@@ -72,15 +72,25 @@ struct Observer::Impl {
   Impl(ObserverConfig c, RecordSink s)
       : cfg(normalise(c)),
         sink(std::move(s)),
-        table(cfg.max_flows, std::max(cfg.idle_timeout_ns, cfg.expiry_delay_ns), cfg.key_vlan),
+        table(cfg.max_flows, max_delay(), cfg.key_vlan),
         ignored(ignored_capacity(cfg.max_flows)),
         fragments(fragment_capacity(cfg.max_flows)) {}
 
   ObserverConfig cfg;
   RecordSink sink;
+  Nanos max_delay() const noexcept { return std::max(cfg.idle_timeout_ns, cfg.expiry_delay_ns); }
   std::vector<NewFlowFn> new_flow;
   std::vector<PacketFn> ip4, ip6, tcp, udp, l4;
-  std::vector<std::pair<std::size_t, std::string>> fields;
+  // Chains, their state offsets, and per hook the (chain, offset) pairs to call.
+  struct Hooked {
+    Chain* chain;
+    std::size_t offset;
+  };
+  std::vector<std::unique_ptr<Chain>> chains;
+  std::vector<std::size_t> chain_offsets;
+  std::size_t state_bytes = 0;
+  std::vector<Hooked> chain_new, chain_ip, chain_tcp, chain_udp, chain_other, chain_quick;
+  std::vector<std::byte> scratch_state;  // a new flow's state while the new-flow chain runs
   ObserverStats stats;
   FlowTable table;
   IgnoredSet ignored;
@@ -217,7 +227,32 @@ struct Observer::Impl {
     };
     quick_tcp_completion = tcp.size() == 1 && builtin(tcp[0]);
     quick_ok = ip4.empty() && ip6.empty() && udp.empty() && l4.empty() &&
-               (tcp.empty() || quick_tcp_completion);
+               (tcp.empty() || quick_tcp_completion) &&
+               std::all_of(chains.begin(), chains.end(), [](const auto& c) { return c->quick(); });
+  }
+
+  void add_chain(std::unique_ptr<Chain> c) {
+    if (stats.packets != 0) throw std::logic_error("Observer::add_chain after the first packet");
+    const std::size_t size = c->state_size(), align = c->state_align();
+    if (size > 256) throw std::invalid_argument("Observer::add_chain: state over 256 bytes");
+    if (align == 0 || align > 8 || (align & (align - 1)) != 0)
+      throw std::invalid_argument("Observer::add_chain: state alignment not 1, 2, 4 or 8");
+    const std::size_t offset = (state_bytes + align - 1) / align * align;
+    state_bytes = offset + size;
+    const unsigned h = c->hooks();
+    const Hooked e{c.get(), offset};
+    if (h & kHookNewFlow) chain_new.push_back(e);
+    if (h & kHookIp) chain_ip.push_back(e);
+    if (h & kHookTcp) chain_tcp.push_back(e);
+    if (h & kHookUdp) chain_udp.push_back(e);
+    if (h & kHookOther) chain_other.push_back(e);
+    if (h & kHookQuick) chain_quick.push_back(e);
+    chain_offsets.push_back(offset);
+    chains.push_back(std::move(c));
+    scratch_state.assign(state_bytes, std::byte{0});
+    // The table keeps the state next to each record: made anew (it holds no flow yet).
+    table = FlowTable(cfg.max_flows, max_delay(), cfg.key_vlan, state_bytes);
+    chains_changed();
   }
 
   void on_packets(LinkType link, std::span<const FrameRef> frames) noexcept {
@@ -284,14 +319,37 @@ struct Observer::Impl {
       idx = find_active(q.key, rev);
       if (idx == kNil) return false;
     }
+    // With chains, a SYN segment takes the full path (its options are read there).
+    if (!chains.empty() && (q.tcp_flags & kTcpSyn) != 0) [[unlikely]]
+      return false;
     FlowRecord& r = table.flow(idx).rec;
     const unsigned both = count(r, rev, q.ip_length, q.tcp_flags, now);
     // The built-in TCP completion (RST, or FIN from both sides), without a branch on the
     // protocol: only the rare completion branches.
     const unsigned ends = (q.tcp_flags & kTcpRst) | (both & (both >> 8) & kTcpFin);
-    if ((quick_tcp_completion & (q.key.proto() == kProtoTcp) & (ends != 0)) != 0) [[unlikely]]
+    bool done = (quick_tcp_completion & (q.key.proto() == kProtoTcp) & (ends != 0)) != 0;
+    if (!chain_quick.empty()) done |= quick_chains(r, idx, q, rev);
+    if (done) [[unlikely]]
       complete(idx, now);
     return true;
+  }
+
+  [[gnu::noinline]] bool quick_chains(FlowRecord& r, std::uint32_t idx, const QuickPacket& q,
+                                      bool rev) noexcept {
+    QuickFacts facts;
+    facts.ip_version = q.key.v6() ? 6 : 4;
+    facts.proto = q.key.proto();
+    facts.tcp_flags = q.tcp_flags;
+    facts.tos = q.tos;
+    facts.ip_reserved_flag = q.ip_reserved_flag;
+    facts.flow_label = q.flow_label;
+    facts.payload_length = q.payload_length;
+    facts.udp_zero_checksum = q.udp_zero_checksum;
+    std::byte* st = table.state(idx);
+    bool done = false;
+    for (const Hooked& h : chain_quick)
+      done |= h.chain->on_quick(r, st + h.offset, facts, rev) == Verdict::kComplete;
+    return done;
   }
 
   // The flow of k if it is active and not waiting for its next part (rev: the packet's
@@ -477,11 +535,17 @@ struct Observer::Impl {
     bool done = false;
     for (const auto& fn : p.ip_version == 6 ? ip6 : ip4)
       done |= fn(r, p, rev) == Verdict::kComplete;
+    std::byte* st = chains.empty() ? nullptr : table.state(idx);
+    for (const Hooked& c : chain_ip)
+      done |= c.chain->on_ip(r, st + c.offset, p, rev) == Verdict::kComplete;
     if (!later_fragment) {
       // The packet's own protocol (an ICMP error counted on the flow it quotes: not the
       // flow's).
-      const auto& chain = p.proto == kProtoTcp ? tcp : p.proto == kProtoUdp ? udp : l4;
+      const bool is_tcp = p.proto == kProtoTcp, is_udp = p.proto == kProtoUdp;
+      const auto& chain = is_tcp ? tcp : is_udp ? udp : l4;
       for (const auto& fn : chain) done |= fn(r, p, rev) == Verdict::kComplete;
+      for (const Hooked& c : is_tcp ? chain_tcp : is_udp ? chain_udp : chain_other)
+        done |= c.chain->on_transport(r, st + c.offset, p, rev) == Verdict::kComplete;
     }
     if (done && f.state == FlowState::kActive) complete(idx, now);
   }
@@ -499,14 +563,17 @@ struct Observer::Impl {
     init.has_ports = !k.portless();
     init.vlan = p.vlan_count > 0 ? p.vlan[0] : 0;
     init.first = init.last = now;
-    if (!new_flow.empty()) {
+    if (!scratch_state.empty()) std::memset(scratch_state.data(), 0, scratch_state.size());
+    if (!new_flow.empty() || !chain_new.empty()) {
       FlowRecord tmp = init;
-      for (const auto& fn : new_flow) {
-        if (!fn(tmp, p)) {
-          ignored.put(detail::canonical(k), h, now, cfg.idle_timeout_ns, NoValue{});
-          ++stats.ignored;
-          return false;
-        }
+      bool keep = true;
+      for (const auto& fn : new_flow) keep = keep && fn(tmp, p);
+      for (const Hooked& c : chain_new)
+        keep = keep && c.chain->new_flow(tmp, scratch_state.data() + c.offset, p);
+      if (!keep) {
+        ignored.put(detail::canonical(k), h, now, cfg.idle_timeout_ns, NoValue{});
+        ++stats.ignored;
+        return false;
       }
       // The key fields and times are the observer's: keep the callbacks' other fields.
       tmp.sip = init.sip;
@@ -529,6 +596,8 @@ struct Observer::Impl {
     f.reserved = 0;
     f.expire_at = 0;
     f.rec = init;
+    if (!scratch_state.empty())
+      std::memcpy(table.state(idx), scratch_state.data(), scratch_state.size());
     table.insert(idx, h);
     table.schedule(idx, deadline(idx));
     ++stats.flows;
@@ -562,20 +631,17 @@ void Observer::add_tcp(PacketFn f) { impl_->add(impl_->tcp, std::move(f)); }
 void Observer::add_udp(PacketFn f) { impl_->add(impl_->udp, std::move(f)); }
 void Observer::add_l4(PacketFn f) { impl_->add(impl_->l4, std::move(f)); }
 
-void Observer::add_field(std::size_t slot, std::string name) {
-  if (slot >= std::tuple_size_v<decltype(FlowRecord::user)>)
-    throw std::out_of_range("Observer::add_field: slot must be 0..3");
-  auto& fs = impl_->fields;
-  auto it = std::find_if(fs.begin(), fs.end(), [&](const auto& e) { return e.first == slot; });
-  if (it != fs.end())
-    it->second = std::move(name);
-  else
-    fs.emplace_back(slot, std::move(name));
-  std::sort(fs.begin(), fs.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+void Observer::add_chain(std::unique_ptr<Chain> c) { impl_->add_chain(std::move(c)); }
+
+const std::vector<std::unique_ptr<Chain>>& Observer::chains() const noexcept {
+  return impl_->chains;
 }
 
-const std::vector<std::pair<std::size_t, std::string>>& Observer::fields() const noexcept {
-  return impl_->fields;
+const std::byte* Observer::chain_state(const FlowRecord& r, std::size_t i) const noexcept {
+  if (i >= impl_->chains.size()) return nullptr;
+  const std::uint32_t idx = impl_->table.index_of(r);
+  if (idx == kNil) return nullptr;
+  return impl_->table.state(idx) + impl_->chain_offsets[i];
 }
 
 void Observer::on_packet(Nanos ts_ns, LinkType link, std::span<const std::byte> frame) noexcept {
@@ -592,16 +658,17 @@ const ObserverStats& Observer::stats() const noexcept { return impl_->stats; }
 
 std::size_t Observer::active_flows() const noexcept { return impl_->table.size(); }
 
-std::size_t Observer::bytes_per_flow() noexcept {
+std::size_t Observer::bytes_per_flow() const noexcept {
   // Everything the observer allocates for a table of the default size, per flow, rounded
-  // up: the flow (record + state), its wheel links, two index slots, one occupancy bit, and
-  // its share of the ignored set (1/16 of max_flows), of the fragment map (1/64) and of the
-  // wheel's bucket heads. (A small table pays the fixed parts, ~100 KB, over fewer flows.)
+  // up: the flow (record + state + the chains' state), its wheel links, two index slots, one
+  // occupancy bit, and its share of the ignored set (1/16 of max_flows), of the fragment map
+  // (1/64) and of the wheel's bucket heads. (A small table pays the fixed parts, ~100 KB,
+  // over fewer flows.)
   constexpr std::size_t n = ObserverConfig{}.max_flows;
-  constexpr std::size_t total = FlowTable::bytes_per_flow() * n + n / 8 +
-                                IgnoredSet::entry_bytes() * ignored_capacity(n) +
-                                FragmentMap::entry_bytes() * fragment_capacity(n) +
-                                sizeof(detail::Link) * FlowTable::kBuckets;
+  const std::size_t total = impl_->table.bytes_per_flow() * n + n / 8 +
+                            IgnoredSet::entry_bytes() * ignored_capacity(n) +
+                            FragmentMap::entry_bytes() * fragment_capacity(n) +
+                            sizeof(detail::Link) * FlowTable::kBuckets;
   return (total + n - 1) / n;
 }
 
@@ -611,6 +678,7 @@ Verdict tcp_complete_on_fin_or_rst(FlowRecord& r, const PacketView& p, bool /*re
   return Verdict::kContinue;
 }
 
-static_assert(sizeof(Flow) == 168, "Flow layout: 16 bytes of state + FlowRecord (152)");
+static_assert(sizeof(Flow) == 136, "Flow layout: 16 bytes of state + FlowRecord (120)");
+static_assert(sizeof(FlowRecord) % 8 == 0, "chain state follows the record 8-byte aligned");
 
 }  // namespace flowmark::observe

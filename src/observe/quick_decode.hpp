@@ -21,6 +21,12 @@ struct QuickPacket {
   PacketKey key;
   std::uint32_t ip_length = 0;
   std::uint8_t tcp_flags = 0;
+  // For the chains' fast forms (QuickFacts): read from lines already loaded.
+  std::uint8_t tos = 0;
+  bool ip_reserved_flag = false;
+  bool udp_zero_checksum = false;
+  std::uint32_t flow_label = 0;
+  std::uint32_t payload_length = 0;
 };
 
 namespace quick {
@@ -63,7 +69,7 @@ inline std::uint16_t be16(const std::uint8_t* p) noexcept {
   }
   const std::uint8_t* ip = d + off;
   const std::size_t avail = n - off;
-  std::size_t l4, end;
+  std::size_t l4, end, stated;  // stated: transport bytes by the IP header
   std::uint8_t proto, flags;
   // The addresses go straight into the key.
   AddrWords &src = q.key.src, &dst = q.key.dst;
@@ -78,6 +84,10 @@ inline std::uint16_t be16(const std::uint8_t* p) noexcept {
     std::memcpy(&src.w0, ip + 12, 4);
     std::memcpy(&dst.w0, ip + 16, 4);
     q.ip_length = total;
+    q.tos = ip[1];
+    q.ip_reserved_flag = (ip[6] & 0x80) != 0;
+    q.flow_label = 0;
+    stated = total - ihl;
     l4 = off + ihl;
     end = off + (total < avail ? total : avail);
     flags = 0;
@@ -90,8 +100,12 @@ inline std::uint16_t be16(const std::uint8_t* p) noexcept {
     std::memcpy(&dst.w0, ip + 24, 8);
     std::memcpy(&dst.w1, ip + 32, 8);
     q.ip_length = 40u + payload;
+    q.tos = static_cast<std::uint8_t>((ip[0] << 4) | (ip[1] >> 4));
+    q.ip_reserved_flag = false;
+    q.flow_label = (std::uint32_t{ip[1] & 0x0fu} << 16) | be16(ip + 2);
     l4 = off + 40;
     end = payload == 0 || 40u + payload > avail ? n : off + 40 + payload;
+    stated = payload == 0 ? end - l4 : payload;
     flags = kKeyV6;
   } else {
     return false;
@@ -105,6 +119,9 @@ inline std::uint16_t be16(const std::uint8_t* p) noexcept {
   const std::uint8_t offset = t[12u * tcp], tcp_flags = t[13u * tcp];
   if (tcp & (offset >> 4 < 5)) return false;
   q.tcp_flags = static_cast<std::uint8_t>(tcp_flags & (tcp ? 0xff : 0));
+  const std::size_t header = tcp ? std::size_t{offset} >> 4 << 2 : 8;
+  q.payload_length = static_cast<std::uint32_t>(stated > header ? stated - header : 0);
+  q.udp_zero_checksum = !tcp && t[6] == 0 && t[7] == 0;
   finish_key(q.key, be16(t), be16(t + 2), vlan, proto, flags);
   return true;
 }
@@ -121,7 +138,11 @@ inline bool quick_decode_agrees(LinkType link, std::span<const std::byte> frame,
       (p.proto != kProtoTcp && p.proto != kProtoUdp))
     return false;
   const PacketKey k = packet_key(p, key_vlan);
-  return k == q.key && q.ip_length == p.ip_length && q.tcp_flags == p.tcp_flags;
+  const bool zero_checksum = p.proto == kProtoUdp && p.l4[6] == 0 && p.l4[7] == 0;
+  return k == q.key && q.ip_length == p.ip_length && q.tcp_flags == p.tcp_flags &&
+         q.tos == p.tos && q.ip_reserved_flag == p.ip_reserved_flag &&
+         q.flow_label == p.flow_label && q.payload_length == p.payload_length &&
+         q.udp_zero_checksum == zero_checksum;
 }
 
 }  // namespace flowmark::observe::detail

@@ -13,7 +13,7 @@ namespace flowmark::observe {
 namespace {
 
 // Room for the fixed part of a record: two IPv6 addresses (45 bytes each), the field names
-// and twenty-digit numbers; user fields are appended separately.
+// and twenty-digit numbers; the chains' fields are appended separately.
 constexpr std::size_t kRecordRoom = 640;
 
 char* put(char* p, std::string_view s) noexcept {
@@ -92,7 +92,88 @@ std::string format_address(const IpAddress& a) {
   return {buf, put_ip(buf, a)};
 }
 
-void append_record_json(std::string& out, const FlowRecord& r, const FieldNames& fields) {
+// --- chain fields --------------------------------------------------------------------------
+
+void FieldWriter::key(std::string_view name) {
+  if (format_ == Format::kCsv) {
+    out_.push_back(',');
+    return;
+  }
+  out_ += ",\"";
+  out_ += name;
+  out_ += "\":";
+}
+
+void FieldWriter::null(std::string_view name) {
+  key(name);
+  if (format_ == Format::kJson) out_ += "null";
+}
+
+void FieldWriter::boolean(std::string_view name, bool value) {
+  key(name);
+  out_ += value ? "true" : "false";
+}
+
+void FieldWriter::number(std::string_view name, std::uint64_t value) {
+  key(name);
+  char num[24];
+  out_.append(num, put_u(num, value));
+}
+
+void FieldWriter::text(std::string_view name, std::string_view value) {
+  key(name);
+  if (format_ == Format::kCsv) {
+    // RFC 4180: quoted when it holds a comma, a quote or a line break; quotes doubled.
+    if (value.find_first_of(",\"\r\n") == std::string_view::npos) {
+      out_ += value;
+      return;
+    }
+    out_.push_back('"');
+    for (const char c : value) {
+      if (c == '"') out_.push_back('"');
+      out_.push_back(c);
+    }
+    out_.push_back('"');
+    return;
+  }
+  out_.push_back('"');
+  for (const char c : value) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out_.push_back('\\');
+      out_.push_back(c);
+    } else if (u < 0x20) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out_ += "\\u00";
+      out_.push_back(kHex[u >> 4]);
+      out_.push_back(kHex[u & 15]);
+    } else {
+      out_.push_back(c);
+    }
+  }
+  out_.push_back('"');
+}
+
+namespace {
+
+// Each chain's fields: from its state, or null (a record the observer does not hold).
+void append_chain_fields(std::string& out, const FlowRecord& r, const Observer* obs,
+                         FieldWriter::Format format) {
+  if (obs == nullptr) return;
+  FieldWriter w(out, format);
+  const auto& chains = obs->chains();
+  for (std::size_t i = 0; i < chains.size(); ++i) {
+    if (const std::byte* st = obs->chain_state(r, i)) {
+      chains[i]->write(r, st, w);
+    } else {
+      for (const auto& c : chains[i]->columns()) w.null(c);
+    }
+  }
+}
+
+}  // namespace
+
+void append_record_json(std::string& out, const FlowRecord& r, const Observer* obs) {
   char buf[kRecordRoom];
   char* p = put(buf, R"({"sip":")");
   p = put_ip(p, r.sip);
@@ -119,31 +200,29 @@ void append_record_json(std::string& out, const FlowRecord& r, const FieldNames&
   p = put_u(put(p, R"(,"icmp_errors":)"), r.icmp_errors);
   p = put(p, r.continuation ? R"(,"continuation":true)" : R"(,"continuation":false)");
   out.append(buf, p);
-  for (const auto& [slot, name] : fields) {
-    out += R"(,")";
-    out += name;
-    out += R"(":)";
-    char num[24];
-    out.append(num, put_u(num, r.user[slot]));
-  }
+  append_chain_fields(out, r, obs, FieldWriter::Format::kJson);
   out += "}\n";
 }
 
-void append_csv_header(std::string& out, const FieldNames& fields) {
+void append_csv_header(std::string& out, const Observer* obs) {
   bool first = true;
   for (const char* c : kColumns) {
     if (!first) out.push_back(',');
     first = false;
     out += c;
   }
-  for (const auto& [slot, name] : fields) {
-    out.push_back(',');
-    out += name;
+  if (obs != nullptr) {
+    for (const auto& chain : obs->chains()) {
+      for (const auto& c : chain->columns()) {
+        out.push_back(',');
+        out += c;
+      }
+    }
   }
   out.push_back('\n');
 }
 
-void append_record_csv(std::string& out, const FlowRecord& r, const FieldNames& fields) {
+void append_record_csv(std::string& out, const FlowRecord& r, const Observer* obs) {
   char buf[kRecordRoom];
   char* p = put_ip(buf, r.sip);
   *p++ = ',';
@@ -170,12 +249,9 @@ void append_record_csv(std::string& out, const FlowRecord& r, const FieldNames& 
     *p++ = ',';
     p = put_u(p, v);
   }
-  for (const auto& [slot, name] : fields) {
-    *p++ = ',';
-    p = put_u(p, r.user[slot]);
-  }
-  *p++ = '\n';
   out.append(buf, p);
+  append_chain_fields(out, r, obs, FieldWriter::Format::kCsv);
+  out.push_back('\n');
 }
 
 }  // namespace flowmark::observe

@@ -8,7 +8,11 @@
 
 #include <cstddef>
 #include <cstdio>
+#include <functional>
 #include <string>
+
+#include "flowmark/core/result.hpp"
+#include "flowmark/observe/chains.hpp"
 
 namespace flowmark::capture {
 
@@ -16,7 +20,7 @@ struct ObserveOptions {
   std::string file;                  // -r: a pcap / pcapng file ("-": standard input)
   std::string iface;                 // -i: a live interface (exactly one of file, iface)
   std::string filter;                // a BPF filter expression
-  std::string format = "jsonl";      // jsonl or csv
+  std::string format;                // records: jsonl (default) or csv; summary: text or json
   std::string capture = "afpacket";  // live back end: afpacket or pcap
   double idle_timeout = 30;          // seconds without a packet before a flow ends (> 0)
   double active_timeout = 1800;      // seconds after which long flows are split (0: never)
@@ -26,6 +30,11 @@ struct ObserveOptions {
   bool key_vlan = false;           // the outer VLAN id is part of the flow key
   bool no_tcp_completion = false;  // TCP flows end on the idle timeout only
   bool icmp_flows = false;         // ICMP errors quoting a known flow also get their own flow
+  std::string chains = std::string(observe::kDefaultChains);  // --chains: names, or all
+  std::string summary;  // "" (one record per flow) or "scitags" (a table per experiment)
+  // Names of experiments and activities, for the scitags chain and the summary: the app loads
+  // the registry (this module does not depend on flowmark::scitags); called once, when needed.
+  std::function<Result<observe::ScitagsNames>()> scitags_names;
 };
 
 // Validates the options, captures until the end of the input (or SIGINT / SIGTERM), writes

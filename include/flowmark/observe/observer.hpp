@@ -9,6 +9,8 @@
 // A completed flow is emitted `expiry_delay` later (packet clock) so trailing packets
 // still count; idle flows complete after `idle_timeout`; flows longer than
 // `active_timeout` are emitted in parts (continuation = true on the later parts).
+// Chains (chain.hpp) keep their own per-flow state and record fields; the plain callbacks
+// (add_tcp …) work on the record alone.
 //
 // Rules (where the seed was silent or wrong):
 // - Clock: the packet clock is the largest timestamp seen; a frame stamped earlier is
@@ -29,7 +31,7 @@
 //   record. Idle flows (no packet for idle_timeout) are emitted at once, without the
 //   expiry delay: no trailing packet is expected. The active timeout, at first +
 //   active_timeout, emits the record so far; the next packet starts a part with
-//   continuation = true, zeroed counters, flags, fragments and icmp_errors (user[] is
+//   continuation = true, zeroed counters, flags, fragments and icmp_errors (chain state is
 //   kept) and first = its time; a part with no packet is not emitted.
 // - Full table: the flow whose timer is due soonest is emitted and counted as evicted: the
 //   least recently active flow (its idle deadline is the earliest), unless a completed flow
@@ -68,13 +70,12 @@
 #include <vector>
 
 #include "flowmark/core/address.hpp"
+#include "flowmark/observe/chain.hpp"
 #include "flowmark/observe/packet.hpp"
 
 namespace flowmark::observe {
 
 using Nanos = std::int64_t;  // packet-clock time: nanoseconds since the epoch
-
-enum class Verdict : std::uint8_t { kContinue, kComplete };
 
 // One flow. Forward is the direction of the flow's first packet; octets count the IP
 // layer (header included), as in the seed.
@@ -94,8 +95,6 @@ struct FlowRecord {
   // (ICMP, other protocols, non-first fragments whose first was not seen): the record
   // formats write sp and dp as null (JSON) or empty (CSV) then, as pathspider writes None.
   bool has_ports = false;
-  // Room for chain functions' own fields (see Observer::add_field).
-  std::array<std::uint64_t, 4> user{};
 };
 
 // Out-of-range values are not errors here (the programs reject them first): a negative
@@ -151,9 +150,13 @@ class Observer {
   void add_tcp(PacketFn f);
   void add_udp(PacketFn f);
   void add_l4(PacketFn f);  // every other transport protocol
-  // Names FlowRecord::user[slot] for the output ("syn_seen" …); slot 0..3.
-  void add_field(std::size_t slot, std::string name);
-  const std::vector<std::pair<std::size_t, std::string>>& fields() const noexcept;
+  // A chain (chain.hpp), called after the plain callbacks of each hook, in the order added.
+  // Chains are added before the first packet (std::logic_error after it).
+  void add_chain(std::unique_ptr<Chain> chain);
+  const std::vector<std::unique_ptr<Chain>>& chains() const noexcept;
+  // The state of chain i for a record the observer holds (in a callback or the sink);
+  // nullptr for any other record (a copy).
+  const std::byte* chain_state(const FlowRecord& r, std::size_t i) const noexcept;
 
   // One captured frame at packet-clock time ts_ns. Timers fire from here, each at its own
   // deadline, before the packet is counted.
@@ -173,8 +176,9 @@ class Observer {
   const ObserverStats& stats() const noexcept;
   // Flows held: active ones and completed ones waiting for their expiry delay.
   std::size_t active_flows() const noexcept;
-  // Bytes of memory held per flow slot (table entry and timers), for the ≤ 200 B target.
-  static std::size_t bytes_per_flow() noexcept;
+  // Bytes of memory held per flow slot (table entry, timers, the chains' state), for the
+  // ≤ 200 B (default chains) / ≤ 224 B (all chains) targets.
+  std::size_t bytes_per_flow() const noexcept;
 
  private:
   struct Impl;

@@ -80,12 +80,27 @@ struct PacketView {
   std::uint8_t ip_version = 0;             // 4 or 6
   std::uint8_t proto = 0;                  // transport protocol (after IPv6 extensions)
   std::uint8_t ttl = 0;                    // TTL / hop limit
+  std::uint8_t tos = 0;                    // IPv4 TOS / IPv6 traffic class (DSCP << 2 | ECN)
+  bool ip_reserved_flag = false;           // IPv4 flags bit 0x8000 (RFC 3514's "evil bit")
+  std::uint32_t flow_label = 0;            // IPv6 flow label (20 bits)
   const std::uint8_t* src_addr = nullptr;  // 4 or 16 bytes, network order, into the frame
   const std::uint8_t* dst_addr = nullptr;
   std::uint32_t ip_offset = 0;  // of the IP header in the frame
   std::uint32_t ip_length = 0;  // octets of the IP packet (header included), from
                                 // the header's length fields (not the snap length)
   std::uint32_t l4_offset = 0;  // of the transport header (0: none reached)
+  // The transport header and what follows it inside the IP packet, as captured (l4_captured
+  // bytes from l4; Ethernet padding excluded), and the payload length the IP header states
+  // (after the TCP header with its options, or the 8-byte UDP header; 0 otherwise).
+  const std::uint8_t* l4 = nullptr;
+  std::uint32_t l4_captured = 0;
+  std::uint32_t payload_length = 0;
+  // The Scitags option (type 0x1E, 3 data bytes: experiment high, experiment low, activity)
+  // in an IPv6 hop-by-hop or destination-options header: where it was found (the first one).
+  enum class TagWhere : std::uint8_t { kNone = 0, kHopByHop = 1, kDestOptions = 2 };
+  TagWhere tag_where = TagWhere::kNone;
+  std::uint8_t tag_activity = 0;
+  std::uint16_t tag_experiment = 0;
   // Fragments: is_fragment for any fragment; the transport fields below are only set
   // for the first fragment (offset 0).
   bool is_fragment = false;

@@ -2,7 +2,9 @@
 // consumed pathspider's records reads ours unchanged) or CSV with a header line.
 //
 //   std::string out;
-//   append_record_json(out, record, observer.fields());   // {"sip":"10.0.0.1",...}\n
+//   append_record_json(out, record, &observer);   // {"sip":"10.0.0.1",...}\n
+// With an observer, its chains' fields follow the record's own (null where the record is not
+// one the observer holds: call these from the sink).
 #pragma once
 
 #include <string>
@@ -13,13 +15,11 @@
 
 namespace flowmark::observe {
 
-using FieldNames = std::vector<std::pair<std::size_t, std::string>>;
-
 // An address as the records write it (the same text as inet_ntop()).
 std::string format_address(const IpAddress& a);
 
-void append_record_json(std::string& out, const FlowRecord& r, const FieldNames& fields);
-void append_csv_header(std::string& out, const FieldNames& fields);
-void append_record_csv(std::string& out, const FlowRecord& r, const FieldNames& fields);
+void append_record_json(std::string& out, const FlowRecord& r, const Observer* obs = nullptr);
+void append_csv_header(std::string& out, const Observer* obs = nullptr);
+void append_record_csv(std::string& out, const FlowRecord& r, const Observer* obs = nullptr);
 
 }  // namespace flowmark::observe

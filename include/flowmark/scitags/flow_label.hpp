@@ -13,6 +13,7 @@
 
 #include <cstdint>
 
+#include "flowmark/core/flow_label_bits.hpp"
 #include "flowmark/core/result.hpp"
 
 namespace flowmark::scitags {
@@ -21,7 +22,7 @@ inline constexpr std::uint32_t kMaxLabelExperiment = 511;
 inline constexpr std::uint32_t kMaxLabelActivity = 63;
 inline constexpr std::uint32_t kMaxEntropy = 31;
 // The label bits that carry the experiment and activity.
-inline constexpr std::uint32_t kFlowLabelSemanticMask = 0x3FEFC;
+inline constexpr std::uint32_t kFlowLabelSemanticMask = label_bits::kSemanticMask;
 
 // Errc::kInvalidArgument when experiment > 511, activity > 63 or entropy > 31, saying why.
 Result<std::uint32_t> encode_flow_label(std::uint32_t experiment, std::uint32_t activity,

@@ -13,7 +13,9 @@
 #include <tuple>
 #include <vector>
 
+#include "flowmark/observe/chains.hpp"
 #include "flowmark/observe/observer.hpp"
+#include "flowmark/observe/record_format.hpp"
 
 namespace flowmark::observe {
 namespace {
@@ -129,12 +131,33 @@ Bytes udp_frame(const Addr& s, unsigned sp, const Addr& d, unsigned dp, std::siz
 // An Observer with a sink that keeps what it gets.
 struct Harness {
   explicit Harness(ObserverConfig c = {})
-      : obs(c, [this](const FlowRecord& r) { out.push_back(r); }) {}
+      : obs(c, [this](const FlowRecord& r) {
+          out.push_back(r);
+          json.emplace_back();
+          append_record_json(json.back(), r, &obs);
+        }) {}
   void feed(Nanos t, const Bytes& f) {
     obs.on_packet(t, LinkType::kEthernet, std::as_bytes(std::span(f)));
   }
   std::vector<FlowRecord> out;
+  std::vector<std::string> json;  // each record as written, with its chains' fields
   Observer obs;
+};
+
+// A chain counting the UDP datagrams of a flow in its state.
+class CountUdp final : public Chain {
+ public:
+  std::string_view name() const noexcept override { return "count"; }
+  std::size_t state_size() const noexcept override { return 8; }
+  unsigned hooks() const noexcept override { return kHookUdp; }
+  std::vector<std::string> columns() const override { return {"udp_seen"}; }
+  Verdict on_transport(FlowRecord&, std::byte* s, const PacketView&, bool) noexcept override {
+    ++*reinterpret_cast<std::uint64_t*>(s);
+    return Verdict::kContinue;
+  }
+  void write(const FlowRecord&, const std::byte* s, FieldWriter& w) const override {
+    w.number("udp_seen", *reinterpret_cast<const std::uint64_t*>(s));
+  }
 };
 
 void expect_key(const FlowRecord& r, const Addr& s, unsigned sp, const Addr& d, unsigned dp,
@@ -342,18 +365,15 @@ TEST(Observer, ActiveTimeoutSplitsIntoContinuations) {
   EXPECT_EQ(h.obs.stats().emitted, 3u);
 }
 
-TEST(Observer, ActiveTimeoutKeepsDirectionAndUserFieldsAndDropsEmptyParts) {
+TEST(Observer, ActiveTimeoutKeepsDirectionAndChainStateAndDropsEmptyParts) {
   Harness h({.idle_timeout_ns = 5 * kSec, .active_timeout_ns = 10 * kSec});
-  h.obs.add_udp([](FlowRecord& r, const PacketView&, bool) {
-    ++r.user[0];
-    return Verdict::kContinue;
-  });
+  h.obs.add_chain(std::make_unique<CountUdp>());
   h.feed(0, udp_frame(kA, 1, kB, 2));
   h.feed(4 * kSec, udp_frame(kB, 2, kA, 1));
   h.feed(8 * kSec, udp_frame(kA, 1, kB, 2));
   h.feed(12 * kSec, udp_frame(kB, 2, kA, 1));  // after the split at 10 s: reverse still
   ASSERT_EQ(h.out.size(), 1u);
-  EXPECT_EQ(h.out[0].user[0], 3u);
+  EXPECT_NE(h.json[0].find(R"("udp_seen":3})"), std::string::npos) << h.json[0];
   // No packet after 12 s: the part goes idle at 17 s and is emitted then.
   h.feed(30 * kSec, udp_frame(kC, 1, kB, 2));
   ASSERT_EQ(h.out.size(), 2u);
@@ -361,7 +381,7 @@ TEST(Observer, ActiveTimeoutKeepsDirectionAndUserFieldsAndDropsEmptyParts) {
   EXPECT_EQ(h.out[1].sip, kA.ip());
   EXPECT_EQ(h.out[1].pkt_fwd, 0u);
   EXPECT_EQ(h.out[1].pkt_rev, 1u);
-  EXPECT_EQ(h.out[1].user[0], 4u);
+  EXPECT_NE(h.json[1].find(R"("udp_seen":4})"), std::string::npos) << h.json[1];
 
   // A split with no packet after it before the idle timeout: nothing more is emitted.
   Harness g({.idle_timeout_ns = 5 * kSec, .active_timeout_ns = 10 * kSec});
@@ -416,7 +436,6 @@ TEST(Observer, NewFlowChainVetoIgnoresTheFlow) {
   int calls = 0;
   h.obs.add_new_flow([&](FlowRecord& r, const PacketView& p) {
     ++calls;
-    r.user[1] = 7;
     r.sp = 9999;  // key fields are the observer's: this is undone
     return !(p.has_ports && (p.sport == 53 || p.dport == 53));
   });
@@ -433,7 +452,6 @@ TEST(Observer, NewFlowChainVetoIgnoresTheFlow) {
   ASSERT_EQ(h.out.size(), 1u);
   EXPECT_EQ(h.out[0].dp, 54);
   EXPECT_EQ(h.out[0].sp, 5353);
-  EXPECT_EQ(h.out[0].user[1], 7u);
 }
 
 TEST(Observer, IgnoredKeysAreForgottenAfterTheIdleTimeout) {
@@ -776,14 +794,23 @@ TEST(Observer, BatchesRunEveryChainOnEveryPacket) {
   }
 }
 
-TEST(Observer, FieldsNameUserSlots) {
+TEST(Observer, ChainsAreAddedBeforeTheFirstPacketAndTheirStateIsTheirs) {
   Harness h;
-  h.obs.add_field(2, "syn_seen");
-  h.obs.add_field(0, "ecn");
-  h.obs.add_field(2, "syn");
-  using F = std::vector<std::pair<std::size_t, std::string>>;
-  EXPECT_EQ(h.obs.fields(), (F{{0, "ecn"}, {2, "syn"}}));
-  EXPECT_THROW(h.obs.add_field(4, "x"), std::out_of_range);
+  h.obs.add_chain(std::make_unique<CountUdp>());
+  h.obs.add_chain(std::make_unique<CountUdp>());
+  EXPECT_EQ(h.obs.chains().size(), 2u);
+  h.feed(0, udp_frame(kA, 1, kB, 2));
+  h.feed(1, udp_frame(kB, 2, kA, 1));
+  EXPECT_THROW(h.obs.add_chain(std::make_unique<CountUdp>()), std::logic_error);
+  h.obs.finish();
+  ASSERT_EQ(h.json.size(), 1u);
+  // Two chains, two states: each counted both datagrams.
+  EXPECT_NE(h.json[0].find(R"("udp_seen":2,"udp_seen":2})"), std::string::npos) << h.json[0];
+  // A copy of a record is not the observer's: no state for it.
+  EXPECT_EQ(h.obs.chain_state(h.out[0], 0), nullptr);
+  std::string csv;
+  append_csv_header(csv, &h.obs);
+  EXPECT_TRUE(csv.ends_with(",continuation,udp_seen,udp_seen\n")) << csv;
 }
 
 TEST(Observer, DecodeErrorsAreCountedByReason) {
@@ -818,8 +845,15 @@ TEST(Observer, TimestampsGoingBackwardsUseTheClock) {
 }
 
 TEST(Observer, MemoryPerFlowIsWithinTarget) {
-  EXPECT_LE(Observer::bytes_per_flow(), 200u);
-  EXPECT_GE(Observer::bytes_per_flow(), sizeof(FlowRecord));
+  auto with = [](std::string_view list) {
+    Observer obs({}, nullptr);
+    for (const auto& n : *parse_chain_list(list))
+      if (auto c = make_chain(n)) obs.add_chain(std::move(c));
+    return obs.bytes_per_flow();
+  };
+  EXPECT_GE(with("basic"), sizeof(FlowRecord));
+  EXPECT_LE(with(kDefaultChains), 200u);
+  EXPECT_LE(with("all"), 224u);
 }
 
 // 100,000 concurrent flows, every flow seen several times in both directions, idle

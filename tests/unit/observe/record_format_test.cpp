@@ -73,24 +73,35 @@ TEST(RecordFormat, JsonAndCsvLines) {
   r.fragments = 3;
   r.icmp_errors = 4;
   r.continuation = true;
-  r.user[2] = 77;
-  const FieldNames fields = {{2, "syn_seen"}};
   std::string out;
-  append_record_json(out, r, fields);
+  append_record_json(out, r);
   EXPECT_EQ(out, R"({"sip":"2001:db8::1","dip":"2001:db8::2:0:0:1","proto":6,"sp":443,"dp":51000,)"
                  R"("first":1700000000.000000042,"last":1700000001.500000000,)"
                  R"("pkt_fwd":18446744073709551615,"pkt_rev":0,"oct_fwd":1234567,"oct_rev":9,)"
                  R"("ip_version":6,"vlan":100,"tcp_flags_fwd":27,"tcp_flags_rev":18,"fragments":3,)"
-                 R"("icmp_errors":4,"continuation":true,"syn_seen":77})"
+                 R"("icmp_errors":4,"continuation":true})"
                  "\n");
   out.clear();
-  append_csv_header(out, fields);
-  append_record_csv(out, r, fields);
+  append_csv_header(out);
+  append_record_csv(out, r);
   EXPECT_EQ(out,
             "sip,dip,proto,sp,dp,first,last,pkt_fwd,pkt_rev,oct_fwd,oct_rev,ip_version,vlan,"
-            "tcp_flags_fwd,tcp_flags_rev,fragments,icmp_errors,continuation,syn_seen\n"
+            "tcp_flags_fwd,tcp_flags_rev,fragments,icmp_errors,continuation\n"
             "2001:db8::1,2001:db8::2:0:0:1,6,443,51000,1700000000.000000042,"
-            "1700000001.500000000,18446744073709551615,0,1234567,9,6,100,27,18,3,4,1,77\n");
+            "1700000001.500000000,18446744073709551615,0,1234567,9,6,100,27,18,3,4,1\n");
+}
+
+TEST(FieldWriter, JsonAndCsvValues) {
+  std::string j, c;
+  FieldWriter jw(j, FieldWriter::Format::kJson), cw(c, FieldWriter::Format::kCsv);
+  for (FieldWriter* w : {&jw, &cw}) {
+    w->null("a");
+    w->boolean("b", true);
+    w->number("c", 18446744073709551615u);
+    w->text("d", "x\"y,z\n");
+  }
+  EXPECT_EQ(j, R"(,"a":null,"b":true,"c":18446744073709551615,"d":"x\"y,z\u000a")");
+  EXPECT_EQ(c, ",,true,18446744073709551615,\"x\"\"y,z\n\"");
 }
 
 // Flows without ports (ICMP, other protocols) write sp and dp as null / empty, as
