@@ -32,8 +32,8 @@ uses a registry file written here (--registry).
 Output checked both as JSON lines and as CSV (header = the JSON keys in the same order,
 null = empty field, booleans true/false), and for the key set: the basic fields first, then
 the fields of the chains asked for only, chain by chain in the order tcp ecn dscp mss tfo
-udp icmp evil scitags, whatever the order of the list. `--chains bogus` must exit 64 with a
-message naming it. OBSERVE_TEST_KEEP=1 keeps the pcaps (their directory is printed).
+udp icmp evil scitags, whatever the order of the list. `--chains bogus` must be a usage error
+(exit 2) with a message naming it. OBSERVE_TEST_KEEP=1 keeps the pcaps (their directory is printed).
 """
 
 import atexit
@@ -58,7 +58,7 @@ FLOWMARK = os.path.join(BUILD_DIR, "flowmark")
 
 logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
 try:
-    from scapy.all import (ICMP, IP, TCP, UDP, Ether, ICMPv6DestUnreach, ICMPv6EchoRequest,
+    from scapy.all import (ICMP, IP, TCP, UDP, Ether, IPOption_NOP, RouterAlert, ICMPv6DestUnreach, ICMPv6EchoRequest,
                            ICMPv6TimeExceeded,
                            IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, HBHOptUnknown, Pad1,
                            PadN, Padding, PcapReader, PcapWriter, Raw)
@@ -102,6 +102,7 @@ CHAIN_FIELDS = {
 FIELD_CHAIN = {f: c for c, fs in CHAIN_FIELDS.items() for f in fs}
 FIELD_CHAIN.update({f: "basic" for f in BASIC_FIELDS})
 PORT_PROTOS = (6, 17, 132)
+KEXIT_USAGE = 2  # include/flowmark/core/exit_code.hpp: a bad flag, argument or value
 
 # ---------------------------------------------------------------------------------------
 # Scitags: flow-label encoding (spec §4) and registries
@@ -293,8 +294,10 @@ def parse_ip(b, o, quoted=False):
 
 def tcp_option_walk(opts):
     """{kind: data} per the contract: EOL ends, NOP is one byte, other options are kind +
-    length + data; a length < 2 or one running past the header ends the walk; the last of
-    a kind wins."""
+    length + data; a length < 2 or a missing length byte ends the walk; an option running
+    past the header keeps the data bytes present (its length counts as 2 + those: "2 + its
+    data bytes present", as pathspider's slice does) and ends the walk; the last of a kind
+    wins."""
     out = {}
     i = 0
     while i < len(opts):
@@ -307,11 +310,27 @@ def tcp_option_walk(opts):
         if i + 1 >= len(opts):
             break
         ln = opts[i + 1]
-        if ln < 2 or i + ln > len(opts):
+        if ln < 2:
             break
         out[kind] = opts[i + 2:i + ln]
         i += ln
     return out
+
+
+def pathspider_walk_fails(opts):
+    """pathspider's option walk loops forever (length 0), misreads (length 1: it steps one
+    byte on) or raises (no length byte) on these options: the contract's deviation."""
+    i = 0
+    while i < len(opts):
+        if opts[i] == 1:
+            i += 1
+            continue
+        if opts[i] == 0:
+            return False
+        if i + 1 >= len(opts) or opts[i + 1] < 2:
+            return True
+        i += opts[i + 1]
+    return False
 
 
 def tfo_cookie(opts):
@@ -441,7 +460,8 @@ class Truth:
             self.ecn(p, d)
             self.dscp(p, d)
             self.evil(p, d)
-            self.scitags(p, d)
+            if i not in rec.errors:  # an ICMPv6 error's label and options are its sender's
+                self.scitags(p, d)
             if p.is_tcp:
                 self.tcp(p, d)
                 self.mss(p, d)
@@ -511,8 +531,9 @@ class Truth:
 
     def scitags(self, p, d):
         """flowlabel_*: the label of the first packet that way, changed_*: a later one differed
-        (IPv6 only). The tag: the first Scitags option (it replaces a label-derived tag), else
-        the first label with semantic bits."""
+        (IPv6 only; an ICMPv6 error counted on the flow is not read). The tag: the first
+        Scitags option (it replaces a label-derived tag), else the first label with semantic
+        bits."""
         if p.ip_version != 6:
             return
         r = self.record
@@ -569,14 +590,15 @@ class Truth:
 # Building the flows
 # ---------------------------------------------------------------------------------------
 
-def l3(v6, src, dst, tos=0, evil=False, fl=0, ext=()):
+def l3(v6, src, dst, tos=0, evil=False, fl=0, ext=(), df=False, ipopts=()):
     if v6:
         h = IPv6(src=src, dst=dst, tc=tos, fl=fl)
         for e in ext:
             h = h / e
         return h
     assert not ext
-    return IP(src=src, dst=dst, tos=tos, flags=4 if evil else 0)
+    return IP(src=src, dst=dst, tos=tos, flags=(4 if evil else 0) | (2 if df else 0),
+              options=list(ipopts))
 
 
 def eth():
@@ -592,7 +614,7 @@ class Conn:
         self.seq = {True: isn_c, False: isn_s}
 
     def build(self, from_client, flags, payload=b"", tos=0, evil=False, fl=0, ext=(), opts=(),
-              raw_opts=None, ack=None, seq=None):
+              raw_opts=None, ack=None, seq=None, df=False, ipopts=()):
         src, dst = (self.c, self.s) if from_client else (self.s, self.c)
         sp, dp = (self.cp, self.sp) if from_client else (self.sp, self.cp)
         if ack is None:
@@ -606,7 +628,7 @@ class Conn:
             tcp = TCP(sport=sp, dport=dp, flags=flags, seq=s, ack=ack, options=list(opts))
             if payload:
                 tcp = tcp / Raw(payload)
-        pkt = eth() / l3(self.v6, src, dst, tos, evil, fl, ext) / tcp
+        pkt = eth() / l3(self.v6, src, dst, tos, evil, fl, ext, df, ipopts) / tcp
         if seq is None:
             self.seq[from_client] += len(payload) + (1 if ("S" in flags or "F" in flags) else 0)
         return pkt
@@ -800,6 +822,41 @@ def build_chains_capture():
     c.seg(True, "S", b"H" * 5, opts=[(254, b"\x12\x34" + bytes(6))])
     c.seg(False, "SA", opts=[(34, bytes(8))])
 
+    # ---- headers to walk: IPv4 options, IPv6 extension headers, options past the end ----
+    a, b = addr.pair(False)
+    c = Conn(cap, cap.record("IPv4 options (IHL 6) and DF: payload lengths from the IP header"),
+             False, a, b, 40050, 443)
+    nops = [IPOption_NOP()] * 4
+    c.seg(True, "S", tos=1 << 2, df=True, evil=True, ipopts=nops, opts=[("MSS", 1380)])
+    c.seg(False, "SA", tos=2 << 2, df=True, opts=[("MSS", 1300)])
+    c.seg(True, "A", tos=20 << 2 | 2, df=True, evil=True, ipopts=nops)  # no payload: ignored
+    c.seg(True, "PA", b"i" * 8, tos=0, df=True, ipopts=nops)
+    c.seg(False, "PA", b"j" * 8, tos=11 << 2, df=True, evil=False)
+    c.seg(False, "A", tos=40 << 2, df=True, evil=True, ipopts=nops)
+    a, b = addr.pair(True)
+    c = Conn(cap, cap.record("IPv6 extension headers on every segment: TFO dlen, MSS, pure ACK"),
+             True, a, b, 40051, 443)
+    c.seg(True, "S", b"k" * 20, ext=(dstopt(PadN(optdata=b"\x00\x00\x00\x00")),),
+          opts=[("MSS", 1200), (34, b"\xaa" * 4)])
+    c.seg(False, "SA", ext=(hbh(RouterAlert(), scitag_opt(2, 2)),), opts=[("MSS", 1180)])
+    c.seg(True, "A", tos=30 << 2 | 1, ext=(hbh(PadN(optdata=b"")), dstopt(PadN(optdata=b""))))
+    c.seg(True, "PA", b"l" * 3, tos=0, ext=(dstopt(PadN(optdata=b"\x00")),))
+    a, b = addr.pair(False)
+    c = Conn(cap, cap.record("TCP options: MSS running past the header (its 4 bytes present) / "
+                             "a kind without its length byte"),
+             False, a, b, 40052, 443)
+    c.seg(True, "S", raw_opts=b"\x01\x01\x02\x08\x05\xb4\x00\x00")
+    c.seg(False, "SA", raw_opts=b"\x01\x01\x01\x02")
+    a, b = addr.pair(False)
+    c = Conn(cap, cap.record("TFO SYN in the reverse direction (the flow seen first from the "
+                             "server's side), its SYN-ACK forward"), False, a, b, 40053, 443,
+             isn_c=9000, isn_s=600)
+    c.seg(True, "A", seq=8000, ack=700)
+    c.seg(False, "S", b"m" * 12, opts=[(34, b"\x01\x02\x03\x04")])
+    c.seg(True, "SA", opts=[("MSS", 1460)])
+    c.seg(False, "S", seq=600, opts=[("MSS", 1460)])  # retransmission without the cookie
+    c.seg(False, "A")
+
     # ---- the tcp chain -----------------------------------------------------------------
     a, b = addr.pair(False)
     c = Conn(cap, cap.record("tcp handshake, FIN both ways, last ACK"), False, a, b, 40030, 80)
@@ -864,8 +921,9 @@ def build_chains_capture():
     c.seg(False, "SA", fl=0x54321)
     c.seg(True, "A", fl=0x12345)
     d = c.seg(True, "PA", b"w" * 80, fl=0x12345)
-    cap.add(r, icmp_error(True, "2001:db8:14::ffff", a, c.ip_bytes(d), tos=3, fl=0x54321),
-            error=True)
+    # (its label, another than the reverse packets', is its sender's: not read)
+    cap.add(r, icmp_error(True, "2001:db8:14::ffff", a, c.ip_bytes(d), tos=3,
+                          fl=random_label(9, 1)), error=True)
     # v4 TCP: an unreachable quoting a reverse segment travels forward: stays false.
     a, b = addr.pair(False)
     r = cap.record("icmp v4 unreachable quoting a reverse TCP segment (forward): false")
@@ -881,7 +939,8 @@ def build_chains_capture():
     r = cap.record("icmp v6 unreachable quoting a reverse UDP datagram (forward): false")
     cap.add(r, udp_pkt(True, a, b, 33001, 53, b"Q" * 20))
     q = cap.add(r, udp_pkt(True, b, a, 53, 33001, b"R" * 40))
-    cap.add(r, icmp_error(True, "2001:db8:14::fffe", b, q[14:]), error=True)
+    cap.add(r, icmp_error(True, "2001:db8:14::fffe", b, q[14:], fl=random_label(4, 2)),
+            error=True)  # its label (lhcb/perfSONAR) is not the flow's: not read
     cap.add(r, udp_pkt(True, a, b, 33001, 53, b"Q" * 21))
     # v4 UDP: a time exceeded back to the source: an error, not an unreachable.
     a, b = addr.pair(False)
@@ -963,7 +1022,8 @@ def build_chains_capture():
         fwd = i != 1
         src, dst, sp, dp = (a, b, 7000, 7001) if fwd else (b, a, 7001, 7000)
         cap.add(r, udp_pkt(True, src, dst, sp, dp, b"U" * 8,
-                           ext=(hbh(scitag_opt(2, 1)),) if i == 2 else (), fl=l31 if fwd else 0))
+                           ext=(hbh(scitag_opt(2, 1)),) if i == 2 else (), fl=l31 if fwd else 0,
+                           zero=i == 2))  # the checksum read behind the extension header
     tagged("scitags IPv4: nulls", [(True, "S", b"", 0, ()), (False, "SA", b"", 0, ())], v6=False)
     return cap
 
@@ -1301,7 +1361,7 @@ class Generation(unittest.TestCase):
                     opts = []
                     while type(inner) in (IPv6ExtHdrHopByHop, IPv6ExtHdrDestOpt):
                         name = "hbh" if type(inner) is IPv6ExtHdrHopByHop else "dstopt"
-                        opts += [(name, o.otype, bytes(o.optdata)) for o in inner.options
+                        opts += [(name, o.otype, bytes(o)[2:]) for o in inner.options
                                  if o.otype != 0]
                         inner = inner.payload
                     self.assertEqual(opts, p.ext_options, where)
@@ -1338,6 +1398,9 @@ class Generation(unittest.TestCase):
         self.assertEqual(tcp_option_walk(b"\x02\x04\x05\xb4\x01\x03\x03\x07"),
                          {2: b"\x05\xb4", 3: b"\x07"})
         self.assertEqual(tcp_option_walk(b"\x02\x03\x05\x01"), {2: b"\x05"})
+        self.assertEqual(tcp_option_walk(b"\x01\x01\x02\x08\x05\xb4\x00\x00"),
+                         {2: b"\x05\xb4\x00\x00"})
+        self.assertEqual(tcp_option_walk(b"\x01\x01\x01\x02"), {})
         self.assertEqual(tcp_option_walk(b"\x01\x08\x00\x02\x04\x05\xb4\x00"), {})
         self.assertEqual(tcp_option_walk(b"\x02\x04\x05\xb4\x05\x01\x02\x04"), {2: b"\x05\xb4"})
         self.assertEqual(tcp_option_walk(b"\x02\x04\x03\xe8\x00\x02\x04\x04"), {2: b"\x03\xe8"})
@@ -1357,8 +1420,8 @@ class Generation(unittest.TestCase):
         """The truth above and pathspider's own chain code on the same packets agree on
         every field of its chains except the contract's listed deviations: tcp_fin_* swapped;
         an MSS option of more than 4 data bytes (value null); TFO option 255 (pathspider
-        reads option 254's data, KeyError without one); options with a length below 2 (not
-        given to it)."""
+        reads option 254's data, KeyError without one); option lengths below 2 and a missing
+        length byte (not given to it)."""
         problems = []
         for cap in self.caps.values():
             for rec, w in zip(cap.recs, cap.expected()):
@@ -1447,9 +1510,9 @@ class _PsObj:
 def pathspider_record(cap, rec):
     """Runs pathspider 2.0.1's chain classes (tcp ecn dscp mss tfo udp icmp evil) over the
     frames of one expected record, each with the direction the truth gives it, the way its
-    Observer dispatches (new_flow; ip4/ip6 and icmp4/icmp6; tcp or udp). Segments whose
-    options have a length below 2 are not given to its mss/tfo chains (it loops forever on
-    them: a listed deviation). Returns (record, [exceptions raised], whether a segment was
+    Observer dispatches (new_flow; ip4/ip6 and icmp4/icmp6; tcp or udp). Segments with an
+    option length below 2 or without a length byte are not given to its mss/tfo chains (it
+    loops forever or raises on them: a listed deviation). Returns (record, [exceptions raised], whether a segment was
     withheld from mss/tfo)."""
     from pathspider.chains.dscp import DSCPChain
     from pathspider.chains.ecn import ECNChain
@@ -1481,9 +1544,7 @@ def pathspider_record(cap, rec):
         ip = _PsObj(traffic_class=p.tos, has_rf=p.evil, tcp=tcp,
                     icmp=_PsObj(type=p.icmp_type) if p.proto == 1 else None,
                     icmp6=_PsObj(type=p.icmp_type) if p.proto == 58 else None)
-        bad_options = p.is_tcp and not options_well_formed(p.tcp_options) and any(
-            p.tcp_options[j] > 1 and j + 1 < len(p.tcp_options) and p.tcp_options[j + 1] < 2
-            for j in range(len(p.tcp_options)))
+        bad_options = p.is_tcp and pathspider_walk_fails(p.tcp_options)
         withheld = withheld or bad_options
         for c in chains:
             try:
@@ -1567,13 +1628,19 @@ class ChainsTruth(unittest.TestCase):
         forward, a time exceeded and the evil bit do not."""
         self.check("completion", "all", set(CHAIN_ORDER))
 
-    def test_unknown_chain_exits_64(self):
+    def test_unknown_chain_is_a_usage_error(self):
+        """An unknown chain name: the usage error exit code, a message naming it, no records.
+        The code is the project's one usage-error code, 2 (kExitUsage in
+        include/flowmark/core/exit_code.hpp, listed in every --help; a bad --format or
+        --filter gives it too); the issue's field contract said 64 (sysexits' EX_USAGE),
+        which is not in that table."""
         cap = self.caps["chains"]
         for arg in ("bogus", "ecn,bogus", "tcp,all2"):
             bad = arg.split(",")[-1]
             r = run_flowmark(["-r", cap.path, "--chains", arg])
-            self.assertEqual(r.returncode, 64, f"--chains {arg}: exit 64 expected, got "
-                             f"{r.returncode}; stderr {r.stderr.strip()!r}")
+            self.assertEqual(r.returncode, KEXIT_USAGE, f"--chains {arg}: exit {KEXIT_USAGE} "
+                             f"(usage error) expected, got {r.returncode}; stderr "
+                             f"{r.stderr.strip()!r}")
             self.assertIn(bad, r.stderr, f"--chains {arg}: the message must name {bad!r}")
             self.assertEqual(r.stdout, "", f"--chains {arg}: no records")
 
