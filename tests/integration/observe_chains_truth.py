@@ -1028,10 +1028,12 @@ def build_chains_capture():
     return cap
 
 
-def build_completion_capture():
+def build_completion_capture(tcp_completion=True):
     """Flows whose records depend on completion: a packet comes after the expiry delay (5 s)
-    of a completion; it starts a new record only if the flow had completed."""
-    cap = Capture("completion")
+    of a completion; it starts a new record only if the flow had completed. The same frames
+    with tcp_completion=False: the records of a run with --no-tcp-completion (FIN and RST
+    complete nothing; ICMP unreachable still does)."""
+    cap = Capture("completion" if tcp_completion else "completion_no_tcp")
     addr = Addr()
     addr.n = 1000
     gap = 6 * SEC
@@ -1082,8 +1084,33 @@ def build_completion_capture():
     c.seg(False, "SA")
     c.seg(True, "A")
     c.seg(True, "R")
-    c.rec = cap.record("after the RST: mid-stream record from the server")
+    if tcp_completion:
+        c.rec = cap.record("after the RST: mid-stream record from the server")
     c.seg(False, "PA", b"late" * 4, gap=gap)
+    c.seg(True, "A")
+    # FIN both ways completes (the last ACK within the expiry delay still counts); a segment
+    # 6 s later is a mid-stream record of its own.
+    a, b = addr.pair(True)
+    r = cap.record("FIN both ways completes the flow")
+    c = Conn(cap, r, True, a, b, 34008, 80)
+    for fc, fl in [(True, "S"), (False, "SA"), (True, "A"), (False, "FA"), (True, "FA")]:
+        c.seg(fc, fl)
+    c.seg(False, "A", gap=4 * SEC)
+    if tcp_completion:
+        c.rec = cap.record("after FIN/FIN: mid-stream record")
+    c.seg(True, "PA", b"again", gap=gap)
+    # A SYN on a completed flow starts a new record at once (within the expiry delay).
+    a, b = addr.pair(False)
+    r = cap.record("SYN after FIN/FIN: the completed flow's record")
+    c = Conn(cap, r, False, a, b, 34009, 80)
+    for fc, fl in [(True, "S"), (False, "SA"), (True, "A"), (True, "FA"), (False, "FA"),
+                   (True, "A")]:
+        c.seg(fc, fl, tos=2 if fc else 1)
+    if tcp_completion:
+        c.rec = cap.record("the new connection on the same 5-tuple: a new record")
+    c.seq = {True: 70000, False: 90000}
+    c.seg(True, "S", gap=100 * MS, tos=3, opts=[("MSS", 1000)])
+    c.seg(False, "SA", tos=3)
     c.seg(True, "A")
     return cap
 
@@ -1320,6 +1347,11 @@ def built_captures():
         for cap in (build_chains_capture(), build_completion_capture()):
             cap.write(_TMP)
             _CAPS[cap.name] = cap
+        # the same capture, the records of a run with --no-tcp-completion
+        alt = build_completion_capture(tcp_completion=False)
+        assert alt.frames == _CAPS["completion"].frames and alt.times == _CAPS["completion"].times
+        alt.path = _CAPS["completion"].path
+        _CAPS[alt.name] = alt
         with open(os.path.join(_TMP, "registry.json"), "w") as f:
             json.dump(CUSTOM_REGISTRY, f)
     return _TMP, _CAPS
@@ -1627,6 +1659,11 @@ class ChainsTruth(unittest.TestCase):
         """ICMP unreachable back to the source and RST complete a flow; an unreachable
         forward, a time exceeded and the evil bit do not."""
         self.check("completion", "all", set(CHAIN_ORDER))
+
+    def test_no_tcp_completion(self):
+        """--no-tcp-completion: FIN and RST complete nothing (and a SYN joins the flow);
+        an ICMP unreachable back to the source still completes."""
+        self.check("completion_no_tcp", "all", set(CHAIN_ORDER), extra=["--no-tcp-completion"])
 
     def test_unknown_chain_is_a_usage_error(self):
         """An unknown chain name: the usage error exit code, a message naming it, no records.
