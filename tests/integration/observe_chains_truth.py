@@ -58,10 +58,10 @@ FLOWMARK = os.path.join(BUILD_DIR, "flowmark")
 
 logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
 try:
-    from scapy.all import (ICMP, IP, TCP, UDP, Ether, IPOption_NOP, RouterAlert, ICMPv6DestUnreach, ICMPv6EchoRequest,
-                           ICMPv6TimeExceeded,
-                           IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, HBHOptUnknown, Pad1,
-                           PadN, Padding, PcapReader, PcapWriter, Raw)
+    from scapy.all import (ICMP, IP, TCP, UDP, Ether, ICMPv6DestUnreach, ICMPv6EchoRequest,
+                           ICMPv6TimeExceeded, IPOption_NOP, RouterAlert, IPv6,
+                           IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, HBHOptUnknown, Pad1, PadN,
+                           Padding, PcapReader, PcapWriter, Raw)
 except ImportError as e:  # pragma: no cover
     sys.exit(f"observe_chains_truth.py: needs scapy ({e}); run it with /usr/bin/python3 "
              "(Debian's python3-scapy), not a python without it")
@@ -1544,8 +1544,8 @@ def pathspider_record(cap, rec):
     frames of one expected record, each with the direction the truth gives it, the way its
     Observer dispatches (new_flow; ip4/ip6 and icmp4/icmp6; tcp or udp). Segments with an
     option length below 2 or without a length byte are not given to its mss/tfo chains (it
-    loops forever or raises on them: a listed deviation). Returns (record, [exceptions raised], whether a segment was
-    withheld from mss/tfo)."""
+    loops forever or raises on them: a listed deviation). Returns (record, [exceptions
+    raised], whether a segment was withheld from mss/tfo)."""
     from pathspider.chains.dscp import DSCPChain
     from pathspider.chains.ecn import ECNChain
     from pathspider.chains.evil import EvilChain
