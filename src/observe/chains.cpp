@@ -436,7 +436,8 @@ class ScitagsChain final : public ChainOf<ScitagsState> {
             "scitags_experiment_name", "scitags_activity_name", "scitags_source"};
   }
   Verdict on_ip(FlowRecord&, std::byte* st, const PacketView& p, bool rev) noexcept override {
-    if (p.ip_version != 6) return Verdict::kContinue;
+    // An ICMPv6 error counted on the flow it quotes carries its sender's label, not the flow's.
+    if (p.ip_version != 6 || p.icmp_error) return Verdict::kContinue;
     ScitagsState& s = as<ScitagsState>(st);
     label(s, p.flow_label, rev);
     // The option wins over a label; the first option seen stays.
