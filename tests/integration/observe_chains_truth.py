@@ -442,7 +442,9 @@ class Truth:
         r.update({f: 0 for f in CHAIN_FIELDS["tfo"]})
         r["icmp_unreachable"] = False
         self.record = r
+        self.names = names
         self.tag = None  # (source, experiment, activity)
+        self.tag_known = False  # a label-derived tag whose pair the registry names
         for i in rec.frames:
             p = cap.parsed[i]
             if i in rec.errors:
@@ -533,7 +535,8 @@ class Truth:
         """flowlabel_*: the label of the first packet that way, changed_*: a later one differed
         (IPv6 only; an ICMPv6 error counted on the flow is not read). The tag: the first
         Scitags option (it replaces a label-derived tag), else the first label with semantic
-        bits."""
+        bits — replaced by a later label (either way) whose pair the registry names, when
+        the registry does not name the first one's (automatic labels are random)."""
         if p.ip_version != 6:
             return
         r = self.record
@@ -546,8 +549,12 @@ class Truth:
         if opt is not None:
             if self.tag is None or self.tag[0] == "flowlabel":
                 self.tag = opt
-        elif self.tag is None and decode_label(p.flowlabel) is not None:
-            self.tag = ("flowlabel",) + decode_label(p.flowlabel)
+        elif decode_label(p.flowlabel) is not None:
+            e, a = decode_label(p.flowlabel)
+            known = self.names(e, a)[1] is not None
+            if self.tag is None or (self.tag[0] == "flowlabel" and not self.tag_known and known):
+                self.tag = ("flowlabel", e, a)
+                self.tag_known = known
 
     def mss(self, p, d):
         """SYNs only: the last SYN that way with an MSS option: len = 2 + its data bytes,
@@ -1007,7 +1014,8 @@ def build_chains_capture():
     tagged("scitags label (0,5): semantic bits, experiment 0",
            [(True, "S", b"", L(0, 5), ()), (False, "SA", b"", 0, ())])
     lf, lr1, lr2 = L(511, 63), L(1, 2), L(7, 1)
-    tagged("scitags label (511,63) forward, the reverse (1,2) then (7,1)",
+    tagged("scitags label (511,63) forward, unknown: the reverse's known (1,2) replaces it, "
+           "and stays when (7,1) follows",
            [(True, "S", b"", lf, ()), (False, "SA", b"", lr1, ()),
             (False, "PA", b"s", lr2, ()), (True, "A", b"", lf, ())])
     lf, lr = L(3, 1), L(11, 2)
