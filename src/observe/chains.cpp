@@ -425,9 +425,18 @@ struct ScitagsState {
 };
 constexpr std::uint32_t kLabelSeen = 1u << 20, kLabelChanged = 1u << 21;
 
+constexpr std::uint8_t kSourceMask = 3, kTagKnown = 4;  // ScitagsState::source bits
+
 class ScitagsChain final : public ChainOf<ScitagsState> {
  public:
-  explicit ScitagsChain(ScitagsNames names) : names_(std::move(names)) {}
+  // The (experiment, activity) pairs a label can carry that the registry names, looked up
+  // once here (512 x 64) so that a packet's label is judged by a bit test.
+  explicit ScitagsChain(ScitagsNames names) : names_(std::move(names)), known_(512 * 64 / 64) {
+    if (!names_.activity) return;
+    for (std::uint32_t e = 0; e < 512; ++e)
+      for (std::uint32_t a = 0; a < 64; ++a)
+        if (names_.activity(e, a)) known_[(e * 64 + a) / 64] |= std::uint64_t{1} << (a % 64);
+  }
   std::string_view name() const noexcept override { return "scitags"; }
   unsigned hooks() const noexcept override { return kHookIp | kHookQuick; }
   std::vector<std::string> columns() const override {
@@ -443,7 +452,8 @@ class ScitagsChain final : public ChainOf<ScitagsState> {
     // The option wins over a label; the first option seen stays.
     using Src = ScitagsTag::Source;
     if (p.tag_where != PacketView::TagWhere::kNone &&
-        (s.source == 0 || s.source == static_cast<std::uint8_t>(Src::kFlowLabel))) {
+        ((s.source & kSourceMask) == 0 ||
+         (s.source & kSourceMask) == static_cast<std::uint8_t>(Src::kFlowLabel))) {
       s.experiment = p.tag_experiment;
       s.activity = p.tag_activity;
       s.source = static_cast<std::uint8_t>(
@@ -481,21 +491,32 @@ class ScitagsChain final : public ChainOf<ScitagsState> {
   }
 
  private:
-  static void label(ScitagsState& s, std::uint32_t value, bool rev) noexcept {
+  void label(ScitagsState& s, std::uint32_t value, bool rev) const noexcept {
     std::uint32_t& l = s.label[rev];
     if (!(l & kLabelSeen)) [[unlikely]] {
       l = value | kLabelSeen;
     } else if ((l & 0xfffff) != value) [[unlikely]] {
       l |= kLabelChanged;
     }
-    // The first label with semantic bits gives the tag, unless one is there already.
-    if (s.source == 0 && (value & label_bits::kSemanticMask) != 0) [[unlikely]] {
-      s.experiment = static_cast<std::uint16_t>(label_bits::experiment(value));
-      s.activity = static_cast<std::uint8_t>(label_bits::activity(value));
-      s.source = static_cast<std::uint8_t>(ScitagsTag::Source::kFlowLabel);
+    // The first label with semantic bits gives the tag; a label the registry names replaces
+    // one it does not (a host's automatic, random labels decode as pairs it rarely knows:
+    // the marking host's label is the one to keep, whichever way it goes and however late
+    // it starts). Options are never replaced by a label.
+    const unsigned src = s.source & kSourceMask;
+    const bool open = src == 0 || (src == static_cast<unsigned>(ScitagsTag::Source::kFlowLabel) &&
+                                   !(s.source & kTagKnown));
+    if (open && (value & label_bits::kSemanticMask) != 0) [[unlikely]] {
+      const std::uint32_t e = label_bits::experiment(value), a = label_bits::activity(value);
+      const bool known = (known_[(e * 64 + a) / 64] >> (a % 64)) & 1;
+      if (src != 0 && !known) return;  // keep the first unknown one
+      s.experiment = static_cast<std::uint16_t>(e);
+      s.activity = static_cast<std::uint8_t>(a);
+      s.source = static_cast<std::uint8_t>(
+          static_cast<unsigned>(ScitagsTag::Source::kFlowLabel) | (known ? kTagKnown : 0));
     }
   }
   ScitagsNames names_;
+  std::vector<std::uint64_t> known_;  // bit e * 64 + a: the registry names (e, a)
 };
 
 }  // namespace
@@ -503,7 +524,7 @@ class ScitagsChain final : public ChainOf<ScitagsState> {
 ScitagsTag scitags_tag(const std::byte* st) noexcept {
   const ScitagsState& s = as<ScitagsState>(st);
   ScitagsTag t;
-  t.source = static_cast<ScitagsTag::Source>(s.source);
+  t.source = static_cast<ScitagsTag::Source>(s.source & kSourceMask);
   if (t.source == ScitagsTag::Source::kNone) return t;
   t.experiment = s.experiment;
   t.activity = s.activity;

@@ -3,6 +3,7 @@
 //   bits 19-18 entropy · 17-9 experiment, bit-reversed · 8 entropy · 7-2 activity · 1-0 entropy
 #pragma once
 
+#include <array>
 #include <cstdint>
 
 namespace flowmark::label_bits {
@@ -15,8 +16,14 @@ constexpr std::uint32_t reverse9(std::uint32_t v) noexcept {
   for (int i = 0; i < 9; ++i) r |= ((v >> i) & 1U) << (8 - i);
   return r;
 }
+// reverse9 of every 9-bit value (the decoders run per packet).
+inline constexpr auto kReverse9 = [] {
+  std::array<std::uint16_t, 512> t{};
+  for (std::uint32_t v = 0; v < 512; ++v) t[v] = static_cast<std::uint16_t>(reverse9(v));
+  return t;
+}();
 constexpr std::uint32_t experiment(std::uint32_t label) noexcept {
-  return reverse9((label >> 9) & 0x1FF);
+  return kReverse9[(label >> 9) & 0x1FF];
 }
 constexpr std::uint32_t activity(std::uint32_t label) noexcept { return (label >> 2) & 0x3F; }
 constexpr std::uint32_t entropy(std::uint32_t label) noexcept {

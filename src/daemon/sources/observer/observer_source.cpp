@@ -9,24 +9,18 @@
 #include <mutex>
 #include <thread>
 
+#include "daemon/sources/observer/flow_announcer.hpp"
 #include "flowmark/capture/pcap_source.hpp"
 #include "flowmark/core/fd.hpp"
 #include "flowmark/daemon/config.hpp"
-#include "flowmark/observe/observer.hpp"
 
 namespace flowmark::daemon {
 namespace {
 
-using scitags::FlowState;
-using scitags::Protocol;
-
-constexpr std::uint8_t kTcp = 6, kUdp = 17;
-
 struct ObserverOptions {
   std::string interface;
   std::string filter;
-  observe::ObserverConfig observer;
-  std::uint32_t experiment = 0, activity = 0;
+  AnnouncerOptions announce;
 };
 
 class ObserverSource final : public Source {
@@ -38,6 +32,13 @@ class ObserverSource final : public Source {
                               "Capture errors of an observer source");
     packets_ = &ctx.counters.counter("flowmark_observer_packets_total", {{"source", name_}},
                                      "Packets seen by an observer source");
+    if (o_.announce.classify == Classify::kScitags) {
+      constexpr std::string_view kHelp = "Marks seen by an observer source with classify = scitags";
+      o_.announce.tagged = &ctx.counters.counter(
+          "flowmark_observer_marks_total", {{"source", name_}, {"outcome", "announced"}}, kHelp);
+      o_.announce.unknown_tags = &ctx.counters.counter(
+          "flowmark_observer_marks_total", {{"source", name_}, {"outcome", "unknown"}}, kHelp);
+    }
   }
   ~ObserverSource() override { stop(); }
 
@@ -70,16 +71,7 @@ class ObserverSource final : public Source {
  private:
   // Capture thread.
   void run() {
-    observe::Observer obs(o_.observer, [this](const observe::FlowRecord& r) { on_record(r); });
-    obs.add_new_flow([this](observe::FlowRecord& r, const observe::PacketView& p) {
-      // A TCP flow first seen by its FIN or RST is the tail of a connection that ended:
-      // nothing to mark (the observer ignores its later packets too).
-      if (r.proto == kTcp && (p.tcp_flags & 0x05) != 0) return false;
-      if (r.proto == kTcp || r.proto == kUdp) post(event_of(r, FlowState::kStart));
-      return true;
-    });
-    // TCP flows complete on FIN from both sides or RST, as the seed's TCP chain does.
-    obs.add_tcp(observe::tcp_complete_on_fin_or_rst);
+    FlowAnnouncer announcer(o_.announce, [this](const FlowEvent& e) { post(e); });
     capture::Frame f;
     while (true) {
       auto more = capture_->next(f);
@@ -90,33 +82,11 @@ class ObserverSource final : public Source {
       }
       if (!*more) break;
       packets_->fetch_add(1, std::memory_order_relaxed);
-      obs.on_packet(f.ts_ns, capture_->link_type(), f.data);
+      announcer.on_packet(f.ts_ns, capture_->link_type(), f.data);
       flush();
     }
-    obs.finish();
+    announcer.finish();
     flush();
-  }
-
-  FlowEvent event_of(const observe::FlowRecord& r, FlowState state) const {
-    FlowEvent e;
-    e.state = state;
-    e.protocol = r.proto == kTcp ? Protocol::kTcp : Protocol::kUdp;
-    e.src = {r.sip, r.sp};
-    e.dst = {r.dip, r.dp};
-    e.experiment = o_.experiment;
-    e.activity = o_.activity;
-    e.start_time = r.first / 1000;
-    if (state == FlowState::kEnd) {
-      e.end_time = r.last / 1000;
-      e.usage = scitags::Usage{r.oct_rev, r.oct_fwd};
-    }
-    return e;
-  }
-
-  void on_record(const observe::FlowRecord& r) {
-    if (r.proto != kTcp && r.proto != kUdp) return;
-    if (r.continuation) return;  // a long flow split by the active timeout: still live
-    post(event_of(r, FlowState::kEnd));
   }
 
   void post(const FlowEvent& e) { batch_.push_back(e); }
@@ -170,12 +140,20 @@ Result<void> register_observer_source(SourceFactories& factories) {
                          FM_TRY(auto idle, s.number("idle_timeout", 30, 0.1, 86400));
                          FM_TRY(auto expiry, s.number("expiry_delay", 1, 0, 3600));
                          FM_TRY(auto max_flows, s.integer("max_flows", 1 << 20, 1, 1 << 30));
-                         o.observer.idle_timeout_ns = static_cast<observe::Nanos>(idle * 1e9);
-                         o.observer.expiry_delay_ns = static_cast<observe::Nanos>(expiry * 1e9);
-                         o.observer.max_flows = static_cast<std::size_t>(max_flows);
+                         FM_TRY(auto classify, s.choice("classify", "rules", {"rules", "scitags"}));
+                         FM_TRY(auto icmp_flows, s.boolean("icmp_flows", false));
+                         auto& a = o.announce;
+                         a.observer.idle_timeout_ns = static_cast<observe::Nanos>(idle * 1e9);
+                         a.observer.expiry_delay_ns = static_cast<observe::Nanos>(expiry * 1e9);
+                         a.observer.max_flows = static_cast<std::size_t>(max_flows);
+                         a.observer.icmp_flows = icmp_flows;
                          FM_TRY(auto ea, read_classification(s, *ctx.registry));
-                         o.experiment = ea.first;
-                         o.activity = ea.second;
+                         a.experiment = ea.first;
+                         a.activity = ea.second;
+                         if (classify == "scitags") {
+                           a.classify = Classify::kScitags;
+                           a.known_tags = known_tags(*ctx.registry);
+                         }
                          return std::make_unique<ObserverSource>(s.name(), std::move(o), ctx);
                        });
 }
