@@ -127,6 +127,14 @@ if MISSING is None:
         from pathspider.observer import Observer
     except ImportError as e:
         MISSING = f"needs Debian's pathspider 2.0.1 (its chains and Observer) ({e})"
+if MISSING is None:
+    try:
+        import importlib.metadata
+        _version = importlib.metadata.version("pathspider")
+    except importlib.metadata.PackageNotFoundError:
+        _version = "unknown"
+    if _version != "2.0.1":  # the chains' semantics (and CHAINS.md's deviations) are 2.0.1's
+        MISSING = f"compares with pathspider 2.0.1's chains; pathspider {_version} is installed"
 if MISSING is not None:  # the wrapper classes below still need their bases to be defined
     EvilChain = MSSChain = TFOChain = object
 if MISSING is None and not os.path.isdir(PATHSPIDER_DATA):
