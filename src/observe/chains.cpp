@@ -127,16 +127,18 @@ struct EcnState {
   std::uint16_t bits;  // bit (rev * 6 + data * 3 + mark - 1): mark 1 ECT(1)… see index()
 };
 
+// Column order: direction, then syn/data, then ect0, ect1, ce (bit i of EcnState::bits).
+constexpr std::string_view kEcnColumns[12] = {
+    "ecn_ect0_syn_fwd",  "ecn_ect1_syn_fwd",  "ecn_ce_syn_fwd",  "ecn_ect0_data_fwd",
+    "ecn_ect1_data_fwd", "ecn_ce_data_fwd",   "ecn_ect0_syn_rev", "ecn_ect1_syn_rev",
+    "ecn_ce_syn_rev",    "ecn_ect0_data_rev", "ecn_ect1_data_rev", "ecn_ce_data_rev"};
+
 class EcnChain final : public ChainOf<EcnState> {
  public:
   std::string_view name() const noexcept override { return "ecn"; }
   unsigned hooks() const noexcept override { return kHookIp | kHookQuick; }
   std::vector<std::string> columns() const override {
-    std::vector<std::string> c;
-    for (const char* d : {"fwd", "rev"})
-      for (const char* t : {"syn", "data"})
-        for (const char* f : {"ect0", "ect1", "ce"}) c.push_back(fmt::format("ecn_{}_{}_{}", f, t, d));
-    return c;
+    return {std::begin(kEcnColumns), std::end(kEcnColumns)};
   }
   Verdict on_ip(FlowRecord&, std::byte* st, const PacketView& p, bool rev) noexcept override {
     mark(as<EcnState>(st), p.tos, is_syn(p), rev);
@@ -147,9 +149,10 @@ class EcnChain final : public ChainOf<EcnState> {
     return Verdict::kContinue;
   }
   void write(const FlowRecord&, const std::byte* st, FieldWriter& w) const override {
-    const auto cols = columns();
+    // Written from the constant names: write() runs once per record.
     const unsigned bits = as<EcnState>(st).bits;
-    for (std::size_t i = 0; i < cols.size(); ++i) w.boolean(cols[i], (bits >> i) & 1);
+    for (std::size_t i = 0; i < std::size(kEcnColumns); ++i)
+      w.boolean(kEcnColumns[i], (bits >> i) & 1);
   }
 
  private:

@@ -94,34 +94,39 @@ std::string format_address(const IpAddress& a) {
 
 // --- chain fields --------------------------------------------------------------------------
 
-void FieldWriter::key(std::string_view name) {
-  if (format_ == Format::kCsv) {
-    out_.push_back(',');
-    return;
-  }
-  out_ += ",\"";
-  out_ += name;
-  out_ += "\":";
+void FieldWriter::field(std::string_view name, std::string_view value) {
+  const bool json = format_ == Format::kJson;
+  const std::size_t n = (json ? name.size() + 4 : 1) + value.size();
+  out_.resize_and_overwrite(out_.size() + n, [&](char* p, std::size_t len) noexcept {
+    char* q = p + len - n;
+    *q++ = ',';
+    if (json) {
+      *q++ = '"';
+      std::memcpy(q, name.data(), name.size());
+      q += name.size();
+      *q++ = '"';
+      *q++ = ':';
+    }
+    std::memcpy(q, value.data(), value.size());
+    return len;
+  });
 }
 
 void FieldWriter::null(std::string_view name) {
-  key(name);
-  if (format_ == Format::kJson) out_ += "null";
+  field(name, format_ == Format::kJson ? std::string_view("null") : std::string_view());
 }
 
 void FieldWriter::boolean(std::string_view name, bool value) {
-  key(name);
-  out_ += value ? "true" : "false";
+  field(name, value ? std::string_view("true") : std::string_view("false"));
 }
 
 void FieldWriter::number(std::string_view name, std::uint64_t value) {
-  key(name);
   char num[24];
-  out_.append(num, put_u(num, value));
+  field(name, std::string_view(num, static_cast<std::size_t>(put_u(num, value) - num)));
 }
 
 void FieldWriter::text(std::string_view name, std::string_view value) {
-  key(name);
+  field(name, {});
   if (format_ == Format::kCsv) {
     // RFC 4180: quoted when it holds a comma, a quote or a line break; quotes doubled.
     if (value.find_first_of(",\"\r\n") == std::string_view::npos) {

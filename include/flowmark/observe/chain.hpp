@@ -48,7 +48,8 @@ class FieldWriter {
   void text(std::string_view name, std::string_view value);  // escaped as JSON / CSV need
 
  private:
-  void key(std::string_view name);
+  // `,"name":value` (JSON) or `,value` (CSV), with one growth check: a record has many.
+  void field(std::string_view name, std::string_view value);
   std::string& out_;
   Format format_;
 };
