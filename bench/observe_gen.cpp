@@ -53,9 +53,9 @@ struct FlowDef {
   bool v6;
   std::uint8_t proto;  // 6 or 17
   std::uint16_t cport, sport;
-  std::uint8_t tos;             // the same both ways
-  std::uint32_t label[2];       // IPv6 flow label: client, server
-  bool replied;                 // TCP: the server's SYN-ACK has been written
+  std::uint8_t tos;        // the same both ways
+  std::uint32_t label[2];  // IPv6 flow label: client, server
+  bool replied;            // TCP: the server's SYN-ACK has been written
 };
 
 void put16(std::uint8_t* p, unsigned v) {
@@ -120,8 +120,10 @@ std::size_t build(std::uint8_t* out, const FlowDef& f, bool from_client, bool op
     case 1: ip_len = 576; break;
     default: ip_len = 1500; break;
   }
-  if (f.proto == 6 && opening) ip_len = ip_hdr + l4_hdr;  // a SYN carries no payload
-  else if (size_class == 0 && tcp_options) ip_len += 12;
+  if (f.proto == 6 && opening)
+    ip_len = ip_hdr + l4_hdr;  // a SYN carries no payload
+  else if (size_class == 0 && tcp_options)
+    ip_len += 12;
   std::uint8_t c[16], s[16];
   std::uint8_t* l4;
   if (f.v6) {
@@ -281,9 +283,8 @@ int main(int argc, char** argv) {
     if (syn_ack) f.replied = true;
     const std::uint64_t pct = (r >> 8) % 100;
     const int size_class = pct < 40 ? 0 : pct < 60 ? 1 : 2;
-    const std::size_t len =
-        build(frame + 16, f, from_client, opening || syn_ack, !plain, size_class,
-              static_cast<std::uint32_t>(r >> 32));
+    const std::size_t len = build(frame + 16, f, from_client, opening || syn_ack, !plain,
+                                  size_class, static_cast<std::uint32_t>(r >> 32));
     ++sizes[static_cast<std::size_t>(size_class)];
     const std::uint64_t ts = t0_us + static_cast<std::uint64_t>(static_cast<double>(n) * step_us);
     put32le(frame, static_cast<std::uint32_t>(ts / 1'000'000));

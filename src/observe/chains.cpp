@@ -129,8 +129,8 @@ struct EcnState {
 
 // Column order: direction, then syn/data, then ect0, ect1, ce (bit i of EcnState::bits).
 constexpr std::string_view kEcnColumns[12] = {
-    "ecn_ect0_syn_fwd",  "ecn_ect1_syn_fwd",  "ecn_ce_syn_fwd",  "ecn_ect0_data_fwd",
-    "ecn_ect1_data_fwd", "ecn_ce_data_fwd",   "ecn_ect0_syn_rev", "ecn_ect1_syn_rev",
+    "ecn_ect0_syn_fwd",  "ecn_ect1_syn_fwd",  "ecn_ce_syn_fwd",    "ecn_ect0_data_fwd",
+    "ecn_ect1_data_fwd", "ecn_ce_data_fwd",   "ecn_ect0_syn_rev",  "ecn_ect1_syn_rev",
     "ecn_ce_syn_rev",    "ecn_ect0_data_rev", "ecn_ect1_data_rev", "ecn_ce_data_rev"};
 
 class EcnChain final : public ChainOf<EcnState> {

@@ -95,21 +95,31 @@ std::string format_address(const IpAddress& a) {
 // --- chain fields --------------------------------------------------------------------------
 
 void FieldWriter::field(std::string_view name, std::string_view value) {
+  // Put together on the stack, then one append (std::string's resize_and_overwrite would
+  // spare the copy, but libstdc++ 12's passes the grown capacity as the size to its callback).
+  char buf[128];
   const bool json = format_ == Format::kJson;
   const std::size_t n = (json ? name.size() + 4 : 1) + value.size();
-  out_.resize_and_overwrite(out_.size() + n, [&](char* p, std::size_t len) noexcept {
-    char* q = p + len - n;
-    *q++ = ',';
+  if (n > sizeof buf) {
+    out_ += json ? ",\"" : ",";
     if (json) {
-      *q++ = '"';
-      std::memcpy(q, name.data(), name.size());
-      q += name.size();
-      *q++ = '"';
-      *q++ = ':';
+      out_ += name;
+      out_ += "\":";
     }
-    std::memcpy(q, value.data(), value.size());
-    return len;
-  });
+    out_ += value;
+    return;
+  }
+  char* q = buf;
+  *q++ = ',';
+  if (json) {
+    *q++ = '"';
+    std::memcpy(q, name.data(), name.size());
+    q += name.size();
+    *q++ = '"';
+    *q++ = ':';
+  }
+  if (!value.empty()) std::memcpy(q, value.data(), value.size());  // (an empty one may be null)
+  out_.append(buf, n);
 }
 
 void FieldWriter::null(std::string_view name) {
