@@ -847,7 +847,8 @@ TEST(Observer, TimestampsGoingBackwardsUseTheClock) {
 TEST(Observer, MemoryPerFlowIsWithinTarget) {
   auto with = [](std::string_view list) {
     Observer obs({}, nullptr);
-    for (const auto& n : *parse_chain_list(list))
+    const auto names = parse_chain_list(list);  // kept: the loop reads into it
+    for (const auto& n : *names)
       if (auto c = make_chain(n)) obs.add_chain(std::move(c));
     return obs.bytes_per_flow();
   };
