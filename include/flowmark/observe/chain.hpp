@@ -87,9 +87,23 @@ struct QuickFacts {
   bool udp_zero_checksum = false;
 };
 
+// One packet of a batch on the fast path (Chain::on_quick_batch): the flow's record and
+// chain states (a chain's own state is at states + its offset), the packet's facts and
+// direction; `complete`: set when a chain's on_quick() returned kComplete.
+struct QuickItem {
+  FlowRecord* record;
+  std::byte* states;
+  QuickFacts facts;
+  bool rev;
+  bool complete;
+};
+
 // kHookQuick: on_quick() is to be called (the chain has work to do on the fast path).
 inline constexpr unsigned kHookNewFlow = 1, kHookIp = 2, kHookTcp = 4, kHookUdp = 8,
                           kHookOther = 16, kHookQuick = 32;
+// Chain::quick_kinds(): the fast-path packets on_quick() has work to do for.
+inline constexpr unsigned kQuickTcp4 = 1, kQuickTcp6 = 2, kQuickUdp4 = 4, kQuickUdp6 = 8,
+                          kQuickAll = 15;
 
 class Chain {
  public:
@@ -123,6 +137,19 @@ class Chain {
   virtual Verdict on_quick(FlowRecord&, std::byte*, const QuickFacts&, bool /*rev*/) noexcept {
     return Verdict::kContinue;
   }
+  // on_quick() for each item in turn (state_offset: where this chain's state is in
+  // item.states), setting item.complete on kComplete. The observer hands the fast path's
+  // packets over in batches of a few: each chain sees them in order, chains one after the
+  // other (a chain must not depend on another's state). A chain overrides this to save a
+  // call per packet.
+  virtual void on_quick_batch(std::span<QuickItem> items, std::size_t state_offset) noexcept {
+    for (QuickItem& it : items)
+      it.complete |=
+          on_quick(*it.record, it.states + state_offset, it.facts, it.rev) == Verdict::kComplete;
+  }
+  // kQuick* bits: on_quick() is called for these packets only (it would do nothing for the
+  // others): TCP or UDP over IPv4 or IPv6.
+  virtual unsigned quick_kinds() const noexcept { return kQuickAll; }
 
   virtual void write(const FlowRecord&, const std::byte* state, FieldWriter&) const = 0;
 };
