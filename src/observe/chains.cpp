@@ -94,6 +94,7 @@ class TcpChain final : public ChainOf<TcpState, TcpChain> {
   std::string_view name() const noexcept override { return "tcp"; }
   unsigned hooks() const noexcept override { return kHookTcp | kHookQuick; }
   unsigned quick_kinds() const noexcept override { return kQuickTcp4 | kQuickTcp6; }
+  bool quick_facts() const noexcept override { return false; }  // flags only
   std::vector<std::string> columns() const override {
     return {"tcp_synflags_fwd", "tcp_synflags_rev", "tcp_fin_fwd",  "tcp_fin_rev",
             "tcp_rst_fwd",      "tcp_rst_rev",      "tcp_connected"};

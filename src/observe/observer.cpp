@@ -197,7 +197,7 @@ struct Observer::Impl {
   // when kBatch packets wait, and before anything that could see the chains' state or run
   // chains itself: a packet on the full path, a timer that may fire, the end of on_packets().
   static constexpr std::size_t kBatch = 32;
-  std::array<std::array<QuickItem, kBatch>, 4> pending;
+  std::array<std::array<QuickItem, kBatch>, 4> batch_items;
   std::array<std::array<std::uint32_t, kBatch>, 4> pending_idx;
   std::array<std::size_t, 4> npending{};
   std::array<std::uint8_t, kBatch> pending_kind;  // arrival order: kind of each
@@ -207,18 +207,10 @@ struct Observer::Impl {
   [[gnu::always_inline]] void defer_chains(FlowRecord& r, std::uint32_t idx, const QuickPacket& q,
                                            bool rev, Nanos now) noexcept {
     const unsigned kind = quick_kind(q);
-    if (chain_quick_kind[kind].empty()) return;
-    QuickItem& it = pending[kind][npending[kind]];
+    QuickItem& it = batch_items[kind][npending[kind]];
     it.record = &r;
     it.states = table.state(idx);
-    it.facts.ip_version = q.key.v6() ? 6 : 4;
-    it.facts.proto = q.key.proto();
-    it.facts.tcp_flags = q.tcp_flags;
-    it.facts.tos = q.tos;
-    it.facts.ip_reserved_flag = q.ip_reserved_flag;
-    it.facts.flow_label = q.flow_label;
-    it.facts.payload_length = q.payload_length;
-    it.facts.udp_zero_checksum = q.udp_zero_checksum;
+    fill_facts(it.facts, q);
     it.rev = rev;
     it.complete = false;
     pending_idx[kind][npending[kind]++] = idx;
@@ -230,7 +222,7 @@ struct Observer::Impl {
   [[gnu::noinline]] void run_pending() noexcept {
     for (unsigned kind = 0; kind < 4; ++kind) {
       if (npending[kind] == 0) continue;
-      const std::span<QuickItem> items(pending[kind].data(), npending[kind]);
+      const std::span<QuickItem> items(batch_items[kind].data(), npending[kind]);
       for (const Hooked& h : chain_quick_kind[kind]) h.chain->on_quick_batch(items, h.offset);
     }
     // Completions in the packets' order (their timers are scheduled in that order).
@@ -238,7 +230,7 @@ struct Observer::Impl {
     for (std::size_t i = 0; i < nwaiting; ++i) {
       const unsigned kind = pending_kind[i];
       const std::size_t j = at[kind]++;
-      if (pending[kind][j].complete) [[unlikely]] {
+      if (batch_items[kind][j].complete) [[unlikely]] {
         const std::uint32_t idx = pending_idx[kind][j];
         if (table.flow(idx).state == FlowState::kActive) complete(idx, pending_now[i]);
       }
@@ -277,6 +269,7 @@ struct Observer::Impl {
   // flow takes).
   bool quick_ok = true;
   bool quick_tcp_completion = false;
+  bool quick_facts = false;  // a quick chain reads more than the flags (Chain::quick_facts)
   void add(std::vector<PacketFn>& chain, PacketFn fn) {
     chain.push_back(std::move(fn));
     chains_changed();
@@ -291,6 +284,8 @@ struct Observer::Impl {
     quick_ok = ip4.empty() && ip6.empty() && udp.empty() && l4.empty() &&
                (tcp.empty() || quick_tcp_completion) &&
                std::all_of(chains.begin(), chains.end(), [](const auto& c) { return c->quick(); });
+    quick_facts = std::any_of(chain_quick.begin(), chain_quick.end(),
+                              [](const Hooked& h) { return h.chain->quick_facts(); });
   }
 
   void add_chain(std::unique_ptr<Chain> c) {
@@ -326,13 +321,15 @@ struct Observer::Impl {
     // Even a table that would fit in the caches is pushed out of them by the frames streaming
     // through (a capture file read from memory): the look-ahead pays at every size.
     const std::size_t n = frames.size();
-    const bool try_quick = quick_ok;
+    const bool try_quick = quick_ok, with_facts = quick_facts;
     auto decode_ahead = [&](std::size_t j) __attribute__((always_inline)) {
       Ahead& a = ahead[j % kAhead];
       const auto frame = frames[j].frame;
-      a.quick = try_quick &&
-                detail::quick_decode(link, reinterpret_cast<const std::uint8_t*>(frame.data()),
-                                     frame.size(), cfg.key_vlan, a.q);
+      const auto* bytes = reinterpret_cast<const std::uint8_t*>(frame.data());
+      a.quick =
+          try_quick &&
+          (with_facts ? detail::quick_decode<true>(link, bytes, frame.size(), cfg.key_vlan, a.q)
+                      : detail::quick_decode<false>(link, bytes, frame.size(), cfg.key_vlan, a.q));
       if (a.quick) [[likely]] {
         a.keyed = true;
       } else {
@@ -399,10 +396,35 @@ struct Observer::Impl {
     // protocol: only the rare completion branches.
     const unsigned ends = (q.tcp_flags & kTcpRst) | (both & (both >> 8) & kTcpFin);
     bool done = (quick_tcp_completion & (q.key.proto() == kProtoTcp) & (ends != 0)) != 0;
+    if (!chain_quick.empty()) {
+      // One chain for this kind of packet: called at once (a batch would cost more than it
+      // saves). A flow's packets are all of one kind, so each chain still sees them in order.
+      const auto& hooked = chain_quick_kind[quick_kind(q)];
+      if (hooked.size() == 1)
+        done |= quick_one(hooked[0], r, idx, q, rev);
+      else if (!hooked.empty())
+        defer_chains(r, idx, q, rev, now);
+    }
     if (done) [[unlikely]]
       complete(idx, now);
-    if (!chain_quick.empty()) defer_chains(r, idx, q, rev, now);
     return true;
+  }
+
+  [[gnu::always_inline]] bool quick_one(const Hooked& h, FlowRecord& r, std::uint32_t idx,
+                                        const QuickPacket& q, bool rev) noexcept {
+    QuickFacts facts;
+    fill_facts(facts, q);
+    return h.chain->on_quick(r, table.state(idx) + h.offset, facts, rev) == Verdict::kComplete;
+  }
+  [[gnu::always_inline]] static void fill_facts(QuickFacts& f, const QuickPacket& q) noexcept {
+    f.ip_version = q.key.v6() ? 6 : 4;
+    f.proto = q.key.proto();
+    f.tcp_flags = q.tcp_flags;
+    f.tos = q.tos;
+    f.ip_reserved_flag = q.ip_reserved_flag;
+    f.flow_label = q.flow_label;
+    f.payload_length = q.payload_length;
+    f.udp_zero_checksum = q.udp_zero_checksum;
   }
 
   // The kQuick* bit number of a quick-decoded packet: TCP4 0, TCP6 1, UDP4 2, UDP6 3.

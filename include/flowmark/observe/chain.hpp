@@ -76,6 +76,7 @@ class FieldWriter {
 // at most two VLAN tags, IPv4 not fragmented or IPv6 without extension headers, TCP or UDP).
 // A chain that can work from these alone says so (quick()); SYN segments and everything else
 // always come through the full hooks.
+// (The fields after tcp_flags are filled only when a chain asks for them: quick_facts().)
 struct QuickFacts {
   std::uint8_t ip_version = 0;
   std::uint8_t proto = 0;      // 6 or 17
@@ -147,6 +148,9 @@ class Chain {
       it.complete |=
           on_quick(*it.record, it.states + state_offset, it.facts, it.rev) == Verdict::kComplete;
   }
+  // False when on_quick() reads no more of QuickFacts than ip_version, proto and tcp_flags:
+  // while no chain needs the others, the fast path does not read them from the frame.
+  virtual bool quick_facts() const noexcept { return true; }
   // kQuick* bits: on_quick() is called for these packets only (it would do nothing for the
   // others): TCP or UDP over IPv4 or IPv6.
   virtual unsigned quick_kinds() const noexcept { return kQuickAll; }
