@@ -1,7 +1,7 @@
 // observe_gen — writes a synthetic capture for whole-process flow-meter benchmarks
 // (bench/observe_bench.sh): N Ethernet frames of K concurrent bidirectional flows.
 //
-//   observe_gen [--packets N] [--flows K] [--duration S] [--seed X] OUT.pcap
+//   observe_gen [--packets N] [--flows K] [--duration S] [--seed X] [--plain] OUT.pcap
 //
 // - Flows: 80 % IPv4, 20 % IPv6; 70 % TCP, 30 % UDP; distinct endpoints per flow (the
 //   flow index is in the source address), server ports from a small set.
@@ -9,6 +9,12 @@
 //   opens with a SYN); the rest pick a flow uniformly at random, either direction (TCP:
 //   ACK or PSH|ACK). No FIN or RST: every flow stays open to the end, so all K are
 //   concurrent (N defaults to 5,000,000; with K = 1,000,000 each flow has ~5 frames).
+// - What the observer's chains (--chains) look at, unless --plain (the capture as it was
+//   before the chains: options-less SYNs, no SYN-ACK, TOS and flow label 0): the SYN
+//   carries MSS, window-scale and SACK-permitted options (32-byte TCP header); a TCP
+//   flow's first server frame is a SYN-ACK with the same options; 3 in 4 IPv6 flows carry
+//   a nonzero flow label (one per direction, random: most have Scitags semantic bits);
+//   half the flows are ECT(0), one in ten has DSCP AF11. UDP checksums are zero.
 // - Sizes (frame bytes, no FCS): 40 % minimum (64 for IPv4, 78 for IPv6: headers and a
 //   few bytes of payload), 20 % 590 (a 576-byte IP packet), 40 % 1514 (1500-byte IP).
 //   Every frame is captured whole (caplen = len).
@@ -47,6 +53,9 @@ struct FlowDef {
   bool v6;
   std::uint8_t proto;  // 6 or 17
   std::uint16_t cport, sport;
+  std::uint8_t tos;        // the same both ways
+  std::uint32_t label[2];  // IPv6 flow label: client, server
+  bool replied;            // TCP: the server's SYN-ACK has been written
 };
 
 void put16(std::uint8_t* p, unsigned v) {
@@ -88,9 +97,13 @@ std::uint16_t ip4_checksum(const std::uint8_t* h) {
   return static_cast<std::uint16_t>(~sum);
 }
 
-// Writes one frame at `out` (which has room for 1514 bytes); returns its length.
+// MSS 1460, NOP, window scale 7, SACK permitted, NOP, NOP: 12 bytes of SYN options.
+constexpr std::uint8_t kSynOptions[12] = {2, 4, 0x05, 0xb4, 1, 3, 3, 7, 4, 2, 1, 1};
+
+// Writes one frame at `out` (which has room for 1514 bytes); returns its length. opening: a
+// SYN (client) or SYN-ACK (server); syn_options: with kSynOptions.
 std::size_t build(std::uint8_t* out, const FlowDef& f, bool from_client, bool opening,
-                  int size_class, std::uint32_t seq) {
+                  bool syn_options, int size_class, std::uint32_t seq) {
   std::uint8_t* p = out;
   static constexpr std::uint8_t kMacC[6] = {0x02, 0, 0, 0, 0, 0x0c};
   static constexpr std::uint8_t kMacS[6] = {0x02, 0, 0, 0, 0, 0x05};
@@ -98,7 +111,8 @@ std::size_t build(std::uint8_t* out, const FlowDef& f, bool from_client, bool op
   std::memcpy(p + 6, from_client ? kMacC : kMacS, 6);
   put16(p + 12, f.v6 ? 0x86dd : 0x0800);
   p += 14;
-  const std::size_t l4_hdr = f.proto == 6 ? 20 : 8;
+  const bool tcp_options = f.proto == 6 && opening && syn_options;
+  const std::size_t l4_hdr = f.proto == 6 ? (tcp_options ? 32 : 20) : 8;
   const std::size_t ip_hdr = f.v6 ? 40 : 20;
   std::size_t ip_len;
   switch (size_class) {
@@ -106,13 +120,18 @@ std::size_t build(std::uint8_t* out, const FlowDef& f, bool from_client, bool op
     case 1: ip_len = 576; break;
     default: ip_len = 1500; break;
   }
-  if (f.proto == 6 && opening) ip_len = ip_hdr + l4_hdr;  // a SYN carries no payload
+  if (f.proto == 6 && opening)
+    ip_len = ip_hdr + l4_hdr;  // a SYN carries no payload
+  else if (size_class == 0 && tcp_options)
+    ip_len += 12;
   std::uint8_t c[16], s[16];
   std::uint8_t* l4;
   if (f.v6) {
     addrs6(f.index, c, s);
-    p[0] = 0x60;
-    p[1] = p[2] = p[3] = 0;
+    const std::uint32_t label = f.label[from_client ? 0 : 1];
+    p[0] = static_cast<std::uint8_t>(0x60 | f.tos >> 4);
+    p[1] = static_cast<std::uint8_t>((f.tos & 0x0f) << 4 | (label >> 16 & 0x0f));
+    put16(p + 2, label & 0xffff);
     put16(p + 4, static_cast<unsigned>(ip_len - 40));
     p[6] = f.proto;
     p[7] = 64;
@@ -122,7 +141,7 @@ std::size_t build(std::uint8_t* out, const FlowDef& f, bool from_client, bool op
   } else {
     addrs4(f.index, c, s);
     p[0] = 0x45;
-    p[1] = 0;
+    p[1] = f.tos;
     put16(p + 2, static_cast<unsigned>(ip_len));
     put16(p + 4, seq & 0xffff);
     put16(p + 6, 0x4000);  // DF
@@ -141,10 +160,11 @@ std::size_t build(std::uint8_t* out, const FlowDef& f, bool from_client, bool op
     put16(l4 + 4, seq >> 16);
     put16(l4 + 6, seq & 0xffff);
     std::memset(l4 + 8, 0, 4);
-    l4[12] = 0x50;
+    l4[12] = static_cast<std::uint8_t>((l4_hdr / 4) << 4);
     l4[13] = opening ? (from_client ? 0x02 : 0x12) : (payload > 0 ? 0x18 : 0x10);
     put16(l4 + 14, 65535);
     l4[16] = l4[17] = l4[18] = l4[19] = 0;
+    if (tcp_options) std::memcpy(l4 + 20, kSynOptions, sizeof kSynOptions);
   } else {
     put16(l4 + 4, static_cast<unsigned>(8 + payload));
     l4[6] = l4[7] = 0;
@@ -156,7 +176,7 @@ std::size_t build(std::uint8_t* out, const FlowDef& f, bool from_client, bool op
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,
                "observe_gen: %s\nusage: observe_gen [--packets N] [--flows K] [--duration S] "
-               "[--seed X] OUT.pcap\n",
+               "[--seed X] [--plain] OUT.pcap\n",
                msg);
   std::exit(2);
 }
@@ -174,6 +194,7 @@ std::uint64_t number(const char* s, const char* what) {
 int main(int argc, char** argv) {
   std::uint64_t packets = 5'000'000, flows = 10'000, duration = 10, seed = 1;
   const char* out_path = nullptr;
+  bool plain = false;
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     auto val = [&](const char* what) {
@@ -188,6 +209,8 @@ int main(int argc, char** argv) {
       duration = val("--duration");
     else if (a == "--seed")
       seed = val("--seed");
+    else if (a == "--plain")
+      plain = true;
     else if (!a.empty() && a[0] == '-')
       usage("unknown option");
     else
@@ -200,6 +223,7 @@ int main(int argc, char** argv) {
 
   SplitMix rng{seed * 0x2545F4914F6CDD1Dull + 1};
   static constexpr std::uint16_t kServerPorts[] = {80, 443, 53, 8080, 123, 22, 3478, 5201};
+  SplitMix extra{seed * 0x9E3779B97F4A7C15ull + 7};
   std::vector<FlowDef> defs(flows);
   for (std::uint32_t i = 0; i < flows; ++i) {
     FlowDef& f = defs[i];
@@ -208,6 +232,17 @@ int main(int argc, char** argv) {
     f.proto = rng.below(100) < 70 ? 6 : 17;
     f.cport = static_cast<std::uint16_t>(1024 + rng.below(64000));
     f.sport = kServerPorts[rng.below(std::size(kServerPorts))];
+    f.tos = 0;
+    f.label[0] = f.label[1] = 0;
+    f.replied = false;
+    if (plain) continue;
+    // From a generator of their own, so that --plain and not make the same flows and frames.
+    const std::uint64_t r = extra.next();
+    f.tos = static_cast<std::uint8_t>(((r & 1) ? 2 : 0) | ((r >> 1) % 10 == 0 ? 10 << 2 : 0));
+    if (f.v6 && (r >> 8) % 4 != 0) {
+      f.label[0] = static_cast<std::uint32_t>(r >> 20) & 0xfffff;
+      f.label[1] = static_cast<std::uint32_t>(r >> 40) & 0xfffff;
+    }
   }
   std::vector<std::uint32_t> order(flows);
   std::iota(order.begin(), order.end(), 0u);
@@ -240,13 +275,16 @@ int main(int argc, char** argv) {
   std::uint8_t frame[1514 + 16];
   for (std::uint64_t n = 0; n < packets; ++n) {
     const bool opening = n < flows;
-    const FlowDef& f = defs[opening ? order[n] : rng.below(flows)];
+    FlowDef& f = defs[opening ? order[n] : rng.below(flows)];
     const std::uint64_t r = rng.next();
     const bool from_client = opening || (r & 1) != 0;
+    // The server's first frame of a TCP flow is its SYN-ACK.
+    const bool syn_ack = !plain && !from_client && f.proto == 6 && !f.replied;
+    if (syn_ack) f.replied = true;
     const std::uint64_t pct = (r >> 8) % 100;
     const int size_class = pct < 40 ? 0 : pct < 60 ? 1 : 2;
-    const std::size_t len =
-        build(frame + 16, f, from_client, opening, size_class, static_cast<std::uint32_t>(r >> 32));
+    const std::size_t len = build(frame + 16, f, from_client, opening || syn_ack, !plain,
+                                  size_class, static_cast<std::uint32_t>(r >> 32));
     ++sizes[static_cast<std::size_t>(size_class)];
     const std::uint64_t ts = t0_us + static_cast<std::uint64_t>(static_cast<double>(n) * step_us);
     put32le(frame, static_cast<std::uint32_t>(ts / 1'000'000));

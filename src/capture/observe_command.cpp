@@ -36,14 +36,17 @@ observe::Nanos seconds_to_ns(double s) {
   return static_cast<observe::Nanos>(std::llround(s * 1e9));
 }
 
-void print_stats(const observe::ObserverStats& st, const Capture& src, std::size_t active) {
+// bytes_per_flow: Observer::bytes_per_flow(), the memory a flow costs with the chains asked for.
+void print_stats(const observe::ObserverStats& st, const Capture& src, std::size_t active,
+                 std::size_t bytes_per_flow) {
   std::string out = fmt::format(
       "flowmark observe: {} packets, drops {}, short {}, non-IP {}, fragments {} ({} "
       "unmatched), flows {}, ignored {}, ignored_packets {}, late_packets {}, evicted {}, "
-      "emitted {}, ICMP errors matched {}, still active at the end {}\n",
+      "emitted {}, ICMP errors matched {}, still active at the end {}, bytes per flow {}\n",
       st.packets, src.drops() ? std::to_string(*src.drops()) : std::string("unknown"),
       st.short_packets, st.non_ip, st.fragments, st.fragments_unmatched, st.flows, st.ignored,
-      st.ignored_packets, st.late_packets, st.evicted, st.emitted, st.icmp_errors_matched, active);
+      st.ignored_packets, st.late_packets, st.evicted, st.emitted, st.icmp_errors_matched, active,
+      bytes_per_flow);
   std::string errors;
   for (std::size_t i = 1; i < st.decode_errors.size(); ++i) {
     if (st.decode_errors[i] == 0) continue;
@@ -313,7 +316,7 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   flush_out();
   (void)std::fflush(out_file);
   g_source.store(nullptr);
-  if (a.stats) print_stats(obs->stats(), **src, active);
+  if (a.stats) print_stats(obs->stats(), **src, active, obs->bytes_per_flow());
   if (g_signal.load() != 0 && rc == kExitOk) rc = exit_code_for_signal(g_signal.load());
   return rc;
 }

@@ -24,13 +24,19 @@ const S& as(const std::byte* p) noexcept {
   return *reinterpret_cast<const S*>(p);
 }
 
-// A chain whose state is the struct S.
-template <class S>
+// A chain D whose state is the struct S; its on_quick() runs inlined over a batch.
+template <class S, class D>
 class ChainOf : public Chain {
  public:
   std::size_t state_size() const noexcept override { return sizeof(S); }
   std::size_t state_align() const noexcept override { return alignof(S); }
   bool quick() const noexcept override { return true; }
+  void on_quick_batch(std::span<QuickItem> items, std::size_t offset) noexcept override {
+    D& self = static_cast<D&>(*this);
+    for (QuickItem& it : items)
+      it.complete |=
+          self.D::on_quick(*it.record, it.states + offset, it.facts, it.rev) == Verdict::kComplete;
+  }
 };
 
 bool is_tcp(const PacketView& p) noexcept { return p.proto == kProtoTcp && p.l4 != nullptr; }
@@ -83,10 +89,12 @@ struct TcpState {
 };
 constexpr std::uint8_t kConnected = 0x08;
 
-class TcpChain final : public ChainOf<TcpState> {
+class TcpChain final : public ChainOf<TcpState, TcpChain> {
  public:
   std::string_view name() const noexcept override { return "tcp"; }
   unsigned hooks() const noexcept override { return kHookTcp | kHookQuick; }
+  unsigned quick_kinds() const noexcept override { return kQuickTcp4 | kQuickTcp6; }
+  bool quick_facts() const noexcept override { return false; }  // flags only
   std::vector<std::string> columns() const override {
     return {"tcp_synflags_fwd", "tcp_synflags_rev", "tcp_fin_fwd",  "tcp_fin_rev",
             "tcp_rst_fwd",      "tcp_rst_rev",      "tcp_connected"};
@@ -127,16 +135,18 @@ struct EcnState {
   std::uint16_t bits;  // bit (rev * 6 + data * 3 + mark - 1): mark 1 ECT(1)… see index()
 };
 
-class EcnChain final : public ChainOf<EcnState> {
+// Column order: direction, then syn/data, then ect0, ect1, ce (bit i of EcnState::bits).
+constexpr std::string_view kEcnColumns[12] = {
+    "ecn_ect0_syn_fwd",  "ecn_ect1_syn_fwd",  "ecn_ce_syn_fwd",    "ecn_ect0_data_fwd",
+    "ecn_ect1_data_fwd", "ecn_ce_data_fwd",   "ecn_ect0_syn_rev",  "ecn_ect1_syn_rev",
+    "ecn_ce_syn_rev",    "ecn_ect0_data_rev", "ecn_ect1_data_rev", "ecn_ce_data_rev"};
+
+class EcnChain final : public ChainOf<EcnState, EcnChain> {
  public:
   std::string_view name() const noexcept override { return "ecn"; }
   unsigned hooks() const noexcept override { return kHookIp | kHookQuick; }
   std::vector<std::string> columns() const override {
-    std::vector<std::string> c;
-    for (const char* d : {"fwd", "rev"})
-      for (const char* t : {"syn", "data"})
-        for (const char* f : {"ect0", "ect1", "ce"}) c.push_back(fmt::format("ecn_{}_{}_{}", f, t, d));
-    return c;
+    return {std::begin(kEcnColumns), std::end(kEcnColumns)};
   }
   Verdict on_ip(FlowRecord&, std::byte* st, const PacketView& p, bool rev) noexcept override {
     mark(as<EcnState>(st), p.tos, is_syn(p), rev);
@@ -147,9 +157,10 @@ class EcnChain final : public ChainOf<EcnState> {
     return Verdict::kContinue;
   }
   void write(const FlowRecord&, const std::byte* st, FieldWriter& w) const override {
-    const auto cols = columns();
+    // Written from the constant names: write() runs once per record.
     const unsigned bits = as<EcnState>(st).bits;
-    for (std::size_t i = 0; i < cols.size(); ++i) w.boolean(cols[i], (bits >> i) & 1);
+    for (std::size_t i = 0; i < std::size(kEcnColumns); ++i)
+      w.boolean(kEcnColumns[i], (bits >> i) & 1);
   }
 
  private:
@@ -167,7 +178,7 @@ struct DscpState {
   std::uint8_t syn[2], data[2];  // 0x80 | DSCP; 0 = none seen
 };
 
-class DscpChain final : public ChainOf<DscpState> {
+class DscpChain final : public ChainOf<DscpState, DscpChain> {
  public:
   std::string_view name() const noexcept override { return "dscp"; }
   unsigned hooks() const noexcept override { return kHookIp | kHookQuick; }
@@ -213,7 +224,7 @@ struct MssState {
   std::uint32_t value[2];  // big-endian value of the data bytes
 };
 
-class MssChain final : public ChainOf<MssState> {
+class MssChain final : public ChainOf<MssState, MssChain> {
  public:
   std::string_view name() const noexcept override { return "mss"; }
   unsigned hooks() const noexcept override { return kHookTcp; }
@@ -251,7 +262,7 @@ struct TfoState {
 };
 constexpr std::uint8_t kTfoKinds[4] = {0, 34, 254, 255};
 
-class TfoChain final : public ChainOf<TfoState> {
+class TfoChain final : public ChainOf<TfoState, TfoChain> {
  public:
   std::string_view name() const noexcept override { return "tfo"; }
   unsigned hooks() const noexcept override { return kHookTcp; }
@@ -316,10 +327,11 @@ struct UdpState {
   std::uint8_t bits;  // seen fwd 1, zero fwd 2, seen rev 4, zero rev 8
 };
 
-class UdpChain final : public ChainOf<UdpState> {
+class UdpChain final : public ChainOf<UdpState, UdpChain> {
  public:
   std::string_view name() const noexcept override { return "udp"; }
   unsigned hooks() const noexcept override { return kHookUdp | kHookQuick; }
+  unsigned quick_kinds() const noexcept override { return kQuickUdp4 | kQuickUdp6; }
   std::vector<std::string> columns() const override {
     return {"udp_zero_checksum_fwd", "udp_zero_checksum_rev"};
   }
@@ -350,7 +362,7 @@ struct IcmpState {
   std::uint8_t unreachable;
 };
 
-class IcmpChain final : public ChainOf<IcmpState> {
+class IcmpChain final : public ChainOf<IcmpState, IcmpChain> {
  public:
   std::string_view name() const noexcept override { return "icmp"; }
   unsigned hooks() const noexcept override { return kHookOther; }
@@ -373,10 +385,11 @@ struct EvilState {
   std::uint8_t bits;  // per way (fwd << 0, rev << 4): syn seen 1, syn evil 2, data seen 4, data evil 8
 };
 
-class EvilChain final : public ChainOf<EvilState> {
+class EvilChain final : public ChainOf<EvilState, EvilChain> {
  public:
   std::string_view name() const noexcept override { return "evil"; }
   unsigned hooks() const noexcept override { return kHookIp | kHookQuick; }
+  unsigned quick_kinds() const noexcept override { return kQuickTcp4 | kQuickUdp4; }
   std::vector<std::string> columns() const override {
     return {"evilbit_syn_fwd", "evilbit_syn_rev", "evilbit_data_fwd", "evilbit_data_rev"};
   }
@@ -427,7 +440,7 @@ constexpr std::uint32_t kLabelSeen = 1u << 20, kLabelChanged = 1u << 21;
 
 constexpr std::uint8_t kSourceMask = 3, kTagKnown = 4;  // ScitagsState::source bits
 
-class ScitagsChain final : public ChainOf<ScitagsState> {
+class ScitagsChain final : public ChainOf<ScitagsState, ScitagsChain> {
  public:
   // The (experiment, activity) pairs a label can carry that the registry names, looked up
   // once here (512 x 64) so that a packet's label is judged by a bit test.
@@ -439,6 +452,7 @@ class ScitagsChain final : public ChainOf<ScitagsState> {
   }
   std::string_view name() const noexcept override { return "scitags"; }
   unsigned hooks() const noexcept override { return kHookIp | kHookQuick; }
+  unsigned quick_kinds() const noexcept override { return kQuickTcp6 | kQuickUdp6; }
   std::vector<std::string> columns() const override {
     return {"flowlabel_fwd",          "flowlabel_rev",          "flowlabel_changed_fwd",
             "flowlabel_changed_rev",  "scitags_experiment",     "scitags_activity",

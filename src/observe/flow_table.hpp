@@ -300,6 +300,9 @@ class FlowTable {
     cursor_ = now >> shift_;
   }
 
+  // False when advance(now) would surely fire nothing (nothing can be due by now).
+  bool may_fire(Nanos now) const noexcept { return (now >> shift_) > cursor_ || now >= cur_min_; }
+
   // Fires, in deadline order (bucket by bucket), every flow whose real deadline is <= now.
   // deadline(idx) gives a flow's real deadline; fire(idx, now) must release the flow or
   // schedule() it at a deadline > now.

@@ -90,6 +90,8 @@ struct Observer::Impl {
   std::vector<std::size_t> chain_offsets;
   std::size_t state_bytes = 0;
   std::vector<Hooked> chain_new, chain_ip, chain_tcp, chain_udp, chain_other, chain_quick;
+  // chain_quick by packet kind (quick_kind()): only the chains with work for it.
+  std::array<std::vector<Hooked>, 4> chain_quick_kind;
   std::vector<std::byte> scratch_state;  // a new flow's state while the new-flow chain runs
   ObserverStats stats;
   FlowTable table;
@@ -189,6 +191,58 @@ struct Observer::Impl {
     if (decoded(decode_packet(link, frame, view))) process(view, now, nullptr);
   }
 
+  // --- the fast path's chain calls, in batches -------------------------------------------
+  // quick_account() leaves the quick chains' work here, one list per packet kind (a flow's
+  // packets are all of one kind, so each chain sees a flow's packets in order); it is done
+  // when kBatch packets wait, and before anything that could see the chains' state or run
+  // chains itself: a packet on the full path, a timer that may fire, the end of on_packets().
+  static constexpr std::size_t kBatch = 32;
+  std::array<std::array<QuickItem, kBatch>, 4> batch_items;
+  std::array<std::array<std::uint32_t, kBatch>, 4> pending_idx;
+  std::array<std::size_t, 4> npending{};
+  std::array<std::uint8_t, kBatch> pending_kind;  // arrival order: kind of each
+  std::array<Nanos, kBatch> pending_now;
+  std::size_t nwaiting = 0;
+
+  [[gnu::always_inline]] void defer_chains(FlowRecord& r, std::uint32_t idx, const QuickPacket& q,
+                                           bool rev, Nanos now) noexcept {
+    const unsigned kind = quick_kind(q);
+    QuickItem& it = batch_items[kind][npending[kind]];
+    it.record = &r;
+    it.states = table.state(idx);
+    fill_facts(it.facts, q);
+    it.rev = rev;
+    it.complete = false;
+    pending_idx[kind][npending[kind]++] = idx;
+    pending_kind[nwaiting] = static_cast<std::uint8_t>(kind);
+    pending_now[nwaiting] = now;
+    if (++nwaiting == kBatch) run_pending();
+  }
+
+  [[gnu::noinline]] void run_pending() noexcept {
+    for (unsigned kind = 0; kind < 4; ++kind) {
+      if (npending[kind] == 0) continue;
+      const std::span<QuickItem> items(batch_items[kind].data(), npending[kind]);
+      for (const Hooked& h : chain_quick_kind[kind]) h.chain->on_quick_batch(items, h.offset);
+    }
+    // Completions in the packets' order (their timers are scheduled in that order).
+    std::array<std::size_t, 4> at{};
+    for (std::size_t i = 0; i < nwaiting; ++i) {
+      const unsigned kind = pending_kind[i];
+      const std::size_t j = at[kind]++;
+      if (batch_items[kind][j].complete) [[unlikely]] {
+        const std::uint32_t idx = pending_idx[kind][j];
+        if (table.flow(idx).state == FlowState::kActive) complete(idx, pending_now[i]);
+      }
+    }
+    npending = {};
+    nwaiting = 0;
+  }
+  [[gnu::always_inline]] void flush_pending() noexcept {
+    if (nwaiting != 0) [[unlikely]]
+      run_pending();
+  }
+
   // on_packet() for each frame, with the next frames decoded ahead: kAhead frames ahead
   // their index slot is requested from memory, kResolve ahead the flow it names, so that
   // by its turn a packet's record is (usually) in cache.
@@ -215,6 +269,7 @@ struct Observer::Impl {
   // flow takes).
   bool quick_ok = true;
   bool quick_tcp_completion = false;
+  bool quick_facts = false;  // a quick chain reads more than the flags (Chain::quick_facts)
   void add(std::vector<PacketFn>& chain, PacketFn fn) {
     chain.push_back(std::move(fn));
     chains_changed();
@@ -229,6 +284,8 @@ struct Observer::Impl {
     quick_ok = ip4.empty() && ip6.empty() && udp.empty() && l4.empty() &&
                (tcp.empty() || quick_tcp_completion) &&
                std::all_of(chains.begin(), chains.end(), [](const auto& c) { return c->quick(); });
+    quick_facts = std::any_of(chain_quick.begin(), chain_quick.end(),
+                              [](const Hooked& h) { return h.chain->quick_facts(); });
   }
 
   void add_chain(std::unique_ptr<Chain> c) {
@@ -246,7 +303,12 @@ struct Observer::Impl {
     if (h & kHookTcp) chain_tcp.push_back(e);
     if (h & kHookUdp) chain_udp.push_back(e);
     if (h & kHookOther) chain_other.push_back(e);
-    if (h & kHookQuick) chain_quick.push_back(e);
+    if (h & kHookQuick) {
+      chain_quick.push_back(e);
+      const unsigned kinds = c->quick_kinds();
+      for (unsigned kind = 0; kind < 4; ++kind)
+        if (kinds & (1u << kind)) chain_quick_kind[kind].push_back(e);
+    }
     chain_offsets.push_back(offset);
     chains.push_back(std::move(c));
     scratch_state.assign(state_bytes, std::byte{0});
@@ -259,13 +321,15 @@ struct Observer::Impl {
     // Even a table that would fit in the caches is pushed out of them by the frames streaming
     // through (a capture file read from memory): the look-ahead pays at every size.
     const std::size_t n = frames.size();
-    const bool try_quick = quick_ok;
+    const bool try_quick = quick_ok, with_facts = quick_facts;
     auto decode_ahead = [&](std::size_t j) __attribute__((always_inline)) {
       Ahead& a = ahead[j % kAhead];
       const auto frame = frames[j].frame;
-      a.quick = try_quick &&
-                detail::quick_decode(link, reinterpret_cast<const std::uint8_t*>(frame.data()),
-                                     frame.size(), cfg.key_vlan, a.q);
+      const auto* bytes = reinterpret_cast<const std::uint8_t*>(frame.data());
+      a.quick =
+          try_quick &&
+          (with_facts ? detail::quick_decode<true>(link, bytes, frame.size(), cfg.key_vlan, a.q)
+                      : detail::quick_decode<false>(link, bytes, frame.size(), cfg.key_vlan, a.q));
       if (a.quick) [[likely]] {
         a.keyed = true;
       } else {
@@ -285,18 +349,22 @@ struct Observer::Impl {
     for (std::size_t i = 0; i < n; ++i) {
       if (i + kAhead + kFrameAhead < n) prefetch_frame(frames[i + kAhead + kFrameAhead]);
       Ahead& a = ahead[i % kAhead];
+      if (nwaiting != 0 && table.may_fire(std::max(frames[i].ts_ns, clock))) run_pending();
       const Nanos now = tick(frames[i].ts_ns);
       if (a.quick) [[likely]] {
         if (!quick_account(a.q, a.cand, now)) {  // anything but a packet of an active flow
+          flush_pending();
           a.err = decode_packet(link, frames[i].frame, a.view);
           if (decoded(a.err)) process(a.view, now, &a.q.key);
         }
-      } else if (decoded(a.err)) {
-        process(a.view, now, a.keyed ? &a.q.key : nullptr);
+      } else {
+        flush_pending();
+        if (decoded(a.err)) process(a.view, now, a.keyed ? &a.q.key : nullptr);
       }
       if (i + kAhead < n) decode_ahead(i + kAhead);
       if (i + kResolve < n) resolve_ahead(i + kResolve);
     }
+    flush_pending();
   }
 
   [[gnu::noinline]] void decode_full(LinkType link, std::span<const std::byte> frame,
@@ -328,28 +396,40 @@ struct Observer::Impl {
     // protocol: only the rare completion branches.
     const unsigned ends = (q.tcp_flags & kTcpRst) | (both & (both >> 8) & kTcpFin);
     bool done = (quick_tcp_completion & (q.key.proto() == kProtoTcp) & (ends != 0)) != 0;
-    if (!chain_quick.empty()) done |= quick_chains(r, idx, q, rev);
+    if (!chain_quick.empty()) {
+      // One chain for this kind of packet: called at once (a batch would cost more than it
+      // saves). A flow's packets are all of one kind, so each chain still sees them in order.
+      const auto& hooked = chain_quick_kind[quick_kind(q)];
+      if (hooked.size() == 1)
+        done |= quick_one(hooked[0], r, idx, q, rev);
+      else if (!hooked.empty())
+        defer_chains(r, idx, q, rev, now);
+    }
     if (done) [[unlikely]]
       complete(idx, now);
     return true;
   }
 
-  [[gnu::noinline]] bool quick_chains(FlowRecord& r, std::uint32_t idx, const QuickPacket& q,
-                                      bool rev) noexcept {
+  [[gnu::always_inline]] bool quick_one(const Hooked& h, FlowRecord& r, std::uint32_t idx,
+                                        const QuickPacket& q, bool rev) noexcept {
     QuickFacts facts;
-    facts.ip_version = q.key.v6() ? 6 : 4;
-    facts.proto = q.key.proto();
-    facts.tcp_flags = q.tcp_flags;
-    facts.tos = q.tos;
-    facts.ip_reserved_flag = q.ip_reserved_flag;
-    facts.flow_label = q.flow_label;
-    facts.payload_length = q.payload_length;
-    facts.udp_zero_checksum = q.udp_zero_checksum;
-    std::byte* st = table.state(idx);
-    bool done = false;
-    for (const Hooked& h : chain_quick)
-      done |= h.chain->on_quick(r, st + h.offset, facts, rev) == Verdict::kComplete;
-    return done;
+    fill_facts(facts, q);
+    return h.chain->on_quick(r, table.state(idx) + h.offset, facts, rev) == Verdict::kComplete;
+  }
+  [[gnu::always_inline]] static void fill_facts(QuickFacts& f, const QuickPacket& q) noexcept {
+    f.ip_version = q.key.v6() ? 6 : 4;
+    f.proto = q.key.proto();
+    f.tcp_flags = q.tcp_flags;
+    f.tos = q.tos;
+    f.ip_reserved_flag = q.ip_reserved_flag;
+    f.flow_label = q.flow_label;
+    f.payload_length = q.payload_length;
+    f.udp_zero_checksum = q.udp_zero_checksum;
+  }
+
+  // The kQuick* bit number of a quick-decoded packet: TCP4 0, TCP6 1, UDP4 2, UDP6 3.
+  static unsigned quick_kind(const QuickPacket& q) noexcept {
+    return (q.key.proto() == kProtoUdp ? 2u : 0u) | (q.key.v6() ? 1u : 0u);
   }
 
   // The flow of k if it is active and not waiting for its next part (rev: the packet's

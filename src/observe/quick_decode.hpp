@@ -51,6 +51,9 @@ inline std::uint16_t be16(const std::uint8_t* p) noexcept {
 }
 
 // quick_decode(): the same key as packet_key() after decode_packet(), without the view.
+// kFacts: also what the chains' fast forms read (tos, reserved flag, flow label, payload
+// length, zero UDP checksum); without, those are left as they were.
+template <bool kFacts = true>
 [[gnu::always_inline]] inline bool quick_decode(LinkType link, const std::uint8_t* d, std::size_t n,
                                                 bool key_vlan, QuickPacket& q) noexcept {
   using quick::be16;
@@ -84,9 +87,11 @@ inline std::uint16_t be16(const std::uint8_t* p) noexcept {
     std::memcpy(&src.w0, ip + 12, 4);
     std::memcpy(&dst.w0, ip + 16, 4);
     q.ip_length = total;
-    q.tos = ip[1];
-    q.ip_reserved_flag = (ip[6] & 0x80) != 0;
-    q.flow_label = 0;
+    if constexpr (kFacts) {
+      q.tos = ip[1];
+      q.ip_reserved_flag = (ip[6] & 0x80) != 0;
+      q.flow_label = 0;
+    }
     stated = total - ihl;
     l4 = off + ihl;
     end = off + (total < avail ? total : avail);
@@ -100,9 +105,11 @@ inline std::uint16_t be16(const std::uint8_t* p) noexcept {
     std::memcpy(&dst.w0, ip + 24, 8);
     std::memcpy(&dst.w1, ip + 32, 8);
     q.ip_length = 40u + payload;
-    q.tos = static_cast<std::uint8_t>((ip[0] << 4) | (ip[1] >> 4));
-    q.ip_reserved_flag = false;
-    q.flow_label = (std::uint32_t{ip[1] & 0x0fu} << 16) | be16(ip + 2);
+    if constexpr (kFacts) {
+      q.tos = static_cast<std::uint8_t>((ip[0] << 4) | (ip[1] >> 4));
+      q.ip_reserved_flag = false;
+      q.flow_label = (std::uint32_t{ip[1] & 0x0fu} << 16) | be16(ip + 2);
+    }
     l4 = off + 40;
     end = payload == 0 || 40u + payload > avail ? n : off + 40 + payload;
     stated = payload == 0 ? end - l4 : payload;
@@ -119,9 +126,13 @@ inline std::uint16_t be16(const std::uint8_t* p) noexcept {
   const std::uint8_t offset = t[12u * tcp], tcp_flags = t[13u * tcp];
   if (tcp & (offset >> 4 < 5)) return false;
   q.tcp_flags = static_cast<std::uint8_t>(tcp_flags & (tcp ? 0xff : 0));
-  const std::size_t header = tcp ? std::size_t{offset} >> 4 << 2 : 8;
-  q.payload_length = static_cast<std::uint32_t>(stated > header ? stated - header : 0);
-  q.udp_zero_checksum = !tcp && t[6] == 0 && t[7] == 0;
+  if constexpr (kFacts) {
+    const std::size_t header = tcp ? std::size_t{offset} >> 4 << 2 : 8;
+    q.payload_length = static_cast<std::uint32_t>(stated > header ? stated - header : 0);
+    q.udp_zero_checksum = !tcp && t[6] == 0 && t[7] == 0;
+  } else {
+    (void)stated;
+  }
   finish_key(q.key, be16(t), be16(t + 2), vlan, proto, flags);
   return true;
 }

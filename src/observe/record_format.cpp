@@ -94,34 +94,93 @@ std::string format_address(const IpAddress& a) {
 
 // --- chain fields --------------------------------------------------------------------------
 
-void FieldWriter::key(std::string_view name) {
-  if (format_ == Format::kCsv) {
-    out_.push_back(',');
+namespace {
+
+// memcpy of up to 32 bytes without a call: two fixed-size copies that overlap in the middle
+// (a record's chain fields are short names and values, ~70 of them per record).
+[[gnu::always_inline]] inline char* copy_short(char* d, const char* s, std::size_t n) noexcept {
+  if (n >= 16) {
+    if (n > 32) {
+      std::memcpy(d, s, n);
+    } else {
+      std::memcpy(d, s, 16);
+      std::memcpy(d + n - 16, s + n - 16, 16);
+    }
+  } else if (n >= 8) {
+    std::memcpy(d, s, 8);
+    std::memcpy(d + n - 8, s + n - 8, 8);
+  } else if (n >= 4) {
+    std::memcpy(d, s, 4);
+    std::memcpy(d + n - 4, s + n - 4, 4);
+  } else {
+    for (std::size_t i = 0; i < n; ++i) d[i] = s[i];
+  }
+  return d + n;
+}
+
+}  // namespace
+
+void FieldWriter::field(std::string_view name, std::string_view value) {
+  const bool json = format_ == Format::kJson;
+  const std::size_t n = (json ? name.size() + 4 : 1) + value.size();
+  if (static_cast<std::size_t>(end_ - cur_) < n) [[unlikely]] {
+    flush();
+    if (static_cast<std::size_t>(end_ - cur_) < n) return direct_field(name, value);
+  }
+  char* q = cur_;
+  *q++ = ',';
+  if (json) {
+    *q++ = '"';
+    q = copy_short(q, name.data(), name.size());
+    *q++ = '"';
+    *q++ = ':';
+  }
+  cur_ = copy_short(q, value.data(), value.size());
+}
+
+void FieldWriter::direct_field(std::string_view name, std::string_view value) {
+  // Put together on the stack, then one append (std::string's resize_and_overwrite would
+  // spare the copy, but libstdc++ 12's passes the grown capacity as the size to its callback).
+  char buf[128];
+  const bool json = format_ == Format::kJson;
+  const std::size_t n = (json ? name.size() + 4 : 1) + value.size();
+  if (n > sizeof buf) {
+    out_ += json ? ",\"" : ",";
+    if (json) {
+      out_ += name;
+      out_ += "\":";
+    }
+    out_ += value;
     return;
   }
-  out_ += ",\"";
-  out_ += name;
-  out_ += "\":";
+  char* q = buf;
+  *q++ = ',';
+  if (json) {
+    *q++ = '"';
+    q = copy_short(q, name.data(), name.size());
+    *q++ = '"';
+    *q++ = ':';
+  }
+  copy_short(q, value.data(), value.size());
+  out_.append(buf, n);
 }
 
 void FieldWriter::null(std::string_view name) {
-  key(name);
-  if (format_ == Format::kJson) out_ += "null";
+  field(name, format_ == Format::kJson ? std::string_view("null") : std::string_view());
 }
 
 void FieldWriter::boolean(std::string_view name, bool value) {
-  key(name);
-  out_ += value ? "true" : "false";
+  field(name, value ? std::string_view("true") : std::string_view("false"));
 }
 
 void FieldWriter::number(std::string_view name, std::uint64_t value) {
-  key(name);
   char num[24];
-  out_.append(num, put_u(num, value));
+  field(name, std::string_view(num, static_cast<std::size_t>(put_u(num, value) - num)));
 }
 
 void FieldWriter::text(std::string_view name, std::string_view value) {
-  key(name);
+  flush();  // the value is escaped straight into out_
+  direct_field(name, {});
   if (format_ == Format::kCsv) {
     // RFC 4180: quoted when it holds a comma, a quote or a line break; quotes doubled.
     if (value.find_first_of(",\"\r\n") == std::string_view::npos) {
@@ -160,7 +219,8 @@ namespace {
 void append_chain_fields(std::string& out, const FlowRecord& r, const Observer* obs,
                          FieldWriter::Format format) {
   if (obs == nullptr) return;
-  FieldWriter w(out, format);
+  char scratch[4096];  // the fields go to out in one append (or a few)
+  FieldWriter w(out, format, scratch);
   const auto& chains = obs->chains();
   for (std::size_t i = 0; i < chains.size(); ++i) {
     if (const std::byte* st = obs->chain_state(r, i)) {

@@ -1271,6 +1271,24 @@ class ObserveTest(unittest.TestCase):
         self.assertEqual((int(m.group(1)), int(m.group(2))), (4, 0),
                          f"4 non-first fragments, all matched, expected: {r.stderr!r}")
 
+    def test_stats_bytes_per_flow(self):
+        """--stats ends with the memory per flow of the chains asked for (issue 14: at most
+        200 B with the default chains, 224 B with all; each chain adds to basic alone)."""
+        sc = self.scenarios["fragments"]
+
+        def per_flow(chains):
+            r = run_flowmark(["-r", sc.path, "--stats", "--chains", chains])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            m = re.search(r", bytes per flow (\d+)\n", r.stderr)
+            self.assertIsNotNone(m, f"no 'bytes per flow' in the statistics: {r.stderr!r}")
+            return int(m.group(1))
+
+        basic, default, everything = per_flow("basic"), per_flow("basic,tcp"), per_flow("all")
+        self.assertLessEqual(default, 200)
+        self.assertLessEqual(everything, 224)
+        self.assertLess(basic, default)
+        self.assertLess(default, everything)
+
     # (j)
     def _truncated(self, name, cut_in_header):
         sc = self.scenarios["tcp4_handshake"]

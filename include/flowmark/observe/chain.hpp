@@ -23,6 +23,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -37,10 +38,18 @@ enum class Verdict : std::uint8_t { kContinue, kComplete };
 
 // Appends a chain's fields to a record being written: `,"name":value` in JSON, `,value` in
 // CSV (where a null is an empty field and the names are the header's, from columns()).
+// Given a scratch buffer, the writer collects the fields there and appends them to `out`
+// when it is full and when the writer ends (the record writers do: a record has ~70 fields
+// with all chains); `out` is then complete once the writer is gone.
 class FieldWriter {
  public:
   enum class Format : std::uint8_t { kJson, kCsv };
   FieldWriter(std::string& out, Format format) noexcept : out_(out), format_(format) {}
+  FieldWriter(std::string& out, Format format, std::span<char> scratch) noexcept
+      : out_(out), format_(format), buf_(scratch.data()), cur_(buf_), end_(buf_ + scratch.size()) {}
+  ~FieldWriter() { flush(); }
+  FieldWriter(const FieldWriter&) = delete;
+  FieldWriter& operator=(const FieldWriter&) = delete;
 
   void null(std::string_view name);
   void boolean(std::string_view name, bool value);
@@ -48,15 +57,26 @@ class FieldWriter {
   void text(std::string_view name, std::string_view value);  // escaped as JSON / CSV need
 
  private:
-  void key(std::string_view name);
+  // `,"name":value` (JSON) or `,value` (CSV): into the scratch buffer when there is one and
+  // it has room, else appended to out_ (direct_field).
+  void field(std::string_view name, std::string_view value);
+  void direct_field(std::string_view name, std::string_view value);
+  void flush() {
+    if (cur_ != buf_) out_.append(buf_, static_cast<std::size_t>(cur_ - buf_));
+    cur_ = buf_;
+  }
   std::string& out_;
   Format format_;
+  char* buf_ = nullptr;
+  char* cur_ = nullptr;
+  char* end_ = nullptr;
 };
 
 // What the observer's fast path read of a packet without making a PacketView (Ethernet with
 // at most two VLAN tags, IPv4 not fragmented or IPv6 without extension headers, TCP or UDP).
 // A chain that can work from these alone says so (quick()); SYN segments and everything else
 // always come through the full hooks.
+// (The fields after tcp_flags are filled only when a chain asks for them: quick_facts().)
 struct QuickFacts {
   std::uint8_t ip_version = 0;
   std::uint8_t proto = 0;      // 6 or 17
@@ -68,9 +88,23 @@ struct QuickFacts {
   bool udp_zero_checksum = false;
 };
 
+// One packet of a batch on the fast path (Chain::on_quick_batch): the flow's record and
+// chain states (a chain's own state is at states + its offset), the packet's facts and
+// direction; `complete`: set when a chain's on_quick() returned kComplete.
+struct QuickItem {
+  FlowRecord* record;
+  std::byte* states;
+  QuickFacts facts;
+  bool rev;
+  bool complete;
+};
+
 // kHookQuick: on_quick() is to be called (the chain has work to do on the fast path).
 inline constexpr unsigned kHookNewFlow = 1, kHookIp = 2, kHookTcp = 4, kHookUdp = 8,
                           kHookOther = 16, kHookQuick = 32;
+// Chain::quick_kinds(): the fast-path packets on_quick() has work to do for.
+inline constexpr unsigned kQuickTcp4 = 1, kQuickTcp6 = 2, kQuickUdp4 = 4, kQuickUdp6 = 8,
+                          kQuickAll = 15;
 
 class Chain {
  public:
@@ -95,8 +129,7 @@ class Chain {
   virtual Verdict on_ip(FlowRecord&, std::byte*, const PacketView&, bool /*rev*/) noexcept {
     return Verdict::kContinue;
   }
-  virtual Verdict on_transport(FlowRecord&, std::byte*, const PacketView&,
-                               bool /*rev*/) noexcept {
+  virtual Verdict on_transport(FlowRecord&, std::byte*, const PacketView&, bool /*rev*/) noexcept {
     return Verdict::kContinue;
   }
   // The fast path: true when on_quick() does for a non-SYN TCP segment or a UDP datagram what
@@ -105,6 +138,22 @@ class Chain {
   virtual Verdict on_quick(FlowRecord&, std::byte*, const QuickFacts&, bool /*rev*/) noexcept {
     return Verdict::kContinue;
   }
+  // on_quick() for each item in turn (state_offset: where this chain's state is in
+  // item.states), setting item.complete on kComplete. The observer hands the fast path's
+  // packets over in batches of a few: each chain sees them in order, chains one after the
+  // other (a chain must not depend on another's state). A chain overrides this to save a
+  // call per packet.
+  virtual void on_quick_batch(std::span<QuickItem> items, std::size_t state_offset) noexcept {
+    for (QuickItem& it : items)
+      it.complete |=
+          on_quick(*it.record, it.states + state_offset, it.facts, it.rev) == Verdict::kComplete;
+  }
+  // False when on_quick() reads no more of QuickFacts than ip_version, proto and tcp_flags:
+  // while no chain needs the others, the fast path does not read them from the frame.
+  virtual bool quick_facts() const noexcept { return true; }
+  // kQuick* bits: on_quick() is called for these packets only (it would do nothing for the
+  // others): TCP or UDP over IPv4 or IPv6.
+  virtual unsigned quick_kinds() const noexcept { return kQuickAll; }
 
   virtual void write(const FlowRecord&, const std::byte* state, FieldWriter&) const = 0;
 };

@@ -164,11 +164,13 @@ class Observer {
   // The same as on_packet() for each frame in turn (same records, statistics and callback
   // order). With a batch the observer decodes a few frames ahead and starts loading their
   // flows from memory while it counts earlier ones: with a table much larger than the
-  // caches, that hides most of the memory latency which bounds on_packet(). While no chain
-  // but tcp_complete_on_fin_or_rst is registered (the new-flow chain aside), the packets of
-  // existing flows in the common frames — Ethernet with at most two VLAN tags, IPv4 not
-  // fragmented or IPv6 without extension headers, TCP or UDP — are counted without a
-  // PacketView being made.
+  // caches, that hides most of the memory latency which bounds on_packet(). While no plain
+  // callback but tcp_complete_on_fin_or_rst is registered (the new-flow chain aside) and
+  // every chain has a fast form (Chain::quick), the packets of existing flows in the common
+  // frames — Ethernet with at most two VLAN tags, IPv4 not fragmented or IPv6 without
+  // extension headers, TCP or UDP; with chains, not SYN segments — are counted without a
+  // PacketView being made, and the chains' on_quick run over them in small batches
+  // (Chain::on_quick_batch), each chain seeing a flow's packets in order.
   void on_packets(LinkType link, std::span<const FrameRef> frames) noexcept;
   // Emits everything still held (expiring first, then active) and returns.
   void finish() noexcept;
