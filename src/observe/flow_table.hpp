@@ -190,7 +190,9 @@ class FlowTable {
   // For on_packets(): requests the index slot of hash h from memory; later, when it has
   // arrived, the flows it names (every flow is in the index).
   void prefetch_index(std::uint32_t h) const noexcept {
-    __builtin_prefetch(&slots_[reduce(h, nslots_)]);
+    const Slot* s = &slots_[reduce(h, nslots_)];
+    __builtin_prefetch(s);
+    asm volatile("" : : "r"(s) : "memory");  // kept (see prefetch_flow)
   }
   // The flow is looked for in the home slot and the next one only (at load <= 0.5 that is
   // where nearly every flow sits), and without a branch: the number of slots to look at
