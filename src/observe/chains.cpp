@@ -92,6 +92,7 @@ constexpr std::uint8_t kConnected = 0x08;
 class TcpChain final : public ChainOf<TcpState, TcpChain> {
  public:
   std::string_view name() const noexcept override { return "tcp"; }
+  bool quick_syn() const noexcept override { return true; }
   unsigned hooks() const noexcept override { return kHookTcp | kHookQuick; }
   unsigned quick_kinds() const noexcept override { return kQuickTcp4 | kQuickTcp6; }
   bool quick_facts() const noexcept override { return false; }  // flags only
@@ -107,7 +108,10 @@ class TcpChain final : public ChainOf<TcpState, TcpChain> {
     return Verdict::kContinue;
   }
   Verdict on_quick(FlowRecord&, std::byte* st, const QuickFacts& q, bool rev) noexcept override {
-    if (q.proto == kProtoTcp) segment(as<TcpState>(st), q.tcp_flags, rev);  // never a SYN here
+    if (q.proto != kProtoTcp) return Verdict::kContinue;
+    TcpState& s = as<TcpState>(st);
+    if (q.tcp_flags & kSyn) s.syn[rev] = q.tcp_flags;
+    segment(s, q.tcp_flags, rev);
     return Verdict::kContinue;
   }
   void write(const FlowRecord&, const std::byte* st, FieldWriter& w) const override {
@@ -144,6 +148,7 @@ constexpr std::string_view kEcnColumns[12] = {
 class EcnChain final : public ChainOf<EcnState, EcnChain> {
  public:
   std::string_view name() const noexcept override { return "ecn"; }
+  bool quick_syn() const noexcept override { return true; }
   unsigned hooks() const noexcept override { return kHookIp | kHookQuick; }
   std::vector<std::string> columns() const override {
     return {std::begin(kEcnColumns), std::end(kEcnColumns)};
@@ -153,7 +158,7 @@ class EcnChain final : public ChainOf<EcnState, EcnChain> {
     return Verdict::kContinue;
   }
   Verdict on_quick(FlowRecord&, std::byte* st, const QuickFacts& q, bool rev) noexcept override {
-    mark(as<EcnState>(st), q.tos, false, rev);
+    mark(as<EcnState>(st), q.tos, q.proto == kProtoTcp && (q.tcp_flags & kSyn), rev);
     return Verdict::kContinue;
   }
   void write(const FlowRecord&, const std::byte* st, FieldWriter& w) const override {
@@ -181,6 +186,7 @@ struct DscpState {
 class DscpChain final : public ChainOf<DscpState, DscpChain> {
  public:
   std::string_view name() const noexcept override { return "dscp"; }
+  bool quick_syn() const noexcept override { return true; }
   unsigned hooks() const noexcept override { return kHookIp | kHookQuick; }
   std::vector<std::string> columns() const override {
     return {"dscp_mark_syn_fwd", "dscp_mark_syn_rev", "dscp_mark_data_fwd", "dscp_mark_data_rev"};
@@ -199,8 +205,16 @@ class DscpChain final : public ChainOf<DscpState, DscpChain> {
     return Verdict::kContinue;
   }
   Verdict on_quick(FlowRecord&, std::byte* st, const QuickFacts& q, bool rev) noexcept override {
-    if (q.proto == kProtoTcp && q.payload_length == 0) return Verdict::kContinue;
-    data(as<DscpState>(st), static_cast<std::uint8_t>(0x80 | q.tos >> 2), rev);
+    DscpState& s = as<DscpState>(st);
+    const auto v = static_cast<std::uint8_t>(0x80 | q.tos >> 2);
+    if (q.proto == kProtoTcp) {
+      if (q.tcp_flags & kSyn) {
+        s.syn[rev] = v;
+        return Verdict::kContinue;
+      }
+      if (q.payload_length == 0) return Verdict::kContinue;
+    }
+    data(s, v, rev);
     return Verdict::kContinue;
   }
   void write(const FlowRecord&, const std::byte* st, FieldWriter& w) const override {
@@ -330,6 +344,7 @@ struct UdpState {
 class UdpChain final : public ChainOf<UdpState, UdpChain> {
  public:
   std::string_view name() const noexcept override { return "udp"; }
+  bool quick_syn() const noexcept override { return true; }
   unsigned hooks() const noexcept override { return kHookUdp | kHookQuick; }
   unsigned quick_kinds() const noexcept override { return kQuickUdp4 | kQuickUdp6; }
   std::vector<std::string> columns() const override {
@@ -365,6 +380,7 @@ struct IcmpState {
 class IcmpChain final : public ChainOf<IcmpState, IcmpChain> {
  public:
   std::string_view name() const noexcept override { return "icmp"; }
+  bool quick_syn() const noexcept override { return true; }
   unsigned hooks() const noexcept override { return kHookOther; }
   std::vector<std::string> columns() const override { return {"icmp_unreachable"}; }
   Verdict on_transport(FlowRecord&, std::byte* st, const PacketView& p, bool rev) noexcept override {
@@ -388,6 +404,7 @@ struct EvilState {
 class EvilChain final : public ChainOf<EvilState, EvilChain> {
  public:
   std::string_view name() const noexcept override { return "evil"; }
+  bool quick_syn() const noexcept override { return true; }
   unsigned hooks() const noexcept override { return kHookIp | kHookQuick; }
   unsigned quick_kinds() const noexcept override { return kQuickTcp4 | kQuickUdp4; }
   std::vector<std::string> columns() const override {
@@ -409,9 +426,18 @@ class EvilChain final : public ChainOf<EvilState, EvilChain> {
     return Verdict::kContinue;
   }
   Verdict on_quick(FlowRecord&, std::byte* st, const QuickFacts& q, bool rev) noexcept override {
-    if (q.ip_version != 4 || (q.proto == kProtoTcp && q.payload_length == 0))
-      return Verdict::kContinue;
-    data(as<EvilState>(st), q.ip_reserved_flag, rev ? 4 : 0);
+    if (q.ip_version != 4) return Verdict::kContinue;
+    EvilState& s = as<EvilState>(st);
+    const unsigned shift = rev ? 4 : 0;
+    if (q.proto == kProtoTcp) {
+      if (q.tcp_flags & kSyn) {
+        s.bits = static_cast<std::uint8_t>((s.bits & ~(3u << shift)) |
+                                           (1u | (q.ip_reserved_flag ? 2u : 0u)) << shift);
+        return Verdict::kContinue;
+      }
+      if (q.payload_length == 0) return Verdict::kContinue;
+    }
+    data(s, q.ip_reserved_flag, shift);
     return Verdict::kContinue;
   }
   void write(const FlowRecord&, const std::byte* st, FieldWriter& w) const override {
@@ -451,6 +477,7 @@ class ScitagsChain final : public ChainOf<ScitagsState, ScitagsChain> {
         if (names_.activity(e, a)) known_[(e * 64 + a) / 64] |= std::uint64_t{1} << (a % 64);
   }
   std::string_view name() const noexcept override { return "scitags"; }
+  bool quick_syn() const noexcept override { return true; }
   unsigned hooks() const noexcept override { return kHookIp | kHookQuick; }
   unsigned quick_kinds() const noexcept override { return kQuickTcp6 | kQuickUdp6; }
   std::vector<std::string> columns() const override {

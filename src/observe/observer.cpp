@@ -286,7 +286,10 @@ struct Observer::Impl {
                std::all_of(chains.begin(), chains.end(), [](const auto& c) { return c->quick(); });
     quick_facts = std::any_of(chain_quick.begin(), chain_quick.end(),
                               [](const Hooked& h) { return h.chain->quick_facts(); });
+    syn_full_path = std::any_of(chains.begin(), chains.end(),
+                                [](const auto& c) { return !c->quick_syn(); });
   }
+  bool syn_full_path = false;  // a chain needs the full hooks for SYN segments (their options)
 
   void add_chain(std::unique_ptr<Chain> c) {
     if (stats.packets != 0) throw std::logic_error("Observer::add_chain after the first packet");
@@ -387,8 +390,8 @@ struct Observer::Impl {
       idx = find_active(q.key, rev);
       if (idx == kNil) return false;
     }
-    // With chains, a SYN segment takes the full path (its options are read there).
-    if (!chains.empty() && (q.tcp_flags & kTcpSyn) != 0) [[unlikely]]
+    // A SYN segment takes the full path when a chain reads more of it than facts (options).
+    if (syn_full_path && (q.tcp_flags & kTcpSyn) != 0) [[unlikely]]
       return false;
     FlowRecord& r = table.flow(idx).rec;
     const unsigned both = count(r, rev, q.ip_length, q.tcp_flags, now);

@@ -74,8 +74,8 @@ class FieldWriter {
 
 // What the observer's fast path read of a packet without making a PacketView (Ethernet with
 // at most two VLAN tags, IPv4 not fragmented or IPv6 without extension headers, TCP or UDP).
-// A chain that can work from these alone says so (quick()); SYN segments and everything else
-// always come through the full hooks.
+// A chain that can work from these alone says so (quick()); SYN segments (unless every chain
+// has quick_syn()) and everything else come through the full hooks.
 // (The fields after tcp_flags are filled only when a chain asks for them: quick_facts().)
 struct QuickFacts {
   std::uint8_t ip_version = 0;
@@ -151,6 +151,10 @@ class Chain {
   // False when on_quick() reads no more of QuickFacts than ip_version, proto and tcp_flags:
   // while no chain needs the others, the fast path does not read them from the frame.
   virtual bool quick_facts() const noexcept { return true; }
+  // True when on_quick() also does for a TCP segment with SYN what the full hooks would (its
+  // flags, TOS, label … are facts; its options are not): while every chain says so, SYNs of
+  // known flows stay on the fast path; else they take the full one.
+  virtual bool quick_syn() const noexcept { return false; }
   // kQuick* bits: on_quick() is called for these packets only (it would do nothing for the
   // others): TCP or UDP over IPv4 or IPv6.
   virtual unsigned quick_kinds() const noexcept { return kQuickAll; }
