@@ -79,26 +79,8 @@ RNG = random.Random(SEED)
 # TCP flag bits
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 
-BASIC_FIELDS = ["sip", "dip", "proto", "sp", "dp", "first", "last", "pkt_fwd", "pkt_rev",
-                "oct_fwd", "oct_rev", "ip_version", "vlan", "tcp_flags_fwd", "tcp_flags_rev",
-                "fragments", "icmp_errors", "continuation"]
-CHAIN_ORDER = ["tcp", "ecn", "dscp", "mss", "tfo", "udp", "icmp", "evil", "scitags"]
-CHAIN_FIELDS = {
-    "tcp": ["tcp_synflags_fwd", "tcp_synflags_rev", "tcp_fin_fwd", "tcp_fin_rev", "tcp_rst_fwd",
-            "tcp_rst_rev", "tcp_connected"],
-    "ecn": [f"ecn_{c}_{k}_{d}" for c in ("ect0", "ect1", "ce") for k in ("syn", "data")
-            for d in ("fwd", "rev")],
-    "dscp": ["dscp_mark_syn_fwd", "dscp_mark_syn_rev", "dscp_mark_data_fwd", "dscp_mark_data_rev"],
-    "mss": ["mss_len_fwd", "mss_len_rev", "mss_value_fwd", "mss_value_rev"],
-    "tfo": ["tfo_synkind", "tfo_ackkind", "tfo_synclen", "tfo_ackclen", "tfo_seq", "tfo_dlen",
-            "tfo_ack"],
-    "udp": ["udp_zero_checksum_fwd", "udp_zero_checksum_rev"],
-    "icmp": ["icmp_unreachable"],
-    "evil": ["evilbit_syn_fwd", "evilbit_syn_rev", "evilbit_data_fwd", "evilbit_data_rev"],
-    "scitags": ["flowlabel_fwd", "flowlabel_rev", "flowlabel_changed_fwd", "flowlabel_changed_rev",
-                "scitags_experiment", "scitags_activity", "scitags_source",
-                "scitags_experiment_name", "scitags_activity_name"],
-}
+from observe_fields import BASIC_FIELDS, CHAIN_FIELDS, CHAIN_ORDER  # noqa: E402
+
 FIELD_CHAIN = {f: c for c, fs in CHAIN_FIELDS.items() for f in fs}
 FIELD_CHAIN.update({f: "basic" for f in BASIC_FIELDS})
 PORT_PROTOS = (6, 17, 132)

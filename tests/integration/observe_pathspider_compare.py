@@ -397,21 +397,12 @@ def run_flowmark(path, chains="all"):
 
 # ---- comparison ----------------------------------------------------------------------------
 
+from observe_fields import CHAIN_FIELDS as ALL_CHAIN_FIELDS  # noqa: E402
+
 BASIC_FIELDS = ["sip", "dip", "proto", "sp", "dp", "pkt_fwd", "pkt_rev", "oct_fwd", "oct_rev"]
 TIME_FIELDS = [("first", "pkt_first"), ("last", "pkt_last")]
-CHAIN_FIELDS = {
-    "tcp": ["tcp_synflags_fwd", "tcp_synflags_rev", "tcp_fin_fwd", "tcp_fin_rev", "tcp_rst_fwd",
-            "tcp_rst_rev", "tcp_connected"],
-    "ecn": [f"ecn_{m}_{t}_{d}" for d in ("fwd", "rev") for t in ("syn", "data")
-            for m in ("ect0", "ect1", "ce")],
-    "dscp": ["dscp_mark_syn_fwd", "dscp_mark_syn_rev", "dscp_mark_data_fwd", "dscp_mark_data_rev"],
-    "mss": ["mss_len_fwd", "mss_len_rev", "mss_value_fwd", "mss_value_rev"],
-    "tfo": ["tfo_synkind", "tfo_ackkind", "tfo_synclen", "tfo_ackclen", "tfo_seq", "tfo_dlen",
-            "tfo_ack"],
-    "udp": ["udp_zero_checksum_fwd", "udp_zero_checksum_rev"],
-    "icmp": ["icmp_unreachable"],
-    "evil": ["evilbit_syn_fwd", "evilbit_syn_rev", "evilbit_data_fwd", "evilbit_data_rev"],
-}
+# pathspider's chains: every one of flowmark's but scitags.
+CHAIN_FIELDS = {c: f for c, f in ALL_CHAIN_FIELDS.items() if c != "scitags"}
 ALL_CHAINS = list(CHAIN_FIELDS)
 # pathspider's TCPChain sets tcp_fin_fwd on a reverse FIN and tcp_fin_rev on a forward one
 # (CHAINS.md deviation): flowmark's field is compared with pathspider's other one.

@@ -16,11 +16,14 @@
 #include "flowmark/observe/chains.hpp"
 #include "flowmark/observe/observer.hpp"
 #include "flowmark/observe/record_format.hpp"
+#include "../testing/bytes.hpp"
 
 namespace flowmark::observe {
 namespace {
 
-using Bytes = std::vector<std::uint8_t>;
+using flowmark::testing::Bytes;
+using flowmark::testing::put16;
+using flowmark::testing::put32;
 
 constexpr Nanos kMs = 1'000'000, kSec = 1'000'000'000;
 constexpr std::uint8_t kFin = 0x01, kSyn = 0x02, kRst = 0x04, kPsh = 0x08, kAck = 0x10;
@@ -53,14 +56,6 @@ Addr v6(std::uint8_t last) {
 // High address first, so that a record's forward direction is not the canonical order.
 const Addr kA = v4(198, 51, 100, 7), kB = v4(192, 0, 2, 1), kC = v4(203, 0, 113, 9);
 
-void put16(Bytes& b, unsigned v) {
-  b.push_back(static_cast<std::uint8_t>(v >> 8));
-  b.push_back(static_cast<std::uint8_t>(v));
-}
-void put32(Bytes& b, std::uint32_t v) {
-  put16(b, v >> 16);
-  put16(b, v & 0xffff);
-}
 void put_addr(Bytes& b, const Addr& a) {
   b.insert(b.end(), a.b.begin(), a.b.begin() + (a.v6 ? 16 : 4));
 }

@@ -10,16 +10,14 @@
 #include <vector>
 
 #include "observe/quick_decode.hpp"
+#include "../testing/bytes.hpp"
 
 namespace flowmark::observe::detail {
 namespace {
 
-using Bytes = std::vector<std::uint8_t>;
+using flowmark::testing::Bytes;
+using flowmark::testing::put16;
 
-void put16(Bytes& b, unsigned v) {
-  b.push_back(static_cast<std::uint8_t>(v >> 8));
-  b.push_back(static_cast<std::uint8_t>(v));
-}
 
 struct Spec {
   bool v6 = false;

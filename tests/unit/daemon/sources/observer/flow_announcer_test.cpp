@@ -11,11 +11,14 @@
 #include <vector>
 
 #include "flowmark/daemon/pipeline.hpp"
+#include "../../../testing/bytes.hpp"
 
 namespace flowmark::daemon {
 namespace {
 
-using Bytes = std::vector<std::uint8_t>;
+using flowmark::testing::Bytes;
+using flowmark::testing::put16;
+using flowmark::testing::put32;
 using scitags::FlowEvent;
 using scitags::FlowState;
 
@@ -32,14 +35,6 @@ std::uint32_t label(std::uint32_t exp, std::uint32_t act, std::uint32_t entropy)
          (entropy & 3u);
 }
 
-void put16(Bytes& b, unsigned v) {
-  b.push_back(static_cast<std::uint8_t>(v >> 8));
-  b.push_back(static_cast<std::uint8_t>(v));
-}
-void put32(Bytes& b, std::uint32_t v) {
-  put16(b, v >> 16);
-  put16(b, v & 0xffff);
-}
 
 struct Host {
   std::uint8_t last;  // 2001:db8::last
