@@ -17,6 +17,7 @@
 
 #include "flowmark/capture/capture.hpp"
 #include "flowmark/core/exit_code.hpp"
+#include "flowmark/core/json.hpp"
 #include "flowmark/observe/chains.hpp"
 #include "flowmark/observe/observer.hpp"
 #include "flowmark/observe/record_format.hpp"
@@ -105,9 +106,9 @@ class ScitagsSummary {
   }
   static std::string json_string(const std::optional<std::string>& s) {
     if (!s) return "null";
-    std::string quoted;  // `,"n":"…"`
-    observe::FieldWriter(quoted, observe::FieldWriter::Format::kJson).text("n", *s);
-    return quoted.substr(5);
+    std::string quoted;
+    append_json_string(quoted, *s);
+    return quoted;
   }
   template <class T>
   static std::string or_null(const std::optional<T>& v) {

@@ -1,8 +1,9 @@
 #include "daemon/sources/observer/flow_announcer.hpp"
 
 #include <algorithm>
+#include <optional>
+#include <string>
 
-#include "flowmark/core/flow_label_bits.hpp"
 #include "flowmark/observe/chains.hpp"
 
 namespace flowmark::daemon {
@@ -44,22 +45,19 @@ class FlowAnnouncer::TagChain final : public observe::Chain {
   std::vector<std::string> columns() const override { return {}; }
   void write(const observe::FlowRecord&, const std::byte*, observe::FieldWriter&) const override {}
 
-  observe::Verdict on_ip(observe::FlowRecord& r, std::byte* st, const observe::PacketView& p,
+  observe::Verdict on_ip(observe::FlowRecord& r, std::byte* st, const observe::PacketView&,
                          bool) noexcept override {
-    // An ICMP error counted on the flow carries its sender's label, not the flow's.
-    step(r, *reinterpret_cast<TagState*>(st),
-         p.ip_version == 6 && p.proto == r.proto ? p.flow_label : 0);
+    step(r, *reinterpret_cast<TagState*>(st));
     return observe::Verdict::kContinue;
   }
-  observe::Verdict on_quick(observe::FlowRecord& r, std::byte* st, const observe::QuickFacts& q,
+  observe::Verdict on_quick(observe::FlowRecord& r, std::byte* st, const observe::QuickFacts&,
                             bool) noexcept override {
-    step(r, *reinterpret_cast<TagState*>(st), q.ip_version == 6 ? q.flow_label : 0);
+    step(r, *reinterpret_cast<TagState*>(st));
     return observe::Verdict::kContinue;
   }
 
  private:
-  // flow_label: this packet's (0 for IPv4).
-  void step(const observe::FlowRecord& r, TagState& s, std::uint32_t flow_label) noexcept {
+  void step(const observe::FlowRecord& r, TagState& s) noexcept {
     if (s.flags & kDone) [[likely]]
       return;
     if (!announceable(r)) {
@@ -67,20 +65,12 @@ class FlowAnnouncer::TagChain final : public observe::Chain {
       return;
     }
     using Source = observe::ScitagsTag::Source;
+    // The scitags chain's mark: an option (the first one seen), else a label — a later label
+    // the registry knows replacing an earlier one it does not (automatic labels, or marks that
+    // began after the handshake), since the chain judges labels by this source's registry.
     const std::byte* scitags = a_.obs_->chain_state(r, a_.scitags_index_);
-    observe::ScitagsTag tag = scitags ? observe::scitags_tag(scitags) : observe::ScitagsTag{};
-    // An option (the chain keeps the first one seen) wins. Else this packet's own label: the
-    // chain keeps the first label with semantic bits, which may be a hash the other side's
-    // kernel wrote (automatic flow labels) before the marks began; a known mark on a later
-    // packet must still count.
-    if (tag.source == Source::kFlowLabel || tag.source == Source::kNone) {
-      tag = {};
-      if ((flow_label & label_bits::kSemanticMask) != 0) {
-        tag.source = Source::kFlowLabel;
-        tag.experiment = static_cast<std::uint16_t>(label_bits::experiment(flow_label));
-        tag.activity = static_cast<std::uint8_t>(label_bits::activity(flow_label));
-      }
-    }
+    const observe::ScitagsTag tag =
+        scitags ? observe::scitags_tag(scitags) : observe::ScitagsTag{};
     if (tag.source != Source::kNone) {
       if (a_.known(tag.experiment, tag.activity)) {
         s.experiment = tag.experiment;
@@ -141,7 +131,15 @@ FlowAnnouncer::FlowAnnouncer(AnnouncerOptions options, Post post)
   obs_->add_tcp(observe::tcp_complete_on_fin_or_rst);
   if (o_.classify == Classify::kScitags) {
     scitags_index_ = obs_->chains().size();
-    obs_->add_chain(observe::make_chain("scitags"));
+    // The chain knows which pairs this source's registry names (labels it does not are
+    // replaced by a later one it does); no names are written here.
+    observe::ChainOptions chain_options;
+    chain_options.names.activity = [this](std::uint32_t e,
+                                          std::uint32_t act) -> std::optional<std::string> {
+      if (known(e, act)) return std::string();
+      return std::nullopt;
+    };
+    obs_->add_chain(observe::make_chain("scitags", chain_options));
     tag_index_ = obs_->chains().size();
     obs_->add_chain(std::make_unique<TagChain>(*this));
   }
