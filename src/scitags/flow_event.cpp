@@ -13,6 +13,16 @@ std::string_view to_string(FlowState s) noexcept {
 
 std::string_view to_string(Protocol p) noexcept { return p == Protocol::kTcp ? "tcp" : "udp"; }
 
+std::string_view to_string(EndReason r) noexcept {
+  switch (r) {
+    case EndReason::kEnded: return "ended";
+    case EndReason::kExpired: return "expired";
+    case EndReason::kEvicted: return "evicted";
+    case EndReason::kShutdown: return "shutdown";
+  }
+  return "ended";
+}
+
 std::optional<FlowState> parse_flow_state(std::string_view s) noexcept {
   if (s == "start") return FlowState::kStart;
   if (s == "ongoing") return FlowState::kOngoing;

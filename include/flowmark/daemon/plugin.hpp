@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 
+#include "flowmark/collector/site_map.hpp"
 #include "flowmark/core/event_loop.hpp"
 #include "flowmark/core/result.hpp"
 #include "flowmark/daemon/counters.hpp"
@@ -39,6 +40,10 @@ struct ServiceContext {
   Counters& counters;
   const scitags::Registry* registry = nullptr;
   std::string hostname;  // the host name fireflies carry
+  // The site map ([[site]] tables and [service] sites_file): kept by the parts that read it
+  // (collector backends), swapped in place by a reload. Never null in the service.
+  std::shared_ptr<collector::SiteMapHandle> sites =
+      std::make_shared<collector::SiteMapHandle>();
 };
 
 class Source {

@@ -18,11 +18,16 @@ namespace flowmark::scitags {
 
 enum class FlowState : std::uint8_t { kStart, kOngoing, kEnd };
 enum class Protocol : std::uint8_t { kTcp, kUdp };
+// Why an end event was sent: the flow ended (its source said so), or the pipeline ended it —
+// silent for flow_timeout (expired), pushed out to keep max_live_flows (evicted), or still
+// live when the service stopped (shutdown: a collector records such a flow as open).
+enum class EndReason : std::uint8_t { kEnded, kExpired, kEvicted, kShutdown };
 
 std::string_view to_string(FlowState s) noexcept;  // "start", "ongoing", "end"
 std::string_view to_string(Protocol p) noexcept;   // "tcp", "udp"
 std::optional<FlowState> parse_flow_state(std::string_view s) noexcept;
 std::optional<Protocol> parse_protocol(std::string_view s) noexcept;
+std::string_view to_string(EndReason r) noexcept;  // "ended", "expired", "evicted", "shutdown"
 
 // Bytes carried by the flow so far, as seen from its source.
 struct Usage {
@@ -54,6 +59,11 @@ struct FlowEvent {
   Micros end_time = 0;      // 0: not known / not ended
   std::optional<Usage> usage;
   std::optional<TcpInfo> tcp;
+  EndReason end_reason = EndReason::kEnded;  // end events only
+  // The volume (max of sent and received) of the usage the pipeline forwarded for this flow
+  // before this event (0 for a start): a backend that sums volumes adds the difference,
+  // without keeping per-flow state of its own.
+  std::uint64_t previous_volume = 0;
 
   friend bool operator==(const FlowEvent&, const FlowEvent&) = default;
 };
