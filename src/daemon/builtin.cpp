@@ -10,6 +10,7 @@
 #endif
 #include "daemon/backends/prometheus/prometheus_backend.hpp"
 #include "daemon/backends/records/records_backend.hpp"
+#include "daemon/backends/store/store_backend.hpp"
 #include "daemon/common/tcp_info_reader.hpp"
 #include "daemon/sources/firefly/firefly_source.hpp"
 #ifdef FLOWMARK_HAVE_BPF
@@ -38,6 +39,7 @@ void register_builtin(SourceFactories& sources, BackendFactories& backends) {
   must(register_firefly_backend(backends, reader));
   must(register_prometheus_backend(backends, reader));
   must(register_records_backend(backends));
+  must(register_store_backend(backends));
 #ifdef FLOWMARK_HAVE_BPF
   must(register_flowlabel_backend(backends));
   must(register_kernel_events_source(sources));
