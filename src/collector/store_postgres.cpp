@@ -16,9 +16,17 @@ namespace {
 
 constexpr std::size_t kRowsPerStatement = 500;  // 10,500 parameters (the limit is 65,535)
 
+// libpq's message on one line (it spreads hints over several).
 std::string trimmed(const char* s) {
-  std::string out = s != nullptr ? s : "";
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  std::string out;
+  for (const char* p = s != nullptr ? s : ""; *p != '\0'; ++p) {
+    if (*p == '\n' || *p == '\t') {
+      if (!out.empty() && out.back() != ' ') out += ' ';
+    } else {
+      out += *p;
+    }
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
   return out;
 }
 

@@ -132,7 +132,12 @@ class StoreBackend final : public Backend {
       errors_log_.log(spdlog::level::err, "backend {}: cannot keep a record: {}", name_, ex.what());
       return;
     }
-    if (pending_.size() >= settings_.batch && Clock::now() >= retry_at_) flush();
+    // A full batch is written at once; so is a full buffer (smaller than a batch), rather
+    // than dropping while the store is well.
+    if (pending_.size() >= std::min(settings_.batch, settings_.buffer) &&
+        Clock::now() >= retry_at_) {
+      flush();
+    }
   }
 
   std::chrono::milliseconds tick_interval() const noexcept override {
