@@ -43,6 +43,18 @@ double percentile_sorted(std::span<const double> v, double p) noexcept {
   return v[lo] + frac * (v[lo + 1] - v[lo]);
 }
 
+double percentile_unsorted(std::span<double> v, double p) noexcept {
+  if (v.empty()) return 0;
+  // The two ranks around p (as percentile_sorted), found without sorting everything.
+  const double pos = p * static_cast<double>(v.size() - 1);
+  const auto lo = static_cast<std::size_t>(std::floor(pos));
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(lo), v.end());
+  const double a = v[lo];
+  if (lo + 1 >= v.size()) return a;
+  const double b = *std::min_element(v.begin() + static_cast<std::ptrdiff_t>(lo) + 1, v.end());
+  return a + (pos - static_cast<double>(lo)) * (b - a);
+}
+
 Result<std::unique_ptr<Store>> Store::open(std::string_view target, const StoreOptions& o) {
   if (target.starts_with("postgresql://") || target.starts_with("postgres://")) {
     return detail::open_postgres(target, o);
@@ -103,8 +115,9 @@ constexpr std::string_view kSchema[] = {
     " volume BIGINT NOT NULL, throughput DOUBLE PRECISION NOT NULL, direction TEXT,"
     " experiment_id INTEGER NOT NULL, activity_id INTEGER NOT NULL, experiment TEXT,"
     " activity TEXT, src_site TEXT, dst_site TEXT,"
-    " UNIQUE (protocol, src_ip, src_port, dst_ip, dst_port, start_time))",
-    "CREATE INDEX IF NOT EXISTS flows_start_time ON flows (start_time)",
+    // start_time first: new flows go to the end of the index (inserts touch the same few
+    // pages), comparisons end at an integer, and it is the index of time ranges too.
+    " UNIQUE (start_time, protocol, src_ip, src_port, dst_ip, dst_port))",
     "CREATE INDEX IF NOT EXISTS flows_retention ON flows ((COALESCE(end_time, updated)))",
     "CREATE INDEX IF NOT EXISTS flows_experiment ON flows (experiment_id, activity_id, "
     "start_time)",
@@ -141,12 +154,7 @@ std::string upsert_sql(char placeholder, std::size_t rows) {
     }
     s += ')';
   }
-  s += " ON CONFLICT (";
-  for (std::size_t c = 0; c < kIdentityColumns; ++c) {
-    if (c != 0) s += ", ";
-    s += kColumns[c];
-  }
-  s += ") DO UPDATE SET ";
+  s += " ON CONFLICT (start_time, protocol, src_ip, src_port, dst_ip, dst_port) DO UPDATE SET ";
   for (std::size_t c = kIdentityColumns; c < kColumnCount; ++c) {
     if (c != kIdentityColumns) s += ", ";
     s += fmt::format("{0} = excluded.{0}", kColumns[c]);
@@ -244,31 +252,33 @@ std::string identity_key(const Record& r) {
                      r.src.port, r.dst.address.to_string(), r.dst.port, r.start_time);
 }
 
-std::string ReportAggregator::key_of(const ReportRow& r) const {
-  std::string k;
+// The group columns as bytes: integers as their raw bytes, names length-prefixed.
+void ReportAggregator::key_of(const ReportRow& r, std::string& k) const {
+  k.clear();
+  auto raw = [&](const auto& v) { k.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  auto name = [&](const std::string& s) {
+    raw(static_cast<std::uint32_t>(s.size()));
+    k += s;
+  };
   for (auto g : by_) {
     switch (g) {
       case GroupBy::kExperiment:
-        k += std::to_string(r.experiment_id);
-        k += '\x1f';
-        k += r.experiment;
+        raw(r.experiment_id);
+        name(r.experiment);
         break;
       case GroupBy::kActivity:
-        k += std::to_string(r.activity_id);
-        k += '\x1f';
-        k += r.activity;
+        raw(r.activity_id);
+        name(r.activity);
         break;
-      case GroupBy::kSrcSite: k += r.src_site; break;
-      case GroupBy::kDstSite: k += r.dst_site; break;
-      case GroupBy::kDay: k += std::to_string(r.day); break;
+      case GroupBy::kSrcSite: name(r.src_site); break;
+      case GroupBy::kDstSite: name(r.dst_site); break;
+      case GroupBy::kDay: raw(r.day); break;
     }
-    k += '\x1e';
   }
-  return k;
 }
 
 void ReportAggregator::add(const ReportRow& key, std::uint64_t volume, double throughput) {
-  scratch_ = key_of(key);
+  key_of(key, scratch_);
   auto [it, fresh] = index_.try_emplace(scratch_, groups_.size());
   if (fresh) groups_.push_back(Group{.row = key, .rates = {}});
   auto& g = groups_[it->second];
@@ -277,14 +287,30 @@ void ReportAggregator::add(const ReportRow& key, std::uint64_t volume, double th
   if (throughput >= 0) g.rates.push_back(throughput);
 }
 
+void ReportAggregator::merge(ReportAggregator&& other) {
+  for (auto& g : other.groups_) {
+    key_of(g.row, scratch_);
+    auto [it, fresh] = index_.try_emplace(scratch_, groups_.size());
+    if (fresh) {
+      groups_.push_back(std::move(g));
+      continue;
+    }
+    auto& mine = groups_[it->second];
+    mine.row.flows += g.row.flows;
+    mine.row.bytes += g.row.bytes;
+    mine.rates.insert(mine.rates.end(), g.rates.begin(), g.rates.end());
+  }
+  other.groups_.clear();
+  other.index_.clear();
+}
+
 std::vector<ReportRow> ReportAggregator::finish() {
   std::vector<ReportRow> rows;
   rows.reserve(groups_.size());
   for (auto& g : groups_) {
-    std::sort(g.rates.begin(), g.rates.end());
     g.row.rated = g.rates.size();
-    g.row.throughput_median = percentile_sorted(g.rates, 0.5);
-    g.row.throughput_p95 = percentile_sorted(g.rates, 0.95);
+    g.row.throughput_median = percentile_unsorted(g.rates, 0.5);
+    g.row.throughput_p95 = percentile_unsorted(g.rates, 0.95);
     rows.push_back(std::move(g.row));
   }
   groups_.clear();

@@ -63,6 +63,8 @@ class ReportAggregator {
   // One flow: its group columns (names empty = null), volume, and its throughput when it is
   // complete with a duration > 0 (negative: not rated).
   void add(const ReportRow& key, std::uint64_t volume, double throughput);
+  // Adds the groups of another aggregator of the same columns.
+  void merge(ReportAggregator&& other);
   std::vector<ReportRow> finish();
 
  private:
@@ -70,7 +72,7 @@ class ReportAggregator {
     ReportRow row;
     std::vector<double> rates;
   };
-  std::string key_of(const ReportRow& r) const;
+  void key_of(const ReportRow& r, std::string& out) const;
   std::vector<GroupBy> by_;
   std::vector<Group> groups_;
   std::unordered_map<std::string, std::size_t> index_;

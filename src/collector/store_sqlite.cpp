@@ -2,7 +2,10 @@
 // the last transactions, never the file), prepared statements, one transaction per write().
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -79,6 +82,11 @@ class SqliteStore final : public Store {
     // A writer waiting on another writer waits briefly: the backend retries with back-off
     // rather than stalling its thread.
     sqlite3_busy_timeout(db_, o.read_only ? 5000 : 100);
+    // 64 MiB of page cache (the default 2 MiB makes every insert into the indexes of a large
+    // store a read) and reads through a memory map.
+    FM_TRY_VOID(exec("PRAGMA cache_size=-65536", "setting the cache size"));
+    FM_TRY_VOID(exec("PRAGMA mmap_size=1073741824", "setting the memory map size"));
+    FM_TRY_VOID(exec("PRAGMA temp_store=MEMORY", "setting temp_store"));
     if (!o.read_only) {
       FM_TRY_VOID(exec("PRAGMA journal_mode=WAL", "setting the WAL journal"));
       FM_TRY_VOID(exec("PRAGMA synchronous=NORMAL", "setting synchronous=NORMAL"));
@@ -175,16 +183,28 @@ class SqliteStore final : public Store {
     return static_cast<std::uint64_t>(sqlite3_changes64(db_));
   }
 
-  Result<std::vector<ReportRow>> report(const ReportQuery& q) override {
-    // One scan; grouping and percentiles in C++ (SQLite has no percentile aggregate).
+  // The rows of rowid in [lo, hi] into `agg`: SQLITE_DONE, or the error's code (and
+  // `why`).
+  static int scan(sqlite3* db, const ReportQuery& q, std::int64_t lo, std::int64_t hi,
+                  ReportAggregator& agg, std::string& why) {
+    // Grouping and percentiles in C++ (SQLite has no percentile aggregate). Without time
+    // bounds, a scan of the table (the start_time index would cost a lookup a row).
     std::string sql =
         "SELECT experiment_id, experiment, activity_id, activity, src_site, dst_site, "
         "start_time, volume, CASE WHEN state = 'complete' AND duration > 0 THEN throughput "
-        "ELSE -1 END FROM flows WHERE start_time >= ?1 AND start_time < ?2";
-    FM_TRY(auto s, prepare(sql, "preparing the report"));
+        "ELSE -1 END FROM flows WHERE rowid BETWEEN ?3 AND ?4";
+    if (q.from || q.to) sql += " AND start_time >= ?1 AND start_time < ?2";
+    sqlite3_stmt* raw = nullptr;
+    int rc = sqlite3_prepare_v2(db, sql.c_str(), -1, &raw, nullptr);
+    Stmt s(raw);
+    if (rc != SQLITE_OK) {
+      why = sqlite3_errmsg(db);
+      return rc;
+    }
     sqlite3_bind_int64(s.get(), 1, q.from.value_or(INT64_MIN));
     sqlite3_bind_int64(s.get(), 2, q.to.value_or(INT64_MAX));
-    ReportAggregator agg(q.by);
+    sqlite3_bind_int64(s.get(), 3, lo);
+    sqlite3_bind_int64(s.get(), 4, hi);
     ReportRow key;
     bool need[5] = {};
     for (auto g : q.by) need[static_cast<int>(g)] = true;
@@ -196,7 +216,6 @@ class SqliteStore final : public Store {
         out.assign(p, static_cast<std::size_t>(sqlite3_column_bytes(s.get(), col)));
       }
     };
-    int rc;
     while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
       if (need[0]) {
         key.experiment_id = static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), 0));
@@ -215,8 +234,60 @@ class SqliteStore final : public Store {
       agg.add(key, static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 7)),
               sqlite3_column_double(s.get(), 8));
     }
-    if (rc != SQLITE_DONE) return error("reading flows", rc);
-    return agg.finish();
+    if (rc != SQLITE_DONE) why = sqlite3_errmsg(db);
+    return rc;
+  }
+
+  Result<std::vector<ReportRow>> report(const ReportQuery& q) override {
+    // A large store is scanned by several threads, each over a range of rowids with a
+    // connection of its own (WAL: readers do not block each other, nor the writer; a row is
+    // in one range whatever is written meanwhile).
+    FM_TRY(auto m, prepare("SELECT coalesce(max(rowid), 0) FROM flows", "reading flows"));
+    if (const int rc = sqlite3_step(m.get()); rc != SQLITE_ROW) return error("reading flows", rc);
+    const std::int64_t max_rowid = sqlite3_column_int64(m.get(), 0);
+    constexpr std::int64_t kRowsPerThread = 500'000;
+    std::int64_t threads = std::clamp<std::int64_t>(
+        std::min<std::int64_t>(std::thread::hardware_concurrency(), max_rowid / kRowsPerThread), 1,
+        8);
+    // For measurements (bench/store_bench.cpp): FLOWMARK_REPORT_THREADS=N.
+    if (const char* t = std::getenv("FLOWMARK_REPORT_THREADS"); t != nullptr && std::atoi(t) > 0) {
+      threads = std::min(std::atoi(t), 64);
+    }
+    std::vector<ReportAggregator> parts(static_cast<std::size_t>(threads), ReportAggregator(q.by));
+    std::vector<int> rcs(parts.size(), SQLITE_DONE);
+    std::vector<std::string> whys(parts.size());
+    if (threads == 1) {
+      rcs[0] = scan(db_, q, INT64_MIN, INT64_MAX, parts[0], whys[0]);
+    } else {
+      std::vector<std::thread> workers;
+      const std::int64_t step = max_rowid / threads + 1;
+      for (std::int64_t i = 0; i < threads; ++i) {
+        const std::int64_t lo = i == 0 ? INT64_MIN : i * step + 1;
+        const std::int64_t hi = i + 1 == threads ? INT64_MAX : (i + 1) * step;
+        const auto k = static_cast<std::size_t>(i);
+        workers.emplace_back([&, lo, hi, k] {
+          sqlite3* db = nullptr;
+          rcs[k] = sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                                   nullptr);
+          if (rcs[k] == SQLITE_OK) {
+            sqlite3_busy_timeout(db, 5000);
+            sqlite3_exec(db, "PRAGMA mmap_size=1073741824", nullptr, nullptr, nullptr);
+            rcs[k] = scan(db, q, lo, hi, parts[k], whys[k]);
+          } else {
+            whys[k] = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rcs[k]);
+          }
+          sqlite3_close_v2(db);
+        });
+      }
+      for (auto& w : workers) w.join();
+    }
+    for (std::size_t k = 0; k < parts.size(); ++k) {
+      if (rcs[k] != SQLITE_DONE) {
+        return store_fail(errc_of(rcs[k]), fmt::format("{}: reading flows: {}", path_, whys[k]));
+      }
+      if (k != 0) parts[0].merge(std::move(parts[k]));
+    }
+    return parts[0].finish();
   }
 
   Result<std::vector<Record>> latest(std::size_t n) override {

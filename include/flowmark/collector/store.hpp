@@ -64,6 +64,8 @@ struct ReportRow {
 
 // Linear interpolation between the nearest ranks of sorted `v` (not empty), p in [0, 1].
 double percentile_sorted(std::span<const double> v, double p) noexcept;
+// The same of unsorted `v`, which it reorders (linear time).
+double percentile_unsorted(std::span<double> v, double p) noexcept;
 
 struct StoreOptions {
   bool create = false;     // create the file (SQLite) and the schema when absent

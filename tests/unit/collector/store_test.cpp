@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <random>
@@ -219,10 +220,42 @@ TEST(SqliteStore, ReportGroupsSumsAndPercentilesAsComputedFromTheRecords) {
             static_cast<std::uint64_t>(std::count_if(
                 all.begin(), all.end(), [&](const Record& r) { return r.start_time >= from; })));
 
+  // Scanned by several threads (each over a range of rowids), the report is the same.
+  ::setenv("FLOWMARK_REPORT_THREADS", "3", 1);
+  auto threaded = store->report(q);
+  ::unsetenv("FLOWMARK_REPORT_THREADS");
+  ASSERT_TRUE(threaded) << threaded.error().message();
+  ASSERT_EQ(threaded->size(), rows->size());
+  for (std::size_t i = 0; i < rows->size(); ++i) {
+    const auto& a = (*rows)[i];
+    const auto& b = (*threaded)[i];
+    EXPECT_EQ(
+        std::tie(a.experiment_id, a.experiment, a.src_site, a.day, a.flows, a.bytes, a.rated),
+        std::tie(b.experiment_id, b.experiment, b.src_site, b.day, b.flows, b.bytes, b.rated));
+    EXPECT_DOUBLE_EQ(a.throughput_median, b.throughput_median);
+    EXPECT_DOUBLE_EQ(a.throughput_p95, b.throughput_p95);
+  }
+
   // --to bounds the other side; an empty range has no rows.
   q = ReportQuery{};
   q.to = kT0;
   EXPECT_TRUE(store->report(q)->empty());
+}
+
+TEST(Percentile, UnsortedEqualsSortedAndInterpolates) {
+  std::mt19937 rng(7);
+  for (std::size_t n : {1u, 2u, 3u, 20u, 101u}) {
+    std::vector<double> v(n);
+    for (auto& x : v) x = static_cast<double>(rng() % 1000);
+    for (double p : {0.0, 0.5, 0.95, 1.0}) {
+      auto copy = v;
+      EXPECT_DOUBLE_EQ(percentile_unsorted(copy, p), nearest_rank_interpolated(v, p))
+          << n << " " << p;
+    }
+  }
+  const std::vector<double> four = {1, 2, 3, 4};
+  EXPECT_DOUBLE_EQ(percentile_sorted(four, 0.5), 2.5);
+  EXPECT_DOUBLE_EQ(percentile_sorted(four, 0.95), 3.85);
 }
 
 TEST(SqliteStore, RetentionDeletesByEndTimeOrLastUpdate) {
