@@ -47,7 +47,11 @@ struct Pipeline::Worker {
     thread = std::thread([this] { run(); });
   }
 
-  void offer(const FlowEvent& e, bool bypass_capacity = false) {
+  // With `defer`, a sleeping worker is woken only once kWakeAt events wait, or by wake()
+  // (the service calls it once per event-loop wake-up): one futex wake per burst instead of
+  // one per event (a third of the loop thread's time under a firefly flood).
+  static constexpr std::size_t kWakeAt = 256;
+  void offer(const FlowEvent& e, bool bypass_capacity = false, bool defer = false) {
     offered->fetch_add(1, std::memory_order_relaxed);
     bool wake = false;
     {
@@ -56,11 +60,24 @@ struct Pipeline::Worker {
         dropped_full->fetch_add(1, std::memory_order_relaxed);
         return;
       }
-      wake = pending.empty();
       pending.push_back({Kind::kEvent, e});
       depth->store(pending.size(), std::memory_order_relaxed);
+      if (waiting) {
+        wake = !defer || pending.size() >= kWakeAt;
+        wake_owed = !wake;
+      }
     }
     if (wake) cv.notify_one();
+  }
+
+  void wake() {
+    bool owed = false;
+    {
+      std::lock_guard lock(mutex);
+      owed = wake_owed && waiting;
+      wake_owed = false;
+    }
+    if (owed) cv.notify_one();
   }
 
   void reopen() {
@@ -127,11 +144,14 @@ struct Pipeline::Worker {
         std::optional<Clock::time_point> wake;
         if (tick.count() > 0) wake = next_tick;
         if (trim_at && (!wake || *trim_at < *wake)) wake = trim_at;
+        waiting = true;
         if (wake) {
           cv.wait_until(lock, *wake, ready);
         } else {
           cv.wait(lock, ready);
         }
+        waiting = false;
+        wake_owed = false;
         if (pending.empty() && stopping) break;
         if (trim_at && pending.empty() && Clock::now() >= *trim_at) {
           std::vector<Item>().swap(pending);
@@ -189,6 +209,8 @@ struct Pipeline::Worker {
   std::vector<Item> pending;
   bool stopping = false;
   bool busy = false;
+  bool waiting = false;    // the worker sleeps on cv
+  bool wake_owed = false;  // events were left for it without a wake-up (deferred)
   bool finished = false;                  // run() has returned (the backend is stopped)
   std::atomic<bool> abandoned{false};     // stop_and_join gave up on it
   std::atomic<std::size_t> in_flight{0};  // items of the current batch not yet handed over
@@ -333,13 +355,13 @@ void Pipeline::fan_out(const FlowEvent& e) {
   forwarded_->fetch_add(1, std::memory_order_relaxed);
   if (options_.public_address.map.empty() && !options_.public_address.ipv4 &&
       !options_.public_address.ipv6) {
-    for (auto& w : workers_) w->offer(e, shutting_down_);
+    for (auto& w : workers_) w->offer(e, shutting_down_, defer_wakeups_);
     return;
   }
   FlowEvent out = e;
   rewrite_public(out);
   for (auto& w : workers_) {
-    w->offer(w->backend->wants_public_addresses() ? out : e, shutting_down_);
+    w->offer(w->backend->wants_public_addresses() ? out : e, shutting_down_, defer_wakeups_);
   }
 }
 
@@ -584,6 +606,10 @@ void Pipeline::shutdown() {
     end_live(*oldest_, scitags::EndReason::kShutdown, now);
   }
   stop_workers();
+}
+
+void Pipeline::wake_backends() {
+  for (auto& w : workers_) w->wake();
 }
 
 void Pipeline::reopen() {

@@ -80,6 +80,10 @@ class Pipeline : public FlowSink {
   // End events for every live flow (never dropped for a full queue), then drains and stops
   // every backend.
   void shutdown();
+  // Deferred wake-ups: a backend's worker asleep is woken once per burst — by wake_backends(),
+  // which the service runs after each event-loop wake-up — rather than for every event.
+  void set_deferred_wakeups(bool on) noexcept { defer_wakeups_ = on; }
+  void wake_backends();
   // Asks every backend to reopen its files (SIGHUP).
   void reopen();
   // Blocks until every queue is empty (tests, benchmarks).
@@ -144,7 +148,8 @@ class Pipeline : public FlowSink {
   LogLimiter unclassified_log_{
       1, std::chrono::seconds(10), LogLimiter::Report::kLine,
       [](std::uint64_t n) { return fmt::format("{} more unclassified flow(s) not shown", n); }};
-  bool shutting_down_ = false;  // shutdown(): the end events bypass the queue capacity
+  bool shutting_down_ = false;
+  bool defer_wakeups_ = false;  // shutdown(): the end events bypass the queue capacity
 };
 
 // A FlowSink in front of the pipeline for one source: counts its events by state
