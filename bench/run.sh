@@ -19,6 +19,9 @@
 #   8. bench/bpf_veth_bench.sh: iperf2 over a veth pair without and with the hook.
 #   9. bench/kevents_delay_bench.py: connect() -> start firefly delay of flowmarkd's
 #      kernel-events source (target <= 1 ms) against the sockets source polling every 2 s.
+#  10. store_bench: fireflies -> flowmarkd's firefly source -> store backend (SQLite) end
+#      to end (target >= 300,000 fireflies/s, every flow stored), and `flowmark report` over
+#      10,000,000 stored flows (target <= 2 s).
 #
 # Needs root (ip netns), taskset, GNU time (/usr/bin/time) and python3: `make deps`.
 # Environment: MCAST_BENCH_COUNT   datagrams per whole-process run (2000000)
@@ -28,6 +31,8 @@
 #              MCAST_BENCH_KEEP=1   keep the raw outputs (their directory is printed)
 #              BPF_BENCH_REPEAT     BPF_PROG_TEST_RUN repetitions per trial (1000000)
 #              KEVENTS_BENCH_COUNT  connections of the connect() -> firefly delay run (200)
+#              STORE_BENCH_FLOWS    flows of the store ingest run (1000000; 2 fireflies each)
+#              STORE_REPORT_FLOWS   flows in the store the report runs over (10000000)
 set -euo pipefail
 
 die() { echo "bench/run.sh: $*" >&2; exit 1; }
@@ -426,4 +431,18 @@ if [[ -x $BUILD/bench/bpf_flowlabel_bench && -x $BUILD/flowmarkd ]]; then
   python3 "$(dirname "${BASH_SOURCE[0]}")/kevents_delay_bench.py" "$BUILD" \
     --count "${KEVENTS_BENCH_COUNT:-200}" ||
     echo "bench/run.sh: bench/kevents_delay_bench.py failed" >&2
+fi
+
+# ---- 10. the collector's store: ingest end to end, and the report -------------------------
+if [[ -x $BUILD/bench/store_bench && -x $BUILD/flowmarkd ]]; then
+  echo
+  echo "== store_bench ingest: fireflies -> flowmarkd -> SQLite, ${STORE_BENCH_FLOWS:-1000000}" \
+    "flows (target >= 300,000 fireflies/s end to end)"
+  "$BUILD/bench/store_bench" ingest --build "$BUILD" --flows "${STORE_BENCH_FLOWS:-1000000}" ||
+    echo "bench/run.sh: store_bench ingest failed (or lost flows)" >&2
+  echo
+  echo "== store_bench report: flowmark report over ${STORE_REPORT_FLOWS:-10000000} flows" \
+    "(target <= 2 s)"
+  "$BUILD/bench/store_bench" report --build "$BUILD" --flows "${STORE_REPORT_FLOWS:-10000000}" ||
+    echo "bench/run.sh: store_bench report failed" >&2
 fi
