@@ -1,18 +1,96 @@
 // Store in PostgreSQL (libpq): a database several collectors share. Upserts go as multi-row
 // INSERT ... ON CONFLICT DO UPDATE statements (prepared, up to kRowsPerStatement rows each) in
 // one transaction per write(); a broken connection is reopened at the next call.
+//
+// libpq is loaded with dlopen() when a PostgreSQL store is first opened, not linked: with its
+// TLS, Kerberos and LDAP dependencies it would map some twenty shared libraries into every
+// `flowmark` command and every flowmarkd, which a SQLite store never needs. Only the
+// declarations of <libpq-fe.h> are used at build time.
+#include <dlfcn.h>
 #include <libpq-fe.h>
 
 #include <charconv>
 #include <cstring>
+#include <mutex>
 #include <unordered_map>
 
 #include <fmt/format.h>
 
 #include "collector/store_impl.hpp"
+#include "flowmark/core/dynamic_library.hpp"
 
 namespace flowmark::collector::detail {
 namespace {
+
+constexpr const char* kLibpq = "libpq.so.5";  // the soname of every libpq since 8.0
+
+// The libpq functions the store uses, resolved from the library loaded at run time.
+struct LibPq {
+  void (*clear)(PGresult*) = nullptr;
+  char* (*cmd_tuples)(PGresult*) = nullptr;
+  PGconn* (*connectdb_params)(const char* const*, const char* const*, int) = nullptr;
+  void (*conninfo_free)(PQconninfoOption*) = nullptr;
+  PQconninfoOption* (*conninfo_parse)(const char*, char**) = nullptr;
+  char* (*error_message)(const PGconn*) = nullptr;
+  PGresult* (*exec)(PGconn*, const char*) = nullptr;
+  PGresult* (*exec_params)(PGconn*, const char*, int, const Oid*, const char* const*, const int*,
+                           const int*, int) = nullptr;
+  PGresult* (*exec_prepared)(PGconn*, const char*, int, const char* const*, const int*, const int*,
+                             int) = nullptr;
+  void (*finish)(PGconn*) = nullptr;
+  void (*freemem)(void*) = nullptr;
+  int (*getisnull)(const PGresult*, int, int) = nullptr;
+  char* (*getvalue)(const PGresult*, int, int) = nullptr;
+  int (*ntuples)(const PGresult*) = nullptr;
+  PGresult* (*prepare)(PGconn*, const char*, const char*, int, const Oid*) = nullptr;
+  char* (*result_error_field)(const PGresult*, int) = nullptr;
+  char* (*result_error_message)(const PGresult*) = nullptr;
+  ExecStatusType (*result_status)(const PGresult*) = nullptr;
+  PQnoticeProcessor (*set_notice_processor)(PGconn*, PQnoticeProcessor, void*) = nullptr;
+  ConnStatusType (*status)(const PGconn*) = nullptr;
+  std::string error;  // why it is unusable; empty when ready
+};
+
+// Loads libpq once per process (thread-safe); the library stays loaded.
+const LibPq& pq() noexcept {
+  static LibPq api;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* lib = dlopen(kLibpq, RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) {
+      const char* why = dlerror();
+      api.error = fmt::format(
+          "cannot load {} ({}): install libpq5 (apt-get install libpq5) to use a PostgreSQL "
+          "store",
+          kLibpq, why ? why : "not found");
+      return;
+    }
+    const char* missing = nullptr;
+    bool ok = true;
+    ok = resolve_symbol(lib, "PQclear", api.clear, missing) && ok;
+    ok = resolve_symbol(lib, "PQcmdTuples", api.cmd_tuples, missing) && ok;
+    ok = resolve_symbol(lib, "PQconnectdbParams", api.connectdb_params, missing) && ok;
+    ok = resolve_symbol(lib, "PQconninfoFree", api.conninfo_free, missing) && ok;
+    ok = resolve_symbol(lib, "PQconninfoParse", api.conninfo_parse, missing) && ok;
+    ok = resolve_symbol(lib, "PQerrorMessage", api.error_message, missing) && ok;
+    ok = resolve_symbol(lib, "PQexec", api.exec, missing) && ok;
+    ok = resolve_symbol(lib, "PQexecParams", api.exec_params, missing) && ok;
+    ok = resolve_symbol(lib, "PQexecPrepared", api.exec_prepared, missing) && ok;
+    ok = resolve_symbol(lib, "PQfinish", api.finish, missing) && ok;
+    ok = resolve_symbol(lib, "PQfreemem", api.freemem, missing) && ok;
+    ok = resolve_symbol(lib, "PQgetisnull", api.getisnull, missing) && ok;
+    ok = resolve_symbol(lib, "PQgetvalue", api.getvalue, missing) && ok;
+    ok = resolve_symbol(lib, "PQntuples", api.ntuples, missing) && ok;
+    ok = resolve_symbol(lib, "PQprepare", api.prepare, missing) && ok;
+    ok = resolve_symbol(lib, "PQresultErrorField", api.result_error_field, missing) && ok;
+    ok = resolve_symbol(lib, "PQresultErrorMessage", api.result_error_message, missing) && ok;
+    ok = resolve_symbol(lib, "PQresultStatus", api.result_status, missing) && ok;
+    ok = resolve_symbol(lib, "PQsetNoticeProcessor", api.set_notice_processor, missing) && ok;
+    ok = resolve_symbol(lib, "PQstatus", api.status, missing) && ok;
+    if (!ok) api.error = fmt::format("{} has no symbol {}: reinstall libpq5", kLibpq, missing);
+  });
+  return api;
+}
 
 constexpr std::size_t kRowsPerStatement = 500;  // 10,500 parameters (the limit is 65,535)
 
@@ -31,7 +109,7 @@ std::string trimmed(const char* s) {
 }
 
 struct ResultDeleter {
-  void operator()(PGresult* r) const noexcept { PQclear(r); }
+  void operator()(PGresult* r) const noexcept { pq().clear(r); }
 };
 using PgResult = std::unique_ptr<PGresult, ResultDeleter>;
 
@@ -49,17 +127,17 @@ class PostgresStore final : public Store {
     // The URL comes last: what it says wins over these defaults.
     const char* keys[] = {"connect_timeout", "application_name", "dbname", nullptr};
     const char* values[] = {timeout.c_str(), "flowmark", url_.c_str(), nullptr};
-    conn_ = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+    conn_ = pq().connectdb_params(keys, values, /*expand_dbname=*/1);
     if (conn_ == nullptr) return store_fail(std::errc::not_enough_memory, "libpq: out of memory");
-    if (PQstatus(conn_) != CONNECTION_OK) {
-      auto e =
-          store_fail(std::errc::connection_refused,
-                     fmt::format("{}: cannot connect: {}", shown_, trimmed(PQerrorMessage(conn_))));
+    if (pq().status(conn_) != CONNECTION_OK) {
+      auto e = store_fail(
+          std::errc::connection_refused,
+          fmt::format("{}: cannot connect: {}", shown_, trimmed(pq().error_message(conn_))));
       disconnect();
       return e;
     }
     // Notices ("relation already exists, skipping") are not for the user's terminal.
-    PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+    pq().set_notice_processor(conn_, [](void*, const char*) {}, nullptr);
     if (auto r = check_schema(); !r) {
       disconnect();
       return r;
@@ -68,21 +146,21 @@ class PostgresStore final : public Store {
   }
 
   void disconnect() noexcept {
-    if (conn_ != nullptr) PQfinish(conn_);
+    if (conn_ != nullptr) pq().finish(conn_);
     conn_ = nullptr;
     prepared_ = false;
   }
 
   Result<void> ensure_connected() {
-    if (conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK) return {};
+    if (conn_ != nullptr && pq().status(conn_) == CONNECTION_OK) return {};
     return connect();
   }
 
   std::unexpected<Error> error(std::string_view what, const PGresult* res) {
     std::errc code = std::errc::state_not_recoverable;
-    const char* state = res != nullptr ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+    const char* state = res != nullptr ? pq().result_error_field(res, PG_DIAG_SQLSTATE) : nullptr;
     const std::string_view st = state != nullptr ? state : "";
-    if (PQstatus(conn_) != CONNECTION_OK || st.starts_with("08") || st.starts_with("57P")) {
+    if (pq().status(conn_) != CONNECTION_OK || st.starts_with("08") || st.starts_with("57P")) {
       code = std::errc::connection_reset;
     } else if (st == "53100") {
       code = std::errc::no_space_on_device;
@@ -95,34 +173,34 @@ class PostgresStore final : public Store {
     } else if (st.starts_with("53")) {
       code = std::errc::no_space_on_device;
     }
-    std::string msg = res != nullptr ? trimmed(PQresultErrorMessage(res)) : "";
-    if (msg.empty()) msg = trimmed(PQerrorMessage(conn_));
+    std::string msg = res != nullptr ? trimmed(pq().result_error_message(res)) : "";
+    if (msg.empty()) msg = trimmed(pq().error_message(conn_));
     auto e = store_fail(code, fmt::format("{}: {}: {}", shown_, what, msg));
     if (code == std::errc::connection_reset) disconnect();
     return e;
   }
 
   Result<PgResult> exec(const std::string& sql, std::string_view what) {
-    PgResult r(PQexec(conn_, sql.c_str()));
-    const auto st = PQresultStatus(r.get());
+    PgResult r(pq().exec(conn_, sql.c_str()));
+    const auto st = pq().result_status(r.get());
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return error(what, r.get());
     return r;
   }
 
   Result<PgResult> exec_params(const std::string& sql, std::span<const char* const> params,
                                std::string_view what) {
-    PgResult r(PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()), nullptr,
-                            params.data(), nullptr, nullptr, 0));
-    const auto st = PQresultStatus(r.get());
+    PgResult r(pq().exec_params(conn_, sql.c_str(), static_cast<int>(params.size()), nullptr,
+                                params.data(), nullptr, nullptr, 0));
+    const auto st = pq().result_status(r.get());
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return error(what, r.get());
     return r;
   }
 
   Result<void> check_schema() {
-    PgResult r(PQexec(conn_, "SELECT value FROM flowmark_meta WHERE key = 'schema_version'"));
-    if (PQresultStatus(r.get()) == PGRES_TUPLES_OK && PQntuples(r.get()) == 1) {
+    PgResult r(pq().exec(conn_, "SELECT value FROM flowmark_meta WHERE key = 'schema_version'"));
+    if (pq().result_status(r.get()) == PGRES_TUPLES_OK && pq().ntuples(r.get()) == 1) {
       int version = 0;
-      const char* v = PQgetvalue(r.get(), 0, 0);
+      const char* v = pq().getvalue(r.get(), 0, 0);
       std::from_chars(v, v + std::strlen(v), version);
       if (version > kStoreSchemaVersion) {
         return store_fail(std::errc::wrong_protocol_type,
@@ -132,8 +210,8 @@ class PostgresStore final : public Store {
       }
       return {};
     }
-    const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
-    const bool missing = PQresultStatus(r.get()) == PGRES_TUPLES_OK ||
+    const char* state = pq().result_error_field(r.get(), PG_DIAG_SQLSTATE);
+    const bool missing = pq().result_status(r.get()) == PGRES_TUPLES_OK ||
                          (state != nullptr && std::string_view(state) == "42P01");
     if (!missing) return error("reading the schema version", r.get());
     if (!options_.create) {
@@ -177,9 +255,9 @@ class PostgresStore final : public Store {
       }
     }
     if (!prepared_) {
-      PgResult p(PQprepare(conn_, "flowmark_upsert", upsert_sql('$', kRowsPerStatement).c_str(), 0,
-                           nullptr));
-      if (PQresultStatus(p.get()) != PGRES_COMMAND_OK) {
+      PgResult p(pq().prepare(conn_, "flowmark_upsert", upsert_sql('$', kRowsPerStatement).c_str(),
+                              0, nullptr));
+      if (pq().result_status(p.get()) != PGRES_COMMAND_OK) {
         return error("preparing the upsert", p.get());
       }
       prepared_ = true;
@@ -207,13 +285,14 @@ class PostgresStore final : public Store {
       }
       PgResult r;
       if (n == kRowsPerStatement) {
-        r.reset(PQexecPrepared(conn_, "flowmark_upsert", static_cast<int>(n * kColumnCount),
-                               params.data(), nullptr, nullptr, 0));
+        r.reset(pq().exec_prepared(conn_, "flowmark_upsert", static_cast<int>(n * kColumnCount),
+                                   params.data(), nullptr, nullptr, 0));
       } else {
-        r.reset(PQexecParams(conn_, upsert_sql('$', n).c_str(), static_cast<int>(n * kColumnCount),
-                             nullptr, params.data(), nullptr, nullptr, 0));
+        r.reset(pq().exec_params(conn_, upsert_sql('$', n).c_str(),
+                                 static_cast<int>(n * kColumnCount), nullptr, params.data(),
+                                 nullptr, nullptr, 0));
       }
-      if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
+      if (pq().result_status(r.get()) != PGRES_COMMAND_OK) {
         auto e = error("writing flows", r.get());
         if (conn_ != nullptr) (void)exec("ROLLBACK", "rollback");
         return e;
@@ -233,7 +312,7 @@ class PostgresStore final : public Store {
     FM_TRY(auto r, exec_params("DELETE FROM flows WHERE COALESCE(end_time, updated) < $1", p,
                                "deleting old flows"));
     std::uint64_t n = 0;
-    const char* s = PQcmdTuples(r.get());
+    const char* s = pq().cmd_tuples(r.get());
     std::from_chars(s, s + std::strlen(s), n);
     return n;
   }
@@ -268,9 +347,9 @@ class PostgresStore final : public Store {
     const char* p[] = {from.c_str(), to.c_str()};
     FM_TRY(auto r, exec_params(sql, p, "reading flows"));
     std::vector<ReportRow> rows;
-    const int n = PQntuples(r.get());
+    const int n = pq().ntuples(r.get());
     auto text = [&](int row, int col) -> const char* {
-      return PQgetisnull(r.get(), row, col) ? nullptr : PQgetvalue(r.get(), row, col);
+      return pq().getisnull(r.get(), row, col) ? nullptr : pq().getvalue(r.get(), row, col);
     };
     auto number = [&](int row, int col, auto& out) {
       const char* s = text(row, col);
@@ -318,10 +397,10 @@ class PostgresStore final : public Store {
                        "reading flows"));
     std::vector<Record> out;
     std::array<const char*, kColumnCount> cols;
-    for (int i = 0; i < PQntuples(r.get()); ++i) {
+    for (int i = 0; i < pq().ntuples(r.get()); ++i) {
       for (std::size_t c = 0; c < kColumnCount; ++c) {
         const int col = static_cast<int>(c);
-        cols[c] = PQgetisnull(r.get(), i, col) ? nullptr : PQgetvalue(r.get(), i, col);
+        cols[c] = pq().getisnull(r.get(), i, col) ? nullptr : pq().getvalue(r.get(), i, col);
       }
       FM_TRY(auto rec, record_from_text(cols));
       out.push_back(std::move(rec));
@@ -333,7 +412,7 @@ class PostgresStore final : public Store {
     FM_TRY_VOID(ensure_connected());
     FM_TRY(auto r, exec("SELECT count(*) FROM flows", "counting flows"));
     std::uint64_t n = 0;
-    const char* s = PQgetvalue(r.get(), 0, 0);
+    const char* s = pq().getvalue(r.get(), 0, 0);
     std::from_chars(s, s + std::strlen(s), n);
     return n;
   }
@@ -350,15 +429,16 @@ class PostgresStore final : public Store {
 Result<std::unique_ptr<Store>> open_postgres(std::string_view url, const StoreOptions& o) {
   // libpq checks the URL's syntax itself; catch it here so that a bad URL is a usage error,
   // not "cannot connect".
+  if (!pq().error.empty()) return store_fail(std::errc::function_not_supported, pq().error);
   char* err = nullptr;
-  PQconninfoOption* opts = PQconninfoParse(std::string(url).c_str(), &err);
+  PQconninfoOption* opts = pq().conninfo_parse(std::string(url).c_str(), &err);
   if (opts == nullptr) {
     std::string why = trimmed(err != nullptr ? err : "out of memory");
-    PQfreemem(err);
+    pq().freemem(err);
     return fail(Errc::kInvalidArgument,
                 fmt::format("{}: not a valid PostgreSQL URL: {}", redact_store_target(url), why));
   }
-  PQconninfoFree(opts);
+  pq().conninfo_free(opts);
   auto store = std::make_unique<PostgresStore>(std::string(url), o);
   FM_TRY_VOID(store->connect());
   return store;
