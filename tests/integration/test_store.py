@@ -9,7 +9,9 @@ end fireflies (JSON with usage, built here); then:
     to the sums this test computes from what it sent;
   - PostgreSQL stopped mid-run: the backend keeps taking events (SQLite keeps getting them),
     holds up to `buffer` flows, counts the rest as dropped_buffer_full; PostgreSQL started
-    again: every held flow arrives, and every event is accounted for at exit.
+    again: every held flow arrives;
+  - at exit a flow still live is stored as open (no end time), and every event is accounted
+    for (written + coalesced + dropped = delivered, per backend).
 
 Runs in a network namespace of its own (unshare -n: no port clashes with other tests), the
 server as user postgres (initdb and pg_ctl of Debian's postgresql-15) with its socket and
@@ -303,7 +305,9 @@ listen = "127.0.0.1:{prom_port}"
                for r in report(flowmark, sqlite_path)}
         check(got == want, f"SQLite report: {got} != {want}")
 
-        # ---- 3. exit: every event accounted for --------------------------------------------
+        # ---- 3. exit: a live flow is stored as open; every event accounted for ------------
+        flows.send(flows.doc("start", 3000, 2, 1, T0))
+        wait_for(lambda: pg.count("src_port = 3000 AND state = 'open'") == 1, "a live flow")
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=20)
         daemon_rc = daemon.returncode
@@ -316,6 +320,8 @@ listen = "127.0.0.1:{prom_port}"
                 counters = json.loads(line[line.index("counters {") + 9:])
                 break
         check(counters is not None, "exit counters logged")
+        check(pg.query("SELECT state, end_time IS NULL FROM flows WHERE src_port = 3000")
+              == [["open", "t"]], "the flow live at exit stays open, with no end time")
         check(daemon_rc == 0, f"flowmarkd exit {daemon_rc}")
         for b in ("pg", "lite"):
             delivered = counters.get(f"flowmark_backend_events_total{{backend={b},outcome=delivered}}", 0)
