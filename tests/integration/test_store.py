@@ -269,6 +269,18 @@ listen = "127.0.0.1:{prom_port}"
                   f"SQLite and PostgreSQL reports differ: {a} / {b}")
         check(len(lite_rows) == len(pg_rows) > 0, "reports have the same rows")
 
+        # ---- 1b. SIGHUP with the same configuration: the store backends are kept (and use
+        # the registry they were made with), names still resolve --------------------------
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: metric(metrics(prom_port), "flowmark_reloads_total",
+                                outcome="applied") >= 1, "the reload applied")
+        flows.flow(1500)  # experiment 2 (atlas)
+        wait_for(lambda: pg.count("src_port = 1500 AND state = 'complete'") == 1,
+                 "a flow after the reload")
+        check(pg.query("SELECT experiment, activity FROM flows WHERE src_port = 1500")
+              == [["atlas", "default"]], "names after the reload")
+        first = list(first) + [1500]
+
         # ---- 2. PostgreSQL stops: records wait (up to `buffer` flows), the rest counted ----
         pg.stop()
         second = range(2000, 2000 + buffer + 10)

@@ -70,7 +70,10 @@ class StoreBackend final : public Backend {
       : name_(std::move(name)),
         settings_(std::move(s)),
         shown_(collector::redact_store_target(settings_.target)),
-        registry_(ctx.registry),
+        // A copy: ctx.registry belongs to the configuration, and a reload that keeps this
+        // backend replaces (and frees) it.
+        registry_(ctx.registry != nullptr ? std::make_unique<scitags::Registry>(*ctx.registry)
+                                          : nullptr),
         sites_(ctx.sites),
         errors_log_(LogLimiter::Options{.budget = 2,
                                         .interval = std::chrono::seconds(10),
@@ -126,7 +129,7 @@ class StoreBackend final : public Backend {
   void on_event(const FlowEvent& e) noexcept override {
     try {
       auto sites = sites_ ? sites_->get() : nullptr;
-      add(collector::make_record(e, registry_, sites.get()));
+      add(collector::make_record(e, registry_.get(), sites.get()));
     } catch (const std::exception& ex) {  // allocation failure: count it, keep going
       dropped_full_->fetch_add(1, std::memory_order_relaxed);
       errors_log_.log(spdlog::level::err, "backend {}: cannot keep a record: {}", name_, ex.what());
@@ -295,7 +298,7 @@ class StoreBackend final : public Backend {
   std::string name_;
   StoreSettings settings_;
   std::string shown_;
-  const scitags::Registry* registry_;
+  std::unique_ptr<const scitags::Registry> registry_;
   std::shared_ptr<collector::SiteMapHandle> sites_;
   std::unique_ptr<collector::Store> store_;
 
