@@ -134,12 +134,13 @@ void format_report(const std::vector<ReportRow>& rows, const std::vector<GroupBy
         if (k != 0) out += ", ";
         append_json_string(out, head[k]);
         out += ": ";
-        if (!c[k].text) {
+        const auto& text = c[k].text;
+        if (!text) {
           out += "null";
         } else if (c[k].number) {
-          out += *c[k].text;
+          out += *text;
         } else {
-          append_json_string(out, *c[k].text);
+          append_json_string(out, *text);
         }
       }
       out += '}';
@@ -157,7 +158,7 @@ void format_report(const std::vector<ReportRow>& rows, const std::vector<GroupBy
       const auto c = cells(r, by, false);
       for (std::size_t k = 0; k < c.size(); ++k) {
         if (k != 0) out += ',';
-        if (c[k].text) csv_field(out, *c[k].text);
+        if (const auto& text = c[k].text) csv_field(out, *text);
       }
       out += "\r\n";
     }
@@ -238,8 +239,9 @@ int run_report(const ReportCommandOptions& o, std::FILE* out) {
     q.to = *t;
   }
   if (q.from && q.to && *q.to <= *q.from) {
-    return usage(Error(make_error_code(Errc::kInvalidArgument),
-                       fmt::format("--to ({}) is not after --from ({})", *o.to, *o.from)));
+    return usage(Error(
+        make_error_code(Errc::kInvalidArgument),
+        fmt::format("--to ({}) is not after --from ({})", o.to.value_or(""), o.from.value_or(""))));
   }
   auto store = Store::open(o.store, {.create = false, .read_only = true});
   if (!store) {

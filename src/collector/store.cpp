@@ -105,8 +105,7 @@ std::unexpected<Error> store_fail(std::errc code, std::string message) {
 
 namespace {
 
-constexpr std::string_view kSchema[] = {
-    "CREATE TABLE IF NOT EXISTS flowmark_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+constexpr std::string_view kFlowsTable =
     "CREATE TABLE IF NOT EXISTS flows ("
     " protocol TEXT NOT NULL, src_ip TEXT NOT NULL, src_port INTEGER NOT NULL,"
     " dst_ip TEXT NOT NULL, dst_port INTEGER NOT NULL, start_time BIGINT NOT NULL,"
@@ -117,10 +116,17 @@ constexpr std::string_view kSchema[] = {
     " activity TEXT, src_site TEXT, dst_site TEXT,"
     // start_time first: new flows go to the end of the index (inserts touch the same few
     // pages), comparisons end at an integer, and it is the index of time ranges too.
-    " UNIQUE (start_time, protocol, src_ip, src_port, dst_ip, dst_port))",
-    "CREATE INDEX IF NOT EXISTS flows_retention ON flows ((COALESCE(end_time, updated)))",
+    " UNIQUE (start_time, protocol, src_ip, src_port, dst_ip, dst_port))";
+
+constexpr std::string_view kExperimentIndex =
     "CREATE INDEX IF NOT EXISTS flows_experiment ON flows (experiment_id, activity_id, "
-    "start_time)",
+    "start_time)";
+
+constexpr std::string_view kSchema[] = {
+    "CREATE TABLE IF NOT EXISTS flowmark_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    kFlowsTable,
+    "CREATE INDEX IF NOT EXISTS flows_retention ON flows ((COALESCE(end_time, updated)))",
+    kExperimentIndex,
     "CREATE INDEX IF NOT EXISTS flows_sites ON flows (src_site, dst_site, start_time)",
 };
 

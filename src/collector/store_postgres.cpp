@@ -162,15 +162,13 @@ class PostgresStore final : public Store {
     const std::string_view st = state != nullptr ? state : "";
     if (pq().status(conn_) != CONNECTION_OK || st.starts_with("08") || st.starts_with("57P")) {
       code = std::errc::connection_reset;
-    } else if (st == "53100") {
-      code = std::errc::no_space_on_device;
     } else if (st == "25006" || st == "42501") {
       code = std::errc::permission_denied;
     } else if (st.starts_with("40") || st == "55P03") {
       code = std::errc::device_or_resource_busy;
     } else if (st == "42P01" || st == "42703") {
       code = std::errc::wrong_protocol_type;
-    } else if (st.starts_with("53")) {
+    } else if (st.starts_with("53")) {  // insufficient resources: disk full (53100), memory
       code = std::errc::no_space_on_device;
     }
     std::string msg = res != nullptr ? trimmed(pq().result_error_message(res)) : "";
@@ -178,6 +176,11 @@ class PostgresStore final : public Store {
     auto e = store_fail(code, fmt::format("{}: {}: {}", shown_, what, msg));
     if (code == std::errc::connection_reset) disconnect();
     return e;
+  }
+
+  // After a failure: the error reported is the first one, not the rollback's.
+  void rollback() noexcept {
+    if (conn_ != nullptr) PgResult discard(pq().exec(conn_, "ROLLBACK"));
   }
 
   Result<PgResult> exec(const std::string& sql, std::string_view what) {
@@ -221,7 +224,7 @@ class PostgresStore final : public Store {
     FM_TRY(auto b, exec("BEGIN", "creating the schema"));
     for (auto sql : schema_statements()) {
       if (auto x = exec(std::string(sql), "creating the schema"); !x) {
-        (void)exec("ROLLBACK", "rollback");
+        rollback();
         return std::unexpected(x.error());
       }
     }
@@ -230,7 +233,7 @@ class PostgresStore final : public Store {
                                   kStoreSchemaVersion),
                       "creating the schema");
         !x) {
-      (void)exec("ROLLBACK", "rollback");
+      rollback();
       return std::unexpected(x.error());
     }
     FM_TRY(auto c, exec("COMMIT", "creating the schema"));
@@ -294,12 +297,12 @@ class PostgresStore final : public Store {
       }
       if (pq().result_status(r.get()) != PGRES_COMMAND_OK) {
         auto e = error("writing flows", r.get());
-        if (conn_ != nullptr) (void)exec("ROLLBACK", "rollback");
+        rollback();
         return e;
       }
     }
     if (auto c = exec("COMMIT", "committing flows"); !c) {
-      if (conn_ != nullptr) (void)exec("ROLLBACK", "rollback");
+      rollback();
       return std::unexpected(c.error());
     }
     return {};

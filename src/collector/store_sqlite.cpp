@@ -69,6 +69,9 @@ class SqliteStore final : public Store {
     return {};
   }
 
+  // After a failure: the error reported is the first one, not the rollback's.
+  void rollback() noexcept { sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr); }
+
   Result<Stmt> prepare(std::string_view sql, std::string_view what) {
     sqlite3_stmt* s = nullptr;
     const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
@@ -109,7 +112,7 @@ class SqliteStore final : public Store {
       FM_TRY_VOID(exec("BEGIN IMMEDIATE", "creating the schema"));
       for (auto sql : schema_statements()) {
         if (auto r = exec(sql, "creating the schema"); !r) {
-          (void)exec("ROLLBACK", "rollback");
+          rollback();
           return r;
         }
       }
@@ -162,13 +165,13 @@ class SqliteStore final : public Store {
       sqlite3_reset(s);
       if (rc != SQLITE_DONE) {
         auto e = error("writing flows", rc);
-        (void)exec("ROLLBACK", "rollback");
+        rollback();
         return e;
       }
     }
     sqlite3_clear_bindings(s);
     if (auto r = exec("COMMIT", "committing flows"); !r) {
-      (void)exec("ROLLBACK", "rollback");
+      rollback();
       return r;
     }
     return {};
