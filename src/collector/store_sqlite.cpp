@@ -87,12 +87,12 @@ class SqliteStore final : public Store {
     sqlite3_busy_timeout(db_, o.read_only ? 5000 : 100);
     // 64 MiB of page cache (the default 2 MiB makes every insert into the indexes of a large
     // store a read) and reads through a memory map.
-    FM_TRY_VOID(exec("PRAGMA cache_size=-65536", "setting the cache size"));
-    FM_TRY_VOID(exec("PRAGMA mmap_size=1073741824", "setting the memory map size"));
-    FM_TRY_VOID(exec("PRAGMA temp_store=MEMORY", "setting temp_store"));
+    FM_TRY_VOID(exec("PRAGMA cache_size=-65536", "opening the store"));
+    FM_TRY_VOID(exec("PRAGMA mmap_size=1073741824", "opening the store"));
+    FM_TRY_VOID(exec("PRAGMA temp_store=MEMORY", "opening the store"));
     if (!o.read_only) {
-      FM_TRY_VOID(exec("PRAGMA journal_mode=WAL", "setting the WAL journal"));
-      FM_TRY_VOID(exec("PRAGMA synchronous=NORMAL", "setting synchronous=NORMAL"));
+      FM_TRY_VOID(exec("PRAGMA journal_mode=WAL", "opening the store (WAL journal)"));
+      FM_TRY_VOID(exec("PRAGMA synchronous=NORMAL", "opening the store"));
     }
     FM_TRY_VOID(check_schema(o.create));
     return {};
