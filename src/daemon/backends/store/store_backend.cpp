@@ -155,7 +155,7 @@ class StoreBackend final : public Backend {
 
   void stop() noexcept override {
     // One last attempt, whatever the back-off says; what stays is lost and counted.
-    if (!pending_.empty()) flush();
+    if (!pending_.empty()) flush(/*all=*/true);
     if (!pending_.empty()) {
       dropped_shutdown_->fetch_add(pending_.size(), std::memory_order_relaxed);
       spdlog::error(
@@ -172,6 +172,7 @@ class StoreBackend final : public Backend {
   }
 
  private:
+  static constexpr std::size_t kBatchesPerFlush = 8;
   static constexpr std::array<std::string_view, 6> kReasons = {
       "unavailable", "full", "unwritable", "busy", "schema", "other"};
 
@@ -238,30 +239,33 @@ class StoreBackend final : public Backend {
     return true;
   }
 
-  void flush() noexcept {
+  // Writes what waits, a batch (one transaction) at a time, taken from the end of the
+  // buffer (each flow is there once, so the order does not matter). Unless `all`, at most
+  // kBatchesPerFlush batches: after an outage the buffer drains over several calls, and the
+  // worker keeps taking events in between.
+  void flush(bool all = false) noexcept {
     try {
       if (!ensure_store()) return;
-      std::size_t done = 0;
-      while (done < pending_.size()) {
-        const std::size_t n = std::min(settings_.batch, pending_.size() - done);
-        auto r = store_->write(std::span<const Record>(pending_).subspan(done, n));
+      std::size_t batches = 0;
+      while (!pending_.empty() && (all || batches < kBatchesPerFlush)) {
+        const std::size_t n = std::min(settings_.batch, pending_.size());
+        const std::size_t from = pending_.size() - n;
+        auto r = store_->write(std::span<const Record>(pending_).subspan(from, n));
         if (!r) {
           // A broken connection or file: reopen at the next attempt.
           const auto reason = collector::store_error_reason(r.error());
           if (reason == "unavailable" || reason == "unwritable" || reason == "schema") {
             store_.reset();
           }
-          pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(done));
-          reindex();
           failed(r.error(), "writing flow records");
           return;
         }
+        for (std::size_t i = from; i < pending_.size(); ++i) index_.erase(FlowId::of(pending_[i]));
+        pending_.resize(from);
+        buffered_->store(pending_.size(), std::memory_order_relaxed);
         written_->fetch_add(n, std::memory_order_relaxed);
-        done += n;
+        ++batches;
       }
-      pending_.clear();
-      index_.clear();
-      buffered_->store(0, std::memory_order_relaxed);
       if (failing_) {
         spdlog::info("backend {}: the store {} takes records again", name_, shown_);
         failing_ = false;
@@ -274,12 +278,6 @@ class StoreBackend final : public Backend {
       errors_log_.log(spdlog::level::err, "backend {}: writing flow records: {}", name_, ex.what());
       schedule_retry();
     }
-  }
-
-  void reindex() {
-    index_.clear();
-    for (std::size_t i = 0; i < pending_.size(); ++i) index_.emplace(FlowId::of(pending_[i]), i);
-    buffered_->store(pending_.size(), std::memory_order_relaxed);
   }
 
   void retain() noexcept {

@@ -137,6 +137,30 @@ TEST(StoreBackend, AStoreThatCannotBeOpenedIsRetriedWhileRecordsWait) {
   EXPECT_EQ(f.records("dropped_buffer_full") + f.records("dropped_shutdown"), 0u);
 }
 
+TEST(StoreBackend, AfterAnOutageTheBufferDrainsOverSeveralCallsAndCompletely) {
+  TempDir dir("fm-storeb");
+  const auto parent = dir.path() / "later";
+  std::ofstream(parent) << "in the way\n";
+  const auto db = parent / "flows.db";
+  Fixture f;
+  auto b = f.make("path = '" + db.string() +
+                  "'\nbatch = 2\nbuffer = 100\nflush_interval = 10\nretry_max = 100");
+  ASSERT_TRUE(b) << b.error().message();
+  ASSERT_TRUE((*b)->start());
+  for (std::uint16_t p = 1; p <= 40; ++p) (*b)->on_event(event(p));
+  EXPECT_EQ(f.buffered(), 40u);
+  fs::remove(parent);
+  fs::create_directory(parent);
+  ASSERT_TRUE(f.tick_until(**b, [&] { return f.records("written") > 0; }));
+  // One call writes at most 8 batches (16 records here): the worker gets back to its queue.
+  EXPECT_EQ(f.records("written"), 16u);
+  EXPECT_EQ(f.buffered(), 24u);
+  ASSERT_TRUE(f.tick_until(**b, [&] { return f.records("written") == 40; }));
+  EXPECT_EQ(sql_int(db, "SELECT count(*) FROM flows"), 40);
+  (*b)->stop();
+  EXPECT_EQ(f.accounted(), 40u);
+}
+
 TEST(StoreBackend, AStoreLockedByAnotherWriterIsRetriedAndNothingIsLost) {
   TempDir dir("fm-storeb");
   const auto db = dir.path() / "flows.db";
