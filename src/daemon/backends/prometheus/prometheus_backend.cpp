@@ -7,6 +7,7 @@
 #include <prometheus/metric_family.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -16,9 +17,12 @@
 #include <set>
 #include <system_error>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
+#include "daemon/backends/prometheus/aggregate_metrics.hpp"
+#include "flowmark/collector/record.hpp"
 #include "flowmark/core/log.hpp"
 #include "flowmark/daemon/flow_key.hpp"
 #include "flowmark/net/socket.hpp"
@@ -107,24 +111,68 @@ class PrometheusBackend::State final : public prometheus::Collectable {
     FlowEvent event;  // as last announced (what the reader looks the flow up by)
     std::vector<ClientMetric::Label> labels;
     std::optional<TcpInfo> tcp;
+    AggregateMetrics::Group* group = nullptr;  // null: no aggregate metrics
   };
 
-  State(bool flow_metrics, const Counters* counters)
-      : flow_metrics_(flow_metrics), counters_(counters) {}
+  // The aggregate labels of a flow not seen before (called under the lock, new flows only).
+  using Labeler = std::function<AggregateMetrics::Labels(const FlowEvent&)>;
 
-  void upsert(const FlowEvent& e) {
-    auto labels = flow_labels(e);  // formatted outside the lock
+  State(bool flow_metrics, const Counters* counters, std::size_t max_aggregate_series)
+      : flow_metrics_(flow_metrics), counters_(counters) {
+    if (max_aggregate_series > 0) aggregates_.emplace(max_aggregate_series);
+  }
+
+  // Start and ongoing events add or update the flow (an ongoing one also adds a flow whose
+  // start this backend missed); an end event removes it. The aggregate group of the flow
+  // counts it (see the header).
+  void apply(const FlowEvent& e, const Labeler& labeler) {
+    const bool end = e.state == scitags::FlowState::kEnd;
+    std::vector<ClientMetric::Label> labels;
+    if (!end) labels = flow_labels(e);  // formatted outside the lock
+    const FlowKey key = key_of(e);
     std::lock_guard lock(mutex_);
-    auto [it, added] = flows_.try_emplace(key_of(e));
+    auto it = flows_.find(key);
+    bool restarted = it != flows_.end() && e.state == scitags::FlowState::kStart &&
+                     e.start_time != 0 && it->second.event.start_time != 0 &&
+                     e.start_time != it->second.event.start_time;
+    if (restarted) {  // another flow on the same 5-tuple: the old one is over
+      if (it->second.group) AggregateMetrics::flow_closed(*it->second.group);
+      flows_.erase(it);
+      it = flows_.end();
+    }
+    AggregateMetrics::Group* group = it != flows_.end() ? it->second.group : nullptr;
+    if (aggregates_) {
+      if (it == flows_.end()) {  // first sight of this flow
+        group = &aggregates_->group(labeler(e));
+        AggregateMetrics::flow_opened(*group);
+      }
+      if (group) AggregateMetrics::add_bytes(*group, volume_increment(e));
+    }
+    if (end) {
+      if (group) AggregateMetrics::flow_closed(*group);
+      if (it != flows_.end()) flows_.erase(it);
+      return;
+    }
+    bool added = false;
+    if (it == flows_.end()) std::tie(it, added) = flows_.try_emplace(key);
     Flow& f = it->second;
     if (added || f.labels != labels) f.labels = std::move(labels);
     f.event = e;
     if (e.tcp) f.tcp = e.tcp;
+    f.group = group;
   }
 
-  void erase(const FlowEvent& e) {
+  // max(0, volume − previous_volume): what this event adds to the flow's volume.
+  static std::uint64_t volume_increment(const FlowEvent& e) noexcept {
+    if (!e.usage) return 0;
+    const std::uint64_t v = std::max(e.usage->sent, e.usage->received);
+    return v > e.previous_volume ? v - e.previous_volume : 0;
+  }
+
+  // A copy of the aggregate metrics' state (tests).
+  std::optional<AggregateMetrics> aggregates() const {
     std::lock_guard lock(mutex_);
-    flows_.erase(key_of(e));
+    return aggregates_;
   }
 
   std::vector<std::pair<FlowKey, FlowEvent>> tcp_flows() const {
@@ -160,6 +208,11 @@ class PrometheusBackend::State final : public prometheus::Collectable {
       live.metric.emplace_back().gauge.value = static_cast<double>(flows_.size());
       out.push_back(std::move(live));
       ours.insert(kLiveFlows);
+      if (aggregates_) {
+        const std::size_t before = out.size();
+        aggregates_->collect(out);
+        for (std::size_t i = before; i < out.size(); ++i) ours.insert(out[i].name);
+      }
       if (flow_metrics_) {
         for (const auto& m : kTcpMetrics) {
           MetricFamily fam{m.name, m.help, m.type, {}};
@@ -217,6 +270,7 @@ class PrometheusBackend::State final : public prometheus::Collectable {
   const bool flow_metrics_;
   const Counters* counters_;
   mutable std::mutex mutex_;
+  std::optional<AggregateMetrics> aggregates_;  // absent: max_aggregate_series = 0
   // The flows this backend was told of, with their labels and TcpInfo (refreshed by the
   // reader), read by civetweb's threads at each scrape under mutex_: per-backend state, not
   // the pipeline's table. Ordered, so that the exposition lists a metric's flows in the same
@@ -227,7 +281,8 @@ class PrometheusBackend::State final : public prometheus::Collectable {
 PrometheusBackend::PrometheusBackend(Options options, std::string where)
     : options_(std::move(options)),
       where_(std::move(where)),
-      state_(std::make_shared<State>(options_.flow_metrics, options_.counters)) {}
+      state_(std::make_shared<State>(options_.flow_metrics, options_.counters,
+                                     options_.max_aggregate_series)) {}
 
 PrometheusBackend::~PrometheusBackend() { stop(); }
 
@@ -278,6 +333,13 @@ Result<std::unique_ptr<PrometheusBackend>> PrometheusBackend::from_config(Sectio
   FM_TRY(auto poll, section.integer("poll_interval", 5, 1, 86400));
   o.poll_interval = std::chrono::seconds(poll);
   FM_TRY(o.flow_metrics, section.boolean("flow_metrics", true));
+  FM_TRY(
+      auto max_series,
+      section.integer("max_aggregate_series",
+                      static_cast<std::int64_t>(AggregateMetrics::kDefaultMaxGroups), 0, 1000000));
+  o.max_aggregate_series = static_cast<std::size_t>(max_series);
+  if (context.registry) o.registry = std::make_shared<const scitags::Registry>(*context.registry);
+  o.sites = context.sites;
   o.reader = std::move(reader);
   o.counters = &context.counters;
   return std::make_unique<PrometheusBackend>(std::move(o), section.where());
@@ -325,12 +387,11 @@ Result<void> PrometheusBackend::start() {
 
 void PrometheusBackend::on_event(const FlowEvent& event) noexcept {
   try {
-    if (event.state == scitags::FlowState::kEnd) {
-      state_->erase(event);
-    } else {
-      // start, or ongoing (which also adds a flow whose start this backend missed).
-      state_->upsert(event);
-    }
+    state_->apply(event, [this](const FlowEvent& e) {
+      auto sites = options_.sites ? options_.sites->get() : nullptr;
+      return AggregateMetrics::labels_of(
+          collector::make_record(e, options_.registry.get(), sites.get()));
+    });
   } catch (const std::exception& ex) {  // allocation failure: skip the event
     spdlog::warn("{}: event dropped: {}", where_, ex.what());
   }
@@ -383,6 +444,10 @@ void PrometheusBackend::stop() noexcept {
 }
 
 std::size_t PrometheusBackend::live_flows() const { return state_->size(); }
+
+std::optional<AggregateMetrics> PrometheusBackend::aggregates() const {
+  return state_->aggregates();
+}
 
 Result<void> register_prometheus_backend(BackendFactories& factories) {
   return register_prometheus_backend(factories, {});
