@@ -16,9 +16,9 @@
 // empty string where no site contains the address (Prometheus reads an empty label as an
 // absent one: `src_site=""` selects that traffic).
 //
-// Bounded cardinality: at most max_groups groups (each three series) ever exist. The first
-// flow of a group that finds the table full is counted in one overflow group whose four
-// labels are "other", and in flowmark_collector_series_overflow_total; the groups that exist
+// Bounded cardinality: at most max_groups groups (each three series) ever exist, plus one
+// overflow group whose four labels are "other". Every new flow of a group that did not fit
+// is counted there and in flowmark_collector_series_overflow_total; the groups that exist
 // keep counting. Groups are never removed (their counters must not go backwards), so the
 // bound holds for the backend's lifetime.
 //

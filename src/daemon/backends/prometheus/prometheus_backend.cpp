@@ -455,7 +455,8 @@ Result<void> register_prometheus_backend(BackendFactories& factories) {
 
 Result<void> register_prometheus_backend(BackendFactories& factories, TcpInfoReader reader) {
   return factories.add("prometheus",
-                       "Prometheus exposition of per-flow TCP metrics and the service counters",
+                       "Prometheus exposition of per-flow TCP metrics, aggregates per experiment, "
+                       "activity and site pair, and the service counters",
                        [reader = std::move(reader)](
                            Section& s, ServiceContext& c) -> Result<std::unique_ptr<Backend>> {
                          FM_TRY(auto b, PrometheusBackend::from_config(s, c, reader));
