@@ -24,7 +24,8 @@ identity, times, duration, bytes, sites, names) and the totals per (experiment, 
 src_site, dst_site) (expected_totals), and checks:
 - Prometheus scrapes flowmark_collector_{bytes,flows}_total and flowmark_collector_open_flows
   equal to those totals, group by group, no more groups (so each duplicate counted once);
-- each malformed datagram is counted in flowmark_source_rejected_total by its reason.
+- each malformed datagram is counted in flowmark_source_rejected_total by its reason, each
+  copy of a firefly in flowmark_pipeline_events_total{outcome="duplicate_*"}.
 Both are waited for (scrape until equal, or fail at a deadline naming the difference).
 Checks of the store and of `flowmark report` can take expected_records()/expected_totals().
 
@@ -654,6 +655,22 @@ class CollectorOfThreeSites(unittest.TestCase):
             return got == want, f"want {want}\ngot  {got}"
         wait_for("the malformed datagrams counted by reason", counted)
         print(f"rejected by reason: {want}")
+
+    def test_each_copy_of_a_firefly_is_counted_once(self):
+        """The copies sent (a start twice, an end twice or relayed) are what the pipeline
+        suppressed; that the aggregates count each flow once is checked with the totals."""
+        self.wait_target_up()
+        want = {"duplicate_start": sum("start" in f.duplicate for f in self.flows),
+                "duplicate_after_end": sum(("end" in f.duplicate) + ("relay" in f.duplicate)
+                                           for f in self.flows)}
+
+        def counted():
+            got = {o: int(float(r[0]["value"][1])) if r else None for o, r in (
+                (o, self.query(f'flowmark_pipeline_events_total{{outcome="{o}"}}'))
+                for o in want)}
+            return got == want, f"want {want}\ngot  {got}"
+        wait_for("the copies counted as duplicates", counted)
+        print(f"copies suppressed: {want}")
 
     @staticmethod
     def diff(want, got):

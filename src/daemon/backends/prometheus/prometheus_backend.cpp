@@ -128,7 +128,9 @@ class PrometheusBackend::State final : public prometheus::Collectable {
   void apply(const FlowEvent& e, const Labeler& labeler) {
     const bool end = e.state == scitags::FlowState::kEnd;
     std::vector<ClientMetric::Label> labels;
-    if (!end) labels = flow_labels(e);  // formatted outside the lock
+    // Formatted outside the lock, and only when exported: a collector's backend (flow_metrics
+    // off) is told of every remote flow.
+    if (!end && flow_metrics_) labels = flow_labels(e);
     const FlowKey key = key_of(e);
     std::lock_guard lock(mutex_);
     auto it = flows_.find(key);
