@@ -41,6 +41,14 @@ struct MetricFamily;
 
 namespace flowmark::daemon {
 
+// One group's values. At namespace scope, not nested: clang does not see a nested struct
+// with member initializers as default-constructible inside its enclosing class.
+struct AggregateGroup {
+  std::uint64_t bytes = 0;  // sum of volume increments
+  std::uint64_t flows = 0;  // flows first seen in this group
+  std::uint64_t open = 0;   // flows seen and not yet ended
+};
+
 class AggregateMetrics {
  public:
   // The default bound: 10,000 groups are 30,000 series, about 2 MB of labels and a scrape of
@@ -54,11 +62,7 @@ class AggregateMetrics {
     friend bool operator==(const Labels&, const Labels&) = default;
   };
 
-  struct Group {
-    std::uint64_t bytes = 0;  // sum of volume increments
-    std::uint64_t flows = 0;  // flows first seen in this group
-    std::uint64_t open = 0;   // flows seen and not yet ended
-  };
+  using Group = AggregateGroup;
 
   explicit AggregateMetrics(std::size_t max_groups = kDefaultMaxGroups) : max_groups_(max_groups) {}
 

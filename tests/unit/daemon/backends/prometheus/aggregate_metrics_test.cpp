@@ -326,6 +326,30 @@ TEST(PrometheusAggregates, KeepsItsOwnCopyOfTheRegistry) {
   ASSERT_NE(group_of(**b, {"atlas", "default", "SITE-A", "SITE-B"}), nullptr);
 }
 
+// A new site map (SIGHUP) names the sites of the flows that start after it; a flow stays in
+// the group it was first counted in, so its end closes it there.
+TEST(PrometheusAggregates, ANewSiteMapAppliesToNewFlows) {
+  auto o = options();
+  auto handle = o.sites;
+  PrometheusBackend b(std::move(o));
+  b.on_event(event(FlowState::kStart, "192.0.2.1:1", "198.51.100.7:2"));
+  collector::SiteMap renamed;
+  ASSERT_TRUE(renamed.add("SITE-A2", *Network::parse("192.0.2.0/24")));
+  handle->set(std::move(renamed));
+  b.on_event(event(FlowState::kStart, "192.0.2.1:3", "198.51.100.7:2"));
+  b.on_event(event(FlowState::kEnd, "192.0.2.1:1", "198.51.100.7:2"));
+  auto a = b.aggregates();
+  ASSERT_TRUE(a);
+  const auto* old_group = a->find({"atlas", "default", "SITE-A", "SITE-B"});
+  const auto* new_group = a->find({"atlas", "default", "SITE-A2", ""});
+  ASSERT_NE(old_group, nullptr);
+  ASSERT_NE(new_group, nullptr);
+  EXPECT_EQ(old_group->flows, 1u);
+  EXPECT_EQ(old_group->open, 0u);
+  EXPECT_EQ(new_group->flows, 1u);
+  EXPECT_EQ(new_group->open, 1u);
+}
+
 // GET /metrics over a plain TCP socket (HTTP/1.0: the server closes when done).
 std::string scrape(std::uint16_t port) {
   auto client = net::connect_tcp({*IpAddress::parse("127.0.0.1"), port});
