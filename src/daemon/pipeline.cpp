@@ -47,7 +47,11 @@ struct Pipeline::Worker {
     thread = std::thread([this] { run(); });
   }
 
-  void offer(const FlowEvent& e, bool bypass_capacity = false) {
+  // With `defer`, a sleeping worker is woken only once kWakeAt events wait, or by wake()
+  // (the service calls it once per event-loop wake-up): one futex wake per burst instead of
+  // one per event (a third of the loop thread's time under a firefly flood).
+  static constexpr std::size_t kWakeAt = 256;
+  void offer(const FlowEvent& e, bool bypass_capacity = false, bool defer = false) {
     offered->fetch_add(1, std::memory_order_relaxed);
     bool wake = false;
     {
@@ -56,11 +60,24 @@ struct Pipeline::Worker {
         dropped_full->fetch_add(1, std::memory_order_relaxed);
         return;
       }
-      wake = pending.empty();
       pending.push_back({Kind::kEvent, e});
       depth->store(pending.size(), std::memory_order_relaxed);
+      if (waiting) {
+        wake = !defer || pending.size() >= kWakeAt;
+        wake_owed = !wake;
+      }
     }
     if (wake) cv.notify_one();
+  }
+
+  void wake() {
+    bool owed = false;
+    {
+      std::lock_guard lock(mutex);
+      owed = wake_owed && waiting;
+      wake_owed = false;
+    }
+    if (owed) cv.notify_one();
   }
 
   void reopen() {
@@ -127,11 +144,14 @@ struct Pipeline::Worker {
         std::optional<Clock::time_point> wake;
         if (tick.count() > 0) wake = next_tick;
         if (trim_at && (!wake || *trim_at < *wake)) wake = trim_at;
+        waiting = true;
         if (wake) {
           cv.wait_until(lock, *wake, ready);
         } else {
           cv.wait(lock, ready);
         }
+        waiting = false;
+        wake_owed = false;
         if (pending.empty() && stopping) break;
         if (trim_at && pending.empty() && Clock::now() >= *trim_at) {
           std::vector<Item>().swap(pending);
@@ -189,6 +209,8 @@ struct Pipeline::Worker {
   std::vector<Item> pending;
   bool stopping = false;
   bool busy = false;
+  bool waiting = false;    // the worker sleeps on cv
+  bool wake_owed = false;  // events were left for it without a wake-up (deferred)
   bool finished = false;                  // run() has returned (the backend is stopped)
   std::atomic<bool> abandoned{false};     // stop_and_join gave up on it
   std::atomic<std::size_t> in_flight{0};  // items of the current batch not yet handed over
@@ -333,13 +355,13 @@ void Pipeline::fan_out(const FlowEvent& e) {
   forwarded_->fetch_add(1, std::memory_order_relaxed);
   if (options_.public_address.map.empty() && !options_.public_address.ipv4 &&
       !options_.public_address.ipv6) {
-    for (auto& w : workers_) w->offer(e, shutting_down_);
+    for (auto& w : workers_) w->offer(e, shutting_down_, defer_wakeups_);
     return;
   }
   FlowEvent out = e;
   rewrite_public(out);
   for (auto& w : workers_) {
-    w->offer(w->backend->wants_public_addresses() ? out : e, shutting_down_);
+    w->offer(w->backend->wants_public_addresses() ? out : e, shutting_down_, defer_wakeups_);
   }
 }
 
@@ -409,19 +431,49 @@ void Pipeline::erase_live(Node& n) {
   live_gauge_->store(flows_.size(), std::memory_order_relaxed);
 }
 
-void Pipeline::remember_ended(const FlowKey& key, Micros start_time) {
-  if (ended_[0].size() >= kEndedGeneration) {
-    ended_[1].clear();
-    std::swap(ended_[0], ended_[1]);
+Pipeline::RecentEnds::RecentEnds() {
+  gen_[0].resize(kSlots);
+  gen_[1].resize(kSlots);
+}
+
+void Pipeline::RecentEnds::add(std::uint64_t fingerprint, Micros start_time) {
+  fingerprint |= 1;  // never 0 (empty)
+  if (count_ >= kGeneration) {
+    std::swap(gen_[0], gen_[1]);
+    std::fill(gen_[0].begin(), gen_[0].end(), Slot{});
+    count_ = 0;
   }
-  ended_[0].insert_or_assign(key, start_time);
+  auto& g = gen_[0];
+  for (std::size_t i = fingerprint & (kSlots - 1);; i = (i + 1) & (kSlots - 1)) {
+    if (g[i].fingerprint == fingerprint) {
+      g[i].start_time = start_time;
+      return;
+    }
+    if (g[i].fingerprint == 0) {
+      g[i] = {fingerprint, start_time};
+      ++count_;
+      return;
+    }
+  }
+}
+
+std::optional<Micros> Pipeline::RecentEnds::find(std::uint64_t fingerprint) const noexcept {
+  fingerprint |= 1;
+  for (const auto& g : gen_) {
+    for (std::size_t i = fingerprint & (kSlots - 1);; i = (i + 1) & (kSlots - 1)) {
+      if (g[i].fingerprint == fingerprint) return g[i].start_time;
+      if (g[i].fingerprint == 0) break;
+    }
+  }
+  return std::nullopt;
+}
+
+void Pipeline::remember_ended(const FlowKey& key, Micros start_time) {
+  ended_.add(FlowKeyHash{}(key), start_time);
 }
 
 std::optional<Micros> Pipeline::ended_lately(const FlowKey& key) const {
-  for (const auto& gen : ended_) {
-    if (auto it = gen.find(key); it != gen.end()) return it->second;
-  }
-  return std::nullopt;
+  return ended_.find(FlowKeyHash{}(key));
 }
 
 void Pipeline::end_live(Node& n, scitags::EndReason reason, Micros end_time) {
@@ -584,6 +636,10 @@ void Pipeline::shutdown() {
     end_live(*oldest_, scitags::EndReason::kShutdown, now);
   }
   stop_workers();
+}
+
+void Pipeline::wake_backends() {
+  for (auto& w : workers_) w->wake();
 }
 
 void Pipeline::reopen() {

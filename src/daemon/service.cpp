@@ -335,6 +335,8 @@ Result<void> Service::run() {
   FM_TRY_VOID(d.loop.on_signal(SIGHUP, [&](int) { d.reload(); }));
   (void)::signal(SIGPIPE, SIG_IGN);
   d.pipeline = std::make_unique<Pipeline>(d.ctx, pipeline_options(cfg));
+  d.pipeline->set_deferred_wakeups(true);
+  d.loop.after_dispatch([&d] { d.pipeline->wake_backends(); });
   auto fail_start = [&](Error e) -> Result<void> {
     for (auto& s : d.plan->sources) s.obj->stop();
     d.pipeline->shutdown();
