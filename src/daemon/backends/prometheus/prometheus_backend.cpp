@@ -17,7 +17,7 @@
 #include <set>
 #include <system_error>
 #include <thread>
-#include <tuple>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -107,10 +107,16 @@ bool knock_once(const Endpoint& e) { return net::connect_tcp(e, SOCK_NONBLOCK).h
 // families at each scrape.
 class PrometheusBackend::State final : public prometheus::Collectable {
  public:
+  // A flow of the per-flow metrics (flow_metrics on).
   struct Flow {
     FlowEvent event;  // as last announced (what the reader looks the flow up by)
     std::vector<ClientMetric::Label> labels;
     std::optional<TcpInfo> tcp;
+  };
+  // Every live flow, whatever is exported: what flowmark_live_flows counts and the aggregate
+  // metrics need (about 120 bytes a flow, where a Flow takes 450 and more).
+  struct Tracked {
+    Micros start_time = 0;
     AggregateMetrics::Group* group = nullptr;  // null: no aggregate metrics
   };
 
@@ -133,35 +139,38 @@ class PrometheusBackend::State final : public prometheus::Collectable {
     if (!end && flow_metrics_) labels = flow_labels(e);
     const FlowKey key = key_of(e);
     std::lock_guard lock(mutex_);
-    auto it = flows_.find(key);
-    bool restarted = it != flows_.end() && e.state == scitags::FlowState::kStart &&
-                     e.start_time != 0 && it->second.event.start_time != 0 &&
-                     e.start_time != it->second.event.start_time;
+    auto it = tracked_.find(key);
+    bool restarted = it != tracked_.end() && e.state == scitags::FlowState::kStart &&
+                     e.start_time != 0 && it->second.start_time != 0 &&
+                     e.start_time != it->second.start_time;
     if (restarted) {  // another flow on the same 5-tuple: the old one is over
       if (it->second.group) AggregateMetrics::flow_closed(*it->second.group);
-      flows_.erase(it);
-      it = flows_.end();
+      tracked_.erase(it);
+      flows_.erase(key);
+      it = tracked_.end();
     }
-    AggregateMetrics::Group* group = it != flows_.end() ? it->second.group : nullptr;
+    const bool first_sight = it == tracked_.end();
+    AggregateMetrics::Group* group = first_sight ? nullptr : it->second.group;
     if (aggregates_) {
-      if (it == flows_.end()) {  // first sight of this flow
+      if (first_sight) {
         group = &aggregates_->group(labeler(e));
         AggregateMetrics::flow_opened(*group);
       }
-      if (group) AggregateMetrics::add_bytes(*group, volume_increment(e));
+      AggregateMetrics::add_bytes(*group, volume_increment(e));
     }
     if (end) {
       if (group) AggregateMetrics::flow_closed(*group);
-      if (it != flows_.end()) flows_.erase(it);
+      if (!first_sight) tracked_.erase(it);
+      if (flow_metrics_) flows_.erase(key);
       return;
     }
-    bool added = false;
-    if (it == flows_.end()) std::tie(it, added) = flows_.try_emplace(key);
-    Flow& f = it->second;
+    if (first_sight) tracked_.emplace(key, Tracked{e.start_time, group});
+    if (!flow_metrics_) return;
+    auto [f_it, added] = flows_.try_emplace(key);
+    Flow& f = f_it->second;
     if (added || f.labels != labels) f.labels = std::move(labels);
     f.event = e;
     if (e.tcp) f.tcp = e.tcp;
-    f.group = group;
   }
 
   // max(0, volume − previous_volume): what this event adds to the flow's volume.
@@ -195,7 +204,7 @@ class PrometheusBackend::State final : public prometheus::Collectable {
 
   std::size_t size() const {
     std::lock_guard lock(mutex_);
-    return flows_.size();
+    return tracked_.size();
   }
 
   std::vector<MetricFamily> Collect() const override {
@@ -207,7 +216,7 @@ class PrometheusBackend::State final : public prometheus::Collectable {
                         "Flows started and not yet ended, as this backend saw them",
                         MetricType::Gauge,
                         {}};
-      live.metric.emplace_back().gauge.value = static_cast<double>(flows_.size());
+      live.metric.emplace_back().gauge.value = static_cast<double>(tracked_.size());
       out.push_back(std::move(live));
       ours.insert(kLiveFlows);
       if (aggregates_) {
@@ -276,8 +285,10 @@ class PrometheusBackend::State final : public prometheus::Collectable {
   // The flows this backend was told of, with their labels and TcpInfo (refreshed by the
   // reader), read by civetweb's threads at each scrape under mutex_: per-backend state, not
   // the pipeline's table. Ordered, so that the exposition lists a metric's flows in the same
-  // order at every scrape.
+  // order at every scrape. Empty when flow_metrics is off.
   std::map<FlowKey, Flow> flows_;
+  // Every flow this backend was told of and not yet told the end of.
+  std::unordered_map<FlowKey, Tracked, FlowKeyHash> tracked_;
 };
 
 PrometheusBackend::PrometheusBackend(Options options, std::string where)

@@ -42,6 +42,11 @@
 // reload, or started before the backend was); its open flows are the flows seen and not yet
 // ended (never negative). A start for a known 5-tuple with another start time is a new flow.
 //
+// Memory: the backend keeps every live flow the pipeline tells it of (as many as [service]
+// max_live_flows): about 110 bytes each with flow_metrics off — what a collector should set —
+// and about 900 with it on (the event, its labels and TcpInfo), measured with 1,000,000
+// IPv6 flows.
+//
 // IPv6 listen addresses need a civetweb built with IPv6; Debian 12's is not, and start()
 // then says so instead of failing with civetweb's "possible problem binding to port".
 //
