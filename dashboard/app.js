@@ -82,8 +82,8 @@ function chartOptions(names) {
   };
 }
 
-function drawThroughput(t) {
-  const bins = t.series.length ? t.series[0].bytes.length : 0;
+function drawThroughput(t, windowSeconds) {
+  const bins = Math.round(windowSeconds / t.bin_seconds);
   const xs = [];
   for (let i = 0; i < bins; i += 1) xs.push(t.start / 1e6 + i * t.bin_seconds);
   raw = t.series.map((s) => s.bytes.map((b) => (b * 8) / t.bin_seconds));
@@ -103,7 +103,7 @@ function drawThroughput(t) {
   } else {
     chart.setData([xs, ...stacked]);
   }
-  const minutes = Math.round((bins * t.bin_seconds) / 60);
+  const minutes = Math.round(windowSeconds / 60);
   $("throughput-window").textContent =
       `(bit/s, stacked; ${t.bin_seconds} s bins over ${minutes} min)`;
 }
@@ -160,7 +160,7 @@ async function poll() {
     setNumber("total-open-flows", s.totals.open_flows);
     setNumber("total-bytes", s.totals.bytes);
     $("total-bytes-human").textContent = `(${human(s.totals.bytes, "B")})`;
-    drawThroughput(s.throughput);
+    drawThroughput(s.throughput, s.window_seconds);
     drawPairs(s.site_pairs);
     drawLatest(s.latest);
     status.dataset.state = "ok";

@@ -58,9 +58,8 @@ void send(mg_connection* conn, int status, std::string_view reason, std::string_
             "HTTP/1.1 %d %.*s\r\nContent-Type: %.*s\r\nContent-Length: %zu\r\n"
             "Cache-Control: %.*s\r\nX-Content-Type-Options: nosniff\r\n"
             "Connection: close\r\n\r\n",
-            status, static_cast<int>(reason.size()), reason.data(),
-            static_cast<int>(type.size()), type.data(), body.size(),
-            static_cast<int>(cache.size()), cache.data());
+            status, static_cast<int>(reason.size()), reason.data(), static_cast<int>(type.size()),
+            type.data(), body.size(), static_cast<int>(cache.size()), cache.data());
   if (!head && !body.empty()) mg_write(conn, body.data(), body.size());
 }
 
@@ -89,8 +88,9 @@ DashboardBackend::DashboardBackend(Options options, std::string name, ServiceCon
                              {{"backend", name_}, {"reason", "max_site_pairs"}}, help_folded);
   folded_series_ = &c.counter("flowmark_dashboard_folded_total",
                               {{"backend", name_}, {"reason", "max_experiments"}}, help_folded);
-  failed_ = &c.counter("flowmark_dashboard_failed_total", {{"backend", name_}, {"reason", "memory"}},
-                       "Events a dashboard backend could not account, by reason");
+  failed_ =
+      &c.counter("flowmark_dashboard_failed_total", {{"backend", name_}, {"reason", "memory"}},
+                 "Events a dashboard backend could not account, by reason");
 }
 
 DashboardBackend::~DashboardBackend() { stop(); }
@@ -153,15 +153,15 @@ Result<void> DashboardBackend::load_files() {
     std::ostringstream body;
     body << in.rdbuf();
     if (!in) {
-      return std::unexpected(Error(std::error_code(EIO, std::generic_category()),
-                                   fmt::format("{} static_dir: cannot read {}", where_,
-                                               entry.path().string())));
+      return std::unexpected(
+          Error(std::error_code(EIO, std::generic_category()),
+                fmt::format("{} static_dir: cannot read {}", where_, entry.path().string())));
     }
     files_["/" + name] = File{std::string(content_type(entry.path())), std::move(body).str()};
   }
   if (ec) {
-    return std::unexpected(Error(ec, fmt::format("{} static_dir: cannot list {}", where_,
-                                                 options_.static_dir)));
+    return std::unexpected(
+        Error(ec, fmt::format("{} static_dir: cannot list {}", where_, options_.static_dir)));
   }
   return {};
 }
@@ -183,8 +183,8 @@ Result<void> DashboardBackend::start() {
   callbacks.log_message = &log_civetweb;
   // No document_root: civetweb serves nothing from disk itself (no CGI, no directory
   // listings); every request goes to on_request.
-  const char* options[] = {"listening_ports", address.c_str(), "num_threads", "2",
-                           "request_timeout_ms", "10000", nullptr};
+  const char* options[] = {"listening_ports",    address.c_str(), "num_threads", "2",
+                           "request_timeout_ms", "10000",         nullptr};
   server_ = mg_start(&callbacks, this, options);
   if (!server_) {
     int err = bind_errno(listen);

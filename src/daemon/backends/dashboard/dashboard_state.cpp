@@ -199,8 +199,8 @@ std::string DashboardState::summary_json(Micros now) const {
     append_site(out, key.substr(0, nul));
     out += ",\"dst_site\":";
     append_site(out, key.substr(nul + 1));
-    out += fmt::format(",\"bytes\":{},\"flows\":{}}}", pairs[i].second->bytes,
-                       pairs[i].second->flows);
+    out +=
+        fmt::format(",\"bytes\":{},\"flows\":{}}}", pairs[i].second->bytes, pairs[i].second->flows);
   }
   if (other_pair_.flows != 0 || other_pair_.bytes != 0) {
     if (top) out.push_back(',');

@@ -61,9 +61,9 @@ class DashboardState {
   //  "latest":[record JSON (collector::append_json), newest first]}
   std::string summary_json(Micros now) const;
 
-  std::uint64_t untracked() const;        // flows not remembered as open (max_open)
-  std::uint64_t folded_pairs() const;     // events summed in the "other" site pair
-  std::uint64_t folded_series() const;    // events summed in the "other" experiment
+  std::uint64_t untracked() const;      // flows not remembered as open (max_open)
+  std::uint64_t folded_pairs() const;   // events summed in the "other" site pair
+  std::uint64_t folded_series() const;  // events summed in the "other" experiment
 
  private:
   struct FlowId {
@@ -79,8 +79,8 @@ class DashboardState {
     std::uint64_t bytes = 0, flows = 0;
   };
   struct Bin {
-    std::int64_t slot = -1;             // time / bin width; -1: never used
-    std::vector<std::uint64_t> bytes;   // by series index
+    std::int64_t slot = -1;            // time / bin width; -1: never used
+    std::vector<std::uint64_t> bytes;  // by series index
   };
   static FlowId id_of(const collector::Record& r);
   std::size_t series_of(const collector::Record& r);
