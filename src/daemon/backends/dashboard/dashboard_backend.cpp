@@ -15,7 +15,7 @@
 #include <thread>
 #include <utility>
 
-#include "daemon/backends/prometheus/prometheus_backend.hpp"
+#include "daemon/common/http_listen.hpp"
 #include "flowmark/collector/record.hpp"
 #include "flowmark/net/socket.hpp"
 
@@ -35,16 +35,6 @@ std::string_view content_type(const std::filesystem::path& p) {
   if (ext == ".png") return "image/png";
   if (ext == ".ico") return "image/x-icon";
   return "application/octet-stream";
-}
-
-// Why a bind of `e` fails, as errno (0 when it would succeed): civetweb's mg_start only
-// returns null.
-int bind_errno(const Endpoint& e) {
-  auto fd = net::open_tcp_socket(e.address.family());
-  if (!fd) return fd.error().code().value();
-  (void)net::set_reuse_address(fd->get());
-  auto bound = net::bind_to(fd->get(), e);
-  return bound ? 0 : bound.error().code().value();
 }
 
 int log_civetweb(const mg_connection*, const char* message) {
@@ -99,7 +89,7 @@ Result<std::unique_ptr<DashboardBackend>> DashboardBackend::from_config(Section&
                                                                         ServiceContext& ctx) {
   Options o;
   FM_TRY(auto listen, s.string("listen", "127.0.0.1:8750"));
-  auto endpoint = PrometheusBackend::parse_listen(listen);
+  auto endpoint = parse_listen(listen);
   if (!endpoint) return s.error("listen", endpoint.error().message());
   o.listen = *endpoint;
   FM_TRY(o.static_dir, s.string("static_dir", "/usr/share/flowmark/dashboard"));
@@ -187,18 +177,7 @@ Result<void> DashboardBackend::start() {
                            "request_timeout_ms", "10000",         nullptr};
   server_ = mg_start(&callbacks, this, options);
   if (!server_) {
-    int err = bind_errno(listen);
-    std::string hint;
-    if (err == EADDRINUSE) {
-      hint = " — another process listens there: stop it or choose another port in `listen`";
-    } else if (err == EACCES) {
-      hint = " — ports below 1024 need root or CAP_NET_BIND_SERVICE: choose a port >= 1024";
-    } else if (err == EADDRNOTAVAIL) {
-      hint = " — no interface of this host has that address";
-    }
-    return fail(Errc::kRefused,
-                fmt::format("{} listen: cannot listen on {}: {}{}", where_, address,
-                            err != 0 ? std::strerror(err) : "the HTTP server did not start", hint));
+    return std::unexpected(listen_error(where_, listen, "the HTTP server did not start"));
   }
   mg_server_port ports[4]{};
   int n = mg_get_server_ports(server_, 4, ports);
