@@ -48,7 +48,8 @@ Error listen_error(std::string_view where, const Endpoint& e, std::string_view o
   if (auto fd = net::open_tcp_socket(e.address.family()); !fd) {
     err = fd.error().code().value();
   } else {
-    (void)net::set_reuse_address(fd->get());  // as civetweb does
+    // As civetweb does; without it the probe could only be stricter than civetweb's bind.
+    [[maybe_unused]] auto reuse = net::set_reuse_address(fd->get());
     if (auto bound = net::bind_to(fd->get(), e); !bound) err = bound.error().code().value();
   }
   const std::string address = e.to_string();
