@@ -197,9 +197,13 @@ latest = 20
 
     def start_flowmarkd(self):
         # The site map when this build knows [[site]]; else none (see the docstring).
-        with_sites = subprocess.run([FLOWMARKD, "--check", "-c", self.config(True)],
-                                    capture_output=True, text=True, timeout=10).returncode == 0
+        check = subprocess.run([FLOWMARKD, "--check", "-c", self.config(True)],
+                               capture_output=True, text=True, timeout=10)
+        with_sites = check.returncode == 0
         if not with_sites:
+            # Only "no such table" may turn the site map off; any other refusal is a failure.
+            self.assertIn("unknown table or key 'site'", check.stderr,
+                          f"flowmarkd refuses the configuration: {check.stderr}")
             print("note: this flowmarkd has no [[site]] tables: site pairs are (none → none)")
         log = open(os.path.join(self.tmp, "flowmarkd.log"), "w+")
         p = subprocess.Popen(self.netns([FLOWMARKD, "-c", self.config(with_sites)]),
