@@ -19,9 +19,10 @@ Skips (exit 4, reason printed) only when chromium is absent. Root (namespaces).
 Sites: when this build's configuration knows `[[site]]` tables (the collector's site map),
 the flows' addresses lie in three sites' networks and the pairs are checked by name; a
 build without them is told by `flowmarkd --check`, and the pairs are then all (none → none).
-Bytes: a start without usage, then an ongoing or end with usage: the bytes the dashboard
-adds for an event (its volume minus the volume forwarded before it) are the volume whether
-the pipeline fills FlowEvent::previous_volume or not.
+Bytes: each flow's start (no usage), an ongoing with 40 % of its usage and an end (or, for
+the flows left open, another ongoing) with all of it; the dashboard adds for each event its
+volume less the volume the pipeline forwarded before it (FlowEvent::previous_volume), so each
+flow counts its final volume once. A copy of a start and of an end is sent too.
 """
 
 import datetime
@@ -71,8 +72,10 @@ def iso(t):
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat()
 
 
-def firefly(flow, state, start, now):
+def firefly(flow, state, start, now, part=1.0):
+    """One firefly of `flow`; an ongoing one carries `part` of its final usage."""
     src, sport, dst, dport, exp, sent, received, _ = flow
+    sent, received = int(sent * part), int(received * part)
     doc = {"version": 1,
            "flow-lifecycle": {"state": state, "start-time": iso(start), "current-time": iso(now)},
            "flow-id": {"afi": "ipv4", "src-ip": src, "dst-ip": dst, "protocol": "tcp",
@@ -259,11 +262,21 @@ latest = 20
         self.addCleanup(sock.close)
         start = time.time() - 30
         to = ("127.0.0.1", FIREFLY_PORT)
+        # Each flow: a start, an ongoing with part of its usage, then an end (or a second
+        # ongoing for the flows that stay open) with all of it. The first flow's start and end
+        # arrive twice (a copy relayed by the destination): counted once by the pipeline.
+        sent = []
         for flow in FLOWS:
-            sock.sendto(firefly(flow, "start", start, start), to)
+            sent.append(firefly(flow, "start", start, start))
+        for flow in FLOWS:
+            sent.append(firefly(flow, "ongoing", start, start + 10, part=0.4))
         now = time.time()
         for flow in FLOWS:
-            sock.sendto(firefly(flow, "end" if flow[7] else "ongoing", start, now), to)
+            sent.append(firefly(flow, "end" if flow[7] else "ongoing", start, now))
+        sent.insert(1, sent[0])
+        sent.append(sent[-len(FLOWS)])
+        for datagram in sent:
+            sock.sendto(datagram, to)
 
         deadline = time.monotonic() + 10
         while True:

@@ -111,7 +111,7 @@ Result<std::unique_ptr<DashboardBackend>> DashboardBackend::from_config(Section&
   o.limits.latest = static_cast<std::size_t>(latest);
   FM_TRY(auto top, s.integer("top_pairs", 10, 1, 1000));
   o.limits.top_pairs = static_cast<std::size_t>(top);
-  FM_TRY(auto open, s.integer("max_open_flows", 100'000, 1, 10'000'000));
+  FM_TRY(auto open, s.integer("max_open_flows", 1'000'000, 1, 100'000'000));
   o.limits.max_open = static_cast<std::size_t>(open);
   return std::make_unique<DashboardBackend>(std::move(o), s.name(), ctx);
 }

@@ -12,7 +12,7 @@
 //   bin = 10                       # seconds per throughput bin
 //   latest = 50                    # latest flows listed
 //   top_pairs = 10                 # site pairs listed
-//   max_open_flows = 100000        # open flows remembered (see DashboardState)
+//   max_open_flows = 1000000       # open flows remembered, as [service] max_live_flows
 //
 // Each event becomes a collector::Record (registry names, the service's site map); its bytes
 // are the volume the flow carried since its previous event (Record volume − previous_volume).

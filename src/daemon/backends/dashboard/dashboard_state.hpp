@@ -40,7 +40,7 @@ struct DashboardLimits {
   std::size_t max_pairs = 1000;    // site pairs accounted; the rest in one "other" row
   std::size_t top_pairs = 10;      // rows of the top pairs table
   std::size_t latest = 50;         // latest flow records kept
-  std::size_t max_open = 100'000;  // open flows remembered
+  std::size_t max_open = 1'000'000;  // open flows remembered (~100 bytes each)
 };
 
 class DashboardState {
