@@ -126,10 +126,12 @@ void DashboardState::add(const collector::Record& r, std::uint64_t added_bytes, 
   }
 
   // Latest records, newest first; a flow's newer record replaces its older one.
-  auto same = std::find_if(latest_.begin(), latest_.end(),
-                           [&](const collector::Record& x) { return id_of(x) == id; });
+  const std::size_t hash = FlowIdHash{}(id);
+  auto same = std::find_if(latest_.begin(), latest_.end(), [&](const Latest& x) {
+    return x.hash == hash && id_of(x.record) == id;
+  });
   if (same != latest_.end()) latest_.erase(same);
-  latest_.push_front(r);
+  latest_.push_front(Latest{hash, r});
   if (latest_.size() > limits_.latest) latest_.pop_back();
 }
 
@@ -210,10 +212,10 @@ std::string DashboardState::summary_json(Micros now) const {
   }
   out += "],\"latest\":[";
   bool first_record = true;
-  for (const auto& r : latest_) {
+  for (const auto& x : latest_) {
     if (!first_record) out.push_back(',');
     first_record = false;
-    collector::append_json(r, out);
+    collector::append_json(x.record, out);
   }
   out += "]}";
   return out;

@@ -34,12 +34,12 @@
 namespace flowmark::daemon::dashboard {
 
 struct DashboardLimits {
-  Micros bin = 10'000'000;         // width of one throughput bin, µs
-  std::size_t bins = 90;           // bins in the window (15 minutes of 10 s)
-  std::size_t max_series = 32;     // experiments charted; the rest under "other"
-  std::size_t max_pairs = 1000;    // site pairs accounted; the rest in one "other" row
-  std::size_t top_pairs = 10;      // rows of the top pairs table
-  std::size_t latest = 50;         // latest flow records kept
+  Micros bin = 10'000'000;           // width of one throughput bin, µs
+  std::size_t bins = 90;             // bins in the window (15 minutes of 10 s)
+  std::size_t max_series = 32;       // experiments charted; the rest under "other"
+  std::size_t max_pairs = 1000;      // site pairs accounted; the rest in one "other" row
+  std::size_t top_pairs = 10;        // rows of the top pairs table
+  std::size_t latest = 50;           // latest flow records kept
   std::size_t max_open = 1'000'000;  // open flows remembered (~100 bytes each)
 };
 
@@ -97,7 +97,11 @@ class DashboardState {
   // Key: src_site + '\0' + dst_site (site names have no NUL).
   std::unordered_map<std::string, PairTotals> pairs_;
   PairTotals other_pair_;
-  std::deque<collector::Record> latest_;  // newest first
+  struct Latest {
+    std::size_t hash;  // of the record's FlowId: most comparisons stop here
+    collector::Record record;
+  };
+  std::deque<Latest> latest_;  // newest first
 };
 
 }  // namespace flowmark::daemon::dashboard
