@@ -59,7 +59,8 @@ DashboardBackend::DashboardBackend(Options options, std::string name, ServiceCon
     : options_(std::move(options)),
       name_(std::move(name)),
       where_(fmt::format("[backend.{}]", name_)),
-      registry_(context.registry),
+      registry_(context.registry ? std::make_shared<const scitags::Registry>(*context.registry)
+                                 : nullptr),
       sites_(context.sites),
       state_(options_.limits) {
   auto& c = context.counters;
@@ -228,7 +229,7 @@ int DashboardBackend::serve(mg_connection* conn) {
 void DashboardBackend::on_event(const FlowEvent& e) noexcept {
   try {
     auto sites = sites_ ? sites_->get() : nullptr;
-    collector::Record r = collector::make_record(e, registry_, sites.get());
+    collector::Record r = collector::make_record(e, registry_.get(), sites.get());
     const std::uint64_t volume = r.volume();
     const std::uint64_t added = volume > e.previous_volume ? volume - e.previous_volume : 0;
     state_.add(r, added, e.state == scitags::FlowState::kEnd, options_.clock());

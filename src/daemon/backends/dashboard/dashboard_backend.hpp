@@ -14,7 +14,8 @@
 //   top_pairs = 10                 # site pairs listed
 //   max_open_flows = 1000000       # open flows remembered, as [service] max_live_flows
 //
-// Each event becomes a collector::Record (registry names, the service's site map); its bytes
+// Each event becomes a collector::Record (the names of the registry as it was when the backend
+// was created, the service's current site map); its bytes
 // are the volume the flow carried since its previous event (Record volume − previous_volume).
 // Threads: on_event on the backend's worker thread, requests on civetweb's two threads; the
 // state has its own mutex.
@@ -74,7 +75,9 @@ class DashboardBackend final : public Backend {
   Options options_;
   std::string name_;
   std::string where_;
-  const scitags::Registry* registry_;
+  // A copy: a reload replaces (and frees) the service's registry while an unchanged backend
+  // keeps running on its worker thread.
+  std::shared_ptr<const scitags::Registry> registry_;
   std::shared_ptr<collector::SiteMapHandle> sites_;
   dashboard::DashboardState state_;
   std::map<std::string, File, std::less<>> files_;  // by URI path ("/app.js")

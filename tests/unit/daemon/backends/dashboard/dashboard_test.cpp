@@ -277,6 +277,22 @@ TEST_F(DashboardBackendTest, ServesThePageAndTheSummary) {
             1u);
 }
 
+// A reload frees the registry the backend was created with while an unchanged backend keeps
+// running: the backend's names come from its own copy (the ASan build sees a use after free
+// otherwise).
+TEST_F(DashboardBackendTest, OutlivesTheRegistryItWasCreatedWith) {
+  auto registry = std::make_unique<scitags::Registry>(scitags::Registry::builtin());
+  f.ctx.registry = registry.get();
+  auto b = make();
+  ASSERT_TRUE(b && b->start());
+  registry.reset();
+  f.ctx.registry = nullptr;
+  b->on_event(testing::sample_event("192.0.2.1", "192.0.2.2", 4000));
+  Summary j(http(static_cast<DashboardBackend&>(*b).port(), "GET", "/api/summary").body);
+  EXPECT_EQ(j.doc["latest"].at(0)["experiment"].get_string().value(), "atlas");
+  b->stop();
+}
+
 TEST_F(DashboardBackendTest, ConfigErrorsNameTheKey) {
   auto bad = [&](const std::string& text) {
     auto b = f.make("dashboard", "dash", text);
