@@ -244,14 +244,20 @@ latest = 20
         return json.loads(r.stdout)
 
     def chromium(self, *args):
+        """Runs Chromium on the page; fails on any message the page logs to its console
+        (an uncaught exception, a failed request) — Chromium prints them with
+        --enable-logging=stderr as lines with ":CONSOLE"."""
         argv = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
                 "--disable-dev-shm-usage", "--no-first-run", "--hide-scrollbars",
+                "--enable-logging=stderr", "--v=0",
                 f"--user-data-dir={os.path.join(self.tmp, 'chromium')}",
                 "--window-size=1280,1200", "--virtual-time-budget=4000", *args,
                 f"http://127.0.0.1:{DASH_PORT}/"]
         r = subprocess.run(self.netns(argv), capture_output=True, text=True, timeout=60,
                            env=dict(os.environ, HOME=self.tmp))
         self.assertEqual(r.returncode, 0, f"chromium failed: {r.stderr[-2000:]}")
+        console = [line for line in r.stderr.splitlines() if ":CONSOLE" in line]
+        self.assertEqual(console, [], "the page logged to its console")
         return r.stdout
 
     def test_page_shows_what_was_sent(self):
