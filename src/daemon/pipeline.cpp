@@ -431,19 +431,49 @@ void Pipeline::erase_live(Node& n) {
   live_gauge_->store(flows_.size(), std::memory_order_relaxed);
 }
 
-void Pipeline::remember_ended(const FlowKey& key, Micros start_time) {
-  if (ended_[0].size() >= kEndedGeneration) {
-    ended_[1].clear();
-    std::swap(ended_[0], ended_[1]);
+Pipeline::RecentEnds::RecentEnds() {
+  gen_[0].resize(kSlots);
+  gen_[1].resize(kSlots);
+}
+
+void Pipeline::RecentEnds::add(std::uint64_t fingerprint, Micros start_time) {
+  fingerprint |= 1;  // never 0 (empty)
+  if (count_ >= kGeneration) {
+    std::swap(gen_[0], gen_[1]);
+    std::fill(gen_[0].begin(), gen_[0].end(), Slot{});
+    count_ = 0;
   }
-  ended_[0].insert_or_assign(key, start_time);
+  auto& g = gen_[0];
+  for (std::size_t i = fingerprint & (kSlots - 1);; i = (i + 1) & (kSlots - 1)) {
+    if (g[i].fingerprint == fingerprint) {
+      g[i].start_time = start_time;
+      return;
+    }
+    if (g[i].fingerprint == 0) {
+      g[i] = {fingerprint, start_time};
+      ++count_;
+      return;
+    }
+  }
+}
+
+std::optional<Micros> Pipeline::RecentEnds::find(std::uint64_t fingerprint) const noexcept {
+  fingerprint |= 1;
+  for (const auto& g : gen_) {
+    for (std::size_t i = fingerprint & (kSlots - 1);; i = (i + 1) & (kSlots - 1)) {
+      if (g[i].fingerprint == fingerprint) return g[i].start_time;
+      if (g[i].fingerprint == 0) break;
+    }
+  }
+  return std::nullopt;
+}
+
+void Pipeline::remember_ended(const FlowKey& key, Micros start_time) {
+  ended_.add(FlowKeyHash{}(key), start_time);
 }
 
 std::optional<Micros> Pipeline::ended_lately(const FlowKey& key) const {
-  for (const auto& gen : ended_) {
-    if (auto it = gen.find(key); it != gen.end()) return it->second;
-  }
-  return std::nullopt;
+  return ended_.find(FlowKeyHash{}(key));
 }
 
 void Pipeline::end_live(Node& n, scitags::EndReason reason, Micros end_time) {
