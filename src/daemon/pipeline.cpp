@@ -213,8 +213,8 @@ struct Pipeline::Worker {
   std::vector<Item> pending;
   bool stopping = false;
   bool busy = false;
-  bool waiting = false;    // the worker sleeps on cv
-  bool wake_owed = false;  // events were left for it without a wake-up (deferred)
+  bool waiting = false;                   // the worker sleeps on cv
+  bool wake_owed = false;                 // events were left for it without a wake-up (deferred)
   bool finished = false;                  // run() has returned (the backend is stopped)
   std::atomic<bool> abandoned{false};     // stop_and_join gave up on it
   std::atomic<std::size_t> in_flight{0};  // items of the current batch not yet handed over
@@ -403,8 +403,8 @@ Pipeline::Node& Pipeline::insert_live(const FlowKey& key, const FlowEvent& e, Mi
       return fmt::format(
           "{} live flows ([service] max_live_flows): the flow idle longest, {} {} -> {}, is "
           "ended as evicted (counted in flowmark_pipeline_evicted_total)",
-          flows_.size(), scitags::to_string(victim.first.protocol),
-          victim.first.src.to_string(), victim.first.dst.to_string());
+          flows_.size(), scitags::to_string(victim.first.protocol), victim.first.src.to_string(),
+          victim.first.dst.to_string());
     });
     end_live(victim, scitags::EndReason::kEvicted, victim.second.last_event);
   }
@@ -541,8 +541,7 @@ void Pipeline::push(const FlowEvent& in) {
   // A copy of the end (or a late start or ongoing) of a flow that ended lately.
   if (it == flows_.end()) {
     if (auto started = ended_lately(key)) {
-      const bool same = e.start_time != 0 ? e.start_time == *started
-                                          : e.state != FlowState::kStart;
+      const bool same = e.start_time != 0 ? e.start_time == *started : e.state != FlowState::kStart;
       if (same) {
         duplicate_end_->fetch_add(1, std::memory_order_relaxed);
         return;

@@ -111,14 +111,15 @@ Result<FireflyListener> FireflyListener::open(const ListenerConfig& config) {
   if (!config.sources.empty())
     return fail(Errc::kInvalidArgument, "a source-specific join (--source) needs a --group");
   if (config.bind) {
-    FM_TRY(UniqueFd fd, open_unicast({*config.bind, config.port}, config.rcvbuf, config.reuse_port));
+    FM_TRY(UniqueFd fd,
+           open_unicast({*config.bind, config.port}, config.rcvbuf, config.reuse_port));
     impl->sockets.push_back({std::move(fd), net::DatagramReader(kBufferSize, config.batch)});
     return FireflyListener(std::move(impl));
   }
   // Both families. IPv4 first; with port 0 the IPv6 socket takes the same port, so that
   // one port number serves both.
   FM_TRY(UniqueFd fd4, open_unicast({IpAddress::any(Family::kV4), config.port}, config.rcvbuf,
-                                       config.reuse_port));
+                                    config.reuse_port));
   const std::uint16_t port = local_endpoint(fd4.get()).port;
   impl->sockets.push_back({std::move(fd4), net::DatagramReader(kBufferSize, config.batch)});
   auto fd6 = open_unicast({IpAddress::any(Family::kV6), port}, config.rcvbuf, config.reuse_port);

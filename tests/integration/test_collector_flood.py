@@ -137,7 +137,14 @@ path = "{self.db}"
                                  "400000", "--rate", "100000"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         self.addCleanup(lambda: load.poll() is None and load.kill())
-        time.sleep(0.5)  # not a wait for a result: it puts the SIGTERM in the middle of the load
+
+        def load_arriving():
+            try:
+                return self.rows("SELECT count(*) FROM flows WHERE src_ip LIKE '10.76.%'")[0][0] > 0
+            except sqlite3.Error:
+                return False
+        # SIGTERM once the second flood's flows reach the store: in the middle of the load.
+        wait_until(load_arriving, 30, "the second flood's first flows in the store")
         d.send_signal(signal.SIGTERM)
         out, err = d.communicate(timeout=120)
         load.communicate(timeout=60)
@@ -175,6 +182,86 @@ path = "{self.db}"
             self.assertGreaterEqual(open_rows, MAX_LIVE)
         # The tail is stored (evicted by the second flood, or open).
         self.assertEqual(tail_in_store(), TAIL)
+
+
+class CollectorReload(NetnsProcesses, unittest.TestCase):
+    """SIGHUP with a new site map: flows that start after the reload are accounted to the new
+    sites, those stored before keep theirs, and no flow is lost across the reload."""
+
+    def setUp(self):
+        CollectorFlood.setUp(self)
+
+    def write_conf(self, site):
+        with open(self.conf, "w") as f:
+            f.write(f"""[[site]]
+name = "{site}"
+networks = ["10.0.0.0/8"]
+[[site]]
+name = "DEST"
+networks = ["192.0.2.0/24"]
+[source.fireflies]
+type = "firefly"
+bind = "127.0.0.1"
+port = {PORT}
+[backend.store]
+type = "store"
+path = "{self.db}"
+""")
+
+    def rows(self, sql, *args):
+        return CollectorFlood.rows(self, sql, *args)
+
+    def pairs(self, first, count):
+        """Start and end fireflies of flows first..first+count-1."""
+        rc, out, err = self.run_cmd(self.ns, [FLOOD, "--to", f"127.0.0.1:{PORT}", "--first",
+                                              str(first), "--count", str(count), "--states",
+                                              "start,end", "--rate", "20000"], timeout=60)
+        self.assertEqual(rc, 0, err)
+
+    def sites(self, first, count):
+        """{src_site: flows} of the stored complete flows first..first+count-1."""
+        want = {flow_ip(i) for i in range(first, first + count)}
+        try:
+            got = self.rows("SELECT src_ip, src_site FROM flows WHERE state = 'complete' AND "
+                            "dst_site = 'DEST'")
+        except sqlite3.Error:
+            return {}
+        out = {}
+        for ip, site in got:
+            if ip in want:
+                out[site] = out.get(site, 0) + 1
+        return out
+
+    def test_sighup_applies_a_new_site_map_to_new_flows(self):
+        self.write_conf("BEFORE")
+        d = self.spawn(self.ns, [FLOWMARKD, "-c", self.conf])
+        wait_udp_ready(self, self.ns, d, PORT)
+        self.pairs(0, 100)
+        wait_until(lambda: self.sites(0, 100) == {"BEFORE": 100}, 30,
+                   "100 flows stored with site BEFORE")
+        self.write_conf("AFTER")
+        d.send_signal(signal.SIGHUP)
+        # The reload is applied when a probe flow sent after it is stored with the new site.
+        probe = [1_000_000]
+
+        def reloaded():
+            probe[0] += 1
+            self.pairs(probe[0], 1)
+            return self.sites(probe[0], 1).get("AFTER") == 1 or \
+                self.sites(probe[0] - 1, 1).get("AFTER") == 1
+        wait_until(reloaded, 15, "the new site map applied after SIGHUP")
+        self.pairs(100, 100)
+        wait_until(lambda: self.sites(100, 100) == {"AFTER": 100}, 30,
+                   "100 flows stored with site AFTER")
+        d.send_signal(signal.SIGTERM)
+        out, err = d.communicate(timeout=30)
+        self.assertEqual(d.returncode, 0, err[-2000:])
+        self.assertEqual(self.sites(0, 100), {"BEFORE": 100})
+        self.assertEqual(self.sites(100, 100), {"AFTER": 100})
+        probes = probe[0] - 1_000_000
+        self.assertEqual(self.rows("SELECT count(*) FROM flows")[0][0], 200 + probes)
+        c = final_counters(err)
+        self.assertEqual(c.get("flowmark_reloads_total{outcome=applied}"), 1)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@
 // `max_live_flows` bounds the table: past it the flow idle longest is ended (reason
 // evicted, counted in flowmark_pipeline_evicted_total, a warning every 10 s at most);
 // a backend given any event of a flow is always given its end, past its queue's bound if
-// need be (at most the live flows), so no backend's per-flow state outlives a flow; classifies unclassified events by the rules;
-// rewrites private source addresses to the public ones; and fans each event out to every
-// backend through a bounded queue per backend, each drained by its own worker thread. A
-// slow backend fills only its own queue: what does not fit is dropped and counted
+// need be (at most the live flows), so no backend's per-flow state outlives a flow; classifies
+// unclassified events by the rules; rewrites private source addresses to the public ones; and fans
+// each event out to every backend through a bounded queue per backend, each drained by its own
+// worker thread. A slow backend fills only its own queue: what does not fit is dropped and counted
 // (flowmark_backend_events_total{backend, outcome="dropped_queue_full"}), and never stalls
 // the sources or the other backends.
 //
@@ -48,7 +48,7 @@ struct PipelineOptions {
   PublicAddressConfig public_address;  // ipv4/ipv6 may hold STUN-discovered addresses
   double flow_timeout = 86400;         // seconds; 0: never
   std::size_t queue_size = 65536;
-  std::size_t max_live_flows = 0;      // 0: no bound
+  std::size_t max_live_flows = 0;  // 0: no bound
   // Seconds a backend gets to drain its queue when it is stopped (shutdown, or removed by a
   // reload); a stalled one is then given up, what it held counted as dropped_stalled.
   double drain_timeout = 5;
@@ -164,9 +164,8 @@ class Pipeline : public FlowSink {
   std::atomic<std::uint64_t>* duplicate_end_;
   std::atomic<std::uint64_t>* stale_;
   std::atomic<std::uint64_t>* replaced_;
-  LogLimiter evict_log_{
-      1, std::chrono::seconds(10), LogLimiter::Report::kLine,
-      [](std::uint64_t n) { return fmt::format("{} more flow(s) evicted", n); }};
+  LogLimiter evict_log_{1, std::chrono::seconds(10), LogLimiter::Report::kLine,
+                        [](std::uint64_t n) { return fmt::format("{} more flow(s) evicted", n); }};
   // One unclassified flow every 10 s on stderr; the count of the others before the next.
   LogLimiter unclassified_log_{
       1, std::chrono::seconds(10), LogLimiter::Report::kLine,

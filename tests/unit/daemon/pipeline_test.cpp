@@ -286,7 +286,7 @@ TEST_F(PipelineTest, JoinCarriesUsageNeverBackwardsAndThePreviousVolume) {
   p.push(firefly(FlowState::kStart, "192.0.2.1:1", t0));
   p.push(firefly(FlowState::kOngoing, "192.0.2.1:1", t0, 1000, 10));
   p.push(firefly(FlowState::kOngoing, "192.0.2.1:1", t0, 600, 20));  // an older update, late
-  p.push(firefly(FlowState::kEnd, "192.0.2.1:1", t0));                 // end without usage
+  p.push(firefly(FlowState::kEnd, "192.0.2.1:1", t0));               // end without usage
   p.wait_idle();
   auto got = cap->events();
   ASSERT_EQ(got.size(), 4u);

@@ -147,8 +147,8 @@ TEST(FireflySource, ThreadsShareThePortAndLoseNothingTheyRead) {
   for (int s = 0; s < kSenders; ++s) {
     tx.push_back(std::make_unique<UdpLoopback>());
     for (int i = 0; i < kEach; ++i) {
-      ASSERT_TRUE(tx.back()->send_to(f.at, f.wire(event(static_cast<std::uint16_t>(
-                                                  1000 + s * kEach + i)))));
+      ASSERT_TRUE(tx.back()->send_to(
+          f.at, f.wire(event(static_cast<std::uint16_t>(1000 + s * kEach + i)))));
     }
     ASSERT_TRUE(tx.back()->send_to(f.at, "not a firefly"));
   }
