@@ -1,0 +1,373 @@
+#include "daemon/backends/kafka/kafka_backend.hpp"
+
+#include <librdkafka/rdkafka.h>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <iterator>
+#include <map>
+#include <mutex>
+
+#include "flowmark/collector/record.hpp"
+#include "flowmark/core/log_limit.hpp"
+#include "flowmark/scitags/firefly.hpp"
+
+namespace flowmark::daemon {
+namespace {
+
+enum class What : std::uint8_t { kRecords, kFireflies, kBoth };
+
+struct ConfDeleter {
+  void operator()(rd_kafka_conf_t* c) const noexcept { rd_kafka_conf_destroy(c); }
+};
+using ConfPtr = std::unique_ptr<rd_kafka_conf_t, ConfDeleter>;
+
+struct KafkaOptions {
+  std::string name;
+  std::string brokers;
+  What what = What::kRecords;
+  std::string topic;            // records (or fireflies with what = "fireflies")
+  std::string fireflies_topic;  // what = "both"
+  int flush_timeout_ms = 5000;
+};
+
+// How often on_event polls the producer for delivery reports (it also polls on every tick
+// and whenever the queue is full).
+constexpr unsigned kPollEvery = 64;
+
+class KafkaBackend final : public Backend {
+ public:
+  KafkaBackend(KafkaOptions o, ConfPtr conf, ServiceContext& ctx)
+      : o_(std::move(o)),
+        conf_(std::move(conf)),
+        counters_(ctx.counters),
+        registry_(ctx.registry),
+        site_handle_(ctx.sites),
+        sites_(ctx.sites ? ctx.sites->get() : nullptr),
+        encoder_({.hostname = ctx.hostname, .syslog_header = false}),
+        limit_(5, std::chrono::seconds(10), LogLimiter::Report::kSuffix),
+        client_limit_(5, std::chrono::seconds(10), LogLimiter::Report::kSuffix) {
+    constexpr std::string_view kHelp = "Messages of a kafka backend, by outcome";
+    auto messages = [&](std::string_view outcome) {
+      return &ctx.counters.counter("flowmark_kafka_messages_total",
+                                   {{"backend", o_.name}, {"outcome", std::string(outcome)}},
+                                   kHelp);
+    };
+    delivered_ = messages("delivered");
+    failed_ = messages("failed");
+    dropped_ = messages("dropped_buffer_full");
+    queued_ = &ctx.counters.gauge("flowmark_kafka_queued", {{"backend", o_.name}},
+                                  "Messages a kafka backend holds, not yet acknowledged");
+    rd_kafka_conf_set_opaque(conf_.get(), this);
+    rd_kafka_conf_set_dr_msg_cb(conf_.get(), &KafkaBackend::on_delivery);
+    rd_kafka_conf_set_error_cb(conf_.get(), &KafkaBackend::on_error);
+    rd_kafka_conf_set_log_cb(conf_.get(), &KafkaBackend::on_log);
+  }
+
+  ~KafkaBackend() override { destroy(); }
+
+  Result<void> start() override {
+    char err[512];
+    rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf_.get(), err, sizeof err);
+    if (!rk_) {
+      return fail(Errc::kInvalidArgument,
+                  fmt::format("[backend.{}] cannot create the Kafka producer: {}", o_.name, err));
+    }
+    conf_.release();  // rd_kafka_new owns it now
+    topic_ = rd_kafka_topic_new(rk_, o_.topic.c_str(), nullptr);
+    if (!topic_) return topic_error("topic", o_.topic);
+    if (o_.what == What::kBoth) {
+      fireflies_topic_ = rd_kafka_topic_new(rk_, o_.fireflies_topic.c_str(), nullptr);
+      if (!fireflies_topic_) return topic_error("fireflies_topic", o_.fireflies_topic);
+    }
+    spdlog::info("backend {}: {} to Kafka topic {}{} at {}", o_.name,
+                 o_.what == What::kFireflies ? "fireflies" : "flow records", o_.topic,
+                 o_.what == What::kBoth ? fmt::format(" (fireflies to {})", o_.fireflies_topic)
+                                        : std::string(),
+                 o_.brokers);
+    return {};
+  }
+
+  void on_event(const FlowEvent& e) noexcept override {
+    if (++since_poll_ >= kPollEvery) {
+      since_poll_ = 0;
+      rd_kafka_poll(rk_, 0);
+    }
+    make_key(e);
+    if (o_.what != What::kFireflies) {
+      auto record = collector::make_record(e, registry_, sites_.get());
+      json_.clear();
+      collector::append_json(record, json_);
+      produce(topic_, json_);
+    }
+    if (o_.what != What::kRecords) {
+      auto wire = encoder_.encode(e, now_micros());
+      if (!wire) {
+        failed_->fetch_add(1, std::memory_order_relaxed);
+        count_error("unencodable");
+        limit_.log(spdlog::level::warn, "backend {}: cannot encode the firefly: {}", o_.name,
+                   wire.error().message());
+        return;
+      }
+      produce(o_.what == What::kBoth ? fireflies_topic_ : topic_, *wire);
+    }
+  }
+
+  std::chrono::milliseconds tick_interval() const noexcept override {
+    return std::chrono::milliseconds(100);
+  }
+
+  void on_tick() noexcept override {
+    rd_kafka_poll(rk_, 0);
+    since_poll_ = 0;
+    if (site_handle_) sites_ = site_handle_->get();  // a reload swaps the map
+    queued_->store(static_cast<std::uint64_t>(rd_kafka_outq_len(rk_)), std::memory_order_relaxed);
+  }
+
+  void stop() noexcept override {
+    if (!rk_) return;
+    // Bounded: what is still queued after flush_timeout is purged, and each purged message's
+    // delivery report counts it as failed (reason _PURGE_QUEUE or _PURGE_INFLIGHT).
+    if (rd_kafka_flush(rk_, o_.flush_timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      int left = rd_kafka_outq_len(rk_);
+      spdlog::warn(
+          "backend {}: {} message(s) not acknowledged within flush_timeout ({} ms): dropped, "
+          "counted as failed",
+          o_.name, left, o_.flush_timeout_ms);
+      rd_kafka_purge(rk_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+      for (int i = 0; i < 100 && rd_kafka_outq_len(rk_) > 0; ++i) rd_kafka_poll(rk_, 10);
+    }
+    // What still has no report (none, unless librdkafka kept it): failed, not flushed.
+    if (int left = rd_kafka_outq_len(rk_); left > 0) {
+      failed_->fetch_add(static_cast<std::uint64_t>(left), std::memory_order_relaxed);
+      count_error("not_flushed", static_cast<std::uint64_t>(left));
+    }
+    queued_->store(0, std::memory_order_relaxed);
+    limit_.flush();
+    destroy();
+  }
+
+ private:
+  Result<void> topic_error(std::string_view key, const std::string& topic) {
+    return fail(Errc::kInvalidArgument,
+                fmt::format("[backend.{}] {}: cannot use topic '{}': {}", o_.name, key, topic,
+                            rd_kafka_err2str(rd_kafka_last_error())));
+  }
+
+  void destroy() noexcept {
+    if (topic_) rd_kafka_topic_destroy(topic_);
+    if (fireflies_topic_) rd_kafka_topic_destroy(fireflies_topic_);
+    topic_ = fireflies_topic_ = nullptr;
+    if (rk_) rd_kafka_destroy(rk_);
+    rk_ = nullptr;
+  }
+
+  // The flow's identity: "tcp 192.0.2.1 2345 192.0.2.2 443 1765081800000000" (start time in
+  // microseconds since the epoch).
+  void make_key(const FlowEvent& e) {
+    key_.clear();
+    fmt::format_to(std::back_inserter(key_), "{} {} {} {} {} {}", scitags::to_string(e.protocol),
+                   e.src.address.to_string(), e.src.port, e.dst.address.to_string(), e.dst.port,
+                   e.start_time);
+  }
+
+  void produce(rd_kafka_topic_t* topic, std::string_view payload) noexcept {
+    auto send = [&] {
+      return rd_kafka_produce(topic, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
+                              const_cast<char*>(payload.data()), payload.size(), key_.data(),
+                              key_.size(), nullptr);
+    };
+    if (send() == 0) return;
+    auto err = rd_kafka_last_error();
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+      // Reports not yet served keep their messages counted in the queue: serve them, retry.
+      rd_kafka_poll(rk_, 0);
+      if (send() == 0) return;
+      err = rd_kafka_last_error();
+    }
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+      dropped_->fetch_add(1, std::memory_order_relaxed);
+      limit_.log(spdlog::level::warn,
+                 "backend {}: the buffer is full ({} messages wait for the brokers): message "
+                 "dropped",
+                 o_.name, rd_kafka_outq_len(rk_));
+      return;
+    }
+    failed_->fetch_add(1, std::memory_order_relaxed);
+    count_error(rd_kafka_err2name(err));
+    limit_.log(spdlog::level::warn, "backend {}: cannot produce to {}: {}", o_.name,
+               rd_kafka_topic_name(topic), rd_kafka_err2str(err));
+  }
+
+  void count_error(const char* reason, std::uint64_t n = 1) {
+    std::atomic<std::uint64_t>* c;
+    {
+      std::lock_guard lock(errors_mutex_);
+      auto it = errors_.find(reason);
+      if (it == errors_.end()) {
+        it = errors_
+                 .emplace(reason, &counters_.counter("flowmark_kafka_errors_total",
+                                                     {{"backend", o_.name}, {"reason", reason}},
+                                                     "Errors of a kafka backend, by reason"))
+                 .first;
+      }
+      c = it->second;
+    }
+    c->fetch_add(n, std::memory_order_relaxed);
+  }
+
+  // Delivery report: on the thread that polls (the worker).
+  static void on_delivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
+    auto* self = static_cast<KafkaBackend*>(opaque);
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      self->delivered_->fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    self->failed_->fetch_add(1, std::memory_order_relaxed);
+    self->count_error(rd_kafka_err2name(m->err));
+    self->limit_.log(spdlog::level::warn, "backend {}: message not delivered: {}", self->o_.name,
+                     rd_kafka_err2str(m->err));
+  }
+
+  // Client errors (brokers down, authentication...): on the polling thread too.
+  static void on_error(rd_kafka_t*, int err, const char* reason, void* opaque) {
+    auto* self = static_cast<KafkaBackend*>(opaque);
+    auto code = static_cast<rd_kafka_resp_err_t>(err);
+    self->count_error(rd_kafka_err2name(code));
+    self->client_limit_.log(spdlog::level::warn, "backend {}: Kafka: {}: {}", self->o_.name,
+                            rd_kafka_err2name(code), reason);
+  }
+
+  // librdkafka's own log lines, from its threads: debug unless they are warnings or worse.
+  static void on_log(const rd_kafka_t* rk, int level, const char* facility, const char* buf) {
+    auto* self = static_cast<KafkaBackend*>(rd_kafka_opaque(rk));
+    if (level > 4) {
+      spdlog::debug("backend {}: librdkafka {}: {}", self->o_.name, facility, buf);
+      return;
+    }
+    std::lock_guard lock(self->log_mutex_);
+    self->log_limit_.log(spdlog::level::warn, "backend {}: librdkafka {}: {}", self->o_.name,
+                         facility, buf);
+  }
+
+  KafkaOptions o_;
+  ConfPtr conf_;
+  Counters& counters_;
+  const scitags::Registry* registry_;
+  std::shared_ptr<collector::SiteMapHandle> site_handle_;
+  std::shared_ptr<const collector::SiteMap> sites_;
+  scitags::FireflyEncoder encoder_;
+  rd_kafka_t* rk_ = nullptr;
+  rd_kafka_topic_t* topic_ = nullptr;  // `topic`: records, or fireflies with what = fireflies
+  rd_kafka_topic_t* fireflies_topic_ = nullptr;
+  std::string key_, json_;
+  unsigned since_poll_ = 0;
+  std::atomic<std::uint64_t>*delivered_, *failed_, *dropped_, *queued_;
+  std::mutex errors_mutex_;
+  std::map<std::string, std::atomic<std::uint64_t>*, std::less<>> errors_;
+  LogLimiter limit_;         // the worker's messages (data path, delivery reports)
+  LogLimiter client_limit_;  // client errors
+  std::mutex log_mutex_;     // librdkafka logs from its own threads
+  LogLimiter log_limit_{5, std::chrono::seconds(10), LogLimiter::Report::kSuffix};
+};
+
+// Kafka topic names: 1..249 of [a-zA-Z0-9._-].
+Result<void> check_topic(Section& s, std::string_view key, const std::string& t) {
+  if (t.empty() || t.size() > 249 || t == "." || t == "..") {
+    return s.error(key, fmt::format("'{}' is not a Kafka topic name (1 to 249 characters)", t));
+  }
+  for (char c : t) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-';
+    if (!ok) {
+      return s.error(key, fmt::format("'{}' is not a Kafka topic name (letters, digits, '.', "
+                                      "'_' and '-' only)",
+                                      t));
+    }
+  }
+  return {};
+}
+
+Result<void> set(Section& s, rd_kafka_conf_t* conf, std::string_view key, const std::string& name,
+                 const std::string& value) {
+  char err[512];
+  if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+    return s.error(key, fmt::format("librdkafka property {} = '{}': {}", name, value, err));
+  }
+  return {};
+}
+
+Result<std::unique_ptr<Backend>> make_kafka_backend(Section& s, ServiceContext& ctx) {
+  KafkaOptions o;
+  o.name = s.name();
+  FM_TRY(o.brokers, s.string("brokers", ""));
+  if (o.brokers.empty()) {
+    return s.error("brokers", "required: the bootstrap brokers, \"host:port,host:port\"");
+  }
+  FM_TRY(auto what, s.choice("what", "records", {"records", "fireflies", "both"}));
+  o.what = what == "records"     ? What::kRecords
+           : what == "fireflies" ? What::kFireflies
+                                 : What::kBoth;
+  FM_TRY(o.topic, s.string("topic", ""));
+  if (o.topic.empty()) return s.error("topic", "required: the Kafka topic to produce to");
+  FM_TRY_VOID(check_topic(s, "topic", o.topic));
+  FM_TRY(auto ff_topic, s.optional_string("fireflies_topic"));
+  if (o.what == What::kBoth) {
+    if (!ff_topic) return s.error("fireflies_topic", "required with what = \"both\"");
+    FM_TRY_VOID(check_topic(s, "fireflies_topic", *ff_topic));
+    if (*ff_topic == o.topic) {
+      return s.error("fireflies_topic", "must differ from topic (records go there)");
+    }
+    o.fireflies_topic = *ff_topic;
+  } else if (ff_topic) {
+    return s.error("fireflies_topic", "only with what = \"both\"");
+  }
+  FM_TRY(auto buffer, s.integer("buffer", 100000, 1, 10000000));
+  FM_TRY(auto acks, s.scalar("acks"));
+  if (!acks) acks = "all";
+  if (*acks != "all" && *acks != "1" && *acks != "0" && *acks != "-1") {
+    return s.error("acks", fmt::format("'{}' is not one of: all, 1, 0", *acks));
+  }
+  FM_TRY(auto compression,
+         s.choice("compression", "none", {"none", "gzip", "snappy", "lz4", "zstd"}));
+  FM_TRY(auto flush_timeout, s.number("flush_timeout", 5.0, 0.0, 3600.0));
+  o.flush_timeout_ms = static_cast<int>(flush_timeout * 1000.0);
+
+  ConfPtr conf(rd_kafka_conf_new());
+  FM_TRY_VOID(set(s, conf.get(), "brokers", "bootstrap.servers", o.brokers));
+  FM_TRY_VOID(set(s, conf.get(), "buffer", "queue.buffering.max.messages", std::to_string(buffer)));
+  FM_TRY_VOID(set(s, conf.get(), "acks", "acks", *acks));
+  FM_TRY_VOID(set(s, conf.get(), "compression", "compression.codec", compression));
+  FM_TRY_VOID(set(s, conf.get(), "type", "client.id", "flowmarkd"));
+  FM_TRY_VOID(set(s, conf.get(), "type", "log.connection.close", "false"));
+  // Anything else librdkafka knows (security, timeouts, batching): after ours, so it wins.
+  FM_TRY(auto extra, s.table("librdkafka"));
+  if (extra) {
+    for (const auto& key : extra->keys()) {
+      std::string value;
+      auto text = extra->scalar(key);
+      if (text) {
+        value = **text;
+      } else {
+        auto flag = extra->boolean(key, false);
+        if (!flag) return extra->error(key, "is not a string, an integer or a boolean");
+        value = *flag ? "true" : "false";
+      }
+      FM_TRY_VOID(set(*extra, conf.get(), key, key, value));
+    }
+    FM_TRY_VOID(extra->finish());
+  }
+  return std::make_unique<KafkaBackend>(std::move(o), std::move(conf), ctx);
+}
+
+}  // namespace
+
+Result<void> register_kafka_backend(BackendFactories& factories) {
+  return factories.add("kafka",
+                       "flow records and/or fireflies as JSON to Kafka topics (librdkafka), keyed "
+                       "by flow",
+                       make_kafka_backend);
+}
+
+}  // namespace flowmark::daemon
