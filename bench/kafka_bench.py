@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""bench/kafka_bench.py BUILD_DIR [--events N] [--mode pipe|firefly|both] [--what W] —
+flow events per second through flowmarkd's kafka backend into librdkafka's mock cluster.
+
+The mock cluster (BUILD_DIR/tests/kafka_mock_broker: 3 brokers, the Kafka protocol over
+loopback TCP) is the broker. N distinct events (N/2 flows, a start and an end line each) go in:
+  pipe     a writer (`cat` of a prepared file) into flowmarkd's named pipe, as fast as it can;
+  firefly  `flowmark firefly send --collectors-only` (one firefly per line) into flowmarkd's
+           firefly source (UDP on loopback: what the kernel drops is read from /proc/net/snmp
+           RcvbufErrors and reported, not guessed).
+flowmarkd's kafka backend (what = "fireflies" by default: one firefly JSON per event) produces
+them to a topic of 8 partitions. Time: from the first line written until the backend has a
+delivery report for every event it was offered. Then every message is checked to have arrived:
+the mock cluster's high watermarks summed over the topic's partitions must equal the
+delivered count. CPU of flowmarkd = utime + stime of all its threads (/proc/PID/stat).
+Prints one JSON line per run. Nothing is asserted but the arrival check (exit 1 when a
+message is missing).
+
+The issue's target: >= 500,000 fireflies/s (on a dedicated machine: flowmarkd on one core,
+the mock cluster and the writer on others).
+"""
+
+import argparse
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def udp(name):
+    with open("/proc/net/snmp") as f:
+        rows = [l.split() for l in f if l.startswith("Udp:")]
+    return int(rows[1][rows[0].index(name)])
+
+
+class Mock:
+    def __init__(self, exe, topic):
+        self.p = subprocess.Popen([exe, "--brokers", "3", f"{topic}:8"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        self.bootstrap = self.line()
+
+    def line(self, timeout=30):
+        if not select.select([self.p.stdout], [], [], timeout)[0]:
+            sys.exit("kafka_mock_broker: no answer")
+        return self.p.stdout.readline().strip()
+
+    def count(self, topic):
+        self.p.stdin.write(f"count {topic}\n")
+        self.p.stdin.flush()
+        reply = self.line()
+        if not reply.startswith("count "):
+            sys.exit(f"kafka_mock_broker: {reply}")
+        return int(reply.split()[1])
+
+    def close(self):
+        self.p.stdin.write("quit\n")
+        self.p.stdin.close()
+        self.p.wait(30)
+
+
+def metrics(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'^(\w+)(?:\{(.*)\})?\s+(\S+)', line)
+        if m and not line.startswith("#"):
+            out[(m.group(1), m.group(2) or "")] = float(m.group(3))
+    return out
+
+
+def pick(ms, name, *needles):
+    return sum(v for (n, ls), v in ms.items() if n == name and all(x in ls for x in needles))
+
+
+def run(build, mode, events, what, workdir):
+    topic = "bench"
+    mock = Mock(os.path.join(build, "tests", "kafka_mock_broker"), topic)
+    prom = free_port()
+    ff_port = free_port(socket.SOCK_DGRAM)
+    pipe = os.path.join(workdir, f"{mode}.pipe")
+    lines = os.path.join(workdir, "lines")
+    if not os.path.exists(lines):
+        with open(lines, "w") as f:
+            for i in range(events // 2):
+                src = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+                port = 1024 + i % 60000
+                f.write(f"start tcp {src} {port} 192.0.2.1 443 2 1\n")
+            for i in range(events // 2):
+                src = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+                port = 1024 + i % 60000
+                f.write(f"end tcp {src} {port} 192.0.2.1 443 2 1\n")
+    source = (f'[source.in]\ntype = "named-pipe"\npath = "{pipe}"\n' if mode == "pipe" else
+              f'[source.in]\ntype = "firefly"\nbind = "127.0.0.1"\nport = {ff_port}\n')
+    cfg = os.path.join(workdir, f"{mode}.toml")
+    with open(cfg, "w") as f:
+        f.write(f'[service]\nqueue_size = 4194304\n\n{source}\n'
+                f'[backend.prom]\ntype = "prometheus"\nlisten = "127.0.0.1:{prom}"\nflow_metrics = false\n\n'
+                f'[backend.k]\ntype = "kafka"\nbrokers = "{mock.bootstrap}"\ntopic = "{topic}"\n'
+                f'what = "{what}"\nbuffer = 2000000\nflush_timeout = 30\n'
+                f'[backend.k.librdkafka]\n"linger.ms" = 20\n"batch.num.messages" = 10000\n')
+    err = open(os.path.join(workdir, f"{mode}.err"), "w+")
+    d = subprocess.Popen([os.path.join(build, "flowmarkd"), "-c", cfg], stderr=err,
+                         stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while True:  # ready: its exposition answers
+        try:
+            metrics(prom)
+            break
+        except OSError:
+            if time.monotonic() > deadline or d.poll() is not None:
+                sys.exit(f"flowmarkd did not start: see {err.name}")
+            time.sleep(0.02)
+    rcvbuf_errors0 = udp("RcvbufErrors")
+    cpu0 = cpu_s(d.pid)
+    t0 = time.monotonic()
+    if mode == "pipe":
+        writer = subprocess.Popen(f"cat {lines} > {pipe}", shell=True)
+    else:
+        writer = subprocess.Popen([os.path.join(build, "flowmark"), "firefly", "send",
+                                   "--collector", f"127.0.0.1:{ff_port}", "--collectors-only"],
+                                  stdin=open(lines), stderr=subprocess.DEVNULL)
+    last, stable_since = None, time.monotonic()
+    while True:  # done: the writer exited, every offered event has its outcome, no change
+        time.sleep(0.02)
+        ms = metrics(prom)
+        offered = pick(ms, "flowmark_backend_offered_total", 'backend="k"')
+        delivered = pick(ms, "flowmark_kafka_messages_total", 'backend="k"', "delivered")
+        settled = sum(pick(ms, "flowmark_kafka_messages_total", 'backend="k"', o)
+                      for o in ('"delivered"', '"failed"', '"dropped_buffer_full"'))
+        now = (offered, settled)
+        if now != last:
+            last, stable_since = now, time.monotonic()
+            t_done = time.monotonic()
+        if writer.poll() is not None and settled >= offered \
+                and offered > 0 and time.monotonic() - stable_since > 0.5:
+            break
+        if time.monotonic() - stable_since > 30:
+            break
+    cpu = cpu_s(d.pid) - cpu0
+    seconds = t_done - t0
+    arrived = mock.count(topic)
+    d.send_signal(signal.SIGTERM)
+    d.wait(60)
+    mock.close()
+    result = dict(mode=mode, what=what, events=events, offered=int(offered),
+                  delivered=int(delivered), arrived=arrived, seconds=round(seconds, 3),
+                  per_s=int(delivered / seconds) if seconds > 0 else 0,
+                  flowmarkd_cpu_s=round(cpu, 2),
+                  cpu_us_per_msg=round(cpu / delivered * 1e6, 2) if delivered else None,
+                  udp_rcvbuf_errors=udp("RcvbufErrors") - rcvbuf_errors0 if mode == "firefly"
+                  else 0)
+    print(json.dumps(result), flush=True)
+    return arrived == delivered
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("build")
+    ap.add_argument("--events", type=int, default=2000000)
+    ap.add_argument("--mode", choices=("pipe", "firefly", "both"), default="both")
+    ap.add_argument("--what", choices=("fireflies", "records"), default="fireflies")
+    a = ap.parse_args()
+    build = os.path.abspath(a.build)
+    for exe in ("flowmarkd", "flowmark", "tests/kafka_mock_broker"):
+        if not os.access(os.path.join(build, exe), os.X_OK):
+            sys.exit(f"{build}/{exe} is missing: build first")
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="kafka-bench-") as tmp:
+        for mode in (("pipe", "firefly") if a.mode == "both" else (a.mode,)):
+            ok &= run(build, mode, a.events, a.what, tmp)
+    if not ok:
+        print("kafka_bench: messages missing at the broker (arrived != delivered)",
+              file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
