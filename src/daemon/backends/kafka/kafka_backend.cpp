@@ -43,7 +43,10 @@ class KafkaBackend final : public Backend {
       : o_(std::move(o)),
         conf_(std::move(conf)),
         counters_(ctx.counters),
-        registry_(ctx.registry),
+        // A copy: a reload replaces the service's registry and frees the old one, while a
+        // backend whose section did not change is kept (a pointer would dangle).
+        registry_(ctx.registry ? std::make_unique<const scitags::Registry>(*ctx.registry)
+                               : nullptr),
         site_handle_(ctx.sites),
         sites_(ctx.sites ? ctx.sites->get() : nullptr),
         encoder_({.hostname = ctx.hostname, .syslog_header = false}),
@@ -97,7 +100,7 @@ class KafkaBackend final : public Backend {
     }
     make_key(e);
     if (o_.what != What::kFireflies) {
-      auto record = collector::make_record(e, registry_, sites_.get());
+      auto record = collector::make_record(e, registry_.get(), sites_.get());
       json_.clear();
       collector::append_json(record, json_);
       produce(topic_, json_);
@@ -285,7 +288,7 @@ class KafkaBackend final : public Backend {
   KafkaOptions o_;
   ConfPtr conf_;
   Counters& counters_;
-  const scitags::Registry* registry_;
+  std::unique_ptr<const scitags::Registry> registry_;  // names as of this backend's creation
   std::shared_ptr<collector::SiteMapHandle> site_handle_;
   std::shared_ptr<const collector::SiteMap> sites_;
   scitags::FireflyEncoder encoder_;
