@@ -1,7 +1,6 @@
 #include "daemon/backends/kafka/kafka_backend.hpp"
 
 #include <arpa/inet.h>
-#include <librdkafka/rdkafka.h>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -12,6 +11,7 @@
 #include <map>
 #include <mutex>
 
+#include "daemon/backends/kafka/rdkafka_api.hpp"
 #include "flowmark/collector/record.hpp"
 #include "flowmark/core/log_limit.hpp"
 #include "flowmark/scitags/firefly.hpp"
@@ -22,7 +22,8 @@ namespace {
 enum class What : std::uint8_t { kRecords, kFireflies, kBoth };
 
 struct ConfDeleter {
-  void operator()(rd_kafka_conf_t* c) const noexcept { rd_kafka_conf_destroy(c); }
+  const RdKafka* api = nullptr;
+  void operator()(rd_kafka_conf_t* c) const noexcept { api->conf_destroy(c); }
 };
 using ConfPtr = std::unique_ptr<rd_kafka_conf_t, ConfDeleter>;
 
@@ -47,8 +48,9 @@ constexpr unsigned kPollEvery = 64;
 
 class KafkaBackend final : public Backend {
  public:
-  KafkaBackend(KafkaOptions o, ConfPtr conf, ServiceContext& ctx)
-      : o_(std::move(o)),
+  KafkaBackend(const RdKafka* api, KafkaOptions o, ConfPtr conf, ServiceContext& ctx)
+      : api_(api),
+        o_(std::move(o)),
         conf_(std::move(conf)),
         counters_(ctx.counters),
         // A copy: a reload replaces the service's registry and frees the old one, while a
@@ -71,26 +73,26 @@ class KafkaBackend final : public Backend {
     dropped_ = messages("dropped_buffer_full");
     queued_ = &ctx.counters.gauge("flowmark_kafka_queued", {{"backend", o_.name}},
                                   "Messages a kafka backend holds, not yet acknowledged");
-    rd_kafka_conf_set_opaque(conf_.get(), this);
-    rd_kafka_conf_set_dr_msg_cb(conf_.get(), &KafkaBackend::on_delivery);
-    rd_kafka_conf_set_error_cb(conf_.get(), &KafkaBackend::on_error);
-    rd_kafka_conf_set_log_cb(conf_.get(), &KafkaBackend::on_log);
+    api_->conf_set_opaque(conf_.get(), this);
+    api_->conf_set_dr_msg_cb(conf_.get(), &KafkaBackend::on_delivery);
+    api_->conf_set_error_cb(conf_.get(), &KafkaBackend::on_error);
+    api_->conf_set_log_cb(conf_.get(), &KafkaBackend::on_log);
   }
 
   ~KafkaBackend() override { destroy(); }
 
   Result<void> start() override {
     char err[512];
-    rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf_.get(), err, sizeof err);
+    rk_ = api_->create(RD_KAFKA_PRODUCER, conf_.get(), err, sizeof err);
     if (!rk_) {
       return fail(Errc::kInvalidArgument,
                   fmt::format("[backend.{}] cannot create the Kafka producer: {}", o_.name, err));
     }
     conf_.release();  // rd_kafka_new owns it now
-    topic_ = rd_kafka_topic_new(rk_, o_.topic.c_str(), nullptr);
+    topic_ = api_->topic_new(rk_, o_.topic.c_str(), nullptr);
     if (!topic_) return topic_error("topic", o_.topic);
     if (o_.what == What::kBoth) {
-      fireflies_topic_ = rd_kafka_topic_new(rk_, o_.fireflies_topic.c_str(), nullptr);
+      fireflies_topic_ = api_->topic_new(rk_, o_.fireflies_topic.c_str(), nullptr);
       if (!fireflies_topic_) return topic_error("fireflies_topic", o_.fireflies_topic);
     }
     spdlog::info("backend {}: {} to Kafka topic {}{} at {}", o_.name,
@@ -104,7 +106,7 @@ class KafkaBackend final : public Backend {
   void on_event(const FlowEvent& e) noexcept override {
     if (++since_poll_ >= kPollEvery) {
       since_poll_ = 0;
-      rd_kafka_poll(rk_, 0);
+      api_->poll(rk_, 0);
     }
     make_key(e);
     if (o_.what != What::kFireflies) {
@@ -131,27 +133,27 @@ class KafkaBackend final : public Backend {
   }
 
   void on_tick() noexcept override {
-    rd_kafka_poll(rk_, 0);
+    api_->poll(rk_, 0);
     since_poll_ = 0;
     if (site_handle_) sites_ = site_handle_->get();  // a reload swaps the map
-    queued_->store(static_cast<std::uint64_t>(rd_kafka_outq_len(rk_)), std::memory_order_relaxed);
+    queued_->store(static_cast<std::uint64_t>(api_->outq_len(rk_)), std::memory_order_relaxed);
   }
 
   void stop() noexcept override {
     if (!rk_) return;
     // Bounded: what is still queued after flush_timeout is purged, and each purged message's
     // delivery report counts it as failed (reason _PURGE_QUEUE or _PURGE_INFLIGHT).
-    if (rd_kafka_flush(rk_, o_.flush_timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      int left = rd_kafka_outq_len(rk_);
+    if (api_->flush(rk_, o_.flush_timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      int left = api_->outq_len(rk_);
       spdlog::warn(
           "backend {}: {} message(s) not acknowledged within flush_timeout ({} ms): dropped, "
           "counted as failed",
           o_.name, left, o_.flush_timeout_ms);
-      rd_kafka_purge(rk_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-      for (int i = 0; i < 100 && rd_kafka_outq_len(rk_) > 0; ++i) rd_kafka_poll(rk_, 10);
+      api_->purge(rk_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+      for (int i = 0; i < 100 && api_->outq_len(rk_) > 0; ++i) api_->poll(rk_, 10);
     }
     // What still has no report (none, unless librdkafka kept it): failed, not flushed.
-    if (int left = rd_kafka_outq_len(rk_); left > 0) {
+    if (int left = api_->outq_len(rk_); left > 0) {
       failed_->fetch_add(static_cast<std::uint64_t>(left), std::memory_order_relaxed);
       count_error("not_flushed", static_cast<std::uint64_t>(left));
     }
@@ -165,14 +167,14 @@ class KafkaBackend final : public Backend {
   Result<void> topic_error(std::string_view key, const std::string& topic) {
     return fail(Errc::kInvalidArgument,
                 fmt::format("[backend.{}] {}: cannot use topic '{}': {}", o_.name, key, topic,
-                            rd_kafka_err2str(rd_kafka_last_error())));
+                            api_->err2str(api_->last_error())));
   }
 
   void destroy() noexcept {
-    if (topic_) rd_kafka_topic_destroy(topic_);
-    if (fireflies_topic_) rd_kafka_topic_destroy(fireflies_topic_);
+    if (topic_) api_->topic_destroy(topic_);
+    if (fireflies_topic_) api_->topic_destroy(fireflies_topic_);
     topic_ = fireflies_topic_ = nullptr;
-    if (rk_) rd_kafka_destroy(rk_);
+    if (rk_) api_->destroy(rk_);
     rk_ = nullptr;
   }
 
@@ -218,30 +220,30 @@ class KafkaBackend final : public Backend {
 
   void produce(rd_kafka_topic_t* topic, std::string_view payload) noexcept {
     auto send = [&] {
-      return rd_kafka_produce(topic, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
-                              const_cast<char*>(payload.data()), payload.size(), key_, key_len_,
-                              nullptr);
+      return api_->produce(topic, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
+                           const_cast<char*>(payload.data()), payload.size(), key_, key_len_,
+                           nullptr);
     };
     if (send() == 0) return;
-    auto err = rd_kafka_last_error();
+    auto err = api_->last_error();
     if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
       // Reports not yet served keep their messages counted in the queue: serve them, retry.
-      rd_kafka_poll(rk_, 0);
+      api_->poll(rk_, 0);
       if (send() == 0) return;
-      err = rd_kafka_last_error();
+      err = api_->last_error();
     }
     if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
       dropped_->fetch_add(1, std::memory_order_relaxed);
       limit_.log(spdlog::level::warn,
                  "backend {}: the buffer is full ({} messages wait for the brokers): message "
                  "dropped",
-                 o_.name, rd_kafka_outq_len(rk_));
+                 o_.name, api_->outq_len(rk_));
       return;
     }
     failed_->fetch_add(1, std::memory_order_relaxed);
-    count_error(rd_kafka_err2name(err));
+    count_error(api_->err2name(err));
     limit_.log(spdlog::level::warn, "backend {}: cannot produce to {}: {}", o_.name,
-               rd_kafka_topic_name(topic), rd_kafka_err2str(err));
+               api_->topic_name(topic), api_->err2str(err));
   }
 
   void count_error(const char* reason, std::uint64_t n = 1) {
@@ -269,23 +271,23 @@ class KafkaBackend final : public Backend {
       return;
     }
     self->failed_->fetch_add(1, std::memory_order_relaxed);
-    self->count_error(rd_kafka_err2name(m->err));
+    self->count_error(self->api_->err2name(m->err));
     self->limit_.log(spdlog::level::warn, "backend {}: message not delivered: {}", self->o_.name,
-                     rd_kafka_err2str(m->err));
+                     self->api_->err2str(m->err));
   }
 
   // Client errors (brokers down, authentication...): on the polling thread too.
   static void on_error(rd_kafka_t*, int err, const char* reason, void* opaque) {
     auto* self = static_cast<KafkaBackend*>(opaque);
     auto code = static_cast<rd_kafka_resp_err_t>(err);
-    self->count_error(rd_kafka_err2name(code));
+    self->count_error(self->api_->err2name(code));
     self->client_limit_.log(spdlog::level::warn, "backend {}: Kafka: {}: {}", self->o_.name,
-                            rd_kafka_err2name(code), reason);
+                            self->api_->err2name(code), reason);
   }
 
   // librdkafka's own log lines, from its threads: debug unless they are warnings or worse.
   static void on_log(const rd_kafka_t* rk, int level, const char* facility, const char* buf) {
-    auto* self = static_cast<KafkaBackend*>(rd_kafka_opaque(rk));
+    auto* self = static_cast<KafkaBackend*>((*rdkafka_api())->opaque(rk));  // loaded: cached
     // Connection failures come through on_error too (counted there): debug here.
     if (level > 4 || std::strcmp(facility, "FAIL") == 0) {
       spdlog::debug("backend {}: librdkafka {}: {}", self->o_.name, facility, buf);
@@ -296,6 +298,7 @@ class KafkaBackend final : public Backend {
                          facility, buf);
   }
 
+  const RdKafka* api_;  // librdkafka, loaded at run time
   KafkaOptions o_;
   ConfPtr conf_;
   Counters& counters_;
@@ -337,10 +340,10 @@ Result<void> check_topic(Section& s, std::string_view key, const std::string& t)
   return {};
 }
 
-Result<void> set(Section& s, rd_kafka_conf_t* conf, std::string_view key, const std::string& name,
-                 const std::string& value) {
+Result<void> set(const RdKafka* api, Section& s, rd_kafka_conf_t* conf, std::string_view key,
+                 const std::string& name, const std::string& value) {
   char err[512];
-  if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+  if (api->conf_set(conf, name.c_str(), value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
     return s.error(key, fmt::format("librdkafka property {} = '{}': {}", name, value, err));
   }
   return {};
@@ -382,16 +385,23 @@ Result<std::unique_ptr<Backend>> make_kafka_backend(Section& s, ServiceContext& 
   FM_TRY(auto flush_timeout, s.number("flush_timeout", 5.0, 0.0, 3600.0));
   o.flush_timeout_ms = static_cast<int>(flush_timeout * 1000.0);
 
-  ConfPtr conf(rd_kafka_conf_new());
-  FM_TRY_VOID(set(s, conf.get(), "brokers", "bootstrap.servers", o.brokers));
-  FM_TRY_VOID(set(s, conf.get(), "buffer", "queue.buffering.max.messages", std::to_string(buffer)));
-  FM_TRY_VOID(set(s, conf.get(), "acks", "acks", *acks));
-  FM_TRY_VOID(set(s, conf.get(), "compression", "compression.codec", compression));
-  FM_TRY_VOID(set(s, conf.get(), "type", "client.id", "flowmarkd"));
+  auto loaded = rdkafka_api();
+  if (!loaded) {  // refused like a configuration error: this one cannot be served here
+    return fail(Errc::kInvalidArgument,
+                fmt::format("{} type: {}", s.where(), loaded.error().message()));
+  }
+  const RdKafka* api = *loaded;
+  ConfPtr conf(api->conf_new(), ConfDeleter{api});
+  FM_TRY_VOID(set(api, s, conf.get(), "brokers", "bootstrap.servers", o.brokers));
+  FM_TRY_VOID(
+      set(api, s, conf.get(), "buffer", "queue.buffering.max.messages", std::to_string(buffer)));
+  FM_TRY_VOID(set(api, s, conf.get(), "acks", "acks", *acks));
+  FM_TRY_VOID(set(api, s, conf.get(), "compression", "compression.codec", compression));
+  FM_TRY_VOID(set(api, s, conf.get(), "type", "client.id", "flowmarkd"));
   // The partition of a key as Kafka's Java clients choose it (murmur2): a flow's messages
   // land where a Java producer of the same key would put them.
-  FM_TRY_VOID(set(s, conf.get(), "type", "partitioner", "murmur2_random"));
-  FM_TRY_VOID(set(s, conf.get(), "type", "log.connection.close", "false"));
+  FM_TRY_VOID(set(api, s, conf.get(), "type", "partitioner", "murmur2_random"));
+  FM_TRY_VOID(set(api, s, conf.get(), "type", "log.connection.close", "false"));
   // Anything else librdkafka knows (security, timeouts, batching): after ours, so it wins.
   FM_TRY(auto extra, s.table("librdkafka"));
   if (extra) {
@@ -405,11 +415,11 @@ Result<std::unique_ptr<Backend>> make_kafka_backend(Section& s, ServiceContext& 
         if (!flag) return extra->error(key, "is not a string, an integer or a boolean");
         value = *flag ? "true" : "false";
       }
-      FM_TRY_VOID(set(*extra, conf.get(), key, key, value));
+      FM_TRY_VOID(set(api, *extra, conf.get(), key, key, value));
     }
     FM_TRY_VOID(extra->finish());
   }
-  return std::make_unique<KafkaBackend>(std::move(o), std::move(conf), ctx);
+  return std::make_unique<KafkaBackend>(api, std::move(o), std::move(conf), ctx);
 }
 
 }  // namespace
