@@ -88,7 +88,7 @@ class KafkaBackend final : public Backend {
       return fail(Errc::kInvalidArgument,
                   fmt::format("[backend.{}] cannot create the Kafka producer: {}", o_.name, err));
     }
-    conf_.release();  // rd_kafka_new owns it now
+    [[maybe_unused]] auto* owned = conf_.release();  // rd_kafka_new owns it now
     topic_ = api_->topic_new(rk_, o_.topic.c_str(), nullptr);
     if (!topic_) return topic_error("topic", o_.topic);
     if (o_.what == What::kBoth) {
@@ -407,13 +407,12 @@ Result<std::unique_ptr<Backend>> make_kafka_backend(Section& s, ServiceContext& 
   if (extra) {
     for (const auto& key : extra->keys()) {
       std::string value;
-      auto text = extra->scalar(key);
-      if (text) {
-        value = **text;
-      } else {
-        auto flag = extra->boolean(key, false);
-        if (!flag) return extra->error(key, "is not a string, an integer or a boolean");
+      if (auto flag = extra->boolean(key, false)) {
         value = *flag ? "true" : "false";
+      } else {
+        auto text = extra->scalar(key);  // present: never nullopt
+        if (!text) return extra->error(key, "is not a string, an integer or a boolean");
+        value = text->value_or("");
       }
       FM_TRY_VOID(set(api, *extra, conf.get(), key, key, value));
     }

@@ -41,6 +41,7 @@ namespace flowmark::daemon {
   X(err2str, err2str)
 
 struct RdKafka {
+// NOLINTNEXTLINE(bugprone-macro-parentheses): a declarator, not an expression
 #define FLOWMARK_RDKAFKA_MEMBER(member, name) decltype(&::rd_kafka_##name) member = nullptr;
   FLOWMARK_RDKAFKA_FUNCTIONS(FLOWMARK_RDKAFKA_MEMBER)
 #undef FLOWMARK_RDKAFKA_MEMBER
