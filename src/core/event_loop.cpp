@@ -6,6 +6,7 @@
 #include <sys/timerfd.h>
 
 #include <array>
+#include <vector>
 #include <csignal>
 
 #include <fmt/format.h>
@@ -21,6 +22,7 @@ struct EventLoop::State {
   std::unordered_map<int, SignalHandler> signal_handlers;
   std::unordered_map<int, std::shared_ptr<FdHandler>> fds;
   std::unordered_map<int, bool> one_shot;  // timer fd -> fires once
+  std::vector<std::function<void()>> after_dispatch;
   ~State() {
     if (mask_saved) pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
     for (auto& [fd, shot] : one_shot) ::close(fd);
@@ -145,7 +147,12 @@ Result<void> EventLoop::run_once(std::chrono::milliseconds timeout) {
     auto handler = it->second;          // keeps the handler alive while it runs
     (*handler)(events[i].events);
   }
+  for (const auto& hook : s_->after_dispatch) hook();
   return {};
+}
+
+void EventLoop::after_dispatch(std::function<void()> hook) {
+  s_->after_dispatch.push_back(std::move(hook));
 }
 
 Result<void> EventLoop::run() {

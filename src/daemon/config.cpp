@@ -208,8 +208,8 @@ Result<ServiceConfig> ServiceConfig::from(const ConfigDocument& doc,
                                           const scitags::Registry& registry) {
   ServiceConfig c;
   const auto& root = as_table(doc.root());
-  static constexpr std::string_view kTop[] = {"service", "public_address", "rule", "source",
-                                              "backend"};
+  static constexpr std::string_view kTop[] = {"service", "public_address", "rule", "site",
+                                              "source", "backend"};
   for (const auto& [k, v] : root) {
     if (std::find(std::begin(kTop), std::end(kTop), std::string_view(k.str())) == std::end(kTop)) {
       return fail(Errc::kInvalidArgument,
@@ -225,6 +225,10 @@ Result<ServiceConfig> ServiceConfig::from(const ConfigDocument& doc,
     FM_TRY(c.flow_timeout, s.number("flow_timeout", c.flow_timeout, 0, 1e9));
     FM_TRY(auto q, s.integer("queue_size", static_cast<std::int64_t>(c.queue_size), 16, 1 << 24));
     c.queue_size = static_cast<std::size_t>(q);
+    FM_TRY(auto m, s.integer("max_live_flows", static_cast<std::int64_t>(c.max_live_flows), 0,
+                             std::int64_t{1} << 32));
+    c.max_live_flows = static_cast<std::size_t>(m);
+    FM_TRY(c.sites_file, s.string("sites_file", ""));
     FM_TRY(c.log_level,
            s.choice("log_level", "info", {"debug", "info", "warning", "error", "off"}));
     FM_TRY_VOID(s.finish());
@@ -268,6 +272,34 @@ Result<ServiceConfig> ServiceConfig::from(const ConfigDocument& doc,
       Section s(t, fmt::format("[[rule]] #{}", i + 1));
       FM_TRY(auto r, read_rule(s, registry));
       c.rules.push_back(std::move(r));
+    }
+  }
+  if (const auto* sites = root.get("site")) {
+    const auto* arr = sites->as_array();
+    if (!arr) return fail(Errc::kInvalidArgument, "'site' must be an array of tables ([[site]])");
+    for (std::size_t i = 0; i < arr->size(); ++i) {
+      const auto* t = (*arr)[i].as_table();
+      if (!t) return fail(Errc::kInvalidArgument, fmt::format("site {} is not a table", i + 1));
+      Section s(t, fmt::format("[[site]] #{}", i + 1));
+      FM_TRY(auto name, s.string("name", ""));
+      if (name.empty()) return s.error("name", "missing: a site needs a name");
+      FM_TRY(auto nets, s.networks("networks"));
+      if (nets.empty()) return s.error("networks", "missing: a site needs at least one network");
+      for (const auto& n : nets) {
+        if (auto r = c.sites.add(name, n); !r) return s.error("networks", r.error().message());
+      }
+      FM_TRY_VOID(s.finish());
+    }
+  }
+  if (!c.sites_file.empty()) {
+    auto file = collector::SiteMap::load_json(c.sites_file);
+    if (!file) {
+      return fail(Errc::kInvalidArgument,
+                  fmt::format("[service] sites_file: {}", file.error().message()));
+    }
+    if (auto r = c.sites.merge(*file); !r) {
+      return fail(Errc::kInvalidArgument,
+                  fmt::format("[service] sites_file {}: {}", c.sites_file, r.error().message()));
     }
   }
   FM_TRY(c.sources, parts(root, "source"));

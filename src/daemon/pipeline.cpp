@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -46,7 +47,11 @@ struct Pipeline::Worker {
     thread = std::thread([this] { run(); });
   }
 
-  void offer(const FlowEvent& e, bool bypass_capacity = false) {
+  // With `defer`, a sleeping worker is woken only once kWakeAt events wait, or by wake()
+  // (the service calls it once per event-loop wake-up): one futex wake per burst instead of
+  // one per event (a third of the loop thread's time under a firefly flood).
+  static constexpr std::size_t kWakeAt = 256;
+  void offer(const FlowEvent& e, bool bypass_capacity = false, bool defer = false) {
     offered->fetch_add(1, std::memory_order_relaxed);
     bool wake = false;
     {
@@ -55,11 +60,24 @@ struct Pipeline::Worker {
         dropped_full->fetch_add(1, std::memory_order_relaxed);
         return;
       }
-      wake = pending.empty();
       pending.push_back({Kind::kEvent, e});
       depth->store(pending.size(), std::memory_order_relaxed);
+      if (waiting) {
+        wake = !defer || pending.size() >= kWakeAt;
+        wake_owed = !wake;
+      }
     }
     if (wake) cv.notify_one();
+  }
+
+  void wake() {
+    bool owed = false;
+    {
+      std::lock_guard lock(mutex);
+      owed = wake_owed && waiting;
+      wake_owed = false;
+    }
+    if (owed) cv.notify_one();
   }
 
   void reopen() {
@@ -126,11 +144,14 @@ struct Pipeline::Worker {
         std::optional<Clock::time_point> wake;
         if (tick.count() > 0) wake = next_tick;
         if (trim_at && (!wake || *trim_at < *wake)) wake = trim_at;
+        waiting = true;
         if (wake) {
           cv.wait_until(lock, *wake, ready);
         } else {
           cv.wait(lock, ready);
         }
+        waiting = false;
+        wake_owed = false;
         if (pending.empty() && stopping) break;
         if (trim_at && pending.empty() && Clock::now() >= *trim_at) {
           std::vector<Item>().swap(pending);
@@ -188,6 +209,8 @@ struct Pipeline::Worker {
   std::vector<Item> pending;
   bool stopping = false;
   bool busy = false;
+  bool waiting = false;    // the worker sleeps on cv
+  bool wake_owed = false;  // events were left for it without a wake-up (deferred)
   bool finished = false;                  // run() has returned (the backend is stopped)
   std::atomic<bool> abandoned{false};     // stop_and_join gave up on it
   std::atomic<std::size_t> in_flight{0};  // items of the current batch not yet handed over
@@ -215,6 +238,14 @@ Pipeline::Pipeline(ServiceContext& context, PipelineOptions options)
                             "(forwarded with start-time = end-time)");
   expired_ = &c.counter("flowmark_pipeline_expired_total", {},
                         "Flows ended by the pipeline after flow_timeout without an event");
+  evicted_ = &c.counter("flowmark_pipeline_evicted_total", {},
+                        "Flows ended by the pipeline to keep [service] max_live_flows");
+  duplicate_end_ =
+      &c.counter("flowmark_pipeline_events_total", {{"outcome", "duplicate_after_end"}}, kHelp);
+  stale_ = &c.counter("flowmark_pipeline_events_total", {{"outcome", "stale"}}, kHelp);
+  replaced_ = &c.counter("flowmark_pipeline_replaced_total", {},
+                         "Live flows ended (as expired) by a start of the same 5-tuple with a "
+                         "later start time");
 }
 
 Pipeline::~Pipeline() { stop_workers(); }
@@ -324,14 +355,143 @@ void Pipeline::fan_out(const FlowEvent& e) {
   forwarded_->fetch_add(1, std::memory_order_relaxed);
   if (options_.public_address.map.empty() && !options_.public_address.ipv4 &&
       !options_.public_address.ipv6) {
-    for (auto& w : workers_) w->offer(e, shutting_down_);
+    for (auto& w : workers_) w->offer(e, shutting_down_, defer_wakeups_);
     return;
   }
   FlowEvent out = e;
   rewrite_public(out);
   for (auto& w : workers_) {
-    w->offer(w->backend->wants_public_addresses() ? out : e, shutting_down_);
+    w->offer(w->backend->wants_public_addresses() ? out : e, shutting_down_, defer_wakeups_);
   }
+}
+
+namespace {
+
+std::uint64_t volume_of(const std::optional<scitags::Usage>& u) noexcept {
+  return u ? std::max(u->sent, u->received) : 0;
+}
+
+}  // namespace
+
+Pipeline::Node& Pipeline::insert_live(const FlowKey& key, const FlowEvent& e, Micros now) {
+  if (options_.max_live_flows > 0 && flows_.size() >= options_.max_live_flows && oldest_) {
+    Node& victim = *oldest_;
+    evicted_->fetch_add(1, std::memory_order_relaxed);
+    pushed_->fetch_add(1, std::memory_order_relaxed);
+    evict_log_.log(spdlog::level::warn, [&] {
+      return fmt::format(
+          "{} live flows ([service] max_live_flows): the flow idle longest, {} {} -> {}, is "
+          "ended as evicted (counted in flowmark_pipeline_evicted_total)",
+          flows_.size(), scitags::to_string(victim.first.protocol),
+          victim.first.src.to_string(), victim.first.dst.to_string());
+    });
+    end_live(victim, scitags::EndReason::kEvicted, victim.second.last_event);
+  }
+  auto [it, inserted] = flows_.try_emplace(key);
+  Node& n = *it;
+  n.second.start_time = e.start_time;
+  n.second.experiment = e.experiment;
+  n.second.activity = e.activity;
+  n.second.usage = e.usage;
+  n.second.last_event = now;
+  // Linked in as the newest.
+  n.second.older = newest_;
+  n.second.newer = nullptr;
+  if (newest_) newest_->second.newer = &n;
+  newest_ = &n;
+  if (!oldest_) oldest_ = &n;
+  live_gauge_->store(flows_.size(), std::memory_order_relaxed);
+  return n;
+}
+
+void Pipeline::touch(Node& n, Micros now) {
+  n.second.last_event = now;
+  if (newest_ == &n) return;
+  // Unlink, then link in as the newest.
+  auto& l = n.second;
+  if (l.older) l.older->second.newer = l.newer;
+  if (l.newer) l.newer->second.older = l.older;
+  if (oldest_ == &n) oldest_ = l.newer;
+  l.older = newest_;
+  l.newer = nullptr;
+  if (newest_) newest_->second.newer = &n;
+  newest_ = &n;
+  if (!oldest_) oldest_ = &n;
+}
+
+void Pipeline::erase_live(Node& n) {
+  auto& l = n.second;
+  if (l.older) l.older->second.newer = l.newer;
+  if (l.newer) l.newer->second.older = l.older;
+  if (oldest_ == &n) oldest_ = l.newer;
+  if (newest_ == &n) newest_ = l.older;
+  remember_ended(n.first, l.start_time);
+  // By iterator: erase(key) with a reference to the erased element's own key is undefined.
+  flows_.erase(flows_.find(n.first));
+  live_gauge_->store(flows_.size(), std::memory_order_relaxed);
+}
+
+Pipeline::RecentEnds::RecentEnds() {
+  gen_[0].resize(kSlots);
+  gen_[1].resize(kSlots);
+}
+
+void Pipeline::RecentEnds::add(std::uint64_t fingerprint, Micros start_time) {
+  fingerprint |= 1;  // never 0 (empty)
+  if (count_ >= kGeneration) {
+    std::swap(gen_[0], gen_[1]);
+    std::fill(gen_[0].begin(), gen_[0].end(), Slot{});
+    count_ = 0;
+  }
+  auto& g = gen_[0];
+  for (std::size_t i = fingerprint & (kSlots - 1);; i = (i + 1) & (kSlots - 1)) {
+    if (g[i].fingerprint == fingerprint) {
+      g[i].start_time = start_time;
+      return;
+    }
+    if (g[i].fingerprint == 0) {
+      g[i] = {fingerprint, start_time};
+      ++count_;
+      return;
+    }
+  }
+}
+
+std::optional<Micros> Pipeline::RecentEnds::find(std::uint64_t fingerprint) const noexcept {
+  fingerprint |= 1;
+  for (const auto& g : gen_) {
+    for (std::size_t i = fingerprint & (kSlots - 1);; i = (i + 1) & (kSlots - 1)) {
+      if (g[i].fingerprint == fingerprint) return g[i].start_time;
+      if (g[i].fingerprint == 0) break;
+    }
+  }
+  return std::nullopt;
+}
+
+void Pipeline::remember_ended(const FlowKey& key, Micros start_time) {
+  ended_.add(FlowKeyHash{}(key), start_time);
+}
+
+std::optional<Micros> Pipeline::ended_lately(const FlowKey& key) const {
+  return ended_.find(FlowKeyHash{}(key));
+}
+
+void Pipeline::end_live(Node& n, scitags::EndReason reason, Micros end_time) {
+  FlowEvent e;
+  e.state = FlowState::kEnd;
+  e.end_reason = reason;
+  e.protocol = n.first.protocol;
+  e.src = n.first.src;
+  e.dst = n.first.dst;
+  e.start_time = n.second.start_time;
+  e.current_time = end_time;
+  e.end_time = end_time;
+  e.experiment = n.second.experiment;
+  e.activity = n.second.activity;
+  e.usage = n.second.usage;
+  e.previous_volume = volume_of(n.second.usage);
+  erase_live(n);
+  fan_out(e);
 }
 
 void Pipeline::push(const FlowEvent& in) {
@@ -342,30 +502,66 @@ void Pipeline::push(const FlowEvent& in) {
   const FlowKey key = key_of(e);
   auto it = flows_.find(key);
 
+  // The 5-tuple and start time name a flow: a live flow of this tuple with another start
+  // time is another flow — an older one (its end was lost: ended as expired) or a newer one
+  // (this event is a stale copy of the older).
+  if (it != flows_.end() && e.start_time != 0 && it->second.start_time != 0 &&
+      e.start_time != it->second.start_time) {
+    if (e.start_time < it->second.start_time) {
+      stale_->fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    replaced_->fetch_add(1, std::memory_order_relaxed);
+    pushed_->fetch_add(1, std::memory_order_relaxed);
+    end_live(*it, scitags::EndReason::kExpired, it->second.last_event);
+    it = flows_.end();
+  }
+  // A copy of the end (or a late start or ongoing) of a flow that ended lately.
+  if (it == flows_.end()) {
+    if (auto started = ended_lately(key)) {
+      const bool same = e.start_time != 0 ? e.start_time == *started
+                                          : e.state != FlowState::kStart;
+      if (same) {
+        duplicate_end_->fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+    }
+  }
+
   switch (e.state) {
     case FlowState::kStart: {
       if (it != flows_.end()) {
         duplicate_->fetch_add(1, std::memory_order_relaxed);
-        it->second.last_event = now;
+        touch(*it, now);
         return;
       }
       if (!classify(e)) break;
       if (e.start_time == 0) e.start_time = now;
-      flows_.emplace(key, Live{e.start_time, now, e.experiment, e.activity, e.usage});
-      live_gauge_->store(flows_.size(), std::memory_order_relaxed);
+      e.previous_volume = 0;
+      insert_live(key, e, now);
       fan_out(e);
       return;
     }
     case FlowState::kOngoing: {
-      if (it == flows_.end()) {
+      Node* n = it != flows_.end() ? &*it : nullptr;
+      if (!n) {
         if (!classify(e)) break;
         if (e.start_time == 0) e.start_time = now;
-        it = flows_.emplace(key, Live{e.start_time, now, e.experiment, e.activity, e.usage}).first;
-        live_gauge_->store(flows_.size(), std::memory_order_relaxed);
+        auto start = e;
+        start.usage.reset();
+        n = &insert_live(key, start, now);
       }
-      auto& live = it->second;
-      live.last_event = now;
-      if (e.usage) live.usage = e.usage;
+      auto& live = n->second;
+      touch(*n, now);
+      e.previous_volume = volume_of(live.usage);
+      if (e.usage) {
+        // Never backwards: an older update delivered late keeps the larger counts.
+        if (live.usage) {
+          e.usage->sent = std::max(e.usage->sent, live.usage->sent);
+          e.usage->received = std::max(e.usage->received, live.usage->received);
+        }
+        live.usage = e.usage;
+      }
       e.start_time = live.start_time;
       if (e.experiment == 0) {
         e.experiment = live.experiment;
@@ -384,15 +580,22 @@ void Pipeline::push(const FlowEvent& in) {
           e.experiment = live.experiment;
           e.activity = live.activity;
         }
-        if (!e.usage) e.usage = live.usage;
-        flows_.erase(it);
-        live_gauge_->store(flows_.size(), std::memory_order_relaxed);
+        e.previous_volume = volume_of(live.usage);
+        if (!e.usage) {
+          e.usage = live.usage;
+        } else if (live.usage) {
+          e.usage->sent = std::max(e.usage->sent, live.usage->sent);
+          e.usage->received = std::max(e.usage->received, live.usage->received);
+        }
+        erase_live(*it);
         fan_out(e);
         return;
       }
       if (!classify(e)) break;
       end_unknown_->fetch_add(1, std::memory_order_relaxed);
       if (e.start_time == 0) e.start_time = e.end_time;
+      e.previous_volume = 0;
+      remember_ended(key, e.start_time);
       fan_out(e);
       return;
     }
@@ -411,21 +614,15 @@ std::size_t Pipeline::expire() {
   if (options_.flow_timeout <= 0) return 0;
   const Micros now = options_.clock();
   const auto limit = static_cast<Micros>(options_.flow_timeout * 1e6);
-  std::vector<FlowKey> stale;
-  for (const auto& [key, live] : flows_) {
-    if (now - live.last_event >= limit) stale.push_back(key);
-  }
-  for (const auto& key : stale) {
-    FlowEvent e;
-    e.state = FlowState::kEnd;
-    e.protocol = key.protocol;
-    e.src = key.src;
-    e.dst = key.dst;
-    e.end_time = now;
+  // The oldest flows are first in the activity order: stop at the first one still fresh.
+  std::size_t n = 0;
+  while (oldest_ && now - oldest_->second.last_event >= limit) {
     expired_->fetch_add(1, std::memory_order_relaxed);
-    push(e);
+    pushed_->fetch_add(1, std::memory_order_relaxed);
+    end_live(*oldest_, scitags::EndReason::kExpired, now);
+    ++n;
   }
-  return stale.size();
+  return n;
 }
 
 void Pipeline::shutdown() {
@@ -433,18 +630,16 @@ void Pipeline::shutdown() {
   // by the number of live flows, and each backend gets every one of them whatever its queue
   // size (a queue smaller than the live flows dropped most of them as queue_full).
   shutting_down_ = true;
-  std::vector<FlowKey> keys;
-  keys.reserve(flows_.size());
-  for (const auto& [key, live] : flows_) keys.push_back(key);
-  for (const auto& key : keys) {
-    FlowEvent e;
-    e.state = FlowState::kEnd;
-    e.protocol = key.protocol;
-    e.src = key.src;
-    e.dst = key.dst;
-    push(e);
+  const Micros now = options_.clock();
+  while (oldest_) {
+    pushed_->fetch_add(1, std::memory_order_relaxed);
+    end_live(*oldest_, scitags::EndReason::kShutdown, now);
   }
   stop_workers();
+}
+
+void Pipeline::wake_backends() {
+  for (auto& w : workers_) w->wake();
 }
 
 void Pipeline::reopen() {

@@ -141,6 +141,7 @@ PipelineOptions pipeline_options(const ServiceConfig& c) {
   o.public_address = c.public_address;
   o.flow_timeout = c.flow_timeout;
   o.queue_size = c.queue_size;
+  o.max_live_flows = c.max_live_flows;
   return o;
 }
 
@@ -206,6 +207,12 @@ struct Service::Impl {
 
   void apply(Plan next) {
     ctx.registry = next.registry.get();
+    if (next.config.sites.networks() != plan->config.sites.networks() ||
+        next.config.sites.sites() != plan->config.sites.sites()) {
+      spdlog::info("reload: site map of {} network(s), {} site(s)", next.config.sites.networks(),
+                   next.config.sites.sites().size());
+    }
+    ctx.sites->set(next.config.sites);
     ctx.hostname = next.config.hostname.empty() ? host_name() : next.config.hostname;
     // Sources that go away or change stop first (a changed one may reuse its port or path).
     std::vector<Part<Source>> kept_sources;
@@ -279,6 +286,7 @@ Result<std::unique_ptr<Service>> Service::create(ConfigDocument doc, std::string
          make_plan(std::move(doc), impl->ctx, impl->source_factories, impl->backend_factories));
   impl->plan = std::make_unique<Plan>(std::move(plan));
   impl->ctx.registry = impl->plan->registry.get();
+  impl->ctx.sites->set(impl->plan->config.sites);
   if (!impl->plan->config.hostname.empty()) impl->ctx.hostname = impl->plan->config.hostname;
   impl->reloads_ok = &impl->counters.counter("flowmark_reloads_total", {{"outcome", "applied"}},
                                              "Configuration reloads (SIGHUP), by outcome");
@@ -304,6 +312,10 @@ Result<std::string> Service::check(const ConfigDocument& doc) {
   }
   out += fmt::format("  {} classification rule(s); registry: {}\n", plan.config.rules.size(),
                      plan.config.registry);
+  if (!plan.config.sites.empty()) {
+    out += fmt::format("  site map: {} network(s) of {} site(s)\n", plan.config.sites.networks(),
+                       plan.config.sites.sites().size());
+  }
   return out;
 }
 
@@ -323,6 +335,8 @@ Result<void> Service::run() {
   FM_TRY_VOID(d.loop.on_signal(SIGHUP, [&](int) { d.reload(); }));
   (void)::signal(SIGPIPE, SIG_IGN);
   d.pipeline = std::make_unique<Pipeline>(d.ctx, pipeline_options(cfg));
+  d.pipeline->set_deferred_wakeups(true);
+  d.loop.after_dispatch([&d] { d.pipeline->wake_backends(); });
   auto fail_start = [&](Error e) -> Result<void> {
     for (auto& s : d.plan->sources) s.obj->stop();
     d.pipeline->shutdown();

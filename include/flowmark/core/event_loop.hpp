@@ -50,6 +50,10 @@ class EventLoop {
   // signal mask is restored when the loop is destroyed.
   Result<void> on_signal(int signo, SignalHandler handler);
 
+  // Runs `hook` after the handlers of each wake-up, before the loop waits again: work that
+  // is cheaper done once per burst than once per event (waking other threads).
+  void after_dispatch(std::function<void()> hook);
+
   // Runs until stop() is called. Errors only for a failing epoll_wait.
   Result<void> run();
   // Handles whatever is ready within `timeout` (or returns at once with zero), then

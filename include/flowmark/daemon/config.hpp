@@ -4,7 +4,8 @@
 // every key.
 //
 //   [service]           registry, registry_verify_tls, hostname, flow_timeout, queue_size,
-//                       log_level
+//                       max_live_flows, sites_file, log_level
+//   [[site]]            name, networks: the site map of the collector backends
 //   [public_address]    discover, stun_servers, ipv4, ipv6, [public_address.map]
 //   [[rule]]            classification: first match wins
 //   [source.NAME]       type = "named-pipe" | "firefly" | "sockets" | "observer" |
@@ -25,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "flowmark/collector/site_map.hpp"
 #include "flowmark/core/address.hpp"
 #include "flowmark/core/network.hpp"
 #include "flowmark/core/result.hpp"
@@ -111,6 +113,11 @@ struct ServiceConfig {
   std::string hostname;
   double flow_timeout = 86400;  // seconds; a live flow with no event for so long is ended
   std::size_t queue_size = 65536;
+  // Live flows the pipeline keeps at most (0: no bound); past it the flow idle longest is
+  // ended with reason evicted. ~170 bytes a flow: the default bounds the table near 170 MB.
+  std::size_t max_live_flows = 1'000'000;
+  std::string sites_file;       // JSON site map, merged with the [[site]] tables
+  collector::SiteMap sites;     // [[site]] tables + sites_file
   std::string log_level = "info";
   PublicAddressConfig public_address;
   std::vector<Rule> rules;

@@ -2,7 +2,15 @@
 //
 // It keeps the state of each live flow (keyed by protocol and both endpoints), so that an
 // end event carries the flow's start time, duplicates are suppressed and flows whose end
-// never comes are ended after `flow_timeout`; classifies unclassified events by the rules;
+// never comes are ended after `flow_timeout`. This is also the collector's join: the start,
+// ongoing and end events (fireflies) of one flow — one 5-tuple and start time — meet here,
+// each event forwarded with the flow's start time, latest usage (never decreasing) and the
+// volume forwarded before it. A start for a live 5-tuple with a later start time is a new
+// flow (the old one is ended as expired); events for an older start time are stale copies.
+// Flows ended lately are remembered (two generations of up to 65,536 each, 4 MB), so a second
+// copy of an end (or a late start/ongoing) is suppressed rather than taken for a new flow.
+// `max_live_flows` bounds the table: past it the flow idle longest is ended (reason
+// evicted, counted in flowmark_pipeline_evicted_total, a warning every 10 s at most); classifies unclassified events by the rules;
 // rewrites private source addresses to the public ones; and fans each event out to every
 // backend through a bounded queue per backend, each drained by its own worker thread. A
 // slow backend fills only its own queue: what does not fit is dropped and counted
@@ -38,6 +46,7 @@ struct PipelineOptions {
   PublicAddressConfig public_address;  // ipv4/ipv6 may hold STUN-discovered addresses
   double flow_timeout = 86400;         // seconds; 0: never
   std::size_t queue_size = 65536;
+  std::size_t max_live_flows = 0;      // 0: no bound
   // Seconds a backend gets to drain its queue when it is stopped (shutdown, or removed by a
   // reload); a stalled one is then given up, what it held counted as dropped_stalled.
   double drain_timeout = 5;
@@ -71,6 +80,10 @@ class Pipeline : public FlowSink {
   // End events for every live flow (never dropped for a full queue), then drains and stops
   // every backend.
   void shutdown();
+  // Deferred wake-ups: a backend's worker asleep is woken once per burst — by wake_backends(),
+  // which the service runs after each event-loop wake-up — rather than for every event.
+  void set_deferred_wakeups(bool on) noexcept { defer_wakeups_ = on; }
+  void wake_backends();
   // Asks every backend to reopen its files (SIGHUP).
   void reopen();
   // Blocks until every queue is empty (tests, benchmarks).
@@ -84,9 +97,21 @@ class Pipeline : public FlowSink {
     Micros last_event = 0;
     std::uint32_t experiment = 0, activity = 0;
     std::optional<scitags::Usage> usage;
+    // Least recently active first: the order in which flows are evicted.
+    std::pair<const FlowKey, Live>* older = nullptr;
+    std::pair<const FlowKey, Live>* newer = nullptr;
   };
+  using Node = std::pair<const FlowKey, Live>;
   struct Worker;
   void fan_out(const FlowEvent& e);
+  Node& insert_live(const FlowKey& key, const FlowEvent& e, Micros now);
+  void erase_live(Node& n);
+  void touch(Node& n, Micros now);
+  // Ends a live flow on the pipeline's own account (expired, evicted, replaced, shutdown).
+  void end_live(Node& n, scitags::EndReason reason, Micros end_time);
+  void remember_ended(const FlowKey& key, Micros start_time);
+  // The start time of a flow of this key ended lately, if any.
+  std::optional<Micros> ended_lately(const FlowKey& key) const;
   void stop_workers();
   void rewrite_public(FlowEvent& e) const;
   bool classify(FlowEvent& e) const;
@@ -98,6 +123,29 @@ class Pipeline : public FlowSink {
   // what is live. Backends get what it knows of a flow with each event (start time,
   // classification, usage); those that keep per-flow state of their own key it by FlowKey.
   std::unordered_map<FlowKey, Live, FlowKeyHash> flows_;
+  Node* oldest_ = nullptr;
+  Node* newest_ = nullptr;
+  // Flows ended lately: their key's 64-bit hash → start time, in two flat generations of
+  // 65,536 (open addressing, 4 MB in all), the older dropped when the newer fills up —
+  // bounded whatever arrives, and one probe in a compact array per lookup (node-based maps
+  // here were a sixth of the loop thread's time under a flood of new flows).
+  class RecentEnds {
+   public:
+    RecentEnds();
+    void add(std::uint64_t fingerprint, Micros start_time);
+    std::optional<Micros> find(std::uint64_t fingerprint) const noexcept;
+
+   private:
+    struct Slot {
+      std::uint64_t fingerprint = 0;  // 0: empty
+      Micros start_time = 0;
+    };
+    static constexpr std::size_t kGeneration = 65536;
+    static constexpr std::size_t kSlots = 2 * kGeneration;  // a power of two: load ≤ 1/2
+    std::vector<Slot> gen_[2];
+    std::size_t count_ = 0;  // in gen_[0]
+  };
+  RecentEnds ended_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<std::uint64_t>* live_gauge_;
   std::atomic<std::uint64_t>* pushed_;
@@ -106,11 +154,19 @@ class Pipeline : public FlowSink {
   std::atomic<std::uint64_t>* unclassified_;
   std::atomic<std::uint64_t>* end_unknown_;
   std::atomic<std::uint64_t>* expired_;
+  std::atomic<std::uint64_t>* evicted_;
+  std::atomic<std::uint64_t>* duplicate_end_;
+  std::atomic<std::uint64_t>* stale_;
+  std::atomic<std::uint64_t>* replaced_;
+  LogLimiter evict_log_{
+      1, std::chrono::seconds(10), LogLimiter::Report::kLine,
+      [](std::uint64_t n) { return fmt::format("{} more flow(s) evicted", n); }};
   // One unclassified flow every 10 s on stderr; the count of the others before the next.
   LogLimiter unclassified_log_{
       1, std::chrono::seconds(10), LogLimiter::Report::kLine,
       [](std::uint64_t n) { return fmt::format("{} more unclassified flow(s) not shown", n); }};
-  bool shutting_down_ = false;  // shutdown(): the end events bypass the queue capacity
+  bool shutting_down_ = false;
+  bool defer_wakeups_ = false;  // shutdown(): the end events bypass the queue capacity
 };
 
 // A FlowSink in front of the pipeline for one source: counts its events by state

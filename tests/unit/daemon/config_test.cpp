@@ -140,3 +140,45 @@ TEST(Config, PartsAreValidatedByTheirFactories) {
 
 }  // namespace
 }  // namespace flowmark::daemon
+
+namespace flowmark::daemon {
+namespace {
+
+TEST(Config, SitesFromTablesAndAFile) {
+  const std::string path = ::testing::TempDir() + "/flowmark_sites_test.json";
+  {
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs(R"([{"name":"FILE-SITE","networks":["198.51.100.0/24"]}])", f);
+    std::fclose(f);
+  }
+  auto c = load("[service]\nmax_live_flows = 1000\nsites_file = \"" + path +
+                "\"\n[[site]]\nname = \"A\"\nnetworks = [\"192.0.2.0/24\", \"2001:db8:a::/48\"]\n"
+                "[[site]]\nname = \"B\"\nnetworks = \"203.0.113.0/24\"\n");
+  ASSERT_TRUE(c.has_value()) << c.error().message();
+  EXPECT_EQ(c->max_live_flows, 1000u);
+  EXPECT_EQ(c->sites.networks(), 4u);
+  EXPECT_EQ(c->sites.lookup(*IpAddress::parse("2001:db8:a::1")), "A");
+  EXPECT_EQ(c->sites.lookup(*IpAddress::parse("203.0.113.9")), "B");
+  EXPECT_EQ(c->sites.lookup(*IpAddress::parse("198.51.100.7")), "FILE-SITE");
+  EXPECT_EQ(load("")->max_live_flows, 1'000'000u);
+
+  EXPECT_NE(error_of("[[site]]\nnetworks = [\"10.0.0.0/8\"]\n").find("[[site]] #1 name: missing"),
+            std::string::npos);
+  EXPECT_NE(error_of("[[site]]\nname = \"A\"\n").find("[[site]] #1 networks: missing"),
+            std::string::npos);
+  EXPECT_NE(error_of("[[site]]\nname = \"A\"\nnetworks = [\"10.0.0.0/8\"]\n"
+                     "[[site]]\nname = \"B\"\nnetworks = [\"10.0.0.0/8\"]\n")
+                .find("is given to two sites: A and B"),
+            std::string::npos);
+  EXPECT_NE(error_of("[[site]]\nname = \"A\"\nnetworks = [\"10.0.0.0/8\"]\ntier = 1\n")
+                .find("unknown key tier"),
+            std::string::npos);
+  EXPECT_NE(error_of("[service]\nsites_file = \"/nonexistent.json\"\n")
+                .find("[service] sites_file: cannot read the site map /nonexistent.json"),
+            std::string::npos);
+  std::remove(path.c_str());
+}
+
+}  // namespace
+}  // namespace flowmark::daemon

@@ -266,3 +266,122 @@ TEST_F(PipelineTest, ShutdownEndsLiveFlowsAndABackendAddedLaterAdoptsThem) {
 
 }  // namespace
 }  // namespace flowmark::daemon
+
+namespace flowmark::daemon {
+namespace {
+
+FlowEvent firefly(FlowState state, std::string_view src, Micros start, std::uint64_t sent = 0,
+                  std::uint64_t received = 0) {
+  FlowEvent e = event(state, src, "198.51.100.1:443");
+  e.start_time = start;
+  if (sent != 0 || received != 0) e.usage = scitags::Usage{received, sent};
+  return e;
+}
+
+TEST_F(PipelineTest, JoinCarriesUsageNeverBackwardsAndThePreviousVolume) {
+  Pipeline p(ctx, options());
+  auto* cap = add(p, "cap");
+  const Micros t0 = now - 1'000'000;
+  p.push(firefly(FlowState::kStart, "192.0.2.1:1", t0));
+  p.push(firefly(FlowState::kOngoing, "192.0.2.1:1", t0, 1000, 10));
+  p.push(firefly(FlowState::kOngoing, "192.0.2.1:1", t0, 600, 20));  // an older update, late
+  p.push(firefly(FlowState::kEnd, "192.0.2.1:1", t0));                 // end without usage
+  p.wait_idle();
+  auto got = cap->events();
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[0].previous_volume, 0u);
+  EXPECT_EQ(got[1].previous_volume, 0u);
+  EXPECT_EQ(got[1].usage->sent, 1000u);
+  EXPECT_EQ(got[2].previous_volume, 1000u);
+  EXPECT_EQ(got[2].usage->sent, 1000u);  // not back to 600
+  EXPECT_EQ(got[2].usage->received, 20u);
+  EXPECT_EQ(got[3].previous_volume, 1000u);
+  EXPECT_EQ(got[3].usage->sent, 1000u);
+  EXPECT_EQ(got[3].start_time, t0);
+  EXPECT_EQ(got[3].end_reason, scitags::EndReason::kEnded);
+}
+
+TEST_F(PipelineTest, ACopyOfAnEndOrALateStartIsNotANewFlow) {
+  Pipeline p(ctx, options());
+  auto* cap = add(p, "cap");
+  const Micros t0 = now - 1'000'000;
+  p.push(firefly(FlowState::kStart, "192.0.2.1:1", t0));
+  p.push(firefly(FlowState::kEnd, "192.0.2.1:1", t0, 5000));
+  p.push(firefly(FlowState::kEnd, "192.0.2.1:1", t0, 5000));      // relayed copy
+  p.push(firefly(FlowState::kStart, "192.0.2.1:1", t0));          // late copy of the start
+  p.push(firefly(FlowState::kOngoing, "192.0.2.1:1", t0, 4000));  // late ongoing
+  p.wait_idle();
+  EXPECT_EQ(cap->events().size(), 2u);
+  EXPECT_EQ(p.live_flows(), 0u);
+  EXPECT_EQ(counters.value("flowmark_pipeline_events_total", {{"outcome", "duplicate_after_end"}}),
+            3u);
+  // The same 5-tuple with a later start time is a new flow.
+  p.push(firefly(FlowState::kStart, "192.0.2.1:1", t0 + 10'000'000));
+  p.wait_idle();
+  EXPECT_EQ(cap->events().size(), 3u);
+  EXPECT_EQ(p.live_flows(), 1u);
+}
+
+TEST_F(PipelineTest, ALaterStartTimeOnALiveTupleIsANewFlow) {
+  Pipeline p(ctx, options());
+  auto* cap = add(p, "cap");
+  const Micros t0 = now - 5'000'000;
+  p.push(firefly(FlowState::kStart, "192.0.2.1:1", t0));
+  p.push(firefly(FlowState::kOngoing, "192.0.2.1:1", t0, 700));
+  now += 1'000'000;
+  p.push(firefly(FlowState::kStart, "192.0.2.1:1", t0 + 2'000'000));  // port reused, end lost
+  p.push(firefly(FlowState::kOngoing, "192.0.2.1:1", t0, 900));       // stale: the old flow
+  p.wait_idle();
+  auto got = cap->events();
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[2].state, FlowState::kEnd);
+  EXPECT_EQ(got[2].end_reason, scitags::EndReason::kExpired);
+  EXPECT_EQ(got[2].start_time, t0);
+  EXPECT_EQ(got[2].usage->sent, 700u);
+  EXPECT_EQ(got[3].state, FlowState::kStart);
+  EXPECT_EQ(got[3].start_time, t0 + 2'000'000);
+  EXPECT_EQ(counters.value("flowmark_pipeline_replaced_total"), 1u);
+  EXPECT_EQ(counters.value("flowmark_pipeline_events_total", {{"outcome", "stale"}}), 1u);
+  EXPECT_EQ(p.live_flows(), 1u);
+}
+
+TEST_F(PipelineTest, MaxLiveFlowsEvictsTheFlowIdleLongest) {
+  auto o = options();
+  o.max_live_flows = 3;
+  Pipeline p(ctx, o);
+  auto* cap = add(p, "cap");
+  for (int port = 1; port <= 3; ++port) {
+    p.push(firefly(FlowState::kStart, fmt::format("192.0.2.1:{}", port), now));
+    now += 1'000'000;
+  }
+  // Flow 1 speaks again: flow 2 is now the one idle longest.
+  p.push(firefly(FlowState::kOngoing, "192.0.2.1:1", now - 3'000'000, 10));
+  now += 1'000'000;
+  p.push(firefly(FlowState::kStart, "192.0.2.1:4", now));
+  p.wait_idle();
+  EXPECT_EQ(p.live_flows(), 3u);
+  EXPECT_EQ(counters.value("flowmark_pipeline_evicted_total"), 1u);
+  auto got = cap->events();
+  ASSERT_EQ(got.size(), 6u);
+  EXPECT_EQ(got[4].state, FlowState::kEnd);
+  EXPECT_EQ(got[4].end_reason, scitags::EndReason::kEvicted);
+  EXPECT_EQ(got[4].src.port, 2);
+  EXPECT_EQ(got[5].src.port, 4);
+  // Ten thousand more: the table stays at the bound, and the last ones are live.
+  for (int i = 0; i < 10'000; ++i) {
+    p.push(firefly(FlowState::kStart, fmt::format("192.0.2.2:{}", 1 + i), now));
+  }
+  EXPECT_EQ(p.live_flows(), 3u);
+  EXPECT_EQ(counters.value("flowmark_pipeline_evicted_total"), 10'001u);
+  auto log = cap->log;  // the backend goes with shutdown(), its log stays
+  p.shutdown();
+  auto all = log->events;
+  ASSERT_GE(all.size(), 3u);
+  for (std::size_t i = all.size() - 3; i < all.size(); ++i) {
+    EXPECT_EQ(all[i].end_reason, scitags::EndReason::kShutdown);
+    EXPECT_GE(all[i].src.port, 9998);
+  }
+}
+
+}  // namespace
+}  // namespace flowmark::daemon
