@@ -5,8 +5,10 @@ kafka_mock_broker), and `kcat`, an independent consumer, reads what arrived.
 
     python3 tests/integration/test_kafka.py BUILD_DIR KAFKA_MOCK_BROKER [unittest options]
 
-- every flow event arrives once, keyed by the flow, in one partition per flow, in order, as
-  the collector record (topic) and as the firefly (fireflies_topic);
+- every flow event arrives once (a duplicated end firefly too), keyed by the flow, in one
+  partition per flow, in order, as the collector record (topic) with registry names and
+  sites, and as the firefly (fireflies_topic);
+- SIGHUP with a renamed site: the kafka backend is kept, later records carry the new name;
 - all brokers down while events are sent, then back: nothing lost within `buffer`;
 - a buffer too small for an outage: the overflow counted as dropped_buffer_full (Prometheus
   exposition and exit counters), what fitted delivered;
@@ -131,21 +133,9 @@ class Daemon:
     def __init__(self, workdir, kafka, extra_librdkafka=None):
         self.ff_port = free_port(socket.SOCK_DGRAM)
         self.prom_port = free_port()
-        lines = ["[service]", 'log_level = "info"', "",
-                 "[source.ff]", 'type = "firefly"', 'bind = "127.0.0.1"',
-                 f"port = {self.ff_port}", "",
-                 "[backend.prom]", 'type = "prometheus"', f'listen = "127.0.0.1:{self.prom_port}"',
-                 "", "[backend.k]", 'type = "kafka"']
-        for k, v in kafka.items():
-            lines.append(f"{k} = {json.dumps(v)}")
-        lines += ["", "[backend.k.librdkafka]",
-                  # brokers back after an outage: reconnect within half a second
-                  '"reconnect.backoff.max.ms" = 500', '"reconnect.backoff.ms" = 50']
-        for k, v in (extra_librdkafka or {}).items():
-            lines.append(f'"{k}" = {json.dumps(v)}')
+        self.kafka, self.extra = kafka, extra_librdkafka
         self.config = os.path.join(workdir, "flowmark.toml")
-        with open(self.config, "w") as f:
-            f.write("\n".join(lines) + "\n")
+        self.write_config("SITE-SRC")
         self.err = []
         self.p = subprocess.Popen([FLOWMARKD, "-c", self.config], stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -157,6 +147,37 @@ class Daemon:
             raise AssertionError(f"flowmarkd exited: {self.tail()}")
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.counters = {}
+
+    def write_config(self, src_site):
+        """The config with 192.0.2.0/24 named `src_site`."""
+        lines = ["[service]", 'log_level = "info"', "",
+                 "[[site]]", f'name = "{src_site}"', 'networks = ["192.0.2.0/24"]', "",
+                 "[[site]]", 'name = "SITE-DST"', 'networks = ["198.51.100.0/24"]', "",
+                 "[source.ff]", 'type = "firefly"', 'bind = "127.0.0.1"',
+                 f"port = {self.ff_port}", "",
+                 "[backend.prom]", 'type = "prometheus"', f'listen = "127.0.0.1:{self.prom_port}"',
+                 "", "[backend.k]", 'type = "kafka"']
+        for k, v in self.kafka.items():
+            lines.append(f"{k} = {json.dumps(v)}")
+        lines += ["", "[backend.k.librdkafka]",
+                  # brokers back after an outage: reconnect within half a second
+                  '"reconnect.backoff.max.ms" = 500', '"reconnect.backoff.ms" = 50']
+        for k, v in (self.extra or {}).items():
+            lines.append(f'"{k}" = {json.dumps(v)}')
+        with open(self.config + ".tmp", "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(self.config + ".tmp", self.config)
+
+    def reload(self, src_site):
+        """SIGHUP with the site of 192.0.2.0/24 renamed; waits until it is applied."""
+        start = len(self.err)
+        self.write_config(src_site)
+        self.p.send_signal(signal.SIGHUP)
+        wait_until(lambda: any("reload: site map" in l for l in self.err[start:]), 10,
+                   "reload with the new site map")
+        if any("stopping backend k" in l for l in self.err[start:]):
+            raise AssertionError("the kafka backend was restarted by a reload that did not "
+                                 "change it")
 
     def _read(self):
         for line in self.p.stderr:
@@ -275,6 +296,9 @@ class KafkaTest(unittest.TestCase):
         n = 40
         d = self.daemon(what="both", fireflies_topic="fireflies")
         self.send_flows(d, range(n))
+        # A copy of each end firefly (a relay, a second collector behind one address): the
+        # pipeline counts it once, so no message of its own.
+        d.send([flow(i)[0][2] for i in range(n)])
         d.wait_metric("flowmark_kafka_messages_total", 2 * 3 * n, backend="k",
                       outcome="delivered")
         records = kcat(self.cluster.bootstrap, "flows", 3 * n)
@@ -304,6 +328,8 @@ class KafkaTest(unittest.TestCase):
             self.assertEqual(recs[1]["bytes_sent"], 1000 * i + 1, recs[1])
             self.assertEqual(last["duration"], 3600.0, last)
             self.assertEqual((last["experiment_id"], last["activity_id"]), (2, 1), last)
+            self.assertEqual((last["experiment"], last["activity"]), ("atlas", "default"), last)
+            self.assertEqual((last["src_site"], last["dst_site"]), ("SITE-SRC", "SITE-DST"), last)
             self.assertEqual(last["start_time"], f"2026-12-07T04:{i // 60:02d}:{i % 60:02d}"
                              ".250000+00:00", last)
         self.assertGreater(len(partitions), 1, "40 flows all in one partition")
@@ -325,6 +351,20 @@ class KafkaTest(unittest.TestCase):
         self.assertEqual(d.stop(), 0)
         self.assertEqual(d.counters.get("flowmark_kafka_messages_total{backend=k,outcome=delivered}"),
                          6 * n, d.counters)
+
+    def test_sighup_new_site_map_applies_to_later_records(self):
+        d = self.daemon()
+        self.send_flows(d, range(1))
+        d.wait_metric("flowmark_kafka_messages_total", 3, backend="k", outcome="delivered")
+        d.reload("SITE-RENAMED")
+        self.send_flows(d, range(1, 2))
+        d.wait_metric("flowmark_kafka_messages_total", 6, backend="k", outcome="delivered")
+        sites = {}
+        for m in kcat(self.cluster.bootstrap, "flows", 6):
+            sites.setdefault(m["key"], []).append(json.loads(m["payload"])["src_site"])
+        self.assertEqual(sites, {flow_key(0): ["SITE-SRC"] * 3,
+                                 flow_key(1): ["SITE-RENAMED"] * 3})
+        self.assertEqual(d.stop(), 0)
 
     def test_brokers_down_nothing_lost_within_buffer(self):
         d = self.daemon(buffer=1000)

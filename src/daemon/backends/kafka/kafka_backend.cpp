@@ -57,8 +57,7 @@ class KafkaBackend final : public Backend {
         // backend whose section did not change is kept (a pointer would dangle).
         registry_(ctx.registry ? std::make_unique<const scitags::Registry>(*ctx.registry)
                                : nullptr),
-        site_handle_(ctx.sites),
-        sites_(ctx.sites ? ctx.sites->get() : nullptr),
+        sites_(ctx.sites),
         encoder_({.hostname = ctx.hostname, .syslog_header = false}),
         limit_(5, std::chrono::seconds(10), LogLimiter::Report::kLine, not_shown(o_.name)),
         client_limit_(5, std::chrono::seconds(10), LogLimiter::Report::kLine, not_shown(o_.name)) {
@@ -110,7 +109,9 @@ class KafkaBackend final : public Backend {
     }
     make_key(e);
     if (o_.what != What::kFireflies) {
-      auto record = collector::make_record(e, registry_.get(), sites_.get());
+      // The map as it is now: the service fills it after making its parts, a reload swaps it.
+      auto sites = sites_ ? sites_->get() : nullptr;
+      auto record = collector::make_record(e, registry_.get(), sites.get());
       json_.clear();
       collector::append_json(record, json_);
       produce(topic_, json_);
@@ -135,7 +136,6 @@ class KafkaBackend final : public Backend {
   void on_tick() noexcept override {
     api_->poll(rk_, 0);
     since_poll_ = 0;
-    if (site_handle_) sites_ = site_handle_->get();  // a reload swaps the map
     queued_->store(static_cast<std::uint64_t>(api_->outq_len(rk_)), std::memory_order_relaxed);
   }
 
@@ -303,8 +303,7 @@ class KafkaBackend final : public Backend {
   ConfPtr conf_;
   Counters& counters_;
   std::unique_ptr<const scitags::Registry> registry_;  // names as of this backend's creation
-  std::shared_ptr<collector::SiteMapHandle> site_handle_;
-  std::shared_ptr<const collector::SiteMap> sites_;
+  std::shared_ptr<collector::SiteMapHandle> sites_;
   scitags::FireflyEncoder encoder_;
   rd_kafka_t* rk_ = nullptr;
   rd_kafka_topic_t* topic_ = nullptr;  // `topic`: records, or fireflies with what = fireflies
