@@ -5,9 +5,10 @@ flow events per second through flowmarkd's kafka backend into librdkafka's mock 
 The mock cluster (BUILD_DIR/tests/kafka_mock_broker: 3 brokers, the Kafka protocol over
 loopback TCP) is the broker. N distinct events (N/2 flows, a start and an end line each) go in:
   pipe     a writer (`cat` of a prepared file) into flowmarkd's named pipe, as fast as it can;
-  firefly  `flowmark firefly send --collectors-only` (one firefly per line) into flowmarkd's
-           firefly source (UDP on loopback: what the kernel drops is read from /proc/net/snmp
-           RcvbufErrors and reported, not guessed).
+  firefly  bench/firefly_flood (distinct flows, a start and an end firefly each, sendmmsg;
+           --rate paces it) into flowmarkd's firefly source (--threads readers) over UDP on
+           loopback: what the kernel drops is read from /proc/net/snmp RcvbufErrors and
+           reported, not guessed.
 flowmarkd's kafka backend (what = "fireflies" by default: one firefly JSON per event) produces
 them to a topic of 8 partitions. Time: from the first line written until the backend has a
 delivery report for every event it was offered. Then every message is checked to have arrived:
@@ -94,7 +95,7 @@ def pick(ms, name, *needles):
     return sum(v for (n, ls), v in ms.items() if n == name and all(x in ls for x in needles))
 
 
-def run(build, mode, events, what, workdir):
+def run(build, mode, events, what, workdir, rate=0, threads=1):
     topic = "bench"
     mock = Mock(os.path.join(build, "tests", "kafka_mock_broker"), topic)
     prom = free_port()
@@ -112,7 +113,8 @@ def run(build, mode, events, what, workdir):
                 port = 1024 + i % 60000
                 f.write(f"end tcp {src} {port} 192.0.2.1 443 2 1\n")
     source = (f'[source.in]\ntype = "named-pipe"\npath = "{pipe}"\n' if mode == "pipe" else
-              f'[source.in]\ntype = "firefly"\nbind = "127.0.0.1"\nport = {ff_port}\n')
+              f'[source.in]\ntype = "firefly"\nbind = "127.0.0.1"\nport = {ff_port}\n'
+              f'threads = {threads}\n')
     cfg = os.path.join(workdir, f"{mode}.toml")
     with open(cfg, "w") as f:
         f.write(f'[service]\nqueue_size = 4194304\n\n{source}\n'
@@ -137,10 +139,12 @@ def run(build, mode, events, what, workdir):
     t0 = time.monotonic()
     if mode == "pipe":
         writer = subprocess.Popen(f"cat {lines} > {pipe}", shell=True)
-    else:
-        writer = subprocess.Popen([os.path.join(build, "flowmark"), "firefly", "send",
-                                   "--collector", f"127.0.0.1:{ff_port}", "--collectors-only"],
-                                  stdin=open(lines), stderr=subprocess.DEVNULL)
+    else:  # firefly_flood: distinct flows, a start and an end each, sendmmsg batches
+        args = [os.path.join(build, "bench", "firefly_flood"), "--to", f"127.0.0.1:{ff_port}",
+                "--count", str(events // 2), "--states", "start,end"]
+        if rate:
+            args += ["--rate", str(rate)]
+        writer = subprocess.Popen(args, stdout=subprocess.DEVNULL)
     last, stable_since = None, time.monotonic()
     while True:  # done: the writer exited, every offered event has its outcome, no change
         time.sleep(0.02)
@@ -164,7 +168,8 @@ def run(build, mode, events, what, workdir):
     d.send_signal(signal.SIGTERM)
     d.wait(60)
     mock.close()
-    result = dict(mode=mode, what=what, events=events, offered=int(offered),
+    result = dict(mode=mode, what=what, events=events, rate=rate or None,
+                  threads=threads if mode == "firefly" else None, offered=int(offered),
                   delivered=int(delivered), arrived=arrived, seconds=round(seconds, 3),
                   per_s=int(delivered / seconds) if seconds > 0 else 0,
                   flowmarkd_cpu_s=round(cpu, 2),
@@ -181,15 +186,18 @@ def main():
     ap.add_argument("--events", type=int, default=2000000)
     ap.add_argument("--mode", choices=("pipe", "firefly", "both"), default="both")
     ap.add_argument("--what", choices=("fireflies", "records"), default="fireflies")
+    ap.add_argument("--rate", type=int, default=0,
+                    help="firefly mode: fireflies/s offered by the sender (0: as fast as it can)")
+    ap.add_argument("--threads", type=int, default=1, help="firefly mode: the source's threads")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
-    for exe in ("flowmarkd", "flowmark", "tests/kafka_mock_broker"):
+    for exe in ("flowmarkd", "bench/firefly_flood", "tests/kafka_mock_broker"):
         if not os.access(os.path.join(build, exe), os.X_OK):
             sys.exit(f"{build}/{exe} is missing: build first")
     ok = True
     with tempfile.TemporaryDirectory(prefix="kafka-bench-") as tmp:
         for mode in (("pipe", "firefly") if a.mode == "both" else (a.mode,)):
-            ok &= run(build, mode, a.events, a.what, tmp)
+            ok &= run(build, mode, a.events, a.what, tmp, a.rate, a.threads)
     if not ok:
         print("kafka_bench: messages missing at the broker (arrived != delivered)",
               file=sys.stderr)
