@@ -9,6 +9,7 @@ kafka_mock_broker), and `kcat`, an independent consumer, reads what arrived.
   partition per flow, in order, as the collector record (topic) with registry names and
   sites, and as the firefly (fireflies_topic);
 - SIGHUP with a renamed site: the kafka backend is kept, later records carry the new name;
+- SIGTERM with open flows: their last records (state open) are flushed before the exit;
 - all brokers down while events are sent, then back: nothing lost within `buffer`;
 - a buffer too small for an outage: the overflow counted as dropped_buffer_full (Prometheus
   exposition and exit counters), what fitted delivered;
@@ -365,6 +366,24 @@ class KafkaTest(unittest.TestCase):
         self.assertEqual(sites, {flow_key(0): ["SITE-SRC"] * 3,
                                  flow_key(1): ["SITE-RENAMED"] * 3})
         self.assertEqual(d.stop(), 0)
+
+    def test_sigterm_flushes_open_flows_as_open(self):
+        n = 20
+        d = self.daemon()
+        for i in range(n):
+            d.send(flow(i)[0][:1])  # starts only: open at the stop
+        d.wait_metric("flowmark_kafka_messages_total", n, backend="k", outcome="delivered")
+        self.assertEqual(d.stop(), 0)
+        # The stop ends every live flow (end reason shutdown): one more record each, still
+        # open, and flushed before the exit.
+        self.assertEqual(d.counters.get("flowmark_kafka_messages_total{backend=k,outcome=delivered}"),
+                         2 * n, d.counters)
+        latest = {}
+        for m in sorted(kcat(self.cluster.bootstrap, "flows", 2 * n), key=lambda m: m["offset"]):
+            latest[m["key"]] = json.loads(m["payload"])
+        self.assertEqual(set(latest), {flow_key(i) for i in range(n)})
+        for rec in latest.values():
+            self.assertEqual((rec["state"], rec["end_time"]), ("open", None), rec)
 
     def test_brokers_down_nothing_lost_within_buffer(self):
         d = self.daemon(buffer=1000)
