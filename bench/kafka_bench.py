@@ -10,10 +10,12 @@ loopback TCP) is the broker. N distinct events (N/2 flows, a start and an end li
            loopback: what the kernel drops is read from /proc/net/snmp RcvbufErrors and
            reported, not guessed.
 flowmarkd's kafka backend (what = "fireflies" by default: one firefly JSON per event) produces
-them to a topic of 8 partitions. Time: from the first line written until the backend has a
-delivery report for every event it was offered. Then every message is checked to have arrived:
-the mock cluster's high watermarks summed over the topic's partitions must equal the
-delivered count. CPU of flowmarkd = utime + stime of all its threads (/proc/PID/stat).
+them to a topic of 8 partitions. Time: from the first line written until the last message is
+in the brokers' logs. Every message is checked to have arrived: the mock cluster's high
+watermarks summed over the topic's partitions must equal the delivered count (flowmarkd's exit
+counters). CPU of flowmarkd = utime + stime of all its threads (/proc/PID/stat), also per
+thread ("loop": the event loop: sources and pipeline; the kafka backend's worker; librdkafka's
+rdk:broker threads), and of the mock cluster (the brokers share the machine).
 Prints one JSON line per run. Nothing is asserted but the arrival check (exit 1 when a
 message is missing).
 
@@ -32,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -47,6 +48,22 @@ def cpu_s(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def thread_cpu(pid):
+    """{"name/tid": CPU seconds} of each thread of `pid` (tid == pid: the event loop)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        label = "loop" if tid == str(pid) else f"{name}/{tid}"
+        out[label] = (int(fields[11]) + int(fields[12])) / TICK
+    return out
 
 
 def udp(name):
@@ -80,25 +97,9 @@ class Mock:
         self.p.wait(30)
 
 
-def metrics(port):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        m = re.match(r'^(\w+)(?:\{(.*)\})?\s+(\S+)', line)
-        if m and not line.startswith("#"):
-            out[(m.group(1), m.group(2) or "")] = float(m.group(3))
-    return out
-
-
-def pick(ms, name, *needles):
-    return sum(v for (n, ls), v in ms.items() if n == name and all(x in ls for x in needles))
-
-
 def run(build, mode, events, what, workdir, rate=0, threads=1):
     topic = "bench"
     mock = Mock(os.path.join(build, "tests", "kafka_mock_broker"), topic)
-    prom = free_port()
     ff_port = free_port(socket.SOCK_DGRAM)
     pipe = os.path.join(workdir, f"{mode}.pipe")
     lines = os.path.join(workdir, "lines")
@@ -118,24 +119,20 @@ def run(build, mode, events, what, workdir, rate=0, threads=1):
     cfg = os.path.join(workdir, f"{mode}.toml")
     with open(cfg, "w") as f:
         f.write(f'[service]\nqueue_size = 4194304\n\n{source}\n'
-                f'[backend.prom]\ntype = "prometheus"\nlisten = "127.0.0.1:{prom}"\nflow_metrics = false\n\n'
                 f'[backend.k]\ntype = "kafka"\nbrokers = "{mock.bootstrap}"\ntopic = "{topic}"\n'
                 f'what = "{what}"\nbuffer = 2000000\nflush_timeout = 30\n'
                 f'[backend.k.librdkafka]\n"linger.ms" = 20\n"batch.num.messages" = 10000\n')
-    err = open(os.path.join(workdir, f"{mode}.err"), "w+")
+    err_path = os.path.join(workdir, f"{mode}.err")
+    err = open(err_path, "w")
     d = subprocess.Popen([os.path.join(build, "flowmarkd"), "-c", cfg], stderr=err,
                          stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
-    while True:  # ready: its exposition answers
-        try:
-            metrics(prom)
-            break
-        except OSError:
-            if time.monotonic() > deadline or d.poll() is not None:
-                sys.exit(f"flowmarkd did not start: see {err.name}")
-            time.sleep(0.02)
+    while "flowmarkd running" not in open(err_path).read():  # ready
+        if time.monotonic() > deadline or d.poll() is not None:
+            sys.exit(f"flowmarkd did not start: {open(err_path).read()[-2000:]}")
+        time.sleep(0.02)
     rcvbuf_errors0 = udp("RcvbufErrors")
-    cpu0 = cpu_s(d.pid)
+    cpu0, mock_cpu0 = cpu_s(d.pid), cpu_s(mock.p.pid)
     t0 = time.monotonic()
     if mode == "pipe":
         writer = subprocess.Popen(f"cat {lines} > {pipe}", shell=True)
@@ -145,37 +142,49 @@ def run(build, mode, events, what, workdir, rate=0, threads=1):
         if rate:
             args += ["--rate", str(rate)]
         writer = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-    last, stable_since = None, time.monotonic()
-    while True:  # done: the writer exited, every offered event has its outcome, no change
-        time.sleep(0.02)
-        ms = metrics(prom)
-        offered = pick(ms, "flowmark_backend_offered_total", 'backend="k"')
-        delivered = pick(ms, "flowmark_kafka_messages_total", 'backend="k"', "delivered")
-        settled = sum(pick(ms, "flowmark_kafka_messages_total", 'backend="k"', o)
-                      for o in ('"delivered"', '"failed"', '"dropped_buffer_full"'))
-        now = (offered, settled)
-        if now != last:
-            last, stable_since = now, time.monotonic()
-            t_done = time.monotonic()
-        if writer.poll() is not None and settled >= offered \
-                and offered > 0 and time.monotonic() - stable_since > 0.5:
+    # Done: the writer exited and the brokers' count stopped growing (it reached `events`, or
+    # stayed put for a second). Counted at the brokers, not by flowmarkd: a message counts
+    # once it is in a partition's log.
+    count, t_done, changed = 0, t0, time.monotonic()
+    while True:
+        time.sleep(0.05)
+        now = mock.count(topic)
+        if now != count:
+            count, t_done, changed = now, time.monotonic(), time.monotonic()
+        if writer.poll() is not None and (count >= events or time.monotonic() - changed > 1):
             break
-        if time.monotonic() - stable_since > 30:
+        if time.monotonic() - changed > 30:
             break
-    cpu = cpu_s(d.pid) - cpu0
+    cpu, mock_cpu = cpu_s(d.pid) - cpu0, cpu_s(mock.p.pid) - mock_cpu0
+    threads_cpu = {k: round(v, 2) for k, v in sorted(thread_cpu(d.pid).items(),
+                                                      key=lambda kv: -kv[1]) if v >= 0.05}
     seconds = t_done - t0
-    arrived = mock.count(topic)
     d.send_signal(signal.SIGTERM)
     d.wait(60)
+    err.close()
+    counters = {}
+    for line in reversed(open(err_path).read().splitlines()):
+        m = re.search(r"counters (\{.*\})\s*$", line)
+        if m:
+            counters = json.loads(m.group(1))
+            break
+    c = lambda key: counters.get(key, 0)
+    delivered = c("flowmark_kafka_messages_total{backend=k,outcome=delivered}")
+    arrived = mock.count(topic)  # after the stop: the end events of flows still live, too
     mock.close()
     result = dict(mode=mode, what=what, events=events, rate=rate or None,
-                  threads=threads if mode == "firefly" else None, offered=int(offered),
-                  delivered=int(delivered), arrived=arrived, seconds=round(seconds, 3),
-                  per_s=int(delivered / seconds) if seconds > 0 else 0,
+                  threads=threads if mode == "firefly" else None,
+                  offered=c("flowmark_backend_offered_total{backend=k}"),
+                  delivered=delivered,
+                  failed=c("flowmark_kafka_messages_total{backend=k,outcome=failed}"),
+                  dropped=c("flowmark_kafka_messages_total{backend=k,outcome=dropped_buffer_full}"),
+                  arrived=arrived, seconds=round(seconds, 3),
+                  per_s=int(count / seconds) if seconds > 0 else 0,
                   flowmarkd_cpu_s=round(cpu, 2),
-                  cpu_us_per_msg=round(cpu / delivered * 1e6, 2) if delivered else None,
+                  cpu_us_per_msg=round(cpu / count * 1e6, 2) if count else None,
                   udp_rcvbuf_errors=udp("RcvbufErrors") - rcvbuf_errors0 if mode == "firefly"
-                  else 0)
+                  else 0, thread_cpu_s=threads_cpu, mock_cluster_cpu_s=round(mock_cpu, 2),
+                  load_1min=round(os.getloadavg()[0], 2))
     print(json.dumps(result), flush=True)
     return arrived == delivered
 
