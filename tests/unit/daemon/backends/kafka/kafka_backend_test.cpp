@@ -144,8 +144,10 @@ TEST(KafkaBackend, EveryEventOneMessageKeyedByFlowInOnePartition) {
     e.usage = scitags::Usage{.received = 5, .sent = 1000};
     (*b)->on_event(e);
   }
+  auto v6 = testing::sample_event("2001:db8::1", "2001:db8:ffff::2", 4444);  // an IPv6 flow
+  (*b)->on_event(v6);
   (*b)->stop();  // flushes: every delivery report is in
-  EXPECT_EQ(f.messages("delivered"), 2u * kFlows);
+  EXPECT_EQ(f.messages("delivered"), 2u * kFlows + 1);
   EXPECT_EQ(f.messages("failed"), 0u);
   std::map<std::string, std::vector<std::string>> by_key;
   std::map<std::string, int> partition_of;
@@ -156,7 +158,11 @@ TEST(KafkaBackend, EveryEventOneMessageKeyedByFlowInOnePartition) {
       EXPECT_EQ(it->second, p) << key << " in two partitions";
     }
   }
-  ASSERT_EQ(by_key.size(), static_cast<std::size_t>(kFlows));
+  ASSERT_EQ(by_key.size(), static_cast<std::size_t>(kFlows) + 1);
+  const std::string v6_key =
+      "tcp 2001:db8::1 4444 2001:db8:ffff::2 5777 " + std::to_string(v6.start_time);
+  ASSERT_EQ(by_key[v6_key].size(), 1u);
+  EXPECT_NE(by_key[v6_key][0].find(R"("src_ip":"2001:db8::1")"), std::string::npos);
   for (int i = 0; i < kFlows; ++i) {
     const std::string key = "tcp 192.0.2.1 " + std::to_string(3000 + i) + " 198.51.100.7 5777 " +
                             std::to_string(1765081800000000 + i);
