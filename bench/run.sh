@@ -19,6 +19,8 @@
 #   8. bench/bpf_veth_bench.sh: iperf2 over a veth pair without and with the hook.
 #   9. bench/kevents_delay_bench.py: connect() -> start firefly delay of flowmarkd's
 #      kernel-events source (target <= 1 ms) against the sockets source polling every 2 s.
+#  10. kafka_backend_bench and bench/kafka_bench.py: the kafka backend alone and flowmarkd end
+#      to end into librdkafka's mock cluster, when built with FLOWMARK_KAFKA.
 #
 # Needs root (ip netns), taskset, GNU time (/usr/bin/time) and python3: `make deps`.
 # Environment: MCAST_BENCH_COUNT   datagrams per whole-process run (2000000)
@@ -28,6 +30,7 @@
 #              MCAST_BENCH_KEEP=1   keep the raw outputs (their directory is printed)
 #              BPF_BENCH_REPEAT     BPF_PROG_TEST_RUN repetitions per trial (1000000)
 #              KEVENTS_BENCH_COUNT  connections of the connect() -> firefly delay run (200)
+#              KAFKA_BENCH_EVENTS   events of each kafka run (2000000)
 set -euo pipefail
 
 die() { echo "bench/run.sh: $*" >&2; exit 1; }
@@ -426,4 +429,18 @@ if [[ -x $BUILD/bench/bpf_flowlabel_bench && -x $BUILD/flowmarkd ]]; then
   python3 "$(dirname "${BASH_SOURCE[0]}")/kevents_delay_bench.py" "$BUILD" \
     --count "${KEVENTS_BENCH_COUNT:-200}" ||
     echo "bench/run.sh: bench/kevents_delay_bench.py failed" >&2
+fi
+
+# ---- 10. the kafka backend: alone, and flowmarkd end to end into librdkafka's mock cluster --
+if [[ -x $BUILD/bench/kafka_backend_bench && -x $BUILD/tests/kafka_mock_broker ]]; then
+  echo
+  echo "== kafka: events/s into librdkafka's mock cluster, every message checked at the" \
+    "brokers (target >= 500,000 fireflies/s end to end)"
+  "$BUILD/bench/kafka_backend_bench" "${KAFKA_BENCH_EVENTS:-2000000}" fireflies ||
+    echo "bench/run.sh: kafka_backend_bench failed" >&2
+  "$BUILD/bench/kafka_backend_bench" "${KAFKA_BENCH_EVENTS:-2000000}" records ||
+    echo "bench/run.sh: kafka_backend_bench failed" >&2
+  python3 "$(dirname "${BASH_SOURCE[0]}")/kafka_bench.py" "$BUILD" \
+    --events "${KAFKA_BENCH_EVENTS:-2000000}" ||
+    echo "bench/run.sh: bench/kafka_bench.py failed" >&2
 fi

@@ -110,6 +110,11 @@ set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 # built-in registry, a file or no registry at all work without it: a Recommends (installed by
 # default, removable by those who never fetch), not a Depends.
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "libcurl4")
+# librdkafka is dlopen()ed by the kafka backend alone (src/daemon/backends/kafka/
+# rdkafka_api.cpp): a Suggests, for the sites that hand their flows to Kafka.
+if(FLOWMARK_KAFKA)
+  set(CPACK_DEBIAN_PACKAGE_SUGGESTS "librdkafka1")
+endif()
 # libpcap is dlopen()ed too (src/capture/libpcap.cpp), so shlibdeps cannot see it either; but
 # the packet observer (`flowmark observe`, the service's observer source) is a core command
 # that needs it for filters, standard input and --capture pcap: a Depends. 1.5.1 is the

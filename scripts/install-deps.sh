@@ -30,6 +30,9 @@ PACKAGES=(
   linux-libc-dev
   # service tests: a real Prometheus server scrapes the exporter; a real STUN server
   prometheus coturn
+  # kafka backend: librdkafka (its mock cluster is the tests' broker); kcat, the tests'
+  # independent consumer
+  librdkafka-dev kcat
   # make run: the demo reads the exporter with curl
   curl
   # make package and its test: dpkg-shlibdeps (dpkg-dev) and file for CPack's dependency

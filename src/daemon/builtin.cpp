@@ -9,6 +9,9 @@
 #ifdef FLOWMARK_HAVE_BPF
 #include "daemon/backends/flowlabel/flowlabel_backend.hpp"
 #endif
+#ifdef FLOWMARK_HAVE_KAFKA
+#include "daemon/backends/kafka/kafka_backend.hpp"
+#endif
 #include "daemon/backends/prometheus/prometheus_backend.hpp"
 #include "daemon/backends/records/records_backend.hpp"
 #include "daemon/common/tcp_info_reader.hpp"
@@ -40,6 +43,9 @@ void register_builtin(SourceFactories& sources, BackendFactories& backends) {
   must(register_prometheus_backend(backends, reader));
   must(register_records_backend(backends));
   must(register_dashboard_backend(backends));
+#ifdef FLOWMARK_HAVE_KAFKA
+  must(register_kafka_backend(backends));
+#endif
 #ifdef FLOWMARK_HAVE_BPF
   must(register_flowlabel_backend(backends));
   must(register_kernel_events_source(sources));
