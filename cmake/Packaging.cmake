@@ -109,12 +109,14 @@ set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 # [service] registry (or `flowmark registry`) names an http(s):// URL, while the default, the
 # built-in registry, a file or no registry at all work without it: a Recommends (installed by
 # default, removable by those who never fetch), not a Depends.
-set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "libcurl4")
 # librdkafka is dlopen()ed by the kafka backend alone (src/daemon/backends/kafka/
 # rdkafka_api.cpp): a Suggests, for the sites that hand their flows to Kafka.
 if(FLOWMARK_KAFKA)
   set(CPACK_DEBIAN_PACKAGE_SUGGESTS "librdkafka1")
 endif()
+# libpq is dlopen()ed as well (src/collector/store_postgres.cpp), needed only for a
+# postgresql:// store; SQLite stores, the default, work without it: a Recommends too.
+set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "libcurl4, libpq5")
 # libpcap is dlopen()ed too (src/capture/libpcap.cpp), so shlibdeps cannot see it either; but
 # the packet observer (`flowmark observe`, the service's observer source) is a core command
 # that needs it for filters, standard input and --capture pcap: a Depends. 1.5.1 is the

@@ -8,6 +8,8 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   # libraries
   libfmt-dev libspdlog-dev libcli11-dev libsimdjson-dev libcurl4-openssl-dev libpcap-dev
+  # the collector's store: SQLite (embedded) and PostgreSQL (libpq)
+  libsqlite3-dev libpq-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3
   # observer tests: captures built independently of our code, and a peer to cross-check
@@ -33,6 +35,8 @@ PACKAGES=(
   # kafka backend: librdkafka (its mock cluster is the tests' broker); kcat, the tests'
   # independent consumer
   librdkafka-dev kcat
+  # store tests: a real PostgreSQL server (initdb/pg_ctl of postgresql-15) started by the test
+  postgresql
   # make run: the demo reads the exporter with curl
   curl
   # make package and its test: dpkg-shlibdeps (dpkg-dev) and file for CPack's dependency

@@ -22,6 +22,7 @@ Command add_label_command(CLI::App& parent);     // label_cli.cpp
 Command add_firefly_command(CLI::App& parent);   // firefly_cli.cpp
 Command add_observe_command(CLI::App& parent);   // observe_cli.cpp
 Command add_stun_command(CLI::App& parent);      // stun_cli.cpp
+Command add_report_command(CLI::App& parent);    // report_cli.cpp
 #ifdef FLOWMARK_HAVE_BPF
 Command add_bpf_command(CLI::App& parent);  // bpf_cli.cpp
 #endif

@@ -48,6 +48,7 @@ static int flowmark_main(int argc, char** argv) {
   commands.push_back(flowmark::apps::add_observe_command(app));
   commands.push_back(flowmark::apps::add_firefly_command(app));
   commands.push_back(flowmark::apps::add_stun_command(app));
+  commands.push_back(flowmark::apps::add_report_command(app));
 #ifdef FLOWMARK_HAVE_BPF
   commands.push_back(flowmark::apps::add_bpf_command(app));
 #endif

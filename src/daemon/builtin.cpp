@@ -14,6 +14,7 @@
 #endif
 #include "daemon/backends/prometheus/prometheus_backend.hpp"
 #include "daemon/backends/records/records_backend.hpp"
+#include "daemon/backends/store/store_backend.hpp"
 #include "daemon/common/tcp_info_reader.hpp"
 #include "daemon/sources/firefly/firefly_source.hpp"
 #ifdef FLOWMARK_HAVE_BPF
@@ -46,6 +47,7 @@ void register_builtin(SourceFactories& sources, BackendFactories& backends) {
 #ifdef FLOWMARK_HAVE_KAFKA
   must(register_kafka_backend(backends));
 #endif
+  must(register_store_backend(backends));
 #ifdef FLOWMARK_HAVE_BPF
   must(register_flowlabel_backend(backends));
   must(register_kernel_events_source(sources));

@@ -23,7 +23,7 @@ FLOWMARKD = os.path.join(BUILD, "flowmarkd")
 EXPECTED = [["mcast", "say"], ["mcast", "recv"], ["mcast", "hear"], ["mcast", "noop"],
             ["multicast", "say"], ["firefly", "send"], ["firefly", "listen"],
             ["firefly", "decode"], ["label", "encode"], ["label", "decode"], ["registry"],
-            ["stun"], ["observe"]]
+            ["stun"], ["observe"], ["report"]]
 
 
 def help_text(argv):

@@ -1,0 +1,361 @@
+// Store in an embedded SQLite file: WAL journal, synchronous=NORMAL (a crash loses at most
+// the last transactions, never the file), prepared statements, one transaction per write().
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "collector/store_impl.hpp"
+
+namespace flowmark::collector::detail {
+namespace {
+
+// The std::errc of an SQLite result code (for store_error_reason()).
+std::errc errc_of(int rc) {
+  switch (rc & 0xff) {
+    case SQLITE_FULL: return std::errc::no_space_on_device;
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_CANTOPEN:
+    case SQLITE_AUTH: return std::errc::permission_denied;
+    case SQLITE_IOERR: return std::errc::io_error;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return std::errc::device_or_resource_busy;
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+    case SQLITE_SCHEMA: return std::errc::wrong_protocol_type;
+    default: return std::errc::state_not_recoverable;
+  }
+}
+
+class Stmt {
+ public:
+  Stmt() = default;
+  explicit Stmt(sqlite3_stmt* s) : s_(s) {}
+  Stmt(Stmt&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+  Stmt& operator=(Stmt&& o) noexcept {
+    std::swap(s_, o.s_);
+    return *this;
+  }
+  ~Stmt() { sqlite3_finalize(s_); }
+  sqlite3_stmt* get() const noexcept { return s_; }
+
+ private:
+  sqlite3_stmt* s_ = nullptr;
+};
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  ~SqliteStore() override {
+    upsert_ = Stmt();
+    sqlite3_close_v2(db_);
+  }
+
+  std::string_view kind() const noexcept override { return "sqlite"; }
+
+  std::unexpected<Error> error(std::string_view what, int rc) const {
+    return store_fail(errc_of(rc), fmt::format("{}: {}: {}", path_, what, sqlite3_errmsg(db_)));
+  }
+
+  Result<void> exec(std::string_view sql, std::string_view what) {
+    const std::string s(sql);
+    const int rc = sqlite3_exec(db_, s.c_str(), nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) return error(what, rc);
+    return {};
+  }
+
+  // After a failure: the error reported is the first one, not the rollback's.
+  void rollback() noexcept { sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr); }
+
+  Result<Stmt> prepare(std::string_view sql, std::string_view what) {
+    sqlite3_stmt* s = nullptr;
+    const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
+                                      SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+    if (rc != SQLITE_OK) return error(what, rc);
+    return Stmt(s);
+  }
+
+  Result<void> init(const StoreOptions& o) {
+    sqlite3_extended_result_codes(db_, 1);
+    // A writer waiting on another writer waits briefly: the backend retries with back-off
+    // rather than stalling its thread.
+    sqlite3_busy_timeout(db_, o.read_only ? 5000 : 100);
+    // 64 MiB of page cache (the default 2 MiB makes every insert into the indexes of a large
+    // store a read) and reads through a memory map.
+    FM_TRY_VOID(exec("PRAGMA cache_size=-65536", "setting the cache size"));
+    FM_TRY_VOID(exec("PRAGMA mmap_size=1073741824", "setting the memory map size"));
+    FM_TRY_VOID(exec("PRAGMA temp_store=MEMORY", "setting temp_store"));
+    if (!o.read_only) {
+      FM_TRY_VOID(exec("PRAGMA journal_mode=WAL", "setting the WAL journal"));
+      FM_TRY_VOID(exec("PRAGMA synchronous=NORMAL", "setting synchronous=NORMAL"));
+    }
+    FM_TRY_VOID(check_schema(o.create));
+    return {};
+  }
+
+  Result<void> check_schema(bool create) {
+    auto has = prepare("SELECT value FROM flowmark_meta WHERE key = 'schema_version'",
+                       "reading the schema version");
+    if (!has) {
+      // "no such table" is SQLITE_ERROR; anything else (not a database, locked) is itself.
+      if (has.error().code() != std::errc::state_not_recoverable)
+        return std::unexpected(has.error());
+      if (!create) {
+        return store_fail(std::errc::wrong_protocol_type,
+                          fmt::format("{}: not a flowmark store (no flowmark_meta table)", path_));
+      }
+      FM_TRY_VOID(exec("BEGIN IMMEDIATE", "creating the schema"));
+      for (auto sql : schema_statements()) {
+        if (auto r = exec(sql, "creating the schema"); !r) {
+          rollback();
+          return r;
+        }
+      }
+      FM_TRY_VOID(exec(fmt::format("INSERT INTO flowmark_meta (key, value) VALUES "
+                                   "('schema_version', '{}') ON CONFLICT (key) DO NOTHING",
+                                   kStoreSchemaVersion),
+                       "creating the schema"));
+      FM_TRY_VOID(exec("COMMIT", "creating the schema"));
+      return {};
+    }
+    const int rc = sqlite3_step(has->get());
+    if (rc != SQLITE_ROW) {
+      return store_fail(std::errc::wrong_protocol_type,
+                        fmt::format("{}: not a flowmark store (no schema_version)", path_));
+    }
+    const int version = sqlite3_column_int(has->get(), 0);
+    if (version > kStoreSchemaVersion) {
+      return store_fail(std::errc::wrong_protocol_type,
+                        fmt::format("{}: schema version {} is newer than this flowmark's ({}): "
+                                    "upgrade flowmark",
+                                    path_, version, kStoreSchemaVersion));
+    }
+    return {};
+  }
+
+  Result<void> write(std::span<const Record> records) override {
+    if (records.empty()) return {};
+    if (upsert_.get() == nullptr) {
+      FM_TRY(upsert_, prepare(upsert_sql('?', 1), "preparing the upsert"));
+    }
+    FM_TRY_VOID(exec("BEGIN IMMEDIATE", "beginning a transaction"));
+    std::array<Value, kColumnCount> v;
+    std::string src, dst;
+    auto* s = upsert_.get();
+    for (const auto& r : records) {
+      record_values(r, src, dst, v);
+      for (std::size_t i = 0; i < kColumnCount; ++i) {
+        const int col = static_cast<int>(i) + 1;
+        switch (v[i].kind) {
+          case Value::Kind::kNull: sqlite3_bind_null(s, col); break;
+          case Value::Kind::kInt: sqlite3_bind_int64(s, col, v[i].i); break;
+          case Value::Kind::kReal: sqlite3_bind_double(s, col, v[i].d); break;
+          case Value::Kind::kText:
+            sqlite3_bind_text(s, col, v[i].s.data(), static_cast<int>(v[i].s.size()),
+                              SQLITE_STATIC);
+            break;
+        }
+      }
+      const int rc = sqlite3_step(s);
+      sqlite3_reset(s);
+      if (rc != SQLITE_DONE) {
+        auto e = error("writing flows", rc);
+        rollback();
+        return e;
+      }
+    }
+    sqlite3_clear_bindings(s);
+    if (auto r = exec("COMMIT", "committing flows"); !r) {
+      rollback();
+      return r;
+    }
+    return {};
+  }
+
+  Result<std::uint64_t> delete_before(Micros t) override {
+    FM_TRY(auto s, prepare("DELETE FROM flows WHERE COALESCE(end_time, updated) < ?1",
+                           "preparing the retention delete"));
+    sqlite3_bind_int64(s.get(), 1, t);
+    const int rc = sqlite3_step(s.get());
+    if (rc != SQLITE_DONE) return error("deleting old flows", rc);
+    return static_cast<std::uint64_t>(sqlite3_changes64(db_));
+  }
+
+  // The rows of rowid in [lo, hi] into `agg`: SQLITE_DONE, or the error's code (and
+  // `why`).
+  static int scan(sqlite3* db, const ReportQuery& q, std::int64_t lo, std::int64_t hi,
+                  ReportAggregator& agg, std::string& why) {
+    // Grouping and percentiles in C++ (SQLite has no percentile aggregate). Without time
+    // bounds, a scan of the table (the start_time index would cost a lookup a row).
+    std::string sql =
+        "SELECT experiment_id, experiment, activity_id, activity, src_site, dst_site, "
+        "start_time, volume, CASE WHEN state = 'complete' AND duration > 0 THEN throughput "
+        "ELSE -1 END FROM flows WHERE rowid BETWEEN ?3 AND ?4";
+    if (q.from || q.to) sql += " AND start_time >= ?1 AND start_time < ?2";
+    sqlite3_stmt* raw = nullptr;
+    int rc = sqlite3_prepare_v2(db, sql.c_str(), -1, &raw, nullptr);
+    Stmt s(raw);
+    if (rc != SQLITE_OK) {
+      why = sqlite3_errmsg(db);
+      return rc;
+    }
+    sqlite3_bind_int64(s.get(), 1, q.from.value_or(INT64_MIN));
+    sqlite3_bind_int64(s.get(), 2, q.to.value_or(INT64_MAX));
+    sqlite3_bind_int64(s.get(), 3, lo);
+    sqlite3_bind_int64(s.get(), 4, hi);
+    ReportRow key;
+    bool need[5] = {};
+    for (auto g : q.by) need[static_cast<int>(g)] = true;
+    auto text = [&](int col, std::string& out) {
+      const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s.get(), col));
+      if (p == nullptr) {
+        out.clear();
+      } else {
+        out.assign(p, static_cast<std::size_t>(sqlite3_column_bytes(s.get(), col)));
+      }
+    };
+    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+      if (need[0]) {
+        key.experiment_id = static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), 0));
+        text(1, key.experiment);
+      }
+      if (need[1]) {
+        key.activity_id = static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), 2));
+        text(3, key.activity);
+      }
+      if (need[2]) text(4, key.src_site);
+      if (need[3]) text(5, key.dst_site);
+      if (need[4]) {
+        const Micros t = sqlite3_column_int64(s.get(), 6);
+        key.day = t - ((t % kMicrosPerDay) + kMicrosPerDay) % kMicrosPerDay;
+      }
+      agg.add(key, static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 7)),
+              sqlite3_column_double(s.get(), 8));
+    }
+    if (rc != SQLITE_DONE) why = sqlite3_errmsg(db);
+    return rc;
+  }
+
+  Result<std::vector<ReportRow>> report(const ReportQuery& q) override {
+    // A large store is scanned by several threads, each over a range of rowids with a
+    // connection of its own (WAL: readers do not block each other, nor the writer; a row is
+    // in one range whatever is written meanwhile).
+    FM_TRY(auto m, prepare("SELECT coalesce(max(rowid), 0) FROM flows", "reading flows"));
+    if (const int rc = sqlite3_step(m.get()); rc != SQLITE_ROW) return error("reading flows", rc);
+    const std::int64_t max_rowid = sqlite3_column_int64(m.get(), 0);
+    constexpr std::int64_t kRowsPerThread = 500'000;
+    std::int64_t threads = std::clamp<std::int64_t>(
+        std::min<std::int64_t>(std::thread::hardware_concurrency(), max_rowid / kRowsPerThread), 1,
+        8);
+    // For measurements (bench/store_bench.cpp): FLOWMARK_REPORT_THREADS=N.
+    if (const char* t = std::getenv("FLOWMARK_REPORT_THREADS"); t != nullptr && std::atoi(t) > 0) {
+      threads = std::min(std::atoi(t), 64);
+    }
+    std::vector<ReportAggregator> parts(static_cast<std::size_t>(threads), ReportAggregator(q.by));
+    std::vector<int> rcs(parts.size(), SQLITE_DONE);
+    std::vector<std::string> whys(parts.size());
+    if (threads == 1) {
+      rcs[0] = scan(db_, q, INT64_MIN, INT64_MAX, parts[0], whys[0]);
+    } else {
+      std::vector<std::thread> workers;
+      const std::int64_t step = max_rowid / threads + 1;
+      for (std::int64_t i = 0; i < threads; ++i) {
+        const std::int64_t lo = i == 0 ? INT64_MIN : i * step + 1;
+        const std::int64_t hi = i + 1 == threads ? INT64_MAX : (i + 1) * step;
+        const auto k = static_cast<std::size_t>(i);
+        workers.emplace_back([&, lo, hi, k] {
+          sqlite3* db = nullptr;
+          rcs[k] = sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                                   nullptr);
+          if (rcs[k] == SQLITE_OK) {
+            sqlite3_busy_timeout(db, 5000);
+            sqlite3_exec(db, "PRAGMA mmap_size=1073741824", nullptr, nullptr, nullptr);
+            rcs[k] = scan(db, q, lo, hi, parts[k], whys[k]);
+          } else {
+            whys[k] = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rcs[k]);
+          }
+          sqlite3_close_v2(db);
+        });
+      }
+      for (auto& w : workers) w.join();
+    }
+    for (std::size_t k = 0; k < parts.size(); ++k) {
+      if (rcs[k] != SQLITE_DONE) {
+        return store_fail(errc_of(rcs[k]), fmt::format("{}: reading flows: {}", path_, whys[k]));
+      }
+      if (k != 0) parts[0].merge(std::move(parts[k]));
+    }
+    return parts[0].finish();
+  }
+
+  Result<std::vector<Record>> latest(std::size_t n) override {
+    FM_TRY(auto s, prepare("SELECT " + column_list() + " FROM flows ORDER BY updated DESC LIMIT ?1",
+                           "preparing the latest flows"));
+    sqlite3_bind_int64(s.get(), 1, static_cast<std::int64_t>(n));
+    std::vector<Record> out;
+    std::array<const char*, kColumnCount> cols;
+    int rc;
+    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+      for (std::size_t i = 0; i < kColumnCount; ++i) {
+        cols[i] = reinterpret_cast<const char*>(sqlite3_column_text(s.get(), static_cast<int>(i)));
+      }
+      FM_TRY(auto r, record_from_text(cols));
+      out.push_back(std::move(r));
+    }
+    if (rc != SQLITE_DONE) return error("reading flows", rc);
+    return out;
+  }
+
+  Result<std::uint64_t> count() override {
+    FM_TRY(auto s, prepare("SELECT COUNT(*) FROM flows", "counting flows"));
+    const int rc = sqlite3_step(s.get());
+    if (rc != SQLITE_ROW) return error("counting flows", rc);
+    return static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 0));
+  }
+
+ private:
+  sqlite3* db_;
+  std::string path_;
+  Stmt upsert_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> open_sqlite(std::string_view path_view, const StoreOptions& o) {
+  const std::string path(path_view);
+  std::error_code ec;
+  if (!o.create && !std::filesystem::exists(path, ec)) {
+    return store_fail(
+        std::errc::no_such_file_or_directory,
+        fmt::format("{}: no such store file (flowmarkd's store backend creates it)", path));
+  }
+  if (std::filesystem::is_directory(path, ec)) {
+    return store_fail(std::errc::is_a_directory,
+                      fmt::format("{}: is a directory, not a store file", path));
+  }
+  int flags = SQLITE_OPEN_NOMUTEX;
+  if (o.read_only) {
+    flags |= SQLITE_OPEN_READONLY;
+  } else {
+    flags |= SQLITE_OPEN_READWRITE | (o.create ? SQLITE_OPEN_CREATE : 0);
+  }
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  if (rc != SQLITE_OK) {
+    auto e = store_fail(errc_of(rc),
+                        fmt::format("{}: cannot open the store: {}", path,
+                                    db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
+    sqlite3_close_v2(db);
+    return e;
+  }
+  auto store = std::make_unique<SqliteStore>(db, path);
+  FM_TRY_VOID(store->init(o));
+  return store;
+}
+
+}  // namespace flowmark::collector::detail
