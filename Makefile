@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build build-asan build-fuzz run demo-mcast test test-unit test-asan test-integration \
+.PHONY: all deps build build-asan build-fuzz run demo-mcast demo-collector test test-unit test-asan test-integration \
         package fuzz bench lint format clean
 
 all: build
@@ -31,6 +31,11 @@ run: build
 # The multicast demonstration between two network namespaces.
 demo-mcast: build
 	@./scripts/demo.sh build/release
+
+# The collector of fireflies: flowmarkd with a store, the dashboard and aggregate metrics,
+# fed by four simulated sites; the dashboard's URL is printed.
+demo-collector: build
+	@./scripts/demo-collector.sh build/release
 
 # Everything: unit, integration and package tests (release), unit tests under ASan+UBSan,
 # and a short run of every fuzz target. As root no test may skip unless

@@ -19,9 +19,13 @@
 #   8. bench/bpf_veth_bench.sh: iperf2 over a veth pair without and with the hook.
 #   9. bench/kevents_delay_bench.py: connect() -> start firefly delay of flowmarkd's
 #      kernel-events source (target <= 1 ms) against the sockets source polling every 2 s.
-#  10. store_bench: fireflies -> flowmarkd's firefly source -> store backend (SQLite) end
+#  10. kafka_backend_bench and bench/kafka_bench.py: the kafka backend alone and flowmarkd end
+#      to end into librdkafka's mock cluster, when built with FLOWMARK_KAFKA.
+#  11. store_bench: fireflies -> flowmarkd's firefly source -> store backend (SQLite) end
 #      to end (target >= 300,000 fireflies/s, every flow stored), and `flowmark report` over
 #      10,000,000 stored flows (target <= 2 s).
+#  12. collector_bench.sh: flowmarkd as a collector — ingest rate and loss, into SQLite,
+#      memory per open flow (COLLECTOR_BENCH_* variables, see the script)
 #
 # Needs root (ip netns), taskset, GNU time (/usr/bin/time) and python3: `make deps`.
 # Environment: MCAST_BENCH_COUNT   datagrams per whole-process run (2000000)
@@ -31,6 +35,7 @@
 #              MCAST_BENCH_KEEP=1   keep the raw outputs (their directory is printed)
 #              BPF_BENCH_REPEAT     BPF_PROG_TEST_RUN repetitions per trial (1000000)
 #              KEVENTS_BENCH_COUNT  connections of the connect() -> firefly delay run (200)
+#              KAFKA_BENCH_EVENTS   events of each kafka run (2000000)
 #              STORE_BENCH_FLOWS    flows of the store ingest run (1000000; 2 fireflies each)
 #              STORE_REPORT_FLOWS   flows in the store the report runs over (10000000)
 set -euo pipefail
@@ -433,7 +438,21 @@ if [[ -x $BUILD/bench/bpf_flowlabel_bench && -x $BUILD/flowmarkd ]]; then
     echo "bench/run.sh: bench/kevents_delay_bench.py failed" >&2
 fi
 
-# ---- 10. the collector's store: ingest end to end, and the report -------------------------
+# ---- 10. the kafka backend: alone, and flowmarkd end to end into librdkafka's mock cluster --
+if [[ -x $BUILD/bench/kafka_backend_bench && -x $BUILD/tests/kafka_mock_broker ]]; then
+  echo
+  echo "== kafka: events/s into librdkafka's mock cluster, every message checked at the" \
+    "brokers (target >= 500,000 fireflies/s end to end)"
+  "$BUILD/bench/kafka_backend_bench" "${KAFKA_BENCH_EVENTS:-2000000}" fireflies ||
+    echo "bench/run.sh: kafka_backend_bench failed" >&2
+  "$BUILD/bench/kafka_backend_bench" "${KAFKA_BENCH_EVENTS:-2000000}" records ||
+    echo "bench/run.sh: kafka_backend_bench failed" >&2
+  python3 "$(dirname "${BASH_SOURCE[0]}")/kafka_bench.py" "$BUILD" \
+    --events "${KAFKA_BENCH_EVENTS:-2000000}" ||
+    echo "bench/run.sh: bench/kafka_bench.py failed" >&2
+fi
+
+# ---- 11. the collector's store: ingest end to end, and the report -------------------------
 if [[ -x $BUILD/bench/store_bench && -x $BUILD/flowmarkd ]]; then
   echo
   echo "== store_bench ingest: fireflies -> flowmarkd -> SQLite, ${STORE_BENCH_FLOWS:-1000000}" \
@@ -446,3 +465,9 @@ if [[ -x $BUILD/bench/store_bench && -x $BUILD/flowmarkd ]]; then
   "$BUILD/bench/store_bench" report --build "$BUILD" --flows "${STORE_REPORT_FLOWS:-10000000}" ||
     echo "bench/run.sh: store_bench report failed" >&2
 fi
+
+# ---- 12. the collector: ingest, SQLite and memory per open flow, whole process -----------
+echo
+echo "== collector_bench: fireflies -> flowmarkd (ingest, into SQLite, memory per open flow)"
+"$(dirname "${BASH_SOURCE[0]}")/collector_bench.sh" "$BUILD" ||
+  echo "bench/run.sh: collector_bench.sh failed" >&2

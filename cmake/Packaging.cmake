@@ -6,6 +6,8 @@
 #   /usr/sbin/flowmarkd                                    the service
 #   /lib/systemd/system/flowmarkd.service, flowmarkd@.service
 #   /etc/flowmark/flowmark.toml                            a conffile (packaging/debian/conffiles)
+#   /usr/share/flowmark/dashboard/                         the dashboard backend's page
+#   /usr/share/flowmark/grafana/flowmark-collector.json    a Grafana dashboard of the metrics
 #   /usr/share/man/manN/*.N.gz                             every page in packaging/man/
 #   /usr/share/doc/flowmark/copyright, changelog.Debian.gz
 #   /usr/share/lintian/overrides/flowmark                  each override with its reason
@@ -31,6 +33,10 @@ install(CODE "file(CREATE_LINK flowmark \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}
 install(FILES ${_pkg_dir}/systemd/flowmarkd.service ${_pkg_dir}/systemd/flowmarkd@.service
         DESTINATION /lib/systemd/system)
 install(FILES ${_pkg_dir}/flowmark.toml DESTINATION /etc/flowmark)
+# The dashboard backend's page and its charting library (cmake/Dashboard.cmake).
+install(DIRECTORY ${FLOWMARK_DASHBOARD_DIR}/ DESTINATION share/flowmark/dashboard)
+# The Grafana dashboard of the Prometheus backend's collector series.
+install(FILES ${_pkg_dir}/grafana/flowmark-collector.json DESTINATION share/flowmark/grafana)
 
 # ---- manual pages: every NAME.N in packaging/man/, gzipped -9n (no name or time stamp: the
 # same bytes on every build) into share/man/manN ------------------------------------------
@@ -103,6 +109,11 @@ set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 # [service] registry (or `flowmark registry`) names an http(s):// URL, while the default, the
 # built-in registry, a file or no registry at all work without it: a Recommends (installed by
 # default, removable by those who never fetch), not a Depends.
+# librdkafka is dlopen()ed by the kafka backend alone (src/daemon/backends/kafka/
+# rdkafka_api.cpp): a Suggests, for the sites that hand their flows to Kafka.
+if(FLOWMARK_KAFKA)
+  set(CPACK_DEBIAN_PACKAGE_SUGGESTS "librdkafka1")
+endif()
 # libpq is dlopen()ed as well (src/collector/store_postgres.cpp), needed only for a
 # postgresql:// store; SQLite stores, the default, work without it: a Recommends too.
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "libcurl4, libpq5")

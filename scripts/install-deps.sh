@@ -32,6 +32,9 @@ PACKAGES=(
   linux-libc-dev
   # service tests: a real Prometheus server scrapes the exporter; a real STUN server
   prometheus coturn
+  # kafka backend: librdkafka (its mock cluster is the tests' broker); kcat, the tests'
+  # independent consumer
+  librdkafka-dev kcat
   # store tests: a real PostgreSQL server (initdb/pg_ctl of postgresql-15) started by the test
   postgresql
   # make run: the demo reads the exporter with curl
@@ -41,7 +44,12 @@ PACKAGES=(
   dpkg-dev file lintian systemd man-db
   # manual pages: tests/docs/check_man.py renders each with groff (man-db uses groff-base too)
   groff-base
+  # the dashboard's page in a real browser (tests/integration/test_dashboard.py)
+  chromium
 )
+# The dashboard's charting library is installed by the build with `npm ci` (cmake/Dashboard.cmake):
+# Debian's npm where no npm is installed (a Node.js from elsewhere brings its own).
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -122,7 +122,8 @@ Result<SiteMap> SiteMap::parse_json(std::string_view text, std::string_view wher
   std::string prefix;
   if (doc.is_object()) {
     element inner;
-    if (doc.at_key("sites").get(inner) != simdjson::SUCCESS || inner.get(sites) != simdjson::SUCCESS) {
+    if (doc.at_key("sites").get(inner) != simdjson::SUCCESS ||
+        inner.get(sites) != simdjson::SUCCESS) {
       return bad("(top)", "expected an array of sites, or an object with a \"sites\" array");
     }
     prefix = "sites";

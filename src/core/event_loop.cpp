@@ -6,8 +6,8 @@
 #include <sys/timerfd.h>
 
 #include <array>
-#include <vector>
 #include <csignal>
+#include <vector>
 
 #include <fmt/format.h>
 

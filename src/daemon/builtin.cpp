@@ -4,9 +4,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include "daemon/backends/dashboard/dashboard_backend.hpp"
 #include "daemon/backends/firefly/firefly_backend.hpp"
 #ifdef FLOWMARK_HAVE_BPF
 #include "daemon/backends/flowlabel/flowlabel_backend.hpp"
+#endif
+#ifdef FLOWMARK_HAVE_KAFKA
+#include "daemon/backends/kafka/kafka_backend.hpp"
 #endif
 #include "daemon/backends/prometheus/prometheus_backend.hpp"
 #include "daemon/backends/records/records_backend.hpp"
@@ -39,6 +43,10 @@ void register_builtin(SourceFactories& sources, BackendFactories& backends) {
   must(register_firefly_backend(backends, reader));
   must(register_prometheus_backend(backends, reader));
   must(register_records_backend(backends));
+  must(register_dashboard_backend(backends));
+#ifdef FLOWMARK_HAVE_KAFKA
+  must(register_kafka_backend(backends));
+#endif
   must(register_store_backend(backends));
 #ifdef FLOWMARK_HAVE_BPF
   must(register_flowlabel_backend(backends));

@@ -208,8 +208,8 @@ Result<ServiceConfig> ServiceConfig::from(const ConfigDocument& doc,
                                           const scitags::Registry& registry) {
   ServiceConfig c;
   const auto& root = as_table(doc.root());
-  static constexpr std::string_view kTop[] = {"service", "public_address", "rule", "site",
-                                              "source", "backend"};
+  static constexpr std::string_view kTop[] = {"service", "public_address", "rule",
+                                              "site",    "source",         "backend"};
   for (const auto& [k, v] : root) {
     if (std::find(std::begin(kTop), std::end(kTop), std::string_view(k.str())) == std::end(kTop)) {
       return fail(Errc::kInvalidArgument,

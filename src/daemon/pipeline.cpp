@@ -51,14 +51,15 @@ struct Pipeline::Worker {
   // (the service calls it once per event-loop wake-up): one futex wake per burst instead of
   // one per event (a third of the loop thread's time under a firefly flood).
   static constexpr std::size_t kWakeAt = 256;
-  void offer(const FlowEvent& e, bool bypass_capacity = false, bool defer = false) {
+  // True when queued; false when dropped for a full queue.
+  bool offer(const FlowEvent& e, bool bypass_capacity = false, bool defer = false) {
     offered->fetch_add(1, std::memory_order_relaxed);
     bool wake = false;
     {
       std::lock_guard lock(mutex);
       if (!bypass_capacity && pending.size() >= capacity) {
         dropped_full->fetch_add(1, std::memory_order_relaxed);
-        return;
+        return false;
       }
       pending.push_back({Kind::kEvent, e});
       depth->store(pending.size(), std::memory_order_relaxed);
@@ -68,6 +69,7 @@ struct Pipeline::Worker {
       }
     }
     if (wake) cv.notify_one();
+    return true;
   }
 
   void wake() {
@@ -204,13 +206,15 @@ struct Pipeline::Worker {
   std::string name;
   std::unique_ptr<Backend> backend;
   std::size_t capacity;
+  // Its bit in Live::holders (0: none free, more than 32 backends).
+  std::uint32_t slot_bit = 0;
   std::mutex mutex;
   std::condition_variable cv, idle_cv;
   std::vector<Item> pending;
   bool stopping = false;
   bool busy = false;
-  bool waiting = false;    // the worker sleeps on cv
-  bool wake_owed = false;  // events were left for it without a wake-up (deferred)
+  bool waiting = false;                   // the worker sleeps on cv
+  bool wake_owed = false;                 // events were left for it without a wake-up (deferred)
   bool finished = false;                  // run() has returned (the backend is stopped)
   std::atomic<bool> abandoned{false};     // stop_and_join gave up on it
   std::atomic<std::size_t> in_flight{0};  // items of the current batch not yet handed over
@@ -276,8 +280,16 @@ Result<void> Pipeline::add_backend(const std::string& name, std::unique_ptr<Back
   if (!r) return std::unexpected(std::move(r).error().with_context("backend " + name));
   auto w =
       std::make_unique<Worker>(name, std::move(backend), options_.queue_size, context_.counters);
+  for (std::uint32_t bit = 1; bit != 0; bit <<= 1) {
+    if ((used_slots_ & bit) == 0) {
+      w->slot_bit = bit;
+      used_slots_ |= bit;
+      break;
+    }
+  }
   if (adopt_live) {
-    for (const auto& [key, live] : flows_) {
+    for (auto& [key, live] : flows_) {
+      live.holders |= w->slot_bit;
       FlowEvent e;
       e.state = FlowState::kStart;
       e.protocol = key.protocol;
@@ -300,6 +312,9 @@ Result<void> Pipeline::add_backend(const std::string& name, std::unique_ptr<Back
 void Pipeline::remove_backend(std::string_view name) {
   for (auto it = workers_.begin(); it != workers_.end(); ++it) {
     if ((*it)->name == name) {
+      const std::uint32_t bit = (*it)->slot_bit;
+      used_slots_ &= ~bit;
+      for (auto& [key, live] : flows_) live.holders &= ~bit;
       const auto deadline =
           std::chrono::steady_clock::now() +
           std::chrono::milliseconds(static_cast<std::int64_t>(options_.drain_timeout * 1000));
@@ -351,18 +366,24 @@ void Pipeline::rewrite_public(FlowEvent& e) const {
   if (e.src.address.is_v6() && pa.ipv6) e.src.address = *pa.ipv6;
 }
 
-void Pipeline::fan_out(const FlowEvent& e) {
+void Pipeline::fan_out(const FlowEvent& e, std::uint32_t* holders) {
   forwarded_->fetch_add(1, std::memory_order_relaxed);
+  // A backend that holds a flow (was given one of its events) gets its end whatever its
+  // queue holds: its per-flow state then always ends with the flow, and the excess over
+  // queue_size is bounded by the live flows. Other events may be dropped for a full queue.
+  const bool end = e.state == FlowState::kEnd;
+  auto give = [&](Worker& w, const FlowEvent& ev) {
+    const bool bypass = shutting_down_ || (end && holders && (*holders & w.slot_bit) != 0);
+    if (w.offer(ev, bypass, defer_wakeups_) && holders) *holders |= w.slot_bit;
+  };
   if (options_.public_address.map.empty() && !options_.public_address.ipv4 &&
       !options_.public_address.ipv6) {
-    for (auto& w : workers_) w->offer(e, shutting_down_, defer_wakeups_);
+    for (auto& w : workers_) give(*w, e);
     return;
   }
   FlowEvent out = e;
   rewrite_public(out);
-  for (auto& w : workers_) {
-    w->offer(w->backend->wants_public_addresses() ? out : e, shutting_down_, defer_wakeups_);
-  }
+  for (auto& w : workers_) give(*w, w->backend->wants_public_addresses() ? out : e);
 }
 
 namespace {
@@ -382,8 +403,8 @@ Pipeline::Node& Pipeline::insert_live(const FlowKey& key, const FlowEvent& e, Mi
       return fmt::format(
           "{} live flows ([service] max_live_flows): the flow idle longest, {} {} -> {}, is "
           "ended as evicted (counted in flowmark_pipeline_evicted_total)",
-          flows_.size(), scitags::to_string(victim.first.protocol),
-          victim.first.src.to_string(), victim.first.dst.to_string());
+          flows_.size(), scitags::to_string(victim.first.protocol), victim.first.src.to_string(),
+          victim.first.dst.to_string());
     });
     end_live(victim, scitags::EndReason::kEvicted, victim.second.last_event);
   }
@@ -490,8 +511,9 @@ void Pipeline::end_live(Node& n, scitags::EndReason reason, Micros end_time) {
   e.activity = n.second.activity;
   e.usage = n.second.usage;
   e.previous_volume = volume_of(n.second.usage);
+  std::uint32_t holders = n.second.holders;
   erase_live(n);
-  fan_out(e);
+  fan_out(e, &holders);
 }
 
 void Pipeline::push(const FlowEvent& in) {
@@ -519,8 +541,7 @@ void Pipeline::push(const FlowEvent& in) {
   // A copy of the end (or a late start or ongoing) of a flow that ended lately.
   if (it == flows_.end()) {
     if (auto started = ended_lately(key)) {
-      const bool same = e.start_time != 0 ? e.start_time == *started
-                                          : e.state != FlowState::kStart;
+      const bool same = e.start_time != 0 ? e.start_time == *started : e.state != FlowState::kStart;
       if (same) {
         duplicate_end_->fetch_add(1, std::memory_order_relaxed);
         return;
@@ -538,8 +559,7 @@ void Pipeline::push(const FlowEvent& in) {
       if (!classify(e)) break;
       if (e.start_time == 0) e.start_time = now;
       e.previous_volume = 0;
-      insert_live(key, e, now);
-      fan_out(e);
+      fan_out(e, &insert_live(key, e, now).second.holders);
       return;
     }
     case FlowState::kOngoing: {
@@ -568,7 +588,7 @@ void Pipeline::push(const FlowEvent& in) {
         e.activity = live.activity;
       }
       if (!e.usage) e.usage = live.usage;
-      fan_out(e);
+      fan_out(e, &live.holders);
       return;
     }
     case FlowState::kEnd: {
@@ -587,8 +607,9 @@ void Pipeline::push(const FlowEvent& in) {
           e.usage->sent = std::max(e.usage->sent, live.usage->sent);
           e.usage->received = std::max(e.usage->received, live.usage->received);
         }
+        std::uint32_t holders = live.holders;
         erase_live(*it);
-        fan_out(e);
+        fan_out(e, &holders);
         return;
       }
       if (!classify(e)) break;
@@ -596,7 +617,7 @@ void Pipeline::push(const FlowEvent& in) {
       if (e.start_time == 0) e.start_time = e.end_time;
       e.previous_volume = 0;
       remember_ended(key, e.start_time);
-      fan_out(e);
+      fan_out(e, nullptr);
       return;
     }
   }

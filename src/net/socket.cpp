@@ -116,6 +116,10 @@ Result<void> set_reuse_address(int fd) {
   return set_int_option(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
 }
 
+Result<void> set_reuse_port(int fd) {
+  return set_int_option(fd, SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT");
+}
+
 Result<void> set_receive_buffer(int fd, int bytes) {
   if (bytes <= 0) return {};
   if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) == 0) return {};

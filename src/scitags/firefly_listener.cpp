@@ -43,9 +43,10 @@ constexpr std::size_t kBufferSize = FireflyDecoder::kMaxSize;
 
 // A unicast socket bound to `local` with a large receive buffer. No packet info and no
 // timestamps: nothing here uses them, and the kernel's cmsg work is not free.
-Result<UniqueFd> open_unicast(const Endpoint& local, int rcvbuf) {
+Result<UniqueFd> open_unicast(const Endpoint& local, int rcvbuf, bool reuse_port) {
   FM_TRY(UniqueFd fd, net::open_udp_socket(local.address.family()));
   FM_TRY_VOID(net::set_receive_buffer(fd.get(), rcvbuf));
+  if (reuse_port) FM_TRY_VOID(net::set_reuse_port(fd.get()));
   FM_TRY_VOID(net::bind_to(fd.get(), local, "cannot listen on",
                            "another collector (flowd?) already uses the port"));
   return fd;
@@ -110,16 +111,18 @@ Result<FireflyListener> FireflyListener::open(const ListenerConfig& config) {
   if (!config.sources.empty())
     return fail(Errc::kInvalidArgument, "a source-specific join (--source) needs a --group");
   if (config.bind) {
-    FM_TRY(UniqueFd fd, open_unicast({*config.bind, config.port}, config.rcvbuf));
+    FM_TRY(UniqueFd fd,
+           open_unicast({*config.bind, config.port}, config.rcvbuf, config.reuse_port));
     impl->sockets.push_back({std::move(fd), net::DatagramReader(kBufferSize, config.batch)});
     return FireflyListener(std::move(impl));
   }
   // Both families. IPv4 first; with port 0 the IPv6 socket takes the same port, so that
   // one port number serves both.
-  FM_TRY(UniqueFd fd4, open_unicast({IpAddress::any(Family::kV4), config.port}, config.rcvbuf));
+  FM_TRY(UniqueFd fd4, open_unicast({IpAddress::any(Family::kV4), config.port}, config.rcvbuf,
+                                    config.reuse_port));
   const std::uint16_t port = local_endpoint(fd4.get()).port;
   impl->sockets.push_back({std::move(fd4), net::DatagramReader(kBufferSize, config.batch)});
-  auto fd6 = open_unicast({IpAddress::any(Family::kV6), port}, config.rcvbuf);
+  auto fd6 = open_unicast({IpAddress::any(Family::kV6), port}, config.rcvbuf, config.reuse_port);
   if (fd6) {
     impl->sockets.push_back({std::move(*fd6), net::DatagramReader(kBufferSize, config.batch)});
   } else if (fd6.error().code() == std::errc::address_family_not_supported) {

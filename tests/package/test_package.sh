@@ -78,7 +78,11 @@ awk '{ print $6 }' "$work/listing" | sed 's|^\./|/|; s|/$||' | sort >"$work/cont
 expected=(/usr/bin/flowmark /usr/bin/multicast /usr/sbin/flowmarkd
           /lib/systemd/system/flowmarkd.service /lib/systemd/system/flowmarkd@.service
           /etc/flowmark/flowmark.toml
-          /usr/share/doc/flowmark/copyright /usr/share/doc/flowmark/changelog.Debian.gz)
+          /usr/share/doc/flowmark/copyright /usr/share/doc/flowmark/changelog.Debian.gz
+          /usr/share/flowmark/dashboard/index.html /usr/share/flowmark/dashboard/app.js
+          /usr/share/flowmark/dashboard/style.css /usr/share/flowmark/dashboard/uPlot.iife.min.js
+          /usr/share/flowmark/dashboard/uPlot.min.css
+          /usr/share/flowmark/grafana/flowmark-collector.json)
 pages=()
 for page in "$source_dir"/packaging/man/*.[1-9]; do
   name=$(basename "$page")

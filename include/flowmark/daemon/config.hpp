@@ -116,8 +116,8 @@ struct ServiceConfig {
   // Live flows the pipeline keeps at most (0: no bound); past it the flow idle longest is
   // ended with reason evicted. ~170 bytes a flow: the default bounds the table near 170 MB.
   std::size_t max_live_flows = 1'000'000;
-  std::string sites_file;       // JSON site map, merged with the [[site]] tables
-  collector::SiteMap sites;     // [[site]] tables + sites_file
+  std::string sites_file;    // JSON site map, merged with the [[site]] tables
+  collector::SiteMap sites;  // [[site]] tables + sites_file
   std::string log_level = "info";
   PublicAddressConfig public_address;
   std::vector<Rule> rules;

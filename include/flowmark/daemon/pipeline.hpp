@@ -10,10 +10,12 @@
 // Flows ended lately are remembered (two generations of up to 65,536 each, 4 MB), so a second
 // copy of an end (or a late start/ongoing) is suppressed rather than taken for a new flow.
 // `max_live_flows` bounds the table: past it the flow idle longest is ended (reason
-// evicted, counted in flowmark_pipeline_evicted_total, a warning every 10 s at most); classifies unclassified events by the rules;
-// rewrites private source addresses to the public ones; and fans each event out to every
-// backend through a bounded queue per backend, each drained by its own worker thread. A
-// slow backend fills only its own queue: what does not fit is dropped and counted
+// evicted, counted in flowmark_pipeline_evicted_total, a warning every 10 s at most);
+// a backend given any event of a flow is always given its end, past its queue's bound if
+// need be (at most the live flows), so no backend's per-flow state outlives a flow; classifies
+// unclassified events by the rules; rewrites private source addresses to the public ones; and fans
+// each event out to every backend through a bounded queue per backend, each drained by its own
+// worker thread. A slow backend fills only its own queue: what does not fit is dropped and counted
 // (flowmark_backend_events_total{backend, outcome="dropped_queue_full"}), and never stalls
 // the sources or the other backends.
 //
@@ -46,7 +48,7 @@ struct PipelineOptions {
   PublicAddressConfig public_address;  // ipv4/ipv6 may hold STUN-discovered addresses
   double flow_timeout = 86400;         // seconds; 0: never
   std::size_t queue_size = 65536;
-  std::size_t max_live_flows = 0;      // 0: no bound
+  std::size_t max_live_flows = 0;  // 0: no bound
   // Seconds a backend gets to drain its queue when it is stopped (shutdown, or removed by a
   // reload); a stalled one is then given up, what it held counted as dropped_stalled.
   double drain_timeout = 5;
@@ -97,13 +99,16 @@ class Pipeline : public FlowSink {
     Micros last_event = 0;
     std::uint32_t experiment = 0, activity = 0;
     std::optional<scitags::Usage> usage;
+    // The backends (Worker::slot_bit) given an event of this flow: they get its end.
+    std::uint32_t holders = 0;
     // Least recently active first: the order in which flows are evicted.
     std::pair<const FlowKey, Live>* older = nullptr;
     std::pair<const FlowKey, Live>* newer = nullptr;
   };
   using Node = std::pair<const FlowKey, Live>;
   struct Worker;
-  void fan_out(const FlowEvent& e);
+  // `holders`: the flow's Live::holders (updated), or null for an event of no live flow.
+  void fan_out(const FlowEvent& e, std::uint32_t* holders);
   Node& insert_live(const FlowKey& key, const FlowEvent& e, Micros now);
   void erase_live(Node& n);
   void touch(Node& n, Micros now);
@@ -123,6 +128,7 @@ class Pipeline : public FlowSink {
   // what is live. Backends get what it knows of a flow with each event (start time,
   // classification, usage); those that keep per-flow state of their own key it by FlowKey.
   std::unordered_map<FlowKey, Live, FlowKeyHash> flows_;
+  std::uint32_t used_slots_ = 0;  // Worker::slot_bit of the running backends
   Node* oldest_ = nullptr;
   Node* newest_ = nullptr;
   // Flows ended lately: their key's 64-bit hash → start time, in two flat generations of
@@ -158,9 +164,8 @@ class Pipeline : public FlowSink {
   std::atomic<std::uint64_t>* duplicate_end_;
   std::atomic<std::uint64_t>* stale_;
   std::atomic<std::uint64_t>* replaced_;
-  LogLimiter evict_log_{
-      1, std::chrono::seconds(10), LogLimiter::Report::kLine,
-      [](std::uint64_t n) { return fmt::format("{} more flow(s) evicted", n); }};
+  LogLimiter evict_log_{1, std::chrono::seconds(10), LogLimiter::Report::kLine,
+                        [](std::uint64_t n) { return fmt::format("{} more flow(s) evicted", n); }};
   // One unclassified flow every 10 s on stderr; the count of the others before the next.
   LogLimiter unclassified_log_{
       1, std::chrono::seconds(10), LogLimiter::Report::kLine,

@@ -42,8 +42,7 @@ struct ServiceContext {
   std::string hostname;  // the host name fireflies carry
   // The site map ([[site]] tables and [service] sites_file): kept by the parts that read it
   // (collector backends), swapped in place by a reload. Never null in the service.
-  std::shared_ptr<collector::SiteMapHandle> sites =
-      std::make_shared<collector::SiteMapHandle>();
+  std::shared_ptr<collector::SiteMapHandle> sites = std::make_shared<collector::SiteMapHandle>();
 };
 
 class Source {

@@ -51,6 +51,9 @@ Result<UniqueFd> connect_tcp(const Endpoint& to, int flags = 0);
 Result<void> set_int_option(int fd, int level, int name, int value, const char* what);
 // SO_REUSEADDR: several sockets may bind the same port (multicast receivers).
 Result<void> set_reuse_address(int fd);
+// SO_REUSEPORT: several sockets (one per thread) share one port; the kernel spreads the
+// datagrams over them by a hash of the sender's address and port.
+Result<void> set_reuse_port(int fd);
 // SO_RCVBUF / SO_SNDBUF in bytes; SO_RCVBUFFORCE / SO_SNDBUFFORCE first, so that a
 // privileged process is not capped at net.core.rmem_max / wmem_max. 0 or less: unchanged.
 Result<void> set_receive_buffer(int fd, int bytes);

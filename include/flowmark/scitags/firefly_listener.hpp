@@ -42,6 +42,8 @@ struct ListenerConfig {
   std::optional<Interface> iface;      // join on this interface
   int rcvbuf = kDefaultReceiveBuffer;  // SO_RCVBUF in bytes (0: kernel default)
   std::size_t batch = 128;             // datagrams per recvmmsg
+  // SO_REUSEPORT on the unicast sockets: several listeners (one per thread) on one port.
+  bool reuse_port = false;
   DecoderOptions decoder;
 };
 

@@ -55,8 +55,8 @@ TEST(SiteMap, JsonFormsAndMerge) {
   ASSERT_TRUE(a) << a.error().message();
   EXPECT_EQ(a->lookup(ip("128.142.1.2")), "CERN-PROD");
   EXPECT_EQ(a->lookup(ip("2001:1458::5")), "CERN-PROD");
-  auto b = SiteMap::parse_json(R"({"sites":[{"name":"FNAL","networks":["131.225.0.0/16"]}]})",
-                               "b.json");
+  auto b =
+      SiteMap::parse_json(R"({"sites":[{"name":"FNAL","networks":["131.225.0.0/16"]}]})", "b.json");
   ASSERT_TRUE(b) << b.error().message();
   ASSERT_TRUE(a->merge(*b));
   EXPECT_EQ(a->lookup(ip("131.225.9.9")), "FNAL");

@@ -128,7 +128,7 @@ TEST(Config, PartsAreValidatedByTheirFactories) {
                 .find("[backend.ff] ttl: 300 is out of range 0..255"),
             std::string::npos);
   EXPECT_NE(check(std::string(kMinimal) + "[backend.ff]\ntype = \"fireflyy\"\n")
-                .find("unknown backend 'fireflyy' (known: firefly, "),
+                .find("unknown backend 'fireflyy' (known: dashboard, firefly, "),
             std::string::npos);
   EXPECT_NE(check(std::string(kMinimal) + "[source.p2]\ntype = \"named-pipe\"\npth = \"x\"\n")
                 .find("[source.p2] unknown key pth"),

@@ -6,6 +6,7 @@
 
 #include <condition_variable>
 #include <mutex>
+#include <set>
 
 namespace flowmark::daemon {
 namespace {
@@ -285,7 +286,7 @@ TEST_F(PipelineTest, JoinCarriesUsageNeverBackwardsAndThePreviousVolume) {
   p.push(firefly(FlowState::kStart, "192.0.2.1:1", t0));
   p.push(firefly(FlowState::kOngoing, "192.0.2.1:1", t0, 1000, 10));
   p.push(firefly(FlowState::kOngoing, "192.0.2.1:1", t0, 600, 20));  // an older update, late
-  p.push(firefly(FlowState::kEnd, "192.0.2.1:1", t0));                 // end without usage
+  p.push(firefly(FlowState::kEnd, "192.0.2.1:1", t0));               // end without usage
   p.wait_idle();
   auto got = cap->events();
   ASSERT_EQ(got.size(), 4u);
@@ -381,6 +382,33 @@ TEST_F(PipelineTest, MaxLiveFlowsEvictsTheFlowIdleLongest) {
     EXPECT_EQ(all[i].end_reason, scitags::EndReason::kShutdown);
     EXPECT_GE(all[i].src.port, 9998);
   }
+}
+
+TEST_F(PipelineTest, ABackendGivenAFlowsEventsAlwaysGetsItsEnd) {
+  auto o = options();
+  o.queue_size = 16;
+  Pipeline p(ctx, o);
+  auto* slow = add(p, "slow");
+  slow->hold();
+  // 40 flows start while the backend is stuck: it is given the first 16, the rest dropped.
+  for (int i = 0; i < 40; ++i) {
+    p.push(firefly(FlowState::kStart, fmt::format("192.0.2.1:{}", 1 + i), now));
+  }
+  // Their ends: the 16 it holds go in past the bound; the other 24 do not (the queue is full
+  // and it knows nothing of those flows).
+  for (int i = 0; i < 40; ++i) {
+    p.push(firefly(FlowState::kEnd, fmt::format("192.0.2.1:{}", 1 + i), now));
+  }
+  slow->release();
+  p.wait_idle();
+  auto got = slow->events();
+  ASSERT_EQ(got.size(), 32u);
+  std::set<std::uint16_t> started, ended;
+  for (const auto& e : got) (e.state == FlowState::kStart ? started : ended).insert(e.src.port);
+  EXPECT_EQ(started, ended);
+  EXPECT_EQ(counters.value("flowmark_backend_events_total",
+                           {{"backend", "slow"}, {"outcome", "dropped_queue_full"}}),
+            48u);
 }
 
 }  // namespace

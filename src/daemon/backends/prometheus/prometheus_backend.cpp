@@ -7,6 +7,7 @@
 #include <prometheus/metric_family.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -16,9 +17,12 @@
 #include <set>
 #include <system_error>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "daemon/backends/prometheus/aggregate_metrics.hpp"
+#include "flowmark/collector/record.hpp"
 #include "flowmark/core/log.hpp"
 #include "flowmark/daemon/flow_key.hpp"
 #include "flowmark/net/socket.hpp"
@@ -103,28 +107,83 @@ bool knock_once(const Endpoint& e) { return net::connect_tcp(e, SOCK_NONBLOCK).h
 // families at each scrape.
 class PrometheusBackend::State final : public prometheus::Collectable {
  public:
+  // A flow of the per-flow metrics (flow_metrics on).
   struct Flow {
     FlowEvent event;  // as last announced (what the reader looks the flow up by)
     std::vector<ClientMetric::Label> labels;
     std::optional<TcpInfo> tcp;
   };
+  // Every live flow, whatever is exported: what flowmark_live_flows counts and the aggregate
+  // metrics need (about 120 bytes a flow, where a Flow takes 450 and more).
+  struct Tracked {
+    Micros start_time = 0;
+    AggregateMetrics::Group* group = nullptr;  // null: no aggregate metrics
+  };
 
-  State(bool flow_metrics, const Counters* counters)
-      : flow_metrics_(flow_metrics), counters_(counters) {}
+  // The aggregate labels of a flow not seen before (called under the lock, new flows only).
+  using Labeler = std::function<AggregateMetrics::Labels(const FlowEvent&)>;
 
-  void upsert(const FlowEvent& e) {
-    auto labels = flow_labels(e);  // formatted outside the lock
+  State(bool flow_metrics, const Counters* counters, std::size_t max_aggregate_series)
+      : flow_metrics_(flow_metrics), counters_(counters) {
+    if (max_aggregate_series > 0) aggregates_.emplace(max_aggregate_series);
+  }
+
+  // Start and ongoing events add or update the flow (an ongoing one also adds a flow whose
+  // start this backend missed); an end event removes it. The aggregate group of the flow
+  // counts it (see the header).
+  void apply(const FlowEvent& e, const Labeler& labeler) {
+    const bool end = e.state == scitags::FlowState::kEnd;
+    std::vector<ClientMetric::Label> labels;
+    // Formatted outside the lock, and only when exported: a collector's backend (flow_metrics
+    // off) is told of every remote flow.
+    if (!end && flow_metrics_) labels = flow_labels(e);
+    const FlowKey key = key_of(e);
     std::lock_guard lock(mutex_);
-    auto [it, added] = flows_.try_emplace(key_of(e));
-    Flow& f = it->second;
+    auto it = tracked_.find(key);
+    bool restarted = it != tracked_.end() && e.state == scitags::FlowState::kStart &&
+                     e.start_time != 0 && it->second.start_time != 0 &&
+                     e.start_time != it->second.start_time;
+    if (restarted) {  // another flow on the same 5-tuple: the old one is over
+      if (it->second.group) AggregateMetrics::flow_closed(*it->second.group);
+      tracked_.erase(it);
+      flows_.erase(key);
+      it = tracked_.end();
+    }
+    const bool first_sight = it == tracked_.end();
+    AggregateMetrics::Group* group = first_sight ? nullptr : it->second.group;
+    if (aggregates_) {
+      if (first_sight) {
+        group = &aggregates_->group(labeler(e));
+        AggregateMetrics::flow_opened(*group);
+      }
+      AggregateMetrics::add_bytes(*group, volume_increment(e));
+    }
+    if (end) {
+      if (group) AggregateMetrics::flow_closed(*group);
+      if (!first_sight) tracked_.erase(it);
+      if (flow_metrics_) flows_.erase(key);
+      return;
+    }
+    if (first_sight) tracked_.emplace(key, Tracked{e.start_time, group});
+    if (!flow_metrics_) return;
+    auto [f_it, added] = flows_.try_emplace(key);
+    Flow& f = f_it->second;
     if (added || f.labels != labels) f.labels = std::move(labels);
     f.event = e;
     if (e.tcp) f.tcp = e.tcp;
   }
 
-  void erase(const FlowEvent& e) {
+  // max(0, volume − previous_volume): what this event adds to the flow's volume.
+  static std::uint64_t volume_increment(const FlowEvent& e) noexcept {
+    if (!e.usage) return 0;
+    const std::uint64_t v = std::max(e.usage->sent, e.usage->received);
+    return v > e.previous_volume ? v - e.previous_volume : 0;
+  }
+
+  // A copy of the aggregate metrics' state (tests).
+  std::optional<AggregateMetrics> aggregates() const {
     std::lock_guard lock(mutex_);
-    flows_.erase(key_of(e));
+    return aggregates_;
   }
 
   std::vector<std::pair<FlowKey, FlowEvent>> tcp_flows() const {
@@ -145,7 +204,7 @@ class PrometheusBackend::State final : public prometheus::Collectable {
 
   std::size_t size() const {
     std::lock_guard lock(mutex_);
-    return flows_.size();
+    return tracked_.size();
   }
 
   std::vector<MetricFamily> Collect() const override {
@@ -157,9 +216,14 @@ class PrometheusBackend::State final : public prometheus::Collectable {
                         "Flows started and not yet ended, as this backend saw them",
                         MetricType::Gauge,
                         {}};
-      live.metric.emplace_back().gauge.value = static_cast<double>(flows_.size());
+      live.metric.emplace_back().gauge.value = static_cast<double>(tracked_.size());
       out.push_back(std::move(live));
       ours.insert(kLiveFlows);
+      if (aggregates_) {
+        const std::size_t before = out.size();
+        aggregates_->collect(out);
+        for (std::size_t i = before; i < out.size(); ++i) ours.insert(out[i].name);
+      }
       if (flow_metrics_) {
         for (const auto& m : kTcpMetrics) {
           MetricFamily fam{m.name, m.help, m.type, {}};
@@ -217,17 +281,21 @@ class PrometheusBackend::State final : public prometheus::Collectable {
   const bool flow_metrics_;
   const Counters* counters_;
   mutable std::mutex mutex_;
+  std::optional<AggregateMetrics> aggregates_;  // absent: max_aggregate_series = 0
   // The flows this backend was told of, with their labels and TcpInfo (refreshed by the
   // reader), read by civetweb's threads at each scrape under mutex_: per-backend state, not
   // the pipeline's table. Ordered, so that the exposition lists a metric's flows in the same
-  // order at every scrape.
+  // order at every scrape. Empty when flow_metrics is off.
   std::map<FlowKey, Flow> flows_;
+  // Every flow this backend was told of and not yet told the end of.
+  std::unordered_map<FlowKey, Tracked, FlowKeyHash> tracked_;
 };
 
 PrometheusBackend::PrometheusBackend(Options options, std::string where)
     : options_(std::move(options)),
       where_(std::move(where)),
-      state_(std::make_shared<State>(options_.flow_metrics, options_.counters)) {}
+      state_(std::make_shared<State>(options_.flow_metrics, options_.counters,
+                                     options_.max_aggregate_series)) {}
 
 PrometheusBackend::~PrometheusBackend() { stop(); }
 
@@ -278,6 +346,13 @@ Result<std::unique_ptr<PrometheusBackend>> PrometheusBackend::from_config(Sectio
   FM_TRY(auto poll, section.integer("poll_interval", 5, 1, 86400));
   o.poll_interval = std::chrono::seconds(poll);
   FM_TRY(o.flow_metrics, section.boolean("flow_metrics", true));
+  FM_TRY(
+      auto max_series,
+      section.integer("max_aggregate_series",
+                      static_cast<std::int64_t>(AggregateMetrics::kDefaultMaxGroups), 0, 1000000));
+  o.max_aggregate_series = static_cast<std::size_t>(max_series);
+  if (context.registry) o.registry = std::make_shared<const scitags::Registry>(*context.registry);
+  o.sites = context.sites;
   o.reader = std::move(reader);
   o.counters = &context.counters;
   return std::make_unique<PrometheusBackend>(std::move(o), section.where());
@@ -325,12 +400,11 @@ Result<void> PrometheusBackend::start() {
 
 void PrometheusBackend::on_event(const FlowEvent& event) noexcept {
   try {
-    if (event.state == scitags::FlowState::kEnd) {
-      state_->erase(event);
-    } else {
-      // start, or ongoing (which also adds a flow whose start this backend missed).
-      state_->upsert(event);
-    }
+    state_->apply(event, [this](const FlowEvent& e) {
+      auto sites = options_.sites ? options_.sites->get() : nullptr;
+      return AggregateMetrics::labels_of(
+          collector::make_record(e, options_.registry.get(), sites.get()));
+    });
   } catch (const std::exception& ex) {  // allocation failure: skip the event
     spdlog::warn("{}: event dropped: {}", where_, ex.what());
   }
@@ -384,13 +458,18 @@ void PrometheusBackend::stop() noexcept {
 
 std::size_t PrometheusBackend::live_flows() const { return state_->size(); }
 
+std::optional<AggregateMetrics> PrometheusBackend::aggregates() const {
+  return state_->aggregates();
+}
+
 Result<void> register_prometheus_backend(BackendFactories& factories) {
   return register_prometheus_backend(factories, {});
 }
 
 Result<void> register_prometheus_backend(BackendFactories& factories, TcpInfoReader reader) {
   return factories.add("prometheus",
-                       "Prometheus exposition of per-flow TCP metrics and the service counters",
+                       "Prometheus exposition of per-flow TCP metrics, aggregates per experiment, "
+                       "activity and site pair, and the service counters",
                        [reader = std::move(reader)](
                            Section& s, ServiceContext& c) -> Result<std::unique_ptr<Backend>> {
                          FM_TRY(auto b, PrometheusBackend::from_config(s, c, reader));

@@ -1,17 +1,52 @@
 #include "daemon/sources/firefly/firefly_source.hpp"
 
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "flowmark/core/fd.hpp"
 
 #include "flowmark/scitags/firefly_listener.hpp"
 
 namespace flowmark::daemon {
 namespace {
 
-class FireflySource final : public Source, private scitags::FireflySink {
+// One socket set and its decoding: on the service's loop (threads = 1), or on a thread of
+// its own (threads > 1: every reader's sockets share the port by SO_REUSEPORT).
+class FireflySource;
+struct Reader final : scitags::FireflySink {
+  FireflySource* owner = nullptr;
+  std::unique_ptr<scitags::FireflyListener> listener;
+  std::vector<FlowEvent> batch;  // threaded: decoded, not yet handed to the loop
+  scitags::RejectLog log;
+  std::thread thread;
+  void on_firefly(const Endpoint& sender, const scitags::Firefly& f) override;
+  void on_reject(const Endpoint& sender, const scitags::Rejection& r) override;
+  void on_batch_end() override;
+  void on_error(const Error& e) override;
+};
+
+class FireflySource final : public Source {
  public:
+  // Events decoded by reader threads and not yet pushed on the loop: beyond this the readers
+  // wait (their sockets fill, and the kernel counts what it drops) rather than grow it.
+  static constexpr std::size_t kHandOverLimit = 65536;
+
   FireflySource(std::string name, scitags::ListenerConfig config, std::vector<Network> allow,
-                ServiceContext& ctx)
-      : name_(std::move(name)), config_(std::move(config)), allow_(std::move(allow)) {
+                unsigned threads, ServiceContext& ctx)
+      : name_(std::move(name)),
+        config_(std::move(config)),
+        allow_(std::move(allow)),
+        threads_(threads) {
     for (std::size_t i = 0; i < scitags::kRejectKinds; ++i) {
       rejected_[i] = &reject_counter(ctx, scitags::to_string(static_cast<scitags::Reject>(i)));
     }
@@ -23,60 +58,150 @@ class FireflySource final : public Source, private scitags::FireflySink {
 
   Result<void> start(EventLoop& loop, FlowSink& sink) override {
     sink_ = &sink;
-    FM_TRY(auto l, scitags::FireflyListener::open(config_));
-    listener_ = std::make_unique<scitags::FireflyListener>(std::move(l));
-    FM_TRY_VOID(listener_->add_to(loop, *this));
+    auto config = config_;
+    config.reuse_port = threads_ > 1;
+    for (unsigned i = 0; i < threads_; ++i) {
+      FM_TRY(auto l, scitags::FireflyListener::open(config));
+      // With port 0 every reader takes the port the first one got.
+      if (i == 0 && config.port == 0) config.port = l.local_endpoints().front().port;
+      auto r = std::make_unique<Reader>();
+      r->owner = this;
+      r->listener = std::make_unique<scitags::FireflyListener>(std::move(l));
+      readers_.push_back(std::move(r));
+    }
     loop_ = &loop;
+    if (threads_ == 1) {
+      FM_TRY_VOID(readers_[0]->listener->add_to(loop, *readers_[0]));
+    } else {
+      wake_fd_ = UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+      if (!wake_fd_) return fail_errno("eventfd");
+      FM_TRY_VOID(loop.add_fd(wake_fd_.get(), EPOLLIN, [this](std::uint32_t) {
+        std::uint64_t n;
+        [[maybe_unused]] auto got = ::read(wake_fd_.get(), &n, sizeof n);
+        take_handed_over();
+      }));
+      stopping_.store(false);
+      for (auto& r : readers_) r->thread = std::thread([this, raw = r.get()] { read_loop(*raw); });
+    }
     std::string where;
-    for (const auto& e : listener_->local_endpoints()) where += " " + e.to_string();
-    spdlog::info("source {}: listening for fireflies on{}", name_, where);
+    for (const auto& e : readers_[0]->listener->local_endpoints()) where += " " + e.to_string();
+    spdlog::info("source {}: listening for fireflies on{}{}", name_, where,
+                 threads_ > 1 ? fmt::format(" ({} threads, SO_REUSEPORT)", threads_) : "");
     return {};
   }
 
   void stop() noexcept override {
-    if (loop_ && listener_) {
-      for (int fd : listener_->fds()) loop_->remove_fd(fd);
+    if (loop_ && !readers_.empty()) {
+      if (threads_ == 1) {
+        for (int fd : readers_[0]->listener->fds()) loop_->remove_fd(fd);
+      } else {
+        stopping_.store(true);
+        room_.notify_all();
+        for (auto& r : readers_) {
+          if (r->thread.joinable()) r->thread.join();
+        }
+        loop_->remove_fd(wake_fd_.get());
+        take_handed_over();  // what the readers decoded before they stopped is not lost
+      }
     }
-    listener_.reset();
+    for (auto& r : readers_) r->log.flush();
+    readers_.clear();
     loop_ = nullptr;
-    log_.flush();
   }
 
  private:
+  friend struct Reader;
+
   std::atomic<std::uint64_t>& reject_counter(ServiceContext& ctx, std::string_view reason) {
     return ctx.counters.counter("flowmark_source_rejected_total",
                                 {{"source", name_}, {"reason", std::string(reason)}},
                                 "Input rejected by a source, by reason");
   }
 
-  void on_firefly(const Endpoint& sender, const scitags::Firefly& f) override {
+  bool allowed(Reader& r, const Endpoint& sender) {
     received_->fetch_add(1, std::memory_order_relaxed);
-    if (!allow_.empty() && !any_contains(allow_, sender.address)) {
-      not_allowed_->fetch_add(1, std::memory_order_relaxed);
-      log_.log(sender, {scitags::Reject::kBadHeader, "sender not in the allow list"});
-      return;
+    if (allow_.empty() || any_contains(allow_, sender.address)) return true;
+    not_allowed_->fetch_add(1, std::memory_order_relaxed);
+    r.log.log(sender, {scitags::Reject::kBadHeader, "sender not in the allow list"});
+    return false;
+  }
+
+  void read_loop(Reader& r) {
+    std::vector<pollfd> fds;
+    for (int fd : r.listener->fds()) fds.push_back({fd, POLLIN, 0});
+    while (!stopping_.load(std::memory_order_relaxed)) {
+      const int n = ::poll(fds.data(), fds.size(), 100);
+      if (n <= 0) continue;
+      if (auto got = r.listener->drain(r); !got) r.on_error(got.error());
     }
-    sink_->push(f.event);
   }
 
-  void on_reject(const Endpoint& sender, const scitags::Rejection& r) override {
-    received_->fetch_add(1, std::memory_order_relaxed);
-    rejected_[static_cast<std::size_t>(r.reason)]->fetch_add(1, std::memory_order_relaxed);
-    log_.log(sender, r);
+  // From a reader thread: its batch joins the queue for the loop (waiting while it is full).
+  void hand_over(std::vector<FlowEvent>& batch) {
+    if (batch.empty()) return;
+    bool wake = false;
+    {
+      std::unique_lock lock(mutex_);
+      room_.wait(lock, [&] {
+        return handed_.size() < kHandOverLimit || stopping_.load(std::memory_order_relaxed);
+      });
+      wake = handed_.empty();
+      handed_.insert(handed_.end(), batch.begin(), batch.end());
+    }
+    batch.clear();
+    if (wake) {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] auto put = ::write(wake_fd_.get(), &one, sizeof one);
+    }
   }
 
-  void on_error(const Error& e) override { spdlog::warn("source {}: {}", name_, e.message()); }
+  // On the loop: pushes what the readers handed over.
+  void take_handed_over() {
+    {
+      std::lock_guard lock(mutex_);
+      taking_.swap(handed_);
+    }
+    room_.notify_all();
+    for (const auto& e : taking_) sink_->push(e);
+    taking_.clear();
+  }
 
   std::string name_;
   scitags::ListenerConfig config_;
   std::vector<Network> allow_;
-  std::unique_ptr<scitags::FireflyListener> listener_;
+  unsigned threads_ = 1;
+  std::vector<std::unique_ptr<Reader>> readers_;
   EventLoop* loop_ = nullptr;
   FlowSink* sink_ = nullptr;
-  scitags::RejectLog log_;
+  UniqueFd wake_fd_;
+  std::mutex mutex_;
+  std::condition_variable room_;
+  std::vector<FlowEvent> handed_, taking_;
+  std::atomic<bool> stopping_{false};
   std::array<std::atomic<std::uint64_t>*, scitags::kRejectKinds> rejected_{};
   std::atomic<std::uint64_t>*not_allowed_, *received_;
 };
+
+void Reader::on_firefly(const Endpoint& sender, const scitags::Firefly& f) {
+  if (!owner->allowed(*this, sender)) return;
+  if (owner->threads_ == 1) {
+    owner->sink_->push(f.event);
+  } else {
+    batch.push_back(f.event);
+  }
+}
+
+void Reader::on_reject(const Endpoint& sender, const scitags::Rejection& r) {
+  owner->received_->fetch_add(1, std::memory_order_relaxed);
+  owner->rejected_[static_cast<std::size_t>(r.reason)]->fetch_add(1, std::memory_order_relaxed);
+  log.log(sender, r);
+}
+
+void Reader::on_batch_end() {
+  if (owner->threads_ > 1) owner->hand_over(batch);
+}
+
+void Reader::on_error(const Error& e) { spdlog::warn("source {}: {}", owner->name_, e.message()); }
 
 Result<std::optional<IpAddress>> opt_address(Section& s, std::string_view key) {
   FM_TRY(auto text, s.string(key, ""));
@@ -109,7 +234,12 @@ Result<void> register_firefly_source(SourceFactories& factories) {
         }
         FM_TRY(c.decoder.lenient_start_time, s.boolean("lenient_start_time", false));
         FM_TRY(auto allow, s.networks("allow"));
-        return std::make_unique<FireflySource>(s.name(), std::move(c), std::move(allow), ctx);
+        FM_TRY(auto threads, s.integer("threads", 1, 1, 64));
+        if (threads > 1 && c.group) {
+          return s.error("threads", "more than one thread needs a unicast source (no group)");
+        }
+        return std::make_unique<FireflySource>(s.name(), std::move(c), std::move(allow),
+                                               static_cast<unsigned>(threads), ctx);
       });
 }
 

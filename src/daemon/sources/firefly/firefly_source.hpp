@@ -9,6 +9,9 @@
 // interface = ""            # for the join (needed for link-scoped IPv6 groups)
 // allow = ["10.0.0.0/8"]    # sender networks accepted (empty: any); others counted
 // lenient_start_time = false  # accept flowd's end events with a null start-time
+// threads = 1               # > 1: that many sockets on the port (SO_REUSEPORT), each read and
+//                           # decoded on a thread of its own; the kernel spreads senders over
+//                           # them by address and port (unicast only)
 //
 // Every rejected datagram is counted by reason
 // (flowmark_source_rejected_total{source, reason}) and logged rate-limited.

@@ -131,3 +131,45 @@ TEST(FireflySource, ConfigurationErrorsNameTheKey) {
 
 }  // namespace
 }  // namespace flowmark::daemon
+
+namespace flowmark::daemon {
+namespace {
+
+TEST(FireflySource, ThreadsShareThePortAndLoseNothingTheyRead) {
+  Fixture f;
+  auto src = f.make("threads = 3\n");
+  ASSERT_TRUE(src) << src.error().message();
+  ASSERT_TRUE((*src)->start(f.loop, f.sink));
+  // Several senders (the kernel spreads them over the sockets by address and port), each
+  // sending a few fireflies and one malformed datagram.
+  constexpr int kSenders = 8, kEach = 50;
+  std::vector<std::unique_ptr<UdpLoopback>> tx;
+  for (int s = 0; s < kSenders; ++s) {
+    tx.push_back(std::make_unique<UdpLoopback>());
+    for (int i = 0; i < kEach; ++i) {
+      ASSERT_TRUE(tx.back()->send_to(
+          f.at, f.wire(event(static_cast<std::uint16_t>(1000 + s * kEach + i)))));
+    }
+    ASSERT_TRUE(tx.back()->send_to(f.at, "not a firefly"));
+  }
+  ASSERT_TRUE(f.run_until([&] {
+    return f.sink.events.size() == kSenders * kEach &&
+           f.received() == static_cast<std::uint64_t>(kSenders * (kEach + 1));
+  }));
+  std::vector<int> seen(kSenders * kEach, 0);
+  for (const auto& e : f.sink.events) ++seen.at(e.src.port - 1000);
+  for (int n : seen) EXPECT_EQ(n, 1);
+  (*src)->stop();
+  EXPECT_EQ(f.rejected("bad_header"), static_cast<std::uint64_t>(kSenders));
+}
+
+TEST(FireflySource, ThreadsNeedAUnicastSource) {
+  Fixture f;
+  auto src = f.make("threads = 2\ngroup = '239.1.2.3'\n");
+  ASSERT_FALSE(src);
+  EXPECT_NE(src.error().message().find("threads"), std::string::npos);
+  EXPECT_FALSE(f.make("threads = 0\n"));
+}
+
+}  // namespace
+}  // namespace flowmark::daemon
