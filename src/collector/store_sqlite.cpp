@@ -86,9 +86,10 @@ class SqliteStore final : public Store {
     // rather than stalling its thread.
     sqlite3_busy_timeout(db_, o.read_only ? 5000 : 100);
     // 64 MiB of page cache (the default 2 MiB makes every insert into the indexes of a large
-    // store a read) and reads through a memory map.
+    // store a read). Readers (reports) read through a memory map; the service's writer does
+    // not: mapped pages of a store that grows for months would count in its resident size.
     FM_TRY_VOID(exec("PRAGMA cache_size=-65536", "opening the store"));
-    FM_TRY_VOID(exec("PRAGMA mmap_size=1073741824", "opening the store"));
+    if (o.read_only) FM_TRY_VOID(exec("PRAGMA mmap_size=1073741824", "opening the store"));
     FM_TRY_VOID(exec("PRAGMA temp_store=MEMORY", "opening the store"));
     if (!o.read_only) {
       FM_TRY_VOID(exec("PRAGMA journal_mode=WAL", "opening the store (WAL journal)"));

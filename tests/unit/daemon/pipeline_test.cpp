@@ -390,25 +390,29 @@ TEST_F(PipelineTest, ABackendGivenAFlowsEventsAlwaysGetsItsEnd) {
   Pipeline p(ctx, o);
   auto* slow = add(p, "slow");
   slow->hold();
-  // 40 flows start while the backend is stuck: it is given the first 16, the rest dropped.
+  // 40 flows start while the backend is stuck: those that fit its queue are given to it,
+  // the rest dropped. Then their ends: those of the flows it holds go in past the bound,
+  // the others do not (the queue is full and it knows nothing of those flows).
   for (int i = 0; i < 40; ++i) {
     p.push(firefly(FlowState::kStart, fmt::format("192.0.2.1:{}", 1 + i), now));
   }
-  // Their ends: the 16 it holds go in past the bound; the other 24 do not (the queue is full
-  // and it knows nothing of those flows).
   for (int i = 0; i < 40; ++i) {
     p.push(firefly(FlowState::kEnd, fmt::format("192.0.2.1:{}", 1 + i), now));
   }
   slow->release();
   p.wait_idle();
+  // It was given the starts that fitted (16, or a few more when its worker had taken some
+  // from the queue before it stuck) and exactly their ends, nothing of the other flows.
   auto got = slow->events();
-  ASSERT_EQ(got.size(), 32u);
   std::set<std::uint16_t> started, ended;
   for (const auto& e : got) (e.state == FlowState::kStart ? started : ended).insert(e.src.port);
   EXPECT_EQ(started, ended);
+  EXPECT_GE(started.size(), 16u);
+  EXPECT_LT(started.size(), 40u);
+  EXPECT_EQ(got.size(), 2 * started.size());
   EXPECT_EQ(counters.value("flowmark_backend_events_total",
                            {{"backend", "slow"}, {"outcome", "dropped_queue_full"}}),
-            48u);
+            80u - got.size());
 }
 
 }  // namespace
