@@ -10,6 +10,7 @@ not. The layers (docs/architecture.md, "Modules and the direction of their depen
     mcast      <- core, net       multicast commands
     scitags    <- core, net       flow events, fireflies, registry (never mcast)
     netclient  <- core, net, scitags   STUN, sock_diag
+    collector  <- core, scitags   site map, joined flow records, the store (SQLite, PostgreSQL)
     observe    <- core            decoders, flow table (no libpcap)
     capture    <- core, observe
     bpf        <- core            eBPF loaders
@@ -38,15 +39,17 @@ ALLOWED = {
     "mcast": {"core", "net"},
     "scitags": {"core", "net"},
     "netclient": {"core", "net", "scitags"},
+    "collector": {"core", "scitags"},
     "observe": {"core"},
     "capture": {"core", "observe"},
     "bpf": {"core"},
-    "daemon": {"core", "net", "mcast", "scitags", "netclient", "observe", "capture", "bpf"},
+    "daemon": {"core", "net", "mcast", "scitags", "netclient", "observe", "capture", "bpf",
+               "collector"},
     "apps/flowmark": {"core", "net", "mcast", "scitags", "netclient", "observe", "capture",
-                      "bpf"},
+                      "bpf", "collector"},
     "apps/common": {"core"},
     "apps/flowmarkd": {"core", "net", "mcast", "scitags", "netclient", "observe", "capture",
-                       "bpf", "daemon"},
+                       "bpf", "collector", "daemon"},
 }
 MODULES = {m for m in ALLOWED if not m.startswith("apps/")}
 
