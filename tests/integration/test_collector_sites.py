@@ -7,7 +7,7 @@ Hosts are network namespaces: a collector namespace C, and three site namespaces
 joined to C by a veth pair ("toN" in C, "uplink" in the site) with an IPv4 /24 and an IPv6 /64
 taken from the site's networks (10.9N.0.0/16 and fd9N::/48, N = 1, 2, 3). flowmarkd runs in
 C with a firefly source on port 10514 (both families), a prometheus backend on
-127.0.0.1:9000, [[site]] tables mapping each site's networks to its name, and a registry file
+127.0.0.1:9000, a store backend (SQLite), [[site]] tables mapping each site's networks to its name, and a registry file
 of its own. A real Prometheus server (Debian's `prometheus`) runs in C and scrapes it every
 second.
 
@@ -24,10 +24,13 @@ identity, times, duration, bytes, sites, names) and the totals per (experiment, 
 src_site, dst_site) (expected_totals), and checks:
 - Prometheus scrapes flowmark_collector_{bytes,flows}_total and flowmark_collector_open_flows
   equal to those totals, group by group, no more groups (so each duplicate counted once);
+- the store holds exactly the expected flows, field by field (state, end time, duration,
+  throughput, bytes, ids, names, sites), no more;
+- `flowmark report --by experiment,activity,src_site,dst_site` gives flows and bytes equal to
+  those totals;
 - each malformed datagram is counted in flowmark_source_rejected_total by its reason, each
   copy of a firefly in flowmark_pipeline_events_total{outcome="duplicate_*"}.
-Both are waited for (scrape until equal, or fail at a deadline naming the difference).
-Checks of the store and of `flowmark report` can take expected_records()/expected_totals().
+Each is waited for (until equal, or fail at a deadline naming the difference).
 
 Needs root (namespaces) and /usr/bin/prometheus; skips saying why otherwise. Namespaces and
 processes are removed on every exit (test failure, exception, interpreter exit).
@@ -41,6 +44,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -450,6 +454,7 @@ class CollectorOfThreeSites(unittest.TestCase):
         cls.topology.create()
         cls.C = cls.topology.collector
         cls.registry = os.path.join(cls.dir, "registry.json")
+        cls.store = os.path.join(cls.dir, "flows.db")
         with open(cls.registry, "w") as f:
             json.dump(REGISTRY, f)
         cls.flowmarkd = cls.start_flowmarkd()
@@ -490,7 +495,11 @@ class CollectorOfThreeSites(unittest.TestCase):
                     "[backend.metrics]\n"
                     'type = "prometheus"\n'
                     f'listen = "127.0.0.1:{METRICS_PORT}"\n'
-                    "flow_metrics = false\n")
+                    "flow_metrics = false\n\n"
+                    "[backend.store]\n"
+                    'type = "store"\n'
+                    f'path = "{cls.store}"\n'
+                    "flush_interval = 100\n")
         p = cls.spawn(cls.C, [FLOWMARKD, "-c", config], "flowmarkd.log")
         wait_for("flowmarkd running", lambda: (
             p.poll() is None and "flowmarkd running" in cls.log_of(p), cls.log_of(p)),
@@ -671,6 +680,84 @@ class CollectorOfThreeSites(unittest.TestCase):
             return got == want, f"want {want}\ngot  {got}"
         wait_for("the copies counted as duplicates", counted)
         print(f"copies suppressed: {want}")
+
+    # ---- the store and the report ------------------------------------------------------------
+    COMPARED = ("state", "bytes_sent", "bytes_received", "volume", "experiment_id",
+                "activity_id", "experiment", "activity", "src_site", "dst_site")
+
+    def stored(self):
+        """{identity: row} of the store (read-only, while flowmarkd writes: WAL)."""
+        try:
+            con = sqlite3.connect(f"file:{self.store}?mode=ro", uri=True, timeout=5)
+            con.row_factory = sqlite3.Row
+            rows = con.execute("SELECT * FROM flows").fetchall()
+            con.close()
+        except sqlite3.Error:
+            return {}
+        return {(r["protocol"], r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"],
+                 r["start_time"]): dict(r) for r in rows}
+
+    @staticmethod
+    def identity(rec):
+        return (rec["protocol"], rec["src_ip"], rec["src_port"], rec["dst_ip"], rec["dst_port"],
+                rec["start_time"])
+
+    def test_the_store_holds_exactly_the_expected_flows(self):
+        want = {self.identity(r): r for r in expected_records(self.flows)}
+
+        def same():
+            got = self.stored()
+            lines = [f"  missing {k}" for k in want if k not in got]
+            lines += [f"  unexpected {k}" for k in got if k not in want]
+            for k, w in want.items():
+                g = got.get(k)
+                if g is None:
+                    continue
+                g = dict(g, bytes_sent=g["bytes_sent"] or 0,
+                         bytes_received=g["bytes_received"] or 0)
+                for field in self.COMPARED:
+                    if g[field] != w[field]:
+                        lines.append(f"  {k} {field}: want {w[field]!r}, got {g[field]!r}")
+                if w["state"] == "open":
+                    if g["end_time"] is not None:
+                        lines.append(f"  {k} end_time: want null, got {g['end_time']}")
+                elif "end_window" in w:  # `flowmark firefly send` stamps its own clock
+                    lo, hi = w["end_window"]
+                    if not lo <= g["end_time"] <= hi:
+                        lines.append(f"  {k} end_time {g['end_time']} not in [{lo}, {hi}]")
+                elif w["end_time"] is not None:
+                    if g["end_time"] != w["end_time"]:
+                        lines.append(f"  {k} end_time: want {w['end_time']}, got {g['end_time']}")
+                    if abs(g["duration"] - w["duration"]) > 1e-6:
+                        lines.append(f"  {k} duration: want {w['duration']}, got {g['duration']}")
+                    want_tp = w["volume"] / w["duration"] if w["duration"] > 0 else 0
+                    if abs(g["throughput"] - want_tp) > 1e-6 * max(want_tp, 1):
+                        lines.append(f"  {k} throughput: want {want_tp}, got {g['throughput']}")
+            return not lines, "\n".join(lines)
+        wait_for("the store to hold exactly the flows sent", same)
+        print(f"store: {len(want)} flows as sent")
+
+    def test_the_report_totals_equal_the_sums_sent(self):
+        totals = expected_totals(self.flows)
+        want = {k: (v["flows"], v["bytes"]) for k, v in totals.items()}
+
+        def same():
+            r = subprocess.run([FLOWMARK, "report", "--store", self.store, "--by",
+                                "experiment,activity,src_site,dst_site", "--format", "json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               timeout=30)
+            if r.returncode != 0:
+                return False, r.stderr
+            got = {}
+            for row in json.loads(r.stdout):
+                key = (row["experiment"] or str(row["experiment_id"]),
+                       row["activity"] or str(row["activity_id"]),
+                       row["src_site"] or "", row["dst_site"] or "")
+                got[key] = (row["flows"], row["bytes"])
+            return got == want, self.diff(want, got)
+        wait_for("flowmark report's totals to equal the sums sent", same)
+        print(f"report: {len(want)} groups, {sum(f for f, _ in want.values())} flows, "
+              f"{sum(b for _, b in want.values())} bytes")
 
     @staticmethod
     def diff(want, got):
