@@ -3,8 +3,8 @@
 
     python3 tests/integration/test_dashboard.py BUILD_DIR [unittest options]
 
-flowmarkd runs in a network namespace of its own with a firefly source and a dashboard
-backend whose static_dir is the build's page (BUILD_DIR/dashboard). The test sends start,
+flowmarkd runs in a network namespace of its own with a firefly source, a store backend and a
+dashboard backend whose static_dir is the build's page (BUILD_DIR/dashboard). The test sends start,
 ongoing and end fireflies of flows of three experiments (one the registry does not know)
 between three sites, computes flows, open flows, bytes, bytes per site pair and per
 experiment from what it sent, and checks that
@@ -12,6 +12,8 @@ experiment from what it sent, and checks that
   - headless Chromium (Debian `chromium`), loading the page from flowmarkd, shows the same
     numbers in its DOM (--dump-dom: the elements' data-value under their stable ids, and
     the text shown);
+  - those numbers are the store's: a store backend (SQLite) on the same events holds as many
+    flows and open flows, and as many bytes (the sum of its flows' volumes), as the page shows;
   - a screenshot of the page is written, kept as a test artefact:
     BUILD_DIR/test-artefacts/dashboard/dashboard.png (and dashboard.html, the DOM).
 Skips (exit 4, reason printed) only when chromium is absent. Root (namespaces).
@@ -31,6 +33,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -169,6 +172,7 @@ class DashboardTest(unittest.TestCase):
         _sh(["ip", "-n", self.ns, "link", "set", "lo", "up"])
         self.tmp = tempfile.mkdtemp(prefix="fm-dash-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.store = os.path.join(self.tmp, "flows.db")
         os.makedirs(ARTEFACTS, exist_ok=True)
 
     def netns(self, args):
@@ -189,6 +193,10 @@ static_dir = "{STATIC_DIR}"
 window = 5
 bin = 10
 latest = 20
+[backend.store]
+type = "store"
+path = "{self.store}"
+flush_interval = 100
 """
         if with_sites:
             for name, net in SITES.items():
@@ -328,6 +336,31 @@ latest = 20
             self.assertEqual(int(shown["attrs"]["data-value"]), want_totals[key], element)
             self.assertEqual(int(shown["text"].replace(",", "")), want_totals[key], element)
             self.assertEqual(int(shown["attrs"]["data-value"]), s["totals"][key], element)
+
+        # The store (the same events, through the store backend): the page's numbers are its.
+        def store_totals():
+            try:
+                con = sqlite3.connect(f"file:{self.store}?mode=ro", uri=True, timeout=5)
+                flows, open_flows, volume = con.execute(
+                    "SELECT count(*), sum(state = 'open'), sum(volume) FROM flows").fetchone()
+                pairs = {(a or "", b or ""): v for a, b, v in con.execute(
+                    "SELECT src_site, dst_site, sum(volume) FROM flows GROUP BY 1, 2")}
+                con.close()
+            except sqlite3.Error:
+                return None
+            return {"flows": flows, "open_flows": open_flows, "bytes": volume}, pairs
+        deadline = time.monotonic() + 10
+        while True:
+            stored = store_totals()
+            if stored and stored[0]["flows"] == len(FLOWS):
+                break
+            if time.monotonic() > deadline:
+                self.fail(f"the store holds {stored}, not the {len(FLOWS)} flows sent")
+            time.sleep(0.05)
+        for element, key in (("total-flows", "flows"), ("total-open-flows", "open_flows"),
+                             ("total-bytes", "bytes")):
+            self.assertEqual(int(dom.by_id[element]["attrs"]["data-value"]), stored[0][key],
+                             f"{element}: the page against the store")
 
         rows = dom.rows["site-pairs"]
         self.assertEqual(len(rows), len(want_pairs))
