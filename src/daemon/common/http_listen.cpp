@@ -1,5 +1,6 @@
 #include "daemon/common/http_listen.hpp"
 
+#include <civetweb.h>
 #include <fmt/format.h>
 
 #include <cerrno>
@@ -41,6 +42,15 @@ Result<Endpoint> parse_listen(std::string_view text) {
   auto p = parse_port(port, /*allow_zero=*/true);
   if (!p) return fail(Errc::kInvalidArgument, fmt::format("'{}': {}", text, p.error().message()));
   return Endpoint{*address, *p};
+}
+
+Result<void> check_civetweb_family(std::string_view where, const Endpoint& e) {
+  if (!e.address.is_v6() || mg_check_feature(8) != 0) return {};
+  return fail(Errc::kUnsupported,
+              fmt::format("{} listen: cannot listen on {}: the installed civetweb was built "
+                          "without IPv6 support — listen on an IPv4 address (127.0.0.1 or "
+                          "0.0.0.0) or install a civetweb built with IPv6",
+                          where, e.to_string()));
 }
 
 Error listen_error(std::string_view where, const Endpoint& e, std::string_view otherwise) {

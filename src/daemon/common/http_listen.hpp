@@ -16,6 +16,10 @@ namespace flowmark::daemon {
 // "ADDRESS:PORT" or "[IPV6]:PORT", an IP address (no host names), port 0 allowed.
 Result<Endpoint> parse_listen(std::string_view text);
 
+// An IPv6 `e` needs a civetweb built with IPv6 (Debian 12's is not): an error saying so,
+// rather than civetweb's "possible problem binding to port".
+Result<void> check_civetweb_family(std::string_view where, const Endpoint& e);
+
 // "<where> listen: cannot listen on <e>: <reason> — <what to do>": the errno of a bind of
 // `e` (EADDRINUSE, EACCES, EADDRNOTAVAIL... with a hint), or `otherwise` when the bind works.
 Error listen_error(std::string_view where, const Endpoint& e, std::string_view otherwise);

@@ -162,13 +162,7 @@ Result<void> DashboardBackend::start() {
   FM_TRY_VOID(load_files());
   const auto& listen = options_.listen;
   const std::string address = listen.to_string();
-  if (listen.address.is_v6() && mg_check_feature(8) == 0) {
-    return fail(Errc::kUnsupported,
-                fmt::format("{} listen: cannot listen on {}: the installed civetweb was built "
-                            "without IPv6 support — listen on an IPv4 address (127.0.0.1 or "
-                            "0.0.0.0) or install a civetweb built with IPv6",
-                            where_, address));
-  }
+  FM_TRY_VOID(check_civetweb_family(where_, listen));
   mg_callbacks callbacks{};
   callbacks.begin_request = &DashboardBackend::on_request;
   callbacks.log_message = &log_civetweb;

@@ -1,5 +1,7 @@
 #include "daemon/backends/prometheus/prometheus_backend.hpp"
 
+#include "daemon/common/http_listen.hpp"
+
 #include <civetweb.h>
 #include <fmt/format.h>
 #include <prometheus/collectable.h>
@@ -84,16 +86,6 @@ std::vector<ClientMetric::Label> flow_labels(const FlowEvent& e) {
           {"exp", std::to_string(e.experiment)},
           {"act", std::to_string(e.activity)},
           {"flow", fmt::format("{}:{}", e.src.port, e.dst.port)}};
-}
-
-// Why a bind of `e` fails, as errno (0 when it would succeed). civetweb only says "null
-// context ... possible problem binding to port", so the reason is found by trying.
-int bind_errno(const Endpoint& e) {
-  auto fd = net::open_tcp_socket(e.address.family());
-  if (!fd) return fd.error().code().value();
-  (void)net::set_reuse_address(fd->get());  // as civetweb does
-  auto bound = net::bind_to(fd->get(), e);
-  return bound ? 0 : bound.error().code().value();
 }
 
 // Opens and closes one TCP connection to `e` without waiting for it (the SYN reaches the
@@ -304,35 +296,7 @@ std::string PrometheusBackend::civetweb_address(const Endpoint& e) {
 }
 
 Result<Endpoint> PrometheusBackend::parse_listen(std::string_view text) {
-  std::string_view host, port;
-  if (text.starts_with('[')) {
-    auto close = text.find("]:");
-    if (close == std::string_view::npos) {
-      return fail(Errc::kInvalidArgument,
-                  fmt::format("'{}' is not [IPV6]:PORT (e.g. \"[::1]:9000\")", text));
-    }
-    host = text.substr(1, close - 1);
-    port = text.substr(close + 2);
-  } else {
-    auto colon = text.rfind(':');
-    if (colon == std::string_view::npos || text.find(':') != colon) {
-      return fail(Errc::kInvalidArgument,
-                  fmt::format("'{}' is not ADDRESS:PORT (e.g. \"127.0.0.1:9000\", "
-                              "\"0.0.0.0:9000\", \"[::1]:9000\")",
-                              text));
-    }
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-  }
-  auto address = IpAddress::parse(host);
-  if (!address) {
-    return fail(Errc::kInvalidArgument,
-                fmt::format("'{}': {} (an IP address is needed, not a host name)", text,
-                            address.error().message()));
-  }
-  auto p = parse_port(port, /*allow_zero=*/true);
-  if (!p) return fail(Errc::kInvalidArgument, fmt::format("'{}': {}", text, p.error().message()));
-  return Endpoint{*address, *p};
+  return daemon::parse_listen(text);
 }
 
 Result<std::unique_ptr<PrometheusBackend>> PrometheusBackend::from_config(Section& section,
@@ -362,33 +326,12 @@ Result<void> PrometheusBackend::start() {
   if (exposer_) return {};
   const auto& listen = options_.listen;
   const std::string address = listen.to_string();
-  if (listen.address.is_v6() && mg_check_feature(8) == 0) {
-    return fail(Errc::kUnsupported,
-                fmt::format("{} listen: cannot listen on {}: the installed civetweb was built "
-                            "without IPv6 support — listen on an IPv4 address (127.0.0.1 or "
-                            "0.0.0.0) or install a civetweb built with IPv6",
-                            where_, address));
-  }
+  FM_TRY_VOID(check_civetweb_family(where_, listen));
   try {
     // Two threads: a scrape in progress does not hold up a second scraper.
     exposer_ = std::make_unique<prometheus::Exposer>(civetweb_address(listen), 2);
   } catch (const std::exception& ex) {
-    int err = bind_errno(listen);
-    std::string hint;
-    if (err == EADDRINUSE) {
-      hint = " — another process listens there: stop it or choose another port in `listen`";
-    } else if (err == EACCES) {
-      hint = " — ports below 1024 need root or CAP_NET_BIND_SERVICE: choose a port >= 1024";
-    } else if (err == EADDRNOTAVAIL) {
-      hint = " — no interface of this host has that address";
-    }
-    if (err != 0) {
-      return std::unexpected(Error(std::error_code(err, std::generic_category()),
-                                   fmt::format("{} listen: cannot listen on {}: {}{}", where_,
-                                               address, std::strerror(err), hint)));
-    }
-    return fail(Errc::kRefused,
-                fmt::format("{} listen: cannot listen on {}: {}", where_, address, ex.what()));
+    return std::unexpected(listen_error(where_, listen, ex.what()));
   }
   exposer_->RegisterCollectable(state_);
   auto ports = exposer_->GetListeningPorts();
