@@ -13,7 +13,9 @@
 #                    every flow checked in the database
 #   memory           COLLECTOR_BENCH_OPEN (default 1,000,000) start fireflies, no end: resident
 #                    memory per open flow (store + prometheus aggregates)
-# Nothing is asserted; the figures and the floor (cat of a file of the same bytes) are printed.
+# Nothing is asserted. Printed for each run: the rate the sender offered (on loopback the
+# kernel's receive work runs on the sender's core, which is what bounds it), what flowmarkd
+# read and what the kernel dropped, and flowmarkd's CPU per firefly (its capacity on one core).
 #
 # Needs root (ip netns), taskset, python3 (sqlite3 module).
 set -euo pipefail
@@ -67,9 +69,11 @@ TOML
   PIDS+=("$D")
   for _ in $(seq 500); do in_ns ss -Hulpn "sport = :$PORT" | grep -q . && break; sleep 0.01; done
 }
-stop_d() {  # prints the counters flowmarkd logged at exit (JSON)
+stop_d() {  # prints the counters flowmarkd logged at exit (JSON), with its CPU seconds
+  local ticks
+  ticks=$(awk '{print $14 + $15}' "/proc/$D/stat")
   kill -TERM "$D"; wait "$D" || true
-  python3 -c "import re,sys,json; m=re.search(r'counters (\{.*\})', open(sys.argv[1]).read()); print(m.group(1) if m else '{}')" "$OUT/$1.err"
+  python3 -c "import re,sys,json; m=re.search(r'counters (\{.*\})', open(sys.argv[1]).read()); c=json.loads(m.group(1) if m else '{}'); c['cpu_seconds']=int(sys.argv[2])/int(sys.argv[3]); print(json.dumps(c))" "$OUT/$1.err" "$ticks" "$(getconf CLK_TCK)"
 }
 flood() { in_ns taskset -c 0 "$FLOOD" --to "127.0.0.1:$PORT" "$@"; }
 PROM='[backend.metrics]
@@ -82,15 +86,18 @@ report() {  # NAME SENT_JSON COUNTERS_JSON DROPS
 import json, sys
 name, sent, counters, drops = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
 got = counters.get("flowmark_firefly_datagrams_total{source=fireflies}", 0)
+cpu = counters.get("cpu_seconds", 0)
 print(f"{name:16s} offered {sent['sent']:>9} in {sent['seconds']:7.3f} s = {sent['rate']:>9.0f}/s; "
-      f"flowmarkd read {got:>9}; kernel dropped {drops:>9} ({100 * drops / max(sent['sent'], 1):.2f} %)")
+      f"flowmarkd read {got:>9}; kernel dropped {drops:>9} ({100 * drops / max(sent['sent'], 1):.2f} %); "
+      f"flowmarkd CPU {cpu:.2f} s = {1e6 * cpu / max(got, 1):.2f} us a firefly "
+      f"(one core: {got / cpu if cpu else 0:,.0f}/s)")
 PY
 }
 
 # ---- ingest ----------------------------------------------------------------------------------
 start_d ingest "$PROM"
 d0=$(udp_counter RcvbufErrors)
-sent=$(flood --count "$((COUNT / 2))" --states start,end)
+sent=$(flood --count "$((COUNT / 2))" --states start,end --preencode)
 sleep 1
 c=$(stop_d ingest)
 report ingest_unpaced "$sent" "$c" "$(($(udp_counter RcvbufErrors) - d0))"
