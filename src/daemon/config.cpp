@@ -228,6 +228,7 @@ Result<ServiceConfig> ServiceConfig::from(const ConfigDocument& doc,
     FM_TRY(auto m, s.integer("max_live_flows", static_cast<std::int64_t>(c.max_live_flows), 0,
                              std::int64_t{1} << 32));
     c.max_live_flows = static_cast<std::size_t>(m);
+    FM_TRY(c.drain_timeout, s.number("drain_timeout", c.drain_timeout, 0.1, 3600));
     FM_TRY(c.sites_file, s.string("sites_file", ""));
     FM_TRY(c.log_level,
            s.choice("log_level", "info", {"debug", "info", "warning", "error", "off"}));

@@ -142,6 +142,7 @@ PipelineOptions pipeline_options(const ServiceConfig& c) {
   o.flow_timeout = c.flow_timeout;
   o.queue_size = c.queue_size;
   o.max_live_flows = c.max_live_flows;
+  o.drain_timeout = c.drain_timeout;
   return o;
 }
 

@@ -4,7 +4,7 @@
 // every key.
 //
 //   [service]           registry, registry_verify_tls, hostname, flow_timeout, queue_size,
-//                       max_live_flows, sites_file, log_level
+//                       max_live_flows, drain_timeout, sites_file, log_level
 //   [[site]]            name, networks: the site map of the collector backends
 //   [public_address]    discover, stun_servers, ipv4, ipv6, [public_address.map]
 //   [[rule]]            classification: first match wins
@@ -116,6 +116,9 @@ struct ServiceConfig {
   // Live flows the pipeline keeps at most (0: no bound); past it the flow idle longest is
   // ended with reason evicted. ~170 bytes a flow: the default bounds the table near 170 MB.
   std::size_t max_live_flows = 1'000'000;
+  // Seconds a backend gets to drain its queue when it stops (SIGTERM: the end events of every
+  // live flow; a reload that removes it); what it still holds then is dropped, counted.
+  double drain_timeout = 30;
   std::string sites_file;    // JSON site map, merged with the [[site]] tables
   collector::SiteMap sites;  // [[site]] tables + sites_file
   std::string log_level = "info";
