@@ -51,6 +51,20 @@ RSS_BOUND_KB = 192 * 1024
 RSS_GROWTH_KB = 16 * 1024  # from the first million to the end
 
 
+def write_conf(path, db, before="", after=""):
+    """flowmarkd's configuration: `before`, a firefly source on 127.0.0.1:PORT, a store
+    backend into `db` (its table continued by `after`)."""
+    with open(path, "w") as f:
+        f.write(f"""{before}[source.fireflies]
+type = "firefly"
+bind = "127.0.0.1"
+port = {PORT}
+[backend.store]
+type = "store"
+path = "{db}"
+{after}""")
+
+
 def flow_ip(i):
     """The source address of firefly_flood's flow i: 10.0.0.0 + i."""
     a = 0x0A000000 + i
@@ -83,17 +97,9 @@ class CollectorFlood(NetnsProcesses, unittest.TestCase):
         self.dir = tempfile.mkdtemp(prefix="fmflood")
         self.db = os.path.join(self.dir, "flows.db")
         self.conf = os.path.join(self.dir, "flowmark.toml")
-        with open(self.conf, "w") as f:
-            f.write(f"""[service]
+        write_conf(self.conf, self.db, f"""[service]
 max_live_flows = {MAX_LIVE}
-[source.fireflies]
-type = "firefly"
-bind = "127.0.0.1"
-port = {PORT}
-[backend.store]
-type = "store"
-path = "{self.db}"
-buffer = 20000
+""", f"""buffer = 20000
 [backend.metrics]
 type = "prometheus"
 listen = "127.0.0.1:{METRICS_PORT}"
@@ -250,20 +256,12 @@ class CollectorReload(NetnsProcesses, unittest.TestCase):
         CollectorFlood.setUp(self)
 
     def write_conf(self, site):
-        with open(self.conf, "w") as f:
-            f.write(f"""[[site]]
+        write_conf(self.conf, self.db, f"""[[site]]
 name = "{site}"
 networks = ["10.0.0.0/8"]
 [[site]]
 name = "DEST"
 networks = ["192.0.2.0/24"]
-[source.fireflies]
-type = "firefly"
-bind = "127.0.0.1"
-port = {PORT}
-[backend.store]
-type = "store"
-path = "{self.db}"
 """)
 
     def rows(self, sql, *args):

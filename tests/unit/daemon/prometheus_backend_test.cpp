@@ -14,6 +14,7 @@
 #include <toml++/toml.h>
 
 #include "flowmark/net/socket.hpp"
+#include "test_util.hpp"
 
 namespace flowmark::daemon {
 namespace {
@@ -21,22 +22,11 @@ namespace {
 using scitags::FlowState;
 using scitags::TcpInfo;
 
-// GET /metrics over a plain TCP socket (HTTP/1.0: the server closes when done).
+// GET /metrics (the status must be 200): the exposition.
 std::string scrape(std::uint16_t port) {
-  auto client = net::connect_tcp({*IpAddress::parse("127.0.0.1"), port});
-  if (!client) {
-    ADD_FAILURE() << client.error().message();
-    return {};
-  }
-  const int fd = client->get();
-  std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  EXPECT_EQ(::write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
-  std::string response;
-  char buf[4096];
-  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) response.append(buf, n);
-  EXPECT_TRUE(response.starts_with("HTTP/1.1 200")) << response.substr(0, 200);
-  auto body = response.find("\r\n\r\n");
-  return body == std::string::npos ? std::string() : response.substr(body + 4);
+  auto r = testing::http_get(port, "/metrics");
+  EXPECT_TRUE(r.status.starts_with("HTTP/1.1 200")) << r.status;
+  return r.body;
 }
 
 // The value of the sample whose line starts with `series` ("name{labels}" or "name"), if any.

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -35,6 +36,7 @@
 #include "flowmark/daemon/factory.hpp"
 #include "flowmark/daemon/plugin.hpp"
 #include "flowmark/daemon/section.hpp"
+#include "flowmark/net/socket.hpp"
 #include "flowmark/scitags/flow_event.hpp"
 #include "flowmark/scitags/registry.hpp"
 
@@ -151,5 +153,30 @@ struct BackendFixture {
   daemon::ServiceContext ctx;
   daemon::BackendFactories factories{"backend"};
 };
+
+// GET http://127.0.0.1:PORT/PATH over a plain TCP socket (HTTP/1.0: the server closes when
+// done): the status line and the body; a failed connection fails the test (empty reply).
+struct HttpReply {
+  std::string status;
+  std::string body;
+};
+inline HttpReply http_get(std::uint16_t port, std::string_view path) {
+  auto client = net::connect_tcp({*IpAddress::parse("127.0.0.1"), port});
+  if (!client) {
+    ADD_FAILURE() << client.error().message();
+    return {};
+  }
+  const int fd = client->get();
+  const std::string request = "GET " + std::string(path) + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  EXPECT_EQ(::write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+  std::string response;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) response.append(buf, n);
+  HttpReply r;
+  r.status = response.substr(0, response.find("\r\n"));
+  auto body = response.find("\r\n\r\n");
+  if (body != std::string::npos) r.body = response.substr(body + 4);
+  return r;
+}
 
 }  // namespace flowmark::testing

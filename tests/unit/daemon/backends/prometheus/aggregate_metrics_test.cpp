@@ -13,6 +13,7 @@
 
 #include <toml++/toml.h>
 
+#include "../../test_util.hpp"
 #include "daemon/backends/prometheus/prometheus_backend.hpp"
 #include "flowmark/net/socket.hpp"
 
@@ -350,22 +351,8 @@ TEST(PrometheusAggregates, ANewSiteMapAppliesToNewFlows) {
   EXPECT_EQ(new_group->open, 1u);
 }
 
-// GET /metrics over a plain TCP socket (HTTP/1.0: the server closes when done).
-std::string scrape(std::uint16_t port) {
-  auto client = net::connect_tcp({*IpAddress::parse("127.0.0.1"), port});
-  if (!client) {
-    ADD_FAILURE() << client.error().message();
-    return {};
-  }
-  const int fd = client->get();
-  std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  EXPECT_EQ(::write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
-  std::string response;
-  char buf[4096];
-  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) response.append(buf, n);
-  auto body = response.find("\r\n\r\n");
-  return body == std::string::npos ? std::string() : response.substr(body + 4);
-}
+// GET /metrics: the exposition.
+std::string scrape(std::uint16_t port) { return testing::http_get(port, "/metrics").body; }
 
 TEST(PrometheusAggregates, Exposition) {
   PrometheusBackend b(options());
