@@ -125,7 +125,6 @@ constexpr std::string_view kExperimentIndex =
 constexpr std::string_view kSchema[] = {
     "CREATE TABLE IF NOT EXISTS flowmark_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     kFlowsTable,
-    "CREATE INDEX IF NOT EXISTS flows_retention ON flows ((COALESCE(end_time, updated)))",
     kExperimentIndex,
     "CREATE INDEX IF NOT EXISTS flows_sites ON flows (src_site, dst_site, start_time)",
 };

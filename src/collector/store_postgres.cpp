@@ -312,8 +312,10 @@ class PostgresStore final : public Store {
     FM_TRY_VOID(ensure_connected());
     const std::string ts = std::to_string(t);
     const char* p[] = {ts.c_str()};
-    FM_TRY(auto r, exec_params("DELETE FROM flows WHERE COALESCE(end_time, updated) < $1", p,
-                               "deleting old flows"));
+    FM_TRY(
+        auto r,
+        exec_params("DELETE FROM flows WHERE start_time < $1 AND COALESCE(end_time, updated) < $1",
+                    p, "deleting old flows"));
     std::uint64_t n = 0;
     const char* s = pq().cmd_tuples(r.get());
     std::from_chars(s, s + std::strlen(s), n);

@@ -179,8 +179,9 @@ class SqliteStore final : public Store {
   }
 
   Result<std::uint64_t> delete_before(Micros t) override {
-    FM_TRY(auto s, prepare("DELETE FROM flows WHERE COALESCE(end_time, updated) < ?1",
-                           "preparing the retention delete"));
+    FM_TRY(auto s,
+           prepare("DELETE FROM flows WHERE start_time < ?1 AND COALESCE(end_time, updated) < ?1",
+                   "preparing the retention delete"));
     sqlite3_bind_int64(s.get(), 1, t);
     const int rc = sqlite3_step(s.get());
     if (rc != SQLITE_DONE) return error("deleting old flows", rc);
