@@ -765,7 +765,7 @@ class TestFaults(ServiceTestCase):
         self.addCleanup(reader.kill)
         records = os.path.join(self.dir, "events.jsonl")
         d = self.daemon({
-            "service": {"queue_size": 64},
+            "service": {"queue_size": 64, "drain_timeout": 5},
             "source": {"pipe": self.pipe_source()},
             "backend": {"slow": {"type": "records", "path": fifo, "flush": "event"},
                         "rec": {"type": "records", "path": records, "flush": "event"}}})
@@ -779,7 +779,7 @@ class TestFaults(ServiceTestCase):
         d.wait_for(lambda: os.path.exists(records) and len(read_records(records)) == 400, 5,
                    "the healthy backend's records")
         # The stalled backend cannot drain: the service gives up on it after its drain
-        # timeout (5 s) and exits cleanly, the other backend having every end event.
+        # timeout ([service] drain_timeout = 5 s here; 30 by default) and exits cleanly, the other backend having every end event.
         rc, secs = d.stop(timeout=15)
         self.assertEqual(rc, 0, d.describe())
         self.assertLess(secs, 8, d.describe())
