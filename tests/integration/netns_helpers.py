@@ -151,12 +151,14 @@ def wait_signals_handled(pid, timeout=5, signals=(signal.SIGINT, signal.SIGTERM)
 
 
 def wait_until(predicate, timeout, what):
-    """Polls predicate() until it is true; fails naming `what` after `timeout` seconds."""
+    """Polls predicate() until it is true and returns its value; fails naming `what` after
+    `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (value := predicate()):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout} s")
         time.sleep(0.01)
+    return value
 
 
 def wait_stdout(p, predicate, timeout=5, what="output"):
