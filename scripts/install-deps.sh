@@ -44,6 +44,9 @@ PACKAGES=(
   dpkg-dev file lintian systemd man-db
   # manual pages: tests/docs/check_man.py renders each with groff (man-db uses groff-base too)
   groff-base
+  # the Python module (python/): Debian's python3 headers and pybind11; its tests (pytest) and
+  # the DataFrame / array conversions (pandas, numpy)
+  python3-dev pybind11-dev python3-pytest python3-pandas python3-numpy
   # the dashboard's page in a real browser (tests/integration/test_dashboard.py)
   chromium
 )

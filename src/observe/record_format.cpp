@@ -145,12 +145,12 @@ void FieldWriter::direct_field(std::string_view name, std::string_view value) {
   const bool json = format_ == Format::kJson;
   const std::size_t n = (json ? name.size() + 4 : 1) + value.size();
   if (n > sizeof buf) {
-    out_ += json ? ",\"" : ",";
+    *out_ += json ? ",\"" : ",";
     if (json) {
-      out_ += name;
-      out_ += "\":";
+      *out_ += name;
+      *out_ += "\":";
     }
-    out_ += value;
+    *out_ += value;
     return;
   }
   char* q = buf;
@@ -162,55 +162,63 @@ void FieldWriter::direct_field(std::string_view name, std::string_view value) {
     *q++ = ':';
   }
   copy_short(q, value.data(), value.size());
-  out_.append(buf, n);
+  out_->append(buf, n);
 }
 
 void FieldWriter::null(std::string_view name) {
+  if (visitor_ != nullptr) [[unlikely]]
+    return visitor_->null(name);
   field(name, format_ == Format::kJson ? std::string_view("null") : std::string_view());
 }
 
 void FieldWriter::boolean(std::string_view name, bool value) {
+  if (visitor_ != nullptr) [[unlikely]]
+    return visitor_->boolean(name, value);
   field(name, value ? std::string_view("true") : std::string_view("false"));
 }
 
 void FieldWriter::number(std::string_view name, std::uint64_t value) {
+  if (visitor_ != nullptr) [[unlikely]]
+    return visitor_->number(name, value);
   char num[24];
   field(name, std::string_view(num, static_cast<std::size_t>(put_u(num, value) - num)));
 }
 
 void FieldWriter::text(std::string_view name, std::string_view value) {
+  if (visitor_ != nullptr) [[unlikely]]
+    return visitor_->text(name, value);
   flush();  // the value is escaped straight into out_
   direct_field(name, {});
   if (format_ == Format::kCsv) {
     // RFC 4180: quoted when it holds a comma, a quote or a line break; quotes doubled.
     if (value.find_first_of(",\"\r\n") == std::string_view::npos) {
-      out_ += value;
+      *out_ += value;
       return;
     }
-    out_.push_back('"');
+    out_->push_back('"');
     for (const char c : value) {
-      if (c == '"') out_.push_back('"');
-      out_.push_back(c);
+      if (c == '"') out_->push_back('"');
+      out_->push_back(c);
     }
-    out_.push_back('"');
+    out_->push_back('"');
     return;
   }
-  out_.push_back('"');
+  out_->push_back('"');
   for (const char c : value) {
     const auto u = static_cast<unsigned char>(c);
     if (c == '"' || c == '\\') {
-      out_.push_back('\\');
-      out_.push_back(c);
+      out_->push_back('\\');
+      out_->push_back(c);
     } else if (u < 0x20) {
       static constexpr char kHex[] = "0123456789abcdef";
-      out_ += "\\u00";
-      out_.push_back(kHex[u >> 4]);
-      out_.push_back(kHex[u & 15]);
+      *out_ += "\\u00";
+      out_->push_back(kHex[u >> 4]);
+      out_->push_back(kHex[u & 15]);
     } else {
-      out_.push_back(c);
+      out_->push_back(c);
     }
   }
-  out_.push_back('"');
+  out_->push_back('"');
 }
 
 namespace {
@@ -232,6 +240,18 @@ void append_chain_fields(std::string& out, const FlowRecord& r, const Observer* 
 }
 
 }  // namespace
+
+void visit_chain_fields(const FlowRecord& r, const Observer& obs, FieldVisitor& visitor) {
+  FieldWriter w(visitor);
+  const auto& chains = obs.chains();
+  for (std::size_t i = 0; i < chains.size(); ++i) {
+    if (const std::byte* st = obs.chain_state(r, i)) {
+      chains[i]->write(r, st, w);
+    } else {
+      for (const auto& c : chains[i]->columns()) w.null(c);
+    }
+  }
+}
 
 void append_record_json(std::string& out, const FlowRecord& r, const Observer* obs) {
   char buf[kRecordRoom];

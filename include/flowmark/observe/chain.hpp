@@ -36,17 +36,32 @@ struct FlowRecord;
 
 enum class Verdict : std::uint8_t { kContinue, kComplete };
 
+// Receives a chain's fields as values rather than text (FieldWriter's third form): what the
+// Python module builds dicts and columns from (python/src/observe.cpp).
+class FieldVisitor {
+ public:
+  virtual ~FieldVisitor() = default;
+  virtual void null(std::string_view name) = 0;
+  virtual void boolean(std::string_view name, bool value) = 0;
+  virtual void number(std::string_view name, std::uint64_t value) = 0;
+  virtual void text(std::string_view name, std::string_view value) = 0;
+};
+
 // Appends a chain's fields to a record being written: `,"name":value` in JSON, `,value` in
-// CSV (where a null is an empty field and the names are the header's, from columns()).
+// CSV (where a null is an empty field and the names are the header's, from columns()), or
+// hands each to a FieldVisitor.
 // Given a scratch buffer, the writer collects the fields there and appends them to `out`
 // when it is full and when the writer ends (the record writers do: a record has ~70 fields
 // with all chains); `out` is then complete once the writer is gone.
 class FieldWriter {
  public:
-  enum class Format : std::uint8_t { kJson, kCsv };
-  FieldWriter(std::string& out, Format format) noexcept : out_(out), format_(format) {}
+  enum class Format : std::uint8_t { kJson, kCsv, kVisit };
+  FieldWriter(std::string& out, Format format) noexcept : out_(&out), format_(format) {}
   FieldWriter(std::string& out, Format format, std::span<char> scratch) noexcept
-      : out_(out), format_(format), buf_(scratch.data()), cur_(buf_), end_(buf_ + scratch.size()) {}
+      : out_(&out), format_(format), buf_(scratch.data()), cur_(buf_),
+        end_(buf_ + scratch.size()) {}
+  explicit FieldWriter(FieldVisitor& visitor) noexcept
+      : format_(Format::kVisit), visitor_(&visitor) {}
   ~FieldWriter() { flush(); }
   FieldWriter(const FieldWriter&) = delete;
   FieldWriter& operator=(const FieldWriter&) = delete;
@@ -62,11 +77,12 @@ class FieldWriter {
   void field(std::string_view name, std::string_view value);
   void direct_field(std::string_view name, std::string_view value);
   void flush() {
-    if (cur_ != buf_) out_.append(buf_, static_cast<std::size_t>(cur_ - buf_));
+    if (cur_ != buf_) out_->append(buf_, static_cast<std::size_t>(cur_ - buf_));
     cur_ = buf_;
   }
-  std::string& out_;
+  std::string* out_ = nullptr;
   Format format_;
+  FieldVisitor* visitor_ = nullptr;
   char* buf_ = nullptr;
   char* cur_ = nullptr;
   char* end_ = nullptr;

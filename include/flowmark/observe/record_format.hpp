@@ -18,6 +18,9 @@ namespace flowmark::observe {
 // An address as the records write it (the same text as inet_ntop()).
 std::string format_address(const IpAddress& a);
 
+// The chains' fields of a record the observer holds (nulls for any other), as values.
+void visit_chain_fields(const FlowRecord& r, const Observer& obs, FieldVisitor& visitor);
+
 void append_record_json(std::string& out, const FlowRecord& r, const Observer* obs = nullptr);
 void append_csv_header(std::string& out, const Observer* obs = nullptr);
 void append_record_csv(std::string& out, const FlowRecord& r, const Observer* obs = nullptr);
