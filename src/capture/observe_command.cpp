@@ -161,6 +161,81 @@ class ScitagsSummary {
 
 }  // namespace
 
+std::expected<ObserveSetup, ObserveSetupError> prepare_observe(const ObserveOptions& a,
+                                                               bool with_scitags) {
+  auto usage = [](std::string message) {
+    return std::unexpected(
+        ObserveSetupError{Error(Errc::kInvalidArgument, std::move(message)), kExitUsage});
+  };
+  if (a.file.empty() == a.iface.empty()) return usage("give either -r FILE or -i IFACE");
+  ObserveSetup setup;
+  auto chain_names = observe::parse_chain_list(a.chains);
+  if (!chain_names) return usage(chain_names.error().message());
+  setup.chains = std::move(*chain_names);
+  // The summary needs the scitags chain; it writes no records, so adding it changes nothing
+  // else.
+  const bool has_scitags =
+      std::find(setup.chains.begin(), setup.chains.end(), "scitags") != setup.chains.end();
+  if (with_scitags && !has_scitags) setup.chains.emplace_back("scitags");
+  if ((with_scitags || has_scitags) && a.scitags_names) {
+    auto names = a.scitags_names();
+    if (!names) {
+      const int code = names.error().code() == Errc::kInvalidArgument ? kExitUsage : kExitNoInput;
+      return std::unexpected(ObserveSetupError{std::move(names).error(), code});
+    }
+    setup.chain_options.names = std::move(*names);
+  }
+  // The idle timeout must be positive (0 would end every flow at once); an active timeout
+  // of 0 turns the splitting of long flows off; an expiry delay of 0 emits at completion.
+  struct Bound {
+    const char* name;
+    double value, low;
+  };
+  for (const Bound b : {Bound{"--idle-timeout", a.idle_timeout, 1e-9},
+                        Bound{"--active-timeout", a.active_timeout, 0},
+                        Bound{"--expiry-delay", a.expiry_delay, 0}}) {
+    if (!(b.value >= b.low) || b.value > 1e7)
+      return usage(fmt::format("{} {}: expected {} seconds", b.name, b.value,
+                               b.low > 0 ? "more than 0 and at most 10000000" : "0..10000000"));
+  }
+  if (a.max_flows == 0) return usage("--max-flows 0: expected at least 1");
+  if (a.capture != "afpacket" && a.capture != "pcap")
+    return usage(fmt::format("--capture {}: expected afpacket or pcap", a.capture));
+  auto src = a.file.empty() ? open_live_capture(
+                                  a.iface, a.filter,
+                                  a.capture == "pcap" ? LiveBackend::kPcap : LiveBackend::kAfPacket)
+                            : open_file_capture(a.file, a.filter);
+  if (!src) {
+    // A file that cannot be opened is missing input; an interface that cannot be captured
+    // on gets the code of the cause (no such interface, refused, not permitted).
+    const int code = src.error().code() == Errc::kInvalidArgument ? kExitUsage
+                     : a.file.empty()                             ? exit_code_for(src.error())
+                                                                  : kExitNoInput;
+    return std::unexpected(ObserveSetupError{std::move(src).error(), code});
+  }
+  setup.capture = std::move(*src);
+  setup.config.idle_timeout_ns = seconds_to_ns(a.idle_timeout);
+  setup.config.active_timeout_ns = seconds_to_ns(a.active_timeout);
+  setup.config.expiry_delay_ns = seconds_to_ns(a.expiry_delay);
+  setup.config.max_flows = a.max_flows;
+  setup.config.key_vlan = a.key_vlan;
+  setup.config.icmp_flows = a.icmp_flows;
+  setup.tcp_completion = !a.no_tcp_completion;
+  return setup;
+}
+
+std::size_t ObserveSetup::add_to(observe::Observer& obs) const {
+  std::size_t scitags_index = obs.chains().size();
+  if (tcp_completion) obs.add_tcp(observe::tcp_complete_on_fin_or_rst);
+  for (const auto& name : chains) {
+    if (auto c = observe::make_chain(name, chain_options)) {
+      if (name == "scitags") scitags_index = obs.chains().size();
+      obs.add_chain(std::move(c));
+    }
+  }
+  return scitags_index;
+}
+
 int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   if (a.file.empty() == a.iface.empty()) {
     fmt::print(stderr, "flowmark: error: give either -r FILE or -i IFACE\n");
@@ -181,68 +256,13 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
                format);
     return kExitUsage;
   }
-  auto chain_names = observe::parse_chain_list(a.chains);
-  if (!chain_names) {
-    fmt::print(stderr, "flowmark: error: {}\n", chain_names.error().message());
-    return kExitUsage;
+  auto setup = prepare_observe(a, summary);
+  if (!setup) {
+    fmt::print(stderr, "flowmark: error: {}\n", setup.error().error.message());
+    return setup.error().exit_code;
   }
-  // The summary needs the scitags chain; it writes no records, so adding it changes nothing
-  // else.
-  if (summary && std::find(chain_names->begin(), chain_names->end(), "scitags") ==
-                     chain_names->end())
-    chain_names->emplace_back("scitags");
-  observe::ChainOptions chain_options;
-  const bool want_names = summary || std::find(chain_names->begin(), chain_names->end(),
-                                               "scitags") != chain_names->end();
-  if (want_names && a.scitags_names) {
-    auto names = a.scitags_names();
-    if (!names) {
-      fmt::print(stderr, "flowmark: error: {}\n", names.error().message());
-      return names.error().code() == Errc::kInvalidArgument ? kExitUsage : kExitNoInput;
-    }
-    chain_options.names = std::move(*names);
-  }
-  // The idle timeout must be positive (0 would end every flow at once); an active timeout
-  // of 0 turns the splitting of long flows off; an expiry delay of 0 emits at completion.
-  struct Bound {
-    const char* name;
-    double value, low;
-  };
-  for (const Bound b : {Bound{"--idle-timeout", a.idle_timeout, 1e-9},
-                        Bound{"--active-timeout", a.active_timeout, 0},
-                        Bound{"--expiry-delay", a.expiry_delay, 0}}) {
-    if (!(b.value >= b.low) || b.value > 1e7) {
-      fmt::print(stderr, "flowmark: error: {} {}: expected {} seconds\n", b.name, b.value,
-                 b.low > 0 ? "more than 0 and at most 10000000" : "0..10000000");
-      return kExitUsage;
-    }
-  }
-  if (a.max_flows == 0) {
-    fmt::print(stderr, "flowmark: error: --max-flows 0: expected at least 1\n");
-    return kExitUsage;
-  }
-  if (a.capture != "afpacket" && a.capture != "pcap") {
-    fmt::print(stderr, "flowmark: error: --capture {}: expected afpacket or pcap\n", a.capture);
-    return kExitUsage;
-  }
-  auto src = a.file.empty() ? open_live_capture(
-                                  a.iface, a.filter,
-                                  a.capture == "pcap" ? LiveBackend::kPcap : LiveBackend::kAfPacket)
-                            : open_file_capture(a.file, a.filter);
-  if (!src) {
-    fmt::print(stderr, "flowmark: error: {}\n", src.error().message());
-    if (src.error().code() == Errc::kInvalidArgument) return kExitUsage;
-    // A file that cannot be opened is missing input; an interface that cannot be captured
-    // on gets the code of the cause (no such interface, refused, not permitted).
-    return a.file.empty() ? exit_code_for(src.error()) : kExitNoInput;
-  }
-  observe::ObserverConfig cfg;
-  cfg.idle_timeout_ns = seconds_to_ns(a.idle_timeout);
-  cfg.active_timeout_ns = seconds_to_ns(a.active_timeout);
-  cfg.expiry_delay_ns = seconds_to_ns(a.expiry_delay);
-  cfg.max_flows = a.max_flows;
-  cfg.key_vlan = a.key_vlan;
-  cfg.icmp_flows = a.icmp_flows;
+  auto& src = setup->capture;
+  const observe::ObserverConfig& cfg = setup->config;
 
   const bool csv = format == "csv";
   std::string out;
@@ -252,7 +272,7 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
     out.clear();
   };
   std::unique_ptr<observe::Observer> obs;
-  ScitagsSummary table(chain_options.names);
+  ScitagsSummary table(setup->chain_options.names);
   std::size_t scitags_index = 0;
   obs = std::make_unique<observe::Observer>(cfg, [&](const observe::FlowRecord& r) {
     if (summary) {
@@ -266,23 +286,17 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
     }
     if (out.size() > (1 << 20) - 4096) flush_out();
   });
-  if (!a.no_tcp_completion) obs->add_tcp(observe::tcp_complete_on_fin_or_rst);
-  for (const auto& name : *chain_names) {
-    if (auto c = observe::make_chain(name, chain_options)) {
-      if (name == "scitags") scitags_index = obs->chains().size();
-      obs->add_chain(std::move(c));
-    }
-  }
+  scitags_index = setup->add_to(*obs);
   if (csv && !summary) observe::append_csv_header(out, obs.get());
 
-  g_source.store(src->get());
+  g_source.store(src.get());
   struct sigaction sa {};
   sa.sa_handler = on_interrupt;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
-  const bool progress = isatty(STDERR_FILENO) != 0 && (*src)->size().has_value();
+  const bool progress = isatty(STDERR_FILENO) != 0 && src->size().has_value();
   auto last_progress = std::chrono::steady_clock::now();
   // Frames go to the observer in batches: it decodes ahead and loads their flows from memory
   // while it counts earlier ones (see Observer::on_packets).
@@ -291,7 +305,7 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   int rc = kExitOk;
   std::uint64_t batches = 0;
   while (true) {
-    auto got = (*src)->next_batch(batch, link);
+    auto got = src->next_batch(batch, link);
     if (!got) {
       fmt::print(stderr, "flowmark: error: {}\n", got.error().message());
       rc = kExitDataErr;  // still flush what was decoded
@@ -305,7 +319,7 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
         last_progress = now;
         fmt::print(
             stderr, "\r{:5.1f}%  {} packets  {} active flows ",
-            100.0 * static_cast<double>((*src)->offset()) / static_cast<double>(*(*src)->size()),
+            100.0 * static_cast<double>(src->offset()) / static_cast<double>(*src->size()),
             obs->stats().packets, obs->active_flows());
       }
     }
@@ -317,7 +331,7 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   flush_out();
   (void)std::fflush(out_file);
   g_source.store(nullptr);
-  if (a.stats) print_stats(obs->stats(), **src, active, obs->bytes_per_flow());
+  if (a.stats) print_stats(obs->stats(), *src, active, obs->bytes_per_flow());
   if (g_signal.load() != 0 && rc == kExitOk) rc = exit_code_for_signal(g_signal.load());
   return rc;
 }

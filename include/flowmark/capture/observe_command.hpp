@@ -8,11 +8,16 @@
 
 #include <cstddef>
 #include <cstdio>
+#include <expected>
 #include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
+#include "flowmark/capture/capture.hpp"
 #include "flowmark/core/result.hpp"
 #include "flowmark/observe/chains.hpp"
+#include "flowmark/observe/observer.hpp"
 
 namespace flowmark::capture {
 
@@ -36,6 +41,37 @@ struct ObserveOptions {
   // the registry (this module does not depend on flowmark::scitags); called once, when needed.
   std::function<Result<observe::ScitagsNames>()> scitags_names;
 };
+
+// What run_observe() sets up from the options before the first packet: the capture opened,
+// the observer's configuration, the chains' names (parsed, in order) and options (the
+// registry's names loaded when the scitags chain is asked for). The Python module's
+// flowmark.observe() starts from the same, so that both check and wire alike.
+struct ObserveSetup {
+  std::unique_ptr<Capture> capture;
+  observe::ObserverConfig config;
+  std::vector<std::string> chains;
+  observe::ChainOptions chain_options;
+  bool tcp_completion = true;  // not --no-tcp-completion
+
+  // Registers the completion of TCP flows on FIN/RST (unless turned off) and the chains, in
+  // order; returns the index of the scitags chain in obs.chains() (obs.chains().size() when
+  // it is not there).
+  std::size_t add_to(observe::Observer& obs) const;
+};
+
+// A set-up that failed: the message for the user (without the "flowmark: error: " prefix),
+// the cause, and the exit code `flowmark observe` ends with.
+struct ObserveSetupError {
+  Error error;
+  int exit_code;
+};
+
+// Checks the options (a file or an interface, the chains, the timeouts, the bound, the
+// capture back end), loads the registry's names when the chains need them (or
+// `with_scitags`: the chain is added when missing), and opens the capture. The format and
+// summary options are not looked at (they are the program's).
+std::expected<ObserveSetup, ObserveSetupError> prepare_observe(const ObserveOptions& o,
+                                                               bool with_scitags = false);
 
 // Validates the options, captures until the end of the input (or SIGINT / SIGTERM), writes
 // the records to `out`, and returns the exit code; problems are reported on stderr.
