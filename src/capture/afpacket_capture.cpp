@@ -108,6 +108,7 @@ class AfPacketCapture final : public Capture {
   Result<std::size_t> next_batch(std::span<observe::FrameRef> frames,
                                  observe::LinkType& link) override {
     link = link_;
+    idle_ = false;
     if (held_ != nullptr && left_ == 0) give_back();
     while (held_ == nullptr) {
       // After a stop request at most one ring's worth of blocks more: on a busy interface
@@ -134,6 +135,10 @@ class AfPacketCapture final : public Capture {
       pollfd p{fd_, POLLIN | POLLERR, 0};
       const int rc = ::poll(&p, 1, kPollMs);
       if (rc < 0 && errno != EINTR) return fail_errno(fmt::format("{}: poll", name_));
+      if (rc <= 0 && return_when_idle_ && !stop_.load(std::memory_order_relaxed)) {
+        idle_ = true;
+        return 0;
+      }
       if (rc > 0 && (p.revents & POLLERR)) {
         int err = 0;
         socklen_t len = sizeof err;
@@ -168,6 +173,8 @@ class AfPacketCapture final : public Capture {
   }
 
   void break_loop() noexcept override { stop_.store(true, std::memory_order_relaxed); }
+  void set_return_when_idle(bool on) noexcept override { return_when_idle_ = on; }
+  bool idle() const noexcept override { return idle_; }
   std::string_view name() const noexcept override { return name_; }
   std::optional<std::uint64_t> drops() const noexcept override {
     tpacket_stats_v3 st{};
@@ -198,6 +205,8 @@ class AfPacketCapture final : public Capture {
   std::uint8_t* next_ = nullptr;
   std::uint32_t left_ = 0;
   std::atomic<bool> stop_{false};
+  bool return_when_idle_ = false;  // set_return_when_idle()
+  bool idle_ = false;              // the last next_batch() returned 0 for want of frames
   std::optional<std::chrono::steady_clock::time_point> drain_until_;  // set on a stop request
   unsigned drained_blocks_ = 0;  // blocks taken after the stop request
   mutable std::uint64_t drops_ = 0;
