@@ -1,1 +1,2 @@
 __version__: str
+from ._observe import Observation as Observation, observe as observe

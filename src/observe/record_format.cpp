@@ -92,6 +92,8 @@ std::string format_address(const IpAddress& a) {
   return {buf, put_ip(buf, a)};
 }
 
+char* format_address(char* out, const IpAddress& a) noexcept { return put_ip(out, a); }
+
 // --- chain fields --------------------------------------------------------------------------
 
 namespace {

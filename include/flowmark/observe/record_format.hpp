@@ -17,6 +17,9 @@ namespace flowmark::observe {
 
 // An address as the records write it (the same text as inet_ntop()).
 std::string format_address(const IpAddress& a);
+// The same text written at `out` (room for kAddressTextMax bytes); returns its end.
+inline constexpr std::size_t kAddressTextMax = 46;
+char* format_address(char* out, const IpAddress& a) noexcept;
 
 // The chains' fields of a record the observer holds (nulls for any other), as values.
 void visit_chain_fields(const FlowRecord& r, const Observer& obs, FieldVisitor& visitor);
