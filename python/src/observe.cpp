@@ -75,27 +75,118 @@ double seconds(Nanos t) noexcept {
 // A chain field's values: what FieldVisitor handed over for each record.
 enum class Kind : std::uint8_t { kNull = 0, kBool, kNumber, kText };
 
+// One chain field over the records. Stored by the kind its chain writes it in (probed at
+// set-up): bools or numbers, with a null mask; a text column, one whose kind the probes did not
+// show, or one that gets values of another kind (no built-in chain does that) is generic: a
+// kind and a value (the text's index for text) per record.
 struct ChainColumn {
   std::string name;
-  Kind kind = Kind::kNull;       // the kind of its non-null values (probed, then seen)
-  bool mixed = false;            // values of more than one kind (no built-in chain does this)
-  std::vector<Kind> kinds;       // per record (kNull: null)
-  std::vector<std::uint64_t> values;  // bool 0/1, the number, or an index into texts
+  Kind kind = Kind::kNull;  // the probed kind
+  bool generic = true;
+  std::vector<std::uint8_t> mask;      // 1 where null
+  std::vector<std::uint8_t> bools;     // kind kBool, not generic
+  std::vector<std::uint64_t> numbers;  // kind kNumber, or generic values
+  std::vector<Kind> kinds;             // generic
+  const char* last_name = nullptr;     // the name's text as the chain last passed it
+
+  void reserve(std::size_t n) {
+    mask.reserve(n);
+    if (generic) {
+      kinds.reserve(n);
+      numbers.reserve(n);
+    } else if (kind == Kind::kBool) {
+      bools.reserve(n);
+    } else {
+      numbers.reserve(n);
+    }
+  }
+  void clear() noexcept {
+    mask.clear();
+    bools.clear();
+    numbers.clear();
+    kinds.clear();
+  }
+  void put(Kind k, std::uint64_t v) {
+    if (!generic && k != Kind::kNull && k != kind) to_generic();
+    mask.push_back(k == Kind::kNull ? 1 : 0);
+    if (generic) {
+      kinds.push_back(k);
+      numbers.push_back(v);
+    } else if (kind == Kind::kBool) {
+      bools.push_back(k == Kind::kNull ? 0 : static_cast<std::uint8_t>(v != 0));
+    } else {
+      numbers.push_back(k == Kind::kNull ? 0 : v);
+    }
+  }
+  void to_generic() {
+    kinds.clear();
+    for (std::size_t i = 0; i < mask.size(); ++i) kinds.push_back(mask[i] ? Kind::kNull : kind);
+    if (kind == Kind::kBool) numbers.assign(bools.begin(), bools.end());
+    bools.clear();
+    generic = true;
+  }
+  // The value of record i as Python has it.
+  Kind kind_at(std::size_t i) const noexcept {
+    return generic ? kinds[i] : mask[i] ? Kind::kNull : kind;
+  }
+  std::uint64_t value_at(std::size_t i) const noexcept {
+    return !generic && kind == Kind::kBool ? bools[i] : numbers[i];
+  }
 };
 
-// The records an observer emitted, in columns: the record itself as it is, the chains'
+// The record's own fields, one vector each, in the types the arrays have.
+struct BaseColumns {
+  std::vector<IpAddress> sip, dip;
+  std::vector<std::uint8_t> proto, ip_version, tcp_flags_fwd, tcp_flags_rev;
+  std::vector<std::uint8_t> continuation, no_ports;  // numpy bool
+  std::vector<std::uint16_t> sp, dp, vlan;           // sp, dp: 0 without ports
+  std::vector<double> first, last;
+  std::vector<std::uint64_t> pkt_fwd, pkt_rev, oct_fwd, oct_rev;
+  std::vector<std::uint32_t> fragments, icmp_errors;
+
+  template <class F>
+  void each(F&& f) {
+    f(sip), f(dip), f(proto), f(ip_version), f(tcp_flags_fwd), f(tcp_flags_rev);
+    f(continuation), f(no_ports), f(sp), f(dp), f(vlan), f(first), f(last);
+    f(pkt_fwd), f(pkt_rev), f(oct_fwd), f(oct_rev), f(fragments), f(icmp_errors);
+  }
+  void add(const FlowRecord& r) {
+    sip.push_back(r.sip);
+    dip.push_back(r.dip);
+    proto.push_back(r.proto);
+    ip_version.push_back(r.ip_version);
+    tcp_flags_fwd.push_back(r.tcp_flags_fwd);
+    tcp_flags_rev.push_back(r.tcp_flags_rev);
+    continuation.push_back(r.continuation ? 1 : 0);
+    no_ports.push_back(r.has_ports ? 0 : 1);
+    sp.push_back(r.has_ports ? r.sp : 0);
+    dp.push_back(r.has_ports ? r.dp : 0);
+    vlan.push_back(r.vlan);
+    first.push_back(seconds(r.first));
+    last.push_back(seconds(r.last));
+    pkt_fwd.push_back(r.pkt_fwd);
+    pkt_rev.push_back(r.pkt_rev);
+    oct_fwd.push_back(r.oct_fwd);
+    oct_rev.push_back(r.oct_rev);
+    fragments.push_back(r.fragments);
+    icmp_errors.push_back(r.icmp_errors);
+  }
+};
+
+// The records an observer emitted, in columns: the record's own fields, and the chains'
 // fields as values (one FieldVisitor call each).
 class RecordColumns final : public observe::FieldVisitor {
  public:
   // The chains' columns and their kinds, found by having each chain write states of a few
-  // byte patterns (the built-in chains give each column one kind; a column that is null in
-  // every probe gets its kind from the first value seen).
+  // byte patterns (the built-in chains give each column one kind).
   void set_up(const observe::Observer& obs) {
     for (const auto& chain : obs.chains()) {
       const std::size_t first = columns_.size();
       for (auto& name : chain->columns()) {
         index_.emplace(name, columns_.size());
-        columns_.push_back(ChainColumn{std::move(name), Kind::kNull, false, {}, {}});
+        ChainColumn c;
+        c.name = std::move(name);
+        columns_.push_back(std::move(c));
       }
       alignas(8) std::byte state[512];
       const std::size_t size = std::min(chain->state_size(), sizeof state);
@@ -109,30 +200,37 @@ class RecordColumns final : public observe::FieldVisitor {
         probing_ = false;
       }
     }
+    for (auto& c : columns_) c.generic = !(c.kind == Kind::kBool || c.kind == Kind::kNumber);
+  }
+
+  void reserve(std::size_t n) {
+    base_.each([n](auto& v) { v.reserve(n); });
+    for (auto& c : columns_) c.reserve(n);
   }
 
   void add(const FlowRecord& r, const observe::Observer& obs) {
-    records_.push_back(r);
+    base_.add(r);
+    ++rows_;
     at_ = 0;
     observe::visit_chain_fields(r, obs, *this);
     // A chain that wrote fewer fields than its columns (none does): nulls for the rest.
-    for (std::size_t i = 0; i < columns_.size(); ++i) {
-      if (columns_[i].kinds.size() < records_.size()) put(i, Kind::kNull, 0);
+    for (auto& c : columns_) {
+      if (c.mask.size() < rows_) c.put(Kind::kNull, 0);
     }
   }
 
-  std::size_t size() const noexcept { return records_.size(); }
-  const std::vector<FlowRecord>& records() const noexcept { return records_; }
+  std::size_t size() const noexcept { return rows_; }
+  BaseColumns& base() noexcept { return base_; }
+  const BaseColumns& base() const noexcept { return base_; }
+  std::vector<ChainColumn>& columns() noexcept { return columns_; }
   const std::vector<ChainColumn>& columns() const noexcept { return columns_; }
   const std::string& text(std::uint64_t i) const noexcept { return texts_[i]; }
 
   void clear() noexcept {
-    records_.clear();
+    base_.each([](auto& v) { v.clear(); });
     texts_.clear();
-    for (auto& c : columns_) {
-      c.kinds.clear();
-      c.values.clear();
-    }
+    for (auto& c : columns_) c.clear();
+    rows_ = 0;
   }
 
   // FieldVisitor: the k-th field of a record is the k-th column when the chains write their
@@ -150,30 +248,28 @@ class RecordColumns final : public observe::FieldVisitor {
   void field(std::string_view name, Kind kind, std::uint64_t value) {
     std::size_t& at = probing_ ? probe_at_ : at_;
     std::size_t i = at;
-    if (i >= columns_.size() || columns_[i].name != name) {
+    // The chains pass the same constant names record after record: a column remembers the
+    // last pointer it matched (with the name's length), which spares comparing the text.
+    if (i >= columns_.size() ||
+        ((columns_[i].last_name != name.data() || columns_[i].name.size() != name.size()) &&
+         columns_[i].name != name)) {
       auto it = index_.find(std::string(name));
       if (it == index_.end()) return;  // a field its chain did not list among its columns
       i = it->second;
     }
+    ChainColumn& c = columns_[i];
+    c.last_name = name.data();
     at = i + 1;
     if (probing_) {
-      if (kind != Kind::kNull && columns_[i].kind == Kind::kNull) columns_[i].kind = kind;
+      if (kind != Kind::kNull && c.kind == Kind::kNull) c.kind = kind;
       return;
     }
-    put(i, kind, value);
-  }
-  void put(std::size_t i, Kind kind, std::uint64_t value) {
-    ChainColumn& c = columns_[i];
-    if (c.kinds.size() >= records_.size()) return;  // a second value for one record
-    if (kind != Kind::kNull) {
-      if (c.kind == Kind::kNull) c.kind = kind;
-      else if (c.kind != kind) c.mixed = true;
-    }
-    c.kinds.push_back(kind);
-    c.values.push_back(value);
+    if (c.mask.size() >= rows_) return;  // a second value for one record
+    c.put(kind, value);
   }
 
-  std::vector<FlowRecord> records_;
+  BaseColumns base_;
+  std::size_t rows_ = 0;
   std::vector<ChainColumn> columns_;
   std::unordered_map<std::string, std::size_t> index_;
   std::vector<std::string> texts_;
@@ -203,6 +299,43 @@ py::str address_str(const IpAddress& a) {
   char buf[observe::kAddressTextMax];
   return ascii(buf, static_cast<std::size_t>(observe::format_address(buf, a) - buf));
 }
+
+// str objects for addresses, by a direct-mapped cache of 8,192 entries: get() returns a new
+// reference.
+class AddressCache {
+ public:
+  AddressCache() : slots_(kSlots) {}
+  ~AddressCache() {
+    for (auto& s : slots_) Py_XDECREF(s.str);
+  }
+  AddressCache(const AddressCache&) = delete;
+  AddressCache& operator=(const AddressCache&) = delete;
+
+  PyObject* get(const IpAddress& a) {
+    std::uint64_t h = 0;
+    const std::uint8_t* b = a.bytes();
+    std::uint64_t w[2] = {0, 0};
+    std::memcpy(w, b, a.size());
+    h = (w[0] * 0x9E3779B97F4A7C15ull) ^ (w[1] * 0xC2B2AE3D27D4EB4Full);
+    Slot& s = slots_[(h >> 40) & (kSlots - 1)];
+    if (s.str == nullptr || !(s.address == a)) {
+      PyObject* fresh = address_str(a).release().ptr();
+      Py_XDECREF(s.str);
+      s.str = fresh;
+      s.address = a;
+    }
+    Py_INCREF(s.str);
+    return s.str;
+  }
+
+ private:
+  static constexpr std::size_t kSlots = 8192;
+  struct Slot {
+    IpAddress address;
+    PyObject* str = nullptr;
+  };
+  std::vector<Slot> slots_;
+};
 
 // A set-up error as the Python exception that fits: ValueError for what the caller gave
 // (chains, timeouts, filter, registry name) and for a file that is not a capture;
@@ -235,7 +368,9 @@ class Run {
  public:
   explicit Run(capture::ObserveSetup setup)
       : capture_(std::move(setup.capture)),
-        observer_(setup.config, [this](const FlowRecord& r) { columns_.add(r, observer_); }) {
+        observer_(setup.config, [this](const FlowRecord& r) {
+          if (!discard_) columns_.add(r, observer_);
+        }) {
     setup.add_to(observer_);
     columns_.set_up(observer_);
     capture_->set_return_when_idle(true);
@@ -270,6 +405,27 @@ class Run {
     columns_.clear();
     next_row_ = 0;
     return out;
+  }
+
+  // For bench/python_observe_bench.py: reads to the end keeping no record (the observer's own
+  // time, the chains' included).
+  void discard_all() {
+    Busy busy(*this);
+    discard_ = true;
+    while (!finished_) {
+      run_slice(std::numeric_limits<std::size_t>::max());
+      check_signals();
+    }
+    raise_read_error();
+  }
+
+  // Seconds spent reading and observing (records into the C++ columns included), and making
+  // arrays of the columns.
+  py::dict timing() const {
+    py::dict d;
+    d["observe"] = observe_seconds_;
+    d["convert"] = convert_seconds_;
+    return d;
   }
 
   // Ends the input as Ctrl-C ends `flowmark observe`: the flows held are emitted and what is
@@ -326,7 +482,13 @@ class Run {
   // passed, a live capture is idle, or the input ends (then the observer is finished).
   void run_slice(std::size_t rows) {
     py::gil_scoped_release nogil;
-    const auto deadline = Clock::now() + kSlice;
+    const auto start = Clock::now();
+    const auto deadline = start + kSlice;
+    struct Account {
+      double& total;
+      Clock::time_point start;
+      ~Account() { total += std::chrono::duration<double>(Clock::now() - start).count(); }
+    } account{observe_seconds_, start};
     observe::LinkType link = observe::LinkType::kEthernet;
     for (unsigned n = 0;; ++n) {
       auto got = capture_->next_batch(batch_, link);
@@ -346,6 +508,11 @@ class Run {
     }
   }
   void end() noexcept {
+    // The flows still held all come out now: room for them at once.
+    try {
+      if (!discard_) columns_.reserve(columns_.size() + observer_.active_flows());
+    } catch (const std::bad_alloc&) {  // then they grow as they come
+    }
     observer_.finish();
     finished_ = true;
   }
@@ -368,34 +535,35 @@ class Run {
         keys_.push_back(py::reinterpret_steal<py::str>(k));
       }
     }
-    const FlowRecord& r = columns_.records()[i];
+    const BaseColumns& b = columns_.base();
+    const bool ports = b.no_ports[i] == 0;
     py::dict d;
     std::size_t k = 0;
     auto set = [&](py::object v) { d[keys_[k++]] = std::move(v); };
-    set(address_str(r.sip));
-    set(address_str(r.dip));
-    set(py::int_(r.proto));
-    set(r.has_ports ? py::object(py::int_(r.sp)) : py::none());
-    set(r.has_ports ? py::object(py::int_(r.dp)) : py::none());
-    set(py::float_(seconds(r.first)));
-    set(py::float_(seconds(r.last)));
-    set(py::int_(r.pkt_fwd));
-    set(py::int_(r.pkt_rev));
-    set(py::int_(r.oct_fwd));
-    set(py::int_(r.oct_rev));
-    set(py::int_(r.ip_version));
-    set(py::int_(r.vlan));
-    set(py::int_(r.tcp_flags_fwd));
-    set(py::int_(r.tcp_flags_rev));
-    set(py::int_(r.fragments));
-    set(py::int_(r.icmp_errors));
-    set(py::bool_(r.continuation));
+    set(address_str(b.sip[i]));
+    set(address_str(b.dip[i]));
+    set(py::int_(b.proto[i]));
+    set(ports ? py::object(py::int_(b.sp[i])) : py::none());
+    set(ports ? py::object(py::int_(b.dp[i])) : py::none());
+    set(py::float_(b.first[i]));
+    set(py::float_(b.last[i]));
+    set(py::int_(b.pkt_fwd[i]));
+    set(py::int_(b.pkt_rev[i]));
+    set(py::int_(b.oct_fwd[i]));
+    set(py::int_(b.oct_rev[i]));
+    set(py::int_(b.ip_version[i]));
+    set(py::int_(b.vlan[i]));
+    set(py::int_(b.tcp_flags_fwd[i]));
+    set(py::int_(b.tcp_flags_rev[i]));
+    set(py::int_(b.fragments[i]));
+    set(py::int_(b.icmp_errors[i]));
+    set(py::bool_(b.continuation[i] != 0));
     for (const auto& c : columns_.columns()) set(value(c, i));
     return d;
   }
   py::object value(const ChainColumn& c, std::size_t i) const {
-    const std::uint64_t v = c.values[i];
-    switch (c.kinds[i]) {
+    const std::uint64_t v = c.value_at(i);
+    switch (c.kind_at(i)) {
       case Kind::kNull: return py::none();
       case Kind::kBool: return py::bool_(v != 0);
       case Kind::kNumber: return py::int_(v);
@@ -422,138 +590,87 @@ class Run {
   }
 
   py::dict to_columns() {
+    const auto start = Clock::now();
+    py::dict out = make_columns();
+    convert_seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
+    return out;
+  }
+
+  // A vector's elements from `begin` as a numpy array that owns the vector (no copy).
+  template <class T>
+  static py::array hand_over(std::vector<T>& v, std::size_t begin, py::dtype dtype) {
+    auto* owned = new std::vector<T>(std::move(v));
+    py::capsule owner(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+    v = {};
+    return py::array(dtype, std::vector<py::ssize_t>{static_cast<py::ssize_t>(owned->size() - begin)},
+                     owned->data() + begin, owner);
+  }
+  template <class T>
+  static py::array hand_over(std::vector<T>& v, std::size_t begin) {
+    return hand_over(v, begin, py::dtype::of<T>());
+  }
+  static py::array hand_over_bool(std::vector<std::uint8_t>& v, std::size_t begin) {
+    return hand_over(v, begin, py::dtype::of<bool>());
+  }
+
+  // The records from next_row_ on, as arrays; the columns are left empty.
+  py::dict make_columns() {
     const std::size_t begin = next_row_, n = columns_.size() - begin;
-    const FlowRecord* recs = columns_.records().data() + begin;
+    BaseColumns& b = columns_.base();
     py::dict out;
-    auto proto = array<std::uint8_t>(n), ipv = array<std::uint8_t>(n),
-         ff = array<std::uint8_t>(n), fr = array<std::uint8_t>(n);
-    auto sp = array<std::uint16_t>(n), dp = array<std::uint16_t>(n), vlan = array<std::uint16_t>(n);
-    auto nports = array<bool>(n), cont = array<bool>(n);
-    auto first = array<double>(n), last = array<double>(n);
-    auto pf = array<std::uint64_t>(n), pr = array<std::uint64_t>(n), of = array<std::uint64_t>(n),
-         orv = array<std::uint64_t>(n);
-    auto frag = array<std::uint32_t>(n), icmp = array<std::uint32_t>(n);
-    // Addresses: their text written first (without the GIL), then made into str objects.
-    std::vector<char> text(n * 2 * observe::kAddressTextMax);
-    std::vector<std::uint8_t> lengths(n * 2);
-    {
-      auto* p_proto = proto.mutable_data();
-      auto* p_ipv = ipv.mutable_data();
-      auto* p_ff = ff.mutable_data();
-      auto* p_fr = fr.mutable_data();
-      auto* p_sp = sp.mutable_data();
-      auto* p_dp = dp.mutable_data();
-      auto* p_vlan = vlan.mutable_data();
-      auto* p_np = nports.mutable_data();
-      auto* p_cont = cont.mutable_data();
-      auto* p_first = first.mutable_data();
-      auto* p_last = last.mutable_data();
-      auto* p_pf = pf.mutable_data();
-      auto* p_pr = pr.mutable_data();
-      auto* p_of = of.mutable_data();
-      auto* p_or = orv.mutable_data();
-      auto* p_frag = frag.mutable_data();
-      auto* p_icmp = icmp.mutable_data();
-      py::gil_scoped_release nogil;
-      for (std::size_t i = 0; i < n; ++i) {
-        const FlowRecord& r = recs[i];
-        p_proto[i] = r.proto;
-        p_ipv[i] = r.ip_version;
-        p_ff[i] = r.tcp_flags_fwd;
-        p_fr[i] = r.tcp_flags_rev;
-        p_sp[i] = r.has_ports ? r.sp : 0;
-        p_dp[i] = r.has_ports ? r.dp : 0;
-        p_np[i] = !r.has_ports;
-        p_vlan[i] = r.vlan;
-        p_cont[i] = r.continuation;
-        p_first[i] = seconds(r.first);
-        p_last[i] = seconds(r.last);
-        p_pf[i] = r.pkt_fwd;
-        p_pr[i] = r.pkt_rev;
-        p_of[i] = r.oct_fwd;
-        p_or[i] = r.oct_rev;
-        p_frag[i] = r.fragments;
-        p_icmp[i] = r.icmp_errors;
-        char* t = text.data() + 2 * i * observe::kAddressTextMax;
-        lengths[2 * i] =
-            static_cast<std::uint8_t>(observe::format_address(t, r.sip) - t);
-        t += observe::kAddressTextMax;
-        lengths[2 * i + 1] =
-            static_cast<std::uint8_t>(observe::format_address(t, r.dip) - t);
-      }
-    }
+    // Addresses: str objects, one per distinct address among the last few thousand (a
+    // server's address recurs in many records; the str is shared, as Python shares it).
+    AddressCache cache;
     for (int side = 0; side < 2; ++side) {
+      const std::vector<IpAddress>& addrs = side == 0 ? b.sip : b.dip;
       py::array a = objects(n);
       auto** objs = static_cast<PyObject**>(a.mutable_data());
       for (std::size_t i = 0; i < n; ++i) {
-        const std::size_t j = 2 * i + static_cast<std::size_t>(side);
-        PyObject* s = ascii(text.data() + j * observe::kAddressTextMax, lengths[j]).release().ptr();
+        PyObject* s = cache.get(addrs[begin + i]);
         Py_DECREF(objs[i]);
         objs[i] = s;
       }
       out[side == 0 ? "sip" : "dip"] = a;
     }
-    out["proto"] = proto;
-    out["sp"] = py::make_tuple(sp, nports);
-    out["dp"] = py::make_tuple(dp, nports);
-    out["first"] = first;
-    out["last"] = last;
-    out["pkt_fwd"] = pf;
-    out["pkt_rev"] = pr;
-    out["oct_fwd"] = of;
-    out["oct_rev"] = orv;
-    out["ip_version"] = ipv;
-    out["vlan"] = vlan;
-    out["tcp_flags_fwd"] = ff;
-    out["tcp_flags_rev"] = fr;
-    out["fragments"] = frag;
-    out["icmp_errors"] = icmp;
-    out["continuation"] = cont;
-    for (const auto& c : columns_.columns()) out[py::str(c.name)] = chain_column(c, begin, n);
+    out["proto"] = hand_over(b.proto, begin);
+    // sp and dp share the mask of the records without ports.
+    py::array no_ports = hand_over_bool(b.no_ports, begin);
+    out["sp"] = py::make_tuple(hand_over(b.sp, begin), no_ports);
+    out["dp"] = py::make_tuple(hand_over(b.dp, begin), no_ports);
+    out["first"] = hand_over(b.first, begin);
+    out["last"] = hand_over(b.last, begin);
+    out["pkt_fwd"] = hand_over(b.pkt_fwd, begin);
+    out["pkt_rev"] = hand_over(b.pkt_rev, begin);
+    out["oct_fwd"] = hand_over(b.oct_fwd, begin);
+    out["oct_rev"] = hand_over(b.oct_rev, begin);
+    out["ip_version"] = hand_over(b.ip_version, begin);
+    out["vlan"] = hand_over(b.vlan, begin);
+    out["tcp_flags_fwd"] = hand_over(b.tcp_flags_fwd, begin);
+    out["tcp_flags_rev"] = hand_over(b.tcp_flags_rev, begin);
+    out["fragments"] = hand_over(b.fragments, begin);
+    out["icmp_errors"] = hand_over(b.icmp_errors, begin);
+    out["continuation"] = hand_over_bool(b.continuation, begin);
+    for (auto& c : columns_.columns()) out[py::str(c.name)] = chain_column(c, begin, n);
     return out;
   }
 
   // (values, mask): bool or uint64 values (0 where null), or an object array (None where
   // null) for text and for a column of mixed kinds.
-  py::tuple chain_column(const ChainColumn& c, std::size_t begin, std::size_t n) const {
-    auto mask = array<bool>(n);
-    bool* m = mask.mutable_data();
-    const Kind* kinds = c.kinds.data() + begin;
-    const std::uint64_t* values = c.values.data() + begin;
-    if (!c.mixed && (c.kind == Kind::kBool || c.kind == Kind::kNumber)) {
-      if (c.kind == Kind::kBool) {
-        auto a = array<bool>(n);
-        bool* p = a.mutable_data();
-        {
-          py::gil_scoped_release nogil;
-          for (std::size_t i = 0; i < n; ++i) {
-            m[i] = kinds[i] == Kind::kNull;
-            p[i] = values[i] != 0 && !m[i];
-          }
-        }
-        return py::make_tuple(a, mask);
-      }
-      auto a = array<std::uint64_t>(n);
-      std::uint64_t* p = a.mutable_data();
-      {
-        py::gil_scoped_release nogil;
-        for (std::size_t i = 0; i < n; ++i) {
-          m[i] = kinds[i] == Kind::kNull;
-          p[i] = m[i] ? 0 : values[i];
-        }
-      }
-      return py::make_tuple(a, mask);
+  py::tuple chain_column(ChainColumn& c, std::size_t begin, std::size_t n) const {
+    if (!c.generic) {
+      py::array values = c.kind == Kind::kBool ? hand_over_bool(c.bools, begin)
+                                               : hand_over(c.numbers, begin);
+      return py::make_tuple(values, hand_over_bool(c.mask, begin));
     }
     py::array a = objects(n);
     auto** objs = static_cast<PyObject**>(a.mutable_data());
     for (std::size_t i = 0; i < n; ++i) {
-      m[i] = kinds[i] == Kind::kNull;
-      if (m[i]) continue;  // numpy filled it with None
+      if (c.mask[begin + i]) continue;  // None
       PyObject* v = value(c, begin + i).release().ptr();
       Py_DECREF(objs[i]);
       objs[i] = v;
     }
-    return py::make_tuple(a, mask);
+    return py::make_tuple(a, hand_over_bool(c.mask, begin));
   }
 
   std::unique_ptr<capture::Capture> capture_;
@@ -563,6 +680,8 @@ class Run {
   std::size_t next_row_ = 0;
   bool finished_ = false;
   bool busy_ = false;
+  bool discard_ = false;
+  double observe_seconds_ = 0, convert_seconds_ = 0;
   std::optional<std::string> error_;
   std::vector<py::str> keys_;
 };
@@ -621,7 +740,9 @@ void bind_observe(py::module_& m) {
       .def("columns", &Run::columns, "every remaining record as columns")
       .def("stop", &Run::stop, "end the input: the flows held are emitted")
       .def("column_names", &Run::column_names)
-      .def("stats", &Run::stats);
+      .def("stats", &Run::stats)
+      .def("discard_all", &Run::discard_all)
+      .def("timing", &Run::timing);
   m.def("open", &open_run, py::arg("file"), py::arg("iface"), py::arg("chains"),
         py::arg("idle_timeout"), py::arg("expiry_delay"), py::arg("active_timeout"),
         py::arg("max_flows"), py::arg("filter"), py::arg("registry"), py::arg("icmp_flows"),

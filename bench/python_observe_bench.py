@@ -1,0 +1,138 @@
+#!/usr/bin/python3
+"""bench/python_observe_bench.py BUILD_DIR [--capture F] [--repeat R] [--chains LIST]
+
+How fast flowmark.observe(path).to_pandas() turns a capture into a DataFrame, against the
+observer's own time, on the 5M-frame 1M-flow capture of bench/observe_bench.sh (the same
+generator, bench/observe_gen, and the same cache: BUILD_DIR/observe_bench/
+gen_5000000p_1000000f.pcap, made when missing or older than the generator).
+
+Each round (R, default 5; the order of the runs alternates between rounds), the capture read
+once beforehand so that it is in the page cache:
+  cli       `flowmark observe -r F > /dev/null` (whole process: the records formatted as JSON)
+  observer  flowmark.observe(F) read to the end keeping no record (Run.discard_all): the C++
+            observer's own time, chains included, in this process
+  arrays    flowmark.observe(F).to_arrays()
+  pandas    flowmark.observe(F).to_pandas()
+The figure of issue 16: flows / (pandas - observer) — the DataFrame's cost beyond the
+observer's own work (records kept in C++ columns, numpy arrays, str objects for the addresses,
+pandas' assembly) — against the target of 3,000,000 flows/s. Also printed: the split inside
+the pandas run (time reading+observing with the records kept, the C++→numpy conversion, and
+pandas' own part). Medians over the rounds, with their spread (min-max).
+
+Needs Debian's /usr/bin/python3 with numpy and pandas, and the module built
+(PYTHONPATH is set from BUILD_DIR). A benchmark, not a test: it asserts nothing.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def median_spread(xs):
+    return statistics.median(xs), min(xs), max(xs)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("build")
+    ap.add_argument("--capture", help="the capture (default: the 1M-flow one of observe_bench.sh)")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--chains", default="basic,tcp")
+    ap.add_argument("--packets", type=int, default=5_000_000)
+    ap.add_argument("--flows", type=int, default=1_000_000)
+    args = ap.parse_args()
+    build = os.path.abspath(args.build)
+    sys.path.insert(0, os.path.join(build, "python"))
+    import flowmark  # noqa: E402  (from the build tree)
+    import pandas  # noqa: F401,E402
+
+    cap = args.capture
+    if cap is None:
+        gen = os.path.join(build, "bench", "observe_gen")
+        cap = os.path.join(build, "observe_bench",
+                           f"gen_{args.packets}p_{args.flows}f.pcap")
+        if not os.path.exists(cap) or (os.path.exists(gen) and
+                                       os.path.getmtime(gen) > os.path.getmtime(cap)):
+            if not os.path.exists(gen):
+                sys.exit(f"{gen} is missing: configure with FLOWMARK_BENCH=ON and build "
+                         "observe_gen (or pass --capture)")
+            os.makedirs(os.path.dirname(cap), exist_ok=True)
+            print(f"== generating {cap}", flush=True)
+            subprocess.run([gen, "--packets", str(args.packets), "--flows", str(args.flows),
+                            cap + ".tmp"], check=True)
+            os.replace(cap + ".tmp", cap)
+    flowmark_bin = os.path.join(build, "flowmark")
+
+    def warm():
+        with open(cap, "rb") as f:
+            while f.read(1 << 24):
+                pass
+
+    def cli():
+        t = time.perf_counter()
+        subprocess.run([flowmark_bin, "observe", "-r", cap, "--chains", args.chains],
+                       stdout=subprocess.DEVNULL, check=True)
+        return time.perf_counter() - t, None
+
+    def observer():
+        t = time.perf_counter()
+        o = flowmark.observe(cap, chains=args.chains)
+        o._run.discard_all()
+        return time.perf_counter() - t, o.stats["emitted"]
+
+    def arrays():
+        t = time.perf_counter()
+        o = flowmark.observe(cap, chains=args.chains)
+        a = o.to_arrays()
+        return time.perf_counter() - t, (len(a["sip"]), o._run.timing())
+
+    def to_pandas():
+        t = time.perf_counter()
+        o = flowmark.observe(cap, chains=args.chains)
+        df = o.to_pandas()
+        return time.perf_counter() - t, (len(df), o._run.timing())
+
+    runs = [("cli", cli), ("observer", observer), ("arrays", arrays), ("pandas", to_pandas)]
+    busy = os.getloadavg()[0]
+    print(f"== {cap}, chains {args.chains}; {os.cpu_count()} CPUs, load average {busy:.2f} "
+          "before the runs (other work on the machine slows every figure)", flush=True)
+    times = {name: [] for name, _ in runs}
+    conversions, splits = [], []
+    flows = None
+    for r in range(args.repeat):
+        order = runs if r % 2 == 0 else list(reversed(runs))
+        got = {}
+        for name, fn in order:
+            warm()
+            got[name] = fn()
+            times[name].append(got[name][0])
+        flows = got["observer"][1]
+        n_pd, timing = got["pandas"][1]
+        if n_pd != flows or got["arrays"][1][0] != flows:
+            sys.exit(f"rows differ: observer {flows}, arrays {got['arrays'][1][0]}, "
+                     f"pandas {n_pd}")
+        conversions.append(got["pandas"][0] - got["observer"][0])
+        splits.append((timing["observe"], timing["convert"],
+                       got["pandas"][0] - timing["observe"] - timing["convert"]))
+        print(f"round {r + 1}: " + ", ".join(f"{n} {got[n][0]:.2f} s" for n, _ in runs),
+              flush=True)
+    print(f"\n{flows:,} flows; medians of {args.repeat} rounds (min-max):")
+    for name, _ in runs:
+        m, lo, hi = median_spread(times[name])
+        print(f"  {name:9} {m:6.2f} s  ({lo:.2f}-{hi:.2f})")
+    m, lo, hi = median_spread(conversions)
+    print(f"  DataFrame beyond the observer (pandas - observer, per round): {m:.3f} s "
+          f"({lo:.3f}-{hi:.3f})")
+    rate = flows / m if m > 0 else float("inf")
+    print(f"  => {rate / 1e6:.2f} M flows/s into the DataFrame after the observer's own time "
+          f"(target 3.00: {'met' if rate >= 3e6 else 'NOT met'})")
+    obs, conv, pd_part = (statistics.median(x) for x in zip(*splits))
+    print(f"  inside the pandas run: reading+observing with the records kept {obs:.3f} s, "
+          f"C++ columns -> numpy {conv:.3f} s, pandas' assembly {pd_part:.3f} s; "
+          f"(numpy + pandas) alone: {flows / (conv + pd_part) / 1e6:.2f} M flows/s")
+
+
+if __name__ == "__main__":
+    main()
