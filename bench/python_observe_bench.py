@@ -24,6 +24,7 @@ Needs Debian's /usr/bin/python3 with numpy and pandas, and the module built
 """
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -70,36 +71,48 @@ def main():
             while f.read(1 << 24):
                 pass
 
+    # Each run: (wall seconds, CPU seconds, what it made). CPU time (user + system of this
+    # process, or of the child for the CLI) is what other work on a shared machine disturbs
+    # least: the figures are given both ways.
     def cli():
-        t = time.perf_counter()
+        t, c = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run([flowmark_bin, "observe", "-r", cap, "--chains", args.chains],
                        stdout=subprocess.DEVNULL, check=True)
-        return time.perf_counter() - t, None
+        c2 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (time.perf_counter() - t,
+                c2.ru_utime + c2.ru_stime - c.ru_utime - c.ru_stime, None)
+
+    def timed(fn):
+        t, c = time.perf_counter(), time.process_time()
+        made = fn()
+        return time.perf_counter() - t, time.process_time() - c, made
 
     def observer():
-        t = time.perf_counter()
-        o = flowmark.observe(cap, chains=args.chains)
-        o._run.discard_all()
-        return time.perf_counter() - t, o.stats["emitted"]
+        def run():
+            o = flowmark.observe(cap, chains=args.chains)
+            o._run.discard_all()
+            return o.stats["emitted"]
+        return timed(run)
 
     def arrays():
-        t = time.perf_counter()
-        o = flowmark.observe(cap, chains=args.chains)
-        a = o.to_arrays()
-        return time.perf_counter() - t, (len(a["sip"]), o._run.timing())
+        def run():
+            o = flowmark.observe(cap, chains=args.chains)
+            return len(o.to_arrays()["sip"]), o._run.timing()
+        return timed(run)
 
     def to_pandas():
-        t = time.perf_counter()
-        o = flowmark.observe(cap, chains=args.chains)
-        df = o.to_pandas()
-        return time.perf_counter() - t, (len(df), o._run.timing())
+        def run():
+            o = flowmark.observe(cap, chains=args.chains)
+            return len(o.to_pandas()), o._run.timing()
+        return timed(run)
 
     runs = [("cli", cli), ("observer", observer), ("arrays", arrays), ("pandas", to_pandas)]
     busy = os.getloadavg()[0]
     print(f"== {cap}, chains {args.chains}; {os.cpu_count()} CPUs, load average {busy:.2f} "
           "before the runs (other work on the machine slows every figure)", flush=True)
     times = {name: [] for name, _ in runs}
-    conversions, splits = [], []
+    cpus = {name: [] for name, _ in runs}
+    conversions, cpu_conversions, splits = [], [], []
     flows = None
     for r in range(args.repeat):
         order = runs if r % 2 == 0 else list(reversed(runs))
@@ -108,26 +121,30 @@ def main():
             warm()
             got[name] = fn()
             times[name].append(got[name][0])
-        flows = got["observer"][1]
-        n_pd, timing = got["pandas"][1]
-        if n_pd != flows or got["arrays"][1][0] != flows:
-            sys.exit(f"rows differ: observer {flows}, arrays {got['arrays'][1][0]}, "
+            cpus[name].append(got[name][1])
+        flows = got["observer"][2]
+        n_pd, timing = got["pandas"][2]
+        if n_pd != flows or got["arrays"][2][0] != flows:
+            sys.exit(f"rows differ: observer {flows}, arrays {got['arrays'][2][0]}, "
                      f"pandas {n_pd}")
         conversions.append(got["pandas"][0] - got["observer"][0])
+        cpu_conversions.append(got["pandas"][1] - got["observer"][1])
         splits.append((timing["observe"], timing["convert"],
                        got["pandas"][0] - timing["observe"] - timing["convert"]))
-        print(f"round {r + 1}: " + ", ".join(f"{n} {got[n][0]:.2f} s" for n, _ in runs),
-              flush=True)
-    print(f"\n{flows:,} flows; medians of {args.repeat} rounds (min-max):")
+        print(f"round {r + 1}: " + ", ".join(f"{n} {got[n][0]:.2f} s ({got[n][1]:.2f} CPU)"
+                                            for n, _ in runs), flush=True)
+    print(f"\n{flows:,} flows; medians of {args.repeat} rounds (min-max), wall and CPU:")
     for name, _ in runs:
         m, lo, hi = median_spread(times[name])
-        print(f"  {name:9} {m:6.2f} s  ({lo:.2f}-{hi:.2f})")
-    m, lo, hi = median_spread(conversions)
-    print(f"  DataFrame beyond the observer (pandas - observer, per round): {m:.3f} s "
-          f"({lo:.3f}-{hi:.3f})")
-    rate = flows / m if m > 0 else float("inf")
-    print(f"  => {rate / 1e6:.2f} M flows/s into the DataFrame after the observer's own time "
-          f"(target 3.00: {'met' if rate >= 3e6 else 'NOT met'})")
+        cm, clo, chi = median_spread(cpus[name])
+        print(f"  {name:9} {m:6.2f} s  ({lo:.2f}-{hi:.2f})   CPU {cm:6.2f} s  ({clo:.2f}-{chi:.2f})")
+    for what, xs in (("wall", conversions), ("CPU", cpu_conversions)):
+        m, lo, hi = median_spread(xs)
+        rate = flows / m if m > 0 else float("inf")
+        print(f"  DataFrame beyond the observer ({what}, pandas - observer, per round): "
+              f"{m:.3f} s ({lo:.3f}-{hi:.3f})")
+        print(f"  => {rate / 1e6:.2f} M flows/s into the DataFrame after the observer's own "
+              f"time ({what}; target 3.00: {'met' if rate >= 3e6 else 'NOT met'})")
     obs, conv, pd_part = (statistics.median(x) for x in zip(*splits))
     print(f"  inside the pandas run: reading+observing with the records kept {obs:.3f} s, "
           f"C++ columns -> numpy {conv:.3f} s, pandas' assembly {pd_part:.3f} s; "

@@ -72,6 +72,10 @@ double seconds(Nanos t) noexcept {
   return negative ? -d : d;
 }
 
+// One field over the records.
+template <class T>
+using Column = std::vector<T>;
+
 // A chain field's values: what FieldVisitor handed over for each record.
 enum class Kind : std::uint8_t { kNull = 0, kBool, kNumber, kText };
 
@@ -83,10 +87,10 @@ struct ChainColumn {
   std::string name;
   Kind kind = Kind::kNull;  // the probed kind
   bool generic = true;
-  std::vector<std::uint8_t> mask;      // 1 where null
-  std::vector<std::uint8_t> bools;     // kind kBool, not generic
-  std::vector<std::uint64_t> numbers;  // kind kNumber, or generic values
-  std::vector<Kind> kinds;             // generic
+  Column<std::uint8_t> mask;      // 1 where null
+  Column<std::uint8_t> bools;     // kind kBool, not generic
+  Column<std::uint64_t> numbers;  // kind kNumber, or generic values
+  Column<Kind> kinds;             // generic
   const char* last_name = nullptr;     // the name's text as the chain last passed it
 
   void reserve(std::size_t n) {
@@ -136,13 +140,13 @@ struct ChainColumn {
 
 // The record's own fields, one vector each, in the types the arrays have.
 struct BaseColumns {
-  std::vector<IpAddress> sip, dip;
-  std::vector<std::uint8_t> proto, ip_version, tcp_flags_fwd, tcp_flags_rev;
-  std::vector<std::uint8_t> continuation, no_ports;  // numpy bool
-  std::vector<std::uint16_t> sp, dp, vlan;           // sp, dp: 0 without ports
-  std::vector<double> first, last;
-  std::vector<std::uint64_t> pkt_fwd, pkt_rev, oct_fwd, oct_rev;
-  std::vector<std::uint32_t> fragments, icmp_errors;
+  Column<IpAddress> sip, dip;
+  Column<std::uint8_t> proto, ip_version, tcp_flags_fwd, tcp_flags_rev;
+  Column<std::uint8_t> continuation, no_ports;  // numpy bool
+  Column<std::uint16_t> sp, dp, vlan;           // sp, dp: 0 without ports
+  Column<double> first, last;
+  Column<std::uint64_t> pkt_fwd, pkt_rev, oct_fwd, oct_rev;
+  Column<std::uint32_t> fragments, icmp_errors;
 
   template <class F>
   void each(F&& f) {
@@ -598,18 +602,18 @@ class Run {
 
   // A vector's elements from `begin` as a numpy array that owns the vector (no copy).
   template <class T>
-  static py::array hand_over(std::vector<T>& v, std::size_t begin, py::dtype dtype) {
-    auto* owned = new std::vector<T>(std::move(v));
-    py::capsule owner(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  static py::array hand_over(Column<T>& v, std::size_t begin, py::dtype dtype) {
+    auto* owned = new Column<T>(std::move(v));
+    py::capsule owner(owned, [](void* p) { delete static_cast<Column<T>*>(p); });
     v = {};
     return py::array(dtype, std::vector<py::ssize_t>{static_cast<py::ssize_t>(owned->size() - begin)},
                      owned->data() + begin, owner);
   }
   template <class T>
-  static py::array hand_over(std::vector<T>& v, std::size_t begin) {
+  static py::array hand_over(Column<T>& v, std::size_t begin) {
     return hand_over(v, begin, py::dtype::of<T>());
   }
-  static py::array hand_over_bool(std::vector<std::uint8_t>& v, std::size_t begin) {
+  static py::array hand_over_bool(Column<std::uint8_t>& v, std::size_t begin) {
     return hand_over(v, begin, py::dtype::of<bool>());
   }
 
@@ -622,7 +626,7 @@ class Run {
     // server's address recurs in many records; the str is shared, as Python shares it).
     AddressCache cache;
     for (int side = 0; side < 2; ++side) {
-      const std::vector<IpAddress>& addrs = side == 0 ? b.sip : b.dip;
+      const Column<IpAddress>& addrs = side == 0 ? b.sip : b.dip;
       py::array a = objects(n);
       auto** objs = static_cast<PyObject**>(a.mutable_data());
       for (std::size_t i = 0; i < n; ++i) {
