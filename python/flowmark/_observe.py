@@ -55,7 +55,8 @@ class Observation:
     def stats(self):
         """The observer's counters (as `flowmark observe --stats` prints them) so far: packets,
         flows, emitted, evicted, decode_errors (by reason), drops (live captures; None for
-        files), active_flows, bytes_per_flow ...; finished is True once the input has ended."""
+        files), active_flows, bytes_per_flow ...; finished is True once the input has ended.
+        Taken between slices of reading: another thread may watch a run's progress."""
         return self._run.stats()
 
     def stop(self):
@@ -72,6 +73,9 @@ class Observation:
         sp and dp (uint16), which are numpy.ma.MaskedArray masked where the flow has no ports.
         Every chain field is a MaskedArray (masked where the JSON has null): bool, uint64, or
         object (text: str, None where masked).
+
+        A corrupt capture raises ValueError (flowmark's message); called again, to_arrays()
+        returns the records before the damage.
         """
         import numpy.ma as ma
         out = {}

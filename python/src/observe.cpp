@@ -378,6 +378,8 @@ class Run {
     setup.add_to(observer_);
     columns_.set_up(observer_);
     capture_->set_return_when_idle(true);
+    snapshot_.bytes_per_flow = observer_.bytes_per_flow();
+    snapshot_.drops = capture_->drops();
   }
 
   // The next record as a dict, or nullopt at the end.
@@ -442,11 +444,14 @@ class Run {
     return names;
   }
 
+  // The counters as of the end of the last slice (another thread may ask while this run reads
+  // without the GIL: it gets that snapshot, not the observer's counters as they change).
   py::dict stats() const {
-    const auto& st = observer_.stats();
+    const Snapshot& snap = snapshot_;
+    const auto& st = snap.stats;
     py::dict d;
     d["packets"] = st.packets;
-    d["drops"] = capture_->drops() ? py::object(py::int_(*capture_->drops())) : py::none();
+    d["drops"] = snap.drops ? py::object(py::int_(*snap.drops)) : py::none();
     d["short_packets"] = st.short_packets;
     d["non_ip"] = st.non_ip;
     d["fragments"] = st.fragments;
@@ -458,14 +463,14 @@ class Run {
     d["evicted"] = st.evicted;
     d["emitted"] = st.emitted;
     d["icmp_errors_matched"] = st.icmp_errors_matched;
-    d["active_flows"] = observer_.active_flows();
-    d["bytes_per_flow"] = observer_.bytes_per_flow();
+    d["active_flows"] = snap.active_flows;
+    d["bytes_per_flow"] = snap.bytes_per_flow;
     py::dict errors;
     for (std::size_t i = 1; i < st.decode_errors.size(); ++i)
       errors[py::str(std::string(observe::to_string(static_cast<observe::DecodeError>(i))))] =
           st.decode_errors[i];
     d["decode_errors"] = errors;
-    d["finished"] = finished_;
+    d["finished"] = snap.finished;
     return d;
   }
 
@@ -485,6 +490,11 @@ class Run {
   // Reads and observes, with the GIL released, until `rows` records are waiting, kSlice has
   // passed, a live capture is idle, or the input ends (then the observer is finished).
   void run_slice(std::size_t rows) {
+    read_slice(rows);
+    snapshot_ = {observer_.stats(), capture_->drops(), observer_.active_flows(),
+                 observer_.bytes_per_flow(), finished_};
+  }
+  void read_slice(std::size_t rows) {
     py::gil_scoped_release nogil;
     const auto start = Clock::now();
     const auto deadline = start + kSlice;
@@ -683,6 +693,13 @@ class Run {
   std::array<observe::FrameRef, 256> batch_;
   std::size_t next_row_ = 0;
   bool finished_ = false;
+  struct Snapshot {
+    observe::ObserverStats stats;
+    std::optional<std::uint64_t> drops;
+    std::size_t active_flows = 0, bytes_per_flow = 0;
+    bool finished = false;
+  };
+  Snapshot snapshot_;
   bool busy_ = false;
   bool discard_ = false;
   double observe_seconds_ = 0, convert_seconds_ = 0;
