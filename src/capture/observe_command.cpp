@@ -317,10 +317,9 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
       const auto now = std::chrono::steady_clock::now();
       if (now - last_progress > std::chrono::seconds(1)) {
         last_progress = now;
-        fmt::print(
-            stderr, "\r{:5.1f}%  {} packets  {} active flows ",
-            100.0 * static_cast<double>(src->offset()) / static_cast<double>(*src->size()),
-            obs->stats().packets, obs->active_flows());
+        fmt::print(stderr, "\r{:5.1f}%  {} packets  {} active flows ",
+                   100.0 * static_cast<double>(src->offset()) / static_cast<double>(*src->size()),
+                   obs->stats().packets, obs->active_flows());
       }
     }
   }
