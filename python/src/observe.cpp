@@ -7,10 +7,10 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
-#include <algorithm>
-#include <atomic>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <algorithm>
+#include <atomic>
 
 #include <cerrno>
 #include <chrono>
@@ -87,11 +87,11 @@ struct ChainColumn {
   std::string name;
   Kind kind = Kind::kNull;  // the probed kind
   bool generic = true;
-  Column<std::uint8_t> mask;      // 1 where null
-  Column<std::uint8_t> bools;     // kind kBool, not generic
-  Column<std::uint64_t> numbers;  // kind kNumber, or generic values
-  Column<Kind> kinds;             // generic
-  const char* last_name = nullptr;     // the name's text as the chain last passed it
+  Column<std::uint8_t> mask;        // 1 where null
+  Column<std::uint8_t> bools;       // kind kBool, not generic
+  Column<std::uint64_t> numbers;    // kind kNumber, or generic values
+  Column<Kind> kinds;               // generic
+  const char* last_name = nullptr;  // the name's text as the chain last passed it
 
   void reserve(std::size_t n) {
     mask.reserve(n);
@@ -194,8 +194,8 @@ class RecordColumns final : public observe::FieldVisitor {
       }
       alignas(8) std::byte state[512];
       const std::size_t size = std::min(chain->state_size(), sizeof state);
-      for (const std::byte pattern : {std::byte{0xff}, std::byte{0x00}, std::byte{0x55},
-                                      std::byte{0xaa}, std::byte{0x01}}) {
+      for (const std::byte pattern :
+           {std::byte{0xff}, std::byte{0x00}, std::byte{0x55}, std::byte{0xaa}, std::byte{0x01}}) {
         std::memset(state, static_cast<int>(pattern), size);
         probe_at_ = first;
         probing_ = true;
@@ -355,8 +355,7 @@ class AddressCache {
     // The reader says "cannot read the capture" whether the file is missing or not a
     // capture: which one is told by the file system.
     struct stat st {};
-    if (::stat(file.c_str(), &st) != 0)
-      raise(PyExc_OSError, py::make_tuple(errno, message, file));
+    if (::stat(file.c_str(), &st) != 0) raise(PyExc_OSError, py::make_tuple(errno, message, file));
     if (::access(file.c_str(), R_OK) != 0)
       raise(PyExc_OSError, py::make_tuple(errno, message, file));
     if (code == make_error_code(Errc::kMalformed)) raise(PyExc_ValueError, message);
@@ -371,8 +370,7 @@ class AddressCache {
 class Run {
  public:
   explicit Run(capture::ObserveSetup setup)
-      : capture_(std::move(setup.capture)),
-        observer_(setup.config, [this](const FlowRecord& r) {
+      : capture_(std::move(setup.capture)), observer_(setup.config, [this](const FlowRecord& r) {
           if (!discard_) columns_.add(r, observer_);
         }) {
     setup.add_to(observer_);
@@ -616,7 +614,8 @@ class Run {
     auto* owned = new Column<T>(std::move(v));
     py::capsule owner(owned, [](void* p) { delete static_cast<Column<T>*>(p); });
     v = {};
-    return py::array(dtype, std::vector<py::ssize_t>{static_cast<py::ssize_t>(owned->size() - begin)},
+    return py::array(dtype,
+                     std::vector<py::ssize_t>{static_cast<py::ssize_t>(owned->size() - begin)},
                      owned->data() + begin, owner);
   }
   template <class T>
@@ -672,8 +671,8 @@ class Run {
   // null) for text and for a column of mixed kinds.
   py::tuple chain_column(ChainColumn& c, std::size_t begin, std::size_t n) const {
     if (!c.generic) {
-      py::array values = c.kind == Kind::kBool ? hand_over_bool(c.bools, begin)
-                                               : hand_over(c.numbers, begin);
+      py::array values =
+          c.kind == Kind::kBool ? hand_over_bool(c.bools, begin) : hand_over(c.numbers, begin);
       return py::make_tuple(values, hand_over_bool(c.mask, begin));
     }
     py::array a = objects(n);
@@ -724,8 +723,8 @@ Result<observe::ScitagsNames> registry_names(const std::string& source) {
 }
 
 std::unique_ptr<Run> open_run(const std::string& file, const std::string& iface,
-                              const std::string& chains, double idle_timeout,
-                              double expiry_delay, double active_timeout, std::size_t max_flows,
+                              const std::string& chains, double idle_timeout, double expiry_delay,
+                              double active_timeout, std::size_t max_flows,
                               const std::string& filter, const std::string& registry,
                               bool icmp_flows, bool vlan, bool tcp_completion,
                               const std::string& capture_backend) {
