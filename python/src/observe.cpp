@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <algorithm>
+#include <bit>
 #include <atomic>
 
 #include <cerrno>
@@ -53,10 +54,10 @@ double seconds(Nanos t) noexcept {
   const std::uint64_t a =
       negative ? ~static_cast<std::uint64_t>(t) + 1 : static_cast<std::uint64_t>(t);
   double d = static_cast<double>(static_cast<long double>(a) / 1e9L);
-  int e2 = 0;
-  (void)std::frexp(d, &e2);
-  const int p = e2 - 1;  // d in [2^p, 2^(p+1)); its step is 2^(p-52)
-  const auto m = static_cast<std::uint64_t>(std::ldexp(d, 52 - p));
+  // d in [2^p, 2^(p+1)), its step 2^(p-52), d = m steps (d is normal: 1e-9 <= d < 1e10).
+  const auto bits = std::bit_cast<std::uint64_t>(d);
+  const int p = static_cast<int>((bits >> 52) & 0x7ff) - 1023;
+  const std::uint64_t m = (bits & ((std::uint64_t{1} << 52) - 1)) | (std::uint64_t{1} << 52);
   // In quarter steps: d = 4m, the midpoints 4m + 2 and 4m - 2 (4m - 1 below a power of two);
   // t / 1e9 = a * 2^(54 - p) / 1e9 quarter steps (p <= 33: the shift is at least 21 and the
   // product stays below 2^90).
@@ -110,7 +111,7 @@ struct ChainColumn {
     numbers.clear();
     kinds.clear();
   }
-  void put(Kind k, std::uint64_t v) {
+  [[gnu::always_inline]] void put(Kind k, std::uint64_t v) {
     if (!generic && k != Kind::kNull && k != kind) to_generic();
     mask.push_back(k == Kind::kNull ? 1 : 0);
     if (generic) {

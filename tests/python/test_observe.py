@@ -278,6 +278,29 @@ def _frame(i):
     return struct.pack("<IIII", ts, (i % 1000) * 1000, len(frame), len(frame)) + frame
 
 
+def test_times_are_the_floats_the_json_parses_to(tmp_path, flowmark_bin):
+    """first/last: the double nearest to the nanosecond time, as float() of the JSON's nine
+    decimals, over random times from 1970 to 2106 (a nanosecond pcap, one flow a frame)."""
+    import random
+    import struct
+    rng = random.Random(16)
+    times = sorted(rng.randrange(1, (1 << 32) * 10**9) for _ in range(4000))
+    times += [10**9, 1, 999_999_999, 1_700_000_000_000_000_000, (1 << 53) + 1]
+    times.sort()
+    path = tmp_path / "nano.pcap"
+    with open(path, "wb") as f:
+        f.write(bytes.fromhex("4d3cb2a1020004000000000000000000ffff000001000000"))
+        for i, t in enumerate(times):
+            frame = _frame(i)[16:]
+            f.write(struct.pack("<IIII", t // 10**9, t % 10**9, len(frame), len(frame)) + frame)
+    want = cli_records(flowmark_bin, str(path), ["--idle-timeout", "1e7"])
+    got = list(flowmark.observe(str(path), idle_timeout=1e7))
+    assert len(want) > 3000
+    assert_same(got, want, "nanosecond times")
+    df = flowmark.observe(str(path), idle_timeout=1e7).to_pandas()
+    assert df["first"].tolist() == [w["first"] for w in want]
+
+
 def test_ctrl_c_interrupts_a_read_that_does_not_end(tmp_path):
     """A FIFO fed without end by a thread: the read cannot finish; once the thread has pushed
     enough frames through it that the reader is certainly busy with them (the FIFO holds
