@@ -4,6 +4,7 @@
 // (iteration) or as whole columns (numpy arrays, made without a Python object per field).
 // The pure-Python side (flowmark/_observe.py) wraps the columns in masked arrays / pandas.
 #include <Python.h>
+#include <netinet/in.h>
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
@@ -141,7 +142,10 @@ struct ChainColumn {
 
 // The record's own fields, one vector each, in the types the arrays have.
 struct BaseColumns {
-  Column<IpAddress> sip, dip;
+  // Addresses as their 16 bytes (IPv4: the first 4) and a family byte (bit 0: sip is IPv6,
+  // bit 1: dip is), not as IpAddress (24 bytes each).
+  Column<std::array<std::uint8_t, 16>> sip, dip;
+  Column<std::uint8_t> families;
   Column<std::uint8_t> proto, ip_version, tcp_flags_fwd, tcp_flags_rev;
   Column<std::uint8_t> continuation, no_ports;  // numpy bool
   Column<std::uint16_t> sp, dp, vlan;           // sp, dp: 0 without ports
@@ -151,13 +155,19 @@ struct BaseColumns {
 
   template <class F>
   void each(F&& f) {
-    f(sip), f(dip), f(proto), f(ip_version), f(tcp_flags_fwd), f(tcp_flags_rev);
+    f(sip), f(dip), f(families), f(proto), f(ip_version), f(tcp_flags_fwd), f(tcp_flags_rev);
     f(continuation), f(no_ports), f(sp), f(dp), f(vlan), f(first), f(last);
     f(pkt_fwd), f(pkt_rev), f(oct_fwd), f(oct_rev), f(fragments), f(icmp_errors);
   }
+  static std::array<std::uint8_t, 16> bytes_of(const IpAddress& a) noexcept {
+    std::array<std::uint8_t, 16> b{};
+    std::memcpy(b.data(), a.bytes(), a.size());
+    return b;
+  }
   void add(const FlowRecord& r) {
-    sip.push_back(r.sip);
-    dip.push_back(r.dip);
+    sip.push_back(bytes_of(r.sip));
+    dip.push_back(bytes_of(r.dip));
+    families.push_back(static_cast<std::uint8_t>((r.sip.is_v6() ? 1 : 0) | (r.dip.is_v6() ? 2 : 0)));
     proto.push_back(r.proto);
     ip_version.push_back(r.ip_version);
     tcp_flags_fwd.push_back(r.tcp_flags_fwd);
@@ -305,6 +315,16 @@ py::str address_str(const IpAddress& a) {
   return ascii(buf, static_cast<std::size_t>(observe::format_address(buf, a) - buf));
 }
 
+IpAddress address_of(const std::array<std::uint8_t, 16>& b, bool v6) noexcept {
+  if (!v6) {
+    return IpAddress::v4(std::uint32_t{b[0]} << 24 | std::uint32_t{b[1]} << 16 |
+                         std::uint32_t{b[2]} << 8 | b[3]);
+  }
+  in6_addr a{};
+  std::memcpy(&a, b.data(), 16);
+  return IpAddress::v6(a);
+}
+
 // str objects for addresses, by a direct-mapped cache of 8,192 entries: get() returns a new
 // reference.
 class AddressCache {
@@ -316,18 +336,18 @@ class AddressCache {
   AddressCache(const AddressCache&) = delete;
   AddressCache& operator=(const AddressCache&) = delete;
 
-  PyObject* get(const IpAddress& a) {
-    std::uint64_t h = 0;
-    const std::uint8_t* b = a.bytes();
-    std::uint64_t w[2] = {0, 0};
-    std::memcpy(w, b, a.size());
-    h = (w[0] * 0x9E3779B97F4A7C15ull) ^ (w[1] * 0xC2B2AE3D27D4EB4Full);
+  PyObject* get(const std::array<std::uint8_t, 16>& b, bool v6) {
+    std::uint64_t w[2];
+    std::memcpy(w, b.data(), 16);
+    const std::uint64_t h =
+        (w[0] * 0x9E3779B97F4A7C15ull) ^ (w[1] * 0xC2B2AE3D27D4EB4Full) ^ (v6 ? 0x5bd1e995 : 0);
     Slot& s = slots_[(h >> 40) & (kSlots - 1)];
-    if (s.str == nullptr || !(s.address == a)) {
-      PyObject* fresh = address_str(a).release().ptr();
+    if (s.str == nullptr || s.v6 != v6 || s.bytes != b) {
+      PyObject* fresh = address_str(address_of(b, v6)).release().ptr();
       Py_XDECREF(s.str);
       s.str = fresh;
-      s.address = a;
+      s.bytes = b;
+      s.v6 = v6;
     }
     Py_INCREF(s.str);
     return s.str;
@@ -336,7 +356,8 @@ class AddressCache {
  private:
   static constexpr std::size_t kSlots = 8192;
   struct Slot {
-    IpAddress address;
+    std::array<std::uint8_t, 16> bytes{};
+    bool v6 = false;
     PyObject* str = nullptr;
   };
   std::vector<Slot> slots_;
@@ -553,8 +574,8 @@ class Run {
     py::dict d;
     std::size_t k = 0;
     auto set = [&](py::object v) { d[keys_[k++]] = std::move(v); };
-    set(address_str(b.sip[i]));
-    set(address_str(b.dip[i]));
+    set(address_str(address_of(b.sip[i], (b.families[i] & 1) != 0)));
+    set(address_str(address_of(b.dip[i], (b.families[i] & 2) != 0)));
     set(py::int_(b.proto[i]));
     set(ports ? py::object(py::int_(b.sp[i])) : py::none());
     set(ports ? py::object(py::int_(b.dp[i])) : py::none());
@@ -636,11 +657,12 @@ class Run {
     // server's address recurs in many records; the str is shared, as Python shares it).
     AddressCache cache;
     for (int side = 0; side < 2; ++side) {
-      const Column<IpAddress>& addrs = side == 0 ? b.sip : b.dip;
+      const auto& addrs = side == 0 ? b.sip : b.dip;
+      const std::uint8_t v6_bit = side == 0 ? 1 : 2;
       py::array a = objects(n);
       auto** objs = static_cast<PyObject**>(a.mutable_data());
       for (std::size_t i = 0; i < n; ++i) {
-        PyObject* s = cache.get(addrs[begin + i]);
+        PyObject* s = cache.get(addrs[begin + i], (b.families[begin + i] & v6_bit) != 0);
         Py_DECREF(objs[i]);
         objs[i] = s;
       }
