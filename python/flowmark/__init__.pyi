@@ -1,1 +1,3 @@
 __version__: str
+
+from . import scitags as scitags

@@ -147,7 +147,8 @@ class Sender {
  public:
   Sender(int ttl, const std::optional<std::string>& iface, const std::string& hostname,
          const std::string& application) {
-    if (ttl < 0 || ttl > 255) throw py::value_error("ttl must be 0..255, got " + std::to_string(ttl));
+    if (ttl < 0 || ttl > 255)
+      throw py::value_error("ttl must be 0..255, got " + std::to_string(ttl));
     scitags::FireflySenderConfig config;
     config.ttl = ttl;
     if (iface) config.iface = value_or_raise(resolve_interface(*iface));
@@ -166,13 +167,15 @@ class Sender {
   // Encodes the event and sends it to the flow's destination (port 10514) when asked and to
   // every added destination. Tries them all; raises the first failure. Returns the datagram.
   py::bytes send(const std::vector<std::string>& tokens, const Registry& reg, Micros start,
-                 Micros end, Micros now, std::optional<std::pair<std::uint64_t, std::uint64_t>> usage,
+                 Micros end, Micros now,
+                 std::optional<std::pair<std::uint64_t, std::uint64_t>> usage,
                  bool to_destination) {
     FlowEvent e = flow_event(tokens, reg);
     if (now <= 0) now = now_micros();
     e.start_time = start > 0 ? start : now;
     if (end > 0) e.end_time = end;
-    if (e.state == scitags::FlowState::kEnd && e.end_time <= 0) e.end_time = std::max(now, e.start_time);
+    if (e.state == scitags::FlowState::kEnd && e.end_time <= 0)
+      e.end_time = std::max(now, e.start_time);
     if (usage) e.usage = scitags::Usage{.received = usage->first, .sent = usage->second};
     std::string wire(value_or_raise(encoder_->encode(e, now)));
     std::vector<Endpoint> dests;
@@ -209,16 +212,13 @@ void bind_scitags(py::module_& m) {
 
   m.def(
       "decode_firefly",
-      [](py::bytes data, bool lenient) {
-        return decode_firefly(std::string_view(data), lenient);
-      },
+      [](py::bytes data, bool lenient) { return decode_firefly(std::string_view(data), lenient); },
       py::arg("data"), py::arg("lenient") = false);
   m.def(
       "encode_firefly",
       [](const std::string& document, bool header, const std::string& hostname,
-         const std::string& app_name, Micros now) {
-        return encode_firefly(document, header, hostname, app_name, now);
-      },
+         const std::string& app_name,
+         Micros now) { return encode_firefly(document, header, hostname, app_name, now); },
       py::arg("document"), py::arg("header"), py::arg("hostname"), py::arg("app_name"),
       py::arg("now"));
   m.def("now_micros", [] { return now_micros(); });
@@ -246,8 +246,7 @@ void bind_scitags(py::module_& m) {
       [](std::uint32_t e, std::uint32_t a) { return value_or_raise(scitags::make_scitag(e, a)); },
       py::arg("experiment"), py::arg("activity"));
   m.def(
-      "split_scitag",
-      [](std::uint32_t tag) { return value_or_raise(scitags::split_scitag(tag)); },
+      "split_scitag", [](std::uint32_t tag) { return value_or_raise(scitags::split_scitag(tag)); },
       py::arg("scitag"));
 
   py::class_<Registry>(m, "Registry")
@@ -305,8 +304,8 @@ void bind_scitags(py::module_& m) {
       [](const std::vector<std::string>& tokens, const Registry& reg) {
         const FlowEvent e = flow_event(tokens, reg);
         return std::string(scitags::to_string(e.state)) + " " +
-               std::string(scitags::to_string(e.protocol)) + " " + e.src.address.to_string() +
-               " " + std::to_string(e.src.port) + " " + e.dst.address.to_string() + " " +
+               std::string(scitags::to_string(e.protocol)) + " " + e.src.address.to_string() + " " +
+               std::to_string(e.src.port) + " " + e.dst.address.to_string() + " " +
                std::to_string(e.dst.port) + " " + std::to_string(e.experiment) + " " +
                std::to_string(e.activity);
       },

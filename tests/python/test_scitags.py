@@ -536,3 +536,34 @@ def test_send_firefly_to_the_destination_reaches_firefly_listen(flowmark_bin):
         assert got["firefly"]["context"]["experiment-id"] == 3
     finally:
         _delete_namespace(ns)
+
+
+def test_ctrl_c_interrupts_a_blocked_announcer(tmp_path, build_dir):
+    """A writer blocked on a full pipe is interrupted by SIGINT (KeyboardInterrupt), at once."""
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    script = ("import sys\n"
+              "from flowmark import scitags\n"
+              "a = scitags.Announcer(sys.argv[1])\n"
+              "try:\n"
+              "    while True:\n"
+              "        a.start('tcp', '10.0.0.1', 1, '10.0.0.2', 2, 2, 1)\n"
+              "except KeyboardInterrupt:\n"
+              "    print('interrupted', flush=True)\n")
+    env = dict(os.environ, PYTHONPATH=os.path.join(build_dir, "python"))
+    p = subprocess.Popen(["/usr/bin/python3", "-c", script, fifo], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        capacity = fcntl.fcntl(reader, 1032)  # F_GETPIPE_SZ
+        wait_until(lambda: _fionread(reader) > capacity - 1024 or p.poll() is not None, 10,
+                   "a full pipe")
+        assert p.poll() is None, p.stderr.read()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(reader)
+    assert (p.returncode, out) == (0, "interrupted\n"), err
