@@ -308,7 +308,8 @@ class Announcer:
             ...
             a.end("tcp", src, sport, dst, dport, "atlas", "default")
 
-    Thread-safe. Usable as a context manager (closes the pipe), or call close().
+    Thread-safe. Usable as a context manager (closes the pipe), or call close() (which waits
+    for a write another thread has blocked on a full pipe).
     """
 
     def __init__(self, pipe=DEFAULT_PIPE, *, registry=None, wait=0.0):

@@ -567,3 +567,27 @@ def test_ctrl_c_interrupts_a_blocked_announcer(tmp_path, build_dir):
             p.wait()
         os.close(reader)
     assert (p.returncode, out) == (0, "interrupted\n"), err
+
+
+def test_announcer_finds_a_restarted_flowmarkd(flowmarkd_bin, tmp_path):
+    """flowmarkd stops (its FIFO goes away) and starts again (a new FIFO at the same path): the
+    Announcer's next write finds no reader on the old one, reopens the path and goes on."""
+    os.chmod(tmp_path, 0o755)
+    first = Flowmarkd(flowmarkd_bin, str(tmp_path))
+    try:
+        a = scitags.Announcer(first.pipe)
+        a.start("tcp", "10.2.0.1", 1000, "10.2.0.2", 2000, 2, 1)
+        first.wait_records(1)
+        assert first.stop() == 0
+    finally:
+        first.kill()
+    os.unlink(first.records)
+    second = Flowmarkd(flowmarkd_bin, str(tmp_path))
+    try:
+        with a:
+            a.start("tcp", "10.2.0.1", 1001, "10.2.0.2", 2000, 2, 1)
+        recs = second.wait_records(1)
+        assert [r["flow-id"]["src-port"] for r in recs] == [1001]
+        assert second.stop() == 0
+    finally:
+        second.kill()
