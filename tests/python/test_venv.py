@@ -17,7 +17,9 @@ def run(*args, env=None, cwd="/"):
 
 
 def module(*args, **kw):
-    env = dict(os.environ)
+    # The flowmark under test, wherever the subprocess runs (PYTHONPATH may be relative).
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(
+        os.path.abspath(flowmark.__file__))))
     env.pop("VIRTUAL_ENV", None)
     env.update(kw.pop("env", {}))
     return run("/usr/bin/python3", "-m", "flowmark.venv", *args, env=env, **kw)
