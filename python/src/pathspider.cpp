@@ -216,18 +216,23 @@ py::object Ip::icmp(std::uint8_t want) {
 // The chains' bound methods by hook, as pathspider's Observer._get_chains finds them.
 struct Hooks {
   std::vector<py::object> new_flow, ip4, ip6, icmp4, icmp6, tcp, udp;
+  std::vector<py::object> none;  // for other protocols
 };
 
 class PythonChains final : public observe::Chain {
  public:
   explicit PythonChains(Hooks hooks) : hooks_(std::move(hooks)) {
     rev_name_ = py::make_tuple("rev");
+    pkt_first_ = py::str("pkt_first");
+    pkt_last_ = py::str("pkt_last");
   }
   ~PythonChains() override {
     py::gil_scoped_acquire gil;
     hooks_ = Hooks{};
     ip_ = py::object();
     rev_name_ = py::tuple();
+    pkt_first_ = py::str();
+    pkt_last_ = py::str();
   }
 
   std::string_view name() const noexcept override { return "python"; }
@@ -245,6 +250,12 @@ class PythonChains final : public observe::Chain {
     ++seq_;
   }
   bool failed() const { return error_.has_value(); }
+  // rec["pkt_last"] = the record's last packet time (seconds), GIL held.
+  void set_last(const py::dict& rec, const FlowRecord& r) { set_time(rec, pkt_last_, r.last); }
+  static void set_time(const py::dict& rec, const py::str& key, observe::Nanos t) {
+    py::float_ v(static_cast<double>(t) / 1e9);
+    if (PyDict_SetItem(rec.ptr(), key.ptr(), v.ptr()) != 0) throw py::error_already_set();
+  }
   // The first Python exception a chain raised (then no chain is called any more).
   std::optional<py::error_already_set> take_error() {
     auto e = std::move(error_);
@@ -257,11 +268,12 @@ class PythonChains final : public observe::Chain {
     if (failed()) return false;
     try {
       py::dict rec;
-      rec["pkt_first"] = py::float_(static_cast<double>(r.first) / 1e9);
+      set_time(rec, pkt_first_, r.first);
       py::object ip = packet(p);
       for (const py::object& fn : hooks_.new_flow) {
         if (!call(fn, rec, ip)) return false;  // vetoed: the flow is ignored
       }
+      set_last(rec, r);
       *reinterpret_cast<PyObject**>(state) = rec.release().ptr();
       return true;
     } catch (py::error_already_set& e) {
@@ -274,16 +286,22 @@ class PythonChains final : public observe::Chain {
 
   Verdict on_ip(FlowRecord& r, std::byte* state, const PacketView& p, bool rev) noexcept override {
     keep_ = true;
+    const bool v4 = p.ip_version == 4;
+    const auto& ip_fns = v4 ? hooks_.ip4 : hooks_.ip6;
+    const auto& icmp_fns = v4 ? hooks_.icmp4 : hooks_.icmp6;
+    const std::uint8_t icmp_proto = v4 ? observe::kProtoIcmp : observe::kProtoIcmpv6;
+    const bool is_icmp = p.proto == icmp_proto && !(p.is_fragment && p.frag_offset != 0);
+    const auto& l4_fns = p.proto == observe::kProtoTcp   ? hooks_.tcp
+                         : p.proto == observe::kProtoUdp ? hooks_.udp
+                                                         : hooks_.none;
+    // Nothing of this packet for Python: pkt_last is written when the record is emitted.
+    if (ip_fns.empty() && (icmp_fns.empty() || !is_icmp) && l4_fns.empty())
+      return Verdict::kContinue;
     py::gil_scoped_acquire gil;
     if (failed()) return Verdict::kContinue;
     try {
       auto rec = py::reinterpret_borrow<py::dict>(*reinterpret_cast<PyObject**>(state));
-      rec["pkt_last"] = py::float_(static_cast<double>(r.last) / 1e9);
-      const bool v4 = p.ip_version == 4;
-      const auto& ip_fns = v4 ? hooks_.ip4 : hooks_.ip6;
-      const auto& icmp_fns = v4 ? hooks_.icmp4 : hooks_.icmp6;
-      const std::uint8_t icmp_proto = v4 ? observe::kProtoIcmp : observe::kProtoIcmpv6;
-      const bool is_icmp = p.proto == icmp_proto && !(p.is_fragment && p.frag_offset != 0);
+      set_last(rec, r);
       if (ip_fns.empty() && (icmp_fns.empty() || !is_icmp)) return Verdict::kContinue;
       py::object ip = packet(p);
       for (const py::object& fn : ip_fns) {
@@ -391,6 +409,7 @@ class PythonChains final : public observe::Chain {
 
   Hooks hooks_;
   py::tuple rev_name_;
+  py::str pkt_first_, pkt_last_;
   std::span<const std::byte> frame_;
   double seconds_ = 0;
   std::uint64_t seq_ = 0, ip_seq_ = 0;
@@ -532,7 +551,7 @@ class PathspiderObserver {
     py::gil_scoped_acquire gil;
     auto dict = py::reinterpret_steal<py::dict>(rec);
     try {
-      dict["pkt_last"] = py::float_(static_cast<double>(r.last) / 1e9);
+      chain_->set_last(dict, r);
     } catch (py::error_already_set&) {
       PyErr_Clear();
     }
