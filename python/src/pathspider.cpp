@@ -426,8 +426,11 @@ struct sigaction g_old_sigint {};
 void on_sigint(int sig) {
   if (auto* c = g_sigint_capture.load()) c->break_loop();
   // Python's own handler notes the signal: KeyboardInterrupt once the loop checks.
-  if (g_old_sigint.sa_handler != SIG_DFL && g_old_sigint.sa_handler != SIG_IGN)
+  if (g_old_sigint.sa_flags & SA_SIGINFO) {
+    if (g_old_sigint.sa_sigaction != nullptr) g_old_sigint.sa_sigaction(sig, nullptr, nullptr);
+  } else if (g_old_sigint.sa_handler != SIG_DFL && g_old_sigint.sa_handler != SIG_IGN) {
     g_old_sigint.sa_handler(sig);
+  }
 }
 
 class PathspiderObserver {
@@ -471,11 +474,14 @@ class PathspiderObserver {
   // Reads the capture to its end (or an interrupt), calling put(record) for each record as
   // it is emitted, then emits every flow still held. Returns True when interrupted by irq.
   bool run(const py::object& put, const py::object& irqueue) {
-    const bool main_thread = PyGILState_Check() && py::module_::import("threading")
-                                                       .attr("current_thread")()
-                                                       .is(py::module_::import("threading")
-                                                               .attr("main_thread")());
-    SigintGuard sigint(live_ && main_thread ? capture_.get() : nullptr);
+    // Only where Ctrl-C is Python's KeyboardInterrupt: a program with its own SIGINT
+    // handler (or none) decides for itself.
+    auto threading = py::module_::import("threading");
+    auto signal = py::module_::import("signal");
+    const bool ctrl_c_interrupts =
+        threading.attr("current_thread")().is(threading.attr("main_thread")()) &&
+        signal.attr("getsignal")(signal.attr("SIGINT")).is(signal.attr("default_int_handler"));
+    SigintGuard sigint(live_ && ctrl_c_interrupts ? capture_.get() : nullptr);
     IrqWatcher watcher(live_ && !irqueue.is_none() ? capture_.get() : nullptr, irqueue);
     std::array<observe::FrameRef, 64> batch;
     bool interrupted = false;

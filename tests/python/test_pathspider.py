@@ -401,3 +401,79 @@ def test_live_interface_opens_or_says_why():
     observer.run_flow_enqueuer(out, irq)
     items = [out.get_nowait() for _ in range(out.qsize())]
     assert items[-1] == PS_SENTINEL
+
+
+_CTRL_C_SCRIPT = """
+import queue, sys
+from flowmark.pathspider import Observer
+
+class Ready:
+    def ip4(self, rec, ip, rev):
+        print("packet", flush=True)
+        return True
+    ip6 = ip4
+
+observer = Observer(sys.argv[1], chains=[Ready])
+print("running", flush=True)
+try:
+    observer.run_flow_enqueuer(queue.Queue())
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(3)
+print("ended without interrupt", flush=True)
+"""
+
+
+def test_ctrl_c_interrupts_a_live_capture_waiting_for_frames(build_dir):
+    """SIGINT while int:lo waits in the kernel for frames (GIL released): KeyboardInterrupt."""
+    import signal
+    import socket
+    import subprocess
+    import threading
+    import time
+    if os.geteuid() != 0:
+        pytest.skip("needs root (an AF_PACKET capture on lo)")
+    env = dict(os.environ, PYTHONPATH=os.path.join(build_dir, "python"))
+    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_SCRIPT, "int:lo"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put((time.monotonic(), line.strip()))
+                                     for line in proc.stdout], daemon=True).start()
+    try:
+        def wait_for(word, deadline):
+            while time.monotonic() < deadline:
+                try:
+                    _, line = lines.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if line == word:
+                    return True
+            return False
+        deadline = time.monotonic() + 20
+        assert wait_for("running", deadline), "the Observer did not start"
+        # Frames on lo until the chain has seen one: the capture is running.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            seen = False
+            while not seen and time.monotonic() < deadline:
+                s.sendto(b"x", ("127.0.0.1", 9))
+                seen = wait_for("packet", time.monotonic() + 0.2)
+        assert seen, "no packet reached the chain"
+        # Then quiet: no chain output for 0.5 s and the process asleep (waiting in poll).
+        last = time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                last, _ = lines.get(timeout=0.1)
+            except queue.Empty:
+                pass
+            with open(f"/proc/{proc.pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            if time.monotonic() - last > 0.5 and state == "S":
+                break
+        proc.send_signal(signal.SIGINT)
+        assert wait_for("interrupted", time.monotonic() + 10), \
+            f"no KeyboardInterrupt (stderr: {proc.stderr.read() if proc.poll() is not None else ''})"
+        assert proc.wait(timeout=10) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
