@@ -64,6 +64,37 @@ def parse_lturi(lturi):
     return ("file", lturi)
 
 
+def _plt_payload(payload):
+    """A Payload as python-libtrace's own object (made from the same IP bytes)."""
+    import plt  # pylint: disable=import-outside-toplevel
+    make = plt.ip if payload._ip_version == 4 else plt.ip6  # pylint: disable=protected-access
+    ip = make(bytearray(payload._ip_bytes))  # pylint: disable=protected-access
+    hdr = ip.tcp if payload._proto == 6 else ip.udp  # pylint: disable=protected-access
+    return hdr.payload if hdr is not None else None
+
+
+def _adapt_pldns():
+    """pathspider's DNSChain hands tcp.payload / udp.payload to python-libtrace's
+    pldns.ldns(), which takes python-libtrace objects only: where pldns is installed,
+    pldns.ldns is wrapped to turn one of our Payload objects into python-libtrace's for the
+    same bytes (anything else passes through unchanged)."""
+    try:
+        import pldns  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return
+    original = pldns.ldns
+    if getattr(original, "_flowmark_adapter", False):
+        return
+
+    def ldns(obj, *args, **kwargs):
+        if isinstance(obj, Payload):
+            obj = _plt_payload(obj)
+        return original(obj, *args, **kwargs)
+    ldns._flowmark_adapter = True
+    ldns.__doc__ = original.__doc__
+    pldns.ldns = ldns
+
+
 class Observer:
     """pathspider.observer.Observer's API on flowmark's C++ observer.
 
@@ -75,6 +106,7 @@ class Observer:
 
     def __init__(self, lturi, chains=None, idle_timeout=30, expiry_timeout=5):
         kind, where = parse_lturi(lturi)
+        _adapt_pldns()
         self._chains = [chain() for chain in (chains if chains is not None else [])]
         hooks = {name: [getattr(c, name) for c in self._chains if hasattr(c, name)]
                  for name in _HOOKS}

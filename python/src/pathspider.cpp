@@ -77,9 +77,13 @@ struct IpPrefix {
 };
 
 // Bytes from a transport header's end to the IP packet's end (plt's TransportObject).
+// ip_off/ip_len/ip_version/proto: the IP packet it came from, for flowmark.pathspider's
+// adapter that hands it to pldns as a python-libtrace object (pathspider's DNSChain).
 struct Payload {
   Bytes buf;
   std::size_t off = 0, len = 0;
+  std::size_t ip_off = 0, ip_len = 0;
+  std::uint8_t ip_version = 4, proto = 0;
   const std::uint8_t* p() const { return buf->data() + off; }
 };
 
@@ -89,6 +93,8 @@ struct Transport {
   std::size_t off = 0, len = 0;  // of the header, to the IP packet's end
   double seconds = 0;
   std::uint8_t ip_version = 4;
+  std::uint8_t proto = 0;
+  std::size_t ip_off = 0, ip_len = 0;  // the IP packet it belongs to
   const std::uint8_t* p() const { return buf->data() + off; }
   // The 16-bit field at byte i, or None when the capture ends before it.
   py::object u16(std::size_t i) const {
@@ -104,7 +110,8 @@ struct Transport {
   // plt's payload: None when nothing follows the header.
   py::object payload_after(std::size_t header) const {
     if (header >= len) return py::none();
-    return py::cast(Payload{buf, off + header, len - header});
+    return py::cast(
+        Payload{buf, off + header, len - header, ip_off, ip_len, ip_version, proto});
   }
 };
 
@@ -147,6 +154,9 @@ struct Ip {
     t.len = len - l4;
     t.seconds = seconds;
     t.ip_version = version;
+    t.proto = proto;
+    t.ip_off = off;
+    t.ip_len = len;
     return t;
   }
   py::object tcp() {
@@ -692,6 +702,14 @@ void bind_pathspider(py::module_& m) {
       .def_property_readonly("data", [](const Payload& x) { return bytearray_of(x.p(), x.len); })
       .def_property_readonly("size", [](const Payload& x) { return x.len; })
       .def("__len__", [](const Payload& x) { return x.len; })
+      .def_property_readonly("_ip_bytes",
+                             [](const Payload& x) {
+                               return py::bytes(
+                                   reinterpret_cast<const char*>(x.buf->data() + x.ip_off),
+                                   x.ip_len);
+                             })
+      .def_property_readonly("_ip_version", [](const Payload& x) { return x.ip_version; })
+      .def_property_readonly("_proto", [](const Payload& x) { return x.proto; })
       .def("__bytes__", [](const Payload& x) {
         return py::bytes(reinterpret_cast<const char*>(x.p()), x.len);
       });

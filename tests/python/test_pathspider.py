@@ -477,3 +477,15 @@ def test_ctrl_c_interrupts_a_live_capture_waiting_for_frames(build_dir):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("name,valid", [("dns_valid_response.pcap", True),
+                                        ("dns_no_response.pcap", False),
+                                        ("dns_valid_response_tcp.pcap", True)])
+def test_dns_chain_through_pldns(name, valid):
+    """pathspider's DNSChain hands our payload objects to python-libtrace's pldns."""
+    pytest.importorskip("pldns", reason="DNSChain needs Debian's python3-libtrace (pldns)")
+    from pathspider.chains.dns import DNSChain
+    records, _ = run("pcapfile:" + os.path.join(PATHSPIDER_CAPTURES, name),
+                     [BasicChain, DNSChain])
+    assert [(r["dp"], r["dns_response_valid"]) for r in records] == [(53, valid)]
