@@ -110,8 +110,7 @@ struct Transport {
   // plt's payload: None when nothing follows the header.
   py::object payload_after(std::size_t header) const {
     if (header >= len) return py::none();
-    return py::cast(
-        Payload{buf, off + header, len - header, ip_off, ip_len, ip_version, proto});
+    return py::cast(Payload{buf, off + header, len - header, ip_off, ip_len, ip_version, proto});
   }
 };
 
@@ -161,17 +160,15 @@ struct Ip {
   }
   py::object tcp() {
     if (!tcp_) {
-      tcp_ = (l4 != 0 && proto == observe::kProtoTcp && len >= l4 + 4)
-                 ? py::cast(transport<Tcp>())
-                 : py::object(py::none());
+      tcp_ = (l4 != 0 && proto == observe::kProtoTcp && len >= l4 + 4) ? py::cast(transport<Tcp>())
+                                                                       : py::object(py::none());
     }
     return tcp_;
   }
   py::object udp() {
     if (!udp_) {
-      udp_ = (l4 != 0 && proto == observe::kProtoUdp && len >= l4 + 4)
-                 ? py::cast(transport<Udp>())
-                 : py::object(py::none());
+      udp_ = (l4 != 0 && proto == observe::kProtoUdp && len >= l4 + 4) ? py::cast(transport<Udp>())
+                                                                       : py::object(py::none());
     }
     return udp_;
   }
@@ -184,9 +181,9 @@ struct Icmp : Transport {
   py::object payload() const {
     if (len <= 8) return py::none();
     const std::uint8_t type = p()[0];
-    const bool error = ip_version == 4 ? (type == 3 || type == 4 || type == 5 || type == 11 ||
-                                          type == 12)
-                                       : (type >= 1 && type <= 4);
+    const bool error = ip_version == 4
+                           ? (type == 3 || type == 4 || type == 5 || type == 11 || type == 12)
+                           : (type >= 1 && type <= 4);
     if (!error) return bytearray_of(p() + 8, len - 8);
     const std::uint8_t* q = p() + 8;
     const std::size_t qn = len - 8;
@@ -307,6 +304,7 @@ class PythonChains final : public observe::Chain {
     // Nothing of this packet for Python: pkt_last is written when the record is emitted.
     if (ip_fns.empty() && (icmp_fns.empty() || !is_icmp) && l4_fns.empty())
       return Verdict::kContinue;
+    if (*reinterpret_cast<PyObject**>(state) == nullptr) return Verdict::kContinue;
     py::gil_scoped_acquire gil;
     if (failed()) return Verdict::kContinue;
     try {
@@ -342,6 +340,7 @@ class PythonChains final : public observe::Chain {
     const bool is_tcp = p.proto == observe::kProtoTcp;
     const auto& fns = is_tcp ? hooks_.tcp : hooks_.udp;
     if (fns.empty() || !keep_) return keep_ ? Verdict::kContinue : Verdict::kComplete;
+    if (*reinterpret_cast<PyObject**>(state) == nullptr) return Verdict::kContinue;
     py::gil_scoped_acquire gil;
     if (failed()) return Verdict::kContinue;
     try {
@@ -378,12 +377,13 @@ class PythonChains final : public observe::Chain {
     if (p.ip_length != 0) n = std::min<std::size_t>(avail, p.ip_length);
     Ip ip;
     ip.buf = std::make_shared<const std::vector<std::uint8_t>>(frame + p.ip_offset,
-                                                                frame + p.ip_offset + n);
+                                                               frame + p.ip_offset + n);
     ip.len = n;
     ip.version = p.ip_version;
     ip.proto = p.proto;
     ip.seconds = seconds_;
-    if (p.l4_offset > p.ip_offset && p.l4_offset - p.ip_offset < n) ip.l4 = p.l4_offset - p.ip_offset;
+    if (p.l4_offset > p.ip_offset && p.l4_offset - p.ip_offset < n)
+      ip.l4 = p.l4_offset - p.ip_offset;
     ip_ = py::cast(std::move(ip));
     ip_seq_ = seq_;
     return ip_;
@@ -453,7 +453,8 @@ class PathspiderObserver {
       capture_ = std::move(*cap);
     } else if (kind == "live" || kind == "pcapint") {
       auto cap = capture::open_live_capture(
-          where, "", kind == "live" ? capture::LiveBackend::kAfPacket : capture::LiveBackend::kPcap);
+          where, "",
+          kind == "live" ? capture::LiveBackend::kAfPacket : capture::LiveBackend::kPcap);
       if (!cap) throw std::runtime_error(cap.error().message());
       capture_ = std::move(*cap);
       live_ = true;
@@ -464,8 +465,8 @@ class PathspiderObserver {
     config.idle_timeout_ns = static_cast<observe::Nanos>(idle_timeout * 1e9);
     config.expiry_delay_ns = static_cast<observe::Nanos>(expiry_timeout * 1e9);
     config.active_timeout_ns = 0;  // pathspider has none; a split would reuse the dict
-    observer_ = std::make_unique<observe::Observer>(
-        config, [this](const FlowRecord& r) { on_record(r); });
+    observer_ =
+        std::make_unique<observe::Observer>(config, [this](const FlowRecord& r) { on_record(r); });
     auto chain = std::make_unique<PythonChains>(std::move(hooks));
     chain_ = chain.get();
     observer_->add_chain(std::move(chain));
@@ -550,7 +551,8 @@ class PathspiderObserver {
     d["ignored_packets"] = s.ignored_packets;
     d["emitted"] = s.emitted;
     d["late_packets"] = s.late_packets;
-    d["drops"] = capture_->drops() ? py::object(py::int_(*capture_->drops())) : py::object(py::none());
+    d["drops"] =
+        capture_->drops() ? py::object(py::int_(*capture_->drops())) : py::object(py::none());
     return d;
   }
 
@@ -610,6 +612,7 @@ class PathspiderObserver {
       sigaction(SIGINT, &g_old_sigint, nullptr);
       g_sigint_capture.store(nullptr);
     }
+
    private:
     capture::Capture* cap_;
     bool installed_ = false;
@@ -690,10 +693,8 @@ void bind_pathspider(py::module_& m) {
       .def_property_readonly("length", [](const IpPrefix& x) { return x.width() * 8; })
       .def("__str__", &IpPrefix::str)
       .def("__repr__", [](const IpPrefix& x) { return "IPprefix('" + x.str() + "')"; })
-      .def("__eq__",
-           [](const IpPrefix& a, const IpPrefix& b) {
-             return a.version == b.version && a.a == b.a;
-           })
+      .def("__eq__", [](const IpPrefix& a,
+                        const IpPrefix& b) { return a.version == b.version && a.a == b.a; })
       .def("__hash__", [](const IpPrefix& x) {
         return py::hash(py::bytes(reinterpret_cast<const char*>(x.a.data()), x.width()));
       });
@@ -702,17 +703,15 @@ void bind_pathspider(py::module_& m) {
       .def_property_readonly("data", [](const Payload& x) { return bytearray_of(x.p(), x.len); })
       .def_property_readonly("size", [](const Payload& x) { return x.len; })
       .def("__len__", [](const Payload& x) { return x.len; })
-      .def_property_readonly("_ip_bytes",
-                             [](const Payload& x) {
-                               return py::bytes(
-                                   reinterpret_cast<const char*>(x.buf->data() + x.ip_off),
-                                   x.ip_len);
-                             })
+      .def_property_readonly(
+          "_ip_bytes",
+          [](const Payload& x) {
+            return py::bytes(reinterpret_cast<const char*>(x.buf->data() + x.ip_off), x.ip_len);
+          })
       .def_property_readonly("_ip_version", [](const Payload& x) { return x.ip_version; })
       .def_property_readonly("_proto", [](const Payload& x) { return x.proto; })
-      .def("__bytes__", [](const Payload& x) {
-        return py::bytes(reinterpret_cast<const char*>(x.p()), x.len);
-      });
+      .def("__bytes__",
+           [](const Payload& x) { return py::bytes(reinterpret_cast<const char*>(x.p()), x.len); });
 
   py::class_<Tcp>(m, "Tcp", "A TCP segment (plt's tcp)")
       .def_property_readonly("src_port", [](const Tcp& t) { return t.u16(0); })
@@ -782,26 +781,28 @@ void bind_pathspider(py::module_& m) {
                                return h < ip.len ? bytearray_of(ip.p() + h, ip.len - h)
                                                  : bytearray_of(ip.p(), 0);
                              })
-      .def_property_readonly("hdr_len",
-                             [v4](const Ip& ip) { return v4(ip, [](auto b) { return b[0] & 15; }); })
-      .def_property_readonly("pkt_len",
-                             [v4](const Ip& ip) { return v4(ip, [](auto b) { return be16(b + 2); }); })
-      .def_property_readonly("ident",
-                             [v4](const Ip& ip) { return v4(ip, [](auto b) { return be16(b + 4); }); })
+      .def_property_readonly(
+          "hdr_len", [v4](const Ip& ip) { return v4(ip, [](auto b) { return b[0] & 15; }); })
+      .def_property_readonly(
+          "pkt_len", [v4](const Ip& ip) { return v4(ip, [](auto b) { return be16(b + 2); }); })
+      .def_property_readonly(
+          "ident", [v4](const Ip& ip) { return v4(ip, [](auto b) { return be16(b + 4); }); })
       .def_property_readonly("has_rf",
                              [](const Ip& ip) { return ip.version == 4 && (ip.p()[6] & 0x80); })
       .def_property_readonly("has_df",
                              [](const Ip& ip) { return ip.version == 4 && (ip.p()[6] & 0x40); })
       .def_property_readonly("has_mf",
                              [](const Ip& ip) { return ip.version == 4 && (ip.p()[6] & 0x20); })
-      .def_property_readonly("frag_offset", [v4](const Ip& ip) {
-        return v4(ip, [](auto b) { return be16(b + 6) & 0x1fff; }); })
-      .def_property_readonly("checksum",
-                             [v4](const Ip& ip) { return v4(ip, [](auto b) { return be16(b + 10); }); })
-      .def_property_readonly("flow_label", [v6](const Ip& ip) {
-        return v6(ip, [](auto b) { return be32(b) & 0xfffff; }); })
-      .def_property_readonly("payload_len",
-                             [v6](const Ip& ip) { return v6(ip, [](auto b) { return be16(b + 4); }); })
+      .def_property_readonly(
+          "frag_offset",
+          [v4](const Ip& ip) { return v4(ip, [](auto b) { return be16(b + 6) & 0x1fff; }); })
+      .def_property_readonly(
+          "checksum", [v4](const Ip& ip) { return v4(ip, [](auto b) { return be16(b + 10); }); })
+      .def_property_readonly(
+          "flow_label",
+          [v6](const Ip& ip) { return v6(ip, [](auto b) { return be32(b) & 0xfffff; }); })
+      .def_property_readonly(
+          "payload_len", [v6](const Ip& ip) { return v6(ip, [](auto b) { return be16(b + 4); }); })
       .def_property_readonly("next_hdr",
                              [v6](const Ip& ip) { return v6(ip, [](auto b) { return b[6]; }); })
       .def_property_readonly("tcp", &Ip::tcp)
