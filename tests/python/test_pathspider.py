@@ -489,3 +489,46 @@ def test_dns_chain_through_pldns(name, valid):
     records, _ = run("pcapfile:" + os.path.join(PATHSPIDER_CAPTURES, name),
                      [BasicChain, DNSChain])
     assert [(r["dp"], r["dns_response_valid"]) for r in records] == [(53, valid)]
+
+
+def test_live_capture_in_a_thread_as_pathspider_observe_runs_it():
+    """pathspider's `observe` command: run_flow_enqueuer in a thread on int:IFACE, bounded
+    queues, the main thread consuming records and stopping it through the interrupt queue."""
+    import socket
+    import threading
+    import time
+    if os.geteuid() != 0:
+        pytest.skip("needs root (an AF_PACKET capture on lo)")
+    seen = threading.Event()
+
+    class Seen:
+        def new_flow(self, rec, ip):
+            if ip.udp is not None and ip.udp.dst_port == 9:
+                seen.set()
+            return True
+
+    observer = fps.Observer("int:lo", chains=[BasicChain, Seen])
+    irq, flows = queue.Queue(1000), queue.Queue(1000)
+    thread = threading.Thread(target=observer.run_flow_enqueuer, args=(flows, irq))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            while not seen.is_set() and time.monotonic() < deadline:
+                s.sendto(b"x", ("127.0.0.1", 9))
+                seen.wait(0.05)
+        assert seen.is_set(), "no datagram reached the chains"
+        irq.put(True)
+        records = []
+        while True:
+            item = flows.get(timeout=max(0.1, deadline - time.monotonic()))
+            if item == PS_SENTINEL:
+                break
+            records.append(item)
+        assert any(r["dp"] == 9 and r["dip"] == "127.0.0.1" and r["pkt_fwd"] >= 1
+                   for r in records), records
+    finally:
+        if thread.is_alive():
+            irq.put(True)
+        thread.join(10)
+    assert not thread.is_alive()
