@@ -532,3 +532,29 @@ def test_live_capture_in_a_thread_as_pathspider_observe_runs_it():
             irq.put(True)
         thread.join(10)
     assert not thread.is_alive()
+
+
+def test_run_in_a_forked_process_as_pathspider_plugins_do():
+    """pathspider's Spider.start(): the Observer made in the parent, run_flow_enqueuer in an
+    mp.Process (fork) putting onto an mp.Queue."""
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    path = os.path.join(PATHSPIDER_CAPTURES, "tcp_http.pcap")
+    observer = fps.Observer("pcapfile:" + path, chains=[BasicChain, TCPChain])
+    flows, irq = ctx.Queue(), ctx.Queue()
+    proc = ctx.Process(target=observer.run_flow_enqueuer, args=(flows, irq), daemon=True)
+    proc.start()
+    records = []
+    try:
+        while True:
+            item = flows.get(timeout=30)
+            if item == PS_SENTINEL:
+                break
+            records.append(item)
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+    assert proc.exitcode == 0
+    expected, _ = run("pcapfile:" + path, [BasicChain, TCPChain])
+    assert records == expected and len(records) == 3
