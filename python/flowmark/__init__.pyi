@@ -1,1 +1,2 @@
 __version__: str
+from . import pathspider as pathspider
