@@ -204,6 +204,9 @@ class PyReceiver {
     check(net::check_ttl(ttl));
     c.rcvbuf = rcvbuf;
     c.buffer_size = buffer_size;
+    // Names of interfaces by index as this namespace sees them (the receiver may later be
+    // read from a thread in another network namespace).
+    if (c.iface) if_names_.emplace(c.iface->index, c.iface->name);
     c.batch = 1;  // its own reader is unused: the batches are read with ours
     {
       py::gil_scoped_release nogil;
@@ -255,8 +258,23 @@ class PyReceiver {
   // Sends from the receiving socket (source port = the group port), e.g. a HEAR reply.
   void send_to(const std::string& host, int port, const py::handle& data) {
     Payload p = to_payload(data);
-    Endpoint to{to_address(host, "address"), static_cast<std::uint16_t>(port)};
     if (port <= 0 || port > 65535) throw py::value_error("port: 1..65535");
+    // A scope this receiver named itself ("fe80::1%eth0" from recv) maps back to its index
+    // without a lookup in the calling thread's namespace.
+    Endpoint to;
+    to.port = static_cast<std::uint16_t>(port);
+    const auto pct = host.find('%');
+    std::optional<std::uint32_t> known_scope;
+    if (pct != std::string::npos) {
+      for (const auto& [index, name] : if_names_)
+        if (name == host.substr(pct + 1)) known_scope = index;
+    }
+    if (known_scope) {
+      to.address = to_address(host.substr(0, pct), "address");
+      to.address.set_scope_id(*known_scope);
+    } else {
+      to.address = to_address(host, "address");
+    }
     Result<void> r;
     {
       py::gil_scoped_release nogil;
@@ -398,7 +416,13 @@ class PyReceiver {
     for (auto& [k, v] : senders_)
       if (k == e && k.address.scope_id() == e.address.scope_id()) return v.ptr();
     if (senders_.size() >= 64) senders_.erase(senders_.begin());
-    senders_.emplace_back(e, endpoint_tuple(e));
+    std::string host = e.address.to_string();
+    if (const std::uint32_t scope = e.address.scope_id(); scope != 0) {
+      auto it = if_names_.find(scope);
+      if (it == if_names_.end()) it = if_names_.emplace(scope, interface_name(scope)).first;
+      host += "%" + it->second;
+    }
+    senders_.emplace_back(e, py::make_tuple(host, e.port));
     return senders_.back().second.ptr();
   }
   PyObject* cached_group(const IpAddress& g) {
@@ -418,6 +442,7 @@ class PyReceiver {
   std::uint64_t received_ = 0, truncated_ = 0, plain_ = 0;
   bool busy_ = false, close_pending_ = false;
   std::vector<std::pair<Endpoint, py::object>> senders_;
+  std::map<std::uint32_t, std::string> if_names_;
   std::vector<std::pair<IpAddress, py::object>> groups_;
 };
 
