@@ -469,6 +469,7 @@ class PySender {
 
   void send(const py::handle& data) {
     Payload p = to_payload(data);
+    InUse in_use(*this);
     Result<void> r;
     {
       py::gil_scoped_release nogil;
@@ -490,6 +491,7 @@ class PySender {
                               " bytes; a UDP datagram holds at most " + std::to_string(limit));
       spans.push_back(p.bytes);
     }
+    InUse in_use(*this);
     std::size_t sent = 0;
     for (std::size_t i = 0; i < spans.size();) {
       const std::size_t n = std::min<std::size_t>(4096, spans.size() - i);
@@ -530,6 +532,7 @@ class PySender {
       std::memcpy(slots.data() + k * len + mcast::kStreamHeaderSize, m.bytes.data(),
                   m.bytes.size());
     std::vector<std::span<const std::byte>> spans(kBatch);
+    InUse in_use(*this);
     const auto interval_ns = static_cast<std::int64_t>(interval * 1e9);
     const std::int64_t start = monotonic_ns();
     std::uint64_t sent = 0;
@@ -576,9 +579,25 @@ class PySender {
   std::uint32_t stream_id() const { return stream_id_; }
   std::uint64_t sequence() const { return sequence_; }
   bool closed() const { return !tx_; }
-  void close() { tx_.reset(); }
+  void close() {
+    if (busy_) throw py::value_error("the Sender is sending in another thread");
+    tx_.reset();
+  }
 
  private:
+  // The socket's message buffers serve one send at a time: a second thread is refused
+  // rather than left to race while the GIL is released.
+  struct InUse {
+    PySender& s;
+    explicit InUse(PySender& ss) : s(ss) {
+      if (s.busy_) throw py::value_error("the Sender is sending in another thread");
+      s.live();
+      s.busy_ = true;
+    }
+    ~InUse() { s.busy_ = false; }
+  };
+  bool busy_ = false;
+
   mcast::Sender& live_nogil() { return *tx_; }
   mcast::Sender& live() {
     if (!tx_) throw py::value_error("I/O operation on a closed Sender");
