@@ -28,6 +28,10 @@ stats=True)`` keeps loss, duplicate, reordering and one-way delay statistics per
 group and stream, returned by ``stats()`` as a dict with the field names of
 ``flowmark mcast recv --stats``.
 
+``open_joined_socket(groups, port, iface=None, source=None, bind=None, rcvbuf=0)`` returns
+the descriptor of such a joined socket for ``socket.socket(fileno=...)`` (flowmark.multicast
+builds its sockets with it); the caller owns it.
+
 Errors: ``ValueError`` for a value that is not acceptable (a unicast address as a group, a
 link-scoped group without an interface, a bad port or TTL); ``OSError`` (with ``errno``)
 for what the kernel refuses or an interface that does not exist (ENODEV).
@@ -60,6 +64,7 @@ __all__ = [
     "Sender",
     "decode_stream_header",
     "encode_stream_header",
+    "open_joined_socket",
     "send",
     "strip_stream_header",
 ]

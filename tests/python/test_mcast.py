@@ -355,7 +355,10 @@ def test_python_m_multicast_hear_stops_on_stop(hosts):
 
 def test_multicast_api_surface():
     import flowmark.multicast as multicast
-    from flowmark.multicast import hear, recv, send, skt  # noqa: F401
+    from flowmark.multicast import hear, recv, send, skt
+    assert (hear, recv, send, skt) == (multicast.hear, multicast.recv, multicast.send,
+                                       multicast.skt)
+    assert multicast.genSocket is skt.genSocket and multicast.endSocket is skt.endSocket
     assert multicast._MCAST_DEFAULT_PORT == 59559
     assert multicast._MCAST_DEFAULT_GROUP == "224.0.0.1"
     assert multicast._MCAST_DEFAULT_TTL == 1

@@ -32,7 +32,6 @@ containing STOP: anyone who can send to the group can stop it.
 import abc
 import argparse
 import logging
-import sys
 
 from .. import __version__ as __flowmark_version__
 from . import exceptions
