@@ -11,6 +11,6 @@ The module is built for Debian's /usr/bin/python3 (python3-flowmark); see flowma
 """
 
 from ._flowmark import __version__
-from . import pathspider
+from . import mcast, multicast, pathspider
 
-__all__ = ["__version__", "pathspider"]
+__all__ = ["__version__", "mcast", "multicast", "pathspider"]

@@ -1,2 +1,4 @@
 __version__: str
 from . import pathspider as pathspider
+from . import mcast as mcast
+from . import multicast as multicast
