@@ -11,6 +11,6 @@ The module is built for Debian's /usr/bin/python3 (python3-flowmark); see flowma
 """
 
 from ._flowmark import __version__
-from . import scitags
+from . import mcast, multicast, pathspider, scitags
 
-__all__ = ["__version__", "scitags"]
+__all__ = ["__version__", "mcast", "multicast", "pathspider", "scitags"]

@@ -1,3 +1,5 @@
 __version__: str
-
+from . import pathspider as pathspider
+from . import mcast as mcast
+from . import multicast as multicast
 from . import scitags as scitags
