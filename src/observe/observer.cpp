@@ -92,6 +92,7 @@ struct Observer::Impl {
   std::vector<Hooked> chain_new, chain_ip, chain_tcp, chain_udp, chain_other, chain_quick;
   // chain_quick by packet kind (quick_kind()): only the chains with work for it.
   std::array<std::vector<Hooked>, 4> chain_quick_kind;
+  FieldPrefixes field_prefixes;          // every chain's columns(), in the chains' order
   std::vector<std::byte> scratch_state;  // a new flow's state while the new-flow chain runs
   ObserverStats stats;
   FlowTable table;
@@ -314,6 +315,10 @@ struct Observer::Impl {
     }
     chain_offsets.push_back(offset);
     chains.push_back(std::move(c));
+    std::vector<std::string> columns;
+    for (const auto& chain : chains)
+      for (auto& name : chain->columns()) columns.push_back(std::move(name));
+    field_prefixes = FieldPrefixes(columns);
     scratch_state.assign(state_bytes, std::byte{0});
     // The table keeps the state next to each record: made anew (it holds no flow yet).
     table = FlowTable(cfg.max_flows, max_delay(), cfg.key_vlan, state_bytes);
@@ -726,6 +731,8 @@ const std::byte* Observer::chain_state(const FlowRecord& r, std::size_t i) const
   if (idx == kNil) return nullptr;
   return impl_->table.state(idx) + impl_->chain_offsets[i];
 }
+
+const FieldPrefixes& Observer::field_prefixes() const noexcept { return impl_->field_prefixes; }
 
 void Observer::on_packet(Nanos ts_ns, LinkType link, std::span<const std::byte> frame) noexcept {
   impl_->on_packet(ts_ns, link, frame);

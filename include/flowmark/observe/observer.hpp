@@ -157,6 +157,8 @@ class Observer {
   // The state of chain i for a record the observer holds (in a callback or the sink);
   // nullptr for any other record (a copy).
   const std::byte* chain_state(const FlowRecord& r, std::size_t i) const noexcept;
+  // The chains' columns with their JSON prefixes, for the record writers' FieldWriter.
+  const FieldPrefixes& field_prefixes() const noexcept;
 
   // One captured frame at packet-clock time ts_ns. Timers fire from here, each at its own
   // deadline, before the packet is counted.
