@@ -69,13 +69,16 @@ void for_each_tcp_option(const PacketView& p, F&& f) {
   }
 }
 
-void nullable(FieldWriter& w, std::string_view name, bool present, std::uint64_t v) {
+// Inlined, so that FieldWriter sees each name as a constant (see FieldWriter::begin_known).
+[[gnu::always_inline]] inline void nullable(FieldWriter& w, std::string_view name, bool present,
+                                            std::uint64_t v) {
   if (present)
     w.number(name, v);
   else
     w.null(name);
 }
-void nullable_bool(FieldWriter& w, std::string_view name, bool present, bool v) {
+[[gnu::always_inline]] inline void nullable_bool(FieldWriter& w, std::string_view name,
+                                                 bool present, bool v) {
   if (present)
     w.boolean(name, v);
   else
@@ -518,9 +521,11 @@ class ScitagsChain final : public ChainOf<ScitagsState, ScitagsChain> {
                     s.label[d] & kLabelSeen, s.label[d] & kLabelChanged);
     const ScitagsTag t = scitags_tag(st);
     if (t.source == ScitagsTag::Source::kNone) {
-      for (const char* n : {"scitags_experiment", "scitags_activity", "scitags_experiment_name",
-                            "scitags_activity_name", "scitags_source"})
-        w.null(n);
+      w.null("scitags_experiment");
+      w.null("scitags_activity");
+      w.null("scitags_experiment_name");
+      w.null("scitags_activity_name");
+      w.null("scitags_source");
       return;
     }
     w.number("scitags_experiment", t.experiment);
