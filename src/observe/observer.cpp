@@ -732,6 +732,15 @@ const std::byte* Observer::chain_state(const FlowRecord& r, std::size_t i) const
   return impl_->table.state(idx) + impl_->chain_offsets[i];
 }
 
+void Observer::chain_states(const FlowRecord& r,
+                            std::span<const std::byte*> states) const noexcept {
+  const std::uint32_t idx = impl_->table.index_of(r);
+  const std::byte* base = idx == kNil ? nullptr : impl_->table.state(idx);
+  for (std::size_t i = 0; i < states.size(); ++i)
+    states[i] =
+        base == nullptr || i >= impl_->chains.size() ? nullptr : base + impl_->chain_offsets[i];
+}
+
 const FieldPrefixes& Observer::field_prefixes() const noexcept { return impl_->field_prefixes; }
 
 void Observer::on_packet(Nanos ts_ns, LinkType link, std::span<const std::byte> frame) noexcept {

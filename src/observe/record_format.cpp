@@ -264,8 +264,12 @@ void append_chain_fields(std::string& out, const FlowRecord& r, const Observer* 
   char scratch[4096];  // the fields go to out in one append (or a few)
   FieldWriter w(out, format, scratch, &obs->field_prefixes());
   const auto& chains = obs->chains();
+  // The states of the first chains in one lookup (more than kAtOnce chains: one a chain).
+  constexpr std::size_t kAtOnce = 16;
+  const std::byte* states[kAtOnce];
+  obs->chain_states(r, std::span(states, std::min(chains.size(), kAtOnce)));
   for (std::size_t i = 0; i < chains.size(); ++i) {
-    if (const std::byte* st = obs->chain_state(r, i)) {
+    if (const std::byte* st = i < kAtOnce ? states[i] : obs->chain_state(r, i)) {
       chains[i]->write(r, st, w);
     } else {
       for (const auto& c : chains[i]->columns()) w.null(c);
@@ -278,8 +282,11 @@ void append_chain_fields(std::string& out, const FlowRecord& r, const Observer* 
 void visit_chain_fields(const FlowRecord& r, const Observer& obs, FieldVisitor& visitor) {
   FieldWriter w(visitor);
   const auto& chains = obs.chains();
+  constexpr std::size_t kAtOnce = 16;  // as append_chain_fields()
+  const std::byte* states[kAtOnce];
+  obs.chain_states(r, std::span(states, std::min(chains.size(), kAtOnce)));
   for (std::size_t i = 0; i < chains.size(); ++i) {
-    if (const std::byte* st = obs.chain_state(r, i)) {
+    if (const std::byte* st = i < kAtOnce ? states[i] : obs.chain_state(r, i)) {
       chains[i]->write(r, st, w);
     } else {
       for (const auto& c : chains[i]->columns()) w.null(c);

@@ -808,6 +808,35 @@ TEST(Observer, ChainsAreAddedBeforeTheFirstPacketAndTheirStateIsTheirs) {
   EXPECT_TRUE(csv.ends_with(",continuation,udp_seen,udp_seen\n")) << csv;
 }
 
+// chain_states() gives what chain_state() gives chain by chain, in one lookup.
+TEST(Observer, ChainStatesAtOnceAreEachChainsState) {
+  std::vector<std::vector<const std::byte*>> one_by_one, at_once;
+  std::unique_ptr<Observer> obs;
+  obs = std::make_unique<Observer>(ObserverConfig{}, [&](const FlowRecord& r) {
+    const std::size_t n = obs->chains().size();
+    one_by_one.emplace_back();
+    for (std::size_t i = 0; i < n + 1; ++i) one_by_one.back().push_back(obs->chain_state(r, i));
+    at_once.emplace_back(n + 1, reinterpret_cast<const std::byte*>(1));
+    obs->chain_states(r, at_once.back());
+    const FlowRecord copy = r;
+    std::vector<const std::byte*> none(n, reinterpret_cast<const std::byte*>(1));
+    obs->chain_states(copy, none);
+    for (const std::byte* p : none) EXPECT_EQ(p, nullptr);
+  });
+  obs->add_chain(std::make_unique<CountUdp>());
+  obs->add_chain(make_chain("ecn"));
+  obs->add_chain(std::make_unique<CountUdp>());
+  const Bytes f = udp_frame(kA, 1, kB, 2);
+  obs->on_packet(0, LinkType::kEthernet, std::as_bytes(std::span(f)));
+  obs->finish();
+  ASSERT_EQ(at_once.size(), 1u);
+  EXPECT_EQ(at_once, one_by_one);
+  ASSERT_EQ(at_once[0].size(), 4u);
+  EXPECT_NE(at_once[0][0], nullptr);
+  EXPECT_LT(at_once[0][0], at_once[0][2]);
+  EXPECT_EQ(at_once[0][3], nullptr);  // no chain 3
+}
+
 TEST(Observer, DecodeErrorsAreCountedByReason) {
   Harness h;
   Bytes arp{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x06};
