@@ -24,13 +24,17 @@ const S& as(const std::byte* p) noexcept {
   return *reinterpret_cast<const S*>(p);
 }
 
-// A chain D whose state is the struct S; its on_quick() runs inlined over a batch.
+// A chain D whose state is the struct S; its on_quick() runs inlined over a batch. None of
+// the built-in chains completes a flow from its fast form (D::kQuickCompletes = true would
+// say one does).
 template <class S, class D>
 class ChainOf : public Chain {
  public:
+  static constexpr bool kQuickCompletes = false;
   std::size_t state_size() const noexcept override { return sizeof(S); }
   std::size_t state_align() const noexcept override { return alignof(S); }
   bool quick() const noexcept override { return true; }
+  bool quick_completes() const noexcept override { return D::kQuickCompletes; }
   void on_quick_batch(std::span<QuickItem> items, std::size_t offset) noexcept override {
     D& self = static_cast<D&>(*this);
     for (QuickItem& it : items)

@@ -214,9 +214,12 @@ struct Observer::Impl {
     fill_facts(it.facts, q);
     it.rev = rev;
     it.complete = false;
-    pending_idx[kind][npending[kind]++] = idx;
-    pending_kind[nwaiting] = static_cast<std::uint8_t>(kind);
-    pending_now[nwaiting] = now;
+    if (batch_completes) {  // what run_pending() needs to complete the flow in order
+      pending_idx[kind][npending[kind]] = idx;
+      pending_kind[nwaiting] = static_cast<std::uint8_t>(kind);
+      pending_now[nwaiting] = now;
+    }
+    ++npending[kind];
     if (++nwaiting == kBatch) run_pending();
   }
 
@@ -228,7 +231,7 @@ struct Observer::Impl {
     }
     // Completions in the packets' order (their timers are scheduled in that order).
     std::array<std::size_t, 4> at{};
-    for (std::size_t i = 0; i < nwaiting; ++i) {
+    for (std::size_t i = 0; i < (batch_completes ? nwaiting : 0); ++i) {
       const unsigned kind = pending_kind[i];
       const std::size_t j = at[kind]++;
       if (batch_items[kind][j].complete) [[unlikely]] {
@@ -289,8 +292,11 @@ struct Observer::Impl {
                               [](const Hooked& h) { return h.chain->quick_facts(); });
     syn_full_path = std::any_of(chains.begin(), chains.end(),
                                 [](const auto& c) { return !c->quick_syn(); });
+    batch_completes = std::any_of(chain_quick.begin(), chain_quick.end(),
+                                  [](const Hooked& h) { return h.chain->quick_completes(); });
   }
-  bool syn_full_path = false;  // a chain needs the full hooks for SYN segments (their options)
+  bool batch_completes = true;  // a quick chain may complete a flow (Chain::quick_completes)
+  bool syn_full_path = false;   // a chain needs the full hooks for SYN segments (their options)
 
   void add_chain(std::unique_ptr<Chain> c) {
     if (stats.packets != 0) throw std::logic_error("Observer::add_chain after the first packet");

@@ -125,8 +125,7 @@ class FieldWriter {
   // JSON with prefixes: the next column's prefix, when `name` is that column's and the
   // scratch buffer has room for it (32 bytes) and value_room more; returns where the value
   // goes, or nullptr (nothing done).
-  [[gnu::always_inline]] char* begin_known(std::string_view name,
-                                           std::size_t value_room) noexcept {
+  [[gnu::always_inline]] char* begin_known(std::string_view name, std::size_t value_room) noexcept {
     if (column_ >= ncolumns_ || static_cast<std::size_t>(end_ - cur_) < 32 + value_room)
       return nullptr;
     const FieldPrefixes::Slot& s = slots_[column_];
@@ -152,8 +151,7 @@ class FieldWriter {
     };
     if (n >= 16)
       return ((load8(a) ^ load8(b)) | (load8(a + 8) ^ load8(b + 8)) |
-              (load8(a + n - 16) ^ load8(b + n - 16)) | (load8(a + n - 8) ^ load8(b + n - 8))) ==
-             0;
+              (load8(a + n - 16) ^ load8(b + n - 16)) | (load8(a + n - 8) ^ load8(b + n - 8))) == 0;
     if (n >= 8) return ((load8(a) ^ load8(b)) | (load8(a + n - 8) ^ load8(b + n - 8))) == 0;
     if (n >= 4) return ((load4(a) ^ load4(b)) | (load4(a + n - 4) ^ load4(b + n - 4))) == 0;
     for (std::size_t i = 0; i < n; ++i)
@@ -266,6 +264,10 @@ class Chain {
   // flags, TOS, label … are facts; its options are not): while every chain says so, SYNs of
   // known flows stay on the fast path; else they take the full one.
   virtual bool quick_syn() const noexcept { return false; }
+  // False when on_quick() never returns kComplete: while no chain with a fast form can
+  // complete a flow there, the observer's batches keep no note of which flow each packet
+  // would complete, nor when.
+  virtual bool quick_completes() const noexcept { return true; }
   // kQuick* bits: on_quick() is called for these packets only (it would do nothing for the
   // others): TCP or UDP over IPv4 or IPv6.
   virtual unsigned quick_kinds() const noexcept { return kQuickAll; }
