@@ -128,4 +128,66 @@ set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${_pkg_dir}/debian/postrm)
 # Control files get the modes Debian policy asks for (0755 scripts, 0644 the rest).
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
-include(CPack)
+
+# ---- python3-flowmark: the Python module, a .deb of its own -------------------------------
+# python/CMakeLists.txt (added after this file) installs `import flowmark` as the install
+# component python3-flowmark into /usr/lib/python3/dist-packages/flowmark; everything above
+# has no component ("Unspecified") and makes the flowmark package, as before. Whether the
+# module is built is known only once python/ is configured, so CPack is included at the end of
+# the top directory (cmake_language DEFER). Without the module: one package, no components.
+set(FLOWMARK_PACKAGING_DIR ${_pkg_dir})
+set(FLOWMARK_PACKAGING_CHANGELOG ${_changelog})
+macro(flowmark_include_cpack)
+  if(FLOWMARK_PYTHON_BUILT)
+    set(_py_pkg ${FLOWMARK_PACKAGING_DIR}/debian/python3-flowmark)
+    install(FILES ${FLOWMARK_PACKAGING_DIR}/debian/copyright ${FLOWMARK_PACKAGING_CHANGELOG}
+            DESTINATION share/doc/python3-flowmark COMPONENT python3-flowmark)
+    install(FILES ${_py_pkg}/lintian-overrides DESTINATION share/lintian/overrides
+            RENAME python3-flowmark COMPONENT python3-flowmark)
+    set(CPACK_DEB_COMPONENT_INSTALL ON)
+    set(CPACK_COMPONENTS_ALL Unspecified python3-flowmark)
+    set(CPACK_COMPONENTS_GROUPING IGNORE)
+    # The flowmark package keeps its name, file name and fields (the global ones above).
+    set(CPACK_DEBIAN_UNSPECIFIED_PACKAGE_NAME flowmark)
+    set(CPACK_DEBIAN_UNSPECIFIED_FILE_NAME DEB-DEFAULT)
+    # CPackDeb puts CPACK_PACKAGE_DESCRIPTION_SUMMARY before every component's description
+    # unless it is CPack's default: each description starts with its own synopsis instead.
+    set(CPACK_DEBIAN_UNSPECIFIED_DESCRIPTION
+        "${CPACK_PACKAGE_DESCRIPTION_SUMMARY}\n${CPACK_PACKAGE_DESCRIPTION}")
+    unset(CPACK_PACKAGE_DESCRIPTION_SUMMARY)
+    # python3-flowmark_<version>-<release>_<arch>.deb
+    set(CPACK_DEBIAN_PYTHON3-FLOWMARK_PACKAGE_NAME python3-flowmark)
+    set(CPACK_DEBIAN_PYTHON3-FLOWMARK_FILE_NAME DEB-DEFAULT)
+    set(CPACK_DEBIAN_PYTHON3-FLOWMARK_PACKAGE_SECTION python)
+    set(CPACK_DEBIAN_PYTHON3-FLOWMARK_DESCRIPTION "\
+flowmark from Python: observe, multicast and Scitags (import flowmark)
+The Python module of flowmark, for Debian's python3: the packet observer's
+flow records as dicts, pandas or numpy arrays (flowmark.observe), pathspider's
+Observer running pathspider's chain classes (flowmark.pathspider), UDP
+multicast and the multicast package's API (flowmark.mcast, flowmark.multicast),
+and the Scitags codecs: fireflies, IPv6 flow labels, the registry, and
+announcing flows to flowmarkd or sending fireflies (flowmark.scitags).
+.
+The C++ code of the flowmark tools runs underneath. See flowmark-python(7) in
+the flowmark package; a virtualenv gets the module with
+`/usr/bin/python3 -m flowmark.venv VENV`.")
+    # The extension module carries the interpreter's ABI (cpython-311-...): that Python 3
+    # minor version only, as dh_python3 writes it. Library dependencies from shlibdeps; libpcap
+    # and libcurl are dlopen()ed as in the flowmark package (live capture needs libpcap; a
+    # registry URL libcurl).
+    find_package(Python3 COMPONENTS Interpreter QUIET)
+    math(EXPR _py_next "${Python3_VERSION_MINOR} + 1")
+    set(CPACK_DEBIAN_PYTHON3-FLOWMARK_PACKAGE_DEPENDS
+        "python3 (>= ${Python3_VERSION_MAJOR}.${Python3_VERSION_MINOR}~), \
+python3 (<< ${Python3_VERSION_MAJOR}.${_py_next}), libpcap0.8 (>= 1.5.1)")
+    set(CPACK_DEBIAN_PYTHON3-FLOWMARK_PACKAGE_RECOMMENDS "libcurl4")
+    set(CPACK_DEBIAN_PYTHON3-FLOWMARK_PACKAGE_SUGGESTS "flowmark, python3-pandas, python3-numpy")
+    set(CPACK_DEBIAN_PYTHON3-FLOWMARK_PACKAGE_SHLIBDEPS ON)
+    # postinst byte-compiles the .py files, prerm removes the byte code (py3compile/py3clean).
+    set(CPACK_DEBIAN_PYTHON3-FLOWMARK_PACKAGE_CONTROL_EXTRA ${_py_pkg}/postinst
+        ${_py_pkg}/prerm)
+    set(CPACK_DEBIAN_PYTHON3-FLOWMARK_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+  endif()
+  include(CPack)
+endmacro()
+cmake_language(DEFER CALL flowmark_include_cpack)

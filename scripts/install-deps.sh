@@ -47,6 +47,8 @@ PACKAGES=(
   # the Python module (python/): Debian's python3 headers and pybind11; its tests (pytest) and
   # the DataFrame / array conversions (pandas, numpy)
   python3-dev pybind11-dev python3-pytest python3-pandas python3-numpy
+  # virtualenvs of Debian's python3 (`python3 -m flowmark.venv`, its test and the package test)
+  python3-venv
   # the dashboard's page in a real browser (tests/integration/test_dashboard.py)
   chromium
 )

@@ -1,5 +1,7 @@
 #include "mcast_cli.hpp"
 
+#include <string_view>
+
 #include <fmt/format.h>
 
 #include "common/cli.hpp"
@@ -66,8 +68,16 @@ void add_common(CLI::App& sub, McastInvocation& inv, mcast::Verb verb) {
     add_rcvbuf_option(sub, r.rcvbuf);
     sub.add_flag("--stats", r.stats,
                  "at the end, JSON loss/duplicate/reorder/delay statistics per sender and group");
-    if (verb == mcast::Verb::kHear)
-      sub.add_flag("--allow-stop", r.allow_stop, "a datagram saying STOP ends the run (exit 0)");
+    if (verb == mcast::Verb::kHear) {
+      const bool seed = std::string_view(inv.program) == "multicast";
+      sub.add_option_function<std::string>(
+             "--stop-word", [&r](const std::string& v) { r.stop_word = v; },
+             std::string("a datagram containing WORD ends the run after its reply (exit 0); "
+                         "anyone who can send to the group can then stop it") +
+                 (seed ? " (default: STOP, as the Python tool)" : " (default: none)"))
+          ->type_name("WORD");
+      sub.add_flag("--allow-stop", r.allow_stop, "the same as --stop-word STOP");
+    }
   }
   sub.footer(std::string(kEnvHelp) + "\n" + std::string(mcast::exit_code_help()));
 }
@@ -115,6 +125,9 @@ int multicast_main(int argc, char** argv) {
   inv.program = "multicast";
   add_mcast_verbs(app, inv);
   if (auto rc = parse_command_line(app, argc, argv, "multicast")) return *rc;
+  // The Python tool's HEAR stops on any datagram containing STOP (its tests end a HEAR
+  // daemon that way); so does this grammar's, unless --stop-word names another word.
+  if (!inv.raw.stop_word && !inv.raw.allow_stop) inv.raw.stop_word = "STOP";
   return run_mcast(inv);
 }
 

@@ -1,7 +1,7 @@
 """flowmark from Python: observe, mark and announce network flows.
 
 Submodules:
-  flowmark.observe     capture files and interfaces into flow records (C++ chains)
+  flowmark.observe()   capture files and interfaces into flow records (C++ chains)
   flowmark.pathspider  pathspider's Observer, running pathspider's chain classes
   flowmark.mcast       UDP multicast: send, Receiver, sequenced streams
   flowmark.multicast   the Python `multicast` package's API (McastSAY, McastRECV, ...)
@@ -12,5 +12,7 @@ The module is built for Debian's /usr/bin/python3 (python3-flowmark); see flowma
 
 from ._flowmark import __version__
 from ._observe import Observation, observe
+from . import mcast, multicast, pathspider, scitags
 
-__all__ = ["__version__", "observe", "Observation"]
+__all__ = ["__version__", "observe", "Observation", "mcast", "multicast", "pathspider",
+           "scitags"]

@@ -410,17 +410,16 @@ int run_hear(const RecvOptions& o, std::FILE* out) {
       if (auto r = rx->send_to(forward_to, d.payload); !r)
         spdlog::warn("forwarding to {}: {}", bind_group.to_string(), r.error().message());
     }
-    std::string_view word = body;
-    while (!word.empty() && (word.back() == '\n' || word.back() == '\r' || word.back() == ' '))
-      word.remove_suffix(1);
-    if (o.allow_stop && word == "STOP") {
+    // As the Python tool does: a datagram containing the word (anywhere) stops HEAR, after
+    // it has been answered and printed.
+    if (!o.stop_word.empty() && body.find(o.stop_word) != std::string_view::npos) {
       stop_requested = true;
       return Seen::kLast;
     }
     return Seen::kPrint;
   });
   if (o.stats) write_all(out, p.stats.to_json() + "\n");
-  if (stop_requested) spdlog::info("STOP received; shutting down");
+  if (stop_requested) spdlog::info("{} received; shutting down", o.stop_word);
   return result.exit_code;
 }
 

@@ -175,7 +175,14 @@ Result<RecvOptions> resolve_recv(const RawOptions& raw, const EnvLookup& env) {
   o.use_std = raw.use_std;
   o.daemon = raw.daemon;
   o.stats = raw.stats;
-  o.allow_stop = raw.allow_stop;
+  if (raw.stop_word) {
+    if (raw.stop_word->empty())
+      return fail(Errc::kInvalidArgument,
+                  "--stop-word: empty (every datagram would stop HEAR); give a word");
+    o.stop_word = *raw.stop_word;
+  } else if (raw.allow_stop) {
+    o.stop_word = "STOP";
+  }
   if (raw.count) {
     FM_TRY(o.count, parse_count(OptionValue::flag("--count", *raw.count)));
     o.daemon = true;  // --count N: keep receiving until N datagrams

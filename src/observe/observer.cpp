@@ -92,6 +92,7 @@ struct Observer::Impl {
   std::vector<Hooked> chain_new, chain_ip, chain_tcp, chain_udp, chain_other, chain_quick;
   // chain_quick by packet kind (quick_kind()): only the chains with work for it.
   std::array<std::vector<Hooked>, 4> chain_quick_kind;
+  FieldPrefixes field_prefixes;          // every chain's columns(), in the chains' order
   std::vector<std::byte> scratch_state;  // a new flow's state while the new-flow chain runs
   ObserverStats stats;
   FlowTable table;
@@ -213,9 +214,12 @@ struct Observer::Impl {
     fill_facts(it.facts, q);
     it.rev = rev;
     it.complete = false;
-    pending_idx[kind][npending[kind]++] = idx;
-    pending_kind[nwaiting] = static_cast<std::uint8_t>(kind);
-    pending_now[nwaiting] = now;
+    if (batch_completes) {  // what run_pending() needs to complete the flow in order
+      pending_idx[kind][npending[kind]] = idx;
+      pending_kind[nwaiting] = static_cast<std::uint8_t>(kind);
+      pending_now[nwaiting] = now;
+    }
+    ++npending[kind];
     if (++nwaiting == kBatch) run_pending();
   }
 
@@ -227,7 +231,7 @@ struct Observer::Impl {
     }
     // Completions in the packets' order (their timers are scheduled in that order).
     std::array<std::size_t, 4> at{};
-    for (std::size_t i = 0; i < nwaiting; ++i) {
+    for (std::size_t i = 0; i < (batch_completes ? nwaiting : 0); ++i) {
       const unsigned kind = pending_kind[i];
       const std::size_t j = at[kind]++;
       if (batch_items[kind][j].complete) [[unlikely]] {
@@ -288,8 +292,11 @@ struct Observer::Impl {
                               [](const Hooked& h) { return h.chain->quick_facts(); });
     syn_full_path = std::any_of(chains.begin(), chains.end(),
                                 [](const auto& c) { return !c->quick_syn(); });
+    batch_completes = std::any_of(chain_quick.begin(), chain_quick.end(),
+                                  [](const Hooked& h) { return h.chain->quick_completes(); });
   }
-  bool syn_full_path = false;  // a chain needs the full hooks for SYN segments (their options)
+  bool batch_completes = true;  // a quick chain may complete a flow (Chain::quick_completes)
+  bool syn_full_path = false;   // a chain needs the full hooks for SYN segments (their options)
 
   void add_chain(std::unique_ptr<Chain> c) {
     if (stats.packets != 0) throw std::logic_error("Observer::add_chain after the first packet");
@@ -314,6 +321,10 @@ struct Observer::Impl {
     }
     chain_offsets.push_back(offset);
     chains.push_back(std::move(c));
+    std::vector<std::string> columns;
+    for (const auto& chain : chains)
+      for (auto& name : chain->columns()) columns.push_back(std::move(name));
+    field_prefixes = FieldPrefixes(columns);
     scratch_state.assign(state_bytes, std::byte{0});
     // The table keeps the state next to each record: made anew (it holds no flow yet).
     table = FlowTable(cfg.max_flows, max_delay(), cfg.key_vlan, state_bytes);
@@ -726,6 +737,17 @@ const std::byte* Observer::chain_state(const FlowRecord& r, std::size_t i) const
   if (idx == kNil) return nullptr;
   return impl_->table.state(idx) + impl_->chain_offsets[i];
 }
+
+void Observer::chain_states(const FlowRecord& r,
+                            std::span<const std::byte*> states) const noexcept {
+  const std::uint32_t idx = impl_->table.index_of(r);
+  const std::byte* base = idx == kNil ? nullptr : impl_->table.state(idx);
+  for (std::size_t i = 0; i < states.size(); ++i)
+    states[i] =
+        base == nullptr || i >= impl_->chains.size() ? nullptr : base + impl_->chain_offsets[i];
+}
+
+const FieldPrefixes& Observer::field_prefixes() const noexcept { return impl_->field_prefixes; }
 
 void Observer::on_packet(Nanos ts_ns, LinkType link, std::span<const std::byte> frame) noexcept {
   impl_->on_packet(ts_ns, link, frame);

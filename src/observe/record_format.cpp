@@ -5,6 +5,7 @@
 // the IPv4-compatible / IPv4-mapped forms (::a.b.c.d, ::ffff:a.b.c.d) as glibc prints them.
 #include "flowmark/observe/record_format.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 #include <string_view>
@@ -122,22 +123,40 @@ namespace {
 
 }  // namespace
 
-void FieldWriter::field(std::string_view name, std::string_view value) {
-  const bool json = format_ == Format::kJson;
-  const std::size_t n = (json ? name.size() + 4 : 1) + value.size();
-  if (static_cast<std::size_t>(end_ - cur_) < n) [[unlikely]] {
+FieldPrefixes::FieldPrefixes(std::span<const std::string> names) : slots_(names.size()) {
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    Slot& s = slots_[i];
+    std::memset(s.text, 0, sizeof s.text);
+    s.length = 0;
+    const std::string& n = names[i];
+    if (n.size() + 4 > sizeof s.text) continue;  // put together from the name, as without
+    s.text[0] = ',';
+    s.text[1] = '"';
+    std::memcpy(s.text + 2, n.data(), n.size());
+    s.text[n.size() + 2] = '"';
+    s.text[n.size() + 3] = ':';
+    s.length = static_cast<std::uint32_t>(n.size() + 4);
+  }
+}
+
+char* FieldWriter::begin_field(std::string_view name, std::size_t value_room) noexcept {
+  ++column_;
+  const std::size_t need = name.size() + 4 + value_room;
+  if (static_cast<std::size_t>(end_ - cur_) < need) [[unlikely]] {
     flush();
-    if (static_cast<std::size_t>(end_ - cur_) < n) return direct_field(name, value);
+    if (static_cast<std::size_t>(end_ - cur_) < need) return nullptr;
   }
   char* q = cur_;
-  *q++ = ',';
-  if (json) {
-    *q++ = '"';
-    q = copy_short(q, name.data(), name.size());
-    *q++ = '"';
-    *q++ = ':';
+  if (format_ == Format::kCsv) {
+    *q = ',';
+    return q + 1;
   }
-  cur_ = copy_short(q, value.data(), value.size());
+  *q++ = ',';
+  *q++ = '"';
+  q = copy_short(q, name.data(), name.size());
+  *q++ = '"';
+  *q++ = ':';
+  return q;
 }
 
 void FieldWriter::direct_field(std::string_view name, std::string_view value) {
@@ -167,28 +186,43 @@ void FieldWriter::direct_field(std::string_view name, std::string_view value) {
   out_->append(buf, n);
 }
 
-void FieldWriter::null(std::string_view name) {
+void FieldWriter::null_slow(std::string_view name) {
   if (visitor_ != nullptr) [[unlikely]]
     return visitor_->null(name);
-  field(name, format_ == Format::kJson ? std::string_view("null") : std::string_view());
+  const bool json = format_ == Format::kJson;
+  char* q = begin_field(name, 8);
+  if (q == nullptr) [[unlikely]]
+    return direct_field(name, json ? std::string_view("null") : std::string_view());
+  std::memcpy(q, "null", 4);
+  cur_ = q + (json ? 4 : 0);
 }
 
-void FieldWriter::boolean(std::string_view name, bool value) {
+void FieldWriter::boolean_slow(std::string_view name, bool value) {
   if (visitor_ != nullptr) [[unlikely]]
     return visitor_->boolean(name, value);
-  field(name, value ? std::string_view("true") : std::string_view("false"));
+  char* q = begin_field(name, 8);
+  if (q == nullptr) [[unlikely]]
+    return direct_field(name, value ? std::string_view("true") : std::string_view("false"));
+  std::memcpy(q, value ? "true\0\0\0" : "false\0\0", 8);
+  cur_ = q + (value ? 4 : 5);
 }
 
-void FieldWriter::number(std::string_view name, std::uint64_t value) {
+void FieldWriter::number_slow(std::string_view name, std::uint64_t value) {
   if (visitor_ != nullptr) [[unlikely]]
     return visitor_->number(name, value);
-  char num[24];
-  field(name, std::string_view(num, static_cast<std::size_t>(put_u(num, value) - num)));
+  char* q = begin_field(name, 20);
+  if (q == nullptr) [[unlikely]] {
+    char num[24];
+    const auto n = static_cast<std::size_t>(put_u(num, value) - num);
+    return direct_field(name, std::string_view(num, n));
+  }
+  cur_ = put_u(q, value);
 }
 
 void FieldWriter::text(std::string_view name, std::string_view value) {
   if (visitor_ != nullptr) [[unlikely]]
     return visitor_->text(name, value);
+  ++column_;
   flush();  // the value is escaped straight into out_
   direct_field(name, {});
   if (format_ == Format::kCsv) {
@@ -230,10 +264,14 @@ void append_chain_fields(std::string& out, const FlowRecord& r, const Observer* 
                          FieldWriter::Format format) {
   if (obs == nullptr) return;
   char scratch[4096];  // the fields go to out in one append (or a few)
-  FieldWriter w(out, format, scratch);
+  FieldWriter w(out, format, scratch, &obs->field_prefixes());
   const auto& chains = obs->chains();
+  // The states of the first chains in one lookup (more than kAtOnce chains: one a chain).
+  constexpr std::size_t kAtOnce = 16;
+  const std::byte* states[kAtOnce];
+  obs->chain_states(r, std::span(states, std::min(chains.size(), kAtOnce)));
   for (std::size_t i = 0; i < chains.size(); ++i) {
-    if (const std::byte* st = obs->chain_state(r, i)) {
+    if (const std::byte* st = i < kAtOnce ? states[i] : obs->chain_state(r, i)) {
       chains[i]->write(r, st, w);
     } else {
       for (const auto& c : chains[i]->columns()) w.null(c);
@@ -246,8 +284,11 @@ void append_chain_fields(std::string& out, const FlowRecord& r, const Observer* 
 void visit_chain_fields(const FlowRecord& r, const Observer& obs, FieldVisitor& visitor) {
   FieldWriter w(visitor);
   const auto& chains = obs.chains();
+  constexpr std::size_t kAtOnce = 16;  // as append_chain_fields()
+  const std::byte* states[kAtOnce];
+  obs.chain_states(r, std::span(states, std::min(chains.size(), kAtOnce)));
   for (std::size_t i = 0; i < chains.size(); ++i) {
-    if (const std::byte* st = obs.chain_state(r, i)) {
+    if (const std::byte* st = i < kAtOnce ? states[i] : obs.chain_state(r, i)) {
       chains[i]->write(r, st, w);
     } else {
       for (const auto& c : chains[i]->columns()) w.null(c);

@@ -755,6 +755,62 @@ class TestMulticastGrammar(McastTestCase):
         self.assertEqual(rc, 0, herr)
         self.assertEqual(hout, "Hello World!\n")
 
+    def say_and_reply(self, text, port=None):
+        """SAY `text` from A with --wait-reply; returns the reply lines."""
+        rc, out, err = self.run_cmd(self.A, [MULTICAST, "SAY", "--mcast-group", self.GROUP,
+                                             "--port", str(port or self.PORT), "--message", text,
+                                             "--wait-reply", "--timeout", "1"])
+        self.assertEqual(rc, 0, err)
+        return out.splitlines()
+
+    def test_hear_daemon_stops_on_a_datagram_containing_stop(self):
+        # The Python tool's HEAR answers, then shuts down with exit 0 on any datagram
+        # containing STOP; `multicast HEAR --daemon` does the same.
+        h = self.seed_recv("HEAR", extra=["--daemon"])
+        self.assertEqual(len(self.say_and_reply("first")), 1)
+        self.assertEqual(h.poll(), None)  # answered, still running
+        replies = self.say_and_reply("please STOP now")
+        self.assertEqual(len(replies), 1, replies)
+        self.assertRegex(replies[0], REPLY_RE.format(text="PLEASE STOP NOW", ip=re.escape(A4),
+                                                     group=re.escape(self.GROUP)))
+        rc, out, err = self.finish(h, timeout=5)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out, "first\nplease STOP now\n")
+
+    def test_hear_stop_word_replaces_stop(self):
+        h = self.seed_recv("HEAR", extra=["--daemon", "--stop-word", "QUIT"])
+        self.say_and_reply("STOP")
+        self.assertEqual(len(self.say_and_reply("still there?")), 1)  # STOP did not end it
+        self.assertEqual(h.poll(), None)
+        self.say_and_reply("QUIT")
+        rc, out, err = self.finish(h, timeout=5)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out, "STOP\nstill there?\nQUIT\n")
+
+    def test_flowmark_mcast_hear_stops_only_with_stop_word(self):
+        # Without --stop-word anyone on the group could end the daemon: it runs on.
+        port = self.PORT + 1
+        h = self.spawn(self.B, [FLOWMARK, "mcast", "hear", "--group", self.GROUP, "--port",
+                                str(port), "--daemon", "--use-std"])
+        self.wait_ready(self.B, h, port, IF_B, [self.GROUP])
+        self.say_and_reply("STOP", port)
+        self.assertEqual(len(self.say_and_reply("after STOP", port)), 1)
+        self.assertEqual(h.poll(), None)
+        h.send_signal(signal.SIGINT)
+        rc, out, err = self.finish(h, timeout=5)
+        self.assertEqual(rc, 130, err)
+        self.assertEqual(out, "STOP\nafter STOP\n")
+        # With --stop-word the word ends it, after its reply, with exit 0.
+        h = self.spawn(self.B, [FLOWMARK, "mcast", "hear", "--group", self.GROUP, "--port",
+                                str(port), "--daemon", "--use-std", "--stop-word", "END"])
+        self.wait_ready(self.B, h, port, IF_B, [self.GROUP])
+        self.assertEqual(len(self.say_and_reply("THE END", port)), 1)
+        rc, out, err = self.finish(h, timeout=5)
+        self.assertEqual((rc, out), (0, "THE END\n"), err)
+        rc, _, err = self.run_cmd(self.B, [FLOWMARK, "mcast", "hear", "--stop-word", ""])
+        self.assertEqual(rc, 2, err)
+        self.assertIn("--stop-word", err)
+
     def test_lower_case_verbs_and_flowmark_multicast(self):
         r = self.spawn(self.B, [FLOWMARK, "multicast", "recv", "--use-std", "--port",
                                 str(self.PORT), "--bind-group", self.GROUP])

@@ -39,7 +39,8 @@ struct RawOptions {
   std::vector<std::string> message;  // --message words, joined by spaces
   bool pipe = false, binary = false, sequence = false, wait_reply = false, gso = false;
   bool use_std = false, daemon = false, json = false, stats = false;
-  bool no_loop = false, allow_stop = false;
+  bool no_loop = false, allow_stop = false;  // --allow-stop: the stop word STOP
+  std::optional<std::string> stop_word;      // --stop-word WORD (HEAR)
 };
 
 // Looks up an environment variable (tests pass their own).
@@ -78,7 +79,10 @@ struct RecvOptions : CommonOptions {
   bool stats = false;
   std::optional<std::uint64_t> count;  // stop after this many datagrams
   int rcvbuf = 0;
-  bool allow_stop = false;  // HEAR: a "STOP" datagram ends the run (exit 0)
+  // HEAR: a datagram whose payload contains this word ends the run (exit 0) after its
+  // reply. Empty: no stop word (`flowmark mcast hear`'s default; `multicast HEAR` uses STOP,
+  // as the Python tool does).
+  std::string stop_word;
 };
 
 Result<SayOptions> resolve_say(const RawOptions& raw, const EnvLookup& env);

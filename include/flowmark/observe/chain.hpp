@@ -21,8 +21,10 @@
 //   observer.add_chain(std::make_unique<SynCount>());
 #pragma once
 
+#include <charconv>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
@@ -47,34 +49,122 @@ class FieldVisitor {
   virtual void text(std::string_view name, std::string_view value) = 0;
 };
 
+// The columns of a record's chain fields (every chain's columns(), the chains in order) with
+// their JSON prefixes `,"name":` made once, for FieldWriter (Observer::field_prefixes()).
+class FieldPrefixes {
+ public:
+  FieldPrefixes() = default;
+  explicit FieldPrefixes(std::span<const std::string> names);
+  std::size_t size() const noexcept { return slots_.size(); }
+
+ private:
+  friend class FieldWriter;
+  struct Slot {
+    alignas(16) char text[32];  // `,"name":`, zero-padded (copied as 32 bytes)
+    std::uint32_t length;       // of the prefix; 0 when it does not fit in text
+  };
+  std::vector<Slot> slots_;
+};
+
 // Appends a chain's fields to a record being written: `,"name":value` in JSON, `,value` in
 // CSV (where a null is an empty field and the names are the header's, from columns()), or
 // hands each to a FieldVisitor.
 // Given a scratch buffer, the writer collects the fields there and appends them to `out`
 // when it is full and when the writer ends (the record writers do: a record has ~70 fields
 // with all chains); `out` is then complete once the writer is gone.
+// Given the record's FieldPrefixes too, the n-th field's JSON prefix is copied whole from the
+// n-th column's when the name written is that column's (compared byte for byte), else put
+// together from the name as without them: the text is the same either way.
 class FieldWriter {
  public:
   enum class Format : std::uint8_t { kJson, kCsv, kVisit };
   FieldWriter(std::string& out, Format format) noexcept : out_(&out), format_(format) {}
-  FieldWriter(std::string& out, Format format, std::span<char> scratch) noexcept
+  FieldWriter(std::string& out, Format format, std::span<char> scratch,
+              const FieldPrefixes* prefixes = nullptr) noexcept
       : out_(&out), format_(format), buf_(scratch.data()), cur_(buf_),
-        end_(buf_ + scratch.size()) {}
+        end_(buf_ + scratch.size()) {
+    if (prefixes != nullptr && format == Format::kJson) {
+      slots_ = prefixes->slots_.data();
+      ncolumns_ = prefixes->slots_.size();
+    }
+  }
   explicit FieldWriter(FieldVisitor& visitor) noexcept
       : format_(Format::kVisit), visitor_(&visitor) {}
   ~FieldWriter() { flush(); }
   FieldWriter(const FieldWriter&) = delete;
   FieldWriter& operator=(const FieldWriter&) = delete;
 
-  void null(std::string_view name);
-  void boolean(std::string_view name, bool value);
-  void number(std::string_view name, std::uint64_t value);
+  // Inline: the common case (JSON, the name its column's, room in the buffer) is a copy of
+  // the prefix and of the value; anything else goes to the *_slow() forms.
+  void null(std::string_view name) {
+    if (char* q = begin_known(name, 8)) [[likely]] {
+      std::memcpy(q, "null", 4);
+      cur_ = q + 4;
+      return;
+    }
+    null_slow(name);
+  }
+  void boolean(std::string_view name, bool value) {
+    if (char* q = begin_known(name, 8)) [[likely]] {
+      std::memcpy(q, value ? "true\0\0\0" : "false\0\0", 8);
+      cur_ = q + (value ? 4 : 5);
+      return;
+    }
+    boolean_slow(name, value);
+  }
+  void number(std::string_view name, std::uint64_t value) {
+    if (char* q = begin_known(name, 20)) [[likely]] {
+      cur_ = std::to_chars(q, q + 20, value).ptr;
+      return;
+    }
+    number_slow(name, value);
+  }
   void text(std::string_view name, std::string_view value);  // escaped as JSON / CSV need
 
  private:
-  // `,"name":value` (JSON) or `,value` (CSV): into the scratch buffer when there is one and
-  // it has room, else appended to out_ (direct_field).
-  void field(std::string_view name, std::string_view value);
+  // JSON with prefixes: the next column's prefix, when `name` is that column's and the
+  // scratch buffer has room for it (32 bytes) and value_room more; returns where the value
+  // goes, or nullptr (nothing done).
+  [[gnu::always_inline]] char* begin_known(std::string_view name, std::size_t value_room) noexcept {
+    if (column_ >= ncolumns_ || static_cast<std::size_t>(end_ - cur_) < 32 + value_room)
+      return nullptr;
+    const FieldPrefixes::Slot& s = slots_[column_];
+    if (s.length != name.size() + 4 || !same_short(name.data(), s.text + 2, name.size()))
+      return nullptr;
+    ++column_;
+    std::memcpy(cur_, s.text, sizeof s.text);
+    return cur_ + s.length;
+  }
+  // The n bytes (n <= 28) at a and b are the same: compared with overlapping fixed-size loads
+  // (for a name known when compiled, its bytes are constants).
+  [[gnu::always_inline]] static bool same_short(const char* a, const char* b,
+                                                std::size_t n) noexcept {
+    auto load8 = [](const char* p) {
+      std::uint64_t v;
+      std::memcpy(&v, p, 8);
+      return v;
+    };
+    auto load4 = [](const char* p) {
+      std::uint32_t v;
+      std::memcpy(&v, p, 4);
+      return v;
+    };
+    if (n >= 16)
+      return ((load8(a) ^ load8(b)) | (load8(a + 8) ^ load8(b + 8)) |
+              (load8(a + n - 16) ^ load8(b + n - 16)) | (load8(a + n - 8) ^ load8(b + n - 8))) == 0;
+    if (n >= 8) return ((load8(a) ^ load8(b)) | (load8(a + n - 8) ^ load8(b + n - 8))) == 0;
+    if (n >= 4) return ((load4(a) ^ load4(b)) | (load4(a + n - 4) ^ load4(b + n - 4))) == 0;
+    for (std::size_t i = 0; i < n; ++i)
+      if (a[i] != b[i]) return false;
+    return true;
+  }
+  void null_slow(std::string_view name);
+  void boolean_slow(std::string_view name, bool value);
+  void number_slow(std::string_view name, std::uint64_t value);
+  // Starts a field in the scratch buffer from its name: `,"name":` (JSON) or `,` (CSV), with
+  // value_room bytes free after it; returns where its value goes, or nullptr when the buffer
+  // cannot hold it (no scratch buffer, or a very long name): then direct_field() appends it.
+  char* begin_field(std::string_view name, std::size_t value_room) noexcept;
   void direct_field(std::string_view name, std::string_view value);
   void flush() {
     if (cur_ != buf_) out_->append(buf_, static_cast<std::size_t>(cur_ - buf_));
@@ -86,6 +176,9 @@ class FieldWriter {
   char* buf_ = nullptr;
   char* cur_ = nullptr;
   char* end_ = nullptr;
+  const FieldPrefixes::Slot* slots_ = nullptr;  // JSON with prefixes only
+  std::size_t ncolumns_ = 0;
+  std::size_t column_ = 0;  // fields written so far: the index into slots_
 };
 
 // What the observer's fast path read of a packet without making a PacketView (Ethernet with
@@ -171,6 +264,10 @@ class Chain {
   // flags, TOS, label … are facts; its options are not): while every chain says so, SYNs of
   // known flows stay on the fast path; else they take the full one.
   virtual bool quick_syn() const noexcept { return false; }
+  // False when on_quick() never returns kComplete: while no chain with a fast form can
+  // complete a flow there, the observer's batches keep no note of which flow each packet
+  // would complete, nor when.
+  virtual bool quick_completes() const noexcept { return true; }
   // kQuick* bits: on_quick() is called for these packets only (it would do nothing for the
   // others): TCP or UDP over IPv4 or IPv6.
   virtual unsigned quick_kinds() const noexcept { return kQuickAll; }

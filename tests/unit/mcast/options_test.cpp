@@ -172,6 +172,23 @@ TEST(Options, ReceiverGroupsSourcesAndCount) {
   EXPECT_NE(bad_group.error().message().find("--groups 192.0.2.1"), std::string::npos);
 }
 
+TEST(Options, HearStopWord) {
+  FakeEnv env;
+  RawOptions raw;
+  auto none = resolve_recv(raw, env.lookup());
+  ASSERT_TRUE(none.has_value()) << none.error().message();
+  EXPECT_EQ(none->stop_word, "");  // flowmark mcast hear: no stop word unless asked
+  raw.allow_stop = true;
+  EXPECT_EQ(resolve_recv(raw, env.lookup())->stop_word, "STOP");
+  raw.stop_word = "QUIT";  // --stop-word beats --allow-stop
+  EXPECT_EQ(resolve_recv(raw, env.lookup())->stop_word, "QUIT");
+  raw.stop_word = "";
+  auto empty = resolve_recv(raw, env.lookup());
+  ASSERT_FALSE(empty.has_value());
+  EXPECT_EQ(exit_code_for(empty.error()), kExitUsage);
+  EXPECT_NE(empty.error().message().find("--stop-word"), std::string::npos);
+}
+
 TEST(Options, SequencingAndPipe) {
   FakeEnv env;
   RawOptions raw = say("x");

@@ -5,6 +5,7 @@
 
 #include <random>
 #include <string>
+#include <vector>
 
 #include "flowmark/observe/record_format.hpp"
 
@@ -102,6 +103,54 @@ TEST(FieldWriter, JsonAndCsvValues) {
   }
   EXPECT_EQ(j, R"(,"a":null,"b":true,"c":18446744073709551615,"d":"x\"y,z\u000a")");
   EXPECT_EQ(c, ",,true,18446744073709551615,\"x\"\"y,z\n\"");
+}
+
+// With a record's column prefixes the text is the same as without them: also where a chain
+// writes a name other than its column's, more fields than columns, a name too long for a
+// prefix, and with a scratch buffer too small for some fields.
+TEST(FieldWriter, PrefixesGiveTheSameText) {
+  const std::string long_name(40, 'n');
+  const std::vector<std::string> columns = {"a", "bb", "ecn_ect0_data_fwd", long_name, "z"};
+  const FieldPrefixes prefixes(columns);
+  ASSERT_EQ(prefixes.size(), 5u);
+  auto fields = [&](FieldWriter& w) {
+    w.null("a");
+    w.boolean("bx", false);  // not its column's name
+    w.number("ecn_ect0_data_fwd", 18446744073709551615u);
+    w.boolean(long_name, true);
+    w.text("z", "q\"");
+    w.number("extra", 7);  // beyond the columns
+    w.null("a");
+  };
+  std::string plain, with, small;
+  {
+    FieldWriter w(plain, FieldWriter::Format::kJson);
+    fields(w);
+  }
+  char scratch[4096], tiny[40];
+  {
+    FieldWriter w(with, FieldWriter::Format::kJson, scratch, &prefixes);
+    fields(w);
+  }
+  {
+    FieldWriter w(small, FieldWriter::Format::kJson, tiny, &prefixes);
+    fields(w);
+  }
+  EXPECT_EQ(plain, R"(,"a":null,"bx":false,"ecn_ect0_data_fwd":18446744073709551615,")" +
+                       long_name + R"(":true,"z":"q\"","extra":7,"a":null)");
+  EXPECT_EQ(with, plain);
+  EXPECT_EQ(small, plain);
+  std::string csv_plain, csv_with;
+  {
+    FieldWriter w(csv_plain, FieldWriter::Format::kCsv);
+    fields(w);
+  }
+  {
+    FieldWriter w(csv_with, FieldWriter::Format::kCsv, scratch, &prefixes);
+    fields(w);
+  }
+  EXPECT_EQ(csv_with, csv_plain);
+  EXPECT_EQ(csv_plain, ",,false,18446744073709551615,true,\"q\"\"\",7,");
 }
 
 // Flows without ports (ICMP, other protocols) write sp and dp as null / empty, as
