@@ -21,45 +21,22 @@ cores: say how many there are, and what else ran, with the figures.
 """
 
 import argparse
-import ctypes
 import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 
-CLONE_NEWNET = 0x40000000
+# Sockets opened by a thread inside a namespace: the integration tests' helper.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests", "integration"))
+from netns_helpers import in_netns  # noqa: E402
 GROUP = "239.255.77.1"
 
 
 def sh(*args):
     subprocess.run(args, check=True)
-
-
-def in_netns(ns, make):
-    """make() run by a thread inside namespace `ns`: the sockets it opens live there."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    out = {}
-
-    def body():
-        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-            out["value"] = make()
-        except Exception as e:  # noqa: BLE001 - re-raised below
-            out["error"] = e
-        finally:
-            os.close(fd)
-
-    t = threading.Thread(target=body)
-    t.start()
-    t.join()
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
 
 
 def send(build, ns, port, count, size):
