@@ -18,6 +18,8 @@ not. The layers (docs/architecture.md, "Modules and the direction of their depen
     apps/flowmark  <- every module but daemon (the tool does not carry the service)
     apps/flowmarkd <- everything
     apps/common    <- core        what both mains share (header-only: links neither app)
+    python         <- core, net, mcast, scitags, observe, capture   the Python module
+                      (python/src/), through the public headers only, as C++ users have them
 
 The link lines of CMakeLists.txt are held to the same table (flowmark_<module>, and the
 `flowmark` and `flowmarkd` programs).
@@ -48,10 +50,11 @@ ALLOWED = {
     "apps/flowmark": {"core", "net", "mcast", "scitags", "netclient", "observe", "capture",
                       "bpf", "collector"},
     "apps/common": {"core"},
+    "python": {"core", "net", "mcast", "scitags", "observe", "capture"},
     "apps/flowmarkd": {"core", "net", "mcast", "scitags", "netclient", "observe", "capture",
                        "bpf", "collector", "daemon"},
 }
-MODULES = {m for m in ALLOWED if not m.startswith("apps/")}
+MODULES = {m for m in ALLOWED if not m.startswith("apps/") and m != "python"}
 
 # Includes that break a rule for now, each with its reason. An entry that no longer matches
 # anything fails the check too, so that the list only ever shrinks.
@@ -61,7 +64,10 @@ EXCEPTIONS: dict[tuple[str, str], str] = {}
 LINK_EXCEPTIONS: dict[tuple[str, str], str] = {}
 # CMake targets → the module whose rules apply to them.
 TARGETS = {f"flowmark_{m}": m for m in MODULES}
-TARGETS.update({"flowmark": "apps/flowmark", "flowmarkd": "apps/flowmarkd"})
+TARGETS.update({"flowmark": "apps/flowmark", "flowmarkd": "apps/flowmarkd",
+                "flowmark_python": "python"})
+# The CMake files whose link lines are checked.
+CMAKE_FILES = ("CMakeLists.txt", "python/CMakeLists.txt")
 LINK = re.compile(r"target_link_libraries\(\s*(\S+)([^)]*)\)", re.S)
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
@@ -78,6 +84,8 @@ def module_of_file(rel: str):
         return parts[2]
     if parts[0] == "apps" and len(parts) > 2 and f"apps/{parts[1]}" in ALLOWED:
         return f"apps/{parts[1]}"
+    if parts[:2] == ["python", "src"] and len(parts) > 2:
+        return "python"
     return None
 
 
@@ -96,7 +104,7 @@ def check(root: pathlib.Path):
     problems = []
     used_exceptions = set()
     files = []
-    for top in ("src", "include/flowmark", "apps"):
+    for top in ("src", "include/flowmark", "apps", "python/src"):
         base = root / top
         if base.is_dir():
             files += [p for p in sorted(base.rglob("*")) if p.suffix in SOURCE_SUFFIXES]
@@ -118,6 +126,11 @@ def check(root: pathlib.Path):
                 used_exceptions.add(key)
                 continue
             used = module_of_include(target)
+            if module == "python" and used is not None and not target.startswith("flowmark/"):
+                problems.append(f"{rel}:{number}: the Python module includes the private header "
+                                f"\"{target}\"; it wraps the public headers (include/flowmark/) "
+                                "only, as C++ users have them")
+                continue
             if used is not None and used != module and used not in ALLOWED[module]:
                 allowed = ", ".join(sorted(ALLOWED[module])) or "no other module"
                 problems.append(f"{rel}:{number}: {module} includes {used} (\"{target}\"); "
@@ -143,8 +156,20 @@ def check_links(root: pathlib.Path):
     only the libraries of the modules <m> may include, the `flowmark` tool not the daemon."""
     problems = []
     used = set()
-    cmake = root / "CMakeLists.txt"
-    text = cmake.read_text()
+    for name in CMAKE_FILES:
+        cmake = root / name
+        if cmake.is_file():
+            problems += check_link_lines(name, cmake.read_text(), used)
+    for key, reason in LINK_EXCEPTIONS.items():
+        if key not in used:
+            problems.append(f"CMakeLists.txt: the allowed link {key[0]} → {key[1]} ({reason}) is "
+                            "no longer needed: remove it from LINK_EXCEPTIONS in "
+                            "tests/layering_check.py")
+    return problems
+
+
+def check_link_lines(name, text, used):
+    problems = []
     for m in LINK.finditer(text):
         target = m.group(1)
         module = TARGETS.get(target)
@@ -158,13 +183,8 @@ def check_links(root: pathlib.Path):
                 used.add((target, f"flowmark_{lib}"))
                 continue
             allowed = ", ".join(sorted(ALLOWED[module])) or "no other module"
-            problems.append(f"CMakeLists.txt:{line}: {target} links flowmark_{lib}; {module} may "
+            problems.append(f"{name}:{line}: {target} links flowmark_{lib}; {module} may "
                             f"depend only on {allowed}")
-    for key, reason in LINK_EXCEPTIONS.items():
-        if key not in used:
-            problems.append(f"CMakeLists.txt: the allowed link {key[0]} → {key[1]} ({reason}) is "
-                            "no longer needed: remove it from LINK_EXCEPTIONS in "
-                            "tests/layering_check.py")
     return problems
 
 
