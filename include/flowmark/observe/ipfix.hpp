@@ -1,0 +1,80 @@
+// flowmark::observe — flow records as IPFIX messages (RFC 7011), biflows per RFC 5103.
+//
+// Our own writer, beside the JSON/CSV record formats: it encodes records into messages
+// and hands each finished message to a callback (a file writer for the RFC 5655 file
+// format, a socket later). Templates (one per IP version) go in the first message, before
+// any data set; messages stay at or below max_message_size; the sequence number counts
+// data records sent before the message in the observation domain.
+//
+//   IpfixWriter w({.observation_domain = 7}, [&](std::span<const std::uint8_t> m) {
+//     fwrite(m.data(), 1, m.size(), f);
+//   });
+//   w.add(record);   // from the observer's sink
+//   w.flush();       // at the end: the message being built is emitted
+//
+// Biflow records carry reverse counters as the same element ids with the enterprise bit
+// set and PEN 29305 (RFC 5103). In uniflow mode each record becomes a forward record and,
+// when the reverse direction saw packets, a reverse record with the endpoints swapped.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "flowmark/observe/observer.hpp"
+
+namespace flowmark::observe {
+
+inline constexpr std::uint32_t kIpfixReversePen = 29305;  // RFC 5103 reverse elements
+inline constexpr std::uint16_t kIpfixTemplateV4 = 256;
+inline constexpr std::uint16_t kIpfixTemplateV6 = 257;
+inline constexpr std::uint16_t kIpfixTemplateUniV4 = 258;
+inline constexpr std::uint16_t kIpfixTemplateUniV6 = 259;
+
+struct IpfixOptions {
+  std::uint32_t observation_domain = 0;
+  // Largest message written (header included); at least 512. 65535 for files; for UDP the
+  // path MTU less the IP and UDP headers.
+  std::size_t max_message_size = 65535;
+  bool uniflow = false;
+  // Export time (seconds since the epoch) for each message; default: the wall clock.
+  std::function<std::uint32_t()> now;
+};
+
+class IpfixWriter {
+ public:
+  // One complete message; the bytes are valid for the call only.
+  using MessageSink = std::function<void(std::span<const std::uint8_t>)>;
+
+  IpfixWriter(IpfixOptions options, MessageSink sink);
+
+  void add(const FlowRecord& r);
+  // Emits the message being built, if it holds anything.
+  void flush();
+
+  std::uint64_t records_written() const noexcept { return records_; }  // data records
+  std::uint64_t messages_written() const noexcept { return messages_; }
+  std::uint32_t sequence() const noexcept { return sequence_; }
+
+ private:
+  void add_one(const FlowRecord& r, bool reverse_side);
+  void begin_message();
+  void end_set();
+  void write_templates();
+  template <class T>
+  void put(T v);
+
+  IpfixOptions options_;
+  MessageSink sink_;
+  std::vector<std::uint8_t> buf_;
+  std::size_t set_start_ = 0;      // offset of the open data set's header (0: none open)
+  std::uint16_t set_template_ = 0;  // its template id
+  std::uint32_t sequence_ = 0;      // data records sent before the message being built
+  std::uint32_t records_in_message_ = 0;
+  bool templates_sent_ = false;
+  std::uint64_t records_ = 0, messages_ = 0;
+};
+
+}  // namespace flowmark::observe

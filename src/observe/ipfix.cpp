@@ -1,0 +1,219 @@
+#include "flowmark/observe/ipfix.hpp"
+
+#include <algorithm>
+#include <array>
+#include <ctime>
+#include <utility>
+
+namespace flowmark::observe {
+namespace {
+
+// One field specifier of a template: information element id, length, whether it is the
+// RFC 5103 reverse of the element (enterprise bit set, PEN 29305).
+struct Field {
+  std::uint16_t id;
+  std::uint16_t length;
+  bool reverse = false;
+};
+
+// Element ids (RFC 7012 / IANA registry).
+constexpr std::uint16_t kOctetDeltaCount = 1, kPacketDeltaCount = 2, kProtocolIdentifier = 4,
+                        kTcpControlBits = 6, kSourceTransportPort = 7, kSourceIPv4Address = 8,
+                        kDestinationTransportPort = 11, kDestinationIPv4Address = 12,
+                        kSourceIPv6Address = 27, kDestinationIPv6Address = 28, kVlanId = 58,
+                        kFlowStartMilliseconds = 152, kFlowEndMilliseconds = 153;
+
+constexpr std::size_t kHeaderSize = 16, kSetHeaderSize = 4;
+
+// The record layout every template shares after the addresses; the writer below puts the
+// values in exactly this order.
+template <std::size_t N>
+constexpr std::array<Field, N + 2> with_addresses(bool v6, std::array<Field, N> rest) {
+  std::array<Field, N + 2> out{};
+  out[0] = {v6 ? kSourceIPv6Address : kSourceIPv4Address, std::uint16_t(v6 ? 16 : 4)};
+  out[1] = {v6 ? kDestinationIPv6Address : kDestinationIPv4Address, std::uint16_t(v6 ? 16 : 4)};
+  std::copy(rest.begin(), rest.end(), out.begin() + 2);
+  return out;
+}
+
+constexpr std::array<Field, 9> kUniFields{{{kSourceTransportPort, 2},
+                                           {kDestinationTransportPort, 2},
+                                           {kProtocolIdentifier, 1},
+                                           {kVlanId, 2},
+                                           {kFlowStartMilliseconds, 8},
+                                           {kFlowEndMilliseconds, 8},
+                                           {kPacketDeltaCount, 8},
+                                           {kOctetDeltaCount, 8},
+                                           {kTcpControlBits, 2}}};
+constexpr std::array<Field, 12> kBiFields{{{kSourceTransportPort, 2},
+                                           {kDestinationTransportPort, 2},
+                                           {kProtocolIdentifier, 1},
+                                           {kVlanId, 2},
+                                           {kFlowStartMilliseconds, 8},
+                                           {kFlowEndMilliseconds, 8},
+                                           {kPacketDeltaCount, 8},
+                                           {kOctetDeltaCount, 8},
+                                           {kTcpControlBits, 2},
+                                           {kPacketDeltaCount, 8, true},
+                                           {kOctetDeltaCount, 8, true},
+                                           {kTcpControlBits, 2, true}}};
+
+constexpr auto kBiV4 = with_addresses(false, kBiFields);
+constexpr auto kBiV6 = with_addresses(true, kBiFields);
+constexpr auto kUniV4 = with_addresses(false, kUniFields);
+constexpr auto kUniV6 = with_addresses(true, kUniFields);
+
+template <std::size_t N>
+constexpr std::size_t record_size(const std::array<Field, N>& f) {
+  std::size_t n = 0;
+  for (const Field& x : f) n += x.length;
+  return n;
+}
+
+template <std::size_t N>
+constexpr std::size_t template_size(const std::array<Field, N>& f) {
+  std::size_t n = 4;  // template id, field count
+  for (const Field& x : f) n += x.reverse ? 8 : 4;
+  return n;
+}
+
+// The largest data record plus the set header: the least room a message must have.
+constexpr std::size_t kMinMessage = 512;
+
+}  // namespace
+
+IpfixWriter::IpfixWriter(IpfixOptions options, MessageSink sink)
+    : options_(std::move(options)), sink_(std::move(sink)) {
+  options_.max_message_size = std::clamp<std::size_t>(options_.max_message_size, kMinMessage, 65535);
+  if (!options_.now) {
+    options_.now = [] { return static_cast<std::uint32_t>(std::time(nullptr)); };
+  }
+  buf_.reserve(options_.max_message_size);
+}
+
+template <class T>
+void IpfixWriter::put(T v) {
+  for (int shift = (sizeof(T) - 1) * 8; shift >= 0; shift -= 8)
+    buf_.push_back(static_cast<std::uint8_t>(static_cast<std::uint64_t>(v) >> shift));
+}
+
+void IpfixWriter::begin_message() {
+  buf_.clear();
+  put<std::uint16_t>(10);  // version
+  put<std::uint16_t>(0);   // length, set at the end
+  put<std::uint32_t>(0);   // export time, set at the end
+  put<std::uint32_t>(sequence_);
+  put<std::uint32_t>(options_.observation_domain);
+  set_start_ = 0;
+  set_template_ = 0;
+  records_in_message_ = 0;
+}
+
+void IpfixWriter::end_set() {
+  if (set_start_ == 0) return;
+  const std::size_t len = buf_.size() - set_start_;
+  buf_[set_start_ + 2] = static_cast<std::uint8_t>(len >> 8);
+  buf_[set_start_ + 3] = static_cast<std::uint8_t>(len);
+  set_start_ = 0;
+  set_template_ = 0;
+}
+
+void IpfixWriter::write_templates() {
+  auto one = [this](std::uint16_t id, const auto& fields) {
+    put<std::uint16_t>(id);
+    put<std::uint16_t>(static_cast<std::uint16_t>(fields.size()));
+    for (const Field& f : fields) {
+      put<std::uint16_t>(f.reverse ? static_cast<std::uint16_t>(f.id | 0x8000) : f.id);
+      put<std::uint16_t>(f.length);
+      if (f.reverse) put<std::uint32_t>(kIpfixReversePen);
+    }
+  };
+  const std::size_t start = buf_.size();
+  put<std::uint16_t>(2);  // template set
+  put<std::uint16_t>(0);
+  if (options_.uniflow) {
+    one(kIpfixTemplateUniV4, kUniV4);
+    one(kIpfixTemplateUniV6, kUniV6);
+  } else {
+    one(kIpfixTemplateV4, kBiV4);
+    one(kIpfixTemplateV6, kBiV6);
+  }
+  const std::size_t len = buf_.size() - start;
+  buf_[start + 2] = static_cast<std::uint8_t>(len >> 8);
+  buf_[start + 3] = static_cast<std::uint8_t>(len);
+  templates_sent_ = true;
+}
+
+void IpfixWriter::flush() {
+  if (buf_.size() <= kHeaderSize) return;
+  end_set();
+  const std::uint32_t now = options_.now();
+  buf_[2] = static_cast<std::uint8_t>(buf_.size() >> 8);
+  buf_[3] = static_cast<std::uint8_t>(buf_.size());
+  for (int i = 0; i < 4; ++i) buf_[4 + i] = static_cast<std::uint8_t>(now >> (24 - 8 * i));
+  sink_(std::span<const std::uint8_t>(buf_.data(), buf_.size()));
+  ++messages_;
+  sequence_ += records_in_message_;
+  buf_.clear();
+}
+
+void IpfixWriter::add(const FlowRecord& r) {
+  if (!options_.uniflow) {
+    add_one(r, false);
+    return;
+  }
+  add_one(r, false);
+  if (r.pkt_rev != 0) add_one(r, true);
+}
+
+void IpfixWriter::add_one(const FlowRecord& r, bool reverse_side) {
+  const bool v6 = r.ip_version == 6;
+  const std::uint16_t tid = options_.uniflow ? (v6 ? kIpfixTemplateUniV6 : kIpfixTemplateUniV4)
+                                             : (v6 ? kIpfixTemplateV6 : kIpfixTemplateV4);
+  const std::size_t rec = options_.uniflow ? (v6 ? record_size(kUniV6) : record_size(kUniV4))
+                                           : (v6 ? record_size(kBiV6) : record_size(kBiV4));
+  if (buf_.empty()) begin_message();
+  if (!templates_sent_) {
+    write_templates();
+  }
+  // Room for this record (and a set header if a new set must start)?
+  const std::size_t need = rec + (set_template_ == tid ? 0 : kSetHeaderSize);
+  if (buf_.size() + need > options_.max_message_size) {
+    flush();
+    begin_message();
+  }
+  if (set_template_ != tid) {
+    end_set();
+    set_start_ = buf_.size();
+    set_template_ = tid;
+    put<std::uint16_t>(tid);
+    put<std::uint16_t>(0);
+  }
+  const IpAddress& src = reverse_side ? r.dip : r.sip;
+  const IpAddress& dst = reverse_side ? r.sip : r.dip;
+  buf_.insert(buf_.end(), src.bytes(), src.bytes() + (v6 ? 16 : 4));
+  buf_.insert(buf_.end(), dst.bytes(), dst.bytes() + (v6 ? 16 : 4));
+  put<std::uint16_t>(reverse_side ? r.dp : r.sp);
+  put<std::uint16_t>(reverse_side ? r.sp : r.dp);
+  put<std::uint8_t>(r.proto);
+  put<std::uint16_t>(r.vlan);
+  // Milliseconds since the epoch, rounded down.
+  put<std::uint64_t>(static_cast<std::uint64_t>(r.first / 1'000'000));
+  put<std::uint64_t>(static_cast<std::uint64_t>(r.last / 1'000'000));
+  if (options_.uniflow) {
+    put<std::uint64_t>(reverse_side ? r.pkt_rev : r.pkt_fwd);
+    put<std::uint64_t>(reverse_side ? r.oct_rev : r.oct_fwd);
+    put<std::uint16_t>(reverse_side ? r.tcp_flags_rev : r.tcp_flags_fwd);
+  } else {
+    put<std::uint64_t>(r.pkt_fwd);
+    put<std::uint64_t>(r.oct_fwd);
+    put<std::uint16_t>(r.tcp_flags_fwd);
+    put<std::uint64_t>(r.pkt_rev);
+    put<std::uint64_t>(r.oct_rev);
+    put<std::uint16_t>(r.tcp_flags_rev);
+  }
+  ++records_in_message_;
+  ++records_;
+}
+
+}  // namespace flowmark::observe

@@ -1,0 +1,230 @@
+// The IPFIX writer's messages decoded here by a small reader of RFC 7011 written from the
+// RFC (not from the writer): headers, template sets, data sets, sequence numbers, splitting
+// under the maximum size, biflow reverse elements and the uniflow split.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "flowmark/observe/ipfix.hpp"
+
+namespace flowmark::observe {
+namespace {
+
+std::uint64_t be(const std::uint8_t* p, std::size_t n) {
+  std::uint64_t v = 0;
+  for (std::size_t i = 0; i < n; ++i) v = (v << 8) | p[i];
+  return v;
+}
+
+struct Spec {
+  std::uint16_t id;
+  std::uint16_t length;
+  std::uint32_t pen;
+};
+// A decoded data record: element (id, pen) → value bytes.
+using Rec = std::map<std::pair<std::uint16_t, std::uint32_t>, std::vector<std::uint8_t>>;
+
+struct Decoded {
+  std::uint16_t version, length;
+  std::uint32_t export_time, sequence, domain;
+  std::vector<Rec> records;
+  int template_sets = 0;
+};
+
+// Decodes one message; templates persist across messages in `templates`.
+Decoded decode(const std::vector<std::uint8_t>& m, std::map<std::uint16_t, std::vector<Spec>>& templates) {
+  Decoded d{};
+  EXPECT_GE(m.size(), 16u);
+  d.version = static_cast<std::uint16_t>(be(&m[0], 2));
+  d.length = static_cast<std::uint16_t>(be(&m[2], 2));
+  d.export_time = static_cast<std::uint32_t>(be(&m[4], 4));
+  d.sequence = static_cast<std::uint32_t>(be(&m[8], 4));
+  d.domain = static_cast<std::uint32_t>(be(&m[12], 4));
+  EXPECT_EQ(d.length, m.size());
+  std::size_t off = 16;
+  while (off < m.size()) {
+    const auto sid = static_cast<std::uint16_t>(be(&m[off], 2));
+    const auto slen = static_cast<std::size_t>(be(&m[off + 2], 2));
+    EXPECT_GE(slen, 4u);
+    EXPECT_LE(off + slen, m.size());
+    std::size_t p = off + 4;
+    const std::size_t end = off + slen;
+    if (sid == 2) {
+      ++d.template_sets;
+      while (p + 4 <= end) {
+        const auto tid = static_cast<std::uint16_t>(be(&m[p], 2));
+        const auto count = be(&m[p + 2], 2);
+        p += 4;
+        std::vector<Spec> specs;
+        for (std::uint64_t i = 0; i < count; ++i) {
+          Spec s{static_cast<std::uint16_t>(be(&m[p], 2)), static_cast<std::uint16_t>(be(&m[p + 2], 2)), 0};
+          p += 4;
+          if (s.id & 0x8000) {
+            s.id &= 0x7fff;
+            s.pen = static_cast<std::uint32_t>(be(&m[p], 4));
+            p += 4;
+          }
+          specs.push_back(s);
+        }
+        templates[tid] = specs;
+      }
+    } else {
+      EXPECT_GE(sid, 256);
+      EXPECT_TRUE(templates.count(sid)) << "data set before its template " << sid;
+      const auto& specs = templates[sid];
+      std::size_t rlen = 0;
+      for (const auto& s : specs) rlen += s.length;
+      while (p + rlen <= end) {
+        Rec r;
+        for (const auto& s : specs) {
+          r[{s.id, s.pen}] = std::vector<std::uint8_t>(m.begin() + p, m.begin() + p + s.length);
+          p += s.length;
+        }
+        d.records.push_back(std::move(r));
+      }
+      EXPECT_EQ(p, end) << "padding in a data set";
+    }
+    off = end;
+  }
+  return d;
+}
+
+std::uint64_t num(const Rec& r, std::uint16_t id, std::uint32_t pen = 0) {
+  auto it = r.find({id, pen});
+  EXPECT_TRUE(it != r.end()) << "element " << id << "/" << pen;
+  if (it == r.end()) return ~0ULL;
+  return be(it->second.data(), it->second.size());
+}
+
+FlowRecord v4_record(std::uint32_t n) {
+  FlowRecord r;
+  r.sip = IpAddress::v4(0x0a000001);
+  r.dip = IpAddress::v4(0x0a000002 + n);
+  r.sp = 40000;
+  r.dp = 443;
+  r.proto = 6;
+  r.ip_version = 4;
+  r.vlan = 12;
+  r.first = 1'700'000'000'123'456'789;
+  r.last = 1'700'000'005'987'654'321;
+  r.pkt_fwd = 10 + n;
+  r.pkt_rev = 8;
+  r.oct_fwd = 1500;
+  r.oct_rev = 900;
+  r.tcp_flags_fwd = 0x1b;
+  r.tcp_flags_rev = 0x12;
+  r.has_ports = true;
+  return r;
+}
+
+struct Capture {
+  std::vector<std::vector<std::uint8_t>> messages;
+  IpfixWriter::MessageSink sink() {
+    return [this](std::span<const std::uint8_t> m) { messages.emplace_back(m.begin(), m.end()); };
+  }
+};
+
+TEST(Ipfix, BiflowRecordWithReverseElements) {
+  Capture c;
+  IpfixWriter w({.observation_domain = 77, .now = [] { return 1234u; }}, c.sink());
+  w.add(v4_record(0));
+  FlowRecord r6 = v4_record(1);
+  r6.ip_version = 6;
+  r6.sip = *IpAddress::parse("2001:db8::1");
+  r6.dip = *IpAddress::parse("2001:db8::2");
+  w.add(r6);
+  w.flush();
+  ASSERT_EQ(c.messages.size(), 1u);
+  std::map<std::uint16_t, std::vector<Spec>> t;
+  Decoded d = decode(c.messages[0], t);
+  EXPECT_EQ(d.version, 10);
+  EXPECT_EQ(d.export_time, 1234u);
+  EXPECT_EQ(d.sequence, 0u);
+  EXPECT_EQ(d.domain, 77u);
+  EXPECT_EQ(d.template_sets, 1);
+  ASSERT_EQ(d.records.size(), 2u);
+  const Rec& a = d.records[0];
+  EXPECT_EQ(num(a, 8), 0x0a000001u);
+  EXPECT_EQ(num(a, 12), 0x0a000002u);
+  EXPECT_EQ(num(a, 7), 40000u);
+  EXPECT_EQ(num(a, 11), 443u);
+  EXPECT_EQ(num(a, 4), 6u);
+  EXPECT_EQ(num(a, 58), 12u);
+  EXPECT_EQ(num(a, 152), 1'700'000'000'123u);
+  EXPECT_EQ(num(a, 153), 1'700'000'005'987u);
+  EXPECT_EQ(num(a, 2), 10u);
+  EXPECT_EQ(num(a, 1), 1500u);
+  EXPECT_EQ(num(a, 6), 0x1bu);
+  EXPECT_EQ(num(a, 2, kIpfixReversePen), 8u);
+  EXPECT_EQ(num(a, 1, kIpfixReversePen), 900u);
+  EXPECT_EQ(num(a, 6, kIpfixReversePen), 0x12u);
+  const Rec& b = d.records[1];
+  ASSERT_TRUE(b.count({27, 0}));
+  EXPECT_EQ(b.at({27, 0}).size(), 16u);
+  EXPECT_EQ(b.at({27, 0})[0], 0x20);
+  EXPECT_EQ(b.at({28, 0})[15], 0x02);
+  EXPECT_EQ(num(b, 2), 11u);
+}
+
+TEST(Ipfix, SplitsUnderMaximumSizeAndCountsSequence) {
+  Capture c;
+  IpfixWriter w({.observation_domain = 1, .max_message_size = 600, .now = {}}, c.sink());
+  const int n = 100;
+  for (int i = 0; i < n; ++i) w.add(v4_record(static_cast<std::uint32_t>(i)));
+  w.flush();
+  ASSERT_GT(c.messages.size(), 5u);
+  std::map<std::uint16_t, std::vector<Spec>> t;
+  std::uint32_t expected_seq = 0;
+  std::vector<Rec> all;
+  for (std::size_t i = 0; i < c.messages.size(); ++i) {
+    EXPECT_LE(c.messages[i].size(), 600u);
+    Decoded d = decode(c.messages[i], t);
+    EXPECT_EQ(d.template_sets, i == 0 ? 1 : 0);
+    EXPECT_EQ(d.sequence, expected_seq);
+    expected_seq += static_cast<std::uint32_t>(d.records.size());
+    all.insert(all.end(), d.records.begin(), d.records.end());
+  }
+  ASSERT_EQ(all.size(), static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) EXPECT_EQ(num(all[i], 2), 10u + i);
+  EXPECT_EQ(w.records_written(), static_cast<std::uint64_t>(n));
+  EXPECT_EQ(w.sequence(), static_cast<std::uint32_t>(n));
+}
+
+TEST(Ipfix, UniflowSplitsEachRecordInTwo) {
+  Capture c;
+  IpfixWriter w({.uniflow = true, .now = {}}, c.sink());
+  w.add(v4_record(0));
+  FlowRecord one_way = v4_record(1);
+  one_way.pkt_rev = 0;
+  one_way.oct_rev = 0;
+  w.add(one_way);
+  w.flush();
+  std::map<std::uint16_t, std::vector<Spec>> t;
+  ASSERT_EQ(c.messages.size(), 1u);
+  Decoded d = decode(c.messages[0], t);
+  ASSERT_EQ(d.records.size(), 3u);  // the one-way flow has no reverse record
+  for (const Rec& r : d.records)
+    for (const auto& [k, v] : r) EXPECT_EQ(k.second, 0u) << "reverse element in uniflow";
+  EXPECT_EQ(num(d.records[0], 8), 0x0a000001u);
+  EXPECT_EQ(num(d.records[0], 2), 10u);
+  EXPECT_EQ(num(d.records[1], 8), 0x0a000002u);  // endpoints swapped
+  EXPECT_EQ(num(d.records[1], 7), 443u);
+  EXPECT_EQ(num(d.records[1], 11), 40000u);
+  EXPECT_EQ(num(d.records[1], 2), 8u);
+  EXPECT_EQ(num(d.records[1], 1), 900u);
+  EXPECT_EQ(num(d.records[1], 6), 0x12u);
+  EXPECT_EQ(num(d.records[2], 2), 11u);
+  EXPECT_EQ(w.sequence(), 3u);
+}
+
+TEST(Ipfix, NothingWrittenWithoutRecords) {
+  Capture c;
+  IpfixWriter w({}, c.sink());
+  w.flush();
+  EXPECT_TRUE(c.messages.empty());
+}
+
+}  // namespace
+}  // namespace flowmark::observe
