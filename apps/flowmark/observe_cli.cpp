@@ -63,6 +63,19 @@ Command add_observe_command(CLI::App& parent) {
   sub->add_flag("--icmp-flows", a->icmp_flows,
                 "an ICMP error quoting a packet of a known flow also makes a record of its own "
                 "(as IPFIX meters do); by default it counts on that flow only, as in pathspider");
+  sub->add_option("--ipfix", a->ipfix,
+                  "also write the records as IPFIX (RFC 7011 messages, RFC 5103 biflows) to FILE "
+                  "('-': standard output); without --format, IPFIX only")
+      ->type_name("FILE");
+  sub->add_flag("--ipfix-uniflow", a->ipfix_uniflow,
+                "IPFIX: two uniflow records per flow (forward, and reverse when it saw packets) "
+                "instead of one biflow record with RFC 5103 reverse elements");
+  sub->add_option("--observation-domain", a->observation_domain,
+                  "IPFIX: the messages' observation domain id (0)")
+      ->type_name("ID");
+  sub->add_option("--ipfix-max-message", a->ipfix_max_message,
+                  "IPFIX: largest message in bytes, 512..65535 (65535)")
+      ->type_name("BYTES");
   sub->add_flag("--stats", a->stats, "statistics on standard error at the end");
   sub->footer(
       "One record per flow on standard output (JSON lines: sip dip proto sp dp first last "

@@ -5,7 +5,9 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <csignal>
 #include <algorithm>
 #include <type_traits>
@@ -19,6 +21,7 @@
 #include "flowmark/core/exit_code.hpp"
 #include "flowmark/core/json.hpp"
 #include "flowmark/observe/chains.hpp"
+#include "flowmark/observe/ipfix.hpp"
 #include "flowmark/observe/observer.hpp"
 #include "flowmark/observe/record_format.hpp"
 
@@ -246,6 +249,25 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
     return kExitUsage;
   }
   const bool summary = !a.summary.empty();
+  const bool ipfix = !a.ipfix.empty();
+  if (ipfix && summary) {
+    fmt::print(stderr, "flowmark: error: --ipfix and --summary cannot be used together\n");
+    return kExitUsage;
+  }
+  if (ipfix && a.ipfix == "-" && !a.format.empty()) {
+    fmt::print(stderr,
+               "flowmark: error: --ipfix - writes IPFIX to standard output: give a file to "
+               "--ipfix to have --format {} records on standard output too\n",
+               a.format);
+    return kExitUsage;
+  }
+  if (ipfix && (a.ipfix_max_message < 512 || a.ipfix_max_message > 65535)) {
+    fmt::print(stderr, "flowmark: error: --ipfix-max-message {}: expected 512..65535 bytes\n",
+               a.ipfix_max_message);
+    return kExitUsage;
+  }
+  // With --ipfix, text records are written only when a format is asked for explicitly.
+  const bool text_records = !summary && !(ipfix && a.format.empty());
   const std::string format = a.format.empty() ? (summary ? "text" : "jsonl") : a.format;
   if (!summary && format != "jsonl" && format != "csv") {
     fmt::print(stderr, "flowmark: error: --format {}: expected jsonl or csv\n", format);
@@ -264,6 +286,35 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   auto& src = setup->capture;
   const observe::ObserverConfig& cfg = setup->config;
 
+  // The IPFIX file is opened before the capture runs, so that a bad path fails at once.
+  std::FILE* ipfix_file = nullptr;
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> ipfix_owned(nullptr, &std::fclose);
+  if (ipfix) {
+    if (a.ipfix == "-") {
+      ipfix_file = out_file;
+    } else {
+      ipfix_owned.reset(std::fopen(a.ipfix.c_str(), "wb"));
+      if (!ipfix_owned) {
+        fmt::print(stderr, "flowmark: error: --ipfix {}: cannot open for writing: {}\n", a.ipfix,
+                   std::strerror(errno));
+        return kExitIoErr;
+      }
+      ipfix_file = ipfix_owned.get();
+    }
+  }
+  bool ipfix_write_failed = false;
+  std::optional<observe::IpfixWriter> ipfix_writer;
+  if (ipfix) {
+    ipfix_writer.emplace(
+        observe::IpfixOptions{.observation_domain = a.observation_domain,
+                              .max_message_size = a.ipfix_max_message,
+                              .uniflow = a.ipfix_uniflow,
+                              .now = {}},
+        [&](std::span<const std::uint8_t> m) {
+          if (std::fwrite(m.data(), 1, m.size(), ipfix_file) != m.size()) ipfix_write_failed = true;
+        });
+  }
+
   const bool csv = format == "csv";
   std::string out;
   out.reserve(1 << 20);
@@ -279,6 +330,8 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
       table.add(r, observe::scitags_tag(obs->chain_state(r, scitags_index)));
       return;
     }
+    if (ipfix_writer) ipfix_writer->add(r);
+    if (!text_records) return;
     if (csv) {
       observe::append_record_csv(out, r, obs.get());
     } else {
@@ -287,7 +340,7 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
     if (out.size() > (1 << 20) - 4096) flush_out();
   });
   scitags_index = setup->add_to(*obs);
-  if (csv && !summary) observe::append_csv_header(out, obs.get());
+  if (csv && text_records) observe::append_csv_header(out, obs.get());
 
   g_source.store(src.get());
   struct sigaction sa {};
@@ -328,6 +381,16 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   obs->finish();
   if (summary) out += table.render(format == "json");
   flush_out();
+  if (ipfix_writer) {
+    ipfix_writer->flush();
+    if (std::fflush(ipfix_file) != 0) ipfix_write_failed = true;
+    if (ipfix_owned && std::fclose(ipfix_owned.release()) != 0) ipfix_write_failed = true;
+    if (ipfix_write_failed) {
+      fmt::print(stderr, "flowmark: error: --ipfix {}: write failed: {}\n", a.ipfix,
+                 std::strerror(errno));
+      if (rc == kExitOk) rc = kExitIoErr;
+    }
+  }
   (void)std::fflush(out_file);
   g_source.store(nullptr);
   if (a.stats) print_stats(obs->stats(), *src, active, obs->bytes_per_flow());
@@ -344,6 +407,7 @@ std::string observe_exit_help() {
       {kExitNoInterface},
       {kExitUnavailable, "a capture on the interface"},
       {kExitSoftware},
+      {kExitIoErr, "the --ipfix file cannot be opened or written"},
       {kExitNoPermission},
       {kExitInterrupted, "the flows so far are emitted"},
       {kExitTerminated, "the flows so far are emitted"},

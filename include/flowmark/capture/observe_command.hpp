@@ -36,6 +36,12 @@ struct ObserveOptions {
   bool no_tcp_completion = false;  // TCP flows end on the idle timeout only
   bool icmp_flows = false;         // ICMP errors quoting a known flow also get their own flow
   std::string chains = std::string(observe::kDefaultChains);  // --chains: names, or all
+  // --ipfix FILE: the records also (or, without an explicit format, only) as IPFIX messages
+  // (RFC 5655 file: a sequence of RFC 7011 messages; "-": standard output).
+  std::string ipfix;
+  bool ipfix_uniflow = false;               // two uniflow records per flow, no RFC 5103 elements
+  std::uint32_t observation_domain = 0;     // the messages' observation domain id
+  std::size_t ipfix_max_message = 65535;    // bytes per message, 512 .. 65535
   std::string summary;  // "" (one record per flow) or "scitags" (a table per experiment)
   // Names of experiments and activities, for the scitags chain and the summary: the app loads
   // the registry (this module does not depend on flowmark::scitags); called once, when needed.
