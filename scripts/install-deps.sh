@@ -14,6 +14,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev python3
   # observer tests: captures built independently of our code, and a peer to cross-check
   python3-scapy tshark
+  # IPFIX export tests: independent readers (libfixbuf's ipfixDump, python3-ipfix) and
+  # libfixbuf itself for bench/ipfix_writer_bench.cpp
+  libfixbuf-tools libfixbuf-dev python3-ipfix
   # observer tests: pathspider's own test captures (tests/data/*.pcap), its chains and Observer,
   # and python-libtrace (which pathspider decodes packets with)
   pathspider python3-libtrace

@@ -1,0 +1,292 @@
+#!/usr/bin/python3
+"""`flowmark observe --ipfix` read back by independent IPFIX readers (issue 17).
+
+    /usr/bin/python3 tests/integration/test_ipfix.py BUILD_DIR [unittest options]
+
+Captures are built here with scapy (IPv4/IPv6, TCP/UDP/ICMP/ICMPv6, a VLAN-tagged flow).
+One run writes both the IPFIX file and the JSON records (`--format jsonl` alongside); then
+- libfixbuf's ipfixDump (Debian libfixbuf-tools) reads the file with exit 0, nothing on
+  standard error, no warning, every element of the templates named, and as many data records
+  as there are JSON records;
+- python3-ipfix (Debian) reads the biflow records, reverse RFC 5103 elements included, and
+  every value equals the JSON record of the same flow;
+- the message headers (parsed here from RFC 7011 §3.1) carry version 10, the lengths, the
+  observation domain asked for, and sequence numbers counting the data records before each
+  message; a small --ipfix-max-message splits the records over many messages, all still read;
+- --ipfix-uniflow writes a forward and (when it saw packets) a reverse record per flow,
+  without reverse elements.
+No network, no root. Needs /usr/bin/python3 with python3-scapy and python3-ipfix, and
+ipfixDump: scripts/install-deps.sh installs them; missing, the test fails (it does not skip).
+"""
+
+import collections
+import datetime
+import json
+import logging
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+
+if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
+    sys.exit("usage: test_ipfix.py BUILD_DIR [unittest options]")
+BUILD_DIR = os.path.abspath(sys.argv.pop(1))
+FLOWMARK = os.path.join(BUILD_DIR, "flowmark")
+
+logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+from scapy.all import (ICMP, IP, TCP, UDP, Dot1Q, Ether, ICMPv6EchoReply,  # noqa: E402
+                       ICMPv6EchoRequest, IPv6, Raw, wrpcap)
+import ipfix.ie  # noqa: E402
+import ipfix.reader  # noqa: E402
+
+T0 = 1_700_000_000.0
+
+
+def build_capture(path):
+    """Frames of several flows, interleaved, with time stamps 10 ms apart."""
+    frames = []
+
+    def tcp_flow(ipc, a, b, sport, dport, payloads):
+        out = [Ether() / ipc(src=a, dst=b) / TCP(sport=sport, dport=dport, flags="S"),
+               Ether() / ipc(src=b, dst=a) / TCP(sport=dport, dport=sport, flags="SA"),
+               Ether() / ipc(src=a, dst=b) / TCP(sport=sport, dport=dport, flags="A")]
+        for i, n in enumerate(payloads):
+            fwd = i % 3 != 2
+            s, d = (a, b) if fwd else (b, a)
+            sp, dp = (sport, dport) if fwd else (dport, sport)
+            out.append(Ether() / ipc(src=s, dst=d) / TCP(sport=sp, dport=dp, flags="PA")
+                       / Raw(b"x" * n))
+        out += [Ether() / ipc(src=a, dst=b) / TCP(sport=sport, dport=dport, flags="FA"),
+                Ether() / ipc(src=b, dst=a) / TCP(sport=dport, dport=sport, flags="FA"),
+                Ether() / ipc(src=a, dst=b) / TCP(sport=sport, dport=dport, flags="A")]
+        return out
+
+    flows = [
+        tcp_flow(IP, "10.1.0.1", "10.1.0.2", 40001, 443, [100, 1400, 7, 300, 50]),
+        tcp_flow(IPv6, "2001:db8::1", "2001:db8::2", 40002, 80, [10, 20, 30, 999]),
+        [Ether() / IP(src="10.1.0.3", dst="10.1.0.4") / UDP(sport=5353, dport=53) / Raw(b"q" * n)
+         for n in (30, 40, 50)],
+        [Ether() / IPv6(src="2001:db8::3", dst="2001:db8::4") / UDP(sport=7000, dport=7001)
+         / Raw(b"u" * 64),
+         Ether() / IPv6(src="2001:db8::4", dst="2001:db8::3") / UDP(sport=7001, dport=7000)
+         / Raw(b"v" * 128)],
+        [Ether() / IP(src="10.1.0.5", dst="10.1.0.6") / ICMP(type=8, id=1, seq=1),
+         Ether() / IP(src="10.1.0.6", dst="10.1.0.5") / ICMP(type=0, id=1, seq=1)],
+        [Ether() / IPv6(src="2001:db8::5", dst="2001:db8::6") / ICMPv6EchoRequest(id=2),
+         Ether() / IPv6(src="2001:db8::6", dst="2001:db8::5") / ICMPv6EchoReply(id=2)],
+        [Ether() / Dot1Q(vlan=42) / IP(src="10.2.0.1", dst="10.2.0.2") / UDP(sport=9, dport=9999)
+         / Raw(b"v" * n) for n in (10, 20)]
+        + [Ether() / Dot1Q(vlan=42) / IP(src="10.2.0.2", dst="10.2.0.1")
+           / UDP(sport=9999, dport=9) / Raw(b"w" * 33)],
+    ]
+    # Interleave the flows frame by frame.
+    i = 0
+    while any(flows):
+        for f in flows:
+            if f:
+                frames.append(f.pop(0))
+    for n, fr in enumerate(frames):
+        fr.time = T0 + n * 0.010 + 0.000123
+    wrpcap(path, frames)
+
+
+def run(*args, check=True):
+    r = subprocess.run([FLOWMARK, "observe", *args], capture_output=True, timeout=60)
+    if check and r.returncode != 0:
+        raise AssertionError(f"flowmark observe {' '.join(args)} exited {r.returncode}: "
+                             f"{r.stderr.decode(errors='replace')}")
+    return r
+
+
+def messages(data):
+    """(version, length, export_time, sequence, domain, data records) for each message, from
+    the bytes (RFC 7011 §3.1 / §3.3); data records counted with the templates' lengths."""
+    out, off, tlen = [], 0, {}
+    while off < len(data):
+        version, length, etime, seq, dom = struct.unpack_from("!HHIII", data, off)
+        assert length >= 16 and off + length <= len(data), (off, length, len(data))
+        p, nrec = off + 16, 0
+        while p < off + length:
+            sid, slen = struct.unpack_from("!HH", data, p)
+            q, end = p + 4, p + slen
+            if sid == 2:
+                while q + 4 <= end:
+                    tid, count = struct.unpack_from("!HH", data, q)
+                    q += 4
+                    total = 0
+                    for _ in range(count):
+                        eid, elen = struct.unpack_from("!HH", data, q)
+                        q += 8 if eid & 0x8000 else 4
+                        total += elen
+                    tlen[tid] = total
+            else:
+                nrec += (slen - 4) // tlen[sid]
+            p = end
+        out.append((version, length, etime, seq, dom, nrec))
+        off += length
+    return out
+
+
+def utc_seconds(t):
+    """Seconds since the epoch of a python3-ipfix datetime (naive ones are UTC)."""
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=datetime.timezone.utc)
+    return t.timestamp()
+
+
+def key(sip, dip, sp, dp, proto):
+    return (sip, dip, sp or 0, dp or 0, proto)
+
+
+class IpfixTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="flowmark-ipfix-")
+        cls.pcap = os.path.join(cls.dir, "flows.pcap")
+        build_capture(cls.pcap)
+        cls.ipfix = os.path.join(cls.dir, "flows.ipfix")
+        r = run("-r", cls.pcap, "--ipfix", cls.ipfix, "--format", "jsonl",
+                "--observation-domain", "4242")
+        cls.json = [json.loads(line) for line in r.stdout.decode().splitlines()]
+        ipfix.ie.use_iana_default()
+        ipfix.ie.use_5103_default()
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def read_records(self, path):
+        with open(path, "rb") as f:
+            return list(ipfix.reader.from_stream(f).namedict_iterator())
+
+    def test_captures_cover_the_cases(self):
+        self.assertEqual(len(self.json), 7)
+        self.assertEqual({r["ip_version"] for r in self.json}, {4, 6})
+        self.assertEqual({r["proto"] for r in self.json}, {1, 6, 17, 58})
+        self.assertIn(42, {r["vlan"] for r in self.json})
+        self.assertTrue(any(r["pkt_rev"] > 0 for r in self.json))
+        self.assertTrue(any(r["pkt_rev"] == 0 for r in self.json))
+
+    def test_ipfixdump_reads_without_warnings(self):
+        r = subprocess.run(["ipfixDump", "-i", self.ipfix], capture_output=True, timeout=60)
+        out, err = r.stdout.decode(), r.stderr.decode()
+        self.assertEqual(r.returncode, 0, err)
+        self.assertEqual(err.strip(), "", "ipfixDump wrote to standard error")
+        self.assertNotIn("warning", out.lower())
+        self.assertNotIn("error", out.lower())
+        for name in ("sourceIPv4Address", "destinationIPv4Address", "sourceIPv6Address",
+                     "destinationIPv6Address", "sourceTransportPort", "destinationTransportPort",
+                     "protocolIdentifier", "vlanId", "flowStartMilliseconds",
+                     "flowEndMilliseconds", "packetDeltaCount", "octetDeltaCount",
+                     "tcpControlBits", "reversePacketDeltaCount", "reverseOctetDeltaCount",
+                     "reverseTcpControlBits"):
+            self.assertIn(name, out)
+        self.assertIn(f"{len(self.json)} Data Records, 2 Template Records", out)
+        self.assertEqual(out.count("--- data record"), len(self.json))
+
+    def test_biflow_values_equal_the_json_records(self):
+        recs = self.read_records(self.ipfix)
+        self.assertEqual(len(recs), len(self.json))
+        got = {}
+        for r in recs:
+            v6 = "sourceIPv6Address" in r
+            sip = str(r["sourceIPv6Address" if v6 else "sourceIPv4Address"])
+            dip = str(r["destinationIPv6Address" if v6 else "destinationIPv4Address"])
+            got[key(sip, dip, r["sourceTransportPort"], r["destinationTransportPort"],
+                    r["protocolIdentifier"])] = r
+        for j in self.json:
+            k = key(j["sip"], j["dip"], j["sp"], j["dp"], j["proto"])
+            self.assertIn(k, got, f"no IPFIX record for {k}")
+            r = got[k]
+            self.assertEqual(r["packetDeltaCount"], j["pkt_fwd"], k)
+            self.assertEqual(r["octetDeltaCount"], j["oct_fwd"], k)
+            self.assertEqual(r["reversePacketDeltaCount"], j["pkt_rev"], k)
+            self.assertEqual(r["reverseOctetDeltaCount"], j["oct_rev"], k)
+            self.assertEqual(r["tcpControlBits"], j["tcp_flags_fwd"], k)
+            self.assertEqual(r["reverseTcpControlBits"], j["tcp_flags_rev"], k)
+            self.assertEqual(r["vlanId"], j["vlan"], k)
+            # python3-ipfix gives datetimes (UTC); JSON gives seconds.
+            start = utc_seconds(r["flowStartMilliseconds"])
+            end = utc_seconds(r["flowEndMilliseconds"])
+            self.assertAlmostEqual(start, int(float(j["first"]) * 1000) / 1000, places=3, msg=k)
+            self.assertAlmostEqual(end, int(float(j["last"]) * 1000) / 1000, places=3, msg=k)
+
+    def test_headers_domain_and_sequence(self):
+        with open(self.ipfix, "rb") as f:
+            data = f.read()
+        msgs = messages(data)
+        self.assertEqual(sum(m[1] for m in msgs), len(data))
+        self.assertEqual(sum(m[5] for m in msgs), len(self.json))
+        for m in msgs:
+            self.assertEqual(m[0], 10)
+            self.assertEqual(m[4], 4242)
+
+    def test_small_messages_split_and_still_read(self):
+        path = os.path.join(self.dir, "small.ipfix")
+        run("-r", self.pcap, "--ipfix", path, "--ipfix-max-message", "512")
+        with open(path, "rb") as f:
+            data = f.read()
+        msgs = messages(data)
+        self.assertGreater(len(msgs), 1)
+        seq = 0
+        for m in msgs:
+            self.assertLessEqual(m[1], 512)
+            self.assertEqual(m[3], seq, "sequence number = data records before the message")
+            seq += m[5]
+        self.assertEqual(seq, len(self.json))
+        self.assertEqual(len(self.read_records(path)), len(self.json))
+        r = subprocess.run(["ipfixDump", "-i", path], capture_output=True, timeout=60)
+        self.assertEqual((r.returncode, r.stderr), (0, b""))
+        self.assertIn(f"{len(msgs)} Messages, {len(self.json)} Data Records", r.stdout.decode())
+
+    def test_uniflow(self):
+        path = os.path.join(self.dir, "uni.ipfix")
+        run("-r", self.pcap, "--ipfix", path, "--ipfix-uniflow")
+        recs = self.read_records(path)
+        for r in recs:
+            self.assertFalse([n for n in r if n.startswith("reverse")], r)
+        expected = collections.Counter()
+        for j in self.json:
+            expected[(j["sip"], j["dip"], j["sp"] or 0, j["dp"] or 0, j["pkt_fwd"],
+                      j["oct_fwd"])] += 1
+            if j["pkt_rev"]:
+                expected[(j["dip"], j["sip"], j["dp"] or 0, j["sp"] or 0, j["pkt_rev"],
+                          j["oct_rev"])] += 1
+        got = collections.Counter()
+        for r in recs:
+            v6 = "sourceIPv6Address" in r
+            got[(str(r["sourceIPv6Address" if v6 else "sourceIPv4Address"]),
+                 str(r["destinationIPv6Address" if v6 else "destinationIPv4Address"]),
+                 r["sourceTransportPort"], r["destinationTransportPort"],
+                 r["packetDeltaCount"], r["octetDeltaCount"])] += 1
+        self.assertEqual(got, expected)
+
+    def test_stdout_and_ipfix_only(self):
+        r = run("-r", self.pcap, "--ipfix", "-")
+        with open(self.ipfix, "rb") as f:
+            ref = f.read()
+        # Same bytes but the export times (bytes 4..8 of each message).
+        self.assertEqual(len(r.stdout), len(ref))
+        self.assertEqual(r.stdout[:4], ref[:4])
+        self.assertEqual(r.stdout[16:], ref[16:])
+        # Without --format, no JSON beside the file.
+        path = os.path.join(self.dir, "only.ipfix")
+        r = run("-r", self.pcap, "--ipfix", path)
+        self.assertEqual(r.stdout, b"")
+
+    def test_errors(self):
+        r = run("-r", self.pcap, "--ipfix", os.path.join(self.dir, "no", "such", "dir"),
+                check=False)
+        self.assertEqual(r.returncode, 74, r.stderr)
+        self.assertIn(b"cannot open for writing", r.stderr)
+        r = run("-r", self.pcap, "--ipfix", "-", "--format", "jsonl", check=False)
+        self.assertEqual(r.returncode, 2)
+        r = run("-r", self.pcap, "--ipfix", "x", "--ipfix-max-message", "100", check=False)
+        self.assertEqual(r.returncode, 2)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
