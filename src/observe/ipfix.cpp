@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <ctime>
 #include <utility>
 
@@ -189,28 +190,38 @@ void IpfixWriter::add_one(const FlowRecord& r, bool reverse_side) {
     put<std::uint16_t>(tid);
     put<std::uint16_t>(0);
   }
+  // The record's bytes are stored straight into room made for them (no per-byte growth).
+  const std::size_t at = buf_.size();
+  buf_.resize(at + rec);
+  std::uint8_t* p = buf_.data() + at;
+  auto store = [&p](auto v) {
+    for (int shift = (static_cast<int>(sizeof(v)) - 1) * 8; shift >= 0; shift -= 8)
+      *p++ = static_cast<std::uint8_t>(static_cast<std::uint64_t>(v) >> shift);
+  };
   const IpAddress& src = reverse_side ? r.dip : r.sip;
   const IpAddress& dst = reverse_side ? r.sip : r.dip;
-  buf_.insert(buf_.end(), src.bytes(), src.bytes() + (v6 ? 16 : 4));
-  buf_.insert(buf_.end(), dst.bytes(), dst.bytes() + (v6 ? 16 : 4));
-  put<std::uint16_t>(reverse_side ? r.dp : r.sp);
-  put<std::uint16_t>(reverse_side ? r.sp : r.dp);
-  put<std::uint8_t>(r.proto);
-  put<std::uint16_t>(r.vlan);
+  const std::size_t alen = v6 ? 16 : 4;
+  std::memcpy(p, src.bytes(), alen);
+  std::memcpy(p + alen, dst.bytes(), alen);
+  p += 2 * alen;
+  store(static_cast<std::uint16_t>(reverse_side ? r.dp : r.sp));
+  store(static_cast<std::uint16_t>(reverse_side ? r.sp : r.dp));
+  store(static_cast<std::uint8_t>(r.proto));
+  store(static_cast<std::uint16_t>(r.vlan));
   // Milliseconds since the epoch, rounded down.
-  put<std::uint64_t>(static_cast<std::uint64_t>(r.first / 1'000'000));
-  put<std::uint64_t>(static_cast<std::uint64_t>(r.last / 1'000'000));
+  store(static_cast<std::uint64_t>(r.first / 1'000'000));
+  store(static_cast<std::uint64_t>(r.last / 1'000'000));
   if (options_.uniflow) {
-    put<std::uint64_t>(reverse_side ? r.pkt_rev : r.pkt_fwd);
-    put<std::uint64_t>(reverse_side ? r.oct_rev : r.oct_fwd);
-    put<std::uint16_t>(reverse_side ? r.tcp_flags_rev : r.tcp_flags_fwd);
+    store(static_cast<std::uint64_t>(reverse_side ? r.pkt_rev : r.pkt_fwd));
+    store(static_cast<std::uint64_t>(reverse_side ? r.oct_rev : r.oct_fwd));
+    store(static_cast<std::uint16_t>(reverse_side ? r.tcp_flags_rev : r.tcp_flags_fwd));
   } else {
-    put<std::uint64_t>(r.pkt_fwd);
-    put<std::uint64_t>(r.oct_fwd);
-    put<std::uint16_t>(r.tcp_flags_fwd);
-    put<std::uint64_t>(r.pkt_rev);
-    put<std::uint64_t>(r.oct_rev);
-    put<std::uint16_t>(r.tcp_flags_rev);
+    store(static_cast<std::uint64_t>(r.pkt_fwd));
+    store(static_cast<std::uint64_t>(r.oct_fwd));
+    store(static_cast<std::uint16_t>(r.tcp_flags_fwd));
+    store(static_cast<std::uint64_t>(r.pkt_rev));
+    store(static_cast<std::uint64_t>(r.oct_rev));
+    store(static_cast<std::uint16_t>(r.tcp_flags_rev));
   }
   ++records_in_message_;
   ++records_;
