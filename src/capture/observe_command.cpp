@@ -309,6 +309,8 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
         observe::IpfixOptions{.observation_domain = a.observation_domain,
                               .max_message_size = a.ipfix_max_message,
                               .uniflow = a.ipfix_uniflow,
+                              .flow_label = std::find(setup->chains.begin(), setup->chains.end(),
+                                                      "scitags") != setup->chains.end(),
                               .now = {}},
         [&](std::span<const std::uint8_t> m) {
           if (std::fwrite(m.data(), 1, m.size(), ipfix_file) != m.size()) ipfix_write_failed = true;
@@ -330,7 +332,15 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
       table.add(r, observe::scitags_tag(obs->chain_state(r, scitags_index)));
       return;
     }
-    if (ipfix_writer) ipfix_writer->add(r);
+    if (ipfix_writer) {
+      observe::IpfixExtras x;
+      if (scitags_index < obs->chains().size()) {
+        const auto labels = observe::scitags_flow_labels(obs->chain_state(r, scitags_index));
+        x.flow_label_fwd = labels.fwd;
+        x.flow_label_rev = labels.rev;
+      }
+      ipfix_writer->add(r, x);
+    }
     if (!text_records) return;
     if (csv) {
       observe::append_record_csv(out, r, obs.get());

@@ -583,6 +583,12 @@ ScitagsTag scitags_tag(const std::byte* st) noexcept {
   return t;
 }
 
+ScitagsLabels scitags_flow_labels(const std::byte* st) noexcept {
+  if (st == nullptr) return {};
+  const ScitagsState& s = as<ScitagsState>(st);
+  return {s.label[0] & 0xfffff, s.label[1] & 0xfffff};
+}
+
 std::string_view to_string(ScitagsTag::Source s) noexcept {
   switch (s) {
     case ScitagsTag::Source::kFlowLabel: return "flowlabel";

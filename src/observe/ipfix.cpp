@@ -9,13 +9,7 @@
 namespace flowmark::observe {
 namespace {
 
-// One field specifier of a template: information element id, length, whether it is the
-// RFC 5103 reverse of the element (enterprise bit set, PEN 29305).
-struct Field {
-  std::uint16_t id;
-  std::uint16_t length;
-  bool reverse = false;
-};
+using Field = IpfixWriter::Field;
 
 // Element ids (RFC 7012 / IANA registry).
 constexpr std::uint16_t kOctetDeltaCount = 1, kPacketDeltaCount = 2, kProtocolIdentifier = 4,
@@ -26,55 +20,39 @@ constexpr std::uint16_t kOctetDeltaCount = 1, kPacketDeltaCount = 2, kProtocolId
 
 constexpr std::size_t kHeaderSize = 16, kSetHeaderSize = 4;
 
-// The record layout every template shares after the addresses; the writer below puts the
-// values in exactly this order.
-template <std::size_t N>
-constexpr std::array<Field, N + 2> with_addresses(bool v6, std::array<Field, N> rest) {
-  std::array<Field, N + 2> out{};
-  out[0] = {v6 ? kSourceIPv6Address : kSourceIPv4Address, std::uint16_t(v6 ? 16 : 4)};
-  out[1] = {v6 ? kDestinationIPv6Address : kDestinationIPv4Address, std::uint16_t(v6 ? 16 : 4)};
-  std::copy(rest.begin(), rest.end(), out.begin() + 2);
-  return out;
+constexpr std::uint16_t kFlowLabelIPv6 = 31;
+
+// The fields of one template, in the order add_one() writes the values: the addresses, the
+// common fields, (biflow) the reverse counters, then (IPv6 with flow labels) the labels.
+std::vector<Field> template_fields(bool v6, bool uniflow, bool flow_label) {
+  std::vector<Field> f{
+      {v6 ? kSourceIPv6Address : kSourceIPv4Address, static_cast<std::uint16_t>(v6 ? 16 : 4)},
+      {v6 ? kDestinationIPv6Address : kDestinationIPv4Address,
+       static_cast<std::uint16_t>(v6 ? 16 : 4)},
+      {kSourceTransportPort, 2},
+      {kDestinationTransportPort, 2},
+      {kProtocolIdentifier, 1},
+      {kVlanId, 2},
+      {kFlowStartMilliseconds, 8},
+      {kFlowEndMilliseconds, 8},
+      {kPacketDeltaCount, 8},
+      {kOctetDeltaCount, 8},
+      {kTcpControlBits, 2}};
+  if (!uniflow) {
+    f.push_back({kPacketDeltaCount, 8, true});
+    f.push_back({kOctetDeltaCount, 8, true});
+    f.push_back({kTcpControlBits, 2, true});
+  }
+  if (v6 && flow_label) {
+    f.push_back({kFlowLabelIPv6, 4});
+    if (!uniflow) f.push_back({kFlowLabelIPv6, 4, true});
+  }
+  return f;
 }
 
-constexpr std::array<Field, 9> kUniFields{{{kSourceTransportPort, 2},
-                                           {kDestinationTransportPort, 2},
-                                           {kProtocolIdentifier, 1},
-                                           {kVlanId, 2},
-                                           {kFlowStartMilliseconds, 8},
-                                           {kFlowEndMilliseconds, 8},
-                                           {kPacketDeltaCount, 8},
-                                           {kOctetDeltaCount, 8},
-                                           {kTcpControlBits, 2}}};
-constexpr std::array<Field, 12> kBiFields{{{kSourceTransportPort, 2},
-                                           {kDestinationTransportPort, 2},
-                                           {kProtocolIdentifier, 1},
-                                           {kVlanId, 2},
-                                           {kFlowStartMilliseconds, 8},
-                                           {kFlowEndMilliseconds, 8},
-                                           {kPacketDeltaCount, 8},
-                                           {kOctetDeltaCount, 8},
-                                           {kTcpControlBits, 2},
-                                           {kPacketDeltaCount, 8, true},
-                                           {kOctetDeltaCount, 8, true},
-                                           {kTcpControlBits, 2, true}}};
-
-constexpr auto kBiV4 = with_addresses(false, kBiFields);
-constexpr auto kBiV6 = with_addresses(true, kBiFields);
-constexpr auto kUniV4 = with_addresses(false, kUniFields);
-constexpr auto kUniV6 = with_addresses(true, kUniFields);
-
-template <std::size_t N>
-constexpr std::size_t record_size(const std::array<Field, N>& f) {
+std::size_t record_size(const std::vector<Field>& f) {
   std::size_t n = 0;
   for (const Field& x : f) n += x.length;
-  return n;
-}
-
-template <std::size_t N>
-constexpr std::size_t template_size(const std::array<Field, N>& f) {
-  std::size_t n = 4;  // template id, field count
-  for (const Field& x : f) n += x.reverse ? 8 : 4;
   return n;
 }
 
@@ -90,6 +68,12 @@ IpfixWriter::IpfixWriter(IpfixOptions options, MessageSink sink)
     options_.now = [] { return static_cast<std::uint32_t>(std::time(nullptr)); };
   }
   buf_.reserve(options_.max_message_size);
+  for (int v6 = 0; v6 < 2; ++v6) {
+    fields_[v6] = template_fields(v6 != 0, options_.uniflow, options_.flow_label);
+    record_size_[v6] = record_size(fields_[v6]);
+    template_id_[v6] = options_.uniflow ? (v6 ? kIpfixTemplateUniV6 : kIpfixTemplateUniV4)
+                                        : (v6 ? kIpfixTemplateV6 : kIpfixTemplateV4);
+  }
 }
 
 template <class T>
@@ -132,13 +116,7 @@ void IpfixWriter::write_templates() {
   const std::size_t start = buf_.size();
   put<std::uint16_t>(2);  // template set
   put<std::uint16_t>(0);
-  if (options_.uniflow) {
-    one(kIpfixTemplateUniV4, kUniV4);
-    one(kIpfixTemplateUniV6, kUniV6);
-  } else {
-    one(kIpfixTemplateV4, kBiV4);
-    one(kIpfixTemplateV6, kBiV6);
-  }
+  for (int v6 = 0; v6 < 2; ++v6) one(template_id_[v6], fields_[v6]);
   const std::size_t len = buf_.size() - start;
   buf_[start + 2] = static_cast<std::uint8_t>(len >> 8);
   buf_[start + 3] = static_cast<std::uint8_t>(len);
@@ -158,21 +136,15 @@ void IpfixWriter::flush() {
   buf_.clear();
 }
 
-void IpfixWriter::add(const FlowRecord& r) {
-  if (!options_.uniflow) {
-    add_one(r, false);
-    return;
-  }
-  add_one(r, false);
-  if (r.pkt_rev != 0) add_one(r, true);
+void IpfixWriter::add(const FlowRecord& r, const IpfixExtras& x) {
+  add_one(r, x, false);
+  if (options_.uniflow && r.pkt_rev != 0) add_one(r, x, true);
 }
 
-void IpfixWriter::add_one(const FlowRecord& r, bool reverse_side) {
+void IpfixWriter::add_one(const FlowRecord& r, const IpfixExtras& x, bool reverse_side) {
   const bool v6 = r.ip_version == 6;
-  const std::uint16_t tid = options_.uniflow ? (v6 ? kIpfixTemplateUniV6 : kIpfixTemplateUniV4)
-                                             : (v6 ? kIpfixTemplateV6 : kIpfixTemplateV4);
-  const std::size_t rec = options_.uniflow ? (v6 ? record_size(kUniV6) : record_size(kUniV4))
-                                           : (v6 ? record_size(kBiV6) : record_size(kBiV4));
+  const std::uint16_t tid = template_id_[v6];
+  const std::size_t rec = record_size_[v6];
   if (buf_.empty()) begin_message();
   if (!templates_sent_) {
     write_templates();
@@ -222,6 +194,10 @@ void IpfixWriter::add_one(const FlowRecord& r, bool reverse_side) {
     store(static_cast<std::uint64_t>(r.pkt_rev));
     store(static_cast<std::uint64_t>(r.oct_rev));
     store(static_cast<std::uint16_t>(r.tcp_flags_rev));
+  }
+  if (v6 && options_.flow_label) {
+    store(reverse_side ? x.flow_label_rev : x.flow_label_fwd);
+    if (!options_.uniflow) store(x.flow_label_rev);
   }
   ++records_in_message_;
   ++records_;

@@ -277,6 +277,42 @@ class IpfixTest(unittest.TestCase):
         r = run("-r", self.pcap, "--ipfix", path)
         self.assertEqual(r.stdout, b"")
 
+    def test_flow_labels_with_the_scitags_chain(self):
+        pcap = os.path.join(self.dir, "labels.pcap")
+        frames = [Ether() / IPv6(src="2001:db8::a", dst="2001:db8::b", fl=0x5a5a5)
+                  / UDP(sport=2000, dport=3000) / Raw(b"a" * 20),
+                  Ether() / IPv6(src="2001:db8::b", dst="2001:db8::a", fl=0x00c3f)
+                  / UDP(sport=3000, dport=2000) / Raw(b"b" * 20),
+                  Ether() / IPv6(src="2001:db8::c", dst="2001:db8::d", fl=0x12345)
+                  / TCP(sport=4000, dport=5000, flags="S"),
+                  Ether() / IP(src="10.3.0.1", dst="10.3.0.2") / UDP(sport=1, dport=2)]
+        for n, fr in enumerate(frames):
+            fr.time = T0 + n * 0.001
+        wrpcap(pcap, frames)
+        path = os.path.join(self.dir, "labels.ipfix")
+        r = run("-r", pcap, "--chains", "scitags", "--ipfix", path, "--format", "jsonl")
+        js = [json.loads(line) for line in r.stdout.decode().splitlines()]
+        recs = self.read_records(path)
+        self.assertEqual(len(recs), 3)
+        seen = 0
+        for r in recs:
+            if "sourceIPv6Address" not in r:
+                self.assertNotIn("flowLabelIPv6", r)
+                continue
+            j = next(j for j in js if j["sip"] == str(r["sourceIPv6Address"]))
+            self.assertEqual(r["flowLabelIPv6"], j["flowlabel_fwd"])
+            self.assertEqual(r["reverseFlowLabelIPv6"], j["flowlabel_rev"] or 0)
+            seen += 1
+        self.assertEqual(seen, 2)
+        self.assertIn(0x5a5a5, [r.get("flowLabelIPv6") for r in recs])
+        self.assertIn(0x00c3f, [r.get("reverseFlowLabelIPv6") for r in recs])
+        d = subprocess.run(["ipfixDump", "-i", path], capture_output=True, timeout=60)
+        self.assertEqual((d.returncode, d.stderr), (0, b""))
+        self.assertIn("reverseFlowLabelIPv6", d.stdout.decode())
+        # Without the scitags chain, no flow label element.
+        run("-r", pcap, "--ipfix", path)
+        self.assertFalse(any("flowLabelIPv6" in r for r in self.read_records(path)))
+
     def test_errors(self):
         r = run("-r", self.pcap, "--ipfix", os.path.join(self.dir, "no", "such", "dir"),
                 check=False)

@@ -55,6 +55,12 @@ struct ScitagsTag {
   std::uint8_t activity = 0;
 };
 ScitagsTag scitags_tag(const std::byte* scitags_state) noexcept;
+// The first IPv6 flow label the scitags chain saw each way (0 where none was seen; a null
+// state gives zeros), for the IPFIX export's flowLabelIPv6.
+struct ScitagsLabels {
+  std::uint32_t fwd = 0, rev = 0;
+};
+ScitagsLabels scitags_flow_labels(const std::byte* scitags_state) noexcept;
 std::string_view to_string(ScitagsTag::Source s) noexcept;  // "flowlabel", "hbh", "dstopt"
 
 }  // namespace flowmark::observe

@@ -39,18 +39,32 @@ struct IpfixOptions {
   // path MTU less the IP and UDP headers.
   std::size_t max_message_size = 65535;
   bool uniflow = false;
+  // IPv6 templates also carry flowLabelIPv6 (31), forward and (biflow) reverse, from
+  // IpfixExtras (the scitags chain's first label each way; 0 where none was seen).
+  bool flow_label = false;
   // Export time (seconds since the epoch) for each message; default: the wall clock.
   std::function<std::uint32_t()> now;
 };
 
+// What a record does not hold but a chain may know.
+struct IpfixExtras {
+  std::uint32_t flow_label_fwd = 0, flow_label_rev = 0;
+};
+
 class IpfixWriter {
  public:
+  struct Field {  // one field specifier of a template
+    std::uint16_t id;
+    std::uint16_t length;
+    bool reverse = false;  // RFC 5103 reverse element: enterprise bit, PEN 29305
+  };
+
   // One complete message; the bytes are valid for the call only.
   using MessageSink = std::function<void(std::span<const std::uint8_t>)>;
 
   IpfixWriter(IpfixOptions options, MessageSink sink);
 
-  void add(const FlowRecord& r);
+  void add(const FlowRecord& r, const IpfixExtras& extras = {});
   // Emits the message being built, if it holds anything.
   void flush();
 
@@ -59,7 +73,7 @@ class IpfixWriter {
   std::uint32_t sequence() const noexcept { return sequence_; }
 
  private:
-  void add_one(const FlowRecord& r, bool reverse_side);
+  void add_one(const FlowRecord& r, const IpfixExtras& x, bool reverse_side);
   void begin_message();
   void end_set();
   void write_templates();
@@ -68,6 +82,9 @@ class IpfixWriter {
 
   IpfixOptions options_;
   MessageSink sink_;
+  std::vector<Field> fields_[2];       // the templates' fields: [0] IPv4, [1] IPv6
+  std::size_t record_size_[2] = {};
+  std::uint16_t template_id_[2] = {};
   std::vector<std::uint8_t> buf_;
   std::size_t set_start_ = 0;      // offset of the open data set's header (0: none open)
   std::uint16_t set_template_ = 0;  // its template id

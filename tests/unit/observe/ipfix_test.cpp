@@ -219,6 +219,35 @@ TEST(Ipfix, UniflowSplitsEachRecordInTwo) {
   EXPECT_EQ(w.sequence(), 3u);
 }
 
+TEST(Ipfix, FlowLabelsInTheIpv6TemplateOnly) {
+  Capture c;
+  IpfixWriter w({.flow_label = true, .now = {}}, c.sink());
+  FlowRecord r6 = v4_record(0);
+  r6.ip_version = 6;
+  r6.sip = *IpAddress::parse("2001:db8::1");
+  r6.dip = *IpAddress::parse("2001:db8::2");
+  w.add(r6, {.flow_label_fwd = 0xabcde, .flow_label_rev = 0x12345});
+  w.add(v4_record(1), {.flow_label_fwd = 7, .flow_label_rev = 8});
+  w.flush();
+  std::map<std::uint16_t, std::vector<Spec>> t;
+  Decoded d = decode(c.messages.at(0), t);
+  ASSERT_EQ(d.records.size(), 2u);
+  EXPECT_EQ(num(d.records[0], 31), 0xabcdeu);
+  EXPECT_EQ(num(d.records[0], 31, kIpfixReversePen), 0x12345u);
+  EXPECT_FALSE(d.records[1].count({31, 0})) << "flow label in the IPv4 template";
+
+  Capture u;
+  IpfixWriter uw({.uniflow = true, .flow_label = true, .now = {}}, u.sink());
+  uw.add(r6, {.flow_label_fwd = 0xabcde, .flow_label_rev = 0x12345});
+  uw.flush();
+  std::map<std::uint16_t, std::vector<Spec>> ut;
+  Decoded ud = decode(u.messages.at(0), ut);
+  ASSERT_EQ(ud.records.size(), 2u);
+  EXPECT_EQ(num(ud.records[0], 31), 0xabcdeu);
+  EXPECT_EQ(num(ud.records[1], 31), 0x12345u);
+  EXPECT_FALSE(ud.records[0].count({31, kIpfixReversePen}));
+}
+
 TEST(Ipfix, NothingWrittenWithoutRecords) {
   Capture c;
   IpfixWriter w({}, c.sink());
