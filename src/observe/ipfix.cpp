@@ -92,6 +92,14 @@ void IpfixWriter::begin_message() {
   set_start_ = 0;
   set_template_ = 0;
   records_in_message_ = 0;
+  // Templates go first in the first message, and again when a refresh is due (RFC 7011
+  // §8.4: over UDP a collector that restarted learns them again).
+  bool due = !templates_sent_;
+  if (!due && options_.template_refresh_messages != 0)
+    due = messages_ - templates_message_ >= options_.template_refresh_messages;
+  if (!due && options_.template_refresh_seconds != 0)
+    due = options_.now() - templates_time_ >= options_.template_refresh_seconds;
+  if (due) write_templates();
 }
 
 void IpfixWriter::end_set() {
@@ -121,6 +129,8 @@ void IpfixWriter::write_templates() {
   buf_[start + 2] = static_cast<std::uint8_t>(len >> 8);
   buf_[start + 3] = static_cast<std::uint8_t>(len);
   templates_sent_ = true;
+  templates_message_ = messages_;
+  templates_time_ = options_.now();
 }
 
 void IpfixWriter::flush() {
@@ -146,9 +156,6 @@ void IpfixWriter::add_one(const FlowRecord& r, const IpfixExtras& x, bool revers
   const std::uint16_t tid = template_id_[v6];
   const std::size_t rec = record_size_[v6];
   if (buf_.empty()) begin_message();
-  if (!templates_sent_) {
-    write_templates();
-  }
   // Room for this record (and a set header if a new set must start)?
   const std::size_t need = rec + (set_template_ == tid ? 0 : kSetHeaderSize);
   if (buf_.size() + need > options_.max_message_size) {

@@ -42,6 +42,10 @@ struct IpfixOptions {
   // IPv6 templates also carry flowLabelIPv6 (31), forward and (biflow) reverse, from
   // IpfixExtras (the scitags chain's first label each way; 0 where none was seen).
   bool flow_label = false;
+  // Templates again every N messages and/or every S seconds (0: only in the first message, as
+  // a file needs); for UDP, where a collector may start late or restart.
+  std::uint32_t template_refresh_messages = 0;
+  std::uint32_t template_refresh_seconds = 0;
   // Export time (seconds since the epoch) for each message; default: the wall clock.
   std::function<std::uint32_t()> now;
 };
@@ -91,6 +95,8 @@ class IpfixWriter {
   std::uint32_t sequence_ = 0;      // data records sent before the message being built
   std::uint32_t records_in_message_ = 0;
   bool templates_sent_ = false;
+  std::uint64_t templates_message_ = 0;  // messages_ when the templates were last written
+  std::uint32_t templates_time_ = 0;     // and the export time then
   std::uint64_t records_ = 0, messages_ = 0;
 };
 

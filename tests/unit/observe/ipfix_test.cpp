@@ -248,6 +248,36 @@ TEST(Ipfix, FlowLabelsInTheIpv6TemplateOnly) {
   EXPECT_FALSE(ud.records[0].count({31, kIpfixReversePen}));
 }
 
+TEST(Ipfix, TemplatesRefreshedEveryNMessagesAndSSeconds) {
+  Capture c;
+  IpfixWriter w({.max_message_size = 600, .template_refresh_messages = 3, .now = {}}, c.sink());
+  for (int i = 0; i < 200; ++i) w.add(v4_record(static_cast<std::uint32_t>(i)));
+  w.flush();
+  ASSERT_GT(c.messages.size(), 10u);
+  std::map<std::uint16_t, std::vector<Spec>> t;
+  for (std::size_t i = 0; i < c.messages.size(); ++i) {
+    Decoded d = decode(c.messages[i], t);
+    EXPECT_EQ(d.template_sets, i % 3 == 0 ? 1 : 0) << "message " << i;
+    EXPECT_LE(c.messages[i].size(), 600u);
+  }
+  std::uint32_t clock = 1000;
+  Capture s;
+  IpfixWriter ws({.template_refresh_seconds = 60, .now = [&clock] { return clock; }}, s.sink());
+  ws.add(v4_record(0));
+  ws.flush();
+  clock += 59;
+  ws.add(v4_record(1));
+  ws.flush();
+  clock += 1;
+  ws.add(v4_record(2));
+  ws.flush();
+  ASSERT_EQ(s.messages.size(), 3u);
+  std::map<std::uint16_t, std::vector<Spec>> st;
+  EXPECT_EQ(decode(s.messages[0], st).template_sets, 1);
+  EXPECT_EQ(decode(s.messages[1], st).template_sets, 0);
+  EXPECT_EQ(decode(s.messages[2], st).template_sets, 1);
+}
+
 TEST(Ipfix, NothingWrittenWithoutRecords) {
   Capture c;
   IpfixWriter w({}, c.sink());
