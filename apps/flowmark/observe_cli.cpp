@@ -65,8 +65,9 @@ Command add_observe_command(CLI::App& parent) {
                 "(as IPFIX meters do); by default it counts on that flow only, as in pathspider");
   sub->add_option("--ipfix", a->ipfix,
                   "also write the records as IPFIX (RFC 7011 messages, RFC 5103 biflows) to FILE "
-                  "('-': standard output); without --format, IPFIX only")
-      ->type_name("FILE");
+                  "('-': standard output) or send them to udp://HOST:PORT (templates refreshed "
+                  "every 100 messages and 60 s); without --format, IPFIX only")
+      ->type_name("FILE|udp://HOST:PORT");
   sub->add_flag("--ipfix-uniflow", a->ipfix_uniflow,
                 "IPFIX: two uniflow records per flow (forward, and reverse when it saw packets) "
                 "instead of one biflow record with RFC 5103 reverse elements");
@@ -74,7 +75,7 @@ Command add_observe_command(CLI::App& parent) {
                   "IPFIX: the messages' observation domain id (0)")
       ->type_name("ID");
   sub->add_option("--ipfix-max-message", a->ipfix_max_message,
-                  "IPFIX: largest message in bytes, 512..65535 (65535)")
+                  "IPFIX: largest message in bytes, 512..65535 (65535 for a file, 1400 for UDP)")
       ->type_name("BYTES");
   sub->add_flag("--stats", a->stats, "statistics on standard error at the end");
   sub->footer(

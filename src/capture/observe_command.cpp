@@ -1,5 +1,7 @@
 #include "flowmark/capture/observe_command.hpp"
 
+#include <netdb.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <array>
@@ -34,6 +36,50 @@ std::atomic<int> g_signal{0};  // the signal that ended the capture, if any
 extern "C" void on_interrupt(int sig) {
   g_signal.store(sig);
   if (auto* s = g_source.load()) s->break_loop();
+}
+
+// --ipfix udp://HOST:PORT (HOST a name, an IPv4 address or a bracketed IPv6 address): a
+// connected UDP socket, or an error message.
+std::expected<int, std::string> open_ipfix_udp(std::string_view target) {
+  std::string_view rest = target.substr(6);  // after "udp://"
+  std::string host, port;
+  if (!rest.empty() && rest.front() == '[') {
+    const auto close = rest.find(']');
+    if (close == std::string_view::npos || close + 1 >= rest.size() || rest[close + 1] != ':')
+      return std::unexpected("expected udp://[IPV6]:PORT");
+    host = std::string(rest.substr(1, close - 1));
+    port = std::string(rest.substr(close + 2));
+  } else {
+    const auto colon = rest.rfind(':');
+    if (colon == std::string_view::npos || colon == 0)
+      return std::unexpected("expected udp://HOST:PORT");
+    host = std::string(rest.substr(0, colon));
+    port = std::string(rest.substr(colon + 1));
+  }
+  if (port.empty() || port.find_first_not_of("0123456789") != std::string::npos)
+    return std::unexpected(fmt::format("port '{}': expected a number", port));
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_DGRAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  if (int e = getaddrinfo(host.c_str(), port.c_str(), &hints, &res); e != 0)
+    return std::unexpected(fmt::format("cannot resolve '{}': {}", host, gai_strerror(e)));
+  std::string last = "no address";
+  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    const int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      last = std::strerror(errno);
+      continue;
+    }
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+      freeaddrinfo(res);
+      return fd;
+    }
+    last = std::strerror(errno);
+    close(fd);
+  }
+  freeaddrinfo(res);
+  return std::unexpected(fmt::format("cannot connect a UDP socket: {}", last));
 }
 
 observe::Nanos seconds_to_ns(double s) {
@@ -261,7 +307,9 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
                a.format);
     return kExitUsage;
   }
-  if (ipfix && (a.ipfix_max_message < 512 || a.ipfix_max_message > 65535)) {
+  const bool ipfix_udp = ipfix && a.ipfix.starts_with("udp://");
+  if (ipfix && a.ipfix_max_message != 0 &&
+      (a.ipfix_max_message < 512 || a.ipfix_max_message > 65535)) {
     fmt::print(stderr, "flowmark: error: --ipfix-max-message {}: expected 512..65535 bytes\n",
                a.ipfix_max_message);
     return kExitUsage;
@@ -289,7 +337,22 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   // The IPFIX file is opened before the capture runs, so that a bad path fails at once.
   std::FILE* ipfix_file = nullptr;
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> ipfix_owned(nullptr, &std::fclose);
-  if (ipfix) {
+  int ipfix_fd = -1;
+  struct FdCloser {
+    int& fd;
+    ~FdCloser() {
+      if (fd >= 0) close(fd);
+    }
+  } ipfix_fd_closer{ipfix_fd};
+  std::uint64_t ipfix_send_errors = 0;
+  if (ipfix_udp) {
+    auto fd = open_ipfix_udp(a.ipfix);
+    if (!fd) {
+      fmt::print(stderr, "flowmark: error: --ipfix {}: {}\n", a.ipfix, fd.error());
+      return kExitUsage;
+    }
+    ipfix_fd = *fd;
+  } else if (ipfix) {
     if (a.ipfix == "-") {
       ipfix_file = out_file;
     } else {
@@ -307,12 +370,25 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   if (ipfix) {
     ipfix_writer.emplace(
         observe::IpfixOptions{.observation_domain = a.observation_domain,
-                              .max_message_size = a.ipfix_max_message,
+                              // UDP: a message in one datagram under a 1500-byte MTU (IPv6
+                              // and UDP headers taken off); a file: the largest message.
+                              .max_message_size = a.ipfix_max_message != 0 ? a.ipfix_max_message
+                                                  : ipfix_udp               ? 1400
+                                                                            : 65535,
                               .uniflow = a.ipfix_uniflow,
                               .flow_label = std::find(setup->chains.begin(), setup->chains.end(),
                                                       "scitags") != setup->chains.end(),
+                              .template_refresh_messages = ipfix_udp ? 100u : 0u,
+                              .template_refresh_seconds = ipfix_udp ? 60u : 0u,
                               .now = {}},
         [&](std::span<const std::uint8_t> m) {
+          if (ipfix_fd >= 0) {
+            // A collector that is not listening (ICMP port unreachable) or a full socket
+            // buffer loses this message only: counted, reported at the end.
+            if (send(ipfix_fd, m.data(), m.size(), 0) != static_cast<ssize_t>(m.size()))
+              ++ipfix_send_errors;
+            return;
+          }
           if (std::fwrite(m.data(), 1, m.size(), ipfix_file) != m.size()) ipfix_write_failed = true;
         });
   }
@@ -393,7 +469,10 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   flush_out();
   if (ipfix_writer) {
     ipfix_writer->flush();
-    if (std::fflush(ipfix_file) != 0) ipfix_write_failed = true;
+    if (ipfix_file != nullptr && std::fflush(ipfix_file) != 0) ipfix_write_failed = true;
+    if (ipfix_send_errors != 0)
+      fmt::print(stderr, "flowmark observe: --ipfix {}: {} of {} messages not sent\n", a.ipfix,
+                 ipfix_send_errors, ipfix_writer->messages_written());
     if (ipfix_owned && std::fclose(ipfix_owned.release()) != 0) ipfix_write_failed = true;
     if (ipfix_write_failed) {
       fmt::print(stderr, "flowmark: error: --ipfix {}: write failed: {}\n", a.ipfix,

@@ -14,21 +14,26 @@ One run writes both the IPFIX file and the JSON records (`--format jsonl` alongs
   observation domain asked for, and sequence numbers counting the data records before each
   message; a small --ipfix-max-message splits the records over many messages, all still read;
 - --ipfix-uniflow writes a forward and (when it saw packets) a reverse record per flow,
-  without reverse elements.
-No network, no root. Needs /usr/bin/python3 with python3-scapy and python3-ipfix, and
-ipfixDump: scripts/install-deps.sh installs them; missing, the test fails (it does not skip).
+  without reverse elements;
+- nfcapd (nfdump 1.7) receives the export over UDP on loopback with no sequence error, and
+  nfdump shows the JSON records' forward and reverse packets and octets.
+Loopback only, no root. Needs /usr/bin/python3 with python3-scapy and python3-ipfix,
+ipfixDump, nfcapd and nfdump: scripts/install-deps.sh installs them; missing, the test fails (it does not skip).
 """
 
 import collections
 import datetime
+import ipaddress
 import json
 import logging
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
@@ -135,6 +140,27 @@ def utc_seconds(t):
     if t.tzinfo is None:
         t = t.replace(tzinfo=datetime.timezone.utc)
     return t.timestamp()
+
+
+def wait_for(cond, timeout):
+    """Polls cond() until it is true or timeout seconds pass; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if cond():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+
+
+def udp_rx_queue(port):
+    """The receive queue (bytes) of the IPv4 UDP socket bound to 127.0.0.1:port, or None."""
+    with open("/proc/net/udp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == f"0100007F:{port:04X}":
+                return int(fields[4].split(":")[1], 16)
+    return None
 
 
 def key(sip, dip, sp, dp, proto):
@@ -312,6 +338,46 @@ class IpfixTest(unittest.TestCase):
         # Without the scitags chain, no flow label element.
         run("-r", pcap, "--ipfix", path)
         self.assertFalse(any("flowLabelIPv6" in r for r in self.read_records(path)))
+
+    def test_nfcapd_receives_udp_export(self):
+        """nfcapd (nfdump 1.7) gets the export over UDP on loopback; nfdump shows every flow
+        with the JSON record's forward and reverse packets and octets (nfdump maps RFC 5103's
+        reverse packets and octets to its 'out' counters)."""
+        nfdir = os.path.join(self.dir, "nfcapd")
+        os.mkdir(nfdir)
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        log = open(os.path.join(self.dir, "nfcapd.log"), "w+")
+        nf = subprocess.Popen(["nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", nfdir],
+                              stdout=log, stderr=subprocess.STDOUT)
+        try:
+            self.assertTrue(wait_for(lambda: udp_rx_queue(port) is not None, 10),
+                            "nfcapd did not bind its port")
+            run("-r", self.pcap, "--ipfix", f"udp://127.0.0.1:{port}")
+            # nfcapd has read every datagram when its socket's receive queue is empty.
+            self.assertTrue(wait_for(lambda: udp_rx_queue(port) == 0, 10))
+        finally:
+            nf.terminate()
+            nf.wait(timeout=10)
+        log.seek(0)
+        log_text = log.read()
+        log.close()
+        self.assertIn("Sequence Errors: 0", log_text)
+        files = [f for f in os.listdir(nfdir) if f.startswith("nfcapd.")]
+        self.assertEqual(len(files), 1, files)
+        out = subprocess.run(["nfdump", "-q", "-o", "csv", "-r", os.path.join(nfdir, files[0])],
+                             capture_output=True, timeout=60, check=True).stdout.decode()
+        rows = {}
+        for line in out.splitlines():
+            f = line.split(",")
+            if len(f) < 15:
+                continue
+            rows[(f[3], f[4])] = tuple(int(x) for x in (f[11], f[12], f[13], f[14]))
+        expected = {(str(ipaddress.ip_address(j["sip"])), str(ipaddress.ip_address(j["dip"]))):
+                    (j["pkt_fwd"], j["oct_fwd"], j["pkt_rev"], j["oct_rev"]) for j in self.json}
+        self.assertEqual(rows, expected)
 
     def test_errors(self):
         r = run("-r", self.pcap, "--ipfix", os.path.join(self.dir, "no", "such", "dir"),

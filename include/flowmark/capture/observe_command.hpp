@@ -37,11 +37,13 @@ struct ObserveOptions {
   bool icmp_flows = false;         // ICMP errors quoting a known flow also get their own flow
   std::string chains = std::string(observe::kDefaultChains);  // --chains: names, or all
   // --ipfix FILE: the records also (or, without an explicit format, only) as IPFIX messages
-  // (RFC 5655 file: a sequence of RFC 7011 messages; "-": standard output).
+  // (RFC 5655 file: a sequence of RFC 7011 messages; "-": standard output; udp://HOST:PORT:
+  // one message a datagram, templates refreshed every 100 messages and 60 seconds).
   std::string ipfix;
   bool ipfix_uniflow = false;               // two uniflow records per flow, no RFC 5103 elements
   std::uint32_t observation_domain = 0;     // the messages' observation domain id
-  std::size_t ipfix_max_message = 65535;    // bytes per message, 512 .. 65535
+  // Bytes per message, 512 .. 65535; 0: 65535 for a file, 1400 for UDP.
+  std::size_t ipfix_max_message = 0;
   std::string summary;  // "" (one record per flow) or "scitags" (a table per experiment)
   // Names of experiments and activities, for the scitags chain and the summary: the app loads
   // the registry (this module does not depend on flowmark::scitags); called once, when needed.
