@@ -66,10 +66,9 @@ void BM_Flowmark_IpfixWriter(benchmark::State& state) {
   const auto recs = make_records();
   std::FILE* f = std::fopen("/dev/null", "wb");
   for (auto _ : state) {
-    flowmark::observe::IpfixWriter w({.observation_domain = 1, .now = {}},
-                                     [f](std::span<const std::uint8_t> m) {
-                                       std::fwrite(m.data(), 1, m.size(), f);
-                                     });
+    flowmark::observe::IpfixWriter w(
+        {.observation_domain = 1, .now = {}},
+        [f](std::span<const std::uint8_t> m) { std::fwrite(m.data(), 1, m.size(), f); });
     for (int i = 0; i < kRecords; ++i) w.add(recs[static_cast<std::size_t>(i) & 1023]);
     w.flush();
     benchmark::DoNotOptimize(w.records_written());
@@ -87,15 +86,22 @@ struct FixbufRecord {
   std::uint8_t pad[5];
 };
 
-fbInfoElementSpec_t kSpec[] = {
-    {(char*)"flowStartMilliseconds", 8, 0}, {(char*)"flowEndMilliseconds", 8, 0},
-    {(char*)"packetDeltaCount", 8, 0},      {(char*)"octetDeltaCount", 8, 0},
-    {(char*)"reversePacketDeltaCount", 8, 0}, {(char*)"reverseOctetDeltaCount", 8, 0},
-    {(char*)"sourceIPv4Address", 4, 0},     {(char*)"destinationIPv4Address", 4, 0},
-    {(char*)"sourceTransportPort", 2, 0},   {(char*)"destinationTransportPort", 2, 0},
-    {(char*)"vlanId", 2, 0},                {(char*)"tcpControlBits", 2, 0},
-    {(char*)"reverseTcpControlBits", 2, 0}, {(char*)"protocolIdentifier", 1, 0},
-    {(char*)"paddingOctets", 5, 0},         FB_IESPEC_NULL};
+fbInfoElementSpec_t kSpec[] = {{(char*)"flowStartMilliseconds", 8, 0},
+                               {(char*)"flowEndMilliseconds", 8, 0},
+                               {(char*)"packetDeltaCount", 8, 0},
+                               {(char*)"octetDeltaCount", 8, 0},
+                               {(char*)"reversePacketDeltaCount", 8, 0},
+                               {(char*)"reverseOctetDeltaCount", 8, 0},
+                               {(char*)"sourceIPv4Address", 4, 0},
+                               {(char*)"destinationIPv4Address", 4, 0},
+                               {(char*)"sourceTransportPort", 2, 0},
+                               {(char*)"destinationTransportPort", 2, 0},
+                               {(char*)"vlanId", 2, 0},
+                               {(char*)"tcpControlBits", 2, 0},
+                               {(char*)"reverseTcpControlBits", 2, 0},
+                               {(char*)"protocolIdentifier", 1, 0},
+                               {(char*)"paddingOctets", 5, 0},
+                               FB_IESPEC_NULL};
 
 void BM_Libfixbuf_fBufAppend(benchmark::State& state) {
   const auto recs = make_records();

@@ -9,8 +9,8 @@
 #include <chrono>
 #include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <csignal>
+#include <cstring>
 #include <algorithm>
 #include <type_traits>
 #include <map>
@@ -373,8 +373,8 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
                               // UDP: a message in one datagram under a 1500-byte MTU (IPv6
                               // and UDP headers taken off); a file: the largest message.
                               .max_message_size = a.ipfix_max_message != 0 ? a.ipfix_max_message
-                                                  : ipfix_udp               ? 1400
-                                                                            : 65535,
+                                                  : ipfix_udp              ? 1400
+                                                                           : 65535,
                               .uniflow = a.ipfix_uniflow,
                               .flow_label = std::find(setup->chains.begin(), setup->chains.end(),
                                                       "scitags") != setup->chains.end(),

@@ -63,7 +63,8 @@ constexpr std::size_t kMinMessage = 512;
 
 IpfixWriter::IpfixWriter(IpfixOptions options, MessageSink sink)
     : options_(std::move(options)), sink_(std::move(sink)) {
-  options_.max_message_size = std::clamp<std::size_t>(options_.max_message_size, kMinMessage, 65535);
+  options_.max_message_size =
+      std::clamp<std::size_t>(options_.max_message_size, kMinMessage, 65535);
   if (!options_.now) {
     options_.now = [] { return static_cast<std::uint32_t>(std::time(nullptr)); };
   }

@@ -86,11 +86,11 @@ class IpfixWriter {
 
   IpfixOptions options_;
   MessageSink sink_;
-  std::vector<Field> fields_[2];       // the templates' fields: [0] IPv4, [1] IPv6
+  std::vector<Field> fields_[2];  // the templates' fields: [0] IPv4, [1] IPv6
   std::size_t record_size_[2] = {};
   std::uint16_t template_id_[2] = {};
   std::vector<std::uint8_t> buf_;
-  std::size_t set_start_ = 0;      // offset of the open data set's header (0: none open)
+  std::size_t set_start_ = 0;       // offset of the open data set's header (0: none open)
   std::uint16_t set_template_ = 0;  // its template id
   std::uint32_t sequence_ = 0;      // data records sent before the message being built
   std::uint32_t records_in_message_ = 0;

@@ -34,7 +34,8 @@ struct Decoded {
 };
 
 // Decodes one message; templates persist across messages in `templates`.
-Decoded decode(const std::vector<std::uint8_t>& m, std::map<std::uint16_t, std::vector<Spec>>& templates) {
+Decoded decode(const std::vector<std::uint8_t>& m,
+               std::map<std::uint16_t, std::vector<Spec>>& templates) {
   Decoded d{};
   EXPECT_GE(m.size(), 16u);
   d.version = static_cast<std::uint16_t>(be(&m[0], 2));
@@ -59,7 +60,8 @@ Decoded decode(const std::vector<std::uint8_t>& m, std::map<std::uint16_t, std::
         p += 4;
         std::vector<Spec> specs;
         for (std::uint64_t i = 0; i < count; ++i) {
-          Spec s{static_cast<std::uint16_t>(be(&m[p], 2)), static_cast<std::uint16_t>(be(&m[p + 2], 2)), 0};
+          Spec s{static_cast<std::uint16_t>(be(&m[p], 2)),
+                 static_cast<std::uint16_t>(be(&m[p + 2], 2)), 0};
           p += 4;
           if (s.id & 0x8000) {
             s.id &= 0x7fff;
