@@ -15,6 +15,7 @@ One run writes both the IPFIX file and the JSON records (`--format jsonl` alongs
   message; a small --ipfix-max-message splits the records over many messages, all still read;
 - --ipfix-uniflow writes a forward and (when it saw packets) a reverse record per flow,
   without reverse elements;
+- tshark's CFLOW dissector decodes the messages with no malformed packet or expert info;
 - nfcapd (nfdump 1.7) receives the export over UDP on loopback with no sequence error, and
   nfdump shows the JSON records' forward and reverse packets and octets.
 Loopback only, no root. Needs /usr/bin/python3 with python3-scapy and python3-ipfix,
@@ -27,6 +28,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import struct
@@ -378,6 +380,38 @@ class IpfixTest(unittest.TestCase):
         expected = {(str(ipaddress.ip_address(j["sip"])), str(ipaddress.ip_address(j["dip"]))):
                     (j["pkt_fwd"], j["oct_fwd"], j["pkt_rev"], j["oct_rev"]) for j in self.json}
         self.assertEqual(rows, expected)
+
+    def test_tshark_cflow_decodes_without_expert_info(self):
+        """tshark's CFLOW dissector decodes the messages (each in a UDP datagram to port 4739,
+        as the export sends them) with no malformed packet and no expert info."""
+        for args in ([], ["--ipfix-uniflow"], ["--ipfix-max-message", "512"]):
+            path = os.path.join(self.dir, "tshark.ipfix")
+            run("-r", self.pcap, "--ipfix", path, *args)
+            with open(path, "rb") as f:
+                data = f.read()
+            frames, off = [], 0
+            while off < len(data):
+                length = struct.unpack_from("!H", data, off + 2)[0]
+                frames.append(Ether() / IP(src="127.0.0.1", dst="127.0.0.1")
+                              / UDP(sport=40000, dport=4739) / Raw(data[off:off + length]))
+                off += length
+            pcap = os.path.join(self.dir, "tshark.pcap")
+            wrpcap(pcap, frames)
+            tshark = ["tshark", "-r", pcap, "-d", "udp.port==4739,cflow"]
+            expert = subprocess.run(tshark + ["-q", "-z", "expert"], capture_output=True,
+                                    timeout=120, check=True).stdout.decode()
+            for word in ("Malformed", "Errors", "Warns", "Notes"):
+                self.assertNotIn(word, expert, (args, expert))
+            verbose = subprocess.run(tshark + ["-V"], capture_output=True, timeout=120,
+                                     check=True).stdout.decode()
+            self.assertNotIn("Malformed", verbose)
+            if "--ipfix-uniflow" not in args:
+                self.assertIn("PEN: IPFIX Reverse Information Element Private Enterprise "
+                              "(29305)", verbose)
+            flows = len(re.findall(r"^\s+Packets: \d+$", verbose, re.M))
+            n = len(self.json) + (sum(1 for j in self.json if j["pkt_rev"])
+                                  if args == ["--ipfix-uniflow"] else 0)
+            self.assertEqual(flows, n, args)
 
     def test_errors(self):
         r = run("-r", self.pcap, "--ipfix", os.path.join(self.dir, "no", "such", "dir"),
