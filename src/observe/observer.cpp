@@ -698,6 +698,14 @@ struct Observer::Impl {
     return true;
   }
 
+  // The packet clock moved by frames seen elsewhere (another worker's): timers due by t fire.
+  void advance_clock(Nanos t) noexcept {
+    flush_pending();
+    if (t <= clock) return;
+    clock = t;
+    if (table.started()) advance(t);
+  }
+
   void finish() noexcept {
     table.for_each([this](std::uint32_t i) {
       if (table.flow(i).state == FlowState::kExpiring) emit(table.flow(i).rec);
@@ -756,6 +764,8 @@ void Observer::on_packet(Nanos ts_ns, LinkType link, std::span<const std::byte> 
 void Observer::on_packets(LinkType link, std::span<const FrameRef> frames) noexcept {
   impl_->on_packets(link, frames);
 }
+
+void Observer::advance_clock(Nanos ts_ns) noexcept { impl_->advance_clock(ts_ns); }
 
 void Observer::finish() noexcept { impl_->finish(); }
 

@@ -177,6 +177,10 @@ class Observer {
   // PacketView being made, and the chains' on_quick run over them in small batches
   // (Chain::on_quick_batch), each chain seeing a flow's packets in order.
   void on_packets(LinkType link, std::span<const FrameRef> frames) noexcept;
+  // Moves the packet clock to ts_ns (if later) without a frame: the timers due by then fire,
+  // as a frame at ts_ns would make them. For an observer that sees part of a capture (one of
+  // `flowmark observe --workers N`): the clock stays the whole capture's.
+  void advance_clock(Nanos ts_ns) noexcept;
   // Emits everything still held (expiring first, then active) and returns.
   void finish() noexcept;
 
