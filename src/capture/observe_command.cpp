@@ -329,6 +329,10 @@ std::expected<ObserveSetup, ObserveSetupError> prepare_observe(const ObserveOpti
   if (a.max_flows == 0) return usage("--max-flows 0: expected at least 1");
   if (a.workers == 0 || a.workers > kMaxWorkers)
     return usage(fmt::format("--workers {}: expected 1..{}", a.workers, kMaxWorkers));
+  if (a.workers > 1 && a.icmp_flows)
+    return usage(fmt::format("--workers {} with --icmp-flows: not supported yet (an ICMP error "
+                             "would count in two workers' flows); use --workers 1",
+                             a.workers));
   if (a.workers > 1 && !a.iface.empty())
     return usage(fmt::format("--workers {}: a live capture is observed by one worker for now "
                              "(use --workers 1, or capture to a file and read it with -r)",

@@ -35,6 +35,7 @@ class Channel {
  public:
   void push(Batch* b) {
     std::unique_lock lock(mu_);
+    ++pushed_;
     full_.push_back(b);
     cv_.notify_all();
   }
@@ -45,10 +46,18 @@ class Channel {
     full_.pop_front();
     return b;
   }
-  void give_back(Batch* b) {
+  // After the worker is through with a batch it popped (or for a new one, into the pool).
+  void give_back(Batch* b, bool done = false) {
     std::unique_lock lock(mu_);
+    if (done) ++done_;
     free_.push_back(b);
     cv_.notify_all();
+  }
+  // Until the worker has observed every batch pushed (it then waits for the next): its
+  // Observer may be used from this thread until the next push.
+  void wait_drained() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return done_ == pushed_; });
   }
   Batch* take_free() {
     std::unique_lock lock(mu_);
@@ -63,6 +72,7 @@ class Channel {
   std::condition_variable cv_;
   std::deque<Batch*> full_;
   std::vector<Batch*> free_;
+  std::uint64_t pushed_ = 0, done_ = 0;
 };
 
 }  // namespace
@@ -96,12 +106,14 @@ Result<void> observe_with_workers(Capture& src, std::span<observe::Observer* con
         if (b->n != 0) obs.on_packets(b->link, std::span(b->frames).first(b->n));
         obs.advance_clock(b->clock);
         const bool end = b->end;
-        channels[w].give_back(b);
+        if (end) {
+          stats.active[w] = obs.active_flows();
+          obs.finish();
+          done(w);
+        }
+        channels[w].give_back(b, true);
         if (end) break;
       }
-      stats.active[w] = obs.active_flows();
-      obs.finish();
-      done(w);
     });
   }
 
@@ -135,13 +147,27 @@ Result<void> observe_with_workers(Capture& src, std::span<observe::Observer* con
     if (*got == 0) break;
     for (std::size_t i = 0; i < *got; ++i) {
       observe::FrameRef f = in[i];
-      const std::size_t w = n == 1 ? 0 : observe::flow_hash(link, f.frame) % n;
+      std::size_t w = 0;
+      bool late = false;
       if (f.ts_ns < clock) {
         f.ts_ns = clock;
-        ++stats.late_packets[w];
+        late = true;
       } else {
         clock = f.ts_ns;
       }
+      if (n > 1) {
+        const observe::FlowHash h = observe::flow_hash(link, f.frame);
+        w = h.hash % n;
+        if (h.quotes && h.own % n != w) {
+          // An ICMP error: on the quoted flow when its worker holds it, else in a flow of its
+          // own addresses. Asked of that worker once it has observed every frame before this.
+          const std::size_t q = w;
+          if (open[q] != nullptr) hand_over(q);
+          channels[q].wait_drained();
+          if (!workers[q]->quotes_held_flow(link, f.frame, f.ts_ns)) w = h.own % n;
+        }
+      }
+      if (late) ++stats.late_packets[w];
       if (open[w] != nullptr && (open[w]->link != link || open[w]->n == kBatch)) hand_over(w);
       if (open[w] == nullptr) {
         open[w] = channels[w].take_free();

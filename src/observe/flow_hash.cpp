@@ -34,14 +34,18 @@ std::uint32_t pair_hash(const std::uint8_t* a, const std::uint8_t* b, std::size_
 
 }  // namespace
 
-std::uint32_t flow_hash(LinkType link, std::span<const std::byte> frame) noexcept {
+FlowHash flow_hash(LinkType link, std::span<const std::byte> frame) noexcept {
   PacketView p;
   (void)decode_packet(link, frame, p);  // a short transport header still has its addresses
   const std::size_t len = p.ip_version == 6 ? 16 : 4;
-  if (p.icmp_error && p.quoted.src != nullptr && p.quoted.dst != nullptr)
-    return pair_hash(p.quoted.src, p.quoted.dst, len);
-  if (p.src_addr == nullptr || p.dst_addr == nullptr || p.ip_version == 0) return 0;
-  return pair_hash(p.src_addr, p.dst_addr, len);
+  FlowHash h;
+  if (p.src_addr == nullptr || p.dst_addr == nullptr || p.ip_version == 0) return h;
+  h.hash = h.own = pair_hash(p.src_addr, p.dst_addr, len);
+  if (p.icmp_error && p.quoted.src != nullptr && p.quoted.dst != nullptr) {
+    h.hash = pair_hash(p.quoted.src, p.quoted.dst, len);
+    h.quotes = true;
+  }
+  return h;
 }
 
 }  // namespace flowmark::observe
