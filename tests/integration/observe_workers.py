@@ -125,11 +125,13 @@ def build_hard_capture(path, seed):
     # ICMP errors: from the destination (port unreachable), from routers (time exceeded),
     # quoting held flows and flows never seen.
     for i in range(30):
-        a, b = rnd.sample(hosts4, 2)
+        a, b = rnd.sample(hosts4[1:], 2)
+        sender = b if i % 2 else f"192.0.2.{i % 4 + 1}"
+        if i % 2 == 0:  # one host, four routers: errors quoting many flows make 3-tuple flows
+            a = hosts4[0]
         probe = IP(src=a, dst=b, ttl=3) / UDP(sport=33434 + i, dport=53) / Raw(b"q" * 12)
         if i % 3 != 2:
             add(eth / probe)
-        sender = b if i % 2 else f"192.0.2.{i + 1}"
         code_type = (3, 3) if sender == b else (11, 0)
         add(eth / IP(src=sender, dst=a) / ICMP(type=code_type[0], code=code_type[1]) /
             bytes(probe)[:28])
@@ -141,6 +143,9 @@ def build_hard_capture(path, seed):
         sender = b if i % 2 else f"2001:db8:ffff::{i + 1:x}"
         err = ICMPv6PacketTooBig(mtu=1280) if i % 2 else ICMPv6DestUnreach(code=0)
         add(eth / IPv6(src=sender, dst=a) / err / bytes(probe)[:200])
+    # Echo between that host and the routers (the same 3-tuple flows as their errors).
+    for i in range(4):
+        add(eth / IP(src=hosts4[0], dst=f"192.0.2.{i + 1}") / ICMP(type=8, id=i, seq=1))
     # Echo between hosts (3-tuple ICMP flows).
     for i in range(10):
         a, b = rnd.sample(hosts4, 2)
