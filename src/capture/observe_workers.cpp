@@ -16,8 +16,8 @@
 namespace flowmark::capture {
 namespace {
 
-constexpr std::size_t kBatch = 256;
-constexpr std::size_t kBatchesPerWorker = 8;  // the queue's bound (and the pool's size)
+constexpr std::size_t kBatch = 1024;
+constexpr std::size_t kBatchesPerWorker = 6;  // the queue's bound (and the pool's size)
 
 struct Batch {
   observe::LinkType link = observe::LinkType::kEthernet;
@@ -37,11 +37,13 @@ class Channel {
     std::unique_lock lock(mu_);
     ++pushed_;
     full_.push_back(b);
-    cv_.notify_all();
+    if (waiting_) cv_.notify_all();
   }
   Batch* pop_full() {
     std::unique_lock lock(mu_);
+    ++waiting_;
     cv_.wait(lock, [&] { return !full_.empty(); });
+    --waiting_;
     Batch* b = full_.front();
     full_.pop_front();
     return b;
@@ -51,17 +53,21 @@ class Channel {
     std::unique_lock lock(mu_);
     if (done) ++done_;
     free_.push_back(b);
-    cv_.notify_all();
+    if (waiting_) cv_.notify_all();
   }
   // Until the worker has observed every batch pushed (it then waits for the next): its
   // Observer may be used from this thread until the next push.
   void wait_drained() {
     std::unique_lock lock(mu_);
+    ++waiting_;
     cv_.wait(lock, [&] { return done_ == pushed_; });
+    --waiting_;
   }
   Batch* take_free() {
     std::unique_lock lock(mu_);
+    ++waiting_;
     cv_.wait(lock, [&] { return !free_.empty(); });
+    --waiting_;
     Batch* b = free_.back();
     free_.pop_back();
     return b;
@@ -73,6 +79,7 @@ class Channel {
   std::deque<Batch*> full_;
   std::vector<Batch*> free_;
   std::uint64_t pushed_ = 0, done_ = 0;
+  int waiting_ = 0;  // threads in a wait: only then is there someone to wake
 };
 
 }  // namespace
@@ -134,7 +141,7 @@ Result<void> observe_with_workers(Capture& src, std::span<observe::Observer* con
     channels[w].push(b);
     open[w] = nullptr;
   };
-  std::array<observe::FrameRef, kBatch> in;
+  std::array<observe::FrameRef, 256> in;
   observe::LinkType link = observe::LinkType::kEthernet;
   std::uint64_t total = 0, batches = 0;
   Result<void> result;
@@ -146,6 +153,7 @@ Result<void> observe_with_workers(Capture& src, std::span<observe::Observer* con
     }
     if (*got == 0) break;
     for (std::size_t i = 0; i < *got; ++i) {
+      if (i + 8 < *got) __builtin_prefetch(in[i + 8].frame.data() + 26);  // its IP addresses
       observe::FrameRef f = in[i];
       std::size_t w = 0;
       bool late = false;

@@ -2,7 +2,7 @@
 // (`flowmark observe --workers N`), each with its own Observer (flow table, timers).
 //
 // The reader hands each frame to worker flow_hash(frame) % N (both directions of a flow, its
-// fragments and the ICMP errors quoting it go to one worker), in batches of up to 256 frames
+// fragments and the ICMP errors quoting it go to one worker), in batches of up to 1024 frames
 // through a bounded queue per worker (a fixed pool of batches, no allocation per frame).
 // Frames of a mapped file go by pointer; others are copied into the batch's buffer.
 // The packet clock stays the whole capture's: a frame stamped before the largest time seen
