@@ -282,6 +282,10 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
       active += feed.active[i];
     }
     print_stats(sum, *src, active, ws[0].obs->bytes_per_flow());
+    std::string cpu;
+    for (double c : feed.cpu_seconds) cpu += fmt::format(" {:.3f}", c);
+    fmt::print(stderr, "flowmark observe threads: CPU seconds: reader {:.3f}, workers{}\n",
+               feed.reader_cpu_seconds, cpu);
   }
   if (g_signal.load() != 0 && rc == kExitOk) rc = exit_code_for_signal(g_signal.load());
   return rc;

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <ctime>
 #include <functional>
 #include <span>
 #include <vector>
@@ -27,6 +28,8 @@ struct WorkerFeedStats {
   std::vector<std::uint64_t> late_packets;  // per worker: frames handed over at the clock
   std::vector<std::uint64_t> frames;        // per worker: frames handed over
   std::vector<std::size_t> active;          // per worker: flows held before finish()
+  std::vector<double> cpu_seconds;          // per worker: its thread's CPU time
+  double reader_cpu_seconds = 0;            // the reading thread's (reading, hashing)
 };
 
 // Reads `src` to its end (or break_loop()), observing with `workers` (one thread each).
