@@ -31,7 +31,7 @@ struct Batch {
   observe::Nanos clock = 0;  // the capture's clock when handed over
   bool end = false;          // the last message: advance to `clock`, finish
   std::array<observe::FrameRef, kBatch> frames;
-  std::vector<std::byte> bytes;  // copies, when the capture's frames do not outlive a batch
+  std::vector<std::byte> bytes;          // copies, when the capture's frames do not outlive a batch
   std::array<std::size_t, kBatch> at{};  // offsets of the copies in bytes
 };
 
