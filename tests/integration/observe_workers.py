@@ -11,9 +11,10 @@ get wrong: many flows in both directions, IPv4 and IPv6 fragments (the first one
 after and without the others), ICMP and ICMPv6 errors from the destination host and from
 routers quoting held and unknown flows, frames stamped before the clock, gaps longer than
 the idle timeout, flows split by the active timeout, VLAN tags. Each is run with the default
-chains and --chains all, and the written capture also with --vlan, short timeouts and CSV
-(--icmp-flows is refused with more than one worker: checked). --stats: the per-worker lines add up to the summed line, which equals one
-worker's. Needs Debian's python3-scapy (hence /usr/bin/python3). No network, no root.
+chains and --chains all; the written capture also with --vlan, short timeouts, CSV and from
+standard input (libpcap's frames do not outlive a batch: copied for the workers).
+--icmp-flows is refused with more than one worker (checked). --stats: the per-worker lines
+add up to the summed line, which equals one worker's. Needs Debian's python3-scapy (hence /usr/bin/python3). No network, no root.
 """
 
 import glob
@@ -234,6 +235,18 @@ class WorkersTest(unittest.TestCase):
                       ["--format", "csv"]):
             with self.subTest(options=extra):
                 self.same_records(self.hard, *extra)
+
+    def test_standard_input(self):
+        # Frames read through libpcap do not outlive a batch: they are copied for the workers.
+        ref, _ = observe(self.hard, 1, "--chains", "all")
+        for n in WORKERS:
+            with open(self.hard, "rb") as f:
+                p = subprocess.run([FLOWMARK, "observe", "-r", "-", "--workers", str(n),
+                                    "--chains", "all"], stdin=f, capture_output=True,
+                                   text=True, timeout=120)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(sorted(p.stdout.splitlines()), sorted(ref.splitlines()),
+                             f"standard input, --workers {n} (seed {self.seed})")
 
     def test_hard_capture_spreads(self):
         # The frames really go to several workers, fragments and errors among them.
