@@ -5,16 +5,17 @@ the same multiset (JSON lines, sorted) as with one worker, on every test capture
     /usr/bin/python3 tests/integration/observe_workers.py BUILD_DIR [unittest options]
 
 Captures: those of the observe truth tests (observe_truth.py and observe_chains_truth.py,
-imported here: their scapy builders write them to a temporary directory), pathspider's 49
-test captures (48 .pcap files in python3-pathspider 2.0.1's tests/data), and one written here with what a split observer can
-get wrong: many flows in both directions, IPv4 and IPv6 fragments (the first one before,
+imported here: their scapy builders write them to a temporary directory), pathspider's test
+captures (the 48 .pcap files of python3-pathspider 2.0.1's tests/data), and one written here
+with what a split observer can get wrong: many flows in both directions, IPv4 and IPv6 fragments (the first one before,
 after and without the others), ICMP and ICMPv6 errors from the destination host and from
 routers quoting held and unknown flows, frames stamped before the clock, gaps longer than
 the idle timeout, flows split by the active timeout, VLAN tags. Each is run with the default
 chains and --chains all; the written capture also with --vlan, short timeouts, CSV and from
 standard input (libpcap's frames do not outlive a batch: copied for the workers).
 --icmp-flows is refused with more than one worker (checked). --stats: the per-worker lines
-add up to the summed line, which equals one worker's. Needs Debian's python3-scapy (hence /usr/bin/python3). No network, no root.
+add up to the summed line, which equals one worker's. Needs Debian's python3-scapy (hence
+/usr/bin/python3). No network, no root.
 """
 
 import glob
