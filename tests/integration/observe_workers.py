@@ -7,8 +7,8 @@ the same multiset (JSON lines, sorted) as with one worker, on every test capture
 Captures: those of the observe truth tests (observe_truth.py and observe_chains_truth.py,
 imported here: their scapy builders write them to a temporary directory), pathspider's test
 captures (the 48 .pcap files of python3-pathspider 2.0.1's tests/data), and one written here
-with what a split observer can get wrong: many flows in both directions, IPv4 and IPv6 fragments (the first one before,
-after and without the others), ICMP and ICMPv6 errors from the destination host and from
+with what a split observer can get wrong: many flows in both directions, IPv4 and IPv6
+fragments (the first one before, after and without the others), ICMP and ICMPv6 errors from the destination host and from
 routers quoting held and unknown flows, frames stamped before the clock, gaps longer than
 the idle timeout, flows split by the active timeout, VLAN tags. Each is run with the default
 chains and --chains all; the written capture also with --vlan, short timeouts, CSV and from
