@@ -57,6 +57,12 @@ Command add_observe_command(CLI::App& parent) {
   sub->add_option("--expiry-delay", a->expiry_delay,
                   "seconds between a flow's completion and its record (5)");
   sub->add_option("--max-flows", a->max_flows, "bound on concurrent flows (1048576)");
+  sub->add_option("--workers", a->workers,
+                  "threads observing a capture file, each with its own flow table (1; at most "
+                  "64): the reader hands a flow's frames, both directions, fragments and the "
+                  "ICMP errors quoting it, to one of them; --max-flows is per worker. Live "
+                  "captures: 1")
+      ->type_name("N");
   sub->add_flag("--vlan", a->key_vlan, "the outer VLAN id is part of the flow key");
   sub->add_flag("--no-tcp-completion", a->no_tcp_completion,
                 "do not complete TCP flows on FIN/RST (idle timeout only)");

@@ -122,6 +122,9 @@ class MappedFileCapture final : public Capture {
   std::string_view name() const noexcept override { return name_; }
   std::uint64_t offset() const noexcept override { return parser_.offset(); }
   std::optional<std::uint64_t> size() const noexcept override { return size_; }
+  // The mapping lives as long as the capture (pages given back behind the reader are read
+  // again from the file when touched: MAP_PRIVATE, never written).
+  bool frames_outlive_batch() const noexcept override { return true; }
 
  private:
   void release_behind() noexcept {

@@ -15,6 +15,8 @@
 #include <type_traits>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <vector>
 #include <optional>
 
 #include <fmt/format.h>
@@ -26,9 +28,12 @@
 #include "flowmark/observe/ipfix.hpp"
 #include "flowmark/observe/observer.hpp"
 #include "flowmark/observe/record_format.hpp"
+#include "observe_workers.hpp"
 
 namespace flowmark::capture {
 namespace {
+
+constexpr std::size_t kMaxWorkers = 64;
 
 std::atomic<Capture*> g_source{nullptr};
 std::atomic<int> g_signal{0};  // the signal that ended the capture, if any
@@ -87,13 +92,14 @@ observe::Nanos seconds_to_ns(double s) {
 }
 
 // bytes_per_flow: Observer::bytes_per_flow(), the memory a flow costs with the chains asked for.
+// who: "" for the whole run, " worker N" for one of --workers.
 void print_stats(const observe::ObserverStats& st, const Capture& src, std::size_t active,
-                 std::size_t bytes_per_flow) {
+                 std::size_t bytes_per_flow, std::string_view who = "") {
   std::string out = fmt::format(
-      "flowmark observe: {} packets, drops {}, short {}, non-IP {}, fragments {} ({} "
+      "flowmark observe{}: {} packets, drops {}, short {}, non-IP {}, fragments {} ({} "
       "unmatched), flows {}, ignored {}, ignored_packets {}, late_packets {}, evicted {}, "
       "emitted {}, ICMP errors matched {}, still active at the end {}, bytes per flow {}\n",
-      st.packets, src.drops() ? std::to_string(*src.drops()) : std::string("unknown"),
+      who, st.packets, src.drops() ? std::to_string(*src.drops()) : std::string("unknown"),
       st.short_packets, st.non_ip, st.fragments, st.fragments_unmatched, st.flows, st.ignored,
       st.ignored_packets, st.late_packets, st.evicted, st.emitted, st.icmp_errors_matched, active,
       bytes_per_flow);
@@ -103,7 +109,7 @@ void print_stats(const observe::ObserverStats& st, const Capture& src, std::size
     errors += fmt::format(" {}={}", observe::to_string(static_cast<observe::DecodeError>(i)),
                           st.decode_errors[i]);
   }
-  if (!errors.empty()) out += "flowmark observe: decode errors:" + errors + "\n";
+  if (!errors.empty()) out += fmt::format("flowmark observe{}: decode errors:{}\n", who, errors);
   std::fputs(out.c_str(), stderr);
 }
 
@@ -208,6 +214,132 @@ class ScitagsSummary {
   Row unmarked6_, ipv4_;
 };
 
+
+observe::ObserverStats& operator+=(observe::ObserverStats& a, const observe::ObserverStats& b) {
+  a.packets += b.packets;
+  a.non_ip += b.non_ip;
+  a.short_packets += b.short_packets;
+  a.fragments += b.fragments;
+  a.fragments_unmatched += b.fragments_unmatched;
+  a.icmp_errors_matched += b.icmp_errors_matched;
+  a.flows += b.flows;
+  a.ignored += b.ignored;
+  a.evicted += b.evicted;
+  a.emitted += b.emitted;
+  for (std::size_t i = 0; i < a.decode_errors.size(); ++i) a.decode_errors[i] += b.decode_errors[i];
+  a.ignored_packets += b.ignored_packets;
+  a.late_packets += b.late_packets;
+  return a;
+}
+
+void install_signal_handlers(Capture* src) {
+  g_source.store(src);
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+// --workers N (N > 1): one Observer a thread (observe_workers.hpp); each formats its records
+// into a buffer of its own, written whole under one lock (lines never interleave).
+int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string& format,
+                bool summary, std::FILE* out_file) {
+  auto& src = setup.capture;
+  const bool csv = format == "csv";
+  const std::size_t n = a.workers;
+  std::mutex out_mu;
+  ScitagsSummary table(setup.chain_options.names);
+  struct Worker {
+    std::unique_ptr<observe::Observer> obs;
+    std::string out;
+    std::size_t scitags_index = 0;
+    std::size_t active = 0;
+  };
+  std::vector<Worker> ws(n);
+  auto flush = [&](Worker& w) {
+    if (w.out.empty()) return;
+    std::lock_guard lock(out_mu);
+    (void)std::fwrite(w.out.data(), 1, w.out.size(), out_file);
+    w.out.clear();
+  };
+  std::string header;
+  for (std::size_t i = 0; i < n; ++i) {
+    Worker& w = ws[i];
+    w.out.reserve(1 << 20);
+    w.obs = std::make_unique<observe::Observer>(setup.config, [&, i](const observe::FlowRecord& r) {
+      Worker& me = ws[i];
+      if (summary) {
+        const auto tag = observe::scitags_tag(me.obs->chain_state(r, me.scitags_index));
+        std::lock_guard lock(out_mu);
+        table.add(r, tag);
+        return;
+      }
+      if (csv) {
+        observe::append_record_csv(me.out, r, me.obs.get());
+      } else {
+        observe::append_record_json(me.out, r, me.obs.get());
+      }
+      if (me.out.size() > (1 << 20) - 4096) flush(me);
+    });
+    w.scitags_index = setup.add_to(*w.obs);
+  }
+  if (csv && !summary) {
+    observe::append_csv_header(header, ws[0].obs.get());
+    (void)std::fwrite(header.data(), 1, header.size(), out_file);
+  }
+  install_signal_handlers(src.get());
+  const bool progress = isatty(STDERR_FILENO) != 0 && src->size().has_value();
+  auto last_progress = std::chrono::steady_clock::now();
+  std::vector<observe::Observer*> observers;
+  for (auto& w : ws) observers.push_back(w.obs.get());
+  WorkerFeedStats feed;
+  auto done = [&](std::size_t i) {
+    flush(ws[i]);
+  };
+  auto on_progress = [&](std::uint64_t frames) {
+    if (!progress) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_progress < std::chrono::seconds(1)) return;
+    last_progress = now;
+    fmt::print(stderr, "\r{:5.1f}%  {} packets ",
+               100.0 * static_cast<double>(src->offset()) / static_cast<double>(*src->size()),
+               frames);
+  };
+  auto result = observe_with_workers(*src, observers, done, on_progress, feed);
+  if (progress) fmt::print(stderr, "\r{:60}\r", "");
+  int rc = kExitOk;
+  if (!result) {
+    fmt::print(stderr, "flowmark: error: {}\n", result.error().message());
+    rc = kExitDataErr;
+  }
+  if (summary) {
+    const std::string text = table.render(format == "json");
+    (void)std::fwrite(text.data(), 1, text.size(), out_file);
+  }
+  (void)std::fflush(out_file);
+  g_source.store(nullptr);
+  if (a.stats) {
+    observe::ObserverStats sum;
+    std::size_t active = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      observe::ObserverStats st = ws[i].obs->stats();
+      st.late_packets += feed.late_packets[i];
+      print_stats(st, *src, feed.active[i], ws[i].obs->bytes_per_flow(),
+                  fmt::format(" worker {}", i));
+      sum += st;
+      active += feed.active[i];
+    }
+    print_stats(sum, *src, active, ws[0].obs->bytes_per_flow());
+    std::string cpu;
+    for (double c : feed.cpu_seconds) cpu += fmt::format(" {:.3f}", c);
+    fmt::print(stderr, "flowmark observe threads: CPU seconds: reader {:.3f}, workers{}\n",
+               feed.reader_cpu_seconds, cpu);
+  }
+  if (g_signal.load() != 0 && rc == kExitOk) rc = exit_code_for_signal(g_signal.load());
+  return rc;
+}
+
 }  // namespace
 
 std::expected<ObserveSetup, ObserveSetupError> prepare_observe(const ObserveOptions& a,
@@ -248,6 +380,16 @@ std::expected<ObserveSetup, ObserveSetupError> prepare_observe(const ObserveOpti
                                b.low > 0 ? "more than 0 and at most 10000000" : "0..10000000"));
   }
   if (a.max_flows == 0) return usage("--max-flows 0: expected at least 1");
+  if (a.workers == 0 || a.workers > kMaxWorkers)
+    return usage(fmt::format("--workers {}: expected 1..{}", a.workers, kMaxWorkers));
+  if (a.workers > 1 && a.icmp_flows)
+    return usage(fmt::format("--workers {} with --icmp-flows: not supported yet (an ICMP error "
+                             "would count in two workers' flows); use --workers 1",
+                             a.workers));
+  if (a.workers > 1 && !a.iface.empty())
+    return usage(fmt::format("--workers {}: a live capture is observed by one worker for now "
+                             "(use --workers 1, or capture to a file and read it with -r)",
+                             a.workers));
   if (a.capture != "afpacket" && a.capture != "pcap")
     return usage(fmt::format("--capture {}: expected afpacket or pcap", a.capture));
   auto src = a.file.empty() ? open_live_capture(
@@ -333,6 +475,7 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   }
   auto& src = setup->capture;
   const observe::ObserverConfig& cfg = setup->config;
+  if (a.workers > 1) return run_workers(a, *setup, format, summary, out_file);
 
   // The IPFIX file is opened before the capture runs, so that a bad path fails at once.
   std::FILE* ipfix_file = nullptr;

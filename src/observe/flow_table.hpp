@@ -302,6 +302,8 @@ class FlowTable {
     cursor_ = now >> shift_;
   }
 
+  bool started() const noexcept { return started_; }
+
   // False when advance(now) would surely fire nothing (nothing can be due by now).
   bool may_fire(Nanos now) const noexcept { return (now >> shift_) > cursor_ || now >= cur_min_; }
 

@@ -698,6 +698,33 @@ struct Observer::Impl {
     return true;
   }
 
+  bool quotes_held_flow(LinkType link, std::span<const std::byte> frame, Nanos ts) noexcept {
+    advance_clock(ts);
+    PacketView p;
+    if (decode_packet(link, frame, p) != DecodeError::kNone) return false;
+    if (p.is_fragment || !p.icmp_error || !p.quoted.src || !p.quoted.dst) return false;
+    const PacketKey outer = plain_key(p);
+    const QuotedPacket& q = p.quoted;
+    const bool v6 = outer.v6();
+    const std::uint8_t flags =
+        static_cast<std::uint8_t>((outer.flags & kKeyV6) | (q.has_ports ? 0 : kKeyPortless));
+    // As match_icmp_error() looks for it.
+    const PacketKey back = detail::make_key(
+        detail::load_addr(q.dst, v6), detail::load_addr(q.src, v6), q.has_ports ? q.dport : 0,
+        q.has_ports ? q.sport : 0, outer.vlan(), q.proto, flags);
+    if (table.find(back).found) return true;
+    if (cfg.icmp_flows || ignored.empty()) return false;
+    return ignored.find(detail::canonical(back), back.hash, clock, cfg.idle_timeout_ns) != nullptr;
+  }
+
+  // The packet clock moved by frames seen elsewhere (another worker's): timers due by t fire.
+  void advance_clock(Nanos t) noexcept {
+    flush_pending();
+    if (t <= clock) return;
+    clock = t;
+    if (table.started()) advance(t);
+  }
+
   void finish() noexcept {
     table.for_each([this](std::uint32_t i) {
       if (table.flow(i).state == FlowState::kExpiring) emit(table.flow(i).rec);
@@ -755,6 +782,13 @@ void Observer::on_packet(Nanos ts_ns, LinkType link, std::span<const std::byte> 
 
 void Observer::on_packets(LinkType link, std::span<const FrameRef> frames) noexcept {
   impl_->on_packets(link, frames);
+}
+
+void Observer::advance_clock(Nanos ts_ns) noexcept { impl_->advance_clock(ts_ns); }
+
+bool Observer::quotes_held_flow(LinkType link, std::span<const std::byte> frame,
+                                Nanos ts_ns) noexcept {
+  return impl_->quotes_held_flow(link, frame, ts_ns);
 }
 
 void Observer::finish() noexcept { impl_->finish(); }

@@ -52,6 +52,10 @@ class Capture {
   // a caller with other work between batches (the Python module checks for Ctrl-C). Others
   // ignore it (idle() stays false).
   virtual void set_return_when_idle(bool on) noexcept { (void)on; }
+  // True when the frames next_batch() returns stay valid until the capture is destroyed (a
+  // mapped file), not only until the next call: they can be handed to other threads by
+  // pointer (`--workers`); otherwise they are copied.
+  virtual bool frames_outlive_batch() const noexcept { return false; }
   virtual bool idle() const noexcept { return false; }
 };
 

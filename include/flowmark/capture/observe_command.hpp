@@ -30,7 +30,10 @@ struct ObserveOptions {
   double idle_timeout = 30;          // seconds without a packet before a flow ends (> 0)
   double active_timeout = 1800;      // seconds after which long flows are split (0: never)
   double expiry_delay = 5;           // seconds between a flow's completion and its record
-  std::size_t max_flows = 1 << 20;
+  std::size_t max_flows = 1 << 20;  // per worker
+  // Capture files: threads observing, each its own flow table (observe_workers.hpp); live
+  // captures: 1 only (the AF_PACKET fanout is to come).
+  std::size_t workers = 1;
   bool stats = false;              // statistics on standard error at the end
   bool key_vlan = false;           // the outer VLAN id is part of the flow key
   bool no_tcp_completion = false;  // TCP flows end on the idle timeout only

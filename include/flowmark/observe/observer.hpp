@@ -177,6 +177,16 @@ class Observer {
   // PacketView being made, and the chains' on_quick run over them in small batches
   // (Chain::on_quick_batch), each chain seeing a flow's packets in order.
   void on_packets(LinkType link, std::span<const FrameRef> frames) noexcept;
+  // Moves the packet clock to ts_ns (if later) without a frame: the timers due by then fire,
+  // as a frame at ts_ns would make them. For an observer that sees part of a capture (one of
+  // `flowmark observe --workers N`): the clock stays the whole capture's.
+  void advance_clock(Nanos ts_ns) noexcept;
+  // advance_clock(ts_ns), then whether `frame` is an ICMP error quoting a packet of a flow this
+  // observer holds (or has vetoed: without icmp_flows its error is skipped with it), i.e.
+  // whether on_packet() would count it on that flow rather than in a flow of its own. Counts
+  // nothing. For `--workers`: the error then goes to the worker of the quoted flow, else to
+  // the worker of its own addresses.
+  bool quotes_held_flow(LinkType link, std::span<const std::byte> frame, Nanos ts_ns) noexcept;
   // Emits everything still held (expiring first, then active) and returns.
   void finish() noexcept;
 

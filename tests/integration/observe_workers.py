@@ -1,0 +1,285 @@
+#!/usr/bin/python3
+"""`flowmark observe --workers N` (issue 17, capture files): for N = 2, 3, 4 the records are
+the same multiset (JSON lines, sorted) as with one worker, on every test capture.
+
+    /usr/bin/python3 tests/integration/observe_workers.py BUILD_DIR [unittest options]
+
+Captures: those of the observe truth tests (observe_truth.py and observe_chains_truth.py,
+imported here: their scapy builders write them to a temporary directory), pathspider's test
+captures (the 48 .pcap files of python3-pathspider 2.0.1's tests/data), and one written here
+with what a split observer can get wrong: many flows in both directions, IPv4 and IPv6
+fragments (the first one before, after and without the others), ICMP and ICMPv6 errors from the destination host and from
+routers quoting held and unknown flows, frames stamped before the clock, gaps longer than
+the idle timeout, flows split by the active timeout, VLAN tags. Each is run with the default
+chains and --chains all; the written capture also with --vlan, short timeouts, CSV and from
+standard input (libpcap's frames do not outlive a batch: copied for the workers).
+--icmp-flows is refused with more than one worker (checked). --stats: the per-worker lines
+add up to the summed line, which equals one worker's. Needs Debian's python3-scapy (hence
+/usr/bin/python3). No network, no root.
+"""
+
+import glob
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
+    sys.exit("usage: observe_workers.py BUILD_DIR [unittest options]")
+BUILD_DIR = os.path.abspath(sys.argv.pop(1))
+FLOWMARK = os.path.join(BUILD_DIR, "flowmark")
+HERE = os.path.dirname(os.path.abspath(__file__))
+PATHSPIDER_DATA = "/usr/lib/python3/dist-packages/pathspider/tests/data"
+
+try:
+    from scapy.all import (ICMP, IP, TCP, UDP, Dot1Q, Ether, ICMPv6DestUnreach,
+                           ICMPv6PacketTooBig, IPv6, IPv6ExtHdrFragment, PcapWriter, Raw,
+                           fragment, fragment6)
+except ImportError:
+    print("SKIP: python3-scapy is missing (apt-get install python3-scapy)")
+    sys.exit(4)
+
+# The truth tests' capture builders (they take BUILD_DIR from argv[1] when imported).
+sys.path.insert(0, HERE)
+_argv = sys.argv
+sys.argv = [_argv[0], BUILD_DIR]
+import observe_truth  # noqa: E402
+
+sys.argv = [_argv[0], BUILD_DIR]
+import observe_chains_truth  # noqa: E402
+
+sys.argv = _argv
+
+WORKERS = (2, 3, 4)
+
+
+def observe(path, workers, *extra, stats=False):
+    args = [FLOWMARK, "observe", "-r", path, "--workers", str(workers), *extra]
+    if stats:
+        args.append("--stats")
+    p = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        raise AssertionError(f"{' '.join(args)}: exit {p.returncode}: {p.stderr}")
+    return p.stdout, p.stderr
+
+
+def build_hard_capture(path, seed):
+    """Frames a split observer can get wrong; written in the order built, times as given."""
+    rnd = random.Random(seed)
+    frames = []  # (time in s, scapy packet)
+    t = 1_700_000_000.0
+
+    def add(pkt, dt=0.01):
+        nonlocal t
+        t += dt
+        frames.append((t, pkt))
+
+    eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    hosts4 = [f"10.{i // 250}.{i % 250}.1" for i in range(40)]
+    hosts6 = [f"2001:db8::{i + 1:x}" for i in range(20)]
+    # TCP and UDP flows in both directions, interleaved, some on VLANs.
+    for i in range(150):
+        a, b = rnd.sample(hosts4, 2)
+        sp, dp = rnd.randrange(1024, 65535), rnd.choice([80, 443, 53, 5000])
+        tag = Dot1Q(vlan=rnd.choice([10, 20])) if i % 5 == 0 else None
+        for k in range(rnd.randrange(1, 6)):
+            fwd = k % 2 == 0
+            l4 = (TCP(sport=sp, dport=dp, flags="S" if k == 0 else "A") if i % 2 else
+                  UDP(sport=sp, dport=dp))
+            if not fwd:
+                l4.sport, l4.dport = dp, sp
+            ip = IP(src=a if fwd else b, dst=b if fwd else a) / l4 / Raw(b"x" * rnd.randrange(40))
+            add(eth / tag / ip if tag is not None else eth / ip, rnd.random() * 0.05)
+    for i in range(60):
+        a, b = rnd.sample(hosts6, 2)
+        sp, dp = rnd.randrange(1024, 65535), 443
+        for k in range(rnd.randrange(1, 4)):
+            fwd = k % 2 == 0
+            add(eth / IPv6(src=a if fwd else b, dst=b if fwd else a) /
+                UDP(sport=sp if fwd else dp, dport=dp if fwd else sp) / Raw(b"y" * 30),
+                rnd.random() * 0.05)
+    # IPv4 fragments: in order, non-first before the first, and without a first.
+    for i in range(20):
+        a, b = rnd.sample(hosts4, 2)
+        big = IP(src=a, dst=b, id=1000 + i) / UDP(sport=4000 + i, dport=9) / Raw(b"z" * 3000)
+        parts = fragment(big, fragsize=1000)
+        if i % 3 == 1:
+            parts = parts[1:] + parts[:1]
+        elif i % 3 == 2:
+            parts = parts[1:]
+        for p in parts:
+            add(eth / p)
+        add(eth / IP(src=b, dst=a) / UDP(sport=9, dport=4000 + i) / Raw(b"r"))
+    # IPv6 fragments.
+    for i in range(10):
+        a, b = rnd.sample(hosts6, 2)
+        big = (IPv6(src=a, dst=b) / IPv6ExtHdrFragment(id=77 + i) /
+               UDP(sport=6000 + i, dport=9) / Raw(b"w" * 3000))
+        parts = fragment6(big, 1280)
+        if i % 2:
+            parts = parts[1:] + parts[:1]
+        for p in parts:
+            add(eth / p)
+    # ICMP errors: from the destination (port unreachable), from routers (time exceeded),
+    # quoting held flows and flows never seen.
+    for i in range(30):
+        a, b = rnd.sample(hosts4[1:], 2)
+        sender = b if i % 2 else f"192.0.2.{i % 4 + 1}"
+        if i % 2 == 0:  # one host, four routers: errors quoting many flows make 3-tuple flows
+            a = hosts4[0]
+        probe = IP(src=a, dst=b, ttl=3) / UDP(sport=33434 + i, dport=53) / Raw(b"q" * 12)
+        if i % 3 != 2:
+            add(eth / probe)
+        code_type = (3, 3) if sender == b else (11, 0)
+        add(eth / IP(src=sender, dst=a) / ICMP(type=code_type[0], code=code_type[1]) /
+            bytes(probe)[:28])
+    for i in range(10):
+        a, b = rnd.sample(hosts6, 2)
+        probe = IPv6(src=a, dst=b) / UDP(sport=7000 + i, dport=53) / Raw(b"p" * 1400)
+        if i % 3 != 2:
+            add(eth / probe)
+        sender = b if i % 2 else f"2001:db8:ffff::{i + 1:x}"
+        err = ICMPv6PacketTooBig(mtu=1280) if i % 2 else ICMPv6DestUnreach(code=0)
+        add(eth / IPv6(src=sender, dst=a) / err / bytes(probe)[:200])
+    # Echo between that host and the routers (the same 3-tuple flows as their errors).
+    for i in range(4):
+        add(eth / IP(src=hosts4[0], dst=f"192.0.2.{i + 1}") / ICMP(type=8, id=i, seq=1))
+    # Echo between hosts (3-tuple ICMP flows).
+    for i in range(10):
+        a, b = rnd.sample(hosts4, 2)
+        add(eth / IP(src=a, dst=b) / ICMP(type=8, id=i, seq=1))
+        add(eth / IP(src=b, dst=a) / ICMP(type=0, id=i, seq=1))
+    # Frames stamped before the clock (late): shuffle the times of a stretch.
+    times = [f[0] for f in frames[100:160]]
+    rnd.shuffle(times)
+    for k, tt in enumerate(times):
+        frames[100 + k] = (tt, frames[100 + k][1])
+    # A gap longer than the idle timeout, then the same flows again; a long flow across the
+    # active timeout (40 s at 1 s spacing), interleaved with other hosts' traffic.
+    t += 100
+    for i in range(40):
+        add(eth / IP(src="10.9.9.1", dst="10.9.9.2") / TCP(sport=5555, dport=80, flags="A"), 1.0)
+        a, b = rnd.sample(hosts4, 2)
+        add(eth / IP(src=a, dst=b) / UDP(sport=1000 + i, dport=53), 0.001)
+    t += 50
+    for i in range(50):
+        a, b = rnd.sample(hosts4, 2)
+        add(eth / IP(src=a, dst=b) / UDP(sport=1000 + i, dport=53), 0.3)
+    w = PcapWriter(path, linktype=1, nano=True, sync=False)
+    for tt, p in frames:
+        p.time = tt
+        w.write(p)
+    w.close()
+
+
+class WorkersTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="fm_workers_")
+        cls.seed = int(os.environ.get("WORKERS_TEST_SEED", random.randrange(1 << 30)))
+        cls.hard = os.path.join(cls.tmp, "hard.pcap")
+        build_hard_capture(cls.hard, cls.seed)
+        truth_dir, _ = observe_truth.built_scenarios()
+        chains_dir, _ = observe_chains_truth.built_captures()
+        cls.truth = sorted(glob.glob(os.path.join(truth_dir, "*.pcap*")))
+        cls.chains = sorted(glob.glob(os.path.join(chains_dir, "*.pcap*")))
+        cls.pathspider = sorted(glob.glob(os.path.join(PATHSPIDER_DATA, "*.pcap")))
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def same_records(self, path, *extra):
+        ref, _ = observe(path, 1, *extra)
+        ref_lines = sorted(ref.splitlines())
+        for n in WORKERS:
+            got, _ = observe(path, n, *extra)
+            got_lines = sorted(got.splitlines())
+            if got_lines != ref_lines:
+                missing = [x for x in ref_lines if x not in got_lines][:3]
+                extra_lines = [x for x in got_lines if x not in ref_lines][:3]
+                self.fail(f"{path} --workers {n} {' '.join(extra)} (seed {self.seed}): "
+                          f"{len(got_lines)} records, one worker {len(ref_lines)}; "
+                          f"only with one worker: {missing}; only with {n}: {extra_lines}")
+
+    def test_captures_give_records(self):
+        # random.pcap of pathspider holds no IP: every other capture makes records.
+        for path in self.truth + self.chains + [self.hard] + [
+                p for p in self.pathspider if not p.endswith("random.pcap")]:
+            out, _ = observe(path, 1)
+            self.assertTrue(out.strip(), f"{path}: no records")
+
+    def test_captures_exist(self):
+        self.assertGreaterEqual(len(self.truth), 5)
+        self.assertGreaterEqual(len(self.chains), 2)
+        self.assertGreaterEqual(len(self.pathspider), 48, "pathspider's test captures")
+
+    def test_truth_captures(self):
+        for path in self.truth + self.chains:
+            with self.subTest(path=os.path.basename(path)):
+                self.same_records(path)
+                self.same_records(path, "--chains", "all")
+
+    def test_pathspider_captures(self):
+        for path in self.pathspider:
+            with self.subTest(path=os.path.basename(path)):
+                self.same_records(path)
+                self.same_records(path, "--chains", "all")
+
+    def test_hard_capture(self):
+        for extra in ([], ["--chains", "all"], ["--vlan"],
+                      ["--idle-timeout", "2", "--active-timeout", "10", "--expiry-delay", "1"],
+                      ["--format", "csv"]):
+            with self.subTest(options=extra):
+                self.same_records(self.hard, *extra)
+
+    def test_standard_input(self):
+        # Frames read through libpcap do not outlive a batch: they are copied for the workers.
+        ref, _ = observe(self.hard, 1, "--chains", "all")
+        for n in WORKERS:
+            with open(self.hard, "rb") as f:
+                p = subprocess.run([FLOWMARK, "observe", "-r", "-", "--workers", str(n),
+                                    "--chains", "all"], stdin=f, capture_output=True,
+                                   text=True, timeout=120)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(sorted(p.stdout.splitlines()), sorted(ref.splitlines()),
+                             f"standard input, --workers {n} (seed {self.seed})")
+
+    def test_hard_capture_spreads(self):
+        # The frames really go to several workers, fragments and errors among them.
+        _, err = observe(self.hard, 4, stats=True)
+        per = re.findall(r"flowmark observe worker (\d+): (\d+) packets.*fragments (\d+)", err)
+        self.assertEqual(len(per), 4, err)
+        self.assertTrue(all(int(p) > 0 for _, p, _ in per), err)
+
+    def test_stats_sum(self):
+        def counters(line):
+            return [int(x) for x in re.findall(r"\b\d+\b", line.split(":", 1)[1])]
+
+        _, one = observe(self.hard, 1, stats=True)
+        one_line = next(x for x in one.splitlines() if x.startswith("flowmark observe: "))
+        for n in WORKERS:
+            _, err = observe(self.hard, n, stats=True)
+            lines = err.splitlines()
+            workers = [x for x in lines if re.match(r"flowmark observe worker \d+: \d+ packets", x)]
+            total = next(x for x in lines if x.startswith("flowmark observe: "))
+            self.assertEqual(len(workers), n, err)
+            sums = [sum(c) for c in zip(*(counters(x) for x in workers))]
+            # every counter but the last (bytes per flow) adds up
+            self.assertEqual(sums[:-1], counters(total)[:-1], err)
+            self.assertEqual(counters(total), counters(one_line), f"{n} workers:\n{err}\n{one}")
+
+    def test_bad_worker_counts(self):
+        for bad in (["0"], ["65"], ["2", "--icmp-flows"]):
+            p = subprocess.run([FLOWMARK, "observe", "-r", self.hard, "--workers", *bad],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("--workers", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
