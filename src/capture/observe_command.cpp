@@ -449,6 +449,13 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
                a.format);
     return kExitUsage;
   }
+  if (ipfix && a.workers > 1) {
+    // The workers' records are not yet handed to one IPFIX writer (issue 17, to do).
+    fmt::print(stderr,
+               "flowmark: error: --ipfix with --workers {}: not supported yet; use --workers 1\n",
+               a.workers);
+    return kExitUsage;
+  }
   const bool ipfix_udp = ipfix && a.ipfix.starts_with("udp://");
   if (ipfix && a.ipfix_max_message != 0 &&
       (a.ipfix_max_message < 512 || a.ipfix_max_message > 65535)) {

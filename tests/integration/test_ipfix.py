@@ -422,6 +422,9 @@ class IpfixTest(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         r = run("-r", self.pcap, "--ipfix", "x", "--ipfix-max-message", "100", check=False)
         self.assertEqual(r.returncode, 2)
+        r = run("-r", self.pcap, "--ipfix", "x", "--workers", "2", check=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b"--workers", r.stderr)
 
 
 if __name__ == "__main__":
