@@ -241,10 +241,99 @@ void install_signal_handlers(Capture* src) {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
+// --ipfix: the writer and where its messages go (a file, standard output or a UDP socket).
+class IpfixOutput {
+ public:
+  // Opens the file or the socket; a message and an exit code when it cannot.
+  std::optional<int> open(const ObserveOptions& a, const ObserveSetup& setup, std::FILE* out_file) {
+    target_ = a.ipfix;
+    const bool udp = a.ipfix.starts_with("udp://");
+    if (udp) {
+      auto fd = open_ipfix_udp(a.ipfix);
+      if (!fd) {
+        fmt::print(stderr, "flowmark: error: --ipfix {}: {}\n", a.ipfix, fd.error());
+        return kExitUsage;
+      }
+      fd_ = *fd;
+    } else if (a.ipfix == "-") {
+      file_ = out_file;
+    } else {
+      owned_.reset(std::fopen(a.ipfix.c_str(), "wb"));
+      if (!owned_) {
+        fmt::print(stderr, "flowmark: error: --ipfix {}: cannot open for writing: {}\n", a.ipfix,
+                   std::strerror(errno));
+        return kExitIoErr;
+      }
+      file_ = owned_.get();
+    }
+    writer_.emplace(
+        observe::IpfixOptions{.observation_domain = a.observation_domain,
+                              // UDP: a message in one datagram under a 1500-byte MTU (IPv6
+                              // and UDP headers taken off); a file: the largest message.
+                              .max_message_size = a.ipfix_max_message != 0 ? a.ipfix_max_message
+                                                  : udp                    ? 1400
+                                                                           : 65535,
+                              .uniflow = a.ipfix_uniflow,
+                              .flow_label = std::find(setup.chains.begin(), setup.chains.end(),
+                                                      "scitags") != setup.chains.end(),
+                              .template_refresh_messages = udp ? 100u : 0u,
+                              .template_refresh_seconds = udp ? 60u : 0u,
+                              .now = {}},
+        [this](std::span<const std::uint8_t> m) {
+          if (fd_ >= 0) {
+            // A collector that is not listening (ICMP port unreachable) or a full socket
+            // buffer loses this message only: counted, reported at the end.
+            if (send(fd_, m.data(), m.size(), 0) != static_cast<ssize_t>(m.size())) ++send_errors_;
+            return;
+          }
+          if (std::fwrite(m.data(), 1, m.size(), file_) != m.size()) write_failed_ = true;
+        });
+    return std::nullopt;
+  }
+  ~IpfixOutput() {
+    if (fd_ >= 0) close(fd_);
+  }
+
+  // A record of `obs` (from its sink), with the scitags chain's labels when it runs.
+  void add(const observe::FlowRecord& r, const observe::Observer& obs, std::size_t scitags) {
+    observe::IpfixExtras x;
+    if (scitags < obs.chains().size()) {
+      const auto labels = observe::scitags_flow_labels(obs.chain_state(r, scitags));
+      x.flow_label_fwd = labels.fwd;
+      x.flow_label_rev = labels.rev;
+    }
+    writer_->add(r, x);
+  }
+
+  // The last message out, the file closed; a failed write makes rc kExitIoErr.
+  void finish(int& rc) {
+    writer_->flush();
+    if (file_ != nullptr && std::fflush(file_) != 0) write_failed_ = true;
+    if (send_errors_ != 0)
+      fmt::print(stderr, "flowmark observe: --ipfix {}: {} of {} messages not sent\n", target_,
+                 send_errors_, writer_->messages_written());
+    if (owned_ && std::fclose(owned_.release()) != 0) write_failed_ = true;
+    if (write_failed_) {
+      fmt::print(stderr, "flowmark: error: --ipfix {}: write failed: {}\n", target_,
+                 std::strerror(errno));
+      if (rc == kExitOk) rc = kExitIoErr;
+    }
+  }
+
+ private:
+  std::string target_;
+  std::FILE* file_ = nullptr;
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> owned_{nullptr, &std::fclose};
+  int fd_ = -1;
+  std::uint64_t send_errors_ = 0;
+  bool write_failed_ = false;
+  std::optional<observe::IpfixWriter> writer_;
+};
+
 // --workers N (N > 1): one Observer a thread (observe_workers.hpp); each formats its records
 // into a buffer of its own, written whole under one lock (lines never interleave).
 int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string& format,
-                bool summary, std::FILE* out_file) {
+                bool summary, std::FILE* out_file, IpfixOutput* ipfix_out, bool text_records) {
   auto& src = setup.capture;
   const bool csv = format == "csv";
   const std::size_t n = a.workers;
@@ -275,6 +364,11 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
         table.add(r, tag);
         return;
       }
+      if (ipfix_out) {
+        std::lock_guard lock(out_mu);
+        ipfix_out->add(r, *me.obs, me.scitags_index);
+      }
+      if (!text_records) return;
       if (csv) {
         observe::append_record_csv(me.out, r, me.obs.get());
       } else {
@@ -284,7 +378,7 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
     });
     w.scitags_index = setup.add_to(*w.obs);
   }
-  if (csv && !summary) {
+  if (csv && text_records) {
     observe::append_csv_header(header, ws[0].obs.get());
     (void)std::fwrite(header.data(), 1, header.size(), out_file);
   }
@@ -317,6 +411,7 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
     const std::string text = table.render(format == "json");
     (void)std::fwrite(text.data(), 1, text.size(), out_file);
   }
+  if (ipfix_out) ipfix_out->finish(rc);
   (void)std::fflush(out_file);
   g_source.store(nullptr);
   if (a.stats) {
@@ -449,14 +544,6 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
                a.format);
     return kExitUsage;
   }
-  if (ipfix && a.workers > 1) {
-    // The workers' records are not yet handed to one IPFIX writer (issue 17, to do).
-    fmt::print(stderr,
-               "flowmark: error: --ipfix with --workers {}: not supported yet; use --workers 1\n",
-               a.workers);
-    return kExitUsage;
-  }
-  const bool ipfix_udp = ipfix && a.ipfix.starts_with("udp://");
   if (ipfix && a.ipfix_max_message != 0 &&
       (a.ipfix_max_message < 512 || a.ipfix_max_message > 65535)) {
     fmt::print(stderr, "flowmark: error: --ipfix-max-message {}: expected 512..65535 bytes\n",
@@ -482,66 +569,15 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   }
   auto& src = setup->capture;
   const observe::ObserverConfig& cfg = setup->config;
-  if (a.workers > 1) return run_workers(a, *setup, format, summary, out_file);
-
-  // The IPFIX file is opened before the capture runs, so that a bad path fails at once.
-  std::FILE* ipfix_file = nullptr;
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> ipfix_owned(nullptr, &std::fclose);
-  int ipfix_fd = -1;
-  struct FdCloser {
-    int& fd;
-    ~FdCloser() {
-      if (fd >= 0) close(fd);
-    }
-  } ipfix_fd_closer{ipfix_fd};
-  std::uint64_t ipfix_send_errors = 0;
-  if (ipfix_udp) {
-    auto fd = open_ipfix_udp(a.ipfix);
-    if (!fd) {
-      fmt::print(stderr, "flowmark: error: --ipfix {}: {}\n", a.ipfix, fd.error());
-      return kExitUsage;
-    }
-    ipfix_fd = *fd;
-  } else if (ipfix) {
-    if (a.ipfix == "-") {
-      ipfix_file = out_file;
-    } else {
-      ipfix_owned.reset(std::fopen(a.ipfix.c_str(), "wb"));
-      if (!ipfix_owned) {
-        fmt::print(stderr, "flowmark: error: --ipfix {}: cannot open for writing: {}\n", a.ipfix,
-                   std::strerror(errno));
-        return kExitIoErr;
-      }
-      ipfix_file = ipfix_owned.get();
-    }
-  }
-  bool ipfix_write_failed = false;
-  std::optional<observe::IpfixWriter> ipfix_writer;
+  // The IPFIX file or socket is opened before the capture runs, so that a bad path fails at
+  // once.
+  std::optional<IpfixOutput> ipfix_out;
   if (ipfix) {
-    ipfix_writer.emplace(
-        observe::IpfixOptions{.observation_domain = a.observation_domain,
-                              // UDP: a message in one datagram under a 1500-byte MTU (IPv6
-                              // and UDP headers taken off); a file: the largest message.
-                              .max_message_size = a.ipfix_max_message != 0 ? a.ipfix_max_message
-                                                  : ipfix_udp              ? 1400
-                                                                           : 65535,
-                              .uniflow = a.ipfix_uniflow,
-                              .flow_label = std::find(setup->chains.begin(), setup->chains.end(),
-                                                      "scitags") != setup->chains.end(),
-                              .template_refresh_messages = ipfix_udp ? 100u : 0u,
-                              .template_refresh_seconds = ipfix_udp ? 60u : 0u,
-                              .now = {}},
-        [&](std::span<const std::uint8_t> m) {
-          if (ipfix_fd >= 0) {
-            // A collector that is not listening (ICMP port unreachable) or a full socket
-            // buffer loses this message only: counted, reported at the end.
-            if (send(ipfix_fd, m.data(), m.size(), 0) != static_cast<ssize_t>(m.size()))
-              ++ipfix_send_errors;
-            return;
-          }
-          if (std::fwrite(m.data(), 1, m.size(), ipfix_file) != m.size()) ipfix_write_failed = true;
-        });
+    if (auto code = ipfix_out.emplace().open(a, *setup, out_file)) return *code;
   }
+  IpfixOutput* ipfix_ptr = ipfix_out ? &*ipfix_out : nullptr;
+  if (a.workers > 1)
+    return run_workers(a, *setup, format, summary, out_file, ipfix_ptr, text_records);
 
   const bool csv = format == "csv";
   std::string out;
@@ -558,15 +594,7 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
       table.add(r, observe::scitags_tag(obs->chain_state(r, scitags_index)));
       return;
     }
-    if (ipfix_writer) {
-      observe::IpfixExtras x;
-      if (scitags_index < obs->chains().size()) {
-        const auto labels = observe::scitags_flow_labels(obs->chain_state(r, scitags_index));
-        x.flow_label_fwd = labels.fwd;
-        x.flow_label_rev = labels.rev;
-      }
-      ipfix_writer->add(r, x);
-    }
+    if (ipfix_ptr) ipfix_ptr->add(r, *obs, scitags_index);
     if (!text_records) return;
     if (csv) {
       observe::append_record_csv(out, r, obs.get());
@@ -617,19 +645,7 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   obs->finish();
   if (summary) out += table.render(format == "json");
   flush_out();
-  if (ipfix_writer) {
-    ipfix_writer->flush();
-    if (ipfix_file != nullptr && std::fflush(ipfix_file) != 0) ipfix_write_failed = true;
-    if (ipfix_send_errors != 0)
-      fmt::print(stderr, "flowmark observe: --ipfix {}: {} of {} messages not sent\n", a.ipfix,
-                 ipfix_send_errors, ipfix_writer->messages_written());
-    if (ipfix_owned && std::fclose(ipfix_owned.release()) != 0) ipfix_write_failed = true;
-    if (ipfix_write_failed) {
-      fmt::print(stderr, "flowmark: error: --ipfix {}: write failed: {}\n", a.ipfix,
-                 std::strerror(errno));
-      if (rc == kExitOk) rc = kExitIoErr;
-    }
-  }
+  if (ipfix_ptr) ipfix_ptr->finish(rc);
   (void)std::fflush(out_file);
   g_source.store(nullptr);
   if (a.stats) print_stats(obs->stats(), *src, active, obs->bytes_per_flow());
