@@ -559,19 +559,23 @@ struct Observer::Impl {
     return fk;
   }
 
+  // The key of a packet going back to the quoted packet's source: the error's direction
+  // (`outer` is the error packet's own key).
+  static PacketKey quoted_back_key(const QuotedPacket& q, const PacketKey& outer) noexcept {
+    const bool v6 = outer.v6();
+    const std::uint8_t flags =
+        static_cast<std::uint8_t>((outer.flags & kKeyV6) | (q.has_ports ? 0 : kKeyPortless));
+    return detail::make_key(detail::load_addr(q.dst, v6), detail::load_addr(q.src, v6),
+                            q.has_ports ? q.dport : 0, q.has_ports ? q.sport : 0, outer.vlan(),
+                            q.proto, flags);
+  }
+
   // An ICMP error quoting a packet: icmp_errors++ on the quoted packet's flow when held.
   // True when the error packet has been counted there too (it then makes no flow of its
   // own); false when it is to be counted in its own 3-tuple flow (icmp_flows, or no flow).
   [[gnu::noinline]] bool match_icmp_error(const PacketView& p, const PacketKey& outer,
                                           Nanos now) noexcept {
-    const QuotedPacket& q = p.quoted;
-    const bool v6 = outer.v6();
-    const std::uint8_t flags =
-        static_cast<std::uint8_t>((outer.flags & kKeyV6) | (q.has_ports ? 0 : kKeyPortless));
-    // The key of a packet going back to the quoted packet's source: the error's direction.
-    const PacketKey back = detail::make_key(
-        detail::load_addr(q.dst, v6), detail::load_addr(q.src, v6), q.has_ports ? q.dport : 0,
-        q.has_ports ? q.sport : 0, outer.vlan(), q.proto, flags);
+    const PacketKey back = quoted_back_key(p.quoted, outer);
     const FlowTable::Hit hit = table.find(back);
     // A flow the new-flow chain vetoed: its error is one of its packets, skipped too.
     if (!hit.found) return !cfg.icmp_flows && skip_ignored(back, now);
@@ -703,15 +707,7 @@ struct Observer::Impl {
     PacketView p;
     if (decode_packet(link, frame, p) != DecodeError::kNone) return false;
     if (p.is_fragment || !p.icmp_error || !p.quoted.src || !p.quoted.dst) return false;
-    const PacketKey outer = plain_key(p);
-    const QuotedPacket& q = p.quoted;
-    const bool v6 = outer.v6();
-    const std::uint8_t flags =
-        static_cast<std::uint8_t>((outer.flags & kKeyV6) | (q.has_ports ? 0 : kKeyPortless));
-    // As match_icmp_error() looks for it.
-    const PacketKey back = detail::make_key(
-        detail::load_addr(q.dst, v6), detail::load_addr(q.src, v6), q.has_ports ? q.dport : 0,
-        q.has_ports ? q.sport : 0, outer.vlan(), q.proto, flags);
+    const PacketKey back = quoted_back_key(p.quoted, plain_key(p));  // as match_icmp_error()
     if (table.find(back).found) return true;
     if (cfg.icmp_flows || ignored.empty()) return false;
     return ignored.find(detail::canonical(back), back.hash, clock, cfg.idle_timeout_ns) != nullptr;
