@@ -3,6 +3,14 @@
 // to the observer in place and given back to the kernel on the next call. The filter is
 // attached to the socket (the kernel drops what it rejects); the kernel's drop count comes
 // from PACKET_STATISTICS.
+//
+// `--workers N` on an interface: N such sockets in one fanout group (PACKET_FANOUT_HASH with
+// PACKET_FANOUT_FLAG_DEFRAG, open_afpacket_fanout): the kernel hands each frame to one of
+// them by the symmetric flow hash of the frame (net/packet/af_packet.c fanout_demux_hash:
+// __skb_get_hash_symmetric, addresses and ports, each pair ordered), IPv4 fragments
+// reassembled first. Each socket is set up with a filter that drops everything, bound, joined
+// to the group, and only then given its real filter: no frame reaches a socket before it is
+// in the group (a bound socket outside the group would see every frame of the interface).
 #include <arpa/inet.h>
 #include <linux/filter.h>
 #include <linux/if_ether.h>
@@ -15,10 +23,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -42,6 +53,8 @@ constexpr int kPollMs = 100;               // how often a stop request is notice
 // filling (it does so kRetireMs after the block's first frame).
 constexpr auto kDrainLimit = std::chrono::seconds(1);
 constexpr unsigned kVlanTagLen = 4;
+// Each socket of a fanout group gets the ring's bytes divided by their number, at least this.
+constexpr int kMinFanoutRing = 16 << 20;
 
 class AfPacketCapture final : public Capture {
  public:
@@ -54,7 +67,10 @@ class AfPacketCapture final : public Capture {
   AfPacketCapture(const AfPacketCapture&) = delete;
   AfPacketCapture& operator=(const AfPacketCapture&) = delete;
 
-  Result<void> setup(unsigned ifindex, std::string_view filter, const LiveOptions& o) {
+  // hold: the socket gets a filter that drops every frame (for a socket to join a fanout
+  // group once bound; release() then gives it `filter`); otherwise it gets `filter` now.
+  Result<void> setup(unsigned ifindex, std::string_view filter, const LiveOptions& o,
+                     bool hold = false) {
     int v = TPACKET_V3;
     if (setsockopt(fd_, SOL_PACKET, PACKET_VERSION, &v, sizeof v) != 0)
       return fail_errno(fmt::format("{}: TPACKET_V3 is not available", name_));
@@ -64,13 +80,13 @@ class AfPacketCapture final : public Capture {
       if (setsockopt(fd_, SOL_PACKET, PACKET_RESERVE, &reserve, sizeof reserve) != 0)
         return fail_errno(fmt::format("{}: cannot reserve frame headroom", name_));
     }
-    if (!filter.empty()) {
-      FM_TRY(auto prog, detail::BpfProgram::compile_live(filter, name_));
-      sock_fprog fp{};
-      fp.len = static_cast<unsigned short>(prog.program().bf_len);
-      fp.filter = reinterpret_cast<sock_filter*>(prog.program().bf_insns);
+    if (hold) {
+      sock_filter drop_all{BPF_RET | BPF_K, 0, 0, 0};
+      sock_fprog fp{1, &drop_all};
       if (setsockopt(fd_, SOL_SOCKET, SO_ATTACH_FILTER, &fp, sizeof fp) != 0)
-        return fail_errno(fmt::format("{}: cannot attach the filter '{}'", name_, filter));
+        return fail_errno(fmt::format("{}: cannot attach a filter", name_));
+    } else {
+      FM_TRY_VOID(attach(filter));
     }
     blocks_ = std::max(2u, static_cast<unsigned>(o.buffer_bytes) / kBlockSize);
     tpacket_req3 req{};
@@ -102,6 +118,35 @@ class AfPacketCapture final : public Capture {
     sll.sll_ifindex = static_cast<int>(ifindex);
     if (bind(fd_, reinterpret_cast<sockaddr*>(&sll), sizeof sll) != 0)
       return fail_errno(fmt::format("cannot capture on {}", name_));
+    return {};
+  }
+
+  // Joins the fanout group `id` (PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG), or with
+  // id < 0 makes a new one with an id the kernel picks unique in this network namespace;
+  // returns the group's id. Errc::kUnsupported when the kernel refuses.
+  Result<int> join_fanout(int id) {
+    const int mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG;
+    int arg = id >= 0 ? (mode << 16) | id : (mode | PACKET_FANOUT_FLAG_UNIQUEID) << 16;
+    if (setsockopt(fd_, SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) != 0) {
+      const int err = errno;
+      return fail(Errc::kUnsupported,
+                  fmt::format("{}: cannot join a PACKET_FANOUT_HASH group with DEFRAG: {}", name_,
+                              std::strerror(err)));
+    }
+    if (id >= 0) return id;
+    int got = 0;
+    socklen_t len = sizeof got;
+    if (getsockopt(fd_, SOL_PACKET, PACKET_FANOUT, &got, &len) != 0)
+      return fail_errno(fmt::format("{}: cannot read the fanout group's id", name_));
+    return got & 0xFFFF;
+  }
+
+  // After setup(…, hold = true) and join_fanout(): the socket's real filter (none: every frame).
+  Result<void> release(std::string_view filter) {
+    if (!filter.empty()) return attach(filter);
+    int unused = 0;
+    if (setsockopt(fd_, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused) != 0)
+      return fail_errno(fmt::format("{}: cannot detach a filter", name_));
     return {};
   }
 
@@ -177,14 +222,37 @@ class AfPacketCapture final : public Capture {
   bool idle() const noexcept override { return idle_; }
   std::string_view name() const noexcept override { return name_; }
   std::optional<std::uint64_t> drops() const noexcept override {
-    tpacket_stats_v3 st{};
-    socklen_t len = sizeof st;
-    if (getsockopt(fd_, SOL_PACKET, PACKET_STATISTICS, &st, &len) != 0) return std::nullopt;
-    drops_ += st.tp_drops;  // the kernel resets its counters when they are read
-    return drops_;
+    if (!read_stats()) return std::nullopt;
+    return kernel_.drops;
+  }
+  std::optional<KernelStats> kernel_stats() const noexcept override {
+    if (!read_stats()) return std::nullopt;
+    return kernel_;
   }
 
  private:
+  Result<void> attach(std::string_view filter) {
+    if (filter.empty()) return {};
+    FM_TRY(auto prog, detail::BpfProgram::compile_live(filter, name_));
+    sock_fprog fp{};
+    fp.len = static_cast<unsigned short>(prog.program().bf_len);
+    fp.filter = reinterpret_cast<sock_filter*>(prog.program().bf_insns);
+    if (setsockopt(fd_, SOL_SOCKET, SO_ATTACH_FILTER, &fp, sizeof fp) != 0)
+      return fail_errno(fmt::format("{}: cannot attach the filter '{}'", name_, filter));
+    return {};
+  }
+
+  bool read_stats() const noexcept {
+    tpacket_stats_v3 st{};
+    socklen_t len = sizeof st;
+    if (getsockopt(fd_, SOL_PACKET, PACKET_STATISTICS, &st, &len) != 0) return false;
+    // The kernel resets its counters when they are read; its packets include the drops.
+    kernel_.packets += st.tp_packets;
+    kernel_.drops += st.tp_drops;
+    kernel_.freeze_q += st.tp_freeze_q_cnt;
+    return true;
+  }
+
   void give_back() noexcept {
     // The kernel resets the count when it opens the block; until then, zero says "empty" to a
     // stop request that finds the block not yet reopened.
@@ -209,11 +277,11 @@ class AfPacketCapture final : public Capture {
   bool idle_ = false;              // the last next_batch() returned 0 for want of frames
   std::optional<std::chrono::steady_clock::time_point> drain_until_;  // set on a stop request
   unsigned drained_blocks_ = 0;  // blocks taken after the stop request
-  mutable std::uint64_t drops_ = 0;
+  mutable KernelStats kernel_;  // summed since the socket was opened
 };
 
-Result<std::unique_ptr<Capture>> open_afpacket(std::string_view iface, std::string_view filter,
-                                               const LiveOptions& o) {
+// A socket on `iface` (not set up yet) and the interface's index.
+Result<std::pair<std::unique_ptr<AfPacketCapture>, unsigned>> open_socket(std::string_view iface) {
   const std::string name(iface);
   if (name.size() >= IFNAMSIZ)
     return fail(Errc::kNotFound, fmt::format("cannot capture on {}: no such interface", iface));
@@ -250,9 +318,14 @@ Result<std::unique_ptr<Capture>> open_afpacket(std::string_view iface, std::stri
                               "{} is not supported — use --capture pcap",
                               iface, ifr.ifr_hwaddr.sa_family));
   }
-  auto cap = std::make_unique<AfPacketCapture>(name, fd, link);
-  FM_TRY_VOID(cap->setup(ifindex, filter, o));
-  return std::unique_ptr<Capture>(std::move(cap));
+  return std::pair{std::make_unique<AfPacketCapture>(name, fd, link), ifindex};
+}
+
+Result<std::unique_ptr<Capture>> open_afpacket(std::string_view iface, std::string_view filter,
+                                               const LiveOptions& o) {
+  FM_TRY(auto opened, open_socket(iface));
+  FM_TRY_VOID(opened.first->setup(opened.second, filter, o));
+  return std::unique_ptr<Capture>(std::move(opened.first));
 }
 
 }  // namespace
@@ -262,6 +335,29 @@ Result<std::unique_ptr<Capture>> open_live_capture(std::string_view iface, std::
   if (backend == LiveBackend::kAfPacket) return open_afpacket(iface, filter, o);
   FM_TRY(auto src, PcapSource::open_live(iface, filter, o));
   return detail::wrap_pcap(std::move(src));
+}
+
+Result<std::vector<std::unique_ptr<Capture>>> open_afpacket_fanout(std::string_view iface,
+                                                                   std::string_view filter,
+                                                                   std::size_t n,
+                                                                   const LiveOptions& o) {
+  std::vector<std::unique_ptr<AfPacketCapture>> socks;
+  LiveOptions each = o;
+  each.buffer_bytes = std::max(o.buffer_bytes / static_cast<int>(std::max<std::size_t>(n, 1)),
+                               kMinFanoutRing);
+  int group = -1;
+  for (std::size_t i = 0; i < n; ++i) {
+    FM_TRY(auto opened, open_socket(iface));
+    FM_TRY_VOID(opened.first->setup(opened.second, filter, each, /*hold=*/true));
+    FM_TRY(group, opened.first->join_fanout(group));
+    socks.push_back(std::move(opened.first));
+  }
+  std::vector<std::unique_ptr<Capture>> out;
+  for (auto& s : socks) {
+    FM_TRY_VOID(s->release(filter));
+    out.push_back(std::move(s));
+  }
+  return out;
 }
 
 }  // namespace flowmark::capture

@@ -23,6 +23,7 @@
 #include <optional>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "flowmark/capture/pcap_source.hpp"
 #include "flowmark/core/result.hpp"
@@ -30,6 +31,13 @@
 #include "flowmark/observe/packet.hpp"
 
 namespace flowmark::capture {
+
+// A live AF_PACKET socket's counters (PACKET_STATISTICS, struct tpacket_stats_v3), summed
+// since it was opened: frames the kernel took for it after the filter (the dropped ones
+// included), frames dropped for want of room in the ring, times the ring was full.
+struct KernelStats {
+  std::uint64_t packets = 0, drops = 0, freeze_q = 0;
+};
 
 class Capture {
  public:
@@ -44,6 +52,8 @@ class Capture {
   virtual std::string_view name() const noexcept = 0;
   // Packets the kernel dropped (live captures) or nullopt (files).
   virtual std::optional<std::uint64_t> drops() const noexcept { return std::nullopt; }
+  // Live AF_PACKET captures: the socket's counters; others nullopt.
+  virtual std::optional<KernelStats> kernel_stats() const noexcept { return std::nullopt; }
   // Bytes read so far and the input's size (regular files), for a progress line.
   virtual std::uint64_t offset() const noexcept { return 0; }
   virtual std::optional<std::uint64_t> size() const noexcept { return std::nullopt; }
@@ -76,5 +86,15 @@ enum class LiveBackend { kAfPacket, kPcap };
 Result<std::unique_ptr<Capture>> open_live_capture(std::string_view iface, std::string_view filter,
                                                    LiveBackend backend,
                                                    const LiveOptions& options = {});
+
+// `n` AF_PACKET TPACKET_V3 sockets on `iface` in one fanout group (PACKET_FANOUT_HASH with
+// PACKET_FANOUT_FLAG_DEFRAG; the group id chosen by the kernel, unique in the network
+// namespace): the kernel hands each frame to one of them by its symmetric flow hash, IPv4
+// fragments reassembled first. Each has its ring (options.buffer_bytes / n, at least 16 MiB)
+// and the filter. No frame reaches a socket before all are in the group. Errc::kUnsupported
+// when the kernel refuses the fanout (the caller may fall back to one socket).
+Result<std::vector<std::unique_ptr<Capture>>> open_afpacket_fanout(
+    std::string_view iface, std::string_view filter, std::size_t n,
+    const LiveOptions& options = {});
 
 }  // namespace flowmark::capture
