@@ -13,7 +13,8 @@
 #      First R rounds (OBSERVE_BENCH_REPEAT, 5) of alternated A/B runs — odd rounds in the
 #      order below, even rounds in the reverse order — of:
 #        cat        cat F > /dev/null                           (the floor: reading the file)
-#        flowmark   flowmark observe -r F --stats > /dev/null   (default chains basic,tcp;
+#        flowmark   flowmark observe -r F --workers 1 --stats > /dev/null (one core, as the
+#                   peers; bench/observe_workers_bench.sh measures more; default chains basic,tcp;
 #                   records formatted, discarded; a regular file is read by flowmark's own
 #                   memory-mapped pcap/pcapng reader, in batches, not through libpcap)
 #        flowmark --chains all: the same with every chain
@@ -171,8 +172,9 @@ for k in $FLOW_COUNTS; do
     for tool in "${order[@]}"; do
       case $tool in
         cat) timed cat "$k" sh -c 'exec cat "$1" >/dev/null' cat "$f" ;;
-        flowmark) timed flowmark "$k" "$FLOWMARK" observe -r "$f" --stats ;;
-        flowmark_all) timed flowmark_all "$k" "$FLOWMARK" observe -r "$f" --chains all --stats ;;
+        flowmark) timed flowmark "$k" "$FLOWMARK" observe -r "$f" --workers 1 --stats ;;
+        flowmark_all)
+          timed flowmark_all "$k" "$FLOWMARK" observe -r "$f" --workers 1 --chains all --stats ;;
         baseline) timed baseline "$k" "$BASELINE" observe -r "$f" --stats ;;
       esac
     done
@@ -184,7 +186,7 @@ for k in $FLOW_COUNTS; do
     bpf=$(echo "$line" | sed -n 's/.*bytes per flow \([0-9]*\).*/\1/p')
     echo "$tool $k ${bpf:-0}" >>"$OUT/per_flow.txt"
   done
-  timed flowmark_sized "$k" "$FLOWMARK" observe -r "$f" --max-flows "$k"
+  timed flowmark_sized "$k" "$FLOWMARK" observe -r "$f" --workers 1 --max-flows "$k"
   if [[ -x $FLOOR ]]; then timed pcap_read_loop "$k" "$FLOOR" "$f"; fi
   for peer in $PEERS; do
     case $peer in

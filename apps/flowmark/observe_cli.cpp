@@ -57,11 +57,16 @@ Command add_observe_command(CLI::App& parent) {
   sub->add_option("--expiry-delay", a->expiry_delay,
                   "seconds between a flow's completion and its record (5)");
   sub->add_option("--max-flows", a->max_flows, "bound on concurrent flows (1048576)");
+  a->workers = 0;  // the cores available
   sub->add_option("--workers", a->workers,
-                  "threads observing a capture file, each with its own flow table (1; at most "
-                  "64): the reader hands a flow's frames, both directions, fragments and the "
-                  "ICMP errors quoting it, to one of them; --max-flows is per worker. Live "
-                  "captures: 1")
+                  "threads observing, each with its own flow table and timers (default and 0: "
+                  "the cores this process may run on; at most 64; 1 with --icmp-flows or "
+                  "--capture pcap). A file: one reader hands a flow's frames, both directions, "
+                  "fragments and the ICMP errors quoting it, to one of them. An interface "
+                  "(--capture afpacket): one AF_PACKET socket each in a fanout group "
+                  "(PACKET_FANOUT_HASH, IPv4 fragments reassembled), one worker on a kernel "
+                  "that refuses it. --max-flows is per worker; with several, records come in "
+                  "the order flows end in each worker, not sorted by time")
       ->type_name("N");
   sub->add_flag("--vlan", a->key_vlan, "the outer VLAN id is part of the flow key");
   sub->add_flag("--no-tcp-completion", a->no_tcp_completion,
@@ -83,7 +88,11 @@ Command add_observe_command(CLI::App& parent) {
   sub->add_option("--ipfix-max-message", a->ipfix_max_message,
                   "IPFIX: largest message in bytes, 512..65535 (65535 for a file, 1400 for UDP)")
       ->type_name("BYTES");
-  sub->add_flag("--stats", a->stats, "statistics on standard error at the end");
+  sub->add_flag("--stats", a->stats,
+                "statistics on standard error at the end: packets, drops, flows, records "
+                "(emitted) ...; with several workers the sums, then a line per worker; live "
+                "AF_PACKET captures also the kernel's counters per socket (packets, drops, "
+                "queue freezes)");
   sub->footer(
       "One record per flow on standard output (JSON lines: sip dip proto sp dp first last "
       "pkt_fwd pkt_rev oct_fwd oct_rev ...; sp and dp are null for flows without ports, empty in "

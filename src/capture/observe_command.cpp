@@ -1,6 +1,7 @@
 #include "flowmark/capture/observe_command.hpp"
 
 #include <netdb.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,9 +14,13 @@
 #include <cstring>
 #include <algorithm>
 #include <type_traits>
+#include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
+#include <thread>
 #include <vector>
 #include <optional>
 
@@ -35,12 +40,28 @@ namespace {
 
 constexpr std::size_t kMaxWorkers = 64;
 
-std::atomic<Capture*> g_source{nullptr};
+// The captures a signal stops (a live interface observed by several workers: one socket each).
+std::array<std::atomic<Capture*>, kMaxWorkers> g_sources{};
 std::atomic<int> g_signal{0};  // the signal that ended the capture, if any
 
 extern "C" void on_interrupt(int sig) {
   g_signal.store(sig);
-  if (auto* s = g_source.load()) s->break_loop();
+  for (auto& s : g_sources) {
+    if (auto* c = s.load()) c->break_loop();
+  }
+}
+
+void clear_signal_sources() {
+  for (auto& s : g_sources) s.store(nullptr);
+}
+
+// The CPUs this process may run on (its affinity mask): the default number of workers.
+std::size_t available_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+    return static_cast<std::size_t>(CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
 }
 
 // --ipfix udp://HOST:PORT (HOST a name, an IPv4 address or a bracketed IPv6 address): a
@@ -93,13 +114,14 @@ observe::Nanos seconds_to_ns(double s) {
 
 // bytes_per_flow: Observer::bytes_per_flow(), the memory a flow costs with the chains asked for.
 // who: "" for the whole run, " worker N" for one of --workers.
-void print_stats(const observe::ObserverStats& st, const Capture& src, std::size_t active,
-                 std::size_t bytes_per_flow, std::string_view who = "") {
+// drops: the kernel's (live captures), nullopt for files ("unknown").
+void print_stats(const observe::ObserverStats& st, std::optional<std::uint64_t> drops,
+                 std::size_t active, std::size_t bytes_per_flow, std::string_view who = "") {
   std::string out = fmt::format(
       "flowmark observe{}: {} packets, drops {}, short {}, non-IP {}, fragments {} ({} "
       "unmatched), flows {}, ignored {}, ignored_packets {}, late_packets {}, evicted {}, "
       "emitted {}, ICMP errors matched {}, still active at the end {}, bytes per flow {}\n",
-      who, st.packets, src.drops() ? std::to_string(*src.drops()) : std::string("unknown"),
+      who, st.packets, drops ? std::to_string(*drops) : std::string("unknown"),
       st.short_packets, st.non_ip, st.fragments, st.fragments_unmatched, st.flows, st.ignored,
       st.ignored_packets, st.late_packets, st.evicted, st.emitted, st.icmp_errors_matched, active,
       bytes_per_flow);
@@ -111,6 +133,12 @@ void print_stats(const observe::ObserverStats& st, const Capture& src, std::size
   }
   if (!errors.empty()) out += fmt::format("flowmark observe{}: decode errors:{}\n", who, errors);
   std::fputs(out.c_str(), stderr);
+}
+
+// A live AF_PACKET socket's counters (tpacket_stats_v3): "flowmark observe{who}: kernel: …".
+void print_kernel_stats(const KernelStats& k, std::string_view who = "") {
+  fmt::print(stderr, "flowmark observe{}: kernel: packets {}, drops {}, queue freezes {}\n", who,
+             k.packets, k.drops, k.freeze_q);
 }
 
 // --summary scitags: flows, packets and octets per (experiment, activity), then unmarked IPv6
@@ -232,8 +260,8 @@ observe::ObserverStats& operator+=(observe::ObserverStats& a, const observe::Obs
   return a;
 }
 
-void install_signal_handlers(Capture* src) {
-  g_source.store(src);
+void install_signal_handlers(std::span<Capture* const> srcs) {
+  for (std::size_t i = 0; i < srcs.size() && i < g_sources.size(); ++i) g_sources[i].store(srcs[i]);
   struct sigaction sa {};
   sa.sa_handler = on_interrupt;
   sigemptyset(&sa.sa_mask);
@@ -330,13 +358,93 @@ class IpfixOutput {
   std::optional<observe::IpfixWriter> writer_;
 };
 
-// --workers N (N > 1): one Observer a thread (observe_workers.hpp); each formats its records
-// into a buffer of its own, written whole under one lock (lines never interleave).
+double thread_cpu_seconds() noexcept {
+  timespec ts{};
+  (void)clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+// A live interface with one AF_PACKET socket per worker (a fanout group): each worker thread
+// reads its socket and observes what it gets, with no thread in between. A worker's packet
+// clock moves with its own frames; when its socket has had none for a while (~100 ms) it
+// is moved to the latest time any worker has seen, less kIdleLag (a frame stamped before that
+// may still be in a block the kernel has not handed over), so that its timers fire in a
+// quiet share of the traffic too, and its records so far are written.
+// done(i) runs in worker i's thread after its observer finished (or flushes, with final
+// false, when it is idle). Returns the first capture error, if any (the other workers are then
+// stopped too).
+Result<void> observe_sockets(std::span<Capture* const> caps,
+                             std::span<observe::Observer* const> workers,
+                             const std::function<void(std::size_t, bool)>& done,
+                             WorkerFeedStats& stats) {
+  constexpr observe::Nanos kIdleLag = 1'000'000'000;
+  const std::size_t n = workers.size();
+  stats.late_packets.assign(n, 0);
+  stats.frames.assign(n, 0);
+  stats.active.assign(n, 0);
+  stats.cpu_seconds.assign(n, 0);
+  std::atomic<observe::Nanos> latest{std::numeric_limits<observe::Nanos>::min() / 2};
+  std::mutex error_mu;
+  Result<void> result;
+  std::vector<std::thread> threads;
+  threads.reserve(n);
+  for (std::size_t w = 0; w < n; ++w) {
+    threads.emplace_back([&, w] {
+      Capture& cap = *caps[w];
+      observe::Observer& obs = *workers[w];
+      cap.set_return_when_idle(true);
+      std::array<observe::FrameRef, 256> batch;
+      observe::LinkType link = observe::LinkType::kEthernet;
+      observe::Nanos told = std::numeric_limits<observe::Nanos>::min() / 2;
+      for (;;) {
+        auto got = cap.next_batch(batch, link);
+        if (!got) {
+          {
+            std::lock_guard lock(error_mu);
+            if (result) result = std::unexpected(std::move(got).error());
+          }
+          for (Capture* c : caps) c->break_loop();
+          break;
+        }
+        if (*got == 0) {
+          if (!cap.idle()) break;  // stopped
+          const observe::Nanos to = latest.load(std::memory_order_relaxed) - kIdleLag;
+          if (to > told) {
+            obs.advance_clock(to);
+            told = to;
+          }
+          done(w, false);
+          continue;
+        }
+        obs.on_packets(link, std::span(batch).first(*got));
+        stats.frames[w] += *got;
+        observe::Nanos t = batch[*got - 1].ts_ns;
+        observe::Nanos seen = latest.load(std::memory_order_relaxed);
+        while (t > seen && !latest.compare_exchange_weak(seen, t, std::memory_order_relaxed)) {
+        }
+      }
+      stats.active[w] = obs.active_flows();
+      obs.finish();
+      done(w, true);
+      stats.cpu_seconds[w] = thread_cpu_seconds();
+    });
+  }
+  for (auto& t : threads) t.join();
+  return result;
+}
+
+// --workers N (N > 1): one Observer a thread, fed by the reader of a capture file
+// (observe_workers.hpp) or by a socket of its own (a live interface, observe_sockets); each
+// formats its records into a buffer of its own, written whole under one lock (lines never
+// interleave).
 int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string& format,
                 bool summary, std::FILE* out_file, IpfixOutput* ipfix_out, bool text_records) {
   auto& src = setup.capture;
   const bool csv = format == "csv";
-  const std::size_t n = a.workers;
+  const std::size_t n = setup.workers;
+  const bool live_sockets = !setup.sockets.empty();
+  std::vector<Capture*> caps{src.get()};
+  for (auto& c : setup.sockets) caps.push_back(c.get());
   std::mutex out_mu;
   ScitagsSummary table(setup.chain_options.names);
   struct Worker {
@@ -350,6 +458,7 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
     if (w.out.empty()) return;
     std::lock_guard lock(out_mu);
     (void)std::fwrite(w.out.data(), 1, w.out.size(), out_file);
+    if (live_sockets) (void)std::fflush(out_file);
     w.out.clear();
   };
   std::string header;
@@ -381,16 +490,14 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
   if (csv && text_records) {
     observe::append_csv_header(header, ws[0].obs.get());
     (void)std::fwrite(header.data(), 1, header.size(), out_file);
+    if (live_sockets) (void)std::fflush(out_file);
   }
-  install_signal_handlers(src.get());
+  install_signal_handlers(caps);
   const bool progress = isatty(STDERR_FILENO) != 0 && src->size().has_value();
   auto last_progress = std::chrono::steady_clock::now();
   std::vector<observe::Observer*> observers;
   for (auto& w : ws) observers.push_back(w.obs.get());
   WorkerFeedStats feed;
-  auto done = [&](std::size_t i) {
-    flush(ws[i]);
-  };
   auto on_progress = [&](std::uint64_t frames) {
     if (!progress) return;
     const auto now = std::chrono::steady_clock::now();
@@ -400,7 +507,11 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
                100.0 * static_cast<double>(src->offset()) / static_cast<double>(*src->size()),
                frames);
   };
-  auto result = observe_with_workers(*src, observers, done, on_progress, feed);
+  auto result =
+      live_sockets
+          ? observe_sockets(caps, observers, [&](std::size_t i, bool) { flush(ws[i]); }, feed)
+          : observe_with_workers(*src, observers, [&](std::size_t i) { flush(ws[i]); },
+                                 on_progress, feed);
   if (progress) fmt::print(stderr, "\r{:60}\r", "");
   int rc = kExitOk;
   if (!result) {
@@ -413,23 +524,48 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
   }
   if (ipfix_out) ipfix_out->finish(rc);
   (void)std::fflush(out_file);
-  g_source.store(nullptr);
+  clear_signal_sources();
   if (a.stats) {
+    // The summed line first, then one a worker (with its socket's counters when live).
     observe::ObserverStats sum;
     std::size_t active = 0;
+    std::vector<observe::ObserverStats> each(n);
+    std::vector<std::optional<std::uint64_t>> drops(n);
+    std::vector<std::optional<KernelStats>> kernel(n);
+    std::optional<std::uint64_t> all_drops;
+    KernelStats all_kernel;
     for (std::size_t i = 0; i < n; ++i) {
-      observe::ObserverStats st = ws[i].obs->stats();
-      st.late_packets += feed.late_packets[i];
-      print_stats(st, *src, feed.active[i], ws[i].obs->bytes_per_flow(),
-                  fmt::format(" worker {}", i));
-      sum += st;
+      each[i] = ws[i].obs->stats();
+      each[i].late_packets += feed.late_packets[i];
+      sum += each[i];
       active += feed.active[i];
+      if (live_sockets) {
+        drops[i] = caps[i]->drops();
+        kernel[i] = caps[i]->kernel_stats();
+        if (drops[i]) all_drops = all_drops.value_or(0) + *drops[i];
+        if (kernel[i]) {
+          all_kernel.packets += kernel[i]->packets;
+          all_kernel.drops += kernel[i]->drops;
+          all_kernel.freeze_q += kernel[i]->freeze_q;
+        }
+      }
     }
-    print_stats(sum, *src, active, ws[0].obs->bytes_per_flow());
+    print_stats(sum, live_sockets ? all_drops : src->drops(), active,
+                ws[0].obs->bytes_per_flow());
+    if (live_sockets) print_kernel_stats(all_kernel);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::string who = fmt::format(" worker {}", i);
+      print_stats(each[i], live_sockets ? drops[i] : src->drops(), feed.active[i],
+                  ws[i].obs->bytes_per_flow(), who);
+      if (kernel[i]) print_kernel_stats(*kernel[i], who);
+    }
     std::string cpu;
     for (double c : feed.cpu_seconds) cpu += fmt::format(" {:.3f}", c);
-    fmt::print(stderr, "flowmark observe threads: CPU seconds: reader {:.3f}, workers{}\n",
-               feed.reader_cpu_seconds, cpu);
+    if (live_sockets)
+      fmt::print(stderr, "flowmark observe threads: CPU seconds: workers{}\n", cpu);
+    else
+      fmt::print(stderr, "flowmark observe threads: CPU seconds: reader {:.3f}, workers{}\n",
+                 feed.reader_cpu_seconds, cpu);
   }
   if (g_signal.load() != 0 && rc == kExitOk) rc = exit_code_for_signal(g_signal.load());
   return rc;
@@ -475,22 +611,47 @@ std::expected<ObserveSetup, ObserveSetupError> prepare_observe(const ObserveOpti
                                b.low > 0 ? "more than 0 and at most 10000000" : "0..10000000"));
   }
   if (a.max_flows == 0) return usage("--max-flows 0: expected at least 1");
-  if (a.workers == 0 || a.workers > kMaxWorkers)
-    return usage(fmt::format("--workers {}: expected 1..{}", a.workers, kMaxWorkers));
+  if (a.workers > kMaxWorkers)
+    return usage(fmt::format("--workers {}: expected 0 (the cores available) or 1..{}", a.workers,
+                             kMaxWorkers));
+  if (a.capture != "afpacket" && a.capture != "pcap")
+    return usage(fmt::format("--capture {}: expected afpacket or pcap", a.capture));
+  const bool live_pcap = !a.iface.empty() && a.capture == "pcap";
   if (a.workers > 1 && a.icmp_flows)
     return usage(fmt::format("--workers {} with --icmp-flows: not supported yet (an ICMP error "
                              "would count in two workers' flows); use --workers 1",
                              a.workers));
-  if (a.workers > 1 && !a.iface.empty())
-    return usage(fmt::format("--workers {}: a live capture is observed by one worker for now "
-                             "(use --workers 1, or capture to a file and read it with -r)",
+  if (a.workers > 1 && live_pcap)
+    return usage(fmt::format("--workers {} with --capture pcap: one worker only (libpcap has no "
+                             "fanout); use --capture afpacket for several, or --workers 1",
                              a.workers));
-  if (a.capture != "afpacket" && a.capture != "pcap")
-    return usage(fmt::format("--capture {}: expected afpacket or pcap", a.capture));
-  auto src = a.file.empty() ? open_live_capture(
-                                  a.iface, a.filter,
-                                  a.capture == "pcap" ? LiveBackend::kPcap : LiveBackend::kAfPacket)
-                            : open_file_capture(a.file, a.filter);
+  // 0: the cores available, where several workers are allowed.
+  setup.workers = a.workers != 0                 ? a.workers
+                  : a.icmp_flows || live_pcap    ? 1
+                                                 : std::min(available_cores(), kMaxWorkers);
+  if (!a.iface.empty() && a.capture == "afpacket" && setup.workers > 1) {
+    auto socks = open_afpacket_fanout(a.iface, a.filter, setup.workers);
+    if (socks) {
+      setup.capture = std::move(socks->front());
+      for (std::size_t i = 1; i < socks->size(); ++i)
+        setup.sockets.push_back(std::move((*socks)[i]));
+    } else if (socks.error().code() == Errc::kUnsupported) {
+      // The kernel cannot spread the frames by flow: one socket sees them all.
+      setup.notice = fmt::format("{}; observing with one worker and one socket",
+                                 socks.error().message());
+      setup.workers = 1;
+    } else {
+      const int code = socks.error().code() == Errc::kInvalidArgument ? kExitUsage
+                                                                      : exit_code_for(socks.error());
+      return std::unexpected(ObserveSetupError{std::move(socks).error(), code});
+    }
+  }
+  auto src = setup.capture ? Result<std::unique_ptr<Capture>>(std::move(setup.capture))
+             : a.file.empty()
+                 ? open_live_capture(a.iface, a.filter,
+                                     a.capture == "pcap" ? LiveBackend::kPcap
+                                                         : LiveBackend::kAfPacket)
+                 : open_file_capture(a.file, a.filter);
   if (!src) {
     // A file that cannot be opened is missing input; an interface that cannot be captured
     // on gets the code of the cause (no such interface, refused, not permitted).
@@ -576,7 +737,8 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
     if (auto code = ipfix_out.emplace().open(a, *setup, out_file)) return *code;
   }
   IpfixOutput* ipfix_ptr = ipfix_out ? &*ipfix_out : nullptr;
-  if (a.workers > 1)
+  if (!setup->notice.empty()) fmt::print(stderr, "flowmark observe: {}\n", setup->notice);
+  if (setup->workers > 1)
     return run_workers(a, *setup, format, summary, out_file, ipfix_ptr, text_records);
 
   const bool csv = format == "csv";
@@ -606,12 +768,8 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   scitags_index = setup->add_to(*obs);
   if (csv && text_records) observe::append_csv_header(out, obs.get());
 
-  g_source.store(src.get());
-  struct sigaction sa {};
-  sa.sa_handler = on_interrupt;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  Capture* const only[] = {src.get()};
+  install_signal_handlers(only);
 
   const bool progress = isatty(STDERR_FILENO) != 0 && src->size().has_value();
   auto last_progress = std::chrono::steady_clock::now();
@@ -647,8 +805,11 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   flush_out();
   if (ipfix_ptr) ipfix_ptr->finish(rc);
   (void)std::fflush(out_file);
-  g_source.store(nullptr);
-  if (a.stats) print_stats(obs->stats(), *src, active, obs->bytes_per_flow());
+  clear_signal_sources();
+  if (a.stats) {
+    print_stats(obs->stats(), src->drops(), active, obs->bytes_per_flow());
+    if (auto k = src->kernel_stats()) print_kernel_stats(*k);
+  }
   if (g_signal.load() != 0 && rc == kExitOk) rc = exit_code_for_signal(g_signal.load());
   return rc;
 }

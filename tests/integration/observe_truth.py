@@ -851,7 +851,8 @@ def sc_late_and_self():
 def sc_eviction():
     """--max-flows 2: a third flow evicts the least recently active one (emitted then);
     when the evicted flow's 5-tuple comes back it is a new record."""
-    sc = Scenario("eviction", args=["--max-flows", "2"])
+    # --max-flows bounds each worker's table: one worker, for the evictions counted here.
+    sc = Scenario("eviction", args=["--max-flows", "2", "--workers", "1"])
     a1, b, c, a2 = sc.record(), sc.record(), sc.record(), sc.record()
     t = T0
     def pkt(n):
@@ -1216,7 +1217,8 @@ class ObserveTest(unittest.TestCase):
 
     def test_i_eviction_max_flows(self):
         self.check("eviction")
-        r = run_flowmark(["-r", self.scenarios["eviction"].path, "--max-flows", "2", "--stats"])
+        r = run_flowmark(["-r", self.scenarios["eviction"].path, "--max-flows", "2", "--workers",
+                          "1", "--stats"])
         self.assertRegex(r.stderr, r"evicted 2,", "two evictions expected")
 
     def test_i_expiry_delay(self):

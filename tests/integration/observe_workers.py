@@ -13,8 +13,9 @@ routers quoting held and unknown flows, frames stamped before the clock, gaps lo
 the idle timeout, flows split by the active timeout, VLAN tags. Each is run with the default
 chains and --chains all; the written capture also with --vlan, short timeouts, CSV and from
 standard input (libpcap's frames do not outlive a batch: copied for the workers).
---icmp-flows is refused with more than one worker (checked). --stats: the per-worker lines
-add up to the summed line, which equals one worker's. Needs Debian's python3-scapy (hence
+--icmp-flows is refused with more than one worker (checked); without --workers (or with 0) the
+workers are the cores available, one with --icmp-flows. --stats: the per-worker lines add up
+to the summed line, which equals one worker's. Needs Debian's python3-scapy (hence
 /usr/bin/python3). No network, no root.
 """
 
@@ -273,8 +274,27 @@ class WorkersTest(unittest.TestCase):
             self.assertEqual(sums[:-1], counters(total)[:-1], err)
             self.assertEqual(counters(total), counters(one_line), f"{n} workers:\n{err}\n{one}")
 
+    def test_default_is_the_cores(self):
+        # No --workers (and --workers 0): one worker per core this process may run on; with
+        # --icmp-flows (refused above one) one, without a word.
+        cores = min(len(os.sched_getaffinity(0)), 64)
+        ref, _ = observe(self.hard, 1)
+        for args in ([], ["--workers", "0"]):
+            p = subprocess.run([FLOWMARK, "observe", "-r", self.hard, "--stats", *args],
+                               capture_output=True, text=True, timeout=120)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(sorted(p.stdout.splitlines()), sorted(ref.splitlines()), args)
+            workers = re.findall(r"^flowmark observe worker \d+: \d+ packets", p.stderr, re.M)
+            self.assertEqual(len(workers), cores if cores > 1 else 0, p.stderr)
+        ref, _ = observe(self.hard, 1, "--icmp-flows")
+        p = subprocess.run([FLOWMARK, "observe", "-r", self.hard, "--icmp-flows", "--stats"],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, ref)
+        self.assertNotIn("worker", p.stderr)
+
     def test_bad_worker_counts(self):
-        for bad in (["0"], ["65"], ["2", "--icmp-flows"]):
+        for bad in (["65"], ["2", "--icmp-flows"]):
             p = subprocess.run([FLOWMARK, "observe", "-r", self.hard, "--workers", *bad],
                                capture_output=True, text=True, timeout=60)
             self.assertEqual(p.returncode, 2, p.stderr)

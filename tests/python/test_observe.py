@@ -81,7 +81,9 @@ def kwargs_of(args):
 
 
 def cli_records(flowmark_bin, path, args):
-    p = subprocess.run([flowmark_bin, "observe", "-r", path, "--format", "jsonl"] + list(args),
+    # One worker, as flowmark.observe(): the records in the same order.
+    p = subprocess.run([flowmark_bin, "observe", "-r", path, "--format", "jsonl", "--workers",
+                        "1"] + list(args),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
     assert p.returncode == 0, f"flowmark observe {path} {args}: {p.returncode} {p.stderr}"
     return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
@@ -239,7 +241,8 @@ def test_corrupt_capture_gives_the_records_before_the_damage(scenarios, tmp_path
     # a record header claiming more bytes than the file has left, halfway through
     half = len(data) // 2
     cut.write_bytes(data[:half])
-    p = subprocess.run([flowmark_bin, "observe", "-r", str(cut)], stdout=subprocess.PIPE,
+    p = subprocess.run([flowmark_bin, "observe", "-r", str(cut), "--workers", "1"],
+                       stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True)
     want = [json.loads(line) for line in p.stdout.splitlines()]
     obs = flowmark.observe(str(cut))

@@ -31,8 +31,11 @@ struct ObserveOptions {
   double active_timeout = 1800;      // seconds after which long flows are split (0: never)
   double expiry_delay = 5;           // seconds between a flow's completion and its record
   std::size_t max_flows = 1 << 20;  // per worker
-  // Capture files: threads observing, each its own flow table (observe_workers.hpp); live
-  // captures: 1 only (the AF_PACKET fanout is to come).
+  // Threads observing, each with its own flow table: a capture file is read by one thread
+  // that hands each flow's frames to one of them (observe_workers.hpp); a live interface
+  // (--capture afpacket) gets one AF_PACKET socket per worker in a fanout group. 0: the
+  // cores this process may run on (sched_getaffinity), but 1 with --icmp-flows or
+  // --capture pcap (where more than one is refused). The command line's default is 0.
   std::size_t workers = 1;
   bool stats = false;              // statistics on standard error at the end
   bool key_vlan = false;           // the outer VLAN id is part of the flow key
@@ -58,7 +61,14 @@ struct ObserveOptions {
 // registry's names loaded when the scitags chain is asked for). The Python module's
 // flowmark.observe() starts from the same, so that both check and wire alike.
 struct ObserveSetup {
+  // The capture; for a live interface observed by several workers, the first of `sockets`.
   std::unique_ptr<Capture> capture;
+  // A live interface with workers > 1: the other sockets of the fanout group (capture is the
+  // first), one per worker.
+  std::vector<std::unique_ptr<Capture>> sockets;
+  std::size_t workers = 1;  // the options' workers, 0 resolved
+  // Something the user should know (a fallback taken), for standard error; "" if nothing.
+  std::string notice;
   observe::ObserverConfig config;
   std::vector<std::string> chains;
   observe::ChainOptions chain_options;
