@@ -851,8 +851,7 @@ def sc_late_and_self():
 def sc_eviction():
     """--max-flows 2: a third flow evicts the least recently active one (emitted then);
     when the evicted flow's 5-tuple comes back it is a new record."""
-    # --max-flows bounds each worker's table: one worker, for the evictions counted here.
-    sc = Scenario("eviction", args=["--max-flows", "2", "--workers", "1"])
+    sc = Scenario("eviction", args=["--max-flows", "2"])
     a1, b, c, a2 = sc.record(), sc.record(), sc.record(), sc.record()
     t = T0
     def pkt(n):
@@ -1080,6 +1079,8 @@ class ObserveTest(unittest.TestCase):
 
     def observe(self, sc, fmt="jsonl"):
         args = ["-r", sc.path] + sc.args + (["--format", "csv"] if fmt == "csv" else [])
+        if "--max-flows" in sc.args:
+            args += ["--workers", "1"]  # the bound is per worker: one table, as expected here
         r = run_flowmark(args)
         self.assertEqual(r.returncode, 0, f"{sc.name}: flowmark observe {' '.join(args)} exited "
                          f"{r.returncode}: {r.stderr.strip()}")
