@@ -13,7 +13,8 @@ and 40 IPv4 and 10 IPv6 UDP flows from distinct ports (5 datagrams each, each an
 lock-step, so 5 + 5 packets). A witness packet socket on vethA (no fanout) counts every
 frame per flow; a last datagram to a marker port tells it that the traffic is over (frames
 reach all packet sockets of the interface before the sender's call returns or the receiver
-gets them). Then flowmark is interrupted (its sockets' rings are read to their end).
+gets them). Then flowmark is stopped, by SIGINT (--workers 2) or SIGTERM (the default): its
+sockets' rings are read to their end, every worker's flows emitted.
 
 Checked: every flow has exactly one record, whose packets in both directions add up to what
 the witness counted (both directions > 0; the UDP flows exactly 5 and 5, forward from the
@@ -230,14 +231,14 @@ class LiveWorkers(NetnsProcesses, unittest.TestCase):
         witness.sock.close()
         return witness.counts
 
-    def observe(self, *extra):
+    def observe(self, *extra, sig=signal.SIGINT):
         p = self.spawn(self.a, [FLOWMARK, "observe", "-i", "vethA", "--stats", *extra])
         # The handlers are installed once every socket is in the group with its filter.
         wait_signals_handled(p.pid, timeout=10)
         counts = self.run_traffic()
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
         rc, out, err = self.finish(p, timeout=30)
-        self.assertEqual(rc, 130, f"interrupted: exit 130 expected; {err}")
+        self.assertEqual(rc, 128 + sig, f"stopped by {sig.name}: exit {128 + sig} expected; {err}")
         records = [json.loads(line) for line in out.splitlines() if line]
         return counts, records, err
 
@@ -296,7 +297,7 @@ class LiveWorkers(NetnsProcesses, unittest.TestCase):
 
     def test_default_workers_are_the_cores(self):
         cores = len(os.sched_getaffinity(0))
-        counts, records, err = self.observe()
+        counts, records, err = self.observe(sig=signal.SIGTERM)
         self.check_flows(counts, records, err)
         if cores > 1:
             self.check_stats(err, min(cores, 64))
