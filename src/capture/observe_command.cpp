@@ -369,7 +369,8 @@ double thread_cpu_seconds() noexcept {
 // clock moves with its own frames; when its socket has had none for a while (~100 ms) it
 // is moved to the latest time any worker has seen, less kIdleLag (a frame stamped before that
 // may still be in a block the kernel has not handed over), so that its timers fire in a
-// quiet share of the traffic too, and its records so far are written.
+// quiet share of the traffic too, and its records so far are written (as they are at least
+// once a second while it is busy).
 // done(i) runs in worker i's thread after its observer finished (or flushes, with final
 // false, when it is idle). Returns the first capture error, if any (the other workers are then
 // stopped too).
@@ -378,6 +379,7 @@ Result<void> observe_sockets(std::span<Capture* const> caps,
                              const std::function<void(std::size_t, bool)>& done,
                              WorkerFeedStats& stats) {
   constexpr observe::Nanos kIdleLag = 1'000'000'000;
+  constexpr auto kFlushEvery = std::chrono::seconds(1);
   const std::size_t n = workers.size();
   stats.late_packets.assign(n, 0);
   stats.frames.assign(n, 0);
@@ -396,6 +398,7 @@ Result<void> observe_sockets(std::span<Capture* const> caps,
       std::array<observe::FrameRef, 256> batch;
       observe::LinkType link = observe::LinkType::kEthernet;
       observe::Nanos told = std::numeric_limits<observe::Nanos>::min() / 2;
+      auto flushed = std::chrono::steady_clock::now();
       for (;;) {
         auto got = cap.next_batch(batch, link);
         if (!got) {
@@ -414,9 +417,14 @@ Result<void> observe_sockets(std::span<Capture* const> caps,
             told = to;
           }
           done(w, false);
+          flushed = std::chrono::steady_clock::now();
           continue;
         }
         obs.on_packets(link, std::span(batch).first(*got));
+        if (const auto now = std::chrono::steady_clock::now(); now - flushed > kFlushEvery) {
+          done(w, false);
+          flushed = now;
+        }
         stats.frames[w] += *got;
         observe::Nanos t = batch[*got - 1].ts_ns;
         observe::Nanos seen = latest.load(std::memory_order_relaxed);

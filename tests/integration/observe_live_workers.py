@@ -19,7 +19,11 @@ sockets' rings are read to their end, every worker's flows emitted.
 Checked: every flow has exactly one record, whose packets in both directions add up to what
 the witness counted (both directions > 0; the UDP flows exactly 5 and 5, forward from the
 client); both workers had flows (per-worker --stats lines); the kernel dropped nothing (per
-socket and summed). `--capture pcap --workers 2` is a usage error. Needs root; skips with the
+socket and summed). Records while capturing: with a 1 s idle timeout, 16 short UDP flows
+then one steady flow (a datagram every 50 ms, on one worker): every short flow's record is
+written before the stop — those on the worker without the steady flow only because an idle
+worker's clock follows the others' (--filter udp keeps other frames from moving it).
+`--capture pcap --workers 2` is a usage error. Needs root; skips with the
 reason otherwise.
 """
 
@@ -37,7 +41,7 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from netns_helpers import (NetnsProcesses, VethHosts, in_netns,  # noqa: E402
-                           wait_signals_handled)
+                           wait_signals_handled, wait_stdout)
 
 if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
     sys.exit("usage: observe_live_workers.py BUILD_DIR [unittest options]")
@@ -86,7 +90,7 @@ for fam, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
     u.bind((addr, port))
     threading.Thread(target=serve_udp, args=(u,), daemon=True).start()
 print("ready", flush=True)
-sys.stdin.read()  # until the test closes it
+threading.Event().wait()  # until the test kills it
 """
 
 CLIENT = r"""
@@ -116,6 +120,29 @@ for client, server, n, first in udp_flows:
         s.close()
 m = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 m.sendto(b"done", (tcp_flows[0][1], marker_port))
+"""
+
+
+# Records while capturing: short flows from ports 43000 + 37 i (one datagram and its answer each),
+# then one flow from port 43999 every 50 ms until the test stops it (on one worker: the other
+# is idle unless it holds short flows, and moves its clock with the busy one's).
+SHORT_THEN_STEADY = r"""
+import socket, sys, time
+server, port, short = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(short):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", 43000 + 37 * i))
+    s.settimeout(10)
+    s.sendto(b"short", (server, port))
+    s.recvfrom(65535)
+    s.close()
+print("short flows done", flush=True)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 43999))
+end = time.monotonic() + 60
+while time.monotonic() < end:
+    s.sendto(b"steady", (server, port))
+    time.sleep(0.05)
 """
 
 
@@ -213,8 +240,7 @@ class LiveWorkers(NetnsProcesses, unittest.TestCase):
         the witness has seen them all: its counts per flow."""
         witness = Witness(self.a, "vethA")
         server = subprocess.Popen(["ip", "netns", "exec", self.b, sys.executable, "-c", SERVER,
-                                   str(PORT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True)
+                                   str(PORT)], stdout=subprocess.PIPE, text=True)
         try:
             self.assertEqual(server.stdout.readline().strip(), "ready")
             rc, out, err = self.run_cmd(self.a, [
@@ -223,7 +249,6 @@ class LiveWorkers(NetnsProcesses, unittest.TestCase):
             self.assertEqual(rc, 0, f"traffic: {err}")
             self.assertTrue(witness.done.wait(30), "the witness did not see the marker")
         finally:
-            server.stdin.close()
             server.kill()
             server.wait()
             server.stdout.close()
@@ -303,6 +328,42 @@ class LiveWorkers(NetnsProcesses, unittest.TestCase):
             self.check_stats(err, min(cores, 64))
         else:
             self.assertNotIn("worker", err)
+
+    def test_records_while_capturing(self):
+        # With a 1 s idle timeout and no expiry delay the short flows end while the capture
+        # runs: every worker writes its records then, the idle one too (its clock follows the
+        # busy one's), without waiting for the stop or a full buffer.
+        short = 16
+        ports = {43000 + 37 * i for i in range(short)}
+        # --filter udp: nothing else (an IPv6 neighbour or multicast listener message) moves
+        # a worker's clock but the short and the steady flows.
+        p = self.spawn(self.a, [FLOWMARK, "observe", "-i", "vethA", "--workers", "2",
+                                "--idle-timeout", "1", "--expiry-delay", "0", "--filter", "udp",
+                                "--stats"])
+        wait_signals_handled(p.pid, timeout=10)
+        server = self.spawn(self.b, [sys.executable, "-c", SERVER, str(PORT)])
+        wait_stdout(server, lambda text: "ready" in text, timeout=10, what="echo server")
+        traffic = self.spawn(self.a, [sys.executable, "-c", SHORT_THEN_STEADY, B4, str(PORT),
+                                      str(short)])
+        wait_stdout(traffic, lambda text: "short flows done" in text, timeout=30,
+                    what="short flows")
+
+        def short_records(text):
+            got = set()
+            for line in text.splitlines():
+                if line.endswith("}"):
+                    r = json.loads(line)
+                    if r["proto"] == 17 and r["sp"] in ports:
+                        got.add(r["sp"])
+            return got == ports
+        wait_stdout(p, short_records, timeout=30, what="the short flows' records, while running")
+        traffic.kill()
+        p.send_signal(signal.SIGINT)
+        rc, out, err = self.finish(p, timeout=30)
+        self.assertEqual(rc, 130, err)
+        got = Counter(r["sp"] for r in map(json.loads, out.splitlines())
+                      if r["proto"] == 17 and r["sp"] in ports)
+        self.assertEqual(got, Counter(ports), f"once each; {err}")
 
     def test_pcap_back_end_has_one_worker(self):
         rc, _, err = self.run_cmd(self.a, [FLOWMARK, "observe", "-i", "vethA", "--capture",
