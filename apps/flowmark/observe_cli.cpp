@@ -65,7 +65,8 @@ Command add_observe_command(CLI::App& parent) {
                   "fragments and the ICMP errors quoting it, to one of them. An interface "
                   "(--capture afpacket): one AF_PACKET socket each in a fanout group "
                   "(PACKET_FANOUT_HASH, IPv4 fragments reassembled), one worker on a kernel "
-                  "that refuses it. --max-flows is per worker; with several, records come in "
+                  "that refuses it; TCP handshakes split between sockets are warned about. "
+                  "--max-flows is per worker; with several, records come in "
                   "the order flows end in each worker, not sorted by time")
       ->type_name("N");
   sub->add_flag("--vlan", a->key_vlan, "the outer VLAN id is part of the flow key");

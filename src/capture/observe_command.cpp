@@ -33,6 +33,7 @@
 #include "flowmark/observe/ipfix.hpp"
 #include "flowmark/observe/observer.hpp"
 #include "flowmark/observe/record_format.hpp"
+#include "fanout_check.hpp"
 #include "observe_workers.hpp"
 
 namespace flowmark::capture {
@@ -374,10 +375,11 @@ double thread_cpu_seconds() noexcept {
 // done(i) runs in worker i's thread after its observer finished (or flushes, with final
 // false, when it is idle). Returns the first capture error, if any (the other workers are then
 // stopped too).
+// Every TCP SYN and SYN-ACK also goes to `check` (fanout_check.hpp).
 Result<void> observe_sockets(std::span<Capture* const> caps,
                              std::span<observe::Observer* const> workers,
                              const std::function<void(std::size_t, bool)>& done,
-                             WorkerFeedStats& stats) {
+                             WorkerFeedStats& stats, FanoutCheck& check) {
   constexpr observe::Nanos kIdleLag = 1'000'000'000;
   constexpr auto kFlushEvery = std::chrono::seconds(1);
   const std::size_t n = workers.size();
@@ -421,6 +423,7 @@ Result<void> observe_sockets(std::span<Capture* const> caps,
           continue;
         }
         obs.on_packets(link, std::span(batch).first(*got));
+        for (std::size_t i = 0; i < *got; ++i) check.see(w, link, batch[i].frame);
         if (const auto now = std::chrono::steady_clock::now(); now - flushed > kFlushEvery) {
           done(w, false);
           flushed = now;
@@ -506,6 +509,7 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
   std::vector<observe::Observer*> observers;
   for (auto& w : ws) observers.push_back(w.obs.get());
   WorkerFeedStats feed;
+  FanoutCheck fanout_check;
   auto on_progress = [&](std::uint64_t frames) {
     if (!progress) return;
     const auto now = std::chrono::steady_clock::now();
@@ -517,7 +521,8 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
   };
   auto result =
       live_sockets
-          ? observe_sockets(caps, observers, [&](std::size_t i, bool) { flush(ws[i]); }, feed)
+          ? observe_sockets(caps, observers, [&](std::size_t i, bool) { flush(ws[i]); }, feed,
+                            fanout_check)
           : observe_with_workers(*src, observers, [&](std::size_t i) { flush(ws[i]); },
                                  on_progress, feed);
   if (progress) fmt::print(stderr, "\r{:60}\r", "");
@@ -533,6 +538,13 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
   if (ipfix_out) ipfix_out->finish(rc);
   (void)std::fflush(out_file);
   clear_signal_sources();
+  if (fanout_check.splits() != 0) {
+    fmt::print(stderr,
+               "flowmark observe: warning: -i {}: {} of {} TCP handshakes had their SYN and "
+               "SYN-ACK on different sockets: the kernel's fanout split those flows (a record "
+               "for each direction); use --workers 1 on this kernel\n",
+               a.iface, fanout_check.splits(), fanout_check.handshakes());
+  }
   if (a.stats) {
     // The summed line first, then one a worker (with its socket's counters when live).
     observe::ObserverStats sum;
@@ -560,7 +572,13 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
     }
     print_stats(sum, live_sockets ? all_drops : src->drops(), active,
                 ws[0].obs->bytes_per_flow());
-    if (live_sockets) print_kernel_stats(all_kernel);
+    if (live_sockets) {
+      print_kernel_stats(all_kernel);
+      fmt::print(stderr,
+                 "flowmark observe: fanout check: {} TCP handshakes seen on the sockets, {} "
+                 "split between two\n",
+                 fanout_check.handshakes(), fanout_check.splits());
+    }
     for (std::size_t i = 0; i < n; ++i) {
       const std::string who = fmt::format(" worker {}", i);
       print_stats(each[i], live_sockets ? drops[i] : src->drops(), feed.active[i],

@@ -19,7 +19,8 @@ sockets' rings are read to their end, every worker's flows emitted.
 Checked: every flow has exactly one record, whose packets in both directions add up to what
 the witness counted (both directions > 0; the UDP flows exactly 5 and 5, forward from the
 client); both workers had flows (per-worker --stats lines); the kernel dropped nothing (per
-socket and summed). Records while capturing: with a 1 s idle timeout, 16 short UDP flows
+socket and summed); flowmark's own check saw every handshake whole (SYN and SYN-ACK on one
+socket). Records while capturing: with a 1 s idle timeout, 16 short UDP flows
 then one steady flow (a datagram every 50 ms, on one worker): every short flow's record is
 written before the stop — those on the worker without the steady flow only because an idle
 worker's clock follows the others' (--filter udp keeps other frames from moving it).
@@ -307,6 +308,12 @@ class LiveWorkers(NetnsProcesses, unittest.TestCase):
                              err)
         self.assertEqual(sum(int(kernel[str(i)].group(3)) for i in range(workers)),
                          int(kernel[None].group(3)), err)
+        # flowmark's own check: every handshake's SYN and SYN-ACK on one socket.
+        m = re.search(r"fanout check: (\d+) TCP handshakes seen on the sockets, (\d+) split", err)
+        self.assertIsNotNone(m, err)
+        self.assertEqual((int(m.group(1)), int(m.group(2))),
+                         (sum(n for *_, n in TCP_FLOWS), 0), err)
+        self.assertNotIn("warning", err)
         # The frames the sockets took were observed: all but those that came after the
         # stop (the sockets are counted until the statistics are read: an IPv6 neighbour
         # probe may come in between).
