@@ -277,7 +277,7 @@ class AfPacketCapture final : public Capture {
   bool idle_ = false;              // the last next_batch() returned 0 for want of frames
   std::optional<std::chrono::steady_clock::time_point> drain_until_;  // set on a stop request
   unsigned drained_blocks_ = 0;  // blocks taken after the stop request
-  mutable KernelStats kernel_;  // summed since the socket was opened
+  mutable KernelStats kernel_;   // summed since the socket was opened
 };
 
 // A socket on `iface` (not set up yet) and the interface's index.
@@ -343,8 +343,8 @@ Result<std::vector<std::unique_ptr<Capture>>> open_afpacket_fanout(std::string_v
                                                                    const LiveOptions& o) {
   std::vector<std::unique_ptr<AfPacketCapture>> socks;
   LiveOptions each = o;
-  each.buffer_bytes = std::max(o.buffer_bytes / static_cast<int>(std::max<std::size_t>(n, 1)),
-                               kMinFanoutRing);
+  each.buffer_bytes =
+      std::max(o.buffer_bytes / static_cast<int>(std::max<std::size_t>(n, 1)), kMinFanoutRing);
   int group = -1;
   for (std::size_t i = 0; i < n; ++i) {
     FM_TRY(auto opened, open_socket(iface));

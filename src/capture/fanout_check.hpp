@@ -27,9 +27,7 @@ class FanoutCheck {
   FanoutCheck();
   void see(std::size_t worker, observe::LinkType link, std::span<const std::byte> frame) noexcept;
   std::uint64_t splits() const noexcept { return splits_.load(std::memory_order_relaxed); }
-  std::uint64_t handshakes() const noexcept {
-    return handshakes_.load(std::memory_order_relaxed);
-  }
+  std::uint64_t handshakes() const noexcept { return handshakes_.load(std::memory_order_relaxed); }
 
  private:
   static constexpr std::size_t kSlots = 1 << 16;

@@ -5,27 +5,28 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstring>
-#include <algorithm>
-#include <type_traits>
 #include <functional>
 #include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <thread>
+#include <type_traits>
 #include <vector>
-#include <optional>
 
 #include <fmt/format.h>
 
+#include "fanout_check.hpp"
 #include "flowmark/capture/capture.hpp"
 #include "flowmark/core/exit_code.hpp"
 #include "flowmark/core/json.hpp"
@@ -33,7 +34,6 @@
 #include "flowmark/observe/ipfix.hpp"
 #include "flowmark/observe/observer.hpp"
 #include "flowmark/observe/record_format.hpp"
-#include "fanout_check.hpp"
 #include "observe_workers.hpp"
 
 namespace flowmark::capture {
@@ -122,10 +122,9 @@ void print_stats(const observe::ObserverStats& st, std::optional<std::uint64_t> 
       "flowmark observe{}: {} packets, drops {}, short {}, non-IP {}, fragments {} ({} "
       "unmatched), flows {}, ignored {}, ignored_packets {}, late_packets {}, evicted {}, "
       "emitted {}, ICMP errors matched {}, still active at the end {}, bytes per flow {}\n",
-      who, st.packets, drops ? std::to_string(*drops) : std::string("unknown"),
-      st.short_packets, st.non_ip, st.fragments, st.fragments_unmatched, st.flows, st.ignored,
-      st.ignored_packets, st.late_packets, st.evicted, st.emitted, st.icmp_errors_matched, active,
-      bytes_per_flow);
+      who, st.packets, drops ? std::to_string(*drops) : std::string("unknown"), st.short_packets,
+      st.non_ip, st.fragments, st.fragments_unmatched, st.flows, st.ignored, st.ignored_packets,
+      st.late_packets, st.evicted, st.emitted, st.icmp_errors_matched, active, bytes_per_flow);
   std::string errors;
   for (std::size_t i = 1; i < st.decode_errors.size(); ++i) {
     if (st.decode_errors[i] == 0) continue;
@@ -521,10 +520,10 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
   };
   auto result =
       live_sockets
-          ? observe_sockets(caps, observers, [&](std::size_t i, bool) { flush(ws[i]); }, feed,
-                            fanout_check)
-          : observe_with_workers(*src, observers, [&](std::size_t i) { flush(ws[i]); },
-                                 on_progress, feed);
+          ? observe_sockets(
+                caps, observers, [&](std::size_t i, bool) { flush(ws[i]); }, feed, fanout_check)
+          : observe_with_workers(
+                *src, observers, [&](std::size_t i) { flush(ws[i]); }, on_progress, feed);
   if (progress) fmt::print(stderr, "\r{:60}\r", "");
   int rc = kExitOk;
   if (!result) {
@@ -570,8 +569,7 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
         }
       }
     }
-    print_stats(sum, live_sockets ? all_drops : src->drops(), active,
-                ws[0].obs->bytes_per_flow());
+    print_stats(sum, live_sockets ? all_drops : src->drops(), active, ws[0].obs->bytes_per_flow());
     if (live_sockets) {
       print_kernel_stats(all_kernel);
       fmt::print(stderr,
@@ -648,13 +646,14 @@ std::expected<ObserveSetup, ObserveSetupError> prepare_observe(const ObserveOpti
                              "would count in two workers' flows); use --workers 1",
                              a.workers));
   if (a.workers > 1 && live_pcap)
-    return usage(fmt::format("--workers {} with --capture pcap: one worker only (libpcap has no "
-                             "fanout); use --capture afpacket for several, or --workers 1",
-                             a.workers));
+    return usage(
+        fmt::format("--workers {} with --capture pcap: one worker only (libpcap has no "
+                    "fanout); use --capture afpacket for several, or --workers 1",
+                    a.workers));
   // 0: the cores available, where several workers are allowed.
-  setup.workers = a.workers != 0                 ? a.workers
-                  : a.icmp_flows || live_pcap    ? 1
-                                                 : std::min(available_cores(), kMaxWorkers);
+  setup.workers = a.workers != 0              ? a.workers
+                  : a.icmp_flows || live_pcap ? 1
+                                              : std::min(available_cores(), kMaxWorkers);
   if (!a.iface.empty() && a.capture == "afpacket" && setup.workers > 1) {
     auto socks = open_afpacket_fanout(a.iface, a.filter, setup.workers);
     if (socks) {
@@ -663,21 +662,21 @@ std::expected<ObserveSetup, ObserveSetupError> prepare_observe(const ObserveOpti
         setup.sockets.push_back(std::move((*socks)[i]));
     } else if (socks.error().code() == Errc::kUnsupported) {
       // The kernel cannot spread the frames by flow: one socket sees them all.
-      setup.notice = fmt::format("{}; observing with one worker and one socket",
-                                 socks.error().message());
+      setup.notice =
+          fmt::format("{}; observing with one worker and one socket", socks.error().message());
       setup.workers = 1;
     } else {
-      const int code = socks.error().code() == Errc::kInvalidArgument ? kExitUsage
-                                                                      : exit_code_for(socks.error());
+      const int code = socks.error().code() == Errc::kInvalidArgument
+                           ? kExitUsage
+                           : exit_code_for(socks.error());
       return std::unexpected(ObserveSetupError{std::move(socks).error(), code});
     }
   }
-  auto src = setup.capture ? Result<std::unique_ptr<Capture>>(std::move(setup.capture))
-             : a.file.empty()
-                 ? open_live_capture(a.iface, a.filter,
-                                     a.capture == "pcap" ? LiveBackend::kPcap
-                                                         : LiveBackend::kAfPacket)
-                 : open_file_capture(a.file, a.filter);
+  auto src = setup.capture    ? Result<std::unique_ptr<Capture>>(std::move(setup.capture))
+             : a.file.empty() ? open_live_capture(a.iface, a.filter,
+                                                  a.capture == "pcap" ? LiveBackend::kPcap
+                                                                      : LiveBackend::kAfPacket)
+                              : open_file_capture(a.file, a.filter);
   if (!src) {
     // A file that cannot be opened is missing input; an interface that cannot be captured
     // on gets the code of the cause (no such interface, refused, not permitted).

@@ -93,8 +93,9 @@ Result<std::unique_ptr<Capture>> open_live_capture(std::string_view iface, std::
 // fragments reassembled first. Each has its ring (options.buffer_bytes / n, at least 16 MiB)
 // and the filter. No frame reaches a socket before all are in the group. Errc::kUnsupported
 // when the kernel refuses the fanout (the caller may fall back to one socket).
-Result<std::vector<std::unique_ptr<Capture>>> open_afpacket_fanout(
-    std::string_view iface, std::string_view filter, std::size_t n,
-    const LiveOptions& options = {});
+Result<std::vector<std::unique_ptr<Capture>>> open_afpacket_fanout(std::string_view iface,
+                                                                   std::string_view filter,
+                                                                   std::size_t n,
+                                                                   const LiveOptions& options = {});
 
 }  // namespace flowmark::capture
