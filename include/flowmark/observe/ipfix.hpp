@@ -15,6 +15,10 @@
 // Biflow records carry reverse counters as the same element ids with the enterprise bit
 // set and PEN 29305 (RFC 5103). In uniflow mode each record becomes a forward record and,
 // when the reverse direction saw packets, a reverse record with the endpoints swapped.
+// The elements are listed in the README ("IPFIX export") and flowmark-observe(1); from the
+// record: ipClassOfService from tos_fwd/tos_rev (an observer fills them with
+// ObserverConfig::record_tos set), flowEndReason from end_reason, biflowDirection from
+// direction; from IpfixExtras (the scitags chain): the flow labels and the Scitags marking.
 #pragma once
 
 #include <cstddef>
@@ -82,9 +86,6 @@ class IpfixWriter {
     std::uint16_t length;
     std::uint32_t pen = 0;  // enterprise elements: kIpfixReversePen (RFC 5103), kIpfixCesnetPen
   };
-  // The fields of the template records of an IP version are written with (for documentation
-  // and tests).
-  const std::vector<Field>& fields(bool v6) const noexcept { return fields_[v6 ? 1 : 0]; }
 
   // One complete message; the bytes are valid for the call only.
   using MessageSink = std::function<void(std::span<const std::uint8_t>)>;
