@@ -82,8 +82,8 @@ struct FixbufRecord {
   std::uint64_t start_ms, end_ms, pkts, octs, rpkts, roctets;
   std::uint32_t sip, dip;
   std::uint16_t sp, dp, vlan, flags, rflags;
-  std::uint8_t proto;
-  std::uint8_t pad[5];
+  std::uint8_t proto, tos, rtos, end_reason, direction;
+  std::uint8_t pad[1];
 };
 
 fbInfoElementSpec_t kSpec[] = {{(char*)"flowStartMilliseconds", 8, 0},
@@ -100,7 +100,11 @@ fbInfoElementSpec_t kSpec[] = {{(char*)"flowStartMilliseconds", 8, 0},
                                {(char*)"tcpControlBits", 2, 0},
                                {(char*)"reverseTcpControlBits", 2, 0},
                                {(char*)"protocolIdentifier", 1, 0},
-                               {(char*)"paddingOctets", 5, 0},
+                               {(char*)"ipClassOfService", 1, 0},
+                               {(char*)"reverseIpClassOfService", 1, 0},
+                               {(char*)"flowEndReason", 1, 0},
+                               {(char*)"biflowDirection", 1, 0},
+                               {(char*)"paddingOctets", 1, 0},
                                FB_IESPEC_NULL};
 
 void BM_Libfixbuf_fBufAppend(benchmark::State& state) {
@@ -146,6 +150,10 @@ void BM_Libfixbuf_fBufAppend(benchmark::State& state) {
       x.flags = r.tcp_flags_fwd;
       x.rflags = r.tcp_flags_rev;
       x.proto = r.proto;
+      x.tos = r.tos_fwd;
+      x.rtos = r.tos_rev;
+      x.end_reason = static_cast<std::uint8_t>(r.end_reason);
+      x.direction = static_cast<std::uint8_t>(r.direction);
       if (!fBufAppend(buf, reinterpret_cast<std::uint8_t*>(&x), sizeof x, &err)) {
         state.SkipWithError(err->message);
         break;

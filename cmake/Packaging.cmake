@@ -8,6 +8,8 @@
 #   /etc/flowmark/flowmark.toml                            a conffile (packaging/debian/conffiles)
 #   /usr/share/flowmark/dashboard/                         the dashboard backend's page
 #   /usr/share/flowmark/grafana/flowmark-collector.json    a Grafana dashboard of the metrics
+#   /usr/share/flowmark/ipfix/cesnet-scitags.{xml,iespec}  the IPFIX export's enterprise
+#                                                          elements, for ipfixDump / python3-ipfix
 #   /usr/share/man/manN/*.N.gz                             every page in packaging/man/
 #   /usr/share/doc/flowmark/copyright, changelog.Debian.gz
 #   /usr/share/lintian/overrides/flowmark                  each override with its reason
@@ -37,6 +39,10 @@ install(FILES ${_pkg_dir}/flowmark.toml DESTINATION /etc/flowmark)
 install(DIRECTORY ${FLOWMARK_DASHBOARD_DIR}/ DESTINATION share/flowmark/dashboard)
 # The Grafana dashboard of the Prometheus backend's collector series.
 install(FILES ${_pkg_dir}/grafana/flowmark-collector.json DESTINATION share/flowmark/grafana)
+# Definitions of the enterprise elements `observe --ipfix` writes (CESNET's Scitags elements),
+# for libfixbuf's ipfixDump -e and python3-ipfix's ie.use_specfile.
+install(FILES ${_pkg_dir}/ipfix/cesnet-scitags.xml ${_pkg_dir}/ipfix/cesnet-scitags.iespec
+        DESTINATION share/flowmark/ipfix)
 
 # ---- manual pages: every NAME.N in packaging/man/, gzipped -9n (no name or time stamp: the
 # same bytes on every build) into share/man/manN ------------------------------------------

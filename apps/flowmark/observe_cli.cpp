@@ -89,6 +89,10 @@ Command add_observe_command(CLI::App& parent) {
   sub->add_option("--ipfix-max-message", a->ipfix_max_message,
                   "IPFIX: largest message in bytes, 512..65535 (65535 for a file, 1400 for UDP)")
       ->type_name("BYTES");
+  sub->add_option("--ipfix-times", a->ipfix_times,
+                  "IPFIX: flow start and end times in ms (flowStart/EndMilliseconds, default) or "
+                  "ns (flowStart/EndNanoseconds, NTP format: the capture's nanoseconds exactly)")
+      ->type_name("ms|ns");
   sub->add_flag("--stats", a->stats,
                 "statistics on standard error at the end: packets, drops, flows, records "
                 "(emitted) ...; with several workers the sums, then a line per worker; live "

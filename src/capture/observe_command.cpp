@@ -276,6 +276,9 @@ class IpfixOutput {
   std::optional<int> open(const ObserveOptions& a, const ObserveSetup& setup, std::FILE* out_file) {
     target_ = a.ipfix;
     const bool udp = a.ipfix.starts_with("udp://");
+    // The scitags chain's labels and marking go in the IPv6 templates when it runs.
+    const bool scitags =
+        std::find(setup.chains.begin(), setup.chains.end(), "scitags") != setup.chains.end();
     if (udp) {
       auto fd = open_ipfix_udp(a.ipfix);
       if (!fd) {
@@ -302,8 +305,9 @@ class IpfixOutput {
                                                   : udp                    ? 1400
                                                                            : 65535,
                               .uniflow = a.ipfix_uniflow,
-                              .flow_label = std::find(setup.chains.begin(), setup.chains.end(),
-                                                      "scitags") != setup.chains.end(),
+                              .flow_label = scitags,
+                              .scitags = scitags,
+                              .nanoseconds = a.ipfix_times == "ns",
                               .template_refresh_messages = udp ? 100u : 0u,
                               .template_refresh_seconds = udp ? 60u : 0u,
                               .now = {}},
@@ -322,13 +326,20 @@ class IpfixOutput {
     if (fd_ >= 0) close(fd_);
   }
 
-  // A record of `obs` (from its sink), with the scitags chain's labels when it runs.
+  // A record of `obs` (from its sink), with the scitags chain's labels and marking when it
+  // runs.
   void add(const observe::FlowRecord& r, const observe::Observer& obs, std::size_t scitags) {
     observe::IpfixExtras x;
     if (scitags < obs.chains().size()) {
-      const auto labels = observe::scitags_flow_labels(obs.chain_state(r, scitags));
+      const std::byte* st = obs.chain_state(r, scitags);
+      const auto labels = observe::scitags_flow_labels(st);
       x.flow_label_fwd = labels.fwd;
       x.flow_label_rev = labels.rev;
+      if (st != nullptr) {
+        const observe::ScitagsTag tag = observe::scitags_tag(st);
+        x.scitags_experiment = tag.experiment;
+        x.scitags_activity = tag.activity;
+      }
     }
     writer_->add(r, x);
   }
@@ -736,6 +747,10 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
                a.ipfix_max_message);
     return kExitUsage;
   }
+  if (ipfix && a.ipfix_times != "ms" && a.ipfix_times != "ns") {
+    fmt::print(stderr, "flowmark: error: --ipfix-times {}: expected ms or ns\n", a.ipfix_times);
+    return kExitUsage;
+  }
   // With --ipfix, text records are written only when a format is asked for explicitly.
   const bool text_records = !summary && !(ipfix && a.format.empty());
   const std::string format = a.format.empty() ? (summary ? "text" : "jsonl") : a.format;
@@ -754,6 +769,8 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
     return setup.error().exit_code;
   }
   auto& src = setup->capture;
+  // ipClassOfService: the first packet's TOS each way, in the record.
+  if (ipfix) setup->config.record_tos = true;
   const observe::ObserverConfig& cfg = setup->config;
   // The IPFIX file or socket is opened before the capture runs, so that a bad path fails at
   // once.

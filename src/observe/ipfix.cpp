@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cassert>
 #include <cstring>
 #include <ctime>
 #include <utility>
@@ -13,18 +14,23 @@ using Field = IpfixWriter::Field;
 
 // Element ids (RFC 7012 / IANA registry).
 constexpr std::uint16_t kOctetDeltaCount = 1, kPacketDeltaCount = 2, kProtocolIdentifier = 4,
-                        kTcpControlBits = 6, kSourceTransportPort = 7, kSourceIPv4Address = 8,
-                        kDestinationTransportPort = 11, kDestinationIPv4Address = 12,
-                        kSourceIPv6Address = 27, kDestinationIPv6Address = 28, kVlanId = 58,
-                        kFlowStartMilliseconds = 152, kFlowEndMilliseconds = 153;
+                        kIpClassOfService = 5, kTcpControlBits = 6, kSourceTransportPort = 7,
+                        kSourceIPv4Address = 8, kDestinationTransportPort = 11,
+                        kDestinationIPv4Address = 12, kSourceIPv6Address = 27,
+                        kDestinationIPv6Address = 28, kFlowLabelIPv6 = 31, kVlanId = 58,
+                        kFlowEndReason = 136, kFlowStartMilliseconds = 152,
+                        kFlowEndMilliseconds = 153, kFlowStartNanoseconds = 156,
+                        kFlowEndNanoseconds = 157, kBiflowDirection = 239;
 
 constexpr std::size_t kHeaderSize = 16, kSetHeaderSize = 4;
-
-constexpr std::uint16_t kFlowLabelIPv6 = 31;
+constexpr std::uint32_t kRev = kIpfixReversePen;
 
 // The fields of one template, in the order add_one() writes the values: the addresses, the
-// common fields, (biflow) the reverse counters, then (IPv6 with flow labels) the labels.
-std::vector<Field> template_fields(bool v6, bool uniflow, bool flow_label) {
+// common fields, (biflow) the reverse counters and class of service, the end reason and
+// (biflow) direction, then (IPv6 with the scitags chain) the flow labels and the Scitags
+// marking.
+std::vector<Field> template_fields(bool v6, const IpfixOptions& o) {
+  const bool uniflow = o.uniflow;
   std::vector<Field> f{
       {v6 ? kSourceIPv6Address : kSourceIPv4Address, static_cast<std::uint16_t>(v6 ? 16 : 4)},
       {v6 ? kDestinationIPv6Address : kDestinationIPv4Address,
@@ -33,19 +39,27 @@ std::vector<Field> template_fields(bool v6, bool uniflow, bool flow_label) {
       {kDestinationTransportPort, 2},
       {kProtocolIdentifier, 1},
       {kVlanId, 2},
-      {kFlowStartMilliseconds, 8},
-      {kFlowEndMilliseconds, 8},
+      {o.nanoseconds ? kFlowStartNanoseconds : kFlowStartMilliseconds, 8},
+      {o.nanoseconds ? kFlowEndNanoseconds : kFlowEndMilliseconds, 8},
       {kPacketDeltaCount, 8},
       {kOctetDeltaCount, 8},
-      {kTcpControlBits, 2}};
+      {kTcpControlBits, 2},
+      {kIpClassOfService, 1}};
   if (!uniflow) {
-    f.push_back({kPacketDeltaCount, 8, true});
-    f.push_back({kOctetDeltaCount, 8, true});
-    f.push_back({kTcpControlBits, 2, true});
+    f.push_back({kPacketDeltaCount, 8, kRev});
+    f.push_back({kOctetDeltaCount, 8, kRev});
+    f.push_back({kTcpControlBits, 2, kRev});
+    f.push_back({kIpClassOfService, 1, kRev});
   }
-  if (v6 && flow_label) {
+  f.push_back({kFlowEndReason, 1});
+  if (!uniflow) f.push_back({kBiflowDirection, 1});
+  if (v6 && o.flow_label) {
     f.push_back({kFlowLabelIPv6, 4});
-    if (!uniflow) f.push_back({kFlowLabelIPv6, 4, true});
+    if (!uniflow) f.push_back({kFlowLabelIPv6, 4, kRev});
+  }
+  if (v6 && o.scitags) {
+    f.push_back({kIpfixScitagExperimentId, 2, kIpfixCesnetPen});
+    f.push_back({kIpfixScitagExperimentAct, 1, kIpfixCesnetPen});
   }
   return f;
 }
@@ -61,6 +75,24 @@ constexpr std::size_t kMinMessage = 512;
 
 }  // namespace
 
+std::uint64_t nanos_to_ntp(std::int64_t ns) noexcept {
+  constexpr std::int64_t kSecond = 1'000'000'000;
+  constexpr std::uint64_t kNtpToUnix = 2'208'988'800;  // seconds from 1900 to 1970
+  std::int64_t s = ns / kSecond, sub = ns % kSecond;
+  if (sub < 0) {  // before 1970: the fraction counts up from the second below
+    sub += kSecond;
+    --s;
+  }
+  const std::uint64_t frac = ((static_cast<std::uint64_t>(sub) << 32) + kSecond - 1) / kSecond;
+  return (static_cast<std::uint64_t>(s) + kNtpToUnix) << 32 | frac;
+}
+
+std::int64_t ntp_to_nanos(std::uint64_t ntp) noexcept {
+  const auto s = static_cast<std::int64_t>(ntp >> 32) - 2'208'988'800;
+  const auto sub = static_cast<std::int64_t>(((ntp & 0xffffffff) * 1'000'000'000) >> 32);
+  return s * 1'000'000'000 + sub;
+}
+
 IpfixWriter::IpfixWriter(IpfixOptions options, MessageSink sink)
     : options_(std::move(options)), sink_(std::move(sink)) {
   options_.max_message_size =
@@ -70,7 +102,7 @@ IpfixWriter::IpfixWriter(IpfixOptions options, MessageSink sink)
   }
   buf_.reserve(options_.max_message_size);
   for (int v6 = 0; v6 < 2; ++v6) {
-    fields_[v6] = template_fields(v6 != 0, options_.uniflow, options_.flow_label);
+    fields_[v6] = template_fields(v6 != 0, options_);
     record_size_[v6] = record_size(fields_[v6]);
     template_id_[v6] = options_.uniflow ? (v6 ? kIpfixTemplateUniV6 : kIpfixTemplateUniV4)
                                         : (v6 ? kIpfixTemplateV6 : kIpfixTemplateV4);
@@ -117,9 +149,9 @@ void IpfixWriter::write_templates() {
     put<std::uint16_t>(id);
     put<std::uint16_t>(static_cast<std::uint16_t>(fields.size()));
     for (const Field& f : fields) {
-      put<std::uint16_t>(f.reverse ? static_cast<std::uint16_t>(f.id | 0x8000) : f.id);
+      put<std::uint16_t>(f.pen != 0 ? static_cast<std::uint16_t>(f.id | 0x8000) : f.id);
       put<std::uint16_t>(f.length);
-      if (f.reverse) put<std::uint32_t>(kIpfixReversePen);
+      if (f.pen != 0) put<std::uint32_t>(f.pen);
     }
   };
   const std::size_t start = buf_.size();
@@ -188,25 +220,40 @@ void IpfixWriter::add_one(const FlowRecord& r, const IpfixExtras& x, bool revers
   store(static_cast<std::uint16_t>(reverse_side ? r.sp : r.dp));
   store(static_cast<std::uint8_t>(r.proto));
   store(static_cast<std::uint16_t>(r.vlan));
-  // Milliseconds since the epoch, rounded down.
-  store(static_cast<std::uint64_t>(r.first / 1'000'000));
-  store(static_cast<std::uint64_t>(r.last / 1'000'000));
+  if (options_.nanoseconds) {
+    store(nanos_to_ntp(r.first));
+    store(nanos_to_ntp(r.last));
+  } else {  // milliseconds since the epoch, rounded down
+    store(static_cast<std::uint64_t>(r.first / 1'000'000));
+    store(static_cast<std::uint64_t>(r.last / 1'000'000));
+  }
   if (options_.uniflow) {
     store(static_cast<std::uint64_t>(reverse_side ? r.pkt_rev : r.pkt_fwd));
     store(static_cast<std::uint64_t>(reverse_side ? r.oct_rev : r.oct_fwd));
     store(static_cast<std::uint16_t>(reverse_side ? r.tcp_flags_rev : r.tcp_flags_fwd));
+    store(reverse_side ? r.tos_rev : r.tos_fwd);
+    store(static_cast<std::uint8_t>(r.end_reason));
   } else {
     store(static_cast<std::uint64_t>(r.pkt_fwd));
     store(static_cast<std::uint64_t>(r.oct_fwd));
     store(static_cast<std::uint16_t>(r.tcp_flags_fwd));
+    store(r.tos_fwd);
     store(static_cast<std::uint64_t>(r.pkt_rev));
     store(static_cast<std::uint64_t>(r.oct_rev));
     store(static_cast<std::uint16_t>(r.tcp_flags_rev));
+    store(r.tos_rev);
+    store(static_cast<std::uint8_t>(r.end_reason));
+    store(static_cast<std::uint8_t>(r.direction));
   }
   if (v6 && options_.flow_label) {
     store(reverse_side ? x.flow_label_rev : x.flow_label_fwd);
     if (!options_.uniflow) store(x.flow_label_rev);
   }
+  if (v6 && options_.scitags) {
+    store(x.scitags_experiment);
+    store(x.scitags_activity);
+  }
+  assert(p == buf_.data() + at + rec);
   ++records_in_message_;
   ++records_;
 }

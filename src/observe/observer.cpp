@@ -110,8 +110,9 @@ struct Observer::Impl {
     return std::min(idle, detail::add_sat(f.rec.first, cfg.active_timeout_ns));
   }
 
-  void emit(const FlowRecord& r) noexcept {
+  void emit(FlowRecord& r, EndReason why) noexcept {
     ++stats.emitted;
+    r.end_reason = why;
     if (sink) sink(r);
   }
 
@@ -119,7 +120,7 @@ struct Observer::Impl {
   void fire(std::uint32_t i, Nanos now) noexcept {
     Flow& f = table.flow(i);
     if (f.state == FlowState::kExpiring) {
-      emit(f.rec);
+      emit(f.rec, EndReason::kEndDetected);
       table.release(i);
       return;
     }
@@ -127,15 +128,16 @@ struct Observer::Impl {
     const Nanos idle = detail::add_sat(f.rec.last, cfg.idle_timeout_ns);
     const Nanos active = pending ? kNanosMax : detail::add_sat(f.rec.first, cfg.active_timeout_ns);
     if (idle <= active) {  // idle: emitted at once (an empty part is dropped)
-      if (!pending) emit(f.rec);
+      if (!pending) emit(f.rec, EndReason::kIdleTimeout);
       table.release(i);
       return;
     }
     // Active timeout: the record so far goes out; the next packet starts the next part.
-    emit(f.rec);
+    emit(f.rec, EndReason::kActiveTimeout);
     FlowRecord& r = f.rec;
     r.pkt_fwd = r.pkt_rev = r.oct_fwd = r.oct_rev = 0;
     r.tcp_flags_fwd = r.tcp_flags_rev = 0;
+    r.tos_fwd = r.tos_rev = 0;
     r.fragments = r.icmp_errors = 0;
     r.continuation = true;
     f.bits |= kFlowPending;
@@ -155,8 +157,11 @@ struct Observer::Impl {
   std::uint32_t evict_one() noexcept {
     const std::uint32_t v = table.victim([this](std::uint32_t i) { return deadline(i); });
     if (v == kNil) return kNil;
-    const Flow& f = table.flow(v);
-    if (!(f.bits & kFlowPending)) emit(f.rec);
+    Flow& f = table.flow(v);
+    // A completed flow emitted early still ended by itself.
+    if (!(f.bits & kFlowPending))
+      emit(f.rec,
+           f.state == FlowState::kExpiring ? EndReason::kEndDetected : EndReason::kLackOfResources);
     ++stats.evicted;
     table.release(v);
     return v;
@@ -273,7 +278,8 @@ struct Observer::Impl {
   // flow takes).
   bool quick_ok = true;
   bool quick_tcp_completion = false;
-  bool quick_facts = false;  // a quick chain reads more than the flags (Chain::quick_facts)
+  bool quick_facts = false;          // a quick chain reads more than the flags (Chain::quick_facts)
+  bool record_tos = cfg.record_tos;  // FlowRecord::tos_fwd/rev (the fast path reads the TOS)
   void add(std::vector<PacketFn>& chain, PacketFn fn) {
     chain.push_back(std::move(fn));
     chains_changed();
@@ -335,7 +341,7 @@ struct Observer::Impl {
     // Even a table that would fit in the caches is pushed out of them by the frames streaming
     // through (a capture file read from memory): the look-ahead pays at every size.
     const std::size_t n = frames.size();
-    const bool try_quick = quick_ok, with_facts = quick_facts;
+    const bool try_quick = quick_ok, with_facts = quick_facts || record_tos;
     auto decode_ahead = [&](std::size_t j) __attribute__((always_inline)) {
       Ahead& a = ahead[j % kAhead];
       const auto frame = frames[j].frame;
@@ -405,6 +411,8 @@ struct Observer::Impl {
     if (syn_full_path && (q.tcp_flags & kTcpSyn) != 0) [[unlikely]]
       return false;
     FlowRecord& r = table.flow(idx).rec;
+    if (record_tos && (rev ? r.pkt_rev : r.pkt_fwd) == 0) [[unlikely]]
+      (rev ? r.tos_rev : r.tos_fwd) = q.tos;
     const unsigned both = count(r, rev, q.ip_length, q.tcp_flags, now);
     // The built-in TCP completion (RST, or FIN from both sides), without a branch on the
     // protocol: only the rare completion branches.
@@ -608,7 +616,7 @@ struct Observer::Impl {
           (p.tcp_flags & (kTcpSyn | kTcpAck)) == kTcpSyn) {
         // A new connection on the 5-tuple of a completed one: the old record goes out as
         // it is and this SYN starts a new one.
-        emit(f.rec);
+        emit(f.rec, EndReason::kEndDetected);
         table.release(hit.idx);
         if (!create(p, k, h, now, idx)) return;
       } else {
@@ -627,6 +635,7 @@ struct Observer::Impl {
 
     Flow& f = table.flow(idx);
     FlowRecord& r = f.rec;
+    if (cfg.record_tos && (rev ? r.pkt_rev : r.pkt_fwd) == 0) (rev ? r.tos_rev : r.tos_fwd) = p.tos;
     count(r, rev, p.ip_length, p.tcp_flags, now);
     if (later_fragment) ++r.fragments;
 
@@ -661,6 +670,9 @@ struct Observer::Impl {
     init.has_ports = !k.portless();
     init.vlan = p.vlan_count > 0 ? p.vlan[0] : 0;
     init.first = init.last = now;
+    if (k.proto() == kProtoTcp && (p.tcp_flags & kTcpSyn) != 0)
+      init.direction = (p.tcp_flags & kTcpAck) != 0 ? BiflowDirection::kReverseInitiator
+                                                    : BiflowDirection::kInitiator;
     if (!scratch_state.empty()) std::memset(scratch_state.data(), 0, scratch_state.size());
     if (!new_flow.empty() || !chain_new.empty()) {
       FlowRecord tmp = init;
@@ -683,6 +695,7 @@ struct Observer::Impl {
       tmp.has_ports = init.has_ports;
       tmp.vlan = init.vlan;
       tmp.first = tmp.last = now;
+      tmp.direction = init.direction;
       init = tmp;
     }
     std::uint32_t hint = kNil;
@@ -723,11 +736,12 @@ struct Observer::Impl {
 
   void finish() noexcept {
     table.for_each([this](std::uint32_t i) {
-      if (table.flow(i).state == FlowState::kExpiring) emit(table.flow(i).rec);
+      if (table.flow(i).state == FlowState::kExpiring)
+        emit(table.flow(i).rec, EndReason::kEndDetected);
     });
     table.for_each([this](std::uint32_t i) {
-      const Flow& f = table.flow(i);
-      if (detail::counting(f)) emit(f.rec);
+      Flow& f = table.flow(i);
+      if (detail::counting(f)) emit(f.rec, EndReason::kForcedEnd);
     });
     table.clear();
     ignored.clear();

@@ -101,7 +101,9 @@ expected=(/usr/bin/flowmark /usr/bin/multicast /usr/sbin/flowmarkd
           /usr/share/flowmark/dashboard/index.html /usr/share/flowmark/dashboard/app.js
           /usr/share/flowmark/dashboard/style.css /usr/share/flowmark/dashboard/uPlot.iife.min.js
           /usr/share/flowmark/dashboard/uPlot.min.css
-          /usr/share/flowmark/grafana/flowmark-collector.json)
+          /usr/share/flowmark/grafana/flowmark-collector.json
+          /usr/share/flowmark/ipfix/cesnet-scitags.xml
+          /usr/share/flowmark/ipfix/cesnet-scitags.iespec)
 pages=()
 for page in "$source_dir"/packaging/man/*.[1-9]; do
   name=$(basename "$page")

@@ -50,6 +50,9 @@ struct ObserveOptions {
   std::uint32_t observation_domain = 0;     // the messages' observation domain id
   // Bytes per message, 512 .. 65535; 0: 65535 for a file, 1400 for UDP.
   std::size_t ipfix_max_message = 0;
+  // Flow start and end times: "ms" (flowStart/EndMilliseconds) or "ns" (flowStart/
+  // EndNanoseconds, NTP format).
+  std::string ipfix_times = "ms";
   std::string summary;  // "" (one record per flow) or "scitags" (a table per experiment)
   // Names of experiments and activities, for the scitags chain and the summary: the app loads
   // the registry (this module does not depend on flowmark::scitags); called once, when needed.

@@ -15,6 +15,10 @@
 // Biflow records carry reverse counters as the same element ids with the enterprise bit
 // set and PEN 29305 (RFC 5103). In uniflow mode each record becomes a forward record and,
 // when the reverse direction saw packets, a reverse record with the endpoints swapped.
+// The elements are listed in the README ("IPFIX export") and flowmark-observe(1); from the
+// record: ipClassOfService from tos_fwd/tos_rev (an observer fills them with
+// ObserverConfig::record_tos set), flowEndReason from end_reason, biflowDirection from
+// direction; from IpfixExtras (the scitags chain): the flow labels and the Scitags marking.
 #pragma once
 
 #include <cstddef>
@@ -42,6 +46,13 @@ struct IpfixOptions {
   // IPv6 templates also carry flowLabelIPv6 (31), forward and (biflow) reverse, from
   // IpfixExtras (the scitags chain's first label each way; 0 where none was seen).
   bool flow_label = false;
+  // IPv6 templates also carry the Scitags experiment and activity as CESNET's enterprise
+  // elements (PEN 8057: scitagExperimentID 1200, scitagExperimentAct 1201), from IpfixExtras
+  // (both 0: not marked).
+  bool scitags = false;
+  // flowStartNanoseconds / flowEndNanoseconds (156/157, NTP format) instead of
+  // flowStartMilliseconds / flowEndMilliseconds (152/153).
+  bool nanoseconds = false;
   // Templates again every N messages and/or every S seconds (0: only in the first message, as
   // a file needs); for UDP, where a collector may start late or restart.
   std::uint32_t template_refresh_messages = 0;
@@ -53,14 +64,27 @@ struct IpfixOptions {
 // What a record does not hold but a chain may know.
 struct IpfixExtras {
   std::uint32_t flow_label_fwd = 0, flow_label_rev = 0;
+  std::uint16_t scitags_experiment = 0;  // 0 and 0: the flow is not marked
+  std::uint8_t scitags_activity = 0;
 };
+
+// CESNET's enterprise elements for the Scitags marking (libfds config/system/elements/
+// cesnet.xml; ipfixprobe's scitags plugin).
+inline constexpr std::uint32_t kIpfixCesnetPen = 8057;
+inline constexpr std::uint16_t kIpfixScitagExperimentId = 1200;   // unsigned16
+inline constexpr std::uint16_t kIpfixScitagExperimentAct = 1201;  // unsigned8
+
+// dateTimeNanoseconds (RFC 7011 §6.1.10): NTP seconds since 1900 in the high 32 bits, the
+// fraction of a second in the low 32 (rounded up, so that ntp_to_nanos gives ns back).
+std::uint64_t nanos_to_ntp(std::int64_t ns) noexcept;
+std::int64_t ntp_to_nanos(std::uint64_t ntp) noexcept;  // in NTP era 0 (until 2036-02-07)
 
 class IpfixWriter {
  public:
   struct Field {  // one field specifier of a template
     std::uint16_t id;
     std::uint16_t length;
-    bool reverse = false;  // RFC 5103 reverse element: enterprise bit, PEN 29305
+    std::uint32_t pen = 0;  // enterprise elements: kIpfixReversePen (RFC 5103), kIpfixCesnetPen
   };
 
   // One complete message; the bytes are valid for the call only.

@@ -31,8 +31,8 @@
 //   record. Idle flows (no packet for idle_timeout) are emitted at once, without the
 //   expiry delay: no trailing packet is expected. The active timeout, at first +
 //   active_timeout, emits the record so far; the next packet starts a part with
-//   continuation = true, zeroed counters, flags, fragments and icmp_errors (chain state is
-//   kept) and first = its time; a part with no packet is not emitted.
+//   continuation = true, zeroed counters, flags, TOS, fragments and icmp_errors (chain state
+//   is kept) and first = its time; a part with no packet is not emitted.
 // - Full table: the flow whose timer is due soonest is emitted and counted as evicted: the
 //   least recently active flow (its idle deadline is the earliest), unless a completed flow
 //   is due for emission or a flow for its active-timeout split before that. Ties are
@@ -77,6 +77,18 @@ namespace flowmark::observe {
 
 using Nanos = std::int64_t;  // packet-clock time: nanoseconds since the epoch
 
+// flowEndReason (IANA IPFIX registry, element 136).
+enum class EndReason : std::uint8_t {
+  kNone = 0,             // not emitted yet
+  kIdleTimeout = 1,      // no packet for idle_timeout
+  kActiveTimeout = 2,    // a part of a flow longer than active_timeout
+  kEndDetected = 3,      // completed: FIN both ways, RST, or a chain's kComplete
+  kForcedEnd = 4,        // still held at finish() (end of the capture, interrupt)
+  kLackOfResources = 5,  // evicted: the table was full
+};
+// biflowDirection (RFC 5103 §6.3, element 239).
+enum class BiflowDirection : std::uint8_t { kArbitrary = 0, kInitiator = 1, kReverseInitiator = 2 };
+
 // One flow. Forward is the direction of the flow's first packet; octets count the IP
 // layer (header included), as in the seed.
 struct FlowRecord {
@@ -88,13 +100,25 @@ struct FlowRecord {
   Nanos first = 0, last = 0;
   std::uint64_t pkt_fwd = 0, pkt_rev = 0, oct_fwd = 0, oct_rev = 0;
   std::uint8_t tcp_flags_fwd = 0, tcp_flags_rev = 0;  // OR of the flags seen
-  std::uint32_t fragments = 0;                        // non-first fragments attributed to this flow
-  std::uint32_t icmp_errors = 0;                      // ICMP errors quoting a packet of this flow
-  bool continuation = false;  // a later part of a flow split by the active timeout
+  // TOS / traffic class of the record's first packet each way (ObserverConfig::record_tos;
+  // else 0): of this part's, for a flow split by the active timeout. An ICMP error counted on
+  // the flow is one of its packets.
+  std::uint8_t tos_fwd = 0, tos_rev = 0;
+  std::uint32_t fragments = 0;    // non-first fragments attributed to this flow
+  std::uint32_t icmp_errors = 0;  // ICMP errors quoting a packet of this flow
+  bool continuation = false;      // a later part of a flow split by the active timeout
   // sp/dp are ports: a TCP/UDP/SCTP flow keyed by its 5-tuple. False for the 3-tuple flows
   // (ICMP, other protocols, non-first fragments whose first was not seen): the record
   // formats write sp and dp as null (JSON) or empty (CSV) then, as pathspider writes None.
   bool has_ports = false;
+  // Why the observer emitted the record (IPFIX flowEndReason values, RFC 7012): set as it is
+  // handed to the sink.
+  EndReason end_reason = EndReason::kNone;
+  // Who opened the flow (IPFIX biflowDirection values, RFC 5103): kInitiator when the
+  // record's first packet was a TCP SYN without ACK (forward opened the connection),
+  // kReverseInitiator when it was a SYN+ACK (the answer was seen first: the reverse side
+  // opened it), else kArbitrary. Kept across the parts of a flow split by the active timeout.
+  BiflowDirection direction = BiflowDirection::kArbitrary;
 };
 
 // Out-of-range values are not errors here (the programs reject them first): a negative
@@ -110,6 +134,9 @@ struct ObserverConfig {
   bool key_vlan = false;                        // the outer VLAN id is part of the flow key
   Nanos fragment_timeout_ns = 30'000'000'000;   // fragment-id → flow entries live this long
   bool icmp_flows = false;  // ICMP errors quoting a held flow also make their own 3-tuple flow
+  // FlowRecord::tos_fwd/tos_rev are filled (for the IPFIX export's ipClassOfService): the fast
+  // path then reads each packet's TOS byte too.
+  bool record_tos = false;
 };
 
 // packets: frames seen; non_ip: kNotIp; short_packets: kTruncatedL4 (decode_errors counts

@@ -3,6 +3,7 @@
 // under the maximum size, biflow reverse elements and the uniflow split.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <vector>
@@ -117,6 +118,10 @@ FlowRecord v4_record(std::uint32_t n) {
   r.oct_rev = 900;
   r.tcp_flags_fwd = 0x1b;
   r.tcp_flags_rev = 0x12;
+  r.tos_fwd = 0x28;
+  r.tos_rev = 0x0a;
+  r.end_reason = EndReason::kEndDetected;
+  r.direction = BiflowDirection::kInitiator;
   r.has_ports = true;
   return r;
 }
@@ -162,6 +167,12 @@ TEST(Ipfix, BiflowRecordWithReverseElements) {
   EXPECT_EQ(num(a, 2, kIpfixReversePen), 8u);
   EXPECT_EQ(num(a, 1, kIpfixReversePen), 900u);
   EXPECT_EQ(num(a, 6, kIpfixReversePen), 0x12u);
+  EXPECT_EQ(num(a, 5), 0x28u);  // ipClassOfService
+  EXPECT_EQ(num(a, 5, kIpfixReversePen), 0x0au);
+  EXPECT_EQ(num(a, 136), 3u);  // flowEndReason: end of flow detected
+  EXPECT_EQ(num(a, 239), 1u);  // biflowDirection: initiator
+  EXPECT_FALSE(a.count({156, 0})) << "nanoseconds without the option";
+  EXPECT_FALSE(a.count({kIpfixScitagExperimentId, kIpfixCesnetPen}));
   const Rec& b = d.records[1];
   ASSERT_TRUE(b.count({27, 0}));
   EXPECT_EQ(b.at({27, 0}).size(), 16u);
@@ -217,6 +228,12 @@ TEST(Ipfix, UniflowSplitsEachRecordInTwo) {
   EXPECT_EQ(num(d.records[1], 2), 8u);
   EXPECT_EQ(num(d.records[1], 1), 900u);
   EXPECT_EQ(num(d.records[1], 6), 0x12u);
+  EXPECT_EQ(num(d.records[0], 5), 0x28u);  // each side's own class of service
+  EXPECT_EQ(num(d.records[1], 5), 0x0au);
+  for (const Rec& r : d.records) {
+    EXPECT_EQ(num(r, 136), 3u);
+    EXPECT_FALSE(r.count({239, 0})) << "biflowDirection in a uniflow record";
+  }
   EXPECT_EQ(num(d.records[2], 2), 11u);
   EXPECT_EQ(w.sequence(), 3u);
 }
@@ -248,6 +265,96 @@ TEST(Ipfix, FlowLabelsInTheIpv6TemplateOnly) {
   EXPECT_EQ(num(ud.records[0], 31), 0xabcdeu);
   EXPECT_EQ(num(ud.records[1], 31), 0x12345u);
   EXPECT_FALSE(ud.records[0].count({31, kIpfixReversePen}));
+}
+
+TEST(Ipfix, ScitagsMarkingAsCesnetElementsInTheIpv6TemplateOnly) {
+  Capture c;
+  IpfixWriter w({.flow_label = true, .scitags = true, .now = {}}, c.sink());
+  FlowRecord r6 = v4_record(0);
+  r6.ip_version = 6;
+  r6.sip = *IpAddress::parse("2001:db8::1");
+  r6.dip = *IpAddress::parse("2001:db8::2");
+  w.add(r6, {.flow_label_fwd = 0x10024,
+             .flow_label_rev = 0,
+             .scitags_experiment = 300,
+             .scitags_activity = 9});
+  w.add(r6);  // not marked
+  w.add(v4_record(1), {.scitags_experiment = 2, .scitags_activity = 2});
+  w.flush();
+  std::map<std::uint16_t, std::vector<Spec>> t;
+  Decoded d = decode(c.messages.at(0), t);
+  ASSERT_EQ(d.records.size(), 3u);
+  const std::pair<std::uint16_t, std::uint32_t> exp{kIpfixScitagExperimentId, kIpfixCesnetPen},
+      act{kIpfixScitagExperimentAct, kIpfixCesnetPen};
+  ASSERT_TRUE(d.records[0].count(exp));
+  EXPECT_EQ(d.records[0].at(exp).size(), 2u);  // unsigned16, as CESNET defines it
+  EXPECT_EQ(d.records[0].at(act).size(), 1u);  // unsigned8
+  EXPECT_EQ(num(d.records[0], exp.first, exp.second), 300u);
+  EXPECT_EQ(num(d.records[0], act.first, act.second), 9u);
+  EXPECT_EQ(num(d.records[1], exp.first, exp.second), 0u);
+  EXPECT_EQ(num(d.records[1], act.first, act.second), 0u);
+  EXPECT_FALSE(d.records[2].count(exp)) << "Scitags elements in the IPv4 template";
+  // The template names the elements with the enterprise bit and PEN 8057.
+  const auto& specs = t.at(kIpfixTemplateV6);
+  EXPECT_TRUE(std::any_of(specs.begin(), specs.end(), [](const Spec& s) {
+    return s.id == kIpfixScitagExperimentId && s.pen == 8057 && s.length == 2;
+  }));
+}
+
+TEST(Ipfix, NanosecondTimesInNtpFormat) {
+  // Exact both ways over the whole fraction range, and at the epochs.
+  EXPECT_EQ(nanos_to_ntp(0), std::uint64_t{2'208'988'800} << 32);
+  EXPECT_EQ(nanos_to_ntp(500'000'000), std::uint64_t{2'208'988'800} << 32 | 0x80000000u);
+  for (std::int64_t ns :
+       {std::int64_t{0}, std::int64_t{1}, std::int64_t{999'999'999},
+        std::int64_t{1'700'000'000'123'456'789}, std::int64_t{1'700'000'000'999'999'999},
+        std::int64_t{-1}, std::int64_t{-1'500'000'000}, std::int64_t{2'085'978'495'999'999'999}})
+    EXPECT_EQ(ntp_to_nanos(nanos_to_ntp(ns)), ns) << ns;
+  for (std::int64_t sub = 0; sub < 1'000'000'000; sub += 999'983)
+    ASSERT_EQ(ntp_to_nanos(nanos_to_ntp(1'700'000'000'000'000'000 + sub)),
+              1'700'000'000'000'000'000 + sub);
+
+  Capture c;
+  IpfixWriter w({.nanoseconds = true, .now = {}}, c.sink());
+  w.add(v4_record(0));
+  w.flush();
+  std::map<std::uint16_t, std::vector<Spec>> t;
+  Decoded d = decode(c.messages.at(0), t);
+  ASSERT_EQ(d.records.size(), 1u);
+  EXPECT_FALSE(d.records[0].count({152, 0}));
+  EXPECT_FALSE(d.records[0].count({153, 0}));
+  EXPECT_EQ(ntp_to_nanos(num(d.records[0], 156)), 1'700'000'000'123'456'789);
+  EXPECT_EQ(ntp_to_nanos(num(d.records[0], 157)), 1'700'000'005'987'654'321);
+  EXPECT_EQ(num(d.records[0], 156) >> 32, 1'700'000'000u + 2'208'988'800u);
+}
+
+TEST(Ipfix, EveryOptionFitsTheSmallestMessage) {
+  for (const bool uniflow : {false, true}) {
+    Capture c;
+    IpfixWriter w({.max_message_size = 512,
+                   .uniflow = uniflow,
+                   .flow_label = true,
+                   .scitags = true,
+                   .nanoseconds = true,
+                   .template_refresh_messages = 1,
+                   .now = {}},
+                  c.sink());
+    FlowRecord r6 = v4_record(0);
+    r6.ip_version = 6;
+    r6.sip = *IpAddress::parse("2001:db8::1");
+    r6.dip = *IpAddress::parse("2001:db8::2");
+    for (int i = 0; i < 50; ++i) w.add(i % 2 ? r6 : v4_record(static_cast<std::uint32_t>(i)));
+    w.flush();
+    std::map<std::uint16_t, std::vector<Spec>> t;
+    std::size_t n = 0;
+    for (const auto& m : c.messages) {
+      EXPECT_LE(m.size(), 512u);
+      Decoded d = decode(m, t);
+      EXPECT_EQ(d.template_sets, 1);
+      n += d.records.size();
+    }
+    EXPECT_EQ(n, uniflow ? 100u : 50u);
+  }
 }
 
 TEST(Ipfix, TemplatesRefreshedEveryNMessagesAndSSeconds) {

@@ -123,6 +123,20 @@ Bytes udp_frame(const Addr& s, unsigned sp, const Addr& d, unsigned dp, std::siz
   return eth(ip(s, d, kProtoUdp, udp(sp, dp, payload)), std::move(vlans));
 }
 
+// The frame with its IP header's TOS / traffic class set (after any VLAN tags).
+Bytes with_tos(Bytes f, std::uint8_t tos) {
+  std::size_t off = 12;
+  while (f[off] == 0x81 && f[off + 1] == 0x00) off += 4;
+  off += 2;
+  if ((f[off] >> 4) == 4) {
+    f[off + 1] = tos;
+  } else {
+    f[off] = static_cast<std::uint8_t>(0x60 | tos >> 4);
+    f[off + 1] = static_cast<std::uint8_t>((tos & 0x0f) << 4 | (f[off + 1] & 0x0f));
+  }
+  return f;
+}
+
 // An Observer with a sink that keeps what it gets.
 struct Harness {
   explicit Harness(ObserverConfig c = {})
@@ -471,6 +485,7 @@ TEST(Observer, EvictsTheLeastRecentlyActiveFlowWhenFull) {
   h.feed(5 * kSec, udp_frame(kA, 4, kB, 2));  // full: flow 2 goes
   ASSERT_EQ(h.out.size(), 1u);
   EXPECT_EQ(h.out[0].sp, 2);
+  EXPECT_EQ(h.out[0].end_reason, EndReason::kLackOfResources);
   EXPECT_EQ(h.obs.stats().evicted, 1u);
   EXPECT_EQ(h.obs.active_flows(), 3u);
   h.feed(6 * kSec, udp_frame(kA, 5, kB, 2));  // then flow 3
@@ -1118,46 +1133,129 @@ TEST(Observer, BatchesBehaveLikeSinglePackets) {
       f = udp_frame(s, sp, d, dp);
       f.resize(14 + (six ? 40 : 20) + 3);  // cut in the UDP header
     }
+    if (f.size() > 14 + 20 && rng() % 2)
+      f = with_tos(std::move(f), static_cast<std::uint8_t>(rng()));
     frames.push_back(std::move(f));
     times.push_back(t);
   }
-  const ObserverConfig cfg{.expiry_delay_ns = 2 * kSec,
-                           .idle_timeout_ns = 20 * kSec,
-                           .active_timeout_ns = 60 * kSec,
-                           .max_flows = 12};
-  Harness one(cfg), many(cfg);
-  for (auto* h : {&one, &many}) h->obs.add_tcp(tcp_complete_on_fin_or_rst);
-  for (std::size_t i = 0; i < frames.size(); ++i) one.feed(times[i], frames[i]);
-  std::vector<FrameRef> refs;
-  for (std::size_t i = 0; i < frames.size(); ++i)
-    refs.push_back({times[i], std::as_bytes(std::span(frames[i]))});
-  for (std::size_t i = 0; i < refs.size();) {
-    const std::size_t n = std::min<std::size_t>(refs.size() - i, rng() % 20);
-    many.obs.on_packets(LinkType::kEthernet, std::span(refs).subspan(i, n));
-    i += n;
+  // Without and with record_tos (the fast path then reads the TOS too).
+  for (const bool record_tos : {false, true}) {
+    SCOPED_TRACE(record_tos ? "record_tos" : "no record_tos");
+    const ObserverConfig cfg{.expiry_delay_ns = 2 * kSec,
+                             .idle_timeout_ns = 20 * kSec,
+                             .active_timeout_ns = 60 * kSec,
+                             .max_flows = 12,
+                             .record_tos = record_tos};
+    Harness one(cfg), many(cfg);
+    for (auto* h : {&one, &many}) h->obs.add_tcp(tcp_complete_on_fin_or_rst);
+    for (std::size_t i = 0; i < frames.size(); ++i) one.feed(times[i], frames[i]);
+    std::vector<FrameRef> refs;
+    for (std::size_t i = 0; i < frames.size(); ++i)
+      refs.push_back({times[i], std::as_bytes(std::span(frames[i]))});
+    for (std::size_t i = 0; i < refs.size();) {
+      const std::size_t n = std::min<std::size_t>(refs.size() - i, rng() % 20);
+      many.obs.on_packets(LinkType::kEthernet, std::span(refs).subspan(i, n));
+      i += n;
+    }
+    one.obs.finish();
+    many.obs.finish();
+    ASSERT_EQ(one.out.size(), many.out.size());
+    for (std::size_t i = 0; i < one.out.size(); ++i) {
+      const auto a = canon({one.out[i]}), b = canon({many.out[i]});
+      ASSERT_EQ(a, b) << "record " << i;
+      EXPECT_EQ(one.out[i].fragments, many.out[i].fragments);
+      EXPECT_EQ(one.out[i].icmp_errors, many.out[i].icmp_errors);
+      EXPECT_EQ(one.out[i].tos_fwd, many.out[i].tos_fwd) << "record " << i;
+      EXPECT_EQ(one.out[i].tos_rev, many.out[i].tos_rev) << "record " << i;
+      EXPECT_EQ(one.out[i].end_reason, many.out[i].end_reason) << "record " << i;
+      EXPECT_EQ(one.out[i].direction, many.out[i].direction) << "record " << i;
+      if (!record_tos) {
+        EXPECT_EQ(one.out[i].tos_fwd | one.out[i].tos_rev, 0);
+      }
+      EXPECT_NE(one.out[i].end_reason, EndReason::kNone);
+    }
+    const ObserverStats &x = one.obs.stats(), &y = many.obs.stats();
+    EXPECT_EQ(x.packets, y.packets);
+    EXPECT_EQ(x.flows, y.flows);
+    EXPECT_EQ(x.evicted, y.evicted);
+    EXPECT_EQ(x.emitted, y.emitted);
+    EXPECT_EQ(x.short_packets, y.short_packets);
+    EXPECT_EQ(x.fragments, y.fragments);
+    EXPECT_EQ(x.fragments_unmatched, y.fragments_unmatched);
+    EXPECT_EQ(x.icmp_errors_matched, y.icmp_errors_matched);
+    EXPECT_GT(x.evicted, 0u);
+    EXPECT_GT(x.fragments, 0u);
+    EXPECT_GT(x.icmp_errors_matched, 0u);
+    EXPECT_GT(x.short_packets, 0u);
+    if (record_tos) {
+      EXPECT_TRUE(std::any_of(one.out.begin(), one.out.end(),
+                              [](const FlowRecord& r) { return r.tos_rev != 0; }));
+    }
   }
-  one.obs.finish();
-  many.obs.finish();
-  ASSERT_EQ(one.out.size(), many.out.size());
-  for (std::size_t i = 0; i < one.out.size(); ++i) {
-    const auto a = canon({one.out[i]}), b = canon({many.out[i]});
-    ASSERT_EQ(a, b) << "record " << i;
-    EXPECT_EQ(one.out[i].fragments, many.out[i].fragments);
-    EXPECT_EQ(one.out[i].icmp_errors, many.out[i].icmp_errors);
+}
+
+// The IPFIX export's fields: why each record was emitted, who opened the flow, and the TOS of
+// the first packet each way (record_tos), on the full path and on the fast path alike.
+TEST(Observer, EndReasonDirectionAndFirstTos) {
+  const ObserverConfig cfg{.expiry_delay_ns = 1 * kSec,
+                           .idle_timeout_ns = 10 * kSec,
+                           .active_timeout_ns = 100 * kSec,
+                           .record_tos = true};
+  for (const bool batched : {false, true}) {
+    SCOPED_TRACE(batched ? "on_packets" : "on_packet");
+    std::vector<std::pair<Nanos, Bytes>> in;
+    // 1: a connection closed by FIN both ways; forward sent the SYN.
+    in.push_back({0, with_tos(tcp_frame(kA, 1000, kB, 80, kSyn), 0x28)});
+    in.push_back({1 * kMs, with_tos(tcp_frame(kB, 80, kA, 1000, kSyn | kAck), 0x0a)});
+    in.push_back({2 * kMs, with_tos(tcp_frame(kA, 1000, kB, 80, kAck, 10), 0xb8)});
+    in.push_back({3 * kMs, with_tos(tcp_frame(kB, 80, kA, 1000, kAck, 10), 0xff)});
+    in.push_back({4 * kMs, tcp_frame(kA, 1000, kB, 80, kFin | kAck)});
+    in.push_back({5 * kMs, tcp_frame(kB, 80, kA, 1000, kFin | kAck)});
+    // 2: the answer seen first (SYN+ACK): the reverse side opened it; ends idle.
+    in.push_back({6 * kMs, with_tos(tcp_frame(kC, 443, kA, 2000, kSyn | kAck), 0x04)});
+    // 3: UDP, IPv6, both ways, long: split by the active timeout, then still open at the end.
+    // Part 1: 7 s .. 103.5 s; part 2 from 107.5 s, its first packet a reverse one.
+    for (int i = 0; i < 30; ++i) {
+      const bool back = i % 2 == 1;
+      Bytes f =
+          back ? udp_frame(v6(2), 53, v6(1), 5000, 20) : udp_frame(v6(1), 5000, v6(2), 53, 20);
+      const Nanos t = 7 * kSec + i * 4 * kSec + (i > 0 ? 500 * kMs : 0);
+      in.push_back(
+          {t, with_tos(std::move(f), static_cast<std::uint8_t>((back ? 0x40 : 0x80) + i))});
+    }
+    Harness h(cfg);
+    h.obs.add_tcp(tcp_complete_on_fin_or_rst);
+    if (batched) {
+      std::vector<FrameRef> refs;
+      for (const auto& [t, f] : in) refs.push_back({t, std::as_bytes(std::span(f))});
+      h.obs.on_packets(LinkType::kEthernet, refs);
+    } else {
+      for (const auto& [t, f] : in) h.feed(t, f);
+    }
+    h.obs.finish();
+    std::map<unsigned, std::vector<FlowRecord>> by_port;
+    for (const FlowRecord& r : h.out) by_port[r.sp].push_back(r);
+    ASSERT_EQ(by_port[1000].size(), 1u);
+    const FlowRecord& fin = by_port[1000][0];
+    EXPECT_EQ(fin.end_reason, EndReason::kEndDetected);
+    EXPECT_EQ(fin.direction, BiflowDirection::kInitiator);
+    EXPECT_EQ(fin.tos_fwd, 0x28);
+    EXPECT_EQ(fin.tos_rev, 0x0a);
+    ASSERT_EQ(by_port[443].size(), 1u);
+    EXPECT_EQ(by_port[443][0].end_reason, EndReason::kIdleTimeout);
+    EXPECT_EQ(by_port[443][0].direction, BiflowDirection::kReverseInitiator);
+    EXPECT_EQ(by_port[443][0].tos_fwd, 0x04);
+    EXPECT_EQ(by_port[443][0].tos_rev, 0);
+    const auto& parts = by_port[5000];
+    ASSERT_EQ(parts.size(), 2u);
+    EXPECT_EQ(parts[0].end_reason, EndReason::kActiveTimeout);
+    EXPECT_EQ(parts[1].end_reason, EndReason::kForcedEnd);
+    for (const FlowRecord& r : parts) EXPECT_EQ(r.direction, BiflowDirection::kArbitrary);
+    EXPECT_EQ(parts[0].tos_fwd, 0x80);  // the part's first packet each way
+    EXPECT_EQ(parts[0].tos_rev, 0x41);
+    EXPECT_EQ(parts[1].tos_rev, 0x40 + 25);
+    EXPECT_EQ(parts[1].tos_fwd, 0x80 + 26);
   }
-  const ObserverStats &x = one.obs.stats(), &y = many.obs.stats();
-  EXPECT_EQ(x.packets, y.packets);
-  EXPECT_EQ(x.flows, y.flows);
-  EXPECT_EQ(x.evicted, y.evicted);
-  EXPECT_EQ(x.emitted, y.emitted);
-  EXPECT_EQ(x.short_packets, y.short_packets);
-  EXPECT_EQ(x.fragments, y.fragments);
-  EXPECT_EQ(x.fragments_unmatched, y.fragments_unmatched);
-  EXPECT_EQ(x.icmp_errors_matched, y.icmp_errors_matched);
-  EXPECT_GT(x.evicted, 0u);
-  EXPECT_GT(x.fragments, 0u);
-  EXPECT_GT(x.icmp_errors_matched, 0u);
-  EXPECT_GT(x.short_packets, 0u);
 }
 
 // A fast-path chain that completes a flow at its 4th non-SYN packet: on_quick() (batched on
