@@ -69,6 +69,9 @@ class TestCollector {
   }
 
   std::uint16_t port() const { return port_; }
+  // The first connection is closed by the collector once it has this many bytes (0: never),
+  // in the middle of a message as like as not.
+  void close_first_after(std::size_t bytes) { close_first_after_ = bytes; }
 
   std::vector<std::string> sessions() {
     std::lock_guard lock(mu_);
@@ -93,6 +96,7 @@ class TestCollector {
       for (auto& c : conns) p.push_back({c.first.get(), POLLIN, 0});
       if (::poll(p.data(), p.size(), 10'000) < 0 && errno != EINTR) break;
       if (p[0].revents) break;
+      const std::size_t polled = conns.size();  // a connection accepted now is polled next time
       if (p[1].revents & POLLIN) {
         UniqueFd c(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
         if (c) {
@@ -102,7 +106,7 @@ class TestCollector {
           cv_.notify_all();
         }
       }
-      for (std::size_t i = 0; i < conns.size(); ++i) {
+      for (std::size_t i = 0; i < polled; ++i) {
         if (!(p[2 + i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
         char buf[65536];
         const ssize_t n = ::recv(conns[i].first.get(), buf, sizeof buf, 0);
@@ -111,7 +115,13 @@ class TestCollector {
           continue;
         }
         std::lock_guard lock(mu_);
-        sessions_[conns[i].second].append(buf, static_cast<std::size_t>(n));
+        std::string& session = sessions_[conns[i].second];
+        session.append(buf, static_cast<std::size_t>(n));
+        if (conns[i].second == 0 && close_first_after_ != 0 &&
+            session.size() >= close_first_after_) {
+          session.resize(close_first_after_);  // what it read before it went away
+          conns[i].first.reset();
+        }
         cv_.notify_all();
       }
       std::erase_if(conns, [](const auto& c) { return !c.first; });
@@ -120,6 +130,7 @@ class TestCollector {
 
   UniqueFd listener_, stop_;
   std::uint16_t port_ = 0;
+  std::size_t close_first_after_ = 0;
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -396,6 +407,49 @@ TEST(IpfixExportTcp, CollectorKilledAndRestartedGetsTemplatesAgain) {
   EXPECT_EQ(h[0].first, 2);
   EXPECT_EQ(h[0].second, 400u);
   EXPECT_EQ(h[1].second, 400u);
+}
+
+// The collector drops the connection in the middle of the stream (unread bytes: a reset);
+// what it had is a readable prefix, and the next session reads on its own from its start.
+TEST(IpfixExportTcp, ConnectionDroppedMidStreamNextSessionReadsOnItsOwn) {
+  TestCollector collector;
+  collector.close_first_after(30'000);
+  collector.start();
+  Log log;
+  IpfixExportOptions o;
+  o.retry_initial = 20ms;
+  o.log = log.sink();
+  auto tcp = IpfixExporter::open(fmt::format("tcp://127.0.0.1:{}", collector.port()), o);
+  ASSERT_TRUE(tcp) << tcp.error().message();
+  Feed feed(**tcp);
+  feed.add(0, 3000);  // ~200 kB: the collector goes away after 30 kB
+  ASSERT_TRUE(log.wait_for("connection to"));  // "... lost: ..." or "... closed by ..."
+  feed.add(3000, 3500);                        // after the loss was noticed
+  const auto end = (*tcp)->finish(5s);
+  EXPECT_EQ(end.not_delivered, 0u);
+  EXPECT_EQ(end.stats.connections, 2u);
+  EXPECT_EQ(end.stats.reconnects, 1u);
+  ASSERT_TRUE(collector.wait([&](const std::vector<std::string>& s) {
+    return s.size() == 2 && headers(s[1]).size() >= 2;
+  }));
+  std::string error;
+  const auto first = read_stream(collector.sessions()[0], error);
+  ASSERT_FALSE(first.empty());
+  EXPECT_EQ(first, range(0, first.size()));  // a prefix (the cut message is not read)
+  ASSERT_TRUE(collector.wait([&](const std::vector<std::string>& s) {
+    std::string e;
+    const auto r = read_stream(s[1], e);
+    return e.empty() && !r.empty() && r.back() == 3499;
+  }));
+  const std::string second = collector.sessions()[1];
+  const auto h = headers(second);
+  EXPECT_EQ(h[0].first, 2);  // templates first
+  const auto got = read_stream(second, error);
+  EXPECT_EQ(error, "");
+  // In order, no gap within the session, ending with the last record.
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got, range(got.front(), 3500));
+  EXPECT_GE(got.front(), first.size());
 }
 
 TEST(IpfixExportTcp, CollectorNeverUpDropsBeyondTheBufferAndEndsInTime) {
