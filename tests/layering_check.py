@@ -12,7 +12,7 @@ not. The layers (docs/architecture.md, "Modules and the direction of their depen
     netclient  <- core, net, scitags   STUN, sock_diag
     collector  <- core, scitags   site map, joined flow records, the store (SQLite, PostgreSQL)
     observe    <- core            decoders, flow table (no libpcap)
-    capture    <- core, observe
+    capture    <- core, net, observe   (net: where `observe --ipfix` sends its messages)
     bpf        <- core            eBPF loaders
     daemon     <- every module above
     apps/flowmark  <- every module but daemon (the tool does not carry the service)
@@ -43,7 +43,7 @@ ALLOWED = {
     "netclient": {"core", "net", "scitags"},
     "collector": {"core", "scitags"},
     "observe": {"core"},
-    "capture": {"core", "observe"},
+    "capture": {"core", "net", "observe"},
     "bpf": {"core"},
     "daemon": {"core", "net", "mcast", "scitags", "netclient", "observe", "capture", "bpf",
                "collector"},

@@ -78,8 +78,11 @@ Command add_observe_command(CLI::App& parent) {
   sub->add_option("--ipfix", a->ipfix,
                   "also write the records as IPFIX (RFC 7011 messages, RFC 5103 biflows) to FILE "
                   "('-': standard output) or send them to udp://HOST:PORT (templates refreshed "
-                  "every 100 messages and 60 s); without --format, IPFIX only")
-      ->type_name("FILE|udp://HOST:PORT");
+                  "every 100 messages and 60 s) or tcp://HOST:PORT (one stream; a collector "
+                  "that is down or goes away is connected again with back-off from 0.1 s to "
+                  "30 s, the records buffered meanwhile, templates sent first on each "
+                  "connection); PORT defaults to 4739; without --format, IPFIX only")
+      ->type_name("FILE|udp://HOST:PORT|tcp://HOST:PORT");
   sub->add_flag("--ipfix-uniflow", a->ipfix_uniflow,
                 "IPFIX: two uniflow records per flow (forward, and reverse when it saw packets) "
                 "instead of one biflow record with RFC 5103 reverse elements");
@@ -87,17 +90,29 @@ Command add_observe_command(CLI::App& parent) {
                   "IPFIX: the messages' observation domain id (0)")
       ->type_name("ID");
   sub->add_option("--ipfix-max-message", a->ipfix_max_message,
-                  "IPFIX: largest message in bytes, 512..65535 (65535 for a file, 1400 for UDP)")
+                  "IPFIX: largest message in bytes, 512..65535 (65535 for a file or TCP, 1400 "
+                  "for UDP)")
       ->type_name("BYTES");
   sub->add_option("--ipfix-times", a->ipfix_times,
                   "IPFIX: flow start and end times in ms (flowStart/EndMilliseconds, default) or "
                   "ns (flowStart/EndNanoseconds, NTP format: the capture's nanoseconds exactly)")
       ->type_name("ms|ns");
+  sub->add_option("--ipfix-buffer", a->ipfix_buffer,
+                  "IPFIX over TCP: bytes of messages held while the collector is not connected "
+                  "(67108864 = 64 MiB; one message at least); beyond, whole messages are "
+                  "dropped and their records counted as not delivered")
+      ->type_name("BYTES");
+  sub->add_option("--ipfix-timeout", a->ipfix_timeout,
+                  "IPFIX over TCP: seconds to wait at the end for the collector to take the "
+                  "records buffered (5); what it did not get is reported on standard error "
+                  "(exit code 1)")
+      ->type_name("SECONDS");
   sub->add_flag("--stats", a->stats,
                 "statistics on standard error at the end: packets, drops, flows, records "
                 "(emitted) ...; with several workers the sums, then a line per worker; live "
                 "AF_PACKET captures also the kernel's counters per socket (packets, drops, "
-                "queue freezes)");
+                "queue freezes); with --ipfix: messages, records and bytes sent, TCP "
+                "connections and reconnects, records dropped and not delivered");
   sub->footer(
       "One record per flow on standard output (JSON lines: sip dip proto sp dp first last "
       "pkt_fwd pkt_rev oct_fwd oct_rev ...; sp and dp are null for flows without ports, empty in "

@@ -1,8 +1,6 @@
 #include "flowmark/capture/observe_command.hpp"
 
-#include <netdb.h>
 #include <sched.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,6 +28,7 @@
 #include "flowmark/capture/capture.hpp"
 #include "flowmark/core/exit_code.hpp"
 #include "flowmark/core/json.hpp"
+#include "flowmark/net/ipfix_export.hpp"
 #include "flowmark/observe/chains.hpp"
 #include "flowmark/observe/ipfix.hpp"
 #include "flowmark/observe/observer.hpp"
@@ -63,50 +62,6 @@ std::size_t available_cores() {
   if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
     return static_cast<std::size_t>(CPU_COUNT(&set));
   return std::max(1u, std::thread::hardware_concurrency());
-}
-
-// --ipfix udp://HOST:PORT (HOST a name, an IPv4 address or a bracketed IPv6 address): a
-// connected UDP socket, or an error message.
-std::expected<int, std::string> open_ipfix_udp(std::string_view target) {
-  std::string_view rest = target.substr(6);  // after "udp://"
-  std::string host, port;
-  if (!rest.empty() && rest.front() == '[') {
-    const auto close = rest.find(']');
-    if (close == std::string_view::npos || close + 1 >= rest.size() || rest[close + 1] != ':')
-      return std::unexpected("expected udp://[IPV6]:PORT");
-    host = std::string(rest.substr(1, close - 1));
-    port = std::string(rest.substr(close + 2));
-  } else {
-    const auto colon = rest.rfind(':');
-    if (colon == std::string_view::npos || colon == 0)
-      return std::unexpected("expected udp://HOST:PORT");
-    host = std::string(rest.substr(0, colon));
-    port = std::string(rest.substr(colon + 1));
-  }
-  if (port.empty() || port.find_first_not_of("0123456789") != std::string::npos)
-    return std::unexpected(fmt::format("port '{}': expected a number", port));
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_DGRAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  if (int e = getaddrinfo(host.c_str(), port.c_str(), &hints, &res); e != 0)
-    return std::unexpected(fmt::format("cannot resolve '{}': {}", host, gai_strerror(e)));
-  std::string last = "no address";
-  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
-    const int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) {
-      last = std::strerror(errno);
-      continue;
-    }
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-      freeaddrinfo(res);
-      return fd;
-    }
-    last = std::strerror(errno);
-    close(fd);
-  }
-  freeaddrinfo(res);
-  return std::unexpected(fmt::format("cannot connect a UDP socket: {}", last));
 }
 
 observe::Nanos seconds_to_ns(double s) {
@@ -269,38 +224,37 @@ void install_signal_handlers(std::span<Capture* const> srcs) {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-// --ipfix: the writer and where its messages go (a file, standard output or a UDP socket).
+// --ipfix: the writer and where its messages go (net::IpfixExporter: a file, standard output,
+// a UDP or a TCP collector).
 class IpfixOutput {
  public:
   // Opens the file or the socket; a message and an exit code when it cannot.
   std::optional<int> open(const ObserveOptions& a, const ObserveSetup& setup, std::FILE* out_file) {
     target_ = a.ipfix;
-    const bool udp = a.ipfix.starts_with("udp://");
     // The scitags chain's labels and marking go in the IPv6 templates when it runs.
     const bool scitags =
         std::find(setup.chains.begin(), setup.chains.end(), "scitags") != setup.chains.end();
-    if (udp) {
-      auto fd = open_ipfix_udp(a.ipfix);
-      if (!fd) {
-        fmt::print(stderr, "flowmark: error: --ipfix {}: {}\n", a.ipfix, fd.error());
-        return kExitUsage;
-      }
-      fd_ = *fd;
-    } else if (a.ipfix == "-") {
-      file_ = out_file;
-    } else {
-      owned_.reset(std::fopen(a.ipfix.c_str(), "wb"));
-      if (!owned_) {
-        fmt::print(stderr, "flowmark: error: --ipfix {}: cannot open for writing: {}\n", a.ipfix,
-                   std::strerror(errno));
-        return kExitIoErr;
-      }
-      file_ = owned_.get();
+    stats_ = a.stats;
+    timeout_ = std::chrono::milliseconds(std::llround(a.ipfix_timeout * 1000));
+    auto exporter = net::IpfixExporter::open(
+        a.ipfix, {.buffer_bytes = a.ipfix_buffer,
+                  // A capture read faster than a connected collector takes the records waits
+                  // for it rather than dropping them.
+                  .wait_for_room = true,
+                  .standard_output = out_file,
+                  .log = [](std::string_view m) {
+                    fmt::print(stderr, "flowmark observe: --ipfix {}\n", m);
+                  }});
+    if (!exporter) {
+      fmt::print(stderr, "flowmark: error: --ipfix {}: {}\n", a.ipfix, exporter.error().message());
+      return exporter.error().code() == Errc::kInvalidArgument ? kExitUsage : kExitIoErr;
     }
+    exporter_ = std::move(*exporter);
+    const bool udp = exporter_->kind() == net::IpfixExporter::Kind::kUdp;
     writer_.emplace(
         observe::IpfixOptions{.observation_domain = a.observation_domain,
                               // UDP: a message in one datagram under a 1500-byte MTU (IPv6
-                              // and UDP headers taken off); a file: the largest message.
+                              // and UDP headers taken off); a file or TCP: the largest message.
                               .max_message_size = a.ipfix_max_message != 0 ? a.ipfix_max_message
                                                   : udp                    ? 1400
                                                                            : 65535,
@@ -312,18 +266,11 @@ class IpfixOutput {
                               .template_refresh_seconds = udp ? 60u : 0u,
                               .now = {}},
         [this](std::span<const std::uint8_t> m) {
-          if (fd_ >= 0) {
-            // A collector that is not listening (ICMP port unreachable) or a full socket
-            // buffer loses this message only: counted, reported at the end.
-            if (send(fd_, m.data(), m.size(), 0) != static_cast<ssize_t>(m.size())) ++send_errors_;
-            return;
-          }
-          if (std::fwrite(m.data(), 1, m.size(), file_) != m.size()) write_failed_ = true;
+          exporter_->send(m, writer_->records_in_message());
         });
+    // Sent first on every TCP connection: a collector reached late, or again, learns them.
+    exporter_->set_templates(writer_->templates_message());
     return std::nullopt;
-  }
-  ~IpfixOutput() {
-    if (fd_ >= 0) close(fd_);
   }
 
   // A record of `obs` (from its sink), with the scitags chain's labels and marking when it
@@ -344,28 +291,45 @@ class IpfixOutput {
     writer_->add(r, x);
   }
 
-  // The last message out, the file closed; a failed write makes rc kExitIoErr.
+  // The last message out (TCP: up to --ipfix-timeout for the collector to take the buffer),
+  // the file closed. A failed write makes rc kExitIoErr; records a TCP collector did not get,
+  // kExitNothing.
   void finish(int& rc) {
     writer_->flush();
-    if (file_ != nullptr && std::fflush(file_) != 0) write_failed_ = true;
-    if (send_errors_ != 0)
+    const auto end = exporter_->finish(timeout_);
+    const net::IpfixExportStats& s = end.stats;
+    const auto kind = exporter_->kind();
+    if (kind == net::IpfixExporter::Kind::kUdp && s.messages_dropped != 0)
       fmt::print(stderr, "flowmark observe: --ipfix {}: {} of {} messages not sent\n", target_,
-                 send_errors_, writer_->messages_written());
-    if (owned_ && std::fclose(owned_.release()) != 0) write_failed_ = true;
-    if (write_failed_) {
-      fmt::print(stderr, "flowmark: error: --ipfix {}: write failed: {}\n", target_,
-                 std::strerror(errno));
-      if (rc == kExitOk) rc = kExitIoErr;
+                 s.messages_dropped, writer_->messages_written());
+    if (kind == net::IpfixExporter::Kind::kTcp) {
+      const std::uint64_t lost = s.records_dropped + end.not_delivered;
+      if (lost != 0) {
+        fmt::print(stderr,
+                   "flowmark observe: --ipfix {}: {} records not delivered ({} dropped with the "
+                   "buffer full, {} still buffered after {:g} s)\n",
+                   target_, lost, s.records_dropped, end.not_delivered,
+                   static_cast<double>(timeout_.count()) / 1000);
+        if (rc == kExitOk) rc = kExitNothing;
+      }
+    }
+    if (stats_)
+      fmt::print(stderr,
+                 "flowmark observe: --ipfix {}: messages {}, records {}, bytes {}, connections {}, "
+                 "reconnects {}, records dropped {}, not delivered {}\n",
+                 target_, s.messages, s.records, s.bytes, s.connections, s.reconnects,
+                 s.records_dropped, end.not_delivered);
+    if (end.error) {
+      fmt::print(stderr, "flowmark: error: --ipfix {}: {}\n", target_, end.error->message());
+      if (rc == kExitOk || rc == kExitNothing) rc = kExitIoErr;
     }
   }
 
  private:
   std::string target_;
-  std::FILE* file_ = nullptr;
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> owned_{nullptr, &std::fclose};
-  int fd_ = -1;
-  std::uint64_t send_errors_ = 0;
-  bool write_failed_ = false;
+  bool stats_ = false;
+  std::chrono::milliseconds timeout_{5000};
+  std::unique_ptr<net::IpfixExporter> exporter_;
   std::optional<observe::IpfixWriter> writer_;
 };
 
@@ -751,6 +715,11 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
     fmt::print(stderr, "flowmark: error: --ipfix-times {}: expected ms or ns\n", a.ipfix_times);
     return kExitUsage;
   }
+  if (ipfix && (!(a.ipfix_timeout >= 0) || a.ipfix_timeout > 86400)) {
+    fmt::print(stderr, "flowmark: error: --ipfix-timeout {}: expected 0..86400 seconds\n",
+               a.ipfix_timeout);
+    return kExitUsage;
+  }
   // With --ipfix, text records are written only when a format is asked for explicitly.
   const bool text_records = !summary && !(ipfix && a.format.empty());
   const std::string format = a.format.empty() ? (summary ? "text" : "jsonl") : a.format;
@@ -859,6 +828,7 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
 std::string observe_exit_help() {
   return exit_code_help({
       {kExitOk},
+      {kExitNothing, "--ipfix tcp://: records not delivered to the collector"},
       {kExitUsage},
       {kExitDataErr, "a corrupt capture (the flows decoded so far are still emitted)"},
       {kExitNoInput, "the capture file cannot be opened"},

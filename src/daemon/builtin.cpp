@@ -6,6 +6,7 @@
 
 #include "daemon/backends/dashboard/dashboard_backend.hpp"
 #include "daemon/backends/firefly/firefly_backend.hpp"
+#include "daemon/backends/ipfix/ipfix_backend.hpp"
 #ifdef FLOWMARK_HAVE_BPF
 #include "daemon/backends/flowlabel/flowlabel_backend.hpp"
 #endif
@@ -43,6 +44,7 @@ void register_builtin(SourceFactories& sources, BackendFactories& backends) {
   must(register_firefly_backend(backends, reader));
   must(register_prometheus_backend(backends, reader));
   must(register_records_backend(backends));
+  must(register_ipfix_backend(backends));
   must(register_dashboard_backend(backends));
 #ifdef FLOWMARK_HAVE_KAFKA
   must(register_kafka_backend(backends));

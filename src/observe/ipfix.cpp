@@ -166,6 +166,33 @@ void IpfixWriter::write_templates() {
   templates_time_ = options_.now();
 }
 
+std::vector<std::uint8_t> IpfixWriter::templates_message() {
+  // Built in buf_ (put() and write_templates() write there), the message being built kept
+  // aside, and the template refresh state left as it was.
+  std::vector<std::uint8_t> building;
+  building.swap(buf_);
+  const bool sent = templates_sent_;
+  const std::uint64_t sent_message = templates_message_;
+  const std::uint32_t sent_time = templates_time_;
+  put<std::uint16_t>(10);
+  put<std::uint16_t>(0);
+  put<std::uint32_t>(0);
+  put<std::uint32_t>(sequence_);
+  put<std::uint32_t>(options_.observation_domain);
+  write_templates();
+  const std::uint32_t now = options_.now();
+  buf_[2] = static_cast<std::uint8_t>(buf_.size() >> 8);
+  buf_[3] = static_cast<std::uint8_t>(buf_.size());
+  for (int i = 0; i < 4; ++i) buf_[4 + i] = static_cast<std::uint8_t>(now >> (24 - 8 * i));
+  templates_sent_ = sent;
+  templates_message_ = sent_message;
+  templates_time_ = sent_time;
+  std::vector<std::uint8_t> out;
+  out.swap(buf_);
+  buf_.swap(building);
+  return out;
+}
+
 void IpfixWriter::flush() {
   if (buf_.size() <= kHeaderSize) return;
   end_set();

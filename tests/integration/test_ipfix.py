@@ -25,6 +25,11 @@ One run writes both the IPFIX file and the JSON records (`--format jsonl` alongs
   the Scitags experiment and activity of a flow-label-marked flow as CESNET's elements
   8057/1200 and 8057/1201 (packaging/ipfix/ gives python3-ipfix and ipfixDump their
   definitions), equal to the JSON record's.
+- --ipfix tcp://: a TCP collector here (a socket server keeping each connection's bytes: a
+  TCP stream has the byte format of a file) gets the file export's records, read by
+  ipfixDump and python3-ipfix; a collector started only after the export began still gets
+  every record, templates first; a collector never up: the records not delivered are told,
+  exit code 1, within --ipfix-timeout.
 Loopback only, no root. Needs /usr/bin/python3 with python3-scapy and python3-ipfix,
 ipfixDump, nfcapd and nfdump: scripts/install-deps.sh installs them; missing, the test fails (it does not skip).
 """
@@ -43,6 +48,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -269,6 +275,56 @@ def udp_rx_queue(port):
             if fields[1] == f"0100007F:{port:04X}":
                 return int(fields[4].split(":")[1], 16)
     return None
+
+
+class TcpCollector:
+    """A TCP collector on 127.0.0.1: accepts connections, keeps each one's bytes (a
+    session) until the peer closes it."""
+
+    def __init__(self, port=0):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.sessions, self.closed = [], []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.sessions.append(b"")
+                self.closed.append(False)
+                i = len(self.sessions) - 1
+            threading.Thread(target=self._read, args=(conn, i), daemon=True).start()
+
+    def _read(self, conn, i):
+        with conn:
+            while True:
+                data = conn.recv(65536)
+                with self.lock:
+                    if not data:
+                        self.closed[i] = True
+                        return
+                    self.sessions[i] += data
+
+    def wait_closed(self, n=1, timeout=20):
+        return wait_for(lambda: len(self.closed) >= n and all(self.closed[:n]), timeout)
+
+    def close(self):
+        self.sock.close()
+
+
+def free_tcp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def key(sip, dip, sp, dp, proto):
@@ -664,6 +720,84 @@ class IpfixTest(unittest.TestCase):
             run("-r", self.pcap, "--ipfix", path, "--workers", n)
             self.assertEqual(records(path), one, f"--workers {n}")
 
+    def records_multiset(self, path):
+        return collections.Counter(
+            tuple(sorted((k, str(v)) for k, v in r.items())) for r in self.read_records(path))
+
+    def test_tcp_collector_gets_the_file_export(self):
+        """tcp://: one connection; its bytes read by ipfixDump (no warning) and python3-ipfix
+        give the records of the file export; --stats tells the connection."""
+        c = TcpCollector()
+        try:
+            r = run("-r", self.pcap, "--ipfix", f"tcp://127.0.0.1:{c.port}", "--stats",
+                    "--observation-domain", "4242")
+            self.assertTrue(c.wait_closed(1), "the export did not close its connection")
+        finally:
+            c.close()
+        self.assertEqual(len(c.sessions), 1)
+        path = os.path.join(self.dir, "tcp.ipfix")
+        with open(path, "wb") as f:
+            f.write(c.sessions[0])
+        self.assertEqual(self.records_multiset(path), self.records_multiset(self.ipfix))
+        d = subprocess.run(["ipfixDump", "-i", path], capture_output=True, timeout=60)
+        self.assertEqual((d.returncode, d.stderr), (0, b""))
+        self.assertNotIn("warning", d.stdout.decode().lower())
+        self.assertIn(f"{len(self.json)} Data Records", d.stdout.decode())
+        err = r.stderr.decode()
+        self.assertIn(f"records {len(self.json)},", err)
+        self.assertIn("connections 1, reconnects 0, records dropped 0, not delivered 0", err)
+        # The templates-only message first, then the file's messages.
+        msgs = messages(c.sessions[0])
+        self.assertEqual(msgs[0][5], 0)
+        self.assertEqual(sum(m[5] for m in msgs), len(self.json))
+
+    def test_tcp_collector_started_late(self):
+        """The collector starts after the export told it could not connect: the records
+        waited in the buffer and arrive, templates first; exit 0."""
+        port = free_tcp_port()
+        p = subprocess.Popen([FLOWMARK, "observe", "-r", self.pcap, "--ipfix",
+                              f"tcp://127.0.0.1:{port}", "--ipfix-timeout", "30", "--stats"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            first = p.stderr.readline().decode()
+            self.assertIn("cannot connect", first)
+            self.assertIn("trying again", first)
+            c = TcpCollector(port)
+            try:
+                out, err = p.communicate(timeout=60)
+                self.assertTrue(c.wait_closed(1))
+            finally:
+                c.close()
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.assertEqual(p.returncode, 0, err)
+        path = os.path.join(self.dir, "late.ipfix")
+        with open(path, "wb") as f:
+            f.write(c.sessions[0])
+        self.assertEqual(len(self.read_records(path)), len(self.json))
+        msgs = messages(c.sessions[0])
+        self.assertEqual(msgs[0][5], 0, "a templates-only message first")
+        self.assertIn("connections 1, reconnects 0", err.decode())
+
+    def test_tcp_collector_never_up(self):
+        """No collector, a small buffer: the messages beyond it are dropped, the rest not
+        delivered after --ipfix-timeout; told on standard error, exit code 1, no hang."""
+        port = free_tcp_port()
+        t0 = time.monotonic()
+        r = run("-r", self.pcap, "--ipfix", f"tcp://127.0.0.1:{port}", "--ipfix-max-message",
+                "512", "--ipfix-buffer", "600", "--ipfix-timeout", "0.5", check=False)
+        took = time.monotonic() - t0
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertLess(took, 10)
+        m = re.search(rb"(\d+) records not delivered \((\d+) dropped with the buffer full, "
+                      rb"(\d+) still buffered", r.stderr)
+        self.assertIsNotNone(m, r.stderr)
+        self.assertEqual(int(m.group(1)), len(self.json))
+        self.assertGreater(int(m.group(2)), 0)
+        self.assertEqual(int(m.group(2)) + int(m.group(3)), len(self.json))
+
     def test_errors(self):
         r = run("-r", self.pcap, "--ipfix", os.path.join(self.dir, "no", "such", "dir"),
                 check=False)
@@ -672,6 +806,13 @@ class IpfixTest(unittest.TestCase):
         r = run("-r", self.pcap, "--ipfix", "-", "--format", "jsonl", check=False)
         self.assertEqual(r.returncode, 2)
         r = run("-r", self.pcap, "--ipfix", "x", "--ipfix-max-message", "100", check=False)
+        self.assertEqual(r.returncode, 2)
+        for target in ("tcp://", "tcp://127.0.0.1:70000", "tpc://127.0.0.1:4739"):
+            r = run("-r", self.pcap, "--ipfix", target, check=False)
+            self.assertEqual(r.returncode, 2, (target, r.stderr))
+            self.assertIn(f"--ipfix {target}: expected".encode(), r.stderr)
+        r = run("-r", self.pcap, "--ipfix", "tcp://127.0.0.1:1", "--ipfix-timeout", "-1",
+                check=False)
         self.assertEqual(r.returncode, 2)
 
 

@@ -44,15 +44,21 @@ struct ObserveOptions {
   std::string chains = std::string(observe::kDefaultChains);  // --chains: names, or all
   // --ipfix FILE: the records also (or, without an explicit format, only) as IPFIX messages
   // (RFC 5655 file: a sequence of RFC 7011 messages; "-": standard output; udp://HOST:PORT:
-  // one message a datagram, templates refreshed every 100 messages and 60 seconds).
+  // one message a datagram, templates refreshed every 100 messages and 60 seconds;
+  // tcp://HOST:PORT: one stream, the collector connected again with back-off when down).
   std::string ipfix;
   bool ipfix_uniflow = false;               // two uniflow records per flow, no RFC 5103 elements
   std::uint32_t observation_domain = 0;     // the messages' observation domain id
-  // Bytes per message, 512 .. 65535; 0: 65535 for a file, 1400 for UDP.
+  // Bytes per message, 512 .. 65535; 0: 65535 for a file or TCP, 1400 for UDP.
   std::size_t ipfix_max_message = 0;
   // Flow start and end times: "ms" (flowStart/EndMilliseconds) or "ns" (flowStart/
   // EndNanoseconds, NTP format).
   std::string ipfix_times = "ms";
+  // tcp://HOST:PORT: bytes of messages held while the collector is not connected (beyond,
+  // messages are dropped, their records counted), and seconds waited at the end for the
+  // collector to take them.
+  std::size_t ipfix_buffer = std::size_t{64} << 20;
+  double ipfix_timeout = 5;
   std::string summary;  // "" (one record per flow) or "scitags" (a table per experiment)
   // Names of experiments and activities, for the scitags chain and the summary: the app loads
   // the registry (this module does not depend on flowmark::scitags); called once, when needed.

@@ -99,6 +99,12 @@ class IpfixWriter {
   std::uint64_t records_written() const noexcept { return records_; }  // data records
   std::uint64_t messages_written() const noexcept { return messages_; }
   std::uint32_t sequence() const noexcept { return sequence_; }
+  // The data records of the message being handed to the sink (during the sink's call).
+  std::uint32_t records_in_message() const noexcept { return records_in_message_; }
+  // A message holding the templates alone (the sequence number and export time of now): a
+  // transport sends it first on every new session — a TCP connection, a reopened file — so
+  // that the collector can read the messages that follow, built before the session began.
+  std::vector<std::uint8_t> templates_message();
 
  private:
   void add_one(const FlowRecord& r, const IpfixExtras& x, bool reverse_side);
