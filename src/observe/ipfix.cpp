@@ -57,7 +57,7 @@ std::vector<Field> template_fields(bool v6, const IpfixOptions& o) {
     f.push_back({kFlowLabelIPv6, 4});
     if (!uniflow) f.push_back({kFlowLabelIPv6, 4, kRev});
   }
-  if (v6 && o.scitags) {
+  if (o.scitags && (v6 || o.scitags_ipv4)) {
     f.push_back({kIpfixScitagExperimentId, 2, kIpfixCesnetPen});
     f.push_back({kIpfixScitagExperimentAct, 1, kIpfixCesnetPen});
   }
@@ -276,7 +276,7 @@ void IpfixWriter::add_one(const FlowRecord& r, const IpfixExtras& x, bool revers
     store(reverse_side ? x.flow_label_rev : x.flow_label_fwd);
     if (!options_.uniflow) store(x.flow_label_rev);
   }
-  if (v6 && options_.scitags) {
+  if (options_.scitags && (v6 || options_.scitags_ipv4)) {
     store(x.scitags_experiment);
     store(x.scitags_activity);
   }

@@ -111,7 +111,9 @@ def utc_ms(t):
 
 
 def ipfixdump(path, n):
-    r = subprocess.run(["ipfixDump", "-i", path], capture_output=True, timeout=60)
+    xml = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "packaging",
+                       "ipfix", "cesnet-scitags.xml")
+    r = subprocess.run(["ipfixDump", "-e", xml, "-i", path], capture_output=True, timeout=60)
     out = r.stdout.decode()
     check(r.returncode == 0 and r.stderr == b"", f"ipfixDump {path}: {r.returncode} {r.stderr}")
     check("warning" not in out.lower() and "error" not in out.lower(),
@@ -179,12 +181,12 @@ target = "tcp://127.0.0.1:{collector.port}"
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sent = {}
 
-        def send(state, afi, src, dst, sport, start, end=None, usage=None):
+        def send(state, afi, src, dst, sport, start, end=None, usage=None, tag=(2, 1)):
             d = {"version": 1,
                  "flow-lifecycle": {"state": state, "start-time": iso(start)},
                  "flow-id": {"afi": afi, "src-ip": src, "dst-ip": dst, "protocol": "tcp",
                              "src-port": sport, "dst-port": 443},
-                 "context": {"experiment-id": 2, "activity-id": 1}}
+                 "context": {"experiment-id": tag[0], "activity-id": tag[1]}}
             if end is not None:
                 d["flow-lifecycle"]["end-time"] = iso(end)
             if usage is not None:
@@ -196,11 +198,12 @@ target = "tcp://127.0.0.1:{collector.port}"
             v6 = i % 2 == 1
             src, dst = ("2001:db8::1", "2001:db8::99") if v6 else ("192.0.2.1", "198.51.100.7")
             flows.append(("ipv6" if v6 else "ipv4", src, dst, 20000 + i, T0 + i * 10,
-                          T0 + i * 10 + 1 + i % 7, (1000 * i + 17, 37 * i)))
-        for afi, src, dst, sport, start, end, usage in flows:
-            send("start", afi, src, dst, sport, start)
-            send("end", afi, src, dst, sport, start, end, usage)
-            sent[(src, dst, sport)] = (start * 1000, end * 1000, usage)
+                          T0 + i * 10 + 1 + i % 7, (1000 * i + 17, 37 * i),
+                          (2 + i % 5, 1 + i % 3)))
+        for afi, src, dst, sport, start, end, usage, tag in flows:
+            send("start", afi, src, dst, sport, start, tag=tag)
+            send("end", afi, src, dst, sport, start, end, usage, tag=tag)
+            sent[(src, dst, sport)] = (start * 1000, end * 1000, usage, tag)
         # A flow that starts and does not end before the stop: ended by the shutdown, so
         # exported too (with no usage: octets 0).
         send("start", "ipv4", "192.0.2.9", "198.51.100.9", 30000, T0)
@@ -234,7 +237,7 @@ target = "tcp://127.0.0.1:{collector.port}"
             got = counters.get(f"flowmark_ipfix_records_total{{backend={backend},"
                                f"outcome=exported}}", 0)
             check(got == n, f"{backend}: records exported {got}, want {n}")
-        n_uni = sum(1 + (u[1] > 0) for _, _, u in sent.values()) + 1
+        n_uni = sum(1 + (u[1] > 0) for _, _, u, _ in sent.values()) + 1
         check(counters.get("flowmark_ipfix_records_total{backend=uni,outcome=exported}", 0)
               == n_uni, "uni: a forward record per flow, a reverse one when it received")
 
@@ -254,14 +257,16 @@ target = "tcp://127.0.0.1:{collector.port}"
             ipfixdump(path, n)
             got = by_flow(recs)
             check(len(got) == n, f"{path}: {len(got)} flows, want {n}")
-            for k, (start, end, usage) in sent.items():
+            for k, (start, end, usage, tag) in sent.items():
                 r = got.get(k)
                 if not check(r is not None, f"{path}: no record for {k}"):
                     continue
-                want = (443, 6, start, end, usage[0], usage[1])
+                # The experiment and activity as CESNET's Scitags elements, IPv4 and IPv6.
+                want = (443, 6, start, end, usage[0], usage[1], tag[0], tag[1])
                 have = (r["destinationTransportPort"], r["protocolIdentifier"],
                         utc_ms(r["flowStartMilliseconds"]), utc_ms(r["flowEndMilliseconds"]),
-                        r["octetDeltaCount"], r["reverseOctetDeltaCount"])
+                        r["octetDeltaCount"], r["reverseOctetDeltaCount"],
+                        r.get("scitagExperimentID"), r.get("scitagExperimentAct"))
                 check(have == want, f"{path} {k}: {have} != {want}")
             r = got.get(("192.0.2.9", "198.51.100.9", 30000))
             check(r is not None and r["octetDeltaCount"] == 0, f"{path}: the shutdown's flow")
@@ -274,7 +279,7 @@ target = "tcp://127.0.0.1:{collector.port}"
         check(not any(n.startswith("reverse") for r in uni for n in r), "uniflow: no reverse")
         pairs = collections.Counter((str(r.get("sourceIPv4Address", r.get("sourceIPv6Address"))),
                                      r["octetDeltaCount"]) for r in uni)
-        for (src, dst, sport), (_, _, usage) in sent.items():
+        for (src, dst, sport), (_, _, usage, _) in sent.items():
             check(pairs[(src, usage[0])] >= 1 and (usage[1] == 0 or pairs[(dst, usage[1])] >= 1),
                   f"uniflow: both directions of {src} {sport}")
     finally:
@@ -290,6 +295,8 @@ def main():
         return 2
     ipfix.ie.use_iana_default()
     ipfix.ie.use_5103_default()
+    ipfix.ie.use_specfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                       "packaging", "ipfix", "cesnet-scitags.iespec"))
     started = time.monotonic()
     try:
         run(os.path.abspath(sys.argv[1]))

@@ -50,6 +50,9 @@ struct IpfixOptions {
   // elements (PEN 8057: scitagExperimentID 1200, scitagExperimentAct 1201), from IpfixExtras
   // (both 0: not marked).
   bool scitags = false;
+  // With scitags: IPv4 templates carry them too (flowmarkd's events are tagged by fireflies
+  // and rules for IPv4 flows as well; the observer reads marks from IPv6 packets only).
+  bool scitags_ipv4 = false;
   // flowStartNanoseconds / flowEndNanoseconds (156/157, NTP format) instead of
   // flowStartMilliseconds / flowEndMilliseconds (152/153).
   bool nanoseconds = false;

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <optional>
@@ -78,14 +79,15 @@ class IpfixBackend final : public Backend {
           fmt::format("[backend.{}] target: {}: {}", name_, o_.target, exporter.error().message()));
     exporter_ = std::move(*exporter);
     const bool udp = exporter_->kind() == net::IpfixExporter::Kind::kUdp;
-    // TODO(scitags elements): set .scitags and fill IpfixExtras with the event's experiment
-    // and activity once the writer carries CESNET's Scitags elements.
+    // The event's experiment and activity as CESNET's Scitags elements, IPv4 and IPv6 alike.
     writer_.emplace(observe::IpfixOptions{.observation_domain = o_.observation_domain,
                                           .max_message_size = o_.max_message != 0 ? o_.max_message
                                                               : udp               ? 1400
                                                                                   : 65535,
                                           .uniflow = o_.uniflow,
                                           .flow_label = false,
+                                          .scitags = true,
+                                          .scitags_ipv4 = true,
                                           .template_refresh_messages = udp ? 100u : 0u,
                                           .template_refresh_seconds =
                                               o_.template_refresh_seconds.value_or(udp ? 60u : 0u),
@@ -102,7 +104,10 @@ class IpfixBackend final : public Backend {
     if (e.state != scitags::FlowState::kEnd || !writer_) return;
     if (e.src.address.family() != e.dst.address.family()) return;
     const observe::FlowRecord r = record_of(e);
-    writer_->add(r);
+    const observe::IpfixExtras x{
+        .scitags_experiment = static_cast<std::uint16_t>(std::min<std::uint32_t>(e.experiment, 0xFFFF)),
+        .scitags_activity = static_cast<std::uint8_t>(std::min<std::uint32_t>(e.activity, 0xFF))};
+    writer_->add(r, x);
     // Uniflow: the writer makes a reverse record from packet counts, which events lack; the
     // reverse direction is written here as a flow of its own when it carried octets.
     if (o_.uniflow && r.oct_rev != 0) {
@@ -111,7 +116,7 @@ class IpfixBackend final : public Backend {
       std::swap(back.sp, back.dp);
       back.oct_fwd = r.oct_rev;
       back.oct_rev = 0;
-      writer_->add(back);
+      writer_->add(back, x);
     }
   }
 
