@@ -26,9 +26,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
+from ipfix_tcp_collector import TcpCollector
 import ipfix.ie
 import ipfix.reader
 
@@ -62,41 +62,6 @@ def free_port(kind=socket.SOCK_STREAM):
 
 def iso(t):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-class TcpCollector:
-    """Accepts connections on 127.0.0.1 and keeps each one's bytes."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.port = self.sock.getsockname()[1]
-        self.sessions, self.closed = [], []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.sessions.append(b"")
-                self.closed.append(False)
-                i = len(self.sessions) - 1
-            threading.Thread(target=self._read, args=(conn, i), daemon=True).start()
-
-    def _read(self, conn, i):
-        with conn:
-            while True:
-                data = conn.recv(65536)
-                with self.lock:
-                    if not data:
-                        self.closed[i] = True
-                        return
-                    self.sessions[i] += data
 
 
 def read_records(data):

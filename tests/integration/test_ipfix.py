@@ -48,7 +48,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 
@@ -65,6 +64,7 @@ from scapy.all import (ICMP, IP, TCP, UDP, Dot1Q, Ether, ICMPv6EchoReply,  # noq
                        ICMPv6EchoRequest, IPv6, Raw, wrpcap)
 import ipfix.ie  # noqa: E402
 import ipfix.reader  # noqa: E402
+from ipfix_tcp_collector import TcpCollector  # noqa: E402
 
 T0 = 1_700_000_000.0
 
@@ -279,50 +279,6 @@ def udp_rx_queue(port):
             if fields[1] == f"0100007F:{port:04X}":
                 return int(fields[4].split(":")[1], 16)
     return None
-
-
-class TcpCollector:
-    """A TCP collector on 127.0.0.1: accepts connections, keeps each one's bytes (a
-    session) until the peer closes it."""
-
-    def __init__(self, port=0):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(4)
-        self.port = self.sock.getsockname()[1]
-        self.sessions, self.closed = [], []
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.sessions.append(b"")
-                self.closed.append(False)
-                i = len(self.sessions) - 1
-            threading.Thread(target=self._read, args=(conn, i), daemon=True).start()
-
-    def _read(self, conn, i):
-        with conn:
-            while True:
-                data = conn.recv(65536)
-                with self.lock:
-                    if not data:
-                        self.closed[i] = True
-                        return
-                    self.sessions[i] += data
-
-    def wait_closed(self, n=1, timeout=20):
-        return wait_for(lambda: len(self.closed) >= n and all(self.closed[:n]), timeout)
-
-    def close(self):
-        self.sock.close()
 
 
 def free_tcp_port():
