@@ -296,8 +296,8 @@ struct Observer::Impl {
                std::all_of(chains.begin(), chains.end(), [](const auto& c) { return c->quick(); });
     quick_facts = std::any_of(chain_quick.begin(), chain_quick.end(),
                               [](const Hooked& h) { return h.chain->quick_facts(); });
-    syn_full_path = std::any_of(chains.begin(), chains.end(),
-                                [](const auto& c) { return !c->quick_syn(); });
+    syn_full_path =
+        std::any_of(chains.begin(), chains.end(), [](const auto& c) { return !c->quick_syn(); });
     batch_completes = std::any_of(chain_quick.begin(), chain_quick.end(),
                                   [](const Hooked& h) { return h.chain->quick_completes(); });
   }

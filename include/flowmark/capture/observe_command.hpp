@@ -30,7 +30,7 @@ struct ObserveOptions {
   double idle_timeout = 30;          // seconds without a packet before a flow ends (> 0)
   double active_timeout = 1800;      // seconds after which long flows are split (0: never)
   double expiry_delay = 5;           // seconds between a flow's completion and its record
-  std::size_t max_flows = 1 << 20;  // per worker
+  std::size_t max_flows = 1 << 20;   // per worker
   // Threads observing, each with its own flow table: a capture file is read by one thread
   // that hands each flow's frames to one of them (observe_workers.hpp); a live interface
   // (--capture afpacket) gets one AF_PACKET socket per worker in a fanout group. 0: the
@@ -47,8 +47,8 @@ struct ObserveOptions {
   // one message a datagram, templates refreshed every 100 messages and 60 seconds;
   // tcp://HOST:PORT: one stream, the collector connected again with back-off when down).
   std::string ipfix;
-  bool ipfix_uniflow = false;               // two uniflow records per flow, no RFC 5103 elements
-  std::uint32_t observation_domain = 0;     // the messages' observation domain id
+  bool ipfix_uniflow = false;            // two uniflow records per flow, no RFC 5103 elements
+  std::uint32_t observation_domain = 0;  // the messages' observation domain id
   // Bytes per message, 512 .. 65535; 0: 65535 for a file or TCP, 1400 for UDP.
   std::size_t ipfix_max_message = 0;
   // Flow start and end times: "ms" (flowStart/EndMilliseconds) or "ns" (flowStart/

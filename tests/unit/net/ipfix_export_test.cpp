@@ -422,7 +422,7 @@ TEST(IpfixExportTcp, ConnectionDroppedMidStreamNextSessionReadsOnItsOwn) {
   auto tcp = IpfixExporter::open(fmt::format("tcp://127.0.0.1:{}", collector.port()), o);
   ASSERT_TRUE(tcp) << tcp.error().message();
   Feed feed(**tcp);
-  feed.add(0, 3000);  // ~200 kB: the collector goes away after 30 kB
+  feed.add(0, 3000);                           // ~200 kB: the collector goes away after 30 kB
   ASSERT_TRUE(log.wait_for("connection to"));  // "... lost: ..." or "... closed by ..."
   feed.add(3000, 3500);                        // after the loss was noticed
   const auto end = (*tcp)->finish(5s);

@@ -10,8 +10,8 @@
 #include <random>
 #include <vector>
 
-#include "flowmark/observe/ipfix.hpp"
 #include "../testing/ipfix_fixbuf_reader.hpp"
+#include "flowmark/observe/ipfix.hpp"
 
 namespace flowmark::observe {
 namespace {

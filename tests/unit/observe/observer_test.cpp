@@ -13,10 +13,10 @@
 #include <tuple>
 #include <vector>
 
+#include "../testing/bytes.hpp"
 #include "flowmark/observe/chains.hpp"
 #include "flowmark/observe/observer.hpp"
 #include "flowmark/observe/record_format.hpp"
-#include "../testing/bytes.hpp"
 
 namespace flowmark::observe {
 namespace {

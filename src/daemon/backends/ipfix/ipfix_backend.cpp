@@ -105,7 +105,8 @@ class IpfixBackend final : public Backend {
     if (e.src.address.family() != e.dst.address.family()) return;
     const observe::FlowRecord r = record_of(e);
     const observe::IpfixExtras x{
-        .scitags_experiment = static_cast<std::uint16_t>(std::min<std::uint32_t>(e.experiment, 0xFFFF)),
+        .scitags_experiment =
+            static_cast<std::uint16_t>(std::min<std::uint32_t>(e.experiment, 0xFFFF)),
         .scitags_activity = static_cast<std::uint8_t>(std::min<std::uint32_t>(e.activity, 0xFF))};
     writer_->add(r, x);
     // Uniflow: the writer makes a reverse record from packet counts, which events lack; the
