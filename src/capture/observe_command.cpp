@@ -291,6 +291,10 @@ class IpfixOutput {
     writer_->add(r, x);
   }
 
+  // The message being built goes out now (a live capture: at least once a second, so that a
+  // collector sees records as flows end, not when a message is full).
+  void flush() { writer_->flush(); }
+
   // The last message out (TCP: up to --ipfix-timeout for the collector to take the buffer),
   // the file closed. A failed write makes rc kExitIoErr; records a TCP collector did not get,
   // kExitNothing.
@@ -427,7 +431,9 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
   auto& src = setup.capture;
   const bool csv = format == "csv";
   const std::size_t n = setup.workers;
-  const bool live_sockets = !setup.sockets.empty();
+  // A live interface: one socket a worker (one worker too: this loop moves an idle socket's
+  // clock and writes the records at least once a second).
+  const bool live_sockets = !setup.sockets.empty() || !a.iface.empty();
   std::vector<Capture*> caps{src.get()};
   for (auto& c : setup.sockets) caps.push_back(c.get());
   std::mutex out_mu;
@@ -496,7 +502,15 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
   auto result =
       live_sockets
           ? observe_sockets(
-                caps, observers, [&](std::size_t i, bool) { flush(ws[i]); }, feed, fanout_check)
+                caps, observers,
+                [&](std::size_t i, bool) {
+                  flush(ws[i]);
+                  if (ipfix_out) {
+                    std::lock_guard lock(out_mu);
+                    ipfix_out->flush();
+                  }
+                },
+                feed, fanout_check)
           : observe_with_workers(
                 *src, observers, [&](std::size_t i) { flush(ws[i]); }, on_progress, feed);
   if (progress) fmt::print(stderr, "\r{:60}\r", "");
@@ -545,8 +559,14 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
       }
     }
     print_stats(sum, live_sockets ? all_drops : src->drops(), active, ws[0].obs->bytes_per_flow());
-    if (live_sockets) {
+    if (std::any_of(kernel.begin(), kernel.end(), [](const auto& k) { return k.has_value(); }))
       print_kernel_stats(all_kernel);
+    // One worker (a live capture with --workers 1): the lines above are its own.
+    if (n == 1) {
+      if (g_signal.load() != 0 && rc == kExitOk) rc = exit_code_for_signal(g_signal.load());
+      return rc;
+    }
+    if (live_sockets) {
       fmt::print(stderr,
                  "flowmark observe: fanout check: {} TCP handshakes seen on the sockets, {} "
                  "split between two\n",
@@ -749,7 +769,7 @@ int run_observe(const ObserveOptions& a, std::FILE* out_file) {
   }
   IpfixOutput* ipfix_ptr = ipfix_out ? &*ipfix_out : nullptr;
   if (!setup->notice.empty()) fmt::print(stderr, "flowmark observe: {}\n", setup->notice);
-  if (setup->workers > 1)
+  if (setup->workers > 1 || !a.iface.empty())
     return run_workers(a, *setup, format, summary, out_file, ipfix_ptr, text_records);
 
   const bool csv = format == "csv";

@@ -23,7 +23,9 @@ socket and summed); flowmark's own check saw every handshake whole (SYN and SYN-
 socket). Records while capturing: with a 1 s idle timeout, 16 short UDP flows
 then one steady flow (a datagram every 50 ms, on one worker): every short flow's record is
 written before the stop — those on the worker without the steady flow only because an idle
-worker's clock follows the others' (--filter udp keeps other frames from moving it).
+worker's clock follows the others' (--filter udp keeps other frames from moving it); the
+same with one worker, and with one worker and --ipfix FILE (the messages holding the short
+flows' records are in the file before the stop: a live export flushes at least every second).
 `--capture pcap --workers 2` is a usage error. Needs root; skips with the
 reason otherwise.
 """
@@ -31,12 +33,15 @@ reason otherwise.
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import unittest
 from collections import Counter
 
@@ -145,6 +150,59 @@ while time.monotonic() < end:
     s.sendto(b"steady", (server, port))
     time.sleep(0.05)
 """
+
+
+def ipfix_source_ports(path):
+    """sourceTransportPort of every data record in the whole messages of an IPFIX file
+    (RFC 7011: a message's length at bytes 2..4; data sets of templates 256-259, the port at
+    the offset the template gives). A message still being written is left out."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    ports, off, templates = [], 0, {}
+    while off + 16 <= len(data):
+        length = struct.unpack_from("!H", data, off + 2)[0]
+        if length < 16 or off + length > len(data):
+            break
+        p = off + 16
+        while p + 4 <= off + length:
+            sid, slen = struct.unpack_from("!HH", data, p)
+            if slen < 4:
+                break
+            q, end = p + 4, p + slen
+            if sid == 2:
+                while q + 4 <= end:
+                    tid, count = struct.unpack_from("!HH", data, q)
+                    q += 4
+                    at, where, size = 0, None, 0
+                    for _ in range(count):
+                        ie, ln = struct.unpack_from("!HH", data, q)
+                        q += 4
+                        if ie & 0x8000:
+                            q += 4
+                        elif ie == 7:
+                            where = at
+                        at += ln
+                    templates[tid] = (where, at)
+            elif sid >= 256 and sid in templates:
+                where, size = templates[sid]
+                while size and q + size <= end:
+                    if where is not None:
+                        ports.append(struct.unpack_from("!H", data, q + where)[0])
+                    q += size
+            p = end
+        off += length
+    return ports
+
+
+def wait_until(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 def skip_reason():
@@ -336,17 +394,19 @@ class LiveWorkers(NetnsProcesses, unittest.TestCase):
         else:
             self.assertNotIn("worker", err)
 
-    def test_records_while_capturing(self):
+    def records_while_capturing(self, workers, ipfix=None):
         # With a 1 s idle timeout and no expiry delay the short flows end while the capture
         # runs: every worker writes its records then, the idle one too (its clock follows the
-        # busy one's), without waiting for the stop or a full buffer.
+        # busy one's), without waiting for the stop or a full buffer; with --ipfix FILE the
+        # messages holding them are written too (at least once a second).
         short = 16
         ports = {43000 + 37 * i for i in range(short)}
         # --filter udp: nothing else (an IPv6 neighbour or multicast listener message) moves
         # a worker's clock but the short and the steady flows.
-        p = self.spawn(self.a, [FLOWMARK, "observe", "-i", "vethA", "--workers", "2",
+        extra = ["--ipfix", ipfix] if ipfix else []
+        p = self.spawn(self.a, [FLOWMARK, "observe", "-i", "vethA", "--workers", str(workers),
                                 "--idle-timeout", "1", "--expiry-delay", "0", "--filter", "udp",
-                                "--stats"])
+                                "--stats", *extra])
         wait_signals_handled(p.pid, timeout=10)
         server = self.spawn(self.b, [sys.executable, "-c", SERVER, str(PORT)])
         wait_stdout(server, lambda text: "ready" in text, timeout=10, what="echo server")
@@ -363,14 +423,35 @@ class LiveWorkers(NetnsProcesses, unittest.TestCase):
                     if r["proto"] == 17 and r["sp"] in ports:
                         got.add(r["sp"])
             return got == ports
-        wait_stdout(p, short_records, timeout=30, what="the short flows' records, while running")
+        if ipfix:
+            wait_until(lambda: set(ipfix_source_ports(ipfix)) >= ports, timeout=30,
+                       what="the short flows' IPFIX records, while running")
+        else:
+            wait_stdout(p, short_records, timeout=30,
+                        what="the short flows' records, while running")
         traffic.kill()
         p.send_signal(signal.SIGINT)
         rc, out, err = self.finish(p, timeout=30)
         self.assertEqual(rc, 130, err)
-        got = Counter(r["sp"] for r in map(json.loads, out.splitlines())
-                      if r["proto"] == 17 and r["sp"] in ports)
+        if ipfix:
+            got = Counter(sp for sp in ipfix_source_ports(ipfix) if sp in ports)
+        else:
+            got = Counter(r["sp"] for r in map(json.loads, out.splitlines())
+                          if r["proto"] == 17 and r["sp"] in ports)
         self.assertEqual(got, Counter(ports), f"once each; {err}")
+
+    def test_records_while_capturing(self):
+        self.records_while_capturing(2)
+
+    def test_records_while_capturing_one_worker(self):
+        self.records_while_capturing(1)
+
+    def test_ipfix_records_while_capturing(self):
+        tmp = tempfile.mkdtemp(prefix="flowmark-live-ipfix-")
+        try:
+            self.records_while_capturing(1, ipfix=os.path.join(tmp, "live.ipfix"))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def test_pcap_back_end_has_one_worker(self):
         rc, _, err = self.run_cmd(self.a, [FLOWMARK, "observe", "-i", "vethA", "--capture",
