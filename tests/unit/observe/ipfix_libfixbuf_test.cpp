@@ -73,7 +73,9 @@ TEST(IpfixLibfixbuf, RandomRecordsRoundTrip) {
       r.first = static_cast<Nanos>(rng() >> 3);  // 1970 .. 2262
       r.last = r.first + static_cast<Nanos>(rng() >> 30);
       r.pkt_fwd = rng();
-      r.pkt_rev = rng() >> (rng() % 65);
+      // Any width, 0 included (a shift by 64 would be undefined).
+      const unsigned shift = static_cast<unsigned>(rng() % 65);
+      r.pkt_rev = shift == 64 ? 0 : rng() >> shift;
       r.oct_fwd = rng();
       r.oct_rev = rng();
       r.tcp_flags_fwd = static_cast<std::uint8_t>(rng());
