@@ -37,6 +37,16 @@
  *   packets with extension headers.
  * - Headers not in the linear part of the skb are pulled in once (bpf_skb_pull_data) and
  *   the parse is retried; then a packet too short for its headers is a parse error.
+ * - Rules (flowd-go's matchAll / perfSONAR mode, and more): a packet whose flow is not in
+ *   `flows` is looked up by destination address in the LPM trie `rules`; the prefix found
+ *   lists port ranges (its own rules' and those of every shorter prefix covering it,
+ *   folded in by user space), the first range holding the destination port gives the
+ *   experiment and activity bits. No map entry per flow. The 5 entropy bits come from a
+ *   hash of the 5-tuple, not from a random number: every packet of a flow gets the same
+ *   label (a label that changes mid-flow would break ECMP hashing and reordering-free
+ *   delivery), different flows spread. A per-flow entry always wins over a rule.
+ * - flowd-go's strategies: the label (default), or only extension headers (hop-by-hop,
+ *   destination options, or both) with the label left alone (FLOWMARK_EXT_KEEP_LABEL).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -60,6 +70,14 @@ struct {
 } flows SEC(".maps");
 
 struct {
+  __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+  __uint(max_entries, FLOWMARK_RULE_PREFIXES_MAX);
+  __uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+  __type(key, struct flowmark_rule_key);
+  __type(value, struct flowmark_rule_value);
+} rules SEC(".maps");
+
+struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __uint(max_entries, 1);
   __type(key, __u32);
@@ -81,6 +99,7 @@ struct {
 
 enum fm_outcome {
   FM_MARKED,
+  FM_MARKED_RULE,
   FM_NOT_IN_MAP,
   FM_NOT_IPV6,
   FM_PARSE_ERROR,
@@ -102,14 +121,30 @@ struct fm_ext_request {
   __u16 experiment;
   __u8 activity;
   __u8 wanted;     /* the flow asks for the option */
-  __u8 kind;       /* IPPROTO_HOPOPTS (0) or IPPROTO_DSTOPTS (60) */
+  __u8 kind;       /* FLOWMARK_EXT_HOP_BY_HOP, _DEST_OPTIONS or _BOTH */
   __u8 first_next; /* the base header's next header before we insert */
 };
+
+/* 5 entropy bits from a hash of the 5-tuple, in their places in the label (bits 19-18, 8,
+ * 1-0; flowmark/core/flow_label_bits.hpp). */
+static __always_inline __u32 fm_flow_entropy(const struct flowmark_flow_key* key) {
+  const __u32* w = (const __u32*)key;
+  __u32 h = 0x811C9DC5u;
+#pragma unroll
+  for (int i = 0; i < (int)(sizeof(*key) / 4); i++) {
+    h ^= w[i];
+    h *= 0x01000193u;
+    h ^= h >> 15;
+  }
+  __u32 e = h >> 27;
+  return ((e >> 3) & 0x3) << 18 | ((e >> 2) & 0x1) << 8 | (e & 0x3);
+}
 
 static __noinline int fm_mark(struct __sk_buff* skb, struct fm_ext_request* ext_req) {
   void* data = (void*)(long)skb->data;
   void* end = (void*)(long)skb->data_end;
-  struct flowmark_flow_key key = {};
+  /* Aligned: the entropy hash reads it as 32-bit words (stack accesses must be aligned). */
+  struct flowmark_flow_key key __attribute__((aligned(8))) = {};
   __u32 off = 0;
 
   struct ethhdr* eth = data;
@@ -164,50 +199,64 @@ static __noinline int fm_mark(struct __sk_buff* skb, struct fm_ext_request* ext_
   __builtin_memcpy(&key.dst_port, l4 + 2, 2);
   key.protocol = next;
 
+  int outcome = FM_MARKED;
+  __u32 label;
+  __u16 experiment;
+  __u8 activity, ext_header;
   struct flowmark_flow_value* value = bpf_map_lookup_elem(&flows, &key);
-  if (!value) return FM_NOT_IN_MAP;
-  __u32 label = value->label;
-  if (value->ext_header == FLOWMARK_EXT_HOP_BY_HOP ||
-      value->ext_header == FLOWMARK_EXT_DEST_OPTIONS) {
+  if (value) {
+    label = value->label;
+    experiment = value->experiment;
+    activity = value->activity;
+    ext_header = value->ext_header;
+  } else {
+    struct flowmark_rule_key rk __attribute__((aligned(8))) = {.prefixlen = 128};
+    __builtin_memcpy(rk.addr, key.dst_addr, 16);
+    struct flowmark_rule_value* rv = bpf_map_lookup_elem(&rules, &rk);
+    if (!rv) return FM_NOT_IN_MAP;
+    const __u16 port = bpf_ntohs(key.dst_port);
+    const __u32 count = rv->count;
+    int found = -1;
+    /* A bounded loop (the verifier walks it; kernels >= 5.3). */
+    for (int i = 0; i < FLOWMARK_RULE_SLOTS; i++) {
+      if ((__u32)i >= count) break;
+      if (port >= rv->slots[i].port_first && port <= rv->slots[i].port_last) {
+        found = i;
+        break;
+      }
+    }
+    if (found < 0 || found >= FLOWMARK_RULE_SLOTS) return FM_NOT_IN_MAP;
+    const struct flowmark_rule_slot* slot = &rv->slots[found];
+    label = slot->label | fm_flow_entropy(&key);
+    experiment = slot->experiment;
+    activity = slot->activity;
+    ext_header = slot->ext_header;
+    outcome = FM_MARKED_RULE;
+  }
+  const __u8 ext_kind = ext_header & FLOWMARK_EXT_MASK;
+  if (ext_kind != FLOWMARK_EXT_NONE) {
     ext_req->wanted = 1;
-    ext_req->kind =
-        value->ext_header == FLOWMARK_EXT_HOP_BY_HOP ? IPPROTO_HOPOPTS : IPPROTO_DSTOPTS;
-    ext_req->experiment = value->experiment;
-    ext_req->activity = value->activity;
+    ext_req->kind = ext_kind;
+    ext_req->experiment = experiment;
+    ext_req->activity = activity;
     ext_req->ip_off = (__u32)((void*)ip6 - data);
     ext_req->first_next = ip6->nexthdr;
   }
+  if (ext_header & FLOWMARK_EXT_KEEP_LABEL) return outcome;
   /* Version (4 bits), traffic class (8 bits), label (20 bits): keep the first 12 bits.
    * A map lookup does not move packet data, so ip6 is still valid. */
   __u8* h = (__u8*)ip6;
   h[1] = (h[1] & 0xF0) | ((label >> 16) & 0x0F);
   h[2] = (label >> 8) & 0xFF;
   h[3] = label & 0xFF;
-  return FM_MARKED;
+  return outcome;
 }
 
 enum fm_ext_outcome { FM_EXT_ADDED, FM_EXT_TOO_BIG, FM_EXT_SKIPPED };
 
-/* Inserts an 8-byte hop-by-hop or destination-options header right after the IPv6 base
- * header, holding the Scitags option. Only where that is simple and safe: no extension
- * header yet (hop-by-hop must come first; we never reorder), no VLAN tag in the frame
- * (the kernel inserts room after skb's network header), and the grown packet within the
- * device MTU (bpf_check_mtu; GSO packets are re-segmented with a smaller MSS). */
-static __always_inline int fm_add_ext_header(struct __sk_buff* skb,
-                                             const struct fm_ext_request* req) {
-  if (req->first_next != IPPROTO_TCP && req->first_next != IPPROTO_UDP) return FM_EXT_SKIPPED;
-  if (req->ip_off != sizeof(struct ethhdr) || skb->protocol != bpf_htons(ETH_P_IPV6))
-    return FM_EXT_SKIPPED;
-  __u32 mtu_len = 0;
-  if (bpf_check_mtu(skb, 0, &mtu_len, 8, 0) != 0) return FM_EXT_TOO_BIG;
-  if (bpf_skb_adjust_room(skb, 8, BPF_ADJ_ROOM_NET, 0) != 0) return FM_EXT_SKIPPED;
-
-  void* data = (void*)(long)skb->data;
-  void* end = (void*)(long)skb->data_end;
-  struct ipv6hdr* ip6 = data + sizeof(struct ethhdr);
-  __u8* opt = (__u8*)(ip6 + 1);
-  if ((void*)(opt + 8) > end) return FM_EXT_SKIPPED; /* cannot happen: room was added */
-  opt[0] = req->first_next;
+static __always_inline void fm_write_option(__u8* opt, __u8 next,
+                                            const struct fm_ext_request* req) {
+  opt[0] = next;
   opt[1] = 0; /* length in 8-byte units, not counting the first 8 */
   opt[2] = FLOWMARK_EXT_OPTION_TYPE;
   opt[3] = FLOWMARK_EXT_OPTION_LEN;
@@ -215,8 +264,41 @@ static __always_inline int fm_add_ext_header(struct __sk_buff* skb,
   opt[5] = req->experiment & 0xFF;
   opt[6] = req->activity;
   opt[7] = 0; /* Pad1 */
-  ip6->nexthdr = req->kind;
-  ip6->payload_len = bpf_htons(bpf_ntohs(ip6->payload_len) + 8);
+}
+
+/* Inserts an 8-byte hop-by-hop or destination-options header (or both, 16 bytes: hop-by-hop
+ * first, as RFC 8200 orders them) right after the IPv6 base header, holding the Scitags
+ * option. Only where that is simple and safe: no extension header yet (hop-by-hop must come
+ * first; we never reorder), no VLAN tag in the frame (the kernel inserts room after skb's
+ * network header), and the grown packet within the device MTU (bpf_check_mtu; GSO packets
+ * are re-segmented with a smaller MSS). */
+static __always_inline int fm_add_ext_header(struct __sk_buff* skb,
+                                             const struct fm_ext_request* req) {
+  if (req->first_next != IPPROTO_TCP && req->first_next != IPPROTO_UDP) return FM_EXT_SKIPPED;
+  if (req->ip_off != sizeof(struct ethhdr) || skb->protocol != bpf_htons(ETH_P_IPV6))
+    return FM_EXT_SKIPPED;
+  const int both = req->kind == FLOWMARK_EXT_BOTH;
+  const __u32 grow = both ? 16 : 8;
+  __u32 mtu_len = 0;
+  if (bpf_check_mtu(skb, 0, &mtu_len, grow, 0) != 0) return FM_EXT_TOO_BIG;
+  if (bpf_skb_adjust_room(skb, grow, BPF_ADJ_ROOM_NET, 0) != 0) return FM_EXT_SKIPPED;
+
+  void* data = (void*)(long)skb->data;
+  void* end = (void*)(long)skb->data_end;
+  struct ipv6hdr* ip6 = data + sizeof(struct ethhdr);
+  __u8* opt = (__u8*)(ip6 + 1);
+  /* The bounds checks below cannot fail (the room was added): they are for the verifier. */
+  if (both) {
+    if ((void*)(opt + 16) > end) return FM_EXT_SKIPPED;
+    fm_write_option(opt, IPPROTO_DSTOPTS, req);
+    fm_write_option(opt + 8, req->first_next, req);
+    ip6->nexthdr = IPPROTO_HOPOPTS;
+  } else {
+    if ((void*)(opt + 8) > end) return FM_EXT_SKIPPED;
+    fm_write_option(opt, req->first_next, req);
+    ip6->nexthdr = req->kind == FLOWMARK_EXT_HOP_BY_HOP ? IPPROTO_HOPOPTS : IPPROTO_DSTOPTS;
+  }
+  ip6->payload_len = bpf_htons(bpf_ntohs(ip6->payload_len) + grow);
   return FM_EXT_ADDED;
 }
 
@@ -226,6 +308,7 @@ static __always_inline void fm_count(int outcome, int ext) {
   if (!c) return;
   switch (outcome) {
     case FM_MARKED: c->marked++; break;
+    case FM_MARKED_RULE: c->marked_rule++; break;
     case FM_NOT_IN_MAP: c->not_in_map++; break;
     case FM_NOT_IPV6: c->not_ipv6++; break;
     case FM_NOT_TCP_UDP: c->not_tcp_udp++; break;
@@ -248,7 +331,8 @@ int flowmark_egress(struct __sk_buff* skb) {
     outcome = bpf_skb_pull_data(skb, len) == 0 ? fm_mark(skb, &req) : FM_PARSE_ERROR;
   }
   int ext = -1;
-  if (outcome == FM_MARKED && req.wanted) ext = fm_add_ext_header(skb, &req);
+  if ((outcome == FM_MARKED || outcome == FM_MARKED_RULE) && req.wanted)
+    ext = fm_add_ext_header(skb, &req);
   fm_count(outcome, ext);
   return TC_ACT_UNSPEC;
 }

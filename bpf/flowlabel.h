@@ -30,6 +30,13 @@ struct flowmark_flow_key {
 #define FLOWMARK_EXT_NONE 0
 #define FLOWMARK_EXT_HOP_BY_HOP 1
 #define FLOWMARK_EXT_DEST_OPTIONS 2
+/* Both: a hop-by-hop header, then a destination-options header (flowd-go's
+ * hopByHopDestination), each with the option: 16 bytes inserted. */
+#define FLOWMARK_EXT_BOTH 3
+#define FLOWMARK_EXT_MASK 0x03
+/* Flag in ext_header: leave the flow label as it is (flowd-go's hopByHop, destination and
+ * hopByHopDestination strategies carry the ids in the extension headers only). */
+#define FLOWMARK_EXT_KEEP_LABEL 0x80
 /* The option: type 0x1E (skip if unknown, not changed en route), 3 data bytes:
  * experiment high, experiment low, activity. */
 #define FLOWMARK_EXT_OPTION_TYPE 0x1E
@@ -43,10 +50,40 @@ struct flowmark_flow_value {
   __u8 ext_header;  /* FLOWMARK_EXT_* */
 };
 
+/* Rules: for an IPv6 TCP/UDP packet whose flow is not in `flows`, a longest-prefix lookup
+ * of its destination address in the LPM trie `rules`. The value of a prefix lists the port
+ * ranges of every rule that covers it, most specific prefix first (user space folds the
+ * shorter prefixes' rules into the longer ones, so one lookup decides): the first slot
+ * whose range holds the destination port gives the mark. No slot matches: not marked. */
+#define FLOWMARK_RULE_PREFIXES_MAX 1024
+#define FLOWMARK_RULE_SLOTS 16
+
+struct flowmark_rule_key {
+  __u32 prefixlen; /* 0..128 (the LPM trie's own field) */
+  __u8 addr[16];   /* the destination prefix, host bits zero */
+};
+
+struct flowmark_rule_slot {
+  __u16 port_first; /* destination ports, host order, inclusive */
+  __u16 port_last;
+  __u32 label;      /* experiment and activity bits; the entropy bits are zero: the
+                     * program adds 5 bits from a hash of the 5-tuple, so that a flow keeps
+                     * one label and different flows spread */
+  __u16 experiment; /* for the extension-header option only */
+  __u8 activity;    /* for the extension-header option only */
+  __u8 ext_header;  /* FLOWMARK_EXT_* */
+};
+
+struct flowmark_rule_value {
+  __u32 count; /* slots in use, 1..FLOWMARK_RULE_SLOTS */
+  __u32 pad;   /* zero */
+  struct flowmark_rule_slot slots[FLOWMARK_RULE_SLOTS];
+};
+
 /* Per-CPU counters (one array entry, index 0); user space sums the CPUs. */
 struct flowmark_counters {
-  __u64 marked;      /* IPv6 TCP/UDP packet of a flow in the map: label written */
-  __u64 not_in_map;  /* IPv6 TCP/UDP packet of a flow not in the map: untouched */
+  __u64 marked;      /* IPv6 TCP/UDP packet of a flow in the map: marked */
+  __u64 not_in_map;  /* IPv6 TCP/UDP packet of a flow not in the map, no rule: untouched */
   __u64 not_ipv6;    /* IPv4, ARP, anything else at layer 3: untouched */
   __u64 parse_error; /* truncated or malformed headers, too many extension headers */
   __u64 not_tcp_udp; /* IPv6 but ICMPv6, ESP, ..., or a non-first fragment (no ports) */
@@ -55,6 +92,7 @@ struct flowmark_counters {
   __u64 ext_too_big; /* not inserted: the packet would exceed the device MTU */
   __u64 ext_skipped; /* not inserted: extension headers or VLAN tags already in the
                       * frame, or the kernel refused to grow the packet (UDP GSO) */
+  __u64 marked_rule; /* IPv6 TCP/UDP packet of a flow not in the map, marked by a rule */
 };
 
 #endif /* FLOWMARK_BPF_FLOWLABEL_H */

@@ -25,7 +25,13 @@ static_assert(sizeof(flowmark_flow_key) == 40);
 static_assert(offsetof(flowmark_flow_key, src_port) == 32);
 static_assert(offsetof(flowmark_flow_key, protocol) == 36);
 static_assert(sizeof(flowmark_flow_value) == 8);
-static_assert(sizeof(flowmark_counters) == 64);
+static_assert(sizeof(flowmark_counters) == 72);
+static_assert(sizeof(flowmark_rule_key) == 20);
+static_assert(sizeof(flowmark_rule_slot) == 12);
+static_assert(sizeof(flowmark_rule_value) == 8 + 12 * FLOWMARK_RULE_SLOTS);
+static_assert(flowmark::bpf::kMaxRulePortRanges == FLOWMARK_RULE_SLOTS);
+static_assert(flowmark::bpf::kMaxRulePrefixes == FLOWMARK_RULE_PREFIXES_MAX);
+static_assert(static_cast<int>(flowmark::bpf::ExtHeader::kBoth) == FLOWMARK_EXT_BOTH);
 static_assert(static_cast<int>(flowmark::bpf::ExtHeader::kHopByHop) == FLOWMARK_EXT_HOP_BY_HOP);
 static_assert(static_cast<int>(flowmark::bpf::ExtHeader::kDestinationOptions) ==
               FLOWMARK_EXT_DEST_OPTIONS);
@@ -111,6 +117,7 @@ struct FlowLabelMarker::Impl {
   int prog_fd = -1;
   int flows_fd = -1;
   int counters_fd = -1;
+  int rules_fd = -1;
   std::uint32_t prog_id = 0;
   MapStats stats;
   std::vector<Attachment> attached;
@@ -165,6 +172,7 @@ Result<FlowLabelMarker> FlowLabelMarker::load(const MarkerOptions& options) {
   impl->prog_fd = bpf_program__fd(impl->skel->progs.flowmark_egress);
   impl->flows_fd = bpf_map__fd(impl->skel->maps.flows);
   impl->counters_fd = bpf_map__fd(impl->skel->maps.counters);
+  impl->rules_fd = bpf_map__fd(impl->skel->maps.rules);
   bpf_prog_info info{};
   std::uint32_t len = sizeof(info);
   if (int r = bpf_obj_get_info_by_fd(impl->prog_fd, &info, &len); r < 0)
@@ -246,6 +254,8 @@ Result<void> FlowLabelMarker::detach(std::string_view ifname) {
 Result<void> FlowLabelMarker::detach_one(const Attachment& att) {
   const std::string& ifname = att.ifname;
   const std::string what = fmt::format("cannot detach the flow-label marker from {}", ifname);
+  // Gone (or a new interface under an old name): the kernel removed its qdisc and filters.
+  if (char buf[IF_NAMESIZE]; ::if_indextoname(att.ifindex, buf) == nullptr) return {};
 
   auto slot = detail::query_our_slot(att.ifindex);
   if (!slot) return std::unexpected(std::move(slot).error());
@@ -301,6 +311,7 @@ Result<SetOutcome> FlowLabelMarker::set(const FlowTuple& flow, const Mark& mark)
   value.experiment = mark.experiment;
   value.activity = mark.activity;
   value.ext_header = static_cast<std::uint8_t>(mark.ext_header);
+  if (!mark.write_label) value.ext_header |= FLOWMARK_EXT_KEEP_LABEL;
   auto& st = impl_->stats;
   int r = bpf_map_update_elem(impl_->flows_fd, &key, &value, BPF_EXIST);
   if (r == 0) {
@@ -326,6 +337,80 @@ Result<SetOutcome> FlowLabelMarker::set(const FlowTuple& flow, const Mark& mark)
   ++st.fill;
   ++st.inserted;
   return SetOutcome::kInserted;
+}
+
+Result<void> FlowLabelMarker::set_rules(std::span<const MarkRule> rules) {
+  auto where = [&](std::size_t i) {
+    const auto& r = rules[i];
+    return fmt::format("rule {} ({} ports {}-{})", i + 1, r.destination.to_string(), r.port_first,
+                       r.port_last);
+  };
+  for (std::size_t i = 0; i < rules.size(); ++i) {
+    if (!rules[i].destination.address.is_v6())
+      return fail(Errc::kInvalidArgument,
+                  fmt::format("{}: only IPv6 destinations carry a flow label", where(i)));
+    if (rules[i].port_first > rules[i].port_last)
+      return fail(Errc::kInvalidArgument, fmt::format("{}: the port range is empty", where(i)));
+  }
+  // One trie entry per distinct prefix, listing every rule that covers it: its own and
+  // those of shorter prefixes, most specific first, in the given order within a prefix.
+  std::vector<Network> prefixes;
+  for (const auto& r : rules)
+    if (std::find(prefixes.begin(), prefixes.end(), r.destination) == prefixes.end())
+      prefixes.push_back(r.destination);
+  if (prefixes.size() > kMaxRulePrefixes)
+    return fail(Errc::kInvalidArgument,
+                fmt::format("{} rule prefixes: at most {} distinct destination prefixes",
+                            prefixes.size(), kMaxRulePrefixes));
+  std::vector<std::pair<flowmark_rule_key, flowmark_rule_value>> entries;
+  for (const auto& p : prefixes) {
+    std::vector<std::size_t> covering;
+    for (std::size_t i = 0; i < rules.size(); ++i) {
+      const auto& d = rules[i].destination;
+      if (d.prefix <= p.prefix && d.contains(p.address)) covering.push_back(i);
+    }
+    std::stable_sort(covering.begin(), covering.end(), [&](std::size_t a, std::size_t b) {
+      return rules[a].destination.prefix > rules[b].destination.prefix;
+    });
+    if (covering.size() > kMaxRulePortRanges)
+      return fail(Errc::kInvalidArgument,
+                  fmt::format("destination {}: {} rules apply to it (its own and those of "
+                              "shorter prefixes); at most {}",
+                              p.to_string(), covering.size(), kMaxRulePortRanges));
+    flowmark_rule_key key{};
+    key.prefixlen = p.prefix;
+    std::memcpy(key.addr, p.address.bytes(), 16);
+    flowmark_rule_value value{};
+    value.count = static_cast<std::uint32_t>(covering.size());
+    for (std::size_t j = 0; j < covering.size(); ++j) {
+      const auto& r = rules[covering[j]];
+      auto& slot = value.slots[j];
+      slot.port_first = r.port_first;
+      slot.port_last = r.port_last;
+      slot.label = r.mark.label & 0xFFFFFu & ~(0xC0000u | 0x100u | 0x3u);  // entropy: kernel's
+      slot.experiment = r.mark.experiment;
+      slot.activity = r.mark.activity;
+      slot.ext_header = static_cast<std::uint8_t>(r.mark.ext_header);
+      if (!r.mark.write_label) slot.ext_header |= FLOWMARK_EXT_KEEP_LABEL;
+    }
+    entries.emplace_back(key, value);
+  }
+  // Replace: remove the old prefixes, then add the new ones.
+  std::vector<flowmark_rule_key> old;
+  flowmark_rule_key k{}, next{};
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(impl_->rules_fd, prev, &next) == 0) {
+    old.push_back(next);
+    k = next;
+    prev = &k;
+  }
+  for (const auto& o : old)
+    if (int r = bpf_map_delete_elem(impl_->rules_fd, &o); r < 0 && r != -ENOENT)
+      return bpf_fail("cannot clear the rule map", r);
+  for (const auto& [key, value] : entries)
+    if (int r = bpf_map_update_elem(impl_->rules_fd, &key, &value, BPF_ANY); r < 0)
+      return bpf_fail("cannot set a marking rule", r);
+  return {};
 }
 
 Result<bool> FlowLabelMarker::erase(const FlowTuple& flow) {

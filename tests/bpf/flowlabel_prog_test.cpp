@@ -6,7 +6,10 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include <arpa/inet.h>
+
 #include <optional>
+#include <set>
 
 #include "flowmark/bpf/flowlabel.hpp"
 #include "flowmark/scitags/flow_label.hpp"
@@ -411,6 +414,142 @@ TEST_F(FlowLabelProg, OptionOnlyWithinTheMtu) {
   EXPECT_EQ(c.ext_added, 1u);
   EXPECT_EQ(c.ext_too_big, 1u);
   EXPECT_EQ(c.marked, 2u);
+}
+
+// ---- rules evaluated in the kernel (set_rules) ----------------------------------------
+
+MarkRule rule(std::string_view prefix, std::uint16_t first, std::uint16_t last, std::uint32_t exp,
+              std::uint32_t act) {
+  auto n = Network::parse(prefix);
+  EXPECT_TRUE(n) << prefix;
+  MarkRule r;
+  r.destination = *n;
+  r.port_first = first;
+  r.port_last = last;
+  auto l = scitags::encode_flow_label(exp, act, 0);
+  EXPECT_TRUE(l);
+  r.mark =
+      Mark{*l, ExtHeader::kNone, static_cast<std::uint16_t>(exp), static_cast<std::uint8_t>(act)};
+  return r;
+}
+
+TEST_F(FlowLabelProg, MatchAllRuleMarksEveryFlowOneLabelPerFlow) {
+  const std::vector<MarkRule> rules = {rule("::/0", 0, 65535, 7, 5)};
+  ASSERT_TRUE(marker().set_rules(rules));
+  std::set<std::uint32_t> entropies;
+  for (std::uint16_t port = 40000; port < 40064; ++port) {
+    FrameSpec s;
+    s.src_port = port;
+    s.protocol = port % 2 ? IPPROTO_UDP : IPPROTO_TCP;
+    const std::uint32_t w1 = test::ip6_word(run(test::ipv6_frame(s)), 14) & 0xFFFFF;
+    const std::uint32_t w2 = test::ip6_word(run(test::ipv6_frame(s)), 14) & 0xFFFFF;
+    EXPECT_EQ(w1, w2) << "a flow keeps its label, port " << port;
+    const auto d = scitags::decode_flow_label(w1);
+    EXPECT_EQ(d.experiment, 7u);
+    EXPECT_EQ(d.activity, 5u);
+    entropies.insert(d.entropy);
+  }
+  EXPECT_GT(entropies.size(), 8u) << "the entropy bits spread over flows";
+  const auto c = counters();
+  EXPECT_EQ(c.marked_rule, 128u);
+  EXPECT_EQ(c.marked, 0u);
+  EXPECT_EQ(c.not_in_map, 0u);
+}
+
+TEST_F(FlowLabelProg, PrefixAndPortRulesMostSpecificFirst) {
+  // 2001:db8::/32 port 443 → (10, 1); 2001:db8::/32 ports 5000-5100 → (11, 2);
+  // 2001:db8:0:0::/64 any port → (12, 3) — the /64 wins for its addresses;
+  // nothing else marked.
+  const std::vector<MarkRule> rules = {rule("2001:db8::/32", 443, 443, 10, 1),
+                                       rule("2001:db8::/32", 5000, 5100, 11, 2),
+                                       rule("2001:db8:0:1::/64", 0, 65535, 12, 3)};
+  ASSERT_TRUE(marker().set_rules(rules));
+  auto mark_of = [&](const char* dst, std::uint16_t port) -> std::optional<std::pair<int, int>> {
+    FrameSpec s;
+    in6_addr a{};
+    EXPECT_EQ(::inet_pton(AF_INET6, dst, &a), 1);
+    std::memcpy(s.dst, &a, 16);
+    s.dst_port = port;
+    s.flow_label = 0;
+    const std::uint32_t w = test::ip6_word(run(test::ipv6_frame(s)), 14) & 0xFFFFF;
+    if (w == 0) return std::nullopt;
+    const auto d = scitags::decode_flow_label(w);
+    return std::pair<int, int>(static_cast<int>(d.experiment), static_cast<int>(d.activity));
+  };
+  using P = std::pair<int, int>;
+  EXPECT_EQ(mark_of("2001:db8::2", 443), P(10, 1));
+  EXPECT_EQ(mark_of("2001:db8:ffff::9", 5050), P(11, 2));
+  EXPECT_EQ(mark_of("2001:db8::2", 80), std::nullopt);
+  EXPECT_EQ(mark_of("2001:db8:0:1::5", 80), P(12, 3));
+  EXPECT_EQ(mark_of("2001:db8:0:1::5", 443), P(12, 3));
+  EXPECT_EQ(mark_of("2001:db9::2", 443), std::nullopt);
+  const auto c = counters();
+  EXPECT_EQ(c.marked_rule, 4u);
+  EXPECT_EQ(c.not_in_map, 2u);
+  // Replacing the rules drops the old ones.
+  ASSERT_TRUE(marker().set_rules(std::vector<MarkRule>{rule("2001:db9::/32", 0, 65535, 1, 1)}));
+  EXPECT_EQ(mark_of("2001:db8::2", 443), std::nullopt);
+  EXPECT_EQ(mark_of("2001:db9::2", 443), P(1, 1));
+}
+
+TEST_F(FlowLabelProg, FlowEntryWinsOverRule) {
+  ASSERT_TRUE(marker().set_rules(std::vector<MarkRule>{rule("::/0", 0, 65535, 7, 5)}));
+  FrameSpec s;
+  const std::uint32_t l = label(2, 9, 4);
+  ASSERT_TRUE(marker().set(tuple_of(s), l));
+  EXPECT_EQ(test::ip6_word(run(test::ipv6_frame(s)), 14) & 0xFFFFF, l);
+  s.src_port = 40001;
+  EXPECT_EQ(scitags::decode_flow_label(test::ip6_word(run(test::ipv6_frame(s)), 14)).experiment,
+            7u);
+  const auto c = counters();
+  EXPECT_EQ(c.marked, 1u);
+  EXPECT_EQ(c.marked_rule, 1u);
+}
+
+TEST_F(FlowLabelProg, RuleErrorsNameTheRule) {
+  auto v4 = rule("::/0", 0, 65535, 1, 1);
+  v4.destination = *Network::parse("10.0.0.0/8");
+  auto r = marker().set_rules(std::vector<MarkRule>{rule("::/0", 0, 65535, 1, 1), v4});
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("rule 2 (10.0.0.0/8"), std::string::npos)
+      << r.error().message();
+  std::vector<MarkRule> many;
+  for (int i = 0; i < 17; ++i) many.push_back(rule("::/0", 1000 + i, 1000 + i, 1, 1));
+  r = marker().set_rules(many);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("::/0: 17 rules"), std::string::npos) << r.error().message();
+}
+
+// flowd-go's hopByHopDestination: both headers (hop-by-hop first), the label left alone.
+TEST_F(FlowLabelProg, BothHeadersInsertedLabelKept) {
+  FrameSpec s;
+  s.flow_label = 0x12345;
+  ASSERT_TRUE(marker().set(tuple_of(s), Mark{label(2, 9, 0), ExtHeader::kBoth, 2, 9, false}));
+  const Bytes in = test::ipv6_frame(s);
+  const Bytes out = run_grown(marker(), in);
+  ASSERT_EQ(out.size(), in.size() + 16);
+  EXPECT_EQ(test::ip6_word(out, 14), test::ip6_word(in, 14));  // label unchanged
+  EXPECT_EQ((out[18] << 8 | out[19]), (in[18] << 8 | in[19]) + 16);
+  EXPECT_EQ(out[20], 0);  // hop-by-hop first
+  const Bytes hbh(out.begin() + 54, out.begin() + 62), dst(out.begin() + 62, out.begin() + 70);
+  EXPECT_EQ(hbh, (Bytes{60, 0, 0x1E, 3, 0, 2, 9, 0}));
+  EXPECT_EQ(dst, (Bytes{in[20], 0, 0x1E, 3, 0, 2, 9, 0}));
+  EXPECT_TRUE(std::equal(in.begin() + 54, in.end(), out.begin() + 70));
+  // The same by a rule, for flows without an entry.
+  auto r = rule("::/0", 0, 65535, 2, 9);
+  r.mark.ext_header = ExtHeader::kHopByHop;
+  r.mark.write_label = false;
+  ASSERT_TRUE(marker().set_rules(std::vector<MarkRule>{r}));
+  s.src_port = 40001;
+  const Bytes in2 = test::ipv6_frame(s);
+  const Bytes out2 = run_grown(marker(), in2);
+  ASSERT_EQ(out2.size(), in2.size() + 8);
+  EXPECT_EQ(test::ip6_word(out2, 14), test::ip6_word(in2, 14));
+  EXPECT_EQ(out2[20], 0);
+  const auto c = counters();
+  EXPECT_EQ(c.ext_added, 2u);
+  EXPECT_EQ(c.marked, 1u);
+  EXPECT_EQ(c.marked_rule, 1u);
 }
 
 TEST(FlowLabelHooks, InterfacesWithGlobalIpv6) {

@@ -15,6 +15,10 @@
 //   ...
 //   marker.erase(flow);                         // at the end of the flow
 //
+// Rules mark flows that have no entry, in the kernel, without one entry per flow:
+//   FM_TRY(auto all, Network::parse("::/0"));
+//   FM_TRY_VOID(marker.set_rules({{all, 0, 65535, {semantic_label_bits}}}));  // perfSONAR
+//
 // Needs CAP_BPF and CAP_NET_ADMIN (or root); errors say so. Not thread-safe: one owner.
 #pragma once
 
@@ -24,11 +28,13 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "flowmark/core/address.hpp"
+#include "flowmark/core/network.hpp"
 #include "flowmark/core/result.hpp"
 
 namespace flowmark::bpf {
@@ -39,6 +45,10 @@ inline constexpr std::uint32_t kFilterHandle = 0xF10E;
 inline constexpr std::uint32_t kFilterPriority = 0xF1;
 inline constexpr std::string_view kProgramName = "flowmark_egress";
 inline constexpr std::size_t kDefaultCapacity = 100000;
+// Rules: distinct destination prefixes, and port ranges that can apply to one prefix (its
+// own rules' and those of the shorter prefixes that cover it).
+inline constexpr std::size_t kMaxRulePrefixes = 1024;
+inline constexpr std::size_t kMaxRulePortRanges = 16;
 
 // One flow as it leaves this host: IPv6 addresses, ports in host order, TCP or UDP.
 struct FlowTuple {
@@ -51,8 +61,9 @@ struct FlowTuple {
 
 // Per-packet outcomes counted by the program, summed over the CPUs.
 struct Counters {
-  std::uint64_t marked = 0;       // label written
-  std::uint64_t not_in_map = 0;   // IPv6 TCP/UDP of a flow not in the map
+  std::uint64_t marked = 0;       // marked by its flow entry
+  std::uint64_t marked_rule = 0;  // no flow entry, marked by a rule (set_rules)
+  std::uint64_t not_in_map = 0;   // IPv6 TCP/UDP of a flow not in the map, no rule
   std::uint64_t not_ipv6 = 0;     // IPv4, ARP, ...
   std::uint64_t parse_error = 0;  // truncated or malformed headers
   std::uint64_t not_tcp_udp = 0;  // ICMPv6 and other protocols, non-first fragments
@@ -68,6 +79,7 @@ enum class ExtHeader : std::uint8_t {
   kNone = 0,
   kHopByHop = 1,            // a new hop-by-hop options header, option type 0x1E
   kDestinationOptions = 2,  // a new destination-options header, option type 0x1E
+  kBoth = 3,                // both: hop-by-hop, then destination options (16 bytes)
 };
 
 // What the program writes into the packets of one flow.
@@ -76,6 +88,21 @@ struct Mark {
   ExtHeader ext_header = ExtHeader::kNone;
   std::uint16_t experiment = 0;  // for the extension-header option only
   std::uint8_t activity = 0;     // for the extension-header option only
+  // false: the flow label is left as it is, the ids go in the extension header(s) only
+  // (flowd-go's hopByHop, destination and hopByHopDestination strategies).
+  bool write_label = true;
+};
+
+// A rule evaluated in the kernel for the packets of flows that have no entry: destination
+// in `destination` (IPv6; ::/0 = all) and destination port in [port_first, port_last]. The
+// most specific prefix decides; among the rules of one prefix the first that holds the
+// port. `mark.label` carries the experiment and activity bits only: the program adds 5
+// entropy bits from a hash of the 5-tuple, so a flow keeps one label.
+struct MarkRule {
+  Network destination;
+  std::uint16_t port_first = 0;
+  std::uint16_t port_last = 65535;
+  Mark mark;
 };
 
 // The user-space side of the map: what set()/erase() did.
@@ -121,7 +148,8 @@ class FlowLabelMarker {
   // is an error. Attaching twice to one interface is a no-op.
   Result<void> attach(std::string_view ifname);
   // Removes our filter from `ifname` (only if it still runs our program), then the clsact
-  // qdisc if we created it and no filter is left in it.
+  // qdisc if we created it and no filter is left in it. An interface that is gone (its
+  // filters and qdisc went with it) is forgotten without error.
   Result<void> detach(std::string_view ifname);
   void detach_all() noexcept;
   const std::vector<Attachment>& attachments() const noexcept;
@@ -133,6 +161,10 @@ class FlowLabelMarker {
   // The same, optionally adding the extension-header option (only to packets with no
   // extension header yet, and only when the grown packet fits the device MTU).
   Result<SetOutcome> set(const FlowTuple& flow, const Mark& mark);
+  // Replaces the rules (none by default). Errors: a prefix that is not IPv6, more than
+  // kMaxRulePrefixes prefixes, more than kMaxRulePortRanges ranges under one prefix, an
+  // empty port range (kInvalidArgument, naming the rule); kernel refusal (errno).
+  Result<void> set_rules(std::span<const MarkRule> rules);
   // Stops marking `flow`; false when it was not in the map.
   Result<bool> erase(const FlowTuple& flow);
   // The label in the map for `flow`, if any.
