@@ -305,9 +305,16 @@ Result<ServiceConfig> ServiceConfig::from(const ConfigDocument& doc,
   }
   FM_TRY(c.sources, parts(root, "source"));
   FM_TRY(c.backends, parts(root, "backend"));
-  if (c.sources.empty()) {
+  // A flowlabel backend with rules marks in the kernel on its own (perfSONAR mode): no
+  // source is needed then.
+  const bool marks_alone = std::any_of(c.backends.begin(), c.backends.end(), [](const auto& b) {
+    return b.type == "flowlabel" && as_table(b.table).contains("rule");
+  });
+  if (c.sources.empty() && !marks_alone) {
     return fail(Errc::kInvalidArgument,
-                fmt::format("{}: no [source.NAME] table: nothing would find flows", doc.name()));
+                fmt::format("{}: no [source.NAME] table: nothing would find flows (a "
+                            "flowlabel backend with [[backend.NAME.rule]] tables needs none)",
+                            doc.name()));
   }
   if (c.backends.empty()) {
     return fail(Errc::kInvalidArgument,

@@ -182,6 +182,24 @@ Result<std::optional<Section>> Section::table(std::string_view key) {
   return std::optional<Section>{Section(t, fmt::format("{}.{}]", inner, key))};
 }
 
+Result<std::vector<Section>> Section::tables(std::string_view key) {
+  used_.insert(std::string(key));
+  std::vector<Section> out;
+  const auto* n = tbl(table_).get(key);
+  if (!n) return out;
+  const auto* arr = n->as_array();
+  if (!arr || !arr->is_array_of_tables())
+    return error(
+        key, fmt::format("{} is not an array of tables (write [[...{}]] tables)", show(*n), key));
+  auto inner = where_;
+  if (!inner.empty() && inner.front() == '[') inner.erase(0, 1);
+  if (!inner.empty() && inner.back() == ']') inner.pop_back();
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    out.emplace_back((*arr)[i].as_table(), fmt::format("[[{}.{}]] #{}", inner, key, i + 1));
+  }
+  return out;
+}
+
 std::vector<std::string> Section::keys() const {
   std::vector<std::string> out;
   for (const auto& [k, v] : tbl(table_)) out.emplace_back(k.str());

@@ -55,6 +55,9 @@ class Section {
                              std::initializer_list<std::string_view> allowed);
   // A nested table ("[backend.x.overrides]"), if present.
   Result<std::optional<Section>> table(std::string_view key);
+  // An array of tables ("[[backend.x.rule]]"), each a Section named "[[backend.x.rule]] #N"
+  // (N from 1) for its errors; empty if absent.
+  Result<std::vector<Section>> tables(std::string_view key);
   // The keys of this table, in order (for free-form maps like address overrides).
   std::vector<std::string> keys() const;
   // Marks a key as used without reading it through a getter.
