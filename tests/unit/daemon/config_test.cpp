@@ -116,6 +116,23 @@ TEST(Config, NoSourceOrNoBackendIsAnError) {
   EXPECT_NE(c.error().message().find("no [source.NAME] table"), std::string::npos);
 }
 
+// perfSONAR mode: a flowlabel backend with rules marks in the kernel by itself.
+TEST(Config, AFlowlabelBackendWithRulesNeedsNoSource) {
+  auto doc = ConfigDocument::parse_toml(
+      "[backend.m]\ntype = \"flowlabel\"\n[[backend.m.rule]]\nexperiment = 2\nactivity = 2\n",
+      "t.toml");
+  ASSERT_TRUE(doc.has_value());
+  auto c = ServiceConfig::from(*doc, reg());
+  ASSERT_TRUE(c.has_value()) << c.error().message();
+  EXPECT_TRUE(c->sources.empty());
+  // Without rules it still needs one.
+  doc = ConfigDocument::parse_toml("[backend.m]\ntype = \"flowlabel\"\n", "t.toml");
+  ASSERT_TRUE(doc.has_value());
+  c = ServiceConfig::from(*doc, reg());
+  ASSERT_FALSE(c.has_value());
+  EXPECT_NE(c.error().message().find("no [source.NAME] table"), std::string::npos);
+}
+
 TEST(Config, PartsAreValidatedByTheirFactories) {
   auto check = [](std::string_view text) {
     auto doc = ConfigDocument::parse_toml(text, "t.toml");
