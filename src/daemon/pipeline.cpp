@@ -30,7 +30,7 @@ struct Pipeline::Room {
   std::atomic<int> full{0};
   std::atomic<bool> loop_waiting{false};  // when_room call-backs wait on the loop thread
   std::atomic<bool> closed{false};        // shutdown: nobody waits any more
-  int fd = -1;                            // the pipeline's eventfd (-1: not attached)
+  std::atomic<int> fd{-1};  // the pipeline's eventfd (-1: not attached, or the pipeline gone)
   std::mutex mutex;
   std::condition_variable_any cv;
 
@@ -39,9 +39,9 @@ struct Pipeline::Room {
     if (full.fetch_sub(1) == 1) wake();
   }
   void wake() {
-    if (loop_waiting.load() && fd >= 0) {
+    if (const int f = fd.load(); loop_waiting.load() && f >= 0) {
       const std::uint64_t one = 1;
-      [[maybe_unused]] auto n = ::write(fd, &one, sizeof one);
+      [[maybe_unused]] auto n = ::write(f, &one, sizeof one);
     }
     {
       std::lock_guard lock(mutex);
@@ -368,11 +368,11 @@ Pipeline::Pipeline(ServiceContext& context, PipelineOptions options)
 
 Pipeline::~Pipeline() {
   stop_workers();
+  room_->fd.store(-1);  // a worker given up (still running) must not write to a closed fd
   if (loop_) {
     if (stall_timer_) loop_->cancel_timer(*stall_timer_);
     if (room_fd_) loop_->remove_fd(room_fd_.get());
   }
-  room_->fd = -1;
 }
 
 Result<void> Pipeline::attach(EventLoop& loop) {
