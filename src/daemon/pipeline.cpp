@@ -1,17 +1,54 @@
 #include "flowmark/daemon/pipeline.hpp"
 
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <thread>
 
 namespace flowmark::daemon {
 
 using scitags::FlowState;
+
+// ---- back-pressure: the queues that are full ------------------------------------------------
+
+// Shared by the pipeline and its workers (a worker given up at shutdown may outlive the
+// pipeline). `full` counts the queues lossless sources wait for (those holding
+// Worker::lossless_mark events or more); a worker that takes its queue's events (or is given
+// up as stalled) frees its place, and the last one to do so wakes the waiters: the loop thread
+// through an eventfd, other threads through `cv`.
+struct Pipeline::Room {
+  std::atomic<int> full{0};
+  std::atomic<bool> loop_waiting{false};  // when_room call-backs wait on the loop thread
+  std::atomic<bool> closed{false};        // shutdown: nobody waits any more
+  std::atomic<int> fd{-1};  // the pipeline's eventfd (-1: not attached, or the pipeline gone)
+  std::mutex mutex;
+  std::condition_variable_any cv;
+
+  bool has_room() const noexcept { return full.load() == 0; }
+  void release() {
+    if (full.fetch_sub(1) == 1) wake();
+  }
+  void wake() {
+    if (const int f = fd.load(); loop_waiting.load() && f >= 0) {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] auto n = ::write(f, &one, sizeof one);
+    }
+    {
+      std::lock_guard lock(mutex);
+    }
+    cv.notify_all();
+  }
+};
 
 // ---- one backend behind a bounded queue, on its own thread ---------------------------------
 
@@ -22,8 +59,9 @@ struct Pipeline::Worker {
     FlowEvent event;
   };
 
-  Worker(std::string n, std::unique_ptr<Backend> b, std::size_t cap, Counters& counters)
-      : name(std::move(n)), backend(std::move(b)), capacity(cap) {
+  Worker(std::string n, std::unique_ptr<Backend> b, std::size_t cap, Counters& counters,
+         std::shared_ptr<Room> r)
+      : name(std::move(n)), backend(std::move(b)), capacity(cap), room(std::move(r)) {
     const Labels base{{"backend", name}};
     auto with = [&](std::string_view outcome) {
       Labels l = base;
@@ -51,17 +89,31 @@ struct Pipeline::Worker {
   // (the service calls it once per event-loop wake-up): one futex wake per burst instead of
   // one per event (a third of the loop thread's time under a firefly flood).
   static constexpr std::size_t kWakeAt = 256;
+  // How an event that finds the queue full is treated.
+  enum class Overflow : std::uint8_t {
+    kDrop,      // dropped and counted (dropped_queue_full)
+    kLossless,  // queued past the capacity (the source stops reading), unless given up
+    kKeep,      // queued past the capacity (an end for a backend that holds the flow, shutdown)
+  };
   // True when queued; false when dropped for a full queue.
-  bool offer(const FlowEvent& e, bool bypass_capacity = false, bool defer = false) {
+  bool offer(const FlowEvent& e, Overflow overflow = Overflow::kDrop, bool defer = false) {
     offered->fetch_add(1, std::memory_order_relaxed);
     bool wake = false;
     {
       std::lock_guard lock(mutex);
-      if (!bypass_capacity && pending.size() >= capacity) {
-        dropped_full->fetch_add(1, std::memory_order_relaxed);
-        return false;
+      if (pending.size() >= capacity) {
+        if (overflow == Overflow::kDrop || (overflow == Overflow::kLossless && given_up)) {
+          dropped_full->fetch_add(1, std::memory_order_relaxed);
+          return false;
+        }
       }
-      pending.push_back({Kind::kEvent, e});
+      pending.emplace_back(Kind::kEvent, e);
+      if (!full && !given_up && pending.size() >= lossless_mark) {
+        full = true;
+        progress_mark = delivered->load(std::memory_order_relaxed);
+        progress_at = std::chrono::steady_clock::now();
+        room->full.fetch_add(1);
+      }
       depth->store(pending.size(), std::memory_order_relaxed);
       if (waiting) {
         wake = !defer || pending.size() >= kWakeAt;
@@ -82,10 +134,48 @@ struct Pipeline::Worker {
     if (owed) cv.notify_one();
   }
 
+  // Loop thread: a full queue that took nothing for `patience` is given up as stalled
+  // (lossless sources stop waiting for it) until its worker takes events again.
+  void check_stalled(std::chrono::steady_clock::time_point now,
+                     std::chrono::steady_clock::duration patience) {
+    {
+      std::lock_guard lock(mutex);
+      if (!full) return;
+      const auto d = delivered->load(std::memory_order_relaxed);
+      if (d != progress_mark) {
+        progress_mark = d;
+        progress_at = now;
+        return;
+      }
+      if (now - progress_at < patience) return;
+      full = false;
+      given_up = true;
+    }
+    spdlog::error(
+        "backend {}: its queue is full and it took no event for {:.1f} s ([service] "
+        "drain_timeout): lossless sources no longer wait for it; its events that do not fit are "
+        "dropped (flowmark_backend_events_total{{outcome=\"dropped_queue_full\"}}) until it "
+        "takes events again",
+        name, std::chrono::duration<double>(patience).count());
+    room->release();
+  }
+
+  // Its place among the full queues is given back (the backend is being removed).
+  void leave_room() {
+    bool release = false;
+    {
+      std::lock_guard lock(mutex);
+      release = full;
+      full = false;
+      given_up = true;
+    }
+    if (release) room->release();
+  }
+
   void reopen() {
     {
       std::lock_guard lock(mutex);
-      pending.push_back({Kind::kReopen, {}});
+      pending.emplace_back(Kind::kReopen, FlowEvent{});
     }
     cv.notify_one();
   }
@@ -108,6 +198,7 @@ struct Pipeline::Worker {
   // has not finished by `deadline`, what it still holds is counted as dropped_stalled, it is
   // left behind (detached; its Worker is never freed) and false is returned.
   bool stop_and_join(std::chrono::steady_clock::time_point deadline) {
+    leave_room();
     request_stop();
     if (!thread.joinable()) return true;
     {
@@ -139,6 +230,7 @@ struct Pipeline::Worker {
     // the batches are small again, or after a second without events.
     constexpr std::size_t kKeep = 4096;
     std::optional<Clock::time_point> trim_at;
+    bool release = false;
     while (true) {
       {
         std::unique_lock lock(mutex);
@@ -164,9 +256,20 @@ struct Pipeline::Worker {
         in_flight.store(batch.size(), std::memory_order_relaxed);
         busy = !batch.empty();
         depth->store(0, std::memory_order_relaxed);
+        release = full;
+        full = false;
+        if (given_up && !batch.empty()) {
+          given_up = false;
+          spdlog::warn("backend {}: takes events again; lossless sources wait for it again", name);
+        }
+      }
+      if (release) {
+        room->release();
+        release = false;
       }
       for (const auto& item : batch) {
         if (item.kind == Kind::kReopen) {
+          backend->flush();
           backend->reopen();
           continue;
         }
@@ -175,6 +278,7 @@ struct Pipeline::Worker {
         if (abandoned.load(std::memory_order_relaxed)) return;  // counted as dropped_stalled
         delivered->fetch_add(1, std::memory_order_relaxed);
       }
+      if (!batch.empty()) backend->flush();
       const bool quiet = batch.size() < kKeep / 4;
       batch.clear();
       if (quiet && batch.capacity() > kKeep) std::vector<Item>().swap(batch);
@@ -206,6 +310,12 @@ struct Pipeline::Worker {
   std::string name;
   std::unique_ptr<Backend> backend;
   std::size_t capacity;
+  // Lossless sources wait while this many events are queued: a few milliseconds of work,
+  // enough for batches that pay for the worker's wake-ups, and the rest of the capacity is
+  // kept for the bursts of sources that cannot wait (UDP fireflies) — and out of memory.
+  static constexpr std::size_t kLosslessMark = 4096;
+  std::size_t lossless_mark = std::min(capacity, kLosslessMark);
+  std::shared_ptr<Room> room;
   // Its bit in Live::holders (0: none free, more than 32 backends).
   std::uint32_t slot_bit = 0;
   std::mutex mutex;
@@ -213,9 +323,13 @@ struct Pipeline::Worker {
   std::vector<Item> pending;
   bool stopping = false;
   bool busy = false;
-  bool waiting = false;                   // the worker sleeps on cv
-  bool wake_owed = false;                 // events were left for it without a wake-up (deferred)
-  bool finished = false;                  // run() has returned (the backend is stopped)
+  bool waiting = false;             // the worker sleeps on cv
+  bool wake_owed = false;           // events were left for it without a wake-up (deferred)
+  bool finished = false;            // run() has returned (the backend is stopped)
+  bool full = false;                // counted in room->full: lossless sources wait for this queue
+  bool given_up = false;            // stalled while full: lossless sources do not wait for it
+  std::uint64_t progress_mark = 0;  // delivered when last seen moving (loop thread)
+  std::chrono::steady_clock::time_point progress_at;
   std::atomic<bool> abandoned{false};     // stop_and_join gave up on it
   std::atomic<std::size_t> in_flight{0};  // items of the current batch not yet handed over
   std::thread thread;
@@ -225,7 +339,7 @@ struct Pipeline::Worker {
 // ---- the pipeline --------------------------------------------------------------------------
 
 Pipeline::Pipeline(ServiceContext& context, PipelineOptions options)
-    : context_(context), options_(std::move(options)) {
+    : context_(context), options_(std::move(options)), room_(std::make_shared<Room>()) {
   auto& c = context_.counters;
   static constexpr std::string_view kHelp =
       "Events from sources, by what the pipeline did with them";
@@ -252,7 +366,90 @@ Pipeline::Pipeline(ServiceContext& context, PipelineOptions options)
                          "later start time");
 }
 
-Pipeline::~Pipeline() { stop_workers(); }
+Pipeline::~Pipeline() {
+  stop_workers();
+  room_->fd.store(-1);  // a worker given up (still running) must not write to a closed fd
+  if (loop_) {
+    if (stall_timer_) loop_->cancel_timer(*stall_timer_);
+    if (room_fd_) loop_->remove_fd(room_fd_.get());
+  }
+}
+
+Result<void> Pipeline::attach(EventLoop& loop) {
+  int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return fail_errno("eventfd for the pipeline's back-pressure");
+  UniqueFd efd(fd);
+  FM_TRY_VOID(loop.add_fd(fd, EPOLLIN, [this](std::uint32_t) {
+    std::uint64_t n = 0;
+    [[maybe_unused]] auto r = ::read(room_fd_.get(), &n, sizeof n);
+    room_ready();
+  }));
+  loop_ = &loop;
+  room_fd_ = std::move(efd);
+  room_->fd = room_fd_.get();
+  return {};
+}
+
+bool Pipeline::has_room() const noexcept { return room_->has_room(); }
+
+std::uint64_t Pipeline::when_room(std::function<void()> resume) {
+  if (!loop_ || room_->closed.load()) {  // no loop to call back on (tests): go on at once
+    resume();
+    return 0;
+  }
+  const auto id = next_wait_id_++;
+  room_waiters_.emplace(id, std::move(resume));
+  room_->loop_waiting.store(true);
+  // Room freed between the source's has_room() and now: the worker saw nobody waiting.
+  if (room_->has_room()) {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(room_fd_.get(), &one, sizeof one);
+  }
+  if (!stall_timer_) arm_stall_timer();
+  return id;
+}
+
+void Pipeline::arm_stall_timer() {
+  auto t = loop_->add_timer(std::chrono::milliseconds(100), std::chrono::milliseconds(100),
+                            [this] { check_stalled(); });
+  if (t) {
+    stall_timer_ = *t;
+  } else {
+    spdlog::warn("pipeline: no timer to watch for stalled backends: {}", t.error().message());
+  }
+}
+
+void Pipeline::cancel_room_wait(std::uint64_t id) noexcept { room_waiters_.erase(id); }
+
+bool Pipeline::wait_for_room(std::stop_token stop, std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(room_->mutex);
+  return room_->cv.wait_until(lock, stop, deadline, [&] {
+    return room_->has_room() || room_->closed.load();
+  }) && !room_->closed.load();
+}
+
+void Pipeline::room_ready() {
+  if (!room_->has_room() && !room_->closed.load()) return;
+  room_->loop_waiting.store(false);
+  auto waiters = std::move(room_waiters_);
+  room_waiters_.clear();
+  for (auto& [id, resume] : waiters) resume();
+}
+
+void Pipeline::check_stalled() {
+  if (room_->has_room()) {
+    if (room_waiters_.empty() && stall_timer_) {
+      loop_->cancel_timer(*stall_timer_);
+      stall_timer_.reset();
+    }
+    if (!room_waiters_.empty()) room_ready();
+    return;
+  }
+  const auto now = std::chrono::steady_clock::now();
+  const auto patience = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(options_.drain_timeout));
+  for (auto& w : workers_) w->check_stalled(now, patience);
+}
 
 void Pipeline::stop_workers() {
   // Every worker drains at the same time; one deadline for them all.
@@ -278,8 +475,8 @@ Result<void> Pipeline::add_backend(const std::string& name, std::unique_ptr<Back
   }
   auto r = backend->start();
   if (!r) return std::unexpected(std::move(r).error().with_context("backend " + name));
-  auto w =
-      std::make_unique<Worker>(name, std::move(backend), options_.queue_size, context_.counters);
+  auto w = std::make_unique<Worker>(name, std::move(backend), options_.queue_size,
+                                    context_.counters, room_);
   for (std::uint32_t bit = 1; bit != 0; bit <<= 1) {
     if ((used_slots_ & bit) == 0) {
       w->slot_bit = bit;
@@ -299,9 +496,9 @@ Result<void> Pipeline::add_backend(const std::string& name, std::unique_ptr<Back
       e.activity = live.activity;
       e.start_time = live.start_time;
       e.current_time = live.start_time;
-      e.usage = live.usage;
+      e.usage = live.usage();
       if (w->backend->wants_public_addresses()) rewrite_public(e);
-      w->offer(e, /*bypass_capacity=*/true);
+      w->offer(e, Worker::Overflow::kKeep);
     }
   }
   w->start();
@@ -372,18 +569,24 @@ void Pipeline::fan_out(const FlowEvent& e, std::uint32_t* holders) {
   // queue holds: its per-flow state then always ends with the flow, and the excess over
   // queue_size is bounded by the live flows. Other events may be dropped for a full queue.
   const bool end = e.state == FlowState::kEnd;
+  using Overflow = Worker::Overflow;
+  const Overflow otherwise = lossless_ ? Overflow::kLossless : Overflow::kDrop;
   auto give = [&](Worker& w, const FlowEvent& ev) {
-    const bool bypass = shutting_down_ || (end && holders && (*holders & w.slot_bit) != 0);
-    if (w.offer(ev, bypass, defer_wakeups_) && holders) *holders |= w.slot_bit;
+    const bool keep = shutting_down_ || (end && holders && (*holders & w.slot_bit) != 0);
+    if (w.offer(ev, keep ? Overflow::kKeep : otherwise, defer_wakeups_) && holders) {
+      *holders |= w.slot_bit;
+    }
   };
   if (options_.public_address.map.empty() && !options_.public_address.ipv4 &&
       !options_.public_address.ipv6) {
     for (auto& w : workers_) give(*w, e);
-    return;
+  } else {
+    FlowEvent out = e;
+    rewrite_public(out);
+    for (auto& w : workers_) give(*w, w->backend->wants_public_addresses() ? out : e);
   }
-  FlowEvent out = e;
-  rewrite_public(out);
-  for (auto& w : workers_) give(*w, w->backend->wants_public_addresses() ? out : e);
+  // A full queue: watch it, so that one that stalls does not hold lossless sources for good.
+  if (!stall_timer_ && loop_ && !room_->has_room()) arm_stall_timer();
 }
 
 namespace {
@@ -413,7 +616,7 @@ Pipeline::Node& Pipeline::insert_live(const FlowKey& key, const FlowEvent& e, Mi
   n.second.start_time = e.start_time;
   n.second.experiment = e.experiment;
   n.second.activity = e.activity;
-  n.second.usage = e.usage;
+  n.second.set_usage(e.usage);
   n.second.last_event = now;
   // Linked in as the newest.
   n.second.older = newest_;
@@ -452,19 +655,30 @@ void Pipeline::erase_live(Node& n) {
   live_gauge_->store(flows_.size(), std::memory_order_relaxed);
 }
 
-Pipeline::RecentEnds::RecentEnds() {
-  gen_[0].resize(kSlots);
-  gen_[1].resize(kSlots);
+void Pipeline::RecentEnds::Free::operator()(Slot* p) const noexcept {
+  ::munmap(p, kSlots * sizeof(Slot));
 }
+
+// mmap, not calloc: malloc's threshold for mmap grows with the blocks freed, and a zeroed
+// block from its heap would be written (resident) at once.
+Pipeline::RecentEnds::Generation Pipeline::RecentEnds::fresh() {
+  void* p = ::mmap(nullptr, kSlots * sizeof(Slot), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  return Generation(static_cast<Slot*>(p));
+}
+
+Pipeline::RecentEnds::RecentEnds() : gen_{fresh(), fresh()} {}
 
 void Pipeline::RecentEnds::add(std::uint64_t fingerprint, Micros start_time) {
   fingerprint |= 1;  // never 0 (empty)
-  if (count_ >= kGeneration) {
+  if (count_[0] >= kGeneration) {
     std::swap(gen_[0], gen_[1]);
-    std::fill(gen_[0].begin(), gen_[0].end(), Slot{});
-    count_ = 0;
+    gen_[0] = fresh();  // the oldest's pages go back; the new ones are touched as filled
+    count_[1] = count_[0];
+    count_[0] = 0;
   }
-  auto& g = gen_[0];
+  Slot* g = gen_[0].get();
   for (std::size_t i = fingerprint & (kSlots - 1);; i = (i + 1) & (kSlots - 1)) {
     if (g[i].fingerprint == fingerprint) {
       g[i].start_time = start_time;
@@ -472,7 +686,7 @@ void Pipeline::RecentEnds::add(std::uint64_t fingerprint, Micros start_time) {
     }
     if (g[i].fingerprint == 0) {
       g[i] = {fingerprint, start_time};
-      ++count_;
+      ++count_[0];
       return;
     }
   }
@@ -480,7 +694,10 @@ void Pipeline::RecentEnds::add(std::uint64_t fingerprint, Micros start_time) {
 
 std::optional<Micros> Pipeline::RecentEnds::find(std::uint64_t fingerprint) const noexcept {
   fingerprint |= 1;
-  for (const auto& g : gen_) {
+  for (int k = 0; k < 2; ++k) {
+    // An empty generation is not read: here, reading untouched pages made them resident.
+    if (count_[k] == 0) continue;
+    const Slot* g = gen_[k].get();
     for (std::size_t i = fingerprint & (kSlots - 1);; i = (i + 1) & (kSlots - 1)) {
       if (g[i].fingerprint == fingerprint) return g[i].start_time;
       if (g[i].fingerprint == 0) break;
@@ -509,14 +726,25 @@ void Pipeline::end_live(Node& n, scitags::EndReason reason, Micros end_time) {
   e.end_time = end_time;
   e.experiment = n.second.experiment;
   e.activity = n.second.activity;
-  e.usage = n.second.usage;
-  e.previous_volume = volume_of(n.second.usage);
+  e.usage = n.second.usage();
+  e.previous_volume = volume_of(n.second.usage());
   std::uint32_t holders = n.second.holders;
   erase_live(n);
   fan_out(e, &holders);
 }
 
 void Pipeline::push(const FlowEvent& in) {
+  lossless_ = false;
+  push_event(in);
+}
+
+void Pipeline::push_lossless(const FlowEvent& in) {
+  lossless_ = true;
+  push_event(in);
+  lossless_ = false;
+}
+
+void Pipeline::push_event(const FlowEvent& in) {
   pushed_->fetch_add(1, std::memory_order_relaxed);
   FlowEvent e = in;
   const Micros now = options_.clock();
@@ -573,21 +801,21 @@ void Pipeline::push(const FlowEvent& in) {
       }
       auto& live = n->second;
       touch(*n, now);
-      e.previous_volume = volume_of(live.usage);
+      e.previous_volume = volume_of(live.usage());
       if (e.usage) {
         // Never backwards: an older update delivered late keeps the larger counts.
-        if (live.usage) {
-          e.usage->sent = std::max(e.usage->sent, live.usage->sent);
-          e.usage->received = std::max(e.usage->received, live.usage->received);
+        if (live.has_usage) {
+          e.usage->sent = std::max(e.usage->sent, live.used.sent);
+          e.usage->received = std::max(e.usage->received, live.used.received);
         }
-        live.usage = e.usage;
+        live.set_usage(e.usage);
       }
       e.start_time = live.start_time;
       if (e.experiment == 0) {
         e.experiment = live.experiment;
         e.activity = live.activity;
       }
-      if (!e.usage) e.usage = live.usage;
+      if (!e.usage) e.usage = live.usage();
       fan_out(e, &live.holders);
       return;
     }
@@ -600,12 +828,12 @@ void Pipeline::push(const FlowEvent& in) {
           e.experiment = live.experiment;
           e.activity = live.activity;
         }
-        e.previous_volume = volume_of(live.usage);
+        e.previous_volume = volume_of(live.usage());
         if (!e.usage) {
-          e.usage = live.usage;
-        } else if (live.usage) {
-          e.usage->sent = std::max(e.usage->sent, live.usage->sent);
-          e.usage->received = std::max(e.usage->received, live.usage->received);
+          e.usage = live.usage();
+        } else if (live.has_usage) {
+          e.usage->sent = std::max(e.usage->sent, live.used.sent);
+          e.usage->received = std::max(e.usage->received, live.used.received);
         }
         std::uint32_t holders = live.holders;
         erase_live(*it);
@@ -651,6 +879,8 @@ void Pipeline::shutdown() {
   // by the number of live flows, and each backend gets every one of them whatever its queue
   // size (a queue smaller than the live flows dropped most of them as queue_full).
   shutting_down_ = true;
+  room_->closed.store(true);
+  room_->wake();
   const Micros now = options_.clock();
   while (oldest_) {
     pushed_->fetch_add(1, std::memory_order_relaxed);
@@ -683,6 +913,11 @@ SourceTap::SourceTap(std::string source, Counters& counters, FlowSink& next) : n
 void SourceTap::push(const FlowEvent& event) {
   by_state_[static_cast<std::size_t>(event.state)]->fetch_add(1, std::memory_order_relaxed);
   next_.push(event);
+}
+
+void SourceTap::push_lossless(const FlowEvent& event) {
+  by_state_[static_cast<std::size_t>(event.state)]->fetch_add(1, std::memory_order_relaxed);
+  next_.push_lossless(event);
 }
 
 }  // namespace flowmark::daemon

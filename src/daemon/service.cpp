@@ -337,6 +337,7 @@ Result<void> Service::run() {
   (void)::signal(SIGPIPE, SIG_IGN);
   d.pipeline = std::make_unique<Pipeline>(d.ctx, pipeline_options(cfg));
   d.pipeline->set_deferred_wakeups(true);
+  FM_TRY_VOID(d.pipeline->attach(d.loop));
   d.loop.after_dispatch([&d] { d.pipeline->wake_backends(); });
   auto fail_start = [&](Error e) -> Result<void> {
     for (auto& s : d.plan->sources) s.obj->stop();

@@ -70,6 +70,49 @@ Result<void> FireflySender::send(const Endpoint& to, std::string_view datagram) 
   return {};
 }
 
+void FireflySender::send_many(std::span<const Message> messages, std::span<int> errors) {
+  std::array<sockaddr_storage, kBatch> names;
+  std::array<iovec, kBatch> iov{};
+  std::array<mmsghdr, kBatch> msgs{};
+  std::size_t i = 0;
+  while (i < messages.size()) {
+    // A run of one family, kBatch at most.
+    const Family family = messages[i].to->address.family();
+    std::size_t n = 0;
+    while (i + n < messages.size() && n < kBatch &&
+           messages[i + n].to->address.family() == family) {
+      const auto& m = messages[i + n];
+      iov[n] = {const_cast<char*>(m.datagram.data()), m.datagram.size()};
+      msgs[n] = {};
+      msgs[n].msg_hdr.msg_name = &names[n];
+      msgs[n].msg_hdr.msg_namelen = m.to->to_sockaddr(names[n]);
+      msgs[n].msg_hdr.msg_iov = &iov[n];
+      msgs[n].msg_hdr.msg_iovlen = 1;
+      ++n;
+    }
+    auto fd = socket_for(family);
+    if (!fd) {
+      const int err = fd.error().code().value() ? fd.error().code().value() : EINVAL;
+      std::fill_n(errors.begin() + static_cast<std::ptrdiff_t>(i), n, err);
+      i += n;
+      continue;
+    }
+    std::size_t done = 0;
+    while (done < n) {
+      const int r = ::sendmmsg(*fd, msgs.data() + done, static_cast<unsigned>(n - done), 0);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        errors[i + done] = errno;  // this datagram failed: go on with the next
+        ++done;
+        continue;
+      }
+      std::fill_n(errors.begin() + static_cast<std::ptrdiff_t>(i + done), r, 0);
+      done += static_cast<std::size_t>(r);
+    }
+    i += n;
+  }
+}
+
 Result<std::uint64_t> FireflySender::send_repeated(const Endpoint& to, std::string_view datagram,
                                                    std::uint64_t count, double rate) {
   FM_TRY(int fd, socket_for(to.address.family()));

@@ -729,8 +729,10 @@ class TestFaults(ServiceTestCase):
         reader = Proc(["cat", fifo])  # opens first: the backend's open() then succeeds
         self.addCleanup(reader.kill)
         coll = self.collector("B", 20800, bind=self.B4, rcvbuf=32 << 20)
+        # drain_timeout 1 s: a backend whose full queue takes nothing for that long is given
+        # up as stalled; the pipe (a lossless source) then stops waiting for it.
         d = self.daemon({
-            "service": {"queue_size": 64},
+            "service": {"queue_size": 64, "drain_timeout": 1},
             "source": {"pipe": self.pipe_source()},
             "backend": {"ff": {"type": "firefly", "to_destination": False,
                                "collectors": [f"{self.B4}:20800"]},
@@ -747,6 +749,7 @@ class TestFaults(ServiceTestCase):
             coll.wait_count(2 * (chunk + 10), timeout=20)  # the burst went through
         got = coll.wait_count(2 * flows, timeout=20)
         self.assertTrue(d.running())
+        self.assertIn("lossless sources no longer wait for it", "\n".join(d.err))
         os.kill(reader.pid, signal.SIGCONT)
         rc, _ = d.stop()
         self.assertEqual(rc, 0, d.describe())
@@ -927,6 +930,163 @@ class TestFaults(ServiceTestCase):
         self.assertEqual(len(ends_at_exit), live, "an end record for every live flow at exit")
         coll.wait_count(d.c("flowmark_backend_events_total", backend="ff", outcome="delivered"),
                         timeout=10)
+
+
+# Back-pressure: the named pipe is a lossless source ----------------------------------------
+_WRITER = """
+import os, sys
+path, n = sys.argv[1], int(sys.argv[2])
+fd = os.open(path, os.O_WRONLY)
+data = "".join(f"start tcp 10.79.{i >> 16}.{(i >> 8) & 255} {1024 + (i & 255)} 10.79.0.2 5777 2 1\\n"
+               for i in range(n)).encode()
+print("writing", flush=True)
+done = 0
+while done < len(data):
+    done += os.write(fd, data[done:done + 65536])
+print("written", flush=True)
+"""
+
+
+def pipe_bytes(path):
+    """Bytes waiting in the FIFO (FIONREAD through a reader of our own, which reads nothing)."""
+    import fcntl
+    import termios
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        buf = bytearray(4)
+        fcntl.ioctl(fd, termios.FIONREAD, buf)
+        return int.from_bytes(buf, sys.byteorder)
+    finally:
+        os.close(fd)
+
+
+def blocked_in_write(pid):
+    """True when the process sleeps in write(2) (syscall 1 on x86-64)."""
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            return f.read().split()[0] == "1"
+    except (OSError, IndexError):
+        return False
+
+
+class TestBackPressure(ServiceTestCase):
+    def test_burst_every_event_delivered(self):
+        """200,000 lines written as fast as a writer can into a pipe whose backend queue holds
+        4,096 events: every one is a firefly at the collector, none dropped."""
+        flows = 100_000
+        out = os.path.join(self.dir, "collector.out")
+        # The collector keeps up: a receive buffer for the whole burst, its output to a file.
+        with open(out, "w") as f:
+            coll = subprocess.Popen(self.site.argv("B", [
+                FLOWMARK, "firefly", "listen", "--bind", self.B4, "--port", "21100",
+                "--rcvbuf", str(512 << 20), "--count", str(2 * flows), "--stats",
+                "--format", "text", "--timeout", "60"]), stdout=f, stderr=subprocess.PIPE,
+                text=True, preexec_fn=_default_sigint)
+        self.addCleanup(coll.kill)
+        wait_udp_bound(self.site, "B", coll.pid, 21100, 1)
+        d = self.daemon({
+            "service": {"queue_size": 4096},
+            "source": {"pipe": self.pipe_source()},
+            "backend": {"ff": {"type": "firefly", "to_destination": False,
+                               "collectors": [f"{self.B4}:21100"]}}})
+        lines = "".join(f"start tcp 10.80.{i >> 8 & 255}.{i & 255} {1024 + i % 60000} "
+                        f"{self.B4} 5777 2 1\n" for i in range(flows))
+        lines += "".join(f"end tcp 10.80.{i >> 8 & 255}.{i & 255} {1024 + i % 60000} "
+                         f"{self.B4} 5777 2 1\n" for i in range(flows))
+        t0 = time.monotonic()
+        write_pipe(self.pipe, lines, timeout=5)
+        t_write = time.monotonic() - t0
+        try:
+            coll.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the collector did not get every firefly within 60 s")
+        t_all = time.monotonic() - t0
+        with open(out) as f:
+            stats = json.loads(f.read().splitlines()[-1])
+        rc, _ = d.stop()
+        self.assertEqual(rc, 0, d.describe())
+        print(f"  [burst: {2 * flows} lines written in {t_write:.2f} s, all fireflies in "
+              f"{t_all:.2f} s; paused {d.c('flowmark_source_paused_total', source='pipe')} "
+              f"times]", file=sys.stderr)
+        self.assertEqual(stats["accepted"], 2 * flows, stats)
+        dropped = self.assertAccounted(d, ["ff"])
+        self.assertEqual(dropped["ff"], 0, d.counters)
+        self.assertEqual(d.c("flowmark_backend_events_total", backend="ff", outcome="delivered"),
+                         2 * flows, d.counters)
+        self.assertEqual(d.c("flowmark_firefly_sends_total", backend="ff", to="collector",
+                             outcome="sent"), 2 * flows, d.counters)
+        # The queue (4,096) is far smaller than the burst: the source had to wait for room.
+        self.assertGreater(d.c("flowmark_source_paused_total", source="pipe"), 0, d.counters)
+
+    def blocked_writer(self, n):
+        """flowmarkd with a healthy records backend and one whose FIFO nobody reads (its
+        reader stopped), queue_size 64; a writer of `n` start lines, returned once it is
+        blocked in write() on a full pipe."""
+        fifo = os.path.join(self.dir, "stalled.fifo")
+        os.mkfifo(fifo)
+        self.reader = Proc(["cat", fifo])
+        self.addCleanup(self.reader.kill)
+        self.records = os.path.join(self.dir, "events.jsonl")
+        d = self.daemon({
+            "service": {"queue_size": 64, "drain_timeout": 60},
+            "source": {"pipe": self.pipe_source()},
+            "backend": {"slow": {"type": "records", "path": fifo, "flush": "event"},
+                        "rec": {"type": "records", "path": self.records}}})
+        os.kill(self.reader.pid, signal.SIGSTOP)
+        w = Proc([sys.executable, "-c", _WRITER, self.pipe, str(n)])
+        self.addCleanup(w.kill)
+        w.wait_for(lambda: "writing" in w.out, 10, "the writer's start")
+        # The backend's FIFO fills, its queue fills, the source stops reading: the writer
+        # waits in write() on a full pipe (64 KiB), and nothing is dropped.
+        deadline = time.monotonic() + 20
+        while not (blocked_in_write(w.pid) and pipe_bytes(self.pipe) >= 60000):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the writer is not blocked on a full pipe: "
+                                     f"{pipe_bytes(self.pipe)} bytes in it; {w.out}")
+            self.assertNotIn("written", w.out)
+            time.sleep(0.02)
+        self.assertTrue(d.running())
+        return d, w
+
+    def test_slow_backend_blocks_the_writer_nothing_dropped(self):
+        n = 20000  # ~1 MB of lines: far more than the pipe, the queue and the FIFO hold
+        d, w = self.blocked_writer(n)
+        self.assertNotIn("written", w.out)
+        # The backend takes again: the writer goes on, every line reaches both backends.
+        os.kill(self.reader.pid, signal.SIGCONT)
+        w.wait_for(lambda: "written" in w.out, 60, "the writer's end")
+        d.wait_for(lambda: os.path.exists(self.records) and
+                   len(read_records(self.records)) >= n, 30, f"{n} records")
+        rc, secs = d.stop()
+        self.assertEqual(rc, 0, d.describe())
+        self.assertLess(secs, 5, d.describe())
+        dropped = self.assertAccounted(d, ["slow", "rec"])
+        self.assertEqual(self.drop_reasons, {"slow": {}, "rec": {}}, d.counters)
+        self.assertEqual(d.c("flowmark_source_events_total", source="pipe", state="start"), n)
+        # Each start, and each flow's end at shutdown.
+        self.assertEqual(d.c("flowmark_backend_events_total", backend="slow",
+                             outcome="delivered"), 2 * n, d.counters)
+        self.assertEqual(len(read_records(self.records)), 2 * n)
+        self.assertGreater(d.c("flowmark_source_paused_total", source="pipe"), 0, d.counters)
+        self.assertEqual(dropped, {"slow": 0, "rec": 0})
+
+    def test_sigterm_while_the_writer_is_blocked(self):
+        d, w = self.blocked_writer(20000)
+        start = len(d.err)
+        t0 = time.monotonic()
+        d.signal(signal.SIGTERM)
+        # The loop thread never waits for a queue: the signal is taken at once.
+        d.wait_err(r"SIGTERM: stopping", timeout=2, start=start)
+        self.assertLess(time.monotonic() - t0, 2)
+        # The stopped backend drains once its reader reads again; the service then exits.
+        os.kill(self.reader.pid, signal.SIGCONT)
+        rc = d.wait(10)
+        self.assertEqual(rc, 0, d.describe())
+        self.assertLess(time.monotonic() - t0, 10)
+        d.counters = parse_counters(d.err) or {}
+        self.assertEqual(self.assertAccounted(d, ["slow", "rec"]), {"slow": 0, "rec": 0})
+        self.assertFalse(os.path.exists(self.pipe))
+        w.wait_for(lambda: w.p.poll() is not None, 10, "the writer's exit (its reader is gone)")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,14 @@
 // need be (at most the live flows), so no backend's per-flow state outlives a flow; classifies
 // unclassified events by the rules; rewrites private source addresses to the public ones; and fans
 // each event out to every backend through a bounded queue per backend, each drained by its own
-// worker thread. A slow backend fills only its own queue: what does not fit is dropped and counted
-// (flowmark_backend_events_total{backend, outcome="dropped_queue_full"}), and never stalls
-// the sources or the other backends.
+// worker thread. Events of a source that cannot be slowed (push) that do not fit a backend's
+// queue are dropped for it and counted (flowmark_backend_events_total{backend,
+// outcome="dropped_queue_full"}); those of a lossless source (push_lossless) are queued, and
+// the source reads no more while a queue holds 4,096 events or more (has_room, when_room:
+// back-pressure, see plugin.hpp) — the rest of queue_size is kept for the sources that cannot
+// wait. A backend whose full queue makes no progress for drain_timeout is given up as
+// stalled (logged): lossless sources no longer wait for it, and what does not fit its queue is
+// dropped as above, until it takes events again. The loop thread never blocks on a queue.
 //
 // Accounting, per backend: every event offered = delivered + dropped (by reason), once the
 // queue is drained. For the pipeline: every event pushed = forwarded + suppressed (by
@@ -25,17 +30,20 @@
 //
 //   Pipeline p(context, options);
 //   FM_TRY_VOID(p.add_backend("fireflies", std::move(backend)));
+//   FM_TRY_VOID(p.attach(loop));  // back-pressure call-backs (when_room) on this loop
 //   p.push(event);            // from sources, on the loop thread
 //   p.shutdown();             // end events for live flows, drain, stop
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
+#include "flowmark/core/fd.hpp"
 #include "flowmark/core/log_limit.hpp"
 #include "flowmark/daemon/config.hpp"
 #include "flowmark/daemon/flow_key.hpp"
@@ -74,7 +82,15 @@ class Pipeline : public FlowSink {
   bool has_backend(std::string_view name) const;
   std::vector<std::string> backend_names() const;
 
+  // Wakes when_room's call-backs on this loop's thread and checks for stalled backends.
+  Result<void> attach(EventLoop& loop);
+
   void push(const FlowEvent& event) override;
+  void push_lossless(const FlowEvent& event) override;
+  bool has_room() const noexcept override;
+  std::uint64_t when_room(std::function<void()> resume) override;
+  void cancel_room_wait(std::uint64_t id) noexcept override;
+  bool wait_for_room(std::stop_token stop, std::chrono::steady_clock::time_point deadline) override;
 
   // Ends the flows idle for longer than the timeout (end events, counted as expired).
   // The service calls it from a timer; returns how many were ended.
@@ -94,19 +110,35 @@ class Pipeline : public FlowSink {
   std::size_t live_flows() const noexcept { return flows_.size(); }
 
  private:
+  // 64 bytes (an optional<Usage> would pad it to 72): with the key and the hash table's link,
+  // a node of 136 bytes, 144 with malloc's header.
   struct Live {
     Micros start_time = 0;
     Micros last_event = 0;
-    std::uint32_t experiment = 0, activity = 0;
-    std::optional<scitags::Usage> usage;
-    // The backends (Worker::slot_bit) given an event of this flow: they get its end.
-    std::uint32_t holders = 0;
     // Least recently active first: the order in which flows are evicted.
     std::pair<const FlowKey, Live>* older = nullptr;
     std::pair<const FlowKey, Live>* newer = nullptr;
+    scitags::Usage used;  // when has_usage
+    std::uint32_t experiment = 0, activity = 0;
+    // The backends (Worker::slot_bit) given an event of this flow: they get its end.
+    std::uint32_t holders = 0;
+    bool has_usage = false;
+
+    std::optional<scitags::Usage> usage() const noexcept {
+      return has_usage ? std::optional(used) : std::nullopt;
+    }
+    void set_usage(const std::optional<scitags::Usage>& u) noexcept {
+      has_usage = u.has_value();
+      used = u.value_or(scitags::Usage{});
+    }
   };
   using Node = std::pair<const FlowKey, Live>;
   struct Worker;
+  struct Room;
+  void push_event(const FlowEvent& event);
+  void room_ready();
+  void check_stalled();
+  void arm_stall_timer();
   // `holders`: the flow's Live::holders (updated), or null for an event of no live flow.
   void fan_out(const FlowEvent& e, std::uint32_t* holders);
   Node& insert_live(const FlowKey& key, const FlowEvent& e, Micros now);
@@ -134,7 +166,9 @@ class Pipeline : public FlowSink {
   // Flows ended lately: their key's 64-bit hash → start time, in two flat generations of
   // 65,536 (open addressing, 4 MB in all), the older dropped when the newer fills up —
   // bounded whatever arrives, and one probe in a compact array per lookup (node-based maps
-  // here were a sixth of the loop thread's time under a flood of new flows).
+  // here were a sixth of the loop thread's time under a flood of new flows). Each generation
+  // is fresh zeroed pages (mmap), resident only as far as entries are written: no
+  // memory while no flow ends.
   class RecentEnds {
    public:
     RecentEnds();
@@ -143,13 +177,18 @@ class Pipeline : public FlowSink {
 
    private:
     struct Slot {
-      std::uint64_t fingerprint = 0;  // 0: empty
-      Micros start_time = 0;
+      std::uint64_t fingerprint;  // 0: empty
+      Micros start_time;
     };
+    struct Free {
+      void operator()(Slot* p) const noexcept;
+    };
+    using Generation = std::unique_ptr<Slot[], Free>;
+    static Generation fresh();
     static constexpr std::size_t kGeneration = 65536;
     static constexpr std::size_t kSlots = 2 * kGeneration;  // a power of two: load ≤ 1/2
-    std::vector<Slot> gen_[2];
-    std::size_t count_ = 0;  // in gen_[0]
+    Generation gen_[2];
+    std::size_t count_[2] = {0, 0};  // entries in each generation
   };
   RecentEnds ended_;
   std::vector<std::unique_ptr<Worker>> workers_;
@@ -170,6 +209,14 @@ class Pipeline : public FlowSink {
   LogLimiter unclassified_log_{
       1, std::chrono::seconds(10), LogLimiter::Report::kLine,
       [](std::uint64_t n) { return fmt::format("{} more unclassified flow(s) not shown", n); }};
+  // Back-pressure: how many queues are full, shared with the workers (which free it).
+  std::shared_ptr<Room> room_;
+  EventLoop* loop_ = nullptr;
+  UniqueFd room_fd_;  // eventfd: a worker freed room while a source waits
+  std::optional<EventLoop::TimerId> stall_timer_;
+  std::unordered_map<std::uint64_t, std::function<void()>> room_waiters_;
+  std::uint64_t next_wait_id_ = 1;
+  bool lossless_ = false;  // the event being pushed is from a lossless source
   bool shutting_down_ = false;
   bool defer_wakeups_ = false;  // shutdown(): the end events bypass the queue capacity
 };
@@ -180,6 +227,16 @@ class SourceTap : public FlowSink {
  public:
   SourceTap(std::string source, Counters& counters, FlowSink& next);
   void push(const FlowEvent& event) override;
+  void push_lossless(const FlowEvent& event) override;
+  bool has_room() const noexcept override { return next_.has_room(); }
+  std::uint64_t when_room(std::function<void()> resume) override {
+    return next_.when_room(std::move(resume));
+  }
+  void cancel_room_wait(std::uint64_t id) noexcept override { next_.cancel_room_wait(id); }
+  bool wait_for_room(std::stop_token stop,
+                     std::chrono::steady_clock::time_point deadline) override {
+    return next_.wait_for_room(std::move(stop), deadline);
+  }
 
  private:
   FlowSink& next_;

@@ -10,7 +10,10 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <memory>
+#include <stop_token>
 #include <string>
 #include <string_view>
 
@@ -28,10 +31,37 @@ using scitags::FlowEvent;
 // Where sources deliver. Called on the service's event-loop thread only. Times left 0 are
 // filled by the pipeline (start → now; end → now, and the start time it remembers);
 // experiment/activity left 0 are classified by the rules.
+//
+// Back-pressure. A source whose sender can be slowed (a FIFO writer, an HTTP client) is
+// lossless: it pushes with push_lossless() — never dropped for a full backend queue — and
+// reads no more input while has_room() is false, waiting for when_room() to call it back, so
+// that its sender waits (in the kernel's pipe buffer, in its HTTP request) instead of losing
+// events. A source whose sender cannot be slowed (UDP fireflies) pushes with push(): what does
+// not fit a backend's queue is dropped for that backend and counted (dropped_queue_full).
+// A backend whose queue stays full without taking an event for [service] drain_timeout is
+// given up as stalled: lossless sources stop waiting for it (its events are then dropped and
+// counted) until it takes events again, so one stuck backend never holds them back for good.
 class FlowSink {
  public:
   virtual ~FlowSink() = default;
   virtual void push(const FlowEvent& event) = 0;
+  virtual void push_lossless(const FlowEvent& event) { push(event); }
+  // True when every backend's queue has room (any thread).
+  virtual bool has_room() const noexcept { return true; }
+  // Calls `resume` once, later, on the loop thread, when there is room again (or the
+  // pipeline shuts down). Returns an id for cancel_room_wait (0: `resume` was already run).
+  virtual std::uint64_t when_room(std::function<void()> resume) {
+    resume();
+    return 0;
+  }
+  virtual void cancel_room_wait(std::uint64_t /*id*/) noexcept {}
+  // For a source that works on threads of its own (not the loop's): blocks until there is
+  // room (true), or until `stop` is requested, `deadline` passes or the pipeline shuts down
+  // (false). Never on the loop thread: signals, timers and the other sources would wait.
+  virtual bool wait_for_room(std::stop_token /*stop*/,
+                             std::chrono::steady_clock::time_point /*deadline*/) {
+    return true;
+  }
 };
 
 // What every part may use. Lives as long as the service (the registry is replaced on a
@@ -62,6 +92,9 @@ class Backend {
   // On the backend's worker thread, one event at a time. Never throws: a failure is
   // counted (and logged rate-limited) by the backend itself.
   virtual void on_event(const FlowEvent& event) noexcept = 0;
+  // After each batch of on_event calls the worker took from its queue (worker thread): a
+  // backend that gathers its output (datagrams for one sendmmsg) sends it now.
+  virtual void flush() noexcept {}
   // Periodic work on the worker thread (e.g. `ongoing` fireflies); 0 = never.
   virtual std::chrono::milliseconds tick_interval() const noexcept { return {}; }
   virtual void on_tick() noexcept {}

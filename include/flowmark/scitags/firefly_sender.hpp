@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -42,6 +43,15 @@ class FireflySender {
 
   // One datagram to `to` (a prepared destination).
   Result<void> send(const Endpoint& to, std::string_view datagram);
+
+  // Datagrams to prepared destinations, by sendmmsg (one call per run of one address family,
+  // kBatch at most). `errors[i]` gets 0 when the kernel took datagram i, or its errno; a
+  // failed datagram never stops the others. `errors` has messages.size() elements.
+  struct Message {
+    const Endpoint* to;
+    std::string_view datagram;
+  };
+  void send_many(std::span<const Message> messages, std::span<int> errors);
 
   // The same datagram `count` times to `to`, by sendmmsg in batches of kBatch, paced at
   // `rate` datagrams a second (0: as fast as the kernel takes them). Returns how many the

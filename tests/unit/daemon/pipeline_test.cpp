@@ -7,6 +7,8 @@
 #include <condition_variable>
 #include <mutex>
 #include <set>
+#include <stop_token>
+#include <thread>
 
 namespace flowmark::daemon {
 namespace {
@@ -100,6 +102,17 @@ struct PipelineTest : ::testing::Test {
     return raw;
   }
 };
+
+// Holds `b` inside on_event with one event, its queue empty: what is pushed next waits there.
+void stick(Pipeline& p, Capture& b, Counters& counters, std::string_view name) {
+  b.hold();
+  p.push_lossless(event(FlowState::kStart, "192.0.2.9:65000", "198.51.100.9:9"));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (counters.value("flowmark_backend_queue_depth", {{"backend", std::string(name)}}) != 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+}
 
 TEST_F(PipelineTest, EndCarriesStartTimeAndDuplicatesAreSuppressed) {
   Pipeline p(ctx, options());
@@ -389,7 +402,9 @@ TEST_F(PipelineTest, ABackendGivenAFlowsEventsAlwaysGetsItsEnd) {
   o.queue_size = 16;
   Pipeline p(ctx, o);
   auto* slow = add(p, "slow");
-  slow->hold();
+  // Its worker inside on_event with one flow's start (that flow is held and ended too): a
+  // worker slow to start would otherwise take the whole queue, ends included, at once.
+  stick(p, *slow, counters, "slow");
   // 40 flows start while the backend is stuck: those that fit its queue are given to it,
   // the rest dropped. Then their ends: those of the flows it holds go in past the bound,
   // the others do not (the queue is full and it knows nothing of those flows).
@@ -405,14 +420,113 @@ TEST_F(PipelineTest, ABackendGivenAFlowsEventsAlwaysGetsItsEnd) {
   // from the queue before it stuck) and exactly their ends, nothing of the other flows.
   auto got = slow->events();
   std::set<std::uint16_t> started, ended;
-  for (const auto& e : got) (e.state == FlowState::kStart ? started : ended).insert(e.src.port);
+  for (const auto& e : got) {
+    if (e.src.port == 65000) continue;  // the flow stick() started
+    (e.state == FlowState::kStart ? started : ended).insert(e.src.port);
+  }
   EXPECT_EQ(started, ended);
   EXPECT_GE(started.size(), 16u);
   EXPECT_LT(started.size(), 40u);
-  EXPECT_EQ(got.size(), 2 * started.size());
+  EXPECT_EQ(got.size(), 1 + 2 * started.size());
   EXPECT_EQ(counters.value("flowmark_backend_events_total",
                            {{"backend", "slow"}, {"outcome", "dropped_queue_full"}}),
-            80u - got.size());
+            80u + 1u - got.size());
+}
+
+// Back-pressure: a lossless source's events are never dropped for a full queue; has_room() is
+// false while a queue holds its lossless mark; when_room() calls back on the loop thread once
+// the worker took the queue, wait_for_room() wakes another thread.
+TEST_F(PipelineTest, LosslessEventsAreNeverDroppedAndTheSourceIsCalledBackWhenThereIsRoom) {
+  auto o = options();
+  o.queue_size = 16;
+  o.drain_timeout = 600;  // never given up here
+  Pipeline p(ctx, o);
+  auto loop = EventLoop::create();
+  ASSERT_TRUE(loop.has_value());
+  ASSERT_TRUE(p.attach(*loop).has_value());
+  auto* slow = add(p, "slow");
+  EXPECT_TRUE(p.has_room());
+  stick(p, *slow, counters, "slow");
+  constexpr int kEvents = 100;
+  for (int i = 1; i < kEvents; ++i) {
+    p.push_lossless(
+        event(FlowState::kStart, fmt::format("192.0.2.1:{}", 1000 + i), "198.51.100.1:2"));
+  }
+  EXPECT_FALSE(p.has_room());
+  EXPECT_EQ(counters.value("flowmark_backend_events_total",
+                           {{"backend", "slow"}, {"outcome", "dropped_queue_full"}}),
+            0u);
+  // A thread that waits for room with a deadline, and one stopped by its stop token.
+  EXPECT_FALSE(
+      p.wait_for_room({}, std::chrono::steady_clock::now() + std::chrono::milliseconds(20)));
+  std::stop_source stopper;
+  std::thread stopped([&] {
+    EXPECT_FALSE(p.wait_for_room(stopper.get_token(),
+                                 std::chrono::steady_clock::now() + std::chrono::seconds(30)));
+  });
+  stopper.request_stop();
+  stopped.join();
+  std::atomic<bool> woke = false;
+  std::thread waiter([&] {
+    EXPECT_TRUE(p.wait_for_room({}, std::chrono::steady_clock::now() + std::chrono::seconds(30)));
+    woke = true;
+  });
+  bool resumed = false;
+  const auto id = p.when_room([&] { resumed = true; });
+  EXPECT_NE(id, 0u);
+  slow->release();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!resumed && std::chrono::steady_clock::now() < deadline) {
+    ASSERT_TRUE(loop->run_once(std::chrono::milliseconds(100)).has_value());
+  }
+  EXPECT_TRUE(resumed);
+  waiter.join();
+  EXPECT_TRUE(woke);
+  p.wait_idle();
+  EXPECT_EQ(slow->events().size(), static_cast<std::size_t>(kEvents));
+}
+
+// A backend stuck with a full queue is given up after drain_timeout: lossless sources no
+// longer wait for it (their events that do not fit it are dropped and counted), the others
+// still get everything; when it takes events again, it is waited for again.
+TEST_F(PipelineTest, AStuckBackendIsGivenUpAfterDrainTimeoutAndLosslessSourcesGoOn) {
+  auto o = options();
+  o.queue_size = 16;
+  o.drain_timeout = 0.2;
+  Pipeline p(ctx, o);
+  auto loop = EventLoop::create();
+  ASSERT_TRUE(loop.has_value());
+  ASSERT_TRUE(p.attach(*loop).has_value());
+  auto* stuck = add(p, "stuck");
+  auto* fast = add(p, "fast");
+  stick(p, *stuck, counters, "stuck");
+  for (int i = 1; i < 40; ++i) {
+    p.push_lossless(
+        event(FlowState::kStart, fmt::format("192.0.2.1:{}", 1000 + i), "198.51.100.1:2"));
+  }
+  ASSERT_FALSE(p.has_room());
+  bool resumed = false;
+  p.when_room([&] { resumed = true; });
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!resumed && std::chrono::steady_clock::now() < t0 + std::chrono::seconds(10)) {
+    ASSERT_TRUE(loop->run_once(std::chrono::milliseconds(100)).has_value());
+  }
+  EXPECT_TRUE(resumed);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(150));
+  EXPECT_TRUE(p.has_room());
+  // Given up: what does not fit its queue is dropped for it, the fast one gets everything.
+  for (int i = 40; i < 80; ++i) {
+    p.push_lossless(
+        event(FlowState::kStart, fmt::format("192.0.2.1:{}", 1000 + i), "198.51.100.1:2"));
+  }
+  ASSERT_TRUE(fast->wait_events(80));
+  EXPECT_EQ(counters.value("flowmark_backend_events_total",
+                           {{"backend", "stuck"}, {"outcome", "dropped_queue_full"}}),
+            40u);
+  stuck->release();
+  p.wait_idle();
+  EXPECT_EQ(stuck->events().size(), 40u);
+  EXPECT_EQ(fast->events().size(), 80u);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstring>
 #include <unordered_map>
 
 #include "flowmark/core/log_limit.hpp"
@@ -85,9 +86,42 @@ class FireflyBackend final : public Backend {
       }
       send(ongoing);
     }
+    flush();
   }
 
-  void stop() noexcept override { live_.clear(); }
+  // The worker's batch is over: what is queued leaves now (sendmmsg).
+  void flush() noexcept override {
+    if (queued_.empty()) return;
+    messages_.clear();
+    for (const auto& q : queued_) {
+      messages_.push_back({&q.to, std::string_view(arena_).substr(q.offset, q.size)});
+    }
+    errors_.resize(queued_.size());
+    sender_.send_many(messages_, errors_);
+    for (std::size_t i = 0; i < queued_.size(); ++i) {
+      const int err = errors_[i];
+      const int kind = queued_[i].kind;
+      if (err == 0) {
+        sent_[kind]->fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      (err == ECONNREFUSED ? refused_ : failed_)[kind]->fetch_add(1, std::memory_order_relaxed);
+      log_.log(spdlog::level::warn, [&] {
+        return fmt::format("backend {}: firefly to {}: {}{}", name_, queued_[i].to.to_string(),
+                           std::strerror(err),
+                           err == ENETUNREACH || err == EHOSTUNREACH
+                               ? " (no route: is the address right, the link up?)"
+                               : "");
+      });
+    }
+    queued_.clear();
+    arena_.clear();
+  }
+
+  void stop() noexcept override {
+    flush();
+    live_.clear();
+  }
 
  private:
   void track(const FlowEvent& e) {
@@ -116,27 +150,15 @@ class FireflyBackend final : public Backend {
       log_.log(spdlog::level::warn, "backend {}: cannot encode: {}", name_, wire.error().message());
       return;
     }
+    // Queued (the datagram once, for every destination), sent by flush() in one sendmmsg
+    // per kBatch datagrams rather than one sendto each.
+    const std::size_t offset = arena_.size();
+    arena_.append(*wire);
     if (o_.to_destination) {
-      send_one({e.dst.address, o_.port}, *wire, 0);
+      queued_.push_back({Endpoint{e.dst.address, o_.port}, offset, wire->size(), 0});
     }
-    for (const auto& c : collectors_) send_one(c, *wire, 1);
-  }
-
-  void send_one(const Endpoint& to, std::string_view wire, int kind) {
-    auto r = sender_.send(to, wire);
-    if (r) {
-      sent_[kind]->fetch_add(1, std::memory_order_relaxed);
-      return;
-    }
-    if (r.error().code() == std::errc::connection_refused) {
-      refused_[kind]->fetch_add(1, std::memory_order_relaxed);
-    } else {
-      failed_[kind]->fetch_add(1, std::memory_order_relaxed);
-    }
-    log_.log(spdlog::level::warn, [&] {
-      return fmt::format("backend {}: firefly to {}: {}", name_, to.to_string(),
-                         r.error().message());
-    });
+    for (const auto& c : collectors_) queued_.push_back({c, offset, wire->size(), 1});
+    if (queued_.size() >= scitags::FireflySender::kBatch) flush();
   }
 
   std::string name_;
@@ -145,6 +167,16 @@ class FireflyBackend final : public Backend {
   scitags::FireflySender sender_;
   scitags::FireflyEncoder encoder_;
   std::vector<Endpoint> collectors_;
+  // Datagrams waiting for flush(): their bytes in arena_, one entry per destination.
+  struct Queued {
+    Endpoint to;
+    std::size_t offset, size;
+    int kind;  // 0: the flow's destination, 1: a collector
+  };
+  std::string arena_;
+  std::vector<Queued> queued_;
+  std::vector<scitags::FireflySender::Message> messages_;
+  std::vector<int> errors_;
   // The flows this backend was told of, with the last event of each: the `ongoing` fireflies
   // repeat it. Its own, not the pipeline's table: it holds the events as delivered here (source
   // addresses made public, the last TcpInfo), only those this queue did not drop, and is read

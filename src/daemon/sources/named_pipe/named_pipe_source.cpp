@@ -44,6 +44,10 @@ class NamedPipeSource final : public Source {
     incomplete_ = &counter("incomplete_line");
     lines_ = &ctx_.counters.counter("flowmark_pipe_lines_total", {{"source", name_}},
                                     "Non-blank lines read from the named pipe");
+    pauses_ = &ctx_.counters.counter(
+        "flowmark_source_paused_total", {{"source", name_}},
+        "Times a lossless source stopped reading because a backend's queue was full "
+        "(back-pressure: its sender waits, nothing is dropped)");
   }
   ~NamedPipeSource() override { stop(); }
 
@@ -59,7 +63,13 @@ class NamedPipeSource final : public Source {
   }
 
   void stop() noexcept override {
-    if (loop_ && fd_) loop_->remove_fd(fd_.get());
+    if (wait_id_) {
+      sink_->cancel_room_wait(wait_id_);
+      wait_id_ = 0;
+    }
+    paused_ = false;
+    if (loop_ && fd_ && watched_) loop_->remove_fd(fd_.get());
+    watched_ = false;
     fd_.reset();
     if (created_) {
       ::unlink(o_.path.c_str());
@@ -112,14 +122,42 @@ class NamedPipeSource final : public Source {
     int fd = ::open(o_.path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return fail_errno("cannot open the named pipe " + o_.path);
     UniqueFd next(fd);
-    FM_TRY_VOID(loop_->add_fd(next.get(), EPOLLIN, [this](std::uint32_t ev) { on_ready(ev); }));
+    FM_TRY_VOID(watch(next.get()));
     // The new reader is in place before the old one goes: writers always find a reader.
-    if (fd_) loop_->remove_fd(fd_.get());
+    if (fd_ && watched_) loop_->remove_fd(fd_.get());
     fd_ = std::move(next);
+    watched_ = true;
     return {};
   }
 
+  Result<void> watch(int fd) {
+    return loop_->add_fd(fd, EPOLLIN, [this](std::uint32_t ev) { on_ready(ev); });
+  }
+
+  // Back-pressure: a backend's queue is full. The FIFO is no longer read (nor watched) until
+  // there is room: the writer fills the kernel's pipe buffer and then waits in write().
+  void pause() {
+    if (watched_) loop_->remove_fd(fd_.get());
+    watched_ = false;
+    paused_ = true;
+    pauses_->fetch_add(1, std::memory_order_relaxed);
+    wait_id_ = sink_->when_room([this] { resume(); });
+  }
+
+  void resume() {
+    wait_id_ = 0;
+    if (!paused_ || !loop_ || !fd_) return;
+    paused_ = false;
+    if (auto r = watch(fd_.get()); !r) {
+      spdlog::error("source {}: cannot watch {} again: {}", name_, o_.path, r.error().message());
+      return;
+    }
+    watched_ = true;
+  }
+
   void on_ready(std::uint32_t events) {
+    // Each read is 64 KiB at most, so the queues exceed their capacity by at most one read's
+    // lines (two events each, when a start ends an older flow of its tuple).
     std::array<char, 65536> buf;
     // At most kMaxReads reads per wake-up: a writer faster than the parser must not keep the
     // loop here forever (signals, timers and the other sources wait for it). The FIFO stays
@@ -127,6 +165,10 @@ class NamedPipeSource final : public Source {
     constexpr int kMaxReads = 16;
     for (int reads = 0;; ++reads) {
       if (reads == kMaxReads) return;
+      if (!sink_->has_room()) {
+        pause();
+        return;
+      }
       ssize_t n = ::read(fd_.get(), buf.data(), buf.size());
       if (n > 0) {
         consume(std::string_view(buf.data(), static_cast<std::size_t>(n)));
@@ -176,7 +218,7 @@ class NamedPipeSource final : public Source {
                       scitags::to_string(e.error().reason), line_no_, e.error().message);
       return;
     }
-    sink_->push(*e);
+    sink_->push_lossless(*e);
   }
 
   std::string name_;
@@ -185,11 +227,14 @@ class NamedPipeSource final : public Source {
   EventLoop* loop_ = nullptr;
   FlowSink* sink_ = nullptr;
   UniqueFd fd_;
+  bool watched_ = false;  // fd_ is in the loop
+  bool paused_ = false;   // back-pressure: waiting for room
+  std::uint64_t wait_id_ = 0;
   bool created_ = false;
   LineAssembler lines_in_{o_.max_line};
   std::uint64_t line_no_ = 0;
   std::array<std::atomic<std::uint64_t>*, scitags::kPipeRejectKinds> rejected_{};
-  std::atomic<std::uint64_t>*too_long_, *incomplete_, *lines_;
+  std::atomic<std::uint64_t>*too_long_, *incomplete_, *lines_, *pauses_;
   LogLimiter reject_log_;  // at most 10 rejected lines a second on stderr
 };
 

@@ -121,7 +121,10 @@ SocketsSource::SocketsSource(std::string name, SocketsOptions options, Counters&
       options_(std::move(options)),
       metrics_(std::make_unique<Metrics>(Metrics::make(counters, name_))),
       tracker_(options_.tracker, [this](const scitags::FlowEvent& e) {
-        if (sink_) sink_->push(e);
+        // Lossless: a poll's events are bounded by the socket table, and no poll is made
+        // while a backend's queue is full (back-pressure); the tracker keeps its state, so
+        // the next poll catches up.
+        if (sink_) sink_->push_lossless(e);
       }) {}
 
 SocketsSource::~SocketsSource() { stop(); }
@@ -141,7 +144,10 @@ Result<void> SocketsSource::start(EventLoop& loop, FlowSink& sink) {
   const auto period = std::chrono::duration_cast<std::chrono::nanoseconds>(
       std::chrono::duration<double>(options_.period_seconds));
   // The first poll at once: it learns which connections exist already.
-  FM_TRY(auto id, loop.add_timer(std::chrono::milliseconds(1), period, [this] { poll(); }));
+  FM_TRY(auto id, loop.add_timer(std::chrono::milliseconds(1), period, [this] {
+    if (sink_ && !sink_->has_room()) return;  // back-pressure: the next poll catches up
+    poll();
+  }));
   timer_ = id;
   return {};
 }

@@ -58,6 +58,7 @@ TEST(FireflyBackend, CollectorsGetEachEventWithTheSyslogHeader) {
   ASSERT_TRUE(b) << b.error().message();
   ASSERT_TRUE((*b)->start());
   (*b)->on_event(event(1000));
+  (*b)->flush();  // as the worker does after each batch
   for (auto* rx : {&c1, &c2}) {
     const auto got = f.next(*rx);
     EXPECT_TRUE(got.has_header);
@@ -83,6 +84,7 @@ TEST(FireflyBackend, ToTheFlowsDestinationAtTheConfiguredPortWithoutHeader) {
   ASSERT_TRUE(b) << b.error().message();
   ASSERT_TRUE((*b)->start());
   (*b)->on_event(event(1001, FlowState::kEnd));
+  (*b)->flush();  // as the worker does after each batch
   const auto got = f.next(dest);
   EXPECT_FALSE(got.has_header);
   EXPECT_EQ(got.event.state, FlowState::kEnd);
@@ -108,10 +110,13 @@ TEST(FireflyBackend, OngoingFirefliesForLiveFlowsOnEachTick) {
   EXPECT_EQ((*b)->tick_interval(), std::chrono::seconds(30));
   ASSERT_TRUE((*b)->start());
   (*b)->on_event(event(2000));
+  (*b)->flush();  // as the worker does after each batch
   (*b)->on_event(event(2001));
+  (*b)->flush();  // as the worker does after each batch
   EXPECT_EQ(f.next(coll).event.state, FlowState::kStart);
   EXPECT_EQ(f.next(coll).event.state, FlowState::kStart);
   (*b)->on_event(event(2001, FlowState::kEnd));
+  (*b)->flush();  // as the worker does after each batch
   EXPECT_EQ(f.next(coll).event.state, FlowState::kEnd);
   (*b)->on_tick();  // only 2000 is live
   const auto ongoing = f.next(coll);
@@ -123,6 +128,7 @@ TEST(FireflyBackend, OngoingFirefliesForLiveFlowsOnEachTick) {
   EXPECT_EQ(reads, 1);
   // The marker: a later datagram arrives, and nothing came between (no ongoing for 2001).
   (*b)->on_event(event(2002));
+  (*b)->flush();  // as the worker does after each batch
   EXPECT_EQ(f.next(coll).event.src.port, 2002);
   EXPECT_EQ(f.sends("collector", "sent"), 5u);
 }
@@ -144,6 +150,7 @@ TEST(FireflyBackend, TcpInfoOnlyWhenAsked) {
   ASSERT_TRUE(b) << b.error().message();
   ASSERT_TRUE((*b)->start());
   (*b)->on_event(event(3000));
+  (*b)->flush();  // as the worker does after each batch
   const auto got = f.next(coll);
   EXPECT_EQ(reads, 1);
   bool netlink = false;
