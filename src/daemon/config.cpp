@@ -314,7 +314,12 @@ Result<ServiceConfig> ServiceConfig::from(const ConfigDocument& doc,
   }
   FM_TRY(c.sources, parts(root, "source"));
   FM_TRY(c.backends, parts(root, "backend"));
-  if (c.sources.empty()) {
+  // A backend with rules of its own ([[backend.NAME.rule]]: the flowlabel backend marking by
+  // destination, flowd-go's perfSONAR mode) marks without any source.
+  const bool own_rules = std::any_of(c.backends.begin(), c.backends.end(), [](const PartSpec& b) {
+    return b.table != nullptr && as_table(b.table).contains("rule");
+  });
+  if (c.sources.empty() && !own_rules) {
     return fail(Errc::kInvalidArgument,
                 fmt::format("{}: no [source.NAME] table: nothing would find flows", doc.name()));
   }

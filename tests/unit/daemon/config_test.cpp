@@ -116,6 +116,20 @@ TEST(Config, NoSourceOrNoBackendIsAnError) {
   EXPECT_NE(c.error().message().find("no [source.NAME] table"), std::string::npos);
 }
 
+// A backend that marks by rules of its own (flowd-go's perfSONAR mode, translated from its
+// conf.yaml) needs no source; its keys are the factory's to check.
+TEST(Config, NoSourceIsFineForABackendWithRulesOfItsOwn) {
+  auto doc = ConfigDocument::parse_toml(
+      "[backend.marker]\ntype = \"flowlabel\"\n[[backend.marker.rule]]\n"
+      "destination = \"::/0\"\nexperiment = 2\nactivity = 1\n",
+      "t.toml");
+  ASSERT_TRUE(doc.has_value());
+  auto c = ServiceConfig::from(*doc, reg());
+  ASSERT_TRUE(c.has_value()) << c.error().message();
+  EXPECT_TRUE(c->sources.empty());
+  EXPECT_EQ(c->backends.size(), 1u);
+}
+
 TEST(Config, PartsAreValidatedByTheirFactories) {
   auto check = [](std::string_view text) {
     auto doc = ConfigDocument::parse_toml(text, "t.toml");
