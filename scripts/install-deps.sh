@@ -31,6 +31,8 @@ PACKAGES=(
   softflowd nfdump argus-server argus-client libndpi-bin
   # service (flowmarkd): TOML config, Prometheus exporter, sd_notify, eBPF (libbpf skeletons)
   libtomlplusplus-dev prometheus-cpp-dev libsystemd-dev libbpf-dev bpftool
+  # service: flowd-go's YAML configuration (/etc/flowd-go/conf.yaml) read as it is
+  libyaml-cpp-dev
   # eBPF datapath: the Linux UAPI headers the TC program includes (clang-19 is above)
   linux-libc-dev
   # service tests: a real Prometheus server scrapes the exporter; a real STUN server

@@ -1,5 +1,6 @@
 // flowmarkd — the flow-marking service: sources find flows, backends mark and announce
-// them. Reads /etc/flowmark/flowmark.toml, or flowd's own config (-c /etc/flowd/flowd.cfg).
+// them. Reads /etc/flowmark/flowmark.toml, or flowd's own config (-c /etc/flowd/flowd.cfg),
+// or flowd-go's (-c /etc/flowd-go/conf.yaml).
 //
 //   flowmarkd [-c FILE] [-d|--debug] [-f|--fg] [--version] [--check [--print]]
 //
@@ -48,15 +49,16 @@ static int flowmarkd_main(int argc, char** argv) {
   std::string config = std::string(flowmark::daemon::kDefaultConfigPath);
   bool debug = false, foreground = false, check = false, print = false;
   app.add_option("-c,--config", config,
-                 "configuration file: TOML, or flowd's KEY='value' format (detected)")
+                 "configuration file: TOML, flowd's KEY='value' format or flowd-go's "
+                 "conf.yaml (detected)")
       ->capture_default_str();
   app.add_flag("-d,--debug", debug, "log debug messages");
   app.add_flag("-f,--fg", foreground,
                "run in the foreground (always the case; accepted for flowd's command line)");
   app.add_flag("--check", check, "validate the configuration and exit (0: valid)");
   app.add_flag("--print", print,
-               "with --check: print the configuration as TOML (a flowd file's translation), "
-               "the summary as comments");
+               "with --check: print the configuration as TOML (a flowd or flowd-go file's "
+               "translation), the summary as comments");
   app.set_version_flag("--version", "flowmarkd " FLOWMARK_VERSION);
   app.footer(
       "Signals: SIGTERM/SIGINT stop (end events for live flows, backends drained), SIGHUP "
@@ -88,7 +90,14 @@ static int flowmarkd_main(int argc, char** argv) {
     return kExitConfig;
   }
   if (check) {
-    for (const auto& w : doc->warnings()) spdlog::warn("{}: {}", doc->name(), w);
+    // A translation's warnings start with the file's name and place already.
+    for (const auto& w : doc->warnings()) {
+      if (w.starts_with(doc->name())) {
+        spdlog::warn("{}", w);
+      } else {
+        spdlog::warn("{}: {}", doc->name(), w);
+      }
+    }
     auto summary = flowmark::daemon::Service::check(*doc);
     if (!summary) {
       spdlog::error("{}", summary.error().message());

@@ -11,6 +11,7 @@
 #include <toml++/toml.h>
 
 #include "daemon/flowd/flowd_format.hpp"
+#include "daemon/flowd_go/flowd_go_config.hpp"
 
 namespace flowmark::daemon {
 
@@ -43,6 +44,14 @@ Result<ConfigDocument> ConfigDocument::load(const std::string& path) {
   std::ostringstream buf;
   buf << in.rdbuf();
   std::string text = buf.str();
+  if (looks_like_flowd_go_config(path, text)) {
+    FM_TRY(auto translated, translate_flowd_go_config(text, path));
+    FM_TRY(auto doc, parse_toml(translated.toml, path + " (translated from flowd-go's YAML)"));
+    doc.name_ = path;
+    doc.from_flowd_ = true;
+    doc.warnings_ = std::move(translated.warnings);
+    return doc;
+  }
   if (is_flowd_format(path, text)) {
     FM_TRY(auto translated, flowd_to_toml(text, path));
     FM_TRY(auto doc, parse_toml(translated.toml, path + " (translated from flowd's format)"));

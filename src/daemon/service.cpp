@@ -282,7 +282,13 @@ Result<std::unique_ptr<Service>> Service::create(ConfigDocument doc, std::string
   FM_TRY(auto loop, EventLoop::create());
   auto impl = std::make_unique<Impl>(std::move(loop));
   impl->config_path = std::move(config_path);
-  for (const auto& w : doc.warnings()) spdlog::warn("{}: {}", doc.name(), w);
+  for (const auto& w : doc.warnings()) {  // a translation's start with the file and place
+    if (w.starts_with(doc.name())) {
+      spdlog::warn("{}", w);
+    } else {
+      spdlog::warn("{}: {}", doc.name(), w);
+    }
+  }
   FM_TRY(auto plan,
          make_plan(std::move(doc), impl->ctx, impl->source_factories, impl->backend_factories));
   impl->plan = std::make_unique<Plan>(std::move(plan));

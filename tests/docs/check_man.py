@@ -21,7 +21,8 @@ For the configuration page, flowmark.toml(5), with --source-dir:
   - every source and backend type (factories.add("NAME", ...)) has its `type = "NAME"`
     subsection, and the keys its own file reads are items of that subsection;
   - every flowd key flowmarkd knows (src/daemon/flowd_translate.cpp) is in FLOWD
-    COMPATIBILITY.
+    COMPATIBILITY, and every flowd-go key (src/daemon/flowd_go/flowd_go_translate.cpp) in
+    FLOWD-GO COMPATIBILITY.
 
 Usage: check_man.py --man-dir DIR --flowmark BIN --flowmarkd BIN [--source-dir DIR]
                     [--installed PAGE ...]
@@ -314,6 +315,8 @@ KEY_CALL = re.compile(
     r"\b\w+\((?:s|section), \"([a-z][a-z0-9_]*)\"")                # read_port_ranges(s, "ports")
 TYPE_CALL = re.compile(r"factories\.add\(\s*\"([a-z][a-z-]*)\"")
 FLOWD_KEY = re.compile(r"^\s*\{\"([A-Z][A-Z0-9_]+)\",", re.MULTILINE)  # the kKeys table
+# flowd-go's keys: the lists of known keys, keys(m, {"bindAddress", "bindPort"}).
+FLOWD_GO_KEYS = re.compile(r"\bkeys\(\*?\w+,\s*\{([^}]*)\}")
 
 
 def check_config_page(pages, source_dir):
@@ -351,6 +354,13 @@ def check_config_page(pages, source_dir):
                                         f"its subsection (read in {rel})")
                 if not own:
                     fail(page.file, f"no items under .SS {title} in {kind.upper()}")
+            if f == "flowd_go_translate.cpp":
+                flowd_go = page.text("FLOWD-GO COMPATIBILITY")
+                for group in FLOWD_GO_KEYS.findall(code):
+                    for k in re.findall(r'"(\w+)"', group):
+                        if not word(k).search(flowd_go):
+                            fail(page.file, f"missing flowd-go key {k} in FLOWD-GO "
+                                            f"COMPATIBILITY (known to {rel})")
             if f == "flowd_translate.cpp":
                 flowd = page.text("FLOWD COMPATIBILITY")
                 for k in FLOWD_KEY.findall(code):

@@ -14,7 +14,8 @@ clsact qdisc with an egress filter of its own (tests/bpf/site_filter.bpf.c: hop 
   carry label 0; after SIGTERM no hook of ours is left and the site's set-up is intact;
   the kernel's counters are in the service's exit counters.
 - flowd's config (BACKEND = "ebpf", NETWORK_INTERFACE) runs the same backend: a firefly
-  received by flowd's firefly plugin marks the flow.
+  received by flowd's firefly plugin marks the flow; so does flowd-go's conf.yaml (namedPipe
+  plugin, marker backend with targetInterfaces): a pipe line marks the flow.
 - kernel-events source: a TCP connection opened in A → start firefly at a collector in B,
   closed → end firefly; the connect() → firefly delay is printed.
 
@@ -331,6 +332,36 @@ class TestFlowLabelBackend(BpfServiceTestCase):
         self.assertNoHookLeft()
         self.assertGreaterEqual(d.counters.get(
             "flowmark_flowlabel_packets_total{backend=ebpf,outcome=marked}", 0), 20, d.counters)
+
+    def test_flowd_go_conf_yaml_with_the_marker_backend(self):
+        """flowd-go's conf.yaml (namedPipe plugin, marker backend) runs the same backend."""
+        A6, B6 = self.A6, self.B6
+        pipe = os.path.join(self.dir, "np")
+        cfg = os.path.join(self.dir, "conf.yaml")
+        with open(cfg, "w") as f:
+            f.write("# flowd-go marking what a storage system announces on its named pipe\n"
+                    "plugins:\n"
+                    f"  namedPipe: {{pipePath: \"{pipe}\"}}\n"
+                    "backends:\n"
+                    "  marker:\n"
+                    f"    targetInterfaces: [\"{IFACE}\"]\n"
+                    "    markingStrategy: label\n"
+                    "    removeQdisc: true\n")
+        d = self.start_daemon(["-c", cfg])
+        self.assertEqual(len(our_filters()), 1)
+        udp = 41021
+        fmd.write_pipe(pipe, f"start udp {A6} {udp} {B6} 5001 5 14\n")
+        self.wait_fill(1)
+        self.send_udp(udp)
+        self.assertMarked(READER.take(udp, 20), 5, 14)
+        fmd.write_pipe(pipe, f"end udp {A6} {udp} {B6} 5001 5 14\n")
+        self.wait_fill(0)
+        self.send_udp(udp, 5)
+        self.assertTrue(all(p[3] == 0 for p in READER.take(udp, 5)))
+        self.assertEqual(self.stop_daemon(d), 0, d.describe())
+        self.assertNoHookLeft()
+        self.assertGreaterEqual(d.counters.get(
+            "flowmark_flowlabel_packets_total{backend=marker,outcome=marked}", 0), 20, d.counters)
 
 
 class TestKernelEvents(BpfServiceTestCase):
