@@ -41,7 +41,7 @@ void register_builtin(SourceFactories& sources, BackendFactories& backends) {
   must(register_firefly_source(sources));
   must(register_sockets_source(sources));
   must(register_observer_source(sources));
-  must(register_firefly_backend(backends, reader));
+  must(register_firefly_backend(backends, reader, make_tcp_detail_reader()));
   must(register_prometheus_backend(backends, reader));
   must(register_records_backend(backends));
   must(register_ipfix_backend(backends));
