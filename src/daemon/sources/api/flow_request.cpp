@@ -228,16 +228,16 @@ std::expected<FlowRequest, RequestError> from_flowd_go(element root,
                       fmt::format("State: {} is not 2 (start), 3 (end) or 4 (ongoing)", *n));
     }
   } else if (m.state->type() == element_type::STRING) {
-    const std::string_view s = m.state->get_string().value_unsafe();
-    if (iequals(s, "start"))
+    const std::string_view name = m.state->get_string().value_unsafe();
+    if (iequals(name, "start"))
       e.state = FlowState::kStart;
-    else if (iequals(s, "end"))
+    else if (iequals(name, "end"))
       e.state = FlowState::kEnd;
-    else if (iequals(s, "ongoing"))
+    else if (iequals(name, "ongoing"))
       e.state = FlowState::kOngoing;
     else
       return reject(RequestReject::kUnknownState,
-                    fmt::format("State: '{}' is not start, end or ongoing", s));
+                    fmt::format("State: '{}' is not start, end or ongoing", name));
   } else {
     return reject(RequestReject::kUnknownState,
                   fmt::format("State: {}, not 2, 3 or 4", type_name(m.state->type())));
