@@ -332,7 +332,11 @@ std::expected<FlowRequest, RequestError> FlowRequestParser::parse(
   // A firefly may come with its syslog header: the decoder reads it (and rejects what is not
   // a firefly's header).
   const auto first = body.find_first_not_of(" \t\r\n");
-  if (first != std::string_view::npos && body[first] == '<') {
+  // Nothing to parse: said plainly (simdjson would say "Empty: no JSON found").
+  if (first == std::string_view::npos) {
+    return reject(RequestReject::kBadJson, "the body is empty: send one JSON flow event");
+  }
+  if (body[first] == '<') {
     auto f = impl_->fireflies.decode(body);
     if (!f) return reject(reason_of(f.error().reason), f.error().detail);
     return FlowRequest{(*f)->event, RequestShape::kFirefly, (*f)->application};

@@ -90,6 +90,7 @@ TEST(FlowRequest, RefusalsByReason) {
   Parse parse;
   const std::pair<const char*, RequestReject> cases[] = {
       {"", RequestReject::kBadJson},
+      {" \r\n", RequestReject::kBadJson},
       {"{\"State\": 2,", RequestReject::kBadJson},
       {"[1, 2]", RequestReject::kBadJson},
       {R"({"State": 0, "Src": "10.0.0.1:1", "Dst": "10.0.0.2:2"})", RequestReject::kUnknownState},
