@@ -228,7 +228,8 @@ TEST(FireflyEnrichment, Compatible) {
   EXPECT_EQ(u(nl["bytes_received"]), 1000u);
   EXPECT_EQ(u(nl["backoff"]), 5u);
   std::vector<std::string> opts;
-  for (auto o : nl["opts"].get_array().value()) opts.emplace_back(std::string_view(o));
+  const simdjson::dom::array listed = nl["opts"].get_array().value();  // not a temporary
+  for (auto o : listed) opts.emplace_back(std::string_view(o));
   EXPECT_EQ(opts, (std::vector<std::string>{"ts", "sack", "ecn"}));  // wscale is not named
   // flowd-go's member order: state first, backoff last.
   EXPECT_LT(doc.text.find("\"state\""), doc.text.find("\"pmtu\""));
