@@ -17,6 +17,7 @@
 #include "daemon/backends/records/records_backend.hpp"
 #include "daemon/backends/store/store_backend.hpp"
 #include "daemon/common/tcp_info_reader.hpp"
+#include "daemon/sources/api/api_source.hpp"
 #include "daemon/sources/firefly/firefly_source.hpp"
 #ifdef FLOWMARK_HAVE_BPF
 #include "daemon/sources/kernel_events/kernel_events_source.hpp"
@@ -41,7 +42,8 @@ void register_builtin(SourceFactories& sources, BackendFactories& backends) {
   must(register_firefly_source(sources));
   must(register_sockets_source(sources));
   must(register_observer_source(sources));
-  must(register_firefly_backend(backends, reader));
+  must(register_api_source(sources));
+  must(register_firefly_backend(backends, reader, make_tcp_detail_reader()));
   must(register_prometheus_backend(backends, reader));
   must(register_records_backend(backends));
   must(register_ipfix_backend(backends));

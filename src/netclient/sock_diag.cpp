@@ -67,7 +67,8 @@ std::string_view netlink_hint(int err) noexcept {
 }
 
 // `h` has passed NLMSG_OK: nlmsg_len bytes are readable.
-bool parse_message(const nlmsghdr* h, scitags::Protocol protocol, SocketInfo& out) {
+bool parse_message(const nlmsghdr* h, scitags::Protocol protocol, SocketInfo& out,
+                   scitags::TcpDetail* detail = nullptr) {
   if (h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg))) return false;
   const auto* msg = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
   if (msg->idiag_family != AF_INET && msg->idiag_family != AF_INET6) return false;
@@ -98,11 +99,17 @@ bool parse_message(const nlmsghdr* h, scitags::Protocol protocol, SocketInfo& ou
     switch (rta->rta_type) {
       case INET_DIAG_INFO:
         if (protocol == scitags::Protocol::kTcp) out.tcp = tcp_info_from_bytes(RTA_DATA(rta), len);
+        if (protocol == scitags::Protocol::kTcp && detail) {
+          auto congestion = detail->congestion;  // INET_DIAG_CONG may come first
+          *detail = tcp_detail_from_bytes(RTA_DATA(rta), len);
+          detail->congestion = congestion;
+        }
         break;
       case INET_DIAG_CONG: {
         const auto n = std::min(len, out.congestion_name.size() - 1);
         std::memcpy(out.congestion_name.data(), RTA_DATA(rta), n);
         out.congestion_name[n] = '\0';
+        if (detail) detail->congestion = out.congestion_name;
         break;
       }
       default: break;
@@ -165,6 +172,61 @@ scitags::TcpInfo tcp_info_from_bytes(const void* data, std::size_t len) noexcept
   out.pacing_rate = ti.tcpi_pacing_rate;
   out.delivery_rate = ti.tcpi_delivery_rate;
   return out;
+}
+
+scitags::TcpDetail tcp_detail_from_bytes(const void* data, std::size_t len) noexcept {
+  tcp_info ti{};
+  std::memcpy(&ti, data, std::min(len, sizeof ti));
+  scitags::TcpDetail d;
+  d.state = ti.tcpi_state;
+  d.ca_state = ti.tcpi_ca_state;
+  d.retransmits = ti.tcpi_retransmits;
+  d.probes = ti.tcpi_probes;
+  d.backoff = ti.tcpi_backoff;
+  d.options = ti.tcpi_options;
+  d.snd_wscale = ti.tcpi_snd_wscale;
+  d.rcv_wscale = ti.tcpi_rcv_wscale;
+  d.delivery_rate_app_limited = ti.tcpi_delivery_rate_app_limited;
+  d.rto = ti.tcpi_rto;
+  d.ato = ti.tcpi_ato;
+  d.snd_mss = ti.tcpi_snd_mss;
+  d.rcv_mss = ti.tcpi_rcv_mss;
+  d.unacked = ti.tcpi_unacked;
+  d.sacked = ti.tcpi_sacked;
+  d.lost = ti.tcpi_lost;
+  d.retrans = ti.tcpi_retrans;
+  d.fackets = ti.tcpi_fackets;
+  d.last_data_sent = ti.tcpi_last_data_sent;
+  d.last_ack_sent = ti.tcpi_last_ack_sent;
+  d.last_data_recv = ti.tcpi_last_data_recv;
+  d.last_ack_recv = ti.tcpi_last_ack_recv;
+  d.pmtu = ti.tcpi_pmtu;
+  d.rcv_ssthresh = ti.tcpi_rcv_ssthresh;
+  d.rtt = ti.tcpi_rtt;
+  d.rttvar = ti.tcpi_rttvar;
+  d.snd_ssthresh = ti.tcpi_snd_ssthresh;
+  d.snd_cwnd = ti.tcpi_snd_cwnd;
+  d.advmss = ti.tcpi_advmss;
+  d.reordering = ti.tcpi_reordering;
+  d.rcv_rtt = ti.tcpi_rcv_rtt;
+  d.rcv_space = ti.tcpi_rcv_space;
+  d.total_retrans = ti.tcpi_total_retrans;
+  d.pacing_rate = ti.tcpi_pacing_rate;
+  d.max_pacing_rate = ti.tcpi_max_pacing_rate;
+  d.bytes_acked = ti.tcpi_bytes_acked;
+  d.bytes_received = ti.tcpi_bytes_received;
+  d.segs_out = ti.tcpi_segs_out;
+  d.segs_in = ti.tcpi_segs_in;
+  d.notsent_bytes = ti.tcpi_notsent_bytes;
+  d.min_rtt = ti.tcpi_min_rtt;
+  d.data_segs_in = ti.tcpi_data_segs_in;
+  d.data_segs_out = ti.tcpi_data_segs_out;
+  d.delivery_rate = ti.tcpi_delivery_rate;
+  d.busy_time = ti.tcpi_busy_time;
+  d.rwnd_limited = ti.tcpi_rwnd_limited;
+  d.sndbuf_limited = ti.tcpi_sndbuf_limited;
+  d.bytes_sent = ti.tcpi_bytes_sent;
+  return d;
 }
 
 SockDiag::SockDiag(UniqueFd fd, std::unique_ptr<std::uint32_t[]> buffer)
@@ -298,7 +360,8 @@ Result<std::vector<SocketInfo>> SockDiag::dump(const Query& query) {
 }
 
 Result<std::optional<SocketInfo>> SockDiag::lookup(scitags::Protocol protocol, const Endpoint& src,
-                                                   const Endpoint& dst, bool want_info) {
+                                                   const Endpoint& dst, bool want_info,
+                                                   scitags::TcpDetail* detail) {
   if (src.address.family() != dst.address.family()) {
     return fail(Errc::kInvalidArgument,
                 fmt::format("sock_diag lookup of {} → {}: the two ends differ in family",
@@ -315,6 +378,7 @@ Result<std::optional<SocketInfo>> SockDiag::lookup(scitags::Protocol protocol, c
   req.body.sdiag_protocol = to_ipproto(protocol);
   req.body.idiag_states = kAllStates;
   if (want_info) req.body.idiag_ext |= 1u << (INET_DIAG_INFO - 1);
+  if (want_info && detail) req.body.idiag_ext |= 1u << (INET_DIAG_CONG - 1);
   // TCP's lookup reads idiag_src as the socket's own end; UDP's (udp_dump_one) reads it as
   // the sender of an incoming datagram, i.e. the peer. Each gets the order it expects.
   const bool swap = protocol == scitags::Protocol::kUdp;
@@ -342,13 +406,17 @@ Result<std::optional<SocketInfo>> SockDiag::lookup(scitags::Protocol protocol, c
     }
     if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) return false;
     SocketInfo info;
-    if (!parse_message(h, protocol, info)) {
+    scitags::TcpDetail got;
+    if (!parse_message(h, protocol, info, detail ? &got : nullptr)) {
       ++stats_.malformed;
       return fail(Errc::kMalformed, "sock_diag: malformed answer to a lookup");
     }
     // The kernel's lookup falls back to a listener (TCP) or an unconnected socket (UDP) on
     // the local port: that is not the connection asked for.
-    if (info.src.port == src.port && info.dst.port == dst.port) found = std::move(info);
+    if (info.src.port == src.port && info.dst.port == dst.port) {
+      found = std::move(info);
+      if (detail) *detail = got;
+    }
     return true;
   }));
   return found;
@@ -359,6 +427,14 @@ Result<std::optional<scitags::TcpInfo>> SockDiag::tcp_info(const Endpoint& src,
   FM_TRY(auto one, lookup(scitags::Protocol::kTcp, src, dst, true));
   if (!one) return std::optional<scitags::TcpInfo>{};
   return one->tcp;
+}
+
+Result<std::optional<scitags::TcpDetail>> SockDiag::tcp_detail(const Endpoint& src,
+                                                               const Endpoint& dst) {
+  scitags::TcpDetail detail;
+  FM_TRY(auto one, lookup(scitags::Protocol::kTcp, src, dst, true, &detail));
+  if (!one || !one->tcp) return std::optional<scitags::TcpDetail>{};
+  return std::optional<scitags::TcpDetail>{detail};
 }
 
 }  // namespace flowmark::netclient

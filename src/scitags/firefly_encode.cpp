@@ -3,11 +3,13 @@
 #include <charconv>
 #include <climits>
 #include <cstring>
+#include <span>
 
 #include <fmt/format.h>
 
 #include "firefly_json.hpp"
 #include "flowmark/core/json.hpp"
+#include "flowmark/scitags/enrichment.hpp"
 #include "flowmark/scitags/firefly.hpp"
 
 // The hot path writes through a raw pointer into room reserved up front (one
@@ -16,6 +18,13 @@
 
 namespace flowmark::scitags {
 namespace detail {
+
+// The "netlink" object in one of flowd-go's shapes (enrichment.hpp).
+struct Enrichment {
+  const TcpDetail* detail = nullptr;
+  EnrichmentShape shape = EnrichmentShape::kFlowmark;
+};
+
 namespace {
 
 // Room the document needs besides context.application: the longest literal text, three
@@ -23,6 +32,8 @@ namespace {
 constexpr std::size_t kDocumentBound = 1024;
 // The "netlink" object: 14 members of at most 16 + 4 + 20 + 1 characters, with margin.
 constexpr std::size_t kTcpBound = 1024;
+// The same in a flowd-go shape (compatible: 47 members of at most 30 + 4 + 20 + 1).
+constexpr std::size_t kDetailBound = 4096;
 
 // "00" "01" ... "99": two digits per lookup.
 constexpr char kDigitPairs[] =
@@ -158,8 +169,11 @@ class Writer {
 
 // Writes the document at w. `current_text`, when not null, is current_time already
 // formatted (the encoder's syslog timestamp, when the event has no current time).
+void write_enrichment(Writer& w, const Enrichment& x) noexcept;
+
 void write_document(Writer& w, const FlowEvent& e, std::string_view application_literal,
-                    Micros current_time, const char* current_text = nullptr) {
+                    Micros current_time, const char* current_text = nullptr,
+                    const Enrichment* enrichment = nullptr) {
   w.lit(R"({"version":1,"flow-lifecycle":{"state":")");
   w.text(to_string(e.state));
   w.ch('"');
@@ -214,7 +228,9 @@ void write_document(Writer& w, const FlowEvent& e, std::string_view application_
     w.uint(e.usage->sent);
     w.ch('}');
   }
-  if (e.tcp) {
+  if (enrichment) {
+    write_enrichment(w, *enrichment);
+  } else if (e.tcp) {
     const TcpInfo& t = *e.tcp;
     const std::pair<std::string_view, std::uint64_t> fields[] = {
         {"rtt_us", t.rtt_us},
@@ -248,6 +264,123 @@ void write_document(Writer& w, const FlowEvent& e, std::string_view application_
 
 std::size_t document_bound(const FlowEvent& e, std::string_view application_literal) noexcept {
   return kDocumentBound + application_literal.size() + (e.tcp ? kTcpBound : 0);
+}
+
+// flowd's names of the TCP states (its ss-based netlink code), as flowd-go's compatible mode.
+std::string_view compatible_state(std::uint8_t s) noexcept {
+  static constexpr std::string_view kNames[] = {
+      "INVALID",   "established", "syn-sent",   "syn-recv", "fin-wait-1", "fin-wait-2",
+      "time-wait", "unconnected", "close-wait", "last-ack", "listening",  "closing"};
+  return s < std::size(kNames) ? kNames[s] : "invalid";
+}
+
+void write_members(Writer& w, std::span<const std::pair<std::string_view, std::uint64_t>> fields,
+                   bool first) noexcept {
+  for (const auto& [name, value] : fields) {
+    if (!first) w.ch(',');
+    first = false;
+    w.ch('"');
+    w.text(name);
+    w.lit("\":");
+    w.uint(value);
+  }
+}
+
+void write_enrichment(Writer& w, const Enrichment& x) noexcept {
+  const TcpDetail& d = *x.detail;
+  using Fields = std::pair<std::string_view, std::uint64_t>;
+  if (x.shape == EnrichmentShape::kLean) {
+    // flowd-go's `lean` tags, its keys in the order Go writes a map: sorted.
+    w.lit(R"(,"netlink":{)");
+    if (const auto cong = d.congestion_name(); !cong.empty()) {
+      w.lit(R"("cong":{"algorithm":")");
+      for (char c : cong) {
+        if (c > ' ' && c < 127 && c != '"' && c != '\\') w.ch(c);  // a kernel identifier
+      }
+      w.lit(R"("},)");
+    }
+    const Fields tcp[] = {{"Retransmits", d.retransmits},
+                          {"advMss", d.advmss},
+                          {"bytesSent", d.bytes_sent},
+                          {"deliveryRate", d.delivery_rate},
+                          {"minRtt", d.min_rtt},
+                          {"pMtu", d.pmtu},
+                          {"rtt", d.rtt},
+                          {"rttVar", d.rttvar},
+                          {"sndCwnd", d.snd_cwnd},
+                          {"sndMss", d.snd_mss},
+                          {"sndSsThresh", d.snd_ssthresh}};
+    w.lit(R"("tcpInfo":{)");
+    write_members(w, tcp, true);
+    w.lit("}}");
+    return;
+  }
+  // compatible: flowd's object, in flowd-go's member order, with its conversions (times in
+  // ms, an unset rto or ssthresh as 0, the options as names).
+  auto ms = [](std::uint32_t us) -> std::uint64_t { return us / 1000; };
+  const Fields before[] = {{"pmtu", d.pmtu},
+                           {"retrans", d.retrans},
+                           {"ato", ms(d.ato)},
+                           {"rto", d.rto != 3000000 ? ms(d.rto) : 0},
+                           {"snd_wscale", d.snd_wscale},
+                           {"rcv_wscale", d.rcv_wscale},
+                           {"snd_mss", d.snd_mss},
+                           {"snd_cwnd", d.snd_cwnd},
+                           {"snd_ssthresh", d.snd_ssthresh < 0xFFFF ? d.snd_ssthresh : 0},
+                           {"rtt", ms(d.rtt)},
+                           {"rttvar", ms(d.rttvar)},
+                           {"rcv_rtt", ms(d.rcv_rtt)},
+                           {"rcv_space", d.rcv_space}};
+  const Fields after[] = {{"last_data_sent", d.last_data_sent},
+                          {"rcv_ssthresh", d.rcv_ssthresh},
+                          {"segs_in", d.segs_in},
+                          {"segs_out", d.segs_out},
+                          {"data_segs_in", d.data_segs_in},
+                          {"data_segs_out", d.data_segs_out},
+                          {"lost", d.lost},
+                          {"notsent_bytes", d.notsent_bytes},
+                          {"rcv_mss", d.rcv_mss},
+                          {"pacing_rate", d.pacing_rate},
+                          {"retransmits", d.retransmits},
+                          {"min_rtt", d.min_rtt},
+                          {"rwnd_limited", d.rwnd_limited},
+                          {"max_pacing_rate", d.max_pacing_rate},
+                          {"probes", d.probes},
+                          {"reordering", d.reordering},
+                          {"last_data_recv", d.last_data_recv},
+                          {"bytes_received", d.bytes_received},
+                          {"fackets", d.fackets},
+                          {"last_ack_recv", d.last_ack_recv},
+                          {"last_ack_sent", d.last_ack_sent},
+                          {"unacked", d.unacked},
+                          {"sacked", d.sacked},
+                          {"bytes_acked", d.bytes_acked},
+                          {"delivery_rate_app_limited", d.delivery_rate_app_limited},
+                          {"delivery_rate", d.delivery_rate},
+                          {"sndbuf_limited", d.sndbuf_limited},
+                          {"ca_state", d.ca_state},
+                          {"busy_time", d.busy_time},
+                          {"total_retrans", d.total_retrans},
+                          {"advmss", d.advmss},
+                          {"backoff", d.backoff}};
+  w.lit(R"(,"netlink":{"state":")");
+  w.text(compatible_state(d.state));
+  w.ch('"');
+  write_members(w, before, false);
+  w.lit(R"(,"opts":[)");
+  bool first = true;
+  for (const auto& [bit, name] :
+       {std::pair<std::uint8_t, std::string_view>{1, "ts"}, {2, "sack"}, {8, "ecn"}}) {
+    if (!(d.options & bit)) continue;
+    if (!first) w.ch(',');
+    first = false;
+    w.ch('"');
+    w.text(name);
+    w.ch('"');
+  }
+  w.ch(']');
+  write_members(w, after, false);
+  w.ch('}');
 }
 
 }  // namespace
@@ -302,6 +435,18 @@ FireflyEncoder::FireflyEncoder(EncoderOptions options)
 }
 
 Result<std::string_view> FireflyEncoder::encode(const FlowEvent& e, Micros now) {
+  return encode(e, now, nullptr);
+}
+
+Result<std::string_view> FireflyEncoder::encode(const FlowEvent& e, Micros now,
+                                                const TcpDetail& tcp, EnrichmentShape shape) {
+  if (shape == EnrichmentShape::kFlowmark) return encode(e, now, nullptr);
+  const detail::Enrichment x{&tcp, shape};
+  return encode(e, now, &x);
+}
+
+Result<std::string_view> FireflyEncoder::encode(const FlowEvent& e, Micros now,
+                                                const detail::Enrichment* enrichment) {
   if (e.src.port == 0 || e.dst.port == 0)
     return fail(Errc::kInvalidArgument,
                 fmt::format("flow {} -> {}: a port 0 is not allowed in a firefly",
@@ -320,7 +465,8 @@ Result<std::string_view> FireflyEncoder::encode(const FlowEvent& e, Micros now) 
                             e.dst.to_string()));
   const Micros current = e.current_time > 0 ? e.current_time : now;
   const std::size_t bound = prefix_.size() + kRfc3339MicrosSize + after_time_.size() +
-                            detail::document_bound(e, application_);
+                            detail::document_bound(e, application_) +
+                            (enrichment ? detail::kDetailBound : 0);
   // No allocation: the constructor reserved `bound` for the largest event (with TCP
   // information); resize_and_overwrite does not zero-fill.
   buf_.resize_and_overwrite(bound, [&](char* p, std::size_t) noexcept {
@@ -335,10 +481,27 @@ Result<std::string_view> FireflyEncoder::encode(const FlowEvent& e, Micros now) 
     }
     // current-time is the syslog timestamp when the event has none: copy it, once formatted.
     detail::write_document(w, e, application_, current,
-                           current == now && current > 0 ? now_text : nullptr);
+                           current == now && current > 0 ? now_text : nullptr, enrichment);
     return static_cast<std::size_t>(w.pos() - p);
   });
   return std::string_view(buf_);
+}
+
+std::string_view to_string(EnrichmentShape s) noexcept {
+  switch (s) {
+    case EnrichmentShape::kFlowmark: return "flowmark";
+    case EnrichmentShape::kLean: return "lean";
+    case EnrichmentShape::kCompatible: return "compatible";
+  }
+  return "flowmark";
+}
+
+std::optional<EnrichmentShape> parse_enrichment_shape(std::string_view s) noexcept {
+  for (auto shape :
+       {EnrichmentShape::kFlowmark, EnrichmentShape::kLean, EnrichmentShape::kCompatible}) {
+    if (s == to_string(shape)) return shape;
+  }
+  return std::nullopt;
 }
 
 }  // namespace flowmark::scitags

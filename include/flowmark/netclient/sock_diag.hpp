@@ -27,6 +27,7 @@
 #include "flowmark/core/address.hpp"
 #include "flowmark/core/fd.hpp"
 #include "flowmark/core/result.hpp"
+#include "flowmark/scitags/enrichment.hpp"
 #include "flowmark/scitags/flow_event.hpp"
 
 struct nlmsghdr;  // <linux/netlink.h>
@@ -115,10 +116,16 @@ class SockDiag {
   // One socket by its 4-tuple as seen from its own side (src = local end). std::nullopt
   // when no such socket exists. An IPv4 tuple also finds a dual-stack IPv6 socket carrying
   // it (IPv4-mapped). The Prometheus backend polls each live flow this way.
+  // With `detail` (TCP, want_info): also the whole struct tcp_info and the congestion
+  // algorithm there, when the socket is found.
   Result<std::optional<SocketInfo>> lookup(scitags::Protocol protocol, const Endpoint& src,
-                                           const Endpoint& dst, bool want_info);
+                                           const Endpoint& dst, bool want_info,
+                                           scitags::TcpDetail* detail = nullptr);
   // Shorthand: only the tcp_info of one TCP socket.
   Result<std::optional<scitags::TcpInfo>> tcp_info(const Endpoint& src, const Endpoint& dst);
+  // The whole struct tcp_info, state and congestion algorithm of one TCP socket (what
+  // flowd-go's enrichment shapes report).
+  Result<std::optional<scitags::TcpDetail>> tcp_detail(const Endpoint& src, const Endpoint& dst);
 
   const SockDiagStats& stats() const noexcept { return stats_; }
   int fd() const noexcept { return fd_.get(); }
@@ -149,5 +156,7 @@ bool parse_sock_diag_message(std::span<const std::byte> message, scitags::Protoc
 // Copies what the kernel sent of struct tcp_info (`len` bytes: older kernels send a
 // shorter struct; missing fields read as 0). Also for a getsockopt(TCP_INFO) result.
 scitags::TcpInfo tcp_info_from_bytes(const void* data, std::size_t len) noexcept;
+// The same, every field (TcpDetail::congestion left empty).
+scitags::TcpDetail tcp_detail_from_bytes(const void* data, std::size_t len) noexcept;
 
 }  // namespace flowmark::netclient

@@ -26,9 +26,13 @@
 #include <vector>
 
 #include "flowmark/core/result.hpp"
+#include "flowmark/scitags/enrichment.hpp"
 #include "flowmark/scitags/flow_event.hpp"
 
 namespace flowmark::scitags {
+namespace detail {
+struct Enrichment;
+}
 
 inline constexpr std::uint16_t kFireflyPort = 10514;
 
@@ -48,8 +52,14 @@ class FireflyEncoder {
   // would break the schema: a port 0, no start time, an end event without end time,
   // endpoints of different families.
   Result<std::string_view> encode(const FlowEvent& e, Micros now);
+  // The same with the "netlink" object built from `tcp` in `shape` (enrichment.hpp)
+  // instead of from e.tcp; kFlowmark is encode(e, now).
+  Result<std::string_view> encode(const FlowEvent& e, Micros now, const TcpDetail& tcp,
+                                  EnrichmentShape shape);
 
  private:
+  Result<std::string_view> encode(const FlowEvent& e, Micros now,
+                                  const detail::Enrichment* enrichment);
   std::string prefix_;       // "<134>1 "
   std::string after_time_;   // " host app - firefly-json - "
   std::string application_;  // already a JSON string literal, quotes included

@@ -3,10 +3,15 @@
 #include <civetweb.h>
 #include <fmt/format.h>
 
+#include <spdlog/spdlog.h>
+
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <system_error>
+#include <thread>
 
 #include "flowmark/net/socket.hpp"
 
@@ -78,6 +83,31 @@ Error listen_error(std::string_view where, const Endpoint& e, std::string_view o
   return Error(std::error_code(err, std::generic_category()),
                fmt::format("{} listen: cannot listen on {}: {}{}", where, address,
                            std::strerror(err), hint));
+}
+
+void stop_http_server(mg_context* server, const Endpoint& listen, std::uint16_t port,
+                      std::string_view where) noexcept {
+  if (!server) return;
+  Endpoint knock{listen.address, port};
+  if (knock.address.is_unspecified()) {
+    knock.address =
+        IpAddress::parse(knock.address.is_v4() ? "127.0.0.1" : "::1").value_or(IpAddress());
+  }
+  std::atomic<bool> stopped{false};
+  std::thread waker;
+  try {
+    waker = std::thread([&] {
+      while (!stopped.load() && net::connect_tcp(knock, SOCK_NONBLOCK).has_value()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    });
+  } catch (const std::system_error& ex) {
+    spdlog::debug("{}: no thread to wake the HTTP server ({}): stopping takes up to 2 s", where,
+                  ex.what());
+  }
+  mg_stop(server);
+  stopped = true;
+  if (waker.joinable()) waker.join();
 }
 
 }  // namespace flowmark::daemon

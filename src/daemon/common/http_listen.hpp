@@ -6,10 +6,13 @@
 //   if (!server) return listen_error("[backend.dash]", endpoint, "the server did not start");
 #pragma once
 
+#include <cstdint>
 #include <string_view>
 
 #include "flowmark/core/address.hpp"
 #include "flowmark/core/result.hpp"
+
+struct mg_context;
 
 namespace flowmark::daemon {
 
@@ -23,5 +26,11 @@ Result<void> check_civetweb_family(std::string_view where, const Endpoint& e);
 // "<where> listen: cannot listen on <e>: <reason> — <what to do>": the errno of a bind of
 // `e` (EADDRINUSE, EACCES, EADDRNOTAVAIL... with a hint), or `otherwise` when the bind works.
 Error listen_error(std::string_view where, const Endpoint& e, std::string_view otherwise);
+
+// mg_stop(server), quickly: civetweb's accept thread sees the stop flag only between polls (up
+// to 2 s), so a helper thread knocks on `port` of the listen address (loopback for a wildcard)
+// until the server is gone. After it returns no request runs.
+void stop_http_server(mg_context* server, const Endpoint& listen, std::uint16_t port,
+                      std::string_view where) noexcept;
 
 }  // namespace flowmark::daemon

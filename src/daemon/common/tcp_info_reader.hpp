@@ -9,6 +9,7 @@
 #include <functional>
 #include <optional>
 
+#include "flowmark/scitags/enrichment.hpp"
 #include "flowmark/scitags/flow_event.hpp"
 
 namespace flowmark::daemon {
@@ -17,5 +18,10 @@ namespace flowmark::daemon {
 // is looked up the other way round; nothing (std::nullopt) for UDP, for a socket that is
 // gone, or when sock_diag is unavailable (warned once).
 std::function<std::optional<scitags::TcpInfo>(const scitags::FlowEvent&)> make_tcp_info_reader();
+
+// The same for the whole struct tcp_info, state and congestion algorithm (the `ongoing`
+// fireflies in flowd-go's shapes); its own sock_diag socket, opened on first use.
+std::function<std::optional<scitags::TcpDetail>(const scitags::FlowEvent&)>
+make_tcp_detail_reader();
 
 }  // namespace flowmark::daemon

@@ -23,15 +23,18 @@ struct FireflyOptions {
   scitags::FireflySenderConfig sender;
   scitags::EncoderOptions encoder;
   double ongoing_interval = 0;
+  scitags::EnrichmentShape ongoing_shape = scitags::EnrichmentShape::kFlowmark;
   bool tcp_info = false;
 };
 
 class FireflyBackend final : public Backend {
  public:
-  FireflyBackend(std::string name, FireflyOptions o, FlowInfoReader reader, ServiceContext& ctx)
+  FireflyBackend(std::string name, FireflyOptions o, FlowInfoReader reader,
+                 FlowDetailReader detail_reader, ServiceContext& ctx)
       : name_(std::move(name)),
         o_(std::move(o)),
         reader_(std::move(reader)),
+        detail_reader_(std::move(detail_reader)),
         sender_(o_.sender),
         encoder_(o_.encoder) {
     auto c = [&](std::string_view to, std::string_view outcome) {
@@ -78,6 +81,10 @@ class FireflyBackend final : public Backend {
       FlowEvent ongoing = e;
       ongoing.state = FlowState::kOngoing;
       ongoing.current_time = 0;
+      if (o_.ongoing_shape != scitags::EnrichmentShape::kFlowmark) {
+        send_shaped(ongoing);
+        continue;
+      }
       if (reader_) {
         if (auto info = reader_(ongoing)) {
           ongoing.tcp = *info;
@@ -133,6 +140,25 @@ class FireflyBackend final : public Backend {
     }
   }
 
+  // An ongoing firefly whose "netlink" object is in one of flowd-go's shapes (none when the
+  // socket is not found: UDP, another host's flow, gone).
+  void send_shaped(FlowEvent& ongoing) {
+    std::optional<scitags::TcpDetail> detail;
+    if (detail_reader_) detail = detail_reader_(ongoing);
+    if (!detail) return send(ongoing);
+    ongoing.usage = scitags::Usage{detail->bytes_received, detail->bytes_acked};
+    ongoing.tcp.reset();
+    // The send path of send(), with this encoding.
+    auto wire = encoder_.encode(ongoing, now_micros(), *detail, o_.ongoing_shape);
+    if (!wire) {
+      invalid_->fetch_add(1, std::memory_order_relaxed);
+      log_.log(spdlog::level::warn, "backend {}: cannot encode: {}", name_, wire.error().message());
+      return;
+    }
+    if (o_.to_destination) send_one({ongoing.dst.address, o_.port}, *wire, 0);
+    for (const auto& c : collectors_) send_one(c, *wire, 1);
+  }
+
   void send(const FlowEvent& in) {
     const FlowEvent* e_ptr = &in;
     FlowEvent with_info;
@@ -164,6 +190,7 @@ class FireflyBackend final : public Backend {
   std::string name_;
   FireflyOptions o_;
   FlowInfoReader reader_;
+  FlowDetailReader detail_reader_;
   scitags::FireflySender sender_;
   scitags::FireflyEncoder encoder_;
   std::vector<Endpoint> collectors_;
@@ -189,10 +216,11 @@ class FireflyBackend final : public Backend {
 
 }  // namespace
 
-Result<void> register_firefly_backend(BackendFactories& factories, const FlowInfoReader& reader) {
+Result<void> register_firefly_backend(BackendFactories& factories, const FlowInfoReader& reader,
+                                      const FlowDetailReader& detail_reader) {
   return factories.add(
       "firefly", "UDP fireflies to each flow's destination and to collectors (udp_firefly)",
-      [reader](Section& s, ServiceContext& ctx) -> Result<std::unique_ptr<Backend>> {
+      [reader, detail_reader](Section& s, ServiceContext& ctx) -> Result<std::unique_ptr<Backend>> {
         FireflyOptions o;
         FM_TRY(o.to_destination, s.boolean("to_destination", true));
         FM_TRY(auto port, s.integer("port", scitags::kFireflyPort, 1, 65535));
@@ -209,14 +237,28 @@ Result<void> register_firefly_backend(BackendFactories& factories, const FlowInf
         FM_TRY(o.encoder.application, s.string("application", "flowmark"));
         FM_TRY(o.encoder.hostname, s.string("hostname", ctx.hostname));
         FM_TRY(o.encoder.syslog_header, s.boolean("syslog_header", true));
-        FM_TRY(o.ongoing_interval, s.number("ongoing_interval", 0, 0, 86400));
+        FM_TRY(auto shape, s.optional_string("ongoing_shape"));
+        if (shape) {
+          auto parsed = scitags::parse_enrichment_shape(*shape);
+          if (!parsed) {
+            return s.error("ongoing_shape",
+                           fmt::format("'{}' is not flowmark, lean or compatible", *shape));
+          }
+          o.ongoing_shape = *parsed;
+        }
+        // flowd-go's period (enrichers.period, 1 s) when a shape asks for ongoing fireflies.
+        FM_TRY(o.ongoing_interval, s.number("ongoing_interval", shape ? 1 : 0, 0, 86400));
+        if (shape && o.ongoing_interval == 0) {
+          return s.error("ongoing_shape",
+                         "given while ongoing_interval = 0 (no ongoing fireflies): remove one");
+        }
         FM_TRY(o.tcp_info, s.boolean("tcp_info", false));
         if (!o.to_destination && o.collector_texts.empty()) {
           return s.error("collectors",
                          "empty while to_destination = false: fireflies would go "
                          "nowhere");
         }
-        return std::make_unique<FireflyBackend>(s.name(), std::move(o), reader, ctx);
+        return std::make_unique<FireflyBackend>(s.name(), std::move(o), reader, detail_reader, ctx);
       });
 }
 

@@ -13,6 +13,10 @@
 // hostname = ""                  # syslog host name ("" = the service's)
 // syslog_header = true           # false: the JSON document alone
 // ongoing_interval = 0           # seconds; > 0: an `ongoing` firefly per live flow this often
+//                                # (1 when ongoing_shape is given and this is not)
+// ongoing_shape = "flowmark"     # the TCP statistics of ongoing fireflies ("netlink" object):
+//                                # "flowmark" (ours), or flowd-go's enrichmentMode forms "lean"
+//                                # and "compatible" (scitags/enrichment.hpp)
 // tcp_info = false               # add the flow's TCP state ("netlink" object, from sock_diag)
 //                                # to start/end fireflies (flowd's UDP_FIREFLY_NETLINK)
 //
@@ -25,14 +29,18 @@
 #include <optional>
 
 #include "flowmark/daemon/factory.hpp"
+#include "flowmark/scitags/enrichment.hpp"
 
 namespace flowmark::daemon {
 
 // Reads the current TCP state and usage of a live flow (netlink sock_diag in the service);
 // used for the `ongoing` fireflies. Called on the backend's thread.
 using FlowInfoReader = std::function<std::optional<scitags::TcpInfo>(const FlowEvent&)>;
+// The same, every field of struct tcp_info (ongoing_shape "lean" / "compatible").
+using FlowDetailReader = std::function<std::optional<scitags::TcpDetail>(const FlowEvent&)>;
 
 Result<void> register_firefly_backend(BackendFactories& factories,
-                                      const FlowInfoReader& reader = {});
+                                      const FlowInfoReader& reader = {},
+                                      const FlowDetailReader& detail_reader = {});
 
 }  // namespace flowmark::daemon

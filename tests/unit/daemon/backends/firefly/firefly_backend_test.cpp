@@ -12,6 +12,7 @@
 
 #include "../../test_util.hpp"
 #include "../../udp_loopback.hpp"
+#include "flowmark/scitags/enrichment.hpp"
 #include "flowmark/scitags/firefly.hpp"
 
 namespace flowmark::daemon {
@@ -29,8 +30,9 @@ struct Fixture : testing::BackendFixture {
   scitags::FireflyDecoder decoder;
 
   Fixture() : BackendFixture("ff.example.org") {}
-  Result<std::unique_ptr<Backend>> make(const std::string& text, FlowInfoReader reader = {}) {
-    EXPECT_TRUE(register_firefly_backend(factories, reader));
+  Result<std::unique_ptr<Backend>> make(const std::string& text, FlowInfoReader reader = {},
+                                        FlowDetailReader detail_reader = {}) {
+    EXPECT_TRUE(register_firefly_backend(factories, reader, detail_reader));
     return BackendFixture::make("firefly", "ff", text);
   }
   std::uint64_t sends(std::string_view to, std::string_view outcome) const {
@@ -167,6 +169,60 @@ TEST(FireflyBackend, ConfigurationErrorsNameTheKey) {
   auto ttl = g.make("ttl = 300");
   ASSERT_FALSE(ttl);
   EXPECT_NE(ttl.error().message().find("ttl"), std::string::npos) << ttl.error().message();
+}
+
+// ongoing_shape: flowd-go's lean form of the TCP statistics in ongoing fireflies (from the
+// detail reader), its 1 s period by default; start and end fireflies are unchanged.
+TEST(FireflyBackend, OngoingShapeLeanWithFlowdGosPeriod) {
+  UdpLoopback coll;
+  ASSERT_TRUE(coll.ok());
+  Fixture f;
+  int reads = 0;
+  auto b = f.make("to_destination = false\ncollectors = ['" + coll.local().to_string() +
+                      "']\nongoing_shape = 'lean'",
+                  {}, [&](const FlowEvent&) -> std::optional<scitags::TcpDetail> {
+                    ++reads;
+                    scitags::TcpDetail d;
+                    d.snd_mss = 1428;
+                    d.bytes_acked = 4000;
+                    d.bytes_received = 300;
+                    return d;
+                  });
+  ASSERT_TRUE(b) << b.error().message();
+  EXPECT_EQ((*b)->tick_interval(), std::chrono::seconds(1));
+  ASSERT_TRUE((*b)->start());
+  (*b)->on_event(event(4000));
+  const auto start = f.next(coll);
+  EXPECT_EQ(start.event.state, FlowState::kStart);
+  EXPECT_TRUE(start.extra.empty());
+  (*b)->on_tick();
+  const auto ongoing = f.next(coll);
+  EXPECT_EQ(ongoing.event.state, FlowState::kOngoing);
+  EXPECT_EQ(reads, 1);
+  ASSERT_TRUE(ongoing.event.usage);
+  EXPECT_EQ(ongoing.event.usage->sent, 4000u);
+  ASSERT_EQ(ongoing.extra.size(), 1u);
+  EXPECT_EQ(ongoing.extra[0].first, "netlink");
+  EXPECT_NE(ongoing.extra[0].second.find(R"("tcpInfo":{"Retransmits":0,)"), std::string::npos)
+      << ongoing.extra[0].second;
+  EXPECT_NE(ongoing.extra[0].second.find(R"("sndMss":1428)"), std::string::npos)
+      << ongoing.extra[0].second;
+  (*b)->stop();
+}
+
+TEST(FireflyBackend, OngoingShapeErrors) {
+  Fixture f, g, h;
+  auto bad = f.make("ongoing_shape = 'full'");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("ongoing_shape"), std::string::npos)
+      << bad.error().message();
+  auto off = g.make("ongoing_shape = 'compatible'\nongoing_interval = 0");
+  ASSERT_FALSE(off);
+  EXPECT_NE(off.error().message().find("ongoing_interval = 0"), std::string::npos)
+      << off.error().message();
+  auto both = h.make("ongoing_shape = 'flowmark'\nongoing_interval = 5");
+  ASSERT_TRUE(both) << both.error().message();
+  EXPECT_EQ((*both)->tick_interval(), std::chrono::seconds(5));
 }
 
 TEST(FireflyBackend, UnresolvableCollectorFailsAtStart) {
