@@ -155,8 +155,7 @@ class FireflyBackend final : public Backend {
       log_.log(spdlog::level::warn, "backend {}: cannot encode: {}", name_, wire.error().message());
       return;
     }
-    if (o_.to_destination) send_one({ongoing.dst.address, o_.port}, *wire, 0);
-    for (const auto& c : collectors_) send_one(c, *wire, 1);
+    queue_wire(ongoing, *wire);
   }
 
   void send(const FlowEvent& in) {
@@ -176,14 +175,18 @@ class FireflyBackend final : public Backend {
       log_.log(spdlog::level::warn, "backend {}: cannot encode: {}", name_, wire.error().message());
       return;
     }
-    // Queued (the datagram once, for every destination), sent by flush() in one sendmmsg
-    // per kBatch datagrams rather than one sendto each.
+    queue_wire(e, *wire);
+  }
+
+  // Queued (the datagram once, for every destination), sent by flush() in one sendmmsg
+  // per kBatch datagrams rather than one sendto each.
+  void queue_wire(const FlowEvent& e, std::string_view wire) {
     const std::size_t offset = arena_.size();
-    arena_.append(*wire);
+    arena_.append(wire);
     if (o_.to_destination) {
-      queued_.push_back({Endpoint{e.dst.address, o_.port}, offset, wire->size(), 0});
+      queued_.push_back({Endpoint{e.dst.address, o_.port}, offset, wire.size(), 0});
     }
-    for (const auto& c : collectors_) queued_.push_back({c, offset, wire->size(), 1});
+    for (const auto& c : collectors_) queued_.push_back({c, offset, wire.size(), 1});
     if (queued_.size() >= scitags::FireflySender::kBatch) flush();
   }
 
