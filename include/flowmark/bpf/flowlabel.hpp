@@ -91,6 +91,16 @@ struct MapStats {
 
 enum class SetOutcome { kInserted, kReplaced };
 
+// The marker's map as another BPF object of the same process uses it (bpf_map__reuse_fd):
+// the kernel-events program puts connections in it before their first packet. The fds stay
+// the marker's. `fill_fd`: a one-entry BPF array (BPF_F_MMAPABLE) holding the count of
+// entries, which both writers keep and hold to `capacity`.
+struct SharedFlowMap {
+  int flows_fd = -1;
+  int fill_fd = -1;
+  std::size_t capacity = 0;
+};
+
 struct MarkerOptions {
   // Flows the map holds. The LRU map is created larger than this, and set() refuses
   // new flows beyond it, so that the kernel never evicts a live flow silently.
@@ -140,7 +150,9 @@ class FlowLabelMarker {
 
   Result<Counters> counters() const;
   MapStats map_stats() const noexcept;
+  // Entries in the map, including those another BPF object put through shared_map().
   std::size_t fill() const noexcept;
+  SharedFlowMap shared_map() const noexcept;
 
   // For tests and benchmarks (BPF_PROG_TEST_RUN) and `bpf status`.
   int program_fd() const noexcept;

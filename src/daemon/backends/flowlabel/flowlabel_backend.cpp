@@ -22,7 +22,7 @@ struct LabelOptions {
 class FlowLabelBackend final : public Backend {
  public:
   FlowLabelBackend(std::string name, LabelOptions o, ServiceContext& ctx)
-      : name_(std::move(name)), o_(std::move(o)) {
+      : name_(std::move(name)), o_(std::move(o)), shelf_(ctx.flow_maps) {
     auto c = [&](std::string_view what, std::string_view help) {
       return &ctx.counters.counter(std::string("flowmark_flowlabel_") + std::string(what),
                                    {{"backend", name_}}, help);
@@ -66,6 +66,12 @@ class FlowLabelBackend final : public Backend {
     std::string list;
     for (const auto& i : ifaces) list += (list.empty() ? "" : ", ") + i;
     spdlog::info("backend {}: IPv6 flow labels written on egress of {}", name_, list);
+    // Lent to the kernel-events source, which marks connections from their first packet.
+    if (shelf_) {
+      const auto shared = marker_->shared_map();
+      shelf_->offer(name_, shared.flows_fd, shared.fill_fd, shared.capacity,
+                    static_cast<std::uint8_t>(o_.ext));
+    }
     return {};
   }
 
@@ -82,7 +88,9 @@ class FlowLabelBackend final : public Backend {
       if (r && *r) erased_->fetch_add(1, std::memory_order_relaxed);
       return;
     }
-    if (marker_->lookup(t)) return;  // already marked: its entropy stays
+    // Already marked (an ongoing event, or the kernel put the connection in before its
+    // SYN): the label stays as it is, entropy included.
+    if (marker_->lookup(t)) return;
     std::uint8_t entropy = 0;
     if (::getrandom(&entropy, 1, 0) != 1) entropy = static_cast<std::uint8_t>(monotonic_ns());
     auto label = scitags::encode_flow_label(e.experiment, e.activity, entropy & 0x1F);
@@ -129,6 +137,7 @@ class FlowLabelBackend final : public Backend {
   }
 
   void stop() noexcept override {
+    if (shelf_) shelf_->withdraw(name_);
     on_tick();
     if (marker_) marker_->detach_all();
     marker_.reset();
@@ -139,6 +148,7 @@ class FlowLabelBackend final : public Backend {
  private:
   std::string name_;
   LabelOptions o_;
+  std::shared_ptr<FlowMapShelf> shelf_;
   std::unique_ptr<bpf::FlowLabelMarker> marker_;
   std::atomic<std::uint64_t>*marked_, *not_in_map_, *not_ipv6_, *parse_error_, *not_tcp_udp_,
       *inserted_, *erased_, *full_, *errors_, *skipped_v4_, *fill_;
