@@ -52,6 +52,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define FM_AF_INET 2
 #define FM_AF_INET6 10
 #define FM_TCP_ESTABLISHED 1
+#define FM_TCP_SYN_SENT 2
 #define FM_TCP_CLOSE 7
 #define FM_IPPROTO_TCP 6
 
@@ -182,18 +183,20 @@ static __always_inline __u64 *fill_counter(void) {
 }
 
 /* Puts the socket's flow in the backend's map, unless it is there (an earlier hook, or user
- * space) or its destination is one never marked. */
-static __always_inline void premark_flow(const struct sock *sk, struct flowmark_kev_counters *c) {
+ * space) or its destination is one never marked (counted when `count_skip`: once per
+ * connection, though an active one passes here at connect and at ESTABLISHED). */
+static __always_inline void premark_flow(const struct sock *sk, struct flowmark_kev_counters *c,
+                                         int count_skip) {
   struct flowmark_flow_key key = {};
   if (!flow_key_of(sk, &key)) {
-    c->premark_skipped++;
+    if (count_skip) c->premark_skipped++;
     return;
   }
   if (premark_skip_nets) {
     struct flowmark_kev_net_key net = {.prefixlen = 128};
     __builtin_memcpy(net.addr, key.dst_addr, 16);
     if (bpf_map_lookup_elem(&skip_nets, &net)) {
-      c->premark_skipped++;
+      if (count_skip) c->premark_skipped++;
       return;
     }
   }
@@ -244,7 +247,7 @@ int flowmark_tcp_connect(struct bpf_sock_ops *ops) {
   const struct sock *sk = (const struct sock *)tp;
   struct flowmark_kev_counters *c = counters();
   if (!c || !wanted(sk, c, 0)) return 1;
-  premark_flow(sk, c);
+  premark_flow(sk, c, 1);
   return 1;
 }
 
@@ -270,7 +273,7 @@ int BPF_PROG(flowmark_tcp_state, struct sock *sk, int oldstate, int newstate) {
       (!netns_ino || BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) == netns_ino))
     unmark_flow(sk, c);
   if (!kind || !wanted(sk, c, 1)) return 0;
-  if (premark && kind == FLOWMARK_KEV_START) premark_flow(sk, c);
+  if (premark && kind == FLOWMARK_KEV_START) premark_flow(sk, c, oldstate != FM_TCP_SYN_SENT);
 
   struct flowmark_kevent *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
   if (!e) {
