@@ -377,5 +377,45 @@ TEST(KernelEvents, HandshakeMarkingFillsTheMarkersMapFromTheKernel) {
   EXPECT_EQ(c->premark_full, 1u);
 }
 
+// What the source would not announce is not marked either: destinations of the skip list
+// (internal_networks, the non-global ranges) and IPv4 connections stay out of the map.
+TEST(KernelEvents, HandshakeMarkingLeavesSkippedDestinationsAlone) {
+  auto marker = bpf::FlowLabelMarker::load({.capacity = 8});
+  if (!marker && may_skip(marker.error())) GTEST_SKIP() << marker.error().message();
+  ASSERT_TRUE(marker) << marker.error().message();
+  Endpoint v6_ep, v4_ep, local;
+  UniqueFd v6 = listen_on("::1", v6_ep);
+  UniqueFd v4 = listen_on("127.0.0.1", v4_ep);
+  bpf::TcpStateFilter f;
+  f.ports = {{v6_ep.port, v6_ep.port}, {v4_ep.port, v4_ep.port}};
+  bpf::TcpStateFilter::Premark p;
+  p.map = marker->shared_map();
+  p.labels.fill(0x12345);
+  p.skip = {*Network::parse("::1/128")};
+  f.premark = p;
+  auto w = bpf::TcpStateWatcher::open(f, [](const bpf::TcpStateEvent&) {});
+  if (!w && may_skip(w.error())) GTEST_SKIP() << w.error().message();
+  ASSERT_TRUE(w) << w.error().message();
+  if (!w->premarking_syn()) GTEST_SKIP() << "the sock_ops connect hook cannot be attached here";
+
+  for (const auto* ep : {&v6_ep, &v4_ep}) {
+    UniqueFd client = connect_to(*ep, local);
+    UniqueFd served(::accept4((ep == &v6_ep ? v6 : v4).get(), nullptr, nullptr, SOCK_CLOEXEC));
+    ASSERT_GE(served.get(), 0);
+  }
+  // Both ends of both connections seen (the accepted ends at ESTABLISHED), none put.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  bpf::TcpStateCounters c;
+  do {
+    auto r = w->counters();
+    ASSERT_TRUE(r);
+    c = *r;
+  } while (c.premark_skipped < 4 && std::chrono::steady_clock::now() < deadline &&
+           ::usleep(1000) == 0);
+  EXPECT_EQ(c.premark_skipped, 4u);
+  EXPECT_EQ(c.premarked, 0u);
+  EXPECT_EQ(marker->fill(), 0u);
+}
+
 }  // namespace
 }  // namespace flowmark::daemon::kernel_events
