@@ -27,7 +27,7 @@
  *   has chosen the source address and port. (The tracepoint's change to SYN_SENT comes
  *   before inet6_hash_connect() picks an ephemeral port: its source port is still 0 there,
  *   so it cannot key the flow. fentry/tcp_connect would do, but some kernels refuse BPF
- *   trampolines: the test machine's 6.18 answers EPERM to any fentry/fexit load.)
+ *   trampolines: the test machine's 6.18 answers EPERM to fentry/tcp_connect.)
  * - the change to ESTABLISHED, on the passive side (and for active connections whose entry
  *   is missing): before the first data segment; the SYN-ACK has left by then, unmarked.
  * - the change to CLOSE (a refused or timed-out connect, a reset, the end of TIME_WAIT's
