@@ -8,7 +8,9 @@
 #ifndef FLOWMARK_BPF_FLOWLABEL_H
 #define FLOWMARK_BPF_FLOWLABEL_H
 
+#ifndef __VMLINUX_H__ /* the kernel-events program includes this header after vmlinux.h */
 #include <linux/types.h>
+#endif
 
 /* Capacity the user-space side allows by default; the LRU map is created somewhat larger
  * (see src/bpf/flowlabel.cpp) so that the kernel never evicts a live flow on its own. */
@@ -42,7 +44,11 @@ struct flowmark_flow_key {
 #define FLOWMARK_EXT_OPTION_TYPE 0x1E
 #define FLOWMARK_EXT_OPTION_LEN 3
 
-/* What to write. `label` holds the 20-bit flow label in its low bits (host order). */
+/* What to write. `label` holds the 20-bit flow label in its low bits (host order); the TC
+ * program ignores the bits above. FLOWMARK_LABEL_FROM_KERNEL marks an entry that the
+ * kernel-events program (bpf/kevents.bpf.c) put in the map before a connection's first
+ * packet: it removes such entries itself when the socket closes. */
+#define FLOWMARK_LABEL_FROM_KERNEL 0x80000000u
 struct flowmark_flow_value {
   __u32 label;
   __u16 experiment; /* for the extension-header option only */

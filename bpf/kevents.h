@@ -41,7 +41,20 @@ struct flowmark_kev_counters {
   __u64 skipped_cgroup; /* changes of connections outside the cgroup filter */
   __u64 skipped_family; /* neither IPv4 nor IPv6 */
   __u64 skipped_netns;  /* sockets of another network namespace */
+  /* Handshake marking (the flowlabel backend's map filled from the kernel): */
+  __u64 premarked;       /* flows put in the map before their first packet */
+  __u64 premark_full;    /* not put: the map was at its capacity */
+  __u64 premark_skipped; /* not put: destination internal, private, or not IPv6 */
+  __u64 premark_removed; /* entries of ours removed when their socket closed */
 };
+
+/* The destinations never marked from the kernel (internal_networks, and with skip_private
+ * the non-global ranges): an LPM trie keyed by IPv6 prefix. */
+struct flowmark_kev_net_key {
+  __u32 prefixlen;
+  __u8 addr[16];
+};
+#define FLOWMARK_KEV_MAX_SKIP_NETS 1024
 
 /* The port filter: a bitmap of 65536 bits, in the program's read-only data. */
 #define FLOWMARK_KEV_PORT_WORDS (65536 / 64)

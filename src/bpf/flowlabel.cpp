@@ -3,8 +3,11 @@
 
 #include <ifaddrs.h>
 #include <net/if.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -100,6 +103,12 @@ Result<void> check_link_type(const std::string& ifname) {
 
 }  // namespace
 
+std::uint8_t ext_header_byte(ExtHeader ext, bool write_label) noexcept {
+  auto b = static_cast<std::uint8_t>(ext);
+  if (!write_label) b |= FLOWMARK_EXT_KEEP_LABEL;
+  return b;
+}
+
 namespace detail {
 void install_libbpf_log() {
   static const bool done = [] {
@@ -119,10 +128,20 @@ struct FlowLabelMarker::Impl {
   int counters_fd = -1;
   int rules_fd = -1;
   std::uint32_t prog_id = 0;
+  // The entries in `flows`, counted by both writers: set()/erase() here and the
+  // kernel-events program that marks a connection before its first packet (it shares the
+  // map and this counter). A one-entry BPF array mapped into memory; atomics on both sides.
+  UniqueFd fill_fd;
+  void* fill_page = nullptr;
   MapStats stats;
   std::vector<Attachment> attached;
 
+  std::atomic_ref<std::uint64_t> fill() const {
+    return std::atomic_ref<std::uint64_t>(*static_cast<std::uint64_t*>(fill_page));
+  }
+
   ~Impl() {
+    if (fill_page) ::munmap(fill_page, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)));
     if (skel) flowlabel_bpf__destroy(skel);
   }
 };
@@ -179,6 +198,14 @@ Result<FlowLabelMarker> FlowLabelMarker::load(const MarkerOptions& options) {
     return bpf_fail("cannot read the loaded BPF program", r);
   impl->prog_id = info.id;
   impl->stats.capacity = options.capacity;
+  LIBBPF_OPTS(bpf_map_create_opts, fill_opts, .map_flags = BPF_F_MMAPABLE);
+  impl->fill_fd.reset(bpf_map_create(BPF_MAP_TYPE_ARRAY, "flows_fill", sizeof(std::uint32_t),
+                                     sizeof(std::uint64_t), 1, &fill_opts));
+  if (!impl->fill_fd) return bpf_fail("cannot create the flow map's fill counter", -errno);
+  void* page = ::mmap(nullptr, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)),
+                      PROT_READ | PROT_WRITE, MAP_SHARED, impl->fill_fd.get(), 0);
+  if (page == MAP_FAILED) return bpf_fail("cannot map the flow map's fill counter", -errno);
+  impl->fill_page = page;
   return FlowLabelMarker(std::move(impl));
 }
 
@@ -310,8 +337,7 @@ Result<SetOutcome> FlowLabelMarker::set(const FlowTuple& flow, const Mark& mark)
   value.label = mark.label & 0xFFFFFu;
   value.experiment = mark.experiment;
   value.activity = mark.activity;
-  value.ext_header = static_cast<std::uint8_t>(mark.ext_header);
-  if (!mark.write_label) value.ext_header |= FLOWMARK_EXT_KEEP_LABEL;
+  value.ext_header = ext_header_byte(mark.ext_header, mark.write_label);
   auto& st = impl_->stats;
   int r = bpf_map_update_elem(impl_->flows_fd, &key, &value, BPF_EXIST);
   if (r == 0) {
@@ -322,7 +348,7 @@ Result<SetOutcome> FlowLabelMarker::set(const FlowTuple& flow, const Mark& mark)
     ++st.errors;
     return bpf_fail(fmt::format("cannot mark {}", describe(flow)), r);
   }
-  if (st.fill >= st.capacity) {
+  if (impl_->fill().load(std::memory_order_relaxed) >= st.capacity) {
     ++st.rejected_full;
     return fail(Errc::kTruncated,
                 fmt::format("cannot mark {}: the flow map is full ({} flows) — end flows or "
@@ -334,7 +360,7 @@ Result<SetOutcome> FlowLabelMarker::set(const FlowTuple& flow, const Mark& mark)
     ++st.errors;
     return bpf_fail(fmt::format("cannot mark {}", describe(flow)), r);
   }
-  ++st.fill;
+  impl_->fill().fetch_add(1, std::memory_order_relaxed);
   ++st.inserted;
   return SetOutcome::kInserted;
 }
@@ -390,8 +416,7 @@ Result<void> FlowLabelMarker::set_rules(std::span<const MarkRule> rules) {
       slot.label = r.mark.label & 0xFFFFFu & ~(0xC0000u | 0x100u | 0x3u);  // entropy: kernel's
       slot.experiment = r.mark.experiment;
       slot.activity = r.mark.activity;
-      slot.ext_header = static_cast<std::uint8_t>(r.mark.ext_header);
-      if (!r.mark.write_label) slot.ext_header |= FLOWMARK_EXT_KEEP_LABEL;
+      slot.ext_header = ext_header_byte(r.mark.ext_header, r.mark.write_label);
     }
     entries.emplace_back(key, value);
   }
@@ -421,7 +446,7 @@ Result<bool> FlowLabelMarker::erase(const FlowTuple& flow) {
     ++impl_->stats.errors;
     return bpf_fail(fmt::format("cannot unmark {}", describe(flow)), r);
   }
-  --impl_->stats.fill;
+  impl_->fill().fetch_sub(1, std::memory_order_relaxed);
   ++impl_->stats.erased;
   return true;
 }
@@ -431,14 +456,23 @@ std::optional<std::uint32_t> FlowLabelMarker::lookup(const FlowTuple& flow) cons
   if (!key) return std::nullopt;
   flowmark_flow_value value{};
   if (bpf_map_lookup_elem(impl_->flows_fd, &*key, &value) < 0) return std::nullopt;
-  return value.label;
+  return value.label & 0xFFFFFu;  // without FLOWMARK_LABEL_FROM_KERNEL
 }
 
 Result<Counters> FlowLabelMarker::counters() const {
   return detail::read_counters(impl_->counters_fd);
 }
-MapStats FlowLabelMarker::map_stats() const noexcept { return impl_->stats; }
-std::size_t FlowLabelMarker::fill() const noexcept { return impl_->stats.fill; }
+MapStats FlowLabelMarker::map_stats() const noexcept {
+  MapStats st = impl_->stats;
+  st.fill = fill();
+  return st;
+}
+std::size_t FlowLabelMarker::fill() const noexcept {
+  return static_cast<std::size_t>(impl_->fill().load(std::memory_order_relaxed));
+}
+SharedFlowMap FlowLabelMarker::shared_map() const noexcept {
+  return {impl_->flows_fd, impl_->fill_fd.get(), impl_->stats.capacity};
+}
 int FlowLabelMarker::program_fd() const noexcept { return impl_->prog_fd; }
 std::uint32_t FlowLabelMarker::program_id() const noexcept { return impl_->prog_id; }
 

@@ -2,6 +2,7 @@
 // ring buffer.
 #include "flowmark/bpf/kernel_events.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -9,6 +10,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include <bpf/bpf.h>
@@ -17,6 +20,8 @@
 #include <linux/magic.h>
 #include <spdlog/spdlog.h>
 
+#include "flowlabel.h"
+#include "flowmark/core/fd.hpp"
 #include "kevents.h"
 #include "kevents_bpf.skel.h"
 #include "loader_common.hpp"
@@ -25,7 +30,8 @@ static_assert(sizeof(flowmark_kevent) == 80);
 static_assert(offsetof(flowmark_kevent, saddr) == 32);
 static_assert(offsetof(flowmark_kevent, sport) == 64);
 static_assert(offsetof(flowmark_kevent, kind) == 70);
-static_assert(sizeof(flowmark_kev_counters) == 56);
+static_assert(sizeof(flowmark_kev_counters) == 88);
+static_assert(sizeof(flowmark_kev_net_key) == 20);
 
 namespace flowmark::bpf {
 namespace {
@@ -63,6 +69,23 @@ Endpoint endpoint_of(std::uint16_t family, const std::uint8_t* addr, std::uint16
 
 bool power_of_two(std::size_t n) { return n != 0 && (n & (n - 1)) == 0; }
 
+// Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on
+// hybrid systems); "" when it is not — as for a process started by `ip netns exec`, which
+// mounts a /sys of its own without the cgroup file systems.
+std::string cgroup2_root() {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+    const auto dash = line.find(" - ");
+    if (dash == std::string::npos || line.compare(dash + 3, 8, "cgroup2 ") != 0) continue;
+    std::istringstream fields(line.substr(0, dash));
+    std::string id, parent, dev, root, mountpoint;
+    if (fields >> id >> parent >> dev >> root >> mountpoint && root == "/") return mountpoint;
+  }
+  return {};
+}
+
 }  // namespace
 
 struct TcpStateWatcher::Impl {
@@ -70,6 +93,8 @@ struct TcpStateWatcher::Impl {
   ring_buffer* ring = nullptr;
   Handler handler;
   std::uint64_t cgroup = 0;
+  bool premark = false;
+  bool premark_syn = false;
 
   ~Impl() {
     if (ring) ring_buffer__free(ring);
@@ -164,12 +189,78 @@ Result<TcpStateWatcher> TcpStateWatcher::open(const TcpStateFilter& filter, Hand
                                        static_cast<std::uint32_t>(filter.ring_bytes));
       r < 0)
     return tracer_fail("cannot size the ring buffer", r);
+  std::vector<flowmark_kev_net_key> skip;
+  if (const auto& p = filter.premark) {
+    if (int r = bpf_map__reuse_fd(impl->skel->maps.flows, p->map.flows_fd); r < 0)
+      return tracer_fail("cannot share the flow-label marker's map", r);
+    if (int r = bpf_map__reuse_fd(impl->skel->maps.flows_fill, p->map.fill_fd); r < 0)
+      return tracer_fail("cannot share the flow-label marker's fill counter", r);
+    ro->premark = 1;
+    ro->premark_capacity = p->map.capacity;
+    for (std::size_t i = 0; i < p->labels.size(); ++i)
+      ro->premark_labels[i] = p->labels[i] & 0xFFFFF;
+    ro->premark_experiment = p->experiment;
+    ro->premark_activity = p->activity;
+    ro->premark_ext_header = static_cast<std::uint8_t>(p->ext_header);
+    for (const auto& n : p->skip) {
+      if (!n.address.is_v6()) continue;
+      flowmark_kev_net_key k{};
+      k.prefixlen = n.prefix;
+      std::memcpy(k.addr, n.address.bytes(), 16);
+      skip.push_back(k);
+    }
+    if (skip.size() > FLOWMARK_KEV_MAX_SKIP_NETS)
+      return fail(Errc::kInvalidArgument, fmt::format("{} IPv6 networks never to mark: at most {}",
+                                                      skip.size(), FLOWMARK_KEV_MAX_SKIP_NETS));
+    ro->premark_skip_nets = skip.empty() ? 0 : 1;
+  } else {
+    // Nothing to mark: neither load nor attach the connect hook.
+    bpf_program__set_autoload(impl->skel->progs.flowmark_tcp_connect, false);
+  }
   detail::VerifierLog verifier_log;
   verifier_log.attach(impl->skel->obj);
   if (int r = kevents_bpf__load(impl->skel); r < 0)
     return detail::load_fail("cannot load the TCP state BPF program", r, verifier_log, tracer_fail);
-  if (int r = kevents_bpf__attach(impl->skel); r < 0)
-    return tracer_fail("cannot attach to the tracepoint sock:inet_sock_set_state", r);
+  const std::uint8_t one = 1;
+  for (const auto& k : skip) {
+    if (int r = bpf_map_update_elem(bpf_map__fd(impl->skel->maps.skip_nets), &k, &one, BPF_ANY);
+        r < 0)
+      return tracer_fail("cannot fill the BPF map of networks never marked", r);
+  }
+  impl->skel->links.flowmark_tcp_state = bpf_program__attach(impl->skel->progs.flowmark_tcp_state);
+  if (!impl->skel->links.flowmark_tcp_state)
+    return tracer_fail("cannot attach to the tracepoint sock:inet_sock_set_state", -errno);
+  impl->premark = filter.premark.has_value();
+  if (impl->premark) {
+    // The connect hook: a sock_ops program on the cgroup of the filter, or on the root of
+    // the cgroup v2 hierarchy (every socket of the host; the program keeps this namespace's
+    // own). A link: the kernel detaches it when the process ends, even by a crash. Without
+    // it the flows are marked from ESTABLISHED: the SYN leaves unmarked.
+    std::string where = filter.cgroup.empty() ? cgroup2_root() : filter.cgroup;
+    std::string why;
+    if (where.empty()) {
+      why =
+          "no cgroup v2 file system is mounted here (under `ip netns exec`, /sys is "
+          "remounted without it: start the service with `nsenter --net=/run/netns/NAME`)";
+    } else {
+      UniqueFd dir(::open(where.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!dir) {
+        why = fmt::format("{}: {}", where, std::strerror(errno));
+      } else {
+        impl->skel->links.flowmark_tcp_connect =
+            bpf_program__attach_cgroup(impl->skel->progs.flowmark_tcp_connect, dir.get());
+        if (!impl->skel->links.flowmark_tcp_connect)
+          why = fmt::format("attaching a sock_ops program to cgroup {}: {}", where,
+                            std::strerror(errno));
+      }
+    }
+    impl->premark_syn = why.empty();
+    if (!impl->premark_syn)
+      spdlog::warn(
+          "cannot hook TCP connects ({}): connections are marked from ESTABLISHED, "
+          "their SYN leaves unmarked",
+          why);
+  }
   impl->ring =
       ring_buffer__new(bpf_map__fd(impl->skel->maps.events), &Impl::on_record, impl.get(), nullptr);
   if (!impl->ring) return tracer_fail("cannot open the BPF ring buffer", errno);
@@ -197,10 +288,16 @@ Result<TcpStateCounters> TcpStateWatcher::counters() const {
     c.skipped_cgroup += p.skipped_cgroup;
     c.skipped_family += p.skipped_family;
     c.skipped_netns += p.skipped_netns;
+    c.premarked += p.premarked;
+    c.premark_full += p.premark_full;
+    c.premark_skipped += p.premark_skipped;
+    c.premark_removed += p.premark_removed;
   }
   return c;
 }
 
 std::uint64_t TcpStateWatcher::cgroup_id() const noexcept { return impl_->cgroup; }
+bool TcpStateWatcher::premarking() const noexcept { return impl_->premark; }
+bool TcpStateWatcher::premarking_syn() const noexcept { return impl_->premark_syn; }
 
 }  // namespace flowmark::bpf

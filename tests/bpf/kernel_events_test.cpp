@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -20,6 +21,7 @@
 
 #include "../unit/daemon/test_util.hpp"
 #include "daemon/sources/kernel_events/kernel_events_source.hpp"
+#include "flowmark/bpf/flowlabel.hpp"
 #include "flowmark/bpf/kernel_events.hpp"
 #include "flowmark/core/fd.hpp"
 #include "flowmark/core/time.hpp"
@@ -298,6 +300,121 @@ TEST(KernelEvents, CgroupMustBeACgroupV2Directory) {
   auto w = bpf::TcpStateWatcher::open(f, [](const bpf::TcpStateEvent&) {});
   ASSERT_FALSE(w);
   EXPECT_NE(w.error().message().find("cgroup v2"), std::string::npos) << w.error().message();
+}
+
+// Handshake marking, the library's side: the TCP state program fills a FlowLabelMarker's map
+// (shared fds, not attached to an interface) from the kernel — the connecting side at
+// tcp_connect(), the accepting side at ESTABLISHED — keeps to the shared capacity, and
+// removes its entries at CLOSE, a refused connect's included.
+TEST(KernelEvents, HandshakeMarkingFillsTheMarkersMapFromTheKernel) {
+  auto marker = bpf::FlowLabelMarker::load({.capacity = 2});
+  if (!marker && may_skip(marker.error())) GTEST_SKIP() << marker.error().message();
+  ASSERT_TRUE(marker) << marker.error().message();
+  Endpoint server_ep, refused_ep, client_ep;
+  UniqueFd listener = listen_on("::1", server_ep);
+  {
+    UniqueFd gone = listen_on("::1", refused_ep);  // a port nobody listens on afterwards
+  }
+  bpf::TcpStateFilter f;
+  f.ports = {{server_ep.port, server_ep.port}, {refused_ep.port, refused_ep.port}};
+  bpf::TcpStateFilter::Premark p;
+  p.map = marker->shared_map();
+  for (std::uint32_t e = 0; e < 32; ++e) p.labels[e] = 0x12300 | e;
+  f.premark = p;
+  auto w = bpf::TcpStateWatcher::open(f, [](const bpf::TcpStateEvent&) {});
+  if (!w && may_skip(w.error())) GTEST_SKIP() << w.error().message();
+  ASSERT_TRUE(w) << w.error().message();
+  ASSERT_TRUE(w->premarking());
+  if (!w->premarking_syn())
+    GTEST_SKIP() << "the sock_ops connect hook cannot be attached here (no cgroup v2?)";
+  auto wait_fill = [&](std::size_t n) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (marker->fill() != n && std::chrono::steady_clock::now() < deadline) {
+      ::usleep(1000);
+    }
+    return marker->fill();
+  };
+  auto refused_connect = [&] {
+    auto fd = net::connect_tcp(refused_ep);
+    ASSERT_FALSE(fd);
+    EXPECT_EQ(fd.error().code(), std::errc::connection_refused) << fd.error().message();
+  };
+
+  UniqueFd client = connect_to(server_ep, client_ep);
+  UniqueFd served(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_GE(served.get(), 0);
+  EXPECT_EQ(wait_fill(2), 2u);  // both ends of the connection, without any user space
+  const auto out = marker->lookup(
+      {client_ep.address, server_ep.address, client_ep.port, server_ep.port, IPPROTO_TCP});
+  const auto back = marker->lookup(
+      {server_ep.address, client_ep.address, server_ep.port, client_ep.port, IPPROTO_TCP});
+  ASSERT_TRUE(out && back);
+  EXPECT_EQ(*out & ~0x1Fu, 0x12300u);  // one of the labels given, the kernel's bit hidden
+  EXPECT_EQ(*back & ~0x1Fu, 0x12300u);
+
+  // At capacity: the kernel refuses a new flow, and so does user space.
+  refused_connect();
+  auto c = w->counters();
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->premarked, 2u);
+  EXPECT_EQ(c->premark_full, 1u);
+  bpf::FlowTuple other{server_ep.address, server_ep.address, 1, 2, IPPROTO_TCP};
+  auto set = marker->set(other, 5u);
+  ASSERT_FALSE(set);
+  EXPECT_EQ(set.error().code(), make_error_code(Errc::kTruncated));
+
+  // Closed: both entries go when their sockets reach CLOSE (no user space erased them).
+  client.reset();
+  served.reset();
+  EXPECT_EQ(wait_fill(0), 0u);
+  // A refused connect: in the map before its SYN, removed at SYN_SENT → CLOSE.
+  refused_connect();
+  EXPECT_EQ(marker->fill(), 0u);
+  c = w->counters();
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->premarked, 3u);
+  EXPECT_EQ(c->premark_removed, 3u);
+  EXPECT_EQ(c->premark_full, 1u);
+}
+
+// What the source would not announce is not marked either: destinations of the skip list
+// (internal_networks, the non-global ranges) and IPv4 connections stay out of the map.
+TEST(KernelEvents, HandshakeMarkingLeavesSkippedDestinationsAlone) {
+  auto marker = bpf::FlowLabelMarker::load({.capacity = 8});
+  if (!marker && may_skip(marker.error())) GTEST_SKIP() << marker.error().message();
+  ASSERT_TRUE(marker) << marker.error().message();
+  Endpoint v6_ep, v4_ep, local;
+  UniqueFd v6 = listen_on("::1", v6_ep);
+  UniqueFd v4 = listen_on("127.0.0.1", v4_ep);
+  bpf::TcpStateFilter f;
+  f.ports = {{v6_ep.port, v6_ep.port}, {v4_ep.port, v4_ep.port}};
+  bpf::TcpStateFilter::Premark p;
+  p.map = marker->shared_map();
+  p.labels.fill(0x12345);
+  p.skip = {*Network::parse("::1/128")};
+  f.premark = p;
+  auto w = bpf::TcpStateWatcher::open(f, [](const bpf::TcpStateEvent&) {});
+  if (!w && may_skip(w.error())) GTEST_SKIP() << w.error().message();
+  ASSERT_TRUE(w) << w.error().message();
+  if (!w->premarking_syn()) GTEST_SKIP() << "the sock_ops connect hook cannot be attached here";
+
+  for (const auto* ep : {&v6_ep, &v4_ep}) {
+    UniqueFd client = connect_to(*ep, local);
+    UniqueFd served(::accept4((ep == &v6_ep ? v6 : v4).get(), nullptr, nullptr, SOCK_CLOEXEC));
+    ASSERT_GE(served.get(), 0);
+  }
+  // Both ends of both connections seen (the accepted ends at ESTABLISHED), none put.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  bpf::TcpStateCounters c;
+  do {
+    auto r = w->counters();
+    ASSERT_TRUE(r);
+    c = *r;
+  } while (c.premark_skipped < 4 && std::chrono::steady_clock::now() < deadline &&
+           ::usleep(1000) == 0);
+  EXPECT_EQ(c.premark_skipped, 4u);
+  EXPECT_EQ(c.premarked, 0u);
+  EXPECT_EQ(marker->fill(), 0u);
 }
 
 }  // namespace

@@ -18,12 +18,18 @@ clsact qdisc with an egress filter of its own (tests/bpf/site_filter.bpf.c: hop 
   plugin, marker backend with targetInterfaces): a pipe line marks the flow.
 - kernel-events source: a TCP connection opened in A → start firefly at a collector in B,
   closed → end firefly; the connect() → firefly delay is printed.
+- kernel-events source driving the flowlabel backend (handshake marking): a connection from
+  A to B carries the label from its SYN on (the kernel put the flow in the map before the
+  SYN left), one label for the whole flow; a refused connection's SYN is labelled and its
+  map entry is gone once connect() fails; a connection from B to A (passive side): the
+  SYN-ACK leaves unmarked, A's first data segment is labelled.
 
 Needs root (namespaces, BPF); skips with the reason when the kernel refuses BPF.
 """
 
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -44,6 +50,7 @@ IFACE = fmd.IFACE
 SITE_PRIO = 1000
 OUR_PRIO = 0xF1
 SEMANTIC = 0x3FEFC
+NSENTER = shutil.which("nsenter") or "nsenter"
 
 
 def encode(exp, act, entropy=0):
@@ -53,8 +60,8 @@ def encode(exp, act, entropy=0):
 
 
 class LabelReader(Ipv6PacketCapture):
-    """A packet socket on B's eth0: (proto, sport, dport, flow label, hop limit) of every
-    IPv6 TCP/UDP packet that arrives, by source port."""
+    """A packet socket on B's eth0: (proto, sport, dport, flow label, hop limit, TCP flags)
+    of every IPv6 TCP/UDP packet that arrives, by source port."""
 
     def __init__(self, ns):
         super().__init__(ns, IFACE)
@@ -64,7 +71,8 @@ class LabelReader(Ipv6PacketCapture):
         if nxt not in (6, 17):
             return None
         sport, dport = struct.unpack("!HH", frame[54:58])
-        return (nxt, sport, dport, word & 0xFFFFF, hop)
+        flags = frame[54 + 13] if nxt == 6 and len(frame) > 54 + 13 else 0
+        return (nxt, sport, dport, word & 0xFFFFF, hop, flags)
 
 
 class Servers:
@@ -172,8 +180,10 @@ class BpfServiceTestCase(fmd.ServiceTestCase):
         self.pipe = os.path.join(self.dir, "flowmark.pipe")
         self.site_before = site_setup()
 
-    def start_daemon(self, doc_or_argv):
-        """flowmarkd in A; skips the test when the kernel refuses BPF here."""
+    def start_daemon(self, doc_or_argv, nsenter=False):
+        """flowmarkd in A; skips the test when the kernel refuses BPF here. nsenter: enter
+        A's network namespace only, keeping the mount namespace — `ip netns exec` remounts
+        /sys without the cgroup file systems, where the connect hook is attached."""
         if isinstance(doc_or_argv, dict):
             path = os.path.join(self.dir, "flowmarkd.toml")
             with open(path, "w") as f:
@@ -181,7 +191,9 @@ class BpfServiceTestCase(fmd.ServiceTestCase):
             argv = ["-c", path]
         else:
             argv = doc_or_argv
-        d = fmd.Proc(SITE.argv("A", [FLOWMARKD, *argv]))
+        cmd = ([NSENTER, f"--net=/run/netns/{SITE.ns['A']}", FLOWMARKD, *argv] if nsenter
+               else SITE.argv("A", [FLOWMARKD, *argv]))
+        d = fmd.Proc(cmd)
         self.addCleanup(d.kill)
         try:
             d.wait_err(r"flowmarkd running", timeout=15)
@@ -418,24 +430,86 @@ class TestKernelEvents(BpfServiceTestCase):
             self.assertLess(x, 200, "the start firefly came late: polling?")
 
     def test_kernel_events_drive_the_flowlabel_backend(self):
-        """No pipe, no firefly: connections are marked as the kernel establishes them."""
+        """No pipe, no firefly: connections are marked from their SYN on (the kernel puts
+        them in the map before the SYN leaves); the label does not change when the start
+        event reaches the backend."""
         d = self.start_daemon({
             "source": {"kernel": {"type": "kernel-events", "ports": ["5002"],
                                   "skip_private": False, "experiment": 4, "activity": 3}},
-            "backend": {"label": {"type": "flowlabel", "interfaces": [IFACE]}}})
+            "backend": {"label": {"type": "flowlabel", "interfaces": [IFACE]}}}, nsenter=True)
+        self.assertTrue(d.wait_err(r"marked by backend label from their SYN", timeout=5))
         tcp = 41021
         conn = self.tcp_connect(tcp)
         self.wait_fill(1)
         self.tcp_send(conn)
         pk = READER.take(tcp, 12)
-        # The handshake went out before the connection was ESTABLISHED: unmarked.
-        self.assertEqual(pk[0][3], 0, "the SYN was marked")
-        self.assertMarked(pk[-10:], 4, 3)
+        self.assertEqual(pk[0][5] & 0x12, 0x02, f"the first packet is not the SYN: {pk[0]}")
+        self.assertNotEqual(pk[0][3], 0, "the SYN left unmarked")
+        self.assertMarked(pk, 4, 3)  # SYN, the ACK of the SYN-ACK, the data: one label
         conn.close()
         self.wait_fill(0)  # the end (FIN_WAIT1) removed the flow at once
         self.assertEqual(self.stop_daemon(d), 0, d.describe())
+        hs = "flowmark_kernel_events_handshake_total{source=kernel,outcome=%s}"
+        self.assertEqual(d.counters.get(hs % "marked"), 1, d.counters)
+        self.assertEqual(d.counters.get("flowmark_flowlabel_flows_inserted_total{backend=label}",
+                                        0), 0, "user space inserted the flow again")
         self.assertNoHookLeft()
 
+    def test_refused_connection_leaves_no_map_entry(self):
+        """SYN_SENT → CLOSE: the kernel removes the entry it put before the SYN."""
+        d = self.start_daemon({
+            "source": {"kernel": {"type": "kernel-events", "ports": ["5003"],
+                                  "skip_private": False, "experiment": 4, "activity": 3}},
+            "backend": {"label": {"type": "flowlabel", "interfaces": [IFACE]}}}, nsenter=True)
+        sport = 41031
+        s = in_netns(SITE.ns["A"], lambda: socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
+        with s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((self.A6, sport))
+            with self.assertRaises(ConnectionRefusedError):
+                s.connect((self.B6, 5003))  # nobody listens: B answers with a reset
+        pk = READER.take(sport, 1)
+        self.assertEqual(pk[0][5] & 0x12, 0x02, f"not the SYN: {pk[0]}")
+        self.assertMarked(pk, 4, 3)  # the entry existed when the SYN left...
+        self.wait_fill(0)  # ...and is gone: no leak
+        self.assertEqual(self.stop_daemon(d), 0, d.describe())
+        hs = "flowmark_kernel_events_handshake_total{source=kernel,outcome=%s}"
+        self.assertEqual(d.counters.get(hs % "marked"), 1, d.counters)
+        self.assertEqual(d.counters.get(hs % "removed"), 1, d.counters)
+        self.assertIsNone(d.counters.get("flowmark_kernel_events_total{source=kernel,state=start}"),
+                          "a refused connection was announced")
+        self.assertNoHookLeft()
+
+    def test_passive_side_marked_from_its_first_data(self):
+        """A accepts a connection from B: the SYN-ACK leaves before the kernel knows the
+        flow (unmarked), the first data segment carries the label."""
+        d = self.start_daemon({
+            "source": {"kernel": {"type": "kernel-events", "ports": ["5004"],
+                                  "skip_private": False, "experiment": 4, "activity": 3}},
+            "backend": {"label": {"type": "flowlabel", "interfaces": [IFACE]}}}, nsenter=True)
+        srv = in_netns(SITE.ns["A"], lambda: socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
+        self.addCleanup(srv.close)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((self.A6, 5004))
+        srv.listen(4)
+        cli = in_netns(SITE.ns["B"], lambda: socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
+        self.addCleanup(cli.close)
+        cli.connect((self.A6, 5004))
+        conn, _ = srv.accept()
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.tcp_send(conn, 3)  # before B sends anything: A's first packets after the SYN-ACK
+            got = 0
+            while got < 3000:
+                got += len(cli.recv(65536))
+            pk = READER.take(5004, 4)
+        self.assertEqual(pk[0][5] & 0x12, 0x12, f"the first packet is not the SYN-ACK: {pk[0]}")
+        self.assertEqual(pk[0][3], 0, "the SYN-ACK was marked (the test expects it unmarked)")
+        self.assertMarked(pk[1:], 4, 3)
+        cli.close()
+        self.wait_fill(0)
+        self.assertEqual(self.stop_daemon(d), 0, d.describe())
+        self.assertNoHookLeft()
 
 if __name__ == "__main__":
     from ksft import main  # exit 4 when tests were skipped, printing why

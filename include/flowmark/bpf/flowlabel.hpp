@@ -93,6 +93,10 @@ struct Mark {
   bool write_label = true;
 };
 
+// The map value's ext_header byte for these (FLOWMARK_EXT_* of bpf/flowlabel.h): what another
+// BPF object writing entries of this map (the kernel-events source's handshake marks) puts.
+std::uint8_t ext_header_byte(ExtHeader ext, bool write_label) noexcept;
+
 // A rule evaluated in the kernel for the packets of flows that have no entry: destination
 // in `destination` (IPv6; ::/0 = all) and destination port in [port_first, port_last]. The
 // most specific prefix decides; among the rules of one prefix the first that holds the
@@ -117,6 +121,16 @@ struct MapStats {
 };
 
 enum class SetOutcome { kInserted, kReplaced };
+
+// The marker's map as another BPF object of the same process uses it (bpf_map__reuse_fd):
+// the kernel-events program puts connections in it before their first packet. The fds stay
+// the marker's. `fill_fd`: a one-entry BPF array (BPF_F_MMAPABLE) holding the count of
+// entries, which both writers keep and hold to `capacity`.
+struct SharedFlowMap {
+  int flows_fd = -1;
+  int fill_fd = -1;
+  std::size_t capacity = 0;
+};
 
 struct MarkerOptions {
   // Flows the map holds. The LRU map is created larger than this, and set() refuses
@@ -172,7 +186,9 @@ class FlowLabelMarker {
 
   Result<Counters> counters() const;
   MapStats map_stats() const noexcept;
+  // Entries in the map, including those another BPF object put through shared_map().
   std::size_t fill() const noexcept;
+  SharedFlowMap shared_map() const noexcept;
 
   // For tests and benchmarks (BPF_PROG_TEST_RUN) and `bpf status`.
   int program_fd() const noexcept;

@@ -12,6 +12,7 @@
 // missing. Not thread-safe: one owner.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -19,7 +20,9 @@
 #include <string>
 #include <vector>
 
+#include "flowmark/bpf/flowlabel.hpp"
 #include "flowmark/core/address.hpp"
+#include "flowmark/core/network.hpp"
 #include "flowmark/core/result.hpp"
 
 namespace flowmark::bpf {
@@ -49,6 +52,21 @@ struct TcpStateFilter {
   bool own_netns_only = true;
   // Ring buffer size in bytes (a power of two, ≥ one page).
   std::size_t ring_bytes = 256 * 1024;
+
+  // Handshake marking: the connections the filter selects are put into a flow-label
+  // marker's map from the kernel — at tcp_connect() on the active side (a cgroup sock_ops
+  // program on `cgroup`, or on the cgroup v2 root: before the SYN leaves), at ESTABLISHED
+  // on the passive side (before the first data; the SYN-ACK has left) — and removed when
+  // their socket closes unless user space erased them first.
+  struct Premark {
+    SharedFlowMap map;                        // FlowLabelMarker::shared_map()
+    std::array<std::uint32_t, 32> labels{};   // the label for each of the 32 entropy values
+    ExtHeader ext_header = ExtHeader::kNone;  // as the marker's own entries
+    std::uint16_t experiment = 0;             // for the extension-header option
+    std::uint8_t activity = 0;
+    std::vector<Network> skip;  // destinations never marked (the IPv6 ones matter)
+  };
+  std::optional<Premark> premark;
 };
 
 // Summed over the CPUs.
@@ -60,6 +78,10 @@ struct TcpStateCounters {
   std::uint64_t skipped_cgroup = 0;
   std::uint64_t skipped_family = 0;
   std::uint64_t skipped_netns = 0;
+  std::uint64_t premarked = 0;        // flows put in the marker's map before a packet left
+  std::uint64_t premark_full = 0;     // not put: the map was at its capacity
+  std::uint64_t premark_skipped = 0;  // not put: internal / non-global destination, IPv4
+  std::uint64_t premark_removed = 0;  // entries of ours removed at CLOSE (refused, reset...)
 };
 
 class TcpStateWatcher {
@@ -80,6 +102,10 @@ class TcpStateWatcher {
   Result<int> poll();
   Result<TcpStateCounters> counters() const;
   std::uint64_t cgroup_id() const noexcept;  // of the filter; 0: none
+  // Handshake marking runs (TcpStateFilter::premark), and from the SYN on (the connect
+  // hook attached; false: from ESTABLISHED only).
+  bool premarking() const noexcept;
+  bool premarking_syn() const noexcept;
 
  private:
   struct Impl;

@@ -9,16 +9,23 @@
 //   };
 #pragma once
 
+#include <fcntl.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "flowmark/collector/site_map.hpp"
 #include "flowmark/core/event_loop.hpp"
+#include "flowmark/core/fd.hpp"
 #include "flowmark/core/result.hpp"
 #include "flowmark/daemon/counters.hpp"
 #include "flowmark/scitags/flow_event.hpp"
@@ -64,6 +71,56 @@ class FlowSink {
   }
 };
 
+// A flowlabel backend's kernel flow map, lent to another part of the same process: the
+// kernel-events source has the kernel put connections in it before their first packet
+// leaves (bpf/kevents.bpf.c). Plain fds, so that this header needs no BPF library.
+struct LentFlowMap {
+  std::string backend;  // the lender's name
+  UniqueFd flows;       // the LRU hash of flows (bpf/flowlabel.h)
+  UniqueFd fill;        // its one-entry fill counter, kept by every writer
+  std::size_t capacity = 0;
+  std::uint8_t ext_header = 0;  // the backend's bpf::ExtHeader, for the entries it did not put
+};
+
+// Where backends offer their flow map and sources take it, whatever order they start in
+// (today backends start first). Any thread.
+class FlowMapShelf {
+ public:
+  // Keeps duplicates of the fds until withdraw(): the lender may close its own.
+  void offer(std::string backend, int flows_fd, int fill_fd, std::size_t capacity,
+             std::uint8_t ext_header) {
+    LentFlowMap m{std::move(backend), UniqueFd(::fcntl(flows_fd, F_DUPFD_CLOEXEC, 0)),
+                  UniqueFd(::fcntl(fill_fd, F_DUPFD_CLOEXEC, 0)), capacity, ext_header};
+    if (!m.flows || !m.fill) return;  // out of fds: nothing lent, the handshake stays unmarked
+    std::lock_guard lock(mu_);
+    maps_.push_back(std::move(m));
+    std::sort(maps_.begin(), maps_.end(),
+              [](const LentFlowMap& a, const LentFlowMap& b) { return a.backend < b.backend; });
+  }
+  void withdraw(std::string_view backend) noexcept {
+    std::lock_guard lock(mu_);
+    std::erase_if(maps_, [&](const LentFlowMap& m) { return m.backend == backend; });
+  }
+  // The map of the first backend by name (with duplicated fds, the caller's to close).
+  std::optional<LentFlowMap> take() const {
+    std::lock_guard lock(mu_);
+    if (maps_.empty()) return std::nullopt;
+    const auto& m = maps_.front();
+    LentFlowMap out{m.backend, UniqueFd(::fcntl(m.flows.get(), F_DUPFD_CLOEXEC, 0)),
+                    UniqueFd(::fcntl(m.fill.get(), F_DUPFD_CLOEXEC, 0)), m.capacity, m.ext_header};
+    if (!out.flows || !out.fill) return std::nullopt;
+    return out;
+  }
+  std::size_t size() const {
+    std::lock_guard lock(mu_);
+    return maps_.size();
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<LentFlowMap> maps_;
+};
+
 // What every part may use. Lives as long as the service (the registry is replaced on a
 // reload: parts read it through the reference at the time of use, on the loop thread).
 struct ServiceContext {
@@ -73,6 +130,8 @@ struct ServiceContext {
   // The site map ([[site]] tables and [service] sites_file): kept by the parts that read it
   // (collector backends), swapped in place by a reload. Never null in the service.
   std::shared_ptr<collector::SiteMapHandle> sites = std::make_shared<collector::SiteMapHandle>();
+  // Kernel flow maps lent between parts (flowlabel backend → kernel-events source).
+  std::shared_ptr<FlowMapShelf> flow_maps = std::make_shared<FlowMapShelf>();
 };
 
 class Source {

@@ -38,7 +38,7 @@ constexpr std::chrono::seconds kAutoRescan{10};
 class FlowLabelBackend final : public Backend {
  public:
   FlowLabelBackend(std::string name, LabelOptions o, ServiceContext& ctx)
-      : name_(std::move(name)), o_(std::move(o)) {
+      : name_(std::move(name)), o_(std::move(o)), shelf_(ctx.flow_maps) {
     auto c = [&](std::string_view what, std::string_view help) {
       return &ctx.counters.counter(std::string("flowmark_flowlabel_") + std::string(what),
                                    {{"backend", name_}}, help);
@@ -109,6 +109,12 @@ class FlowLabelBackend final : public Backend {
     for (const auto& i : ifaces) list += (list.empty() ? "" : ", ") + i;
     spdlog::info("backend {}: IPv6 flow labels written on egress of {}", name_, list);
     interfaces_->store(ifaces.size(), std::memory_order_relaxed);
+    // Lent to the kernel-events source, which marks connections from their first packet.
+    if (shelf_) {
+      const auto shared = marker_->shared_map();
+      shelf_->offer(name_, shared.flows_fd, shared.fill_fd, shared.capacity,
+                    bpf::ext_header_byte(o_.ext, o_.write_label));
+    }
     return {};
   }
 
@@ -125,7 +131,9 @@ class FlowLabelBackend final : public Backend {
       if (r && *r) erased_->fetch_add(1, std::memory_order_relaxed);
       return;
     }
-    if (marker_->lookup(t)) return;  // already marked: its entropy stays
+    // Already marked (an ongoing event, or the kernel put the connection in before its
+    // SYN): the label stays as it is, entropy included.
+    if (marker_->lookup(t)) return;
     std::uint8_t entropy = 0;
     if (::getrandom(&entropy, 1, 0) != 1) entropy = static_cast<std::uint8_t>(monotonic_ns());
     auto label = scitags::encode_flow_label(e.experiment, e.activity, entropy & 0x1F);
@@ -178,6 +186,7 @@ class FlowLabelBackend final : public Backend {
   }
 
   void stop() noexcept override {
+    if (shelf_) shelf_->withdraw(name_);
     on_tick();
     if (marker_) {
       for (const auto& a : marker_->attachments())
@@ -238,6 +247,7 @@ class FlowLabelBackend final : public Backend {
     }
   }
 
+  std::shared_ptr<FlowMapShelf> shelf_;
   std::unique_ptr<bpf::FlowLabelMarker> marker_;
   LinkWatch watch_;
   std::chrono::steady_clock::time_point next_rescan_{};

@@ -7,6 +7,7 @@
 
 #include "daemon/common/connection_options.hpp"
 #include "flowmark/core/time.hpp"
+#include "flowmark/scitags/flow_label.hpp"
 
 namespace flowmark::daemon::kernel_events {
 
@@ -41,6 +42,10 @@ struct KernelEventsSource::Metrics {
   std::atomic<std::uint64_t>& skipped_cgroup;
   std::atomic<std::uint64_t>& lost;
   std::atomic<std::uint64_t>& tracked;
+  std::atomic<std::uint64_t>& premarked;
+  std::atomic<std::uint64_t>& premark_full;
+  std::atomic<std::uint64_t>& premark_skipped;
+  std::atomic<std::uint64_t>& premark_removed;
 
   static Metrics make(Counters& c, const std::string& name) {
     const Labels src{{"source", name}};
@@ -54,6 +59,11 @@ struct KernelEventsSource::Metrics {
     constexpr std::string_view kSkipped = "flowmark_kernel_events_skipped_total";
     constexpr std::string_view kSkippedHelp =
         "TCP state changes not announced, by reason (port and cgroup: in the kernel)";
+    constexpr std::string_view kHandshake = "flowmark_kernel_events_handshake_total";
+    constexpr std::string_view kHandshakeHelp =
+        "Connections put in the flowlabel backend's map by the kernel before their first "
+        "packet (marked), refused (full: map at capacity; skipped: internal, non-global or "
+        "IPv4 destination), and entries removed by the kernel when the socket closed";
     return Metrics{
         c.counter(kEvents, with("state", "start"), kEventsHelp),
         c.counter(kEvents, with("state", "end"), kEventsHelp),
@@ -64,15 +74,57 @@ struct KernelEventsSource::Metrics {
         c.counter("flowmark_kernel_events_lost_total", src,
                   "Kernel records lost: the ring buffer was full (raise ring_kib)"),
         c.gauge("flowmark_kernel_events_tracked", src, "Connections announced, end pending"),
+        c.counter(kHandshake, with("outcome", "marked"), kHandshakeHelp),
+        c.counter(kHandshake, with("outcome", "full"), kHandshakeHelp),
+        c.counter(kHandshake, with("outcome", "skipped"), kHandshakeHelp),
+        c.counter(kHandshake, with("outcome", "removed"), kHandshakeHelp),
     };
   }
 };
 
 KernelEventsSource::KernelEventsSource(std::string name, KernelEventsOptions options,
-                                       Counters& counters)
+                                       Counters& counters, std::shared_ptr<FlowMapShelf> flow_maps)
     : name_(std::move(name)),
       options_(std::move(options)),
-      metrics_(std::make_unique<Metrics>(Metrics::make(counters, name_))) {}
+      metrics_(std::make_unique<Metrics>(Metrics::make(counters, name_))),
+      flow_maps_(std::move(flow_maps)) {}
+
+// The label of every entropy value for the source's tag, and the destinations the kernel
+// leaves alone (what on_kernel_event() does not announce).
+std::optional<bpf::TcpStateFilter::Premark> KernelEventsSource::premark_of(LentFlowMap& map) {
+  const auto& tag = options_.tag;
+  if (tag.experiment == 0 || tag.activity == 0) {
+    spdlog::info(
+        "[source.{}] the handshake of connections is not marked: backend {} could mark it, "
+        "but the label comes from the classification rules (give experiment and activity "
+        "here)",
+        name_, map.backend);
+    return std::nullopt;
+  }
+  bpf::TcpStateFilter::Premark p;
+  p.map = {map.flows.get(), map.fill.get(), map.capacity};
+  for (std::uint32_t e = 0; e < p.labels.size(); ++e) {
+    auto label = scitags::encode_flow_label(tag.experiment, tag.activity, e);
+    if (!label) {
+      spdlog::warn("[source.{}] the handshake of connections is not marked: {}", name_,
+                   label.error().message());
+      return std::nullopt;
+    }
+    p.labels[e] = *label;
+  }
+  p.ext_header = static_cast<bpf::ExtHeader>(map.ext_header);
+  p.experiment = static_cast<std::uint16_t>(tag.experiment);
+  p.activity = static_cast<std::uint8_t>(tag.activity);
+  p.skip = options_.internal_networks;
+  if (options_.skip_private) {
+    // IpAddress::is_global()'s IPv6 ranges.
+    for (const char* n :
+         {"::/128", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8", "::ffff:0:0/96"}) {
+      if (auto net = Network::parse(n)) p.skip.push_back(*net);
+    }
+  }
+  return p;
+}
 
 KernelEventsSource::~KernelEventsSource() { stop(); }
 
@@ -83,6 +135,9 @@ Result<void> KernelEventsSource::start(EventLoop& loop, FlowSink& sink) {
   for (const auto& r : options_.ports) filter.ports.emplace_back(r.first, r.last);
   filter.cgroup = options_.cgroup;
   filter.ring_bytes = options_.ring_bytes;
+  // A flowlabel backend's map (lent, the fds ours until the watcher has its own copies).
+  std::optional<LentFlowMap> lent = flow_maps_ ? flow_maps_->take() : std::nullopt;
+  if (lent) filter.premark = premark_of(*lent);
   auto w = bpf::TcpStateWatcher::open(filter,
                                       [this](const bpf::TcpStateEvent& e) { on_kernel_event(e); });
   if (!w)
@@ -109,6 +164,14 @@ Result<void> KernelEventsSource::start(EventLoop& loop, FlowSink& sink) {
       "[source.{}] TCP state changes from the kernel (tracepoint "
       "sock:inet_sock_set_state); ports {}; cgroup {}",
       name_, ports.empty() ? "any" : ports, options_.cgroup.empty() ? "any" : options_.cgroup);
+  if (watcher_->premarking()) {
+    spdlog::info(
+        "[source.{}] IPv6 connections marked by backend {} from their {} (the kernel "
+        "puts them in its map)",
+        name_, lent->backend,
+        watcher_->premarking_syn() ? "SYN (active side; first data on the passive side)"
+                                   : "first data");
+  }
   return {};
 }
 
@@ -194,6 +257,10 @@ void KernelEventsSource::publish() noexcept {
         name_, c->ring_full - published_.ring_full);
   }
   add(metrics_->lost, c->ring_full, published_.ring_full);
+  add(metrics_->premarked, c->premarked, published_.premarked);
+  add(metrics_->premark_full, c->premark_full, published_.premark_full);
+  add(metrics_->premark_skipped, c->premark_skipped, published_.premark_skipped);
+  add(metrics_->premark_removed, c->premark_removed, published_.premark_removed);
 }
 
 }  // namespace flowmark::daemon::kernel_events
@@ -204,11 +271,11 @@ Result<void> register_kernel_events_source(SourceFactories& factories) {
   return factories.add(
       "kernel-events",
       "this host's TCP connections as the kernel changes their state (eBPF tracepoint, no "
-      "polling)",
+      "polling); beside a flowlabel backend, marked from the SYN",
       [](Section& s, ServiceContext& context) -> Result<std::unique_ptr<Source>> {
         FM_TRY(auto options, kernel_events::parse_kernel_events_options(s, context.registry));
         return std::make_unique<kernel_events::KernelEventsSource>(
-            sockets::source_name(s), std::move(options), context.counters);
+            sockets::source_name(s), std::move(options), context.counters, context.flow_maps);
       });
 }
 

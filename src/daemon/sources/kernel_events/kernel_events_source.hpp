@@ -19,6 +19,14 @@
 // announced (their end is skipped: reason "existing"), as with flowd. A start carries no
 // byte counts; an end carries the tcp_sock's bytes_acked (sent) and bytes_received.
 // Needs CAP_BPF and CAP_PERFMON (root) and a kernel with BTF.
+//
+// Handshake marking: when the service also runs a flowlabel backend and this source has a
+// fixed experiment and activity, the kernel puts each selected IPv6 connection in that
+// backend's flow map itself (bpf/kevents.bpf.c) — at tcp_connect() on the active side, so
+// the SYN is labelled; at ESTABLISHED on the passive side, so the first data is (the SYN-ACK
+// is not) — with the label the start event would give it. The backend keeps that entry when
+// the start arrives, erases it at the end; the kernel removes it when the socket closes
+// (a refused connect never reaches ESTABLISHED).
 #pragma once
 
 #include <memory>
@@ -51,7 +59,8 @@ Result<KernelEventsOptions> parse_kernel_events_options(Section& section,
 
 class KernelEventsSource : public Source {
  public:
-  KernelEventsSource(std::string name, KernelEventsOptions options, Counters& counters);
+  KernelEventsSource(std::string name, KernelEventsOptions options, Counters& counters,
+                     std::shared_ptr<FlowMapShelf> flow_maps = nullptr);
   ~KernelEventsSource() override;
 
   Result<void> start(EventLoop& loop, FlowSink& sink) override;
@@ -65,10 +74,12 @@ class KernelEventsSource : public Source {
   void on_kernel_event(const bpf::TcpStateEvent& e);
   void drain() noexcept;
   void publish() noexcept;
+  std::optional<bpf::TcpStateFilter::Premark> premark_of(LentFlowMap& map);
 
   std::string name_;
   KernelEventsOptions options_;
   std::unique_ptr<Metrics> metrics_;
+  std::shared_ptr<FlowMapShelf> flow_maps_;
   std::optional<bpf::TcpStateWatcher> watcher_;
   EventLoop* loop_ = nullptr;
   FlowSink* sink_ = nullptr;
