@@ -23,6 +23,7 @@ sockets). Needs root. Python 3 stdlib only (Debian's /usr/bin/python3).
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -333,6 +334,35 @@ class TestApiConcurrency(ApiTestCase):
         self.assertEqual(rc, 0, d.describe())
         self.assertEqual(d.c("flowmark_api_requests_total", source="api", outcome="ok"), n_http)
         self.assertEqual(self.assertAccounted(d, ["ff"]), {"ff": 0})
+
+
+    def test_a_full_backend_slows_http_clients_and_drops_nothing(self):
+        # The API is a lossless source: while a backend's queue is full (a records backend
+        # writing to a FIFO whose reader is stopped) events wait in the source, the HTTP
+        # clients with them, and nothing is dropped; when the reader goes on, all arrive.
+        A4, B4 = self.A4, self.B4
+        fifo = os.path.join(self.dir, "stalled.fifo")
+        os.mkfifo(fifo)
+        reader = Proc(["sh", "-c", f"exec cat {fifo} > {fifo}.out"])
+        self.addCleanup(reader.kill)
+        d = self.daemon({
+            "service": {"queue_size": 64, "drain_timeout": 60},
+            "source": {"api": {"type": "api", "listen": f"127.0.0.1:{PORT}"}},
+            "backend": {"slow": {"type": "records", "path": fifo, "flush": "event"}}})
+        os.kill(reader.pid, signal.SIGSTOP)
+        h = self.http()
+        n = 1500  # records of ~300 bytes: many times the FIFO's 64 KiB plus the queue's 64
+        answers = h.seq(*[post(flowd_go(2, f"{A4}:{42000 + i}", f"{B4}:5777"))
+                          for i in range(n)])
+        self.assertEqual([a["status"] for a in answers], [200] * n,
+                         [a for a in answers if a["status"] != 200][:3])
+        os.kill(reader.pid, signal.SIGCONT)
+        out = fifo + ".out"
+        d.wait_for(lambda: os.path.exists(out) and sum(1 for _ in open(out)) == n, 30,
+                   f"{n} records through the FIFO")
+        rc, _ = d.stop()
+        self.assertEqual(rc, 0, d.describe())
+        self.assertEqual(self.assertAccounted(d, ["slow"]), {"slow": 0})
 
 
 LEAN_TCP = {"Retransmits", "advMss", "bytesSent", "deliveryRate", "minRtt", "pMtu", "rtt",

@@ -4,12 +4,12 @@
 #include <sys/random.h>
 
 #include <algorithm>
-#include <charconv>
 #include <set>
 
 #include <spdlog/spdlog.h>
 
 #include "daemon/backends/flowlabel/link_watch.hpp"
+#include "daemon/common/connection_options.hpp"
 #include "flowmark/bpf/flowlabel.hpp"
 #include "flowmark/core/log_limit.hpp"
 #include "flowmark/daemon/config.hpp"
@@ -274,19 +274,20 @@ Result<std::vector<bpf::MarkRule>> read_mark_rule(Section& r, const scitags::Reg
   if (!r.has("experiment") || !r.has("activity"))
     return r.error(r.has("experiment") ? "activity" : "experiment",
                    "missing: a rule needs an experiment and an activity (ids or names)");
-  std::uint32_t exp = 0, act = 0;
-  if (registry) {
-    FM_TRY(auto ea, read_classification(r, *registry));
-    exp = ea.first;
-    act = ea.second;
-  } else {  // --check without a registry: ids only
-    for (auto [key, out] : {std::pair{"experiment", &exp}, std::pair{"activity", &act}}) {
-      FM_TRY(auto text, r.scalar(key));
-      const auto* end = text->data() + text->size();
-      if (std::from_chars(text->data(), end, *out).ptr != end)
-        return r.error(key, fmt::format("'{}' is not an id", *text));
-    }
+  // Ids as written (flowd-go's perfSONAR ids need not be in the registry), names through the
+  // registry, as the sources' experiment/activity keys.
+  FM_TRY(auto exp_text, r.scalar("experiment"));
+  FM_TRY(auto act_text, r.scalar("activity"));
+  auto tag = sockets::resolve_tag(*exp_text, *act_text, registry);
+  if (!tag) {
+    // The message names the first key it is about.
+    const auto& m = tag.error().message();
+    const bool act_fault = m.find("activity") < m.find("experiment");
+    return r.error(act_fault ? "activity" : "experiment", tag.error().message());
   }
+  if (tag->experiment == 0)
+    return r.error("experiment", "0 is no mark: give the experiment and activity to write");
+  const std::uint32_t exp = tag->experiment, act = tag->activity;
   auto label = scitags::encode_flow_label(exp, act, 0);
   if (!label)
     return r.error(exp > scitags::kMaxLabelExperiment ? "experiment" : "activity",

@@ -210,6 +210,10 @@ class ApiSource final : public Source {
     server_ = nullptr;
     if (loop_) {
       loop_->remove_fd(wake_fd_.get());
+      if (wait_id_) {
+        sink_->cancel_room_wait(wait_id_);
+        wait_id_ = 0;
+      }
       take_handed_over();  // what was accepted (answered 200) is not lost
     }
     loop_ = nullptr;
@@ -360,12 +364,12 @@ class ApiSource final : public Source {
              std::string_view extra_headers = {}) {
     outcomes_[static_cast<std::size_t>(outcome)]->fetch_add(1, std::memory_order_relaxed);
     const std::string_view reason = reason_phrase(status);
-    mg_printf(conn,
-              "HTTP/1.1 %d %.*s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-              "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%.*s"
-              "Connection: close\r\n\r\n",
-              status, static_cast<int>(reason.size()), reason.data(), body.size(),
-              static_cast<int>(extra_headers.size()), extra_headers.data());
+    const std::string head_text = fmt::format(
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n"
+        "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n{}"
+        "Connection: close\r\n\r\n",
+        status, reason, body.size(), extra_headers);
+    mg_write(conn, head_text.data(), head_text.size());
     if (!head && !body.empty()) mg_write(conn, body.data(), body.size());
     return status;
   }
@@ -389,40 +393,61 @@ class ApiSource final : public Source {
   // From a civetweb thread: the event joins the queue for the loop (waiting while it is
   // full). False: stopping, or no room within kRoomWait.
   bool hand_over(const FlowEvent& e) {
-    bool wake = false;
+    bool first = false;
     {
       std::unique_lock lock(mutex_);
       const bool room = room_.wait_for(lock, kRoomWait, [&] {
         return handed_.size() < kHandOverLimit || stopping_.load(std::memory_order_relaxed);
       });
       if (!room || stopping_.load(std::memory_order_relaxed)) return false;
-      wake = handed_.empty();
+      first = handed_.empty();
       handed_.push_back(e);
     }
-    if (wake) {
-      const std::uint64_t one = 1;
-      [[maybe_unused]] auto put = ::write(wake_fd_.get(), &one, sizeof one);
-    }
+    if (first) wake();
     return true;
+  }
+
+  void wake() noexcept {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto put = ::write(wake_fd_.get(), &one, sizeof one);
   }
 
   // On the loop: pushes what the HTTP threads handed over.
   void take_handed_over() {
-    // ---- BACK-PRESSURE: the one place where the pipeline's wait for room connects. ----
-    // An HTTP client is a lossless source: it can be slowed. Today every event taken is
-    // pushed, as the named-pipe source does (the pipeline drops what a backend's full queue
-    // cannot hold, counted as dropped_queue_full). With a pipeline that can say it is full:
-    // take only while it has room; otherwise leave the rest in handed_ — the HTTP threads
-    // then wait on room_ (up to kRoomWait, then 503), so clients are slowed, not dropped —
-    // and run take_handed_over() again when the pipeline has room (and in stop(), push all).
+    // Back-pressure: an HTTP client is a lossless source (it can be slowed). Events are taken
+    // from handed_ only while every backend's queue has room; the rest stay there, so the HTTP
+    // threads wait on room_ (up to kRoomWait, then 503) and clients are slowed, not dropped.
+    // The pipeline calls back when there is room again. In stop() everything is pushed.
+    const bool all = stopping_.load(std::memory_order_relaxed);
+    bool more = false;
     {
       std::lock_guard lock(mutex_);
-      taking_.swap(handed_);
+      std::size_t n = handed_.size();
+      if (!all && !sink_->has_room()) n = 0;
+      // At most a queue's worth past has_room(): queues exceed their capacity by that at most.
+      n = std::min(n, kTakeAtOnce);
+      taking_.assign(std::make_move_iterator(handed_.begin()),
+                     std::make_move_iterator(handed_.begin() + static_cast<std::ptrdiff_t>(n)));
+      handed_.erase(handed_.begin(), handed_.begin() + static_cast<std::ptrdiff_t>(n));
+      more = !handed_.empty();
     }
-    room_.notify_all();
-    for (const auto& e : taking_) sink_->push(e);
+    if (!taking_.empty()) room_.notify_all();
+    for (const auto& e : taking_) sink_->push_lossless(e);
     taking_.clear();
+    if (!more) return;
+    if (all) return take_handed_over();
+    // The eventfd fires only when handed_ goes from empty to non-empty: come back ourselves,
+    // at once if there is room (after the loop's other work), or when the pipeline has room.
+    if (wait_id_ == 0) {
+      wait_id_ = sink_->when_room([this] {
+        wait_id_ = 0;
+        wake();  // through the eventfd: never take_handed_over() inside when_room()
+      });
+    }
   }
+
+  static constexpr std::size_t kTakeAtOnce = 1024;
+  std::uint64_t wait_id_ = 0;
 
   std::string name_;
   std::string where_;

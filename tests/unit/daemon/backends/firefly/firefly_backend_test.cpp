@@ -192,6 +192,7 @@ TEST(FireflyBackend, OngoingShapeLeanWithFlowdGosPeriod) {
   EXPECT_EQ((*b)->tick_interval(), std::chrono::seconds(1));
   ASSERT_TRUE((*b)->start());
   (*b)->on_event(event(4000));
+  (*b)->flush();  // as the worker does after each batch
   const auto start = f.next(coll);
   EXPECT_EQ(start.event.state, FlowState::kStart);
   EXPECT_TRUE(start.extra.empty());
