@@ -101,6 +101,7 @@ Result<void> EventLoop::rearm_timer(TimerId id, std::chrono::nanoseconds first,
 }
 
 void EventLoop::cancel_timer(TimerId id) noexcept {
+  if (!s_) return;  // a moved-from loop has no timers
   auto it = s_->one_shot.find(id);
   if (it == s_->one_shot.end()) return;
   s_->one_shot.erase(it);

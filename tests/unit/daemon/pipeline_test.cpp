@@ -440,9 +440,10 @@ TEST_F(PipelineTest, LosslessEventsAreNeverDroppedAndTheSourceIsCalledBackWhenTh
   auto o = options();
   o.queue_size = 16;
   o.drain_timeout = 600;  // never given up here
-  Pipeline p(ctx, o);
+  // The loop first: it outlives the pipeline, which cancels its timers on it at the end.
   auto loop = EventLoop::create();
   ASSERT_TRUE(loop.has_value());
+  Pipeline p(ctx, o);
   ASSERT_TRUE(p.attach(*loop).has_value());
   auto* slow = add(p, "slow");
   EXPECT_TRUE(p.has_room());
@@ -493,9 +494,10 @@ TEST_F(PipelineTest, AStuckBackendIsGivenUpAfterDrainTimeoutAndLosslessSourcesGo
   auto o = options();
   o.queue_size = 16;
   o.drain_timeout = 0.2;
-  Pipeline p(ctx, o);
+  // The loop first: it outlives the pipeline, which cancels its timers on it at the end.
   auto loop = EventLoop::create();
   ASSERT_TRUE(loop.has_value());
+  Pipeline p(ctx, o);
   ASSERT_TRUE(p.attach(*loop).has_value());
   auto* stuck = add(p, "stuck");
   auto* fast = add(p, "fast");
