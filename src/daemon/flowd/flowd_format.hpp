@@ -18,4 +18,9 @@ struct FlowdTranslation {
 bool is_flowd_format(std::string_view path, std::string_view text);
 Result<FlowdTranslation> flowd_to_toml(std::string_view text, std::string_view path);
 
+// TOML text for the translations (flowd's .cfg, flowd-go's YAML): a basic string, quoted and
+// escaped, and an array of them.
+std::string toml_string(std::string_view s);
+std::string toml_strings(const std::vector<std::string>& items);
+
 }  // namespace flowmark::daemon

@@ -16,6 +16,7 @@
 
 #include <fmt/format.h>
 
+#include "daemon/flowd/flowd_format.hpp"
 #include "flowmark/core/address.hpp"
 #include "flowmark/daemon/flowd/flowd_config.hpp"
 
@@ -84,38 +85,6 @@ std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
-}
-
-// TOML basic string.
-std::string toml_string(std::string_view s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (u < 0x20 || u == 0x7F) {
-          out += fmt::format("\\u{:04X}", u);
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-  return out;
-}
-
-std::string toml_strings(const std::vector<std::string>& items) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    if (i > 0) out += ", ";
-    out += toml_string(items[i]);
-  }
-  return out + "]";
 }
 
 // An experiment or activity: a number, or a registry name that the service resolves.

@@ -18,43 +18,14 @@
 
 #include <fmt/format.h>
 
+#include "daemon/flowd/flowd_format.hpp"
 #include "daemon/flowd_go/flowd_go_config.hpp"
 #include "flowmark/core/address.hpp"
 
 namespace flowmark::daemon {
 namespace {
 
-// ---- TOML text -------------------------------------------------------------------------------
-std::string toml_string(std::string_view s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (u < 0x20 || u == 0x7F) {
-          out += fmt::format("\\u{:04X}", u);
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + '"';
-}
-
-std::string toml_strings(const std::vector<std::string>& items) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    if (i > 0) out += ", ";
-    out += toml_string(items[i]);
-  }
-  return out + "]";
-}
-
+// ---- text ----------------------------------------------------------------------------------
 std::string join(const std::vector<std::string>& items, std::string_view sep = ", ") {
   std::string out;
   for (std::size_t i = 0; i < items.size(); ++i) {

@@ -242,30 +242,10 @@ void DashboardBackend::on_tick() noexcept {
 void DashboardBackend::stop() noexcept {
   if (!server_) return;
   on_tick();
-  // mg_stop waits for civetweb's accept thread, which sees the stop flag only between polls
-  // (up to 2 s): a helper knocks on the port until the server is gone, as the prometheus
-  // backend does, so that stopping takes milliseconds.
-  Endpoint knock{options_.listen.address, port_};
-  if (knock.address.is_unspecified()) {
-    knock.address =
-        IpAddress::parse(knock.address.is_v4() ? "127.0.0.1" : "::1").value_or(IpAddress());
-  }
-  std::atomic<bool> stopped{false};
-  std::thread waker;
-  try {
-    waker = std::thread([&] {
-      while (!stopped.load() && net::connect_tcp(knock, SOCK_NONBLOCK).has_value()) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      }
-    });
-  } catch (const std::system_error& ex) {
-    spdlog::debug("{}: no thread to wake the HTTP server ({}): stopping takes up to 2 s", where_,
-                  ex.what());
-  }
-  mg_stop(server_);  // joins civetweb's threads: no request runs after this
+  // Knocks on the port while civetweb stops (milliseconds, not its 2 s poll), joins its
+  // threads: no request runs after this.
+  stop_http_server(server_, options_.listen, port_, where_);
   server_ = nullptr;
-  stopped = true;
-  if (waker.joinable()) waker.join();
 }
 
 Result<void> register_dashboard_backend(BackendFactories& factories) {
