@@ -92,6 +92,17 @@ std::expected<std::uint32_t, PipeLineError> parse_id(std::string_view token, std
 }
 
 // "a, b, c" sorted, at most 30 names.
+// The keyword tokens (state, protocol) in lower case, as flowd-go reads them in any case
+// ("START TCP …" is a start line there too). Longer tokens cannot be keywords: left as they are.
+std::string_view lowered(std::string_view token, std::array<char, 8>& buf) noexcept {
+  if (token.size() > buf.size()) return token;
+  for (std::size_t i = 0; i < token.size(); ++i) {
+    const char c = token[i];
+    buf[i] = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+  }
+  return {buf.data(), token.size()};
+}
+
 std::string known(std::vector<std::string_view> names) {
   std::sort(names.begin(), names.end());
   names.erase(std::unique(names.begin(), names.end()), names.end());
@@ -145,12 +156,13 @@ std::expected<FlowEvent, PipeLineError> parse_pipe_tokens(std::span<const std::s
                               "exp act), got {}",
                               t.size()));
   FlowEvent e;
-  auto state = parse_flow_state(t[0]);
+  std::array<char, 8> lower_buf;
+  auto state = parse_flow_state(lowered(t[0], lower_buf));
   if (!state)
     return reject(PipeReject::kBadState, 1,
                   fmt::format("'{}' is not start, ongoing or end", shown(t[0])));
   e.state = *state;
-  auto proto = parse_protocol(t[1]);
+  auto proto = parse_protocol(lowered(t[1], lower_buf));
   if (!proto)
     return reject(PipeReject::kBadProtocol, 2, fmt::format("'{}' is not tcp or udp", shown(t[1])));
   e.protocol = *proto;

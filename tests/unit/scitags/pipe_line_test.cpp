@@ -53,6 +53,24 @@ TEST(PipeLine, StatesProtocolsAndIpv6) {
   EXPECT_EQ(o->dst.port, 65535);
 }
 
+// flowd-go reads the state and the protocol in any case; so do we. Names stay case-sensitive.
+TEST(PipeLine, StateAndProtocolInAnyCase) {
+  for (const char* line : {"START TCP 192.168.0.1 2345 192.168.0.2 5777 1 2",
+                           "Start Tcp 192.168.0.1 2345 192.168.0.2 5777 1 2",
+                           "sTaRt tCp 192.168.0.1 2345 192.168.0.2 5777 1 2"}) {
+    auto e = parse_pipe_line(line, reg());
+    ASSERT_TRUE(e.has_value()) << line << ": " << e.error().message;
+    EXPECT_EQ(*e, expected_v4()) << line;
+  }
+  auto end = parse_pipe_line("END UDP 2001:db8::1 40000 2001:db8:1::2 443 3 1", reg());
+  ASSERT_TRUE(end.has_value()) << end.error().message;
+  EXPECT_EQ(end->state, FlowState::kEnd);
+  EXPECT_EQ(end->protocol, Protocol::kUdp);
+  auto ongoing = parse_pipe_line("OnGoing tcp 10.0.0.1 1 10.0.0.2 65535 2 1", reg());
+  ASSERT_TRUE(ongoing.has_value()) << ongoing.error().message;
+  EXPECT_EQ(ongoing->state, FlowState::kOngoing);
+}
+
 TEST(PipeLine, RegistryNames) {
   auto e = parse_pipe_line("start tcp 192.168.0.1 2345 192.168.0.2 5777 atlas perfSONAR", reg());
   ASSERT_TRUE(e.has_value()) << e.error().message;
@@ -113,7 +131,10 @@ INSTANTIATE_TEST_SUITE_P(
             "got more"},
         Bad{"begin tcp 192.168.0.1 2345 192.168.0.2 5777 1 2", PipeReject::kBadState, 1,
             "'begin' is not start, ongoing or end"},
-        Bad{"Start tcp 192.168.0.1 2345 192.168.0.2 5777 1 2", PipeReject::kBadState, 1, "Start"},
+        Bad{"Begin tcp 192.168.0.1 2345 192.168.0.2 5777 1 2", PipeReject::kBadState, 1,
+            "'Begin' is not"},
+        Bad{"START TPC 192.168.0.1 2345 192.168.0.2 5777 1 2", PipeReject::kBadProtocol, 2,
+            "'TPC' is not tcp or udp"},
         Bad{"start tpc 192.168.0.1 2345 192.168.0.2 5777 1 2", PipeReject::kBadProtocol, 2,
             "'tpc' is not tcp or udp"},
         Bad{"start tcp 192.168.0.300 2345 192.168.0.2 5777 1 2", PipeReject::kBadAddress, 3,
