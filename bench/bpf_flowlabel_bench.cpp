@@ -23,6 +23,7 @@
 
 #include "../tests/bpf/frames.hpp"
 #include "flowmark/bpf/flowlabel.hpp"
+#include "flowmark/core/network.hpp"
 #include "flowmark/scitags/flow_label.hpp"
 
 using namespace flowmark;
@@ -143,28 +144,80 @@ int main(int argc, char** argv) {
   fmt::print("flows in map: {}; repeat {} x {} trials; kernel average ns per run, median\n",
              marker->fill(), repeat, trials);
   std::string json = "[";
-  for (const auto& c : cases) {
-    std::vector<std::uint32_t> ns;
-    for (int t = 0; t < trials; ++t) {
-      auto r = bpf::test::test_run(marker->program_fd(), c.frame, repeat);
-      if (r.error) {
-        fmt::print(stderr, "bpf_flowlabel_bench: test run: {}\n", std::strerror(-r.error));
-        return 1;
+  auto run_cases = [&](const std::vector<Case>& to_run) -> bool {
+    for (const auto& c : to_run) {
+      std::vector<std::uint32_t> ns;
+      for (int t = 0; t < trials; ++t) {
+        auto r = bpf::test::test_run(marker->program_fd(), c.frame, repeat);
+        if (r.error) {
+          fmt::print(stderr, "bpf_flowlabel_bench: test run: {}\n", std::strerror(-r.error));
+          return false;
+        }
+        ns.push_back(r.duration_ns);
       }
-      ns.push_back(r.duration_ns);
+      std::sort(ns.begin(), ns.end());
+      const auto median = ns[ns.size() / 2];
+      fmt::print("  {:<45} {:>5} ns/packet (min {}, max {})\n", c.name, median, ns.front(),
+                 ns.back());
+      json += fmt::format("{}{{\"case\":\"{}\",\"ns_per_packet\":{},\"min\":{},\"max\":{}}}",
+                          json.size() > 1 ? "," : "", c.name, median, ns.front(), ns.back());
     }
-    std::sort(ns.begin(), ns.end());
-    const auto median = ns[ns.size() / 2];
-    fmt::print("  {:<45} {:>5} ns/packet (min {}, max {})\n", c.name, median, ns.front(),
-               ns.back());
-    json += fmt::format("{}{{\"case\":\"{}\",\"ns_per_packet\":{},\"min\":{},\"max\":{}}}",
-                        json.size() > 1 ? "," : "", c.name, median, ns.front(), ns.back());
+    return true;
+  };
+  if (!run_cases(cases)) return 1;
+
+  // Rules in the kernel (issue 18): the packets of flows without an entry go through the LPM
+  // trie. 256 /48 prefixes under 2001:db8:: with 4 port ranges each plus a ::/0 rule for
+  // port 5201 (covering rules are copied into every prefix: 5 ranges each) — the cost of a
+  // rule hit, of a prefix hit whose ports do not match, and of a miss, next to "not in map"
+  // above (no rules: an empty trie).
+  std::vector<bpf::MarkRule> rules;
+  const auto rule_label = *scitags::encode_flow_label(3, 2, 0);
+  for (int p = 0; p < 256; ++p) {
+    auto net = Network::parse(fmt::format("2001:db8:{:x}::/48", p + 1));
+    for (std::uint16_t r = 0; r < 4; ++r)
+      rules.push_back({*net,
+                       static_cast<std::uint16_t>(1000 + r * 100),
+                       static_cast<std::uint16_t>(1000 + r * 100 + 50),
+                       {rule_label}});
   }
+  rules.push_back({*Network::parse("::/0"), 5201, 5201, {rule_label}});
+  if (auto r = marker->set_rules(rules); !r) {
+    fmt::print(stderr, "bpf_flowlabel_bench: rules: {}\n", r.error().message());
+    return 1;
+  }
+  std::vector<Case> rule_cases;
+  FrameSpec hit = tcp;
+  hit.src_port = 3;
+  hit.dst[4] = 0x00;  // 2001:db8:80::2 → the /48 of prefix 0x80
+  hit.dst[5] = 0x80;
+  hit.dst_port = 1310;  // the last of its 4 ranges
+  rule_cases.push_back({"ipv6 tcp, no entry, rule hit (1,025 rules)", bpf::test::ipv6_frame(hit)});
+  FrameSpec all = hit;
+  all.dst_port = 5201;
+  rule_cases.push_back({"ipv6 tcp, no entry, ::/0 rule (copied in)", bpf::test::ipv6_frame(all)});
+  FrameSpec ports = hit;
+  ports.dst_port = 443;
+  rule_cases.push_back({"ipv6 tcp, no entry, prefix hit, no port", bpf::test::ipv6_frame(ports)});
+  FrameSpec none = tcp;
+  none.src_port = 4;
+  none.dst[0] = 0x30;  // 3001:db8::2: only ::/0 covers it, port 443 not its
+  rule_cases.push_back({"ipv6 tcp, no entry, no rule applies", bpf::test::ipv6_frame(none)});
+  rule_cases.push_back({"ipv6 tcp, in map (rules set)", cases[0].frame});
+  if (!run_cases(rule_cases)) return 1;
+  // flowd-go's perfSONAR mode: one rule, ::/0, every port.
+  const bpf::MarkRule match_all{*Network::parse("::/0"), 0, 65535, {rule_label}};
+  if (auto r = marker->set_rules({&match_all, 1}); !r) {
+    fmt::print(stderr, "bpf_flowlabel_bench: rules: {}\n", r.error().message());
+    return 1;
+  }
+  if (!run_cases({{"ipv6 tcp, no entry, perfSONAR mode (::/0 only)", rule_cases[3].frame}}))
+    return 1;
   json += "]";
   auto c = marker->counters();
   if (c)
-    fmt::print("counters: marked {}, not in map {}, not ipv6 {}\n", c->marked, c->not_in_map,
-               c->not_ipv6);
+    fmt::print("counters: marked {}, marked by a rule {}, not in map {}, not ipv6 {}\n", c->marked,
+               c->marked_rule, c->not_in_map, c->not_ipv6);
   if (!json_path.empty()) {
     if (FILE* out = std::fopen(json_path.c_str(), "w")) {
       std::fputs(json.c_str(), out);
