@@ -365,7 +365,16 @@ Result<SetOutcome> FlowLabelMarker::set(const FlowTuple& flow, const Mark& mark)
   return SetOutcome::kInserted;
 }
 
-Result<void> FlowLabelMarker::set_rules(std::span<const MarkRule> rules) {
+namespace {
+
+// One trie entry per distinct prefix, listing every rule that covers it: its own and those of
+// shorter prefixes, most specific first, in the given order within a prefix.
+struct PrefixPlan {
+  Network prefix;
+  std::vector<std::size_t> covering;  // indexes into the rules
+};
+
+Result<std::vector<PrefixPlan>> plan_rules(std::span<const MarkRule> rules) {
   auto where = [&](std::size_t i) {
     const auto& r = rules[i];
     return fmt::format("rule {} ({} ports {}-{})", i + 1, r.destination.to_string(), r.port_first,
@@ -378,19 +387,16 @@ Result<void> FlowLabelMarker::set_rules(std::span<const MarkRule> rules) {
     if (rules[i].port_first > rules[i].port_last)
       return fail(Errc::kInvalidArgument, fmt::format("{}: the port range is empty", where(i)));
   }
-  // One trie entry per distinct prefix, listing every rule that covers it: its own and
-  // those of shorter prefixes, most specific first, in the given order within a prefix.
-  std::vector<Network> prefixes;
+  std::vector<PrefixPlan> plan;
   for (const auto& r : rules)
-    if (std::find(prefixes.begin(), prefixes.end(), r.destination) == prefixes.end())
-      prefixes.push_back(r.destination);
-  if (prefixes.size() > kMaxRulePrefixes)
+    if (std::none_of(plan.begin(), plan.end(),
+                     [&](const PrefixPlan& p) { return p.prefix == r.destination; }))
+      plan.push_back({r.destination, {}});
+  if (plan.size() > kMaxRulePrefixes)
     return fail(Errc::kInvalidArgument,
                 fmt::format("{} rule prefixes: at most {} distinct destination prefixes",
-                            prefixes.size(), kMaxRulePrefixes));
-  std::vector<std::pair<flowmark_rule_key, flowmark_rule_value>> entries;
-  for (const auto& p : prefixes) {
-    std::vector<std::size_t> covering;
+                            plan.size(), kMaxRulePrefixes));
+  for (auto& [p, covering] : plan) {
     for (std::size_t i = 0; i < rules.size(); ++i) {
       const auto& d = rules[i].destination;
       if (d.prefix <= p.prefix && d.contains(p.address)) covering.push_back(i);
@@ -403,6 +409,21 @@ Result<void> FlowLabelMarker::set_rules(std::span<const MarkRule> rules) {
                   fmt::format("destination {}: {} rules apply to it (its own and those of "
                               "shorter prefixes); at most {}",
                               p.to_string(), covering.size(), kMaxRulePortRanges));
+  }
+  return plan;
+}
+
+}  // namespace
+
+Result<void> check_rules(std::span<const MarkRule> rules) {
+  FM_TRY_VOID(plan_rules(rules));
+  return {};
+}
+
+Result<void> FlowLabelMarker::set_rules(std::span<const MarkRule> rules) {
+  FM_TRY(auto plan, plan_rules(rules));
+  std::vector<std::pair<flowmark_rule_key, flowmark_rule_value>> entries;
+  for (const auto& [p, covering] : plan) {
     flowmark_rule_key key{};
     key.prefixlen = p.prefix;
     std::memcpy(key.addr, p.address.bytes(), 16);

@@ -514,7 +514,9 @@ TEST_F(FlowLabelProg, RuleErrorsNameTheRule) {
   EXPECT_NE(r.error().message().find("rule 2 (10.0.0.0/8"), std::string::npos)
       << r.error().message();
   std::vector<MarkRule> many;
-  for (int i = 0; i < 17; ++i) many.push_back(rule("::/0", 1000 + i, 1000 + i, 1, 1));
+  for (std::uint16_t i = 0; i < 17; ++i)
+    many.push_back(rule("::/0", static_cast<std::uint16_t>(1000 + i),
+                        static_cast<std::uint16_t>(1000 + i), 1, 1));
   r = marker().set_rules(many);
   ASSERT_FALSE(r);
   EXPECT_NE(r.error().message().find("::/0: 17 rules"), std::string::npos) << r.error().message();

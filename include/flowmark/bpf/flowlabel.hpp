@@ -109,6 +109,11 @@ struct MarkRule {
   Mark mark;
 };
 
+// What FlowLabelMarker::set_rules() refuses, found without the kernel (for --check): a
+// prefix that is not IPv6, an empty port range, more than kMaxRulePrefixes prefixes, more
+// than kMaxRulePortRanges rules applying to one prefix.
+Result<void> check_rules(std::span<const MarkRule> rules);
+
 // The user-space side of the map: what set()/erase() did.
 struct MapStats {
   std::size_t fill = 0;             // flows in the map now

@@ -2,6 +2,7 @@
 // the key, the value and what is allowed.
 #include "flowmark/daemon/config.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "flowmark/daemon/service.hpp"
@@ -153,6 +154,20 @@ TEST(Config, PartsAreValidatedByTheirFactories) {
   EXPECT_NE(check(std::string(kMinimal) + "[source.p2]\ntype = \"named-pipe\"\nmode = \"999\"\n")
                 .find("not an octal mode"),
             std::string::npos);
+  // Rules the kernel's table cannot hold are found by --check, not at start: 17 port ranges
+  // apply to 2001:db8::/32 (16 of its own and the ::/0 one covering it).
+  std::string rules = std::string(kMinimal) + "[backend.m]\ntype = \"flowlabel\"\n";
+  for (int i = 0; i < 16; ++i)
+    rules += fmt::format(
+        "[[backend.m.rule]]\ndestination = \"2001:db8::/32\"\nports = \"{}\"\n"
+        "experiment = 2\nactivity = 2\n",
+        1000 + i);
+  EXPECT_EQ(check(rules).substr(0, 2), "OK");
+  const std::string too_many =
+      rules + "[[backend.m.rule]]\nports = \"443\"\nexperiment = 2\nactivity = 2\n";
+  EXPECT_NE(check(too_many).find("destination 2001:db8::/32: 17 rules apply to it"),
+            std::string::npos)
+      << check(too_many);
 }
 
 }  // namespace

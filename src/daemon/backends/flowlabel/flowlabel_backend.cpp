@@ -343,8 +343,7 @@ Result<void> register_flowlabel_backend(BackendFactories& factories) {
           FM_TRY(auto rules, read_mark_rule(r, ctx.registry, o));
           o.rules.insert(o.rules.end(), rules.begin(), rules.end());
         }
-        if (o.rules.size() > bpf::kMaxRulePrefixes * bpf::kMaxRulePortRanges)
-          return s.error("rule", fmt::format("{} rules: too many", o.rules.size()));
+        if (auto ok = bpf::check_rules(o.rules); !ok) return s.error("rule", ok.error().message());
         return std::make_unique<FlowLabelBackend>(s.name(), std::move(o), ctx);
       });
 }
