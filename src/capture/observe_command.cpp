@@ -140,7 +140,9 @@ class ScitagsSummary {
     Row row;
   };
   static std::string seconds(observe::Nanos t) {
-    return fmt::format("{}.{:09}", t / 1'000'000'000, t % 1'000'000'000);
+    const observe::Nanos ns = t % 1'000'000'000;
+    return fmt::format("{}{}.{:09}", t < 0 && t > -1'000'000'000 ? "-" : "", t / 1'000'000'000,
+                       ns < 0 ? -ns : ns);
   }
   static std::string json_string(const std::optional<std::string>& s) {
     if (!s) return "null";

@@ -71,7 +71,10 @@ char* put_ip(char* p, const IpAddress& a) noexcept {
 char* put_seconds(char* p, Nanos t) noexcept {
   const Nanos s = t / 1'000'000'000;
   Nanos ns = t % 1'000'000'000;
-  if (ns < 0) ns = -ns;
+  if (ns < 0) {
+    ns = -ns;
+    if (s == 0) *p++ = '-';  // -0.5 s: the seconds alone do not carry the sign
+  }
   p = std::to_chars(p, p + 20, s).ptr;
   *p++ = '.';
   for (int i = 8; i >= 0; --i) {

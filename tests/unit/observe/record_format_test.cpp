@@ -92,6 +92,27 @@ TEST(RecordFormat, JsonAndCsvLines) {
             "1700000001.500000000,18446744073709551615,0,1234567,9,6,100,27,18,3,4,1\n");
 }
 
+// Times before the epoch (a capture whose clock was never set) keep their sign, also between
+// -1 s and 0 where the whole seconds are 0.
+TEST(RecordFormat, TimesBeforeTheEpoch) {
+  FlowRecord r;
+  r.sip = *IpAddress::parse("192.0.2.1");
+  r.dip = *IpAddress::parse("192.0.2.2");
+  r.proto = 17;
+  r.ip_version = 4;
+  auto times = [&](Nanos first, Nanos last) {
+    r.first = first;
+    r.last = last;
+    std::string out;
+    append_record_json(out, r);
+    const auto at = out.find("\"first\":");
+    return out.substr(at, out.find(",\"pkt_fwd\"") - at);
+  };
+  EXPECT_EQ(times(-500'000'000, -1), R"("first":-0.500000000,"last":-0.000000001)");
+  EXPECT_EQ(times(-1'500'000'000, 0), R"("first":-1.500000000,"last":0.000000000)");
+  EXPECT_EQ(times(-1'000'000'000, 999'999'999), R"("first":-1.000000000,"last":0.999999999)");
+}
+
 TEST(FieldWriter, JsonAndCsvValues) {
   std::string j, c;
   FieldWriter jw(j, FieldWriter::Format::kJson), cw(c, FieldWriter::Format::kCsv);
