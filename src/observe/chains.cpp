@@ -477,14 +477,12 @@ constexpr std::uint8_t kSourceMask = 3, kTagKnown = 4;  // ScitagsState::source 
 
 class ScitagsChain final : public ChainOf<ScitagsState, ScitagsChain> {
  public:
-  // The (experiment, activity) pairs a label can carry that the registry names, looked up
-  // once here (512 x 64) so that a packet's label is judged by a bit test.
-  explicit ScitagsChain(ScitagsNames names) : names_(std::move(names)), known_(512 * 64 / 64) {
-    if (!names_.activity) return;
-    for (std::uint32_t e = 0; e < 512; ++e)
-      for (std::uint32_t a = 0; a < 64; ++a)
-        if (names_.activity(e, a)) known_[(e * 64 + a) / 64] |= std::uint64_t{1} << (a % 64);
-  }
+  // Whether the registry names an (experiment, activity) pair a label carries is asked the
+  // first time the pair is seen and kept (a bit per pair, 512 x 64), so that later labels are
+  // judged by a bit test. (Asking all 32,768 pairs here cost more than most captures: 2 ms per
+  // observer, every worker and every Python observer.)
+  explicit ScitagsChain(ScitagsNames names)
+      : names_(std::move(names)), known_(names_.activity ? 512 : 0), asked_(known_.size()) {}
   std::string_view name() const noexcept override { return "scitags"; }
   bool quick_syn() const noexcept override { return true; }
   unsigned hooks() const noexcept override { return kHookIp | kHookQuick; }
@@ -559,7 +557,7 @@ class ScitagsChain final : public ChainOf<ScitagsState, ScitagsChain> {
                                    !(s.source & kTagKnown));
     if (open && (value & label_bits::kSemanticMask) != 0) [[unlikely]] {
       const std::uint32_t e = label_bits::experiment(value), a = label_bits::activity(value);
-      const bool known = (known_[(e * 64 + a) / 64] >> (a % 64)) & 1;
+      const bool known = is_known(e, a);
       if (src != 0 && !known) return;  // keep the first unknown one
       s.experiment = static_cast<std::uint16_t>(e);
       s.activity = static_cast<std::uint8_t>(a);
@@ -567,8 +565,24 @@ class ScitagsChain final : public ChainOf<ScitagsState, ScitagsChain> {
           static_cast<unsigned>(ScitagsTag::Source::kFlowLabel) | (known ? kTagKnown : 0));
     }
   }
+  // e < 512 and a < 64 (the label's fields).
+  bool is_known(std::uint32_t e, std::uint32_t a) const noexcept {
+    if (known_.empty()) return false;  // no registry
+    const std::uint64_t bit = std::uint64_t{1} << a;
+    if (!(asked_[e] & bit)) [[unlikely]] {
+      asked_[e] |= bit;
+      try {
+        if (names_.activity(e, a)) known_[e] |= bit;
+      } catch (...) {  // allocation failure: judged unknown, asked again next time
+        asked_[e] &= ~bit;
+      }
+    }
+    return (known_[e] & bit) != 0;
+  }
   ScitagsNames names_;
-  std::vector<std::uint64_t> known_;  // bit e * 64 + a: the registry names (e, a)
+  // Bit a of word e: the registry names (e, a) / has been asked about it. An observer (and
+  // its chains) belongs to one thread.
+  mutable std::vector<std::uint64_t> known_, asked_;
 };
 
 }  // namespace
