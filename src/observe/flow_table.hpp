@@ -112,6 +112,15 @@ class FlowTable {
     reset_wheel();
   }
 
+  // Room for more chains' state, before the first flow (what Observer::add_chain does): only
+  // the flows' array is reserved anew; the index and the wheel stay as they are.
+  void set_state_bytes(std::size_t state_bytes) {
+    const std::size_t stride = sizeof(Flow) + (state_bytes + 7) / 8 * 8;
+    if (stride == stride_) return;
+    flows_ = MmapArray<std::byte>(cap_ * stride);
+    stride_ = stride;
+  }
+
   std::size_t bytes_per_flow() const noexcept {
     return stride_ + sizeof(Link) + kSlotsPerFlow * sizeof(Slot);
   }

@@ -332,8 +332,9 @@ struct Observer::Impl {
       for (auto& name : chain->columns()) columns.push_back(std::move(name));
     field_prefixes = FieldPrefixes(columns);
     scratch_state.assign(state_bytes, std::byte{0});
-    // The table keeps the state next to each record: made anew (it holds no flow yet).
-    table = FlowTable(cfg.max_flows, max_delay(), cfg.key_vlan, state_bytes);
+    // The table keeps the state next to each record: its flows' array is reserved anew (it
+    // holds no flow yet). Rebuilding the whole table per chain cost more than a small capture.
+    table.set_state_bytes(state_bytes);
     chains_changed();
   }
 
