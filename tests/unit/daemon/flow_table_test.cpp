@@ -104,6 +104,7 @@ TEST(FlowTable, AgreesWithAMapThroughRandomOperations) {
   FlowTable t;
   std::map<FlowKey, std::pair<FlowTable::Id, Micros>> model;
   std::list<FlowKey> order;  // oldest first
+  std::map<FlowKey, std::list<FlowKey>::iterator> place;
   std::mt19937 rng(18);
   Micros stamp = 0;
   auto check_order = [&] {
@@ -132,19 +133,19 @@ TEST(FlowTable, AgreesWithAMapThroughRandomOperations) {
       }
       if (shrinking || rng() % 3 == 0) {
         t.erase(found);
-        order.remove(k);
+        order.erase(place.at(k));
+        place.erase(k);
         model.erase(m);
       } else {
         t.touch(found);
-        order.remove(k);
-        order.push_back(k);
+        order.splice(order.end(), order, place.at(k));
       }
     } else if (!shrinking) {
       const auto id = t.insert(k);
       t[id].start_time = ++stamp;
       if (stamp % 3 == 0) t.set_usage(id, scitags::Usage{1, static_cast<std::uint64_t>(stamp)});
       model.emplace(k, std::pair(id, stamp));
-      order.push_back(k);
+      place[k] = order.insert(order.end(), k);
     }
     ASSERT_EQ(t.size(), model.size());
     if (round % 20'000 == 0) check_order();
