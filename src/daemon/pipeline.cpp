@@ -338,7 +338,6 @@ struct Pipeline::Worker {
 
 // ---- the pipeline --------------------------------------------------------------------------
 
-
 Pipeline::Pipeline(ServiceContext& context, PipelineOptions options)
     : context_(context), options_(std::move(options)), room_(std::make_shared<Room>()) {
   auto& c = context_.counters;
@@ -855,8 +854,7 @@ std::size_t Pipeline::expire() {
   const auto limit = static_cast<Micros>(options_.flow_timeout * 1e6);
   // The oldest flows are first in the activity order: stop at the first one still fresh.
   std::size_t n = 0;
-  while (flows_.oldest() != FlowTable::kNone &&
-         now - flows_[flows_.oldest()].last_event >= limit) {
+  while (flows_.oldest() != FlowTable::kNone && now - flows_[flows_.oldest()].last_event >= limit) {
     expired_->fetch_add(1, std::memory_order_relaxed);
     pushed_->fetch_add(1, std::memory_order_relaxed);
     end_live(flows_.oldest(), scitags::EndReason::kExpired, now);

@@ -1,10 +1,11 @@
 // flowmark::daemon — FlowTable, the pipeline's table of live flows: a flat one. Each flow is
 // one 80-byte entry in a slab (chunks of 4,096, never moved, so a burst does not copy the
-// table; a flow's usage, when a source reports one, 16 bytes more in a slab of its own), found through an open-addressing index of 32-bit slots (the entry's id and 8 bits of
-// its key's hash: a probe rarely reads an entry that is not the one sought), and kept in a
-// list by activity (least recently active first: the order of expiry and eviction) linked by
-// 32-bit ids. About 90 bytes a flow with the index, one cache miss a lookup — a
-// std::unordered_map node was 144 bytes plus its bucket, and a miss per node walked.
+// table; a flow's usage, when a source reports one, 16 bytes more in a slab of its own), found
+// through an open-addressing index of 32-bit slots (the entry's id and 8 bits of its key's hash: a
+// probe rarely reads an entry that is not the one sought), and kept in a list by activity (least
+// recently active first: the order of expiry and eviction) linked by 32-bit ids. About 90 bytes a
+// flow with the index, one cache miss a lookup — a std::unordered_map node was 144 bytes plus its
+// bucket, and a miss per node walked.
 //
 //   FlowTable t;
 //   FlowTable::Id id = t.find(key);

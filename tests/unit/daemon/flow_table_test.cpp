@@ -127,7 +127,8 @@ TEST(FlowTable, AgreesWithAMapThroughRandomOperations) {
       ASSERT_EQ(found, m->second.first);
       ASSERT_EQ(t[found].start_time, m->second.second);
       if (m->second.second % 3 == 0) {
-        ASSERT_EQ(t.usage(found), (scitags::Usage{1, static_cast<std::uint64_t>(m->second.second)}));
+        ASSERT_EQ(t.usage(found),
+                  (scitags::Usage{1, static_cast<std::uint64_t>(m->second.second)}));
       } else {
         ASSERT_EQ(t.usage(found), std::nullopt);
       }
