@@ -485,8 +485,10 @@ Result<void> Pipeline::add_backend(const std::string& name, std::unique_ptr<Back
     }
   }
   if (adopt_live) {
-    for (auto& [key, live] : flows_) {
+    for (auto id = flows_.oldest(); id != FlowTable::kNone; id = flows_.newer(id)) {
+      auto& live = flows_[id];
       live.holders |= w->slot_bit;
+      const FlowKey key = flows_.key(id);
       FlowEvent e;
       e.state = FlowState::kStart;
       e.protocol = key.protocol;
@@ -496,7 +498,7 @@ Result<void> Pipeline::add_backend(const std::string& name, std::unique_ptr<Back
       e.activity = live.activity;
       e.start_time = live.start_time;
       e.current_time = live.start_time;
-      e.usage = live.usage();
+      e.usage = flows_.usage(id);
       if (w->backend->wants_public_addresses()) rewrite_public(e);
       w->offer(e, Worker::Overflow::kKeep);
     }
@@ -511,7 +513,9 @@ void Pipeline::remove_backend(std::string_view name) {
     if ((*it)->name == name) {
       const std::uint32_t bit = (*it)->slot_bit;
       used_slots_ &= ~bit;
-      for (auto& [key, live] : flows_) live.holders &= ~bit;
+      for (auto id = flows_.oldest(); id != FlowTable::kNone; id = flows_.newer(id)) {
+        flows_[id].holders &= ~bit;
+      }
       const auto deadline =
           std::chrono::steady_clock::now() +
           std::chrono::milliseconds(static_cast<std::int64_t>(options_.drain_timeout * 1000));
@@ -597,61 +601,40 @@ std::uint64_t volume_of(const std::optional<scitags::Usage>& u) noexcept {
 
 }  // namespace
 
-Pipeline::Node& Pipeline::insert_live(const FlowKey& key, const FlowEvent& e, Micros now) {
-  if (options_.max_live_flows > 0 && flows_.size() >= options_.max_live_flows && oldest_) {
-    Node& victim = *oldest_;
+Pipeline::FlowId Pipeline::insert_live(const FlowKey& key, const FlowEvent& e, Micros now) {
+  const bool bounded = options_.max_live_flows > 0 && flows_.size() >= options_.max_live_flows;
+  if ((bounded || flows_.size() >= FlowTable::kMaxFlows) && flows_.oldest() != FlowTable::kNone) {
+    const FlowId victim = flows_.oldest();
     evicted_->fetch_add(1, std::memory_order_relaxed);
     pushed_->fetch_add(1, std::memory_order_relaxed);
     evict_log_.log(spdlog::level::warn, [&] {
+      const FlowKey k = flows_.key(victim);
       return fmt::format(
           "{} live flows ([service] max_live_flows): the flow idle longest, {} {} -> {}, is "
           "ended as evicted (counted in flowmark_pipeline_evicted_total)",
-          flows_.size(), scitags::to_string(victim.first.protocol), victim.first.src.to_string(),
-          victim.first.dst.to_string());
+          flows_.size(), scitags::to_string(k.protocol), k.src.to_string(), k.dst.to_string());
     });
-    end_live(victim, scitags::EndReason::kEvicted, victim.second.last_event);
+    end_live(victim, scitags::EndReason::kEvicted, flows_[victim].last_event);
   }
-  auto [it, inserted] = flows_.try_emplace(key);
-  Node& n = *it;
-  n.second.start_time = e.start_time;
-  n.second.experiment = e.experiment;
-  n.second.activity = e.activity;
-  n.second.set_usage(e.usage);
-  n.second.last_event = now;
-  // Linked in as the newest.
-  n.second.older = newest_;
-  n.second.newer = nullptr;
-  if (newest_) newest_->second.newer = &n;
-  newest_ = &n;
-  if (!oldest_) oldest_ = &n;
+  const FlowId id = flows_.insert(key);  // linked in as the newest
+  auto& live = flows_[id];
+  live.start_time = e.start_time;
+  live.experiment = e.experiment;
+  live.activity = e.activity;
+  flows_.set_usage(id, e.usage);
+  live.last_event = now;
   live_gauge_->store(flows_.size(), std::memory_order_relaxed);
-  return n;
+  return id;
 }
 
-void Pipeline::touch(Node& n, Micros now) {
-  n.second.last_event = now;
-  if (newest_ == &n) return;
-  // Unlink, then link in as the newest.
-  auto& l = n.second;
-  if (l.older) l.older->second.newer = l.newer;
-  if (l.newer) l.newer->second.older = l.older;
-  if (oldest_ == &n) oldest_ = l.newer;
-  l.older = newest_;
-  l.newer = nullptr;
-  if (newest_) newest_->second.newer = &n;
-  newest_ = &n;
-  if (!oldest_) oldest_ = &n;
+void Pipeline::touch(FlowId id, Micros now) {
+  flows_[id].last_event = now;
+  flows_.touch(id);
 }
 
-void Pipeline::erase_live(Node& n) {
-  auto& l = n.second;
-  if (l.older) l.older->second.newer = l.newer;
-  if (l.newer) l.newer->second.older = l.older;
-  if (oldest_ == &n) oldest_ = l.newer;
-  if (newest_ == &n) newest_ = l.older;
-  remember_ended(n.first, l.start_time);
-  // By iterator: erase(key) with a reference to the erased element's own key is undefined.
-  flows_.erase(flows_.find(n.first));
+void Pipeline::erase_live(FlowId id) {
+  remember_ended(flows_.key(id), flows_[id].start_time);
+  flows_.erase(id);
   live_gauge_->store(flows_.size(), std::memory_order_relaxed);
 }
 
@@ -714,22 +697,24 @@ std::optional<Micros> Pipeline::ended_lately(const FlowKey& key) const {
   return ended_.find(FlowKeyHash{}(key));
 }
 
-void Pipeline::end_live(Node& n, scitags::EndReason reason, Micros end_time) {
+void Pipeline::end_live(FlowId id, scitags::EndReason reason, Micros end_time) {
+  const FlowKey key = flows_.key(id);
+  const auto& live = flows_[id];
   FlowEvent e;
   e.state = FlowState::kEnd;
   e.end_reason = reason;
-  e.protocol = n.first.protocol;
-  e.src = n.first.src;
-  e.dst = n.first.dst;
-  e.start_time = n.second.start_time;
+  e.protocol = key.protocol;
+  e.src = key.src;
+  e.dst = key.dst;
+  e.start_time = live.start_time;
   e.current_time = end_time;
   e.end_time = end_time;
-  e.experiment = n.second.experiment;
-  e.activity = n.second.activity;
-  e.usage = n.second.usage();
-  e.previous_volume = volume_of(n.second.usage());
-  std::uint32_t holders = n.second.holders;
-  erase_live(n);
+  e.experiment = live.experiment;
+  e.activity = live.activity;
+  e.usage = flows_.usage(id);
+  e.previous_volume = volume_of(e.usage);
+  std::uint32_t holders = live.holders;
+  erase_live(id);
   fan_out(e, &holders);
 }
 
@@ -750,24 +735,25 @@ void Pipeline::push_event(const FlowEvent& in) {
   const Micros now = options_.clock();
   if (e.current_time == 0) e.current_time = now;
   const FlowKey key = key_of(e);
-  auto it = flows_.find(key);
+  constexpr FlowId kNone = FlowTable::kNone;
+  FlowId id = flows_.find(key);
 
   // The 5-tuple and start time name a flow: a live flow of this tuple with another start
   // time is another flow — an older one (its end was lost: ended as expired) or a newer one
   // (this event is a stale copy of the older).
-  if (it != flows_.end() && e.start_time != 0 && it->second.start_time != 0 &&
-      e.start_time != it->second.start_time) {
-    if (e.start_time < it->second.start_time) {
+  if (id != kNone && e.start_time != 0 && flows_[id].start_time != 0 &&
+      e.start_time != flows_[id].start_time) {
+    if (e.start_time < flows_[id].start_time) {
       stale_->fetch_add(1, std::memory_order_relaxed);
       return;
     }
     replaced_->fetch_add(1, std::memory_order_relaxed);
     pushed_->fetch_add(1, std::memory_order_relaxed);
-    end_live(*it, scitags::EndReason::kExpired, it->second.last_event);
-    it = flows_.end();
+    end_live(id, scitags::EndReason::kExpired, flows_[id].last_event);
+    id = kNone;
   }
   // A copy of the end (or a late start or ongoing) of a flow that ended lately.
-  if (it == flows_.end()) {
+  if (id == kNone) {
     if (auto started = ended_lately(key)) {
       const bool same = e.start_time != 0 ? e.start_time == *started : e.state != FlowState::kStart;
       if (same) {
@@ -779,64 +765,67 @@ void Pipeline::push_event(const FlowEvent& in) {
 
   switch (e.state) {
     case FlowState::kStart: {
-      if (it != flows_.end()) {
+      if (id != kNone) {
         duplicate_->fetch_add(1, std::memory_order_relaxed);
-        touch(*it, now);
+        touch(id, now);
         return;
       }
       if (!classify(e)) break;
       if (e.start_time == 0) e.start_time = now;
       e.previous_volume = 0;
-      fan_out(e, &insert_live(key, e, now).second.holders);
+      fan_out(e, &flows_[insert_live(key, e, now)].holders);
       return;
     }
     case FlowState::kOngoing: {
-      Node* n = it != flows_.end() ? &*it : nullptr;
-      if (!n) {
+      if (id == kNone) {
         if (!classify(e)) break;
         if (e.start_time == 0) e.start_time = now;
         auto start = e;
         start.usage.reset();
-        n = &insert_live(key, start, now);
+        id = insert_live(key, start, now);
       }
-      auto& live = n->second;
-      touch(*n, now);
-      e.previous_volume = volume_of(live.usage());
+      auto& live = flows_[id];
+      touch(id, now);
+      const auto used = flows_.usage(id);
+      e.previous_volume = volume_of(used);
       if (e.usage) {
         // Never backwards: an older update delivered late keeps the larger counts.
-        if (live.has_usage) {
-          e.usage->sent = std::max(e.usage->sent, live.used.sent);
-          e.usage->received = std::max(e.usage->received, live.used.received);
+        if (used) {
+          e.usage->sent = std::max(e.usage->sent, used->sent);
+          e.usage->received = std::max(e.usage->received, used->received);
         }
-        live.set_usage(e.usage);
+        flows_.set_usage(id, e.usage);
       }
       e.start_time = live.start_time;
       if (e.experiment == 0) {
         e.experiment = live.experiment;
         e.activity = live.activity;
       }
-      if (!e.usage) e.usage = live.usage();
+      if (!e.usage) e.usage = used;
       fan_out(e, &live.holders);
       return;
     }
     case FlowState::kEnd: {
       if (e.end_time == 0) e.end_time = now;
-      if (it != flows_.end()) {
-        const auto& live = it->second;
+      if (id != kNone) {
+        const auto& live = flows_[id];
         if (e.start_time == 0) e.start_time = live.start_time;
         if (e.experiment == 0) {
           e.experiment = live.experiment;
           e.activity = live.activity;
         }
-        e.previous_volume = volume_of(live.usage());
+        const auto used = flows_.usage(id);
+        e.previous_volume = volume_of(used);
         if (!e.usage) {
-          e.usage = live.usage();
-        } else if (live.has_usage) {
-          e.usage->sent = std::max(e.usage->sent, live.used.sent);
-          e.usage->received = std::max(e.usage->received, live.used.received);
+          e.usage = used;
+        } else if (used) {
+          e.usage->sent = std::max(e.usage->sent, used->sent);
+          e.usage->received = std::max(e.usage->received, used->received);
         }
         std::uint32_t holders = live.holders;
-        erase_live(*it);
+        remember_ended(key, live.start_time);
+        flows_.erase(id);
+        live_gauge_->store(flows_.size(), std::memory_order_relaxed);
         fan_out(e, &holders);
         return;
       }
@@ -865,10 +854,10 @@ std::size_t Pipeline::expire() {
   const auto limit = static_cast<Micros>(options_.flow_timeout * 1e6);
   // The oldest flows are first in the activity order: stop at the first one still fresh.
   std::size_t n = 0;
-  while (oldest_ && now - oldest_->second.last_event >= limit) {
+  while (flows_.oldest() != FlowTable::kNone && now - flows_[flows_.oldest()].last_event >= limit) {
     expired_->fetch_add(1, std::memory_order_relaxed);
     pushed_->fetch_add(1, std::memory_order_relaxed);
-    end_live(*oldest_, scitags::EndReason::kExpired, now);
+    end_live(flows_.oldest(), scitags::EndReason::kExpired, now);
     ++n;
   }
   return n;
@@ -882,9 +871,9 @@ void Pipeline::shutdown() {
   room_->closed.store(true);
   room_->wake();
   const Micros now = options_.clock();
-  while (oldest_) {
+  while (flows_.oldest() != FlowTable::kNone) {
     pushed_->fetch_add(1, std::memory_order_relaxed);
-    end_live(*oldest_, scitags::EndReason::kShutdown, now);
+    end_live(flows_.oldest(), scitags::EndReason::kShutdown, now);
   }
   stop_workers();
 }
