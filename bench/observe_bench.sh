@@ -16,7 +16,8 @@
 #        flowmark   flowmark observe -r F --workers 1 --stats > /dev/null (one core, as the
 #                   peers; bench/observe_workers_bench.sh measures more; default chains basic,tcp;
 #                   records formatted, discarded; a regular file is read by flowmark's own
-#                   memory-mapped pcap/pcapng reader, in batches, not through libpcap)
+#                   pcap/pcapng reader, in batches, not through libpcap: with one worker
+#                   through read(2) into a 256 KiB buffer, with more memory-mapped)
 #        flowmark --chains all: the same with every chain
 #        baseline   OBSERVE_BENCH_BASELINE's flowmark, default chains (when set: a build of
 #                   an earlier commit, to see whether the default chains regressed)

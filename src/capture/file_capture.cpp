@@ -84,12 +84,32 @@ constexpr int kMadvPopulateRead = MADV_POPULATE_READ;
 constexpr int kMadvPopulateRead = 22;
 #endif
 
+// The read mode's buffer: a window of the file, refilled when the parser has taken every
+// whole record in it (the partial record at its end moved to the front first); doubled when
+// one record does not fit.
+constexpr std::size_t kReadWindow = 1u << 18;
+
+// A regular file walked by CaptureParser, either mapped (map_) or read (fd_) in windows of
+// kReadWindow bytes into one buffer.
 class MappedFileCapture final : public Capture {
  public:
   MappedFileCapture(std::string name, void* map, std::size_t size, CaptureParser parser)
       : name_(std::move(name)), map_(map), size_(size), parser_(std::move(parser)) {}
+  // Read mode: buf holds the file's first `filled` bytes, which the parser was opened on.
+  MappedFileCapture(std::string name, int fd, std::size_t size, std::vector<std::byte> buf,
+                    std::size_t filled, CaptureParser parser)
+      : name_(std::move(name)),
+        map_(nullptr),
+        size_(size),
+        fd_(fd),
+        buf_(std::move(buf)),
+        filled_(filled),
+        parser_(std::move(parser)) {
+    parser_.set_window(buf_.data(), 0, filled_, filled_ >= size_);
+  }
   ~MappedFileCapture() override {
     if (map_ != nullptr) munmap(map_, size_);
+    if (fd_ >= 0) ::close(fd_);
   }
   MappedFileCapture(const MappedFileCapture&) = delete;
   MappedFileCapture& operator=(const MappedFileCapture&) = delete;
@@ -105,14 +125,19 @@ class MappedFileCapture final : public Capture {
   Result<std::size_t> next_batch(std::span<observe::FrameRef> frames,
                                  observe::LinkType& link) override {
     if (stop_.load(std::memory_order_relaxed)) return 0;
-    release_behind();
-    if (filter_.empty()) return parser_.next_batch(frames, link);
+    if (map_ != nullptr) release_behind();
     // Filtered: read a batch, keep the frames the program accepts (a batch may shrink to
     // nothing while input remains: read on).
     for (;;) {
-      if (wire_.size() < frames.size()) wire_.resize(frames.size());
-      FM_TRY(std::size_t n, parser_.next_batch(frames, link, wire_));
-      if (n == 0) return 0;
+      if (!filter_.empty() && wire_.size() < frames.size()) wire_.resize(frames.size());
+      FM_TRY(std::size_t n, filter_.empty() ? parser_.next_batch(frames, link)
+                                            : parser_.next_batch(frames, link, wire_));
+      if (n == 0) {
+        if (parser_.last_window()) return 0;
+        FM_TRY_VOID(refill());  // read mode: the window is used up
+        continue;
+      }
+      if (filter_.empty()) return n;
       FM_TRY(const detail::BpfProgram* prog, program_for(link));
       std::size_t kept = 0;
       for (std::size_t i = 0; i < n; ++i) {
@@ -129,10 +154,37 @@ class MappedFileCapture final : public Capture {
   std::uint64_t offset() const noexcept override { return parser_.offset(); }
   std::optional<std::uint64_t> size() const noexcept override { return size_; }
   // The mapping lives as long as the capture (pages given back behind the reader are read
-  // again from the file when touched: MAP_PRIVATE, never written).
-  bool frames_outlive_batch() const noexcept override { return true; }
+  // again from the file when touched: MAP_PRIVATE, never written); the read mode's buffer is
+  // refilled.
+  bool frames_outlive_batch() const noexcept override { return map_ != nullptr; }
 
  private:
+  // Read mode: the next window. The bytes from the parser's offset on (a record cut by the
+  // window's end) move to the front, the rest of the buffer is read from the file.
+  Result<void> refill() {
+    const std::size_t start = window_start_, pos = parser_.offset();
+    const std::size_t keep = start + filled_ - pos;
+    if (keep == buf_.size()) buf_.resize(buf_.size() * 2);  // one record fills the buffer
+    std::memmove(buf_.data(), buf_.data() + (pos - start), keep);
+    window_start_ = pos;
+    filled_ = keep;
+    while (filled_ < buf_.size() && window_start_ + filled_ < size_) {
+      const ssize_t got = ::pread(fd_, buf_.data() + filled_, buf_.size() - filled_,
+                                  static_cast<off_t>(window_start_ + filled_));
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0)
+        return fail(Errc::kRefused, fmt::format("{}: cannot read at byte offset {}: {}", name_,
+                                                window_start_ + filled_, std::strerror(errno)));
+      if (got == 0) {  // the file became shorter since it was opened: it ends here
+        size_ = window_start_ + filled_;
+        break;
+      }
+      filled_ += static_cast<std::size_t>(got);
+    }
+    parser_.set_window(buf_.data(), window_start_, filled_, window_start_ + filled_ >= size_);
+    return {};
+  }
+
   void release_behind() noexcept {
     populate_ahead();
     const std::size_t at = parser_.offset() & ~std::size_t{4095};
@@ -170,6 +222,9 @@ class MappedFileCapture final : public Capture {
   std::size_t released_ = 0;
   std::size_t populated_ = 0;
   bool populate_ok_ = true;
+  int fd_ = -1;                 // read mode
+  std::vector<std::byte> buf_;  // read mode: the window's bytes
+  std::size_t window_start_ = 0, filled_ = 0;
   CaptureParser parser_;
   std::string filter_;
   std::vector<std::pair<observe::LinkType, detail::BpfProgram>> programs_;
@@ -234,6 +289,46 @@ Result<std::unique_ptr<Capture>> open_mapped_file(std::string_view path, std::st
     return std::unexpected(std::move(parser.error()));
   }
   auto cap = std::make_unique<MappedFileCapture>(p, map, size, std::move(*parser));
+  if (!filter.empty()) FM_TRY_VOID(cap->set_filter(filter));
+  return std::unique_ptr<Capture>(std::move(cap));
+}
+
+Result<std::unique_ptr<Capture>> open_read_file(std::string_view path, std::string_view filter) {
+  const std::string p(path);
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    return fail(err == ENOENT ? Errc::kNotFound : Errc::kRefused,
+                fmt::format("{}: cannot open: {}", path, std::strerror(err)));
+  }
+  struct stat st{};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return fail(Errc::kUnsupported, fmt::format("{}: not a regular file", path));
+  }
+  const auto size = static_cast<std::size_t>(st.st_size);
+  (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  std::vector<std::byte> buf(kReadWindow);
+  std::size_t filled = 0;
+  while (filled < std::min(size, buf.size())) {
+    const ssize_t got =
+        ::pread(fd, buf.data() + filled, buf.size() - filled, static_cast<off_t>(filled));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      const int err = errno;
+      ::close(fd);
+      return fail(Errc::kRefused, fmt::format("{}: cannot read: {}", path, std::strerror(err)));
+    }
+    if (got == 0) break;
+    filled += static_cast<std::size_t>(got);
+  }
+  auto parser = CaptureParser::open({buf.data(), filled}, p);
+  if (!parser) {
+    ::close(fd);
+    return std::unexpected(std::move(parser.error()));
+  }
+  auto cap = std::make_unique<MappedFileCapture>(p, fd, filled < buf.size() ? filled : size,
+                                                 std::move(buf), filled, std::move(*parser));
   if (!filter.empty()) FM_TRY_VOID(cap->set_filter(filter));
   return std::unique_ptr<Capture>(std::move(cap));
 }

@@ -117,6 +117,15 @@ Result<CaptureParser> CaptureParser::open(std::span<const std::byte> bytes, std:
   return p;
 }
 
+void CaptureParser::set_window(const std::byte* data, std::uint64_t start, std::size_t len,
+                               bool last) noexcept {
+  base_ = reinterpret_cast<const std::uint8_t*>(reinterpret_cast<std::uintptr_t>(data) -
+                                                static_cast<std::uintptr_t>(start));
+  size_ = static_cast<std::size_t>(start) + len;
+  last_ = last;
+  lookahead_ = false;
+}
+
 Result<std::size_t> CaptureParser::next_batch(std::span<observe::FrameRef> frames,
                                               observe::LinkType& link,
                                               std::span<std::uint32_t> wire_lengths) {
@@ -299,7 +308,8 @@ std::size_t CaptureParser::pcap_batch(std::span<observe::FrameRef> frames, obser
                                       std::uint32_t* wire) {
   link = link_;
   // Once per batch (a batch is far shorter than kWalkLow).
-  if (walked_ < size_ && walked_ < pos_ + kWalkLow && size_ - pos_ >= kPcapRecord) walk_ahead(pos_);
+  if (lookahead_ && walked_ < size_ && walked_ < pos_ + kWalkLow && size_ - pos_ >= kPcapRecord)
+    walk_ahead(pos_);
   return swap_ ? pcap_records<true>(frames, wire) : pcap_records<false>(frames, wire);
 }
 
@@ -316,6 +326,7 @@ std::size_t CaptureParser::pcap_records(std::span<observe::FrameRef> frames, std
     std::size_t at = record_at(pos);
     asm("" : "+r"(at));
     if (end - at < kPcapRecord) [[unlikely]] {
+      if (!last_) break;  // the rest is in the next window
       corrupt(at, fmt::format("truncated record header ({} of {} bytes)", end - at, kPcapRecord));
       break;
     }
@@ -326,6 +337,7 @@ std::size_t CaptureParser::pcap_records(std::span<observe::FrameRef> frames, std
       break;
     }
     if (caplen > end - at - kPcapRecord) [[unlikely]] {
+      if (!last_) break;
       corrupt(at, fmt::format("truncated record: {} bytes of frame announced, {} left", caplen,
                               end - at - kPcapRecord));
       break;
@@ -351,6 +363,17 @@ std::int64_t CaptureParser::ticks_to_ns(const Interface& i, std::uint64_t ticks)
     ns = ticks / i.div;
   }
   return static_cast<std::int64_t>(ns + static_cast<std::uint64_t>(i.offset_ns));
+}
+
+// Whether the section header block at `at` lies whole in the avail bytes of the window (its
+// length in its own byte order; anything unreadable is left to section_header()).
+bool CaptureParser::section_header_fits(std::size_t at, std::size_t avail) const noexcept {
+  if (avail < 28) return false;
+  std::uint32_t bom, len;
+  std::memcpy(&bom, base_ + at + 8, 4);
+  std::memcpy(&len, base_ + at + 4, 4);
+  if (bom == __builtin_bswap32(kByteOrderMagic)) len = __builtin_bswap32(len);
+  return bom != kByteOrderMagic && bom != __builtin_bswap32(kByteOrderMagic) ? true : len <= avail;
 }
 
 // A section header block at `at` (avail bytes from there to the end): sets the byte order,
@@ -449,18 +472,21 @@ std::size_t CaptureParser::pcapng_batch(std::span<observe::FrameRef> frames,
                                         observe::LinkType& link, std::uint32_t* wire) {
   std::size_t n = 0;
   while (n < frames.size() && pos_ != size_) {
-    if (walked_ < size_ && walked_ < pos_ + kWalkLow && size_ - pos_ >= kBlockHeader) [[unlikely]]
+    if (lookahead_ && walked_ < size_ && walked_ < pos_ + kWalkLow && size_ - pos_ >= kBlockHeader)
+        [[unlikely]]
       walk_ahead(pos_);
     // As in pcap_batch: loaded from the queued place.
     std::size_t at = record_at(pos_);
     asm("" : "+r"(at));
     const std::size_t avail = size_ - at;
     if (avail < kBlockHeader) {
+      if (!last_) break;  // the rest is in the next window
       corrupt(at, fmt::format("truncated block header ({} of 12 bytes)", avail));
       break;
     }
     const std::uint32_t type = u32(at);
     if (type == kShb) {
+      if (!last_ && !section_header_fits(at, avail)) break;
       if (!section_header(at, avail)) break;
       continue;
     }
@@ -470,6 +496,7 @@ std::size_t CaptureParser::pcapng_batch(std::span<observe::FrameRef> frames,
       break;
     }
     if (len > avail) {
+      if (!last_) break;
       corrupt(at, fmt::format("truncated block: {} bytes announced, {} left", len, avail));
       break;
     }

@@ -79,6 +79,12 @@ Result<std::unique_ptr<Capture>> open_file_capture(std::string_view path,
 Result<std::unique_ptr<Capture>> open_mapped_file(std::string_view path,
                                                   std::string_view filter = "");
 
+// The same reader over read(2) into one buffer of 256 KiB, refilled (regular files only):
+// no mapping, so no page-table work per page of the file, at the cost of a copy; frames
+// are valid until the next batch only (frames_outlive_batch() false).
+Result<std::unique_ptr<Capture>> open_read_file(std::string_view path,
+                                                std::string_view filter = "");
+
 enum class LiveBackend { kAfPacket, kPcap };
 
 // A live interface. kAfPacket: a TPACKET_V3 ring (Ethernet-like and raw-IP interfaces);

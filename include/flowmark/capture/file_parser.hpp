@@ -47,6 +47,18 @@ class CaptureParser {
   Result<std::size_t> next_batch(std::span<observe::FrameRef> frames, observe::LinkType& link,
                                  std::span<std::uint32_t> wire_lengths = {});
 
+  // A file read in pieces (FileCapture's read mode): from now on the input is the file's
+  // bytes [start, start + len), at `data` (the first window is the one given to open(), at
+  // offset 0). `last`: the window reaches the end of the file. A record that runs past the
+  // end of a window that is not the last ends the batch (next_batch() returns 0 when not
+  // even one frame fits): the caller reads on, keeping the bytes from offset() on, and sets
+  // the next window; at the end of the last window it is corrupt as with a whole file.
+  // Places stay file offsets (errors name them). The look-ahead walk is off in this mode:
+  // the window was just written by read() and is in the caches.
+  void set_window(const std::byte* data, std::uint64_t start, std::size_t len, bool last) noexcept;
+  // Whether the input is the whole file, or its last window.
+  bool last_window() const noexcept { return last_; }
+
   // Bytes consumed so far (the offset of the next record).
   std::uint64_t offset() const noexcept { return pos_; }
   bool pcapng() const noexcept { return pcapng_; }
@@ -84,12 +96,17 @@ class CaptureParser {
   void walk_ahead(std::size_t pos);
   std::size_t record_at(std::size_t pos) noexcept;
   bool section_header(std::size_t at, std::size_t avail);
+  bool section_header_fits(std::size_t at, std::size_t avail) const noexcept;
   bool interface_description(std::size_t at, std::uint32_t len);
   void corrupt(std::size_t at, std::string what);
   std::int64_t ticks_to_ns(const Interface& i, std::uint64_t ticks) const noexcept;
 
+  // The file's byte at offset o is base_[o] for o in [window start, size_) (base_ is the
+  // window's address less its start, computed in integers).
   const std::uint8_t* base_ = nullptr;
   std::size_t size_ = 0, pos_ = 0;
+  bool last_ = true;       // the input ends at size_ (whole file or last window)
+  bool lookahead_ = true;  // walk_ahead() runs (off for windows)
   // The look-ahead (walk_ahead): the lanes have walked up to walked_; walk_next_ is where
   // the last lane's chain went on from there (kNoRecord: unknown).
   static constexpr std::size_t kNoRecord = ~std::size_t{0};

@@ -1,8 +1,8 @@
-// CaptureParser and the memory-mapped file capture: pcap in both byte orders and both time
-// precisions, pcapng (section headers, interfaces with their own link type and time
-// resolution, enhanced / simple / obsolete packet blocks, skipped blocks, a byte-order
-// change between sections), batches, filters, and corrupt files (error with the offset,
-// frames before the damage still delivered). The files are written byte by byte here.
+// CaptureParser and the file captures (memory-mapped, and read(2) in windows): pcap in both byte
+// orders and both time precisions, pcapng (section headers, interfaces with their own link type and
+// time resolution, enhanced / simple / obsolete packet blocks, skipped blocks, a byte-order change
+// between sections), batches, filters, and corrupt files (error with the offset, frames before the
+// damage still delivered). The files are written byte by byte here.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -556,25 +556,113 @@ TEST(MappedFile, ReadsAndFilters) {
   idb(w, 1, 9);
   for (int i = 0; i < 10; ++i) epb(w, 0, kT0 + i, eth_ip(i % 2 == 0 ? 17 : 6), 54);
   TempFile f(w.out);
-  for (const char* filter : {"", "udp", "tcp and port 53"}) {
-    auto cap = open_file_capture(f.path(), filter);
-    ASSERT_TRUE(cap) << cap.error().message();
-    std::array<FrameRef, 3> batch;
-    LinkType link{};
-    std::size_t total = 0;
-    for (;;) {
-      auto n = (*cap)->next_batch(batch, link);
-      ASSERT_TRUE(n) << n.error().message();
-      if (*n == 0) break;
-      total += *n;
-      EXPECT_EQ(link, LinkType::kEthernet);
+  for (const auto open : {&open_file_capture, &open_read_file})
+    for (const char* filter : {"", "udp", "tcp and port 53"}) {
+      auto cap = open(f.path(), filter);
+      ASSERT_TRUE(cap) << cap.error().message();
+      std::array<FrameRef, 3> batch;
+      LinkType link{};
+      std::size_t total = 0;
+      for (;;) {
+        auto n = (*cap)->next_batch(batch, link);
+        ASSERT_TRUE(n) << n.error().message();
+        if (*n == 0) break;
+        total += *n;
+        EXPECT_EQ(link, LinkType::kEthernet);
+      }
+      EXPECT_EQ(total, std::string(filter).empty() ? 10u : 5u) << filter;
+      EXPECT_EQ((*cap)->offset(), w.out.size());
     }
-    EXPECT_EQ(total, std::string(filter).empty() ? 10u : 5u) << filter;
-    EXPECT_EQ((*cap)->offset(), w.out.size());
-  }
   auto bad = open_file_capture(f.path(), "udp and (");
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code(), make_error_code(Errc::kInvalidArgument));
+}
+
+// Every frame of a capture through a file capture (batches of 256, the frames' bytes copied:
+// the read reader's are valid until the next batch only); the error, if any.
+struct Read {
+  std::vector<std::int64_t> times;
+  std::vector<std::vector<std::uint8_t>> frames;
+  std::string error;
+  std::uint64_t offset = 0;
+};
+Read read_capture(Capture& cap) {
+  Read r;
+  std::array<FrameRef, 256> batch;
+  for (;;) {
+    LinkType link{};
+    auto n = cap.next_batch(batch, link);
+    if (!n) {
+      r.error = n.error().message();
+      break;
+    }
+    if (*n == 0) break;
+    for (std::size_t i = 0; i < *n; ++i) {
+      const auto* b = reinterpret_cast<const std::uint8_t*>(batch[i].frame.data());
+      r.times.push_back(batch[i].ts_ns);
+      r.frames.emplace_back(b, b + batch[i].frame.size());
+    }
+  }
+  r.offset = cap.offset();
+  return r;
+}
+
+// The read(2) reader takes the file in windows of 256 KiB: records cut by a window's end, a
+// record larger than the window (the buffer grows), pcapng sections changing the byte order
+// past the first window, and corruption far into the file give what the whole file gives.
+TEST(ReadFile, WindowsGiveWhatTheWholeFileGives) {
+  std::vector<std::pair<const char*, std::vector<std::uint8_t>>> files;
+  files.emplace_back("pcap", big_pcap(false, 3'000, true, 3u).bytes);  // ~2.4 MB
+  files.emplace_back("pcap big-endian nano", big_pcap(true, 3'000, false, 9u, true).bytes);
+  files.emplace_back("pcapng", big_pcapng(false, 3'000, true, 21u).bytes);
+  {  // frames larger than the window, between ordinary ones
+    std::vector<std::pair<std::uint64_t, std::size_t>> recs;
+    for (std::size_t i = 0; i < 40; ++i)
+      recs.emplace_back(kT0 + i * 1000, i % 10 == 3 ? 700'000 : 1500);
+    files.emplace_back("pcap, 700 kB frames", pcap_file(false, false, 1, recs));
+  }
+  {  // pcapng: a second section (other byte order) and interfaces past the first window
+    Writer a{false, {}};
+    shb(a);
+    idb(a, 1, -1);
+    for (std::size_t i = 0; i < 400; ++i) epb(a, 0, kT0 / 1000 + i, frame(1, 1000), 1000);
+    Writer b{true, {}};
+    shb(b);
+    idb(b, 101, 9);
+    for (std::size_t i = 0; i < 400; ++i) epb(b, 0, kT0 + i, frame(2, 900), 900);
+    a.bytes(b.out);
+    files.emplace_back("pcapng, two sections", a.out);
+  }
+  {  // a record damaged far into the file; one truncated at the end
+    BigCapture f = big_pcap(false, 3'000, false, 5);
+    f.bytes[f.offsets[2'500] - 16 + 8] = 0xff;
+    f.bytes[f.offsets[2'500] - 16 + 11] = 0x7f;
+    files.emplace_back("pcap, corrupt record", f.bytes);
+    BigCapture g = big_pcapng(false, 3'000, false, 8);
+    g.bytes.resize(g.bytes.size() - 10);
+    files.emplace_back("pcapng, truncated", g.bytes);
+  }
+  for (const auto& [what, bytes] : files) {
+    TempFile f(bytes);
+    auto mapped = open_mapped_file(f.path());
+    auto read = open_read_file(f.path());
+    ASSERT_TRUE(mapped && read) << what;
+    EXPECT_FALSE((*read)->frames_outlive_batch());
+    const Read m = read_capture(**mapped), r = read_capture(**read);
+    EXPECT_GT(m.frames.size(), 0u) << what;
+    EXPECT_EQ(r.frames.size(), m.frames.size()) << what;
+    EXPECT_TRUE(r.frames == m.frames) << what;
+    EXPECT_TRUE(r.times == m.times) << what;
+    EXPECT_EQ(r.error, m.error) << what;
+    EXPECT_EQ(r.offset, m.offset) << what;
+  }
+  // The expected errors are there (the comparison above says both readers give them).
+  TempFile corrupt(files[5].second);
+  auto c = open_read_file(corrupt.path());
+  ASSERT_TRUE(c);
+  const Read r = read_capture(**c);
+  EXPECT_EQ(r.frames.size(), 2'500u);
+  EXPECT_NE(r.error.find("not plausible"), std::string::npos) << r.error;
 }
 
 }  // namespace
