@@ -453,6 +453,8 @@ class TestKernelEvents(BpfServiceTestCase):
         self.assertEqual(self.stop_daemon(d), 0, d.describe())
         hs = "flowmark_kernel_events_handshake_total{source=kernel,outcome=%s}"
         self.assertEqual(d.counters.get(hs % "marked"), 1, d.counters)
+        # B's listener answered the SYN in another namespace: not this service's handshake.
+        self.assertEqual(d.counters.get(hs % "syn_ack", 0), 0, d.counters)
         self.assertEqual(d.counters.get("flowmark_flowlabel_flows_inserted_total{backend=label}",
                                         0), 0, "user space inserted the flow again")
         self.assertNoHookLeft()
