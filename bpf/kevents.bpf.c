@@ -258,11 +258,6 @@ static __always_inline void unmark_flow(const struct sock *sk, struct flowmark_k
   }
 }
 
-/* Active side: a cgroup sock_ops program (attached to the configured cgroup, or the root of
- * the cgroup v2 hierarchy). BPF_SOCK_OPS_TCP_CONNECT_CB is called at the start of
- * tcp_connect(), before it builds and sends the SYN; the address and port are chosen by then.
- * The socket is reached as a BTF pointer (bpf_skc_to_tcp_sock) so that the same filters
- * (namespace, ports, cgroup) and key apply as on the tracepoint. Returns 1 (sock_ops: "ok"). */
 /* Passive side: a SYN arrived at a listener; `ops` is the request socket that tcp_conn_request()
  * is filling (not a full socket: ops->sk is NULL, the 4-tuple is read from the context).
  * BPF_SOCK_OPS_RWND_INIT is called from tcp_openreq_init_rwin(), before the SYN-ACK is built
@@ -310,6 +305,12 @@ static __always_inline void handshake_flow(struct bpf_sock_ops *ops) {
   }
 }
 
+/* Active side: a cgroup sock_ops program (attached to the configured cgroup, or the root of
+ * the cgroup v2 hierarchy). BPF_SOCK_OPS_TCP_CONNECT_CB is called at the start of
+ * tcp_connect(), before it builds and sends the SYN; the address and port are chosen by then.
+ * The socket is reached as a BTF pointer (bpf_skc_to_tcp_sock) so that the same filters
+ * (namespace, ports, cgroup) and key apply as on the tracepoint. The passive side's request
+ * sockets go to handshake_flow(). Returns 1 (sock_ops: "ok"). */
 SEC("sockops")
 int flowmark_tcp_connect(struct bpf_sock_ops *ops) {
   if (!premark) return 1;
