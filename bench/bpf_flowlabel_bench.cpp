@@ -19,9 +19,12 @@
 #include <string>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <fmt/format.h>
 
 #include "../tests/bpf/frames.hpp"
+#include "flowlabel.h"
 #include "flowmark/bpf/flowlabel.hpp"
 #include "flowmark/core/network.hpp"
 #include "flowmark/scitags/flow_label.hpp"
@@ -140,6 +143,41 @@ int main(int argc, char** argv) {
   ext.src_port = 2;
   add("vlan + ipv6 hbh/dstopts/frag + tcp, in map", ext, true);
   cases.push_back({"ipv4 udp (untouched)", bpf::test::ipv4_udp_frame()});
+  // The passive side's SYN-ACKs (issue 18): a segment with SYN set and no flow entry is
+  // looked up in the handshake map (the kernel-events program fills it, up to
+  // FLOWMARK_HANDSHAKE_ENTRIES, all used here); every other miss pays a flag test only
+  // ("not in map" above).
+  const int hs_fd = marker->shared_map().handshakes_fd;
+  FrameSpec syn_ack = tcp;
+  syn_ack.payload = 0;
+  syn_ack.tcp_flags = 0x12;
+  syn_ack.src_port = 5;
+  auto hs_put = [&](const FrameSpec& s) {
+    flowmark_flow_key k{};
+    std::memcpy(k.src_addr, s.src, 16);
+    std::memcpy(k.dst_addr, s.dst, 16);
+    k.src_port = htons(s.src_port);
+    k.dst_port = htons(s.dst_port);
+    k.protocol = IPPROTO_TCP;
+    flowmark_flow_value v{label | FLOWMARK_LABEL_FROM_KERNEL, 2, 9, 0};
+    return bpf_map_update_elem(hs_fd, &k, &v, BPF_ANY) == 0;
+  };
+  FrameSpec other = syn_ack;
+  for (std::uint32_t i = 0; i + 1 < FLOWMARK_HANDSHAKE_ENTRIES; ++i) {
+    other.dst_port = static_cast<std::uint16_t>(i);
+    other.dst[14] = 0x77;
+    if (!hs_put(other)) {
+      fmt::print(stderr, "bpf_flowlabel_bench: filling the handshake map: {}\n",
+                 std::strerror(errno));
+      return 1;
+    }
+  }
+  FrameSpec syn_ack_miss = syn_ack;
+  syn_ack_miss.src_port = 6;
+  cases.push_back(
+      {"ipv6 tcp SYN-ACK, no entry, handshake miss", bpf::test::ipv6_frame(syn_ack_miss)});
+  if (!hs_put(syn_ack)) return 1;
+  cases.push_back({"ipv6 tcp SYN-ACK, handshake map (marked)", bpf::test::ipv6_frame(syn_ack)});
 
   fmt::print("flows in map: {}; repeat {} x {} trials; kernel average ns per run, median\n",
              marker->fill(), repeat, trials);

@@ -45,6 +45,11 @@
  *   hash of the 5-tuple, not from a random number: every packet of a flow gets the same
  *   label (a label that changes mid-flow would break ECMP hashing and reordering-free
  *   delivery), different flows spread. A per-flow entry always wins over a rule.
+ * - Handshakes of the passive side: a TCP segment with SYN set (a SYN-ACK) whose flow is not
+ *   in `flows` is looked up in `handshakes`, a small LRU hash that the kernel-events program
+ *   fills when a SYN arrives (before the SYN-ACK is built); after a miss there, the rules.
+ *   Other packets pay a flag test only. A separate map: a SYN flood evicts its own entries,
+ *   never a live flow of `flows`.
  * - flowd-go's strategies: the label (default), or only extension headers (hop-by-hop,
  *   destination options, or both) with the label left alone (FLOWMARK_EXT_KEEP_LABEL).
  */
@@ -68,6 +73,15 @@ struct {
   __type(key, struct flowmark_flow_key);
   __type(value, struct flowmark_flow_value);
 } flows SEC(".maps");
+
+/* SYN-ACKs of the passive side, put by the kernel-events program before they leave
+ * (flowlabel.h); its own bounded LRU, so that a SYN flood never evicts a flow of `flows`. */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, FLOWMARK_HANDSHAKE_ENTRIES);
+  __type(key, struct flowmark_flow_key);
+  __type(value, struct flowmark_flow_value);
+} handshakes SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -100,6 +114,7 @@ struct {
 enum fm_outcome {
   FM_MARKED,
   FM_MARKED_RULE,
+  FM_MARKED_HANDSHAKE,
   FM_NOT_IN_MAP,
   FM_NOT_IPV6,
   FM_PARSE_ERROR,
@@ -204,6 +219,15 @@ static __noinline int fm_mark(struct __sk_buff* skb, struct fm_ext_request* ext_
   __u16 experiment;
   __u8 activity, ext_header;
   struct flowmark_flow_value* value = bpf_map_lookup_elem(&flows, &key);
+  if (!value && next == IPPROTO_TCP) {
+    /* A SYN-ACK of the passive side (the only segment with SYN set that leaves before the
+     * accepted connection is in `flows`): one flag test for every other miss. */
+    FM_NEED(l4, 14, off, end, skb);
+    if (l4[13] & 0x02) {
+      value = bpf_map_lookup_elem(&handshakes, &key);
+      if (value) outcome = FM_MARKED_HANDSHAKE;
+    }
+  }
   if (value) {
     label = value->label;
     experiment = value->experiment;
@@ -309,6 +333,7 @@ static __always_inline void fm_count(int outcome, int ext) {
   switch (outcome) {
     case FM_MARKED: c->marked++; break;
     case FM_MARKED_RULE: c->marked_rule++; break;
+    case FM_MARKED_HANDSHAKE: c->marked_handshake++; break;
     case FM_NOT_IN_MAP: c->not_in_map++; break;
     case FM_NOT_IPV6: c->not_ipv6++; break;
     case FM_NOT_TCP_UDP: c->not_tcp_udp++; break;
@@ -331,7 +356,8 @@ int flowmark_egress(struct __sk_buff* skb) {
     outcome = bpf_skb_pull_data(skb, len) == 0 ? fm_mark(skb, &req) : FM_PARSE_ERROR;
   }
   int ext = -1;
-  if ((outcome == FM_MARKED || outcome == FM_MARKED_RULE) && req.wanted)
+  if ((outcome == FM_MARKED || outcome == FM_MARKED_RULE || outcome == FM_MARKED_HANDSHAKE) &&
+      req.wanted)
     ext = fm_add_ext_header(skb, &req);
   fm_count(outcome, ext);
   return TC_ACT_UNSPEC;

@@ -16,6 +16,13 @@
  * (see src/bpf/flowlabel.cpp) so that the kernel never evicts a live flow on its own. */
 #define FLOWMARK_FLOWS_DEFAULT_CAPACITY 100000
 
+/* The handshake map: flows of the passive side's SYN-ACKs, put by the kernel-events program
+ * (bpf/kevents.bpf.c) when a SYN arrives, before the SYN-ACK is sent: a separate LRU hash of
+ * this many entries, so that a SYN flood evicts only its own entries (and the oldest
+ * handshakes'), never a flow of `flows`. Consulted only for TCP packets with SYN set whose
+ * flow is not in `flows`. */
+#define FLOWMARK_HANDSHAKE_ENTRIES 8192
+
 /* The flow: the full 5-tuple of the packet as it leaves the host. Addresses and ports in
  * network byte order (as on the wire, so the program copies without swapping). */
 struct flowmark_flow_key {
@@ -94,11 +101,12 @@ struct flowmark_counters {
   __u64 parse_error; /* truncated or malformed headers, too many extension headers */
   __u64 not_tcp_udp; /* IPv6 but ICMPv6, ESP, ..., or a non-first fragment (no ports) */
   /* The extension-header option (flows with ext_header set, packets marked above): */
-  __u64 ext_added;   /* inserted */
-  __u64 ext_too_big; /* not inserted: the packet would exceed the device MTU */
-  __u64 ext_skipped; /* not inserted: extension headers or VLAN tags already in the
-                      * frame, or the kernel refused to grow the packet (UDP GSO) */
-  __u64 marked_rule; /* IPv6 TCP/UDP packet of a flow not in the map, marked by a rule */
+  __u64 ext_added;        /* inserted */
+  __u64 ext_too_big;      /* not inserted: the packet would exceed the device MTU */
+  __u64 ext_skipped;      /* not inserted: extension headers or VLAN tags already in the
+                           * frame, or the kernel refused to grow the packet (UDP GSO) */
+  __u64 marked_rule;      /* IPv6 TCP/UDP packet of a flow not in the map, marked by a rule */
+  __u64 marked_handshake; /* SYN-ACK (TCP, SYN set) of a flow in the handshake map: marked */
 };
 
 #endif /* FLOWMARK_BPF_FLOWLABEL_H */

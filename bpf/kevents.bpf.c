@@ -28,8 +28,13 @@
  *   before inet6_hash_connect() picks an ephemeral port: its source port is still 0 there,
  *   so it cannot key the flow. fentry/tcp_connect would do, but some kernels refuse BPF
  *   trampolines: the test machine's 6.18 answers EPERM to fentry/tcp_connect.)
+ * - the same program at BPF_SOCK_OPS_RWND_INIT for a request socket, on the passive side: a
+ *   SYN arrived, the SYN-ACK is not built yet. The flow goes to the backend's handshake map
+ *   (a small LRU of its own, FLOWMARK_HANDSHAKE_ENTRIES: a SYN flood evicts handshakes,
+ *   never flows), which the TC program consults for segments with SYN set only.
  * - the change to ESTABLISHED, on the passive side (and for active connections whose entry
- *   is missing): before the first data segment; the SYN-ACK has left by then, unmarked.
+ *   is missing): before the first data segment; the flow moves from the handshake map to
+ *   the flow map with the SYN-ACK's label.
  * - the change to CLOSE (a refused or timed-out connect, a reset, the end of TIME_WAIT's
  *   full socket) removes an entry this program put, whether or not user space saw the flow.
  * An entry carries FLOWMARK_LABEL_FROM_KERNEL above its 20 label bits; user space keeps it
@@ -63,6 +68,9 @@ const volatile __u64 cgroup_id = 0; /* 0: every cgroup */
 /* The network namespace of the service (its inode number): the tracepoint fires for the
  * sockets of every namespace of the host, and a service reports its own. 0: all. */
 const volatile __u32 netns_ino = 0;
+/* The same namespace by its cookie (SO_NETNS_COOKIE), for the request sockets of the passive
+ * side's handshake: bpf_get_netns_cookie() is what a sock_ops program can read of them. */
+const volatile __u64 netns_cookie = 0;
 
 /* Handshake marking, set by user space when a flowlabel backend lends its map. */
 const volatile __u8 premark = 0;
@@ -81,6 +89,14 @@ struct {
   __type(key, struct flowmark_flow_key);
   __type(value, struct flowmark_flow_value);
 } flows SEC(".maps");
+
+/* The backend's handshake map (flowlabel.h): the SYN-ACKs of the passive side. */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 1);
+  __type(key, struct flowmark_flow_key);
+  __type(value, struct flowmark_flow_value);
+} handshakes SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -184,9 +200,10 @@ static __always_inline __u64 *fill_counter(void) {
 
 /* Puts the socket's flow in the backend's map, unless it is there (an earlier hook, or user
  * space) or its destination is one never marked (counted when `count_skip`: once per
- * connection, though an active one passes here at connect and at ESTABLISHED). */
+ * connection, though an active one passes here at connect and at ESTABLISHED). `passive`:
+ * the change SYN_RECV → ESTABLISHED, whose SYN-ACK may have an entry in the handshake map. */
 static __always_inline void premark_flow(const struct sock *sk, struct flowmark_kev_counters *c,
-                                         int count_skip) {
+                                         int count_skip, int passive) {
   struct flowmark_flow_key key = {};
   if (!flow_key_of(sk, &key)) {
     if (count_skip) c->premark_skipped++;
@@ -200,6 +217,14 @@ static __always_inline void premark_flow(const struct sock *sk, struct flowmark_
       return;
     }
   }
+  /* Passive side: the SYN-ACK's entry gives the label (one label for the whole flow) and
+   * makes room in the handshake map. */
+  struct flowmark_flow_value value = {};
+  struct flowmark_flow_value *hs = passive ? bpf_map_lookup_elem(&handshakes, &key) : NULL;
+  if (hs) {
+    value = *hs;
+    bpf_map_delete_elem(&handshakes, &key);
+  }
   if (bpf_map_lookup_elem(&flows, &key)) return;
   __u64 *fill = fill_counter();
   if (!fill) return;
@@ -207,11 +232,12 @@ static __always_inline void premark_flow(const struct sock *sk, struct flowmark_
     c->premark_full++;
     return;
   }
-  struct flowmark_flow_value value = {};
-  value.label = premark_labels[bpf_get_prandom_u32() & 31] | FLOWMARK_LABEL_FROM_KERNEL;
-  value.experiment = premark_experiment;
-  value.activity = premark_activity;
-  value.ext_header = premark_ext_header;
+  if (!hs) {
+    value.label = premark_labels[bpf_get_prandom_u32() & 31] | FLOWMARK_LABEL_FROM_KERNEL;
+    value.experiment = premark_experiment;
+    value.activity = premark_activity;
+    value.ext_header = premark_ext_header;
+  }
   if (bpf_map_update_elem(&flows, &key, &value, BPF_NOEXIST) == 0) {
     __sync_fetch_and_add(fill, 1);
     c->premarked++;
@@ -232,14 +258,67 @@ static __always_inline void unmark_flow(const struct sock *sk, struct flowmark_k
   }
 }
 
+/* Passive side: a SYN arrived at a listener; `ops` is the request socket that tcp_conn_request()
+ * is filling (not a full socket: ops->sk is NULL, the 4-tuple is read from the context).
+ * BPF_SOCK_OPS_RWND_INIT is called from tcp_openreq_init_rwin(), before the SYN-ACK is built
+ * and sent — with SYN cookies too, where BPF_SOCK_OPS_TIMEOUT_INIT is not. `reply` stays 0:
+ * the kernel's own window. The listener's cgroup is the one the program is attached to (or
+ * below it): the cgroup filter holds by construction. The flow goes to the handshake map,
+ * a bounded LRU of its own, never to `flows`: a SYN is not a connection yet. */
+static __always_inline void handshake_flow(struct bpf_sock_ops *ops) {
+  if (ops->family != FM_AF_INET6) return;
+  if (netns_cookie && bpf_get_netns_cookie(ops) != netns_cookie) return;
+  __u16 lport = (__u16)ops->local_port; /* host order */
+  /* Network order; sock_ops gives it in the upper 16 bits (little-endian hosts), a kernel
+   * that ever changes that to the lower ones is read right too. */
+  __u32 rport = ops->remote_port;
+  __u16 rport_be = (rport & 0xFFFF) ? (__u16)rport : (__u16)(rport >> 16);
+  if (filter_ports && !port_wanted(lport) && !port_wanted(__builtin_bswap16(rport_be))) return;
+  struct flowmark_flow_key key = {};
+  __u32 *src = (__u32 *)key.src_addr, *dst = (__u32 *)key.dst_addr;
+  src[0] = ops->local_ip6[0];
+  src[1] = ops->local_ip6[1];
+  src[2] = ops->local_ip6[2];
+  src[3] = ops->local_ip6[3];
+  dst[0] = ops->remote_ip6[0];
+  dst[1] = ops->remote_ip6[1];
+  dst[2] = ops->remote_ip6[2];
+  dst[3] = ops->remote_ip6[3];
+  /* ::ffff:a.b.c.d: IPv4 on the wire, no label. */
+  if (dst[0] == 0 && dst[1] == 0 && dst[2] == __builtin_bswap32(0xFFFF)) return;
+  if (premark_skip_nets) {
+    struct flowmark_kev_net_key net = {.prefixlen = 128};
+    __builtin_memcpy(net.addr, key.dst_addr, 16);
+    if (bpf_map_lookup_elem(&skip_nets, &net)) return;
+  }
+  key.src_port = __builtin_bswap16(lport);
+  key.dst_port = rport_be;
+  key.protocol = FM_IPPROTO_TCP;
+  struct flowmark_flow_value value = {};
+  value.label = premark_labels[bpf_get_prandom_u32() & 31] | FLOWMARK_LABEL_FROM_KERNEL;
+  value.experiment = premark_experiment;
+  value.activity = premark_activity;
+  value.ext_header = premark_ext_header;
+  if (bpf_map_update_elem(&handshakes, &key, &value, BPF_ANY) == 0) {
+    struct flowmark_kev_counters *c = counters();
+    if (c) c->handshake_marked++;
+  }
+}
+
 /* Active side: a cgroup sock_ops program (attached to the configured cgroup, or the root of
  * the cgroup v2 hierarchy). BPF_SOCK_OPS_TCP_CONNECT_CB is called at the start of
  * tcp_connect(), before it builds and sends the SYN; the address and port are chosen by then.
  * The socket is reached as a BTF pointer (bpf_skc_to_tcp_sock) so that the same filters
- * (namespace, ports, cgroup) and key apply as on the tracepoint. Returns 1 (sock_ops: "ok"). */
+ * (namespace, ports, cgroup) and key apply as on the tracepoint. The passive side's request
+ * sockets go to handshake_flow(). Returns 1 (sock_ops: "ok"). */
 SEC("sockops")
 int flowmark_tcp_connect(struct bpf_sock_ops *ops) {
-  if (!premark || ops->op != BPF_SOCK_OPS_TCP_CONNECT_CB) return 1;
+  if (!premark) return 1;
+  if (ops->op == BPF_SOCK_OPS_RWND_INIT && !ops->is_fullsock) {
+    handshake_flow(ops);
+    return 1;
+  }
+  if (ops->op != BPF_SOCK_OPS_TCP_CONNECT_CB) return 1;
   struct bpf_sock *bs = ops->sk;
   if (!bs) return 1;
   struct tcp_sock *tp = bpf_skc_to_tcp_sock(bs);
@@ -247,7 +326,7 @@ int flowmark_tcp_connect(struct bpf_sock_ops *ops) {
   const struct sock *sk = (const struct sock *)tp;
   struct flowmark_kev_counters *c = counters();
   if (!c || !wanted(sk, c, 0)) return 1;
-  premark_flow(sk, c, 1);
+  premark_flow(sk, c, 1, 0);
   return 1;
 }
 
@@ -273,7 +352,8 @@ int BPF_PROG(flowmark_tcp_state, struct sock *sk, int oldstate, int newstate) {
       (!netns_ino || BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) == netns_ino))
     unmark_flow(sk, c);
   if (!kind || !wanted(sk, c, 1)) return 0;
-  if (premark && kind == FLOWMARK_KEV_START) premark_flow(sk, c, oldstate != FM_TCP_SYN_SENT);
+  if (premark && kind == FLOWMARK_KEV_START)
+    premark_flow(sk, c, oldstate != FM_TCP_SYN_SENT, oldstate != FM_TCP_SYN_SENT);
 
   struct flowmark_kevent *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
   if (!e) {

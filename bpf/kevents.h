@@ -42,10 +42,12 @@ struct flowmark_kev_counters {
   __u64 skipped_family; /* neither IPv4 nor IPv6 */
   __u64 skipped_netns;  /* sockets of another network namespace */
   /* Handshake marking (the flowlabel backend's map filled from the kernel): */
-  __u64 premarked;       /* flows put in the map before their first packet */
-  __u64 premark_full;    /* not put: the map was at its capacity */
-  __u64 premark_skipped; /* not put: destination internal, private, or not IPv6 */
-  __u64 premark_removed; /* entries of ours removed when their socket closed */
+  __u64 premarked;        /* flows put in the map before their first packet */
+  __u64 premark_full;     /* not put: the map was at its capacity */
+  __u64 premark_skipped;  /* not put: destination internal, private, or not IPv6 */
+  __u64 premark_removed;  /* entries of ours removed when their socket closed */
+  __u64 handshake_marked; /* passive side: a SYN received, its flow put in the handshake map
+                           * before the SYN-ACK left (flowlabel.h) */
 };
 
 /* The destinations never marked from the kernel (internal_networks, and with skip_private

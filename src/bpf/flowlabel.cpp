@@ -28,7 +28,7 @@ static_assert(sizeof(flowmark_flow_key) == 40);
 static_assert(offsetof(flowmark_flow_key, src_port) == 32);
 static_assert(offsetof(flowmark_flow_key, protocol) == 36);
 static_assert(sizeof(flowmark_flow_value) == 8);
-static_assert(sizeof(flowmark_counters) == 72);
+static_assert(sizeof(flowmark_counters) == 80);
 static_assert(sizeof(flowmark_rule_key) == 20);
 static_assert(sizeof(flowmark_rule_slot) == 12);
 static_assert(sizeof(flowmark_rule_value) == 8 + 12 * FLOWMARK_RULE_SLOTS);
@@ -492,7 +492,8 @@ std::size_t FlowLabelMarker::fill() const noexcept {
   return static_cast<std::size_t>(impl_->fill().load(std::memory_order_relaxed));
 }
 SharedFlowMap FlowLabelMarker::shared_map() const noexcept {
-  return {impl_->flows_fd, impl_->fill_fd.get(), impl_->stats.capacity};
+  return {impl_->flows_fd, impl_->fill_fd.get(), impl_->stats.capacity,
+          bpf_map__fd(impl_->skel->maps.handshakes)};
 }
 int FlowLabelMarker::program_fd() const noexcept { return impl_->prog_fd; }
 std::uint32_t FlowLabelMarker::program_id() const noexcept { return impl_->prog_id; }

@@ -3,6 +3,7 @@
 #include "flowmark/bpf/kernel_events.hpp"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -26,11 +27,15 @@
 #include "kevents_bpf.skel.h"
 #include "loader_common.hpp"
 
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71  // Linux >= 5.14
+#endif
+
 static_assert(sizeof(flowmark_kevent) == 80);
 static_assert(offsetof(flowmark_kevent, saddr) == 32);
 static_assert(offsetof(flowmark_kevent, sport) == 64);
 static_assert(offsetof(flowmark_kevent, kind) == 70);
-static_assert(sizeof(flowmark_kev_counters) == 88);
+static_assert(sizeof(flowmark_kev_counters) == 96);
 static_assert(sizeof(flowmark_kev_net_key) == 20);
 
 namespace flowmark::bpf {
@@ -184,6 +189,13 @@ Result<TcpStateWatcher> TcpStateWatcher::open(const TcpStateFilter& filter, Hand
     if (::stat("/proc/self/ns/net", &ns) != 0)
       return tracer_fail("cannot read this process's network namespace", errno);
     ro->netns_ino = static_cast<std::uint32_t>(ns.st_ino);
+    // The namespace's cookie, for the request sockets of the passive side (sock_ops).
+    UniqueFd probe(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    std::uint64_t cookie = 0;
+    socklen_t len = sizeof(cookie);
+    if (!probe || ::getsockopt(probe.get(), SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0)
+      return tracer_fail("cannot read this network namespace's cookie", errno);
+    ro->netns_cookie = cookie;
   }
   if (int r = bpf_map__set_max_entries(impl->skel->maps.events,
                                        static_cast<std::uint32_t>(filter.ring_bytes));
@@ -195,6 +207,10 @@ Result<TcpStateWatcher> TcpStateWatcher::open(const TcpStateFilter& filter, Hand
       return tracer_fail("cannot share the flow-label marker's map", r);
     if (int r = bpf_map__reuse_fd(impl->skel->maps.flows_fill, p->map.fill_fd); r < 0)
       return tracer_fail("cannot share the flow-label marker's fill counter", r);
+    if (p->map.handshakes_fd >= 0) {
+      if (int r = bpf_map__reuse_fd(impl->skel->maps.handshakes, p->map.handshakes_fd); r < 0)
+        return tracer_fail("cannot share the flow-label marker's handshake map", r);
+    }
     ro->premark = 1;
     ro->premark_capacity = p->map.capacity;
     for (std::size_t i = 0; i < p->labels.size(); ++i)
@@ -292,6 +308,7 @@ Result<TcpStateCounters> TcpStateWatcher::counters() const {
     c.premark_full += p.premark_full;
     c.premark_skipped += p.premark_skipped;
     c.premark_removed += p.premark_removed;
+    c.handshake_marked += p.handshake_marked;
   }
   return c;
 }

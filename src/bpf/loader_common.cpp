@@ -255,6 +255,7 @@ Result<Counters> read_counters(int counters_map_fd) {
   for (const auto& p : per_cpu) {
     c.marked += p.marked;
     c.marked_rule += p.marked_rule;
+    c.marked_handshake += p.marked_handshake;
     c.not_in_map += p.not_in_map;
     c.not_ipv6 += p.not_ipv6;
     c.parse_error += p.parse_error;

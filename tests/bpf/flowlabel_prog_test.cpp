@@ -11,6 +11,9 @@
 #include <optional>
 #include <set>
 
+#include <bpf/bpf.h>
+
+#include "flowlabel.h"
 #include "flowmark/bpf/flowlabel.hpp"
 #include "flowmark/scitags/flow_label.hpp"
 #include "frames.hpp"
@@ -552,6 +555,58 @@ TEST_F(FlowLabelProg, BothHeadersInsertedLabelKept) {
   EXPECT_EQ(c.ext_added, 2u);
   EXPECT_EQ(c.marked, 1u);
   EXPECT_EQ(c.marked_rule, 1u);
+}
+
+// The handshake map (what the kernel-events program fills when a SYN arrives): consulted for
+// a TCP segment with SYN set whose flow has no entry; a flow entry wins; other segments of
+// the flow are not marked by it; an LRU of its own, bounded.
+TEST_F(FlowLabelProg, HandshakeMapMarksSynAcksOnly) {
+  FrameSpec s;
+  s.tcp_flags = 0x12;  // SYN-ACK
+  s.src_port = 5004;
+  s.dst_port = 40100;
+  const std::uint32_t l = label(4, 3, 7);
+  flowmark_flow_key key{};
+  std::memcpy(key.src_addr, s.src, 16);
+  std::memcpy(key.dst_addr, s.dst, 16);
+  key.src_port = htons(s.src_port);
+  key.dst_port = htons(s.dst_port);
+  key.protocol = IPPROTO_TCP;
+  flowmark_flow_value value{l | FLOWMARK_LABEL_FROM_KERNEL, 4, 3, 0};
+  const int hs = marker().shared_map().handshakes_fd;
+  ASSERT_GE(hs, 0);
+  EXPECT_EQ(test::ip6_word(run(test::ipv6_frame(s)), 14) & 0xFFFFF, 0u) << "no entry yet";
+  ASSERT_EQ(bpf_map_update_elem(hs, &key, &value, BPF_ANY), 0);
+  EXPECT_EQ(test::ip6_word(run(test::ipv6_frame(s)), 14) & 0xFFFFF, l);
+  FrameSpec data = s;
+  data.tcp_flags = 0x18;  // the same flow's data: not the handshake map's to mark
+  EXPECT_EQ(test::ip6_word(run(test::ipv6_frame(data)), 14) & 0xFFFFF, 0u);
+  FrameSpec udp = s;
+  udp.protocol = IPPROTO_UDP;
+  EXPECT_EQ(test::ip6_word(run(test::ipv6_frame(udp)), 14) & 0xFFFFF, 0u);
+  // A flow entry wins.
+  const std::uint32_t other = label(2, 9, 1);
+  ASSERT_TRUE(marker().set(tuple_of(s), other));
+  EXPECT_EQ(test::ip6_word(run(test::ipv6_frame(s)), 14) & 0xFFFFF, other);
+  const auto c = counters();
+  EXPECT_EQ(c.marked_handshake, 1u);
+  EXPECT_EQ(c.marked, 1u);
+  EXPECT_EQ(c.not_in_map, 3u);
+  // Bounded: an LRU of FLOWMARK_HANDSHAKE_ENTRIES; twice as many inserts all succeed, the
+  // flow map's fill does not move.
+  for (std::uint32_t i = 0; i < 2 * FLOWMARK_HANDSHAKE_ENTRIES; ++i) {
+    key.dst_port = htons(static_cast<std::uint16_t>(i));
+    key.dst_addr[15] = static_cast<std::uint8_t>(i >> 16) + 3;
+    ASSERT_EQ(bpf_map_update_elem(hs, &key, &value, BPF_ANY), 0) << i;
+  }
+  std::uint32_t n = 0;
+  flowmark_flow_key k{}, next{};
+  for (void* prev = nullptr; bpf_map_get_next_key(hs, prev, &next) == 0; prev = &k) {
+    k = next;
+    ++n;
+  }
+  EXPECT_LE(n, FLOWMARK_HANDSHAKE_ENTRIES);
+  EXPECT_EQ(marker().fill(), 1u);
 }
 
 TEST(FlowLabelHooks, InterfacesWithGlobalIpv6) {

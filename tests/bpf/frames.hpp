@@ -34,6 +34,7 @@ struct FrameSpec {
   std::uint16_t src_port = 40000;
   std::uint16_t dst_port = 443;
   std::size_t payload = 32;
+  std::uint8_t tcp_flags = 0x18;  // PSH ACK; 0x12 a SYN-ACK
 };
 
 // Offset of the IPv6 header in a frame built from `s`.
@@ -92,7 +93,7 @@ inline Bytes ipv6_frame(const FrameSpec& s) {
   if (s.protocol == IPPROTO_TCP) {
     b.insert(b.end(), 8, 0);  // sequence, acknowledgement
     b.push_back(5 << 4);      // data offset
-    b.push_back(0x18);        // PSH ACK
+    b.push_back(s.tcp_flags);
     put16(b, 65535);
     put16(b, 0);  // checksum (not checked by the program)
     put16(b, 0);

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <bpf/bpf.h>
 #include <gtest/gtest.h>
 
 #include <cerrno>
@@ -304,7 +305,8 @@ TEST(KernelEvents, CgroupMustBeACgroupV2Directory) {
 
 // Handshake marking, the library's side: the TCP state program fills a FlowLabelMarker's map
 // (shared fds, not attached to an interface) from the kernel — the connecting side at
-// tcp_connect(), the accepting side at ESTABLISHED — keeps to the shared capacity, and
+// tcp_connect(), the accepting side in the handshake map when the SYN arrives, moved to the
+// flow map at ESTABLISHED with the same label — keeps to the shared capacity, and
 // removes its entries at CLOSE, a refused connect's included.
 TEST(KernelEvents, HandshakeMarkingFillsTheMarkersMapFromTheKernel) {
   auto marker = bpf::FlowLabelMarker::load({.capacity = 2});
@@ -351,6 +353,14 @@ TEST(KernelEvents, HandshakeMarkingFillsTheMarkersMapFromTheKernel) {
   ASSERT_TRUE(out && back);
   EXPECT_EQ(*out & ~0x1Fu, 0x12300u);  // one of the labels given, the kernel's bit hidden
   EXPECT_EQ(*back & ~0x1Fu, 0x12300u);
+  {
+    auto hc = w->counters();
+    ASSERT_TRUE(hc);
+    EXPECT_EQ(hc->handshake_marked, 1u);  // the accepting side's SYN-ACK, in the handshake map
+    // ... and moved out of it at ESTABLISHED.
+    std::uint8_t key[40];
+    EXPECT_NE(bpf_map_get_next_key(marker->shared_map().handshakes_fd, nullptr, key), 0);
+  }
 
   // At capacity: the kernel refuses a new flow, and so does user space.
   refused_connect();

@@ -22,7 +22,9 @@ clsact qdisc with an egress filter of its own (tests/bpf/site_filter.bpf.c: hop 
   A to B carries the label from its SYN on (the kernel put the flow in the map before the
   SYN left), one label for the whole flow; a refused connection's SYN is labelled and its
   map entry is gone once connect() fails; a connection from B to A (passive side): the
-  SYN-ACK leaves unmarked, A's first data segment is labelled.
+  SYN-ACK carries the label (the handshake map), and the data the same; 20,000 SYNs from B
+  to a listener of A overrun the handshake map but leave an established flow's entry (and
+  its label) alone, and a real connection's SYN-ACK after the flood is marked.
 
 Needs root (namespaces, BPF); skips with the reason when the kernel refuses BPF.
 """
@@ -451,6 +453,8 @@ class TestKernelEvents(BpfServiceTestCase):
         self.assertEqual(self.stop_daemon(d), 0, d.describe())
         hs = "flowmark_kernel_events_handshake_total{source=kernel,outcome=%s}"
         self.assertEqual(d.counters.get(hs % "marked"), 1, d.counters)
+        # B's listener answered the SYN in another namespace: not this service's handshake.
+        self.assertEqual(d.counters.get(hs % "syn_ack", 0), 0, d.counters)
         self.assertEqual(d.counters.get("flowmark_flowlabel_flows_inserted_total{backend=label}",
                                         0), 0, "user space inserted the flow again")
         self.assertNoHookLeft()
@@ -480,13 +484,15 @@ class TestKernelEvents(BpfServiceTestCase):
                           "a refused connection was announced")
         self.assertNoHookLeft()
 
-    def test_passive_side_marked_from_its_first_data(self):
-        """A accepts a connection from B: the SYN-ACK leaves before the kernel knows the
-        flow (unmarked), the first data segment carries the label."""
+    def test_passive_side_marked_from_its_syn_ack(self):
+        """A accepts a connection from B: the kernel puts the flow in the handshake map when
+        the SYN arrives (sock_ops, request socket), so the SYN-ACK carries the label; the
+        flow moves to the flow map at ESTABLISHED with the same label."""
         d = self.start_daemon({
             "source": {"kernel": {"type": "kernel-events", "ports": ["5004"],
                                   "skip_private": False, "experiment": 4, "activity": 3}},
             "backend": {"label": {"type": "flowlabel", "interfaces": [IFACE]}}}, nsenter=True)
+        self.assertTrue(d.wait_err(r"SYN-ACK \(passive side\)", timeout=5))
         srv = in_netns(SITE.ns["A"], lambda: socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
         self.addCleanup(srv.close)
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -504,11 +510,75 @@ class TestKernelEvents(BpfServiceTestCase):
                 got += len(cli.recv(65536))
             pk = READER.take(5004, 4)
         self.assertEqual(pk[0][5] & 0x12, 0x12, f"the first packet is not the SYN-ACK: {pk[0]}")
-        self.assertEqual(pk[0][3], 0, "the SYN-ACK was marked (the test expects it unmarked)")
-        self.assertMarked(pk[1:], 4, 3)
+        self.assertNotEqual(pk[0][3], 0, "the SYN-ACK left unmarked")
+        self.assertMarked(pk, 4, 3)  # SYN-ACK and data: one label
         cli.close()
         self.wait_fill(0)
         self.assertEqual(self.stop_daemon(d), 0, d.describe())
+        hs = "flowmark_kernel_events_handshake_total{source=kernel,outcome=%s}"
+        self.assertEqual(d.counters.get(hs % "syn_ack"), 1, d.counters)
+        self.assertEqual(d.counters.get(hs % "marked"), 1, d.counters)
+        self.assertGreaterEqual(d.counters.get(
+            "flowmark_flowlabel_packets_total{backend=label,outcome=marked_handshake}", 0), 1,
+            d.counters)
+        self.assertNoHookLeft()
+
+    def test_syn_flood_does_not_evict_flows(self):
+        """20,000 SYNs from B to a listener of A (raw packets, one source port each): every
+        SYN-ACK goes through the handshake map (8,192 entries, an LRU of its own), which the
+        flood overruns; the flow map's entry of an established connection stays, its packets
+        keep their label, and a real connection after the flood has its SYN-ACK marked."""
+        d = self.start_daemon({
+            "source": {"kernel": {"type": "kernel-events", "ports": ["5002", "5006"],
+                                  "skip_private": False, "experiment": 4, "activity": 3}},
+            "backend": {"label": {"type": "flowlabel", "interfaces": [IFACE]}}}, nsenter=True)
+        self.assertTrue(d.wait_err(r"SYN-ACK \(passive side\)", timeout=5))
+        tcp = 41061
+        conn = self.tcp_connect(tcp)
+        self.addCleanup(conn.close)
+        self.wait_fill(1)
+        self.tcp_send(conn, 3)
+        before = self.assertMarked(READER.take(tcp, 4), 4, 3)
+        srv = in_netns(SITE.ns["A"], lambda: socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
+        self.addCleanup(srv.close)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((self.A6, 5006))
+        srv.listen(128)
+        raw = in_netns(SITE.ns["B"], lambda: socket.socket(socket.AF_INET6, socket.SOCK_RAW,
+                                                           socket.IPPROTO_TCP))
+        with raw:
+            raw.setsockopt(socket.IPPROTO_IPV6, getattr(socket, "IPV6_CHECKSUM", 7), 16)
+            floods = 20000
+            for i in range(floods):
+                syn = struct.pack("!HHIIBBHHH", 20000 + i, 5006, i * 7919, 0, 5 << 4, 0x02,
+                                  64240, 0, 0)
+                raw.sendto(syn, (self.A6, 0))
+        # The SYN-ACKs of the flood (B's kernel answers each with a reset).
+        flood = READER.take(5006, 1000)
+        marked = sum(1 for p in flood if p[5] & 0x12 == 0x12 and p[3] != 0)
+        # The established flow: still in the map (fill 1), same label on the wire.
+        self.assertEqual(self.fill(), 1)
+        self.tcp_send(conn, 3)
+        self.assertEqual(self.assertMarked(READER.take(tcp, 3), 4, 3), before)
+        # A real connection after the flood: its SYN-ACK is marked (the LRU keeps the newest).
+        cli = in_netns(SITE.ns["B"], lambda: socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
+        self.addCleanup(cli.close)
+        cli.connect((self.A6, 5006))
+        cport = cli.getsockname()[1]
+        acc, _ = srv.accept()
+        acc.close()
+        mine = [p for p in READER.take(5006, 1) if p[2] == cport]
+        self.assertTrue(mine and mine[0][5] & 0x12 == 0x12, f"no SYN-ACK to {cport}: {mine}")
+        self.assertNotEqual(mine[0][3], 0, "the SYN-ACK after the flood left unmarked")
+        conn.close()
+        self.assertEqual(self.stop_daemon(d), 0, d.describe())
+        hs = "flowmark_kernel_events_handshake_total{source=kernel,outcome=%s}"
+        syn_acks = d.counters.get(hs % "syn_ack", 0)
+        print(f"\n  SYN flood: {floods} SYNs sent, {syn_acks} SYN-ACKs put in the handshake "
+              f"map, {len(flood)} SYN-ACKs seen in B, {marked} of them labelled",
+              file=sys.stderr)
+        self.assertGreater(syn_acks, 8192, "the flood did not overrun the handshake map")
+        self.assertEqual(d.counters.get(hs % "full", 0), 0, d.counters)
         self.assertNoHookLeft()
 
 if __name__ == "__main__":

@@ -61,12 +61,13 @@ struct FlowTuple {
 
 // Per-packet outcomes counted by the program, summed over the CPUs.
 struct Counters {
-  std::uint64_t marked = 0;       // marked by its flow entry
-  std::uint64_t marked_rule = 0;  // no flow entry, marked by a rule (set_rules)
-  std::uint64_t not_in_map = 0;   // IPv6 TCP/UDP of a flow not in the map, no rule
-  std::uint64_t not_ipv6 = 0;     // IPv4, ARP, ...
-  std::uint64_t parse_error = 0;  // truncated or malformed headers
-  std::uint64_t not_tcp_udp = 0;  // ICMPv6 and other protocols, non-first fragments
+  std::uint64_t marked = 0;            // marked by its flow entry
+  std::uint64_t marked_rule = 0;       // no flow entry, marked by a rule (set_rules)
+  std::uint64_t marked_handshake = 0;  // a SYN-ACK marked by its handshake entry
+  std::uint64_t not_in_map = 0;        // IPv6 TCP/UDP of a flow not in the map, no rule
+  std::uint64_t not_ipv6 = 0;          // IPv4, ARP, ...
+  std::uint64_t parse_error = 0;       // truncated or malformed headers
+  std::uint64_t not_tcp_udp = 0;       // ICMPv6 and other protocols, non-first fragments
   // The extension-header option, for flows that ask for it (Mark::ext_header):
   std::uint64_t ext_added = 0;    // inserted
   std::uint64_t ext_too_big = 0;  // not inserted: would exceed the device MTU
@@ -131,10 +132,13 @@ enum class SetOutcome { kInserted, kReplaced };
 // the kernel-events program puts connections in it before their first packet. The fds stay
 // the marker's. `fill_fd`: a one-entry BPF array (BPF_F_MMAPABLE) holding the count of
 // entries, which both writers keep and hold to `capacity`.
+// `handshakes_fd`: the map of the passive side's SYN-ACKs (FLOWMARK_HANDSHAKE_ENTRIES, an LRU
+// of its own: a SYN flood evicts handshakes, never flows).
 struct SharedFlowMap {
   int flows_fd = -1;
   int fill_fd = -1;
   std::size_t capacity = 0;
+  int handshakes_fd = -1;
 };
 
 struct MarkerOptions {

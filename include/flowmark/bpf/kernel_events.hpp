@@ -55,9 +55,10 @@ struct TcpStateFilter {
 
   // Handshake marking: the connections the filter selects are put into a flow-label
   // marker's map from the kernel — at tcp_connect() on the active side (a cgroup sock_ops
-  // program on `cgroup`, or on the cgroup v2 root: before the SYN leaves), at ESTABLISHED
-  // on the passive side (before the first data; the SYN-ACK has left) — and removed when
-  // their socket closes unless user space erased them first.
+  // program on `cgroup`, or on the cgroup v2 root: before the SYN leaves); on the passive
+  // side into the marker's handshake map when the SYN arrives (the same program, on the
+  // request socket: before the SYN-ACK leaves), moved to the flow map at ESTABLISHED — and
+  // removed when their socket closes unless user space erased them first.
   struct Premark {
     SharedFlowMap map;                        // FlowLabelMarker::shared_map()
     std::array<std::uint32_t, 32> labels{};   // the label for each of the 32 entropy values
@@ -78,10 +79,11 @@ struct TcpStateCounters {
   std::uint64_t skipped_cgroup = 0;
   std::uint64_t skipped_family = 0;
   std::uint64_t skipped_netns = 0;
-  std::uint64_t premarked = 0;        // flows put in the marker's map before a packet left
-  std::uint64_t premark_full = 0;     // not put: the map was at its capacity
-  std::uint64_t premark_skipped = 0;  // not put: internal / non-global destination, IPv4
-  std::uint64_t premark_removed = 0;  // entries of ours removed at CLOSE (refused, reset...)
+  std::uint64_t premarked = 0;         // flows put in the marker's map before a packet left
+  std::uint64_t premark_full = 0;      // not put: the map was at its capacity
+  std::uint64_t premark_skipped = 0;   // not put: internal / non-global destination, IPv4
+  std::uint64_t premark_removed = 0;   // entries of ours removed at CLOSE (refused, reset...)
+  std::uint64_t handshake_marked = 0;  // passive side: SYN-ACKs put in the handshake map
 };
 
 class TcpStateWatcher {

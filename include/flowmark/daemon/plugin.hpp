@@ -80,6 +80,7 @@ struct LentFlowMap {
   UniqueFd fill;        // its one-entry fill counter, kept by every writer
   std::size_t capacity = 0;
   std::uint8_t ext_header = 0;  // the backend's bpf::ExtHeader, for the entries it did not put
+  UniqueFd handshakes;          // the LRU hash of the passive side's SYN-ACKs (bpf/flowlabel.h)
 };
 
 // Where backends offer their flow map and sources take it, whatever order they start in
@@ -88,10 +89,15 @@ class FlowMapShelf {
  public:
   // Keeps duplicates of the fds until withdraw(): the lender may close its own.
   void offer(std::string backend, int flows_fd, int fill_fd, std::size_t capacity,
-             std::uint8_t ext_header) {
-    LentFlowMap m{std::move(backend), UniqueFd(::fcntl(flows_fd, F_DUPFD_CLOEXEC, 0)),
-                  UniqueFd(::fcntl(fill_fd, F_DUPFD_CLOEXEC, 0)), capacity, ext_header};
-    if (!m.flows || !m.fill) return;  // out of fds: nothing lent, the handshake stays unmarked
+             std::uint8_t ext_header, int handshakes_fd) {
+    LentFlowMap m{std::move(backend),
+                  UniqueFd(::fcntl(flows_fd, F_DUPFD_CLOEXEC, 0)),
+                  UniqueFd(::fcntl(fill_fd, F_DUPFD_CLOEXEC, 0)),
+                  capacity,
+                  ext_header,
+                  UniqueFd(::fcntl(handshakes_fd, F_DUPFD_CLOEXEC, 0))};
+    if (!m.flows || !m.fill || !m.handshakes)
+      return;  // out of fds: nothing lent, the handshake stays unmarked
     std::lock_guard lock(mu_);
     maps_.push_back(std::move(m));
     std::sort(maps_.begin(), maps_.end(),
@@ -106,9 +112,13 @@ class FlowMapShelf {
     std::lock_guard lock(mu_);
     if (maps_.empty()) return std::nullopt;
     const auto& m = maps_.front();
-    LentFlowMap out{m.backend, UniqueFd(::fcntl(m.flows.get(), F_DUPFD_CLOEXEC, 0)),
-                    UniqueFd(::fcntl(m.fill.get(), F_DUPFD_CLOEXEC, 0)), m.capacity, m.ext_header};
-    if (!out.flows || !out.fill) return std::nullopt;
+    LentFlowMap out{m.backend,
+                    UniqueFd(::fcntl(m.flows.get(), F_DUPFD_CLOEXEC, 0)),
+                    UniqueFd(::fcntl(m.fill.get(), F_DUPFD_CLOEXEC, 0)),
+                    m.capacity,
+                    m.ext_header,
+                    UniqueFd(::fcntl(m.handshakes.get(), F_DUPFD_CLOEXEC, 0))};
+    if (!out.flows || !out.fill || !out.handshakes) return std::nullopt;
     return out;
   }
   std::size_t size() const {

@@ -28,9 +28,9 @@ TEST(FlowMapShelf, LendsDuplicatesOfTheFirstBackendsMapUntilWithdrawn) {
   FlowMapShelf shelf;
   EXPECT_FALSE(shelf.take());
   {
-    Pipe z, a;
-    shelf.offer("z", z.fd[0], z.fd[1], 10, 0);
-    shelf.offer("a", a.fd[0], a.fd[1], 20, 1);
+    Pipe z, a, hs;
+    shelf.offer("z", z.fd[0], z.fd[1], 10, 0, hs.fd[0]);
+    shelf.offer("a", a.fd[0], a.fd[1], 20, 1, hs.fd[1]);
   }  // the lenders closed their fds: the shelf's copies stay open
   EXPECT_EQ(shelf.size(), 2u);
   auto m = shelf.take();
@@ -38,7 +38,7 @@ TEST(FlowMapShelf, LendsDuplicatesOfTheFirstBackendsMapUntilWithdrawn) {
   EXPECT_EQ(m->backend, "a");  // the first by name, whatever the order of the offers
   EXPECT_EQ(m->capacity, 20u);
   EXPECT_EQ(m->ext_header, 1);
-  ASSERT_TRUE(m->flows && m->fill);
+  ASSERT_TRUE(m->flows && m->fill && m->handshakes);
   EXPECT_GE(::fcntl(m->flows.get(), F_GETFD), 0);
   auto again = shelf.take();  // each taker gets fds of its own
   ASSERT_TRUE(again);

@@ -50,6 +50,7 @@ class FlowLabelBackend final : public Backend {
     };
     marked_ = k("marked");
     marked_rule_ = k("marked_rule");
+    marked_handshake_ = k("marked_handshake");
     not_in_map_ = k("not_in_map");
     not_ipv6_ = k("not_ipv6");
     parse_error_ = k("parse_error");
@@ -113,7 +114,7 @@ class FlowLabelBackend final : public Backend {
     if (shelf_) {
       const auto shared = marker_->shared_map();
       shelf_->offer(name_, shared.flows_fd, shared.fill_fd, shared.capacity,
-                    bpf::ext_header_byte(o_.ext, o_.write_label));
+                    bpf::ext_header_byte(o_.ext, o_.write_label), shared.handshakes_fd);
     }
     return {};
   }
@@ -177,6 +178,7 @@ class FlowLabelBackend final : public Backend {
     if (auto c = marker_->counters()) {
       marked_->store(c->marked, std::memory_order_relaxed);
       marked_rule_->store(c->marked_rule, std::memory_order_relaxed);
+      marked_handshake_->store(c->marked_handshake, std::memory_order_relaxed);
       not_in_map_->store(c->not_in_map, std::memory_order_relaxed);
       not_ipv6_->store(c->not_ipv6, std::memory_order_relaxed);
       parse_error_->store(c->parse_error, std::memory_order_relaxed);
@@ -252,9 +254,9 @@ class FlowLabelBackend final : public Backend {
   LinkWatch watch_;
   std::chrono::steady_clock::time_point next_rescan_{};
   std::set<std::string> refused_;
-  std::atomic<std::uint64_t>*marked_, *marked_rule_, *not_in_map_, *not_ipv6_, *parse_error_,
-      *not_tcp_udp_, *inserted_, *erased_, *full_, *errors_, *skipped_v4_, *fill_, *interfaces_,
-      *hooked_, *released_;
+  std::atomic<std::uint64_t>*marked_, *marked_rule_, *marked_handshake_, *not_in_map_, *not_ipv6_,
+      *parse_error_, *not_tcp_udp_, *inserted_, *erased_, *full_, *errors_, *skipped_v4_, *fill_,
+      *interfaces_, *hooked_, *released_;
   // One failure a second on stderr, with the count of those not shown.
   LogLimiter log_{1, std::chrono::seconds(1), LogLimiter::Report::kSuffix};
 };

@@ -46,6 +46,7 @@ struct KernelEventsSource::Metrics {
   std::atomic<std::uint64_t>& premark_full;
   std::atomic<std::uint64_t>& premark_skipped;
   std::atomic<std::uint64_t>& premark_removed;
+  std::atomic<std::uint64_t>& handshake_marked;
 
   static Metrics make(Counters& c, const std::string& name) {
     const Labels src{{"source", name}};
@@ -63,7 +64,8 @@ struct KernelEventsSource::Metrics {
     constexpr std::string_view kHandshakeHelp =
         "Connections put in the flowlabel backend's map by the kernel before their first "
         "packet (marked), refused (full: map at capacity; skipped: internal, non-global or "
-        "IPv4 destination), and entries removed by the kernel when the socket closed";
+        "IPv4 destination), entries removed by the kernel when the socket closed, and "
+        "SYNs received whose SYN-ACK was put in the handshake map (syn_ack)";
     return Metrics{
         c.counter(kEvents, with("state", "start"), kEventsHelp),
         c.counter(kEvents, with("state", "end"), kEventsHelp),
@@ -78,6 +80,7 @@ struct KernelEventsSource::Metrics {
         c.counter(kHandshake, with("outcome", "full"), kHandshakeHelp),
         c.counter(kHandshake, with("outcome", "skipped"), kHandshakeHelp),
         c.counter(kHandshake, with("outcome", "removed"), kHandshakeHelp),
+        c.counter(kHandshake, with("outcome", "syn_ack"), kHandshakeHelp),
     };
   }
 };
@@ -102,7 +105,7 @@ std::optional<bpf::TcpStateFilter::Premark> KernelEventsSource::premark_of(LentF
     return std::nullopt;
   }
   bpf::TcpStateFilter::Premark p;
-  p.map = {map.flows.get(), map.fill.get(), map.capacity};
+  p.map = {map.flows.get(), map.fill.get(), map.capacity, map.handshakes.get()};
   for (std::uint32_t e = 0; e < p.labels.size(); ++e) {
     auto label = scitags::encode_flow_label(tag.experiment, tag.activity, e);
     if (!label) {
@@ -169,8 +172,7 @@ Result<void> KernelEventsSource::start(EventLoop& loop, FlowSink& sink) {
         "[source.{}] IPv6 connections marked by backend {} from their {} (the kernel "
         "puts them in its map)",
         name_, lent->backend,
-        watcher_->premarking_syn() ? "SYN (active side; first data on the passive side)"
-                                   : "first data");
+        watcher_->premarking_syn() ? "SYN (active side) and SYN-ACK (passive side)" : "first data");
   }
   return {};
 }
@@ -261,6 +263,7 @@ void KernelEventsSource::publish() noexcept {
   add(metrics_->premark_full, c->premark_full, published_.premark_full);
   add(metrics_->premark_skipped, c->premark_skipped, published_.premark_skipped);
   add(metrics_->premark_removed, c->premark_removed, published_.premark_removed);
+  add(metrics_->handshake_marked, c->handshake_marked, published_.handshake_marked);
 }
 
 }  // namespace flowmark::daemon::kernel_events
