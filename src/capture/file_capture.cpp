@@ -131,6 +131,10 @@ class MappedFileCapture final : public Capture {
   // The mapping lives as long as the capture (pages given back behind the reader are read
   // again from the file when touched: MAP_PRIVATE, never written).
   bool frames_outlive_batch() const noexcept override { return true; }
+  const CaptureParser* parser_to_split() const noexcept override {
+    return filter_.empty() && !parser_.pcapng() ? &parser_ : nullptr;
+  }
+  bool stopping() const noexcept override { return stop_.load(std::memory_order_relaxed); }
 
  private:
   void release_behind() noexcept {
