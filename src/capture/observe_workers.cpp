@@ -117,6 +117,7 @@ std::size_t chunk_bytes() noexcept {
   return static_cast<std::size_t>(b);
 }
 constexpr std::size_t kSlotsPerWorker = 4;
+constexpr std::size_t kReleaseChunks = 16;
 constexpr std::size_t kNone = ~std::size_t{0};
 
 struct Entry {
@@ -174,6 +175,7 @@ Result<void> observe_shared_reading(
   std::size_t next_index = 0;      // the next chunk to index
   std::size_t verified = 0;        // chunks [0, verified) checked
   std::size_t freed = 0;           // chunks [0, freed) observed by every worker
+  std::size_t released = 0;        // chunks [0, released) given back to the kernel
   std::size_t end_chunk = chunks;  // no chunk from here on is observed
   std::size_t chain = first;       // where the records of the verified chunks end
   observe::Nanos clock = std::numeric_limits<observe::Nanos>::min() / 2;
@@ -318,7 +320,12 @@ Result<void> observe_shared_reading(
         lock.lock();
         ++mine;
         if (++c.consumed == n) {
-          advise(lo(mine - 1), hi(mine - 1), MADV_DONTNEED);
+          // Given back kReleaseChunks at a time: each madvise makes the other CPUs flush
+          // their TLBs (an interrupt each, costly in a VM).
+          if (mine - released >= kReleaseChunks || mine == end_chunk) {
+            advise(lo(released), hi(mine - 1), MADV_DONTNEED);
+            released = mine;
+          }
           frames_done += c.frames;
           c.state = Chunk::kFree;
           ++freed;
