@@ -61,8 +61,10 @@ Command add_observe_command(CLI::App& parent) {
   sub->add_option("--workers", a->workers,
                   "threads observing, each with its own flow table and timers (default and 0: "
                   "the cores this process may run on; at most 64; 1 with --icmp-flows or "
-                  "--capture pcap). A file: one reader hands a flow's frames, both directions, "
-                  "fragments and the ICMP errors quoting it, to one of them. An interface "
+                  "--capture pcap). A file: a flow's frames, both directions, fragments and the "
+                  "ICMP errors quoting it, go to one of them (a pcap file without --filter: "
+                  "the workers read it themselves, in 4 MiB chunks; pcapng, standard input "
+                  "or --filter: one reader thread hands the frames over). An interface "
                   "(--capture afpacket): one AF_PACKET socket each in a fanout group "
                   "(PACKET_FANOUT_HASH, IPv4 fragments reassembled), one worker on a kernel "
                   "that refuses it; TCP handshakes split between sockets are warned about. "

@@ -157,6 +157,12 @@ class MappedFileCapture final : public Capture {
   // again from the file when touched: MAP_PRIVATE, never written); the read mode's buffer is
   // refilled.
   bool frames_outlive_batch() const noexcept override { return map_ != nullptr; }
+  // The workers read a mapped pcap file themselves (observe_workers.cpp); the read mode is for
+  // one worker.
+  const CaptureParser* parser_to_split() const noexcept override {
+    return map_ != nullptr && filter_.empty() && !parser_.pcapng() ? &parser_ : nullptr;
+  }
+  bool stopping() const noexcept override { return stop_.load(std::memory_order_relaxed); }
 
  private:
   // Read mode: the next window. The bytes from the parser's offset on (a record cut by the

@@ -213,7 +213,7 @@ std::size_t CaptureParser::find_block(std::size_t from, std::size_t to) const no
 // pcapng: the same over blocks (a lane stops at a section header: the byte order may change
 // there, and the reader takes it from that place on).
 void CaptureParser::walk_ahead(std::size_t pos) {
-  const std::size_t end = size_;
+  const std::size_t end = std::min(size_, end_);
   // Lane 0 starts on the reader's record when the reader has caught up with the walk, else
   // where the last walk's chain went on (unknown: found like the other lanes' starts).
   const std::size_t from = std::max(walked_, pos);
@@ -282,6 +282,35 @@ void CaptureParser::walk_ahead(std::size_t pos) {
   walk_next_ = lanes == 0 || at[lanes - 1] >= end ? kNoRecord : at[lanes - 1];
 }
 
+CaptureParser CaptureParser::split() const {
+  CaptureParser p;
+  p.base_ = base_;
+  p.size_ = size_;
+  p.name_ = name_;
+  p.swap_ = swap_;
+  p.link_ = link_;
+  p.first_link_ = first_link_;
+  p.frac_ns_ = frac_ns_;
+  p.pos_ = size_;
+  return p;
+}
+
+void CaptureParser::set_range(std::size_t from, std::size_t stop) noexcept {
+  pos_ = std::min(from, size_);
+  stop_ = stop;
+  end_ = stop;
+  walked_ = 0;
+  walk_next_ = kNoRecord;
+  ahead_.assign(kQueuePad, kNoRecord);
+  ahead_next_ = ahead_end_ = 0;
+  error_.reset();
+}
+
+std::size_t CaptureParser::first_record(std::size_t from, std::size_t to) const noexcept {
+  if (pcapng_ || size_ < kPcapHeader + kPcapRecord) return to;
+  return find_record(from, std::min(to, size_), u32(kPcapHeader));
+}
+
 // The place of the record at `pos` for the reader to load from: the look-ahead's queued
 // place when it is pos, pos itself otherwise (queued places before pos dropped).
 [[gnu::always_inline]] inline std::size_t CaptureParser::record_at(std::size_t pos) noexcept {
@@ -308,7 +337,8 @@ std::size_t CaptureParser::pcap_batch(std::span<observe::FrameRef> frames, obser
                                       std::uint32_t* wire) {
   link = link_;
   // Once per batch (a batch is far shorter than kWalkLow).
-  if (lookahead_ && walked_ < size_ && walked_ < pos_ + kWalkLow && size_ - pos_ >= kPcapRecord)
+  if (lookahead_ && walked_ < std::min(size_, end_) && walked_ < pos_ + kWalkLow &&
+      size_ - pos_ >= kPcapRecord)
     walk_ahead(pos_);
   return swap_ ? pcap_records<true>(frames, wire) : pcap_records<false>(frames, wire);
 }
@@ -318,9 +348,9 @@ std::size_t CaptureParser::pcap_records(std::span<observe::FrameRef> frames, std
   auto load = [b = base_](std::size_t at) { return load32<kSwap>(b, at); };
   std::size_t n = 0;
   std::size_t pos = pos_;
-  const std::size_t end = size_;
+  const std::size_t end = size_, last = std::min(end, stop_);
   const std::int64_t frac_ns = frac_ns_;
-  while (n < frames.size() && pos != end) {
+  while (n < frames.size() && pos < last) {
     // Loaded from the queued place, which does not wait for the record before to be read
     // (the compiler must not use pos instead, equal as it is).
     std::size_t at = record_at(pos);

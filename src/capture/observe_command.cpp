@@ -493,14 +493,13 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
   for (auto& w : ws) observers.push_back(w.obs.get());
   WorkerFeedStats feed;
   FanoutCheck fanout_check;
-  auto on_progress = [&](std::uint64_t frames) {
+  auto on_progress = [&](std::uint64_t frames, std::uint64_t offset) {
     if (!progress) return;
     const auto now = std::chrono::steady_clock::now();
     if (now - last_progress < std::chrono::seconds(1)) return;
     last_progress = now;
     fmt::print(stderr, "\r{:5.1f}%  {} packets ",
-               100.0 * static_cast<double>(src->offset()) / static_cast<double>(*src->size()),
-               frames);
+               100.0 * static_cast<double>(offset) / static_cast<double>(*src->size()), frames);
   };
   auto result =
       live_sockets
@@ -585,6 +584,11 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
     for (double c : feed.cpu_seconds) cpu += fmt::format(" {:.3f}", c);
     if (live_sockets)
       fmt::print(stderr, "flowmark observe threads: CPU seconds: workers{}\n", cpu);
+    else if (feed.shared_reading)
+      fmt::print(stderr,
+                 "flowmark observe threads: CPU seconds: workers{} (the workers read the file: "
+                 "{} chunks, {} read again)\n",
+                 cpu, feed.chunks, feed.chunks_read_again);
     else
       fmt::print(stderr, "flowmark observe threads: CPU seconds: reader {:.3f}, workers{}\n",
                  feed.reader_cpu_seconds, cpu);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <limits>
@@ -11,6 +12,9 @@
 #include <optional>
 #include <thread>
 
+#include <sys/mman.h>
+
+#include "flowmark/capture/file_parser.hpp"
 #include "flowmark/observe/flow_hash.hpp"
 
 namespace flowmark::capture {
@@ -88,12 +92,302 @@ class Channel {
   int waiting_ = 0;  // threads in a wait: only then is there someone to wake
 };
 
+// --- Shared reading (a mapped pcap file): no reader thread --------------------------------
+// The file is cut into chunks of kChunk bytes. A chunk is indexed by whichever worker is free
+// (chunks in order, at most kSlotsPerWorker × N ahead of the slowest worker): it walks the
+// records that start in it (CaptureParser::set_range), hashes each frame and lists it for its
+// worker. Its first record is a guess (the first plausible record header in it, as the
+// parser's look-ahead lanes find theirs); the chunks are then checked in order: a chunk is
+// taken when its guess is where the chain of records before it ends, else it is indexed
+// again from there (time lost, never a frame). Each worker observes its frames chunk by
+// chunk, in capture order, and then moves its clock to the capture's at the chunk's end.
+// An ICMP error whose quoted flow and own addresses hash to two workers is listed with both:
+// the quoted flow's worker, once it has observed every frame before, decides (its observer
+// holds that flow or not) and the other waits for the decision.
+
+constexpr std::size_t kChunk = 4u << 20;
+// FLOWMARK_OBSERVE_CHUNK_BYTES (tests: many chunks from a small capture): a power of two from
+// 4096 up, else kChunk.
+std::size_t chunk_bytes() noexcept {
+  const char* v = std::getenv("FLOWMARK_OBSERVE_CHUNK_BYTES");
+  if (v == nullptr) return kChunk;
+  char* end = nullptr;
+  const unsigned long long b = std::strtoull(v, &end, 10);
+  if (end == v || *end != '\0' || b < 4096 || b > (1ull << 30) || (b & (b - 1)) != 0) return kChunk;
+  return static_cast<std::size_t>(b);
+}
+constexpr std::size_t kSlotsPerWorker = 4;
+constexpr std::size_t kReleaseChunks = 16;
+constexpr std::size_t kNone = ~std::size_t{0};
+
+struct Entry {
+  const std::byte* data;
+  std::uint32_t len;
+  enum Kind : std::uint8_t { kFrame, kDecide, kAwait } kind;
+  bool late;               // stamped before an earlier frame of the chunk
+  std::uint32_t decision;  // kDecide / kAwait: the index in Chunk::decisions
+  observe::Nanos ts;       // the chunk's clock at this frame (largest time so far in it)
+};
+
+struct Chunk {
+  enum State { kFree, kIndexing, kIndexed, kVerified } state = kFree;
+  std::size_t index = kNone;
+  std::size_t guess = 0;       // the first record's place the walk started from
+  std::size_t next = 0;        // where the walk stopped: the first record at/after the chunk's end
+  std::optional<Error> error;  // the walk met a corrupt record there
+  observe::Nanos max_ts = std::numeric_limits<observe::Nanos>::min() / 2;
+  observe::Nanos clock_in = 0;  // the capture's clock before the chunk (set when verified)
+  std::vector<std::vector<Entry>> lists;  // per worker
+  std::vector<std::uint8_t> decisions;    // 0 undecided, 1 quoted flow's worker, 2 other
+  std::size_t consumed = 0;               // workers through with it
+  std::uint64_t frames = 0;
+};
+
+Result<void> observe_shared_reading(
+    const CaptureParser& whole, Capture& src, std::span<observe::Observer* const> workers,
+    const std::function<void(std::size_t)>& done,
+    const std::function<void(std::uint64_t, std::uint64_t)>& progress, WorkerFeedStats& stats) {
+  const std::size_t n = workers.size();
+  const std::span<const std::byte> bytes = whole.bytes();
+  const std::size_t size = bytes.size();
+  const std::size_t first = whole.offset();
+  const std::size_t chunk = chunk_bytes();
+  const std::size_t chunks = size <= first ? 0 : (size + chunk - 1) / chunk;
+  auto lo = [&](std::size_t k) { return k == 0 ? first : k * chunk; };
+  auto hi = [&](std::size_t k) { return std::min(size, (k + 1) * chunk); };
+  // madvise wants page-aligned addresses: the mapping is, and a chunk is a multiple of a page.
+  auto* base = const_cast<std::byte*>(bytes.data());
+  auto advise = [&](std::size_t from, std::size_t to, int advice) {
+    from &= ~std::size_t{4095};
+    if (to > from) (void)madvise(base + from, to - from, advice);
+  };
+#ifdef MADV_POPULATE_READ
+  constexpr int kPopulateRead = MADV_POPULATE_READ;
+#else
+  constexpr int kPopulateRead = 22;
+#endif
+
+  const std::size_t slots = kSlotsPerWorker * n;
+  std::vector<Chunk> ring(slots);
+  for (auto& c : ring) c.lists.resize(n);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::size_t next_index = 0;      // the next chunk to index
+  std::size_t verified = 0;        // chunks [0, verified) checked
+  std::size_t freed = 0;           // chunks [0, freed) observed by every worker
+  std::size_t released = 0;        // chunks [0, released) given back to the kernel
+  std::size_t end_chunk = chunks;  // no chunk from here on is observed
+  std::size_t chain = first;       // where the records of the verified chunks end
+  observe::Nanos clock = std::numeric_limits<observe::Nanos>::min() / 2;
+  std::optional<Error> error;
+  std::uint64_t frames_done = 0;
+  const observe::LinkType link = whole.first_link();
+
+  stats.late_packets.assign(n, 0);
+  stats.frames.assign(n, 0);
+  stats.active.assign(n, 0);
+  stats.cpu_seconds.assign(n, 0);
+  stats.shared_reading = true;
+
+  // Walks chunk k from `from` into c (its lists emptied first).
+  auto index = [&](CaptureParser& p, Chunk& c, std::size_t k, std::size_t from) {
+    for (auto& l : c.lists) l.clear();
+    c.decisions.clear();
+    c.error.reset();
+    c.frames = 0;
+    c.max_ts = std::numeric_limits<observe::Nanos>::min() / 2;
+    c.guess = from;
+    if (from >= hi(k)) {
+      c.next = from;
+      return;
+    }
+    p.set_range(from, hi(k));
+    std::array<observe::FrameRef, 256> in;
+    observe::LinkType l = link;
+    observe::Nanos m = c.max_ts;
+    for (;;) {
+      auto got = p.next_batch(in, l);
+      if (!got) {
+        c.error = std::move(got).error();
+        break;
+      }
+      if (*got == 0) break;
+      for (std::size_t i = 0; i < *got; ++i) {
+        if (i + 16 < *got) __builtin_prefetch(in[i + 16].frame.data() + 26);
+        const observe::FrameRef& f = in[i];
+        const bool late = f.ts_ns < m;
+        if (!late) m = f.ts_ns;
+        Entry e{
+            f.frame.data(), static_cast<std::uint32_t>(f.frame.size()), Entry::kFrame, late, 0, m};
+        std::size_t w = 0;
+        if (n > 1) {
+          const observe::FlowHash h = observe::flow_hash(l, f.frame);
+          w = h.hash % n;
+          if (h.quotes && h.own % n != w) {
+            e.decision = static_cast<std::uint32_t>(c.decisions.size());
+            c.decisions.push_back(0);
+            e.kind = Entry::kAwait;
+            c.lists[h.own % n].push_back(e);
+            e.kind = Entry::kDecide;
+          }
+        }
+        c.lists[w].push_back(e);
+      }
+      c.frames += *got;
+    }
+    c.max_ts = m;
+    c.next = p.offset();
+  };
+
+  // Under the lock: checks the indexed chunks in order (indexing one again when its guess was
+  // wrong, the lock released meanwhile).
+  auto verify = [&](std::unique_lock<std::mutex>& lock, CaptureParser& p) {
+    while (verified < end_chunk) {
+      Chunk& c = ring[verified % slots];
+      if (c.index != verified || c.state != Chunk::kIndexed) return;
+      const std::size_t k = verified;
+      if (k != 0 && c.guess != chain && !(chain >= hi(k) && c.guess >= hi(k))) {
+        c.state = Chunk::kIndexing;
+        ++stats.chunks_read_again;
+        lock.unlock();
+        index(p, c, k, chain);
+        lock.lock();
+        c.state = Chunk::kIndexed;
+      }
+      if (c.guess >= hi(k)) c.next = std::max(c.next, chain);  // no record starts in it
+      c.clock_in = clock;
+      clock = std::max(clock, c.max_ts);
+      c.state = Chunk::kVerified;
+      chain = c.next;
+      ++verified;
+      ++stats.chunks;
+      if (c.error) {
+        error = c.error;
+        end_chunk = verified;
+      } else if (chain >= size || src.stopping()) {
+        end_chunk = verified;
+      }
+      cv.notify_all();
+    }
+  };
+
+  auto work = [&](std::size_t w) {
+    observe::Observer& obs = *workers[w];
+    CaptureParser p = whole.split();
+    std::size_t mine = 0;  // the next chunk this worker observes
+    std::array<observe::FrameRef, 256> batch;
+    std::size_t nb = 0;
+    auto flush = [&] {
+      if (nb != 0) obs.on_packets(link, std::span(batch).first(nb));
+      nb = 0;
+    };
+    std::unique_lock lock(mu);
+    for (;;) {
+      if (mine >= end_chunk) break;
+      Chunk& c = ring[mine % slots];
+      if (c.index == mine && c.state == Chunk::kVerified) {
+        lock.unlock();
+        const observe::Nanos in = c.clock_in;
+        std::uint64_t late = 0, taken = 0;
+        for (const Entry& e : c.lists[w]) {
+          const observe::Nanos ts = std::max(in, e.ts);
+          const bool is_late = e.late || e.ts < in;
+          if (e.kind != Entry::kFrame) {
+            flush();
+            const std::span<const std::byte> frame(e.data, e.len);
+            bool mine_too;
+            if (e.kind == Entry::kDecide) {
+              mine_too = obs.quotes_held_flow(link, frame, ts);
+              std::lock_guard g(mu);
+              c.decisions[e.decision] = mine_too ? 1 : 2;
+              cv.notify_all();
+            } else {
+              std::unique_lock g(mu);
+              cv.wait(g, [&] { return c.decisions[e.decision] != 0; });
+              mine_too = c.decisions[e.decision] == 2;
+            }
+            if (!mine_too) continue;
+          }
+          batch[nb++] = observe::FrameRef{ts, std::span(e.data, e.len)};
+          late += is_late;
+          ++taken;
+          if (nb == batch.size()) flush();
+        }
+        flush();
+        obs.advance_clock(std::max(in, c.max_ts));
+        stats.late_packets[w] += late;
+        stats.frames[w] += taken;
+        lock.lock();
+        ++mine;
+        if (++c.consumed == n) {
+          // Given back kReleaseChunks at a time: each madvise makes the other CPUs flush
+          // their TLBs (an interrupt each, costly in a VM).
+          if (mine - released >= kReleaseChunks || mine == end_chunk) {
+            advise(lo(released), hi(mine - 1), MADV_DONTNEED);
+            released = mine;
+          }
+          frames_done += c.frames;
+          c.state = Chunk::kFree;
+          ++freed;
+          cv.notify_all();
+          if (w == 0 && progress) {
+            const std::uint64_t f = frames_done, at = c.next;
+            lock.unlock();
+            progress(f, at);
+            lock.lock();
+          }
+        }
+        continue;
+      }
+      if (next_index < end_chunk && next_index < freed + slots &&
+          ring[next_index % slots].state == Chunk::kFree) {
+        const std::size_t k = next_index++;
+        Chunk& t = ring[k % slots];
+        t.index = k;
+        t.state = Chunk::kIndexing;
+        t.consumed = 0;
+        lock.unlock();
+        advise(lo(k), hi(k), kPopulateRead);
+        index(p, t, k, k == 0 ? first : p.first_record(lo(k), hi(k)));
+        lock.lock();
+        t.state = Chunk::kIndexed;
+        verify(lock, p);
+        continue;
+      }
+      cv.wait(lock);
+    }
+    lock.unlock();
+    flush();
+    // The end: the capture's clock, as one observer would have it.
+    observe::Nanos last;
+    {
+      std::lock_guard g(mu);
+      last = clock;
+    }
+    obs.advance_clock(last);
+    stats.active[w] = obs.active_flows();
+    obs.finish();
+    done(w);
+    stats.cpu_seconds[w] = thread_cpu_seconds();
+  };
+
+  std::vector<std::thread> threads;
+  threads.reserve(n);
+  for (std::size_t w = 1; w < n; ++w) threads.emplace_back(work, w);
+  work(0);
+  for (auto& t : threads) t.join();
+  if (error) return std::unexpected(std::move(*error));
+  return {};
+}
+
 }  // namespace
 
 Result<void> observe_with_workers(Capture& src, std::span<observe::Observer* const> workers,
                                   const std::function<void(std::size_t)>& done,
-                                  const std::function<void(std::uint64_t)>& progress,
+                                  const std::function<void(std::uint64_t, std::uint64_t)>& progress,
                                   WorkerFeedStats& stats) {
+  if (const CaptureParser* p = src.parser_to_split())
+    return observe_shared_reading(*p, src, workers, done, progress, stats);
   const std::size_t n = workers.size();
   const bool copy = !src.frames_outlive_batch();
   std::vector<std::unique_ptr<Batch>> pool;
@@ -209,7 +503,7 @@ Result<void> observe_with_workers(Capture& src, std::span<observe::Observer* con
       hand_over(w);
     }
     total += *got;
-    if ((++batches & 0xFF) == 0 && progress) progress(total);
+    if ((++batches & 0xFF) == 0 && progress) progress(total, src.offset());
   }
   for (std::size_t w = 0; w < n; ++w) {
     if (open[w] == nullptr) {

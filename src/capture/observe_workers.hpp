@@ -30,15 +30,18 @@ struct WorkerFeedStats {
   std::vector<std::size_t> active;          // per worker: flows held before finish()
   std::vector<double> cpu_seconds;          // per worker: its thread's CPU time
   double reader_cpu_seconds = 0;            // the reading thread's (reading, hashing)
+  bool shared_reading = false;              // no reader thread: the workers read the file
+  std::uint64_t chunks = 0;                 // shared reading: chunks taken
+  std::uint64_t chunks_read_again = 0;      // of which the first record was guessed wrong
 };
 
 // Reads `src` to its end (or break_loop()), observing with `workers` (one thread each).
-// progress(frames so far) is called from this thread now and then. A read error ends the
-// input: the frames before it are still observed, and the error is returned after the
-// workers have finished.
+// progress(frames so far, bytes read) is called from this thread now and then. A read error ends
+// the input: the frames before it are still observed, and the error is returned after the workers
+// have finished.
 Result<void> observe_with_workers(Capture& src, std::span<observe::Observer* const> workers,
                                   const std::function<void(std::size_t)>& done,
-                                  const std::function<void(std::uint64_t)>& progress,
+                                  const std::function<void(std::uint64_t, std::uint64_t)>& progress,
                                   WorkerFeedStats& stats);
 
 }  // namespace flowmark::capture

@@ -32,6 +32,8 @@
 
 namespace flowmark::capture {
 
+class CaptureParser;
+
 // A live AF_PACKET socket's counters (PACKET_STATISTICS, struct tpacket_stats_v3), summed
 // since it was opened: frames the kernel took for it after the filter (the dropped ones
 // included), frames dropped for want of room in the ring, times the ring was full.
@@ -66,6 +68,11 @@ class Capture {
   // mapped file), not only until the next call: they can be handed to other threads by
   // pointer (`--workers`); otherwise they are copied.
   virtual bool frames_outlive_batch() const noexcept { return false; }
+  // A mapped pcap file read without a filter: its parser, for threads that share the
+  // reading (CaptureParser::split; `--workers`), instead of next_batch(). Others nullptr.
+  virtual const CaptureParser* parser_to_split() const noexcept { return nullptr; }
+  // break_loop() was called.
+  virtual bool stopping() const noexcept { return false; }
   virtual bool idle() const noexcept { return false; }
 };
 

@@ -70,6 +70,21 @@ class CaptureParser {
   // before any packet; Ethernet when there is none), e.g. to compile a filter up front.
   observe::LinkType first_link() const noexcept { return first_link_; }
 
+  // For threads that share the reading of one pcap file (`flowmark observe --workers`: each
+  // walks its own chunks of the mapping): a parser of the same bytes and file header, with no
+  // place yet (set_range() first). pcap only (pcapng carries state from block to block).
+  CaptureParser split() const;
+  // Reads the records from `from` (a record's place) up to the first one that starts at or
+  // after `stop`: next_batch() then gives 0, and offset() is that record's place (or the end
+  // of the file). Errors as for the whole file (offsets in the file); cleared here.
+  void set_range(std::size_t from, std::size_t stop) noexcept;
+  // The first place in [from, to) that looks like a pcap record header (a guess, for a
+  // chunk's first record: its time within a day of the file's first record), or `to`.
+  std::size_t first_record(std::size_t from, std::size_t to) const noexcept;
+  std::span<const std::byte> bytes() const noexcept {
+    return {reinterpret_cast<const std::byte*>(base_), size_};
+  }
+
  private:
   struct Interface {
     observe::LinkType link = observe::LinkType::kEthernet;
@@ -107,6 +122,8 @@ class CaptureParser {
   std::size_t size_ = 0, pos_ = 0;
   bool last_ = true;       // the input ends at size_ (whole file or last window)
   bool lookahead_ = true;  // walk_ahead() runs (off for windows)
+  // set_range(): no record at or after stop_ is read; the look-ahead walks up to end_.
+  std::size_t stop_ = ~std::size_t{0}, end_ = ~std::size_t{0};
   // The look-ahead (walk_ahead): the lanes have walked up to walked_; walk_next_ is where
   // the last lane's chain went on from there (kNoRecord: unknown).
   static constexpr std::size_t kNoRecord = ~std::size_t{0};
