@@ -262,11 +262,13 @@ class PcapCapture final : public Capture {
   PcapSource src_;
 };
 
-}  // namespace
-
-Result<std::unique_ptr<Capture>> open_mapped_file(std::string_view path, std::string_view filter) {
-  const std::string p(path);
-  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+// A regular file opened for reading, and its size.
+struct OpenedFile {
+  int fd;
+  std::size_t size;
+};
+Result<OpenedFile> open_regular_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
     return fail(err == ENOENT ? Errc::kNotFound : Errc::kRefused,
@@ -277,7 +279,16 @@ Result<std::unique_ptr<Capture>> open_mapped_file(std::string_view path, std::st
     ::close(fd);
     return fail(Errc::kUnsupported, fmt::format("{}: not a regular file", path));
   }
-  const auto size = static_cast<std::size_t>(st.st_size);
+  return OpenedFile{fd, static_cast<std::size_t>(st.st_size)};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Capture>> open_mapped_file(std::string_view path, std::string_view filter) {
+  const std::string p(path);
+  FM_TRY(const OpenedFile file, open_regular_file(p));
+  const int fd = file.fd;
+  const std::size_t size = file.size;
   void* map = nullptr;
   if (size != 0) {
     map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -301,18 +312,9 @@ Result<std::unique_ptr<Capture>> open_mapped_file(std::string_view path, std::st
 
 Result<std::unique_ptr<Capture>> open_read_file(std::string_view path, std::string_view filter) {
   const std::string p(path);
-  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    return fail(err == ENOENT ? Errc::kNotFound : Errc::kRefused,
-                fmt::format("{}: cannot open: {}", path, std::strerror(err)));
-  }
-  struct stat st{};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return fail(Errc::kUnsupported, fmt::format("{}: not a regular file", path));
-  }
-  const auto size = static_cast<std::size_t>(st.st_size);
+  FM_TRY(const OpenedFile file, open_regular_file(p));
+  const int fd = file.fd;
+  const std::size_t size = file.size;
   (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   std::vector<std::byte> buf(kReadWindow);
   std::size_t filled = 0;
