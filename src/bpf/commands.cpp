@@ -43,10 +43,10 @@ int run_bpf_status(const BpfCommandOptions& a, std::FILE* out) {
       if (st) {
         const auto& c = st->counters;
         fmt::print(out,
-                   ",\"flows\":{},\"marked\":{},\"marked_rule\":{},\"not_in_map\":{},"
-                   "\"not_ipv6\":{},\"parse_error\":{},\"not_tcp_udp\":{}",
-                   st->fill, c.marked, c.marked_rule, c.not_in_map, c.not_ipv6, c.parse_error,
-                   c.not_tcp_udp);
+                   ",\"flows\":{},\"marked\":{},\"marked_rule\":{},\"marked_handshake\":{},"
+                   "\"not_in_map\":{},\"not_ipv6\":{},\"parse_error\":{},\"not_tcp_udp\":{}",
+                   st->fill, c.marked, c.marked_rule, c.marked_handshake, c.not_in_map,
+                   c.not_ipv6, c.parse_error, c.not_tcp_udp);
       }
       fmt::print(out, "}}");
     } else {
@@ -57,9 +57,10 @@ int run_bpf_status(const BpfCommandOptions& a, std::FILE* out) {
         const auto& c = st->counters;
         fmt::print(out, "  flows in map {}: {}\n", h.flows_map_id, st->fill);
         fmt::print(out,
-                   "  packets: marked {} (by flow entry) + {} (by rule), not in map {}, "
-                   "not IPv6 {}, not TCP/UDP {}, parse errors {}\n",
-                   c.marked, c.marked_rule, c.not_in_map, c.not_ipv6, c.not_tcp_udp, c.parse_error);
+                   "  packets: marked {} (by flow entry) + {} (by rule) + {} (SYN-ACK, by handshake "
+                   "entry), not in map {}, not IPv6 {}, not TCP/UDP {}, parse errors {}\n",
+                   c.marked, c.marked_rule, c.marked_handshake, c.not_in_map, c.not_ipv6,
+                   c.not_tcp_udp, c.parse_error);
       } else {
         fmt::print(out, "  maps unreadable: {}\n", st.error().message());
       }

@@ -212,10 +212,13 @@ class BpfServiceTestCase(fmd.ServiceTestCase):
         d.counters = fmd.parse_counters(d.err) or {}
         return rc
 
-    def fill(self):
+    def hook_status(self):
         out = _sh(SITE.argv("A", [FLOWMARK, "bpf", "status", "--json"])).stdout
         hooks = json.loads(out)["hooks"]
-        return hooks[0].get("flows") if hooks else None
+        return hooks[0] if hooks else {}
+
+    def fill(self):
+        return self.hook_status().get("flows")
 
     def wait_fill(self, n, timeout=5):
         deadline = time.monotonic() + timeout
@@ -514,6 +517,9 @@ class TestKernelEvents(BpfServiceTestCase):
         self.assertMarked(pk, 4, 3)  # SYN-ACK and data: one label
         cli.close()
         self.wait_fill(0)
+        # `flowmark bpf status` reads the same counter from the kernel's map.
+        self.assertGreaterEqual(self.hook_status().get("marked_handshake", 0), 1,
+                                self.hook_status())
         self.assertEqual(self.stop_daemon(d), 0, d.describe())
         hs = "flowmark_kernel_events_handshake_total{source=kernel,outcome=%s}"
         self.assertEqual(d.counters.get(hs % "syn_ack"), 1, d.counters)
