@@ -20,7 +20,8 @@
  * (bpf/kevents.bpf.c) when a SYN arrives, before the SYN-ACK is sent: a separate LRU hash of
  * this many entries, so that a SYN flood evicts only its own entries (and the oldest
  * handshakes'), never a flow of `flows`. Consulted only for TCP packets with SYN set whose
- * flow is not in `flows`. */
+ * flow is not in `flows`. User space sizes it (the flowlabel backend's handshake_capacity);
+ * this is the default. */
 #define FLOWMARK_HANDSHAKE_ENTRIES 8192
 
 /* The flow: the full 5-tuple of the packet as it leaves the host. Addresses and ports in

@@ -162,6 +162,10 @@ Result<FlowLabelMarker> FlowLabelMarker::load(const MarkerOptions& options) {
   if (options.capacity == 0 || options.capacity > 16'000'000)
     return fail(Errc::kInvalidArgument,
                 fmt::format("flow map capacity {}: allowed 1..16000000", options.capacity));
+  if (options.handshake_capacity < 64 || options.handshake_capacity > kMaxHandshakeCapacity)
+    return fail(Errc::kInvalidArgument,
+                fmt::format("handshake map capacity {}: allowed 64..{}", options.handshake_capacity,
+                            kMaxHandshakeCapacity));
   g_libbpf_warnings.clear();
   auto impl = std::make_unique<Impl>();
 #ifdef __clang_analyzer__
@@ -181,6 +185,10 @@ Result<FlowLabelMarker> FlowLabelMarker::load(const MarkerOptions& options) {
                                        static_cast<std::uint32_t>(options.capacity + headroom));
       r < 0)
     return bpf_fail("cannot size the flow map", r);
+  if (int r = bpf_map__set_max_entries(impl->skel->maps.handshakes,
+                                       static_cast<std::uint32_t>(options.handshake_capacity));
+      r < 0)
+    return bpf_fail("cannot size the handshake map", r);
   detail::VerifierLog verifier_log;
   verifier_log.attach(impl->skel->obj);
   if (int r = flowlabel_bpf__load(impl->skel); r < 0) {

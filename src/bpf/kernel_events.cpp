@@ -100,6 +100,7 @@ struct TcpStateWatcher::Impl {
   std::uint64_t cgroup = 0;
   bool premark = false;
   bool premark_syn = false;
+  std::uint32_t handshake_entries = 0;
 
   ~Impl() {
     if (ring) ring_buffer__free(ring);
@@ -210,6 +211,10 @@ Result<TcpStateWatcher> TcpStateWatcher::open(const TcpStateFilter& filter, Hand
     if (p->map.handshakes_fd >= 0) {
       if (int r = bpf_map__reuse_fd(impl->skel->maps.handshakes, p->map.handshakes_fd); r < 0)
         return tracer_fail("cannot share the flow-label marker's handshake map", r);
+      bpf_map_info info{};
+      std::uint32_t len = sizeof(info);
+      if (bpf_obj_get_info_by_fd(p->map.handshakes_fd, &info, &len) == 0)
+        impl->handshake_entries = info.max_entries;
     }
     ro->premark = 1;
     ro->premark_capacity = p->map.capacity;
@@ -316,5 +321,8 @@ Result<TcpStateCounters> TcpStateWatcher::counters() const {
 std::uint64_t TcpStateWatcher::cgroup_id() const noexcept { return impl_->cgroup; }
 bool TcpStateWatcher::premarking() const noexcept { return impl_->premark; }
 bool TcpStateWatcher::premarking_syn() const noexcept { return impl_->premark_syn; }
+std::uint32_t TcpStateWatcher::handshake_entries() const noexcept {
+  return impl_->handshake_entries;
+}
 
 }  // namespace flowmark::bpf

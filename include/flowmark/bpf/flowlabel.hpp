@@ -45,6 +45,10 @@ inline constexpr std::uint32_t kFilterHandle = 0xF10E;
 inline constexpr std::uint32_t kFilterPriority = 0xF1;
 inline constexpr std::string_view kProgramName = "flowmark_egress";
 inline constexpr std::size_t kDefaultCapacity = 100000;
+// The handshake map's entries (the backend's handshake_capacity; FLOWMARK_HANDSHAKE_ENTRIES
+// in the BPF object is the size it is created with before user space resizes it).
+inline constexpr std::size_t kDefaultHandshakeCapacity = 8192;
+inline constexpr std::size_t kMaxHandshakeCapacity = 1 << 20;
 // Rules: distinct destination prefixes, and port ranges that can apply to one prefix (its
 // own rules' and those of the shorter prefixes that cover it).
 inline constexpr std::size_t kMaxRulePrefixes = 1024;
@@ -145,6 +149,8 @@ struct MarkerOptions {
   // Flows the map holds. The LRU map is created larger than this, and set() refuses
   // new flows beyond it, so that the kernel never evicts a live flow silently.
   std::size_t capacity = kDefaultCapacity;
+  // Entries of the handshake map (an LRU of the accepting side's SYN-ACKs).
+  std::size_t handshake_capacity = kDefaultHandshakeCapacity;
 };
 
 // One interface we attached to.

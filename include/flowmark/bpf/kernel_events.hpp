@@ -108,6 +108,8 @@ class TcpStateWatcher {
   // hook attached; false: from ESTABLISHED only).
   bool premarking() const noexcept;
   bool premarking_syn() const noexcept;
+  // Entries of the shared handshake map, as the kernel created it (0: none shared).
+  std::uint32_t handshake_entries() const noexcept;
 
  private:
   struct Impl;

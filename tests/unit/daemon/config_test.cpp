@@ -168,6 +168,13 @@ TEST(Config, PartsAreValidatedByTheirFactories) {
   EXPECT_NE(check(too_many).find("destination 2001:db8::/32: 17 rules apply to it"),
             std::string::npos)
       << check(too_many);
+  // The handshake map's size is checked by --check too.
+  const std::string flowlabel = std::string(kMinimal) + "[backend.m]\ntype = \"flowlabel\"\n";
+  EXPECT_EQ(check(flowlabel + "handshake_capacity = 64\n").substr(0, 2), "OK");
+  EXPECT_NE(check(flowlabel + "handshake_capacity = 63\n")
+                .find("[backend.m] handshake_capacity: 63 is out of range 64..1048576"),
+            std::string::npos)
+      << check(flowlabel + "handshake_capacity = 63\n");
 }
 
 }  // namespace

@@ -25,6 +25,7 @@ struct LabelOptions {
   std::vector<std::string> interfaces;
   bool auto_interfaces = false;  // interfaces = "auto": followed through rtnetlink
   std::size_t capacity = bpf::kDefaultCapacity;
+  std::size_t handshake_capacity = bpf::kDefaultHandshakeCapacity;
   bpf::ExtHeader ext = bpf::ExtHeader::kNone;
   bool write_label = true;  // false: flowd-go's extension-header-only strategies
   std::vector<bpf::MarkRule> rules;
@@ -71,7 +72,8 @@ class FlowLabelBackend final : public Backend {
   }
 
   Result<void> start() override {
-    FM_TRY(auto m, bpf::FlowLabelMarker::load({.capacity = o_.capacity}));
+    FM_TRY(auto m, bpf::FlowLabelMarker::load(
+                           {.capacity = o_.capacity, .handshake_capacity = o_.handshake_capacity}));
     marker_ = std::make_unique<bpf::FlowLabelMarker>(std::move(m));
     if (!o_.rules.empty()) {
       auto r = marker_->set_rules(o_.rules);
@@ -326,6 +328,9 @@ Result<void> register_flowlabel_backend(BackendFactories& factories) {
         }
         FM_TRY(auto cap, s.integer("capacity", bpf::kDefaultCapacity, 1, 1 << 24));
         o.capacity = static_cast<std::size_t>(cap);
+        FM_TRY(auto hs, s.integer("handshake_capacity", bpf::kDefaultHandshakeCapacity, 64,
+                                  bpf::kMaxHandshakeCapacity));
+        o.handshake_capacity = static_cast<std::size_t>(hs);
         if (s.has("ext_header") && s.has("strategy"))
           return s.error("strategy", "give strategy (flowd-go's names) or ext_header, not both");
         FM_TRY(auto ext,

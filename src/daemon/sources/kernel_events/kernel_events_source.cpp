@@ -172,7 +172,11 @@ Result<void> KernelEventsSource::start(EventLoop& loop, FlowSink& sink) {
         "[source.{}] IPv6 connections marked by backend {} from their {} (the kernel "
         "puts them in its map)",
         name_, lent->backend,
-        watcher_->premarking_syn() ? "SYN (active side) and SYN-ACK (passive side)" : "first data");
+        watcher_->premarking_syn()
+            ? fmt::format("SYN (active side) and SYN-ACK (passive side; handshake map of {} "
+                          "entries)",
+                          watcher_->handshake_entries())
+            : std::string("first data"));
   }
   return {};
 }
