@@ -595,15 +595,18 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
   return rc;
 }
 
-// A capture file. One worker reads a regular file with read(2) into one buffer: mapping the
-// file costs page-table work for every 4 KiB page on the first touch (about 1 µs a page on a
-// host with shadow page tables, more than the copy); more workers take frames by pointer
-// from the mapped file.
+// A capture file. A regular file is read with read(2): one worker into one buffer, several
+// (a pcap file without a filter) each into buffers of their own (observe_workers.cpp).
+// Mapping the file costs page-table work for every 4 KiB page on the first touch (about 1 µs
+// a page on a host with shadow page tables, more than the copy). Several workers fed by a
+// reader thread (pcapng, a filter) take frames by pointer from the mapped file instead.
 Result<std::unique_ptr<Capture>> open_input_file(const std::string& file, std::string_view filter,
                                                  std::size_t workers) {
   struct stat st {};
-  if (workers == 1 && file != "-" && ::stat(file.c_str(), &st) == 0 && S_ISREG(st.st_mode))
-    return open_read_file(file, filter);
+  if (file != "-" && ::stat(file.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+    FM_TRY(auto cap, open_read_file(file, filter));
+    if (workers == 1 || cap->file_to_share().parser != nullptr) return cap;
+  }
   return open_file_capture(file, filter);
 }
 
