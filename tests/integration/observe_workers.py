@@ -278,8 +278,8 @@ class WorkersTest(unittest.TestCase):
             self.assertEqual(counters(total), counters(one_line), f"{n} workers:\n{err}\n{one}")
 
     def test_default_for_a_file_is_one_worker(self):
-        # No --workers (and --workers 0) on a file: one worker (it reads the file with read(2),
-        # faster here than several sharing the mapped file), the very output of --workers 1;
+        # No --workers (and --workers 0) on a file: one worker (two gain too little at 10,000
+        # flows on this 2-core machine: README, "Every core"), the very output of --workers 1;
         # the interface default (a worker per core) is in observe_live_workers.py. With
         # --icmp-flows (refused above one) one, without a word.
         ref, _ = observe(self.hard, 1)
