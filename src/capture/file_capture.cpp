@@ -157,10 +157,10 @@ class MappedFileCapture final : public Capture {
   // again from the file when touched: MAP_PRIVATE, never written); the read mode's buffer is
   // refilled.
   bool frames_outlive_batch() const noexcept override { return map_ != nullptr; }
-  // The workers read a mapped pcap file themselves (observe_workers.cpp); the read mode is for
-  // one worker.
-  const CaptureParser* parser_to_split() const noexcept override {
-    return map_ != nullptr && filter_.empty() && !parser_.pcapng() ? &parser_ : nullptr;
+  // The workers read a pcap file themselves (observe_workers.cpp), with pread(2).
+  SharedFile file_to_share() const noexcept override {
+    if (fd_ < 0 || !filter_.empty() || parser_.pcapng()) return {};
+    return {&parser_, fd_, size_};
   }
   bool stopping() const noexcept override { return stop_.load(std::memory_order_relaxed); }
 

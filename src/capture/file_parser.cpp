@@ -292,6 +292,10 @@ CaptureParser CaptureParser::split() const {
   p.first_link_ = first_link_;
   p.frac_ns_ = frac_ns_;
   p.pos_ = size_;
+  // The first record's second, from the file's first bytes (a window at offset 0, or the
+  // whole file): the reference of first_record()'s guesses.
+  if (!pcapng_ && size_ >= kPcapHeader + kPcapRecord && base_ != nullptr)
+    p.first_sec_ = u32(kPcapHeader);
   return p;
 }
 
@@ -307,8 +311,8 @@ void CaptureParser::set_range(std::size_t from, std::size_t stop) noexcept {
 }
 
 std::size_t CaptureParser::first_record(std::size_t from, std::size_t to) const noexcept {
-  if (pcapng_ || size_ < kPcapHeader + kPcapRecord) return to;
-  return find_record(from, std::min(to, size_), u32(kPcapHeader));
+  if (pcapng_ || !first_sec_) return to;
+  return find_record(from, std::min(to, size_), *first_sec_);
 }
 
 // The place of the record at `pos` for the reader to load from: the look-ahead's queued

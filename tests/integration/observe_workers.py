@@ -278,8 +278,8 @@ class WorkersTest(unittest.TestCase):
             self.assertEqual(counters(total), counters(one_line), f"{n} workers:\n{err}\n{one}")
 
     def test_default_for_a_file_is_one_worker(self):
-        # No --workers (and --workers 0) on a file: one worker (it reads the file with read(2),
-        # faster here than several sharing the mapped file), the very output of --workers 1;
+        # No --workers (and --workers 0) on a file: one worker (two gain too little at 10,000
+        # flows on this 2-core machine: README, "Every core"), the very output of --workers 1;
         # the interface default (a worker per core) is in observe_live_workers.py. With
         # --icmp-flows (refused above one) one, without a word.
         ref, _ = observe(self.hard, 1)
@@ -336,6 +336,33 @@ class WorkersTest(unittest.TestCase):
         _, err = observe(path, 2, stats=True, chunk=4096)
         m = re.search(r"(\d+) chunks, (\d+) read again", err)
         self.assertTrue(m and int(m.group(2)) > 0, err)
+
+    def test_shared_reading_long_records(self):
+        # Records far longer than a chunk (4 KiB here) and than what is read past its end
+        # (64 KiB): the worker that walks a chunk reads on into its buffer, moving it (and
+        # walking the chunk again) when it must grow; the frames listed before stay valid.
+        path = os.path.join(self.tmp, "long_records.pcap")
+        rnd = random.Random(self.seed)
+        w = PcapWriter(path, sync=False)
+        t = 1_700_000_000.0
+        for i in range(300):
+            a, b = f"10.3.{i % 5}.{1 + i % 40}", f"10.4.{i % 9}.{1 + i % 3}"
+            if rnd.random() < 0.5:
+                a, b = b, a
+            r = rnd.random()
+            if r < 0.05:
+                p = Ether(type=0x88B5) / Raw(bytes(rnd.choice((70_000, 200_000, 700_000))))
+            elif r < 0.3:
+                p = Ether() / IP(src=a, dst=b) / UDP(sport=2000 + i % 17, dport=443) / Raw(
+                    bytes(rnd.choice((5_000, 30_000, 60_000))))
+            else:
+                p = Ether() / IP(src=a, dst=b) / UDP(sport=2000 + i % 17, dport=443) / Raw(
+                    bytes(rnd.randrange(1, 1400)))
+            p.time = t + i * 0.001
+            w.write(p)
+        w.close()
+        self.same_records(path, chunk=4096)
+        self.same_records(path, chunk=65536)
 
     def test_shared_reading_truncated(self):
         # A capture cut inside a record: the records of the frames before it, and the error

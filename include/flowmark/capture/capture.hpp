@@ -68,9 +68,16 @@ class Capture {
   // mapped file), not only until the next call: they can be handed to other threads by
   // pointer (`--workers`); otherwise they are copied.
   virtual bool frames_outlive_batch() const noexcept { return false; }
-  // A mapped pcap file read without a filter: its parser, for threads that share the
-  // reading (CaptureParser::split; `--workers`), instead of next_batch(). Others nullptr.
-  virtual const CaptureParser* parser_to_split() const noexcept { return nullptr; }
+  // A pcap file read with read(2) without a filter (open_read_file): its parser (after the
+  // file header), descriptor and size, for threads that share the reading instead of
+  // next_batch() (`--workers`: each preads chunks of the file into buffers of its own and
+  // walks them with a CaptureParser::split()). Others: parser nullptr.
+  struct SharedFile {
+    const CaptureParser* parser = nullptr;
+    int fd = -1;
+    std::uint64_t size = 0;
+  };
+  virtual SharedFile file_to_share() const noexcept { return {}; }
   // break_loop() was called.
   virtual bool stopping() const noexcept { return false; }
   virtual bool idle() const noexcept { return false; }

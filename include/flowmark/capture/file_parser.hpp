@@ -71,15 +71,18 @@ class CaptureParser {
   observe::LinkType first_link() const noexcept { return first_link_; }
 
   // For threads that share the reading of one pcap file (`flowmark observe --workers`: each
-  // walks its own chunks of the mapping): a parser of the same bytes and file header, with no
-  // place yet (set_range() first). pcap only (pcapng carries state from block to block).
+  // walks its own chunks, read into buffers of its own with set_window()): a parser of the
+  // same bytes and file header, with no place yet (set_range() first). Called while the
+  // input holds the file's first record (before the first window moves on). pcap only
+  // (pcapng carries state from block to block).
   CaptureParser split() const;
   // Reads the records from `from` (a record's place) up to the first one that starts at or
   // after `stop`: next_batch() then gives 0, and offset() is that record's place (or the end
   // of the file). Errors as for the whole file (offsets in the file); cleared here.
   void set_range(std::size_t from, std::size_t stop) noexcept;
   // The first place in [from, to) that looks like a pcap record header (a guess, for a
-  // chunk's first record: its time within a day of the file's first record), or `to`.
+  // chunk's first record: its time within a day of the file's first record; a parser made
+  // by split()), or `to`.
   std::size_t first_record(std::size_t from, std::size_t to) const noexcept;
   std::span<const std::byte> bytes() const noexcept {
     return {reinterpret_cast<const std::byte*>(base_), size_};
@@ -145,6 +148,7 @@ class CaptureParser {
   std::int64_t last_ts_ = 0;
   observe::LinkType first_link_ = observe::LinkType::kEthernet;
   std::optional<Error> error_;
+  std::optional<std::uint32_t> first_sec_;  // split(): the first record's second
 };
 
 // LINKTYPE_* of a capture file's header as the observer's LinkType (the FCS bits of a pcap
