@@ -13,8 +13,8 @@
 // New flows take the lowest free positions below the current capacity (a cursor sweeps the
 // occupancy bitmap), so the memory touched, hence the resident set, follows the number of
 // flows held, not max_flows. on_packets() hides the two memory latencies of a lookup in a
-// large table (slot, then record) by loading the slot, then the flow it names, some
-// packets ahead of their turn.
+// large table (slot, then record) by loading the slots of a group of packets, then the flows
+// they name, a group or two ahead of their turn.
 //
 // Timers: every flow sits in exactly one bucket of a hashed timing wheel of kBuckets
 // buckets of 2^shift ns, placed by a deadline that is never later than its real one (the
@@ -164,20 +164,32 @@ class FlowTable {
     rev = !fwd;
   }
 
-  // The first of the home slot and the next one whose hash is h (idx1, or 0 for none), by
-  // masks: which of the two holds a packet's flow is a coin toss a branch would miss.
+  // The first of the kNear slots from home on whose hash is h (idx1, or 0 for none), by
+  // masks: which of them holds a packet's flow is a coin toss a branch would miss. (A slot
+  // holding h is never past an empty one: same hash, same home, and deletion shifts back.)
+  static constexpr std::size_t kNear = 4;
   std::uint32_t candidate(std::size_t home, std::uint32_t h) const noexcept {
-    const Slot a = slots_[home], b = slots_[home + 1 == nslots_ ? 0 : home + 1];
-    const std::uint32_t in_a = 0u - static_cast<std::uint32_t>(a.hash == h);
-    const std::uint32_t in_b = (0u - static_cast<std::uint32_t>(b.hash == h)) & ~in_a;
-    return (a.idx1 & in_a) | (b.idx1 & in_b);
+    if (home + kNear > nslots_) [[unlikely]]
+      return candidate_wrapped(home, h);
+    const Slot* s = &slots_[home];
+    std::uint32_t c = 0;
+    for (std::size_t k = kNear; k-- > 0;) {
+      const std::uint32_t in = 0u - static_cast<std::uint32_t>(s[k].hash == h);
+      c = (s[k].idx1 & in) | (c & ~in);
+    }
+    return c;
+  }
+  std::uint32_t candidate_wrapped(std::size_t home, std::uint32_t h) const noexcept {
+    for (std::size_t k = 0, i = home; k < kNear; ++k, i = i + 1 == nslots_ ? 0 : i + 1)
+      if (slots_[i].hash == h) return slots_[i].idx1;
+    return 0;
   }
 
   [[gnu::always_inline]] Hit find(const PacketKey& k) const noexcept {
     const std::uint32_t h = k.hash;
     std::size_t i = reduce(h, nslots_);
     bool found, rev;
-    // Nearly always the flow is in the home slot or the next one (load <= 0.5): tried first
+    // Nearly always the flow is in the first kNear slots from home (load <= 0.5): tried first
     // without a branch on which; a slot can hold h only if the home slot is occupied (same
     // hash, same home), so an empty home slot gives 0. Otherwise, the probe sequence.
     if (const std::uint32_t c = candidate(i, h); c != 0) {
@@ -199,11 +211,14 @@ class FlowTable {
   // For on_packets(): requests the index slot of hash h from memory; later, when it has
   // arrived, the flows it names (every flow is in the index).
   void prefetch_index(std::uint32_t h) const noexcept {
-    const Slot* s = &slots_[reduce(h, nslots_)];
+    const std::size_t home = reduce(h, nslots_);
+    const Slot* s = &slots_[home];
+    const Slot* t = &slots_[std::min(home + kNear - 1, nslots_ - 1)];  // candidate()'s last
     __builtin_prefetch(s);
-    asm volatile("" : : "r"(s) : "memory");  // kept (see prefetch_flow)
+    __builtin_prefetch(t);
+    asm volatile("" : : "r"(s), "r"(t) : "memory");  // kept (see prefetch_flow)
   }
-  // The flow is looked for in the home slot and the next one only (at load <= 0.5 that is
+  // The flow is looked for in the first kNear slots from home only (at load <= 0.5 that is
   // where nearly every flow sits), and without a branch: the number of slots to look at
   // varies unpredictably from packet to packet. A prefetch of a wrong place (no match: the
   // "flow" before the first) costs a line, never a fault. Returns the candidate (flow index

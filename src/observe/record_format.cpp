@@ -22,7 +22,22 @@ char* put(char* p, std::string_view s) noexcept {
   return p + s.size();
 }
 
-char* put_u(char* p, std::uint64_t v) noexcept { return std::to_chars(p, p + 20, v).ptr; }
+char* put_u_long(char* p, std::uint64_t v) noexcept { return std::to_chars(p, p + 20, v).ptr; }
+
+// Most of a record's numbers are one or two digits (protocol, version, flags, counts of a
+// few packets): those without a call.
+[[gnu::always_inline]] inline char* put_u(char* p, std::uint64_t v) noexcept {
+  if (v < 10) {
+    *p = static_cast<char>('0' + v);
+    return p + 1;
+  }
+  if (v < 100) {
+    p[0] = static_cast<char>('0' + v / 10);
+    p[1] = static_cast<char>('0' + v % 10);
+    return p + 2;
+  }
+  return put_u_long(p, v);
+}
 
 char* put_v4(char* p, const std::uint8_t* b) noexcept {
   for (int i = 0; i < 4; ++i) {
@@ -75,12 +90,31 @@ char* put_seconds(char* p, Nanos t) noexcept {
     ns = -ns;
     if (s == 0) *p++ = '-';  // -0.5 s: the seconds alone do not carry the sign
   }
-  p = std::to_chars(p, p + 20, s).ptr;
-  *p++ = '.';
-  for (int i = 8; i >= 0; --i) {
-    p[i] = static_cast<char>('0' + ns % 10);
-    ns /= 10;
+  // Groups of four digits by two pairs: fewer dependent divisions than a digit at a time.
+  auto four = [](char* q, unsigned v) {
+    const unsigned hi = v / 100, lo = v % 100;
+    q[0] = static_cast<char>('0' + hi / 10);
+    q[1] = static_cast<char>('0' + hi % 10);
+    q[2] = static_cast<char>('0' + lo / 10);
+    q[3] = static_cast<char>('0' + lo % 10);
+  };
+  if (s >= 1'000'000'000 && s < 10'000'000'000) {  // 2001-09-09 .. 2286: ten digits, 2 + 4 + 4
+    const auto v = static_cast<std::uint64_t>(s);
+    const auto top = static_cast<unsigned>(v / 100'000'000);
+    p[0] = static_cast<char>('0' + top / 10);
+    p[1] = static_cast<char>('0' + top % 10);
+    four(p + 2, static_cast<unsigned>(v / 10'000 % 10'000));
+    four(p + 6, static_cast<unsigned>(v % 10'000));
+    p += 10;
+  } else {
+    p = std::to_chars(p, p + 20, s).ptr;
   }
+  *p++ = '.';
+  // The nine digits as 1 + 4 + 4.
+  const auto u = static_cast<unsigned>(ns);
+  p[0] = static_cast<char>('0' + u / 100'000'000);
+  four(p + 1, u / 10'000 % 10'000);
+  four(p + 5, u % 10'000);
   return p + 9;
 }
 

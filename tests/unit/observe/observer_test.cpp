@@ -1152,8 +1152,10 @@ TEST(Observer, BatchesBehaveLikeSinglePackets) {
     std::vector<FrameRef> refs;
     for (std::size_t i = 0; i < frames.size(); ++i)
       refs.push_back({times[i], std::as_bytes(std::span(frames[i]))});
+    // Short batches, and some long enough for several of on_packets()' groups in flight.
     for (std::size_t i = 0; i < refs.size();) {
-      const std::size_t n = std::min<std::size_t>(refs.size() - i, rng() % 20);
+      const std::size_t n =
+          std::min<std::size_t>(refs.size() - i, rng() % 4 == 0 ? rng() % 300 : rng() % 20);
       many.obs.on_packets(LinkType::kEthernet, std::span(refs).subspan(i, n));
       i += n;
     }
