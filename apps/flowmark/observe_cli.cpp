@@ -61,8 +61,9 @@ Command add_observe_command(CLI::App& parent) {
   sub->add_option("--workers", a->workers,
                   "threads observing, each with its own flow table and timers (default and 0: "
                   "an interface, the cores this process may run on, at most 64, 1 with "
-                  "--icmp-flows or --capture pcap; a file, 1: two workers gained 1.05-1.5x over "
-                  "one at 10,000 flows, ~1.8x at 1,000,000, on the 2-core machine measured). "
+                  "--icmp-flows or --capture pcap; a pcap file without --filter, the same (two "
+                  "workers were 1.05-1.5x one at 10,000 flows, ~1.8x at 1,000,000, on the "
+                  "2-core machine measured); pcapng, standard input or --filter, 1). "
                   "A file: a flow's frames, both directions, fragments and the "
                   "ICMP errors quoting it, go to one of them (a pcap file without --filter: "
                   "the workers read it themselves, pread(2) in 1 MiB chunks; pcapng, "

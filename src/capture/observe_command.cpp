@@ -600,13 +600,19 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
 // Mapping the file costs page-table work for every 4 KiB page on the first touch (about 1 µs
 // a page on a host with shadow page tables, more than the copy). Several workers fed by a
 // reader thread (pcapng, a filter) take frames by pointer from the mapped file instead.
+// `workers` 0 (not given) is decided here: the cores for a file the workers can share (pcap,
+// no filter; two are 1.05-1.5x one at 10,000 flows, ~1.9x at 1,000,000 on 2 cores), else one
+// (a reader thread feeding workers gains less than it costs).
 Result<std::unique_ptr<Capture>> open_input_file(const std::string& file, std::string_view filter,
-                                                 std::size_t workers) {
+                                                 std::size_t& workers) {
   struct stat st {};
   if (file != "-" && ::stat(file.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
     FM_TRY(auto cap, open_read_file(file, filter));
-    if (workers == 1 || cap->file_to_share().parser != nullptr) return cap;
+    const bool shared = cap->file_to_share().parser != nullptr;
+    if (workers == 0) workers = shared ? std::min(available_cores(), kMaxWorkers) : 1;
+    if (workers == 1 || shared) return cap;
   }
+  if (workers == 0) workers = 1;
   return open_file_capture(file, filter);
 }
 
@@ -667,13 +673,11 @@ std::expected<ObserveSetup, ObserveSetupError> prepare_observe(const ObserveOpti
                     "fanout); use --capture afpacket for several, or --workers 1",
                     a.workers));
   // 0: a live interface gets a worker per core available (where several are allowed); a file
-  // one worker, read with read(2): two workers pread'ing its chunks are faster (~1.9× at
-  // 1,000,000 flows) but at 10,000 flows gain 1.05–1.5× (and lose when the process has less
-  // than its two cores), short of issue 17's 1.5× (README, "Every core").
-  setup.workers = a.workers != 0 ? a.workers
-                  : a.icmp_flows || live_pcap || a.iface.empty()
-                      ? 1
-                      : std::min(available_cores(), kMaxWorkers);
+  // is decided when it is opened (open_input_file).
+  setup.workers = a.workers != 0                 ? a.workers
+                  : a.icmp_flows || live_pcap    ? 1
+                  : a.iface.empty()              ? 0
+                                                 : std::min(available_cores(), kMaxWorkers);
   if (!a.iface.empty() && a.capture == "afpacket" && setup.workers > 1) {
     auto socks = open_afpacket_fanout(a.iface, a.filter, setup.workers);
     if (socks) {

@@ -14,7 +14,8 @@ the idle timeout, flows split by the active timeout, VLAN tags. Each is run with
 chains and --chains all; the written capture also with --vlan, short timeouts, CSV and from
 standard input (libpcap's frames do not outlive a batch: copied for the workers).
 --icmp-flows is refused with more than one worker (checked); without --workers (or with 0) the
-workers are the cores available, one with --icmp-flows. --stats: the per-worker lines add up
+workers are the cores available for a pcap file without --filter, one with --icmp-flows,
+--filter or pcapng. --stats: the per-worker lines add up
 to the summed line, which equals one worker's. Needs Debian's python3-scapy (hence
 /usr/bin/python3). No network, no root.
 """
@@ -277,17 +278,29 @@ class WorkersTest(unittest.TestCase):
             self.assertEqual(sums[:-1], counters(total)[:-1], err)
             self.assertEqual(counters(total), counters(one_line), f"{n} workers:\n{err}\n{one}")
 
-    def test_default_for_a_file_is_one_worker(self):
-        # No --workers (and --workers 0) on a file: one worker (two gain too little at 10,000
-        # flows on this 2-core machine: README, "Every core"), the very output of --workers 1;
-        # the interface default (a worker per core) is in observe_live_workers.py. With
-        # --icmp-flows (refused above one) one, without a word.
+    def test_default_for_a_file(self):
+        # No --workers (and --workers 0) on a pcap file without --filter: a worker per core
+        # this process may run on (the workers read the file: README, "Every core"), the
+        # same records as one worker. With --filter, a pcapng file or --icmp-flows (refused
+        # above one): one, the very output of --workers 1, without a word. The interface
+        # default (a worker per core) is in observe_live_workers.py.
+        cores = min(len(os.sched_getaffinity(0)), 64)
         ref, _ = observe(self.hard, 1)
         for args in ([], ["--workers", "0"]):
             p = subprocess.run([FLOWMARK, "observe", "-r", self.hard, "--stats", *args],
                                capture_output=True, text=True, timeout=120)
             self.assertEqual(p.returncode, 0, p.stderr)
-            self.assertEqual(p.stdout, ref, args)
+            self.assertEqual(sorted(p.stdout.splitlines()), sorted(ref.splitlines()), args)
+            workers = re.findall(r"flowmark observe worker (\d+):", p.stderr)
+            self.assertEqual(len(workers), cores if cores > 1 else 0, p.stderr)
+        pcapng = [x for x in self.truth + self.chains if x.endswith(".pcapng")]
+        self.assertTrue(pcapng, "no pcapng capture among the truth tests'")
+        for path, extra in ((self.hard, ["--filter", "ip or ip6 or vlan"]), (pcapng[0], [])):
+            ref, _ = observe(path, 1, *extra)
+            p = subprocess.run([FLOWMARK, "observe", "-r", path, "--stats", *extra],
+                               capture_output=True, text=True, timeout=120)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(p.stdout, ref, (path, extra))
             self.assertNotIn("worker", p.stderr)
         ref, _ = observe(self.hard, 1, "--icmp-flows")
         p = subprocess.run([FLOWMARK, "observe", "-r", self.hard, "--icmp-flows", "--stats"],
