@@ -2,13 +2,18 @@
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <net/if.h>
 #include <poll.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "flowmark/net/socket.hpp"
@@ -289,6 +294,54 @@ TEST(FireflySender, SendManyGivesEachDestinationItsDatagramsWithAndWithoutGso) {
     ASSERT_EQ(got.size(), 1000u);
     for (const auto& g : got) ASSERT_EQ(g, one);
   }
+}
+
+// A path whose MTU a GSO segment does not fit (fireflies longer than it are fragmented as
+// before): the kernel refuses the buffer, and the run's datagrams go one by one, every one
+// delivered. In a network namespace of this thread with loopback's MTU at 1,280.
+TEST(FireflySender, GsoRefusedByThePathSendsOneByOne) {
+  std::string skipped;
+  std::vector<std::string> got;
+  std::vector<int> errors(40, -1);
+  std::vector<std::string> data;
+  for (std::size_t k = 0; k < 40; ++k)
+    data.emplace_back(k < 20 ? 1400 : 600, static_cast<char>('a' + k % 26));
+  std::thread([&] {
+    if (::unshare(CLONE_NEWNET) != 0) {
+      skipped = std::string("no network namespace (needs CAP_SYS_ADMIN): ") + std::strerror(errno);
+      return;
+    }
+    const int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ifreq ifr{};
+    std::strcpy(ifr.ifr_name, "lo");
+    ifr.ifr_mtu = 1280;
+    if (::ioctl(s, SIOCSIFMTU, &ifr) != 0 || ::ioctl(s, SIOCGIFFLAGS, &ifr) != 0) {
+      skipped = std::string("cannot set lo's MTU: ") + std::strerror(errno);
+      ::close(s);
+      return;
+    }
+    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+    const int up = ::ioctl(s, SIOCSIFFLAGS, &ifr);
+    ::close(s);
+    if (up != 0) {
+      skipped = std::string("cannot bring lo up: ") + std::strerror(errno);
+      return;
+    }
+    auto fd = net::bind_udp({*IpAddress::parse("127.0.0.1"), 0});
+    if (!fd) {
+      skipped = fd.error().message();
+      return;
+    }
+    const Endpoint to = *net::local_endpoint(fd->get());
+    FireflySender tx;
+    std::vector<FireflySender::Message> messages;
+    for (const auto& d : data) messages.push_back({&to, d});
+    tx.send_many(messages, errors);  // 20 of 1,400 bytes, then 20 of 600 (GSO still)
+    got = receive(fd->get(), data.size());
+  }).join();
+  if (!skipped.empty()) GTEST_SKIP() << skipped;
+  EXPECT_EQ(errors, std::vector<int>(data.size(), 0));
+  EXPECT_EQ(got, data);
 }
 
 TEST(FireflySender, PrepareChecksGroups) {
