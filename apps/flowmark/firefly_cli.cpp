@@ -62,8 +62,12 @@ void add_send(CLI::App& parent, FireflyCommandLine& cl) {
                 "their start and supplies the real time")
       ->type_name("RFC3339");
   // Benchmarks only (bench/firefly_listen.sh): hidden from --help.
-  s->add_option("--repeat", a.repeat, "send the same firefly N times (sendmmsg)")
+  s->add_option("--repeat", a.repeat, "send the same firefly N times (sendmmsg by 64)")
       ->check(CLI::Range(std::uint64_t{1}, UINT64_MAX).description(""))
+      ->group("");
+  s->add_flag("--gso", a.gso,
+              "--repeat sends UDP GSO buffers of 64 datagrams, four a sendmmsg, as flowmarkd's "
+              "firefly backend sends runs of one size")
       ->group("");
   s->add_option("--rate", a.rate, "fireflies a second for --repeat (0: unpaced)")
       ->check(CLI::Range(0.0, 1e9).description(""))

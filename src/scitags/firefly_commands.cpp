@@ -76,7 +76,7 @@ class SendRun {
   SendRun(const FireflySendOptions& o, const Registry& registry)
       : o_(o),
         registry_(registry),
-        tx_({.ttl = o.ttl, .iface = o.iface}),
+        tx_({.ttl = o.ttl, .iface = o.iface, .sndbuf = 0, .gso = o.gso}),
         encoder_({.hostname = o.hostname}) {}
 
   // Checks the fixed destinations (--to, --collector) before anything is sent.
@@ -334,6 +334,7 @@ Result<FireflySendOptions> resolve_firefly_send(const FireflySendArgs& a) {
   }
   o.repeat = a.repeat;
   o.rate = a.rate;
+  o.gso = a.gso;
   return o;
 }
 

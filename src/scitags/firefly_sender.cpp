@@ -1,6 +1,8 @@
 #include "flowmark/scitags/firefly_sender.hpp"
 #include "flowmark/core/time.hpp"
 
+#include <netinet/in.h>
+#include <netinet/udp.h>
 #include <time.h>
 
 #include <algorithm>
@@ -21,7 +23,8 @@ bool is_refusal(int err) noexcept { return err == ENOBUFS || err == EPERM || err
 
 }  // namespace
 
-FireflySender::FireflySender(FireflySenderConfig config) : config_(std::move(config)) {}
+FireflySender::FireflySender(FireflySenderConfig config)
+    : config_(std::move(config)), gso_(config_.gso) {}
 
 Result<Endpoint> FireflySender::prepare(const Endpoint& to) const {
   Endpoint out = to;
@@ -70,47 +73,125 @@ Result<void> FireflySender::send(const Endpoint& to, std::string_view datagram) 
   return {};
 }
 
+std::size_t FireflySender::gso_run(std::span<const Message> messages) const noexcept {
+  const Message& a = messages.front();
+  const std::size_t size = a.datagram.size();
+  if (!gso_ || size == 0 || size >= gso_max_size_ || messages.size() == 1) return 1;
+  // The largest UDP payload of one IPv4 / IPv6 packet: the kernel's bound for the whole buffer.
+  const std::size_t limit = a.to->address.is_v6() ? 65527 : 65507;
+  std::size_t n = 1, total = size;
+  while (n < messages.size() && n < kGsoSegments &&
+         (messages[n].to == a.to || *messages[n].to == *a.to)) {
+    const std::size_t s = messages[n].datagram.size();
+    // Every segment but the last is `size` long; an empty one would not be sent at all.
+    if (s > size || s == 0 || total + s > limit) break;
+    total += s;
+    ++n;
+    if (s < size) break;
+  }
+  return n;
+}
+
 void FireflySender::send_many(std::span<const Message> messages, std::span<int> errors) {
+  struct alignas(cmsghdr) Control {
+    char bytes[CMSG_SPACE(sizeof(std::uint16_t))];
+  };
   std::array<sockaddr_storage, kBatch> names;
-  std::array<iovec, kBatch> iov{};
   std::array<mmsghdr, kBatch> msgs{};
+  std::array<Control, kBatch> control{};
+  std::array<std::size_t, kBatch> first{}, count{};  // each message's datagrams
+  iov_.resize(kBatch * kGsoSegments);
   std::size_t i = 0;
   while (i < messages.size()) {
-    // A run of one family, kBatch at most.
+    // Up to kBatch messages of one family, each one datagram or a GSO run.
     const Family family = messages[i].to->address.family();
-    std::size_t n = 0;
-    while (i + n < messages.size() && n < kBatch &&
-           messages[i + n].to->address.family() == family) {
-      const auto& m = messages[i + n];
-      iov[n] = {const_cast<char*>(m.datagram.data()), m.datagram.size()};
-      msgs[n] = {};
-      msgs[n].msg_hdr.msg_name = &names[n];
-      msgs[n].msg_hdr.msg_namelen = m.to->to_sockaddr(names[n]);
-      msgs[n].msg_hdr.msg_iov = &iov[n];
-      msgs[n].msg_hdr.msg_iovlen = 1;
+    std::size_t n = 0, d = 0;
+    while (i + d < messages.size() && n < kBatch &&
+           messages[i + d].to->address.family() == family) {
+      const std::size_t run = gso_run(messages.subspan(i + d));
+      for (std::size_t k = 0; k < run; ++k) {
+        const auto& m = messages[i + d + k];
+        iov_[d + k] = {const_cast<char*>(m.datagram.data()), m.datagram.size()};
+      }
+      msghdr& h = msgs[n].msg_hdr;
+      h = msghdr{};
+      h.msg_name = &names[n];
+      h.msg_namelen = messages[i + d].to->to_sockaddr(names[n]);
+      h.msg_iov = &iov_[d];
+      h.msg_iovlen = run;
+      if (run > 1) {
+        h.msg_control = control[n].bytes;
+        h.msg_controllen = sizeof control[n].bytes;
+        cmsghdr* c = CMSG_FIRSTHDR(&h);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
+        const auto segment = static_cast<std::uint16_t>(messages[i + d].datagram.size());
+        std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
+      }
+      first[n] = i + d;
+      count[n] = run;
+      d += run;
       ++n;
     }
     auto fd = socket_for(family);
     if (!fd) {
       const int err = fd.error().code().value() ? fd.error().code().value() : EINVAL;
-      std::fill_n(errors.begin() + static_cast<std::ptrdiff_t>(i), n, err);
-      i += n;
+      std::fill_n(errors.begin() + static_cast<std::ptrdiff_t>(i), d, err);
+      i += d;
       continue;
     }
+    auto set = [&](std::size_t m, int err) {
+      std::fill_n(errors.begin() + static_cast<std::ptrdiff_t>(first[m]), count[m], err);
+    };
     std::size_t done = 0;
     while (done < n) {
       const int r = ::sendmmsg(*fd, msgs.data() + done, static_cast<unsigned>(n - done), 0);
       if (r < 0) {
         if (errno == EINTR) continue;
-        errors[i + done] = errno;  // this datagram failed: go on with the next
+        const int err = errno;
+        if (count[done] > 1 && gso_refused(err, iov_[first[done] - i].iov_len)) {
+          // Not as one buffer on this path or kernel: the run's datagrams one by one.
+          for (std::size_t k = first[done]; k < first[done] + count[done]; ++k) {
+            errors[k] = send_one(*fd, messages[k]);
+          }
+        } else {
+          set(done, err);  // this message failed: go on with the next
+        }
         ++done;
         continue;
       }
-      std::fill_n(errors.begin() + static_cast<std::ptrdiff_t>(i + done), r, 0);
+      for (int k = 0; k < r; ++k) set(done + static_cast<std::size_t>(k), 0);
       done += static_cast<std::size_t>(r);
     }
-    i += n;
+    i += d;
   }
+}
+
+bool FireflySender::gso_refused(int err, std::size_t segment) noexcept {
+  switch (err) {
+    case EINVAL:
+    case EMSGSIZE:  // segment plus headers larger than the path's MTU: not for this size
+      gso_max_size_ = std::min(gso_max_size_, segment);
+      return true;
+    case EIO:  // the device cannot checksum for us, or an IPsec path
+    case ENOPROTOOPT:
+    case EOPNOTSUPP:  // a kernel without UDP GSO
+      gso_ = false;
+      return true;
+    default: return false;
+  }
+}
+
+int FireflySender::send_one(int fd, const Message& m) noexcept {
+  sockaddr_storage ss{};
+  const socklen_t len = m.to->to_sockaddr(ss);
+  ssize_t n;
+  do {
+    n = ::sendto(fd, m.datagram.data(), m.datagram.size(), 0, reinterpret_cast<sockaddr*>(&ss),
+                 len);
+  } while (n < 0 && errno == EINTR);
+  return n < 0 ? errno : 0;
 }
 
 Result<std::uint64_t> FireflySender::send_repeated(const Endpoint& to, std::string_view datagram,
@@ -131,11 +212,64 @@ Result<std::uint64_t> FireflySender::send_repeated(const Endpoint& to, std::stri
   const double interval_ns = rate > 0 ? 1e9 / rate : 0;
   std::uint64_t done = 0;  // sent or refused
   std::uint64_t sent = 0;
-  while (done < count) {
+  auto pace = [&] {
     if (interval_ns > 0) {
       const auto due = start + static_cast<std::int64_t>(static_cast<double>(done) * interval_ns);
       if (monotonic_ns() < due) sleep_until_monotonic(due);
     }
+  };
+  // With GSO, as send_many() sends them: GSO buffers of kGsoSegments datagrams, four a call.
+  const std::size_t limit = to.address.is_v6() ? 65527 : 65507;
+  const std::size_t segments =
+      std::min(kGsoSegments, limit / std::max<std::size_t>(1, datagram.size()));
+  if (gso_ && !datagram.empty() && datagram.size() < gso_max_size_ && segments > 1) {
+    std::vector<iovec> seg(segments, iovec{const_cast<char*>(datagram.data()), datagram.size()});
+    struct alignas(cmsghdr) Control {
+      char bytes[CMSG_SPACE(sizeof(std::uint16_t))];
+    } control{};
+    constexpr std::size_t kCall = 4;
+    std::array<mmsghdr, kCall> gm{};
+    for (auto& m : gm) {
+      m.msg_hdr.msg_name = &ss;
+      m.msg_hdr.msg_namelen = len;
+      m.msg_hdr.msg_iov = seg.data();
+      m.msg_hdr.msg_control = control.bytes;  // read only by the kernel: one for all
+      m.msg_hdr.msg_controllen = sizeof control.bytes;
+    }
+    cmsghdr* c = CMSG_FIRSTHDR(&gm[0].msg_hdr);
+    c->cmsg_level = SOL_UDP;
+    c->cmsg_type = UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
+    const auto segment = static_cast<std::uint16_t>(datagram.size());
+    std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
+    while (done < count) {
+      pace();
+      std::size_t n = 0;
+      std::uint64_t in_call = 0;
+      for (; n < kCall && done + in_call < count; ++n) {
+        const auto k = std::min<std::uint64_t>(segments, count - done - in_call);
+        gm[n].msg_hdr.msg_iovlen = k;
+        in_call += k;
+      }
+      const int r = ::sendmmsg(fd, gm.data(), static_cast<unsigned>(n), 0);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        const int err = errno;
+        if (gso_refused(err, datagram.size())) break;  // the rest by sendmmsg below
+        if (!is_refusal(err))
+          return fail_errno(fmt::format("cannot send fireflies to {}", to.to_string()));
+        refused_ += gm[0].msg_hdr.msg_iovlen;  // the first buffer was refused: skip it
+        done += gm[0].msg_hdr.msg_iovlen;
+        continue;
+      }
+      for (int k = 0; k < r; ++k) {
+        done += gm[static_cast<std::size_t>(k)].msg_hdr.msg_iovlen;
+        sent += gm[static_cast<std::size_t>(k)].msg_hdr.msg_iovlen;
+      }
+    }
+  }
+  while (done < count) {
+    pace();
     const auto n = static_cast<unsigned>(std::min<std::uint64_t>(kBatch, count - done));
     const int r = ::sendmmsg(fd, msgs.data(), n, 0);
     if (r < 0) {

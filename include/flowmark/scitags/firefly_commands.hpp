@@ -44,6 +44,7 @@ struct FireflySendOptions {
   std::optional<Micros> start_time;
   std::uint64_t repeat = 1;  // benchmark: send the firefly this many times (one flow only)
   double rate = 0;           // benchmark: datagrams a second for --repeat (0: unpaced)
+  bool gso = false;  // benchmark: --repeat by UDP GSO buffers (FireflySender::send_repeated)
 };
 
 enum class FireflyFormat { kJson, kText };
@@ -68,6 +69,7 @@ struct FireflySendArgs {
   std::string registry = "builtin";
   std::uint64_t repeat = 1;
   double rate = 0;
+  bool gso = false;
 };
 
 struct FireflyListenArgs {

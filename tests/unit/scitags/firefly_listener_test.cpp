@@ -2,13 +2,21 @@
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "flowmark/net/socket.hpp"
 #include "flowmark/scitags/firefly_commands.hpp"
 #include "flowmark/scitags/firefly_sender.hpp"
 
@@ -199,6 +207,141 @@ TEST(FireflyJson, AddressesAreWrittenAsInetNtopWritesThem) {
     EXPECT_NE(w->find(std::string(R"("src-ip":")") + want + '"'), std::string_view::npos)
         << want << " in " << *w;
   }
+}
+
+// Datagrams as they arrive at a UDP socket (a receiver without UDP_GRO, as collectors are):
+// up to `want` of them, waiting up to 10 s for each.
+std::vector<std::string> receive(int fd, std::size_t want) {
+  std::vector<std::string> got;
+  std::string buf(65536, '\0');
+  while (got.size() < want) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 10'000) <= 0) break;
+    const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+    if (n < 0) break;
+    got.emplace_back(buf.data(), static_cast<std::size_t>(n));
+  }
+  return got;
+}
+
+// send_many gives each destination the same datagrams, byte for byte and in order, whether
+// runs of one destination and one size leave as GSO buffers or one by one: runs longer than a
+// GSO buffer, runs ended by a shorter datagram, runs broken by another destination or a longer
+// datagram, empty datagrams, and datagrams too long to share a buffer.
+TEST(FireflySender, SendManyGivesEachDestinationItsDatagramsWithAndWithoutGso) {
+  std::vector<UniqueFd> rx;
+  std::vector<Endpoint> to;
+  for (int k = 0; k < 2; ++k) {
+    auto fd = net::bind_udp({*IpAddress::parse("127.0.0.1"), 0});
+    ASSERT_TRUE(fd.has_value()) << fd.error().message();
+    ASSERT_TRUE(net::set_receive_buffer(fd->get(), 32 << 20).has_value());
+    auto here = net::local_endpoint(fd->get());
+    ASSERT_TRUE(here.has_value());
+    to.push_back(*here);
+    rx.push_back(std::move(*fd));
+  }
+  std::mt19937 rng(18);
+  const std::array<std::size_t, 7> sizes{0, 1, 300, 301, 449, 1400, 40000};
+  std::vector<std::string> data;
+  std::vector<std::size_t> dest;
+  while (data.size() < 1500) {
+    const std::size_t size = sizes[rng() % sizes.size()];
+    const std::size_t d = rng() % 2;
+    const std::size_t run = 1 + rng() % (rng() % 4 == 0 ? 150 : 5);
+    for (std::size_t k = 0; k < run; ++k) {
+      std::string s(size, '\0');
+      for (auto& c : s) c = static_cast<char>(rng());
+      if (size >= 4) std::memcpy(s.data(), &k, 4);
+      data.push_back(std::move(s));
+      dest.push_back(d);
+    }
+    if (rng() % 3 == 0 && size > 1) {  // a shorter one after the run
+      data.emplace_back(size - 1, 'x');
+      dest.push_back(d);
+    }
+  }
+  for (bool gso : {true, false}) {
+    SCOPED_TRACE(gso ? "gso" : "no gso");
+    FireflySenderConfig config;
+    config.gso = gso;
+    FireflySender tx(config);
+    std::vector<FireflySender::Message> messages;
+    for (std::size_t i = 0; i < data.size(); ++i) messages.push_back({&to[dest[i]], data[i]});
+    // A slice at a time, so that the receivers' buffers hold what is in flight.
+    for (std::size_t i = 0; i < messages.size(); i += 300) {
+      const std::size_t n = std::min<std::size_t>(300, messages.size() - i);
+      std::vector<int> errors(n, -1);
+      tx.send_many(std::span(messages).subspan(i, n), errors);
+      EXPECT_EQ(errors, std::vector<int>(n, 0));
+      for (std::size_t d = 0; d < 2; ++d) {
+        std::vector<std::string> want;
+        for (std::size_t k = i; k < i + n; ++k) {
+          if (dest[k] == d) want.push_back(data[k]);
+        }
+        const auto got = receive(rx[d].get(), want.size());
+        ASSERT_EQ(got.size(), want.size()) << "destination " << d << ", from datagram " << i;
+        for (std::size_t k = 0; k < want.size(); ++k) {
+          ASSERT_EQ(got[k], want[k]) << "destination " << d << ", its datagram " << k;
+        }
+      }
+    }
+    // 1,000 = 15 full GSO buffers and a part.
+    const std::string one = data[1].size() == 449 ? data[1] : std::string(449, 'r');
+    auto n = tx.send_repeated(to[0], one, 1000, 0);
+    ASSERT_TRUE(n.has_value()) << n.error().message();
+    EXPECT_EQ(*n, 1000u);
+    const auto got = receive(rx[0].get(), 1000);
+    ASSERT_EQ(got.size(), 1000u);
+    for (const auto& g : got) ASSERT_EQ(g, one);
+  }
+}
+
+// A path whose MTU a GSO segment does not fit (fireflies longer than it are fragmented as
+// before): the kernel refuses the buffer, and the run's datagrams go one by one, every one
+// delivered. In a network namespace of this thread with loopback's MTU at 1,280.
+TEST(FireflySender, GsoRefusedByThePathSendsOneByOne) {
+  std::string skipped;
+  std::vector<std::string> got;
+  std::vector<int> errors(40, -1);
+  std::vector<std::string> data;
+  for (std::size_t k = 0; k < 40; ++k)
+    data.emplace_back(k < 20 ? 1400 : 600, static_cast<char>('a' + k % 26));
+  std::thread([&] {
+    if (::unshare(CLONE_NEWNET) != 0) {
+      skipped = std::string("no network namespace (needs CAP_SYS_ADMIN): ") + std::strerror(errno);
+      return;
+    }
+    const int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ifreq ifr{};
+    std::strcpy(ifr.ifr_name, "lo");
+    ifr.ifr_mtu = 1280;
+    if (::ioctl(s, SIOCSIFMTU, &ifr) != 0 || ::ioctl(s, SIOCGIFFLAGS, &ifr) != 0) {
+      skipped = std::string("cannot set lo's MTU: ") + std::strerror(errno);
+      ::close(s);
+      return;
+    }
+    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+    const int up = ::ioctl(s, SIOCSIFFLAGS, &ifr);
+    ::close(s);
+    if (up != 0) {
+      skipped = std::string("cannot bring lo up: ") + std::strerror(errno);
+      return;
+    }
+    auto fd = net::bind_udp({*IpAddress::parse("127.0.0.1"), 0});
+    if (!fd) {
+      skipped = fd.error().message();
+      return;
+    }
+    const Endpoint to = *net::local_endpoint(fd->get());
+    FireflySender tx;
+    std::vector<FireflySender::Message> messages;
+    for (const auto& d : data) messages.push_back({&to, d});
+    tx.send_many(messages, errors);  // 20 of 1,400 bytes, then 20 of 600 (GSO still)
+    got = receive(fd->get(), data.size());
+  }).join();
+  if (!skipped.empty()) GTEST_SKIP() << skipped;
+  EXPECT_EQ(errors, std::vector<int>(data.size(), 0));
+  EXPECT_EQ(got, data);
 }
 
 TEST(FireflySender, PrepareChecksGroups) {

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstring>
 #include <unordered_map>
 
@@ -99,6 +100,15 @@ class FireflyBackend final : public Backend {
   // The worker's batch is over: what is queued leaves now (sendmmsg).
   void flush() noexcept override {
     if (queued_.empty()) return;
+    // Each destination's datagrams together, in their order (a stable sort; the order between
+    // different destinations is nobody's to see): consecutive datagrams of one destination and
+    // one size leave as one GSO buffer.
+    auto by_destination = [](const Queued& a, const Queued& b) {
+      return a.kind != b.kind ? a.kind < b.kind : a.to < b.to;
+    };
+    if (!std::is_sorted(queued_.begin(), queued_.end(), by_destination)) {
+      std::stable_sort(queued_.begin(), queued_.end(), by_destination);
+    }
     messages_.clear();
     for (const auto& q : queued_) {
       messages_.push_back({&q.to, std::string_view(arena_).substr(q.offset, q.size)});
@@ -178,8 +188,8 @@ class FireflyBackend final : public Backend {
     queue_wire(e, *wire);
   }
 
-  // Queued (the datagram once, for every destination), sent by flush() in one sendmmsg
-  // per kBatch datagrams rather than one sendto each.
+  // Queued (the datagram once, for every destination), sent by flush() in sendmmsg calls
+  // (GSO runs) rather than one sendto each.
   void queue_wire(const FlowEvent& e, std::string_view wire) {
     const std::size_t offset = arena_.size();
     arena_.append(wire);
@@ -187,8 +197,12 @@ class FireflyBackend final : public Backend {
       queued_.push_back({Endpoint{e.dst.address, o_.port}, offset, wire.size(), 0});
     }
     for (const auto& c : collectors_) queued_.push_back({c, offset, wire.size(), 1});
-    if (queued_.size() >= scitags::FireflySender::kBatch) flush();
+    if (queued_.size() >= kFlushAt) flush();
   }
+
+  // Datagrams queued before they are sent (flush() also comes at the end of each of the
+  // worker's batches): enough for a few GSO buffers per sendmmsg.
+  static constexpr std::size_t kFlushAt = 4 * scitags::FireflySender::kBatch;
 
   std::string name_;
   FireflyOptions o_;
