@@ -128,7 +128,10 @@ set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "libcurl4, libpq5")
 # that needs it for filters, standard input and --capture pcap: a Depends. 1.5.1 is the
 # version Debian's symbols file gives for the newest function flowmark calls
 # (pcap_set_immediate_mode, pcap_*_with_tstamp_precision). CPack appends the shlibdeps.
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "libpcap0.8 (>= 1.5.1)")
+# libsqlite3 is dlopen()ed by the store (src/collector/store_sqlite.cpp) so that a flowmarkd
+# without a store backend does not map it; the store backend and `flowmark report` need it for
+# store files, the default: a Depends. 3.37.0 brought sqlite3_changes64, the newest it calls.
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "libpcap0.8 (>= 1.5.1), libsqlite3-0 (>= 3.37.0)")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${_pkg_dir}/debian/conffiles ${_pkg_dir}/debian/postinst ${_pkg_dir}/debian/prerm
     ${_pkg_dir}/debian/postrm)

@@ -29,8 +29,9 @@ PACKAGES=(
   # benchmarks: peer flow meters for bench/observe_bench.sh (softflowd, nfpcapd, argus +
   # racluster, ndpiReader; tshark is above)
   softflowd nfdump argus-server argus-client libndpi-bin
-  # service (flowmarkd): TOML config, Prometheus exporter, sd_notify, eBPF (libbpf skeletons)
-  libtomlplusplus-dev prometheus-cpp-dev libsystemd-dev libbpf-dev bpftool
+  # service (flowmarkd): TOML config, Prometheus exporter, eBPF (libbpf skeletons); sd_notify is
+  # spoken without libsystemd
+  libtomlplusplus-dev prometheus-cpp-dev libbpf-dev bpftool
   # service: flowd-go's YAML configuration (/etc/flowd-go/conf.yaml) read as it is
   libyaml-cpp-dev
   # eBPF datapath: the Linux UAPI headers the TC program includes (clang-19 is above)

@@ -1,18 +1,86 @@
 // Store in an embedded SQLite file: WAL journal, synchronous=NORMAL (a crash loses at most
 // the last transactions, never the file), prepared statements, one transaction per write().
+//
+// libsqlite3 is loaded with dlopen() when a SQLite store is first opened, not linked: every
+// flowmarkd mapped it (~0.25 MB resident) though only a store backend uses it. Only the
+// declarations of <sqlite3.h> are used at build time.
+#include <dlfcn.h>
 #include <sqlite3.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include "collector/store_impl.hpp"
+#include "flowmark/core/dynamic_library.hpp"
 
 namespace flowmark::collector::detail {
 namespace {
+
+constexpr const char* kLibsqlite = "libsqlite3.so.0";  // the soname of every SQLite 3
+
+// The SQLite functions the store uses (sqlite3_<name>), resolved from the library loaded at run
+// time; their types are those of <sqlite3.h>.
+#define FM_SQLITE_FUNCTIONS(X) \
+  X(bind_double)               \
+  X(bind_int64)                \
+  X(bind_null)                 \
+  X(bind_text)                 \
+  X(busy_timeout)              \
+  X(changes64)                 \
+  X(clear_bindings)            \
+  X(close_v2)                  \
+  X(column_bytes)              \
+  X(column_double)             \
+  X(column_int)                \
+  X(column_int64)              \
+  X(column_text)               \
+  X(errmsg)                    \
+  X(errstr)                    \
+  X(exec)                      \
+  X(extended_result_codes)     \
+  X(finalize)                  \
+  X(open_v2)                   \
+  X(prepare_v2)                \
+  X(prepare_v3)                \
+  X(reset)                     \
+  X(step)
+
+struct LibSqlite {
+#define FM_SQLITE_MEMBER(name) decltype(&::sqlite3_##name) name = nullptr;
+  FM_SQLITE_FUNCTIONS(FM_SQLITE_MEMBER)
+#undef FM_SQLITE_MEMBER
+  std::string error;  // why it is unusable; empty when ready
+};
+
+// Loads libsqlite3 once per process (thread-safe); the library stays loaded.
+const LibSqlite& sq() noexcept {
+  static LibSqlite api;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* lib = dlopen(kLibsqlite, RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) {
+      const char* why = dlerror();
+      api.error = fmt::format(
+          "cannot load {} ({}): install libsqlite3-0 (apt-get install libsqlite3-0) to use a "
+          "SQLite store",
+          kLibsqlite, why ? why : "not found");
+      return;
+    }
+    const char* missing = nullptr;
+    bool ok = true;
+#define FM_SQLITE_RESOLVE(name) ok = resolve_symbol(lib, "sqlite3_" #name, api.name, missing) && ok;
+    FM_SQLITE_FUNCTIONS(FM_SQLITE_RESOLVE)
+#undef FM_SQLITE_RESOLVE
+    if (!ok)
+      api.error = fmt::format("{} has no symbol {}: reinstall libsqlite3-0", kLibsqlite, missing);
+  });
+  return api;
+}
 
 // The std::errc of an SQLite result code (for store_error_reason()).
 std::errc errc_of(int rc) {
@@ -41,7 +109,7 @@ class Stmt {
     std::swap(s_, o.s_);
     return *this;
   }
-  ~Stmt() { sqlite3_finalize(s_); }
+  ~Stmt() { sq().finalize(s_); }
   sqlite3_stmt* get() const noexcept { return s_; }
 
  private:
@@ -53,38 +121,38 @@ class SqliteStore final : public Store {
   SqliteStore(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   ~SqliteStore() override {
     upsert_ = Stmt();
-    sqlite3_close_v2(db_);
+    sq().close_v2(db_);
   }
 
   std::string_view kind() const noexcept override { return "sqlite"; }
 
   std::unexpected<Error> error(std::string_view what, int rc) const {
-    return store_fail(errc_of(rc), fmt::format("{}: {}: {}", path_, what, sqlite3_errmsg(db_)));
+    return store_fail(errc_of(rc), fmt::format("{}: {}: {}", path_, what, sq().errmsg(db_)));
   }
 
   Result<void> exec(std::string_view sql, std::string_view what) {
     const std::string s(sql);
-    const int rc = sqlite3_exec(db_, s.c_str(), nullptr, nullptr, nullptr);
+    const int rc = sq().exec(db_, s.c_str(), nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) return error(what, rc);
     return {};
   }
 
   // After a failure: the error reported is the first one, not the rollback's.
-  void rollback() noexcept { sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr); }
+  void rollback() noexcept { sq().exec(db_, "ROLLBACK", nullptr, nullptr, nullptr); }
 
   Result<Stmt> prepare(std::string_view sql, std::string_view what) {
     sqlite3_stmt* s = nullptr;
-    const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
-                                      SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+    const int rc = sq().prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
+                                   SQLITE_PREPARE_PERSISTENT, &s, nullptr);
     if (rc != SQLITE_OK) return error(what, rc);
     return Stmt(s);
   }
 
   Result<void> init(const StoreOptions& o) {
-    sqlite3_extended_result_codes(db_, 1);
+    sq().extended_result_codes(db_, 1);
     // A writer waiting on another writer waits briefly: the backend retries with back-off
     // rather than stalling its thread.
-    sqlite3_busy_timeout(db_, o.read_only ? 5000 : 100);
+    sq().busy_timeout(db_, o.read_only ? 5000 : 100);
     // 64 MiB of page cache (the default 2 MiB makes every insert into the indexes of a large
     // store a read). Readers (reports) read through a memory map; the service's writer does
     // not: mapped pages of a store that grows for months would count in its resident size.
@@ -124,12 +192,12 @@ class SqliteStore final : public Store {
       FM_TRY_VOID(exec("COMMIT", "creating the schema"));
       return {};
     }
-    const int rc = sqlite3_step(has->get());
+    const int rc = sq().step(has->get());
     if (rc != SQLITE_ROW) {
       return store_fail(std::errc::wrong_protocol_type,
                         fmt::format("{}: not a flowmark store (no schema_version)", path_));
     }
-    const int version = sqlite3_column_int(has->get(), 0);
+    const int version = sq().column_int(has->get(), 0);
     if (version > kStoreSchemaVersion) {
       return store_fail(std::errc::wrong_protocol_type,
                         fmt::format("{}: schema version {} is newer than this flowmark's ({}): "
@@ -153,24 +221,23 @@ class SqliteStore final : public Store {
       for (std::size_t i = 0; i < kColumnCount; ++i) {
         const int col = static_cast<int>(i) + 1;
         switch (v[i].kind) {
-          case Value::Kind::kNull: sqlite3_bind_null(s, col); break;
-          case Value::Kind::kInt: sqlite3_bind_int64(s, col, v[i].i); break;
-          case Value::Kind::kReal: sqlite3_bind_double(s, col, v[i].d); break;
+          case Value::Kind::kNull: sq().bind_null(s, col); break;
+          case Value::Kind::kInt: sq().bind_int64(s, col, v[i].i); break;
+          case Value::Kind::kReal: sq().bind_double(s, col, v[i].d); break;
           case Value::Kind::kText:
-            sqlite3_bind_text(s, col, v[i].s.data(), static_cast<int>(v[i].s.size()),
-                              SQLITE_STATIC);
+            sq().bind_text(s, col, v[i].s.data(), static_cast<int>(v[i].s.size()), SQLITE_STATIC);
             break;
         }
       }
-      const int rc = sqlite3_step(s);
-      sqlite3_reset(s);
+      const int rc = sq().step(s);
+      sq().reset(s);
       if (rc != SQLITE_DONE) {
         auto e = error("writing flows", rc);
         rollback();
         return e;
       }
     }
-    sqlite3_clear_bindings(s);
+    sq().clear_bindings(s);
     if (auto r = exec("COMMIT", "committing flows"); !r) {
       rollback();
       return r;
@@ -182,10 +249,10 @@ class SqliteStore final : public Store {
     FM_TRY(auto s,
            prepare("DELETE FROM flows WHERE start_time < ?1 AND COALESCE(end_time, updated) < ?1",
                    "preparing the retention delete"));
-    sqlite3_bind_int64(s.get(), 1, t);
-    const int rc = sqlite3_step(s.get());
+    sq().bind_int64(s.get(), 1, t);
+    const int rc = sq().step(s.get());
     if (rc != SQLITE_DONE) return error("deleting old flows", rc);
-    return static_cast<std::uint64_t>(sqlite3_changes64(db_));
+    return static_cast<std::uint64_t>(sq().changes64(db_));
   }
 
   // The rows of rowid in [lo, hi] into `agg`: SQLITE_DONE, or the error's code (and
@@ -231,49 +298,49 @@ class SqliteStore final : public Store {
     sql += " FROM flows WHERE rowid BETWEEN ?3 AND ?4";
     if (q.from || q.to) sql += " AND start_time >= ?1 AND start_time < ?2";
     sqlite3_stmt* raw = nullptr;
-    int rc = sqlite3_prepare_v2(db, sql.c_str(), -1, &raw, nullptr);
+    int rc = sq().prepare_v2(db, sql.c_str(), -1, &raw, nullptr);
     Stmt s(raw);
     if (rc != SQLITE_OK) {
-      why = sqlite3_errmsg(db);
+      why = sq().errmsg(db);
       return rc;
     }
-    sqlite3_bind_int64(s.get(), 1, q.from.value_or(INT64_MIN));
-    sqlite3_bind_int64(s.get(), 2, q.to.value_or(INT64_MAX));
-    sqlite3_bind_int64(s.get(), 3, lo);
-    sqlite3_bind_int64(s.get(), 4, hi);
+    sq().bind_int64(s.get(), 1, q.from.value_or(INT64_MIN));
+    sq().bind_int64(s.get(), 2, q.to.value_or(INT64_MAX));
+    sq().bind_int64(s.get(), 3, lo);
+    sq().bind_int64(s.get(), 4, hi);
     ReportRow key;
     auto text = [&](int c, std::string& out) {
-      const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s.get(), c));
+      const auto* p = reinterpret_cast<const char*>(sq().column_text(s.get(), c));
       if (p == nullptr) {
         out.clear();
       } else {
-        out.assign(p, static_cast<std::size_t>(sqlite3_column_bytes(s.get(), c)));
+        out.assign(p, static_cast<std::size_t>(sq().column_bytes(s.get(), c)));
       }
     };
-    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+    while ((rc = sq().step(s.get())) == SQLITE_ROW) {
       for (auto g : q.by) {
         const int c = col[static_cast<int>(g)];
         switch (g) {
           case GroupBy::kExperiment:
-            key.experiment_id = static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), c));
+            key.experiment_id = static_cast<std::uint32_t>(sq().column_int64(s.get(), c));
             break;
           case GroupBy::kActivity:
-            key.activity_id = static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), c));
+            key.activity_id = static_cast<std::uint32_t>(sq().column_int64(s.get(), c));
             if (!names_later(q)) text(c + 1, key.activity);
             break;
           case GroupBy::kSrcSite: text(c, key.src_site); break;
           case GroupBy::kDstSite: text(c, key.dst_site); break;
           case GroupBy::kDay: {
-            const Micros t = sqlite3_column_int64(s.get(), c);
+            const Micros t = sq().column_int64(s.get(), c);
             key.day = t - ((t % kMicrosPerDay) + kMicrosPerDay) % kMicrosPerDay;
             break;
           }
         }
       }
-      agg.add(key, static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 0)),
-              sqlite3_column_double(s.get(), 1));
+      agg.add(key, static_cast<std::uint64_t>(sq().column_int64(s.get(), 0)),
+              sq().column_double(s.get(), 1));
     }
-    if (rc != SQLITE_DONE) why = sqlite3_errmsg(db);
+    if (rc != SQLITE_DONE) why = sq().errmsg(db);
     return rc;
   }
 
@@ -282,8 +349,8 @@ class SqliteStore final : public Store {
     // connection of its own (WAL: readers do not block each other, nor the writer; a row is
     // in one range whatever is written meanwhile).
     FM_TRY(auto m, prepare("SELECT coalesce(max(rowid), 0) FROM flows", "reading flows"));
-    if (const int rc = sqlite3_step(m.get()); rc != SQLITE_ROW) return error("reading flows", rc);
-    const std::int64_t max_rowid = sqlite3_column_int64(m.get(), 0);
+    if (const int rc = sq().step(m.get()); rc != SQLITE_ROW) return error("reading flows", rc);
+    const std::int64_t max_rowid = sq().column_int64(m.get(), 0);
     constexpr std::int64_t kRowsPerThread = 500'000;
     std::int64_t threads = std::clamp<std::int64_t>(
         std::min<std::int64_t>(std::thread::hardware_concurrency(), max_rowid / kRowsPerThread), 1,
@@ -306,16 +373,16 @@ class SqliteStore final : public Store {
         const auto k = static_cast<std::size_t>(i);
         workers.emplace_back([&, lo, hi, k] {
           sqlite3* db = nullptr;
-          rcs[k] = sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
-                                   nullptr);
+          rcs[k] =
+              sq().open_v2(path_.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
           if (rcs[k] == SQLITE_OK) {
-            sqlite3_busy_timeout(db, 5000);
-            sqlite3_exec(db, "PRAGMA mmap_size=1073741824", nullptr, nullptr, nullptr);
+            sq().busy_timeout(db, 5000);
+            sq().exec(db, "PRAGMA mmap_size=1073741824", nullptr, nullptr, nullptr);
             rcs[k] = scan(db, q, lo, hi, parts[k], whys[k]);
           } else {
-            whys[k] = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rcs[k]);
+            whys[k] = db != nullptr ? sq().errmsg(db) : sq().errstr(rcs[k]);
           }
-          sqlite3_close_v2(db);
+          sq().close_v2(db);
         });
       }
       for (auto& w : workers) w.join();
@@ -348,19 +415,19 @@ class SqliteStore final : public Store {
                              "naming activities"));
     auto first_text = [](sqlite3_stmt* st, int col, std::string& out) {
       out.clear();
-      if (sqlite3_step(st) == SQLITE_ROW) {
-        if (const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st, col))) {
-          out.assign(p, static_cast<std::size_t>(sqlite3_column_bytes(st, col)));
+      if (sq().step(st) == SQLITE_ROW) {
+        if (const auto* p = reinterpret_cast<const char*>(sq().column_text(st, col))) {
+          out.assign(p, static_cast<std::size_t>(sq().column_bytes(st, col)));
         }
       }
-      sqlite3_reset(st);
+      sq().reset(st);
     };
     for (auto& r : rows) {
-      sqlite3_bind_int64(exp.get(), 1, r.experiment_id);
+      sq().bind_int64(exp.get(), 1, r.experiment_id);
       first_text(exp.get(), 0, r.experiment);
       if (by_act) {
-        sqlite3_bind_int64(act.get(), 1, r.experiment_id);
-        sqlite3_bind_int64(act.get(), 2, r.activity_id);
+        sq().bind_int64(act.get(), 1, r.experiment_id);
+        sq().bind_int64(act.get(), 2, r.activity_id);
         first_text(act.get(), 0, r.activity);
       }
     }
@@ -370,13 +437,13 @@ class SqliteStore final : public Store {
   Result<std::vector<Record>> latest(std::size_t n) override {
     FM_TRY(auto s, prepare("SELECT " + column_list() + " FROM flows ORDER BY updated DESC LIMIT ?1",
                            "preparing the latest flows"));
-    sqlite3_bind_int64(s.get(), 1, static_cast<std::int64_t>(n));
+    sq().bind_int64(s.get(), 1, static_cast<std::int64_t>(n));
     std::vector<Record> out;
     std::array<const char*, kColumnCount> cols;
     int rc;
-    while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+    while ((rc = sq().step(s.get())) == SQLITE_ROW) {
       for (std::size_t i = 0; i < kColumnCount; ++i) {
-        cols[i] = reinterpret_cast<const char*>(sqlite3_column_text(s.get(), static_cast<int>(i)));
+        cols[i] = reinterpret_cast<const char*>(sq().column_text(s.get(), static_cast<int>(i)));
       }
       FM_TRY(auto r, record_from_text(cols));
       out.push_back(std::move(r));
@@ -387,9 +454,9 @@ class SqliteStore final : public Store {
 
   Result<std::uint64_t> count() override {
     FM_TRY(auto s, prepare("SELECT COUNT(*) FROM flows", "counting flows"));
-    const int rc = sqlite3_step(s.get());
+    const int rc = sq().step(s.get());
     if (rc != SQLITE_ROW) return error("counting flows", rc);
-    return static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 0));
+    return static_cast<std::uint64_t>(sq().column_int64(s.get(), 0));
   }
 
  private:
@@ -412,6 +479,9 @@ Result<std::unique_ptr<Store>> open_sqlite(std::string_view path_view, const Sto
     return store_fail(std::errc::is_a_directory,
                       fmt::format("{}: is a directory, not a store file", path));
   }
+  if (const auto& api = sq(); !api.error.empty()) {
+    return store_fail(std::errc::function_not_supported, fmt::format("{}: {}", path, api.error));
+  }
   int flags = SQLITE_OPEN_NOMUTEX;
   if (o.read_only) {
     flags |= SQLITE_OPEN_READONLY;
@@ -419,12 +489,12 @@ Result<std::unique_ptr<Store>> open_sqlite(std::string_view path_view, const Sto
     flags |= SQLITE_OPEN_READWRITE | (o.create ? SQLITE_OPEN_CREATE : 0);
   }
   sqlite3* db = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  const int rc = sq().open_v2(path.c_str(), &db, flags, nullptr);
   if (rc != SQLITE_OK) {
-    auto e = store_fail(errc_of(rc),
-                        fmt::format("{}: cannot open the store: {}", path,
-                                    db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
-    sqlite3_close_v2(db);
+    auto e =
+        store_fail(errc_of(rc), fmt::format("{}: cannot open the store: {}", path,
+                                            db != nullptr ? sq().errmsg(db) : sq().errstr(rc)));
+    sq().close_v2(db);
     return e;
   }
   auto store = std::make_unique<SqliteStore>(db, path);

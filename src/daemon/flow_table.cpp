@@ -102,7 +102,7 @@ void FlowTable::grow_index() {
 }
 
 FlowTable::Id FlowTable::insert(const FlowKey& key) {
-  if (!index_ || 2 * (size_ + 1) > mask_ + 1) grow_index();
+  if (!index_ || 16 * (size_ + 1) > 13 * (mask_ + 1)) grow_index();
   const Id id = allocate();
   Entry& e = entry(id);
   e.key = pack(key);

@@ -1,7 +1,6 @@
 #include "flowmark/daemon/service.hpp"
 
 #include <signal.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -11,6 +10,7 @@
 #include <map>
 
 #include "daemon/builtin.hpp"
+#include "daemon/common/systemd_notify.hpp"
 #include "flowmark/core/event_loop.hpp"
 #include "flowmark/daemon/factory.hpp"
 #include "flowmark/daemon/pipeline.hpp"
@@ -146,7 +146,7 @@ PipelineOptions pipeline_options(const ServiceConfig& c) {
   return o;
 }
 
-void notify(const std::string& state) { sd_notify(0, state.c_str()); }
+void notify(std::string_view state) { systemd_notify(state); }
 
 }  // namespace
 
@@ -365,8 +365,7 @@ Result<void> Service::run() {
     FM_TRY(auto t, d.loop.add_timer(period, period, [&] { d.pipeline->expire(); }));
     (void)t;
   }
-  std::uint64_t watchdog_us = 0;
-  if (sd_watchdog_enabled(0, &watchdog_us) > 0 && watchdog_us > 0) {
+  if (const std::uint64_t watchdog_us = systemd_watchdog_usec(); watchdog_us > 0) {
     auto half = std::chrono::microseconds(watchdog_us / 2);
     FM_TRY(auto t, d.loop.add_timer(half, half, [] { notify("WATCHDOG=1"); }));
     (void)t;

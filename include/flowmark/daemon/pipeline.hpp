@@ -18,7 +18,7 @@
 // worker thread. Events of a source that cannot be slowed (push) that do not fit a backend's
 // queue are dropped for it and counted (flowmark_backend_events_total{backend,
 // outcome="dropped_queue_full"}); those of a lossless source (push_lossless) are queued, and
-// the source reads no more while a queue holds 4,096 events or more (has_room, when_room:
+// the source reads no more while a queue holds 1,024 events or more (has_room, when_room:
 // back-pressure, see plugin.hpp) — the rest of queue_size is kept for the sources that cannot
 // wait. A backend whose full queue makes no progress for drain_timeout is given up as
 // stalled (logged): lossless sources no longer wait for it, and what does not fit its queue is

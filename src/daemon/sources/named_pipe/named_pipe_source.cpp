@@ -156,9 +156,11 @@ class NamedPipeSource final : public Source {
   }
 
   void on_ready(std::uint32_t events) {
-    // Each read is 64 KiB at most, so the queues exceed their capacity by at most one read's
-    // lines (two events each, when a start ends an older flow of its tuple).
-    std::array<char, 65536> buf;
+    // Each read is 16 KiB at most, so the queues exceed their capacity by at most one read's
+    // lines (two events each, when a start ends an older flow of its tuple): ~350 lines of the
+    // bench, 80–160 kB of a queue (a 64 KiB read's overshoot was four times that, at 232 bytes
+    // an event, in both the queue and the batch it becomes). A read costs ~1 µs, its lines ~1 ms.
+    std::array<char, 16384> buf;
     // At most kMaxReads reads per wake-up: a writer faster than the parser must not keep the
     // loop here forever (signals, timers and the other sources wait for it). The FIFO stays
     // readable, so the loop (level-triggered) comes back at once.
