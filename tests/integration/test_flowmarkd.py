@@ -778,8 +778,8 @@ class TestFaults(ServiceTestCase):
                                           for i in range(chunk, chunk + 20)))
             # The burst reached the healthy backend before the next one is written.
             d.wait_for(lambda: os.path.exists(records) and
-                       len(read_records(records)) == chunk + 20, 5, f"{chunk + 20} records")
-        d.wait_for(lambda: os.path.exists(records) and len(read_records(records)) == 400, 5,
+                       len(read_records(records)) == chunk + 20, 30, f"{chunk + 20} records")
+        d.wait_for(lambda: os.path.exists(records) and len(read_records(records)) == 400, 30,
                    "the healthy backend's records")
         # The stalled backend cannot drain: the service gives up on it after its drain
         # timeout ([service] drain_timeout = 5 s here; 30 by default) and exits cleanly, the other backend having every end event.
