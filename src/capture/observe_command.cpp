@@ -601,7 +601,7 @@ int run_workers(const ObserveOptions& a, ObserveSetup& setup, const std::string&
 // a page on a host with shadow page tables, more than the copy). Several workers fed by a
 // reader thread (pcapng, a filter) take frames by pointer from the mapped file instead.
 // `workers` 0 (not given) is decided here: the cores for a file the workers can share (pcap,
-// no filter; two are 1.05-1.5x one at 10,000 flows, ~1.9x at 1,000,000 on 2 cores), else one
+// no filter; two were 1.08x one at 10,000 flows, 1.19x at 1,000,000 on 2 cores, quiet), else one
 // (a reader thread feeding workers gains less than it costs).
 Result<std::unique_ptr<Capture>> open_input_file(const std::string& file, std::string_view filter,
                                                  std::size_t& workers) {
