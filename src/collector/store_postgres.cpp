@@ -56,15 +56,9 @@ const LibPq& pq() noexcept {
   static LibPq api;
   static std::once_flag once;
   std::call_once(once, [] {
-    void* lib = dlopen(kLibpq, RTLD_NOW | RTLD_LOCAL);
-    if (lib == nullptr) {
-      const char* why = dlerror();
-      api.error = fmt::format(
-          "cannot load {} ({}): install libpq5 (apt-get install libpq5) to use a PostgreSQL "
-          "store",
-          kLibpq, why ? why : "not found");
-      return;
-    }
+    void* lib = open_library(
+        kLibpq, "install libpq5 (apt-get install libpq5) to use a PostgreSQL store", api.error);
+    if (lib == nullptr) return;
     const char* missing = nullptr;
     bool ok = true;
     ok = resolve_symbol(lib, "PQclear", api.clear, missing) && ok;

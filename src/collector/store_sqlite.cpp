@@ -62,15 +62,10 @@ const LibSqlite& sq() noexcept {
   static LibSqlite api;
   static std::once_flag once;
   std::call_once(once, [] {
-    void* lib = dlopen(kLibsqlite, RTLD_NOW | RTLD_LOCAL);
-    if (lib == nullptr) {
-      const char* why = dlerror();
-      api.error = fmt::format(
-          "cannot load {} ({}): install libsqlite3-0 (apt-get install libsqlite3-0) to use a "
-          "SQLite store",
-          kLibsqlite, why ? why : "not found");
-      return;
-    }
+    void* lib = open_library(
+        kLibsqlite, "install libsqlite3-0 (apt-get install libsqlite3-0) to use a SQLite store",
+        api.error);
+    if (lib == nullptr) return;
     const char* missing = nullptr;
     bool ok = true;
 #define FM_SQLITE_RESOLVE(name) ok = resolve_symbol(lib, "sqlite3_" #name, api.name, missing) && ok;

@@ -44,15 +44,10 @@ const Curl& curl_api() noexcept {
   static Curl api;
   static std::once_flag once;
   std::call_once(once, [] {
-    void* lib = dlopen(kLibcurl, RTLD_NOW | RTLD_LOCAL);
-    if (lib == nullptr) {
-      const char* why = dlerror();
-      api.error = fmt::format(
-          "cannot load {} ({}): install libcurl4 (apt-get install libcurl4) to fetch a registry "
-          "over http(s)",
-          kLibcurl, why ? why : "not found");
-      return;
-    }
+    void* lib = open_library(
+        kLibcurl, "install libcurl4 (apt-get install libcurl4) to fetch a registry over http(s)",
+        api.error);
+    if (lib == nullptr) return;
     const char* missing = nullptr;
     bool ok = resolve_symbol(lib, "curl_global_init", api.global_init, missing);
     ok = resolve_symbol(lib, "curl_easy_init", api.easy_init, missing) && ok;

@@ -10,7 +10,22 @@
 
 #include <dlfcn.h>
 
+#include <string>
+#include <string_view>
+
 namespace flowmark {
+
+// dlopen(file, RTLD_NOW | RTLD_LOCAL). When it fails: nullptr, and `error` is
+// "cannot load FILE (WHY): HINT" (HINT: which package to install, and what for).
+inline void* open_library(const char* file, std::string_view hint, std::string& error) {
+  void* lib = dlopen(file, RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) {
+    const char* why = dlerror();
+    error = std::string("cannot load ") + file + " (" + (why ? why : "not found") + "): ";
+    error += hint;
+  }
+  return lib;
+}
 
 // Looks `symbol` up in `lib` (a dlopen() handle) into the function pointer `out`. When it is
 // absent: false, and `missing` names it unless an earlier call already named one.
