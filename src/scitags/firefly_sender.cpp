@@ -21,6 +21,29 @@ namespace {
 // for: a full queue, a local firewall rule.
 bool is_refusal(int err) noexcept { return err == ENOBUFS || err == EPERM || err == EAGAIN; }
 
+// Room for one UDP_SEGMENT control message.
+struct alignas(cmsghdr) GsoControl {
+  char bytes[CMSG_SPACE(sizeof(std::uint16_t))];
+};
+
+// Makes `h` one GSO buffer: its iovecs leave as datagrams of `segment` bytes (the last may be
+// shorter), the control message written into `control`.
+void set_gso_segment(msghdr& h, GsoControl& control, std::size_t segment) noexcept {
+  h.msg_control = control.bytes;
+  h.msg_controllen = sizeof control.bytes;
+  cmsghdr* c = CMSG_FIRSTHDR(&h);
+  c->cmsg_level = SOL_UDP;
+  c->cmsg_type = UDP_SEGMENT;
+  c->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
+  const auto size = static_cast<std::uint16_t>(segment);
+  std::memcpy(CMSG_DATA(c), &size, sizeof size);
+}
+
+// The largest UDP payload of one IPv4 / IPv6 packet: the kernel's bound for a whole GSO buffer.
+std::size_t max_udp_payload(const Endpoint& to) noexcept {
+  return to.address.is_v6() ? 65527 : 65507;
+}
+
 }  // namespace
 
 FireflySender::FireflySender(FireflySenderConfig config)
@@ -77,8 +100,7 @@ std::size_t FireflySender::gso_run(std::span<const Message> messages) const noex
   const Message& a = messages.front();
   const std::size_t size = a.datagram.size();
   if (!gso_ || size == 0 || size >= gso_max_size_ || messages.size() == 1) return 1;
-  // The largest UDP payload of one IPv4 / IPv6 packet: the kernel's bound for the whole buffer.
-  const std::size_t limit = a.to->address.is_v6() ? 65527 : 65507;
+  const std::size_t limit = max_udp_payload(*a.to);
   std::size_t n = 1, total = size;
   while (n < messages.size() && n < kGsoSegments &&
          (messages[n].to == a.to || *messages[n].to == *a.to)) {
@@ -93,12 +115,9 @@ std::size_t FireflySender::gso_run(std::span<const Message> messages) const noex
 }
 
 void FireflySender::send_many(std::span<const Message> messages, std::span<int> errors) {
-  struct alignas(cmsghdr) Control {
-    char bytes[CMSG_SPACE(sizeof(std::uint16_t))];
-  };
   std::array<sockaddr_storage, kBatch> names;
   std::array<mmsghdr, kBatch> msgs{};
-  std::array<Control, kBatch> control{};
+  std::array<GsoControl, kBatch> control{};
   std::array<std::size_t, kBatch> first{}, count{};  // each message's datagrams
   iov_.resize(kBatch * kGsoSegments);
   std::size_t i = 0;
@@ -119,16 +138,7 @@ void FireflySender::send_many(std::span<const Message> messages, std::span<int> 
       h.msg_namelen = messages[i + d].to->to_sockaddr(names[n]);
       h.msg_iov = &iov_[d];
       h.msg_iovlen = run;
-      if (run > 1) {
-        h.msg_control = control[n].bytes;
-        h.msg_controllen = sizeof control[n].bytes;
-        cmsghdr* c = CMSG_FIRSTHDR(&h);
-        c->cmsg_level = SOL_UDP;
-        c->cmsg_type = UDP_SEGMENT;
-        c->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
-        const auto segment = static_cast<std::uint16_t>(messages[i + d].datagram.size());
-        std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
-      }
+      if (run > 1) set_gso_segment(h, control[n], messages[i + d].datagram.size());
       first[n] = i + d;
       count[n] = run;
       d += run;
@@ -219,29 +229,19 @@ Result<std::uint64_t> FireflySender::send_repeated(const Endpoint& to, std::stri
     }
   };
   // With GSO, as send_many() sends them: GSO buffers of kGsoSegments datagrams, four a call.
-  const std::size_t limit = to.address.is_v6() ? 65527 : 65507;
   const std::size_t segments =
-      std::min(kGsoSegments, limit / std::max<std::size_t>(1, datagram.size()));
+      std::min(kGsoSegments, max_udp_payload(to) / std::max<std::size_t>(1, datagram.size()));
   if (gso_ && !datagram.empty() && datagram.size() < gso_max_size_ && segments > 1) {
     std::vector<iovec> seg(segments, iovec{const_cast<char*>(datagram.data()), datagram.size()});
-    struct alignas(cmsghdr) Control {
-      char bytes[CMSG_SPACE(sizeof(std::uint16_t))];
-    } control{};
+    GsoControl control{};  // read only by the kernel: one for all
     constexpr std::size_t kCall = 4;
     std::array<mmsghdr, kCall> gm{};
     for (auto& m : gm) {
       m.msg_hdr.msg_name = &ss;
       m.msg_hdr.msg_namelen = len;
       m.msg_hdr.msg_iov = seg.data();
-      m.msg_hdr.msg_control = control.bytes;  // read only by the kernel: one for all
-      m.msg_hdr.msg_controllen = sizeof control.bytes;
+      set_gso_segment(m.msg_hdr, control, datagram.size());
     }
-    cmsghdr* c = CMSG_FIRSTHDR(&gm[0].msg_hdr);
-    c->cmsg_level = SOL_UDP;
-    c->cmsg_type = UDP_SEGMENT;
-    c->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
-    const auto segment = static_cast<std::uint16_t>(datagram.size());
-    std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
     while (done < count) {
       pace();
       std::size_t n = 0;
