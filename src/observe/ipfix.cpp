@@ -30,26 +30,27 @@ constexpr std::uint32_t kRev = kIpfixReversePen;
 // (biflow) direction, then (IPv6 with the scitags chain) the flow labels and the Scitags
 // marking.
 std::vector<Field> template_fields(bool v6, const IpfixOptions& o) {
-  const bool uniflow = o.uniflow;
+  const bool uniflow = o.uniflow, packets = o.packet_fields;
   std::vector<Field> f{
       {v6 ? kSourceIPv6Address : kSourceIPv4Address, static_cast<std::uint16_t>(v6 ? 16 : 4)},
       {v6 ? kDestinationIPv6Address : kDestinationIPv4Address,
        static_cast<std::uint16_t>(v6 ? 16 : 4)},
       {kSourceTransportPort, 2},
       {kDestinationTransportPort, 2},
-      {kProtocolIdentifier, 1},
-      {kVlanId, 2},
-      {o.nanoseconds ? kFlowStartNanoseconds : kFlowStartMilliseconds, 8},
-      {o.nanoseconds ? kFlowEndNanoseconds : kFlowEndMilliseconds, 8},
-      {kPacketDeltaCount, 8},
-      {kOctetDeltaCount, 8},
-      {kTcpControlBits, 2},
-      {kIpClassOfService, 1}};
-  if (!uniflow) {
-    f.push_back({kPacketDeltaCount, 8, kRev});
-    f.push_back({kOctetDeltaCount, 8, kRev});
-    f.push_back({kTcpControlBits, 2, kRev});
-    f.push_back({kIpClassOfService, 1, kRev});
+      {kProtocolIdentifier, 1}};
+  if (packets) f.push_back({kVlanId, 2});
+  f.push_back({o.nanoseconds ? kFlowStartNanoseconds : kFlowStartMilliseconds, 8});
+  f.push_back({o.nanoseconds ? kFlowEndNanoseconds : kFlowEndMilliseconds, 8});
+  // Each direction's counters: packets, octets, TCP flags, class of service (octets only
+  // without packet_fields); forward, then (biflow) reverse.
+  for (const std::uint32_t pen : {0u, kRev}) {
+    if (pen == kRev && uniflow) break;
+    if (packets) f.push_back({kPacketDeltaCount, 8, pen});
+    f.push_back({kOctetDeltaCount, 8, pen});
+    if (packets) {
+      f.push_back({kTcpControlBits, 2, pen});
+      f.push_back({kIpClassOfService, 1, pen});
+    }
   }
   f.push_back({kFlowEndReason, 1});
   if (!uniflow) f.push_back({kBiflowDirection, 1});
@@ -246,7 +247,8 @@ void IpfixWriter::add_one(const FlowRecord& r, const IpfixExtras& x, bool revers
   store(static_cast<std::uint16_t>(reverse_side ? r.dp : r.sp));
   store(static_cast<std::uint16_t>(reverse_side ? r.sp : r.dp));
   store(static_cast<std::uint8_t>(r.proto));
-  store(static_cast<std::uint16_t>(r.vlan));
+  const bool packets = options_.packet_fields;
+  if (packets) store(static_cast<std::uint16_t>(r.vlan));
   if (options_.nanoseconds) {
     store(nanos_to_ntp(r.first));
     store(nanos_to_ntp(r.last));
@@ -254,21 +256,20 @@ void IpfixWriter::add_one(const FlowRecord& r, const IpfixExtras& x, bool revers
     store(static_cast<std::uint64_t>(r.first / 1'000'000));
     store(static_cast<std::uint64_t>(r.last / 1'000'000));
   }
+  auto counters = [&](bool rev) {
+    if (packets) store(static_cast<std::uint64_t>(rev ? r.pkt_rev : r.pkt_fwd));
+    store(static_cast<std::uint64_t>(rev ? r.oct_rev : r.oct_fwd));
+    if (packets) {
+      store(static_cast<std::uint16_t>(rev ? r.tcp_flags_rev : r.tcp_flags_fwd));
+      store(rev ? r.tos_rev : r.tos_fwd);
+    }
+  };
   if (options_.uniflow) {
-    store(static_cast<std::uint64_t>(reverse_side ? r.pkt_rev : r.pkt_fwd));
-    store(static_cast<std::uint64_t>(reverse_side ? r.oct_rev : r.oct_fwd));
-    store(static_cast<std::uint16_t>(reverse_side ? r.tcp_flags_rev : r.tcp_flags_fwd));
-    store(reverse_side ? r.tos_rev : r.tos_fwd);
+    counters(reverse_side);
     store(static_cast<std::uint8_t>(r.end_reason));
   } else {
-    store(static_cast<std::uint64_t>(r.pkt_fwd));
-    store(static_cast<std::uint64_t>(r.oct_fwd));
-    store(static_cast<std::uint16_t>(r.tcp_flags_fwd));
-    store(r.tos_fwd);
-    store(static_cast<std::uint64_t>(r.pkt_rev));
-    store(static_cast<std::uint64_t>(r.oct_rev));
-    store(static_cast<std::uint16_t>(r.tcp_flags_rev));
-    store(r.tos_rev);
+    counters(false);
+    counters(true);
     store(static_cast<std::uint8_t>(r.end_reason));
     store(static_cast<std::uint8_t>(r.direction));
   }

@@ -4,9 +4,10 @@
 //
 // Input (read by FuzzedDataProvider: numbers from the end of the input): 16 bits of options
 // (bit 0 uniflow, 1 nanoseconds, 2 flow labels, 3 Scitags elements, bits 4-5 template refresh
-// every 0..3 messages), 16 for the largest message (512 + the number modulo 65024), then
-// records, each from about 100 bytes (past the end: zeros), at most 4096. Seeds: one per
-// combination of the option bits in tests/fuzz/corpus/ipfix. Checks, aborting on a difference:
+// every 0..3 messages, bit 6 no packet fields: octets only, as flowmarkd's events), 16 for the
+// largest message (512 + the number modulo 65024), then records, each from about 100 bytes (past
+// the end: zeros), at most 4096. Seeds: one per combination of the option bits in
+// tests/fuzz/corpus/ipfix. Checks, aborting on a difference:
 // - every message is at most the largest size, its header's length is its size, its version
 //   10, its sequence number the count of data records before it, the observation domain set;
 // - libfixbuf reads every message without an error, and exactly the records written (two a
@@ -99,6 +100,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                              .flow_label = (bits & 4) != 0,
                              .scitags = (bits & 8) != 0,
                              .nanoseconds = (bits & 2) != 0,
+                             .packet_fields = (bits & 64) == 0,
                              .template_refresh_messages = (bits >> 4) & 3u,
                              .now = [] { return 1'700'000'000u; }};
 

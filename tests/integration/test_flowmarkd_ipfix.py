@@ -7,7 +7,9 @@ each connection: a TCP stream of IPFIX messages has the byte format of a file). 
 sends start and end fireflies with usage for IPv4 and IPv6 flows; then
   - python3-ipfix reads from the file exactly the flows that ended, each with its addresses,
     ports, protocol, start and end milliseconds, and octets (sent forward, received as
-    RFC 5103 reverse octets); the TCP collector's stream gives the same records;
+    RFC 5103 reverse octets), flowEndReason 3 (4 for the flow ended by the stop), and no
+    packet, TCP flag, class-of-service or VLAN element (events do not know them); the TCP
+    collector's stream gives the same records;
   - libfixbuf's ipfixDump reads the file and the stream with no warning or error;
   - the uniflow file holds a forward and a reverse record per flow, no reverse elements;
   - at exit the counters flowmark_ipfix_records_total{outcome=exported} equal the flows;
@@ -233,8 +235,18 @@ target = "tcp://127.0.0.1:{collector.port}"
                         r["octetDeltaCount"], r["reverseOctetDeltaCount"],
                         r.get("scitagExperimentID"), r.get("scitagExperimentAct"))
                 check(have == want, f"{path} {k}: {have} != {want}")
+                # Announced ends: flowEndReason 3 (end detected). Events know no packets,
+                # flags, class of service or VLAN: not in the template (never a false 0).
+                check(r.get("flowEndReason") == 3, f"{path} {k}: flowEndReason "
+                      f"{r.get('flowEndReason')}, want 3")
+                absent = [e for e in ("packetDeltaCount", "reversePacketDeltaCount",
+                                      "tcpControlBits", "ipClassOfService", "vlanId") if e in r]
+                check(not absent, f"{path} {k}: elements events do not know: {absent}")
             r = got.get(("192.0.2.9", "198.51.100.9", 30000))
             check(r is not None and r["octetDeltaCount"] == 0, f"{path}: the shutdown's flow")
+            check(r is not None and r.get("flowEndReason") == 4,
+                  f"{path}: the shutdown's flow ends forced (flowEndReason 4): "
+                  f"{r and r.get('flowEndReason')}")
         with open(biflow, "rb") as f:
             dom = int.from_bytes(f.read(16)[12:16], "big")
         check(dom == 77, f"observation domain {dom}")

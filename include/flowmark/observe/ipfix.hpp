@@ -56,6 +56,11 @@ struct IpfixOptions {
   // flowStartNanoseconds / flowEndNanoseconds (156/157, NTP format) instead of
   // flowStartMilliseconds / flowEndMilliseconds (152/153).
   bool nanoseconds = false;
+  // packetDeltaCount, tcpControlBits, ipClassOfService (forward and reverse) and vlanId in
+  // the templates. False for records that do not know them (flowmarkd's flow events carry
+  // octets only): those elements are left out of the templates, never written as 0, which a
+  // collector would read as a count.
+  bool packet_fields = true;
   // Templates again every N messages and/or every S seconds (0: only in the first message, as
   // a file needs); for UDP, where a collector may start late or restart.
   std::uint32_t template_refresh_messages = 0;

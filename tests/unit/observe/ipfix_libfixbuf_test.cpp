@@ -28,7 +28,7 @@ TEST(IpfixLibfixbuf, RandomRecordsRoundTrip) {
   const unsigned seed = std::random_device{}();
   SCOPED_TRACE(::testing::Message() << "seed " << seed);
   std::mt19937_64 rng(seed);
-  for (int round = 0; round < 8; ++round) {
+  for (int round = 0; round < 12; ++round) {  // rounds 8-11: octets only (packet_fields off)
     const std::size_t max_size = 512 + rng() % (65535 - 512 + 1);
     const IpfixOptions options{.observation_domain = static_cast<std::uint32_t>(rng()),
                                .max_message_size = max_size,
@@ -36,9 +36,11 @@ TEST(IpfixLibfixbuf, RandomRecordsRoundTrip) {
                                .flow_label = round % 4 < 2,
                                .scitags = round % 4 != 1,
                                .nanoseconds = round % 3 == 0,
+                               .packet_fields = round < 8,
                                .now = {}};
-    SCOPED_TRACE(::testing::Message() << "max message " << max_size << " uniflow "
-                                      << options.uniflow << " ns " << options.nanoseconds);
+    SCOPED_TRACE(::testing::Message()
+                 << "max message " << max_size << " uniflow " << options.uniflow << " ns "
+                 << options.nanoseconds << " packet fields " << options.packet_fields);
     std::FILE* f = std::tmpfile();
     ASSERT_NE(f, nullptr);
     std::vector<Written> written;

@@ -140,7 +140,12 @@ inline std::string ipfix_mismatch(const IpfixRead& g, const observe::FlowRecord&
   FM_IPFIX_CHECK("sourceTransportPort", g.sp, rs ? r.dp : r.sp);
   FM_IPFIX_CHECK("destinationTransportPort", g.dp, rs ? r.sp : r.dp);
   FM_IPFIX_CHECK("protocolIdentifier", g.proto, r.proto);
-  FM_IPFIX_CHECK("vlanId", g.vlan, r.vlan);
+  // Without packet_fields the packet, flag, class-of-service and VLAN elements are not in the
+  // template: the reader's internal template holds 0 for them.
+  auto pf = [&](auto v) -> std::uint64_t {
+    return o.packet_fields ? static_cast<std::uint64_t>(v) : 0;
+  };
+  FM_IPFIX_CHECK("vlanId", g.vlan, pf(r.vlan));
   if (o.nanoseconds) {
     FM_IPFIX_CHECK("flowStartNanoseconds", g.start_ns, observe::nanos_to_ntp(r.first));
     FM_IPFIX_CHECK("flowEndNanoseconds", g.end_ns, observe::nanos_to_ntp(r.last));
@@ -156,22 +161,22 @@ inline std::string ipfix_mismatch(const IpfixRead& g, const observe::FlowRecord&
     FM_IPFIX_CHECK("flowStartNanoseconds with ms", g.start_ns, 0);
   }
   if (o.uniflow) {
-    FM_IPFIX_CHECK("packetDeltaCount", g.pkts, rs ? r.pkt_rev : r.pkt_fwd);
+    FM_IPFIX_CHECK("packetDeltaCount", g.pkts, pf(rs ? r.pkt_rev : r.pkt_fwd));
     FM_IPFIX_CHECK("octetDeltaCount", g.octs, rs ? r.oct_rev : r.oct_fwd);
-    FM_IPFIX_CHECK("tcpControlBits", g.flags, rs ? r.tcp_flags_rev : r.tcp_flags_fwd);
-    FM_IPFIX_CHECK("ipClassOfService", g.tos, rs ? r.tos_rev : r.tos_fwd);
+    FM_IPFIX_CHECK("tcpControlBits", g.flags, pf(rs ? r.tcp_flags_rev : r.tcp_flags_fwd));
+    FM_IPFIX_CHECK("ipClassOfService", g.tos, pf(rs ? r.tos_rev : r.tos_fwd));
     FM_IPFIX_CHECK("reversePacketDeltaCount in uniflow", g.rpkts, 0);
     FM_IPFIX_CHECK("reverseIpClassOfService in uniflow", g.rtos, 0);
     FM_IPFIX_CHECK("biflowDirection in uniflow", g.direction, 0);
   } else {
-    FM_IPFIX_CHECK("packetDeltaCount", g.pkts, r.pkt_fwd);
+    FM_IPFIX_CHECK("packetDeltaCount", g.pkts, pf(r.pkt_fwd));
     FM_IPFIX_CHECK("octetDeltaCount", g.octs, r.oct_fwd);
-    FM_IPFIX_CHECK("tcpControlBits", g.flags, r.tcp_flags_fwd);
-    FM_IPFIX_CHECK("ipClassOfService", g.tos, r.tos_fwd);
-    FM_IPFIX_CHECK("reversePacketDeltaCount", g.rpkts, r.pkt_rev);
+    FM_IPFIX_CHECK("tcpControlBits", g.flags, pf(r.tcp_flags_fwd));
+    FM_IPFIX_CHECK("ipClassOfService", g.tos, pf(r.tos_fwd));
+    FM_IPFIX_CHECK("reversePacketDeltaCount", g.rpkts, pf(r.pkt_rev));
     FM_IPFIX_CHECK("reverseOctetDeltaCount", g.roctets, r.oct_rev);
-    FM_IPFIX_CHECK("reverseTcpControlBits", g.rflags, r.tcp_flags_rev);
-    FM_IPFIX_CHECK("reverseIpClassOfService", g.rtos, r.tos_rev);
+    FM_IPFIX_CHECK("reverseTcpControlBits", g.rflags, pf(r.tcp_flags_rev));
+    FM_IPFIX_CHECK("reverseIpClassOfService", g.rtos, pf(r.tos_rev));
     FM_IPFIX_CHECK("biflowDirection", g.direction, static_cast<unsigned>(r.direction));
   }
   FM_IPFIX_CHECK("flowEndReason", g.end_reason, static_cast<unsigned>(r.end_reason));

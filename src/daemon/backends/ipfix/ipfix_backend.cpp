@@ -43,6 +43,14 @@ observe::FlowRecord record_of(const FlowEvent& e) {
     r.oct_fwd = e.usage->sent;
     r.oct_rev = e.usage->received;
   }
+  // flowEndReason from how the flow ended: announced (end detected), not heard of for the
+  // idle time, pushed out of the table, or still live when the service stopped (forced).
+  switch (e.end_reason) {
+    case scitags::EndReason::kEnded: r.end_reason = observe::EndReason::kEndDetected; break;
+    case scitags::EndReason::kExpired: r.end_reason = observe::EndReason::kIdleTimeout; break;
+    case scitags::EndReason::kEvicted: r.end_reason = observe::EndReason::kLackOfResources; break;
+    case scitags::EndReason::kShutdown: r.end_reason = observe::EndReason::kForcedEnd; break;
+  }
   return r;
 }
 
@@ -88,6 +96,10 @@ class IpfixBackend final : public Backend {
                                           .flow_label = false,
                                           .scitags = true,
                                           .scitags_ipv4 = true,
+                                          .nanoseconds = false,
+                                          // Events carry octets, not packets, flags, class
+                                          // of service or VLAN: left out of the templates.
+                                          .packet_fields = false,
                                           .template_refresh_messages = udp ? 100u : 0u,
                                           .template_refresh_seconds =
                                               o_.template_refresh_seconds.value_or(udp ? 60u : 0u),
