@@ -253,6 +253,8 @@ class PcapCapture final : public Capture {
     return 1;
   }
   void break_loop() noexcept override { src_.break_loop(); }
+  void set_return_when_idle(bool on) noexcept override { src_.set_return_when_idle(on); }
+  bool idle() const noexcept override { return src_.idle(); }
   std::string_view name() const noexcept override { return src_.name(); }
   std::optional<std::uint64_t> drops() const noexcept override { return src_.drops(); }
   std::uint64_t offset() const noexcept override { return src_.offset(); }
@@ -274,7 +276,7 @@ Result<OpenedFile> open_regular_file(const std::string& path) {
     return fail(err == ENOENT ? Errc::kNotFound : Errc::kRefused,
                 fmt::format("{}: cannot open: {}", path, std::strerror(err)));
   }
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
     return fail(Errc::kUnsupported, fmt::format("{}: not a regular file", path));
@@ -343,7 +345,7 @@ Result<std::unique_ptr<Capture>> open_read_file(std::string_view path, std::stri
 
 Result<std::unique_ptr<Capture>> open_file_capture(std::string_view path, std::string_view filter) {
   if (path != "-") {
-    struct stat st{};
+    struct stat st {};
     const std::string p(path);
     if (::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode)) return open_mapped_file(path, filter);
   }

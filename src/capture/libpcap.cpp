@@ -37,6 +37,7 @@ Result<Libpcap> load_libpcap(const std::string& name) {
   ok = resolve_symbol(lib, "pcap_set_snaplen", api.set_snaplen, missing) && ok;
   ok = resolve_symbol(lib, "pcap_set_promisc", api.set_promisc, missing) && ok;
   ok = resolve_symbol(lib, "pcap_set_immediate_mode", api.set_immediate_mode, missing) && ok;
+  ok = resolve_symbol(lib, "pcap_get_selectable_fd", api.selectable_fd, missing) && ok;
   ok = resolve_symbol(lib, "pcap_set_buffer_size", api.set_buffer_size, missing) && ok;
   ok = resolve_symbol(lib, "pcap_set_tstamp_precision", api.set_tstamp_precision, missing) && ok;
   ok = resolve_symbol(lib, "pcap_get_tstamp_precision", api.get_tstamp_precision, missing) && ok;

@@ -22,6 +22,7 @@ struct Libpcap {
   decltype(&::pcap_set_snaplen) set_snaplen = nullptr;
   decltype(&::pcap_set_promisc) set_promisc = nullptr;
   decltype(&::pcap_set_immediate_mode) set_immediate_mode = nullptr;
+  decltype(&::pcap_get_selectable_fd) selectable_fd = nullptr;
   decltype(&::pcap_set_buffer_size) set_buffer_size = nullptr;
   decltype(&::pcap_set_tstamp_precision) set_tstamp_precision = nullptr;
   decltype(&::pcap_get_tstamp_precision) get_tstamp_precision = nullptr;

@@ -1,11 +1,14 @@
 #include "flowmark/capture/pcap_source.hpp"
 
 #include <pcap/pcap.h>
+#include <poll.h>
 #include <sys/stat.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -18,8 +21,11 @@ struct PcapSource::Handle {
   pcap_t* pcap = nullptr;
   std::atomic<bool> stop{false};
   bool draining = false;  // live, after a stop request: non-blocking reads until none is left
+  bool return_when_idle = false;  // set_return_when_idle()
+  int fd = -1;                    // live: libpcap's descriptor, polled by next()
+  bool idle = false;              // the last next() ended on the read timeout
   std::chrono::steady_clock::time_point drain_until;  // or until then
-  std::int64_t ts_scale = 1000;  // microsecond files; nanosecond files: 1
+  std::int64_t ts_scale = 1000;                       // microsecond files; nanosecond files: 1
   ~Handle() {
     if (pcap != nullptr) lib->close(pcap);
   }
@@ -33,6 +39,8 @@ namespace {
 
 // After a stop request, how long frames already captured are still read at most.
 constexpr auto kDrainLimit = std::chrono::milliseconds(500);
+// Live: the longest a read waits for a frame before next() looks at its state again.
+constexpr int kReadTimeoutMs = 100;
 
 // libpcap's DLT values that differ from the LINKTYPE values we use.
 observe::LinkType to_link_type(int dlt) {
@@ -73,7 +81,7 @@ Result<PcapSource> PcapSource::open_file(std::string_view path, std::string_view
     s.h_->pcap = lib->fopen_offline(stdin, PCAP_TSTAMP_PRECISION_NANO, err);
   } else {
     s.h_->pcap = lib->open_offline(p.c_str(), PCAP_TSTAMP_PRECISION_NANO, err);
-    struct stat st{};
+    struct stat st {};
     if (::stat(p.c_str(), &st) == 0) s.size_ = static_cast<std::uint64_t>(st.st_size);
   }
   if (s.h_->pcap == nullptr)
@@ -112,12 +120,20 @@ Result<PcapSource> PcapSource::open_live(std::string_view iface, std::string_vie
   if (lib->get_tstamp_precision(p) != PCAP_TSTAMP_PRECISION_NANO) s.h_->ts_scale = 1000;
   s.link_ = to_link_type(lib->datalink(p));
   FM_TRY_VOID(apply_filter(*lib, p, filter, s.name_));
+  // Reads do not block: next() waits for frames itself, in poll(2) on libpcap's descriptor for
+  // at most kReadTimeoutMs at a time (libpcap 1.10 with TPACKET_V3 waits for ever while no
+  // frame comes, whatever its timeout), so that it sees a stop request or a caller's wish to
+  // get control back (set_return_when_idle) on a quiet interface.
+  s.h_->fd = lib->selectable_fd(p);
+  if (s.h_->fd >= 0 && lib->setnonblock(p, 1, err) != 0)
+    return fail(Errc::kRefused, fmt::format("{}: {}", iface, err));
   return s;
 }
 
 Result<bool> PcapSource::next(Frame& out) {
   pcap_pkthdr* hdr = nullptr;
   const u_char* data = nullptr;
+  h_->idle = false;
   while (true) {
     if (h_->stop.load(std::memory_order_relaxed)) {
       // Stopping: a file ends here; a live capture still hands over the frames the kernel
@@ -141,6 +157,17 @@ Result<bool> PcapSource::next(Frame& out) {
     if (rc == PCAP_ERROR_BREAK && live_ && hdr != nullptr && data != nullptr) break;
     if (rc == 0) {  // live: nothing within the read timeout (or nothing left when draining)
       if (h_->draining) return false;
+      if (h_->fd >= 0) {  // nothing ready (non-blocking reads): wait for the descriptor
+        pollfd pfd{h_->fd, POLLIN, 0};
+        const int ready = ::poll(&pfd, 1, kReadTimeoutMs);
+        if (ready < 0 && errno != EINTR)
+          return fail(Errc::kRefused, fmt::format("{}: poll: {}", name_, std::strerror(errno)));
+        if (ready > 0 || h_->stop.load(std::memory_order_relaxed)) continue;
+      }
+      if (h_->return_when_idle) {  // ~100 ms without a frame, or a signal: a pause, not the end
+        h_->idle = true;
+        return false;
+      }
       continue;
     }
     if (rc == PCAP_ERROR_BREAK) {
@@ -158,6 +185,9 @@ Result<bool> PcapSource::next(Frame& out) {
   out.wire_length = hdr->len;
   return true;
 }
+
+void PcapSource::set_return_when_idle(bool on) noexcept { h_->return_when_idle = on; }
+bool PcapSource::idle() const noexcept { return h_->idle; }
 
 void PcapSource::break_loop() noexcept {
   h_->stop.store(true, std::memory_order_relaxed);

@@ -383,7 +383,19 @@ def test_live_capture_and_ctrl_c_on_a_quiet_interface():
     rx.close()
 
     # Ctrl-C on a capture that receives nothing (the filter matches no traffic).
-    quiet = flowmark.observe("int:lo", filter="udp and dst port 9 and dst host 127.0.0.99")
+    _ctrl_c_on_a_quiet_capture("afpacket")
+
+
+def test_ctrl_c_on_a_quiet_interface_with_libpcap():
+    """capture="pcap": libpcap's reads wait at most 100 ms, so Ctrl-C on a live capture that
+    receives nothing raises KeyboardInterrupt without waiting for a frame."""
+    need_root()
+    _ctrl_c_on_a_quiet_capture("pcap")
+
+
+def _ctrl_c_on_a_quiet_capture(capture):
+    quiet = flowmark.observe("int:lo", filter="udp and dst port 9 and dst host 127.0.0.99",
+                             capture=capture)
     started = threading.Event()
     sent_at = []
     done = threading.Event()

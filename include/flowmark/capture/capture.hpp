@@ -59,10 +59,10 @@ class Capture {
   // Bytes read so far and the input's size (regular files), for a progress line.
   virtual std::uint64_t offset() const noexcept { return 0; }
   virtual std::optional<std::uint64_t> size() const noexcept { return std::nullopt; }
-  // Live AF_PACKET captures: when on, next_batch() also returns 0 after ~100 ms without a
-  // frame (or when a signal interrupts its wait), with idle() true: a pause, not the end. For
-  // a caller with other work between batches (the Python module checks for Ctrl-C). Others
-  // ignore it (idle() stays false).
+  // Live captures (AF_PACKET and libpcap): when on, next_batch() also returns 0 after ~100 ms
+  // without a frame (or when a signal interrupts its wait), with idle() true: a pause, not
+  // the end. For a caller with other work between batches (the Python module checks for
+  // Ctrl-C). Files ignore it (idle() stays false).
   virtual void set_return_when_idle(bool on) noexcept { (void)on; }
   // True when the frames next_batch() returns stay valid until the capture is destroyed (a
   // mapped file), not only until the next call: they can be handed to other threads by

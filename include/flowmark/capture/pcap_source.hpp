@@ -51,6 +51,11 @@ class PcapSource {
   Result<bool> next(Frame& out);
   // Safe from a signal handler: the next call to next() returns false.
   void break_loop() noexcept;
+  // Live: when on, next() also returns false after ~100 ms without a frame, with idle() true
+  // (a pause, not the end), for a caller with other work between frames (the Python module
+  // checks for Ctrl-C).
+  void set_return_when_idle(bool on) noexcept;
+  bool idle() const noexcept;
 
   observe::LinkType link_type() const noexcept { return link_; }
   std::string_view name() const noexcept { return name_; }
