@@ -20,6 +20,7 @@
 
 #include "flowlabel.h"
 #include "flowmark/core/fd.hpp"
+#include "flowmark/core/netlink_walk.hpp"
 
 namespace flowmark::bpf::detail {
 
@@ -130,9 +131,9 @@ Result<std::size_t> count_filters(int fd, std::uint32_t ifindex, std::uint32_t p
       if (errno == EINTR) continue;
       return fail_errno("netlink recv");
     }
-    auto len = static_cast<std::uint32_t>(n);
-    for (auto* nh = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(nh, len);
-         nh = NLMSG_NEXT(nh, len)) {
+    auto len = static_cast<std::size_t>(n);
+    for (auto* nh = netlink_first<nlmsghdr>(buf.data()); netlink_ok(nh, len);
+         nh = netlink_next(nh, len)) {
       if (nh->nlmsg_seq != seq) continue;
       if (nh->nlmsg_type == NLMSG_DONE) return count;
       if (nh->nlmsg_type == NLMSG_ERROR) {

@@ -12,7 +12,9 @@
 
 #include <cstring>
 #include <span>
+
 #include <vector>
+#include "flowmark/core/netlink_walk.hpp"
 
 namespace flowmark::netclient {
 namespace {
@@ -283,9 +285,9 @@ Result<void> SockDiag::read_answer(std::uint32_t seq,
   for (;;) {
     FM_TRY(auto got, receive());
     if (got == 0) return fail(Errc::kMalformed, "the kernel closed the sock_diag socket");
-    auto left = static_cast<int>(got);
-    for (auto* h = reinterpret_cast<const nlmsghdr*>(buffer_.get()); NLMSG_OK(h, left);
-         h = NLMSG_NEXT(h, left)) {
+    auto left = static_cast<std::size_t>(got);
+    for (auto* h = netlink_first<const nlmsghdr>(buffer_.get()); netlink_ok(h, left);
+         h = netlink_next(h, left)) {
       if (h->nlmsg_seq != seq) {
         ++stats_.stale;
         continue;

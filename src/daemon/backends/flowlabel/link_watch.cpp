@@ -6,6 +6,8 @@
 
 #include <cerrno>
 
+#include "flowmark/core/netlink_walk.hpp"
+
 namespace flowmark::daemon {
 
 Result<void> LinkWatch::open() {
@@ -35,8 +37,8 @@ bool LinkWatch::changed() noexcept {
       return any;  // EAGAIN: drained
     }
     if (n == 0) return any;
-    auto len = static_cast<std::uint32_t>(n);
-    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+    auto len = static_cast<std::size_t>(n);
+    for (auto* h = netlink_first<nlmsghdr>(buf); netlink_ok(h, len); h = netlink_next(h, len)) {
       switch (h->nlmsg_type) {
         case RTM_NEWLINK:
         case RTM_DELLINK:
