@@ -35,6 +35,10 @@
 #include <cstring>
 #include <limits>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "flow_key.hpp"
 #include "flowmark/observe/observer.hpp"
 #include "mmap_array.hpp"
@@ -172,12 +176,26 @@ class FlowTable {
     if (home + kNear > nslots_) [[unlikely]]
       return candidate_wrapped(home, h);
     const Slot* s = &slots_[home];
+#if defined(__SSE2__)
+    // The four slots in two loads; a bit per slot whose hash is h (the even lanes: a slot's
+    // idx1 equal to h must not count); the first of them, or none.
+    static_assert(kNear == 4 && sizeof(Slot) == 8);
+    const __m128i want = _mm_set1_epi32(static_cast<int>(h));
+    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
+    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 2));
+    const auto m = static_cast<unsigned>(
+        (_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(lo, want))) & 0x5) |
+        (_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(hi, want))) & 0x5) << 4);
+    const unsigned k = static_cast<unsigned>(std::countr_zero(m | 0x100u)) >> 1;  // 4: none
+    return s[k & 3].idx1 & (0u - static_cast<std::uint32_t>(k < kNear));
+#else
     std::uint32_t c = 0;
     for (std::size_t k = kNear; k-- > 0;) {
       const std::uint32_t in = 0u - static_cast<std::uint32_t>(s[k].hash == h);
       c = (s[k].idx1 & in) | (c & ~in);
     }
     return c;
+#endif
   }
   std::uint32_t candidate_wrapped(std::size_t home, std::uint32_t h) const noexcept {
     for (std::size_t k = 0, i = home; k < kNear; ++k, i = i + 1 == nslots_ ? 0 : i + 1)
@@ -521,8 +539,8 @@ class FlowTable {
 
   std::size_t stride_;  // bytes per flow: the Flow and its chains' state
   std::size_t cap_, cur_, nslots_;
-  std::uint64_t tail_mask_;  // the VLAN is compared only when keyed on
-  MmapArray<std::byte> flows_;  // Flow + state, stride_ bytes each
+  std::uint64_t tail_mask_;                              // the VLAN is compared only when keyed on
+  MmapArray<std::byte> flows_;                           // Flow + state, stride_ bytes each
   MmapArray<Link> links_;                                // flows, then one sentinel per bucket
   std::array<std::uint64_t, kBuckets / 64> nonempty_{};  // buckets with a flow
   MmapArray<Slot> slots_;
