@@ -226,7 +226,10 @@ flow_metrics = false
         live_at_stop = int(m.group(1)) if m else -1
         print(f"flood: received {received}, kernel drops {drops}, starts {starts}, evicted "
               f"{evicted}, live at stop {live_at_stop}", file=sys.stderr)
-        self.assertGreater(starts, MAX_LIVE * 10, "too few fireflies arrived to flood anything")
+        # UDP: on a loaded machine the kernel drops much of a 250,000/s flood (833,174 of
+        # 2,000,000 arrived once with two test jobs and two builds running); three times the
+        # bound still floods the table (every start past it evicts).
+        self.assertGreater(starts, MAX_LIVE * 3, "too few fireflies arrived to flood anything")
         self.assertEqual(live_at_stop, MAX_LIVE)
         # Every start beyond the bound ended the flow idle longest; nothing else ended flows.
         self.assertEqual(evicted, starts - MAX_LIVE)
