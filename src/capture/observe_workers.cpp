@@ -291,21 +291,37 @@ Result<void> observe_shared_reading(
         const observe::FrameRef& f = in[i];
         const bool late = f.ts_ns < m;
         if (!late) m = f.ts_ns;
-        Entry e{
-            f.frame.data(), static_cast<std::uint32_t>(f.frame.size()), Entry::kFrame, late, 0, m};
+        // The entry is written in place, field by field, and the hash kept in a register: an
+        // Entry or FlowHash built on the stack and copied was read back across narrower
+        // stores (a store-to-load forwarding that fails and waits for the store buffer to
+        // drain; most of this loop's time).
         std::size_t w = 0;
+        Entry::Kind kind = Entry::kFrame;
+        std::uint32_t decision = 0;
         if (n > 1) {
-          const observe::FlowHash h = observe::flow_hash(l, f.frame);
-          w = h.hash % n;
-          if (h.quotes && h.own % n != w) {
-            e.decision = static_cast<std::uint32_t>(c.decisions.size());
-            c.decisions.push_back(0);
-            e.kind = Entry::kAwait;
-            c.lists[h.own % n].push_back(e);
-            e.kind = Entry::kDecide;
+          if (const std::uint64_t q = observe::detail::quick_flow_hash(l, f.frame); q != 0)
+              [[likely]] {
+            w = static_cast<std::uint32_t>(q) % n;
+          } else {
+            const observe::FlowHash h = observe::detail::full_flow_hash(l, f.frame);
+            w = h.hash % n;
+            if (h.quotes && h.own % n != w) {
+              decision = static_cast<std::uint32_t>(c.decisions.size());
+              c.decisions.push_back(0);
+              c.lists[h.own % n].push_back(Entry{f.frame.data(),
+                                                 static_cast<std::uint32_t>(f.frame.size()),
+                                                 Entry::kAwait, late, decision, m});
+              kind = Entry::kDecide;
+            }
           }
         }
-        c.lists[w].push_back(e);
+        Entry& e = c.lists[w].emplace_back();
+        e.data = f.frame.data();
+        e.len = static_cast<std::uint32_t>(f.frame.size());
+        e.kind = kind;
+        e.late = late;
+        e.decision = decision;
+        e.ts = m;
       }
       c.frames += *got;
     }

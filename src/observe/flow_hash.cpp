@@ -41,41 +41,45 @@ std::uint16_t be16(const std::uint8_t* p) noexcept {
 }
 
 // The common frames without a decode: Ethernet (up to two VLAN tags), IPv4 or IPv6 carrying
-// TCP, UDP or SCTP (right after the IPv6 header). False for anything else (ICMP
-// errors must be looked into; extension headers may hide ICMPv6).
-bool quick_hash(LinkType link, std::span<const std::byte> frame, FlowHash& h) noexcept {
-  if (link != LinkType::kEthernet) return false;
+// TCP, UDP or SCTP (right after the IPv6 header); 0 for anything else (ICMP errors must be
+// looked into; extension headers may hide ICMPv6).
+std::uint64_t quick_hash(LinkType link, std::span<const std::byte> frame) noexcept {
+  constexpr std::uint64_t kTaken = std::uint64_t{1} << 32;
+  if (link != LinkType::kEthernet) return 0;
   const auto* d = reinterpret_cast<const std::uint8_t*>(frame.data());
   const std::size_t n = frame.size();
   std::size_t at = 12;
-  if (n < at + 2) return false;
+  if (n < at + 2) return 0;
   std::uint16_t type = be16(d + at);
   for (int tags = 0; (type == 0x8100 || type == 0x88a8) && tags < 2; ++tags) {
     at += 4;
-    if (n < at + 2) return false;
+    if (n < at + 2) return 0;
     type = be16(d + at);
   }
   at += 2;
   if (type == 0x0800) {
     const std::uint8_t proto = n >= at + 20 ? d[at + 9] : 0;
-    if ((d[at] >> 4) != 4 || (proto != 6 && proto != 17 && proto != 132)) return false;
-    h.hash = h.own = pair_hash(d + at + 12, d + at + 16, 4);
-    return true;
+    if ((d[at] >> 4) != 4 || (proto != 6 && proto != 17 && proto != 132)) return 0;
+    return kTaken | pair_hash(d + at + 12, d + at + 16, 4);
   }
   if (type == 0x86dd) {
-    if (n < at + 40 || (d[at] >> 4) != 6) return false;
+    if (n < at + 40 || (d[at] >> 4) != 6) return 0;
     const std::uint8_t next = d[at + 6];
-    if (next != 6 && next != 17 && next != 132) return false;
-    h.hash = h.own = pair_hash(d + at + 8, d + at + 24, 16);
-    return true;
+    if (next != 6 && next != 17 && next != 132) return 0;
+    return kTaken | pair_hash(d + at + 8, d + at + 24, 16);
   }
-  return false;
+  return 0;
 }
 
 }  // namespace
 
-FlowHash flow_hash(LinkType link, std::span<const std::byte> frame) noexcept {
-  if (FlowHash h; quick_hash(link, frame, h)) return h;
+namespace detail {
+
+std::uint64_t quick_flow_hash(LinkType link, std::span<const std::byte> frame) noexcept {
+  return quick_hash(link, frame);
+}
+
+FlowHash full_flow_hash(LinkType link, std::span<const std::byte> frame) noexcept {
   PacketView p;
   (void)decode_packet(link, frame, p);  // a short transport header still has its addresses
   const std::size_t len = p.ip_version == 6 ? 16 : 4;
@@ -88,5 +92,7 @@ FlowHash flow_hash(LinkType link, std::span<const std::byte> frame) noexcept {
   }
   return h;
 }
+
+}  // namespace detail
 
 }  // namespace flowmark::observe

@@ -28,6 +28,22 @@ struct FlowHash {
   std::uint32_t hash = 0, own = 0;
   bool quotes = false;
 };
-FlowHash flow_hash(LinkType link, std::span<const std::byte> frame) noexcept;
+namespace detail {
+// (1 << 32) | the hash for the common frames (Ethernet, IPv4 or IPv6 carrying TCP, UDP or
+// SCTP), taken without a decode; 0 for the others. A plain integer: a FlowHash returned from
+// another translation unit is loaded back by the caller across narrower stores (a failed
+// store-to-load forwarding, which waits for the store buffer to drain).
+std::uint64_t quick_flow_hash(LinkType link, std::span<const std::byte> frame) noexcept;
+// The others, decoded.
+FlowHash full_flow_hash(LinkType link, std::span<const std::byte> frame) noexcept;
+}  // namespace detail
+
+inline FlowHash flow_hash(LinkType link, std::span<const std::byte> frame) noexcept {
+  if (const std::uint64_t q = detail::quick_flow_hash(link, frame); q != 0) [[likely]] {
+    const auto h = static_cast<std::uint32_t>(q);
+    return {h, h, false};
+  }
+  return detail::full_flow_hash(link, frame);
+}
 
 }  // namespace flowmark::observe
