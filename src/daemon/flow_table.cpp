@@ -51,8 +51,7 @@ std::uint64_t FlowTable::hash(const Packed& k) noexcept {
 }
 
 bool FlowTable::same(const Packed& a, const Packed& b) noexcept {
-  return std::memcmp(&a, &b, offsetof(Packed, bits)) == 0 &&
-         ((a.bits ^ b.bits) & kFamilies) == 0;
+  return std::memcmp(&a, &b, offsetof(Packed, bits)) == 0 && ((a.bits ^ b.bits) & kFamilies) == 0;
 }
 
 FlowTable::Id FlowTable::find(const FlowKey& key) const noexcept {

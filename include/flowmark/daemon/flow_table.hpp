@@ -91,16 +91,16 @@ class FlowTable {
     std::array<std::uint8_t, 16> src, dst;
     std::uint16_t src_port, dst_port;
     std::uint8_t protocol;
-    std::uint8_t bits;   // kSrcV6 | kDstV6 (the key), then kScoped ... kOutsideClass
-    std::uint16_t cls;   // experiment << 6 | activity (the flow label's 9 + 6 bits)
+    std::uint8_t bits;  // kSrcV6 | kDstV6 (the key), then kScoped ... kOutsideClass
+    std::uint16_t cls;  // experiment << 6 | activity (the flow label's 9 + 6 bits)
   };
   static_assert(sizeof(Packed) == 40);
   static constexpr std::uint8_t kSrcV6 = 1, kDstV6 = 2, kFamilies = 3;
-  static constexpr std::uint8_t kScoped = 4;          // an address has a scope id (side map)
-  static constexpr std::uint8_t kHasUsage = 8;        // usages_ holds this id's usage
-  static constexpr std::uint8_t kOutsideStart = 16;   // start time in the side map
-  static constexpr std::uint8_t kOutsideLast = 32;    // last event in the side map
-  static constexpr std::uint8_t kOutsideClass = 64;   // experiment, activity in the side map
+  static constexpr std::uint8_t kScoped = 4;         // an address has a scope id (side map)
+  static constexpr std::uint8_t kHasUsage = 8;       // usages_ holds this id's usage
+  static constexpr std::uint8_t kOutsideStart = 16;  // start time in the side map
+  static constexpr std::uint8_t kOutsideLast = 32;   // last event in the side map
+  static constexpr std::uint8_t kOutsideClass = 64;  // experiment, activity in the side map
   static constexpr std::uint8_t kOutside = kScoped | kOutsideStart | kOutsideLast | kOutsideClass;
   // A time as a 48-bit two's complement offset from base_, in two aligned parts.
   struct Offset48 {
