@@ -1,5 +1,7 @@
 #include "flowmark/daemon/flow_table.hpp"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -15,9 +17,16 @@ std::uint32_t tag_of(std::uint64_t h) noexcept { return static_cast<std::uint32_
 
 }  // namespace
 
-// aligned_alloc, not new Entry[]: an entry is a cache line, and a chunk's pages become resident
-// only as its entries are used.
-void FlowTable::FreeChunk::operator()(void* p) const noexcept { std::free(p); }
+void FlowTable::Unmap::operator()(void* p) const noexcept { ::munmap(p, bytes); }
+
+// Page-aligned: an entry is a cache line.
+template <typename T>
+FlowTable::Pages<T> FlowTable::map_pages(std::size_t n) {
+  const std::size_t bytes = n * sizeof(T);
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  return Pages<T>(static_cast<T*>(p), Unmap{bytes});
+}
 
 FlowTable::~FlowTable() = default;
 
@@ -77,9 +86,7 @@ FlowTable::Id FlowTable::allocate() {
   }
   if (used_ids_ >= kMaxFlows) throw std::length_error("flow table full");
   if ((used_ids_ >> kChunkBits) >= chunks_.size()) {
-    void* p = std::aligned_alloc(64, kChunk * sizeof(Entry));
-    if (!p) throw std::bad_alloc();
-    chunks_.emplace_back(static_cast<Entry*>(p));
+    chunks_.push_back(map_pages<Entry>(kChunk));
   }
   return static_cast<Id>(used_ids_++);
 }
@@ -92,9 +99,10 @@ void FlowTable::place(std::uint32_t slot_value, std::uint64_t h) noexcept {
 
 void FlowTable::grow_index() {
   const std::size_t slots = mask_ == 0 ? 1024 : 2 * (mask_ + 1);
-  std::unique_ptr<std::uint32_t[]> old = std::move(index_);
+  Pages<std::uint32_t> fresh = map_pages<std::uint32_t>(slots);  // zeroed: every slot empty
+  Pages<std::uint32_t> old = std::move(index_);
   const std::size_t old_slots = old ? mask_ + 1 : 0;
-  index_ = std::make_unique<std::uint32_t[]>(slots);
+  index_ = std::move(fresh);
   mask_ = slots - 1;
   for (std::size_t i = 0; i < old_slots; ++i) {
     const std::uint32_t v = old[i];
@@ -295,7 +303,7 @@ void FlowTable::set_usage(Id id, const std::optional<scitags::Usage>& usage) {
   }
   const std::size_t chunk = id >> kChunkBits;
   if (chunk >= usages_.size()) usages_.resize(chunk + 1);
-  if (!usages_[chunk]) usages_[chunk] = std::make_unique_for_overwrite<scitags::Usage[]>(kChunk);
+  if (!usages_[chunk]) usages_[chunk] = map_pages<scitags::Usage>(kChunk);
   usages_[chunk][id & (kChunk - 1)] = *usage;
   e.key.bits |= kHasUsage;
 }

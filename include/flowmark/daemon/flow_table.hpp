@@ -124,17 +124,22 @@ class FlowTable {
   };
   static constexpr std::size_t kChunkBits = 12;  // 4,096 entries (256 KiB) a chunk
   static constexpr std::size_t kChunk = std::size_t{1} << kChunkBits;
-  struct FreeChunk {
+  // Blocks from the kernel (mmap), not malloc: untouched pages are not resident, and a freed
+  // block goes back at once — malloc kept a burst's chunks in its heap after the table emptied.
+  struct Unmap {
+    std::size_t bytes;
     void operator()(void* p) const noexcept;
   };
+  template <typename T>
+  using Pages = std::unique_ptr<T[], Unmap>;
+  template <typename T>
+  static Pages<T> map_pages(std::size_t n);  // n zeroed T
 
   static Packed pack(const FlowKey& key) noexcept;
   static std::uint64_t hash(const Packed& k) noexcept;
   static bool same(const Packed& a, const Packed& b) noexcept;
-  Entry& entry(Id id) noexcept { return chunks_[id >> kChunkBits].get()[id & (kChunk - 1)]; }
-  const Entry& entry(Id id) const noexcept {
-    return chunks_[id >> kChunkBits].get()[id & (kChunk - 1)];
-  }
+  Entry& entry(Id id) noexcept { return chunks_[id >> kChunkBits][id & (kChunk - 1)]; }
+  const Entry& entry(Id id) const noexcept { return chunks_[id >> kChunkBits][id & (kChunk - 1)]; }
   // The offset of `t` from base_, if it fits 48 bits.
   std::optional<Offset48> offset_of(Micros t) const noexcept;
   Micros time_at(std::uint32_t low, std::uint16_t high) const noexcept;
@@ -146,16 +151,16 @@ class FlowTable {
   void place(std::uint32_t slot_value, std::uint64_t h) noexcept;
   void clear_all() noexcept;
 
-  std::vector<std::unique_ptr<Entry, FreeChunk>> chunks_;
+  std::vector<Pages<Entry>> chunks_;
   // Usages of the flows that have one (kHasUsage), by id: a chunk of kChunk allocated when a
   // flow of its ids first has one.
-  std::vector<std::unique_ptr<scitags::Usage[]>> usages_;
+  std::vector<Pages<scitags::Usage>> usages_;
   std::size_t used_ids_ = 0;  // ids handed out at least once
   Id free_ = kNone;           // erased entries, linked by `older`
   // Index: 0 empty, else (tag << 24) | (id + 1) with tag = 8 bits of the hash; linear probing,
   // load at most 13/16 (a probe reads 16 slots a cache line, and the tags spare it the
   // entries), erasure by backward shift (no tombstones).
-  std::unique_ptr<std::uint32_t[]> index_;
+  Pages<std::uint32_t> index_;
   std::size_t mask_ = 0;  // index size - 1 (0: no index yet)
   std::size_t size_ = 0;
   Id oldest_ = kNone, newest_ = kNone;
