@@ -1,5 +1,7 @@
 #include "flowmark/daemon/flow_table.hpp"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -15,8 +17,16 @@ std::uint32_t tag_of(std::uint64_t h) noexcept { return static_cast<std::uint32_
 
 }  // namespace
 
-// malloc, not new Entry[]: a chunk's pages become resident only as its entries are used.
-void FlowTable::FreeChunk::operator()(Entry* p) const noexcept { std::free(p); }
+void FlowTable::Unmap::operator()(void* p) const noexcept { ::munmap(p, bytes); }
+
+// Page-aligned: an entry is a cache line.
+template <typename T>
+FlowTable::Pages<T> FlowTable::map_pages(std::size_t n) {
+  const std::size_t bytes = n * sizeof(T);
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  return Pages<T>(static_cast<T*>(p), Unmap{bytes});
+}
 
 FlowTable::~FlowTable() = default;
 
@@ -28,8 +38,8 @@ FlowTable::Packed FlowTable::pack(const FlowKey& key) noexcept {
   p.src_port = key.src.port;
   p.dst_port = key.dst.port;
   p.protocol = static_cast<std::uint8_t>(key.protocol);
-  p.families = static_cast<std::uint8_t>((key.src.address.is_v6() ? 1 : 0) |
-                                         (key.dst.address.is_v6() ? 2 : 0));
+  p.bits = static_cast<std::uint8_t>((key.src.address.is_v6() ? kSrcV6 : 0) |
+                                     (key.dst.address.is_v6() ? kDstV6 : 0));
   return p;
 }
 
@@ -43,14 +53,14 @@ std::uint64_t FlowTable::hash(const Packed& k) noexcept {
     h *= 0x9E3779B97F4A7C15ULL;
     return h ^ (h >> 29);
   };
-  std::uint64_t h = mix(word(4) & 0x0000FFFFFFFFFFFFULL);  // ports, protocol, families
+  // Ports, protocol and the families' two bits (not the entry's flags, not its class).
+  std::uint64_t h = mix(word(4) & 0x000003FFFFFFFFFFULL);
   for (std::size_t i = 0; i < 4; ++i) h = mix(h ^ word(i));
   return mix(h);
 }
 
 bool FlowTable::same(const Packed& a, const Packed& b) noexcept {
-  // `scoped` and `pad` are not part of the key.
-  return std::memcmp(&a, &b, offsetof(Packed, scoped)) == 0;
+  return std::memcmp(&a, &b, offsetof(Packed, bits)) == 0 && ((a.bits ^ b.bits) & kFamilies) == 0;
 }
 
 FlowTable::Id FlowTable::find(const FlowKey& key) const noexcept {
@@ -76,9 +86,7 @@ FlowTable::Id FlowTable::allocate() {
   }
   if (used_ids_ >= kMaxFlows) throw std::length_error("flow table full");
   if ((used_ids_ >> kChunkBits) >= chunks_.size()) {
-    void* p = std::malloc(kChunk * sizeof(Entry));
-    if (!p) throw std::bad_alloc();
-    chunks_.emplace_back(static_cast<Entry*>(p));
+    chunks_.push_back(map_pages<Entry>(kChunk));
   }
   return static_cast<Id>(used_ids_++);
 }
@@ -91,9 +99,10 @@ void FlowTable::place(std::uint32_t slot_value, std::uint64_t h) noexcept {
 
 void FlowTable::grow_index() {
   const std::size_t slots = mask_ == 0 ? 1024 : 2 * (mask_ + 1);
-  std::unique_ptr<std::uint32_t[]> old = std::move(index_);
+  Pages<std::uint32_t> fresh = map_pages<std::uint32_t>(slots);  // zeroed: every slot empty
+  Pages<std::uint32_t> old = std::move(index_);
   const std::size_t old_slots = old ? mask_ + 1 : 0;
-  index_ = std::make_unique<std::uint32_t[]>(slots);
+  index_ = std::move(fresh);
   mask_ = slots - 1;
   for (std::size_t i = 0; i < old_slots; ++i) {
     const std::uint32_t v = old[i];
@@ -101,20 +110,50 @@ void FlowTable::grow_index() {
   }
 }
 
-FlowTable::Id FlowTable::insert(const FlowKey& key) {
+std::optional<FlowTable::Offset48> FlowTable::offset_of(Micros t) const noexcept {
+  Micros d;
+  if (__builtin_sub_overflow(t, base_, &d) || d < -kTimeRange || d >= kTimeRange) {
+    return std::nullopt;
+  }
+  const auto u = static_cast<std::uint64_t>(d);
+  return Offset48{static_cast<std::uint32_t>(u), static_cast<std::uint16_t>(u >> 32)};
+}
+
+Micros FlowTable::time_at(std::uint32_t low, std::uint16_t high) const noexcept {
+  // Sign-extended from 48 bits; base_ + d stays within the Micros it was made from.
+  const std::uint64_t u = (std::uint64_t{high} << 32 | low) << 16;
+  return base_ + (static_cast<Micros>(u) >> 16);
+}
+
+FlowTable::Id FlowTable::insert(const FlowKey& key, Micros now) {
   if (!index_ || 16 * (size_ + 1) > 13 * (mask_ + 1)) grow_index();
+  if (size_ == 0) base_ = now;
   const Id id = allocate();
   Entry& e = entry(id);
   e.key = pack(key);
-  e.flow = Flow{};
+  e.holders = 0;
   const std::uint64_t h = hash(e.key);
   place((tag_of(h) << 24) | (id + 1), h);
-  if (key.src.address.scope_id() != 0 || key.dst.address.scope_id() != 0) {
-    e.key.scoped = 1;
-    scopes_[id] = {key.src.address.scope_id(), key.dst.address.scope_id()};
-  }
   ++size_;
   link_newest(id);
+  try {
+    set_last_event(e, id, now);
+    e.start_low = e.last_low;  // the start time `now` until set
+    e.start_high = e.last_high;
+    if (e.key.bits & kOutsideLast) {
+      outside_[id].start_time = now;
+      e.key.bits |= kOutsideStart;
+    }
+    if (key.src.address.scope_id() != 0 || key.dst.address.scope_id() != 0) {
+      Outside& o = outside_[id];
+      o.src_scope = key.src.address.scope_id();
+      o.dst_scope = key.dst.address.scope_id();
+      e.key.bits |= kScoped;
+    }
+  } catch (...) {
+    erase(id);
+    throw;
+  }
   return id;
 }
 
@@ -136,8 +175,7 @@ void FlowTable::erase(Id id) noexcept {
     }
   }
   index_[i] = 0;
-  if (e.key.scoped) scopes_.erase(id);
-  if (e.flow.usage_slot != 0) free_usages_.push_back(e.flow.usage_slot);
+  if (e.key.bits & kOutside) outside_.erase(id);
   unlink(id);
   e.older = free_;
   free_ = id;
@@ -153,13 +191,10 @@ void FlowTable::clear_all() noexcept {
     mask_ = 0;
   }
   if (usages_.size() > 1) usages_.clear();
-  usage_slots_ = 0;
-  free_usages_.clear();
-  free_usages_.shrink_to_fit();
   used_ids_ = 0;
   free_ = kNone;
   oldest_ = newest_ = kNone;
-  scopes_.clear();
+  outside_.clear();
 }
 
 void FlowTable::unlink(Id id) noexcept {
@@ -179,37 +214,98 @@ void FlowTable::link_newest(Id id) noexcept {
   if (oldest_ == kNone) oldest_ = id;
 }
 
-void FlowTable::touch(Id id) noexcept {
+void FlowTable::touch(Id id, Micros now) {
+  set_last_event(entry(id), id, now);
   if (newest_ == id) return;
   unlink(id);
   link_newest(id);
 }
 
+Micros FlowTable::start_time(Id id) const noexcept {
+  const Entry& e = entry(id);
+  if (e.key.bits & kOutsideStart) return outside_.find(id)->second.start_time;
+  return time_at(e.start_low, e.start_high);
+}
+
+void FlowTable::set_start_time(Id id, Micros t) {
+  Entry& e = entry(id);
+  if (const auto o = offset_of(t)) {
+    e.start_low = o->low;
+    e.start_high = o->high;
+    if (e.key.bits & kOutsideStart) {
+      e.key.bits &= ~kOutsideStart;
+      if ((e.key.bits & kOutside) == 0) outside_.erase(id);
+    }
+    return;
+  }
+  outside_[id].start_time = t;
+  e.key.bits |= kOutsideStart;
+}
+
+Micros FlowTable::last_event(Id id) const noexcept {
+  const Entry& e = entry(id);
+  if (e.key.bits & kOutsideLast) return outside_.find(id)->second.last_event;
+  return time_at(e.last_low, e.last_high);
+}
+
+void FlowTable::set_last_event(Entry& e, Id id, Micros t) {
+  if (const auto o = offset_of(t)) {
+    e.last_low = o->low;
+    e.last_high = o->high;
+    if (e.key.bits & kOutsideLast) {
+      e.key.bits &= ~kOutsideLast;
+      if ((e.key.bits & kOutside) == 0) outside_.erase(id);
+    }
+    return;
+  }
+  outside_[id].last_event = t;
+  e.key.bits |= kOutsideLast;
+}
+
+std::uint32_t FlowTable::experiment(Id id) const noexcept {
+  const Entry& e = entry(id);
+  if (e.key.bits & kOutsideClass) return outside_.find(id)->second.experiment;
+  return e.key.cls >> 6;
+}
+
+std::uint32_t FlowTable::activity(Id id) const noexcept {
+  const Entry& e = entry(id);
+  if (e.key.bits & kOutsideClass) return outside_.find(id)->second.activity;
+  return e.key.cls & 63;
+}
+
+void FlowTable::set_class(Id id, std::uint32_t experiment, std::uint32_t activity) {
+  Entry& e = entry(id);
+  if (experiment <= 511 && activity <= 63) {
+    e.key.cls = static_cast<std::uint16_t>(experiment << 6 | activity);
+    if (e.key.bits & kOutsideClass) {
+      e.key.bits &= ~kOutsideClass;
+      if ((e.key.bits & kOutside) == 0) outside_.erase(id);
+    }
+    return;
+  }
+  Outside& o = outside_[id];
+  o.experiment = experiment;
+  o.activity = activity;
+  e.key.bits |= kOutsideClass;
+}
+
 std::optional<scitags::Usage> FlowTable::usage(Id id) const noexcept {
-  const std::uint32_t slot = entry(id).flow.usage_slot;
-  if (slot == 0) return std::nullopt;
-  return usage_at(slot);
+  if ((entry(id).key.bits & kHasUsage) == 0) return std::nullopt;
+  return usages_[id >> kChunkBits][id & (kChunk - 1)];
 }
 
 void FlowTable::set_usage(Id id, const std::optional<scitags::Usage>& usage) {
-  std::uint32_t& slot = entry(id).flow.usage_slot;
+  Entry& e = entry(id);
   if (!usage) {
-    if (slot != 0) free_usages_.push_back(slot);
-    slot = 0;
+    e.key.bits &= ~kHasUsage;
     return;
   }
-  if (slot == 0) {
-    if (!free_usages_.empty()) {
-      slot = free_usages_.back();
-      free_usages_.pop_back();
-    } else {
-      if ((usage_slots_ >> kChunkBits) >= usages_.size()) {
-        usages_.push_back(std::make_unique_for_overwrite<scitags::Usage[]>(kChunk));
-      }
-      slot = ++usage_slots_;
-    }
-  }
-  usage_at(slot) = *usage;
+  const std::size_t chunk = id >> kChunkBits;
+  if (chunk >= usages_.size()) usages_.resize(chunk + 1);
+  if (!usages_[chunk]) usages_[chunk] = map_pages<scitags::Usage>(kChunk);
+  usages_[chunk][id & (kChunk - 1)] = *usage;
+  e.key.bits |= kHasUsage;
 }
 
 FlowKey FlowTable::key(Id id) const {
@@ -225,11 +321,14 @@ FlowKey FlowTable::key(Id id) const {
     return IpAddress::v4(host);
   };
   std::pair<std::uint32_t, std::uint32_t> scope{0, 0};
-  if (p.scoped) scope = scopes_.at(id);
+  if (p.bits & kScoped) {
+    const Outside& o = outside_.at(id);
+    scope = {o.src_scope, o.dst_scope};
+  }
   FlowKey k;
   k.protocol = static_cast<scitags::Protocol>(p.protocol);
-  k.src = {address(p.src, (p.families & 1) != 0, scope.first), p.src_port};
-  k.dst = {address(p.dst, (p.families & 2) != 0, scope.second), p.dst_port};
+  k.src = {address(p.src, (p.bits & kSrcV6) != 0, scope.first), p.src_port};
+  k.dst = {address(p.dst, (p.bits & kDstV6) != 0, scope.second), p.dst_port};
   return k;
 }
 

@@ -499,18 +499,17 @@ Result<void> Pipeline::add_backend(const std::string& name, std::unique_ptr<Back
   }
   if (adopt_live) {
     for (auto id = flows_.oldest(); id != FlowTable::kNone; id = flows_.newer(id)) {
-      auto& live = flows_[id];
-      live.holders |= w->slot_bit;
+      flows_.holders(id) |= w->slot_bit;
       const FlowKey key = flows_.key(id);
       FlowEvent e;
       e.state = FlowState::kStart;
       e.protocol = key.protocol;
       e.src = key.src;
       e.dst = key.dst;
-      e.experiment = live.experiment;
-      e.activity = live.activity;
-      e.start_time = live.start_time;
-      e.current_time = live.start_time;
+      e.experiment = flows_.experiment(id);
+      e.activity = flows_.activity(id);
+      e.start_time = flows_.start_time(id);
+      e.current_time = e.start_time;
       e.usage = flows_.usage(id);
       if (w->backend->wants_public_addresses()) rewrite_public(e);
       w->offer(e, Worker::Overflow::kKeep);
@@ -527,7 +526,7 @@ void Pipeline::remove_backend(std::string_view name) {
       const std::uint32_t bit = (*it)->slot_bit;
       used_slots_ &= ~bit;
       for (auto id = flows_.oldest(); id != FlowTable::kNone; id = flows_.newer(id)) {
-        flows_[id].holders &= ~bit;
+        flows_.holders(id) &= ~bit;
       }
       const auto deadline =
           std::chrono::steady_clock::now() +
@@ -627,26 +626,20 @@ Pipeline::FlowId Pipeline::insert_live(const FlowKey& key, const FlowEvent& e, M
           "ended as evicted (counted in flowmark_pipeline_evicted_total)",
           flows_.size(), scitags::to_string(k.protocol), k.src.to_string(), k.dst.to_string());
     });
-    end_live(victim, scitags::EndReason::kEvicted, flows_[victim].last_event);
+    end_live(victim, scitags::EndReason::kEvicted, flows_.last_event(victim));
   }
-  const FlowId id = flows_.insert(key);  // linked in as the newest
-  auto& live = flows_[id];
-  live.start_time = e.start_time;
-  live.experiment = e.experiment;
-  live.activity = e.activity;
+  const FlowId id = flows_.insert(key, now);  // linked in as the newest
+  flows_.set_start_time(id, e.start_time);
+  flows_.set_class(id, e.experiment, e.activity);
   flows_.set_usage(id, e.usage);
-  live.last_event = now;
   live_gauge_->store(flows_.size(), std::memory_order_relaxed);
   return id;
 }
 
-void Pipeline::touch(FlowId id, Micros now) {
-  flows_[id].last_event = now;
-  flows_.touch(id);
-}
+void Pipeline::touch(FlowId id, Micros now) { flows_.touch(id, now); }
 
 void Pipeline::erase_live(FlowId id) {
-  remember_ended(flows_.key(id), flows_[id].start_time);
+  remember_ended(flows_.key(id), flows_.start_time(id));
   flows_.erase(id);
   live_gauge_->store(flows_.size(), std::memory_order_relaxed);
 }
@@ -712,21 +705,20 @@ std::optional<Micros> Pipeline::ended_lately(const FlowKey& key) const {
 
 void Pipeline::end_live(FlowId id, scitags::EndReason reason, Micros end_time) {
   const FlowKey key = flows_.key(id);
-  const auto& live = flows_[id];
   FlowEvent e;
   e.state = FlowState::kEnd;
   e.end_reason = reason;
   e.protocol = key.protocol;
   e.src = key.src;
   e.dst = key.dst;
-  e.start_time = live.start_time;
+  e.start_time = flows_.start_time(id);
   e.current_time = end_time;
   e.end_time = end_time;
-  e.experiment = live.experiment;
-  e.activity = live.activity;
+  e.experiment = flows_.experiment(id);
+  e.activity = flows_.activity(id);
   e.usage = flows_.usage(id);
   e.previous_volume = volume_of(e.usage);
-  std::uint32_t holders = live.holders;
+  std::uint32_t holders = flows_.holders(id);
   erase_live(id);
   fan_out(e, &holders);
 }
@@ -754,15 +746,15 @@ void Pipeline::push_event(const FlowEvent& in) {
   // The 5-tuple and start time name a flow: a live flow of this tuple with another start
   // time is another flow — an older one (its end was lost: ended as expired) or a newer one
   // (this event is a stale copy of the older).
-  if (id != kNone && e.start_time != 0 && flows_[id].start_time != 0 &&
-      e.start_time != flows_[id].start_time) {
-    if (e.start_time < flows_[id].start_time) {
+  const Micros live_start = id != kNone ? flows_.start_time(id) : 0;
+  if (id != kNone && e.start_time != 0 && live_start != 0 && e.start_time != live_start) {
+    if (e.start_time < live_start) {
       stale_->fetch_add(1, std::memory_order_relaxed);
       return;
     }
     replaced_->fetch_add(1, std::memory_order_relaxed);
     pushed_->fetch_add(1, std::memory_order_relaxed);
-    end_live(id, scitags::EndReason::kExpired, flows_[id].last_event);
+    end_live(id, scitags::EndReason::kExpired, flows_.last_event(id));
     id = kNone;
   }
   // A copy of the end (or a late start or ongoing) of a flow that ended lately.
@@ -786,7 +778,7 @@ void Pipeline::push_event(const FlowEvent& in) {
       if (!classify(e)) break;
       if (e.start_time == 0) e.start_time = now;
       e.previous_volume = 0;
-      fan_out(e, &flows_[insert_live(key, e, now)].holders);
+      fan_out(e, &flows_.holders(insert_live(key, e, now)));
       return;
     }
     case FlowState::kOngoing: {
@@ -797,7 +789,6 @@ void Pipeline::push_event(const FlowEvent& in) {
         start.usage.reset();
         id = insert_live(key, start, now);
       }
-      auto& live = flows_[id];
       touch(id, now);
       const auto used = flows_.usage(id);
       e.previous_volume = volume_of(used);
@@ -809,23 +800,23 @@ void Pipeline::push_event(const FlowEvent& in) {
         }
         flows_.set_usage(id, e.usage);
       }
-      e.start_time = live.start_time;
+      e.start_time = flows_.start_time(id);
       if (e.experiment == 0) {
-        e.experiment = live.experiment;
-        e.activity = live.activity;
+        e.experiment = flows_.experiment(id);
+        e.activity = flows_.activity(id);
       }
       if (!e.usage) e.usage = used;
-      fan_out(e, &live.holders);
+      fan_out(e, &flows_.holders(id));
       return;
     }
     case FlowState::kEnd: {
       if (e.end_time == 0) e.end_time = now;
       if (id != kNone) {
-        const auto& live = flows_[id];
-        if (e.start_time == 0) e.start_time = live.start_time;
+        const Micros started = flows_.start_time(id);
+        if (e.start_time == 0) e.start_time = started;
         if (e.experiment == 0) {
-          e.experiment = live.experiment;
-          e.activity = live.activity;
+          e.experiment = flows_.experiment(id);
+          e.activity = flows_.activity(id);
         }
         const auto used = flows_.usage(id);
         e.previous_volume = volume_of(used);
@@ -835,8 +826,8 @@ void Pipeline::push_event(const FlowEvent& in) {
           e.usage->sent = std::max(e.usage->sent, used->sent);
           e.usage->received = std::max(e.usage->received, used->received);
         }
-        std::uint32_t holders = live.holders;
-        remember_ended(key, live.start_time);
+        std::uint32_t holders = flows_.holders(id);
+        remember_ended(key, started);
         flows_.erase(id);
         live_gauge_->store(flows_.size(), std::memory_order_relaxed);
         fan_out(e, &holders);
@@ -867,7 +858,7 @@ std::size_t Pipeline::expire() {
   const auto limit = static_cast<Micros>(options_.flow_timeout * 1e6);
   // The oldest flows are first in the activity order: stop at the first one still fresh.
   std::size_t n = 0;
-  while (flows_.oldest() != FlowTable::kNone && now - flows_[flows_.oldest()].last_event >= limit) {
+  while (flows_.oldest() != FlowTable::kNone && now - flows_.last_event(flows_.oldest()) >= limit) {
     expired_->fetch_add(1, std::memory_order_relaxed);
     pushed_->fetch_add(1, std::memory_order_relaxed);
     end_live(flows_.oldest(), scitags::EndReason::kExpired, now);

@@ -219,6 +219,44 @@ TEST_F(PipelineTest, FlowsWithoutEndExpireOnTheClock) {
   EXPECT_EQ(p.live_flows(), 1u);
 }
 
+// The live-flow table keeps times as offsets from a base and the class in the flow label's
+// bits; what does not fit is kept exactly: the end of a flow that lived five years, whose
+// source gave a start time of 1970 and an experiment beyond 9 bits, carries them unchanged.
+TEST_F(PipelineTest, ALiveFlowsTimesAndClassAreKeptExactlyWhateverTheirValues) {
+  auto o = options();
+  o.flow_timeout = 0;           // never expires
+  now = 1'796'000'000'000'000;  // 2026-12
+  const Micros t0 = now;
+  Pipeline p(ctx, o);
+  auto* cap = add(p, "cap");
+  auto odd = event(FlowState::kStart, "192.0.2.1:1", "198.51.100.1:2", 70'000, 100);
+  odd.start_time = 17;  // 1970
+  p.push(odd);
+  p.push(event(FlowState::kStart, "192.0.2.1:3", "198.51.100.1:4"));
+  constexpr Micros kYear = 365LL * 86'400'000'000;
+  for (int i = 1; i <= 5; ++i) {
+    now += kYear + 3;
+    auto ongoing = event(FlowState::kOngoing, "192.0.2.1:3", "198.51.100.1:4", 0, 0);
+    p.push(ongoing);
+  }
+  p.push(event(FlowState::kEnd, "192.0.2.1:1", "198.51.100.1:2", 0, 0));
+  p.push(event(FlowState::kEnd, "192.0.2.1:3", "198.51.100.1:4", 0, 0));
+  p.wait_idle();
+  auto got = cap->events();
+  ASSERT_EQ(got.size(), 9u);
+  EXPECT_EQ(got[7].src.port, 1);
+  EXPECT_EQ(got[7].start_time, 17);
+  EXPECT_EQ(got[7].experiment, 70'000u);
+  EXPECT_EQ(got[7].activity, 100u);
+  EXPECT_EQ(got[7].end_time, now);
+  EXPECT_EQ(got[8].src.port, 3);
+  EXPECT_EQ(got[8].start_time, t0);
+  EXPECT_EQ(got[8].experiment, 2u);
+  EXPECT_EQ(got[8].activity, 1u);
+  EXPECT_EQ(got[8].end_time, t0 + 5 * (kYear + 3));
+  EXPECT_EQ(p.live_flows(), 0u);
+}
+
 TEST_F(PipelineTest, EndWithoutStartIsForwardedWithAStartTime) {
   Pipeline p(ctx, options());
   auto* cap = add(p, "cap");
