@@ -42,7 +42,40 @@ IpAddress IpAddress::any(Family f) {
   return a;
 }
 
+namespace {
+
+// Dotted-quad IPv4 as glibc's inet_pton(AF_INET) accepts it — four decimal octets 0..255
+// without leading zeros, nothing else — into host order; false for anything else (inet_pton
+// then decides, and says why). No NUL-terminated copy, no libc call: the named pipe parses two
+// addresses a line.
+bool parse_dotted_quad(std::string_view text, std::uint32_t& out) noexcept {
+  if (text.size() < 7 || text.size() > 15) return false;
+  std::uint32_t v = 0;
+  std::size_t i = 0;
+  for (int octet = 0; octet < 4; ++octet) {
+    if (octet > 0) {
+      if (i == text.size() || text[i] != '.') return false;
+      ++i;
+    }
+    const std::size_t start = i;
+    unsigned n = 0;
+    while (i < text.size() && i - start < 4 && text[i] >= '0' && text[i] <= '9') {
+      n = n * 10 + static_cast<unsigned>(text[i] - '0');
+      ++i;
+    }
+    const std::size_t digits = i - start;
+    if (digits == 0 || digits > 3 || n > 255 || (digits > 1 && text[start] == '0')) return false;
+    v = v << 8 | n;
+  }
+  if (i != text.size()) return false;
+  out = v;
+  return true;
+}
+
+}  // namespace
+
 Result<IpAddress> IpAddress::parse(std::string_view text) {
+  if (std::uint32_t host = 0; parse_dotted_quad(text, host)) return v4(host);
   if (text.empty()) return fail(Errc::kInvalidArgument, "empty address");
   if (text.size() > INET6_ADDRSTRLEN + IF_NAMESIZE)
     return fail(Errc::kInvalidArgument, fmt::format("'{}' is too long for an IP address", text));
