@@ -33,8 +33,10 @@ std::string_view pipe_token_name(std::size_t position) noexcept {
 
 namespace {
 
+// ' ', '\t', '\n', '\v', '\f', '\r' (isspace in the C locale) in two comparisons: six were
+// half of the tokenizer's instructions.
 bool is_space(char c) noexcept {
-  return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+  return c == ' ' || static_cast<unsigned char>(c - '\t') <= '\r' - '\t';
 }
 
 // A token as it may be shown in a message: cut to 64 bytes, control characters as '?'.

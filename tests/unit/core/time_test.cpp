@@ -35,6 +35,11 @@ TEST(Time, FormatsTimesOfOneSecondAndAlternatingSecondsAlike) {
     EXPECT_EQ(fmt_time(-1), "1969-12-31T23:59:59.999999+00:00");
     EXPECT_EQ(fmt_time(-1'000'000), "1969-12-31T23:59:59.000000+00:00");
     EXPECT_EQ(fmt_time(0), "1970-01-01T00:00:00.000000+00:00");
+    // Three times taking turns (more than the two kept), then each again.
+    for (Micros t : {midnight + 5, midnight + 6, midnight - 7, midnight + 5, midnight - 7}) {
+      EXPECT_EQ(fmt_time(t).substr(20, 6),
+                t < midnight ? "999993" : "00000" + std::to_string(t - midnight));
+    }
   }
   // Every second of a day, each twice: the same text as a formatter without memory.
   for (Micros s = 0; s < 86400; s += 7) {

@@ -174,6 +174,13 @@ TEST(PipeLine, BlankLines) {
   EXPECT_TRUE(is_blank_line(""));
   EXPECT_TRUE(is_blank_line(" \t\r\n"));
   EXPECT_FALSE(is_blank_line(" x "));
+  // Exactly isspace's characters in the C locale separate tokens and make a line blank.
+  for (int c = -128; c < 128; ++c) {
+    const char ch = static_cast<char>(c);
+    const bool space =
+        ch == ' ' || ch == '\t' || ch == '\n' || ch == '\v' || ch == '\f' || ch == '\r';
+    EXPECT_EQ(is_blank_line(std::string_view(&ch, 1)), space) << c;
+  }
 }
 
 TEST(PipeLine, ReasonNames) {

@@ -164,13 +164,15 @@ class FireflyBackend final : public Backend {
     ongoing.usage = scitags::Usage{detail->bytes_received, detail->bytes_acked};
     ongoing.tcp.reset();
     // The send path of send(), with this encoding.
-    auto wire = encoder_.encode(ongoing, now(), *detail, o_.ongoing_shape);
-    if (!wire) {
-      invalid_->fetch_add(1, std::memory_order_relaxed);
-      log_.log(spdlog::level::warn, "backend {}: cannot encode: {}", name_, wire.error().message());
-      return;
-    }
-    queue_wire(ongoing, *wire);
+    const std::size_t offset = arena_.size();
+    auto size = encoder_.encode_to(arena_, ongoing, now(), *detail, o_.ongoing_shape);
+    if (!size) return invalid(size.error());
+    queue_wire(ongoing, offset, *size);
+  }
+
+  void invalid(const Error& error) {
+    invalid_->fetch_add(1, std::memory_order_relaxed);
+    log_.log(spdlog::level::warn, "backend {}: cannot encode: {}", name_, error.message());
   }
 
   void send(const FlowEvent& in) {
@@ -184,14 +186,12 @@ class FireflyBackend final : public Backend {
     encode_and_queue(in);
   }
 
+  // Encoded straight into the send buffer (arena_): no copy from the encoder's own.
   void encode_and_queue(const FlowEvent& e) {
-    auto wire = encoder_.encode(e, now());
-    if (!wire) {
-      invalid_->fetch_add(1, std::memory_order_relaxed);
-      log_.log(spdlog::level::warn, "backend {}: cannot encode: {}", name_, wire.error().message());
-      return;
-    }
-    queue_wire(e, *wire);
+    const std::size_t offset = arena_.size();
+    auto size = encoder_.encode_to(arena_, e, now());
+    if (!size) return invalid(size.error());
+    queue_wire(e, offset, *size);
   }
 
   // The syslog timestamp (and the current time of events without one): the clock is read once
@@ -202,15 +202,13 @@ class FireflyBackend final : public Backend {
     return batch_now_;
   }
 
-  // Queued (the datagram once, for every destination), sent by flush() in sendmmsg calls
-  // (GSO runs) rather than one sendto each.
-  void queue_wire(const FlowEvent& e, std::string_view wire) {
-    const std::size_t offset = arena_.size();
-    arena_.append(wire);
+  // Queued (the datagram once — at arena_[offset, offset + size), encoded there — for every
+  // destination), sent by flush() in sendmmsg calls (GSO runs) rather than one sendto each.
+  void queue_wire(const FlowEvent& e, std::size_t offset, std::size_t size) {
     if (o_.to_destination) {
-      queued_.push_back({Endpoint{e.dst.address, o_.port}, offset, wire.size(), 0});
+      queued_.push_back({Endpoint{e.dst.address, o_.port}, offset, size, 0});
     }
-    for (const auto& c : collectors_) queued_.push_back({c, offset, wire.size(), 1});
+    for (const auto& c : collectors_) queued_.push_back({c, offset, size, 1});
     if (queued_.size() >= kFlushAt) flush();
   }
 
