@@ -50,24 +50,34 @@ namespace {
 // addresses a line.
 bool parse_dotted_quad(std::string_view text, std::uint32_t& out) noexcept {
   if (text.size() < 7 || text.size() > 15) return false;
+  const char* p = text.data();
+  const char* const end = p + text.size();
+  // The digit at q, or 10 and more for anything else (or the end).
+  auto digit = [&](const char* q) -> unsigned {
+    return q == end ? 10u : static_cast<unsigned>(static_cast<unsigned char>(*q)) - '0';
+  };
   std::uint32_t v = 0;
-  std::size_t i = 0;
   for (int octet = 0; octet < 4; ++octet) {
     if (octet > 0) {
-      if (i == text.size() || text[i] != '.') return false;
-      ++i;
+      if (p == end || *p != '.') return false;
+      ++p;
     }
-    const std::size_t start = i;
-    unsigned n = 0;
-    while (i < text.size() && i - start < 4 && text[i] >= '0' && text[i] <= '9') {
-      n = n * 10 + static_cast<unsigned>(text[i] - '0');
-      ++i;
+    unsigned n = digit(p);
+    if (n > 9) return false;
+    ++p;
+    if (unsigned d = digit(p); d <= 9) {
+      if (n == 0) return false;  // a leading zero
+      n = n * 10 + d;
+      ++p;
+      if (d = digit(p); d <= 9) {
+        n = n * 10 + d;
+        ++p;
+        if (n > 255 || digit(p) <= 9) return false;
+      }
     }
-    const std::size_t digits = i - start;
-    if (digits == 0 || digits > 3 || n > 255 || (digits > 1 && text[start] == '0')) return false;
     v = v << 8 | n;
   }
-  if (i != text.size()) return false;
+  if (p != end) return false;
   out = v;
   return true;
 }

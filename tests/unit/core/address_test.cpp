@@ -39,6 +39,18 @@ TEST(IpAddress, Ipv4AcceptedExactlyAsInetPton) {
       texts.push_back(std::to_string(a) + "." + std::to_string(b) + ".1." + std::to_string(b));
     }
   }
+  std::uint32_t seed = 7;  // and strings of digits and dots of every length up to 16
+  for (int k = 0; k < 20000; ++k) {
+    std::string t;
+    seed = seed * 1103515245 + 12345;
+    const std::size_t len = 1 + (seed >> 16) % 16;
+    for (std::size_t i = 0; i < len; ++i) {
+      seed = seed * 1103515245 + 12345;
+      const unsigned r = (seed >> 16) % 13;
+      t += r < 10 ? static_cast<char>('0' + r) : (r == 10 ? 'x' : '.');
+    }
+    texts.push_back(t);
+  }
   for (const auto& t : texts) {
     in_addr in{};
     const bool ok = t.find('%') == std::string::npos && inet_pton(AF_INET, t.c_str(), &in) == 1;
