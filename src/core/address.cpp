@@ -42,7 +42,50 @@ IpAddress IpAddress::any(Family f) {
   return a;
 }
 
+namespace {
+
+// Dotted-quad IPv4 as glibc's inet_pton(AF_INET) accepts it — four decimal octets 0..255
+// without leading zeros, nothing else — into host order; false for anything else (inet_pton
+// then decides, and says why). No NUL-terminated copy, no libc call: the named pipe parses two
+// addresses a line.
+bool parse_dotted_quad(std::string_view text, std::uint32_t& out) noexcept {
+  if (text.size() < 7 || text.size() > 15) return false;
+  const char* p = text.data();
+  const char* const end = p + text.size();
+  // The digit at q, or 10 and more for anything else (or the end).
+  auto digit = [&](const char* q) -> unsigned {
+    return q == end ? 10u : static_cast<unsigned>(static_cast<unsigned char>(*q)) - '0';
+  };
+  std::uint32_t v = 0;
+  for (int octet = 0; octet < 4; ++octet) {
+    if (octet > 0) {
+      if (p == end || *p != '.') return false;
+      ++p;
+    }
+    unsigned n = digit(p);
+    if (n > 9) return false;
+    ++p;
+    if (unsigned d = digit(p); d <= 9) {
+      if (n == 0) return false;  // a leading zero
+      n = n * 10 + d;
+      ++p;
+      if (d = digit(p); d <= 9) {
+        n = n * 10 + d;
+        ++p;
+        if (n > 255 || digit(p) <= 9) return false;
+      }
+    }
+    v = v << 8 | n;
+  }
+  if (p != end) return false;
+  out = v;
+  return true;
+}
+
+}  // namespace
+
 Result<IpAddress> IpAddress::parse(std::string_view text) {
+  if (std::uint32_t host = 0; parse_dotted_quad(text, host)) return v4(host);
   if (text.empty()) return fail(Errc::kInvalidArgument, "empty address");
   if (text.size() > INET6_ADDRSTRLEN + IF_NAMESIZE)
     return fail(Errc::kInvalidArgument, fmt::format("'{}' is too long for an IP address", text));

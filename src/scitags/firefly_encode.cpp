@@ -435,18 +435,31 @@ FireflyEncoder::FireflyEncoder(EncoderOptions options)
 }
 
 Result<std::string_view> FireflyEncoder::encode(const FlowEvent& e, Micros now) {
-  return encode(e, now, nullptr);
+  buf_.clear();
+  FM_TRY_VOID(append(buf_, e, now, nullptr));
+  return std::string_view(buf_);
 }
 
 Result<std::string_view> FireflyEncoder::encode(const FlowEvent& e, Micros now,
                                                 const TcpDetail& tcp, EnrichmentShape shape) {
-  if (shape == EnrichmentShape::kFlowmark) return encode(e, now, nullptr);
-  const detail::Enrichment x{&tcp, shape};
-  return encode(e, now, &x);
+  buf_.clear();
+  FM_TRY_VOID(encode_to(buf_, e, now, tcp, shape));
+  return std::string_view(buf_);
 }
 
-Result<std::string_view> FireflyEncoder::encode(const FlowEvent& e, Micros now,
-                                                const detail::Enrichment* enrichment) {
+Result<std::size_t> FireflyEncoder::encode_to(std::string& out, const FlowEvent& e, Micros now) {
+  return append(out, e, now, nullptr);
+}
+
+Result<std::size_t> FireflyEncoder::encode_to(std::string& out, const FlowEvent& e, Micros now,
+                                              const TcpDetail& tcp, EnrichmentShape shape) {
+  if (shape == EnrichmentShape::kFlowmark) return append(out, e, now, nullptr);
+  const detail::Enrichment x{&tcp, shape};
+  return append(out, e, now, &x);
+}
+
+Result<std::size_t> FireflyEncoder::append(std::string& out, const FlowEvent& e, Micros now,
+                                           const detail::Enrichment* enrichment) {
   if (e.src.port == 0 || e.dst.port == 0)
     return fail(Errc::kInvalidArgument,
                 fmt::format("flow {} -> {}: a port 0 is not allowed in a firefly",
@@ -467,10 +480,11 @@ Result<std::string_view> FireflyEncoder::encode(const FlowEvent& e, Micros now,
   const std::size_t bound = prefix_.size() + kRfc3339MicrosSize + after_time_.size() +
                             detail::document_bound(e, application_) +
                             (enrichment ? detail::kDetailBound : 0);
-  // No allocation: the constructor reserved `bound` for the largest event (with TCP
-  // information); resize_and_overwrite does not zero-fill.
-  buf_.resize_and_overwrite(bound, [&](char* p, std::size_t) noexcept {
-    detail::Writer w(p);
+  // No allocation once `out` has grown (the constructor reserved buf_ for the largest event,
+  // with TCP information); resize_and_overwrite does not zero-fill.
+  const std::size_t old = out.size();
+  out.resize_and_overwrite(old + bound, [&](char* p, std::size_t) noexcept {
+    detail::Writer w(p + old);
     const char* now_text = nullptr;
     if (header_) {
       w.text(prefix_);
@@ -484,7 +498,7 @@ Result<std::string_view> FireflyEncoder::encode(const FlowEvent& e, Micros now,
                            current == now && current > 0 ? now_text : nullptr, enrichment);
     return static_cast<std::size_t>(w.pos() - p);
   });
-  return std::string_view(buf_);
+  return out.size() - old;
 }
 
 std::string_view to_string(EnrichmentShape s) noexcept {

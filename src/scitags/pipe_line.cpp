@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <charconv>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include <fmt/format.h>
@@ -33,8 +36,35 @@ std::string_view pipe_token_name(std::size_t position) noexcept {
 
 namespace {
 
+// ' ', '\t', '\n', '\v', '\f', '\r' (isspace in the C locale) in two comparisons: six were
+// half of the tokenizer's instructions.
 bool is_space(char c) noexcept {
-  return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+  return c == ' ' || static_cast<unsigned char>(c - '\t') <= '\r' - '\t';
+}
+
+// The end of the token at `i`: the first whitespace at or after it, or the line's end. Eight
+// bytes at a time up to the first byte below '!' (whitespace is among those), then byte by byte
+// from there: the tokenizer's per-character loop was a sixth of the instructions per pipe line.
+std::size_t token_end(std::string_view line, std::size_t i) noexcept {
+  const char* p = line.data();
+  const std::size_t n = line.size();
+  if constexpr (std::endian::native == std::endian::little) {
+    constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+    while (i + 8 <= n) {
+      std::uint64_t x;
+      std::memcpy(&x, p + i, 8);
+      // The lowest byte flagged is the first one below 0x21 (a borrow only flags bytes above
+      // a real one; bytes of 0x80 and more are never flagged).
+      const std::uint64_t below = (x - 0x21 * kOnes) & ~x & (0x80 * kOnes);
+      if (below != 0) {
+        i += static_cast<std::size_t>(std::countr_zero(below)) / 8;
+        break;
+      }
+      i += 8;
+    }
+  }
+  while (i < n && !is_space(p[i])) ++i;
+  return i;
 }
 
 // A token as it may be shown in a message: cut to 64 bytes, control characters as '?'.
@@ -133,7 +163,7 @@ std::expected<FlowEvent, PipeLineError> parse_pipe_line(std::string_view line,
     while (i < line.size() && is_space(line[i])) ++i;
     if (i == line.size()) break;
     const std::size_t start = i;
-    while (i < line.size() && !is_space(line[i])) ++i;
+    i = token_end(line, i);
     if (n == kPipeLineTokens) {
       ++n;  // one too many is enough to know
       break;

@@ -62,6 +62,11 @@ class FlowSink {
     return 0;
   }
   virtual void cancel_room_wait(std::uint64_t /*id*/) noexcept {}
+  // The events pushed between begin_batch() and end_batch() came in at one instant (one read
+  // of a source): they are given one time — the clock is read once, at begin_batch() — where
+  // the pipeline fills a time or notes a flow's activity. Optional; not nested.
+  virtual void begin_batch() {}
+  virtual void end_batch() noexcept {}
   // For a source that works on threads of its own (not the loop's): blocks until there is
   // room (true), or until `stop` is requested, `deadline` passes or the pipeline shuts down
   // (false). Never on the loop thread: signals, timers and the other sources would wait.

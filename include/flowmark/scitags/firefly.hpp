@@ -56,10 +56,15 @@ class FireflyEncoder {
   // instead of from e.tcp; kFlowmark is encode(e, now).
   Result<std::string_view> encode(const FlowEvent& e, Micros now, const TcpDetail& tcp,
                                   EnrichmentShape shape);
+  // The same bytes as encode(), appended to `out` (a send buffer: no copy from the encoder's
+  // own); returns their size. On an error `out` is left as it was.
+  Result<std::size_t> encode_to(std::string& out, const FlowEvent& e, Micros now);
+  Result<std::size_t> encode_to(std::string& out, const FlowEvent& e, Micros now,
+                                const TcpDetail& tcp, EnrichmentShape shape);
 
  private:
-  Result<std::string_view> encode(const FlowEvent& e, Micros now,
-                                  const detail::Enrichment* enrichment);
+  Result<std::size_t> append(std::string& out, const FlowEvent& e, Micros now,
+                             const detail::Enrichment* enrichment);
   std::string prefix_;       // "<134>1 "
   std::string after_time_;   // " host app - firefly-json - "
   std::string application_;  // already a JSON string literal, quotes included

@@ -1,5 +1,10 @@
 #include "flowmark/core/address.hpp"
 
+#include <arpa/inet.h>
+
+#include <string>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 namespace flowmark {
@@ -13,6 +18,50 @@ TEST(IpAddress, ParsesIpv4) {
   EXPECT_FALSE(a->is_ssm());
   EXPECT_EQ(a->to_string(), "239.1.2.3");
   EXPECT_EQ(*a, IpAddress::v4(0xef010203));
+}
+
+// IPv4 text is read without inet_pton where it is a plain dotted quad: whatever the text, the
+// answer (accepted or not, and the address) is inet_pton's.
+TEST(IpAddress, Ipv4AcceptedExactlyAsInetPton) {
+  std::vector<std::string> texts = {
+      "0.0.0.0",    "255.255.255.255", "10.0.0.1",         "1.2.3.4",
+      "01.2.3.4",   "1.2.3.04",        "1.2.3.00",         "1.2.3.256",
+      "256.1.1.1",  "1.2.3",           "1.2.3.4.5",        "1..2.3",
+      ".1.2.3",     "1.2.3.",          "1.2.3.4 ",         " 1.2.3.4",
+      "1.2.3.4x",   "1.2.3.-4",        "1.2.3.+4",         "1.2.3.0x4",
+      "0000.1.2.3", "1.2.3.1000",      "100.200.250.199",  "99.99.99.99",
+      "9.9.9.9",    "1.2.3.4%eth0",    "123.123.123.1234", "1.2.3.255",
+      "1.2.3.0255", "1.2.3.4\n",       "1.2.3.a",          "a.b.c.d",
+      "::1",        "::ffff:1.2.3.4",  "1e1.2.3.4",        "11.22.33.44",
+      "0.0.0.00",   "00.0.0.0"};
+  for (unsigned a = 0; a < 300; a += 37) {
+    for (unsigned b : {0u, 9u, 10u, 99u, 100u, 255u, 256u, 999u}) {
+      texts.push_back(std::to_string(a) + "." + std::to_string(b) + ".1." + std::to_string(b));
+    }
+  }
+  std::uint32_t seed = 7;  // and strings of digits and dots of every length up to 16
+  for (int k = 0; k < 20000; ++k) {
+    std::string t;
+    seed = seed * 1103515245 + 12345;
+    const std::size_t len = 1 + (seed >> 16) % 16;
+    for (std::size_t i = 0; i < len; ++i) {
+      seed = seed * 1103515245 + 12345;
+      const unsigned r = (seed >> 16) % 13;
+      t += r < 10 ? static_cast<char>('0' + r) : (r == 10 ? 'x' : '.');
+    }
+    texts.push_back(t);
+  }
+  for (const auto& t : texts) {
+    in_addr in{};
+    const bool ok = t.find('%') == std::string::npos && inet_pton(AF_INET, t.c_str(), &in) == 1;
+    auto parsed = IpAddress::parse(t);
+    if (ok) {
+      ASSERT_TRUE(parsed.has_value()) << t;
+      EXPECT_EQ(*parsed, IpAddress::v4(in)) << t;
+    } else if (parsed) {
+      EXPECT_FALSE(parsed->is_v4()) << t << " accepted as IPv4, inet_pton refuses it";
+    }
+  }
 }
 
 TEST(IpAddress, ParsesIpv6WithNumericScope) {

@@ -136,6 +136,39 @@ TEST_F(PipelineTest, EndCarriesStartTimeAndDuplicatesAreSuppressed) {
   EXPECT_EQ(counters.value("flowmark_pipeline_received_total"), 3u);
 }
 
+// The events of one batch (a source's read) get one time: the clock is read once, at
+// begin_batch(); outside a batch, once per event.
+TEST_F(PipelineTest, EventsOfOneBatchShareOneClockReading) {
+  auto o = options();
+  int reads = 0;
+  o.clock = [&] {
+    ++reads;
+    return now += 1'000;  // a clock that moves at every reading
+  };
+  Pipeline p(ctx, o);
+  auto* cap = add(p, "cap");
+  SourceTap tap("pipe", counters, p);
+  const Micros batch_time = now;  // before the batch's reading
+  tap.begin_batch();
+  tap.push_lossless(event(FlowState::kStart, "192.0.2.1:1000", "198.51.100.1:2000"));
+  tap.push_lossless(event(FlowState::kStart, "192.0.2.1:1001", "198.51.100.1:2000"));
+  tap.push_lossless(event(FlowState::kEnd, "192.0.2.1:1000", "198.51.100.1:2000"));
+  tap.end_batch();
+  EXPECT_EQ(reads, 1);
+  tap.push_lossless(event(FlowState::kEnd, "192.0.2.1:1001", "198.51.100.1:2000"));
+  EXPECT_EQ(reads, 2);
+  p.wait_idle();
+  auto got = cap->events();
+  ASSERT_EQ(got.size(), 4u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(got[i].start_time, batch_time + 1'000) << i;
+    EXPECT_EQ(got[i].current_time, batch_time + 1'000) << i;
+  }
+  EXPECT_EQ(got[2].end_time, batch_time + 1'000);
+  EXPECT_EQ(got[3].start_time, batch_time + 1'000);
+  EXPECT_EQ(got[3].end_time, batch_time + 2'000);
+}
+
 TEST_F(PipelineTest, RulesClassifyFirstMatchWins) {
   auto o = options();
   Rule a;

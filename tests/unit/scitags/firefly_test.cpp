@@ -145,6 +145,36 @@ TEST(FireflyEncoder, RefusesWhatWouldBreakTheSchema) {
   EXPECT_FALSE(enc.encode(e, kStart).has_value());
 }
 
+// encode_to appends to a send buffer exactly what encode returns, after what it holds; an
+// event that breaks the schema leaves the buffer as it was.
+TEST(FireflyEncoder, EncodeToAppendsTheSameBytes) {
+  FireflyEncoder enc({.hostname = "h"});
+  FlowEvent end = spec_event();
+  end.state = FlowState::kEnd;
+  end.end_time = kStart + 5'000'000;
+  end.usage = Usage{10, 20};
+  std::string buffer = "earlier datagrams";
+  std::string want = buffer;
+  for (const FlowEvent& e : {spec_event(), end, spec_event()}) {
+    auto size = enc.encode_to(buffer, e, kStart + 7);
+    ASSERT_TRUE(size.has_value()) << size.error().message();
+    const std::string wire(*enc.encode(e, kStart + 7));
+    EXPECT_EQ(*size, wire.size());
+    want += wire;
+    EXPECT_EQ(buffer, want);
+  }
+  FlowEvent bad = spec_event();
+  bad.src.port = 0;
+  EXPECT_FALSE(enc.encode_to(buffer, bad, kStart).has_value());
+  EXPECT_EQ(buffer, want);
+  TcpDetail detail{};
+  detail.rtt = 1500;
+  auto shaped = enc.encode_to(buffer, spec_event(), kStart, detail, EnrichmentShape::kLean);
+  ASSERT_TRUE(shaped.has_value());
+  EXPECT_EQ(buffer.substr(want.size()),
+            *enc.encode(spec_event(), kStart, detail, EnrichmentShape::kLean));
+}
+
 // One rejecting case for each rule of the schema (and of the envelope).
 TEST(FireflyDecoder, EveryRuleHasARejectingCase) {
   const std::string lc =

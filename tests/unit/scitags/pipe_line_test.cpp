@@ -40,6 +40,64 @@ TEST(PipeLine, AnyWhitespaceAndLineEndings) {
   }
 }
 
+// The tokenizer (eight bytes at a time where it can) splits exactly where a byte-by-byte split
+// on isspace's characters does: lines of tokens of every length up to 20 (control characters,
+// bytes of 0x80 and more, '!' and ' '-neighbours inside them), separated by every whitespace.
+TEST(PipeLine, TokensSplitExactlyAtWhitespace) {
+  auto reference = [](std::string_view line) {
+    std::vector<std::string_view> out;
+    std::size_t i = 0;
+    auto space = [](char c) {
+      return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+    };
+    while (true) {
+      while (i < line.size() && space(line[i])) ++i;
+      if (i == line.size()) break;
+      const std::size_t start = i;
+      while (i < line.size() && !space(line[i])) ++i;
+      out.push_back(line.substr(start, i - start));
+    }
+    return out;
+  };
+  const std::string fillers[] = {"a", "\x01", "\x1f", "!", "\x80", "\xff", "\x7f", "0", "\x20\x21"};
+  const std::string seps[] = {" ", "\t", "\n", "\v", "\f", "\r", "  \t"};
+  const std::vector<std::string> valid = {"start",       "tcp",  "192.168.0.1", "2345",
+                                          "192.168.0.2", "5777", "1",           "2"};
+  std::uint32_t seed = 12345;
+  auto next = [&] { return seed = seed * 1103515245 + 12345, (seed >> 16) & 0x7fff; };
+  for (int round = 0; round < 3000; ++round) {
+    std::string line;
+    const bool use_valid = round % 3 == 0;
+    const std::size_t count = use_valid ? 8 : 6 + next() % 4;
+    if (next() % 2) line += seps[next() % std::size(seps)];
+    for (std::size_t t = 0; t < count; ++t) {
+      if (t > 0) line += seps[next() % std::size(seps)];
+      if (use_valid) {
+        line += valid[t];
+      } else {
+        const std::size_t len = 1 + next() % 20;
+        for (std::size_t k = 0; k < len; ++k) line += fillers[next() % std::size(fillers)];
+      }
+    }
+    if (next() % 2) line += seps[next() % std::size(seps)];
+    const auto want = reference(line);
+    auto got = parse_pipe_line(line, reg());
+    if (want.size() != kPipeLineTokens) {
+      ASSERT_FALSE(got.has_value()) << round;
+      EXPECT_EQ(got.error().reason, PipeReject::kTokenCount) << round;
+      continue;
+    }
+    auto by_reference = parse_pipe_tokens(want, reg());
+    ASSERT_EQ(got.has_value(), by_reference.has_value()) << round;
+    if (got) {
+      EXPECT_EQ(*got, *by_reference) << round;
+    } else {
+      EXPECT_EQ(got.error().reason, by_reference.error().reason) << round;
+      EXPECT_EQ(got.error().message, by_reference.error().message) << round;
+    }
+  }
+}
+
 TEST(PipeLine, StatesProtocolsAndIpv6) {
   auto e = parse_pipe_line("end udp 2001:db8::1 40000 2001:db8:1::2 443 3 1", reg());
   ASSERT_TRUE(e.has_value()) << e.error().message;
@@ -174,6 +232,13 @@ TEST(PipeLine, BlankLines) {
   EXPECT_TRUE(is_blank_line(""));
   EXPECT_TRUE(is_blank_line(" \t\r\n"));
   EXPECT_FALSE(is_blank_line(" x "));
+  // Exactly isspace's characters in the C locale separate tokens and make a line blank.
+  for (int c = -128; c < 128; ++c) {
+    const char ch = static_cast<char>(c);
+    const bool space =
+        ch == ' ' || ch == '\t' || ch == '\n' || ch == '\v' || ch == '\f' || ch == '\r';
+    EXPECT_EQ(is_blank_line(std::string_view(&ch, 1)), space) << c;
+  }
 }
 
 TEST(PipeLine, ReasonNames) {

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 
 #include <toml++/toml.h>
 
@@ -75,6 +76,33 @@ TEST(FireflyBackend, CollectorsGetEachEventWithTheSyslogHeader) {
   }
   EXPECT_EQ(f.sends("collector", "sent"), 2u);
   EXPECT_EQ(f.sends("destination", "sent"), 0u);
+  (*b)->stop();
+}
+
+// The fireflies sent together (between two flushes) carry one syslog timestamp: the clock is
+// read once for them, even when it moved between their events; the next batch reads it again.
+TEST(FireflyBackend, OneSyslogTimestampPerBatch) {
+  UdpLoopback c;
+  ASSERT_TRUE(c.ok());
+  Fixture f;
+  auto b = f.make("to_destination = false\ncollectors = ['" + c.local().to_string() + "']");
+  ASSERT_TRUE(b) << b.error().message();
+  ASSERT_TRUE((*b)->start());
+  auto clock_moved_past = [](Micros t) {  // waits (a condition) until the clock passed t
+    while (now_micros() <= t) std::this_thread::yield();
+  };
+  const Micros before = now_micros();
+  (*b)->on_event(event(1000));
+  clock_moved_past(before + 1'000);
+  (*b)->on_event(event(1001));
+  (*b)->flush();
+  const auto first = f.next(c), second = f.next(c);
+  EXPECT_GE(first.header_time, before);
+  EXPECT_EQ(second.header_time, first.header_time);
+  clock_moved_past(first.header_time + 1'000);
+  (*b)->on_event(event(1002));
+  (*b)->flush();
+  EXPECT_GT(f.next(c).header_time, first.header_time);
   (*b)->stop();
 }
 
