@@ -229,17 +229,7 @@ Micros FlowTable::start_time(Id id) const noexcept {
 
 void FlowTable::set_start_time(Id id, Micros t) {
   Entry& e = entry(id);
-  if (const auto o = offset_of(t)) {
-    e.start_low = o->low;
-    e.start_high = o->high;
-    if (e.key.bits & kOutsideStart) {
-      e.key.bits &= ~kOutsideStart;
-      if ((e.key.bits & kOutside) == 0) outside_.erase(id);
-    }
-    return;
-  }
-  outside_[id].start_time = t;
-  e.key.bits |= kOutsideStart;
+  store_time(e, id, t, e.start_low, e.start_high, &Outside::start_time, kOutsideStart);
 }
 
 Micros FlowTable::last_event(Id id) const noexcept {
@@ -249,17 +239,22 @@ Micros FlowTable::last_event(Id id) const noexcept {
 }
 
 void FlowTable::set_last_event(Entry& e, Id id, Micros t) {
+  store_time(e, id, t, e.last_low, e.last_high, &Outside::last_event, kOutsideLast);
+}
+
+void FlowTable::store_time(Entry& e, Id id, Micros t, std::uint32_t& low, std::uint16_t& high,
+                           Micros Outside::*side, std::uint8_t flag) {
   if (const auto o = offset_of(t)) {
-    e.last_low = o->low;
-    e.last_high = o->high;
-    if (e.key.bits & kOutsideLast) {
-      e.key.bits &= ~kOutsideLast;
+    low = o->low;
+    high = o->high;
+    if (e.key.bits & flag) {  // back in range: the side map keeps only what still needs it
+      e.key.bits &= static_cast<std::uint8_t>(~flag);
       if ((e.key.bits & kOutside) == 0) outside_.erase(id);
     }
     return;
   }
-  outside_[id].last_event = t;
-  e.key.bits |= kOutsideLast;
+  outside_[id].*side = t;
+  e.key.bits |= flag;
 }
 
 std::uint32_t FlowTable::experiment(Id id) const noexcept {

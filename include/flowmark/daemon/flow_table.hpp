@@ -144,6 +144,10 @@ class FlowTable {
   std::optional<Offset48> offset_of(Micros t) const noexcept;
   Micros time_at(std::uint32_t low, std::uint16_t high) const noexcept;
   void set_last_event(Entry& e, Id id, Micros t);
+  // Stores t as the 48-bit offset (low, high) when it fits, else exactly in the side map's
+  // `side` with `flag` set in the entry.
+  void store_time(Entry& e, Id id, Micros t, std::uint32_t& low, std::uint16_t& high,
+                  Micros Outside::*side, std::uint8_t flag);
   Id allocate();
   void unlink(Id id) noexcept;
   void link_newest(Id id) noexcept;
