@@ -1,5 +1,6 @@
 #include "flowmark/daemon/pipeline.hpp"
 
+#include <malloc.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -55,9 +56,7 @@ struct Pipeline::Room {
       const std::uint64_t one = 1;
       [[maybe_unused]] auto n = ::write(f, &one, sizeof one);
     }
-    {
-      std::lock_guard lock(mutex);
-    }
+    { std::lock_guard lock(mutex); }
     cv.notify_all();
   }
 };
@@ -251,7 +250,7 @@ struct Pipeline::Worker {
     // event: 100,000 events kept 13 MB after they were delivered. The memory beyond kKeep
     // events goes back once the batches are small again, or after a second without events.
     std::optional<Clock::time_point> trim_at;
-    bool release = false;
+    bool release = false, trim_heap = false;
     while (true) {
       {
         std::unique_lock lock(mutex);
@@ -272,6 +271,7 @@ struct Pipeline::Worker {
           std::vector<Item>().swap(pending);
           std::vector<Item>().swap(batch);
           trim_at.reset();
+          trim_heap = true;
         }
         batch.swap(pending);
         in_flight.store(batch.size(), std::memory_order_relaxed);
@@ -287,6 +287,13 @@ struct Pipeline::Worker {
       if (release) {
         room->release();
         release = false;
+      }
+      // A burst's vectors were freed: the allocator gives its free pages back to the kernel
+      // now. Freed in the middle of its heap they stayed resident: after a 1,000,000-event
+      // flood, 100 MB settled in one run and 190 MB in the next (test_collector_flood).
+      if (trim_heap) {
+        malloc_trim(0);
+        trim_heap = false;
       }
       for (const auto& item : batch) {
         if (item.kind == Kind::kReopen) {
